@@ -1,0 +1,353 @@
+//! Pure packet logic: Ethernet/IPv4/L4 header parsing and classification.
+//!
+//! The logic is written once against [`Frame`], a bounds-checked view of packet bytes.
+//! The eBPF programs implement it over `XdpContext`/`TcContext` (each load is checked
+//! against `data_end`, which is what the verifier needs); host tests implement it over
+//! `&[u8]`. So the code that the tests drive is the code that runs in the kernel.
+
+/// Ethernet header length (no VLAN tag).
+pub const ETH_HLEN: usize = 14;
+/// Minimum IPv4 header length.
+pub const IPV4_MIN_HLEN: usize = 20;
+
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Minimum L4 header bytes we require before calling a packet TCP/UDP/ICMP.
+pub const TCP_MIN_HLEN: usize = 20;
+pub const UDP_HLEN: usize = 8;
+pub const ICMP_HLEN: usize = 8;
+
+/// Bounds-checked read access to a frame's bytes.
+pub trait Frame {
+    /// Copies `N` bytes at `offset`, or `None` if they are not all inside the frame.
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
+
+    #[inline(always)]
+    fn load_u8(&self, offset: usize) -> Option<u8> {
+        self.load::<1>(offset).map(|b| b[0])
+    }
+
+    /// Big-endian (network order) u16.
+    #[inline(always)]
+    fn load_be16(&self, offset: usize) -> Option<u16> {
+        self.load::<2>(offset).map(u16::from_be_bytes)
+    }
+}
+
+impl Frame for [u8] {
+    #[inline]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let end = offset.checked_add(N)?;
+        self.get(offset..end)?.try_into().ok()
+    }
+}
+
+/// What a frame is, as far as netpath's datapath cares. Also the per-class counter slot.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PacketClass {
+    Ipv4Tcp = 0,
+    Ipv4Udp = 1,
+    Ipv4Icmp = 2,
+    /// IPv4 with another L4 protocol.
+    Ipv4Other = 3,
+    /// An IPv4 fragment (first or later): no L4 header the datapath may rely on.
+    Ipv4Fragment = 4,
+    Arp = 5,
+    Ipv6 = 6,
+    /// Any other ethertype (including VLAN-tagged frames).
+    OtherEthertype = 7,
+    /// Shorter than an Ethernet header.
+    TruncatedEthernet = 8,
+    /// IPv4 ethertype but a short, wrong-version, bad-IHL or bad-length IP header.
+    MalformedIpv4 = 9,
+    /// Valid IPv4 header but the TCP/UDP/ICMP header is cut short.
+    TruncatedL4 = 10,
+}
+
+impl PacketClass {
+    pub const COUNT: u32 = 11;
+    pub const ALL: [PacketClass; Self::COUNT as usize] = [
+        PacketClass::Ipv4Tcp,
+        PacketClass::Ipv4Udp,
+        PacketClass::Ipv4Icmp,
+        PacketClass::Ipv4Other,
+        PacketClass::Ipv4Fragment,
+        PacketClass::Arp,
+        PacketClass::Ipv6,
+        PacketClass::OtherEthertype,
+        PacketClass::TruncatedEthernet,
+        PacketClass::MalformedIpv4,
+        PacketClass::TruncatedL4,
+    ];
+
+    /// Stable name used in `netpath stats` and the API.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PacketClass::Ipv4Tcp => "ipv4_tcp",
+            PacketClass::Ipv4Udp => "ipv4_udp",
+            PacketClass::Ipv4Icmp => "ipv4_icmp",
+            PacketClass::Ipv4Other => "ipv4_other",
+            PacketClass::Ipv4Fragment => "ipv4_fragment",
+            PacketClass::Arp => "arp",
+            PacketClass::Ipv6 => "ipv6",
+            PacketClass::OtherEthertype => "other_ethertype",
+            PacketClass::TruncatedEthernet => "truncated_ethernet",
+            PacketClass::MalformedIpv4 => "malformed_ipv4",
+            PacketClass::TruncatedL4 => "truncated_l4",
+        }
+    }
+}
+
+/// Result of [`classify`]: the class, and for IPv4 the header offsets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classified {
+    pub class: PacketClass,
+    /// Offset of the L4 header (meaningful for the `Ipv4Tcp/Udp/Icmp/Other` classes).
+    pub l4_offset: usize,
+}
+
+impl Classified {
+    const fn only(class: PacketClass) -> Self {
+        Classified {
+            class,
+            l4_offset: 0,
+        }
+    }
+}
+
+/// Classifies an Ethernet frame. Never reads outside the frame.
+#[inline(always)]
+pub fn classify<F: Frame + ?Sized>(frame: &F) -> Classified {
+    let Some(ethertype) = frame.load_be16(12) else {
+        return Classified::only(PacketClass::TruncatedEthernet);
+    };
+    match ethertype {
+        ETH_P_IP => classify_ipv4(frame),
+        ETH_P_ARP => Classified::only(PacketClass::Arp),
+        ETH_P_IPV6 => Classified::only(PacketClass::Ipv6),
+        _ => Classified::only(PacketClass::OtherEthertype),
+    }
+}
+
+#[inline(always)]
+fn classify_ipv4<F: Frame + ?Sized>(frame: &F) -> Classified {
+    const L3: usize = ETH_HLEN;
+    // version/ihl, tos, total length, id, flags/fragment offset, ttl, protocol.
+    let Some(hdr) = frame.load::<10>(L3) else {
+        return Classified::only(PacketClass::MalformedIpv4);
+    };
+    let version = hdr[0] >> 4;
+    // `& 0xf` bounds the header length to 60 bytes, which keeps every offset derived
+    // from it provably small for the verifier.
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
+    let total_len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+    if version != 4 || ihl < IPV4_MIN_HLEN || total_len < ihl {
+        return Classified::only(PacketClass::MalformedIpv4);
+    }
+    // The whole IP header (options included) and the whole datagram must be present;
+    // Ethernet padding after the datagram is allowed.
+    if frame.load_u8(L3 + ihl - 1).is_none() || frame.load_u8(L3 + total_len - 1).is_none() {
+        return Classified::only(PacketClass::MalformedIpv4);
+    }
+    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+    // More-fragments flag or a non-zero fragment offset.
+    if frag & 0x3fff != 0 {
+        return Classified::only(PacketClass::Ipv4Fragment);
+    }
+    let l4_offset = L3 + ihl;
+    let (class, need) = match hdr[9] {
+        IPPROTO_TCP => (PacketClass::Ipv4Tcp, TCP_MIN_HLEN),
+        IPPROTO_UDP => (PacketClass::Ipv4Udp, UDP_HLEN),
+        IPPROTO_ICMP => (PacketClass::Ipv4Icmp, ICMP_HLEN),
+        _ => (PacketClass::Ipv4Other, 0),
+    };
+    // The L4 header must lie inside the IP datagram, not in Ethernet padding.
+    if need > 0 && (ihl + need > total_len || frame.load_u8(l4_offset + need - 1).is_none()) {
+        return Classified::only(PacketClass::TruncatedL4);
+    }
+    Classified { class, l4_offset }
+}
+
+/// RFC 1071 one's-complement checksum over `data` (an IPv4 header, say), as stored in
+/// the header: the result of summing a header that contains it is 0.
+pub fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    fold(sum)
+}
+
+/// Folds a 32-bit one's-complement sum to 16 bits and complements it.
+#[inline(always)]
+pub const fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Builds Ethernet + IPv4 (+ options) + L4 payload with a valid header checksum.
+    fn ipv4_frame(proto: u8, options: &[u8], l4: &[u8], frag: u16) -> Vec<u8> {
+        let ihl = 20 + options.len();
+        let total = ihl + l4.len();
+        let mut f = Vec::new();
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&ETH_P_IP.to_be_bytes());
+        let mut ip = Vec::new();
+        ip.push(0x40 | (ihl / 4) as u8);
+        ip.push(0);
+        ip.extend_from_slice(&(total as u16).to_be_bytes());
+        ip.extend_from_slice(&[0x12, 0x34]);
+        ip.extend_from_slice(&frag.to_be_bytes());
+        ip.push(64);
+        ip.push(proto);
+        ip.extend_from_slice(&[0, 0]);
+        ip.extend_from_slice(&[10, 200, 0, 2, 10, 200, 0, 3]);
+        ip.extend_from_slice(options);
+        let c = checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(l4);
+        f
+    }
+
+    fn class(f: &[u8]) -> PacketClass {
+        classify(f).class
+    }
+
+    #[test]
+    fn tcp_udp_icmp_other() {
+        let tcp = ipv4_frame(IPPROTO_TCP, &[], &[0; 20], 0);
+        assert_eq!(
+            classify(&tcp[..]),
+            Classified {
+                class: PacketClass::Ipv4Tcp,
+                l4_offset: 34
+            }
+        );
+        assert_eq!(
+            class(&ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0)),
+            PacketClass::Ipv4Udp
+        );
+        assert_eq!(
+            class(&ipv4_frame(IPPROTO_ICMP, &[], &[0; 8], 0)),
+            PacketClass::Ipv4Icmp
+        );
+        assert_eq!(class(&ipv4_frame(47, &[], &[], 0)), PacketClass::Ipv4Other);
+    }
+
+    #[test]
+    fn ip_options_move_the_l4_offset() {
+        let f = ipv4_frame(IPPROTO_UDP, &[1, 1, 1, 0], &[0; 8], 0);
+        assert_eq!(
+            classify(&f[..]),
+            Classified {
+                class: PacketClass::Ipv4Udp,
+                l4_offset: 38
+            }
+        );
+    }
+
+    #[test]
+    fn truncations() {
+        assert_eq!(class(&[0u8; 13][..]), PacketClass::TruncatedEthernet);
+        let tcp = ipv4_frame(IPPROTO_TCP, &[], &[0; 20], 0);
+        // IP header cut short.
+        assert_eq!(class(&tcp[..14 + 19]), PacketClass::MalformedIpv4);
+        // TCP header cut short (frame and IP total length agree).
+        let short = ipv4_frame(IPPROTO_TCP, &[], &[0; 10], 0);
+        assert_eq!(class(&short), PacketClass::TruncatedL4);
+        // Frame shorter than the IP total length says.
+        assert_eq!(class(&tcp[..tcp.len() - 1]), PacketClass::MalformedIpv4);
+        // Ethernet padding after the datagram is fine.
+        let mut padded = ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0);
+        padded.extend_from_slice(&[0; 18]);
+        assert_eq!(class(&padded), PacketClass::Ipv4Udp);
+    }
+
+    #[test]
+    fn bad_version_and_ihl() {
+        let mut f = ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0);
+        f[14] = 0x65;
+        assert_eq!(class(&f), PacketClass::MalformedIpv4);
+        f[14] = 0x44;
+        assert_eq!(class(&f), PacketClass::MalformedIpv4);
+    }
+
+    #[test]
+    fn fragments() {
+        // More-fragments set, offset 0: first fragment.
+        assert_eq!(
+            class(&ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0x2000)),
+            PacketClass::Ipv4Fragment
+        );
+        // Offset 185*8.
+        assert_eq!(
+            class(&ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 185)),
+            PacketClass::Ipv4Fragment
+        );
+        // Don't-fragment alone is not a fragment.
+        assert_eq!(
+            class(&ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0x4000)),
+            PacketClass::Ipv4Udp
+        );
+    }
+
+    #[test]
+    fn non_ip() {
+        let mut arp = [0u8; 42];
+        arp[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+        assert_eq!(class(&arp), PacketClass::Arp);
+        let mut v6 = [0u8; 54];
+        v6[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+        assert_eq!(class(&v6), PacketClass::Ipv6);
+        let mut vlan = [0u8; 64];
+        vlan[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+        assert_eq!(class(&vlan), PacketClass::OtherEthertype);
+    }
+
+    #[test]
+    fn checksum_of_header_with_checksum_is_zero() {
+        let f = ipv4_frame(IPPROTO_TCP, &[7, 4, 0, 0], &[0; 20], 0);
+        assert_eq!(checksum(&f[14..38]), 0);
+    }
+
+    proptest! {
+        /// Any byte string classifies without panicking, and IPv4 L4 offsets stay
+        /// inside the frame.
+        #[test]
+        fn classify_total(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let c = classify(&bytes[..]);
+            if matches!(c.class, PacketClass::Ipv4Tcp | PacketClass::Ipv4Udp | PacketClass::Ipv4Icmp) {
+                prop_assert!(c.l4_offset >= 34 && c.l4_offset < bytes.len());
+            }
+        }
+
+        /// Cutting a valid TCP frame anywhere never yields a TCP classification.
+        #[test]
+        fn truncated_tcp_is_never_tcp(cut in 0usize..54) {
+            let f = ipv4_frame(IPPROTO_TCP, &[], &[0; 20], 0);
+            prop_assert_ne!(class(&f[..cut]), PacketClass::Ipv4Tcp);
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! The eBPF datapath in the kernel: load, pin, adopt, attach, read counters.
+//!
+//! Everything lives under one bpffs directory (the "pin root"):
+//!
+//! ```text
+//! <root>/maps/<MAP>             every map (NETPATH_STATS, …)
+//! <root>/progs/<program>        every program, so a restarted daemon can attach more
+//!                               devices without reloading
+//! <root>/links/<hook>:<ifindex>:<ifname>
+//!                               every attachment (tcx / XDP bpf_link), so attachments
+//!                               outlive the daemon
+//! ```
+//!
+//! The datapath is always used through its pins: a fresh load pins everything and then
+//! reopens it from the pins, exactly like a restarted daemon adopting a running datapath.
+//! One code path, exercised by every test.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{Map, MapData, MapError, PerCpuArray},
+    pin::PinError,
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+    },
+};
+use aya_obj::programs::XdpAttachType;
+use netpath_common::{
+    maps::{Counter, Hook, STATS_MAP, stat_index},
+    packet::PacketClass,
+};
+
+use crate::ebpf::{OBJECT, PROGRAMS, ProgramKind, TC_INGRESS_PROG, XDP_PROG};
+
+/// Every map in the object; all are pinned.
+pub const MAPS: [&str; 1] = [STATS_MAP];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("cannot create the bpffs directory {path}: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the eBPF object does not load: {0}")]
+    Object(#[source] aya::EbpfError),
+    #[error("the kernel rejected eBPF program {program}: {detail}")]
+    Verifier {
+        program: &'static str,
+        detail: String,
+    },
+    #[error("eBPF program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("cannot pin {path}: {source}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: PinError,
+    },
+    #[error("cannot open pinned map {path}: {source}")]
+    OpenMap {
+        path: PathBuf,
+        #[source]
+        source: MapError,
+    },
+    #[error("cannot open pinned link {path}: {source}")]
+    OpenLink {
+        path: PathBuf,
+        #[source]
+        source: LinkError,
+    },
+    #[error("cannot attach {program} to {ifname}: {source}")]
+    Attach {
+        program: &'static str,
+        ifname: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("bpf_link on {ifname}: {source}")]
+    Link {
+        ifname: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error("reading map {map}: {source}")]
+    ReadMap {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("removing {path}: {source}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+/// The pin layout under one bpffs directory.
+#[derive(Clone, Debug)]
+pub struct Pins {
+    root: PathBuf,
+}
+
+impl Pins {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Pins { root: root.into() }
+    }
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.root.join("maps").join(name)
+    }
+    pub fn prog(&self, name: &str) -> PathBuf {
+        self.root.join("progs").join(name)
+    }
+    pub fn links_dir(&self) -> PathBuf {
+        self.root.join("links")
+    }
+    /// Pin of the attachment of `hook` to the device (`ifname`, `ifindex`). The index
+    /// makes a pin name unique per device instance: a recreated device with the same
+    /// name gets a new index, so a stale pin is never mistaken for a live attachment.
+    pub fn link(&self, hook: Hook, ifname: &str, ifindex: u32) -> PathBuf {
+        // bpffs refuses names containing '.'; ':' cannot occur in interface names, so
+        // the name splits back unambiguously.
+        self.links_dir()
+            .join(format!("{}:{ifindex}:{ifname}", hook.name()))
+    }
+    /// True if a datapath (programs and maps) is pinned here.
+    pub fn complete(&self) -> bool {
+        PROGRAMS.iter().all(|(p, _)| self.prog(p).exists())
+            && MAPS.iter().all(|m| self.map(m).exists())
+    }
+}
+
+/// How [`Datapath::open`] obtained the datapath.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Loaded into the kernel now and pinned.
+    Loaded,
+    /// Already pinned (a previous daemon's); adopted without reloading.
+    Adopted,
+}
+
+/// How an attachment was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// Newly attached and pinned.
+    Attached,
+    /// A pinned attachment already existed and was kept.
+    Adopted,
+    /// A pinned attachment existed and now runs the newly loaded program.
+    Replaced,
+}
+
+/// Totals of one stats slot, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClassStat {
+    pub hook: &'static str,
+    pub class: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The loaded datapath, opened through its pins.
+pub struct Datapath {
+    pins: Pins,
+    origin: Origin,
+    xdp: Xdp,
+    tc_ingress: SchedClassifier,
+    stats: PerCpuArray<MapData, Counter>,
+}
+
+impl Datapath {
+    /// Adopts the datapath pinned under `root`, or loads and pins it if there is none
+    /// (or if `reload` asks for fresh programs; pinned maps are kept so state survives).
+    pub fn open(root: impl Into<PathBuf>, reload: bool) -> Result<Self> {
+        let pins = Pins::new(root);
+        let origin = if pins.complete() && !reload {
+            Origin::Adopted
+        } else {
+            load_and_pin(&pins)?;
+            Origin::Loaded
+        };
+        let xdp =
+            Xdp::from_pin(pins.prog(XDP_PROG), XdpAttachType::Interface).map_err(|source| {
+                DatapathError::Program {
+                    program: XDP_PROG,
+                    source,
+                }
+            })?;
+        let tc_ingress =
+            SchedClassifier::from_pin(pins.prog(TC_INGRESS_PROG)).map_err(|source| {
+                DatapathError::Program {
+                    program: TC_INGRESS_PROG,
+                    source,
+                }
+            })?;
+        let stats = open_map(&pins, STATS_MAP)?;
+        let stats = PerCpuArray::try_from(stats).map_err(|source| DatapathError::OpenMap {
+            path: pins.map(STATS_MAP),
+            source,
+        })?;
+        Ok(Datapath {
+            pins,
+            origin,
+            xdp,
+            tc_ingress,
+            stats,
+        })
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+    pub fn xdp(&self) -> &Xdp {
+        &self.xdp
+    }
+    pub fn tc_ingress(&self) -> &SchedClassifier {
+        &self.tc_ingress
+    }
+
+    /// Attaches the tc ingress program to `ifname` with tcx (a bpf_link, kernel ≥ 6.6)
+    /// and pins the link. An existing pinned attachment is kept, or switched to this
+    /// datapath's program if it was just (re)loaded.
+    pub fn attach_tc_ingress(&mut self, ifname: &str, ifindex: u32) -> Result<Attachment> {
+        let pin = self.pins.link(Hook::TcIngress, ifname, ifindex);
+        let attach_err = |source| DatapathError::Attach {
+            program: TC_INGRESS_PROG,
+            ifname: ifname.to_owned(),
+            source,
+        };
+        if let Some(old) = open_pinned_link(&pin)? {
+            if self.origin == Origin::Adopted {
+                return Ok(Attachment::Adopted);
+            }
+            let link = SchedClassifierLink::try_from(FdLink::from(old))
+                .map_err(|source| link_err(ifname, source))?;
+            let id = self.tc_ingress.attach_to_link(link).map_err(attach_err)?;
+            let link = self.tc_ingress.take_link(id).map_err(attach_err)?;
+            pin_link(
+                FdLink::try_from(link).map_err(|source| link_err(ifname, source))?,
+                &pin,
+            )?;
+            return Ok(Attachment::Replaced);
+        }
+        let id = self
+            .tc_ingress
+            .attach(ifname, TcAttachType::Ingress)
+            .map_err(attach_err)?;
+        let link = self.tc_ingress.take_link(id).map_err(attach_err)?;
+        pin_link(
+            FdLink::try_from(link).map_err(|source| link_err(ifname, source))?,
+            &pin,
+        )?;
+        Ok(Attachment::Attached)
+    }
+
+    /// Attaches the XDP program to `ifname` as a bpf_link (driver mode if `native`,
+    /// otherwise generic/skb mode) and pins the link; same adoption rules as tc.
+    pub fn attach_xdp(&mut self, ifname: &str, ifindex: u32, native: bool) -> Result<Attachment> {
+        let pin = self.pins.link(Hook::Xdp, ifname, ifindex);
+        let attach_err = |source| DatapathError::Attach {
+            program: XDP_PROG,
+            ifname: ifname.to_owned(),
+            source,
+        };
+        if let Some(old) = open_pinned_link(&pin)? {
+            if self.origin == Origin::Adopted {
+                return Ok(Attachment::Adopted);
+            }
+            let link =
+                XdpLink::try_from(FdLink::from(old)).map_err(|source| link_err(ifname, source))?;
+            let id = self.xdp.attach_to_link(link).map_err(attach_err)?;
+            let link = self.xdp.take_link(id).map_err(attach_err)?;
+            pin_link(
+                FdLink::try_from(link).map_err(|source| link_err(ifname, source))?,
+                &pin,
+            )?;
+            return Ok(Attachment::Replaced);
+        }
+        let mode = if native {
+            XdpMode::Driver
+        } else {
+            XdpMode::Skb
+        };
+        let id = self
+            .xdp
+            .attach_to_if_index(ifindex, mode)
+            .map_err(attach_err)?;
+        let link = self.xdp.take_link(id).map_err(attach_err)?;
+        pin_link(
+            FdLink::try_from(link).map_err(|source| link_err(ifname, source))?,
+            &pin,
+        )?;
+        Ok(Attachment::Attached)
+    }
+
+    /// Per-(hook, class) packet and byte totals, summed over CPUs.
+    pub fn stats(&self) -> Result<Vec<ClassStat>> {
+        let mut out = Vec::new();
+        for hook in Hook::ALL {
+            for class in PacketClass::ALL {
+                let c = self.counter(hook, class)?;
+                out.push(ClassStat {
+                    hook: hook.name(),
+                    class: class.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// One stats slot, summed over CPUs.
+    pub fn counter(&self, hook: Hook, class: PacketClass) -> Result<Counter> {
+        let values = self
+            .stats
+            .get(&stat_index(hook, class), 0)
+            .map_err(|source| DatapathError::ReadMap {
+                map: STATS_MAP,
+                source,
+            })?;
+        Ok(Counter::sum(values.iter()))
+    }
+}
+
+/// Loads the object into the kernel and pins every program and map under `pins`.
+/// Maps already pinned there are reused (aya opens an existing pin instead of creating).
+fn load_and_pin(pins: &Pins) -> Result<()> {
+    for dir in [
+        pins.root().join("maps"),
+        pins.root().join("progs"),
+        pins.links_dir(),
+    ] {
+        fs::create_dir_all(&dir).map_err(|source| DatapathError::PinDir { path: dir, source })?;
+    }
+    let mut loader = EbpfLoader::new();
+    for map in MAPS {
+        loader.map_pin_path(map, pins.map(map));
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Object)?;
+    for (name, kind) in PROGRAMS {
+        let program = ebpf
+            .program_mut(name)
+            .ok_or_else(|| DatapathError::Verifier {
+                program: name,
+                detail: "not found in the eBPF object".into(),
+            })?;
+        let load_err = |source: ProgramError| match source {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => DatapathError::Verifier {
+                program: name,
+                detail: format!("{io_error}; verifier log:\n{verifier_log}"),
+            },
+            source => DatapathError::Program {
+                program: name,
+                source,
+            },
+        };
+        match kind {
+            ProgramKind::Xdp => {
+                let p: &mut Xdp = program.try_into().map_err(load_err)?;
+                p.load().map_err(load_err)?;
+            }
+            ProgramKind::TcIngress => {
+                let p: &mut SchedClassifier = program.try_into().map_err(load_err)?;
+                p.load().map_err(load_err)?;
+            }
+        }
+        // Replace an older pin (reload): the new program takes the name; links that
+        // still use the old program keep it alive until they are switched over.
+        let path = pins.prog(name);
+        remove_file_if_exists(&path)?;
+        program
+            .pin(&path)
+            .map_err(|source| DatapathError::Pin { path, source })?;
+    }
+    Ok(())
+}
+
+fn link_err(ifname: &str, source: LinkError) -> DatapathError {
+    DatapathError::Link {
+        ifname: ifname.to_owned(),
+        source,
+    }
+}
+
+fn open_map(pins: &Pins, name: &'static str) -> Result<Map> {
+    let path = pins.map(name);
+    let data = MapData::from_pin(&path).map_err(|source| DatapathError::OpenMap {
+        path: path.clone(),
+        source,
+    })?;
+    Map::from_map_data(data).map_err(|source| DatapathError::OpenMap { path, source })
+}
+
+fn open_pinned_link(path: &Path) -> Result<Option<PinnedLink>> {
+    match PinnedLink::from_pin(path) {
+        Ok(link) => Ok(Some(link)),
+        Err(LinkError::SyscallError(e)) if e.io_error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(DatapathError::OpenLink {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn pin_link(link: FdLink, path: &Path) -> Result<()> {
+    remove_file_if_exists(path)?;
+    link.pin(path)
+        .map(drop)
+        .map_err(|source| DatapathError::Pin {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn remove_file_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(DatapathError::Remove {
+            path: path.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Removes every pin under `root` (links first, so attachments are released before the
+/// programs and maps) and the directory itself. Returns the number of pins removed.
+/// A missing directory is not an error.
+pub fn remove_pins(root: &Path) -> Result<usize> {
+    let pins = Pins::new(root);
+    let mut removed = 0;
+    for dir in [pins.links_dir(), root.join("progs"), root.join("maps")] {
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(DatapathError::Remove { path: dir, source }),
+        };
+        for entry in entries {
+            let path = entry
+                .map_err(|source| DatapathError::Remove {
+                    path: dir.clone(),
+                    source,
+                })?
+                .path();
+            remove_file_if_exists(&path)?;
+            removed += 1;
+        }
+        remove_dir_if_exists(&dir)?;
+    }
+    remove_dir_if_exists(root)?;
+    Ok(removed)
+}
+
+fn remove_dir_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_dir(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(DatapathError::Remove {
+            path: path.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

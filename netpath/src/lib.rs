@@ -1,0 +1,19 @@
+//! netpath: an eBPF/XDP + tc host datapath for containers and microVMs.
+//!
+//! Where things live:
+//! * [`ebpf`]: the embedded eBPF object and its program names.
+//! * [`datapath`]: loading, pinning, adopting and attaching the programs; reading maps.
+//! * [`netlink`]: every rtnetlink operation (one place; no `ip` fork/exec).
+//! * [`preflight`]: privilege and bpffs checks that turn into one clear error line.
+//! * [`daemon`]: `netpath daemon` (sets up the default network and the datapath).
+//! * [`reset`]: `netpath reset` (removes everything netpath created).
+//! * [`config`]: defaults (paths, the embedded default network) and naming/tagging.
+
+pub mod config;
+pub mod daemon;
+pub mod datapath;
+pub mod ebpf;
+pub mod error;
+pub mod netlink;
+pub mod preflight;
+pub mod reset;
