@@ -1,1 +1,271 @@
+//! Helpers for netpath's integration tests: root gating, unique names, network
+//! namespaces and links that clean up after themselves, temporary bpffs pin roots and
+//! crafted frames.
+//!
+//! Test setup shells out to `ip` on purpose: it is an independent implementation to set
+//! up and check against, not the code under test.
 
+pub mod frames;
+
+use std::{
+    fs,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use nix::sched::{CloneFlags, setns};
+
+/// True if the test may use root-only kernel features. Otherwise prints why the test is
+/// skipped, or, under CI (`CI=true`), fails: in CI the root tests must run.
+pub fn root_or_skip(test: &str) -> bool {
+    if netpath::preflight::has_privileges() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: root tests must run in CI, but this process lacks CAP_NET_ADMIN/CAP_BPF"
+    );
+    eprintln!(
+        "SKIP {test}: needs root (CAP_NET_ADMIN and CAP_BPF); run `sudo -E cargo xtask test`"
+    );
+    false
+}
+
+/// Skips the calling test (returns) unless running with root privileges.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::root_or_skip(module_path!()) {
+            return;
+        }
+    };
+}
+
+/// A name unique to this process and call, at most 15 bytes (an interface name):
+/// `prefix` (≤ 5 bytes) + pid + counter.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    assert!(prefix.len() <= 5, "prefix too long for an interface name");
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{}x{n}", std::process::id());
+    assert!(name.len() <= 15, "{name} is too long");
+    name
+}
+
+/// Runs a command; panics with its output if it fails.
+pub fn run(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop with everything in it.
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates the namespace with loopback up and IPv6 off (no background ICMPv6 noise).
+    pub fn new(prefix: &str) -> NetNs {
+        let ns = NetNs {
+            name: unique(prefix),
+        };
+        run(&["ip", "netns", "add", &ns.name]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Runs a command inside the namespace; panics if it fails.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace (only that thread moves).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let file = fs::File::open(self.path()).expect("open netns");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setns(file.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+                f()
+            })
+            .join()
+            .expect("thread in netns panicked")
+        })
+    }
+
+    /// Spawns a thread that enters this namespace and runs `f` there.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let file = fs::File::open(self.path()).expect("open netns");
+        std::thread::spawn(move || {
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+    }
+
+    /// The ifindex of `ifname` inside this namespace.
+    pub fn ifindex(&self, ifname: &str) -> u32 {
+        let out = self.exec(&["cat", &format!("/sys/class/net/{ifname}/ifindex")]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("ifindex")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its veth ends (and so their peers).
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Joins two namespaces with a veth pair: `a_if` in `a` with `a_ip`, `b_if` in `b`
+/// with `b_ip` (both /24), both up. The pair dies with either namespace.
+pub fn veth_between(a: &NetNs, a_if: &str, a_ip: &str, b: &NetNs, b_if: &str, b_ip: &str) {
+    run(&[
+        "ip",
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ]);
+    a.exec(&["ip", "addr", "add", &format!("{a_ip}/24"), "dev", a_if]);
+    b.exec(&["ip", "addr", "add", &format!("{b_ip}/24"), "dev", b_if]);
+    a.exec(&["ip", "link", "set", a_if, "up"]);
+    b.exec(&["ip", "link", "set", b_if, "up"]);
+}
+
+/// A unique bpffs pin root, removed (with every pin, so every attachment) on drop.
+pub struct TempPins {
+    pub path: PathBuf,
+}
+
+impl TempPins {
+    pub fn new() -> TempPins {
+        ensure_bpffs();
+        TempPins {
+            path: Path::new("/sys/fs/bpf").join(format!("netpath-test-{}", unique("p"))),
+        }
+    }
+}
+
+impl Default for TempPins {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempPins {
+    fn drop(&mut self) {
+        if let Err(e) = netpath::datapath::remove_pins(&self.path) {
+            eprintln!("cleanup of {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Fails the test with a clear message if /sys/fs/bpf is not a bpffs mount
+/// (`cargo xtask setup` mounts it).
+pub fn ensure_bpffs() {
+    if let Err(e) = netpath::preflight::require_bpffs(Path::new("/sys/fs/bpf/x")) {
+        panic!("{e} ({})", e.hint.clone().unwrap_or_default());
+    }
+}
+
+/// The `netpath` binary under test: `$NETPATH_BIN` (set by `cargo xtask test`), else the
+/// newest of target/{release,debug}/netpath.
+pub fn netpath_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETPATH_BIN") {
+        return p.into();
+    }
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    ["release", "debug"]
+        .iter()
+        .map(|p| target.join(p).join("netpath"))
+        .filter_map(|p| Some((fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .expect("no netpath binary: run the suite with `cargo xtask test` (or `cargo xtask build`)")
+}
+
+/// A private set of daemon paths (state dir, socket, bpffs pins) for one test.
+pub struct DaemonPaths {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub bpffs: PathBuf,
+}
+
+impl DaemonPaths {
+    pub fn new() -> DaemonPaths {
+        ensure_bpffs();
+        let id = unique("d");
+        let tmp = std::env::temp_dir().join(format!("netpath-test-{id}"));
+        DaemonPaths {
+            state_dir: tmp.join("state"),
+            socket: tmp.join("netpath.sock"),
+            bpffs: Path::new("/sys/fs/bpf").join(format!("netpath-test-{id}")),
+        }
+    }
+
+    /// `--state-dir … --socket … --bpffs …` for the netpath CLI.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--state-dir".into(),
+            self.state_dir.display().to_string(),
+            "--socket".into(),
+            self.socket.display().to_string(),
+            "--bpffs".into(),
+            self.bpffs.display().to_string(),
+        ]
+    }
+
+    /// Runs `netpath <args> <paths>`; returns the output whatever the status.
+    pub fn netpath(&self, args: &[&str]) -> Output {
+        Command::new(netpath_bin())
+            .args(args)
+            .args(self.args())
+            .output()
+            .expect("run netpath")
+    }
+}
+
+impl Default for DaemonPaths {
+    fn default() -> Self {
+        Self::new()
+    }
+}

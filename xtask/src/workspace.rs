@@ -2,7 +2,7 @@
 
 use std::{
     env,
-    ffi::OsString,
+    ffi::{OsStr, OsString},
     fs,
     path::{Path, PathBuf},
     process::Command,
@@ -86,7 +86,7 @@ impl Workspace {
 
     /// A command run from the workspace root (so rustup picks the toolchain from
     /// `rust-toolchain.toml`) with the variables of our own `cargo run` removed.
-    pub fn command(&self, program: &str) -> Command {
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
         cmd.current_dir(&self.root);
         for var in STRIPPED_VARS {

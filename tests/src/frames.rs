@@ -1,0 +1,114 @@
+//! Crafted frames for BPF_PROG_TEST_RUN, with valid checksums.
+
+use netpath_common::packet::{
+    ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, checksum,
+};
+
+pub const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
+pub const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
+pub const SRC_IP: [u8; 4] = [10, 200, 0, 2];
+pub const DST_IP: [u8; 4] = [10, 200, 0, 3];
+
+fn ethernet(ethertype: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(128);
+    f.extend_from_slice(&DST_MAC);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// Ethernet + IPv4 (with `options`) + `l4` bytes; IP header checksum valid.
+pub fn ipv4(proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
+    assert!(options.len() % 4 == 0 && options.len() <= 40);
+    let ihl = 20 + options.len();
+    let total = (ihl + l4.len()) as u16;
+    let mut ip = vec![0x40 | (ihl / 4) as u8, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0xbe, 0xef, 0x40, 0x00, 64, proto, 0, 0]);
+    ip.extend_from_slice(&SRC_IP);
+    ip.extend_from_slice(&DST_IP);
+    ip.extend_from_slice(options);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = ethernet(ETH_P_IP);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(l4);
+    f
+}
+
+/// One's-complement sum of the IPv4 pseudo-header plus `l4`, for TCP/UDP checksums.
+fn l4_checksum(proto: u8, l4: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&SRC_IP);
+    pseudo.extend_from_slice(&DST_IP);
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(l4);
+    checksum(&pseudo)
+}
+
+/// A TCP SYN 40000 → 80 with `payload`, checksums valid.
+pub fn tcp(payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&40000u16.to_be_bytes());
+    t.extend_from_slice(&80u16.to_be_bytes());
+    t.extend_from_slice(&1u32.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(&[0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    let c = l4_checksum(IPPROTO_TCP, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    ipv4(IPPROTO_TCP, &[], &t)
+}
+
+/// A UDP datagram 40000 → 53 with `payload`, checksums valid.
+pub fn udp(payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&40000u16.to_be_bytes());
+    u.extend_from_slice(&53u16.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    let c = l4_checksum(IPPROTO_UDP, &u);
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    ipv4(IPPROTO_UDP, &[], &u)
+}
+
+/// An ICMP echo request with `payload`.
+pub fn icmp_echo(payload: &[u8]) -> Vec<u8> {
+    let mut i = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    i.extend_from_slice(payload);
+    let c = checksum(&i);
+    i[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4(IPPROTO_ICMP, &[], &i)
+}
+
+/// An ARP request who-has DST_IP tell SRC_IP (broadcast).
+pub fn arp_request() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&ETH_P_ARP.to_be_bytes());
+    f.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&SRC_IP);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&DST_IP);
+    f
+}
+
+/// An IPv6 frame (header + 8 bytes of UDP header) from fe80::a to fe80::b.
+pub fn ipv6_udp() -> Vec<u8> {
+    let mut f = ethernet(ETH_P_IPV6);
+    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, IPPROTO_UDP, 64]);
+    let mut src = [0u8; 16];
+    src[0] = 0xfe;
+    src[1] = 0x80;
+    src[15] = 0x0a;
+    let mut dst = src;
+    dst[15] = 0x0b;
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 8, 0, 0]);
+    f
+}
