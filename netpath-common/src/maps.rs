@@ -9,6 +9,48 @@ use crate::packet::PacketClass;
 /// Name of the per-CPU statistics array (also its pin file name).
 pub const STATS_MAP: &str = "NETPATH_STATS";
 
+/// Name of the endpoint map: endpoint IPv4 address → [`EndpointValue`].
+pub const ENDPOINTS_MAP: &str = "NETPATH_ENDPOINTS";
+/// Capacity of the endpoint map (endpoints per host).
+pub const MAX_ENDPOINTS: u32 = 65_536;
+
+/// Key of the endpoint map: the endpoint's IPv4 address in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EndpointKey {
+    pub ip: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<EndpointKey>() == 4);
+
+/// Endpoint kinds, as stored in [`EndpointValue::kind`].
+pub const ENDPOINT_KIND_VETH: u8 = 1;
+pub const ENDPOINT_KIND_TAP: u8 = 2;
+
+/// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointValue {
+    /// ifindex of the host-side device (veth host end, or the TAP).
+    pub ifindex: u32,
+    /// MAC of the endpoint's own interface (in the container or guest).
+    pub mac: [u8; 6],
+    /// MAC of the host-side device, i.e. the gateway MAC the endpoint talks to.
+    pub host_mac: [u8; 6],
+    /// Network the endpoint belongs to (isolation: no fast path across networks).
+    pub network_id: u16,
+    /// [`ENDPOINT_KIND_VETH`] or [`ENDPOINT_KIND_TAP`].
+    pub kind: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<EndpointValue>() == 20);
+
+// SAFETY: both are `repr(C)`, made only of integers and byte arrays, with every padding
+// byte an explicit field, so any bit pattern is valid: what `aya::Pod` requires.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for EndpointKey {}
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for EndpointValue {}
+
 /// Where a program runs; selects a block of [`StatIndex`] slots in the stats map.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod endpoints;
 mod frame;
 mod stats;
 

@@ -22,7 +22,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{Map, MapData, MapError, PerCpuArray},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
     pin::PinError,
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -33,14 +33,14 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{
-    maps::{Counter, Hook, STATS_MAP, stat_index},
+    maps::{Counter, ENDPOINTS_MAP, EndpointKey, EndpointValue, Hook, STATS_MAP, stat_index},
     packet::PacketClass,
 };
 
 use crate::ebpf::{OBJECT, PROGRAMS, ProgramKind, TC_INGRESS_PROG, XDP_PROG};
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 1] = [STATS_MAP];
+pub const MAPS: [&str; 2] = [STATS_MAP, ENDPOINTS_MAP];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -96,6 +96,12 @@ pub enum DatapathError {
     },
     #[error("reading map {map}: {source}")]
     ReadMap {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+    #[error("writing map {map}: {source}")]
+    WriteMap {
         map: &'static str,
         #[source]
         source: MapError,
@@ -184,6 +190,7 @@ pub struct Datapath {
     xdp: Xdp,
     tc_ingress: SchedClassifier,
     stats: PerCpuArray<MapData, Counter>,
+    endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
 }
 
 impl Datapath {
@@ -216,12 +223,18 @@ impl Datapath {
             path: pins.map(STATS_MAP),
             source,
         })?;
+        let endpoints = open_map(&pins, ENDPOINTS_MAP)?;
+        let endpoints = HashMap::try_from(endpoints).map_err(|source| DatapathError::OpenMap {
+            path: pins.map(ENDPOINTS_MAP),
+            source,
+        })?;
         Ok(Datapath {
             pins,
             origin,
             xdp,
             tc_ingress,
             stats,
+            endpoints,
         })
     }
 
@@ -312,6 +325,39 @@ impl Datapath {
             &pin,
         )?;
         Ok(Attachment::Attached)
+    }
+
+    /// Registers (or updates) the endpoint with address `ip`.
+    pub fn upsert_endpoint(&mut self, ip: std::net::Ipv4Addr, value: EndpointValue) -> Result<()> {
+        self.endpoints
+            .insert(EndpointKey { ip: ip.octets() }, value, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: ENDPOINTS_MAP,
+                source,
+            })
+    }
+
+    /// Unregisters the endpoint with address `ip`; absent is fine.
+    pub fn remove_endpoint(&mut self, ip: std::net::Ipv4Addr) -> Result<()> {
+        match self.endpoints.remove(&EndpointKey { ip: ip.octets() }) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(DatapathError::WriteMap {
+                map: ENDPOINTS_MAP,
+                source,
+            }),
+        }
+    }
+
+    /// Every registered endpoint.
+    pub fn endpoints(&self) -> Result<Vec<(std::net::Ipv4Addr, EndpointValue)>> {
+        self.endpoints
+            .iter()
+            .map(|r| r.map(|(k, v)| (std::net::Ipv4Addr::from(k.ip), v)))
+            .collect::<Result<_, _>>()
+            .map_err(|source| DatapathError::ReadMap {
+                map: ENDPOINTS_MAP,
+                source,
+            })
     }
 
     /// Per-(hook, class) packet and byte totals, summed over CPUs.

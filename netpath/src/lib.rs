@@ -14,6 +14,8 @@ pub mod daemon;
 pub mod datapath;
 pub mod ebpf;
 pub mod error;
+pub mod model;
 pub mod netlink;
 pub mod preflight;
 pub mod reset;
+pub mod sandbox;

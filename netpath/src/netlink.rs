@@ -4,12 +4,22 @@
 //! where the kernel lets us tell "already there" apart (EEXIST), and deletions treat
 //! "already gone" (ENODEV) as success, so cleanup can always be re-run.
 
-use std::net::IpAddr;
+use std::{
+    fs::File,
+    net::{IpAddr, Ipv4Addr},
+    os::fd::{AsFd, AsRawFd},
+    path::Path,
+};
 
 use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use nix::sched::{CloneFlags, setns};
 use rtnetlink::{
-    Handle, LinkBridge, LinkUnspec,
-    packet_route::link::{LinkAttribute, LinkMessage},
+    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    packet_route::{
+        link::{LinkAttribute, LinkMessage},
+        neighbour::NeighbourState,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +46,9 @@ pub struct Link {
     pub index: u32,
     pub name: String,
     pub alias: Option<String>,
+    pub mac: Option<[u8; 6]>,
+    /// ifindex of the bridge this link is a port of.
+    pub master: Option<u32>,
 }
 
 impl Link {
@@ -44,11 +57,15 @@ impl Link {
             index: msg.header.index,
             name: String::new(),
             alias: None,
+            mac: None,
+            master: None,
         };
         for attr in &msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n.clone(),
                 LinkAttribute::IfAlias(a) => link.alias = Some(a.clone()),
+                LinkAttribute::Address(a) => link.mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+                LinkAttribute::Controller(m) => link.master = Some(*m),
                 _ => {}
             }
         }
@@ -56,11 +73,32 @@ impl Link {
     }
 }
 
+/// A random unicast, locally administered MAC address.
+pub fn random_mac() -> [u8; 6] {
+    let mut mac: [u8; 6] = rand::random();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
 fn io_error(e: rtnetlink::Error) -> std::io::Error {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.to_io(),
         other => std::io::Error::other(other.to_string()),
     }
+}
+
+/// Changes to apply to a link in one RTM_SETLINK request; `None` leaves a field alone.
+#[derive(Debug, Default)]
+pub struct LinkConfig<'a> {
+    pub name: Option<&'a str>,
+    pub mac: Option<[u8; 6]>,
+    pub mtu: Option<u32>,
+    /// Make it a port of this bridge (ifindex).
+    pub master: Option<u32>,
+    pub alias: Option<&'a str>,
+    /// Move it into the network namespace of this file.
+    pub netns: Option<&'a File>,
+    pub up: bool,
 }
 
 /// One rtnetlink connection in the current network namespace.
@@ -93,6 +131,130 @@ impl Netlink {
         }
     }
 
+    /// Opens a connection whose socket lives in the network namespace at `netns` (a
+    /// netns file such as /run/netns/x or /proc/PID/ns/net). The socket is created on a
+    /// short-lived thread that entered the namespace; it stays bound to that namespace
+    /// and is then driven from the current runtime like any other.
+    pub async fn connect_in(netns: &Path) -> Result<Netlink> {
+        let err = |source| NetlinkError {
+            op: "enter netns",
+            target: netns.display().to_string(),
+            source,
+        };
+        let file = File::open(netns).map_err(err)?;
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle) = std::thread::spawn(move || {
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            // The socket registers with the runtime's reactor, so create it inside it.
+            let _guard = rt.enter();
+            rtnetlink::new_connection().map(|(conn, handle, _)| (conn, handle))
+        })
+        .join()
+        .map_err(|_| err(std::io::Error::other("netns thread panicked")))?
+        .map_err(err)?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// The link with ifindex `index`, or `None`.
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut stream = self.handle.link().get().match_index(index).execute();
+        match stream.try_next().await {
+            Ok(msg) => Ok(msg.as_ref().map(Link::from_message)),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENODEV => Ok(None),
+            Err(e) => Err(Self::err("get link", index)(e)),
+        }
+    }
+
+    /// Creates a veth pair `host` <-> `peer` in this namespace; returns both ends.
+    pub async fn create_veth(&self, host: &str, peer: &str) -> Result<(Link, Link)> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(host, peer).build())
+            .execute()
+            .await
+            .map_err(Self::err("create veth", host))?;
+        let gone = |name: &str| NetlinkError {
+            op: "create veth",
+            target: name.to_owned(),
+            source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        };
+        let h = self.link_by_name(host).await?.ok_or_else(|| gone(host))?;
+        let p = self.link_by_name(peer).await?.ok_or_else(|| gone(peer))?;
+        Ok((h, p))
+    }
+
+    /// Applies `cfg` to link `index` in one request.
+    pub async fn configure(&self, index: u32, cfg: &LinkConfig<'_>) -> Result<()> {
+        let mut b = LinkUnspec::new_with_index(index);
+        if let Some(name) = cfg.name {
+            b = b.name(name);
+        }
+        if let Some(mac) = cfg.mac {
+            b = b.address(mac.to_vec());
+        }
+        if let Some(mtu) = cfg.mtu {
+            b = b.mtu(mtu);
+        }
+        if let Some(master) = cfg.master {
+            b = b.controller(master);
+        }
+        if let Some(alias) = cfg.alias {
+            b = b.alias(alias);
+        }
+        if let Some(ns) = cfg.netns {
+            b = b.setns_by_fd(ns.as_raw_fd());
+        }
+        if cfg.up {
+            b = b.up();
+        }
+        self.handle
+            .link()
+            .set(b.build())
+            .execute()
+            .await
+            .map_err(Self::err("configure link", index))
+    }
+
+    /// Adds an IPv4 route to `dst` via `gateway` and/or out of `oif`; existing is fine.
+    pub async fn add_route(
+        &self,
+        dst: Ipv4Net,
+        gateway: Option<Ipv4Addr>,
+        oif: Option<u32>,
+    ) -> Result<()> {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst.network(), dst.prefix_len());
+        if let Some(gw) = gateway {
+            b = b.gateway(gw);
+        }
+        if let Some(oif) = oif {
+            b = b.output_interface(oif);
+        }
+        match self.handle.route().add(b.build()).execute().await {
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => Ok(()),
+            r => r.map_err(Self::err("add route", dst)),
+        }
+    }
+
+    /// Adds (or replaces) a permanent neighbor entry `ip` → `mac` on link `index`.
+    pub async fn add_permanent_neighbor(
+        &self,
+        index: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(ip))
+            .link_layer_address(&mac)
+            .state(NeighbourState::Permanent)
+            .replace()
+            .execute()
+            .await
+            .map_err(Self::err("add neighbor", ip))
+    }
+
     /// The link named `name`, or `None` if there is none.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>> {
         let mut stream = self
@@ -121,11 +283,15 @@ impl Netlink {
     }
 
     /// Creates bridge `name` (up, tagged with `alias`), or returns the existing one.
+    ///
+    /// The bridge gets a fixed random MAC: otherwise Linux gives a bridge the lowest MAC
+    /// of its ports, so the gateway MAC that sandboxes hold as a static neighbor would
+    /// change whenever a port joins or leaves.
     pub async fn ensure_bridge(&self, name: &str, alias: &str, mtu: Option<u32>) -> Result<Link> {
         if let Some(link) = self.link_by_name(name).await? {
             return Ok(link);
         }
-        let mut builder = LinkBridge::new(name);
+        let mut builder = LinkBridge::new(name).address(random_mac().to_vec());
         if let Some(mtu) = mtu {
             builder = builder.mtu(mtu);
         }

@@ -1,0 +1,144 @@
+//! The control plane's data model: what the API, the CLI and the state database speak.
+//!
+//! Every type here is plain serde data. Requests reject unknown fields, so a typo in a
+//! client is an error rather than silently ignored.
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+/// How a network connects its endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A Linux bridge; endpoints' host-side devices are its ports.
+    #[default]
+    Bridge,
+    /// No bridge: a /32 route per endpoint, the host side answers as the gateway.
+    Routed,
+}
+
+/// What kind of device an endpoint is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointKind {
+    /// A veth pair, one end in a container's network namespace.
+    Veth,
+    /// A TAP device for a microVM.
+    Tap,
+}
+
+/// Lifecycle of an endpoint record. A record is written `Creating` in the same
+/// transaction that leases its IP, then its devices are made, then it becomes `Ready`.
+/// A crash in between leaves `Creating`, which reconciliation rolls back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointState {
+    Creating,
+    Ready,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Default: the first host address of the subnet.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// Default: the interface of the host's default route.
+    #[serde(default)]
+    pub uplink: Option<String>,
+    /// Default: 1500.
+    #[serde(default)]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Small id, unique among live networks; it is the datapath's network id.
+    pub id: u16,
+    pub name: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub mode: Mode,
+    pub uplink: Option<String>,
+    pub mtu: u32,
+    /// The bridge (bridge mode), `None` in routed mode.
+    pub bridge: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointCreate {
+    pub network: String,
+    /// The container's network namespace: a path (e.g. /run/netns/x, /proc/PID/ns/net)…
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// …or a process whose namespace to use.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// Interface name inside the namespace (default `eth0`).
+    #[serde(default)]
+    pub ifname: Option<String>,
+    /// `aa:bb:cc:dd:ee:ff`; default: random, locally administered.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapCreate {
+    pub network: String,
+    /// TAP device name on the host.
+    pub name: String,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// Number of queues (multiqueue TAP when > 1). Default 1.
+    #[serde(default)]
+    pub queues: Option<u16>,
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    /// Guest MAC; default: random, locally administered.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// 12 lowercase hex digits.
+    pub id: String,
+    pub network: String,
+    pub kind: EndpointKind,
+    pub state: EndpointState,
+    pub ip: Ipv4Addr,
+    /// Prefix length the endpoint sees (the subnet's for veths, 32 for TAPs).
+    pub prefix_len: u8,
+    /// The endpoint's own MAC (container interface or guest NIC).
+    pub mac: String,
+    pub gateway: Ipv4Addr,
+    /// Host-side device: veth host end or the TAP.
+    pub host_ifname: String,
+    /// Interface name inside the container (veth) — `None` for TAPs.
+    pub ifname: Option<String>,
+    pub netns: Option<PathBuf>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub queues: Option<u16>,
+}
+
+/// Error body of every failed API request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub error: String,
+    /// What to do about it, when there is something to do.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hint: Option<String>,
+}
