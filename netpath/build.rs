@@ -10,7 +10,6 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../netpath-ebpf");
     let nightly = include_str!("../netpath-ebpf/NIGHTLY").trim();
     println!("cargo:rerun-if-changed={ebpf_dir}/NIGHTLY");
-    println!("cargo:rerun-if-env-changed=PATH");
     aya_build::build_ebpf(
         [Package {
             name: "netpath-ebpf",

@@ -95,11 +95,16 @@ mod tests {
     #[test]
     fn instance_depends_on_state_dir_only() {
         let a = Paths::default();
-        let mut b = Paths::default();
-        b.bpffs = "/sys/fs/bpf/other".into();
+        let b = Paths {
+            bpffs: "/sys/fs/bpf/other".into(),
+            ..Paths::default()
+        };
         assert_eq!(a.instance(), b.instance());
-        b.state_dir = "/tmp/other".into();
-        assert_ne!(a.instance(), b.instance());
+        let c = Paths {
+            state_dir: "/tmp/other".into(),
+            ..b
+        };
+        assert_ne!(a.instance(), c.instance());
         assert_eq!(a.instance().len(), 8);
     }
 }

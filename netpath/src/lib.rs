@@ -19,3 +19,5 @@ pub mod netlink;
 pub mod preflight;
 pub mod reset;
 pub mod sandbox;
+pub mod state;
+pub mod tap;

@@ -70,6 +70,10 @@ fn fs_magic(path: &Path) -> Option<i64> {
         return None;
     }
     // SAFETY: statfs returned 0, so it filled `st`.
+    #[expect(
+        clippy::unnecessary_cast,
+        reason = "f_type's width differs between libcs"
+    )]
     Some(unsafe { st.assume_init() }.f_type as i64)
 }
 

@@ -19,7 +19,7 @@ fn ethernet(ethertype: u16) -> Vec<u8> {
 
 /// Ethernet + IPv4 (with `options`) + `l4` bytes; IP header checksum valid.
 pub fn ipv4(proto: u8, options: &[u8], l4: &[u8]) -> Vec<u8> {
-    assert!(options.len() % 4 == 0 && options.len() <= 40);
+    assert!(options.len().is_multiple_of(4) && options.len() <= 40);
     let ihl = 20 + options.len();
     let total = (ihl + l4.len()) as u16;
     let mut ip = vec![0x40 | (ihl / 4) as u8, 0];

@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 use crate::workspace::Workspace;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, lint, test and run netpath")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Build, lint, test and run netpath"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

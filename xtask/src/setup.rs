@@ -79,6 +79,7 @@ pub fn setup(ws: &Workspace) -> Result<Env> {
         &format!("{nightly} with {}", NIGHTLY_COMPONENTS.join(", ")),
         || nightly_toolchain(ws, &nightly),
     )?;
+    step("setup/bpffs", "bpffs mounted at /sys/fs/bpf", bpffs)?;
     let bpf_linker = step(
         "setup/bpf-linker",
         &format!("bpf-linker {BPF_LINKER_VERSION} against {nightly}'s LLVM"),
@@ -93,6 +94,33 @@ pub fn setup(ws: &Workspace) -> Result<Env> {
         bpf_linker,
         path,
     })
+}
+
+/// `BPF_FS_MAGIC` from `linux/magic.h`.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Mounts bpffs at /sys/fs/bpf if nothing is mounted there (the daemon pins its
+/// datapath under it; some machines, like minimal VMs, boot without it).
+fn bpffs() -> Result<()> {
+    let path = c"/sys/fs/bpf";
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is writable memory of the right type.
+    #[expect(
+        clippy::unnecessary_cast,
+        reason = "f_type's width differs between libcs"
+    )]
+    let mounted = unsafe { libc::statfs(path.as_ptr(), st.as_mut_ptr()) } == 0
+        // SAFETY: statfs returned 0, so `st` is initialised.
+        && unsafe { st.assume_init() }.f_type as i64 == BPF_FS_MAGIC;
+    if mounted {
+        println!("    already mounted");
+        return Ok(());
+    }
+    if !is_root() {
+        println!("    not mounted, and not root: root tests will skip (run as root to mount it)");
+        return Ok(());
+    }
+    cmd::run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))
 }
 
 pub fn is_root() -> bool {
@@ -337,12 +365,10 @@ fn bpf_linker(ws: &Workspace, nightly: &str) -> Result<PathBuf> {
     remove_dir_if_exists(&staging)?;
     let install = |locked: bool| {
         let mut c = ws.command("cargo");
-        c.env("LLVM_PREFIX", &prefix).args([
-            "install",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-        ]);
+        // The staging bin dir goes on PATH only to spare us cargo's "add it to your PATH".
+        c.env("PATH", prepend_path(&staging.join("bin"))?)
+            .env("LLVM_PREFIX", &prefix)
+            .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION]);
         if locked {
             c.arg("--locked");
         }

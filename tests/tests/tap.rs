@@ -1,0 +1,413 @@
+//! TAP devices through /dev/net/tun ioctls (`netpath::tap`), checked against sysfs and
+//! `ip -d link show` (root).
+//!
+//! Every TAP is named with `unique("tp")` and removed by a [`Tap`] guard on drop, also
+//! when an assertion fails.
+
+use std::{
+    fs,
+    os::fd::{AsRawFd, OwnedFd},
+    path::Path,
+    process::Command,
+};
+
+use netpath::tap::{TapError, TapSpec, create_tap, delete_tap};
+use netpath_tests::{NetNs, require_root, run, unique};
+
+const IFF_TAP: u32 = 0x0002;
+const IFF_MULTI_QUEUE: u32 = 0x0100;
+const IFF_PERSIST: u32 = 0x0800;
+const IFF_NO_PI: u32 = 0x1000;
+const IFF_VNET_HDR: u32 = 0x4000;
+
+/// Removes the device `name` on drop, whatever it is (TAP via `delete_tap`, anything
+/// left over via `ip link del`).
+struct Tap(String);
+
+impl Tap {
+    fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if exists(&self.0) {
+            let _ = delete_tap(&self.0);
+        }
+        if exists(&self.0) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+        }
+    }
+}
+
+fn exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+fn attr(name: &str, attr: &str) -> String {
+    let path = Path::new("/sys/class/net").join(name).join(attr);
+    fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .trim()
+        .to_owned()
+}
+
+fn tun_flags(name: &str) -> u32 {
+    let text = attr(name, "tun_flags");
+    u32::from_str_radix(text.trim_start_matches("0x"), 16).expect("tun_flags is hex")
+}
+
+/// The entries of /sys/class/net/NAME/queues starting with `prefix` ("tx-" or "rx-").
+fn queues(name: &str, prefix: &str) -> Vec<String> {
+    let mut q: Vec<String> = fs::read_dir(Path::new("/sys/class/net").join(name).join("queues"))
+        .expect("queues dir")
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    q.sort();
+    q
+}
+
+fn ip_details(name: &str) -> String {
+    String::from_utf8_lossy(&run(&["ip", "-d", "link", "show", "dev", name]).stdout).into_owned()
+}
+
+/// Attaches one queue of the existing TAP `name` the way a VMM does (TUNSETIFF on a
+/// fresh /dev/net/tun fd); the queue stays attached until the fd is dropped.
+fn attach_queue(name: &str, flags: libc::c_int) -> OwnedFd {
+    let fd: OwnedFd = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .expect("open /dev/net/tun")
+        .into();
+    // SAFETY: `ifreq` is a plain C struct; all-zero bytes are a valid value of it.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes().take(15)) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = flags as libc::c_short;
+    // SAFETY: `fd` is an open /dev/net/tun fd and the pointer is to a live, exclusively
+    // borrowed `ifreq` with a NUL-terminated name, which TUNSETIFF reads and writes.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &raw mut ifr) };
+    assert!(
+        rc == 0,
+        "attaching a queue to {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    fd
+}
+
+#[test]
+fn single_queue_tap_with_owner_and_group() {
+    require_root!();
+    let tap = Tap(unique("tp"));
+    let spec = TapSpec {
+        name: tap.name().to_owned(),
+        uid: Some(1234),
+        gid: Some(2345),
+        queues: 1,
+        vnet_hdr: false,
+    };
+    create_tap(&spec).expect("create_tap");
+
+    assert_eq!(attr(tap.name(), "owner"), "1234");
+    assert_eq!(attr(tap.name(), "group"), "2345");
+    let flags = tun_flags(tap.name());
+    assert_eq!(flags & IFF_TAP, IFF_TAP, "tun_flags {flags:#x}: IFF_TAP");
+    assert_eq!(flags & IFF_NO_PI, IFF_NO_PI, "tun_flags {flags:#x}: IFF_NO_PI");
+    assert_eq!(flags & IFF_PERSIST, IFF_PERSIST, "tun_flags {flags:#x}: persist");
+    assert_eq!(flags & IFF_MULTI_QUEUE, 0, "tun_flags {flags:#x}: single queue");
+    assert_eq!(flags & IFF_VNET_HDR, 0, "tun_flags {flags:#x}: no vnet hdr");
+    let details = ip_details(tap.name());
+    assert!(details.contains("tun type tap"), "{details}");
+    assert!(details.contains("pi off"), "{details}");
+    assert!(details.contains("persist on"), "{details}");
+    assert!(details.contains("user 1234 group 2345"), "{details}");
+
+    delete_tap(tap.name()).expect("delete_tap");
+    assert!(!exists(tap.name()), "{} still exists after delete_tap", tap.name());
+    // Deleting what is already gone is fine.
+    delete_tap(tap.name()).expect("delete_tap of an absent TAP");
+}
+
+#[test]
+fn vnet_hdr_flag() {
+    require_root!();
+    let tap = Tap(unique("tp"));
+    let spec = TapSpec {
+        vnet_hdr: true,
+        ..TapSpec::new(tap.name())
+    };
+    create_tap(&spec).expect("create_tap");
+    let flags = tun_flags(tap.name());
+    assert_eq!(flags & IFF_VNET_HDR, IFF_VNET_HDR, "tun_flags {flags:#x}");
+    assert!(ip_details(tap.name()).contains("vnet_hdr on"));
+    delete_tap(tap.name()).expect("delete_tap");
+    assert!(!exists(tap.name()));
+}
+
+#[test]
+fn multi_queue_tap() {
+    require_root!();
+    let tap = Tap(unique("tp"));
+    let spec = TapSpec {
+        queues: 4,
+        ..TapSpec::new(tap.name())
+    };
+    create_tap(&spec).expect("create_tap");
+
+    let flags = tun_flags(tap.name());
+    assert_eq!(flags & IFF_MULTI_QUEUE, IFF_MULTI_QUEUE, "tun_flags {flags:#x}");
+    assert_eq!(flags & (IFF_TAP | IFF_NO_PI), IFF_TAP | IFF_NO_PI);
+    assert!(ip_details(tap.name()).contains("multi_queue"));
+    // While create_tap held its 4 fds the device had tx-0..tx-3; once they are closed the
+    // kernel shrinks the real queue count as each detaches, but never below 1 (it cannot
+    // set 0 real queues). So a persistent multiqueue TAP with nothing attached exposes
+    // exactly tx-0 and rx-0, and queues reappear as a VMM attaches them.
+    assert_eq!(queues(tap.name(), "tx-"), ["tx-0"]);
+    assert_eq!(queues(tap.name(), "rx-"), ["rx-0"]);
+
+    // Attaching queues the way a VMM does grows them again, up to what is attached.
+    let mq = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE;
+    let held: Vec<OwnedFd> = (0..4).map(|_| attach_queue(tap.name(), mq)).collect();
+    assert_eq!(
+        queues(tap.name(), "tx-"),
+        ["tx-0", "tx-1", "tx-2", "tx-3"]
+    );
+    drop(held);
+    assert_eq!(queues(tap.name(), "tx-"), ["tx-0"]);
+
+    delete_tap(tap.name()).expect("delete_tap reads tun_flags and attaches multiqueue");
+    assert!(!exists(tap.name()));
+}
+
+#[test]
+fn existing_name_is_refused_and_left_alone() {
+    require_root!();
+    // An existing persistent TAP with an owner: TUNSETIFF would attach to it and
+    // overwrite its flags; create_tap must refuse instead.
+    let tap = Tap(unique("tp"));
+    let first = TapSpec {
+        uid: Some(1234),
+        ..TapSpec::new(tap.name())
+    };
+    create_tap(&first).expect("create_tap");
+    let before = (tun_flags(tap.name()), attr(tap.name(), "owner"));
+    let ifindex = attr(tap.name(), "ifindex");
+    let second = TapSpec {
+        name: tap.name().to_owned(),
+        uid: Some(4321),
+        gid: Some(4321),
+        queues: 1,
+        vnet_hdr: true,
+    };
+    match create_tap(&second) {
+        Err(TapError::Exists { name }) => assert_eq!(name, tap.name()),
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert_eq!((tun_flags(tap.name()), attr(tap.name(), "owner")), before);
+    assert_eq!(attr(tap.name(), "group"), "-1");
+    assert_eq!(attr(tap.name(), "ifindex"), ifindex);
+
+    // A device of another kind with that name: also refused, and still there.
+    let dummy = Tap(unique("tp"));
+    run(&["ip", "link", "add", dummy.name(), "type", "dummy"]);
+    match create_tap(&TapSpec::new(dummy.name())) {
+        Err(TapError::Exists { name }) => assert_eq!(name, dummy.name()),
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert!(ip_details(dummy.name()).contains("dummy"));
+    assert!(!Path::new("/sys/class/net").join(dummy.name()).join("tun_flags").exists());
+    // And delete_tap does not delete a non-TAP.
+    match delete_tap(dummy.name()) {
+        Err(TapError::NotTap { name }) => assert_eq!(name, dummy.name()),
+        other => panic!("expected NotTap, got {other:?}"),
+    }
+    assert!(exists(dummy.name()));
+}
+
+#[test]
+fn existing_name_invisible_to_sysfs_is_refused_by_tun_excl() {
+    require_root!();
+    // /sys/class/net shows the network namespace sysfs was mounted in, not the calling
+    // thread's. A thread that entered another namespace sees a device there only through
+    // the kernel: TUNSETIFF with IFF_TUN_EXCL must refuse it (EBUSY → Exists) rather than
+    // attach to it.
+    let ns = NetNs::new("tpns");
+    let name = unique("tp");
+    ns.exec(&["ip", "tuntap", "add", "dev", &name, "mode", "tap", "user", "1234"]);
+    assert!(!exists(&name), "{name} must not be visible in the host's sysfs");
+    let result = ns.enter(|| create_tap(&TapSpec::new(name.as_str())));
+    match result {
+        Err(TapError::Exists { name: n }) => assert_eq!(n, name),
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    let details = String::from_utf8_lossy(&ns.exec(&["ip", "-d", "link", "show", &name]).stdout)
+        .into_owned();
+    assert!(details.contains("user 1234"), "{details}");
+    assert!(!details.contains("vnet_hdr on"), "{details}");
+    // The namespace (and the TAP in it) goes away with `ns`.
+}
+
+#[test]
+fn invalid_names_fail_before_touching_the_system() {
+    // No root needed: validation happens before any syscall.
+    let base = unique("tp");
+    let long = format!("{base}{}", "x".repeat(16 - base.len()));
+    assert_eq!(long.len(), 16);
+    let names = [
+        String::new(),
+        long.clone(),
+        format!("{base}/a"),
+        format!("{base} a"),
+        format!("{base}\ta"),
+        format!("{base}:1"),
+        format!("{base}%d"),
+        ".".to_owned(),
+        "..".to_owned(),
+    ];
+    for name in &names {
+        let spec = TapSpec {
+            uid: Some(1234),
+            ..TapSpec::new(name.as_str())
+        };
+        match create_tap(&spec) {
+            Err(TapError::InvalidName { name: n, .. }) => assert_eq!(&n, name),
+            other => panic!("create_tap({name:?}): expected InvalidName, got {other:?}"),
+        }
+        match delete_tap(name) {
+            Err(TapError::InvalidName { name: n, .. }) => assert_eq!(&n, name),
+            other => panic!("delete_tap({name:?}): expected InvalidName, got {other:?}"),
+        }
+    }
+    // Nothing named after `base` appeared: not the 15-byte truncation of `long`, not a
+    // `%d` expansion, not anything else.
+    let leaked: Vec<String> = fs::read_dir("/sys/class/net")
+        .expect("/sys/class/net")
+        .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&base))
+        .collect();
+    assert!(leaked.is_empty(), "devices appeared: {leaked:?}");
+}
+
+#[test]
+fn failure_after_the_device_exists_leaves_nothing() {
+    require_root!();
+    // uid u32::MAX is INVALID_UID: TUNSETOWNER fails with EINVAL after TUNSETIFF has
+    // created the device (and attached the queues); the device must be gone.
+    for (queues, uid, gid) in [(1, Some(u32::MAX), None), (4, Some(1234), Some(u32::MAX))] {
+        let tap = Tap(unique("tp"));
+        let spec = TapSpec {
+            queues,
+            uid,
+            gid,
+            ..TapSpec::new(tap.name())
+        };
+        let err = create_tap(&spec).expect_err("an invalid uid/gid must fail");
+        let op = if gid.is_some() {
+            netpath::tap::TapOp::SetGroup
+        } else {
+            netpath::tap::TapOp::SetOwner
+        };
+        match &err {
+            TapError::Io { name, op: o, .. } => {
+                assert_eq!(name, tap.name());
+                assert_eq!(*o, op);
+            }
+            other => panic!("expected Io, got {other:?}"),
+        }
+        assert_eq!(err.errno(), Some(libc::EINVAL), "{err}");
+        assert!(!exists(tap.name()), "{} was left behind", tap.name());
+    }
+}
+
+#[test]
+fn delete_of_a_tap_in_use() {
+    require_root!();
+    // Single queue, held by another fd (a running VMM): TUNSETIFF gets EBUSY; the TAP
+    // stays, still persistent.
+    let tap = Tap(unique("tp"));
+    create_tap(&TapSpec::new(tap.name())).expect("create_tap");
+    let held = attach_queue(tap.name(), libc::IFF_TAP | libc::IFF_NO_PI);
+    match delete_tap(tap.name()) {
+        Err(e @ TapError::Busy { .. }) => assert_eq!(e.errno(), Some(libc::EBUSY)),
+        other => panic!("expected Busy, got {other:?}"),
+    }
+    assert!(exists(tap.name()));
+    assert_ne!(tun_flags(tap.name()) & IFF_PERSIST, 0);
+    drop(held);
+    assert!(exists(tap.name()), "still persistent after the holder closed");
+    delete_tap(tap.name()).expect("delete_tap once free");
+    assert!(!exists(tap.name()));
+
+    // Multiqueue, one queue held: delete_tap can attach another queue and clear persist,
+    // but the device lives until the holder closes its queue.
+    let mq = Tap(unique("tp"));
+    create_tap(&TapSpec {
+        queues: 2,
+        ..TapSpec::new(mq.name())
+    })
+    .expect("create_tap");
+    let held = attach_queue(
+        mq.name(),
+        libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_MULTI_QUEUE,
+    );
+    match delete_tap(mq.name()) {
+        Err(TapError::StillAttached { name }) => assert_eq!(name, mq.name()),
+        other => panic!("expected StillAttached, got {other:?}"),
+    }
+    assert!(exists(mq.name()));
+    assert_eq!(tun_flags(mq.name()) & IFF_PERSIST, 0, "persist was cleared");
+    drop(held);
+    assert!(!exists(mq.name()), "gone once the last queue closed");
+}
+
+#[test]
+fn sixteen_taps_in_parallel() {
+    require_root!();
+    let taps: Vec<Tap> = (0..16).map(|_| Tap(unique("tp"))).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = taps
+            .iter()
+            .enumerate()
+            .map(|(i, tap)| {
+                s.spawn(move || {
+                    let spec = TapSpec {
+                        name: tap.name().to_owned(),
+                        uid: Some(10_000 + i as u32),
+                        gid: Some(20_000 + i as u32),
+                        queues: if i % 2 == 0 { 1 } else { 2 },
+                        vnet_hdr: i % 3 == 0,
+                    };
+                    create_tap(&spec)
+                })
+            })
+            .collect();
+        for (h, tap) in handles.into_iter().zip(&taps) {
+            h.join()
+                .expect("creator thread panicked")
+                .unwrap_or_else(|e| panic!("create_tap({}): {e}", tap.name()));
+        }
+    });
+    for (i, tap) in taps.iter().enumerate() {
+        assert!(exists(tap.name()), "{} missing", tap.name());
+        assert_eq!(attr(tap.name(), "owner"), (10_000 + i).to_string());
+        assert_eq!(attr(tap.name(), "group"), (20_000 + i).to_string());
+        let flags = tun_flags(tap.name());
+        assert_eq!(flags & IFF_TAP, IFF_TAP);
+        assert_eq!(flags & IFF_MULTI_QUEUE != 0, i % 2 == 1, "{flags:#x}");
+        assert_eq!(flags & IFF_VNET_HDR != 0, i % 3 == 0, "{flags:#x}");
+    }
+    std::thread::scope(|s| {
+        for tap in &taps {
+            s.spawn(move || {
+                delete_tap(tap.name()).unwrap_or_else(|e| panic!("delete_tap: {e}"))
+            });
+        }
+    });
+    for tap in &taps {
+        assert!(!exists(tap.name()), "{} still exists", tap.name());
+    }
+}
