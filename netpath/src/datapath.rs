@@ -360,6 +360,15 @@ impl Datapath {
             })
     }
 
+    /// Removes the attachment pins of device (`ifname`, `ifindex`) — after the device
+    /// is deleted, its links are dead; dropping the pins frees them.
+    pub fn forget_links(&mut self, ifname: &str, ifindex: u32) -> Result<()> {
+        for hook in Hook::ALL {
+            remove_file_if_exists(&self.pins.link(hook, ifname, ifindex))?;
+        }
+        Ok(())
+    }
+
     /// Per-(hook, class) packet and byte totals, summed over CPUs.
     pub fn stats(&self) -> Result<Vec<ClassStat>> {
         let mut out = Vec::new();

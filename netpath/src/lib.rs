@@ -19,5 +19,6 @@ pub mod netlink;
 pub mod preflight;
 pub mod reset;
 pub mod sandbox;
+pub mod service;
 pub mod state;
 pub mod tap;

@@ -19,6 +19,12 @@
 //! * The flags given at creation (`IFF_VNET_HDR`, …) only last until the next process
 //!   attaches a first queue: the kernel replaces them with that process's `TUNSETIFF`
 //!   flags. The VMM's flags are the ones that count.
+//! * Closing the last fd of a non-persistent TAP removes it before `close` returns —
+//!   unless another thread is forking at that moment: the child shares the fd until its
+//!   `exec` closes it, so the device (or, for a persistent TAP, the queue: a VMM would
+//!   get EBUSY attaching a single-queue TAP) lingers for a moment. [`create_tap`] and
+//!   [`delete_tap`] therefore wait (bounded) for the kernel to finish: the carrier of a
+//!   TAP goes off (`carrier_down_count` grows) when its last queue detaches.
 //! * A persistent multiqueue TAP with no fds attached has one tx and one rx queue,
 //!   whatever the number of queues it was created with (the kernel cannot set the real
 //!   queue count below one); queues appear as the VMM attaches them.
@@ -31,6 +37,8 @@ use std::{
         unix::fs::OpenOptionsExt,
     },
     path::{Path, PathBuf},
+    thread,
+    time::{Duration, Instant},
 };
 
 /// The clone device every TUN/TAP is made through.
@@ -41,6 +49,10 @@ const SYS_CLASS_NET: &str = "/sys/class/net";
 
 /// Longest interface name in bytes (`IFNAMSIZ` - 1 for the NUL).
 pub const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
+
+/// How long to wait for the kernel to act on our last close of a TAP fd: the device
+/// disappearing or its queues detaching (see `wait_gone`).
+const GONE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Most queues a multiqueue TAP can have (`MAX_TAP_QUEUES` in `drivers/net/tun.c`).
 pub const MAX_QUEUES: u16 = 256;
@@ -349,7 +361,8 @@ fn tun_ioctl_int(fd: &OwnedFd, request: libc::Ioctl, arg: libc::c_ulong) -> io::
 /// Fails with [`TapError::Exists`] if any network device already has the name (an
 /// existing TAP is never adopted). On any failure nothing is left behind: every step
 /// that can fail runs before `TUNSETPERSIST 1`, so until then the device only lives as
-/// long as our fds, and closing them removes it.
+/// long as our fds, and closing them removes it (the error path waits, up to a second,
+/// until it is gone). Blocking: call it from `spawn_blocking` in async code.
 pub fn create_tap(spec: &TapSpec) -> Result<(), TapError> {
     let name = spec.name.as_str();
     validate_name(name)?;
@@ -393,8 +406,37 @@ pub fn create_tap(spec: &TapSpec) -> Result<(), TapError> {
         Err(e) => return Err(TapError::from_io(name, TapOp::SetIff, e)),
     }
 
-    // From here the device exists but is not persistent: on any error, dropping `fds`
-    // (closing every queue) makes the kernel unregister it.
+    // From here the device exists but is not persistent: on any error, closing every
+    // queue makes the kernel unregister it.
+    let result = configure(&fds, spec, flags);
+    // The carrier goes off when the last queue detaches; count on that to know when
+    // our queues are really gone (read while they are still attached).
+    let down_before = carrier_down_count(name);
+    // On success the device is persistent, and closing the queues leaves it in place.
+    drop(fds);
+    match &result {
+        // Wait (bounded) until none of our queues is attached any more, so that a VMM
+        // attaching right after we return does not get EBUSY from a single-queue TAP
+        // (or extra queues on a multiqueue one). See `wait_gone` for why it may take a
+        // moment. Without carrier_down_count (Linux < 4.16) there is nothing to wait on.
+        Ok(()) => {
+            if let Some(before) = down_before {
+                wait_for(|| carrier_down_count(name).is_none_or(|now| now > before));
+            }
+        }
+        // Whatever happens, the device goes away; wait (bounded) so that the caller can
+        // reuse the name right away.
+        Err(_) => {
+            wait_gone(name)?;
+        }
+    }
+    result
+}
+
+/// The steps after the first `TUNSETIFF`, in an order where every fallible one comes
+/// before `TUNSETPERSIST 1`: attach the other queues, set owner and group, persist.
+fn configure(fds: &[OwnedFd], spec: &TapSpec, flags: libc::c_int) -> Result<(), TapError> {
+    let name = spec.name.as_str();
     for fd in &fds[1..] {
         tun_set_iff(fd, name, flags).map_err(|e| TapError::from_io(name, TapOp::SetIff, e))?;
     }
@@ -408,10 +450,56 @@ pub fn create_tap(spec: &TapSpec) -> Result<(), TapError> {
             .map_err(|e| TapError::from_io(name, TapOp::SetGroup, e))?;
     }
     tun_ioctl_int(first, libc::TUNSETPERSIST, 1)
-        .map_err(|e| TapError::from_io(name, TapOp::SetPersist, e))?;
-    // Persistent now: closing the queues leaves the device in place.
-    drop(fds);
-    Ok(())
+        .map_err(|e| TapError::from_io(name, TapOp::SetPersist, e))
+}
+
+/// Waits until `/sys/class/net/<name>` is gone, for at most [`GONE_TIMEOUT`]; true if
+/// it went.
+///
+/// Closing our last fd of a non-persistent TAP normally unregisters it before `close`
+/// returns. But if another thread of this process is forking (e.g. spawning a
+/// `Command`) at that moment, the child holds a copy of the fd table until its `exec`
+/// closes the O_CLOEXEC fds, so the final close, and the device's removal, happen a
+/// little later, in the child.
+fn wait_gone(name: &str) -> Result<bool, TapError> {
+    let mut failed = None;
+    let gone = wait_for(|| match device_exists(name) {
+        Ok(exists) => !exists,
+        Err(e) => {
+            failed = Some(e);
+            true
+        }
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(gone),
+    }
+}
+
+/// Polls `done` with a growing pause for at most [`GONE_TIMEOUT`]; true if it became true.
+fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + GONE_TIMEOUT;
+    let mut pause = Duration::from_micros(100);
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// `/sys/class/net/<name>/carrier_down_count`: how often the carrier went off. A TAP's
+/// carrier goes off when its last queue detaches. `None` if unreadable.
+fn carrier_down_count(name: &str) -> Option<u64> {
+    fs::read_to_string(sys_dir(name).join("carrier_down_count"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Deletes the TAP `name` by attaching to it and clearing `TUNSETPERSIST`; the kernel
@@ -421,6 +509,9 @@ pub fn create_tap(spec: &TapSpec) -> Result<(), TapError> {
 /// with [`TapError::Busy`] if another process has a single-queue TAP open, and with
 /// [`TapError::StillAttached`] if another process still has queues of a multiqueue TAP
 /// open (the TAP is then no longer persistent and goes away when they are closed).
+///
+/// Blocking: it may wait up to a second for the kernel to finish removing the device
+/// (see `wait_gone`); call it from `spawn_blocking` in async code.
 pub fn delete_tap(name: &str) -> Result<(), TapError> {
     validate_name(name)?;
     let Some(tun_flags) = read_tun_flags(name)? else {
@@ -450,9 +541,9 @@ pub fn delete_tap(name: &str) -> Result<(), TapError> {
     }
     tun_ioctl_int(&fd, libc::TUNSETPERSIST, 0)
         .map_err(|e| TapError::from_io(name, TapOp::ClearPersist, e))?;
-    // Closing the only queue of a non-persistent TAP unregisters it synchronously.
+    // Closing the last queue of a non-persistent TAP unregisters it.
     drop(fd);
-    if device_exists(name)? {
+    if !wait_gone(name)? {
         return Err(TapError::StillAttached {
             name: name.to_owned(),
         });

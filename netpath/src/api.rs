@@ -1,0 +1,598 @@
+//! The daemon's HTTP/JSON API on a unix socket (REST under `/v1`, like Docker's and
+//! Firecracker's).
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | GET | `/v1/version` | | 200 `{"version": …}` |
+//! | GET | `/v1/networks` | | 200 `[Network]` |
+//! | POST | `/v1/networks` | `NetworkCreate` | 201 `Network` |
+//! | GET | `/v1/networks/{name}` | | 200 `Network` |
+//! | DELETE | `/v1/networks/{name}?force=true\|false` | | 200 `Network` (the removed one) |
+//! | GET | `/v1/endpoints[?network=NAME]` | | 200 `[Endpoint]` |
+//! | POST | `/v1/endpoints` | `EndpointCreate` | 201 `Endpoint` |
+//! | POST | `/v1/taps` | `TapCreate` | 201 `Endpoint` |
+//! | GET | `/v1/endpoints/{id}` | | 200 `Endpoint` |
+//! | DELETE | `/v1/endpoints/{id}` | | 200 `Endpoint` (the removed one) |
+//! | GET | `/v1/stats` | | 200 `[ClassStat]` |
+//!
+//! Every failure — the service's own errors, but also malformed JSON, unknown fields,
+//! a wrong content type, a bad query string, an unknown route (404), a wrong method
+//! (405) and a body over 1 MiB (413) — is answered with its status and a JSON
+//! [`ApiErrorBody`] (`{"error": …, "hint": …}`), never a plain-text rejection.
+//!
+//! The router is generic over [`Backend`] so it can be exercised without root; the
+//! daemon uses [`Service`].
+
+use std::{
+    future::Future,
+    io,
+    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
+    path::Path,
+    sync::Arc,
+};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{
+        DefaultBodyLimit, FromRequest, FromRequestParts, OriginalUri, Path as UrlPath, Query,
+        Request, State,
+    },
+    http::{HeaderMap, Method, StatusCode, header, request::Parts},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{
+    datapath::ClassStat,
+    model::{ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, TapCreate},
+    service::{Service, ServiceError},
+};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Answer of `GET /v1/version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    pub version: String,
+}
+
+/// A failed request: the HTTP status and the JSON body sent with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ApiErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ApiErrorBody {
+                error: error.into(),
+                hint: None,
+            },
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.body.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        ApiError {
+            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: e.body(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(&self.body)).into_response();
+        // Lets `add_allow_hint` complete a 405 body once axum has set `Allow`.
+        response.extensions_mut().insert(self.body);
+        response
+    }
+}
+
+/// What the API serves: the operations of [`Service`], as a trait so the router can
+/// be built over a stand-in in tests.
+pub trait Backend: Send + Sync + 'static {
+    fn create_network(
+        &self,
+        req: NetworkCreate,
+    ) -> impl Future<Output = Result<Network, ApiError>> + Send;
+    fn remove_network(
+        &self,
+        name: &str,
+        force: bool,
+    ) -> impl Future<Output = Result<Network, ApiError>> + Send;
+    fn list_networks(&self) -> impl Future<Output = Result<Vec<Network>, ApiError>> + Send;
+    fn get_network(&self, name: &str) -> impl Future<Output = Result<Network, ApiError>> + Send;
+    fn add_endpoint(
+        &self,
+        req: EndpointCreate,
+    ) -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
+    fn add_tap(&self, req: TapCreate) -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
+    fn remove_endpoint(&self, id: &str)
+    -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
+    fn list_endpoints(
+        &self,
+        network: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<Endpoint>, ApiError>> + Send;
+    fn get_endpoint(&self, id: &str) -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
+    fn stats(&self) -> impl Future<Output = Result<Vec<ClassStat>, ApiError>> + Send;
+}
+
+impl Backend for Service {
+    async fn create_network(&self, req: NetworkCreate) -> Result<Network, ApiError> {
+        Ok(Service::create_network(self, req).await?)
+    }
+    async fn remove_network(&self, name: &str, force: bool) -> Result<Network, ApiError> {
+        Ok(Service::remove_network(self, name, force).await?)
+    }
+    async fn list_networks(&self) -> Result<Vec<Network>, ApiError> {
+        Ok(Service::list_networks(self).await?)
+    }
+    async fn get_network(&self, name: &str) -> Result<Network, ApiError> {
+        Ok(Service::get_network(self, name).await?)
+    }
+    async fn add_endpoint(&self, req: EndpointCreate) -> Result<Endpoint, ApiError> {
+        Ok(Service::add_endpoint(self, req).await?)
+    }
+    async fn add_tap(&self, req: TapCreate) -> Result<Endpoint, ApiError> {
+        Ok(Service::add_tap(self, req).await?)
+    }
+    async fn remove_endpoint(&self, id: &str) -> Result<Endpoint, ApiError> {
+        Ok(Service::remove_endpoint(self, id).await?)
+    }
+    async fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<Endpoint>, ApiError> {
+        Ok(Service::list_endpoints(self, network).await?)
+    }
+    async fn get_endpoint(&self, id: &str) -> Result<Endpoint, ApiError> {
+        Ok(Service::get_endpoint(self, id).await?)
+    }
+    async fn stats(&self) -> Result<Vec<ClassStat>, ApiError> {
+        Ok(Service::stats(self).await?)
+    }
+}
+
+/// Serves the API for `service` on the unix socket `socket` until `shutdown`
+/// completes, then lets in-flight requests finish and removes the socket.
+pub async fn serve(
+    service: Arc<Service>,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_backend(service, socket, shutdown).await
+}
+
+/// [`serve`] over any [`Backend`].
+pub async fn serve_backend<B: Backend>(
+    backend: Arc<B>,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = bind(socket).await?;
+    let bound = std::fs::symlink_metadata(socket)
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
+    let served = axum::serve(listener, router(backend))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .with_context(|| format!("serving the API on {}", socket.display()));
+    // Remove the socket only if it is still the one we bound (a successor may have
+    // replaced it already).
+    if let Ok(m) = std::fs::symlink_metadata(socket)
+        && bound == Some((m.dev(), m.ino()))
+    {
+        let _ = std::fs::remove_file(socket);
+    }
+    served
+}
+
+/// Binds the API socket: creates its directory, replaces a stale socket file (one
+/// nothing answers on), refuses if another daemon answers, and restricts it to its
+/// owner and group (0660).
+pub async fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
+    }
+    match std::fs::symlink_metadata(socket) {
+        Ok(meta) if !meta.file_type().is_socket() => anyhow::bail!(
+            "{} exists and is not a socket; remove it or pass another --socket",
+            socket.display()
+        ),
+        Ok(_) => match tokio::net::UnixStream::connect(socket).await {
+            Ok(_) => anyhow::bail!(
+                "another daemon is listening on {} — stop it first, or pass another --socket",
+                socket.display()
+            ),
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+                // A stale socket from a daemon that died: nothing answers on it.
+                match std::fs::remove_file(socket) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("cannot remove the stale socket {}", socket.display())
+                        });
+                    }
+                }
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot check whether {} is in use", socket.display())
+                });
+            }
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot inspect {}", socket.display()));
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("cannot bind the API socket {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set the permissions of {}", socket.display()))?;
+    Ok(listener)
+}
+
+/// The API's routes over `backend`.
+pub fn router<B: Backend>(backend: Arc<B>) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route(
+            "/v1/networks",
+            get(list_networks::<B>).post(create_network::<B>),
+        )
+        .route(
+            "/v1/networks/{name}",
+            get(get_network::<B>).delete(remove_network::<B>),
+        )
+        .route(
+            "/v1/endpoints",
+            get(list_endpoints::<B>).post(add_endpoint::<B>),
+        )
+        .route(
+            "/v1/endpoints/{id}",
+            get(get_endpoint::<B>).delete(remove_endpoint::<B>),
+        )
+        .route("/v1/taps", post(add_tap::<B>))
+        .route("/v1/stats", get(stats::<B>))
+        // Must come after the routes: it is installed on each of them.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(middleware::map_response(add_allow_hint))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(backend)
+}
+
+type Shared<B> = State<Arc<B>>;
+
+async fn version() -> Json<Version> {
+    Json(Version {
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+async fn list_networks<B: Backend>(State(b): Shared<B>) -> Result<Json<Vec<Network>>, ApiError> {
+    Ok(Json(b.list_networks().await?))
+}
+
+async fn create_network<B: Backend>(
+    State(b): Shared<B>,
+    JsonBody(req): JsonBody<NetworkCreate>,
+) -> Result<(StatusCode, Json<Network>), ApiError> {
+    Ok((StatusCode::CREATED, Json(b.create_network(req).await?)))
+}
+
+async fn get_network<B: Backend>(
+    State(b): Shared<B>,
+    PathParam(name): PathParam,
+) -> Result<Json<Network>, ApiError> {
+    Ok(Json(b.get_network(&name).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveNetworkQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn remove_network<B: Backend>(
+    State(b): Shared<B>,
+    PathParam(name): PathParam,
+    QueryParams(q): QueryParams<RemoveNetworkQuery>,
+) -> Result<Json<Network>, ApiError> {
+    Ok(Json(b.remove_network(&name, q.force).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListEndpointsQuery {
+    #[serde(default)]
+    network: Option<String>,
+}
+
+async fn list_endpoints<B: Backend>(
+    State(b): Shared<B>,
+    QueryParams(q): QueryParams<ListEndpointsQuery>,
+) -> Result<Json<Vec<Endpoint>>, ApiError> {
+    Ok(Json(b.list_endpoints(q.network.as_deref()).await?))
+}
+
+async fn add_endpoint<B: Backend>(
+    State(b): Shared<B>,
+    JsonBody(req): JsonBody<EndpointCreate>,
+) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
+    Ok((StatusCode::CREATED, Json(b.add_endpoint(req).await?)))
+}
+
+async fn add_tap<B: Backend>(
+    State(b): Shared<B>,
+    JsonBody(req): JsonBody<TapCreate>,
+) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
+    Ok((StatusCode::CREATED, Json(b.add_tap(req).await?)))
+}
+
+async fn get_endpoint<B: Backend>(
+    State(b): Shared<B>,
+    PathParam(id): PathParam,
+) -> Result<Json<Endpoint>, ApiError> {
+    Ok(Json(b.get_endpoint(&id).await?))
+}
+
+async fn remove_endpoint<B: Backend>(
+    State(b): Shared<B>,
+    PathParam(id): PathParam,
+) -> Result<Json<Endpoint>, ApiError> {
+    Ok(Json(b.remove_endpoint(&id).await?))
+}
+
+async fn stats<B: Backend>(State(b): Shared<B>) -> Result<Json<Vec<ClassStat>>, ApiError> {
+    Ok(Json(b.stats().await?))
+}
+
+const ROUTES_HINT: &str = "the API is under /v1: version, networks[/{name}], \
+     endpoints[/{id}], taps, stats";
+
+async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such API route: {method} {}", uri.path()),
+    )
+    .hint(ROUTES_HINT)
+}
+
+async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method {method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Completes 405 answers with the allowed methods, which axum only puts in the
+/// `Allow` header after the fallback has run.
+async fn add_allow_hint(response: Response) -> Response {
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let Some(mut body) = response.extensions().get::<ApiErrorBody>().cloned() else {
+        return response;
+    };
+    let allow = response
+        .headers()
+        .get(header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if allow.is_empty() || body.hint.is_some() {
+        return response;
+    }
+    body.hint = Some(format!("allowed: {}", allow.replace(',', ", ")));
+    let (mut parts, _) = response.into_parts();
+    let json = Json(&body).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, json.into_body())
+}
+
+/// True if `headers` says the body is JSON (`application/json`, any parameters).
+fn is_json(headers: &HeaderMap) -> Option<bool> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    Some(essence.as_deref() == Some("application/json"))
+}
+
+/// Parses a request body as `T`, with the reason in the error message.
+pub fn parse_json<T: DeserializeOwned>(content_type: Option<bool>, body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request body: it is empty, expected a JSON object",
+        ));
+    }
+    if content_type != Some(true) {
+        let what = if content_type.is_none() {
+            "missing Content-Type"
+        } else {
+            "unsupported Content-Type"
+        };
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("{what}: the request body must be JSON"),
+        )
+        .hint("send the header `Content-Type: application/json`"));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                "malformed JSON in request body"
+            }
+            serde_json::error::Category::Data | serde_json::error::Category::Io => {
+                "invalid request body"
+            }
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, format!("{what}: {e}"))
+    })
+}
+
+/// A JSON request body; every rejection is a JSON [`ApiError`].
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = is_json(req.headers());
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    status,
+                    format!("request body too large: the limit is {MAX_BODY_BYTES} bytes"),
+                )
+            } else {
+                ApiError::new(status, format!("cannot read the request body: {}", e.body_text()))
+            }
+        })?;
+        parse_json(content_type, &bytes).map(JsonBody)
+    }
+}
+
+/// The single path parameter of a route; rejections are JSON.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        UrlPath::<String>::from_request_parts(parts, state)
+            .await
+            .map(|UrlPath(p)| PathParam(p))
+            .map_err(|e| ApiError::new(e.status(), format!("invalid path: {}", e.body_text())))
+    }
+}
+
+/// A query string; rejections (unknown parameters, bad values) are JSON.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| {
+                let text = e.body_text();
+                let text = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                ApiError::new(StatusCode::BAD_REQUEST, format!("invalid query string: {text}"))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err<T: std::fmt::Debug>(r: Result<T, ApiError>) -> ApiError {
+        r.expect_err("must fail")
+    }
+
+    #[test]
+    fn valid_body_parses() {
+        let req: NetworkCreate =
+            parse_json(Some(true), br#"{"name":"a","subnet":"10.1.0.0/24"}"#).unwrap();
+        assert_eq!(req.name, "a");
+    }
+
+    #[test]
+    fn malformed_json_is_400_with_reason() {
+        let e = err(parse_json::<NetworkCreate>(Some(true), b"{\"name\":"));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(
+            e.body.error.starts_with("malformed JSON in request body: "),
+            "{}",
+            e.body.error
+        );
+        let e = err(parse_json::<NetworkCreate>(Some(true), b"{nope}"));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.body.error.contains("line 1 column 2"), "{}", e.body.error);
+    }
+
+    #[test]
+    fn unknown_field_is_400_naming_it_and_the_expected_ones() {
+        let e = err(parse_json::<NetworkCreate>(
+            Some(true),
+            br#"{"name":"a","subnet":"10.1.0.0/24","foo":1}"#,
+        ));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(
+            e.body
+                .error
+                .starts_with("invalid request body: unknown field `foo`, expected one of `name`"),
+            "{}",
+            e.body.error
+        );
+    }
+
+    #[test]
+    fn wrong_type_and_missing_field_are_400() {
+        let e = err(parse_json::<TapCreate>(
+            Some(true),
+            br#"{"network":"a","name":"t","queues":"many"}"#,
+        ));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(
+            e.body.error.starts_with("invalid request body: invalid type: string \"many\""),
+            "{}",
+            e.body.error
+        );
+        let e = err(parse_json::<TapCreate>(Some(true), br#"{"network":"a"}"#));
+        assert!(e.body.error.contains("missing field `name`"), "{}", e.body.error);
+        let e = err(parse_json::<NetworkCreate>(
+            Some(true),
+            br#"{"name":"a","subnet":"10.1.0.300/24"}"#,
+        ));
+        assert!(e.body.error.starts_with("invalid request body: "), "{}", e.body.error);
+    }
+
+    #[test]
+    fn empty_body_and_wrong_content_type() {
+        let e = err(parse_json::<NetworkCreate>(Some(true), b" \n"));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.body.error.contains("empty"));
+        let e = err(parse_json::<NetworkCreate>(Some(false), b"{}"));
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(e.body.hint.unwrap().contains("application/json"));
+        let e = err(parse_json::<NetworkCreate>(None, b"{}"));
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(e.body.error.starts_with("missing Content-Type"));
+    }
+
+    #[test]
+    fn content_type_essence_is_matched() {
+        let mut h = HeaderMap::new();
+        assert_eq!(is_json(&h), None);
+        h.insert(header::CONTENT_TYPE, "Application/JSON; charset=utf-8".parse().unwrap());
+        assert_eq!(is_json(&h), Some(true));
+        h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert_eq!(is_json(&h), Some(false));
+    }
+}

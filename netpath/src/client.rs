@@ -1,0 +1,443 @@
+//! Client of the daemon's HTTP/JSON API (see [`crate::api`]) over its unix socket.
+//!
+//! One HTTP/1.1 connection per request; each request (connect, send, read the answer)
+//! is bounded by a timeout.
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Method, Request, StatusCode,
+    body::Bytes,
+    header::{ACCEPT, CONTENT_TYPE, HOST},
+};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{
+    api::Version,
+    error::UserError,
+    model::{ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, TapCreate},
+};
+
+/// Default bound on one request, connect to last byte of the answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+const DAEMON_DOWN_HINT: &str =
+    "start it with `sudo netpath daemon` (or `cargo xtask run`), or pass --socket";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket (it does not exist, or connect was refused).
+    #[error("the netpath daemon is not running (no answer on {})", socket.display())]
+    DaemonDown { socket: PathBuf },
+    /// The daemon answered with an error.
+    #[error("{}", body.error)]
+    Api { status: u16, body: ApiErrorBody },
+    /// Any other failure to reach the socket (e.g. permission denied).
+    #[error("cannot connect to the netpath daemon on {}: {source}", socket.display())]
+    Io {
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The HTTP exchange failed, or the daemon's answer was not the API's.
+    #[error("bad exchange with the netpath daemon on {}: {source}", socket.display())]
+    Protocol {
+        socket: PathBuf,
+        #[source]
+        source: BoxError,
+    },
+    /// A successful answer did not have the expected shape.
+    #[error("cannot decode the netpath daemon's answer to {method} {path}: {source}")]
+    Decode {
+        method: Method,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No complete answer within the timeout.
+    #[error(
+        "the netpath daemon did not answer {method} {path} within {} s (on {})",
+        after.as_secs(), socket.display()
+    )]
+    Timeout {
+        socket: PathBuf,
+        method: Method,
+        path: String,
+        after: Duration,
+    },
+}
+
+impl ClientError {
+    /// What to do about it, when there is something to do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ClientError::DaemonDown { .. } => Some(DAEMON_DOWN_HINT.into()),
+            ClientError::Api { body, .. } => body.hint.clone(),
+            ClientError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                Some("the API socket is only open to root and its group: run with sudo".into())
+            }
+            ClientError::Timeout { .. } => {
+                Some("the daemon may be stuck: check its output, or restart it".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The error as the CLI shows it: the message, and the hint for `error::one_line`.
+impl From<ClientError> for UserError {
+    fn from(e: ClientError) -> Self {
+        UserError {
+            what: e.to_string(),
+            hint: e.hint(),
+        }
+    }
+}
+
+/// One packet counter of `GET /v1/stats` (the daemon's `datapath::ClassStat`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassStat {
+    pub hook: String,
+    pub class: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Talks to the daemon on `socket`.
+#[derive(Clone, Debug)]
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Client {
+            socket: socket.into(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Bounds each request (default [`DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends `method path` with `body` as JSON and decodes the JSON answer as `T`.
+    /// `path` is the origin-form target, e.g. `/v1/networks?x=y`, already encoded.
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let body = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(|e| self.protocol(e))?),
+            None => None,
+        };
+        let exchange = self.exchange(method.clone(), path, body);
+        let (status, bytes) = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(ClientError::Timeout {
+                    socket: self.socket.clone(),
+                    method,
+                    path: path.into(),
+                    after: self.timeout,
+                });
+            }
+        };
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+                method,
+                path: path.into(),
+                source,
+            })
+        } else {
+            match serde_json::from_slice::<ApiErrorBody>(&bytes) {
+                Ok(body) => Err(ClientError::Api {
+                    status: status.as_u16(),
+                    body,
+                }),
+                Err(_) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let text: String = text.chars().take(200).collect();
+                    Err(self.protocol(format!(
+                        "{method} {path} answered {status} without an API error body: {text:?}"
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| match source.raw_os_error() {
+                Some(libc::ENOENT | libc::ECONNREFUSED) => ClientError::DaemonDown {
+                    socket: self.socket.clone(),
+                },
+                _ => ClientError::Io {
+                    socket: self.socket.clone(),
+                    source,
+                },
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.protocol(e))?;
+        // Drives the connection; it ends when the answer is read and `sender` dropped.
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, "localhost")
+            .header(ACCEPT, "application/json");
+        if body.is_some() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.protocol(e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.protocol(e))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    fn protocol(&self, e: impl Into<BoxError>) -> ClientError {
+        ClientError::Protocol {
+            socket: self.socket.clone(),
+            source: e.into(),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.request(Method::GET, path, None::<&()>).await
+    }
+
+    pub async fn version(&self) -> Result<Version, ClientError> {
+        self.get("/v1/version").await
+    }
+
+    pub async fn list_networks(&self) -> Result<Vec<Network>, ClientError> {
+        self.get("/v1/networks").await
+    }
+
+    pub async fn get_network(&self, name: &str) -> Result<Network, ClientError> {
+        self.get(&format!("/v1/networks/{}", encode(name))).await
+    }
+
+    pub async fn create_network(&self, req: &NetworkCreate) -> Result<Network, ClientError> {
+        self.request(Method::POST, "/v1/networks", Some(req)).await
+    }
+
+    pub async fn remove_network(&self, name: &str, force: bool) -> Result<Network, ClientError> {
+        let path = format!("/v1/networks/{}?force={force}", encode(name));
+        self.request(Method::DELETE, &path, None::<&()>).await
+    }
+
+    pub async fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<Endpoint>, ClientError> {
+        match network {
+            Some(n) => self.get(&format!("/v1/endpoints?network={}", encode(n))).await,
+            None => self.get("/v1/endpoints").await,
+        }
+    }
+
+    pub async fn get_endpoint(&self, id: &str) -> Result<Endpoint, ClientError> {
+        self.get(&format!("/v1/endpoints/{}", encode(id))).await
+    }
+
+    pub async fn add_endpoint(&self, req: &EndpointCreate) -> Result<Endpoint, ClientError> {
+        self.request(Method::POST, "/v1/endpoints", Some(req)).await
+    }
+
+    pub async fn add_tap(&self, req: &TapCreate) -> Result<Endpoint, ClientError> {
+        self.request(Method::POST, "/v1/taps", Some(req)).await
+    }
+
+    pub async fn remove_endpoint(&self, id: &str) -> Result<Endpoint, ClientError> {
+        let path = format!("/v1/endpoints/{}", encode(id));
+        self.request(Method::DELETE, &path, None::<&()>).await
+    }
+
+    pub async fn stats(&self) -> Result<Vec<ClassStat>, ClientError> {
+        self.get("/v1/stats").await
+    }
+}
+
+/// Percent-encodes `s` for a path segment or query value (RFC 3986 unreserved kept).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use axum::{Json, Router, http::StatusCode, routing::get};
+
+    use super::*;
+
+    /// A fresh socket path under the temp dir (removed with its directory on drop).
+    pub(crate) struct TempSocket {
+        dir: PathBuf,
+        pub path: PathBuf,
+    }
+
+    impl TempSocket {
+        pub(crate) fn new(tag: &str) -> Self {
+            static N: AtomicU32 = AtomicU32::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "netpath-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            let path = dir.join("api.sock");
+            TempSocket { dir, path }
+        }
+    }
+
+    impl Drop for TempSocket {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_socket_is_daemon_down_with_hint() {
+        let e = Client::new("/nonexistent/x.sock")
+            .list_networks()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, ClientError::DaemonDown { socket } if socket == Path::new("/nonexistent/x.sock")),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "the netpath daemon is not running (no answer on /nonexistent/x.sock)"
+        );
+        assert_eq!(e.hint().as_deref(), Some(DAEMON_DOWN_HINT));
+    }
+
+    #[tokio::test]
+    async fn stale_socket_is_daemon_down() {
+        let sock = TempSocket::new("client-stale");
+        std::fs::create_dir_all(sock.path.parent().unwrap()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&sock.path).unwrap());
+        let e = Client::new(&sock.path).list_networks().await.unwrap_err();
+        assert!(matches!(e, ClientError::DaemonDown { .. }), "{e:?}");
+    }
+
+    async fn conflict() -> (StatusCode, Json<ApiErrorBody>) {
+        (
+            StatusCode::CONFLICT,
+            Json(ApiErrorBody {
+                error: "network a already exists".into(),
+                hint: Some("pick another name".into()),
+            }),
+        )
+    }
+
+    async fn slow() -> Json<Vec<Network>> {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Json(vec![])
+    }
+
+    async fn not_json() -> (StatusCode, &'static str) {
+        (StatusCode::BAD_GATEWAY, "oops")
+    }
+
+    fn spawn_server(sock: &TempSocket, app: Router) {
+        std::fs::create_dir_all(sock.path.parent().unwrap()).unwrap();
+        let listener = tokio::net::UnixListener::bind(&sock.path).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
+
+    #[tokio::test]
+    async fn error_answer_maps_to_api_error() {
+        let sock = TempSocket::new("client-api");
+        spawn_server(
+            &sock,
+            Router::new()
+                .route("/v1/networks", get(conflict))
+                .route("/v1/endpoints", get(not_json))
+                .route("/v1/stats", get(slow)),
+        );
+        let client = Client::new(&sock.path);
+        let e = client.list_networks().await.unwrap_err();
+        match &e {
+            ClientError::Api { status: 409, body } => {
+                assert_eq!(body.error, "network a already exists");
+            }
+            other => panic!("expected Api 409, got {other:?}"),
+        }
+        assert_eq!(e.to_string(), "network a already exists");
+        assert_eq!(e.hint().as_deref(), Some("pick another name"));
+        let user = UserError::from(e);
+        assert_eq!(user.hint.as_deref(), Some("pick another name"));
+
+        let e = client.list_endpoints(None).await.unwrap_err();
+        assert!(matches!(e, ClientError::Protocol { .. }), "{e:?}");
+        assert!(e.to_string().contains("502"), "{e}");
+
+        let e = client
+            .with_timeout(Duration::from_millis(200))
+            .stats()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
+        assert!(e.to_string().contains("did not answer GET /v1/stats"), "{e}");
+    }
+
+    #[test]
+    fn encoding_keeps_unreserved_only() {
+        assert_eq!(encode("net-1_a.b~"), "net-1_a.b~");
+        assert_eq!(encode("a b/c?d&e"), "a%20b%2Fc%3Fd%26e");
+    }
+}

@@ -1,0 +1,781 @@
+//! The control plane's operations: networks, container endpoints and microVM TAPs.
+//!
+//! Each operation keeps the state database and the kernel in step:
+//! 1. validate the request (nothing changes on bad input);
+//! 2. lease/record in one database transaction (`Creating` for endpoints);
+//! 3. create the devices; on failure, remove them and roll the record back;
+//! 4. register the endpoint in the datapath's maps and mark the record `Ready`.
+//!
+//! A crash between 2 and 4 leaves a `Creating` record, which [`Service::reconcile`]
+//! rolls back at the next start; devices without a record are removed there too.
+//! Operations on one network are serialized by a per-network lock; different networks
+//! proceed in parallel.
+
+use std::{
+    collections::HashMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+use ipnet::Ipv4Net;
+use netpath_common::maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue};
+
+use crate::{
+    config::{self, IFNAME_MAX, Paths},
+    datapath::{ClassStat, Datapath, DatapathError},
+    model::{
+        ApiErrorBody, Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network,
+        NetworkCreate, TapCreate,
+    },
+    netlink::{LinkConfig, Netlink, NetlinkError, random_mac},
+    sandbox::{SandboxError, VethPlan, create_veth_endpoint},
+    state::{NewEndpoint, ResolvedNetwork, StateError, Store},
+    tap::{TapError, TapSpec, create_tap},
+};
+
+/// Longest network name: its bridge `np-<name>` must fit an interface name.
+pub const NETWORK_NAME_MAX: usize = IFNAME_MAX - config::LINK_PREFIX.len();
+pub const DEFAULT_MTU: u32 = 1500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{what}")]
+    Invalid { what: String, hint: Option<String> },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    fn invalid(what: impl Into<String>) -> Self {
+        ServiceError::Invalid {
+            what: what.into(),
+            hint: None,
+        }
+    }
+
+    /// HTTP status: 400 bad input, 404 unknown resource, 409 conflict, 500 internal.
+    pub fn status(&self) -> u16 {
+        match self {
+            ServiceError::Invalid { .. } => 400,
+            ServiceError::State(e) => match e {
+                StateError::NetworkNotFound { .. } | StateError::EndpointNotFound { .. } => 404,
+                StateError::NetworkExists { .. }
+                | StateError::SubnetOverlap { .. }
+                | StateError::NetworkInUse { .. }
+                | StateError::IpInUse { .. }
+                | StateError::SubnetExhausted { .. }
+                | StateError::EndpointExists { .. }
+                | StateError::HostIfnameInUse { .. }
+                | StateError::NetworkIdsExhausted => 409,
+                StateError::InvalidSubnet { .. }
+                | StateError::InvalidGateway { .. }
+                | StateError::InvalidIp { .. }
+                | StateError::InvalidEndpointId { .. } => 400,
+                _ => 500,
+            },
+            ServiceError::Tap(TapError::Exists { .. }) => 409,
+            ServiceError::Tap(TapError::InvalidName { .. }) => 400,
+            ServiceError::Sandbox(SandboxError::Netns { .. }) => 400,
+            _ => 500,
+        }
+    }
+
+    pub fn body(&self) -> ApiErrorBody {
+        let hint = match self {
+            ServiceError::Invalid { hint, .. } => hint.clone(),
+            ServiceError::State(e) => e.hint(),
+            _ => None,
+        };
+        ApiErrorBody {
+            error: self.to_string(),
+            hint,
+        }
+    }
+}
+
+type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+pub struct Service {
+    paths: Paths,
+    instance: String,
+    store: Arc<Store>,
+    nl: Netlink,
+    datapath: Mutex<Datapath>,
+    net_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Runs a blocking state-database call off the async workers.
+async fn db<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StateError> + Send + 'static,
+) -> Result<T> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(ServiceError::from)
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let bad = || {
+        ServiceError::invalid(format!(
+            "invalid MAC address {s:?}: expected aa:bb:cc:dd:ee:ff"
+        ))
+    };
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 == 1 || mac == [0; 6] {
+        return Err(ServiceError::invalid(format!(
+            "invalid MAC address {s}: it must be a unicast address"
+        )));
+    }
+    Ok(mac)
+}
+
+pub fn format_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn validate_ifname(what: &str, name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > IFNAME_MAX
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
+    {
+        return Err(ServiceError::invalid(format!(
+            "invalid {what} {name:?}: interface names are 1 to {IFNAME_MAX} bytes, without '/', ':' or spaces"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_network_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > NETWORK_NAME_MAX
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ServiceError::invalid(format!(
+            "invalid network name {name:?}: use 1 to {NETWORK_NAME_MAX} characters from a-z, 0-9, '-' and '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// IPv4 routes of the host's main table (from /proc/net/route): (ifname, destination).
+fn host_routes() -> Vec<(String, Ipv4Net)> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dst = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            // The kernel prints the network-order address read as a native u32.
+            let dst = Ipv4Addr::from(dst.to_ne_bytes());
+            let prefix = mask.count_ones() as u8;
+            Some((f[0].to_owned(), Ipv4Net::new(dst, prefix).ok()?))
+        })
+        .collect()
+}
+
+impl Service {
+    /// Opens the state database and the pinned datapath (adopting it if present).
+    pub async fn open(paths: Paths, reload: bool) -> anyhow::Result<Service> {
+        std::fs::create_dir_all(&paths.state_dir)?;
+        let store = Arc::new(Store::open(&paths.state_dir.join("state.redb"))?);
+        let datapath = Datapath::open(&paths.bpffs, reload)?;
+        Ok(Service {
+            instance: paths.instance(),
+            paths,
+            store,
+            nl: Netlink::connect()?,
+            datapath: Mutex::new(datapath),
+            net_locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    fn datapath(&self) -> std::sync::MutexGuard<'_, Datapath> {
+        // A panic while holding the lock cannot leave the kernel maps inconsistent
+        // (each map op is atomic), so a poisoned lock is still usable.
+        self.datapath.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn net_lock(&self, network: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.net_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(network.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub async fn list_networks(&self) -> Result<Vec<Network>> {
+        db(&self.store, |s| s.list_networks()).await
+    }
+
+    pub async fn get_network(&self, name: &str) -> Result<Network> {
+        let name = name.to_owned();
+        db(&self.store, move |s| s.get_network(&name)).await
+    }
+
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<Network> {
+        validate_network_name(&req.name)?;
+        let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
+        if !(68..=65535).contains(&mtu) {
+            return Err(ServiceError::invalid(format!(
+                "invalid MTU {mtu}: use 68 to 65535"
+            )));
+        }
+        if req.subnet.prefix_len() > 30 || req.subnet.network() != req.subnet.addr() {
+            return Err(ServiceError::invalid(format!(
+                "invalid subnet {}: give the network address with a prefix of /30 or shorter (e.g. {})",
+                req.subnet,
+                req.subnet.trunc()
+            )));
+        }
+        let gateway = match req.gateway {
+            Some(g) => g,
+            None => req
+                .subnet
+                .hosts()
+                .next()
+                .expect("a /30 or larger has hosts"),
+        };
+        let routes = host_routes();
+        let ours: Vec<String> = self
+            .list_networks()
+            .await?
+            .iter()
+            .filter_map(|n| n.bridge.clone())
+            .collect();
+        if let Some((dev, dst)) = routes.iter().find(|(dev, dst)| {
+            dst.prefix_len() > 0
+                && !ours.contains(dev)
+                && (dst.contains(&req.subnet) || req.subnet.contains(dst))
+        }) {
+            return Err(ServiceError::Invalid {
+                what: format!(
+                    "subnet {} overlaps the host route {dst} on {dev}",
+                    req.subnet
+                ),
+                hint: Some("pick a subnet no host interface uses".into()),
+            });
+        }
+        let uplink = match &req.uplink {
+            Some(u) => {
+                validate_ifname("uplink", u)?;
+                if self.nl.link_by_name(u).await?.is_none() {
+                    return Err(ServiceError::invalid(format!(
+                        "uplink interface {u} does not exist"
+                    )));
+                }
+                Some(u.clone())
+            }
+            None => routes
+                .iter()
+                .find(|(_, dst)| dst.prefix_len() == 0)
+                .map(|(dev, _)| dev.clone()),
+        };
+        let bridge = (req.mode == Mode::Bridge).then(|| config::bridge_name(&req.name));
+        if let Some(b) = &bridge
+            && self.nl.link_by_name(b).await?.is_some()
+        {
+            return Err(ServiceError::invalid(format!(
+                "interface {b} already exists on this host"
+            )));
+        }
+        let lock = self.net_lock(&req.name);
+        let _guard = lock.lock().await;
+        let resolved = ResolvedNetwork {
+            gateway,
+            uplink,
+            mtu,
+            bridge: bridge.clone(),
+        };
+        let network = db(&self.store, move |s| s.create_network(&req, resolved)).await?;
+        if let Err(e) = self.plumb_network(&network).await {
+            let name = network.name.clone();
+            let _ = self.unplumb_network(&network).await;
+            let _ = db(&self.store, move |s| s.remove_network(&name, true)).await;
+            return Err(e);
+        }
+        Ok(network)
+    }
+
+    /// Creates a network's devices (bridge mode: the bridge with the gateway address,
+    /// and the tc program on its ingress). Idempotent.
+    async fn plumb_network(&self, network: &Network) -> Result<()> {
+        let Some(bridge) = &network.bridge else {
+            return Ok(());
+        };
+        let alias = config::link_alias(&self.instance, "bridge", &network.name);
+        let link = self
+            .nl
+            .ensure_bridge(bridge, &alias, Some(network.mtu))
+            .await?;
+        self.nl
+            .add_address(
+                link.index,
+                network.gateway.into(),
+                network.subnet.prefix_len(),
+            )
+            .await?;
+        self.nl.set_up(link.index).await?;
+        self.datapath().attach_tc_ingress(&link.name, link.index)?;
+        Ok(())
+    }
+
+    async fn unplumb_network(&self, network: &Network) -> Result<()> {
+        if let Some(bridge) = &network.bridge
+            && let Some(link) = self.nl.link_by_name(bridge).await?
+        {
+            self.nl.delete_link(link.index).await?;
+            self.datapath().forget_links(&link.name, link.index)?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_network(&self, name: &str, force: bool) -> Result<Network> {
+        let lock = self.net_lock(name);
+        let _guard = lock.lock().await;
+        let n = name.to_owned();
+        let (network, endpoints) = db(&self.store, move |s| s.remove_network(&n, force)).await?;
+        for ep in &endpoints {
+            self.unplumb_endpoint(ep).await?;
+        }
+        self.unplumb_network(&network).await?;
+        Ok(network)
+    }
+
+    pub async fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<Endpoint>> {
+        let network = network.map(str::to_owned);
+        db(&self.store, move |s| s.list_endpoints(network.as_deref())).await
+    }
+
+    pub async fn get_endpoint(&self, id: &str) -> Result<Endpoint> {
+        let id = id.to_owned();
+        db(&self.store, move |s| s.get_endpoint(&id)).await
+    }
+
+    pub async fn add_endpoint(&self, req: EndpointCreate) -> Result<Endpoint> {
+        let netns = match (&req.netns, req.pid) {
+            (Some(p), None) => p.clone(),
+            (None, Some(pid)) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+            _ => {
+                return Err(ServiceError::invalid(
+                    "give exactly one of netns (a namespace path) or pid",
+                ));
+            }
+        };
+        if !netns.exists() {
+            return Err(ServiceError::invalid(format!(
+                "network namespace {} does not exist",
+                netns.display()
+            )));
+        }
+        let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
+        validate_ifname("interface name", &ifname)?;
+        let mac = match &req.mac {
+            Some(m) => parse_mac(m)?,
+            None => random_mac(),
+        };
+        let lock = self.net_lock(&req.network);
+        let _guard = lock.lock().await;
+        let network = self.get_network(&req.network).await?;
+        let id = db(&self.store, |s| s.new_endpoint_id()).await?;
+        let host_ifname = format!("{}{id}", config::LINK_PREFIX);
+        let new = NewEndpoint {
+            id: id.clone(),
+            network: network.name.clone(),
+            kind: EndpointKind::Veth,
+            ip: req.ip,
+            mac: format_mac(mac),
+            host_ifname: host_ifname.clone(),
+            ifname: Some(ifname.clone()),
+            netns: Some(netns.clone()),
+            uid: None,
+            gid: None,
+            queues: None,
+        };
+        let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
+        match self.plumb_veth(&network, &ep, &netns, &ifname, mac).await {
+            Ok(()) => {}
+            Err(e) => {
+                let _ = self.unplumb_endpoint(&ep).await;
+                let _ = db(&self.store, move |s| s.release_endpoint(&id)).await;
+                return Err(e);
+            }
+        }
+        db(&self.store, move |s| s.mark_ready(&id)).await
+    }
+
+    async fn bridge_link(&self, network: &Network) -> Result<Option<crate::netlink::Link>> {
+        match &network.bridge {
+            Some(b) => Ok(Some(self.nl.link_by_name(b).await?.ok_or_else(|| {
+                ServiceError::Internal(format!("bridge {b} of network {} is missing", network.name))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn plumb_veth(
+        &self,
+        network: &Network,
+        ep: &Endpoint,
+        netns: &Path,
+        ifname: &str,
+        mac: [u8; 6],
+    ) -> Result<()> {
+        let bridge = self.bridge_link(network).await?;
+        let alias = config::link_alias(&self.instance, "veth", &ep.id);
+        let peer = format!("npp{}", ep.id);
+        let link = create_veth_endpoint(
+            &self.nl,
+            &VethPlan {
+                host_ifname: &ep.host_ifname,
+                peer_ifname: &peer,
+                alias: &alias,
+                netns,
+                ifname,
+                mac,
+                ip: ep.ip,
+                prefix_len: ep.prefix_len,
+                gateway: network.gateway,
+                gateway_mac: bridge.as_ref().and_then(|b| b.mac),
+                mtu: network.mtu,
+                bridge: bridge.as_ref().map(|b| b.index),
+                routed: network.mode == Mode::Routed,
+            },
+        )
+        .await?;
+        self.register(
+            network,
+            ep,
+            link.index,
+            mac,
+            link.mac.unwrap_or_default(),
+            ENDPOINT_KIND_VETH,
+        )
+    }
+
+    /// Puts the endpoint in the datapath's maps and attaches the tc program to its
+    /// host-side device.
+    fn register(
+        &self,
+        network: &Network,
+        ep: &Endpoint,
+        ifindex: u32,
+        mac: [u8; 6],
+        host_mac: [u8; 6],
+        kind: u8,
+    ) -> Result<()> {
+        let mut dp = self.datapath();
+        dp.attach_tc_ingress(&ep.host_ifname, ifindex)?;
+        dp.upsert_endpoint(
+            ep.ip,
+            EndpointValue {
+                ifindex,
+                mac,
+                host_mac,
+                network_id: network.id,
+                kind,
+                _pad: 0,
+            },
+        )?;
+        Ok(())
+    }
+
+    pub async fn add_tap(&self, req: TapCreate) -> Result<Endpoint> {
+        crate::tap::validate_name(&req.name)?;
+        let queues = req.queues.unwrap_or(1);
+        if queues == 0 || queues > 256 {
+            return Err(ServiceError::invalid(format!(
+                "invalid queue count {queues}: use 1 to 256"
+            )));
+        }
+        for (what, v) in [("uid", req.uid), ("gid", req.gid)] {
+            if v == Some(u32::MAX) {
+                return Err(ServiceError::invalid(format!(
+                    "invalid {what} {}: use 0 to {}",
+                    u32::MAX,
+                    u32::MAX - 1
+                )));
+            }
+        }
+        let mac = match &req.mac {
+            Some(m) => parse_mac(m)?,
+            None => random_mac(),
+        };
+        if self.nl.link_by_name(&req.name).await?.is_some() {
+            return Err(ServiceError::invalid(format!(
+                "interface {} already exists",
+                req.name
+            )));
+        }
+        let lock = self.net_lock(&req.network);
+        let _guard = lock.lock().await;
+        let network = self.get_network(&req.network).await?;
+        let id = db(&self.store, |s| s.new_endpoint_id()).await?;
+        let new = NewEndpoint {
+            id: id.clone(),
+            network: network.name.clone(),
+            kind: EndpointKind::Tap,
+            ip: req.ip,
+            mac: format_mac(mac),
+            host_ifname: req.name.clone(),
+            ifname: None,
+            netns: None,
+            uid: req.uid,
+            gid: req.gid,
+            queues: Some(queues),
+        };
+        let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
+        if let Err(e) = self.plumb_tap(&network, &ep, &req, queues, mac).await {
+            let _ = self.unplumb_endpoint(&ep).await;
+            let _ = db(&self.store, move |s| s.release_endpoint(&id)).await;
+            return Err(e);
+        }
+        db(&self.store, move |s| s.mark_ready(&id)).await
+    }
+
+    async fn plumb_tap(
+        &self,
+        network: &Network,
+        ep: &Endpoint,
+        req: &TapCreate,
+        queues: u16,
+        mac: [u8; 6],
+    ) -> Result<()> {
+        let spec = TapSpec {
+            name: req.name.clone(),
+            uid: req.uid,
+            gid: req.gid,
+            queues,
+            vnet_hdr: true,
+        };
+        tokio::task::spawn_blocking(move || create_tap(&spec))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let link = self.nl.link_by_name(&req.name).await?.ok_or_else(|| {
+            ServiceError::Internal(format!("TAP {} vanished after creation", req.name))
+        })?;
+        let alias = config::link_alias(&self.instance, "tap", &ep.id);
+        let bridge = self.bridge_link(network).await?;
+        self.nl
+            .configure(
+                link.index,
+                &LinkConfig {
+                    mtu: Some(network.mtu),
+                    master: bridge.as_ref().map(|b| b.index),
+                    alias: Some(&alias),
+                    up: true,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        if network.mode == Mode::Routed {
+            // The host side of a point-to-point link answers as the gateway.
+            self.nl
+                .add_address(link.index, network.gateway.into(), 32)
+                .await?;
+        }
+        // The guest is a point-to-point /32 behind its TAP, with a known MAC.
+        self.nl
+            .add_route(
+                Ipv4Net::new(ep.ip, 32).expect("/32"),
+                None,
+                Some(link.index),
+            )
+            .await?;
+        self.nl
+            .add_permanent_neighbor(link.index, ep.ip, mac)
+            .await?;
+        let host_mac = bridge.and_then(|b| b.mac).or(link.mac).unwrap_or_default();
+        self.register(network, ep, link.index, mac, host_mac, ENDPOINT_KIND_TAP)
+    }
+
+    /// Removes an endpoint's devices, map entry and attachment pins. Idempotent.
+    async fn unplumb_endpoint(&self, ep: &Endpoint) -> Result<()> {
+        self.datapath().remove_endpoint(ep.ip)?;
+        if let Some(link) = self.nl.link_by_name(&ep.host_ifname).await? {
+            // Only delete what carries our tag (a TAP name is the user's choice).
+            let ours = link.alias.as_deref().is_some_and(|a| {
+                a == config::link_alias(&self.instance, kind_role(ep.kind), &ep.id)
+            });
+            if ours || ep.state == EndpointState::Creating {
+                self.nl.delete_link(link.index).await?;
+            }
+            self.datapath().forget_links(&link.name, link.index)?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_endpoint(&self, id: &str) -> Result<Endpoint> {
+        let ep = self.get_endpoint(id).await?;
+        let lock = self.net_lock(&ep.network);
+        let _guard = lock.lock().await;
+        self.unplumb_endpoint(&ep).await?;
+        let id = id.to_owned();
+        db(&self.store, move |s| s.release_endpoint(&id)).await
+    }
+
+    pub async fn stats(&self) -> Result<Vec<ClassStat>> {
+        Ok(self.datapath().stats()?)
+    }
+
+    /// Brings kernel state and records back in step after a restart or crash:
+    /// unfinished endpoints are rolled back, endpoints whose device vanished are
+    /// released, networks get their devices back, and tagged devices without a record
+    /// are removed. Returns a one-line summary per action.
+    pub async fn reconcile(&self) -> Result<Vec<String>> {
+        let mut actions = Vec::new();
+        let networks = self.list_networks().await?;
+        for n in &networks {
+            self.plumb_network(n).await?;
+        }
+        let mut known: Vec<String> = networks.iter().filter_map(|n| n.bridge.clone()).collect();
+        for ep in self.list_endpoints(None).await? {
+            let link = self.nl.link_by_name(&ep.host_ifname).await?;
+            let gone = link.is_none() || ep.netns.as_ref().is_some_and(|p| !p.exists());
+            if ep.state == EndpointState::Creating || gone {
+                self.unplumb_endpoint(&ep).await?;
+                let id = ep.id.clone();
+                db(&self.store, move |s| s.release_endpoint(&id)).await?;
+                actions.push(format!(
+                    "released endpoint {} ({}): {}",
+                    ep.id,
+                    ep.ip,
+                    if gone {
+                        "its device is gone"
+                    } else {
+                        "creation never finished"
+                    }
+                ));
+                continue;
+            }
+            let link = link.expect("checked above");
+            let network = networks
+                .iter()
+                .find(|n| n.name == ep.network)
+                .ok_or_else(|| {
+                    ServiceError::Internal(format!("endpoint {} has no network", ep.id))
+                })?;
+            let mac = parse_mac(&ep.mac)?;
+            let host_mac = match ep.kind {
+                EndpointKind::Tap => self
+                    .bridge_link(network)
+                    .await?
+                    .and_then(|b| b.mac)
+                    .or(link.mac),
+                EndpointKind::Veth => link.mac,
+            };
+            let kind = match ep.kind {
+                EndpointKind::Veth => ENDPOINT_KIND_VETH,
+                EndpointKind::Tap => ENDPOINT_KIND_TAP,
+            };
+            self.register(
+                network,
+                &ep,
+                link.index,
+                mac,
+                host_mac.unwrap_or_default(),
+                kind,
+            )?;
+            known.push(ep.host_ifname.clone());
+        }
+        for link in self.nl.links().await? {
+            let tagged = link.alias.as_deref().is_some_and(|a| {
+                a.starts_with(&format!("{}{}:", config::ALIAS_PREFIX, self.instance))
+            });
+            if tagged && !known.contains(&link.name) {
+                self.nl.delete_link(link.index).await?;
+                self.datapath().forget_links(&link.name, link.index)?;
+                actions.push(format!("removed orphan device {}", link.name));
+            }
+        }
+        Ok(actions)
+    }
+}
+
+fn kind_role(kind: EndpointKind) -> &'static str {
+    match kind {
+        EndpointKind::Veth => "veth",
+        EndpointKind::Tap => "tap",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_print() {
+        assert_eq!(
+            parse_mac("02:00:0a:ff:00:01").unwrap(),
+            [2, 0, 10, 255, 0, 1]
+        );
+        assert_eq!(format_mac([2, 0, 10, 255, 0, 1]), "02:00:0a:ff:00:01");
+        for bad in [
+            "",
+            "02:00:00:00:00",
+            "zz:00:00:00:00:00",
+            "01:00:00:00:00:00",
+            "00:00:00:00:00:00",
+            "2:0:0:0:0:1",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_network_name("default").is_ok());
+        assert!(validate_network_name("a-very-long-name").is_err());
+        assert!(validate_network_name("bad/name").is_err());
+        assert!(validate_ifname("ifname", "eth0").is_ok());
+        assert!(validate_ifname("ifname", "0123456789abcdef").is_err());
+        assert!(validate_ifname("ifname", "a/b").is_err());
+    }
+
+    #[test]
+    fn random_macs_are_unicast_local() {
+        for _ in 0..100 {
+            let m = random_mac();
+            assert_eq!(m[0] & 0x03, 0x02);
+        }
+    }
+}

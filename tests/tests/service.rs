@@ -1,0 +1,182 @@
+//! The control plane in process: networks, 64 parallel container endpoints, 16 TAPs,
+//! removal; every namespace gets its interface, address, route and gateway neighbor.
+
+use std::{collections::HashSet, net::Ipv4Addr, sync::Arc};
+
+use netpath::{
+    config::Paths,
+    model::{EndpointCreate, Mode, NetworkCreate, TapCreate},
+    service::Service,
+};
+use netpath_tests::{DaemonPaths, NetNs, require_root, run, unique};
+
+struct Teardown(Paths);
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        // Drop runs on a runtime thread: reset on a thread of its own.
+        let paths = self.0.clone();
+        let r = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(netpath::reset::reset(&paths)).map(drop)
+        })
+        .join();
+        if let Ok(Err(e)) = r {
+            eprintln!("reset: {e:#}");
+        }
+    }
+}
+
+fn paths(d: &DaemonPaths) -> Paths {
+    Paths {
+        state_dir: d.state_dir.clone(),
+        socket: d.socket.clone(),
+        bpffs: d.bpffs.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_parallel_endpoints_reach_their_gateway() {
+    require_root!();
+    let d = DaemonPaths::new();
+    let _t = Teardown(paths(&d));
+    let svc = Arc::new(Service::open(paths(&d), false).await.expect("open service"));
+    let name = unique("n");
+    let net = svc
+        .create_network(NetworkCreate {
+            name: name.clone(),
+            subnet: "10.203.0.0/16".parse().unwrap(),
+            mode: Mode::Bridge,
+            gateway: None,
+            uplink: None,
+            mtu: None,
+        })
+        .await
+        .expect("create network");
+    assert_eq!(net.gateway, Ipv4Addr::new(10, 203, 0, 1));
+
+    let namespaces: Vec<NetNs> = (0..64).map(|_| NetNs::new("ep")).collect();
+    let mut tasks = Vec::new();
+    for ns in &namespaces {
+        let svc = svc.clone();
+        let req = EndpointCreate {
+            network: name.clone(),
+            netns: Some(ns.path()),
+            pid: None,
+            ip: None,
+            ifname: None,
+            mac: None,
+        };
+        tasks.push(tokio::spawn(async move { svc.add_endpoint(req).await }));
+    }
+    let mut eps = Vec::new();
+    for t in tasks {
+        eps.push(t.await.unwrap().expect("add endpoint"));
+    }
+    let ips: HashSet<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
+    assert_eq!(ips.len(), 64, "IPs are not distinct");
+    for (ns, ep) in namespaces.iter().zip(&eps) {
+        let addr = String::from_utf8(ns.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]).stdout)
+            .unwrap();
+        assert!(addr.contains(&format!("{}/16", ep.ip)), "{addr}");
+        let routes = String::from_utf8(ns.exec(&["ip", "route"]).stdout).unwrap();
+        assert!(
+            routes.contains("default via 10.203.0.1 dev eth0"),
+            "{routes}"
+        );
+        let neigh =
+            String::from_utf8(ns.exec(&["ip", "neigh", "show", "10.203.0.1"]).stdout).unwrap();
+        assert!(neigh.contains("PERMANENT"), "{neigh}");
+    }
+    // Each can ping the gateway (bounded: 1 packet, 2 s).
+    for ns in &namespaces {
+        ns.exec(&["ping", "-c", "1", "-W", "2", "10.203.0.1"]);
+    }
+    // Removing endpoints removes their devices.
+    for ep in &eps[..8] {
+        svc.remove_endpoint(&ep.id).await.expect("remove endpoint");
+        let out = std::process::Command::new("ip")
+            .args(["link", "show", &ep.host_ifname])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{} still exists", ep.host_ifname);
+    }
+    assert_eq!(svc.list_endpoints(Some(&name)).await.unwrap().len(), 56);
+    let err = svc.remove_network(&name, false).await.unwrap_err();
+    assert_eq!(err.status(), 409, "{err}");
+    svc.remove_network(&name, true).await.expect("force remove");
+    let links = String::from_utf8(run(&["ip", "-o", "link"]).stdout).unwrap();
+    for ep in &eps {
+        assert!(
+            !links.contains(&ep.host_ifname),
+            "{} left behind",
+            ep.host_ifname
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_taps_with_owner_and_host_routes() {
+    require_root!();
+    let d = DaemonPaths::new();
+    let _t = Teardown(paths(&d));
+    let svc = Arc::new(Service::open(paths(&d), false).await.expect("open service"));
+    let name = unique("r");
+    svc.create_network(NetworkCreate {
+        name: name.clone(),
+        subnet: "10.204.0.0/24".parse().unwrap(),
+        mode: Mode::Routed,
+        gateway: None,
+        uplink: None,
+        mtu: None,
+    })
+    .await
+    .expect("create routed network");
+    let mut tasks = Vec::new();
+    for i in 0..16u32 {
+        let svc = svc.clone();
+        let req = TapCreate {
+            network: name.clone(),
+            name: unique("tap"),
+            uid: Some(1000 + i),
+            gid: Some(2000 + i),
+            queues: Some(if i % 4 == 0 { 2 } else { 1 }),
+            ip: None,
+            mac: None,
+        };
+        tasks.push(tokio::spawn(async move { svc.add_tap(req).await }));
+    }
+    let mut eps = Vec::new();
+    for t in tasks {
+        eps.push(t.await.unwrap().expect("add tap"));
+    }
+    let ips: HashSet<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
+    assert_eq!(ips.len(), 16);
+    let routes = String::from_utf8(run(&["ip", "-4", "route", "show"]).stdout).unwrap();
+    for ep in &eps {
+        assert_eq!(ep.prefix_len, 32);
+        let sys = |f: &str| {
+            std::fs::read_to_string(format!("/sys/class/net/{}/{f}", ep.host_ifname))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(sys("owner"), ep.uid.unwrap().to_string());
+        assert_eq!(sys("group"), ep.gid.unwrap().to_string());
+        assert!(
+            routes.contains(&format!("{} dev {}", ep.ip, ep.host_ifname)),
+            "no /32 route for {} in {routes}",
+            ep.ip
+        );
+    }
+    for ep in &eps {
+        svc.remove_endpoint(&ep.id).await.expect("remove tap");
+        assert!(
+            !std::path::Path::new("/sys/class/net")
+                .join(&ep.host_ifname)
+                .exists()
+        );
+    }
+}
