@@ -36,10 +36,9 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::{
-        DefaultBodyLimit, FromRequest, FromRequestParts, OriginalUri, Path as UrlPath, Query,
-        Request, State,
+        DefaultBodyLimit, FromRequest, FromRequestParts, Path as UrlPath, Query, Request, State,
     },
-    http::{HeaderMap, Method, StatusCode, header, request::Parts},
+    http::{HeaderMap, Method, StatusCode, Uri, header, request::Parts},
     middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -122,8 +121,7 @@ pub trait Backend: Send + Sync + 'static {
         req: EndpointCreate,
     ) -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
     fn add_tap(&self, req: TapCreate) -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
-    fn remove_endpoint(&self, id: &str)
-    -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
+    fn remove_endpoint(&self, id: &str) -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
     fn list_endpoints(
         &self,
         network: Option<&str>,
@@ -182,6 +180,17 @@ pub async fn serve_backend<B: Backend>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let listener = bind(socket).await?;
+    serve_listener(backend, listener, socket, shutdown).await
+}
+
+/// [`serve_backend`] on a listener already bound with [`bind`] (so a caller can bind,
+/// announce readiness, then serve).
+pub async fn serve_listener<B: Backend>(
+    backend: Arc<B>,
+    listener: tokio::net::UnixListener,
+    socket: &Path,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let bound = std::fs::symlink_metadata(socket)
         .map(|m| (m.dev(), m.ino()))
         .ok();
@@ -249,7 +258,7 @@ pub async fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 
 /// The API's routes over `backend`.
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/version", get(version))
         .route(
             "/v1/networks",
@@ -272,9 +281,13 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         // Must come after the routes: it is installed on each of them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(middleware::map_response(add_allow_hint))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(backend)
+        .with_state(backend);
+    // Outside the routes: axum adds the `Allow` header of a 405 after the route's
+    // layers have run, so the hint is added around the whole router.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::map_response(add_allow_hint))
 }
 
 type Shared<B> = State<Arc<B>>;
@@ -367,7 +380,7 @@ async fn stats<B: Backend>(State(b): Shared<B>) -> Result<Json<Vec<ClassStat>>, 
 const ROUTES_HINT: &str = "the API is under /v1: version, networks[/{name}], \
      endpoints[/{id}], taps, stats";
 
-async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!("no such API route: {method} {}", uri.path()),
@@ -375,7 +388,7 @@ async fn not_found(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
     .hint(ROUTES_HINT)
 }
 
-async fn method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> ApiError {
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         format!("method {method} is not allowed on {}", uri.path()),
@@ -406,7 +419,7 @@ async fn add_allow_hint(response: Response) -> Response {
     Response::from_parts(parts, json.into_body())
 }
 
-/// True if `headers` says the body is JSON (`application/json`, any parameters).
+/// Whether the Content-Type is JSON (`application/json`, any parameters); `None` if absent.
 fn is_json(headers: &HeaderMap) -> Option<bool> {
     let value = headers.get(header::CONTENT_TYPE)?;
     let essence = value
@@ -418,7 +431,10 @@ fn is_json(headers: &HeaderMap) -> Option<bool> {
 }
 
 /// Parses a request body as `T`, with the reason in the error message.
-pub fn parse_json<T: DeserializeOwned>(content_type: Option<bool>, body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned>(
+    content_type: Option<bool>,
+    body: &[u8],
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -466,7 +482,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                     format!("request body too large: the limit is {MAX_BODY_BYTES} bytes"),
                 )
             } else {
-                ApiError::new(status, format!("cannot read the request body: {}", e.body_text()))
+                ApiError::new(
+                    status,
+                    format!("cannot read the request body: {}", e.body_text()),
+                )
             }
         })?;
         parse_json(content_type, &bytes).map(JsonBody)
@@ -502,7 +521,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
                 let text = text
                     .strip_prefix("Failed to deserialize query string: ")
                     .unwrap_or(&text);
-                ApiError::new(StatusCode::BAD_REQUEST, format!("invalid query string: {text}"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid query string: {text}"),
+                )
             })
     }
 }
@@ -560,17 +582,27 @@ mod tests {
         ));
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(
-            e.body.error.starts_with("invalid request body: invalid type: string \"many\""),
+            e.body
+                .error
+                .starts_with("invalid request body: invalid type: string \"many\""),
             "{}",
             e.body.error
         );
         let e = err(parse_json::<TapCreate>(Some(true), br#"{"network":"a"}"#));
-        assert!(e.body.error.contains("missing field `name`"), "{}", e.body.error);
+        assert!(
+            e.body.error.contains("missing field `name`"),
+            "{}",
+            e.body.error
+        );
         let e = err(parse_json::<NetworkCreate>(
             Some(true),
             br#"{"name":"a","subnet":"10.1.0.300/24"}"#,
         ));
-        assert!(e.body.error.starts_with("invalid request body: "), "{}", e.body.error);
+        assert!(
+            e.body.error.starts_with("invalid request body: "),
+            "{}",
+            e.body.error
+        );
     }
 
     #[test]
@@ -590,9 +622,381 @@ mod tests {
     fn content_type_essence_is_matched() {
         let mut h = HeaderMap::new();
         assert_eq!(is_json(&h), None);
-        h.insert(header::CONTENT_TYPE, "Application/JSON; charset=utf-8".parse().unwrap());
+        h.insert(
+            header::CONTENT_TYPE,
+            "Application/JSON; charset=utf-8".parse().unwrap(),
+        );
         assert_eq!(is_json(&h), Some(true));
         h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert_eq!(is_json(&h), Some(false));
+    }
+}
+
+/// The whole stack (socket, router, extractors, client) over an in-memory backend.
+#[cfg(test)]
+mod stack_tests {
+    use std::{
+        net::Ipv4Addr,
+        path::PathBuf,
+        sync::{
+            Mutex,
+            atomic::{AtomicU32, Ordering},
+        },
+        time::Duration,
+    };
+
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::{
+        client::{Client, ClientError},
+        model::Mode,
+    };
+
+    #[derive(Default)]
+    struct Fake {
+        networks: Mutex<Vec<Network>>,
+        last_force: Mutex<Option<bool>>,
+        last_filter: Mutex<Option<Option<String>>>,
+    }
+
+    fn not_found(what: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no {what}"))
+    }
+
+    impl Backend for Fake {
+        async fn create_network(&self, req: NetworkCreate) -> Result<Network, ApiError> {
+            let mut nets = self.networks.lock().unwrap();
+            if nets.iter().any(|n| n.name == req.name) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("network {} already exists", req.name),
+                )
+                .hint("pick another name"));
+            }
+            let n = Network {
+                id: nets.len() as u16 + 1,
+                name: req.name,
+                subnet: req.subnet,
+                gateway: Ipv4Addr::new(10, 1, 0, 1),
+                mode: req.mode,
+                uplink: req.uplink,
+                mtu: req.mtu.unwrap_or(1500),
+                bridge: None,
+            };
+            nets.push(n.clone());
+            Ok(n)
+        }
+        async fn remove_network(&self, name: &str, force: bool) -> Result<Network, ApiError> {
+            *self.last_force.lock().unwrap() = Some(force);
+            let mut nets = self.networks.lock().unwrap();
+            let i = nets
+                .iter()
+                .position(|n| n.name == name)
+                .ok_or_else(|| not_found(name))?;
+            Ok(nets.remove(i))
+        }
+        async fn list_networks(&self) -> Result<Vec<Network>, ApiError> {
+            Ok(self.networks.lock().unwrap().clone())
+        }
+        async fn get_network(&self, name: &str) -> Result<Network, ApiError> {
+            let nets = self.networks.lock().unwrap();
+            nets.iter()
+                .find(|n| n.name == name)
+                .cloned()
+                .ok_or_else(|| not_found(name))
+        }
+        async fn add_endpoint(&self, req: EndpointCreate) -> Result<Endpoint, ApiError> {
+            Err(not_found(&req.network))
+        }
+        async fn add_tap(&self, req: TapCreate) -> Result<Endpoint, ApiError> {
+            Err(not_found(&req.network))
+        }
+        async fn remove_endpoint(&self, id: &str) -> Result<Endpoint, ApiError> {
+            Err(not_found(id))
+        }
+        async fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<Endpoint>, ApiError> {
+            *self.last_filter.lock().unwrap() = Some(network.map(str::to_owned));
+            Ok(vec![])
+        }
+        async fn get_endpoint(&self, id: &str) -> Result<Endpoint, ApiError> {
+            Err(not_found(id))
+        }
+        async fn stats(&self) -> Result<Vec<ClassStat>, ApiError> {
+            Ok(vec![ClassStat {
+                hook: "xdp",
+                class: "ipv4",
+                packets: 3,
+                bytes: 180,
+            }])
+        }
+    }
+
+    struct Daemon {
+        dir: PathBuf,
+        socket: PathBuf,
+        fake: Arc<Fake>,
+        stop: Option<oneshot::Sender<()>>,
+        task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    }
+
+    fn temp_dir() -> PathBuf {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "netpath-api-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    async fn start(socket: &Path) -> anyhow::Result<Daemon> {
+        let fake = Arc::new(Fake::default());
+        let (tx, rx) = oneshot::channel();
+        let listener = bind(socket).await?;
+        let app = router(fake.clone());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .map_err(Into::into)
+        });
+        Ok(Daemon {
+            dir: socket.parent().unwrap().to_owned(),
+            socket: socket.to_owned(),
+            fake,
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            if let Some(t) = self.task.take() {
+                t.abort();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// One raw HTTP exchange: (status, Allow header, body).
+    async fn raw(
+        socket: &Path,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Option<String>, ApiErrorBody) {
+        let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "localhost");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let res = tx
+            .send_request(req.body(Full::new(Bytes::from(body))).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let allow = res
+            .headers()
+            .get(header::ALLOW)
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            res.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/json",
+            "{method} {path}"
+        );
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {path}: not an ApiErrorBody ({e}): {bytes:?}"));
+        (status, allow, body)
+    }
+
+    fn create(name: &str) -> NetworkCreate {
+        NetworkCreate {
+            name: name.into(),
+            subnet: "10.1.0.0/24".parse().unwrap(),
+            mode: Mode::Routed,
+            gateway: None,
+            uplink: None,
+            mtu: Some(9000),
+        }
+    }
+
+    #[tokio::test]
+    async fn typed_client_round_trips() {
+        let d = start(&temp_dir().join("run/api.sock")).await.unwrap();
+        let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o660);
+        let c = Client::new(&d.socket);
+        assert_eq!(
+            c.version().await.unwrap().version,
+            env!("CARGO_PKG_VERSION")
+        );
+        let n = c.create_network(&create("a")).await.unwrap();
+        assert_eq!((n.name.as_str(), n.mtu, n.mode), ("a", 9000, Mode::Routed));
+        let e = c.create_network(&create("a")).await.unwrap_err();
+        assert!(matches!(&e, ClientError::Api { status: 409, .. }), "{e:?}");
+        assert_eq!(e.hint().as_deref(), Some("pick another name"));
+        assert_eq!(c.get_network("a").await.unwrap(), n);
+        assert_eq!(c.list_networks().await.unwrap(), vec![n.clone()]);
+        let e = c.get_network("zz").await.unwrap_err();
+        assert!(matches!(e, ClientError::Api { status: 404, .. }), "{e:?}");
+        assert_eq!(c.remove_network("a", true).await.unwrap(), n);
+        assert_eq!(*d.fake.last_force.lock().unwrap(), Some(true));
+        c.list_endpoints(Some("a b/c")).await.unwrap();
+        assert_eq!(
+            *d.fake.last_filter.lock().unwrap(),
+            Some(Some("a b/c".into()))
+        );
+        c.list_endpoints(None).await.unwrap();
+        assert_eq!(*d.fake.last_filter.lock().unwrap(), Some(None));
+        let stats = c.stats().await.unwrap();
+        assert_eq!((stats[0].hook.as_str(), stats[0].packets), ("xdp", 3));
+        let e = c.get_endpoint("0123456789ab").await.unwrap_err();
+        assert!(matches!(e, ClientError::Api { status: 404, .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests() {
+        let d = start(&temp_dir().join("api.sock")).await.unwrap();
+        let c = Client::new(&d.socket);
+        let all = (0..64).map(|i| {
+            let c = c.clone();
+            async move { c.create_network(&create(&format!("n{i}"))).await }
+        });
+        for r in futures::future::join_all(all).await {
+            r.unwrap();
+        }
+        assert_eq!(c.list_networks().await.unwrap().len(), 64);
+    }
+
+    #[tokio::test]
+    async fn every_rejection_is_json() {
+        let d = start(&temp_dir().join("api.sock")).await.unwrap();
+        let s = &d.socket;
+        let json = Some("application/json");
+
+        let (st, _, b) = raw(s, "GET", "/v2/nope", None, vec![]).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        assert_eq!(b.error, "no such API route: GET /v2/nope");
+        assert!(b.hint.unwrap().contains("/v1"));
+
+        let (st, allow, b) = raw(s, "PUT", "/v1/networks", json, b"{}".to_vec()).await;
+        assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(b.error, "method PUT is not allowed on /v1/networks");
+        assert!(allow.unwrap().contains("POST"));
+        let hint = b.hint.unwrap();
+        assert!(
+            hint.starts_with("allowed: ") && hint.contains("GET"),
+            "{hint}"
+        );
+
+        let body = br#"{"name":"a","subnet":"10.1.0.0/24","foo":1}"#.to_vec();
+        let (st, _, b) = raw(s, "POST", "/v1/networks", json, body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(
+            b.error
+                .starts_with("invalid request body: unknown field `foo`, expected one of"),
+            "{}",
+            b.error
+        );
+
+        let (st, _, b) = raw(s, "POST", "/v1/taps", json, b"{\"network\":".to_vec()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(b.error.starts_with("malformed JSON"), "{}", b.error);
+
+        let (st, _, b) = raw(s, "POST", "/v1/endpoints", None, b"{}".to_vec()).await;
+        assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(b.error.starts_with("missing Content-Type"), "{}", b.error);
+        let body = b"name=a".to_vec();
+        let (st, _, _) = raw(s, "POST", "/v1/networks", Some("text/plain"), body).await;
+        assert_eq!(st, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+        let (st, _, b) = raw(s, "POST", "/v1/networks", json, vec![]).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(b.error.contains("empty"), "{}", b.error);
+
+        let big = vec![b' '; MAX_BODY_BYTES + 1];
+        let (st, _, b) = raw(s, "POST", "/v1/networks", json, big).await;
+        assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(b.error.starts_with("request body too large"), "{}", b.error);
+
+        let (st, _, b) = raw(s, "DELETE", "/v1/networks/a?force=maybe", None, vec![]).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(b.error.starts_with("invalid query string: "), "{}", b.error);
+        let (st, _, b) = raw(s, "GET", "/v1/endpoints?netwrk=a", None, vec![]).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST);
+        assert!(b.error.contains("unknown field `netwrk`"), "{}", b.error);
+    }
+
+    #[tokio::test]
+    async fn socket_lifecycle() {
+        let dir = temp_dir();
+        let socket = dir.join("api.sock");
+
+        // Something that is not a socket is left alone.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&socket, b"").unwrap();
+        let e = bind(&socket).await.unwrap_err();
+        assert!(e.to_string().contains("is not a socket"), "{e}");
+        std::fs::remove_file(&socket).unwrap();
+
+        // A stale socket (nothing answers) is replaced.
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let mut d = start(&socket).await.unwrap();
+        Client::new(&socket).version().await.unwrap();
+
+        // A live one is not.
+        let e = bind(&socket).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "another daemon is listening on {} — stop it first, or pass another --socket",
+                socket.display()
+            )
+        );
+        Client::new(&socket).version().await.unwrap();
+        d.stop.take().unwrap().send(()).unwrap();
+        d.task.take().unwrap().await.unwrap().unwrap();
+
+        // serve(): graceful shutdown removes its socket.
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn({
+            let socket = socket.clone();
+            async move {
+                serve_backend(Arc::new(Fake::default()), &socket, async {
+                    let _ = rx.await;
+                })
+                .await
+            }
+        });
+        let c = Client::new(&socket);
+        let mut up = false;
+        for _ in 0..100 {
+            if c.version().await.is_ok() {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(up, "serve_backend did not come up");
+        tx.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        assert!(!socket.exists());
+        let e = c.version().await.unwrap_err();
+        assert!(matches!(e, ClientError::DaemonDown { .. }), "{e:?}");
     }
 }

@@ -272,9 +272,15 @@ impl Client {
         self.request(Method::DELETE, &path, None::<&()>).await
     }
 
-    pub async fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<Endpoint>, ClientError> {
+    pub async fn list_endpoints(
+        &self,
+        network: Option<&str>,
+    ) -> Result<Vec<Endpoint>, ClientError> {
         match network {
-            Some(n) => self.get(&format!("/v1/endpoints?network={}", encode(n))).await,
+            Some(n) => {
+                self.get(&format!("/v1/endpoints?network={}", encode(n)))
+                    .await
+            }
             None => self.get("/v1/endpoints").await,
         }
     }
@@ -323,13 +329,13 @@ mod tests {
     use super::*;
 
     /// A fresh socket path under the temp dir (removed with its directory on drop).
-    pub(crate) struct TempSocket {
+    struct TempSocket {
         dir: PathBuf,
-        pub path: PathBuf,
+        path: PathBuf,
     }
 
     impl TempSocket {
-        pub(crate) fn new(tag: &str) -> Self {
+        fn new(tag: &str) -> Self {
             static N: AtomicU32 = AtomicU32::new(0);
             let dir = std::env::temp_dir().join(format!(
                 "netpath-{tag}-{}-{}",
@@ -432,7 +438,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
-        assert!(e.to_string().contains("did not answer GET /v1/stats"), "{e}");
+        assert!(
+            e.to_string().contains("did not answer GET /v1/stats"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -66,10 +66,12 @@ pub fn link_alias(instance: &str, role: &str, owner: &str) -> String {
     format!("{ALIAS_PREFIX}{instance}:{role}:{owner}")
 }
 
-/// True if a link with this name and alias was created by netpath instance `instance`.
-pub fn is_owned_by(instance: &str, name: &str, alias: Option<&str>) -> bool {
+/// True if a link with this alias was created by netpath instance `instance`. The
+/// ifalias is the ownership mark: TAP names are the user's choice, so the `np-` name
+/// prefix alone cannot tell.
+pub fn is_owned_by(instance: &str, alias: Option<&str>) -> bool {
     let tag = format!("{ALIAS_PREFIX}{instance}:");
-    name.starts_with(LINK_PREFIX) && alias.is_some_and(|a| a.starts_with(&tag))
+    alias.is_some_and(|a| a.starts_with(&tag))
 }
 
 #[cfg(test)]
@@ -83,13 +85,12 @@ mod tests {
     }
 
     #[test]
-    fn ownership_needs_prefix_and_instance_alias() {
+    fn ownership_needs_the_instance_alias() {
         let alias = link_alias("0123abcd", "bridge", "default");
-        assert!(is_owned_by("0123abcd", "np-default", Some(&alias)));
-        assert!(!is_owned_by("ffffffff", "np-default", Some(&alias)));
-        assert!(!is_owned_by("0123abcd", "np-default", None));
-        assert!(!is_owned_by("0123abcd", "np-default", Some("someone else")));
-        assert!(!is_owned_by("0123abcd", "br0", Some(&alias)));
+        assert!(is_owned_by("0123abcd", Some(&alias)));
+        assert!(!is_owned_by("ffffffff", Some(&alias)));
+        assert!(!is_owned_by("0123abcd", None));
+        assert!(!is_owned_by("0123abcd", Some("someone else")));
     }
 
     #[test]

@@ -8,20 +8,22 @@
 use std::{
     fs,
     io::Write,
-    net::IpAddr,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::Context;
 use serde::Serialize;
 
 use crate::{
-    config::{self, DEFAULT_GATEWAY, DEFAULT_NETWORK, DEFAULT_SUBNET, Paths},
-    datapath::{Attachment, Datapath, Origin},
+    api,
+    config::{DEFAULT_GATEWAY, DEFAULT_NETWORK, DEFAULT_SUBNET, Paths},
+    datapath::{Attachment, Origin},
     error::UserError,
-    netlink::Netlink,
+    model::{Mode, Network, NetworkCreate},
     preflight,
+    service::Service,
 };
 
 #[derive(Clone, Debug)]
@@ -29,20 +31,21 @@ pub struct DaemonOptions {
     pub paths: Paths,
     /// Load fresh programs even if a pinned datapath exists (upgrades).
     pub reload: bool,
+    /// Create the embedded default network (10.200.0.0/16) if it does not exist.
+    pub default_network: bool,
 }
 
 /// What the daemon set up, as printed at start (and as JSON for tools).
 #[derive(Debug, Serialize)]
 pub struct SetupReport {
     pub instance: String,
-    pub network: String,
-    pub subnet: String,
-    pub gateway: String,
-    pub bridge: String,
-    pub bridge_ifindex: u32,
+    /// The default network, unless disabled.
+    pub network: Option<Network>,
     pub datapath: &'static str,
     pub pins: PathBuf,
     pub attachments: Vec<String>,
+    /// What reconciliation repaired or removed.
+    pub reconciled: Vec<String>,
 }
 
 /// Holds the daemon's exclusive lock on its state directory.
@@ -88,56 +91,70 @@ pub fn daemon_running(state_dir: &Path) -> bool {
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
 }
 
-/// Sets up the default network and the datapath. Idempotent: a second run adopts what
-/// the first created.
-pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Datapath)> {
+/// Opens the service (state + pinned datapath), reconciles, and makes sure the default
+/// network exists unless disabled. Idempotent: a second run adopts what the first made.
+pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Service>)> {
     let paths = &opts.paths;
-    let instance = paths.instance();
-    let nl = Netlink::connect()?;
-
-    let bridge_name = config::bridge_name(DEFAULT_NETWORK);
-    let alias = config::link_alias(&instance, "bridge", DEFAULT_NETWORK);
-    let bridge = nl.ensure_bridge(&bridge_name, &alias, None).await?;
-    if !config::is_owned_by(&instance, &bridge.name, bridge.alias.as_deref()) {
-        return Err(UserError::new(format!(
-            "interface {bridge_name} exists but was not created by this netpath instance"
-        ))
-        .hint("remove it (ip link del) or run the daemon with the --state-dir that created it")
-        .into());
-    }
-    nl.add_address(
-        bridge.index,
-        IpAddr::V4(DEFAULT_GATEWAY),
-        DEFAULT_SUBNET.prefix_len(),
-    )
-    .await?;
-    nl.set_up(bridge.index).await?;
-
-    let mut datapath = Datapath::open(&paths.bpffs, opts.reload)?;
-    let tc = datapath.attach_tc_ingress(&bridge.name, bridge.index)?;
-    let report = SetupReport {
-        instance,
-        network: DEFAULT_NETWORK.into(),
-        subnet: DEFAULT_SUBNET.to_string(),
-        gateway: DEFAULT_GATEWAY.to_string(),
-        bridge: bridge.name.clone(),
-        bridge_ifindex: bridge.index,
-        datapath: match datapath.origin() {
+    let svc = Arc::new(Service::open(paths.clone(), opts.reload).await?);
+    let reconciled = svc.reconcile().await?;
+    let mut report = SetupReport {
+        instance: paths.instance(),
+        network: None,
+        datapath: match svc.datapath_origin() {
             Origin::Loaded => "loaded",
             Origin::Adopted => "adopted",
         },
         pins: paths.bpffs.clone(),
-        attachments: vec![format!(
-            "tc ingress (tcx) on {} [{}]",
-            bridge.name,
-            match tc {
-                Attachment::Attached => "attached",
-                Attachment::Adopted => "adopted",
-                Attachment::Replaced => "replaced",
-            }
-        )],
+        attachments: Vec::new(),
+        reconciled,
     };
-    Ok((report, datapath))
+    if opts.default_network {
+        let network = match svc.get_network(DEFAULT_NETWORK).await {
+            Ok(n) => n,
+            Err(e) if e.status() == 404 => svc
+                .create_network(NetworkCreate {
+                    name: DEFAULT_NETWORK.into(),
+                    subnet: DEFAULT_SUBNET,
+                    mode: Mode::Bridge,
+                    gateway: Some(DEFAULT_GATEWAY),
+                    uplink: None,
+                    mtu: None,
+                })
+                .await
+                .map_err(|e| UserError {
+                    what: format!("cannot create the default network: {e}"),
+                    hint: e.body().hint,
+                })?,
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(a) = svc.plumb(&network.name).await? {
+            report.attachments.push(format!(
+                "tc ingress (tcx) on {} [{}]",
+                network.bridge.as_deref().unwrap_or_default(),
+                match a {
+                    Attachment::Attached => "attached",
+                    Attachment::Adopted => "adopted",
+                    Attachment::Replaced => "replaced",
+                }
+            ));
+        }
+        report.network = Some(network);
+    }
+    Ok((report, svc))
+}
+
+/// Installs SIGINT/SIGTERM handlers now (so a signal right after start-up is not
+/// lost) and returns a future that resolves on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }
 
 /// Runs the daemon in the foreground until SIGINT/SIGTERM.
@@ -145,13 +162,21 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     preflight::require_privileges("netpath daemon")?;
     preflight::require_bpffs(&opts.paths.bpffs)?;
     let _lock = lock_state_dir(&opts.paths.state_dir)?;
-    let (report, _datapath) = setup(&opts).await?;
+    let (report, svc) = setup(&opts).await?;
+    // Bind before announcing, so "is up" means the API answers.
+    let listener = api::bind(&opts.paths.socket).await?;
+    let shutdown = shutdown_signal()?;
 
     println!("netpath daemon (pid {}) is up", std::process::id());
-    println!(
-        "  network   {} {} gateway {} on bridge {} (ifindex {})",
-        report.network, report.subnet, report.gateway, report.bridge, report.bridge_ifindex
-    );
+    if let Some(n) = &report.network {
+        println!(
+            "  network   {} {} gateway {} on bridge {}",
+            n.name,
+            n.subnet,
+            n.gateway,
+            n.bridge.as_deref().unwrap_or("-")
+        );
+    }
     println!(
         "  datapath  {} and pinned under {}",
         report.datapath,
@@ -160,16 +185,15 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     for a in &report.attachments {
         println!("  attached  {a}");
     }
+    for r in &report.reconciled {
+        println!("  reconcile {r}");
+    }
+    println!("  api       {}", opts.paths.socket.display());
     println!("  state     {}", opts.paths.state_dir.display());
     println!(
         "Ctrl-C stops the daemon and leaves the datapath running; `netpath reset` removes it."
     );
-
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    api::serve_listener(svc, listener, &opts.paths.socket, shutdown).await?;
     println!("netpath daemon: stopping; network and datapath stay in place");
     Ok(())
 }

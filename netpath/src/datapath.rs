@@ -341,6 +341,10 @@ impl Datapath {
     pub fn remove_endpoint(&mut self, ip: std::net::Ipv4Addr) -> Result<()> {
         match self.endpoints.remove(&EndpointKey { ip: ip.octets() }) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            // The delete syscall reports an absent key as ENOENT.
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
             Err(source) => Err(DatapathError::WriteMap {
                 map: ENDPOINTS_MAP,
                 source,
@@ -367,6 +371,33 @@ impl Datapath {
             remove_file_if_exists(&self.pins.link(hook, ifname, ifindex))?;
         }
         Ok(())
+    }
+
+    /// Removes attachment pins whose device (name and ifindex) no longer exists in
+    /// `live`; returns how many were removed.
+    pub fn sweep_link_pins(&mut self, live: &[crate::netlink::Link]) -> Result<usize> {
+        let dir = self.pins.links_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(DatapathError::Remove { path: dir, source }),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // <hook>:<ifindex>:<ifname>
+            let mut parts = name.splitn(3, ':');
+            let (_, index, ifname) = (parts.next(), parts.next(), parts.next());
+            let alive = match (index.and_then(|i| i.parse::<u32>().ok()), ifname) {
+                (Some(i), Some(n)) => live.iter().any(|l| l.index == i && l.name == n),
+                _ => false,
+            };
+            if !alive {
+                remove_file_if_exists(&entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Per-(hook, class) packet and byte totals, summed over CPUs.

@@ -9,6 +9,8 @@
 //! * [`reset`]: `netpath reset` (removes everything netpath created).
 //! * [`config`]: defaults (paths, the embedded default network) and naming/tagging.
 
+pub mod api;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod datapath;

@@ -1,22 +1,40 @@
-//! The `netpath` command line.
+//! The `netpath` command line: a thin client of the daemon's API (plus `daemon`, and
+//! the commands that work without a daemon: `reset`, `stats`).
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand, error::ErrorKind};
+use ipnet::Ipv4Net;
 use netpath::{
+    client::Client,
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR, Paths},
     daemon::{self, DaemonOptions},
     datapath::{Datapath, Pins},
     error::{UserError, one_line},
+    model::{Endpoint, EndpointCreate, Mode, Network, NetworkCreate, TapCreate},
     preflight, reset,
 };
+use serde::Serialize;
 
 /// netpath: an eBPF/XDP + tc host datapath for containers and microVMs.
 ///
 /// Start the daemon (it creates the default network 10.200.0.0/16 and loads the
-/// datapath), inspect it, and remove everything with `netpath reset`.
+/// datapath), then create networks, attach containers (veth into their network
+/// namespace) and microVMs (TAP devices), and remove everything with `netpath reset`.
+///
+/// Examples:
+///   sudo netpath daemon &
+///   netpath network create web --subnet 10.50.0.0/24
+///   netpath endpoint add web --netns /run/netns/c1
+///   netpath tap add web --name fc-tap0 --uid 1000 --gid 1000
+///   netpath ls
 #[derive(Parser)]
-#[command(name = "netpath", version, propagate_version = true)]
+#[command(
+    name = "netpath",
+    version,
+    propagate_version = true,
+    verbatim_doc_comment
+)]
 struct Cli {
     #[command(flatten)]
     paths: PathArgs,
@@ -39,13 +57,32 @@ struct PathArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon in the foreground: set up the default network, load (or adopt)
-    /// the pinned datapath and attach it. Ctrl-C leaves the datapath running.
+    /// Run the daemon in the foreground: load (or adopt) the pinned datapath, reconcile
+    /// state with the kernel, create the default network, serve the API on --socket.
+    /// Ctrl-C leaves the datapath running.
     Daemon {
         /// Load fresh eBPF programs even if a pinned datapath exists (for upgrades);
         /// pinned maps and attachments are kept and switched to the new programs.
         #[arg(long)]
         reload: bool,
+        /// Do not create the default network (10.200.0.0/16).
+        #[arg(long)]
+        no_default_network: bool,
+    },
+    /// Create, remove and list networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Attach containers: a veth pair with one end in the container's network namespace.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Attach microVMs: a TAP device owned by the VMM's uid/gid, the guest a /32.
+    #[command(subcommand)]
+    Tap(TapCmd),
+    /// List networks and endpoints.
+    Ls {
+        /// Print as JSON: {"networks": [...], "endpoints": [...]}.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove everything this netpath instance created: attachments, pins, links,
     /// state. Refuses while the daemon runs.
@@ -54,7 +91,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the datapath's packet counters (per hook and packet class).
+    /// Show the datapath's packet counters (per hook and packet class); works while
+    /// the daemon is down, since the datapath outlives it.
     Stats {
         /// Print as JSON.
         #[arg(long)]
@@ -63,6 +101,114 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum NetworkCmd {
+    /// Create a network.
+    Create {
+        name: String,
+        /// IPv4 subnet, e.g. 10.50.0.0/24.
+        #[arg(long)]
+        subnet: Ipv4Net,
+        /// bridge: endpoints are ports of a Linux bridge; routed: a /32 route each.
+        #[arg(long, value_enum, default_value = "bridge")]
+        mode: ModeArg,
+        /// Gateway address (default: the subnet's first host address).
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        /// Interface traffic leaves through (default: that of the default route).
+        #[arg(long)]
+        uplink: Option<String>,
+        /// MTU of the network's devices (default 1500).
+        #[arg(long)]
+        mtu: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a network (refused while it has endpoints, unless --force).
+    Rm {
+        name: String,
+        /// Also remove its endpoints.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List networks.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Bridge,
+    Routed,
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    /// Attach a container: prints id, ip/prefix, mac, gateway and host interface.
+    Add {
+        network: String,
+        /// The container's network namespace file (e.g. /run/netns/c1).
+        #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
+        netns: Option<PathBuf>,
+        /// A process in the container (its /proc/PID/ns/net is used).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Address to lease (default: the lowest free one).
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// Interface name inside the container.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// MAC address (default: random, locally administered).
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach an endpoint (container veth or TAP) by id.
+    Rm { id: String },
+    /// List endpoints.
+    Ls {
+        /// Only this network's.
+        #[arg(long)]
+        network: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TapCmd {
+    /// Create a TAP for a microVM: prints id, guest ip, mac, gateway and the TAP.
+    Add {
+        network: String,
+        /// TAP device name (what the VMM opens).
+        #[arg(long)]
+        name: String,
+        /// Owner allowed to open the TAP without privileges.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Group allowed to open the TAP without privileges.
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Queues (a multiqueue TAP when > 1).
+        #[arg(long)]
+        queues: Option<u16>,
+        /// Guest address to lease (default: the lowest free one).
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// Guest MAC (default: random, locally administered).
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a TAP endpoint by id.
+    Rm { id: String },
 }
 
 fn main() -> ExitCode {
@@ -81,10 +227,17 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             // One line instead of clap's multi-line usage dump.
+            // One line: clap's message up to its usage block, lines joined.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("netpath: {first} — see 'netpath --help'");
+            let message: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let message = message.join(" ");
+            let message = message.strip_prefix("error: ").unwrap_or(&message);
+            eprintln!("netpath: {message} — see 'netpath --help'");
             return ExitCode::from(2);
         }
     };
@@ -107,19 +260,235 @@ fn main() -> ExitCode {
     }
 }
 
+fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_networks(networks: &[Network]) {
+    println!(
+        "{:<12} {:<4} {:<18} {:<15} {:<7} {:<15} {:<10} MTU",
+        "NAME", "ID", "SUBNET", "GATEWAY", "MODE", "BRIDGE", "UPLINK"
+    );
+    for n in networks {
+        println!(
+            "{:<12} {:<4} {:<18} {:<15} {:<7} {:<15} {:<10} {}",
+            n.name,
+            n.id,
+            n.subnet.to_string(),
+            n.gateway.to_string(),
+            match n.mode {
+                Mode::Bridge => "bridge",
+                Mode::Routed => "routed",
+            },
+            n.bridge.as_deref().unwrap_or("-"),
+            n.uplink.as_deref().unwrap_or("-"),
+            n.mtu
+        );
+    }
+}
+
+fn print_endpoints(eps: &[Endpoint]) {
+    println!(
+        "{:<12} {:<12} {:<5} {:<19} {:<17} {:<15} {:<15} WHERE",
+        "ID", "NETWORK", "KIND", "IP", "MAC", "GATEWAY", "HOST IF"
+    );
+    for e in eps {
+        let place = match (&e.netns, &e.ifname) {
+            (Some(ns), Some(ifn)) => format!("{ifn} in {}", ns.display()),
+            _ => format!(
+                "uid {} gid {} queues {}",
+                e.uid.map_or("-".into(), |v| v.to_string()),
+                e.gid.map_or("-".into(), |v| v.to_string()),
+                e.queues.unwrap_or(1)
+            ),
+        };
+        println!(
+            "{:<12} {:<12} {:<5} {:<19} {:<17} {:<15} {:<15} {place}",
+            e.id,
+            e.network,
+            format!("{:?}", e.kind).to_lowercase(),
+            format!("{}/{}", e.ip, e.prefix_len),
+            e.mac,
+            e.gateway.to_string(),
+            e.host_ifname
+        );
+    }
+}
+
+fn print_endpoint(e: &Endpoint, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(e);
+    }
+    println!("id        {}", e.id);
+    println!("ip        {}/{}", e.ip, e.prefix_len);
+    println!("mac       {}", e.mac);
+    println!("gateway   {}", e.gateway);
+    println!("host if   {}", e.host_ifname);
+    if let Some(ifn) = &e.ifname {
+        println!("ifname    {ifn}");
+    }
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let paths = Paths {
         state_dir: cli.paths.state_dir,
         socket: cli.paths.socket,
         bpffs: cli.paths.bpffs,
     };
+    let client = Client::new(paths.socket.clone());
+    // Every API call goes through here: daemon errors become one line with a hint.
+    macro_rules! api {
+        ($e:expr) => {
+            $e.await.map_err(UserError::from)?
+        };
+    }
     match cli.command {
-        Command::Daemon { reload } => daemon::run(DaemonOptions { paths, reload }).await,
+        Command::Daemon {
+            reload,
+            no_default_network,
+        } => {
+            daemon::run(DaemonOptions {
+                paths,
+                reload,
+                default_network: !no_default_network,
+            })
+            .await
+        }
+        Command::Network(cmd) => match cmd {
+            NetworkCmd::Create {
+                name,
+                subnet,
+                mode,
+                gateway,
+                uplink,
+                mtu,
+                json,
+            } => {
+                let n = api!(client.create_network(&NetworkCreate {
+                    name,
+                    subnet,
+                    mode: match mode {
+                        ModeArg::Bridge => Mode::Bridge,
+                        ModeArg::Routed => Mode::Routed,
+                    },
+                    gateway,
+                    uplink,
+                    mtu,
+                }));
+                if json {
+                    print_json(&n)
+                } else {
+                    print_networks(&[n]);
+                    Ok(())
+                }
+            }
+            NetworkCmd::Rm { name, force } => {
+                let n = api!(client.remove_network(&name, force));
+                println!("removed network {}", n.name);
+                Ok(())
+            }
+            NetworkCmd::Ls { json } => {
+                let ns = api!(client.list_networks());
+                if json {
+                    print_json(&ns)
+                } else {
+                    print_networks(&ns);
+                    Ok(())
+                }
+            }
+        },
+        Command::Endpoint(cmd) => match cmd {
+            EndpointCmd::Add {
+                network,
+                netns,
+                pid,
+                ip,
+                ifname,
+                mac,
+                json,
+            } => {
+                // The daemon has its own working directory: send an absolute path.
+                let netns = netns.map(std::path::absolute).transpose()?;
+                let e = api!(client.add_endpoint(&EndpointCreate {
+                    network,
+                    netns,
+                    pid,
+                    ip,
+                    ifname: Some(ifname),
+                    mac,
+                }));
+                print_endpoint(&e, json)
+            }
+            EndpointCmd::Rm { id } => {
+                let e = api!(client.remove_endpoint(&id));
+                println!("removed endpoint {} ({})", e.id, e.ip);
+                Ok(())
+            }
+            EndpointCmd::Ls { network, json } => {
+                let eps = api!(client.list_endpoints(network.as_deref()));
+                if json {
+                    print_json(&eps)
+                } else {
+                    print_endpoints(&eps);
+                    Ok(())
+                }
+            }
+        },
+        Command::Tap(cmd) => match cmd {
+            TapCmd::Add {
+                network,
+                name,
+                uid,
+                gid,
+                queues,
+                ip,
+                mac,
+                json,
+            } => {
+                let e = api!(client.add_tap(&TapCreate {
+                    network,
+                    name,
+                    uid,
+                    gid,
+                    queues,
+                    ip,
+                    mac,
+                }));
+                print_endpoint(&e, json)
+            }
+            TapCmd::Rm { id } => {
+                let e = api!(client.remove_endpoint(&id));
+                println!("removed tap {} ({})", e.host_ifname, e.ip);
+                Ok(())
+            }
+        },
+        Command::Ls { json } => {
+            let networks = api!(client.list_networks());
+            let endpoints = api!(client.list_endpoints(None));
+            if json {
+                #[derive(Serialize)]
+                struct All {
+                    networks: Vec<Network>,
+                    endpoints: Vec<Endpoint>,
+                }
+                print_json(&All {
+                    networks,
+                    endpoints,
+                })
+            } else {
+                print_networks(&networks);
+                println!();
+                print_endpoints(&endpoints);
+                Ok(())
+            }
+        }
         Command::Reset { json } => {
             preflight::require_privileges("netpath reset")?;
             let report = reset::reset(&paths).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                print_json(&report)
             } else {
                 println!(
                     "removed {} link(s){}{}, {} pin(s), state {}",
@@ -137,8 +506,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "absent"
                     }
                 );
+                Ok(())
             }
-            Ok(())
         }
         Command::Stats { json, all } => {
             preflight::require_privileges("netpath stats")?;
@@ -153,7 +522,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stats = Datapath::open(&paths.bpffs, false)?.stats()?;
             let stats: Vec<_> = stats.into_iter().filter(|s| all || s.packets > 0).collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                print_json(&stats)
             } else {
                 println!(
                     "{:<12} {:<20} {:>12} {:>14}",
@@ -165,8 +534,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         s.hook, s.class, s.packets, s.bytes
                     );
                 }
+                Ok(())
             }
-            Ok(())
         }
     }
 }

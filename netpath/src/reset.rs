@@ -31,7 +31,7 @@ pub async fn reset(paths: &Paths) -> anyhow::Result<ResetReport> {
     let instance = paths.instance();
     let nl = Netlink::connect()?;
     for link in nl.links().await? {
-        if config::is_owned_by(&instance, &link.name, link.alias.as_deref()) {
+        if config::is_owned_by(&instance, link.alias.as_deref()) {
             nl.delete_link(link.index).await?;
             report.links_removed.push(link.name);
         }

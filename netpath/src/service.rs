@@ -23,7 +23,7 @@ use netpath_common::maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue}
 
 use crate::{
     config::{self, IFNAME_MAX, Paths},
-    datapath::{ClassStat, Datapath, DatapathError},
+    datapath::{Attachment, ClassStat, Datapath, DatapathError, Origin},
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network,
         NetworkCreate, TapCreate,
@@ -338,9 +338,9 @@ impl Service {
 
     /// Creates a network's devices (bridge mode: the bridge with the gateway address,
     /// and the tc program on its ingress). Idempotent.
-    async fn plumb_network(&self, network: &Network) -> Result<()> {
+    async fn plumb_network(&self, network: &Network) -> Result<Option<Attachment>> {
         let Some(bridge) = &network.bridge else {
-            return Ok(());
+            return Ok(None);
         };
         let alias = config::link_alias(&self.instance, "bridge", &network.name);
         let link = self
@@ -355,8 +355,22 @@ impl Service {
             )
             .await?;
         self.nl.set_up(link.index).await?;
-        self.datapath().attach_tc_ingress(&link.name, link.index)?;
-        Ok(())
+        Ok(Some(
+            self.datapath().attach_tc_ingress(&link.name, link.index)?,
+        ))
+    }
+
+    /// Whether the datapath was loaded by this process or adopted from pins.
+    pub fn datapath_origin(&self) -> Origin {
+        self.datapath().origin()
+    }
+
+    /// Makes sure network `name` has its devices; returns the bridge's tc attachment.
+    pub async fn plumb(&self, name: &str) -> Result<Option<Attachment>> {
+        let network = self.get_network(name).await?;
+        let lock = self.net_lock(name);
+        let _guard = lock.lock().await;
+        self.plumb_network(&network).await
     }
 
     async fn unplumb_network(&self, network: &Network) -> Result<()> {
@@ -665,6 +679,15 @@ impl Service {
         let mut actions = Vec::new();
         let networks = self.list_networks().await?;
         for n in &networks {
+            if self
+                .nl
+                .link_by_name(n.bridge.as_deref().unwrap_or_default())
+                .await?
+                .is_none()
+                && n.bridge.is_some()
+            {
+                actions.push(format!("recreated the bridge of network {}", n.name));
+            }
             self.plumb_network(n).await?;
         }
         let mut known: Vec<String> = networks.iter().filter_map(|n| n.bridge.clone()).collect();
@@ -717,7 +740,14 @@ impl Service {
             )?;
             known.push(ep.host_ifname.clone());
         }
-        for link in self.nl.links().await? {
+        let links = self.nl.links().await?;
+        let swept = self.datapath().sweep_link_pins(&links)?;
+        if swept > 0 {
+            actions.push(format!(
+                "removed {swept} attachment pin(s) of deleted devices"
+            ));
+        }
+        for link in links {
             let tagged = link.alias.as_deref().is_some_and(|a| {
                 a.starts_with(&format!("{}{}:", config::ALIAS_PREFIX, self.instance))
             });

@@ -264,8 +264,199 @@ impl DaemonPaths {
     }
 }
 
+impl Drop for DaemonPaths {
+    fn drop(&mut self) {
+        // The private temp directory holding the state dir and socket.
+        if let Some(tmp) = self.state_dir.parent() {
+            let _ = fs::remove_dir_all(tmp);
+        }
+    }
+}
+
 impl Default for DaemonPaths {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// A `netpath daemon` process for one test (private paths, no default network), killed
+/// and reset on drop.
+pub struct Daemon {
+    pub paths: DaemonPaths,
+    child: Option<std::process::Child>,
+}
+
+impl Daemon {
+    /// Starts a daemon on fresh private paths.
+    pub fn start() -> Daemon {
+        let mut d = Daemon {
+            paths: DaemonPaths::new(),
+            child: None,
+        };
+        d.restart();
+        d
+    }
+
+    /// (Re)starts the daemon process and waits (bounded) until its API answers.
+    pub fn restart(&mut self) {
+        use std::io::BufRead;
+        assert!(self.child.is_none(), "daemon already running");
+        let mut child = Command::new(netpath_bin())
+            .arg("daemon")
+            .arg("--no-default-network")
+            .args(self.paths.args())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn daemon");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let done = line.starts_with("Ctrl-C");
+                lines.push(line);
+                if done {
+                    let _ = tx.send(lines.clone());
+                }
+            }
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(_) => self.child = Some(child),
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "daemon did not come up: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+
+    /// SIGKILLs the daemon (no cleanup runs in it).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERMs the daemon and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let status = c.wait().unwrap();
+            assert!(status.success(), "daemon exited with {status}");
+        }
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.paths.netpath(args)
+    }
+
+    /// Runs the CLI; panics unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "netpath {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `netpath ls --json`, parsed.
+    pub fn ls(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["ls", "--json"])).expect("ls --json")
+    }
+
+    /// The instance tag in the ifalias of every link this daemon creates.
+    pub fn tag(&self) -> String {
+        let p = netpath::config::Paths {
+            state_dir: self.paths.state_dir.clone(),
+            socket: self.paths.socket.clone(),
+            bpffs: self.paths.bpffs.clone(),
+        };
+        format!("netpath:{}:", p.instance())
+    }
+
+    /// Names of host links carrying this daemon's tag.
+    pub fn tagged_links(&self) -> Vec<String> {
+        let out = run(&["ip", "-j", "-d", "link", "show"]);
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let tag = self.tag();
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.starts_with(&tag)))
+            .map(|l| l["ifname"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = self.paths.netpath(&["reset"]);
+        let _ = fs::remove_dir_all(self.paths.state_dir.parent().unwrap());
+    }
+}
+
+/// Names of every link in the host namespace (`ip -j link`).
+pub fn host_links() -> Vec<String> {
+    let out = run(&["ip", "-j", "link", "show"]);
+    let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<String> = links
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Sends one raw HTTP/1.1 request on a unix socket; returns (status, body).
+pub fn raw_http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect API socket");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: netpath\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(ct) = content_type {
+        req.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
