@@ -10,5 +10,6 @@
 //! `aya::Pod` impls userspace needs to read and write the maps.
 #![no_std]
 
+pub mod forward;
 pub mod maps;
 pub mod packet;

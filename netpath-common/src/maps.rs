@@ -26,10 +26,21 @@ const _: () = assert!(core::mem::size_of::<EndpointKey>() == 4);
 pub const ENDPOINT_KIND_VETH: u8 = 1;
 pub const ENDPOINT_KIND_TAP: u8 = 2;
 
+/// Name of the interface map: host-side ifindex → [`EndpointValue`] of the endpoint
+/// behind that device. Packets arriving on a device not in this map are not from an
+/// endpoint (e.g. the bridge itself) and are left to the kernel.
+pub const IFACES_MAP: &str = "NETPATH_IFACES";
+/// Name of the per-endpoint counter map: host-side ifindex → [`EndpointCounters`].
+pub const EP_STATS_MAP: &str = "NETPATH_EP_STATS";
+/// Name of the drop counter array, indexed by [`DropReason`].
+pub const DROPS_MAP: &str = "NETPATH_DROPS";
+
 /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EndpointValue {
+    /// The endpoint's IPv4 address (network order).
+    pub ip: [u8; 4],
     /// ifindex of the host-side device (veth host end, or the TAP).
     pub ifindex: u32,
     /// MAC of the endpoint's own interface (in the container or guest).
@@ -42,7 +53,70 @@ pub struct EndpointValue {
     pub kind: u8,
     pub _pad: u8,
 }
-const _: () = assert!(core::mem::size_of::<EndpointValue>() == 20);
+const _: () = assert!(core::mem::size_of::<EndpointValue>() == 24);
+
+/// Per-endpoint traffic, from the endpoint's point of view: `tx` is what it sent (seen
+/// on its host-side device's ingress), `rx` what the fast path delivered to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointCounters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<EndpointCounters>() == 32);
+
+impl EndpointCounters {
+    /// Sums per-CPU values.
+    pub fn sum<'a>(values: impl IntoIterator<Item = &'a EndpointCounters>) -> Self {
+        values
+            .into_iter()
+            .fold(Self::default(), |a, c| EndpointCounters {
+                tx_packets: a.tx_packets.wrapping_add(c.tx_packets),
+                tx_bytes: a.tx_bytes.wrapping_add(c.tx_bytes),
+                rx_packets: a.rx_packets.wrapping_add(c.rx_packets),
+                rx_bytes: a.rx_bytes.wrapping_add(c.rx_bytes),
+            })
+    }
+}
+
+/// Why the datapath dropped a packet; also the slot in the drop counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// IPv4 source address is not the sending endpoint's.
+    SpoofedIp = 0,
+    /// Ethernet source address is not the sending endpoint's.
+    SpoofedMac = 1,
+    /// ARP sender IP or MAC is not the sending endpoint's.
+    SpoofedArp = 2,
+    /// Destination is an endpoint of another network (isolation).
+    OtherNetwork = 3,
+    /// Rewriting or redirecting the packet failed.
+    RedirectFailed = 4,
+}
+
+impl DropReason {
+    pub const COUNT: u32 = 5;
+    pub const ALL: [DropReason; Self::COUNT as usize] = [
+        DropReason::SpoofedIp,
+        DropReason::SpoofedMac,
+        DropReason::SpoofedArp,
+        DropReason::OtherNetwork,
+        DropReason::RedirectFailed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::SpoofedIp => "spoofed_ip",
+            DropReason::SpoofedMac => "spoofed_mac",
+            DropReason::SpoofedArp => "spoofed_arp",
+            DropReason::OtherNetwork => "other_network",
+            DropReason::RedirectFailed => "redirect_failed",
+        }
+    }
+}
 
 // SAFETY: both are `repr(C)`, made only of integers and byte arrays, with every padding
 // byte an explicit field, so any bit pattern is valid: what `aya::Pod` requires.
@@ -50,6 +124,9 @@ const _: () = assert!(core::mem::size_of::<EndpointValue>() == 20);
 unsafe impl aya::Pod for EndpointKey {}
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for EndpointValue {}
+// SAFETY: `repr(C)`, four `u64`s, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for EndpointCounters {}
 
 /// Where a program runs; selects a block of [`StatIndex`] slots in the stats map.
 #[repr(u32)]

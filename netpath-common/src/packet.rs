@@ -25,6 +25,11 @@ pub const ICMP_HLEN: usize = 8;
 
 /// Bounds-checked read access to a frame's bytes.
 pub trait Frame {
+    /// Length of the whole frame. In the kernel this can exceed what [`Frame::load`]
+    /// reaches: an skb may carry its payload in page fragments (GSO/GRO), and only the
+    /// headers are guaranteed to be in the linear area.
+    fn frame_len(&self) -> usize;
+
     /// Copies `N` bytes at `offset`, or `None` if they are not all inside the frame.
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;
 
@@ -41,6 +46,10 @@ pub trait Frame {
 }
 
 impl Frame for [u8] {
+    fn frame_len(&self) -> usize {
+        self.len()
+    }
+
     #[inline]
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         let end = offset.checked_add(N)?;
@@ -151,9 +160,10 @@ fn classify_ipv4<F: Frame + ?Sized>(frame: &F) -> Classified {
     if version != 4 || ihl < IPV4_MIN_HLEN || total_len < ihl {
         return Classified::only(PacketClass::MalformedIpv4);
     }
-    // The whole IP header (options included) and the whole datagram must be present;
-    // Ethernet padding after the datagram is allowed.
-    if frame.load_u8(L3 + ihl - 1).is_none() || frame.load_u8(L3 + total_len - 1).is_none() {
+    // The whole IP header (options included) must be readable, and the frame must hold
+    // the whole datagram (Ethernet padding after it is allowed). The datagram's end is
+    // checked against the frame length, not read: it may sit in a fragment.
+    if frame.load_u8(L3 + ihl - 1).is_none() || L3 + total_len > frame.frame_len() {
         return Classified::only(PacketClass::MalformedIpv4);
     }
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
@@ -173,6 +183,45 @@ fn classify_ipv4<F: Frame + ?Sized>(frame: &F) -> Classified {
         return Classified::only(PacketClass::TruncatedL4);
     }
     Classified { class, l4_offset }
+}
+
+/// Extracts what [`crate::forward::decide`] needs from a classified frame.
+#[inline(always)]
+pub fn frame_info<F: Frame + ?Sized>(frame: &F, class: PacketClass) -> crate::forward::FrameInfo {
+    use crate::forward::FrameInfo;
+    match class {
+        PacketClass::Ipv4Tcp
+        | PacketClass::Ipv4Udp
+        | PacketClass::Ipv4Icmp
+        | PacketClass::Ipv4Other
+        | PacketClass::Ipv4Fragment => {
+            // Source and destination in one bounds-checked load.
+            let Some(a) = frame.load::<8>(26) else {
+                return FrameInfo::Other;
+            };
+            FrameInfo::Ipv4 {
+                src: [a[0], a[1], a[2], a[3]],
+                dst: [a[4], a[5], a[6], a[7]],
+            }
+        }
+        PacketClass::Arp => {
+            // htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4, op (2), sha (6), spa (4),
+            // loaded at once. Verifier: sequential early returns instead of matching a
+            // tuple of Options, which LLVM compiled into flag arithmetic on a register
+            // the verifier still considered a pointer ("bitwise operator on pointer").
+            let Some(a) = frame.load::<18>(ETH_HLEN) else {
+                return FrameInfo::Other;
+            };
+            if a[..6] != [0, 1, 0x08, 0x00, 6, 4] {
+                return FrameInfo::Other;
+            }
+            FrameInfo::Arp {
+                sha: [a[8], a[9], a[10], a[11], a[12], a[13]],
+                spa: [a[14], a[15], a[16], a[17]],
+            }
+        }
+        _ => FrameInfo::Other,
+    }
 }
 
 /// RFC 1071 one's-complement checksum over `data` (an IPv4 header, say), as stored in
@@ -285,6 +334,36 @@ mod tests {
         assert_eq!(class(&padded), PacketClass::Ipv4Udp);
     }
 
+    /// An skb whose payload is in fragments: only the head is readable.
+    struct Paged<'a> {
+        head: &'a [u8],
+        len: usize,
+    }
+    impl Frame for Paged<'_> {
+        fn frame_len(&self) -> usize {
+            self.len
+        }
+        fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+            self.head.load(offset)
+        }
+    }
+
+    #[test]
+    fn gso_packet_with_payload_in_fragments_is_tcp() {
+        let f = ipv4_frame(IPPROTO_TCP, &[], &[0; 20 + 60000], 0);
+        let paged = Paged {
+            head: &f[..14 + 20 + 20],
+            len: f.len(),
+        };
+        assert_eq!(classify(&paged).class, PacketClass::Ipv4Tcp);
+        // …but a frame shorter than its IP total length is still malformed.
+        let short = Paged {
+            head: &f[..54],
+            len: f.len() - 1,
+        };
+        assert_eq!(classify(&short).class, PacketClass::MalformedIpv4);
+    }
+
     #[test]
     fn bad_version_and_ihl() {
         let mut f = ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0);
@@ -324,6 +403,35 @@ mod tests {
         let mut vlan = [0u8; 64];
         vlan[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
         assert_eq!(class(&vlan), PacketClass::OtherEthertype);
+    }
+
+    #[test]
+    fn frame_info_of_ipv4_and_arp() {
+        use crate::forward::FrameInfo;
+        let f = ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0);
+        assert_eq!(
+            frame_info(&f[..], class(&f)),
+            FrameInfo::Ipv4 {
+                src: [10, 200, 0, 2],
+                dst: [10, 200, 0, 3]
+            }
+        );
+        let mut arp = [0u8; 42];
+        arp[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+        arp[14..20].copy_from_slice(&[0, 1, 8, 0, 6, 4]);
+        arp[22..28].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+        arp[28..32].copy_from_slice(&[10, 0, 0, 9]);
+        assert_eq!(
+            frame_info(&arp[..], PacketClass::Arp),
+            FrameInfo::Arp {
+                sha: [2, 0, 0, 0, 0, 9],
+                spa: [10, 0, 0, 9]
+            }
+        );
+        // Not Ethernet/IPv4 ARP, or too short: not interpreted.
+        arp[15] = 6;
+        assert_eq!(frame_info(&arp[..], PacketClass::Arp), FrameInfo::Other);
+        assert_eq!(frame_info(&arp[..30], PacketClass::Arp), FrameInfo::Other);
     }
 
     #[test]

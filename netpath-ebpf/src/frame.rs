@@ -43,6 +43,11 @@ impl XdpFrame {
 
 impl Frame for XdpFrame {
     #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.end - self.start
+    }
+
+    #[inline(always)]
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         load_between(self.start, self.end, offset)
     }
@@ -51,6 +56,8 @@ impl Frame for XdpFrame {
 pub struct TcFrame {
     start: usize,
     end: usize,
+    /// skb->len: the whole packet, linear part and fragments.
+    len: usize,
 }
 
 impl TcFrame {
@@ -71,11 +78,17 @@ impl TcFrame {
         TcFrame {
             start: ctx.data(),
             end: ctx.data_end(),
+            len: ctx.len() as usize,
         }
     }
 }
 
 impl Frame for TcFrame {
+    #[inline(always)]
+    fn frame_len(&self) -> usize {
+        self.len
+    }
+
     #[inline(always)]
     fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
         load_between(self.start, self.end, offset)

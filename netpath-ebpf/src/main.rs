@@ -9,16 +9,28 @@ mod stats;
 
 use aya_ebpf::{
     bindings::xdp_action,
+    helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use netpath_common::{maps::Hook, packet::classify};
+use netpath_common::{
+    forward::{Verdict, decide},
+    maps::{DropReason, EndpointKey, Hook},
+    packet::{Frame, classify, frame_info},
+};
 
-use crate::frame::{TcFrame, XdpFrame};
+use crate::{
+    endpoints::{NETPATH_ENDPOINTS, NETPATH_IFACES, count_drop, count_rx, count_tx},
+    frame::{TcFrame, XdpFrame},
+};
 
 /// tc verdict "no opinion, continue" (`TC_ACT_UNSPEC`; `TCX_NEXT` under tcx): the next
 /// program in the chain, or the kernel's normal path, handles the packet.
 const TC_ACT_UNSPEC: i32 = -1;
+/// tc verdict: drop.
+const TC_ACT_SHOT: i32 = 2;
+/// tc verdict (and `bpf_redirect*` return value): redirect as requested.
+const TC_ACT_REDIRECT: i32 = 7;
 
 /// XDP entry: counts the frame by class and hands it to the kernel unchanged.
 #[xdp]
@@ -29,13 +41,72 @@ pub fn netpath_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// tc (tcx) ingress entry: counts the frame by class and leaves it to the kernel path.
+/// tc (tcx) ingress entry, on every endpoint's host-side device (and the bridge).
+/// Counts the frame by class; for a frame from an endpoint, applies anti-spoofing and
+/// isolation and hands same-network IPv4 unicast straight to the destination endpoint
+/// (`bpf_redirect_peer` into a container, `bpf_redirect` out of a TAP). Everything else
+/// goes to the kernel path unchanged.
 #[classifier]
 pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     let frame = TcFrame::new(&ctx);
     let class = classify(&frame).class;
-    stats::count(Hook::TcIngress, class, ctx.len() as u64);
-    TC_ACT_UNSPEC
+    let len = ctx.len() as u64;
+    stats::count(Hook::TcIngress, class, len);
+    // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the whole
+    // run; `ifindex` is a readable context field for tc programs.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // Not an endpoint's device (e.g. the bridge): nothing to enforce or shortcut.
+    let Some(from) = (unsafe { NETPATH_IFACES.get(ifindex) }) else {
+        return TC_ACT_UNSPEC;
+    };
+    count_tx(ifindex, len);
+    let Some(eth_src) = frame.load::<6>(6) else {
+        return TC_ACT_UNSPEC;
+    };
+    let info = frame_info(&frame, class);
+    let to = match info {
+        netpath_common::forward::FrameInfo::Ipv4 { dst, .. } => {
+            // SAFETY: the value is copied out immediately; a concurrent control-plane
+            // update can at worst give an old or new value, both valid endpoints.
+            unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: dst }) }.copied()
+        }
+        _ => None,
+    };
+    match decide(from, eth_src, info, to.as_ref()) {
+        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Drop(reason) => {
+            count_drop(reason, len);
+            TC_ACT_SHOT
+        }
+        Verdict::Redirect {
+            ifindex: target,
+            peer,
+            dst_mac,
+            src_mac,
+        } => {
+            let mut macs = [0u8; 12];
+            macs[..6].copy_from_slice(&dst_mac);
+            macs[6..].copy_from_slice(&src_mac);
+            if ctx.store(0, &macs, 0).is_err() {
+                count_drop(DropReason::RedirectFailed, len);
+                return TC_ACT_SHOT;
+            }
+            // SAFETY: plain helper calls with scalar arguments.
+            let r = unsafe {
+                if peer {
+                    bpf_redirect_peer(target, 0)
+                } else {
+                    bpf_redirect(target, 0)
+                }
+            };
+            if r != i64::from(TC_ACT_REDIRECT) {
+                count_drop(DropReason::RedirectFailed, len);
+                return TC_ACT_SHOT;
+            }
+            count_rx(target, len);
+            TC_ACT_REDIRECT
+        }
+    }
 }
 
 #[cfg(not(test))]

@@ -22,7 +22,7 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
     pin::PinError,
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -33,14 +33,23 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{
-    maps::{Counter, ENDPOINTS_MAP, EndpointKey, EndpointValue, Hook, STATS_MAP, stat_index},
+    maps::{
+        Counter, DROPS_MAP, DropReason, ENDPOINTS_MAP, EP_STATS_MAP, EndpointCounters, EndpointKey,
+        EndpointValue, Hook, IFACES_MAP, STATS_MAP, stat_index,
+    },
     packet::PacketClass,
 };
 
 use crate::ebpf::{OBJECT, PROGRAMS, ProgramKind, TC_INGRESS_PROG, XDP_PROG};
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 2] = [STATS_MAP, ENDPOINTS_MAP];
+pub const MAPS: [&str; 5] = [
+    STATS_MAP,
+    ENDPOINTS_MAP,
+    IFACES_MAP,
+    EP_STATS_MAP,
+    DROPS_MAP,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -100,6 +109,8 @@ pub enum DatapathError {
         #[source]
         source: MapError,
     },
+    #[error("cannot size per-CPU values: {0}")]
+    Cpus(#[source] io::Error),
     #[error("writing map {map}: {source}")]
     WriteMap {
         map: &'static str,
@@ -191,6 +202,28 @@ pub struct Datapath {
     tc_ingress: SchedClassifier,
     stats: PerCpuArray<MapData, Counter>,
     endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
+    ifaces: HashMap<MapData, u32, EndpointValue>,
+    ep_stats: PerCpuHashMap<MapData, u32, EndpointCounters>,
+    drops: PerCpuArray<MapData, Counter>,
+}
+
+/// One endpoint's counters, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointStat {
+    pub ip: std::net::Ipv4Addr,
+    pub ifindex: u32,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+/// Drops of one reason, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DropStat {
+    pub reason: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 impl Datapath {
@@ -223,11 +256,18 @@ impl Datapath {
             path: pins.map(STATS_MAP),
             source,
         })?;
-        let endpoints = open_map(&pins, ENDPOINTS_MAP)?;
-        let endpoints = HashMap::try_from(endpoints).map_err(|source| DatapathError::OpenMap {
-            path: pins.map(ENDPOINTS_MAP),
-            source,
-        })?;
+        let typed_err = |name: &'static str| {
+            let path = pins.map(name);
+            move |source| DatapathError::OpenMap { path, source }
+        };
+        let endpoints =
+            HashMap::try_from(open_map(&pins, ENDPOINTS_MAP)?).map_err(typed_err(ENDPOINTS_MAP))?;
+        let ifaces =
+            HashMap::try_from(open_map(&pins, IFACES_MAP)?).map_err(typed_err(IFACES_MAP))?;
+        let ep_stats = PerCpuHashMap::try_from(open_map(&pins, EP_STATS_MAP)?)
+            .map_err(typed_err(EP_STATS_MAP))?;
+        let drops =
+            PerCpuArray::try_from(open_map(&pins, DROPS_MAP)?).map_err(typed_err(DROPS_MAP))?;
         Ok(Datapath {
             pins,
             origin,
@@ -235,6 +275,9 @@ impl Datapath {
             tc_ingress,
             stats,
             endpoints,
+            ifaces,
+            ep_stats,
+            drops,
         })
     }
 
@@ -327,29 +370,99 @@ impl Datapath {
         Ok(Attachment::Attached)
     }
 
-    /// Registers (or updates) the endpoint with address `ip`.
-    pub fn upsert_endpoint(&mut self, ip: std::net::Ipv4Addr, value: EndpointValue) -> Result<()> {
+    /// Registers (or updates) an endpoint: by address (destination lookups), by
+    /// host-side ifindex (source checks), and a zeroed counter entry if it has none.
+    /// The ifindex entry goes in last, so the fast path never enforces for an endpoint
+    /// it cannot also reach.
+    pub fn upsert_endpoint(&mut self, value: EndpointValue) -> Result<()> {
+        let write = |map: &'static str| move |source| DatapathError::WriteMap { map, source };
+        if self.ep_stats.get(&value.ifindex, 0).is_err() {
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+            let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); cpus])
+                .map_err(DatapathError::Cpus)?;
+            self.ep_stats
+                .insert(value.ifindex, zero, 0)
+                .map_err(write(EP_STATS_MAP))?;
+        }
         self.endpoints
-            .insert(EndpointKey { ip: ip.octets() }, value, 0)
-            .map_err(|source| DatapathError::WriteMap {
+            .insert(EndpointKey { ip: value.ip }, value, 0)
+            .map_err(write(ENDPOINTS_MAP))?;
+        self.ifaces
+            .insert(value.ifindex, value, 0)
+            .map_err(write(IFACES_MAP))
+    }
+
+    /// Unregisters the endpoint with address `ip` from every map; absent is fine.
+    pub fn remove_endpoint(&mut self, ip: std::net::Ipv4Addr) -> Result<()> {
+        let key = EndpointKey { ip: ip.octets() };
+        if let Ok(v) = self.endpoints.get(&key, 0) {
+            absent_ok(IFACES_MAP, self.ifaces.remove(&v.ifindex))?;
+            absent_ok(EP_STATS_MAP, self.ep_stats.remove(&v.ifindex))?;
+        }
+        absent_ok(ENDPOINTS_MAP, self.endpoints.remove(&key))
+    }
+
+    /// Every endpoint's counters.
+    pub fn endpoint_stats(&self) -> Result<Vec<EndpointStat>> {
+        let mut out = Vec::new();
+        for entry in self.endpoints.iter() {
+            let (_, v) = entry.map_err(|source| DatapathError::ReadMap {
                 map: ENDPOINTS_MAP,
+                source,
+            })?;
+            let c = self
+                .ep_stats
+                .get(&v.ifindex, 0)
+                .map(|vals| EndpointCounters::sum(vals.iter()))
+                .unwrap_or_default();
+            out.push(EndpointStat {
+                ip: std::net::Ipv4Addr::from(v.ip),
+                ifindex: v.ifindex,
+                tx_packets: c.tx_packets,
+                tx_bytes: c.tx_bytes,
+                rx_packets: c.rx_packets,
+                rx_bytes: c.rx_bytes,
+            });
+        }
+        out.sort_by_key(|e| e.ip);
+        Ok(out)
+    }
+
+    /// Counters of the endpoint behind host-side device `ifindex`.
+    pub fn endpoint_counters(&self, ifindex: u32) -> Result<EndpointCounters> {
+        self.ep_stats
+            .get(&ifindex, 0)
+            .map(|vals| EndpointCounters::sum(vals.iter()))
+            .map_err(|source| DatapathError::ReadMap {
+                map: EP_STATS_MAP,
                 source,
             })
     }
 
-    /// Unregisters the endpoint with address `ip`; absent is fine.
-    pub fn remove_endpoint(&mut self, ip: std::net::Ipv4Addr) -> Result<()> {
-        match self.endpoints.remove(&EndpointKey { ip: ip.octets() }) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            // The delete syscall reports an absent key as ENOENT.
-            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
-                Ok(())
-            }
-            Err(source) => Err(DatapathError::WriteMap {
-                map: ENDPOINTS_MAP,
+    /// Drops by reason, summed over CPUs.
+    pub fn drops(&self) -> Result<Vec<DropStat>> {
+        DropReason::ALL
+            .iter()
+            .map(|r| {
+                let c = self.drop_counter(*r)?;
+                Ok(DropStat {
+                    reason: r.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// One drop reason's counter, summed over CPUs.
+    pub fn drop_counter(&self, reason: DropReason) -> Result<Counter> {
+        self.drops
+            .get(&(reason as u32), 0)
+            .map(|v| Counter::sum(v.iter()))
+            .map_err(|source| DatapathError::ReadMap {
+                map: DROPS_MAP,
                 source,
-            }),
-        }
+            })
     }
 
     /// Every registered endpoint.
@@ -484,6 +597,15 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
             .map_err(|source| DatapathError::Pin { path, source })?;
     }
     Ok(())
+}
+
+/// A delete of an absent key is success (aya reports it as KeyNotFound or ENOENT).
+fn absent_ok(map: &'static str, r: Result<(), MapError>) -> Result<()> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(DatapathError::WriteMap { map, source }),
+    }
 }
 
 fn link_err(ifname: &str, source: LinkError) -> DatapathError {

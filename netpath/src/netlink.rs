@@ -19,6 +19,7 @@ use rtnetlink::{
     packet_route::{
         link::{LinkAttribute, LinkMessage},
         neighbour::NeighbourState,
+        route::RouteScope,
     },
 };
 
@@ -225,8 +226,12 @@ impl Netlink {
     ) -> Result<()> {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(dst.network(), dst.prefix_len());
-        if let Some(gw) = gateway {
-            b = b.gateway(gw);
+        match gateway {
+            Some(gw) => b = b.gateway(gw),
+            // A directly connected destination: scope link, as `ip route add X dev Y`
+            // does; a universe-scope route cannot serve as a next hop's way to its
+            // gateway.
+            None => b = b.scope(RouteScope::Link),
         }
         if let Some(oif) = oif {
             b = b.output_interface(oif);

@@ -23,7 +23,7 @@ use netpath_common::maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue}
 
 use crate::{
     config::{self, IFNAME_MAX, Paths},
-    datapath::{Attachment, ClassStat, Datapath, DatapathError, Origin},
+    datapath::{Attachment, ClassStat, Datapath, DatapathError, EndpointStat, Origin},
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network,
         NetworkCreate, TapCreate,
@@ -519,17 +519,15 @@ impl Service {
     ) -> Result<()> {
         let mut dp = self.datapath();
         dp.attach_tc_ingress(&ep.host_ifname, ifindex)?;
-        dp.upsert_endpoint(
-            ep.ip,
-            EndpointValue {
-                ifindex,
-                mac,
-                host_mac,
-                network_id: network.id,
-                kind,
-                _pad: 0,
-            },
-        )?;
+        dp.upsert_endpoint(EndpointValue {
+            ip: ep.ip.octets(),
+            ifindex,
+            mac,
+            host_mac,
+            network_id: network.id,
+            kind,
+            _pad: 0,
+        })?;
         Ok(())
     }
 
@@ -669,6 +667,16 @@ impl Service {
 
     pub async fn stats(&self) -> Result<Vec<ClassStat>> {
         Ok(self.datapath().stats()?)
+    }
+
+    /// Per-endpoint traffic counters.
+    pub async fn endpoint_stats(&self) -> Result<Vec<EndpointStat>> {
+        Ok(self.datapath().endpoint_stats()?)
+    }
+
+    /// Packets dropped for `reason` so far.
+    pub fn drop_count(&self, reason: netpath_common::maps::DropReason) -> Result<u64> {
+        Ok(self.datapath().drop_counter(reason)?.packets)
     }
 
     /// Brings kernel state and records back in step after a restart or crash:

@@ -39,7 +39,7 @@ use ipnet::Ipv4Net;
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::model::{Endpoint, EndpointKind, EndpointState, Network, NetworkCreate};
+use crate::model::{Endpoint, EndpointKind, EndpointState, Mode, Network, NetworkCreate};
 
 /// Version of the table layout and encoding this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -511,9 +511,11 @@ impl Store {
                 kind: new.kind,
                 state: EndpointState::Creating,
                 ip,
-                prefix_len: match new.kind {
-                    EndpointKind::Veth => network.subnet.prefix_len(),
-                    EndpointKind::Tap => 32,
+                // A bridged container shares the subnet's link; a routed container
+                // and a microVM are point-to-point /32s behind their gateway.
+                prefix_len: match (new.kind, network.mode) {
+                    (EndpointKind::Veth, Mode::Bridge) => network.subnet.prefix_len(),
+                    _ => 32,
                 },
                 mac: new.mac,
                 gateway: network.gateway,

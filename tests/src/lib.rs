@@ -5,7 +5,9 @@
 //! Test setup shells out to `ip` on purpose: it is an independent implementation to set
 //! up and check against, not the code under test.
 
+pub mod bench;
 pub mod frames;
+pub mod vm;
 
 use std::{
     fs,

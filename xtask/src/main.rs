@@ -3,6 +3,7 @@
 //! Every command that builds anything first runs `setup` (Debian packages, the pinned
 //! toolchains, bpf-linker), which is idempotent and quick once everything is in place.
 
+mod bench;
 mod cmd;
 mod setup;
 mod tasks;
@@ -56,6 +57,9 @@ enum Cmd {
     Clippy,
     /// Format every workspace member (`cargo fmt --all`).
     Fmt,
+    /// Set up, build (release), then run `netpath-bench` (needs root): netpath against
+    /// direct veth, Linux bridge, `ip` commands and CNI; report in target/bench/latest/.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +91,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Run { args } => tasks::run(ws, &args),
         Cmd::Clippy => tasks::clippy(ws),
         Cmd::Fmt => tasks::fmt(ws),
+        Cmd::Bench(args) => bench::bench(ws, &args),
     }
 }
 

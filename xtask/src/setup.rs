@@ -32,6 +32,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",
     "tcpdump",
     "procps",
+    "sockperf",
+    "containernetworking-plugins",
 ];
 
 /// Components the workspace's pinned stable (rust-toolchain.toml) needs.

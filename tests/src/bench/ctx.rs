@@ -1,0 +1,270 @@
+//! What every scenario run gets: the options, unique names under the run's prefix, free
+//! subnets, a tokio runtime for the API client, the progress bar, and the shared daemon.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::{Context as _, Result, bail};
+use indicatif::ProgressBar;
+use ipnet::Ipv4Net;
+use netpath::client::Client;
+
+use super::{Opts, daemon::BenchDaemon, proc};
+
+/// Everything the bench creates on the host is named `nb<pid in base 36>-…`: the prefix
+/// of this run. The final sweep removes every name with it.
+pub fn run_prefix(pid: u32) -> String {
+    format!("nb{}-", base36(pid))
+}
+
+fn base36(mut n: u32) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// The pid a run prefix (or a name starting with one) belongs to.
+pub fn prefix_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("nb")?;
+    let (digits, _) = rest.split_once('-')?;
+    if digits.is_empty() || digits.len() > 6 {
+        return None;
+    }
+    u32::from_str_radix(digits, 36).ok()
+}
+
+/// Subnets no host route uses, one per purpose, picked at start.
+#[derive(Clone, Debug)]
+pub struct Subnets {
+    /// /16s for the `setup` scenario: netpath, `ip` commands, CNI.
+    pub setup_netpath: Ipv4Net,
+    pub setup_ip: Ipv4Net,
+    pub setup_cni: Ipv4Net,
+    /// /16 for the netpath network of the `endpoint` scenario.
+    pub endpoint_netpath: Ipv4Net,
+    /// /16 whose /24s address namespace-only topologies (direct veth, plain bridge).
+    pub in_netns: Ipv4Net,
+}
+
+impl Subnets {
+    /// Picks /16s out of 10.150.0.0–10.199.0.0 that overlap no route of any table.
+    pub fn pick() -> Result<Subnets> {
+        let out = proc::ip(&["-j", "-4", "route", "show", "table", "all"])?;
+        let routes: serde_json::Value =
+            serde_json::from_str(&out).context("cannot parse `ip -j route`")?;
+        let used: Vec<Ipv4Net> = routes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["dst"].as_str())
+            .filter_map(|d| {
+                d.parse::<Ipv4Net>()
+                    .ok()
+                    .or_else(|| d.parse::<Ipv4Addr>().ok().map(Ipv4Net::from))
+            })
+            .filter(|n| n.prefix_len() > 0)
+            .collect();
+        let mut free = (150u8..200)
+            .map(|b| Ipv4Net::new(Ipv4Addr::new(10, b, 0, 0), 16).expect("valid"))
+            .filter(|c| !used.iter().any(|u| u.contains(c) || c.contains(u)));
+        let mut next = || {
+            free.next()
+                .context("no free /16 in 10.150.0.0–10.199.255.255 for the bench")
+        };
+        Ok(Subnets {
+            setup_netpath: next()?,
+            setup_ip: next()?,
+            setup_cni: next()?,
+            endpoint_netpath: next()?,
+            in_netns: next()?,
+        })
+    }
+
+    /// The `i`-th /24 of [`Subnets::in_netns`].
+    pub fn in_netns_24(&self, i: u8) -> Ipv4Net {
+        let o = self.in_netns.network().octets();
+        Ipv4Net::new(Ipv4Addr::new(o[0], o[1], i, 0), 24).expect("valid")
+    }
+}
+
+/// The `n`-th host address of `net` (0 is the first host, usually the gateway).
+pub fn host(net: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + 1 + n)
+}
+
+pub struct Ctx {
+    pub opts: Opts,
+    /// `nb<pid36>-`.
+    pub prefix: String,
+    next_name: u32,
+    /// Private scratch directory (`/tmp/netpath-bench-<prefix>`): logs, CNI state, the
+    /// daemon's state dir and socket.
+    pub tmp: PathBuf,
+    /// bpffs directory of the bench's daemon.
+    pub bpffs: PathBuf,
+    pub subnets: Subnets,
+    pub rt: Arc<tokio::runtime::Runtime>,
+    pub pb: ProgressBar,
+    /// Host links created by tools that name them themselves (CNI's `veth…`), checked at
+    /// the end.
+    pub foreign_links: Vec<String>,
+    /// `net.ipv4.ip_forward` at start (the CNI bridge plugin turns it on); restored at the end.
+    pub ip_forward_before: Option<String>,
+    /// Header line of the progress bar (scenario · variant · round).
+    stage: String,
+    daemon: Option<BenchDaemon>,
+}
+
+pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+impl Ctx {
+    pub fn new(opts: Opts, pb: ProgressBar) -> Result<Ctx> {
+        let prefix = run_prefix(std::process::id());
+        let id = prefix.trim_end_matches('-');
+        let tmp = std::env::temp_dir().join(format!("netpath-bench-{id}"));
+        fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start a tokio runtime")?;
+        Ok(Ctx {
+            opts,
+            bpffs: Path::new("/sys/fs/bpf").join(format!("netpath-bench-{id}")),
+            prefix,
+            next_name: 0,
+            tmp,
+            subnets: Subnets::pick()?,
+            rt: Arc::new(rt),
+            pb,
+            foreign_links: Vec::new(),
+            ip_forward_before: fs::read_to_string(IP_FORWARD)
+                .ok()
+                .map(|s| s.trim().to_owned()),
+            stage: String::new(),
+            daemon: None,
+        })
+    }
+
+    /// A fresh name `<prefix><role><n>` (≤ 15 bytes: fits an interface name).
+    pub fn name(&mut self, role: &str) -> String {
+        let name = format!("{}{role}{}", self.prefix, self.next_name);
+        self.next_name += 1;
+        assert!(name.len() <= 15, "{name} is too long for an interface name");
+        name
+    }
+
+    /// The bench's netpath daemon, started on first use (private state dir, socket and
+    /// bpffs; no default network). It lives until [`Ctx::stop_daemon`] or the end.
+    pub fn daemon(&mut self) -> Result<&mut BenchDaemon> {
+        if self.daemon.is_none() {
+            let d = BenchDaemon::start(
+                &self.opts.netpath_bin,
+                &self.tmp.join("daemon"),
+                &self.bpffs,
+            )?;
+            self.daemon = Some(d);
+        }
+        Ok(self.daemon.as_mut().expect("just started"))
+    }
+
+    /// An API client of the bench's daemon (starting it if needed).
+    pub fn client(&mut self) -> Result<Client> {
+        let d = self.daemon()?;
+        d.check_alive()?;
+        Ok(Client::new(d.paths.socket.clone()))
+    }
+
+    /// Stops the daemon and resets what it created. Returns what went wrong, if anything.
+    pub fn stop_daemon(&mut self) -> Vec<String> {
+        match self.daemon.take() {
+            Some(d) => d.shutdown(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The daemon's paths, for the final sweep, if it was ever started.
+    pub fn daemon_paths(&self) -> netpath::config::Paths {
+        BenchDaemon::paths_for(&self.tmp.join("daemon"), &self.bpffs)
+    }
+
+    /// Runs a future on the bench's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    /// Prints a line above the progress bar (or to stderr when there is no bar).
+    pub fn log(&self, line: impl AsRef<str>) {
+        if self.pb.is_hidden() {
+            eprintln!("{}", line.as_ref());
+        } else {
+            self.pb.println(line.as_ref());
+        }
+    }
+
+    pub fn set_stage(&mut self, stage: String) {
+        self.pb.set_message(stage.clone());
+        self.stage = stage;
+    }
+
+    /// Shows progress inside the current run (e.g. "endpoint 340/1000").
+    pub fn detail(&self, what: &str) {
+        self.pb.set_message(format!("{} · {what}", self.stage));
+    }
+
+    /// Path of a log file in the scratch directory.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.tmp.join(format!("{name}.log"))
+    }
+
+    /// Fails (for the runner's FAILED) if Ctrl-C was received.
+    pub fn check(&self) -> Result<()> {
+        proc::check_interrupt()
+    }
+}
+
+/// Fails unless the process is root.
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "netpath-bench needs root (it creates network namespaces, links and a netpath \
+             daemon): run `sudo -E cargo xtask bench`"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_round_trip_and_fit() {
+        for pid in [1, 35, 36, 4_194_304] {
+            let p = run_prefix(pid);
+            assert_eq!(prefix_pid(&format!("{p}h12345")), Some(pid));
+        }
+        assert!(run_prefix(4_194_304).len() + "h99999".len() <= 15);
+        assert_eq!(prefix_pid("np-abc"), None);
+        assert_eq!(prefix_pid("nbx"), None);
+    }
+
+    #[test]
+    fn hosts() {
+        let n: Ipv4Net = "10.150.0.0/16".parse().unwrap();
+        assert_eq!(host(n, 0), Ipv4Addr::new(10, 150, 0, 1));
+        assert_eq!(host(n, 300), Ipv4Addr::new(10, 150, 1, 45));
+    }
+}

@@ -1,0 +1,440 @@
+//! `endpoint`: endpoint ↔ endpoint TCP throughput (iperf3, 1 and 4 streams) and TCP
+//! ping-pong latency (sockperf) between two network namespaces over a direct veth pair
+//! (the limit and the reference), a Linux bridge, and netpath.
+
+use std::{
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{
+    Better, Ctx, Metric, Opts, RunResult, Scenario, Unit, Variant, plot,
+    proc::{self, Bg},
+    report::ScenarioResult,
+    topo::{self, Ns, Pair},
+};
+
+const IPERF_PORT: u16 = 5201;
+const SOCKPERF_PORT: u16 = 11111;
+/// How long a server may take to listen.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct EndpointScenario {
+    secs: u64,
+}
+
+impl EndpointScenario {
+    pub fn new(opts: &Opts) -> Self {
+        EndpointScenario {
+            secs: if opts.quick { 3 } else { 5 },
+        }
+    }
+
+    fn measure(&self, ctx: &mut Ctx, pair: &Pair) -> Result<RunResult> {
+        // Traffic must flow at all before it is measured.
+        topo::ping(pair.a.name(), pair.b_ip)
+            .context("the two endpoints cannot reach each other")?;
+        let mut r = RunResult::default();
+        for (key, streams) in [("tcp1_gbps", 1), ("tcp4_gbps", 4)] {
+            ctx.check()?;
+            ctx.detail(&format!("iperf3, {streams} stream(s), {} s", self.secs));
+            let (gbps, retransmits) = iperf(ctx, pair, streams, self.secs)?;
+            r.set(key, gbps);
+            r.set(&format!("{key}_retransmits"), retransmits);
+        }
+        ctx.check()?;
+        ctx.detail(&format!("sockperf ping-pong, {} s", self.secs));
+        let s = sockperf(ctx, pair, self.secs)?;
+        r.set("rr_mean_us", s.mean_us);
+        r.set("rr_p99_us", s.p99_us);
+        r.set("rr_round_trips", s.received as f64);
+        Ok(r)
+    }
+}
+
+/// Waits (bounded) until something listens on TCP `port` in `ns`; fails early if
+/// `server` exits.
+fn wait_listening(ns: &Ns, port: u16, server: &mut Bg) -> Result<()> {
+    let start = Instant::now();
+    let filter = format!("sport = :{port}");
+    loop {
+        server.check_alive()?;
+        proc::check_interrupt()?;
+        let out = proc::run_ok(
+            &mut ns.command("ss", &["-Hltn", &filter]),
+            None,
+            proc::CMD_TIMEOUT,
+        )?;
+        if !out.trim().is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > LISTEN_TIMEOUT {
+            bail!(
+                "nothing listens on port {port} in {} after {} s",
+                ns.name(),
+                LISTEN_TIMEOUT.as_secs()
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One iperf3 run from `a` to `b`: (receiver's Gbit/s, sender's retransmits).
+fn iperf(ctx: &Ctx, pair: &Pair, streams: u32, secs: u64) -> Result<(f64, f64)> {
+    let b_ip = pair.b_ip.to_string();
+    let port = IPERF_PORT.to_string();
+    let mut server = Bg::spawn(
+        &mut pair
+            .b
+            .command("iperf3", &["-s", "-1", "-B", &b_ip, "-p", &port]),
+        "iperf3 server",
+        &ctx.log_path(&format!("iperf3-{}", pair.b.name())),
+    )?;
+    wait_listening(&pair.b, IPERF_PORT, &mut server)?;
+    let out = proc::run_interruptible(
+        &mut pair.a.command(
+            "iperf3",
+            &[
+                "-c",
+                &b_ip,
+                "-p",
+                &port,
+                "-t",
+                &secs.to_string(),
+                "-O",
+                "1",
+                "-P",
+                &streams.to_string(),
+                "-J",
+                "--connect-timeout",
+                "3000",
+            ],
+        ),
+        None,
+        Duration::from_secs(secs + 30),
+    )?;
+    parse_iperf(&out.stdout).with_context(|| {
+        let stderr = proc::first_line(&out.stderr);
+        format!("iperf3 client ({}): {stderr}", out.status)
+    })
+}
+
+fn parse_iperf(stdout: &[u8]) -> Result<(f64, f64)> {
+    let v: serde_json::Value =
+        serde_json::from_slice(stdout).context("iperf3 printed no JSON report")?;
+    if let Some(e) = v["error"].as_str() {
+        bail!("iperf3: {e}");
+    }
+    let received = &v["end"]["sum_received"];
+    let bytes = received["bytes"].as_f64().unwrap_or(0.0);
+    let bps = received["bits_per_second"].as_f64().unwrap_or(0.0);
+    if bytes <= 0.0 || bps <= 0.0 {
+        bail!("iperf3: the receiver got 0 bytes");
+    }
+    let retransmits = v["end"]["sum_sent"]["retransmits"].as_f64().unwrap_or(0.0);
+    Ok((bps / 1e9, retransmits))
+}
+
+#[derive(Debug, PartialEq)]
+struct Sockperf {
+    mean_us: f64,
+    p99_us: f64,
+    sent: u64,
+    received: u64,
+    dropped: u64,
+}
+
+/// One sockperf TCP ping-pong run from `a` to `b`, round-trip times.
+fn sockperf(ctx: &Ctx, pair: &Pair, secs: u64) -> Result<Sockperf> {
+    let b_ip = pair.b_ip.to_string();
+    let port = SOCKPERF_PORT.to_string();
+    let mut server = Bg::spawn(
+        &mut pair
+            .b
+            .command("sockperf", &["server", "--tcp", "-i", &b_ip, "-p", &port]),
+        "sockperf server",
+        &ctx.log_path(&format!("sockperf-{}", pair.b.name())),
+    )?;
+    wait_listening(&pair.b, SOCKPERF_PORT, &mut server)?;
+    let out = proc::run_interruptible(
+        &mut pair.a.command(
+            "sockperf",
+            &[
+                "ping-pong",
+                "--tcp",
+                "-i",
+                &b_ip,
+                "-p",
+                &port,
+                "-t",
+                &secs.to_string(),
+                "--full-rtt",
+            ],
+        ),
+        None,
+        Duration::from_secs(secs + 30),
+    )?;
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let s = parse_sockperf(&text).with_context(|| {
+        format!(
+            "sockperf client ({}): {}",
+            out.status,
+            proc::first_line(&out.stderr)
+        )
+    })?;
+    if s.received == 0 {
+        bail!("sockperf: no round trip completed");
+    }
+    let lost = s.sent.saturating_sub(s.received).max(s.dropped);
+    if lost * 100 > s.sent {
+        bail!(
+            "sockperf: {lost} of {} messages without an answer (> 1 %)",
+            s.sent
+        );
+    }
+    drop(server);
+    Ok(s)
+}
+
+/// Removes ANSI colour sequences (sockperf colours its summary).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ … final byte in @–~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The number after `key` in `line` (spaces and `=` skipped).
+fn number_after(line: &str, key: &str) -> Option<f64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let rest = rest.trim_start_matches([' ', '=']);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn parse_sockperf(text: &str) -> Result<Sockperf> {
+    let text = strip_ansi(text);
+    let (mut mean, mut p99, mut sent, mut received, mut dropped) = (None, None, None, None, 0);
+    for line in text.lines() {
+        if line.contains("[Valid Duration]") {
+            sent = number_after(line, "SentMessages");
+            received = number_after(line, "ReceivedMessages");
+        } else if line.contains("avg-rtt") {
+            mean = number_after(line, "avg-rtt");
+        } else if line.contains("avg-lat") {
+            mean = number_after(line, "avg-lat");
+        } else if line.contains("percentile 99.000") {
+            p99 = number_after(line, "percentile 99.000");
+        } else if line.contains("# dropped messages") {
+            dropped = number_after(line, "# dropped messages").unwrap_or(0.0) as u64;
+        }
+    }
+    match (mean, p99, sent, received) {
+        (Some(mean_us), Some(p99_us), Some(sent), Some(received)) => Ok(Sockperf {
+            mean_us,
+            p99_us,
+            sent: sent as u64,
+            received: received as u64,
+            dropped,
+        }),
+        _ => bail!("sockperf printed no summary"),
+    }
+}
+
+impl Scenario for EndpointScenario {
+    fn name(&self) -> &'static str {
+        "endpoint"
+    }
+
+    fn title(&self) -> String {
+        "Endpoint ↔ endpoint TCP throughput and latency".into()
+    }
+
+    fn method(&self) -> String {
+        let br_nf = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+            .map(|s| format!("`net.bridge.bridge-nf-call-iptables` = {}", s.trim()))
+            .unwrap_or_else(|_| "br_netfilter not loaded".into());
+        format!(
+            "Two network namespaces, client in the first, server in the second. Per run: \
+             `iperf3 -t {s} -O 1` with 1 and with 4 streams (receiver's throughput), then \
+             `sockperf ping-pong --tcp -t {s} --full-rtt` (round-trip time, mean and p99). \
+             Each run builds its topology afresh, checks with one ping that traffic flows, \
+             and removes it afterwards. A run with 0 bytes received or more than 1 % of \
+             ping-pong messages unanswered is FAILED. Ratios are against the direct veth pair \
+             (throughput: < 1× is slower; latency: > 1× is slower). On this host: {br_nf}.",
+            s = self.secs
+        )
+    }
+
+    fn variants(&self) -> Vec<Variant> {
+        vec![
+            Variant {
+                key: "direct",
+                label: "direct veth",
+                how: "a veth pair straight from one namespace into the other: the limit, and \
+                      the reference for the ratios."
+                    .into(),
+            },
+            Variant {
+                key: "bridge",
+                label: "Linux bridge",
+                how: "each namespace's veth has its host end on one Linux bridge (the data \
+                      path of Docker's bridge and the CNI bridge plugin, without NAT)."
+                    .into(),
+            },
+            Variant {
+                key: "netpath",
+                label: "netpath",
+                how: "a bridge network of `netpath daemon` with one container endpoint (added \
+                      through the API) in each namespace; traffic between the two endpoints."
+                    .into(),
+            },
+        ]
+    }
+
+    fn reference(&self) -> &'static str {
+        "direct"
+    }
+
+    fn metrics(&self) -> Vec<Metric> {
+        let m = |key, label: String, unit, better| Metric {
+            key,
+            label,
+            unit,
+            better,
+            target: None,
+        };
+        vec![
+            m(
+                "tcp1_gbps",
+                "TCP throughput, 1 stream".into(),
+                Unit::Gbps,
+                Better::Higher,
+            ),
+            m(
+                "tcp4_gbps",
+                "TCP throughput, 4 streams".into(),
+                Unit::Gbps,
+                Better::Higher,
+            ),
+            m(
+                "rr_mean_us",
+                "TCP ping-pong RTT, mean".into(),
+                Unit::Micros,
+                Better::Lower,
+            ),
+            m(
+                "rr_p99_us",
+                "TCP ping-pong RTT, p99".into(),
+                Unit::Micros,
+                Better::Lower,
+            ),
+        ]
+    }
+
+    fn run(&mut self, ctx: &mut Ctx, variant: &str, _round: usize) -> Result<RunResult> {
+        ctx.detail("building the topology");
+        let pair = match variant {
+            "direct" => topo::direct_veth(ctx)?,
+            "bridge" => topo::linux_bridge(ctx)?,
+            "netpath" => topo::netpath_pair(ctx)?,
+            other => bail!("unknown variant {other}"),
+        };
+        let r = self.measure(ctx, &pair);
+        ctx.detail("removing the topology");
+        drop(pair);
+        r
+    }
+
+    fn plots(&self, result: &ScenarioResult, dir: &Path) -> Result<Vec<(String, String)>> {
+        let panels: Vec<plot::Panel> = self
+            .metrics()
+            .iter()
+            .map(|m| plot::Panel {
+                title: m.label.clone(),
+                unit: m.unit,
+                bars: result
+                    .variants
+                    .iter()
+                    .map(|v| (v.label.to_owned(), v.median.get(m.key).copied()))
+                    .collect(),
+            })
+            .collect();
+        let file = "endpoint.svg".to_owned();
+        plot::bars(
+            &dir.join(&file),
+            "Endpoint ↔ endpoint: medians over the rounds",
+            &panels,
+        )?;
+        Ok(vec![(
+            file,
+            "Throughput (higher is better) and round-trip time (lower is better) per variant"
+                .into(),
+        )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockperf_summary_is_parsed() {
+        let text = "sockperf: [Total Run] RunTime=2.000 sec; Warm up time=400 msec; SentMessages=108167; ReceivedMessages=108166\n\
+sockperf: ========= Printing statistics for Server No: 0\n\
+sockperf: [Valid Duration] RunTime=1.550 sec; SentMessages=83134; ReceivedMessages=83134\n\
+sockperf: \u{1b}[2;35m====> avg-rtt=18.616 (std-dev=34.314)\u{1b}[0m\n\
+sockperf: # dropped messages = 0; # duplicated messages = 0; # out-of-order messages = 0\n\
+sockperf: ---> percentile 99.900 =  150.431\n\
+sockperf: ---> percentile 99.000 =   83.603\n\
+sockperf: ---> percentile 90.000 =   20.319\n";
+        assert_eq!(
+            parse_sockperf(text).unwrap(),
+            Sockperf {
+                mean_us: 18.616,
+                p99_us: 83.603,
+                sent: 83134,
+                received: 83134,
+                dropped: 0
+            }
+        );
+        assert!(parse_sockperf("sockperf: error").is_err());
+    }
+
+    #[test]
+    fn iperf_reports_are_checked() {
+        let ok = br#"{"end":{"sum_sent":{"retransmits":3},"sum_received":{"bytes":1000,"bits_per_second":2.5e10}}}"#;
+        assert_eq!(parse_iperf(ok).unwrap(), (25.0, 3.0));
+        let zero = br#"{"end":{"sum_received":{"bytes":0,"bits_per_second":0}}}"#;
+        assert!(
+            parse_iperf(zero)
+                .unwrap_err()
+                .to_string()
+                .contains("0 bytes")
+        );
+        let err = br#"{"error":"unable to connect to server: Connection refused"}"#;
+        assert!(
+            parse_iperf(err)
+                .unwrap_err()
+                .to_string()
+                .contains("refused")
+        );
+    }
+}

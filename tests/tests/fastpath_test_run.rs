@@ -1,0 +1,275 @@
+//! BPF_PROG_TEST_RUN of the endpoint fast path: known destination → redirect with the
+//! right MACs and target; unknown → pass; spoofed IP/MAC/ARP and other network → drop
+//! with the right reason; ARP, broadcast, IPv6 → pass untouched.
+
+use aya::programs::{TestRun, TestRunOptions};
+use netpath::datapath::Datapath;
+use netpath_common::maps::{
+    DropReason, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointCounters, EndpointValue,
+};
+use netpath_tests::{TempPins, frames, require_root, run, unique};
+
+const TC_ACT_UNSPEC: u32 = u32::MAX;
+const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
+/// Offset of `ifindex` in `struct __sk_buff` (uapi/linux/bpf.h).
+const SKB_IFINDEX: usize = 40;
+
+/// A veth pair that exists only for its ifindexes (test_run resolves the ingress device
+/// from `__sk_buff.ifindex` in the caller's namespace). Deleted on drop.
+struct Dev {
+    name: String,
+    ifindex: u32,
+}
+impl Dev {
+    fn new() -> Dev {
+        let name = unique("ft");
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}p"),
+        ]);
+        let ifindex = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Dev { name, ifindex }
+    }
+}
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
+fn endpoint(ip: [u8; 4], dev: &Dev, mac: [u8; 6], network_id: u16, kind: u8) -> EndpointValue {
+    EndpointValue {
+        ip,
+        ifindex: dev.ifindex,
+        mac,
+        host_mac: [0x02, 0xee, 0, 0, 0, network_id as u8],
+        network_id,
+        kind,
+        _pad: 0,
+    }
+}
+
+struct Setup {
+    _pins: TempPins,
+    dp: Datapath,
+    a: (Dev, EndpointValue),
+    b: (Dev, EndpointValue),
+    t: (Dev, EndpointValue),
+    other: (Dev, EndpointValue),
+}
+
+fn setup() -> Setup {
+    let pins = TempPins::new();
+    let mut dp = Datapath::open(&pins.path, false).expect("load datapath");
+    let mk = |ip, mac, net, kind| {
+        let d = Dev::new();
+        let e = endpoint(ip, &d, mac, net, kind);
+        (d, e)
+    };
+    // a and b: the frames module's SRC/DST addresses and MACs, network 1.
+    let a = mk(frames::SRC_IP, frames::SRC_MAC, 1, ENDPOINT_KIND_VETH);
+    let b = mk(
+        frames::DST_IP,
+        [0x02, 0, 0, 0, 0, 0x0b],
+        1,
+        ENDPOINT_KIND_VETH,
+    );
+    let t = mk(
+        [10, 200, 0, 4],
+        [0x02, 0, 0, 0, 0, 0x0c],
+        1,
+        ENDPOINT_KIND_TAP,
+    );
+    let other = mk(
+        [10, 201, 0, 5],
+        [0x02, 0, 0, 0, 0, 0x0d],
+        2,
+        ENDPOINT_KIND_VETH,
+    );
+    for (_, e) in [&a, &b, &t, &other] {
+        dp.upsert_endpoint(*e).expect("register endpoint");
+    }
+    Setup {
+        _pins: pins,
+        dp,
+        a,
+        b,
+        t,
+        other,
+    }
+}
+
+/// Runs `frame` through the tc program as if it arrived on `ingress`; returns the
+/// verdict and the output frame.
+fn run_tc(dp: &Datapath, ingress: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut ctx = [0u8; 48];
+    ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ingress.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 64];
+    let r = dp
+        .tc_ingress()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .expect("test_run");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+fn counters(dp: &Datapath, ifindex: u32) -> EndpointCounters {
+    dp.endpoint_counters(ifindex).expect("endpoint counters")
+}
+
+fn with_dst(mut frame: Vec<u8>, ip: [u8; 4]) -> Vec<u8> {
+    frame[30..34].copy_from_slice(&ip);
+    // Fix the IPv4 header checksum for the new destination.
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let c = netpath_common::packet::checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+    frame
+}
+
+#[test]
+fn known_destination_is_redirected_with_rewritten_macs() {
+    require_root!();
+    let s = setup();
+    for (name, frame) in [
+        ("tcp", frames::tcp(b"x")),
+        ("udp", frames::udp(&[1; 20])),
+        ("icmp", frames::icmp_echo(&[2; 8])),
+    ] {
+        let (a_before, b_before) = (
+            counters(&s.dp, s.a.0.ifindex),
+            counters(&s.dp, s.b.0.ifindex),
+        );
+        let (verdict, out) = run_tc(&s.dp, s.a.0.ifindex, &frame);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "{name}");
+        // Whole expected frame: only the Ethernet addresses change.
+        let mut expected = frame.clone();
+        expected[..6].copy_from_slice(&s.b.1.mac);
+        expected[6..12].copy_from_slice(&s.b.1.host_mac);
+        assert_eq!(out, expected, "{name}: output frame");
+        // The redirect went to b's device: its rx counter moved; a's tx counter moved.
+        let (a_after, b_after) = (
+            counters(&s.dp, s.a.0.ifindex),
+            counters(&s.dp, s.b.0.ifindex),
+        );
+        assert_eq!(b_after.rx_packets, b_before.rx_packets + 1, "{name}: b rx");
+        assert_eq!(b_after.rx_bytes, b_before.rx_bytes + frame.len() as u64);
+        assert_eq!(a_after.tx_packets, a_before.tx_packets + 1, "{name}: a tx");
+        assert_eq!(a_after.rx_packets, a_before.rx_packets, "{name}: a rx");
+    }
+    // A TAP destination is redirected too (bpf_redirect, same rewrite).
+    let frame = with_dst(frames::udp(&[3; 16]), s.t.1.ip);
+    let before = counters(&s.dp, s.t.0.ifindex);
+    let (verdict, out) = run_tc(&s.dp, s.a.0.ifindex, &frame);
+    assert_eq!(verdict, TC_ACT_REDIRECT);
+    assert_eq!(&out[..6], &s.t.1.mac);
+    assert_eq!(
+        counters(&s.dp, s.t.0.ifindex).rx_packets,
+        before.rx_packets + 1
+    );
+}
+
+#[test]
+fn unknown_destination_and_non_ip_pass_untouched() {
+    require_root!();
+    let s = setup();
+    let mut broadcast = with_dst(frames::udp(&[0; 8]), [255, 255, 255, 255]);
+    broadcast[..6].copy_from_slice(&[0xff; 6]);
+    for (name, frame) in [
+        (
+            "unknown dst",
+            with_dst(frames::udp(&[0; 8]), [10, 200, 9, 9]),
+        ),
+        ("broadcast", broadcast),
+        ("arp", frames::arp_request()),
+        ("ipv6", frames::ipv6_udp()),
+    ] {
+        let (verdict, out) = run_tc(&s.dp, s.a.0.ifindex, &frame);
+        assert_eq!(verdict, TC_ACT_UNSPEC, "{name}");
+        assert_eq!(out, frame, "{name} was modified");
+    }
+    // A frame arriving on a device that is no endpoint's (like the bridge) passes even
+    // with a foreign source.
+    let d = Dev::new();
+    let (verdict, _) = run_tc(&s.dp, d.ifindex, &frames::udp(b"z"));
+    assert_eq!(verdict, TC_ACT_UNSPEC);
+}
+
+#[test]
+fn spoofing_and_isolation_drop_with_the_right_reason() {
+    require_root!();
+    let s = setup();
+    let mut spoofed_mac = frames::udp(b"m");
+    spoofed_mac[6..12].copy_from_slice(&[0x02, 9, 9, 9, 9, 9]);
+    let mut spoofed_ip = frames::udp(b"i");
+    spoofed_ip[26..30].copy_from_slice(&[10, 200, 0, 99]);
+    let mut spoofed_arp = frames::arp_request();
+    spoofed_arp[28..32].copy_from_slice(&[10, 200, 0, 99]);
+    let cases = [
+        ("spoofed mac", spoofed_mac, DropReason::SpoofedMac),
+        ("spoofed ip", spoofed_ip, DropReason::SpoofedIp),
+        ("spoofed arp", spoofed_arp, DropReason::SpoofedArp),
+        (
+            "other network",
+            with_dst(frames::udp(b"o"), s.other.1.ip),
+            DropReason::OtherNetwork,
+        ),
+    ];
+    for (name, frame, reason) in cases {
+        let before: Vec<_> = DropReason::ALL
+            .iter()
+            .map(|r| s.dp.drop_counter(*r).unwrap())
+            .collect();
+        let other_rx = counters(&s.dp, s.other.0.ifindex).rx_packets;
+        let (verdict, _) = run_tc(&s.dp, s.a.0.ifindex, &frame);
+        assert_eq!(verdict, TC_ACT_SHOT, "{name}");
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            let after = s.dp.drop_counter(*r).unwrap();
+            let want = before[i].packets + u64::from(*r == reason);
+            assert_eq!(after.packets, want, "{name}: drop counter {r:?}");
+        }
+        assert_eq!(counters(&s.dp, s.other.0.ifindex).rx_packets, other_rx);
+    }
+    // From b's device, a's addresses are spoofed.
+    let (verdict, _) = run_tc(&s.dp, s.b.0.ifindex, &frames::udp(b"b"));
+    assert_eq!(verdict, TC_ACT_SHOT);
+}
+
+#[test]
+fn removing_an_endpoint_removes_its_fast_path() {
+    require_root!();
+    let mut s = setup();
+    s.dp.remove_endpoint(std::net::Ipv4Addr::from(s.b.1.ip))
+        .unwrap();
+    let (verdict, out) = run_tc(&s.dp, s.a.0.ifindex, &frames::udp(b"r"));
+    assert_eq!(
+        verdict, TC_ACT_UNSPEC,
+        "a removed destination must go to the kernel path"
+    );
+    assert_eq!(out, frames::udp(b"r"));
+    assert!(
+        s.dp.endpoint_counters(s.b.0.ifindex).is_err(),
+        "counters entry left"
+    );
+    // Removing twice is fine.
+    s.dp.remove_endpoint(std::net::Ipv4Addr::from(s.b.1.ip))
+        .unwrap();
+}

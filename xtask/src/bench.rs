@@ -1,0 +1,179 @@
+//! `cargo xtask bench`: set up, build `netpath` and `netpath-bench` (release), then replace
+//! xtask with `netpath-bench` (so Ctrl-C reaches it directly and it can clean up).
+
+use std::{
+    ffi::OsString,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{
+    cmd::{self, step},
+    setup,
+    tasks::Ctx,
+    workspace::Workspace,
+};
+
+/// The options `netpath-bench` takes, passed through.
+#[derive(clap::Args, Debug, Default)]
+pub struct BenchArgs {
+    /// Fewer rounds (2), fewer endpoints (200) and shorter traffic runs (3 s).
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only these scenarios (default: all; `setup`, `endpoint`).
+    #[arg(long = "scenario", value_name = "NAME", num_args = 1..)]
+    pub scenarios: Vec<String>,
+    /// Output directory (default: target/bench/<UTC date-time>, linked from
+    /// target/bench/latest).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// The arguments for `netpath-bench`, with `out` resolved.
+    fn to_args(&self, out: &Path, netpath: &Path) -> Vec<OsString> {
+        let mut args = Vec::new();
+        if self.quick {
+            args.push("--quick".into());
+        }
+        if !self.scenarios.is_empty() {
+            args.push("--scenario".into());
+            args.extend(self.scenarios.iter().map(OsString::from));
+        }
+        args.push("--out".into());
+        args.push(out.into());
+        args.push("--netpath-bin".into());
+        args.push(netpath.into());
+        args
+    }
+}
+
+/// `YYYY-MM-DDTHH-MM-SSZ`, now, in UTC.
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Creates `<target>/bench/<stamp>` and points `<target>/bench/latest` at it.
+fn default_out(target_dir: &Path) -> Result<PathBuf> {
+    let base = target_dir.join("bench");
+    let stamp = utc_stamp();
+    let out = base.join(&stamp);
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    let latest = base.join("latest");
+    match std::fs::remove_file(&latest) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot replace {}", latest.display()));
+        }
+        _ => {}
+    }
+    std::os::unix::fs::symlink(&stamp, &latest)
+        .with_context(|| format!("cannot link {} to {stamp}", latest.display()))?;
+    Ok(out)
+}
+
+pub fn bench(ws: Workspace, args: &BenchArgs) -> Result<()> {
+    if !setup::is_root() {
+        bail!(
+            "the bench needs root (network namespaces, links, a netpath daemon with BPF): run \
+             `sudo -E cargo xtask bench`"
+        );
+    }
+    let ctx = Ctx::new(ws)?;
+    step(
+        "build",
+        "netpath and netpath-bench (release, with the eBPF object)",
+        || {
+            let mut c = ctx.ws.command("cargo");
+            ctx.env.apply(&mut c);
+            cmd::run(c.args([
+                "build",
+                "--release",
+                "-p",
+                "netpath",
+                "--bin",
+                "netpath",
+                "-p",
+                "netpath-tests",
+                "--bin",
+                "netpath-bench",
+            ]))
+        },
+    )?;
+    let release = ctx.ws.target_dir.join("release");
+    let (netpath, bench) = (release.join("netpath"), release.join("netpath-bench"));
+    for bin in [&netpath, &bench] {
+        if !bin.is_file() {
+            bail!("the build succeeded but {} is missing", bin.display());
+        }
+    }
+    let out = match &args.out {
+        Some(dir) => ctx.ws.invoked_from.join(dir),
+        None => default_out(&ctx.ws.target_dir)?,
+    };
+    let mut run = ctx.ws.command(&bench);
+    ctx.env.apply(&mut run);
+    run.args(args.to_args(&out, &netpath));
+    println!("==> bench: {}", cmd::display(&run));
+    // exec: Ctrl-C reaches netpath-bench alone, which then removes what it created.
+    let err = Command::exec(&mut run);
+    Err(err).with_context(|| format!("cannot exec {}", bench.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamp_is_a_utc_date_time() {
+        let s = utc_stamp();
+        assert_eq!(s.len(), 20, "{s}");
+        assert!(s.ends_with('Z') && !s.contains(':'), "{s}");
+        assert!(s.starts_with("20"), "{s}");
+    }
+
+    #[test]
+    fn args_pass_through() {
+        let a = BenchArgs {
+            quick: true,
+            scenarios: vec!["setup".into(), "endpoint".into()],
+            out: None,
+        };
+        assert_eq!(
+            a.to_args(Path::new("/o"), Path::new("/n")),
+            [
+                "--quick",
+                "--scenario",
+                "setup",
+                "endpoint",
+                "--out",
+                "/o",
+                "--netpath-bin",
+                "/n"
+            ]
+        );
+    }
+}
