@@ -519,20 +519,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .hint("start it with `netpath daemon` (or pass the --bpffs it uses)")
                 .into());
             }
-            let stats = Datapath::open(&paths.bpffs, false)?.stats()?;
-            let stats: Vec<_> = stats.into_iter().filter(|s| all || s.packets > 0).collect();
+            let dp = Datapath::open(&paths.bpffs, false)?;
+            let classes: Vec<_> = dp
+                .stats()?
+                .into_iter()
+                .filter(|s| all || s.packets > 0)
+                .collect();
+            let endpoints = dp.endpoint_stats()?;
+            let drops: Vec<_> = dp
+                .drops()?
+                .into_iter()
+                .filter(|d| all || d.packets > 0)
+                .collect();
             if json {
-                print_json(&stats)
+                #[derive(Serialize)]
+                struct Stats<T, E, D> {
+                    classes: T,
+                    endpoints: E,
+                    drops: D,
+                }
+                print_json(&Stats {
+                    classes: &classes,
+                    endpoints: &endpoints,
+                    drops: &drops,
+                })
             } else {
+                println!("packets by hook and class");
                 println!(
-                    "{:<12} {:<20} {:>12} {:>14}",
+                    "  {:<12} {:<20} {:>12} {:>14}",
                     "HOOK", "CLASS", "PACKETS", "BYTES"
                 );
-                for s in stats {
+                for s in &classes {
                     println!(
-                        "{:<12} {:<20} {:>12} {:>14}",
+                        "  {:<12} {:<20} {:>12} {:>14}",
                         s.hook, s.class, s.packets, s.bytes
                     );
+                }
+                println!("endpoints (tx: sent by the endpoint; rx: delivered by the fast path)");
+                println!(
+                    "  {:<16} {:>8} {:>12} {:>14} {:>12} {:>14}",
+                    "IP", "IFINDEX", "TX PACKETS", "TX BYTES", "RX PACKETS", "RX BYTES"
+                );
+                for e in &endpoints {
+                    println!(
+                        "  {:<16} {:>8} {:>12} {:>14} {:>12} {:>14}",
+                        e.ip.to_string(),
+                        e.ifindex,
+                        e.tx_packets,
+                        e.tx_bytes,
+                        e.rx_packets,
+                        e.rx_bytes
+                    );
+                }
+                println!("drops");
+                println!("  {:<20} {:>12} {:>14}", "REASON", "PACKETS", "BYTES");
+                for d in &drops {
+                    println!("  {:<20} {:>12} {:>14}", d.reason, d.packets, d.bytes);
                 }
                 Ok(())
             }
