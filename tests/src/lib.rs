@@ -301,42 +301,11 @@ impl Daemon {
 
     /// (Re)starts the daemon process and waits (bounded) until its API answers.
     pub fn restart(&mut self) {
-        use std::io::BufRead;
         assert!(self.child.is_none(), "daemon already running");
-        let mut child = Command::new(netpath_bin())
-            .arg("daemon")
-            .arg("--no-default-network")
-            .args(self.paths.args())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn daemon");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let done = line.starts_with("Ctrl-C");
-                lines.push(line);
-                if done {
-                    let _ = tx.send(lines.clone());
-                }
-            }
-        });
-        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
-            Ok(_) => self.child = Some(child),
-            Err(_) => {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!(
-                    "daemon did not come up: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        }
+        let mut args = vec!["--no-default-network".to_owned()];
+        args.extend(self.paths.args());
+        let (child, _) = spawn_daemon(&args);
+        self.child = Some(child);
     }
 
     /// SIGKILLs the daemon (no cleanup runs in it).
@@ -410,6 +379,78 @@ impl Drop for Daemon {
         self.kill9();
         let _ = self.paths.netpath(&["reset"]);
         let _ = fs::remove_dir_all(self.paths.state_dir.parent().unwrap());
+    }
+}
+
+/// Starts `netpath daemon <args>` and waits (bounded, 60 s) for its "is up" report,
+/// which it prints once the API answers; returns the process and the lines printed.
+pub fn spawn_daemon(args: &[String]) -> (std::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(netpath_bin())
+        .arg("daemon")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn daemon");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let done = line.starts_with("Ctrl-C");
+            lines.push(line);
+            if done {
+                let _ = tx.send(lines.clone());
+            }
+        }
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(lines) => (child, lines),
+        Err(_) => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "daemon did not come up: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Runs `netpath reset` for `paths` when dropped — for tests that drive a
+/// `service::Service` in process. Runs on a thread of its own, since drop may happen on
+/// a runtime thread.
+pub struct ResetOnDrop(pub netpath::config::Paths);
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        let paths = self.0.clone();
+        let r = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(netpath::reset::reset(&paths)).map(drop)
+        })
+        .join();
+        if let Ok(Err(e)) = r {
+            eprintln!("reset: {e:#}");
+        }
+    }
+}
+
+impl DaemonPaths {
+    /// The same paths as the daemon's `config::Paths`.
+    pub fn to_paths(&self) -> netpath::config::Paths {
+        netpath::config::Paths {
+            state_dir: self.state_dir.clone(),
+            socket: self.socket.clone(),
+            bpffs: self.bpffs.clone(),
+        }
     }
 }
 

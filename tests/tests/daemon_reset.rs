@@ -2,50 +2,14 @@
 //! datapath, survives its own exit, is adopted by a restart, and `netpath reset` leaves
 //! no link, attachment, program or pin behind.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::process::Child;
 
 use aya::programs::{ProgramInfo, SchedClassifier, TcAttachType, loaded_programs};
 use netpath::{config, ebpf::PROGRAMS};
-use netpath_tests::{DaemonPaths, netpath_bin, require_root, run};
+use netpath_tests::{DaemonPaths, require_root, run, spawn_daemon};
 
-/// Starts the daemon and waits (bounded) for its "is up" report; returns it and the
-/// printed lines.
 fn start_daemon(paths: &DaemonPaths) -> (Child, Vec<String>) {
-    let mut child = Command::new(netpath_bin())
-        .arg("daemon")
-        .args(paths.args())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn daemon");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let done = line.starts_with("Ctrl-C");
-            lines.push(line);
-            if done {
-                let _ = tx.send(lines.clone());
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(lines) => (child, lines),
-        Err(_) => {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "daemon did not come up: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
+    spawn_daemon(&paths.args())
 }
 
 fn stop(mut child: Child, signal: nix::sys::signal::Signal) {

@@ -11,29 +11,13 @@ use std::{
 };
 
 use netpath::{
-    config::Paths,
     model::{Endpoint, EndpointCreate, Mode, NetworkCreate},
     service::Service,
 };
 use netpath_common::maps::DropReason;
-use netpath_tests::{DaemonPaths, NetNs, require_root, unique};
+use netpath_tests::{DaemonPaths, NetNs, ResetOnDrop, require_root, unique};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-struct Teardown(Paths);
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        let paths = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(netpath::reset::reset(&paths)).map(drop)
-        })
-        .join();
-    }
-}
 
 fn host_tx_packets(ifname: &str) -> u64 {
     std::fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/tx_packets"))
@@ -43,18 +27,19 @@ fn host_tx_packets(ifname: &str) -> u64 {
         .unwrap()
 }
 
-async fn two_endpoints(
-    mode: Mode,
-    subnet: &str,
-) -> (Teardown, Arc<Service>, [NetNs; 2], [Endpoint; 2]) {
+/// What a test holds: cleanup guards (reset, then the private temp dir), the service,
+/// the two namespaces and their endpoints.
+type Fixture = (
+    (ResetOnDrop, DaemonPaths),
+    Arc<Service>,
+    [NetNs; 2],
+    [Endpoint; 2],
+);
+
+async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
     let d = DaemonPaths::new();
-    let paths = Paths {
-        state_dir: d.state_dir.clone(),
-        socket: d.socket.clone(),
-        bpffs: d.bpffs.clone(),
-    };
-    std::mem::forget(d); // Teardown owns cleanup (reset removes the state dir).
-    let t = Teardown(paths.clone());
+    let paths = d.to_paths();
+    let t = (ResetOnDrop(paths.clone()), d);
     let svc = Arc::new(Service::open(paths, false).await.expect("open service"));
     let name = unique("fp");
     svc.create_network(NetworkCreate {

@@ -4,45 +4,21 @@
 use std::{collections::HashSet, net::Ipv4Addr, sync::Arc};
 
 use netpath::{
-    config::Paths,
     model::{EndpointCreate, Mode, NetworkCreate, TapCreate},
     service::Service,
 };
-use netpath_tests::{DaemonPaths, NetNs, require_root, run, unique};
-
-struct Teardown(Paths);
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        // Drop runs on a runtime thread: reset on a thread of its own.
-        let paths = self.0.clone();
-        let r = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(netpath::reset::reset(&paths)).map(drop)
-        })
-        .join();
-        if let Ok(Err(e)) = r {
-            eprintln!("reset: {e:#}");
-        }
-    }
-}
-
-fn paths(d: &DaemonPaths) -> Paths {
-    Paths {
-        state_dir: d.state_dir.clone(),
-        socket: d.socket.clone(),
-        bpffs: d.bpffs.clone(),
-    }
-}
+use netpath_tests::{DaemonPaths, NetNs, ResetOnDrop, require_root, run, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_parallel_endpoints_reach_their_gateway() {
     require_root!();
     let d = DaemonPaths::new();
-    let _t = Teardown(paths(&d));
-    let svc = Arc::new(Service::open(paths(&d), false).await.expect("open service"));
+    let _t = ResetOnDrop(d.to_paths());
+    let svc = Arc::new(
+        Service::open(d.to_paths(), false)
+            .await
+            .expect("open service"),
+    );
     let name = unique("n");
     let net = svc
         .create_network(NetworkCreate {
@@ -121,8 +97,12 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
 async fn sixteen_taps_with_owner_and_host_routes() {
     require_root!();
     let d = DaemonPaths::new();
-    let _t = Teardown(paths(&d));
-    let svc = Arc::new(Service::open(paths(&d), false).await.expect("open service"));
+    let _t = ResetOnDrop(d.to_paths());
+    let svc = Arc::new(
+        Service::open(d.to_paths(), false)
+            .await
+            .expect("open service"),
+    );
     let name = unique("r");
     svc.create_network(NetworkCreate {
         name: name.clone(),
