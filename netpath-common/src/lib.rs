@@ -12,4 +12,5 @@
 
 pub mod forward;
 pub mod maps;
+pub mod nat;
 pub mod packet;

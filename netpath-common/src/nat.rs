@@ -1,0 +1,272 @@
+//! Pure NAT logic shared by the eBPF programs and host tests: connection tuples, the
+//! map keys/values of the NAT tables, source-port selection with bounded retries, and
+//! RFC 1624 incremental checksum updates.
+//!
+//! The kernel side applies rewrites with `bpf_l3_csum_replace`/`bpf_l4_csum_replace`
+//! (which also handle checksum offload); the functions here compute the same updates
+//! for packets whose checksums are complete, so host tests and the fuzz target can
+//! check every rewrite byte for byte.
+
+/// A connection as seen in one direction. Addresses are network-order bytes, ports are
+/// host-order numbers (the ICMP echo identifier takes the place of both ports).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<Tuple>() == 16);
+
+// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Tuple {}
+
+impl Tuple {
+    pub const fn new(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Tuple {
+        Tuple {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
+    /// The same connection seen from the other side.
+    pub const fn reversed(&self) -> Tuple {
+        Tuple::new(self.proto, self.dst, self.dport, self.src, self.sport)
+    }
+}
+
+/// What a NAT entry maps to: the address and port that replace the originals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatTarget {
+    pub addr: [u8; 4],
+    pub port: u16,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<NatTarget>() == 8);
+
+// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NatTarget {}
+
+/// An inclusive port range to allocate NAT source ports from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+/// Default masquerade port range (Linux's default ephemeral range).
+pub const MASQ_PORTS: PortRange = PortRange {
+    first: 32768,
+    last: 60999,
+};
+
+/// How many ports the datapath tries before giving up on a new connection.
+pub const PORT_RETRIES: u32 = 16;
+
+/// A cheap, well-mixed 32-bit hash of a tuple (for picking a port to start from).
+#[inline(always)]
+pub fn tuple_hash(t: &Tuple) -> u32 {
+    let mut h: u32 = 0x9e37_79b9 ^ u32::from(t.proto);
+    for w in [
+        u32::from_be_bytes(t.src),
+        u32::from_be_bytes(t.dst),
+        (u32::from(t.sport) << 16) | u32::from(t.dport),
+    ] {
+        h ^= w;
+        h = h.wrapping_mul(0x85eb_ca6b);
+        h ^= h >> 13;
+        h = h.wrapping_mul(0xc2b2_ae35);
+        h ^= h >> 16;
+    }
+    h
+}
+
+/// The `attempt`-th candidate NAT port for a connection hashing to `hash`: consecutive
+/// attempts walk the range from a hash-chosen start, so collisions resolve in a few
+/// probes and different connections spread over the range.
+#[inline(always)]
+pub fn port_candidate(hash: u32, attempt: u32, range: PortRange) -> u16 {
+    let span = u32::from(range.last) - u32::from(range.first) + 1;
+    (u32::from(range.first) + (hash.wrapping_add(attempt)) % span) as u16
+}
+
+/// RFC 1624 eqn. 3: the checksum `sum` after a 16-bit field changes `from` → `to`.
+#[inline(always)]
+pub const fn csum_replace2(sum: u16, from: u16, to: u16) -> u16 {
+    let s = (!sum) as u32 + (!from) as u32 + to as u32;
+    !fold16(s)
+}
+
+/// The checksum `sum` after a 32-bit field (an IPv4 address) changes `from` → `to`.
+#[inline(always)]
+pub const fn csum_replace4(sum: u16, from: [u8; 4], to: [u8; 4]) -> u16 {
+    let s = csum_replace2(
+        sum,
+        u16::from_be_bytes([from[0], from[1]]),
+        u16::from_be_bytes([to[0], to[1]]),
+    );
+    csum_replace2(
+        s,
+        u16::from_be_bytes([from[2], from[3]]),
+        u16::from_be_bytes([to[2], to[3]]),
+    )
+}
+
+/// UDP transmits a computed checksum of 0 as 0xffff (RFC 768); 0 means "no checksum"
+/// and must stay 0 through NAT.
+#[inline(always)]
+pub const fn udp_csum_replace4(sum: u16, from: [u8; 4], to: [u8; 4]) -> u16 {
+    if sum == 0 {
+        return 0;
+    }
+    match csum_replace4(sum, from, to) {
+        0 => 0xffff,
+        s => s,
+    }
+}
+
+#[inline(always)]
+pub const fn udp_csum_replace2(sum: u16, from: u16, to: u16) -> u16 {
+    if sum == 0 {
+        return 0;
+    }
+    match csum_replace2(sum, from, to) {
+        0 => 0xffff,
+        s => s,
+    }
+}
+
+/// Folds a 32-bit one's-complement sum to 16 bits (without complementing).
+#[inline(always)]
+const fn fold16(mut s: u32) -> u16 {
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+    s as u16
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::{collections::HashSet, vec::Vec};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::packet::checksum;
+
+    /// TCP/UDP checksum over the IPv4 pseudo-header and `l4`.
+    fn l4_csum(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> u16 {
+        let mut p = Vec::new();
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&[0, proto]);
+        p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        p.extend_from_slice(l4);
+        checksum(&p)
+    }
+
+    #[test]
+    fn reversed_twice_is_identity() {
+        let t = Tuple::new(6, [10, 0, 0, 2], 40000, [1, 1, 1, 1], 443);
+        assert_eq!(t.reversed().reversed(), t);
+        assert_eq!(t.reversed().src, t.dst);
+        assert_eq!(t.reversed().sport, t.dport);
+    }
+
+    #[test]
+    fn port_candidates_stay_in_range_and_cover_it() {
+        let r = PortRange {
+            first: 1000,
+            last: 1009,
+        };
+        let all: HashSet<u16> = (0..10).map(|a| port_candidate(12345, a, r)).collect();
+        assert_eq!(all.len(), 10);
+        assert!(all.iter().all(|p| (1000..=1009).contains(p)));
+        let one = PortRange { first: 7, last: 7 };
+        assert_eq!(port_candidate(u32::MAX, u32::MAX, one), 7);
+    }
+
+    #[test]
+    fn known_checksum_update() {
+        // RFC 1624 example shape: a header whose checksum we recompute after a change.
+        let mut hdr = [
+            0x45, 0, 0, 0x54, 0, 0, 0x40, 0, 64, 1, 0, 0, 10, 0, 0, 2, 8, 8, 8, 8,
+        ];
+        let c = checksum(&hdr);
+        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        let new = csum_replace4(c, [10, 0, 0, 2], [192, 0, 2, 7]);
+        hdr[12..16].copy_from_slice(&[192, 0, 2, 7]);
+        hdr[10..12].copy_from_slice(&[0, 0]);
+        assert_eq!(new, checksum(&hdr));
+    }
+
+    #[test]
+    fn udp_zero_checksum_stays_zero() {
+        assert_eq!(udp_csum_replace4(0, [10, 0, 0, 2], [1, 2, 3, 4]), 0);
+        assert_eq!(udp_csum_replace2(0, 1, 2), 0);
+    }
+
+    proptest! {
+        /// Incremental updates of an address and a port give exactly the checksum a
+        /// full recomputation gives (TCP and UDP, any payload).
+        #[test]
+        fn incremental_equals_full_recompute(
+            src in any::<[u8; 4]>(), dst in any::<[u8; 4]>(), new_src in any::<[u8; 4]>(),
+            sport in any::<u16>(), new_sport in any::<u16>(), dport in any::<u16>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..64), udp in any::<bool>(),
+        ) {
+            let proto = if udp { 17 } else { 6 };
+            let mut l4 = Vec::new();
+            l4.extend_from_slice(&sport.to_be_bytes());
+            l4.extend_from_slice(&dport.to_be_bytes());
+            let csum_at = if udp { 6 } else { 16 };
+            if udp {
+                l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+                l4.extend_from_slice(&[0, 0]);
+            } else {
+                l4.extend_from_slice(&[0; 16]);
+            }
+            l4.extend_from_slice(&payload);
+            let mut c = l4_csum(proto, src, dst, &l4);
+            if udp && c == 0 { c = 0xffff; }
+            // SNAT: source address and port change.
+            let (mut inc, inc2);
+            if udp {
+                inc = udp_csum_replace4(c, src, new_src);
+                inc2 = udp_csum_replace2(inc, sport, new_sport);
+            } else {
+                inc = csum_replace4(c, src, new_src);
+                inc2 = csum_replace2(inc, sport, new_sport);
+            }
+            inc = inc2;
+            l4[0..2].copy_from_slice(&new_sport.to_be_bytes());
+            let mut full = l4_csum(proto, new_src, dst, &l4);
+            if udp && full == 0 { full = 0xffff; }
+            // Equal to the recomputed checksum, up to one's complement's two zeros.
+            prop_assert!(inc == full || (inc | full) == 0xffff && (inc & full) == 0,
+                "incremental {inc:#06x} full {full:#06x}");
+            // And the packet verifies: its sum with the checksum in place is all ones.
+            l4[csum_at..csum_at + 2].copy_from_slice(&inc.to_be_bytes());
+            let verify = l4_csum(proto, new_src, dst, &l4);
+            prop_assert!(verify == 0 || verify == 0xffff, "verify {verify:#06x}");
+        }
+
+        /// Port candidates never leave the range.
+        #[test]
+        fn candidates_in_range(h in any::<u32>(), a in any::<u32>(), first in any::<u16>(), len in 0u16..2000) {
+            let last = first.saturating_add(len);
+            let p = port_candidate(h, a, PortRange { first, last });
+            prop_assert!(p >= first && p <= last);
+        }
+    }
+}
