@@ -95,16 +95,19 @@ pub enum DropReason {
     OtherNetwork = 3,
     /// Rewriting or redirecting the packet failed.
     RedirectFailed = 4,
+    /// Masquerade found no free port, or a NAT rewrite failed.
+    NatFailed = 5,
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     pub const ALL: [DropReason; Self::COUNT as usize] = [
         DropReason::SpoofedIp,
         DropReason::SpoofedMac,
         DropReason::SpoofedArp,
         DropReason::OtherNetwork,
         DropReason::RedirectFailed,
+        DropReason::NatFailed,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -114,6 +117,7 @@ impl DropReason {
             DropReason::SpoofedArp => "spoofed_arp",
             DropReason::OtherNetwork => "other_network",
             DropReason::RedirectFailed => "redirect_failed",
+            DropReason::NatFailed => "nat_failed",
         }
     }
 }
@@ -134,17 +138,28 @@ unsafe impl aya::Pod for EndpointCounters {}
 pub enum Hook {
     /// XDP program (driver or generic mode).
     Xdp = 0,
-    /// tc (tcx) ingress classifier.
+    /// tc (tcx) ingress classifier on endpoints' host-side devices and bridges.
     TcIngress = 1,
+    /// tc (tcx) egress on an uplink: egress masquerade (SNAT).
+    UplinkEgress = 2,
+    /// tc (tcx) ingress on an uplink: replies to masqueraded connections (reverse SNAT).
+    UplinkIngress = 3,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 2] = [Hook::Xdp, Hook::TcIngress];
+    pub const ALL: [Hook; 4] = [
+        Hook::Xdp,
+        Hook::TcIngress,
+        Hook::UplinkEgress,
+        Hook::UplinkIngress,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Hook::Xdp => "xdp",
             Hook::TcIngress => "tc_ingress",
+            Hook::UplinkEgress => "uplink_egress",
+            Hook::UplinkIngress => "uplink_ingress",
         }
     }
 }

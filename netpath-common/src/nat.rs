@@ -57,6 +57,28 @@ const _: () = assert!(core::mem::size_of::<NatTarget>() == 8);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for NatTarget {}
 
+/// Map names of the NAT state and configuration.
+pub const SNAT_MAP: &str = "NETPATH_SNAT";
+pub const RNAT_MAP: &str = "NETPATH_RNAT";
+pub const UPLINKS_MAP: &str = "NETPATH_UPLINKS";
+pub const MASQ_SRC_MAP: &str = "NETPATH_MASQ_SRC";
+/// Connections the NAT tables hold (LRU: the least recently used are evicted).
+pub const NAT_ENTRIES: u32 = 262_144;
+
+/// An uplink: the address egress masquerade rewrites sources to, and its port range.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uplink {
+    pub addr: [u8; 4],
+    pub first_port: u16,
+    pub last_port: u16,
+}
+const _: () = assert!(core::mem::size_of::<Uplink>() == 8);
+
+// SAFETY: `repr(C)`, integers and byte arrays only, no padding.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Uplink {}
+
 /// An inclusive port range to allocate NAT source ports from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {
@@ -96,8 +118,16 @@ pub fn tuple_hash(t: &Tuple) -> u32 {
 /// probes and different connections spread over the range.
 #[inline(always)]
 pub fn port_candidate(hash: u32, attempt: u32, range: PortRange) -> u16 {
-    let span = u32::from(range.last) - u32::from(range.first) + 1;
-    (u32::from(range.first) + (hash.wrapping_add(attempt)) % span) as u16
+    // No panicking arithmetic (the eBPF programs have no panic path): a reversed range
+    // counts as a single port.
+    let span = u32::from(range.last)
+        .wrapping_sub(u32::from(range.first))
+        .wrapping_add(1);
+    let offset = match hash.wrapping_add(attempt).checked_rem(span) {
+        Some(o) if range.last >= range.first => o,
+        _ => 0,
+    };
+    (u32::from(range.first) + offset) as u16
 }
 
 /// RFC 1624 eqn. 3: the checksum `sum` after a 16-bit field changes `from` → `to`.

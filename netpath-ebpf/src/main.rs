@@ -5,6 +5,7 @@
 
 mod endpoints;
 mod frame;
+mod nat;
 mod stats;
 
 use aya_ebpf::{
@@ -107,6 +108,37 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
             TC_ACT_REDIRECT
         }
     }
+}
+
+/// tc (tcx) egress on an uplink: egress masquerade.
+#[classifier]
+pub fn netpath_tc_uplink_egress(ctx: TcContext) -> i32 {
+    let frame = TcFrame::new(&ctx);
+    let c = classify(&frame);
+    let len = ctx.len() as u64;
+    stats::count(Hook::UplinkEgress, c.class, len);
+    // SAFETY: as in netpath_tc_ingress.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if nat::egress(&ctx, &frame, c, ifindex).is_err() {
+        // No port left, or a rewrite failed: never send a half-translated packet.
+        count_drop(DropReason::NatFailed, len);
+        return TC_ACT_SHOT;
+    }
+    TC_ACT_UNSPEC
+}
+
+/// tc (tcx) ingress on an uplink: replies to masqueraded connections.
+#[classifier]
+pub fn netpath_tc_uplink_ingress(ctx: TcContext) -> i32 {
+    let frame = TcFrame::new(&ctx);
+    let c = classify(&frame);
+    let len = ctx.len() as u64;
+    stats::count(Hook::UplinkIngress, c.class, len);
+    if nat::ingress(&ctx, &frame, c).is_err() {
+        count_drop(DropReason::NatFailed, len);
+        return TC_ACT_SHOT;
+    }
+    TC_ACT_UNSPEC
 }
 
 #[cfg(not(test))]

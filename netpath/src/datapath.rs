@@ -22,7 +22,10 @@ use std::{
 
 use aya::{
     EbpfLoader,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{
+        HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        lpm_trie::Key as LpmKey,
+    },
     pin::PinError,
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
@@ -37,18 +40,26 @@ use netpath_common::{
         Counter, DROPS_MAP, DropReason, ENDPOINTS_MAP, EP_STATS_MAP, EndpointCounters, EndpointKey,
         EndpointValue, Hook, IFACES_MAP, STATS_MAP, stat_index,
     },
+    nat::{MASQ_SRC_MAP, NatTarget, RNAT_MAP, SNAT_MAP, Tuple, UPLINKS_MAP, Uplink},
     packet::PacketClass,
 };
 
-use crate::ebpf::{OBJECT, PROGRAMS, ProgramKind, TC_INGRESS_PROG, XDP_PROG};
+use crate::ebpf::{
+    OBJECT, PROGRAMS, ProgramKind, TC_INGRESS_PROG, UPLINK_EGRESS_PROG, UPLINK_INGRESS_PROG,
+    XDP_PROG,
+};
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 5] = [
+pub const MAPS: [&str; 9] = [
     STATS_MAP,
     ENDPOINTS_MAP,
     IFACES_MAP,
     EP_STATS_MAP,
     DROPS_MAP,
+    SNAT_MAP,
+    RNAT_MAP,
+    UPLINKS_MAP,
+    MASQ_SRC_MAP,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -199,12 +210,16 @@ pub struct Datapath {
     pins: Pins,
     origin: Origin,
     xdp: Xdp,
-    tc_ingress: SchedClassifier,
+    /// The tc programs, by [`tc_hooks`] position.
+    tc: [SchedClassifier; 3],
     stats: PerCpuArray<MapData, Counter>,
     endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
     ifaces: HashMap<MapData, u32, EndpointValue>,
     ep_stats: PerCpuHashMap<MapData, u32, EndpointCounters>,
     drops: PerCpuArray<MapData, Counter>,
+    snat: HashMap<MapData, Tuple, NatTarget>,
+    uplinks: HashMap<MapData, u32, Uplink>,
+    masq_src: LpmTrie<MapData, [u8; 4], u32>,
 }
 
 /// One endpoint's counters, summed over CPUs.
@@ -244,13 +259,13 @@ impl Datapath {
                     source,
                 }
             })?;
-        let tc_ingress =
-            SchedClassifier::from_pin(pins.prog(TC_INGRESS_PROG)).map_err(|source| {
-                DatapathError::Program {
-                    program: TC_INGRESS_PROG,
-                    source,
-                }
-            })?;
+        let open_tc = |hook: Hook| {
+            let program = tc_program(hook);
+            SchedClassifier::from_pin(pins.prog(program))
+                .map_err(|source| DatapathError::Program { program, source })
+        };
+        let [a, b, c] = TC_HOOKS;
+        let tc = [open_tc(a)?, open_tc(b)?, open_tc(c)?];
         let stats = open_map(&pins, STATS_MAP)?;
         let stats = PerCpuArray::try_from(stats).map_err(|source| DatapathError::OpenMap {
             path: pins.map(STATS_MAP),
@@ -268,11 +283,19 @@ impl Datapath {
             .map_err(typed_err(EP_STATS_MAP))?;
         let drops =
             PerCpuArray::try_from(open_map(&pins, DROPS_MAP)?).map_err(typed_err(DROPS_MAP))?;
+        let snat = HashMap::try_from(open_map(&pins, SNAT_MAP)?).map_err(typed_err(SNAT_MAP))?;
+        let uplinks =
+            HashMap::try_from(open_map(&pins, UPLINKS_MAP)?).map_err(typed_err(UPLINKS_MAP))?;
+        let masq_src =
+            LpmTrie::try_from(open_map(&pins, MASQ_SRC_MAP)?).map_err(typed_err(MASQ_SRC_MAP))?;
         Ok(Datapath {
+            snat,
+            uplinks,
+            masq_src,
             pins,
             origin,
             xdp,
-            tc_ingress,
+            tc,
             stats,
             endpoints,
             ifaces,
@@ -290,17 +313,35 @@ impl Datapath {
     pub fn xdp(&self) -> &Xdp {
         &self.xdp
     }
+    /// The endpoint-facing tc ingress program.
     pub fn tc_ingress(&self) -> &SchedClassifier {
-        &self.tc_ingress
+        self.tc_prog(Hook::TcIngress)
     }
 
-    /// Attaches the tc ingress program to `ifname` with tcx (a bpf_link, kernel ≥ 6.6)
-    /// and pins the link. An existing pinned attachment is kept, or switched to this
-    /// datapath's program if it was just (re)loaded.
+    /// The tc program of `hook` (which must be a tc hook).
+    pub fn tc_prog(&self, hook: Hook) -> &SchedClassifier {
+        &self.tc[tc_slot(hook)]
+    }
+
+    /// Attaches the endpoint-facing tc ingress program to `ifname`.
     pub fn attach_tc_ingress(&mut self, ifname: &str, ifindex: u32) -> Result<Attachment> {
-        let pin = self.pins.link(Hook::TcIngress, ifname, ifindex);
+        self.attach_tc(Hook::TcIngress, ifname, ifindex)
+    }
+
+    /// Attaches the tc program of `hook` to `ifname` (ingress or egress as the hook
+    /// says) with tcx (a bpf_link, kernel ≥ 6.6) and pins the link. An existing pinned
+    /// attachment is kept, or switched to this datapath's program if it was just
+    /// (re)loaded.
+    pub fn attach_tc(&mut self, hook: Hook, ifname: &str, ifindex: u32) -> Result<Attachment> {
+        let pin = self.pins.link(hook, ifname, ifindex);
+        let program = tc_program(hook);
+        let attach_type = match hook {
+            Hook::UplinkEgress => TcAttachType::Egress,
+            _ => TcAttachType::Ingress,
+        };
+        let prog = &mut self.tc[tc_slot(hook)];
         let attach_err = |source| DatapathError::Attach {
-            program: TC_INGRESS_PROG,
+            program,
             ifname: ifname.to_owned(),
             source,
         };
@@ -310,19 +351,16 @@ impl Datapath {
             }
             let link = SchedClassifierLink::try_from(FdLink::from(old))
                 .map_err(|source| link_err(ifname, source))?;
-            let id = self.tc_ingress.attach_to_link(link).map_err(attach_err)?;
-            let link = self.tc_ingress.take_link(id).map_err(attach_err)?;
+            let id = prog.attach_to_link(link).map_err(attach_err)?;
+            let link = prog.take_link(id).map_err(attach_err)?;
             pin_link(
                 FdLink::try_from(link).map_err(|source| link_err(ifname, source))?,
                 &pin,
             )?;
             return Ok(Attachment::Replaced);
         }
-        let id = self
-            .tc_ingress
-            .attach(ifname, TcAttachType::Ingress)
-            .map_err(attach_err)?;
-        let link = self.tc_ingress.take_link(id).map_err(attach_err)?;
+        let id = prog.attach(ifname, attach_type).map_err(attach_err)?;
+        let link = prog.take_link(id).map_err(attach_err)?;
         pin_link(
             FdLink::try_from(link).map_err(|source| link_err(ifname, source))?,
             &pin,
@@ -400,6 +438,48 @@ impl Datapath {
             absent_ok(EP_STATS_MAP, self.ep_stats.remove(&v.ifindex))?;
         }
         absent_ok(ENDPOINTS_MAP, self.endpoints.remove(&key))
+    }
+
+    /// Makes `ifindex` an uplink whose masqueraded connections take `uplink.addr`.
+    pub fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<()> {
+        self.uplinks
+            .insert(ifindex, uplink, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: UPLINKS_MAP,
+                source,
+            })
+    }
+
+    /// Stops masquerading on `ifindex`; absent is fine.
+    pub fn remove_uplink(&mut self, ifindex: u32) -> Result<()> {
+        absent_ok(UPLINKS_MAP, self.uplinks.remove(&ifindex))
+    }
+
+    /// Masquerades traffic from `subnet` (network `network_id`) leaving an uplink.
+    pub fn add_masq_subnet(&mut self, subnet: ipnet::Ipv4Net, network_id: u16) -> Result<()> {
+        let key = LpmKey::new(u32::from(subnet.prefix_len()), subnet.network().octets());
+        self.masq_src
+            .insert(&key, u32::from(network_id), 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: MASQ_SRC_MAP,
+                source,
+            })
+    }
+
+    /// Stops masquerading `subnet`; absent is fine.
+    pub fn remove_masq_subnet(&mut self, subnet: ipnet::Ipv4Net) -> Result<()> {
+        let key = LpmKey::new(u32::from(subnet.prefix_len()), subnet.network().octets());
+        absent_ok(MASQ_SRC_MAP, self.masq_src.remove(&key))
+    }
+
+    /// The masquerade mapping of connection `orig`, if one exists.
+    pub fn snat_entry(&self, orig: &Tuple) -> Option<NatTarget> {
+        self.snat.get(orig, 0).ok()
+    }
+
+    /// Number of masqueraded connections tracked.
+    pub fn snat_count(&self) -> usize {
+        self.snat.keys().filter(|k| k.is_ok()).count()
     }
 
     /// Every endpoint's counters.
@@ -543,6 +623,21 @@ impl Datapath {
     }
 }
 
+/// The tc hooks, in the order of `Datapath::tc`.
+const TC_HOOKS: [Hook; 3] = [Hook::TcIngress, Hook::UplinkEgress, Hook::UplinkIngress];
+
+fn tc_slot(hook: Hook) -> usize {
+    TC_HOOKS.iter().position(|h| *h == hook).expect("a tc hook")
+}
+
+fn tc_program(hook: Hook) -> &'static str {
+    match hook {
+        Hook::UplinkEgress => UPLINK_EGRESS_PROG,
+        Hook::UplinkIngress => UPLINK_INGRESS_PROG,
+        _ => TC_INGRESS_PROG,
+    }
+}
+
 /// Loads the object into the kernel and pins every program and map under `pins`.
 /// Maps already pinned there are reused (aya opens an existing pin instead of creating).
 fn load_and_pin(pins: &Pins) -> Result<()> {
@@ -583,7 +678,7 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
                 let p: &mut Xdp = program.try_into().map_err(load_err)?;
                 p.load().map_err(load_err)?;
             }
-            ProgramKind::TcIngress => {
+            ProgramKind::Tc => {
                 let p: &mut SchedClassifier = program.try_into().map_err(load_err)?;
                 p.load().map_err(load_err)?;
             }

@@ -8,15 +8,20 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// Program names in the object (the Rust function names of the entry points).
 pub const XDP_PROG: &str = "netpath_xdp";
 pub const TC_INGRESS_PROG: &str = "netpath_tc_ingress";
+pub const UPLINK_EGRESS_PROG: &str = "netpath_tc_uplink_egress";
+pub const UPLINK_INGRESS_PROG: &str = "netpath_tc_uplink_ingress";
 
 /// Every program in the object, with its kind.
-pub const PROGRAMS: [(&str, ProgramKind); 2] = [
+pub const PROGRAMS: [(&str, ProgramKind); 4] = [
     (XDP_PROG, ProgramKind::Xdp),
-    (TC_INGRESS_PROG, ProgramKind::TcIngress),
+    (TC_INGRESS_PROG, ProgramKind::Tc),
+    (UPLINK_EGRESS_PROG, ProgramKind::Tc),
+    (UPLINK_INGRESS_PROG, ProgramKind::Tc),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgramKind {
     Xdp,
-    TcIngress,
+    /// A tc classifier (attached with tcx).
+    Tc,
 }

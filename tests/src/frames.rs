@@ -112,3 +112,83 @@ pub fn ipv6_udp() -> Vec<u8> {
     f.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 8, 0, 0]);
     f
 }
+
+/// Ethernet + IPv4 from `src` to `dst` carrying `l4` (protocol `proto`), with a valid
+/// header checksum and the given IP flags/fragment field.
+pub fn ipv4_between(proto: u8, src: [u8; 4], dst: [u8; 4], frag: u16, l4: &[u8]) -> Vec<u8> {
+    let total = (20 + l4.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0x12, 0x34]);
+    ip.extend_from_slice(&frag.to_be_bytes());
+    ip.extend_from_slice(&[64, proto, 0, 0]);
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = ethernet(ETH_P_IP);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(l4);
+    f
+}
+
+fn pseudo_sum(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> u16 {
+    let mut p = Vec::new();
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    p.extend_from_slice(l4);
+    checksum(&p)
+}
+
+/// TCP (ACK|PSH) `src:sport` → `dst:dport` with `payload`, all checksums valid.
+pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&7u32.to_be_bytes());
+    t.extend_from_slice(&9u32.to_be_bytes());
+    t.extend_from_slice(&[0x50, 0x18, 0x20, 0x00, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    let c = pseudo_sum(IPPROTO_TCP, src, dst, &t);
+    t[16..18].copy_from_slice(&c.to_be_bytes());
+    ipv4_between(IPPROTO_TCP, src, dst, 0x4000, &t)
+}
+
+/// UDP `src:sport` → `dst:dport` with `payload`; checksum valid, or 0 ("none") if
+/// `no_checksum`.
+pub fn udp4(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    payload: &[u8],
+    no_checksum: bool,
+) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    if !no_checksum {
+        let c = match pseudo_sum(IPPROTO_UDP, src, dst, &u) {
+            0 => 0xffff,
+            c => c,
+        };
+        u[6..8].copy_from_slice(&c.to_be_bytes());
+    }
+    ipv4_between(IPPROTO_UDP, src, dst, 0, &u)
+}
+
+/// ICMP echo request (`kind` 8) or reply (0) with identifier `id`.
+pub fn icmp4(src: [u8; 4], dst: [u8; 4], kind: u8, id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut i = vec![kind, 0, 0, 0];
+    i.extend_from_slice(&id.to_be_bytes());
+    i.extend_from_slice(&1u16.to_be_bytes());
+    i.extend_from_slice(payload);
+    let c = checksum(&i);
+    i[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_between(IPPROTO_ICMP, src, dst, 0, &i)
+}

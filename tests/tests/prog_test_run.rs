@@ -66,7 +66,7 @@ fn check(dp: &Datapath, hook: Hook, frame: &[u8], expect: PacketClass) {
     // The kernel builds an skb for tc test runs and refuses (EINVAL) an IPv4 ethertype
     // without a full IPv4 header; such a frame cannot reach a tc program. It must then
     // leave the counters alone.
-    if hook == Hook::TcIngress && expect == PacketClass::MalformedIpv4 && frame.len() < 14 + 20 {
+    if hook != Hook::Xdp && expect == PacketClass::MalformedIpv4 && frame.len() < 14 + 20 {
         let opts = TestRunOptions {
             data_in: Some(frame),
             ..TestRunOptions::default()
@@ -87,7 +87,7 @@ fn check(dp: &Datapath, hook: Hook, frame: &[u8], expect: PacketClass) {
     };
     let (result, verdict) = match hook {
         Hook::Xdp => (dp.xdp().test_run(opts), XDP_PASS),
-        Hook::TcIngress => (dp.tc_ingress().test_run(opts), TC_ACT_UNSPEC),
+        tc => (dp.tc_prog(tc).test_run(opts), TC_ACT_UNSPEC),
     };
     let result = result.unwrap_or_else(|e| panic!("{hook:?} test_run: {e}"));
     assert_eq!(
@@ -187,7 +187,7 @@ fn truncated_ethernet_is_refused_before_the_program() {
         };
         let r = match hook {
             Hook::Xdp => dp.xdp().test_run(opts),
-            Hook::TcIngress => dp.tc_ingress().test_run(opts),
+            tc => dp.tc_prog(tc).test_run(opts),
         };
         match r {
             Err(e) => eprintln!("{hook:?}: kernel refused a 10-byte frame: {e}"),

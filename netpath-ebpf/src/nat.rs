@@ -1,0 +1,262 @@
+//! Egress masquerade on an uplink: SNAT of connections from netpath networks to the
+//! uplink's address (tc egress), and the reverse translation of their replies (tc
+//! ingress). Connection state lives in two LRU maps written as a pair: `NETPATH_SNAT`
+//! (original tuple → new source) and `NETPATH_RNAT` (reply tuple → original source).
+//! TCP, UDP (a zero UDP checksum stays zero) and ICMP echo (by identifier). Fragments
+//! and everything else go to the kernel path untouched.
+
+use aya_ebpf::{
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
+    macros::map,
+    maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
+    programs::TcContext,
+};
+use netpath_common::{
+    nat::{
+        NAT_ENTRIES, NatTarget, PORT_RETRIES, PortRange, Tuple, Uplink, port_candidate, tuple_hash,
+    },
+    packet::{Classified, Frame, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PacketClass},
+};
+
+use crate::frame::TcFrame;
+
+#[map(name = "NETPATH_SNAT")]
+static NETPATH_SNAT: LruHashMap<Tuple, NatTarget> = LruHashMap::with_max_entries(NAT_ENTRIES, 0);
+
+#[map(name = "NETPATH_RNAT")]
+static NETPATH_RNAT: LruHashMap<Tuple, NatTarget> = LruHashMap::with_max_entries(NAT_ENTRIES, 0);
+
+/// Uplink ifindex → its address and port range.
+#[map(name = "NETPATH_UPLINKS")]
+static NETPATH_UPLINKS: HashMap<u32, Uplink> = HashMap::with_max_entries(256, 0);
+
+/// Subnets whose traffic is masqueraded (value: network id).
+#[map(name = "NETPATH_MASQ_SRC")]
+static NETPATH_MASQ_SRC: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(4096, 0);
+
+const IP_CSUM: usize = 14 + 10;
+const IP_SRC: usize = 14 + 12;
+const IP_DST: usize = 14 + 16;
+const ICMP_ECHO_REQUEST: u8 = 8;
+const ICMP_ECHO_REPLY: u8 = 0;
+
+/// Where a packet's ports (or ICMP identifier) and L4 checksum are.
+struct L4 {
+    proto: u8,
+    /// Offset of the source port (TCP/UDP) or of the identifier (ICMP).
+    sport_at: usize,
+    /// Offset of the destination port (TCP/UDP) or of the identifier (ICMP).
+    dport_at: usize,
+    csum_at: usize,
+    /// The checksum covers the pseudo-header (TCP/UDP), so address changes touch it.
+    pseudo: bool,
+    /// UDP: a zero checksum means "none" and must stay zero.
+    mangled_zero: bool,
+}
+
+impl L4 {
+    /// The L4 layout of a TCP/UDP packet or of an ICMP echo of type `icmp_type`.
+    #[inline(always)]
+    fn of(frame: &TcFrame, c: Classified, icmp_type: u8) -> Option<L4> {
+        let at = c.l4_offset;
+        match c.class {
+            PacketClass::Ipv4Tcp => Some(L4 {
+                proto: IPPROTO_TCP,
+                sport_at: at,
+                dport_at: at + 2,
+                csum_at: at + 16,
+                pseudo: true,
+                mangled_zero: false,
+            }),
+            PacketClass::Ipv4Udp => Some(L4 {
+                proto: IPPROTO_UDP,
+                sport_at: at,
+                dport_at: at + 2,
+                csum_at: at + 6,
+                pseudo: true,
+                mangled_zero: true,
+            }),
+            // Verifier: a 2-byte load (type and code). For a 1-byte load LLVM turns the
+            // bounds check `p + 1 > end` into `p >= end`, from which the verifier
+            // learns no readable range.
+            PacketClass::Ipv4Icmp if frame.load::<2>(at).map(|b| b[0]) == Some(icmp_type) => {
+                Some(L4 {
+                    proto: IPPROTO_ICMP,
+                    sport_at: at + 4,
+                    dport_at: at + 4,
+                    csum_at: at + 2,
+                    pseudo: false,
+                    mangled_zero: false,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn csum_flags(&self, size: u64) -> u64 {
+        let mut f = size;
+        if self.mangled_zero {
+            f |= u64::from(BPF_F_MARK_MANGLED_0);
+        }
+        f
+    }
+}
+
+/// Rewrites the address at `addr_at` and the port at `port_at`, fixing the IP header
+/// checksum and the L4 checksum (pseudo-header included where it applies).
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    l4: &L4,
+    addr_at: usize,
+    old: NatTarget,
+    new: NatTarget,
+) -> Result<(), i64> {
+    // The csum helpers take the old and new values as they sit in memory.
+    let (old_a, new_a) = (u32::from_ne_bytes(old.addr), u32::from_ne_bytes(new.addr));
+    if old_a != new_a {
+        ctx.store(addr_at, &new.addr, 0)?;
+        ctx.l3_csum_replace(IP_CSUM, u64::from(old_a), u64::from(new_a), 4)?;
+        if l4.pseudo {
+            ctx.l4_csum_replace(
+                l4.csum_at,
+                u64::from(old_a),
+                u64::from(new_a),
+                l4.csum_flags(4) | u64::from(BPF_F_PSEUDO_HDR),
+            )?;
+        }
+    }
+    if old.port != new.port {
+        let port_at = if addr_at == IP_SRC {
+            l4.sport_at
+        } else {
+            l4.dport_at
+        };
+        let (old_p, new_p) = (old.port.to_be(), new.port.to_be());
+        ctx.store(port_at, &new_p, 0)?;
+        ctx.l4_csum_replace(
+            l4.csum_at,
+            u64::from(old_p),
+            u64::from(new_p),
+            l4.csum_flags(2),
+        )?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn port(frame: &TcFrame, at: usize) -> Option<u16> {
+    frame.load_be16(at)
+}
+
+/// tc egress on an uplink: masquerade connections from netpath networks.
+#[inline(always)]
+pub fn egress(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> Result<(), i64> {
+    // SAFETY: values are copied out at once.
+    let Some(uplink) = (unsafe { NETPATH_UPLINKS.get(ifindex) }).copied() else {
+        return Ok(());
+    };
+    let Some(l4) = L4::of(frame, c, ICMP_ECHO_REQUEST) else {
+        return Ok(());
+    };
+    let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
+        return Ok(());
+    };
+    if NETPATH_MASQ_SRC.get(Key::new(32, src)).is_none() {
+        return Ok(());
+    }
+    let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
+        return Ok(());
+    };
+    // ICMP echo: the identifier is the connection's "port"; replies carry it back.
+    let dport = if l4.proto == IPPROTO_ICMP { 0 } else { dport };
+    let orig = Tuple::new(l4.proto, src, sport, dst, dport);
+    // SAFETY: copied out at once.
+    let target = match unsafe { NETPATH_SNAT.get(orig) }.copied() {
+        Some(t) => t,
+        None => allocate(&orig, &uplink).ok_or(-1i64)?,
+    };
+    rewrite(
+        ctx,
+        &l4,
+        IP_SRC,
+        NatTarget {
+            addr: src,
+            port: sport,
+            _pad: [0; 2],
+        },
+        target,
+    )
+}
+
+/// Picks a free NAT port for `orig` on `uplink` and records both directions.
+#[inline(always)]
+fn allocate(orig: &Tuple, uplink: &Uplink) -> Option<NatTarget> {
+    let range = PortRange {
+        first: uplink.first_port,
+        last: uplink.last_port,
+    };
+    let hash = tuple_hash(orig);
+    let back = NatTarget {
+        addr: orig.src,
+        port: orig.sport,
+        _pad: [0; 2],
+    };
+    let mut attempt = 0;
+    // Verifier: a constant-bounded loop.
+    while attempt < PORT_RETRIES {
+        let port = port_candidate(hash, attempt, range);
+        // What the reply will look like when it arrives on the uplink.
+        let reply = Tuple::new(orig.proto, orig.dst, orig.dport, uplink.addr, port);
+        // The reply tuple is the NAT port's owner: BPF_NOEXIST makes the claim atomic.
+        if NETPATH_RNAT
+            .insert(reply, back, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
+            let target = NatTarget {
+                addr: uplink.addr,
+                port,
+                _pad: [0; 2],
+            };
+            if NETPATH_SNAT.insert(orig, target, 0).is_err() {
+                // Roll back the claim: no half-recorded connection.
+                let _ = NETPATH_RNAT.remove(reply);
+                return None;
+            }
+            return Some(target);
+        }
+        attempt += 1;
+    }
+    None
+}
+
+/// tc ingress on an uplink: translate replies to masqueraded connections back.
+#[inline(always)]
+pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), i64> {
+    let Some(l4) = L4::of(frame, c, ICMP_ECHO_REPLY) else {
+        return Ok(());
+    };
+    let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
+        return Ok(());
+    };
+    let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
+        return Ok(());
+    };
+    let sport = if l4.proto == IPPROTO_ICMP { 0 } else { sport };
+    let reply = Tuple::new(l4.proto, src, sport, dst, dport);
+    // SAFETY: copied out at once.
+    let Some(back) = (unsafe { NETPATH_RNAT.get(reply) }).copied() else {
+        return Ok(());
+    };
+    rewrite(
+        ctx,
+        &l4,
+        IP_DST,
+        NatTarget {
+            addr: dst,
+            port: dport,
+            _pad: [0; 2],
+        },
+        back,
+    )
+}

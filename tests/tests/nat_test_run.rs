@@ -1,0 +1,249 @@
+//! BPF_PROG_TEST_RUN of egress masquerade, byte for byte: SNAT on the uplink's egress,
+//! reverse SNAT of the replies on its ingress, for TCP, UDP (incl. a zero checksum) and
+//! ICMP echo; untouched traffic; port exhaustion. Every expected frame is built from
+//! scratch with freshly computed checksums and compared whole.
+
+use aya::programs::{TestRun, TestRunOptions};
+use netpath::datapath::Datapath;
+use netpath_common::{
+    maps::{DropReason, Hook},
+    nat::{Tuple, Uplink},
+    packet::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
+};
+use netpath_tests::{TempPins, frames, require_root, run, unique};
+
+const TC_ACT_UNSPEC: u32 = u32::MAX;
+const TC_ACT_SHOT: u32 = 2;
+const SKB_IFINDEX: usize = 40;
+const EP: [u8; 4] = [10, 200, 0, 2];
+const UPLINK: [u8; 4] = [192, 0, 2, 2];
+const REMOTE: [u8; 4] = [192, 0, 2, 1];
+
+struct Dev {
+    name: String,
+    ifindex: u32,
+}
+impl Dev {
+    fn new() -> Dev {
+        let name = unique("nt");
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}p"),
+        ]);
+        let ifindex = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        Dev { name, ifindex }
+    }
+}
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.name])
+            .output();
+    }
+}
+
+fn setup(first_port: u16, last_port: u16) -> (TempPins, Datapath, Dev) {
+    let pins = TempPins::new();
+    let mut dp = Datapath::open(&pins.path, false).expect("load datapath");
+    let uplink = Dev::new();
+    dp.set_uplink(
+        uplink.ifindex,
+        Uplink {
+            addr: UPLINK,
+            first_port,
+            last_port,
+        },
+    )
+    .unwrap();
+    dp.add_masq_subnet("10.200.0.0/16".parse().unwrap(), 1)
+        .unwrap();
+    (pins, dp, uplink)
+}
+
+fn run_tc(dp: &Datapath, hook: Hook, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut ctx = [0u8; 48];
+    ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 64];
+    let r = dp
+        .tc_prog(hook)
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .expect("test_run");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+fn nat_port(dp: &Datapath, t: &Tuple) -> u16 {
+    let target = dp.snat_entry(t).expect("no SNAT entry recorded");
+    assert_eq!(target.addr, UPLINK);
+    target.port
+}
+
+#[test]
+fn tcp_snat_and_reverse_snat() {
+    require_root!();
+    let (_p, dp, up) = setup(40000, 40999);
+    let out_frame = frames::tcp4(EP, 51000, REMOTE, 80, b"GET / HTTP/1.0\r\n\r\n");
+    let (v, out) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &out_frame);
+    assert_eq!(v, TC_ACT_UNSPEC);
+    let port = nat_port(&dp, &Tuple::new(IPPROTO_TCP, EP, 51000, REMOTE, 80));
+    assert!((40000..=40999).contains(&port));
+    assert_eq!(
+        out,
+        frames::tcp4(UPLINK, port, REMOTE, 80, b"GET / HTTP/1.0\r\n\r\n"),
+        "SNAT frame"
+    );
+    // The same connection keeps its port.
+    let (_, again) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &out_frame);
+    assert_eq!(again, out);
+
+    let reply = frames::tcp4(REMOTE, 80, UPLINK, port, b"HTTP/1.0 200 OK\r\n");
+    let (v, back) = run_tc(&dp, Hook::UplinkIngress, up.ifindex, &reply);
+    assert_eq!(v, TC_ACT_UNSPEC);
+    assert_eq!(
+        back,
+        frames::tcp4(REMOTE, 80, EP, 51000, b"HTTP/1.0 200 OK\r\n"),
+        "reverse SNAT frame"
+    );
+}
+
+#[test]
+fn udp_snat_keeps_checksums_valid_and_zero_checksums_zero() {
+    require_root!();
+    let (_p, dp, up) = setup(40000, 40999);
+    for (sport, none) in [(52000u16, false), (52001, true)] {
+        let (v, out) = run_tc(
+            &dp,
+            Hook::UplinkEgress,
+            up.ifindex,
+            &frames::udp4(EP, sport, REMOTE, 53, b"query", none),
+        );
+        assert_eq!(v, TC_ACT_UNSPEC);
+        let port = nat_port(&dp, &Tuple::new(IPPROTO_UDP, EP, sport, REMOTE, 53));
+        assert_eq!(
+            out,
+            frames::udp4(UPLINK, port, REMOTE, 53, b"query", none),
+            "zero checksum: {none}"
+        );
+        let (_, back) = run_tc(
+            &dp,
+            Hook::UplinkIngress,
+            up.ifindex,
+            &frames::udp4(REMOTE, 53, UPLINK, port, b"answer", none),
+        );
+        assert_eq!(back, frames::udp4(REMOTE, 53, EP, sport, b"answer", none));
+    }
+}
+
+#[test]
+fn icmp_echo_is_translated_by_identifier() {
+    require_root!();
+    let (_p, dp, up) = setup(40000, 40999);
+    let (v, out) = run_tc(
+        &dp,
+        Hook::UplinkEgress,
+        up.ifindex,
+        &frames::icmp4(EP, REMOTE, 8, 0x1234, b"ping"),
+    );
+    assert_eq!(v, TC_ACT_UNSPEC);
+    let id = nat_port(&dp, &Tuple::new(IPPROTO_ICMP, EP, 0x1234, REMOTE, 0));
+    assert_eq!(out, frames::icmp4(UPLINK, REMOTE, 8, id, b"ping"));
+    let (_, back) = run_tc(
+        &dp,
+        Hook::UplinkIngress,
+        up.ifindex,
+        &frames::icmp4(REMOTE, UPLINK, 0, id, b"ping"),
+    );
+    assert_eq!(back, frames::icmp4(REMOTE, EP, 0, 0x1234, b"ping"));
+}
+
+#[test]
+fn unrelated_traffic_and_fragments_pass_untouched() {
+    require_root!();
+    let (_p, dp, up) = setup(40000, 40999);
+    let mut fragment = frames::udp4(EP, 53000, REMOTE, 53, &[1; 32], false);
+    fragment[20..22].copy_from_slice(&0x2000u16.to_be_bytes()); // more fragments
+    fragment[24..26].copy_from_slice(&[0, 0]);
+    let c = netpath_common::packet::checksum(&fragment[14..34]);
+    fragment[24..26].copy_from_slice(&c.to_be_bytes());
+    for (name, hook, frame) in [
+        (
+            "foreign source",
+            Hook::UplinkEgress,
+            frames::tcp4([172, 16, 0, 5], 1234, REMOTE, 80, b"x"),
+        ),
+        ("fragment", Hook::UplinkEgress, fragment),
+        (
+            "reply without a connection",
+            Hook::UplinkIngress,
+            frames::tcp4(REMOTE, 80, UPLINK, 40001, b"x"),
+        ),
+        (
+            "icmp echo request inbound",
+            Hook::UplinkIngress,
+            frames::icmp4(REMOTE, UPLINK, 8, 7, b"x"),
+        ),
+        ("arp", Hook::UplinkEgress, frames::arp_request()),
+    ] {
+        let (v, out) = run_tc(&dp, hook, up.ifindex, &frame);
+        assert_eq!(v, TC_ACT_UNSPEC, "{name}");
+        assert_eq!(out, frame, "{name} was modified");
+    }
+    // Egress on a device that is not an uplink: untouched.
+    let other = Dev::new();
+    let frame = frames::tcp4(EP, 51000, REMOTE, 80, b"x");
+    assert_eq!(
+        run_tc(&dp, Hook::UplinkEgress, other.ifindex, &frame).1,
+        frame
+    );
+}
+
+#[test]
+fn exhausted_ports_drop_instead_of_colliding() {
+    require_root!();
+    // One port: the second connection to the same remote endpoint cannot get one.
+    let (_p, dp, up) = setup(40000, 40000);
+    let before = dp.drop_counter(DropReason::NatFailed).unwrap().packets;
+    let (v1, _) = run_tc(
+        &dp,
+        Hook::UplinkEgress,
+        up.ifindex,
+        &frames::tcp4(EP, 1111, REMOTE, 80, b"a"),
+    );
+    assert_eq!(v1, TC_ACT_UNSPEC);
+    let (v2, _) = run_tc(
+        &dp,
+        Hook::UplinkEgress,
+        up.ifindex,
+        &frames::tcp4(EP, 2222, REMOTE, 80, b"b"),
+    );
+    assert_eq!(v2, TC_ACT_SHOT);
+    assert_eq!(
+        dp.drop_counter(DropReason::NatFailed).unwrap().packets,
+        before + 1
+    );
+    // A different remote port is a different reply tuple: the one port serves it too.
+    let (v3, _) = run_tc(
+        &dp,
+        Hook::UplinkEgress,
+        up.ifindex,
+        &frames::tcp4(EP, 2222, REMOTE, 443, b"c"),
+    );
+    assert_eq!(v3, TC_ACT_UNSPEC);
+    assert_eq!(dp.snat_count(), 2);
+}
