@@ -23,4 +23,5 @@ pub mod reset;
 pub mod sandbox;
 pub mod service;
 pub mod state;
+pub mod sysctl;
 pub mod tap;

@@ -343,6 +343,30 @@ impl Netlink {
             .map_err(Self::err("set up", index))
     }
 
+    /// The IPv4 addresses (with prefix lengths) of link `index`, primary first.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        use rtnetlink::packet_route::{AddressFamily as Af, address::AddressAttribute};
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(Self::err("list addresses", index))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.family == Af::Inet && m.header.index == index)
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// Adds `addr/prefix` to link `index`; already present is fine.
     pub async fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
         match self

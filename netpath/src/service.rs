@@ -19,7 +19,10 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use netpath_common::maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue};
+use netpath_common::{
+    maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, Hook},
+    nat::{MASQ_PORTS, Uplink},
+};
 
 use crate::{
     config::{self, IFNAME_MAX, Paths},
@@ -31,6 +34,7 @@ use crate::{
     netlink::{LinkConfig, Netlink, NetlinkError, random_mac},
     sandbox::{SandboxError, VethPlan, create_veth_endpoint},
     state::{NewEndpoint, ResolvedNetwork, StateError, Store},
+    sysctl,
     tap::{TapError, TapSpec, create_tap},
 };
 
@@ -212,6 +216,7 @@ impl Service {
     /// Opens the state database and the pinned datapath (adopting it if present).
     pub async fn open(paths: Paths, reload: bool) -> anyhow::Result<Service> {
         std::fs::create_dir_all(&paths.state_dir)?;
+        sysctl::enable_forwarding()?;
         let store = Arc::new(Store::open(&paths.state_dir.join("state.redb"))?);
         let datapath = Datapath::open(&paths.bpffs, reload)?;
         Ok(Service {
@@ -339,6 +344,7 @@ impl Service {
     /// Creates a network's devices (bridge mode: the bridge with the gateway address,
     /// and the tc program on its ingress). Idempotent.
     async fn plumb_network(&self, network: &Network) -> Result<Option<Attachment>> {
+        self.plumb_masquerade(network).await?;
         let Some(bridge) = &network.bridge else {
             return Ok(None);
         };
@@ -360,6 +366,58 @@ impl Service {
         ))
     }
 
+    /// Egress masquerade for `network` on its uplink: the SNAT/reverse-SNAT programs on
+    /// the uplink's egress/ingress, its address as the masquerade source, and the
+    /// network's subnet as masqueraded. Without an uplink, or an uplink without an
+    /// IPv4 address, there is nothing to do.
+    async fn plumb_masquerade(&self, network: &Network) -> Result<()> {
+        let Some(name) = &network.uplink else {
+            return Ok(());
+        };
+        let Some(link) = self.nl.link_by_name(name).await? else {
+            return Ok(());
+        };
+        let Some((addr, _)) = self.nl.ipv4_addresses(link.index).await?.first().copied() else {
+            return Ok(());
+        };
+        let mut dp = self.datapath();
+        dp.attach_tc(Hook::UplinkEgress, &link.name, link.index)?;
+        dp.attach_tc(Hook::UplinkIngress, &link.name, link.index)?;
+        dp.set_uplink(
+            link.index,
+            Uplink {
+                addr: addr.octets(),
+                first_port: MASQ_PORTS.first,
+                last_port: MASQ_PORTS.last,
+            },
+        )?;
+        dp.add_masq_subnet(network.subnet, network.id)?;
+        Ok(())
+    }
+
+    /// Undoes [`Self::plumb_masquerade`]; the uplink keeps its programs while another
+    /// network still uses it.
+    async fn unplumb_masquerade(&self, network: &Network) -> Result<()> {
+        self.datapath().remove_masq_subnet(network.subnet)?;
+        let Some(name) = &network.uplink else {
+            return Ok(());
+        };
+        let still_used = self
+            .list_networks()
+            .await?
+            .iter()
+            .any(|n| n.name != network.name && n.uplink.as_deref() == Some(name));
+        if still_used {
+            return Ok(());
+        }
+        if let Some(link) = self.nl.link_by_name(name).await? {
+            let mut dp = self.datapath();
+            dp.remove_uplink(link.index)?;
+            dp.forget_links(&link.name, link.index)?;
+        }
+        Ok(())
+    }
+
     /// Whether the datapath was loaded by this process or adopted from pins.
     pub fn datapath_origin(&self) -> Origin {
         self.datapath().origin()
@@ -374,6 +432,7 @@ impl Service {
     }
 
     async fn unplumb_network(&self, network: &Network) -> Result<()> {
+        self.unplumb_masquerade(network).await?;
         if let Some(bridge) = &network.bridge
             && let Some(link) = self.nl.link_by_name(bridge).await?
         {

@@ -30,7 +30,7 @@ use std::{
     collections::hash_map::DefaultHasher,
     fs,
     hash::{Hash, Hasher},
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     net::Ipv4Addr,
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
@@ -435,10 +435,13 @@ fn build(work: &Path) -> Result<PathBuf> {
         .write_all(&vec![0u8; pad as usize])?;
     fs::copy(&vmlinuz, out.join("vmlinuz"))?;
     let manifest = format!(
-        "kernel {kpkg} {kversion} ({})\nbusybox-static {bversion}\n{}\nbuilt {:?}\n",
+        "kernel {kpkg} {kversion} ({})\nbusybox-static {bversion}\n{}\nbuilt at unix time {}\n",
         vmlinuz.file_name().unwrap_or_default().to_string_lossy(),
         module_lines.join("\n"),
         std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
     );
     fs::write(out.join("manifest"), manifest)?;
     Ok(out)
@@ -523,7 +526,7 @@ pub struct VmConfig<'a> {
 /// A running QEMU guest. Killed on drop.
 pub struct Vm {
     child: Option<Child>,
-    console: Arc<Mutex<String>>,
+    console: Arc<Mutex<Vec<(Duration, String)>>>,
     reader: Option<std::thread::JoinHandle<()>>,
     started: Instant,
     timeout: Duration,
@@ -534,11 +537,24 @@ pub struct Vm {
 /// What a finished guest printed.
 #[derive(Clone, Debug)]
 pub struct Console {
+    /// Every console line (and QEMU's own errors, prefixed `qemu: `).
     pub output: String,
+    /// Each line with the time since QEMU started.
+    pub lines: Vec<(Duration, String)>,
+    /// QEMU start to exit.
     pub elapsed: Duration,
 }
 
 impl Console {
+    /// When the first line containing `needle` arrived (since QEMU started); e.g.
+    /// `at("NETPATH-RESULT guest-net ok")` is the boot time to a configured network.
+    pub fn at(&self, needle: &str) -> Option<Duration> {
+        self.lines
+            .iter()
+            .find(|(_, l)| l.contains(needle))
+            .map(|(t, _)| *t)
+    }
+
     /// `(name, "ok"|"fail", detail)` for every `NETPATH-RESULT` line.
     pub fn results(&self) -> Vec<(String, String, String)> {
         self.output
@@ -593,7 +609,7 @@ static NEXT_RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::ne
 
 impl Vm {
     /// Boots `image` on `cfg.tap` with `cfg.script` as /test.sh. Returns at once; see
-    /// [`Vm::wait`]. Console lines are echoed to stderr prefixed with `[vm TAP]`.
+    /// [`Vm::wait`]. Console lines are echoed to stderr as `[vm TAP  SECONDS] line`.
     pub fn boot(image: &GuestImage, cfg: &VmConfig<'_>) -> Result<Vm> {
         // Per-run initramfs: the cached one, then /test.sh in an uncompressed archive.
         let mut extra = Cpio::default();
@@ -640,46 +656,44 @@ impl Vm {
             .stderr(Stdio::piped())
             .spawn()
             .context("starting qemu-system-x86_64 (install the Debian package qemu-system-x86)")?;
-        let console = Arc::new(Mutex::new(String::new()));
+        let console: Arc<Mutex<Vec<(Duration, String)>>> = Arc::default();
+        let started = Instant::now();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        let tag = format!("[vm {}]", cfg.tap);
-        let reader = {
+        let tag = format!("vm {}", cfg.tap);
+        let record = {
             let console = console.clone();
-            std::thread::spawn(move || {
-                // QEMU's own errors (stderr) go into the console text too.
-                let err_console = console.clone();
-                let err_tag = tag.clone();
-                let err_thread = std::thread::spawn(move || {
-                    let mut s = String::new();
-                    let _ = BufReader::new(stderr).read_to_string(&mut s);
-                    for l in s.lines() {
-                        eprintln!("{err_tag} qemu: {l}");
-                        let mut c = err_console.lock().unwrap_or_else(|p| p.into_inner());
-                        c.push_str("qemu: ");
-                        c.push_str(l);
-                        c.push('\n');
-                    }
-                });
-                let mut r = BufReader::new(stdout);
-                let mut line = Vec::new();
-                while r.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                    let text = String::from_utf8_lossy(&line);
-                    let text = text.trim_end_matches(['\n', '\r']);
-                    eprintln!("{tag} {text}");
-                    let mut c = console.lock().unwrap_or_else(|p| p.into_inner());
-                    c.push_str(text);
-                    c.push('\n');
-                    line.clear();
-                }
-                let _ = err_thread.join();
-            })
+            move |line: String| {
+                let t = started.elapsed();
+                eprintln!("[{tag} {:6.2}s] {line}", t.as_secs_f64());
+                console
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((t, line));
+            }
         };
+        let reader = std::thread::spawn(move || {
+            // QEMU's own errors (stderr) go into the console text too.
+            let err_record = record.clone();
+            let err_thread = std::thread::spawn(move || {
+                for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    err_record(format!("qemu: {l}"));
+                }
+            });
+            let mut r = BufReader::new(stdout);
+            let mut line = Vec::new();
+            while r.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                record(text.trim_end_matches(['\n', '\r']).to_owned());
+                line.clear();
+            }
+            let _ = err_thread.join();
+        });
         Ok(Vm {
             child: Some(child),
             console,
             reader: Some(reader),
-            started: Instant::now(),
+            started,
             timeout: cfg.timeout,
             initrd,
         })
@@ -695,7 +709,9 @@ impl Vm {
         self.console
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .iter()
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
     }
 
     /// Waits for the guest to power off (bounded by the timeout given to `boot`; QEMU
@@ -719,6 +735,11 @@ impl Vm {
         }
         let console = Console {
             output: self.console(),
+            lines: self
+                .console
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             elapsed: self.started.elapsed(),
         };
         match status {

@@ -36,12 +36,12 @@ const VM_TIMEOUT: Duration = Duration::from_secs(150);
 fn guest_script(gateway: Ipv4Addr, container: Ipv4Addr) -> String {
     format!(
         r#"
-check ping-gw ping -c 3 -w 20 {gateway}
-check ping-container ping -c 3 -w 20 {container}
+check ping-gw ping -c 3 -w 10 {gateway}
+check ping-container ping -c 3 -w 10 {container}
 dd if=/dev/urandom of=/tmp/data bs=65536 count={blocks} 2>/dev/null
 echo "sending $(wc -c < /tmp/data) bytes"
 # nc sends stdin, half-closes, and prints what the server echoes until it closes.
-check tcp-stream sh -c 'timeout 60 nc {container} {PORT} < /tmp/data > /tmp/back && cmp /tmp/data /tmp/back && echo "echoed $(wc -c < /tmp/back) bytes"'
+check tcp-stream sh -c 'timeout 30 nc -w 10 {container} {PORT} < /tmp/data > /tmp/back && cmp /tmp/data /tmp/back && echo "echoed $(wc -c < /tmp/back) bytes"'
 "#,
         blocks = STREAM_BYTES / 65536,
     )
@@ -110,23 +110,39 @@ fn field<'a>(v: &'a Value, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no string field {name} in {v}"))
 }
 
-/// Shows the host side of the network, for a failing run.
-fn host_state(bridge: Option<&str>, tap: &str) -> String {
-    let mut s = String::new();
-    for args in [
-        vec!["ip", "-br", "addr"],
-        vec!["ip", "route"],
-        vec!["ip", "neigh"],
-        vec!["ip", "-d", "link", "show", tap],
+/// The host's and the container's view of the network, for a failing run.
+fn network_state(ns: &NetNs, devices: &[&str]) -> String {
+    let mut cmds: Vec<Vec<String>> = [
+        "ip -br addr",
+        "ip route",
+        "ip neigh",
+        "sysctl net.ipv4.ip_forward",
     ]
-    .into_iter()
-    .chain(bridge.map(|b| vec!["bridge", "fdb", "show", "br", b]))
-    {
-        let out = std::process::Command::new(args[0])
-            .args(&args[1..])
-            .output();
+    .iter()
+    .map(|c| c.split(' ').map(str::to_owned).collect())
+    .collect();
+    for dev in devices {
+        cmds.push(vec![
+            "sysctl".into(),
+            format!("net.ipv4.conf.{dev}.forwarding"),
+            format!("net.ipv4.conf.{dev}.proxy_arp"),
+        ]);
+    }
+    for c in ["ip addr", "ip route", "ip neigh"] {
+        let mut v: Vec<String> = ["ip", "netns", "exec", ns.name()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(c.split(' ').map(str::to_owned));
+        cmds.push(v);
+    }
+    let mut s = String::new();
+    for args in cmds {
         s.push_str(&format!("$ {}\n", args.join(" ")));
-        if let Ok(o) = out {
+        if let Ok(o) = std::process::Command::new(&args[0])
+            .args(&args[1..])
+            .output()
+        {
             s.push_str(&String::from_utf8_lossy(&o.stdout));
             s.push_str(&String::from_utf8_lossy(&o.stderr));
         }
@@ -142,15 +158,18 @@ fn microvm_talks_to_a_container(mode: &str, subnet: &str) {
         "network", "create", &net, "--subnet", subnet, "--mode", mode, "--json",
     ]));
     let bridge = network["bridge"].as_str().map(str::to_owned);
+    let mut devices: Vec<String> = bridge.iter().cloned().collect();
 
     let ns = NetNs::new("vmc");
     let netns = ns.path().display().to_string();
     let container = json(&d.ok(&["endpoint", "add", &net, "--netns", &netns, "--json"]));
     let container_ip: Ipv4Addr = field(&container, "ip").parse().expect("container ip");
+    devices.push(field(&container, "host_ifname").to_owned());
 
     let tap_name = unique("vmt");
     let tap = json(&d.ok(&["tap", "add", &net, "--name", &tap_name, "--json"]));
     assert_eq!(field(&tap, "host_ifname"), tap_name);
+    devices.push(tap_name.clone());
     let guest_ip: Ipv4Addr = field(&tap, "ip").parse().expect("guest ip");
     let prefix = tap["prefix_len"].as_u64().expect("prefix_len") as u8;
     let gateway: Ipv4Addr = field(&tap, "gateway").parse().expect("gateway");
@@ -183,10 +202,19 @@ fn microvm_talks_to_a_container(mode: &str, subnet: &str) {
     );
     stop.store(true, Ordering::Relaxed);
     let received = server.join().expect("echo server thread panicked");
-    let state = host_state(bridge.as_deref(), &tap_name);
+    let devices: Vec<&str> = devices.iter().map(String::as_str).collect();
+    let state = network_state(&ns, &devices);
+    eprintln!(
+        "{mode}: netpath stats after the run:\n{}",
+        String::from_utf8_lossy(&d.cli(&["stats"]).stdout)
+    );
     let console: Console = run.unwrap_or_else(|e| panic!("{mode}: {e:#}\n{state}"));
     eprintln!(
-        "{mode}: the guest ran for {:.1} s",
+        "{mode}: the guest's network was up {:.1} s after QEMU started; it powered off after {:.1} s",
+        console
+            .at("NETPATH-RESULT guest-net ok")
+            .unwrap_or_default()
+            .as_secs_f64(),
         console.elapsed.as_secs_f64()
     );
 
@@ -214,7 +242,7 @@ fn microvm_and_container_on_a_bridge_network() {
     if !qemu_or_skip(module_path!()) {
         return;
     }
-    microvm_talks_to_a_container("bridge", "10.221.0.0/24");
+    microvm_talks_to_a_container("bridge", "10.231.0.0/24");
 }
 
 #[test]
@@ -223,7 +251,7 @@ fn microvm_and_container_on_a_routed_network() {
     if !qemu_or_skip(module_path!()) {
         return;
     }
-    microvm_talks_to_a_container("routed", "10.222.0.0/24");
+    microvm_talks_to_a_container("routed", "10.232.0.0/24");
 }
 
 /// The cached guest is found again quickly, and its manifest names what is in it.

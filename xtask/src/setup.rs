@@ -34,6 +34,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "procps",
     "sockperf",
     "containernetworking-plugins",
+    // The microVM test boots a guest under QEMU (TCG); the guest's kernel and busybox
+    // are downloaded by the test itself (`apt-get download`), not installed.
+    "qemu-system-x86",
+    "xz-utils",
 ];
 
 /// Components the workspace's pinned stable (rust-toolchain.toml) needs.

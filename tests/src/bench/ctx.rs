@@ -131,13 +131,30 @@ pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 impl Ctx {
     pub fn new(opts: Opts, pb: ProgressBar) -> Result<Ctx> {
+        let subnets = Subnets::pick()?;
         let prefix = run_prefix(std::process::id());
         let id = prefix.trim_end_matches('-');
         let tmp = std::env::temp_dir().join(format!("netpath-bench-{id}"));
         fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        // One netpath binary for the whole run, whatever builds replace in target/
+        // meanwhile.
+        let mut opts = opts;
+        let frozen = tmp.join("netpath");
+        if let Err(e) = fs::copy(&opts.netpath_bin, &frozen) {
+            let _ = fs::remove_dir_all(&tmp);
+            bail!(
+                "cannot copy {} to {}: {e}",
+                opts.netpath_bin.display(),
+                frozen.display()
+            );
+        }
+        opts.netpath_bin = frozen;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
+            .inspect_err(|_| {
+                let _ = fs::remove_dir_all(&tmp);
+            })
             .context("cannot start a tokio runtime")?;
         Ok(Ctx {
             opts,
@@ -145,7 +162,7 @@ impl Ctx {
             prefix,
             next_name: 0,
             tmp,
-            subnets: Subnets::pick()?,
+            subnets,
             rt: Arc::new(rt),
             pb,
             foreign_links: Vec::new(),

@@ -48,6 +48,8 @@ pub struct Header {
     pub kernel: String,
     pub cpus: usize,
     pub cpu_model: String,
+    /// `/proc/loadavg`'s 1, 5 and 15 minute load averages when the bench started.
+    pub load_at_start: String,
     /// Tool → version line.
     pub versions: BTreeMap<String, String>,
     pub quick: bool,
@@ -143,11 +145,15 @@ impl Header {
             ),
             ("iproute2".to_owned(), version_of("ip", &["-V"], None)),
         ]);
+        let load_at_start = std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into());
         Header {
             date,
             kernel: version_of("uname", &["-r"], None),
             cpus,
             cpu_model,
+            load_at_start,
             versions,
             quick: opts.quick,
             rounds: opts.rounds(),
@@ -332,6 +338,22 @@ impl Report {
         let _ = writeln!(md, "| date | {} |", h.date);
         let _ = writeln!(md, "| kernel | {} |", h.kernel);
         let _ = writeln!(md, "| CPUs | {} × {} |", h.cpus, h.cpu_model);
+        let busy = h
+            .load_at_start
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse::<f64>().ok())
+            .is_some_and(|l| l > 0.5 * h.cpus as f64);
+        let _ = writeln!(
+            md,
+            "| load average at start | {}{} |",
+            h.load_at_start,
+            if busy {
+                " (the host was busy: expect noisy numbers)"
+            } else {
+                ""
+            }
+        );
         for (tool, version) in &h.versions {
             let _ = writeln!(md, "| {tool} | {version} |");
         }

@@ -84,7 +84,6 @@ pub fn run(opts: Opts) -> Result<Outcome> {
             stale.join(", ")
         );
     }
-    let header = Header::collect(&opts, date);
 
     let rounds = opts.rounds();
     let total: usize = scenarios.iter().map(|s| s.variants().len() * rounds).sum();
@@ -98,6 +97,13 @@ pub fn run(opts: Opts) -> Result<Outcome> {
     );
     pb.enable_steady_tick(Duration::from_millis(200));
     let mut ctx = Ctx::new(opts.clone(), pb.clone())?;
+    let mut header = Header::collect(&ctx.opts, date);
+    if let Some(v) = header.versions.get_mut("netpath") {
+        v.push_str(&format!(
+            "; {}, copied at start",
+            opts.netpath_bin.display()
+        ));
+    }
     ctx.log(format!(
         "netpath-bench: {} rounds, scenarios {}; names start with {}, output in {}",
         rounds,

@@ -155,9 +155,9 @@ impl Tally {
 
 impl SetupScenario {
     fn run_netpath(&self, ctx: &mut Ctx) -> Result<RunResult> {
-        let nss = NsSet::create(ctx, "s", self.n)?;
         let subnet = ctx.subnets.setup_netpath;
         let network = NetpathNetwork::create(ctx, subnet)?;
+        let nss = NsSet::create(ctx, "s", self.n)?;
         let client = network.client().clone();
         let mut t = Tally::new(self.n);
         for i in 0..self.n {

@@ -8,7 +8,7 @@
 
 use std::{any::Any, net::Ipv4Addr, path::PathBuf, process::Command, sync::Arc, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use ipnet::Ipv4Net;
 use netpath::{
     client::Client,
@@ -331,24 +331,30 @@ pub fn netpath_pair(ctx: &mut Ctx) -> Result<Pair> {
     })
 }
 
-/// One ping (2 s bound) from namespace `ns` to `to`.
+/// Pings `to` from namespace `ns`: up to 3 echo requests 0.2 s apart, any reply within
+/// 2 s will do. On failure, says what the namespace's neighbor table and links show.
 pub fn ping(ns: &str, to: Ipv4Addr) -> Result<()> {
-    proc::run_ok(
+    let to_s = to.to_string();
+    let out = proc::run_bounded(
         Command::new("ip").args([
-            "netns",
-            "exec",
-            ns,
-            "ping",
-            "-q",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            &to.to_string(),
+            "netns", "exec", ns, "ping", "-q", "-n", "-c", "3", "-i", "0.2", "-W", "2", &to_s,
         ]),
         None,
         Duration::from_secs(10),
+    )?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let neigh = proc::ip(&["-n", ns, "neigh", "show", &to_s]).unwrap_or_default();
+    let links = proc::ip(&["-n", ns, "-br", "link"]).unwrap_or_default();
+    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    bail!(
+        "no ping reply from {to} in namespace {ns} (3 tries); neighbor entry: {}; links: {}",
+        if neigh.trim().is_empty() {
+            "none".to_owned()
+        } else {
+            flat(&neigh)
+        },
+        flat(&links)
     )
-    .map(drop)
-    .with_context(|| format!("no ping reply from {to} in namespace {ns}"))
 }

@@ -1,0 +1,148 @@
+//! Egress masquerade with real traffic: a container reaches a server in another
+//! namespace ("the outside", behind the network's uplink) with TCP, UDP and ping; the
+//! server sees the uplink's address; replies find their way back. No iptables rule.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::mpsc,
+    time::Duration,
+};
+
+use netpath_tests::{Daemon, NetNs, require_root, run, unique};
+
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const UPLINK_IP: &str = "198.51.100.2";
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+#[test]
+fn container_traffic_leaves_with_the_uplink_address() {
+    require_root!();
+    let outside = NetNs::new("mo");
+    let up = unique("up");
+    let peer = unique("uq");
+    run(&[
+        "ip",
+        "link",
+        "add",
+        &up,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "netns",
+        outside.name(),
+    ]);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .output();
+        }
+    }
+    let _up = Del(up.clone());
+    run(&["ip", "addr", "add", &format!("{UPLINK_IP}/24"), "dev", &up]);
+    run(&["ip", "link", "set", &up, "up"]);
+    outside.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", &peer]);
+    outside.exec(&["ip", "link", "set", &peer, "up"]);
+
+    let d = Daemon::start();
+    let net = unique("mq");
+    d.ok(&[
+        "network",
+        "create",
+        &net,
+        "--subnet",
+        "10.228.0.0/24",
+        "--uplink",
+        &up,
+    ]);
+    let c = NetNs::new("mc");
+    let ep: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "endpoint",
+        "add",
+        &net,
+        "--netns",
+        &c.path().display().to_string(),
+        "--json",
+    ]))
+    .unwrap();
+    let ep_ip = ep["ip"].as_str().unwrap().to_owned();
+
+    // The outside: a TCP server and a UDP echo server that report their peers.
+    let (tx, rx) = mpsc::channel();
+    let server = outside.spawn(move || {
+        let l = TcpListener::bind((OUTSIDE, 7200)).unwrap();
+        let u = UdpSocket::bind((OUTSIDE, 7201)).unwrap();
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        tx.send(()).unwrap();
+        let (mut conn, tcp_peer) = l.accept().unwrap();
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, udp_peer) = u.recv_from(&mut buf).unwrap();
+        u.send_to(&buf[..n], udp_peer).unwrap();
+        (tcp_peer, got.len(), udp_peer)
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+    c.spawn(|| {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((OUTSIDE, 7200)), TIMEOUT)
+            .expect("connect out");
+        s.write_all(&[5u8; 100_000]).unwrap();
+        drop(s);
+        let u = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        u.send_to(b"hello", (OUTSIDE, 7201)).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = u
+            .recv_from(&mut buf)
+            .expect("udp reply through reverse SNAT");
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(from, SocketAddr::from((OUTSIDE, 7201)));
+    })
+    .join()
+    .expect("container client");
+    let (tcp_peer, bytes, udp_peer) = server.join().expect("outside server");
+    assert_eq!(bytes, 100_000);
+    assert_eq!(
+        tcp_peer.ip().to_string(),
+        UPLINK_IP,
+        "TCP source not masqueraded"
+    );
+    assert_eq!(
+        udp_peer.ip().to_string(),
+        UPLINK_IP,
+        "UDP source not masqueraded"
+    );
+    assert_ne!(tcp_peer.ip().to_string(), ep_ip);
+    c.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.1"]);
+
+    let stats: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--json"])).unwrap();
+    let hook_packets = |hook: &str| -> u64 {
+        stats["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["hook"] == hook)
+            .map(|c| c["packets"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(
+        hook_packets("uplink_egress") > 0 && hook_packets("uplink_ingress") > 0,
+        "{stats}"
+    );
+    // No iptables/nftables NAT was involved: the host has no such rule.
+    let nft = std::process::Command::new("nft")
+        .args(["list", "ruleset"])
+        .output();
+    if let Ok(out) = nft {
+        let rules = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !rules.contains("masquerade") && !rules.contains("snat"),
+            "{rules}"
+        );
+    }
+}
