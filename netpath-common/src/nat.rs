@@ -79,6 +79,29 @@ const _: () = assert!(core::mem::size_of::<Uplink>() == 8);
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Uplink {}
 
+/// Name of the published-port map: [`PublishKey`] → [`NatTarget`] (the endpoint).
+pub const PUBLISH_MAP: &str = "NETPATH_PUBLISH";
+/// Name of the published-port connection map: the endpoint-side tuple of a reply
+/// (endpoint → client) → the host address and port the client connected to.
+pub const DNAT_CT_MAP: &str = "NETPATH_DNAT_CT";
+/// Published ports per host.
+pub const MAX_PUBLISHED: u32 = 65_536;
+
+/// A published port: protocol, host address (`0.0.0.0` = every address), host port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PublishKey {
+    pub host_ip: [u8; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<PublishKey>() == 8);
+
+// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for PublishKey {}
+
 /// An inclusive port range to allocate NAT source ports from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRange {

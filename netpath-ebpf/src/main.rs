@@ -50,7 +50,8 @@ pub fn netpath_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     let frame = TcFrame::new(&ctx);
-    let class = classify(&frame).class;
+    let c = classify(&frame);
+    let class = c.class;
     let len = ctx.len() as u64;
     stats::count(Hook::TcIngress, class, len);
     // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the whole
@@ -74,7 +75,15 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
         _ => None,
     };
     match decide(from, eth_src, info, to.as_ref()) {
-        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Pass => {
+            // Leaving for the kernel path: a reply of a connection to a published port
+            // takes the published address and port as its source.
+            if nat::publish_reply(&ctx, &frame, c).is_err() {
+                count_drop(DropReason::NatFailed, len);
+                return TC_ACT_SHOT;
+            }
+            TC_ACT_UNSPEC
+        }
         Verdict::Drop(reason) => {
             count_drop(reason, len);
             TC_ACT_SHOT
@@ -134,7 +143,14 @@ pub fn netpath_tc_uplink_ingress(ctx: TcContext) -> i32 {
     let c = classify(&frame);
     let len = ctx.len() as u64;
     stats::count(Hook::UplinkIngress, c.class, len);
+    // Replies to masqueraded connections first, then connections to published ports.
+    // The rewrites invalidate packet pointers, so the second step re-reads the frame.
     if nat::ingress(&ctx, &frame, c).is_err() {
+        count_drop(DropReason::NatFailed, len);
+        return TC_ACT_SHOT;
+    }
+    let frame = TcFrame::new(&ctx);
+    if nat::publish_ingress(&ctx, &frame, c).is_err() {
         count_drop(DropReason::NatFailed, len);
         return TC_ACT_SHOT;
     }

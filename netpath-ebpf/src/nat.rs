@@ -13,7 +13,8 @@ use aya_ebpf::{
 };
 use netpath_common::{
     nat::{
-        NAT_ENTRIES, NatTarget, PORT_RETRIES, PortRange, Tuple, Uplink, port_candidate, tuple_hash,
+        MAX_PUBLISHED, NAT_ENTRIES, NatTarget, PORT_RETRIES, PortRange, PublishKey, Tuple, Uplink,
+        port_candidate, tuple_hash,
     },
     packet::{Classified, Frame, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PacketClass},
 };
@@ -258,5 +259,99 @@ pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), i6
             _pad: [0; 2],
         },
         back,
+    )
+}
+
+/// Published ports: (protocol, host address or 0.0.0.0, port) → endpoint address/port.
+#[map(name = "NETPATH_PUBLISH")]
+static NETPATH_PUBLISH: HashMap<PublishKey, NatTarget> =
+    HashMap::with_max_entries(MAX_PUBLISHED, 0);
+
+/// Connections to published ports, keyed by the endpoint-side tuple of their replies.
+#[map(name = "NETPATH_DNAT_CT")]
+static NETPATH_DNAT_CT: LruHashMap<Tuple, NatTarget> = LruHashMap::with_max_entries(NAT_ENTRIES, 0);
+
+/// The endpoint a packet to `dst:dport` is published to: an entry for that exact host
+/// address first, then one for every address.
+#[inline(always)]
+fn published(proto: u8, dst: [u8; 4], dport: u16) -> Option<NatTarget> {
+    let key = PublishKey {
+        host_ip: dst,
+        port: dport,
+        proto,
+        _pad: 0,
+    };
+    // SAFETY: values are copied out at once.
+    unsafe { NETPATH_PUBLISH.get(key) }.copied().or_else(|| {
+        let any = PublishKey {
+            host_ip: [0; 4],
+            ..key
+        };
+        unsafe { NETPATH_PUBLISH.get(any) }.copied()
+    })
+}
+
+/// Uplink ingress, after masquerade replies: DNAT a new or ongoing connection to a
+/// published port to its endpoint, keeping the client's address.
+#[inline(always)]
+pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), i64> {
+    let Some(l4) = L4::of(frame, c, ICMP_ECHO_REQUEST) else {
+        return Ok(());
+    };
+    if l4.proto == IPPROTO_ICMP {
+        return Ok(());
+    }
+    let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
+        return Ok(());
+    };
+    let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
+        return Ok(());
+    };
+    let Some(ep) = published(l4.proto, dst, dport) else {
+        return Ok(());
+    };
+    // Remember how to translate the endpoint's replies back.
+    let reply = Tuple::new(l4.proto, ep.addr, ep.port, src, sport);
+    let front = NatTarget {
+        addr: dst,
+        port: dport,
+        _pad: [0; 2],
+    };
+    NETPATH_DNAT_CT.insert(reply, front, 0).map_err(i64::from)?;
+    rewrite(ctx, &l4, IP_DST, front, ep)
+}
+
+/// Endpoint egress (its host-side device's ingress): replies of a connection to a
+/// published port leave with the published address and port as their source.
+#[inline(always)]
+pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), i64> {
+    let Some(l4) = L4::of(frame, c, ICMP_ECHO_REPLY) else {
+        return Ok(());
+    };
+    if l4.proto == IPPROTO_ICMP {
+        return Ok(());
+    }
+    let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
+        return Ok(());
+    };
+    let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
+        return Ok(());
+    };
+    // SAFETY: copied out at once.
+    let Some(front) =
+        (unsafe { NETPATH_DNAT_CT.get(Tuple::new(l4.proto, src, sport, dst, dport)) }).copied()
+    else {
+        return Ok(());
+    };
+    rewrite(
+        ctx,
+        &l4,
+        IP_SRC,
+        NatTarget {
+            addr: src,
+            port: sport,
+            _pad: [0; 2],
+        },
+        front,
     )
 }

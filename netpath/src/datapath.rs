@@ -40,7 +40,10 @@ use netpath_common::{
         Counter, DROPS_MAP, DropReason, ENDPOINTS_MAP, EP_STATS_MAP, EndpointCounters, EndpointKey,
         EndpointValue, Hook, IFACES_MAP, STATS_MAP, stat_index,
     },
-    nat::{MASQ_SRC_MAP, NatTarget, RNAT_MAP, SNAT_MAP, Tuple, UPLINKS_MAP, Uplink},
+    nat::{
+        DNAT_CT_MAP, MASQ_SRC_MAP, NatTarget, PUBLISH_MAP, PublishKey, RNAT_MAP, SNAT_MAP, Tuple,
+        UPLINKS_MAP, Uplink,
+    },
     packet::PacketClass,
 };
 
@@ -50,7 +53,9 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 9] = [
+pub const MAPS: [&str; 11] = [
+    PUBLISH_MAP,
+    DNAT_CT_MAP,
     STATS_MAP,
     ENDPOINTS_MAP,
     IFACES_MAP,
@@ -220,6 +225,8 @@ pub struct Datapath {
     snat: HashMap<MapData, Tuple, NatTarget>,
     uplinks: HashMap<MapData, u32, Uplink>,
     masq_src: LpmTrie<MapData, [u8; 4], u32>,
+    publish: HashMap<MapData, PublishKey, NatTarget>,
+    dnat_ct: HashMap<MapData, Tuple, NatTarget>,
 }
 
 /// One endpoint's counters, summed over CPUs.
@@ -288,7 +295,13 @@ impl Datapath {
             HashMap::try_from(open_map(&pins, UPLINKS_MAP)?).map_err(typed_err(UPLINKS_MAP))?;
         let masq_src =
             LpmTrie::try_from(open_map(&pins, MASQ_SRC_MAP)?).map_err(typed_err(MASQ_SRC_MAP))?;
+        let publish =
+            HashMap::try_from(open_map(&pins, PUBLISH_MAP)?).map_err(typed_err(PUBLISH_MAP))?;
+        let dnat_ct =
+            HashMap::try_from(open_map(&pins, DNAT_CT_MAP)?).map_err(typed_err(DNAT_CT_MAP))?;
         Ok(Datapath {
+            publish,
+            dnat_ct,
             snat,
             uplinks,
             masq_src,
@@ -470,6 +483,32 @@ impl Datapath {
     pub fn remove_masq_subnet(&mut self, subnet: ipnet::Ipv4Net) -> Result<()> {
         let key = LpmKey::new(u32::from(subnet.prefix_len()), subnet.network().octets());
         absent_ok(MASQ_SRC_MAP, self.masq_src.remove(&key))
+    }
+
+    /// Publishes `key` (protocol, host address or 0.0.0.0, host port) to `endpoint`.
+    pub fn publish(&mut self, key: PublishKey, endpoint: NatTarget) -> Result<()> {
+        self.publish
+            .insert(key, endpoint, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: PUBLISH_MAP,
+                source,
+            })
+    }
+
+    /// Stops publishing `key`; absent is fine.
+    pub fn unpublish(&mut self, key: PublishKey) -> Result<()> {
+        absent_ok(PUBLISH_MAP, self.publish.remove(&key))
+    }
+
+    /// Number of published ports.
+    pub fn published_count(&self) -> usize {
+        self.publish.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// The front (host address and port) a reply with endpoint-side tuple `reply`
+    /// is translated to, if that connection is tracked.
+    pub fn dnat_entry(&self, reply: &Tuple) -> Option<NatTarget> {
+        self.dnat_ct.get(reply, 0).ok()
     }
 
     /// The masquerade mapping of connection `orig`, if one exists.

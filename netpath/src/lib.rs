@@ -18,6 +18,7 @@ pub mod ebpf;
 pub mod error;
 pub mod model;
 pub mod netlink;
+pub mod portspec;
 pub mod preflight;
 pub mod reset;
 pub mod sandbox;

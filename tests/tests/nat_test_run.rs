@@ -247,3 +247,114 @@ fn exhausted_ports_drop_instead_of_colliding() {
     assert_eq!(v3, TC_ACT_UNSPEC);
     assert_eq!(dp.snat_count(), 2);
 }
+
+mod publish {
+    use netpath_common::{
+        maps::{ENDPOINT_KIND_VETH, EndpointValue},
+        nat::{NatTarget, PublishKey},
+    };
+
+    use super::*;
+
+    fn key(proto: u8, host_ip: [u8; 4], port: u16) -> PublishKey {
+        PublishKey {
+            host_ip,
+            port,
+            proto,
+            _pad: 0,
+        }
+    }
+    fn target(addr: [u8; 4], port: u16) -> NatTarget {
+        NatTarget {
+            addr,
+            port,
+            _pad: [0; 2],
+        }
+    }
+
+    #[test]
+    fn dnat_to_the_endpoint_and_back_keeping_the_client_address() {
+        require_root!();
+        let (_p, mut dp, up) = setup(40000, 40999);
+        let ep_dev = Dev::new();
+        dp.upsert_endpoint(EndpointValue {
+            ip: EP,
+            ifindex: ep_dev.ifindex,
+            mac: frames::SRC_MAC,
+            host_mac: [2, 0xee, 0, 0, 0, 1],
+            network_id: 1,
+            kind: ENDPOINT_KIND_VETH,
+            _pad: 0,
+        })
+        .unwrap();
+        let other_ep = [10, 200, 0, 3];
+        dp.publish(key(IPPROTO_TCP, [0; 4], 8080), target(EP, 80))
+            .unwrap();
+        dp.publish(key(IPPROTO_UDP, [0; 4], 8080), target(other_ep, 53))
+            .unwrap();
+        dp.publish(key(IPPROTO_TCP, [127, 0, 0, 1], 9090), target(EP, 90))
+            .unwrap();
+
+        // Client → host:8080/tcp: DNAT to the endpoint, source kept.
+        let (v, out) = run_tc(
+            &dp,
+            Hook::UplinkIngress,
+            up.ifindex,
+            &frames::tcp4(REMOTE, 50000, UPLINK, 8080, b"hi"),
+        );
+        assert_eq!(v, TC_ACT_UNSPEC);
+        assert_eq!(
+            out,
+            frames::tcp4(REMOTE, 50000, EP, 80, b"hi"),
+            "DNAT frame"
+        );
+        let ct = dp
+            .dnat_entry(&Tuple::new(IPPROTO_TCP, EP, 80, REMOTE, 50000))
+            .expect("connection tracked");
+        assert_eq!((ct.addr, ct.port), (UPLINK, 8080));
+
+        // The endpoint's reply leaves with the published address and port.
+        let (v, out) = run_tc(
+            &dp,
+            Hook::TcIngress,
+            ep_dev.ifindex,
+            &frames::tcp4(EP, 80, REMOTE, 50000, b"ok"),
+        );
+        assert_eq!(v, TC_ACT_UNSPEC);
+        assert_eq!(
+            out,
+            frames::tcp4(UPLINK, 8080, REMOTE, 50000, b"ok"),
+            "reverse DNAT frame"
+        );
+
+        // Same port, UDP: another endpoint.
+        let (_, out) = run_tc(
+            &dp,
+            Hook::UplinkIngress,
+            up.ifindex,
+            &frames::udp4(REMOTE, 50001, UPLINK, 8080, b"q", false),
+        );
+        assert_eq!(out, frames::udp4(REMOTE, 50001, other_ep, 53, b"q", false));
+
+        // Bound to 127.0.0.1: not reachable through the uplink's address.
+        let frame = frames::tcp4(REMOTE, 50002, UPLINK, 9090, b"x");
+        assert_eq!(
+            run_tc(&dp, Hook::UplinkIngress, up.ifindex, &frame).1,
+            frame
+        );
+        // Not published: untouched.
+        let frame = frames::tcp4(REMOTE, 50003, UPLINK, 8081, b"x");
+        assert_eq!(
+            run_tc(&dp, Hook::UplinkIngress, up.ifindex, &frame).1,
+            frame
+        );
+
+        // Unpublished: no more DNAT.
+        dp.unpublish(key(IPPROTO_TCP, [0; 4], 8080)).unwrap();
+        let frame = frames::tcp4(REMOTE, 50004, UPLINK, 8080, b"x");
+        assert_eq!(
+            run_tc(&dp, Hook::UplinkIngress, up.ifindex, &frame).1,
+            frame
+        );
+    }
+}

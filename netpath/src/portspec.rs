@@ -1,0 +1,238 @@
+//! Docker's `-p` syntax: `[HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]`.
+//!
+//! Parsing only: which host IP, protocol and port ranges. Whether the ports are free,
+//! the host IP is the host's, and so on, is decided when the lease is taken.
+
+use std::{fmt, net::Ipv4Addr, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The IP protocol number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+/// An inclusive, non-empty port range of valid ports (1..=65535).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ports {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl Ports {
+    pub fn len(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A parsed `-p` specification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSpec {
+    /// `None`: every host address (0.0.0.0).
+    pub host_ip: Option<Ipv4Addr>,
+    /// `None`: an ephemeral host port (range) chosen by the daemon.
+    pub host_ports: Option<Ports>,
+    pub guest_ports: Ports,
+    pub proto: Proto,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid port specification {spec:?}: {reason}")]
+pub struct PortSpecError {
+    pub spec: String,
+    pub reason: String,
+}
+
+fn port(s: &str) -> Result<u16, String> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?} is not a port number"));
+    }
+    match s.parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(format!("port {s} is out of range (1-65535)")),
+    }
+}
+
+fn ports(s: &str) -> Result<Ports, String> {
+    let (first, last) = match s.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(s)?;
+            (p, p)
+        }
+    };
+    if last < first {
+        return Err(format!("range {s} is reversed"));
+    }
+    Ok(Ports { first, last })
+}
+
+impl FromStr for PortSpec {
+    type Err = PortSpecError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let err = |reason: String| PortSpecError {
+            spec: spec.to_owned(),
+            reason,
+        };
+        let (rest, proto) = match spec.rsplit_once('/') {
+            Some((rest, "tcp")) => (rest, Proto::Tcp),
+            Some((rest, "udp")) => (rest, Proto::Udp),
+            Some((_, other)) => {
+                return Err(err(format!("unknown protocol {other:?} (tcp or udp)")));
+            }
+            None => (spec, Proto::Tcp),
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
+        let (host_ip, host_ports, guest) = match parts.as_slice() {
+            [guest] => (None, None, *guest),
+            [host, guest] => (None, Some(*host), *guest),
+            [ip, host, guest] => (Some(*ip), Some(*host), *guest),
+            _ => {
+                return Err(err(
+                    "expected [HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]".into(),
+                ));
+            }
+        };
+        let host_ip = match host_ip {
+            Some(ip) => Some(
+                ip.parse::<Ipv4Addr>()
+                    .map_err(|_| err(format!("{ip:?} is not an IPv4 address")))?,
+            ),
+            None => None,
+        };
+        let guest_ports = ports(guest).map_err(err)?;
+        let host_ports = match host_ports {
+            Some("") => None,
+            Some(h) => Some(ports(h).map_err(err)?),
+            None => None,
+        };
+        if let Some(h) = host_ports
+            && h.len() != guest_ports.len()
+        {
+            return Err(err(format!(
+                "the host range has {} ports but the guest range {}",
+                h.len(),
+                guest_ports.len()
+            )));
+        }
+        Ok(PortSpec {
+            host_ip: host_ip.filter(|ip| !ip.is_unspecified()),
+            host_ports,
+            guest_ports,
+            proto,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> PortSpec {
+        s.parse().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn docker_forms() {
+        assert_eq!(
+            p("80"),
+            PortSpec {
+                host_ip: None,
+                host_ports: None,
+                guest_ports: Ports {
+                    first: 80,
+                    last: 80
+                },
+                proto: Proto::Tcp
+            }
+        );
+        assert_eq!(
+            p("8080:80").host_ports,
+            Some(Ports {
+                first: 8080,
+                last: 8080
+            })
+        );
+        assert_eq!(p("8080:80/udp").proto, Proto::Udp);
+        let s = p("127.0.0.1:8080-8081:80-81/tcp");
+        assert_eq!(s.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(
+            s.host_ports,
+            Some(Ports {
+                first: 8080,
+                last: 8081
+            })
+        );
+        assert_eq!(
+            s.guest_ports,
+            Ports {
+                first: 80,
+                last: 81
+            }
+        );
+        // An empty host port means ephemeral; 0.0.0.0 means every address.
+        let e = p("0.0.0.0::80");
+        assert_eq!((e.host_ip, e.host_ports), (None, None));
+        assert_eq!(p("1-3").guest_ports.len(), 3);
+    }
+
+    #[test]
+    fn malformed_specs_say_why() {
+        for (spec, why) in [
+            ("", "not a port number"),
+            ("0", "out of range"),
+            ("65536", "out of range"),
+            ("8080:0", "out of range"),
+            ("90-80", "reversed"),
+            ("8080-8082:80-81", "host range has 3 ports"),
+            ("80/sctp", "unknown protocol"),
+            ("abc", "not a port number"),
+            ("1.2.3:80:80", "not an IPv4 address"),
+            ("a:b:c:d", "expected"),
+            ("+80", "not a port number"),
+            ("80-", "not a port number"),
+        ] {
+            let e = spec.parse::<PortSpec>().unwrap_err();
+            assert!(e.to_string().contains(why), "{spec:?}: {e}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any string either parses into a consistent spec or gives an error; never panics.
+        #[test]
+        fn parse_is_total(s in "[0-9a-z.:/-]{0,24}") {
+            if let Ok(spec) = s.parse::<PortSpec>() {
+                proptest::prop_assert!(spec.guest_ports.first >= 1 && spec.guest_ports.first <= spec.guest_ports.last);
+                if let Some(h) = spec.host_ports {
+                    proptest::prop_assert_eq!(h.len(), spec.guest_ports.len());
+                }
+            }
+        }
+    }
+}
