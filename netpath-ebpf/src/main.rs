@@ -50,8 +50,7 @@ pub fn netpath_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     let frame = TcFrame::new(&ctx);
-    let c = classify(&frame);
-    let class = c.class;
+    let class = classify(&frame).class;
     let len = ctx.len() as u64;
     stats::count(Hook::TcIngress, class, len);
     // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the whole
@@ -75,15 +74,7 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
         _ => None,
     };
     match decide(from, eth_src, info, to.as_ref()) {
-        Verdict::Pass => {
-            // Leaving for the kernel path: a reply of a connection to a published port
-            // takes the published address and port as its source.
-            if nat::publish_reply(&ctx, &frame, c).is_err() {
-                count_drop(DropReason::NatFailed, len);
-                return TC_ACT_SHOT;
-            }
-            TC_ACT_UNSPEC
-        }
+        Verdict::Pass => TC_ACT_UNSPEC,
         Verdict::Drop(reason) => {
             count_drop(reason, len);
             TC_ACT_SHOT
@@ -128,6 +119,18 @@ pub fn netpath_tc_uplink_egress(ctx: TcContext) -> i32 {
     stats::count(Hook::UplinkEgress, c.class, len);
     // SAFETY: as in netpath_tc_ingress.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // Replies of connections to published ports take the published address and port
+    // as their source — here, after routing: rewritten earlier, a packet with one of
+    // the host's addresses as its source would be dropped by the kernel as a martian.
+    // Only then egress masquerade.
+    match nat::publish_reply(&ctx, &frame, c) {
+        Ok(true) => return TC_ACT_UNSPEC,
+        Ok(false) => {}
+        Err(_) => {
+            count_drop(DropReason::NatFailed, len);
+            return TC_ACT_SHOT;
+        }
+    }
     if nat::egress(&ctx, &frame, c, ifindex).is_err() {
         // No port left, or a rewrite failed: never send a half-translated packet.
         count_drop(DropReason::NatFailed, len);

@@ -321,27 +321,27 @@ pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Resul
     rewrite(ctx, &l4, IP_DST, front, ep)
 }
 
-/// Endpoint egress (its host-side device's ingress): replies of a connection to a
-/// published port leave with the published address and port as their source.
+/// Uplink egress: a reply of a connection to a published port leaves with the
+/// published address and port as its source. `Ok(true)` if it was one.
 #[inline(always)]
-pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), i64> {
+pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, i64> {
     let Some(l4) = L4::of(frame, c, ICMP_ECHO_REPLY) else {
-        return Ok(());
+        return Ok(false);
     };
     if l4.proto == IPPROTO_ICMP {
-        return Ok(());
+        return Ok(false);
     }
     let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
-        return Ok(());
+        return Ok(false);
     };
     let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
-        return Ok(());
+        return Ok(false);
     };
     // SAFETY: copied out at once.
     let Some(front) =
         (unsafe { NETPATH_DNAT_CT.get(Tuple::new(l4.proto, src, sport, dst, dport)) }).copied()
     else {
-        return Ok(());
+        return Ok(false);
     };
     rewrite(
         ctx,
@@ -354,4 +354,5 @@ pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<
         },
         front,
     )
+    .map(|()| true)
 }

@@ -41,13 +41,16 @@ use axum::{
     http::{HeaderMap, Method, StatusCode, Uri, header, request::Parts},
     middleware,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     datapath::ClassStat,
-    model::{ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, TapCreate},
+    model::{
+        ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, PortLease, PortPublish,
+        TapCreate,
+    },
     service::{Service, ServiceError},
 };
 
@@ -128,6 +131,25 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Endpoint>, ApiError>> + Send;
     fn get_endpoint(&self, id: &str) -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
     fn stats(&self) -> impl Future<Output = Result<Vec<ClassStat>, ApiError>> + Send;
+    fn publish_ports(
+        &self,
+        _req: PortPublish,
+    ) -> impl Future<Output = Result<Vec<PortLease>, ApiError>> + Send {
+        async { Err(not_supported()) }
+    }
+    fn unpublish_ports(
+        &self,
+        _endpoint: &str,
+    ) -> impl Future<Output = Result<Vec<PortLease>, ApiError>> + Send {
+        async { Err(not_supported()) }
+    }
+    fn list_ports(&self) -> impl Future<Output = Result<Vec<PortLease>, ApiError>> + Send {
+        async { Err(not_supported()) }
+    }
+}
+
+fn not_supported() -> ApiError {
+    ApiError::new(StatusCode::NOT_IMPLEMENTED, "not supported by this backend")
 }
 
 impl Backend for Service {
@@ -160,6 +182,15 @@ impl Backend for Service {
     }
     async fn stats(&self) -> Result<Vec<ClassStat>, ApiError> {
         Ok(Service::stats(self).await?)
+    }
+    async fn publish_ports(&self, req: PortPublish) -> Result<Vec<PortLease>, ApiError> {
+        Ok(Service::publish_ports(self, req).await?)
+    }
+    async fn unpublish_ports(&self, endpoint: &str) -> Result<Vec<PortLease>, ApiError> {
+        Ok(Service::unpublish_ports(self, endpoint).await?)
+    }
+    async fn list_ports(&self) -> Result<Vec<PortLease>, ApiError> {
+        Ok(Service::list_ports(self).await?)
     }
 }
 
@@ -278,6 +309,8 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         )
         .route("/v1/taps", post(add_tap::<B>))
         .route("/v1/stats", get(stats::<B>))
+        .route("/v1/ports", get(list_ports::<B>).post(publish_ports::<B>))
+        .route("/v1/ports/{endpoint}", delete(unpublish_ports::<B>))
         // Must come after the routes: it is installed on each of them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -375,6 +408,24 @@ async fn remove_endpoint<B: Backend>(
 
 async fn stats<B: Backend>(State(b): Shared<B>) -> Result<Json<Vec<ClassStat>>, ApiError> {
     Ok(Json(b.stats().await?))
+}
+
+async fn publish_ports<B: Backend>(
+    State(b): Shared<B>,
+    JsonBody(req): JsonBody<PortPublish>,
+) -> Result<(StatusCode, Json<Vec<PortLease>>), ApiError> {
+    Ok((StatusCode::CREATED, Json(b.publish_ports(req).await?)))
+}
+
+async fn unpublish_ports<B: Backend>(
+    State(b): Shared<B>,
+    PathParam(endpoint): PathParam,
+) -> Result<Json<Vec<PortLease>>, ApiError> {
+    Ok(Json(b.unpublish_ports(&endpoint).await?))
+}
+
+async fn list_ports<B: Backend>(State(b): Shared<B>) -> Result<Json<Vec<PortLease>>, ApiError> {
+    Ok(Json(b.list_ports().await?))
 }
 
 const ROUTES_HINT: &str = "the API is under /v1: version, networks[/{name}], \

@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::{
     api::Version,
     error::UserError,
-    model::{ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, TapCreate},
+    model::{
+        ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, PortLease, PortPublish,
+        TapCreate,
+    },
 };
 
 /// Default bound on one request, connect to last byte of the answer.
@@ -300,6 +303,26 @@ impl Client {
     pub async fn remove_endpoint(&self, id: &str) -> Result<Endpoint, ClientError> {
         let path = format!("/v1/endpoints/{}", encode(id));
         self.request(Method::DELETE, &path, None::<&()>).await
+    }
+
+    /// `POST /v1/ports`: publish ports of an endpoint.
+    pub async fn publish_ports(&self, req: &PortPublish) -> Result<Vec<PortLease>, ClientError> {
+        self.request(Method::POST, "/v1/ports", Some(req)).await
+    }
+
+    /// `DELETE /v1/ports/{endpoint}`: unpublish every port of an endpoint.
+    pub async fn unpublish_ports(&self, endpoint: &str) -> Result<Vec<PortLease>, ClientError> {
+        self.request(
+            Method::DELETE,
+            &format!("/v1/ports/{}", encode(endpoint)),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// `GET /v1/ports`.
+    pub async fn list_ports(&self) -> Result<Vec<PortLease>, ClientError> {
+        self.get("/v1/ports").await
     }
 
     pub async fn stats(&self) -> Result<Vec<ClassStat>, ClientError> {

@@ -11,7 +11,9 @@ use netpath::{
     daemon::{self, DaemonOptions},
     datapath::{Datapath, Pins},
     error::{UserError, one_line},
-    model::{Endpoint, EndpointCreate, Mode, Network, NetworkCreate, TapCreate},
+    model::{
+        Endpoint, EndpointCreate, Mode, Network, NetworkCreate, PortLease, PortPublish, TapCreate,
+    },
     preflight, reset,
 };
 use serde::Serialize;
@@ -78,6 +80,9 @@ enum Command {
     /// Attach microVMs: a TAP device owned by the VMM's uid/gid, the guest a /32.
     #[command(subcommand)]
     Tap(TapCmd),
+    /// Publish ports of an endpoint to the host (DNAT in BPF, no proxy, no iptables).
+    #[command(subcommand)]
+    Port(PortCmd),
     /// List networks and endpoints.
     Ls {
         /// Print as JSON: {"networks": [...], "endpoints": [...]}.
@@ -179,6 +184,45 @@ enum EndpointCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PortCmd {
+    /// Publish: `-p [HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]` (Docker's
+    /// syntax; no host port = an ephemeral one). Repeatable.
+    Publish {
+        /// Endpoint id (container or TAP).
+        endpoint: String,
+        #[arg(short = 'p', long = "publish", required = true)]
+        specs: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpublish every port of an endpoint.
+    Rm { endpoint: String },
+    /// List published ports.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_ports(leases: &[PortLease]) {
+    println!(
+        "{:<28} {:<12} {:<6} {:<22} GUEST",
+        "ID", "ENDPOINT", "PROTO", "HOST"
+    );
+    for l in leases {
+        println!(
+            "{:<28} {:<12} {:<6} {:<22} {}:{}",
+            l.id,
+            l.endpoint,
+            l.proto,
+            format!("{}:{}", l.host_ip, l.host_port),
+            l.guest_ip,
+            l.guest_port
+        );
+    }
 }
 
 #[derive(Subcommand)]
@@ -462,6 +506,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let e = api!(client.remove_endpoint(&id));
                 println!("removed tap {} ({})", e.host_ifname, e.ip);
                 Ok(())
+            }
+        },
+        Command::Port(cmd) => match cmd {
+            PortCmd::Publish {
+                endpoint,
+                specs,
+                json,
+            } => {
+                let mut all = Vec::new();
+                for spec in specs {
+                    all.extend(api!(client.publish_ports(&PortPublish {
+                        endpoint: endpoint.clone(),
+                        spec,
+                    })));
+                }
+                if json {
+                    print_json(&all)
+                } else {
+                    print_ports(&all);
+                    Ok(())
+                }
+            }
+            PortCmd::Rm { endpoint } => {
+                let gone = api!(client.unpublish_ports(&endpoint));
+                println!("unpublished {} port(s) of {endpoint}", gone.len());
+                Ok(())
+            }
+            PortCmd::Ls { json } => {
+                let leases = api!(client.list_ports());
+                if json {
+                    print_json(&leases)
+                } else {
+                    print_ports(&leases);
+                    Ok(())
+                }
             }
         },
         Command::Ls { json } => {

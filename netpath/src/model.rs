@@ -142,3 +142,31 @@ pub struct ApiErrorBody {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hint: Option<String>,
 }
+
+/// A request to publish ports of an endpoint (Docker's `-p` syntax in `spec`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortPublish {
+    pub endpoint: String,
+    pub spec: String,
+}
+
+/// One published port: `proto` traffic to `host_ip:host_port` goes to the endpoint's
+/// `guest_port`. `host_ip` 0.0.0.0 means every host address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortLease {
+    /// `proto/host_ip:host_port`, e.g. `tcp/0.0.0.0:8080`.
+    pub id: String,
+    pub endpoint: String,
+    pub proto: crate::portspec::Proto,
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub guest_ip: Ipv4Addr,
+    pub guest_port: u16,
+}
+
+impl PortLease {
+    pub fn lease_id(proto: crate::portspec::Proto, host_ip: Ipv4Addr, port: u16) -> String {
+        format!("{proto}/{host_ip}:{port}")
+    }
+}

@@ -21,7 +21,7 @@ use std::{
 use ipnet::Ipv4Net;
 use netpath_common::{
     maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, Hook},
-    nat::{MASQ_PORTS, Uplink},
+    nat::{MASQ_PORTS, NatTarget, PublishKey, Uplink},
 };
 
 use crate::{
@@ -29,9 +29,10 @@ use crate::{
     datapath::{Attachment, ClassStat, Datapath, DatapathError, EndpointStat, Origin},
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network,
-        NetworkCreate, TapCreate,
+        NetworkCreate, PortLease, PortPublish, TapCreate,
     },
     netlink::{LinkConfig, Netlink, NetlinkError, random_mac},
+    portspec::{PortSpec, Proto},
     sandbox::{SandboxError, VethPlan, create_veth_endpoint},
     state::{NewEndpoint, ResolvedNetwork, StateError, Store},
     sysctl,
@@ -46,6 +47,8 @@ pub const DEFAULT_MTU: u32 = 1500;
 pub enum ServiceError {
     #[error("{what}")]
     Invalid { what: String, hint: Option<String> },
+    #[error("{what}")]
+    Conflict { what: String, hint: Option<String> },
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -72,6 +75,7 @@ impl ServiceError {
     pub fn status(&self) -> u16 {
         match self {
             ServiceError::Invalid { .. } => 400,
+            ServiceError::Conflict { .. } => 409,
             ServiceError::State(e) => match e {
                 StateError::NetworkNotFound { .. } | StateError::EndpointNotFound { .. } => 404,
                 StateError::NetworkExists { .. }
@@ -81,7 +85,9 @@ impl ServiceError {
                 | StateError::SubnetExhausted { .. }
                 | StateError::EndpointExists { .. }
                 | StateError::HostIfnameInUse { .. }
-                | StateError::NetworkIdsExhausted => 409,
+                | StateError::NetworkIdsExhausted
+                | StateError::PortInUse { .. }
+                | StateError::PortsExhausted { .. } => 409,
                 StateError::InvalidSubnet { .. }
                 | StateError::InvalidGateway { .. }
                 | StateError::InvalidIp { .. }
@@ -97,7 +103,9 @@ impl ServiceError {
 
     pub fn body(&self) -> ApiErrorBody {
         let hint = match self {
-            ServiceError::Invalid { hint, .. } => hint.clone(),
+            ServiceError::Invalid { hint, .. } | ServiceError::Conflict { hint, .. } => {
+                hint.clone()
+            }
             ServiceError::State(e) => e.hint(),
             _ => None,
         };
@@ -699,9 +707,17 @@ impl Service {
         self.register(network, ep, link.index, mac, host_mac, ENDPOINT_KIND_TAP)
     }
 
-    /// Removes an endpoint's devices, map entry and attachment pins. Idempotent.
+    /// Removes an endpoint's devices, map entries (its published ports included) and
+    /// attachment pins. Idempotent.
     async fn unplumb_endpoint(&self, ep: &Endpoint) -> Result<()> {
-        self.datapath().remove_endpoint(ep.ip)?;
+        let ports = self.list_ports().await?;
+        {
+            let mut dp = self.datapath();
+            for l in ports.iter().filter(|l| l.endpoint == ep.id) {
+                dp.unpublish(publish_key(l))?;
+            }
+            dp.remove_endpoint(ep.ip)?;
+        }
         if let Some(link) = self.nl.link_by_name(&ep.host_ifname).await? {
             // Only delete what carries our tag (a TAP name is the user's choice).
             let ours = link.alias.as_deref().is_some_and(|a| {
@@ -722,6 +738,113 @@ impl Service {
         self.unplumb_endpoint(&ep).await?;
         let id = id.to_owned();
         db(&self.store, move |s| s.release_endpoint(&id)).await
+    }
+
+    /// Publishes ports of an endpoint (Docker's `-p` syntax): leases the host ports in
+    /// the state database, then puts them in the datapath's publish map, all or none.
+    pub async fn publish_ports(&self, req: PortPublish) -> Result<Vec<PortLease>> {
+        let spec: PortSpec = req
+            .spec
+            .parse()
+            .map_err(|e: crate::portspec::PortSpecError| ServiceError::invalid(e.to_string()))?;
+        let ep = self.get_endpoint(&req.endpoint).await?;
+        let host_ip = spec.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        if let Some(ip) = spec.host_ip
+            && !ip.is_loopback()
+            && !self.host_has_address(ip).await?
+        {
+            return Err(ServiceError::Invalid {
+                what: format!("{ip} is not an address of this host"),
+                hint: Some(
+                    "publish on one of the host's addresses, 127.0.0.1, or all (omit HOSTIP)"
+                        .into(),
+                ),
+            });
+        }
+        let guest: Vec<u16> = (spec.guest_ports.first..=spec.guest_ports.last).collect();
+        let host: Vec<Option<u16>> = match spec.host_ports {
+            Some(h) => (h.first..=h.last).map(Some).collect(),
+            None => vec![None; guest.len()],
+        };
+        for p in host.iter().flatten() {
+            if let Some(what) = host_socket_on(spec.proto, host_ip, *p) {
+                return Err(ServiceError::Conflict {
+                    what: format!(
+                        "{}/{}:{p} is in use on the host ({what})",
+                        spec.proto, host_ip
+                    ),
+                    hint: Some("pick another host port, or stop the process using it".into()),
+                });
+            }
+        }
+        let requests: Vec<_> = host
+            .iter()
+            .zip(&guest)
+            .map(|(h, g)| (spec.proto, host_ip, *h, *g))
+            .collect();
+        let lock = self.net_lock(&ep.network);
+        let _guard = lock.lock().await;
+        let id = ep.id.clone();
+        let leases = db(&self.store, move |s| {
+            s.lease_ports(&id, &requests, EPHEMERAL_PORTS)
+        })
+        .await?;
+        // Map writes under the datapath lock, no await inside; on failure undo them.
+        let published = {
+            let mut dp = self.datapath();
+            let r = leases
+                .iter()
+                .try_for_each(|l| dp.publish(publish_key(l), publish_target(l)));
+            if r.is_err() {
+                for l in &leases {
+                    let _ = dp.unpublish(publish_key(l));
+                }
+            }
+            r
+        };
+        if let Err(e) = published {
+            // Release exactly the leases just taken (older ones of this endpoint stay).
+            let (id, ids): (String, Vec<String>) =
+                (ep.id.clone(), leases.iter().map(|l| l.id.clone()).collect());
+            let _ = db(&self.store, move |s| {
+                ids.iter()
+                    .try_for_each(|lid| s.release_ports(Some(&id), Some(lid)).map(drop))
+            })
+            .await;
+            return Err(e.into());
+        }
+        Ok(leases)
+    }
+
+    /// Unpublishes every port of endpoint `endpoint`.
+    pub async fn unpublish_ports(&self, endpoint: &str) -> Result<Vec<PortLease>> {
+        let ep = self.get_endpoint(endpoint).await?;
+        let id = ep.id.clone();
+        let gone = db(&self.store, move |s| s.release_ports(Some(&id), None)).await?;
+        let mut dp = self.datapath();
+        for l in &gone {
+            dp.unpublish(publish_key(l))?;
+        }
+        Ok(gone)
+    }
+
+    pub async fn list_ports(&self) -> Result<Vec<PortLease>> {
+        db(&self.store, |s| s.list_ports()).await
+    }
+
+    async fn host_has_address(&self, ip: Ipv4Addr) -> Result<bool> {
+        for link in self.nl.links().await? {
+            if self
+                .nl
+                .ipv4_addresses(link.index)
+                .await?
+                .iter()
+                .any(|(a, _)| *a == ip)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub async fn stats(&self) -> Result<Vec<ClassStat>> {
@@ -826,6 +949,59 @@ impl Service {
         }
         Ok(actions)
     }
+}
+
+/// Host ports handed out when a `-p` spec gives none. Kept clear of Linux's ephemeral
+/// range (32768-60999), which masquerade and host sockets use.
+pub const EPHEMERAL_PORTS: (u16, u16) = (20000, 29999);
+
+fn publish_key(l: &PortLease) -> PublishKey {
+    PublishKey {
+        host_ip: l.host_ip.octets(),
+        port: l.host_port,
+        proto: l.proto.number(),
+        _pad: 0,
+    }
+}
+
+fn publish_target(l: &PortLease) -> NatTarget {
+    NatTarget {
+        addr: l.guest_ip.octets(),
+        port: l.guest_port,
+        _pad: [0; 2],
+    }
+}
+
+/// What holds `proto` port `port` on the host, if a socket listens (TCP) or is bound
+/// (UDP) on it at `ip` or on every address — from /proc/net/{tcp,udp}.
+fn host_socket_on(proto: Proto, ip: Ipv4Addr, port: u16) -> Option<String> {
+    let (file, listen_only) = match proto {
+        Proto::Tcp => ("/proc/net/tcp", true),
+        Proto::Udp => ("/proc/net/udp", false),
+    };
+    let text = std::fs::read_to_string(file).ok()?;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(state)) = (f.get(1), f.get(3)) else {
+            continue;
+        };
+        // TCP_LISTEN is 0A; any bound UDP socket counts.
+        if listen_only && *state != "0A" {
+            continue;
+        }
+        let Some((addr, p)) = local.split_once(':') else {
+            continue;
+        };
+        let (Ok(addr), Ok(p)) = (u32::from_str_radix(addr, 16), u16::from_str_radix(p, 16)) else {
+            continue;
+        };
+        // The kernel prints the network-order address read as a native u32.
+        let addr = Ipv4Addr::from(addr.to_ne_bytes());
+        if p == port && (addr.is_unspecified() || ip.is_unspecified() || addr == ip) {
+            return Some(format!("a host socket on {addr}:{p}"));
+        }
+    }
+    None
 }
 
 fn kind_role(kind: EndpointKind) -> &'static str {

@@ -39,7 +39,10 @@ use ipnet::Ipv4Net;
 use redb::{Database, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::model::{Endpoint, EndpointKind, EndpointState, Mode, Network, NetworkCreate};
+use crate::model::{
+    Endpoint, EndpointKind, EndpointState, Mode, Network, NetworkCreate, PortLease,
+};
+use crate::portspec::Proto;
 
 /// Version of the table layout and encoding this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -51,6 +54,10 @@ const NETWORK_IDS: TableDefinition<u16, &str> = TableDefinition::new("network_id
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 const HOST_IFNAMES: TableDefinition<&str, &str> = TableDefinition::new("host_ifnames");
 const IP_LEASES: TableDefinition<(u16, u32), &str> = TableDefinition::new("ip_leases");
+/// Port leases by (protocol number, host port, host address as u32; 0 = every address)
+/// → JSON `PortLease`. Keyed port-first so all leases of one (protocol, port) are one
+/// range, which is what conflict checks scan.
+const PORT_LEASES: TableDefinition<(u8, u16, u32), &[u8]> = TableDefinition::new("port_leases");
 
 /// Length of an endpoint id (lowercase hex digits).
 pub const ENDPOINT_ID_LEN: usize = 12;
@@ -147,6 +154,10 @@ pub enum StateError {
         ip: Ipv4Addr,
         endpoint: String,
     },
+    #[error("port {lease} is already published for endpoint {endpoint}")]
+    PortInUse { lease: String, endpoint: String },
+    #[error("no free host port left in {first}-{last}")]
+    PortsExhausted { first: u16, last: u16 },
     #[error("network \"{network}\" ({subnet}) has no free address left")]
     SubnetExhausted { network: String, subnet: Ipv4Net },
 }
@@ -253,6 +264,7 @@ struct Tables<'t> {
     endpoints: Table<'t, &'static str, &'static [u8]>,
     host_ifnames: Table<'t, &'static str, &'static str>,
     ip_leases: Table<'t, (u16, u32), &'static str>,
+    port_leases: Table<'t, (u8, u16, u32), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -264,6 +276,7 @@ impl<'t> Tables<'t> {
             endpoints: txn.open_table(ENDPOINTS)?,
             host_ifnames: txn.open_table(HOST_IFNAMES)?,
             ip_leases: txn.open_table(IP_LEASES)?,
+            port_leases: txn.open_table(PORT_LEASES)?,
         })
     }
 }
@@ -595,6 +608,104 @@ impl Store {
         Ok(out)
     }
 
+    /// Leases host ports for endpoint `endpoint_id`, all or none: each request is
+    /// (protocol, host address or 0.0.0.0, host port or `None` for an ephemeral one
+    /// from `ephemeral`, guest port). A port conflicts with a lease of the same
+    /// protocol and port whose address is the same or either is 0.0.0.0.
+    pub fn lease_ports(
+        &self,
+        endpoint_id: &str,
+        requests: &[(Proto, Ipv4Addr, Option<u16>, u16)],
+        ephemeral: (u16, u16),
+    ) -> Result<Vec<PortLease>> {
+        self.write(|t| {
+            let ep = read_endpoint(&t.endpoints, endpoint_id)?;
+            let mut out = Vec::new();
+            for &(proto, host_ip, host_port, guest_port) in requests {
+                let port = match host_port {
+                    Some(p) => {
+                        if let Some(holder) = port_holder(&t.port_leases, proto, host_ip, p)? {
+                            return Err(StateError::PortInUse {
+                                lease: PortLease::lease_id(proto, host_ip, p),
+                                endpoint: holder,
+                            });
+                        }
+                        p
+                    }
+                    None => {
+                        let mut found = None;
+                        for p in ephemeral.0..=ephemeral.1 {
+                            if port_holder(&t.port_leases, proto, host_ip, p)?.is_none() {
+                                found = Some(p);
+                                break;
+                            }
+                        }
+                        found.ok_or(StateError::PortsExhausted {
+                            first: ephemeral.0,
+                            last: ephemeral.1,
+                        })?
+                    }
+                };
+                let lease = PortLease {
+                    id: PortLease::lease_id(proto, host_ip, port),
+                    endpoint: ep.id.clone(),
+                    proto,
+                    host_ip,
+                    host_port: port,
+                    guest_ip: ep.ip,
+                    guest_port,
+                };
+                t.port_leases.insert(
+                    (proto.number(), port, u32::from(host_ip)),
+                    encode(&lease).as_slice(),
+                )?;
+                out.push(lease);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Releases port leases: the one with id `lease_id` if given, else every lease of
+    /// `endpoint_id`. Returns what was released.
+    pub fn release_ports(
+        &self,
+        endpoint_id: Option<&str>,
+        lease_id: Option<&str>,
+    ) -> Result<Vec<PortLease>> {
+        self.write(|t| {
+            let mut gone = Vec::new();
+            t.port_leases.retain(|_, v| {
+                let Ok(l) = serde_json::from_slice::<PortLease>(v) else {
+                    return true;
+                };
+                let hit = lease_id.is_none_or(|id| l.id == id)
+                    && endpoint_id.is_none_or(|e| l.endpoint == e);
+                if hit {
+                    gone.push(l);
+                }
+                !hit
+            })?;
+            Ok(gone)
+        })
+    }
+
+    /// Every port lease, by protocol, port and address.
+    pub fn list_ports(&self) -> Result<Vec<PortLease>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PORT_LEASES)?;
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            let (k, v) = item?;
+            let (proto, port, ip) = k.value();
+            out.push(decode(
+                PORTS_NAME,
+                &format!("{proto}/{ip}:{port}"),
+                v.value(),
+            )?);
+        }
+        Ok(out)
+    }
+
     /// Removes every network, endpoint and lease (the schema version stays).
     pub fn clear(&self) -> Result<()> {
         self.write(|t| {
@@ -603,12 +714,33 @@ impl Store {
             t.endpoints.retain(|_, _| false)?;
             t.host_ifnames.retain(|_, _| false)?;
             t.ip_leases.retain(|_, _| false)?;
+            t.port_leases.retain(|_, _| false)?;
             Ok(())
         })
     }
 }
 
 const NETWORKS_NAME: &str = "network";
+const PORTS_NAME: &str = "port lease";
+
+/// The endpoint holding a lease that conflicts with (`proto`, `host_ip`, `port`).
+fn port_holder(
+    leases: &impl ReadableTable<(u8, u16, u32), &'static [u8]>,
+    proto: Proto,
+    host_ip: Ipv4Addr,
+    port: u16,
+) -> Result<Option<String>> {
+    let n = proto.number();
+    for item in leases.range((n, port, 0)..=(n, port, u32::MAX))? {
+        let (k, v) = item?;
+        let ip = k.value().2;
+        if ip == 0 || host_ip.is_unspecified() || ip == u32::from(host_ip) {
+            let l: PortLease = decode(PORTS_NAME, &format!("{n}/{ip}:{port}"), v.value())?;
+            return Ok(Some(l.endpoint));
+        }
+    }
+    Ok(None)
+}
 const ENDPOINTS_NAME: &str = "endpoint";
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -674,6 +806,9 @@ fn remove_endpoint_rows(
     network_id: Option<u16>,
 ) -> Result<()> {
     t.endpoints.remove(endpoint.id.as_str())?;
+    let id = endpoint.id.clone();
+    t.port_leases
+        .retain(|_, v| serde_json::from_slice::<PortLease>(v).map_or(true, |l| l.endpoint != id))?;
     if let Some(nid) = network_id {
         let key = (nid, u32::from(endpoint.ip));
         let owned = t

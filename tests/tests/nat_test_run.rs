@@ -313,13 +313,15 @@ mod publish {
             .expect("connection tracked");
         assert_eq!((ct.addr, ct.port), (UPLINK, 8080));
 
-        // The endpoint's reply leaves with the published address and port.
-        let (v, out) = run_tc(
-            &dp,
-            Hook::TcIngress,
-            ep_dev.ifindex,
-            &frames::tcp4(EP, 80, REMOTE, 50000, b"ok"),
+        // The endpoint's reply is routed as is (its own source address: rewritten on
+        // the endpoint's device, the host would drop it as a martian) and leaves the
+        // uplink with the published address and port — not masqueraded.
+        let reply = frames::tcp4(EP, 80, REMOTE, 50000, b"ok");
+        assert_eq!(
+            run_tc(&dp, Hook::TcIngress, ep_dev.ifindex, &reply).1,
+            reply
         );
+        let (v, out) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &reply);
         assert_eq!(v, TC_ACT_UNSPEC);
         assert_eq!(
             out,

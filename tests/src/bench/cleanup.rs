@@ -24,6 +24,8 @@ pub struct CleanupReport {
     pub checked: Vec<String>,
     /// What the sweep had to remove (the guards should have).
     pub swept: Vec<String>,
+    /// Host settings put back as they were before the bench.
+    pub restored: Vec<String>,
     /// What is still there after the sweep: the check failed.
     pub leftovers: Vec<String>,
     /// Errors met on the way.
@@ -148,8 +150,9 @@ pub fn final_sweep(ctx: &mut Ctx) -> CleanupReport {
         && forward_now.as_ref() != Some(before)
     {
         match fs::write(IP_FORWARD, format!("{before}\n")) {
-            Ok(()) => rep.swept.push(format!(
-                "net.ipv4.ip_forward restored to {before} (the CNI bridge plugin sets it to 1)"
+            Ok(()) => rep.restored.push(format!(
+                "net.ipv4.ip_forward back to {before} (the netpath daemon and the CNI bridge \
+                 plugin set it to 1)"
             )),
             Err(e) => rep.problems.push(format!("restoring {IP_FORWARD}: {e}")),
         }

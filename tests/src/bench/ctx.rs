@@ -120,7 +120,8 @@ pub struct Ctx {
     /// Host links created by tools that name them themselves (CNI's `veth…`), checked at
     /// the end.
     pub foreign_links: Vec<String>,
-    /// `net.ipv4.ip_forward` at start (the CNI bridge plugin turns it on); restored at the end.
+    /// `net.ipv4.ip_forward` at start (the netpath daemon and the CNI bridge plugin turn it
+    /// on); restored at the end, once the daemon is stopped.
     pub ip_forward_before: Option<String>,
     /// Header line of the progress bar (scenario · variant · round).
     stage: String,
@@ -256,8 +257,8 @@ pub fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!(
-            "netpath-bench needs root (it creates network namespaces, links and a netpath \
-             daemon): run `sudo -E cargo xtask bench`"
+            "root is needed: the bench creates network namespaces, links and a netpath \
+             daemon (run `sudo -E cargo xtask bench`)"
         );
     }
     Ok(())

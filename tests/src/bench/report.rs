@@ -460,6 +460,9 @@ impl Report {
                 let _ = writeln!(md, "- {l}");
             }
         }
+        if !c.restored.is_empty() {
+            let _ = writeln!(md, "\nRestored: {}.", c.restored.join("; "));
+        }
         if !c.swept.is_empty() {
             let _ = writeln!(
                 md,

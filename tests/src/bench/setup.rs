@@ -15,7 +15,7 @@ use netpath::model::EndpointCreate;
 
 use super::{
     Better, Ctx, Metric, Opts, RunResult, Scenario, Target, Unit, Variant,
-    ctx::{IP_FORWARD, host},
+    ctx::host,
     plot, proc,
     report::ScenarioResult,
     stats,
@@ -297,7 +297,6 @@ impl SetupScenario {
         drop(nss);
         drop(br);
         let _ = std::fs::remove_dir_all(&data_dir);
-        restore_ip_forward(ctx);
         reach?;
         let mut r = t.result()?;
         if del_failures > 0 {
@@ -306,17 +305,6 @@ impl SetupScenario {
             ));
         }
         Ok(r)
-    }
-}
-
-/// Puts `net.ipv4.ip_forward` back as it was before the bench (the CNI bridge plugin
-/// turns it on for a gateway bridge).
-fn restore_ip_forward(ctx: &Ctx) {
-    if let Some(before) = &ctx.ip_forward_before {
-        let now = std::fs::read_to_string(IP_FORWARD).unwrap_or_default();
-        if now.trim() != before {
-            let _ = std::fs::write(IP_FORWARD, format!("{before}\n"));
-        }
     }
 }
 

@@ -1,0 +1,220 @@
+//! Published ports with real traffic: a client in another namespace reaches the host's
+//! uplink address and port; the container sees the client's own address; TCP and UDP
+//! on the same host port reach different endpoints; a 127.0.0.1 publish is unreachable
+//! from outside; bad `-p` input is refused and changes nothing.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::mpsc,
+    time::Duration,
+};
+
+use netpath_tests::{Daemon, NetNs, require_root, run, unique};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+struct Del(String);
+impl Drop for Del {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .output();
+    }
+}
+
+fn endpoint(d: &Daemon, net: &str, ns: &NetNs) -> serde_json::Value {
+    serde_json::from_str(&d.ok(&[
+        "endpoint",
+        "add",
+        net,
+        "--netns",
+        &ns.path().display().to_string(),
+        "--json",
+    ]))
+    .unwrap()
+}
+
+#[test]
+fn published_ports_reach_the_right_endpoint_with_the_client_address() {
+    require_root!();
+    let outside = NetNs::new("po");
+    let (up, peer) = (unique("pu"), unique("pv"));
+    run(&[
+        "ip",
+        "link",
+        "add",
+        &up,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "netns",
+        outside.name(),
+    ]);
+    let _del = Del(up.clone());
+    run(&["ip", "addr", "add", &format!("{UPLINK}/24"), "dev", &up]);
+    run(&["ip", "link", "set", &up, "up"]);
+    outside.exec(&["ip", "addr", "add", &format!("{CLIENT}/24"), "dev", &peer]);
+    outside.exec(&["ip", "link", "set", &peer, "up"]);
+
+    let d = Daemon::start();
+    let net = unique("pn");
+    d.ok(&[
+        "network",
+        "create",
+        &net,
+        "--subnet",
+        "10.229.0.0/24",
+        "--uplink",
+        &up,
+    ]);
+    let (tcp_ns, udp_ns) = (NetNs::new("pt"), NetNs::new("pw"));
+    let (tcp_ep, udp_ep) = (endpoint(&d, &net, &tcp_ns), endpoint(&d, &net, &udp_ns));
+    let tcp_ip: Ipv4Addr = tcp_ep["ip"].as_str().unwrap().parse().unwrap();
+    let udp_ip: Ipv4Addr = udp_ep["ip"].as_str().unwrap().parse().unwrap();
+    let out = d.ok(&[
+        "port",
+        "publish",
+        tcp_ep["id"].as_str().unwrap(),
+        "-p",
+        "18080:80",
+        "-p",
+        "127.0.0.1:18081:81",
+        "--json",
+    ]);
+    let leases: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(leases.as_array().unwrap().len(), 2);
+    d.ok(&[
+        "port",
+        "publish",
+        udp_ep["id"].as_str().unwrap(),
+        "-p",
+        "18080:53/udp",
+    ]);
+
+    // Servers in the containers report who connected.
+    let (tx, rx) = mpsc::channel();
+    let tcp_server = tcp_ns.spawn(move || {
+        let l = TcpListener::bind((tcp_ip, 80)).unwrap();
+        let l81 = TcpListener::bind((tcp_ip, 81)).unwrap();
+        l81.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        let (mut c, peer) = l.accept().unwrap();
+        c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        c.write_all(b"pong!").unwrap();
+        let on_81 = l81.accept().is_ok();
+        (peer, on_81)
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let udp_server = udp_ns.spawn(move || {
+        let u = UdpSocket::bind((udp_ip, 53)).unwrap();
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, peer) = u.recv_from(&mut buf).unwrap();
+        u.send_to(&buf[..n], peer).unwrap();
+        peer
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+
+    let (reply, udp_reply, reached_81) = outside
+        .spawn(|| {
+            let mut c = TcpStream::connect_timeout(&SocketAddr::from((UPLINK, 18080)), TIMEOUT)
+                .expect("connect to the published port");
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            c.write_all(b"ping!").unwrap();
+            let mut buf = [0u8; 5];
+            c.read_exact(&mut buf).unwrap();
+            let u = UdpSocket::bind((CLIENT, 0)).unwrap();
+            u.set_read_timeout(Some(TIMEOUT)).unwrap();
+            u.send_to(b"dns?", (UPLINK, 18080)).unwrap();
+            let mut ubuf = [0u8; 64];
+            let (n, from) = u.recv_from(&mut ubuf).expect("udp reply");
+            assert_eq!(
+                from,
+                SocketAddr::from((UPLINK, 18080)),
+                "reply must come from the published address"
+            );
+            // The 127.0.0.1-bound publish must not answer from outside.
+            let reached_81 = TcpStream::connect_timeout(
+                &SocketAddr::from((UPLINK, 18081)),
+                Duration::from_millis(800),
+            )
+            .is_ok();
+            (buf, ubuf[..n].to_vec(), reached_81)
+        })
+        .join()
+        .unwrap();
+    assert_eq!(&reply, b"pong!");
+    assert_eq!(udp_reply, b"dns?");
+    assert!(
+        !reached_81,
+        "a 127.0.0.1 publish was reachable from another namespace"
+    );
+    let (tcp_peer, on_81) = tcp_server.join().unwrap();
+    assert_eq!(
+        tcp_peer.ip(),
+        std::net::IpAddr::V4(CLIENT),
+        "the container must see the client's address"
+    );
+    assert!(!on_81);
+    assert_eq!(
+        udp_server.join().unwrap().ip(),
+        std::net::IpAddr::V4(CLIENT)
+    );
+
+    // Bad input: refused, state unchanged.
+    let before = d.ok(&["port", "ls", "--json"]);
+    let ep = tcp_ep["id"].as_str().unwrap();
+    for (spec, why) in [
+        ("0", "out of range"),
+        ("65536", "out of range"),
+        ("90-80", "reversed"),
+        ("18090-18092:80-81", "host range has 3 ports"),
+        ("80/sctp", "unknown protocol"),
+        ("203.0.113.9:18095:80", "not an address of this host"),
+        ("18080:80", "already published"),
+    ] {
+        let out = d.cli(&["port", "publish", ep, "-p", spec]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{spec} accepted");
+        assert!(err.contains(why), "{spec}: expected {why:?} in {err}");
+    }
+    let out = d.cli(&["port", "publish", "0123456789ab", "-p", "18099:80"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    // A port a host process listens on.
+    let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let busy = l.local_addr().unwrap().port();
+    let out = d.cli(&["port", "publish", ep, "-p", &format!("{busy}:80")]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("in use on the host"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        d.ok(&["port", "ls", "--json"]),
+        before,
+        "bad input changed the leases"
+    );
+
+    // Unpublish: the port stops answering.
+    d.ok(&["port", "rm", ep]);
+    let refused = outside
+        .spawn(|| {
+            TcpStream::connect_timeout(
+                &SocketAddr::from((UPLINK, 18080)),
+                Duration::from_millis(800),
+            )
+            .is_err()
+        })
+        .join()
+        .unwrap();
+    assert!(refused, "unpublished port still reachable");
+}
