@@ -15,7 +15,7 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use nix::sched::{CloneFlags, setns};
 use rtnetlink::{
-    Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
         link::{LinkAttribute, LinkMessage},
         neighbour::NeighbourState,
@@ -183,6 +183,48 @@ impl Netlink {
         let h = self.link_by_name(host).await?.ok_or_else(|| gone(host))?;
         let p = self.link_by_name(peer).await?.ok_or_else(|| gone(peer))?;
         Ok((h, p))
+    }
+
+    /// Creates a veth pair in one request: the host end `host` here (up, `mtu`, a port
+    /// of `master` if given), the other end directly inside the network namespace of
+    /// `netns` with its final name, MAC and MTU. Creating the peer in place avoids
+    /// moving it, and a move waits for an RCU grace period (`synchronize_net`), which
+    /// measured ~20-35 ms here. Returns the host end.
+    pub async fn create_veth_into(
+        &self,
+        host: &str,
+        master: Option<u32>,
+        mtu: u32,
+        netns: &File,
+        peer_name: &str,
+        peer_mac: [u8; 6],
+    ) -> Result<Link> {
+        use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer_name.to_owned())
+            .address(peer_mac.to_vec())
+            .mtu(mtu)
+            .setns_by_fd(netns.as_raw_fd())
+            .build();
+        let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(host.to_owned())
+            .mtu(mtu)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
+        if let Some(m) = master {
+            b = b.controller(m);
+        }
+        self.handle
+            .link()
+            .add(b.build())
+            .execute()
+            .await
+            .map_err(Self::err("create veth", host))?;
+        self.link_by_name(host).await?.ok_or_else(|| NetlinkError {
+            op: "create veth",
+            target: host.to_owned(),
+            source: std::io::Error::from_raw_os_error(libc::ENODEV),
+        })
     }
 
     /// Applies `cfg` to link `index` in one request.

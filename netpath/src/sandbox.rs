@@ -1,36 +1,35 @@
-//! Plumbing one endpoint's devices: a container's veth (host end + the end inside its
-//! network namespace, with address, default route and a static gateway neighbor), or a
-//! microVM's TAP. Only devices and kernel state here; leases and records are the
-//! caller's (see `service`).
+//! Plumbing one container endpoint's devices: a veth pair whose inner end is created
+//! directly in the container's network namespace, then configured there (address,
+//! default route, a static gateway neighbor). Only devices and kernel state here;
+//! leases and records are the caller's (see `service`).
 
-use std::{fs::File, net::Ipv4Addr, path::Path};
+use std::{fs::File, net::Ipv4Addr, path::Path, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::netlink::{Link, LinkConfig, Netlink, NetlinkError};
+use crate::netlink::{Link, Netlink, NetlinkError};
 
 /// What to build for a container endpoint.
 #[derive(Debug)]
 pub struct VethPlan<'a> {
-    /// Host end name (`np-…`) and the temporary name of the container end.
+    /// Host end name (`np-…`).
     pub host_ifname: &'a str,
-    pub peer_ifname: &'a str,
     /// ifalias tag of the host end.
     pub alias: &'a str,
     /// The container's network namespace file.
     pub netns: &'a Path,
-    /// Final name of the container end (e.g. eth0).
+    /// Name of the container end (e.g. eth0).
     pub ifname: &'a str,
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
-    pub mtu: u32,
-    /// Bridge to make the host end a port of (bridge mode).
-    pub bridge: Option<u32>,
     /// MAC of the gateway the sandbox talks to (bridge mode: the bridge's MAC);
     /// `None`: the host end's own MAC (routed mode).
     pub gateway_mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    /// Bridge to make the host end a port of (bridge mode).
+    pub bridge: Option<u32>,
     /// Routed mode: put the gateway as a /32 on the host end and route `ip`/32 to it.
     pub routed: bool,
 }
@@ -45,21 +44,40 @@ pub enum SandboxError {
     },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    #[error("configuring the namespace side failed: {0}")]
+    Task(String),
 }
 
-/// Creates the veth pair and configures both ends. On any failure, removes what it
-/// created (the host end; its peer dies with it) before returning the error.
-pub async fn create_veth_endpoint(
+/// Creates the veth pair and configures both ends. `during` runs once the host end
+/// exists, concurrently with the configuration inside the namespace (the caller
+/// attaches its datapath there; both sides wait on kernel RCU grace periods, which
+/// then overlap). On any failure, removes what it created (the host end; its peer
+/// dies with it) before returning the error.
+pub async fn create_veth_endpoint<E: From<SandboxError>>(
     host: &Netlink,
     plan: &VethPlan<'_>,
-) -> Result<Link, SandboxError> {
+    during: impl FnOnce(&Link) -> Result<(), E>,
+) -> Result<Link, E> {
     let netns = File::open(plan.netns).map_err(|source| SandboxError::Netns {
         path: plan.netns.display().to_string(),
         source,
     })?;
-    let (h, p) = host.create_veth(plan.host_ifname, plan.peer_ifname).await?;
-    match configure_veth(host, plan, &netns, &h, &p).await {
-        Ok(link) => Ok(link),
+    let h = host
+        .create_veth_into(
+            plan.host_ifname,
+            plan.bridge,
+            plan.mtu,
+            &netns,
+            plan.ifname,
+            plan.mac,
+        )
+        .await
+        .map_err(SandboxError::from)?;
+    match configure(host, plan, &h, during).await {
+        Ok(()) => Ok(Link {
+            alias: Some(plan.alias.to_owned()),
+            ..h
+        }),
         Err(e) => {
             let _ = host.delete_link(h.index).await;
             Err(e)
@@ -67,79 +85,92 @@ pub async fn create_veth_endpoint(
     }
 }
 
-async fn configure_veth(
+async fn configure<E: From<SandboxError>>(
     host: &Netlink,
     plan: &VethPlan<'_>,
-    netns: &File,
     h: &Link,
-    p: &Link,
-) -> Result<Link, SandboxError> {
-    let gateway_mac = plan.gateway_mac.or(h.mac).unwrap_or_default();
-    // Container end: name, MAC and MTU are set while it is still in the host namespace,
-    // then it moves; one request.
-    host.configure(
-        p.index,
-        &LinkConfig {
-            name: Some(plan.ifname),
-            mac: Some(plan.mac),
-            mtu: Some(plan.mtu),
-            netns: Some(netns),
-            ..Default::default()
-        },
-    )
-    .await?;
-    host.configure(
-        h.index,
-        &LinkConfig {
-            mtu: Some(plan.mtu),
-            master: plan.bridge,
-            alias: Some(plan.alias),
-            up: true,
-            ..Default::default()
-        },
-    )
-    .await?;
+    during: impl FnOnce(&Link) -> Result<(), E>,
+) -> Result<(), E> {
+    host.set_alias(h.index, plan.alias)
+        .await
+        .map_err(SandboxError::from)?;
     if plan.routed {
-        host.add_address(h.index, plan.gateway.into(), 32).await?;
+        host.add_address(h.index, plan.gateway.into(), 32)
+            .await
+            .map_err(SandboxError::from)?;
         host.add_route(Ipv4Net::new(plan.ip, 32).expect("/32"), None, Some(h.index))
-            .await?;
+            .await
+            .map_err(SandboxError::from)?;
     }
+    let inside = tokio::spawn(configure_inside(Inside {
+        netns: plan.netns.to_owned(),
+        ifname: plan.ifname.to_owned(),
+        ip: plan.ip,
+        prefix_len: plan.prefix_len,
+        gateway: plan.gateway,
+        gateway_mac: plan.gateway_mac.or(h.mac).unwrap_or_default(),
+        routed: plan.routed,
+    }));
+    // `during` blocks (BPF syscalls); on a multi-threaded runtime let the worker go
+    // meanwhile so the namespace side proceeds in parallel.
+    let multi = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    let during_result = if multi {
+        tokio::task::block_in_place(|| during(h))
+    } else {
+        during(h)
+    };
+    let inside_result = inside
+        .await
+        .map_err(|e| SandboxError::Task(e.to_string()))?;
+    during_result?;
+    inside_result.map_err(E::from)
+}
 
-    let inside = Netlink::connect_in(plan.netns).await?;
-    let c = inside
-        .link_by_name(plan.ifname)
+/// The container side's settings, owned so they can be applied from their own task.
+struct Inside {
+    netns: PathBuf,
+    ifname: String,
+    ip: Ipv4Addr,
+    prefix_len: u8,
+    gateway: Ipv4Addr,
+    gateway_mac: [u8; 6],
+    routed: bool,
+}
+
+async fn configure_inside(c: Inside) -> Result<(), SandboxError> {
+    let inside = Netlink::connect_in(&c.netns).await?;
+    let link = inside
+        .link_by_name(&c.ifname)
         .await?
         .ok_or_else(|| NetlinkError {
-            op: "find moved veth",
-            target: plan.ifname.to_owned(),
+            op: "find the container end",
+            target: c.ifname.clone(),
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
         })?;
     if let Some(lo) = inside.link_by_name("lo").await? {
         inside.set_up(lo.index).await?;
     }
     inside
-        .add_address(c.index, plan.ip.into(), plan.prefix_len)
+        .add_address(link.index, c.ip.into(), c.prefix_len)
         .await?;
-    inside.set_up(c.index).await?;
-    if plan.routed {
-        // No on-link subnet: reach the gateway through a /32 host route first.
+    inside.set_up(link.index).await?;
+    if c.routed {
+        // No on-link subnet: reach the gateway through a /32 link route first.
         inside
             .add_route(
-                Ipv4Net::new(plan.gateway, 32).expect("/32"),
+                Ipv4Net::new(c.gateway, 32).expect("/32"),
                 None,
-                Some(c.index),
+                Some(link.index),
             )
             .await?;
     }
     // Static gateway neighbor: the sandbox never ARPs for its gateway.
     inside
-        .add_permanent_neighbor(c.index, plan.gateway, gateway_mac)
+        .add_permanent_neighbor(link.index, c.gateway, c.gateway_mac)
         .await?;
     inside
-        .add_route(Ipv4Net::default(), Some(plan.gateway), Some(c.index))
+        .add_route(Ipv4Net::default(), Some(c.gateway), Some(link.index))
         .await?;
-    Ok(Link {
-        alias: Some(plan.alias.to_owned()),
-        ..h.clone()
-    })
+    Ok(())
 }

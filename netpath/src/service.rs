@@ -543,12 +543,10 @@ impl Service {
     ) -> Result<()> {
         let bridge = self.bridge_link(network).await?;
         let alias = config::link_alias(&self.instance, "veth", &ep.id);
-        let peer = format!("npp{}", ep.id);
-        let link = create_veth_endpoint(
+        create_veth_endpoint(
             &self.nl,
             &VethPlan {
                 host_ifname: &ep.host_ifname,
-                peer_ifname: &peer,
                 alias: &alias,
                 netns,
                 ifname,
@@ -561,16 +559,20 @@ impl Service {
                 bridge: bridge.as_ref().map(|b| b.index),
                 routed: network.mode == Mode::Routed,
             },
+            // Registered while the namespace side is configured (see sandbox).
+            |link| {
+                self.register(
+                    network,
+                    ep,
+                    link.index,
+                    mac,
+                    link.mac.unwrap_or_default(),
+                    ENDPOINT_KIND_VETH,
+                )
+            },
         )
         .await?;
-        self.register(
-            network,
-            ep,
-            link.index,
-            mac,
-            link.mac.unwrap_or_default(),
-            ENDPOINT_KIND_VETH,
-        )
+        Ok(())
     }
 
     /// Puts the endpoint in the datapath's maps and attaches the tc program to its

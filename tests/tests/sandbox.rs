@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use netpath::{
     netlink::Netlink,
-    sandbox::{VethPlan, create_veth_endpoint},
+    sandbox::{SandboxError, VethPlan, create_veth_endpoint},
 };
 use netpath_tests::{NetNs, require_root, run, unique};
 
@@ -32,14 +32,12 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
     nl.set_up(br.index).await.unwrap();
     let ns = NetNs::new("sb");
     let host = unique("np-");
-    let peer = format!("{host}p");
     let _host_guard = DelLink(host.clone());
     let mac = [0x02, 0, 0, 0xaa, 0xbb, 0xcc];
     let link = create_veth_endpoint(
         &nl,
         &VethPlan {
             host_ifname: &host,
-            peer_ifname: &peer,
             alias: "netpath:test:veth:x",
             netns: &ns.path(),
             ifname: "eth0",
@@ -52,6 +50,7 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
             bridge: Some(br.index),
             routed: false,
         },
+        |_| Ok::<(), SandboxError>(()),
     )
     .await
     .expect("create endpoint");
