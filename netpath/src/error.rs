@@ -80,6 +80,30 @@ mod tests {
     }
 
     #[test]
+    fn a_rejected_program_is_one_line_and_the_log_is_saved() {
+        let e = anyhow::Error::new(DatapathError::Verifier {
+            program: "netpath_test_prog",
+            detail: "Permission denied (os error 13); verifier log:\n0: R1=ctx()\ninvalid access"
+                .into(),
+        })
+        .context("starting the daemon");
+        let line = one_line(&e);
+        assert!(!line.contains('\n'), "{line}");
+        assert!(
+            line.contains("the kernel rejected eBPF program netpath_test_prog"),
+            "{line}"
+        );
+        assert!(line.contains("Linux ≥ 6.6"), "{line}");
+        let log = std::env::temp_dir().join("netpath-verifier-netpath_test_prog.log");
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .contains("invalid access")
+        );
+        let _ = std::fs::remove_file(log);
+    }
+
+    #[test]
     fn multi_line_messages_are_flattened() {
         let e = anyhow::anyhow!("first\nsecond");
         assert!(!one_line(&e).contains('\n'));
