@@ -31,6 +31,7 @@ use aya::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
         tc::SchedClassifierLink,
+        tc::{NlOptions, TcAttachOptions, TcHandle, qdisc_add_clsact, qdisc_detach_program},
         xdp::XdpLink,
     },
 };
@@ -381,6 +382,58 @@ impl Datapath {
         Ok(Attachment::Attached)
     }
 
+    /// Attaches the endpoint program to an endpoint's host-side device (veth host end
+    /// or TAP) as a netlink cls_bpf filter under a clsact qdisc, not with tcx.
+    ///
+    /// Why: a tcx attach waits for an RCU grace period (`bpf_mprog_commit` calls
+    /// `synchronize_rcu`), measured 10-22 ms here against ~0.25 ms for clsact + cls_bpf,
+    /// and endpoint setup is latency-critical. The filter is not a bpf_link, so it is
+    /// not pinned: it lives as long as the device (an endpoint's device is deleted with
+    /// the endpoint), survives the daemon, and a restarted daemon finds it in place.
+    /// Bridges and uplinks keep pinned tcx links ([`Datapath::attach_tc`]).
+    pub fn attach_tc_endpoint(&mut self, ifname: &str, ifindex: u32) -> Result<Attachment> {
+        let _ = ifindex;
+        let attach_err = |source| DatapathError::Attach {
+            program: TC_INGRESS_PROG,
+            ifname: ifname.to_owned(),
+            source,
+        };
+        // Already present (e.g. a restart): fine; any real problem shows in the attach.
+        let _ = qdisc_add_clsact(ifname);
+        let options = || {
+            TcAttachOptions::Netlink(NlOptions {
+                priority: ENDPOINT_TC_PRIORITY,
+                handle: TcHandle::from(1),
+                ..Default::default()
+            })
+        };
+        let prog = &mut self.tc[tc_slot(Hook::TcIngress)];
+        let outcome = match prog.attach_with_options(ifname, TcAttachType::Ingress, options()) {
+            Ok(id) => Ok((id, Attachment::Attached)),
+            Err(e) if has_errno(&e, libc::EEXIST) => {
+                if self.origin == Origin::Adopted {
+                    return Ok(Attachment::Adopted);
+                }
+                // Reloaded programs: replace the old filter (found by its program name).
+                let name = prog
+                    .info()
+                    .ok()
+                    .and_then(|i| i.name_as_str().map(str::to_owned))
+                    .unwrap_or_else(|| TC_INGRESS_PROG.to_owned());
+                let _ = qdisc_detach_program(ifname, TcAttachType::Ingress, &name);
+                let _ = qdisc_detach_program(ifname, TcAttachType::Ingress, TC_INGRESS_PROG);
+                prog.attach_with_options(ifname, TcAttachType::Ingress, options())
+                    .map(|id| (id, Attachment::Replaced))
+            }
+            Err(e) => Err(e),
+        };
+        let (id, attachment) = outcome.map_err(attach_err)?;
+        let link = prog.take_link(id).map_err(attach_err)?;
+        // Dropping the link would detach the filter; it must outlive this process.
+        std::mem::forget(link);
+        Ok(attachment)
+    }
+
     /// Attaches the XDP program to `ifname` as a bpf_link (driver mode if `native`,
     /// otherwise generic/skb mode) and pins the link; same adoption rules as tc.
     pub fn attach_xdp(&mut self, ifname: &str, ifindex: u32, native: bool) -> Result<Attachment> {
@@ -660,6 +713,23 @@ impl Datapath {
             })?;
         Ok(Counter::sum(values.iter()))
     }
+}
+
+/// Priority of the endpoint filter in the clsact ingress hook (first to run).
+const ENDPOINT_TC_PRIORITY: u16 = 1;
+
+/// True if `err` or one of its sources is an OS error `errno`.
+fn has_errno(err: &(dyn std::error::Error + 'static), errno: i32) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && io.raw_os_error() == Some(errno)
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 /// The tc hooks, in the order of `Datapath::tc`.

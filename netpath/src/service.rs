@@ -587,7 +587,7 @@ impl Service {
         kind: u8,
     ) -> Result<()> {
         let mut dp = self.datapath();
-        dp.attach_tc_ingress(&ep.host_ifname, ifindex)?;
+        dp.attach_tc_endpoint(&ep.host_ifname, ifindex)?;
         dp.upsert_endpoint(EndpointValue {
             ip: ep.ip.octets(),
             ifindex,

@@ -451,7 +451,8 @@ fn reset_leaves_zero_residue() {
     }
     let tagged = d.tagged_links();
     assert_eq!(tagged.len(), 1 + 4 + 2, "bridge + veths + taps: {tagged:?}");
-    assert!(d.paths.bpffs.join("links").read_dir().unwrap().count() >= 7);
+    // The bridge's tcx link is pinned (endpoint devices carry cls_bpf filters instead).
+    assert!(d.paths.bpffs.join("links").read_dir().unwrap().count() >= 1);
     d.stop();
 
     let out = d.cli(&["reset", "--json"]);
