@@ -57,6 +57,8 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     // run; `ifindex` is a readable context field for tc programs.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Not an endpoint's device (e.g. the bridge): nothing to enforce or shortcut.
+    // SAFETY: the reference points into map memory that stays valid for this run (RCU);
+    // a concurrent control-plane update can only replace it with another valid entry.
     let Some(from) = (unsafe { NETPATH_IFACES.get(ifindex) }) else {
         return TC_ACT_UNSPEC;
     };

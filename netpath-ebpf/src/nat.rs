@@ -287,6 +287,7 @@ fn published(proto: u8, dst: [u8; 4], dport: u16) -> Option<NatTarget> {
             host_ip: [0; 4],
             ..key
         };
+        // SAFETY: as above, copied out at once.
         unsafe { NETPATH_PUBLISH.get(any) }.copied()
     })
 }
