@@ -503,3 +503,71 @@ pub fn raw_http(
         .unwrap_or_default();
     (status, body)
 }
+
+/// Deletes host link `0` on drop (its veth peer goes with it).
+pub struct LinkGuard(pub String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+/// A veth pair in the host namespace that exists for its ifindex (BPF_PROG_TEST_RUN
+/// resolves `__sk_buff.ifindex` in the caller's namespace). Deleted on drop.
+pub struct TestDev {
+    pub ifindex: u32,
+    _link: LinkGuard,
+}
+
+impl TestDev {
+    pub fn new(prefix: &str) -> TestDev {
+        let name = unique(prefix);
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}p"),
+        ]);
+        let ifindex = fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+            .expect("ifindex")
+            .trim()
+            .parse()
+            .expect("ifindex");
+        TestDev {
+            ifindex,
+            _link: LinkGuard(name),
+        }
+    }
+}
+
+/// Offset of `ifindex` in `struct __sk_buff` (uapi/linux/bpf.h).
+const SKB_IFINDEX: usize = 40;
+
+/// Runs `frame` through tc program `prog` as if it arrived on (or left through)
+/// device `ifindex`; returns the verdict and the output frame.
+pub fn tc_test_run(
+    prog: &aya::programs::SchedClassifier,
+    ifindex: u32,
+    frame: &[u8],
+) -> (u32, Vec<u8>) {
+    use aya::programs::{TestRun, TestRunOptions};
+    let mut ctx = [0u8; 48];
+    ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 64];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .expect("test_run");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}

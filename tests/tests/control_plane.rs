@@ -3,7 +3,7 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use netpath_tests::{Daemon, NetNs, host_links, raw_http, require_root, run, unique};
+use netpath_tests::{Daemon, LinkGuard, NetNs, host_links, raw_http, require_root, run, unique};
 
 /// These tests compare the host's whole link list before and after each bad input, so
 /// they must not run while another test of this file creates links.
@@ -135,15 +135,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     // A host route: a link of the test's own with 10.215.0.1/24.
     let (h, p) = (unique("hr"), unique("hq"));
     run(&["ip", "link", "add", &h, "type", "veth", "peer", "name", &p]);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.0])
-                .output();
-        }
-    }
-    let _del = Del(h.clone());
+    let _del = LinkGuard(h.clone());
     run(&["ip", "addr", "add", "10.215.0.1/24", "dev", &h]);
     run(&["ip", "link", "set", &h, "up"]);
     refused(

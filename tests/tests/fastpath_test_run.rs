@@ -2,56 +2,17 @@
 //! right MACs and target; unknown → pass; spoofed IP/MAC/ARP and other network → drop
 //! with the right reason; ARP, broadcast, IPv6 → pass untouched.
 
-use aya::programs::{TestRun, TestRunOptions};
 use netpath::datapath::Datapath;
 use netpath_common::maps::{
     DropReason, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointCounters, EndpointValue,
 };
-use netpath_tests::{TempPins, frames, require_root, run, unique};
+use netpath_tests::{TempPins, TestDev, frames, require_root, tc_test_run};
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
-/// Offset of `ifindex` in `struct __sk_buff` (uapi/linux/bpf.h).
-const SKB_IFINDEX: usize = 40;
 
-/// A veth pair that exists only for its ifindexes (test_run resolves the ingress device
-/// from `__sk_buff.ifindex` in the caller's namespace). Deleted on drop.
-struct Dev {
-    name: String,
-    ifindex: u32,
-}
-impl Dev {
-    fn new() -> Dev {
-        let name = unique("ft");
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{name}p"),
-        ]);
-        let ifindex = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Dev { name, ifindex }
-    }
-}
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.name])
-            .output();
-    }
-}
-
-fn endpoint(ip: [u8; 4], dev: &Dev, mac: [u8; 6], network_id: u16, kind: u8) -> EndpointValue {
+fn endpoint(ip: [u8; 4], dev: &TestDev, mac: [u8; 6], network_id: u16, kind: u8) -> EndpointValue {
     EndpointValue {
         ip,
         ifindex: dev.ifindex,
@@ -66,17 +27,17 @@ fn endpoint(ip: [u8; 4], dev: &Dev, mac: [u8; 6], network_id: u16, kind: u8) -> 
 struct Setup {
     _pins: TempPins,
     dp: Datapath,
-    a: (Dev, EndpointValue),
-    b: (Dev, EndpointValue),
-    t: (Dev, EndpointValue),
-    other: (Dev, EndpointValue),
+    a: (TestDev, EndpointValue),
+    b: (TestDev, EndpointValue),
+    t: (TestDev, EndpointValue),
+    other: (TestDev, EndpointValue),
 }
 
 fn setup() -> Setup {
     let pins = TempPins::new();
     let mut dp = Datapath::open(&pins.path, false).expect("load datapath");
     let mk = |ip, mac, net, kind| {
-        let d = Dev::new();
+        let d = TestDev::new("ft");
         let e = endpoint(ip, &d, mac, net, kind);
         (d, e)
     };
@@ -116,20 +77,7 @@ fn setup() -> Setup {
 /// Runs `frame` through the tc program as if it arrived on `ingress`; returns the
 /// verdict and the output frame.
 fn run_tc(dp: &Datapath, ingress: u32, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut ctx = [0u8; 48];
-    ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ingress.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 64];
-    let r = dp
-        .tc_ingress()
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .expect("test_run");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    tc_test_run(dp.tc_ingress(), ingress, frame)
 }
 
 fn counters(dp: &Datapath, ifindex: u32) -> EndpointCounters {
@@ -208,7 +156,7 @@ fn unknown_destination_and_non_ip_pass_untouched() {
     }
     // A frame arriving on a device that is no endpoint's (like the bridge) passes even
     // with a foreign source.
-    let d = Dev::new();
+    let d = TestDev::new("ft");
     let (verdict, _) = run_tc(&s.dp, d.ifindex, &frames::udp(b"z"));
     assert_eq!(verdict, TC_ACT_UNSPEC);
 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Daemon, NetNs, require_root, run, unique};
+use netpath_tests::{Daemon, LinkGuard, NetNs, require_root, run, unique};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const UPLINK_IP: &str = "198.51.100.2";
@@ -34,15 +34,7 @@ fn container_traffic_leaves_with_the_uplink_address() {
         "netns",
         outside.name(),
     ]);
-    struct Del(String);
-    impl Drop for Del {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["link", "del", &self.0])
-                .output();
-        }
-    }
-    let _up = Del(up.clone());
+    let _up = LinkGuard(up.clone());
     run(&["ip", "addr", "add", &format!("{UPLINK_IP}/24"), "dev", &up]);
     run(&["ip", "link", "set", &up, "up"]);
     outside.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", &peer]);

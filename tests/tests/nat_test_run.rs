@@ -3,60 +3,24 @@
 //! ICMP echo; untouched traffic; port exhaustion. Every expected frame is built from
 //! scratch with freshly computed checksums and compared whole.
 
-use aya::programs::{TestRun, TestRunOptions};
 use netpath::datapath::Datapath;
 use netpath_common::{
     maps::{DropReason, Hook},
     nat::{Tuple, Uplink},
     packet::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
 };
-use netpath_tests::{TempPins, frames, require_root, run, unique};
+use netpath_tests::{TempPins, TestDev, frames, require_root, tc_test_run};
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
-const SKB_IFINDEX: usize = 40;
 const EP: [u8; 4] = [10, 200, 0, 2];
 const UPLINK: [u8; 4] = [192, 0, 2, 2];
 const REMOTE: [u8; 4] = [192, 0, 2, 1];
 
-struct Dev {
-    name: String,
-    ifindex: u32,
-}
-impl Dev {
-    fn new() -> Dev {
-        let name = unique("nt");
-        run(&[
-            "ip",
-            "link",
-            "add",
-            &name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{name}p"),
-        ]);
-        let ifindex = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        Dev { name, ifindex }
-    }
-}
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.name])
-            .output();
-    }
-}
-
-fn setup(first_port: u16, last_port: u16) -> (TempPins, Datapath, Dev) {
+fn setup(first_port: u16, last_port: u16) -> (TempPins, Datapath, TestDev) {
     let pins = TempPins::new();
     let mut dp = Datapath::open(&pins.path, false).expect("load datapath");
-    let uplink = Dev::new();
+    let uplink = TestDev::new("nt");
     dp.set_uplink(
         uplink.ifindex,
         Uplink {
@@ -72,20 +36,7 @@ fn setup(first_port: u16, last_port: u16) -> (TempPins, Datapath, Dev) {
 }
 
 fn run_tc(dp: &Datapath, hook: Hook, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
-    let mut ctx = [0u8; 48];
-    ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 64];
-    let r = dp
-        .tc_prog(hook)
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .expect("test_run");
-    out.truncate(r.data_size_out as usize);
-    (r.return_value, out)
+    tc_test_run(dp.tc_prog(hook), ifindex, frame)
 }
 
 fn nat_port(dp: &Datapath, t: &Tuple) -> u16 {
@@ -205,7 +156,7 @@ fn unrelated_traffic_and_fragments_pass_untouched() {
         assert_eq!(out, frame, "{name} was modified");
     }
     // Egress on a device that is not an uplink: untouched.
-    let other = Dev::new();
+    let other = TestDev::new("nt");
     let frame = frames::tcp4(EP, 51000, REMOTE, 80, b"x");
     assert_eq!(
         run_tc(&dp, Hook::UplinkEgress, other.ifindex, &frame).1,
@@ -276,7 +227,7 @@ mod publish {
     fn dnat_to_the_endpoint_and_back_keeping_the_client_address() {
         require_root!();
         let (_p, mut dp, up) = setup(40000, 40999);
-        let ep_dev = Dev::new();
+        let ep_dev = TestDev::new("nt");
         dp.upsert_endpoint(EndpointValue {
             ip: EP,
             ifindex: ep_dev.ifindex,

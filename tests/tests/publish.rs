@@ -10,20 +10,11 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Daemon, NetNs, require_root, run, unique};
+use netpath_tests::{Daemon, LinkGuard, NetNs, require_root, run, unique};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-struct Del(String);
-impl Drop for Del {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.0])
-            .output();
-    }
-}
 
 fn endpoint(d: &Daemon, net: &str, ns: &NetNs) -> serde_json::Value {
     serde_json::from_str(&d.ok(&[
@@ -55,7 +46,7 @@ fn published_ports_reach_the_right_endpoint_with_the_client_address() {
         "netns",
         outside.name(),
     ]);
-    let _del = Del(up.clone());
+    let _del = LinkGuard(up.clone());
     run(&["ip", "addr", "add", &format!("{UPLINK}/24"), "dev", &up]);
     run(&["ip", "link", "set", &up, "up"]);
     outside.exec(&["ip", "addr", "add", &format!("{CLIENT}/24"), "dev", &peer]);
