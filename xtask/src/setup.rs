@@ -38,6 +38,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // are downloaded by the test itself (`apt-get download`), not installed.
     "qemu-system-x86",
     "xz-utils",
+    // The CNI test runs real podman (CNI backend, runc) on a busybox root filesystem.
+    "podman",
+    "runc",
+    "busybox-static",
 ];
 
 /// Components the workspace's pinned stable (rust-toolchain.toml) needs.
