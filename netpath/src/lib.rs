@@ -7,10 +7,12 @@
 //! * [`preflight`]: privilege and bpffs checks that turn into one clear error line.
 //! * [`daemon`]: `netpath daemon` (sets up the default network and the datapath).
 //! * [`reset`]: `netpath reset` (removes everything netpath created).
+//! * [`cni`]: the `netpath-cni` CNI plugin (a client of the API).
 //! * [`config`]: defaults (paths, the embedded default network) and naming/tagging.
 
 pub mod api;
 pub mod client;
+pub mod cni;
 pub mod config;
 pub mod daemon;
 pub mod datapath;

@@ -462,6 +462,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ip,
                     ifname: Some(ifname),
                     mac,
+                    container_id: None,
                 }));
                 print_endpoint(&e, json)
             }

@@ -89,6 +89,10 @@ pub struct EndpointCreate {
     /// `aa:bb:cc:dd:ee:ff`; default: random, locally administered.
     #[serde(default)]
     pub mac: Option<String>,
+    /// The container this endpoint is a CNI attachment of (`CNI_CONTAINERID`); with
+    /// `ifname` it names the attachment for CNI DEL, CHECK, GC and a repeated ADD.
+    #[serde(default)]
+    pub container_id: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +136,10 @@ pub struct Endpoint {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub queues: Option<u16>,
+    /// The CNI container id of the attachment (see [`EndpointCreate::container_id`]).
+    /// Records written before this field existed load as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// Error body of every failed API request.

@@ -511,6 +511,7 @@ impl Service {
             uid: None,
             gid: None,
             queues: None,
+            container_id: req.container_id.clone(),
         };
         let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
         match self.plumb_veth(&network, &ep, &netns, &ifname, mac).await {
@@ -643,6 +644,7 @@ impl Service {
             uid: req.uid,
             gid: req.gid,
             queues: Some(queues),
+            container_id: None,
         };
         let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
         if let Err(e) = self.plumb_tap(&network, &ep, &req, queues, mac).await {

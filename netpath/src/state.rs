@@ -242,6 +242,8 @@ pub struct NewEndpoint {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub queues: Option<u16>,
+    /// The CNI container id, for endpoints made by the CNI plugin.
+    pub container_id: Option<String>,
 }
 
 /// The state database. Cheap to share: put it in an `Arc`.
@@ -538,6 +540,7 @@ impl Store {
                 uid: new.uid,
                 gid: new.gid,
                 queues: new.queues,
+                container_id: new.container_id,
             };
             t.endpoints
                 .insert(endpoint.id.as_str(), encode(&endpoint).as_slice())?;
@@ -994,6 +997,7 @@ mod tests {
             uid: None,
             gid: None,
             queues: None,
+            container_id: None,
         }
     }
 

@@ -63,6 +63,7 @@ async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
                 ip: None,
                 ifname: None,
                 mac: None,
+                container_id: None,
             })
             .await
             .expect("endpoint"),

@@ -44,6 +44,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
             ip: None,
             ifname: None,
             mac: None,
+            container_id: None,
         };
         tasks.push(tokio::spawn(async move { svc.add_endpoint(req).await }));
     }

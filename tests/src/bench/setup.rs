@@ -169,6 +169,7 @@ impl SetupScenario {
                 ip: None,
                 ifname: None,
                 mac: None,
+                container_id: None,
             };
             let start = Instant::now();
             let r = ctx.block_on(client.add_endpoint(&req));

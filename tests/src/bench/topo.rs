@@ -318,6 +318,7 @@ pub fn netpath_pair(ctx: &mut Ctx) -> Result<Pair> {
                 ip: None,
                 ifname: None,
                 mac: None,
+                container_id: None,
             }))
             .map_err(|e| anyhow::anyhow!("netpath: add endpoint in {}: {e}", ns.name()))?;
         ips.push(ep.ip);
