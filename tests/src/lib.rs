@@ -225,6 +225,21 @@ pub fn netpath_bin() -> PathBuf {
         .expect("no netpath binary: run the suite with `cargo xtask test` (or `cargo xtask build`)")
 }
 
+/// The `netpath-cni` plugin under test: `$NETPATH_CNI_BIN`, else the one next to
+/// [`netpath_bin`] (`cargo xtask build` builds both into the same directory).
+pub fn cni_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NETPATH_CNI_BIN") {
+        return p.into();
+    }
+    let bin = netpath_bin().with_file_name("netpath-cni");
+    assert!(
+        bin.is_file(),
+        "no {} (set NETPATH_CNI_BIN, or build with `cargo xtask build`)",
+        bin.display()
+    );
+    bin
+}
+
 /// A private set of daemon paths (state dir, socket, bpffs pins) for one test.
 pub struct DaemonPaths {
     pub state_dir: PathBuf,
