@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_tests::{Daemon, NetNs, cni_bin, require_root, unique};
+use netpath_tests::{Daemon, LinkGuard, NetNs, cni_bin, require_root, run, unique};
 use serde_json::{Value, json};
 
 /// One plugin run: (exit code, stdout parsed as JSON, or Null when empty).
@@ -126,6 +126,24 @@ fn ports(d: &Daemon) -> Vec<Value> {
         .as_array()
         .cloned()
         .unwrap_or_default()
+}
+
+/// A veth pair without addresses as the network's uplink, so that the daemon touches
+/// no host interface (an uplink without an address gets no masquerade).
+fn private_uplink() -> LinkGuard {
+    let up = unique("cu");
+    run(&[
+        "ip",
+        "link",
+        "add",
+        &up,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{up}p"),
+    ]);
+    LinkGuard(up)
 }
 
 fn conf(name: &str, subnet: &str, socket: &Path) -> Value {
@@ -271,7 +289,9 @@ fn add_check_del_gc_against_the_daemon() {
     let d = Daemon::start();
     let socket = d.paths.socket.clone();
     let net = unique("cn");
-    let c = conf(&net, "10.242.0.0/24", &socket);
+    let up = private_uplink();
+    let mut c = conf(&net, "10.242.0.0/24", &socket);
+    c["uplink"] = json!(up.0);
 
     // STATUS: the daemon answers.
     let (status, v) = cni(&[("CNI_COMMAND", "STATUS")], &c.to_string());
@@ -337,7 +357,8 @@ fn add_check_del_gc_against_the_daemon() {
 
     // An existing network with another subnet: invalid configuration.
     let ns2 = NetNs::new("cb");
-    let other = conf(&net, "10.243.0.0/24", &socket);
+    let mut other = c.clone();
+    other["subnet"] = json!("10.243.0.0/24");
     let msg = expect_error(
         Attach {
             cmd: "ADD",
@@ -456,7 +477,9 @@ fn concurrent_first_adds_share_one_network() {
     require_root!();
     let d = Daemon::start();
     let net = unique("cr");
-    let c = conf(&net, "10.244.0.0/24", &d.paths.socket);
+    let up = private_uplink();
+    let mut c = conf(&net, "10.244.0.0/24", &d.paths.socket);
+    c["uplink"] = json!(up.0);
     let nss: Vec<NetNs> = (0..8).map(|_| NetNs::new("cr")).collect();
     let results: Vec<Value> = std::thread::scope(|s| {
         let handles: Vec<_> = nss
