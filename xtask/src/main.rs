@@ -5,6 +5,7 @@
 
 mod bench;
 mod cmd;
+mod install;
 mod setup;
 mod tasks;
 mod workspace;
@@ -32,7 +33,8 @@ enum Cmd {
     /// Install what the build and tests need: Debian packages, the pinned nightly with
     /// rust-src and clippy, and bpf-linker (under .tools/). Idempotent.
     Setup,
-    /// Set up, then build the netpath binary (with its eBPF object embedded).
+    /// Set up, then build the netpath binary (with its eBPF object embedded) and the
+    /// CNI plugin netpath-cni, into target/{release,debug}/.
     Build {
         /// Build the debug profile instead of release.
         #[arg(long)]
@@ -53,6 +55,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Build (release), then install netpath and netpath-cni into <prefix>/bin, the
+    /// plugin into /usr/lib/cni and /opt/cni/bin, an example CNI network
+    /// /etc/cni/net.d/netpath.conflist and /etc/systemd/system/netpath.service (an
+    /// existing different configuration file is kept; the new one becomes *.example).
+    Install(install::InstallArgs),
     /// Set up, then run clippy on the host crates and on the eBPF crate (-D warnings).
     Clippy,
     /// Format every workspace member (`cargo fmt --all`).
@@ -89,6 +96,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Build { debug } => tasks::build(ws, debug),
         Cmd::Test { skip_lint, extra } => tasks::test(ws, skip_lint, &extra),
         Cmd::Run { args } => tasks::run(ws, &args),
+        Cmd::Install(args) => install::install(ws, &args),
         Cmd::Clippy => tasks::clippy(ws),
         Cmd::Fmt => tasks::fmt(ws),
         Cmd::Bench(args) => bench::bench(ws, &args),
@@ -124,6 +132,18 @@ mod tests {
         };
         assert!(skip_lint);
         assert_eq!(extra, ["-p", "tests", "--", "--test-threads=1"]);
+    }
+
+    #[test]
+    fn install_takes_destdir_and_prefix() {
+        let cli =
+            Cli::try_parse_from(["xtask", "install", "--destdir", "/tmp/d", "--no-build"]).unwrap();
+        let Cmd::Install(a) = cli.command else {
+            panic!("not install");
+        };
+        assert_eq!(a.destdir.as_deref(), Some(std::path::Path::new("/tmp/d")));
+        assert_eq!(a.prefix, std::path::Path::new("/usr/local"));
+        assert!(a.no_build);
     }
 
     #[test]

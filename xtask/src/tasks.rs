@@ -58,13 +58,14 @@ pub fn build(ws: Workspace, debug: bool) -> Result<()> {
     Ok(())
 }
 
-fn build_what(release: bool) -> String {
+pub(crate) fn build_what(release: bool) -> String {
     let profile = if release { "release" } else { "debug" };
-    format!("netpath ({profile}, with the eBPF object)")
+    format!("netpath and netpath-cni ({profile}, with the eBPF object)")
 }
 
-/// `cargo build [--release] -p netpath --bins`; returns the binary.
-fn build_netpath(ctx: &Ctx, release: bool) -> Result<PathBuf> {
+/// `cargo build [--release] -p netpath --bins` (`netpath` and the CNI plugin
+/// `netpath-cni`, side by side); returns the `netpath` binary.
+pub(crate) fn build_netpath(ctx: &Ctx, release: bool) -> Result<PathBuf> {
     let mut c = ctx.cargo();
     c.arg("build");
     if release {
@@ -72,8 +73,10 @@ fn build_netpath(ctx: &Ctx, release: bool) -> Result<PathBuf> {
     }
     cmd::run(c.args(["-p", "netpath", "--bins"]))?;
     let bin = ctx.ws.netpath_bin(release);
-    if !bin.is_file() {
-        bail!("the build succeeded but {} is missing", bin.display());
+    for b in [bin.clone(), bin.with_file_name("netpath-cni")] {
+        if !b.is_file() {
+            bail!("the build succeeded but {} is missing", b.display());
+        }
     }
     Ok(bin)
 }
