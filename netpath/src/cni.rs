@@ -181,30 +181,39 @@ impl Env {
             })?,
         };
         let per_attachment = matches!(command, Command::Add | Command::Del | Command::Check);
+        if !per_attachment {
+            // VERSION, GC and STATUS concern no attachment: libcni fills the other
+            // variables with placeholders ("dummy") for them.
+            return Ok(Env {
+                command,
+                container_id: String::new(),
+                netns: None,
+                ifname: String::new(),
+                args: Vec::new(),
+            });
+        }
         let non_empty = |k: &str| var(k).filter(|v| !v.is_empty());
         let container_id = match non_empty("CNI_CONTAINERID") {
             Some(c) => {
                 validate_container_id(&c).map_err(invalid)?;
                 c
             }
-            None if per_attachment => {
+            None => {
                 return Err(invalid(format!(
                     "CNI_CONTAINERID is not set (required for {command:?})"
                 )));
             }
-            None => String::new(),
         };
         let ifname = match non_empty("CNI_IFNAME") {
             Some(i) => {
                 validate_ifname(&i).map_err(invalid)?;
                 i
             }
-            None if per_attachment => {
+            None => {
                 return Err(invalid(format!(
                     "CNI_IFNAME is not set (required for {command:?})"
                 )));
             }
-            None => String::new(),
         };
         let netns = non_empty("CNI_NETNS").map(PathBuf::from);
         if netns.is_none() && matches!(command, Command::Add | Command::Check) {
