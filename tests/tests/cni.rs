@@ -187,6 +187,18 @@ fn invalid_input_gives_spec_errors() {
         }
     }
 
+    // VERSION as libcni sends it when it validates a configuration.
+    let (status, v) = cni(
+        &[
+            ("CNI_COMMAND", "VERSION"),
+            ("CNI_NETNS", "dummy"),
+            ("CNI_IFNAME", "dummy"),
+            ("CNI_PATH", "dummy"),
+        ],
+        r#"{"cniVersion":"1.0.0"}"#,
+    );
+    assert_eq!(status, 0, "{v}");
+
     // The environment (code 4).
     let msg = expect_error(cni(&[], &good), 4, "no CNI_COMMAND");
     assert!(msg.contains("CNI_COMMAND"), "{msg}");
