@@ -100,6 +100,34 @@ pub struct LinkConfig<'a> {
     /// Move it into the network namespace of this file.
     pub netns: Option<&'a File>,
     pub up: bool,
+    /// Set the link's IPv6 address generation mode to "none" (see [`no_ipv6_link_local`]).
+    pub no_ipv6_link_local: bool,
+}
+
+/// The daemon's own network namespace (of the first thread that asks, which is never
+/// inside another one: threads only visit namespaces in [`Netlink::connect_in`]).
+fn home_netns() -> std::io::Result<&'static File> {
+    static HOME: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+    if let Some(f) = HOME.get() {
+        return Ok(f);
+    }
+    let f = File::open("/proc/thread-self/ns/net")?;
+    Ok(HOME.get_or_init(|| f))
+}
+
+/// Adds "IPv6 address generation mode: none" to a link request, so the kernel never
+/// gives the link an IPv6 link-local address: no duplicate address detection and no MLD
+/// reports from it. netpath's endpoints are IPv4-only, and on a bridge with N ports every
+/// such packet from a new endpoint is flooded to all N (cost O(N) per endpoint added,
+/// O(N²) in all). The kernel reads the mode when the link gains carrier, so it must be
+/// set before the second end of a veth goes up (and cannot be given at creation:
+/// RTM_NEWLINK refuses IFLA_AF_SPEC with EAFNOSUPPORT).
+pub fn no_ipv6_link_local(msg: &mut LinkMessage) {
+    use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode};
+    msg.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
 }
 
 /// One rtnetlink connection in the current network namespace.
@@ -133,26 +161,28 @@ impl Netlink {
     }
 
     /// Opens a connection whose socket lives in the network namespace at `netns` (a
-    /// netns file such as /run/netns/x or /proc/PID/ns/net). The socket is created on a
-    /// short-lived thread that entered the namespace; it stays bound to that namespace
-    /// and is then driven from the current runtime like any other.
+    /// netns file such as /run/netns/x or /proc/PID/ns/net). The socket stays bound to
+    /// that namespace and is then driven from the current runtime like any other.
+    ///
+    /// The calling thread enters the namespace only for the `socket()` call and returns
+    /// at once: there is no `.await` in between, so no other task can run on this
+    /// thread while it is away. (A helper thread per call costs a thread spawn, which
+    /// on a busy 2-CPU host means waiting milliseconds to be scheduled.)
     pub async fn connect_in(netns: &Path) -> Result<Netlink> {
         let err = |source| NetlinkError {
             op: "enter netns",
             target: netns.display().to_string(),
             source,
         };
-        let file = File::open(netns).map_err(err)?;
-        let rt = tokio::runtime::Handle::current();
-        let (conn, handle) = std::thread::spawn(move || {
-            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-            // The socket registers with the runtime's reactor, so create it inside it.
-            let _guard = rt.enter();
-            rtnetlink::new_connection().map(|(conn, handle, _)| (conn, handle))
-        })
-        .join()
-        .map_err(|_| err(std::io::Error::other("netns thread panicked")))?
-        .map_err(err)?;
+        let target = File::open(netns).map_err(err)?;
+        let home = home_netns().map_err(err)?;
+        setns(target.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| err(e.into()))?;
+        let conn = rtnetlink::new_connection();
+        // Not returning would leave this worker thread, and whatever runs on it later,
+        // in the container's namespace: nothing sensible can continue after that.
+        setns(home.as_fd(), CloneFlags::CLONE_NEWNET)
+            .expect("cannot return to the daemon's network namespace");
+        let (conn, handle, _) = conn.map_err(err)?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -206,21 +236,23 @@ impl Netlink {
             .mtu(mtu)
             .setns_by_fd(netns.as_raw_fd())
             .build();
+        // Created down: the caller finishes the host end (alias, no IPv6 link-local) and
+        // brings it up in one request (see `no_ipv6_link_local`).
         let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(host.to_owned())
             .mtu(mtu)
-            .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)));
         if let Some(m) = master {
             b = b.controller(m);
         }
-        self.handle
-            .link()
-            .add(b.build())
-            .execute()
-            .await
-            .map_err(Self::err("create veth", host))?;
-        self.link_by_name(host).await?.ok_or_else(|| NetlinkError {
+        // Pipelined: the lookup is sent right behind the creation and handled after it
+        // (see `sandbox::configure_inside`).
+        let (created, found) = futures::join!(
+            self.handle.link().add(b.build()).execute(),
+            self.link_by_name(host)
+        );
+        created.map_err(Self::err("create veth", host))?;
+        found?.ok_or_else(|| NetlinkError {
             op: "create veth",
             target: host.to_owned(),
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
@@ -251,9 +283,13 @@ impl Netlink {
         if cfg.up {
             b = b.up();
         }
+        let mut msg = b.build();
+        if cfg.no_ipv6_link_local {
+            no_ipv6_link_local(&mut msg);
+        }
         self.handle
             .link()
-            .set(b.build())
+            .set(msg)
             .execute()
             .await
             .map_err(Self::err("configure link", index))

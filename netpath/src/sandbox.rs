@@ -7,7 +7,10 @@ use std::{fs::File, net::Ipv4Addr, path::Path, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
-use crate::netlink::{Link, Netlink, NetlinkError};
+use crate::netlink::{Link, LinkConfig, Netlink, NetlinkError};
+
+/// ifindex of `lo` in every network namespace (a kernel guarantee since Linux 4.0).
+const LOOPBACK_IFINDEX: u32 = 1;
 
 /// What to build for a container endpoint.
 #[derive(Debug)]
@@ -91,9 +94,18 @@ async fn configure<E: From<SandboxError>>(
     h: &Link,
     during: impl FnOnce(&Link) -> Result<(), E>,
 ) -> Result<(), E> {
-    host.set_alias(h.index, plan.alias)
-        .await
-        .map_err(SandboxError::from)?;
+    // Tag it, bring it up, and keep IPv6 off it, in one request.
+    host.configure(
+        h.index,
+        &LinkConfig {
+            alias: Some(plan.alias),
+            up: true,
+            no_ipv6_link_local: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(SandboxError::from)?;
     if plan.routed {
         host.add_address(h.index, plan.gateway.into(), 32)
             .await
@@ -148,29 +160,36 @@ async fn configure_inside(c: Inside) -> Result<(), SandboxError> {
             target: c.ifname.clone(),
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
         })?;
-    if let Some(lo) = inside.link_by_name("lo").await? {
-        inside.set_up(lo.index).await?;
-    }
-    inside
-        .add_address(link.index, c.ip.into(), c.prefix_len)
-        .await?;
-    inside.set_up(link.index).await?;
-    if c.routed {
-        // No on-link subnet: reach the gateway through a /32 link route first.
-        inside
-            .add_route(
-                Ipv4Net::new(c.gateway, 32).expect("/32"),
-                None,
-                Some(link.index),
-            )
-            .await?;
-    }
-    // Static gateway neighbor: the sandbox never ARPs for its gateway.
-    inside
-        .add_permanent_neighbor(link.index, c.gateway, c.gateway_mac)
-        .await?;
-    inside
-        .add_route(Ipv4Net::default(), Some(c.gateway), Some(link.index))
-        .await?;
+    // The steps below depend on each other only through their order (the address
+    // before the route via the gateway, the mode before the link goes up), so they are
+    // pipelined: rtnetlink sends a request when its future is first polled,
+    // `try_join!` polls its futures in argument order, and the kernel handles one
+    // socket's requests in the order sent. Same effect as awaiting each in turn, one
+    // round trip instead of seven. (Should one fail, the caller deletes the veth.)
+    let no_ipv6 = LinkConfig {
+        no_ipv6_link_local: true,
+        ..Default::default()
+    };
+    let gateway_route = async {
+        if c.routed {
+            // No on-link subnet: reach the gateway through a /32 link route first.
+            let gw = Ipv4Net::new(c.gateway, 32).expect("/32");
+            inside.add_route(gw, None, Some(link.index)).await
+        } else {
+            Ok(())
+        }
+    };
+    futures::try_join!(
+        // The kernel gives every namespace's loopback ifindex 1.
+        inside.set_up(LOOPBACK_IFINDEX),
+        // Before the link goes up (see `no_ipv6_link_local`).
+        inside.configure(link.index, &no_ipv6),
+        inside.add_address(link.index, c.ip.into(), c.prefix_len),
+        inside.set_up(link.index),
+        gateway_route,
+        // Static gateway neighbor: the sandbox never ARPs for its gateway.
+        inside.add_permanent_neighbor(link.index, c.gateway, c.gateway_mac),
+        inside.add_route(Ipv4Net::default(), Some(c.gateway), Some(link.index)),
+    )?;
     Ok(())
 }

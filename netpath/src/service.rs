@@ -686,6 +686,8 @@ impl Service {
                     master: bridge.as_ref().map(|b| b.index),
                     alias: Some(&alias),
                     up: true,
+                    // The guest does its own IPv6; the host side needs none.
+                    no_ipv6_link_local: true,
                     ..Default::default()
                 },
             )

@@ -72,5 +72,13 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
     let neigh = String::from_utf8(ns.exec(&["ip", "neigh", "show", "10.202.0.1"]).stdout).unwrap();
     assert!(neigh.contains("PERMANENT"), "{neigh}");
     ns.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.202.0.1"]);
-    let _ = run(&["ip", "link", "show", &host]);
+    // No IPv6 link-local on either end: a new endpoint sends no DAD or MLD packets for
+    // the bridge to flood to every other port.
+    let inside = String::from_utf8(ns.exec(&["ip", "-d", "link", "show", "eth0"]).stdout).unwrap();
+    assert!(inside.contains("addrgenmode none"), "{inside}");
+    let stdout = |args: &[&str]| String::from_utf8(run(args).stdout).unwrap();
+    let host_detail = stdout(&["ip", "-d", "link", "show", &host]);
+    assert!(host_detail.contains("addrgenmode none"), "{host_detail}");
+    let host_v6 = stdout(&["ip", "-6", "addr", "show", "dev", &host]);
+    assert!(!host_v6.contains("inet6"), "{host_v6}");
 }
