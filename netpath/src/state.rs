@@ -9,13 +9,14 @@
 //! # Durability
 //!
 //! Two levels, chosen per operation (see [`Flush`]):
-//! - networks and port leases are configuration a user expects back after a reboot:
-//!   their commits are fsynced before they return;
-//! - endpoint records describe kernel objects (veths in namespaces, TAPs) that do not
-//!   survive a reboot anyway: their commits are written to the file (so they survive a
-//!   crash or `kill -9` of the daemon, which is what reconciliation is built for) but not
-//!   fsynced, which saves ~1–2 ms per endpoint add and remove. After a power loss the
-//!   next fsynced commit, or reconciliation, settles them.
+//! - networks are configuration a user expects back after a reboot: their commits are
+//!   fsynced before they return;
+//! - endpoint records and their port leases describe kernel objects (veths in
+//!   namespaces, TAPs) that do not survive a reboot anyway: their commits are written
+//!   to the file (so they survive a crash or `kill -9` of the daemon, which is what
+//!   reconciliation is built for) but not fsynced, which saves ~1–2 ms per endpoint
+//!   add, remove or port publish. After a power loss the next fsynced commit, or
+//!   reconciliation, settles them.
 //!
 //! # Table layout
 //!
@@ -661,7 +662,7 @@ impl Store {
         requests: &[(Proto, Ipv4Addr, Option<u16>, u16)],
         ephemeral: (u16, u16),
     ) -> Result<Vec<PortLease>> {
-        self.write(|t| {
+        self.write_with(Flush::CrashOnly, |t| {
             let ep = read_endpoint(&t.endpoints, endpoint_id)?;
             let mut out = Vec::new();
             for &(proto, host_ip, host_port, guest_port) in requests {
@@ -715,7 +716,7 @@ impl Store {
         endpoint_id: Option<&str>,
         lease_id: Option<&str>,
     ) -> Result<Vec<PortLease>> {
-        self.write(|t| {
+        self.write_with(Flush::CrashOnly, |t| {
             let mut gone = Vec::new();
             t.port_leases.retain(|_, v| {
                 let Ok(l) = serde_json::from_slice::<PortLease>(v) else {
