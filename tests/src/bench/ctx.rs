@@ -54,7 +54,12 @@ pub struct Subnets {
     pub setup_cni: Ipv4Net,
     /// /16 for the netpath network of the `endpoint` scenario.
     pub endpoint_netpath: Ipv4Net,
-    /// /16 whose /24s address namespace-only topologies (direct veth, plain bridge).
+    /// /16s for the netpath networks of the `publish`, `masq` and `footprint` scenarios.
+    pub publish_netpath: Ipv4Net,
+    pub masq_netpath: Ipv4Net,
+    pub footprint_netpath: Ipv4Net,
+    /// /16 whose /24s address namespace-only topologies (direct veth, plain bridge) and
+    /// the host ends of uplink veths.
     pub in_netns: Ipv4Net,
 }
 
@@ -89,6 +94,9 @@ impl Subnets {
             setup_cni: next()?,
             endpoint_netpath: next()?,
             in_netns: next()?,
+            publish_netpath: next()?,
+            masq_netpath: next()?,
+            footprint_netpath: next()?,
         })
     }
 

@@ -11,11 +11,13 @@
 //! list it in [`all_scenarios`].
 
 pub mod cleanup;
+pub mod connrate;
 pub mod ctx;
 pub mod daemon;
 pub mod endpoint;
 pub mod plot;
 pub mod proc;
+pub mod publish;
 pub mod report;
 pub mod runner;
 pub mod setup;
@@ -76,6 +78,16 @@ pub enum Unit {
     Millis,
     #[serde(rename = "s")]
     Secs,
+    /// New connections per second.
+    #[serde(rename = "conn/s")]
+    ConnPerSec,
+    /// A dimensionless factor (e.g. a variant's value at 10,000 ports over its value at 0).
+    #[serde(rename = "x")]
+    Ratio,
+    #[serde(rename = "MiB")]
+    MiB,
+    #[serde(rename = "KiB")]
+    KiB,
 }
 
 impl Unit {
@@ -94,6 +106,10 @@ impl Unit {
             Unit::Micros => ("µs", digits(v).min(1)),
             Unit::Millis => ("ms", digits(v)),
             Unit::Secs => ("s", digits(v)),
+            Unit::ConnPerSec => ("conn/s", 0),
+            Unit::Ratio => return format!("{v:.2}×"),
+            Unit::MiB => ("MiB", digits(v)),
+            Unit::KiB => ("KiB", digits(v)),
         };
         format!("{v:.d$} {sym}")
     }
@@ -106,6 +122,10 @@ pub struct Target {
     pub variant: &'static str,
     /// The value must be below (`Better::Lower`) or above (`Better::Higher`) this.
     pub limit: f64,
+    /// When set, `limit` is a factor: the value must be below or above `limit` times
+    /// this variant's median of the same metric ("≥ 2.5× iptables").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relative_to: Option<&'static str>,
 }
 
 /// One number a scenario reports per variant.
@@ -116,6 +136,51 @@ pub struct Metric {
     pub unit: Unit,
     pub better: Better,
     pub target: Option<Target>,
+    /// The variant this metric's ratios are against, when not the scenario's
+    /// [`Scenario::reference`] (e.g. throughput against a direct veth pair in a scenario
+    /// whose other figures are against iptables).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<&'static str>,
+}
+
+impl Metric {
+    /// A metric with no target, against the scenario's reference.
+    pub fn new(key: &'static str, label: impl Into<String>, unit: Unit, better: Better) -> Metric {
+        Metric {
+            key,
+            label: label.into(),
+            unit,
+            better,
+            target: None,
+            reference: None,
+        }
+    }
+
+    /// With an absolute target for `variant`.
+    pub fn target(mut self, variant: &'static str, limit: f64) -> Metric {
+        self.target = Some(Target {
+            variant,
+            limit,
+            relative_to: None,
+        });
+        self
+    }
+
+    /// With a target for `variant` relative to `other`'s median (`factor`×).
+    pub fn target_vs(mut self, variant: &'static str, factor: f64, other: &'static str) -> Metric {
+        self.target = Some(Target {
+            variant,
+            limit: factor,
+            relative_to: Some(other),
+        });
+        self
+    }
+
+    /// With ratios against `variant` instead of the scenario's reference.
+    pub fn against(mut self, variant: &'static str) -> Metric {
+        self.reference = Some(variant);
+        self
+    }
 }
 
 /// What one run of one variant measured.
@@ -171,5 +236,6 @@ pub fn all_scenarios(opts: &Opts) -> Vec<Box<dyn Scenario>> {
     vec![
         Box::new(setup::SetupScenario::new(opts)),
         Box::new(endpoint::EndpointScenario::new(opts)),
+        Box::new(publish::PublishScenario::new(opts)),
     ]
 }

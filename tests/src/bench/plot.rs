@@ -89,6 +89,59 @@ pub fn cdf(
     Ok(())
 }
 
+/// One line (with point markers) per series of (x, y) points, linear axes from 0.
+pub fn lines(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    let points = series.iter().flat_map(|(_, v)| v.iter().copied());
+    let x_hi = points.clone().map(|p| p.0).fold(0.0, f64::max);
+    let y_hi = points.map(|p| p.1).fold(0.0, f64::max);
+    if y_hi <= 0.0 {
+        return Err(anyhow!("no positive values to plot"));
+    }
+    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..(x_hi * 1.05).max(1.0), 0f64..y_hi * 1.2)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(err)?;
+    for (i, (label, pts)) in series.iter().enumerate() {
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 4, c.filled())))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
+
 /// One bar chart: a metric's value per variant (`None`: the variant FAILED).
 pub struct Panel {
     pub title: String,
@@ -187,5 +240,9 @@ fn unit_symbol(unit: Unit) -> &'static str {
         Unit::Micros => "µs",
         Unit::Millis => "ms",
         Unit::Secs => "s",
+        Unit::ConnPerSec => "conn/s",
+        Unit::Ratio => "×",
+        Unit::MiB => "MiB",
+        Unit::KiB => "KiB",
     }
 }

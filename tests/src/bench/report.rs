@@ -294,10 +294,14 @@ pub fn figure(s: &ScenarioResult, v: &VariantResult, m: &Metric) -> String {
         };
     };
     let shown = format!("{} {}", v.label, m.unit.format(value));
-    if v.key == s.reference {
+    let reference = m.reference.unwrap_or(&s.reference);
+    if s.variants.len() == 1 {
+        return format!("{shown} (absolute figure: no reference exists)");
+    }
+    if v.key == reference {
         return format!("{shown} (reference)");
     }
-    match s.variant(&s.reference) {
+    match s.variant(reference) {
         Some(r) => match r.median.get(m.key) {
             Some(&rv) => format!(
                 "{shown} — {} {} — {}",
@@ -311,22 +315,41 @@ pub fn figure(s: &ScenarioResult, v: &VariantResult, m: &Metric) -> String {
     }
 }
 
-fn target_cell(v: &VariantResult, m: &Metric) -> String {
+fn target_cell(s: &ScenarioResult, v: &VariantResult, m: &Metric) -> String {
     let Some(t) = m.target.as_ref().filter(|t| t.variant == v.key) else {
         return String::new();
     };
-    let (sym, met) = match (m.better, v.median.get(m.key)) {
-        (Better::Lower, Some(&x)) => ("<", Some(x < t.limit)),
-        (Better::Higher, Some(&x)) => (">", Some(x > t.limit)),
-        (Better::Lower, None) => ("<", None),
-        (Better::Higher, None) => (">", None),
+    // A relative target: `limit` times the other variant's median.
+    let (limit, shown) = match t.relative_to {
+        Some(other) => {
+            let o = s.variant(other);
+            let label = o.map_or(other, |o| o.label.as_str());
+            match o.and_then(|o| o.median.get(m.key)) {
+                Some(&ov) => (
+                    Some(t.limit * ov),
+                    format!(
+                        "{:.2}× {label} (= {})",
+                        t.limit,
+                        m.unit.format(t.limit * ov)
+                    ),
+                ),
+                None => (None, format!("{:.2}× {label} (FAILED)", t.limit)),
+            }
+        }
+        None => (Some(t.limit), m.unit.format(t.limit)),
+    };
+    let (sym, met) = match (m.better, v.median.get(m.key), limit) {
+        (Better::Lower, Some(&x), Some(l)) => ("<", Some(x < l)),
+        (Better::Higher, Some(&x), Some(l)) => (">", Some(x > l)),
+        (Better::Lower, _, _) => ("<", None),
+        (Better::Higher, _, _) => (">", None),
     };
     let verdict = match met {
         Some(true) => "met ✅",
         Some(false) => "MISSED ❌",
         None => "n/a",
     };
-    format!("{sym} {} — {verdict}", m.unit.format(t.limit))
+    format!("{sym} {shown} — {verdict}")
 }
 
 impl Report {
@@ -403,7 +426,7 @@ impl Report {
                         md,
                         "| {label} | {} | {range} | {} |",
                         figure(s, v, m),
-                        target_cell(v, m)
+                        target_cell(s, v, m)
                     );
                 }
             }
@@ -541,7 +564,9 @@ mod tests {
             target: Some(Target {
                 variant: "netpath",
                 limit: 10.0,
+                relative_to: None,
             }),
+            reference: None,
         };
         let s = ScenarioResult {
             name: "endpoint".into(),
@@ -570,10 +595,10 @@ mod tests {
             Some("round 2: iperf3: 0 bytes")
         );
         assert_eq!(
-            target_cell(&s.variants[1], &metric),
+            target_cell(&s, &s.variants[1], &metric),
             "> 10.0 Gbit/s — met ✅"
         );
-        assert_eq!(target_cell(&s.variants[0], &metric), "");
+        assert_eq!(target_cell(&s, &s.variants[0], &metric), "");
         assert!(s.failed());
     }
 

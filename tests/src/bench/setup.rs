@@ -476,7 +476,9 @@ impl Scenario for SetupScenario {
             target: target.map(|limit| Target {
                 variant: "netpath",
                 limit,
+                relative_to: None,
             }),
+            reference: None,
         };
         let mut m = vec![
             lower(

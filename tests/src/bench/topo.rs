@@ -52,6 +52,39 @@ impl Ns {
         ip(&full)
     }
 
+    /// `PROGRAM ARGS` run inside the namespace without `ip netns exec` (which also sets up
+    /// a mount namespace and remounts /sys, milliseconds): the child enters the network
+    /// namespace between fork and exec. For timed commands.
+    pub fn command_direct(&self, program: &str, args: &[&str]) -> Result<Command> {
+        use std::os::{fd::AsRawFd as _, unix::process::CommandExt as _};
+        let fd = std::os::fd::OwnedFd::from(
+            std::fs::File::open(self.path())
+                .with_context(|| format!("cannot open {}", self.path().display()))?,
+        );
+        let mut c = Command::new(program);
+        c.args(args);
+        // SAFETY: setns is async-signal-safe; `fd` lives in the closure, as long as `c`.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(c)
+    }
+
+    /// Sets a (per-namespace) sysctl, e.g. `net.ipv4.ip_forward`.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        proc::run_ok(
+            &mut self.command("sysctl", &["-q", "-w", &format!("{key}={value}")]),
+            None,
+            proc::CMD_TIMEOUT,
+        )
+        .map(drop)
+    }
+
     /// `ip netns exec <ns> PROGRAM ARGS`, not yet started.
     pub fn command(&self, program: &str, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
@@ -161,6 +194,15 @@ pub struct NetpathNetwork {
 
 impl NetpathNetwork {
     pub fn create(ctx: &mut Ctx, subnet: Ipv4Net) -> Result<NetpathNetwork> {
+        Self::create_with_uplink(ctx, subnet, None)
+    }
+
+    /// A network whose masquerade and published ports use `uplink` (a host link).
+    pub fn create_with_uplink(
+        ctx: &mut Ctx,
+        subnet: Ipv4Net,
+        uplink: Option<&str>,
+    ) -> Result<NetpathNetwork> {
         let client = ctx.client()?;
         let name = ctx.name("p");
         let net = ctx
@@ -169,7 +211,7 @@ impl NetpathNetwork {
                 subnet,
                 mode: Mode::Bridge,
                 gateway: None,
-                uplink: None,
+                uplink: uplink.map(str::to_owned),
                 mtu: None,
             }))
             .map_err(|e| anyhow::anyhow!("netpath: create network {name}: {e}"))?;
@@ -358,4 +400,193 @@ pub fn ping(ns: &str, to: Ipv4Addr) -> Result<()> {
         },
         flat(&links)
     )
+}
+
+/// A netpath endpoint (through the API) in `ns`: its id and address.
+pub fn netpath_endpoint(
+    ctx: &Ctx,
+    network: &NetpathNetwork,
+    ns: &Ns,
+) -> Result<(String, Ipv4Addr)> {
+    let ep = ctx
+        .block_on(network.client().add_endpoint(&EndpointCreate {
+            network: network.name.clone(),
+            netns: Some(ns.path()),
+            pid: None,
+            ip: None,
+            ifname: None,
+            mac: None,
+            container_id: None,
+        }))
+        .map_err(|e| anyhow::anyhow!("netpath: add endpoint in {}: {e}", ns.name()))?;
+    Ok((ep.id, ep.ip))
+}
+
+/// An uplink on the host: a veth whose host end (`link`) has the first address of `net`
+/// and whose other end, in `outside`, has the second. Deleted on drop (with `outside`).
+pub struct HostUplink {
+    pub link: Link,
+    pub host_ip: Ipv4Addr,
+    pub outside_ip: Ipv4Addr,
+}
+
+impl HostUplink {
+    pub fn create(ctx: &mut Ctx, outside: &Ns, net: Ipv4Net) -> Result<HostUplink> {
+        let (h, o) = (ctx.name("u"), ctx.name("x"));
+        ip(&[
+            "link",
+            "add",
+            &h,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &o,
+            "netns",
+            outside.name(),
+        ])?;
+        let link = Link(h);
+        let (host_ip, outside_ip) = (host(net, 0), host(net, 1));
+        let len = net.prefix_len();
+        ip(&["addr", "add", &format!("{host_ip}/{len}"), "dev", &link.0])?;
+        ip(&["link", "set", &link.0, "up"])?;
+        outside.ip(&["addr", "add", &format!("{outside_ip}/{len}"), "dev", &o])?;
+        outside.ip(&["link", "set", &o, "up"])?;
+        Ok(HostUplink {
+            link,
+            host_ip,
+            outside_ip,
+        })
+    }
+}
+
+/// The iptables recipes' router, entirely inside namespaces the bench created (the host's
+/// tables are never touched): a router namespace with an uplink (a veth to `outside`,
+/// first address of `uplink_net` on the router's end, second on the outside's) and a
+/// Linux bridge holding the gateway (first address of `subnet`), IPv4 forwarding on.
+/// Endpoints join with [`Router::add_endpoint`]. Everything goes with the namespaces.
+pub struct Router {
+    pub ns: Ns,
+    pub uplink_if: String,
+    pub uplink_ip: Ipv4Addr,
+    pub outside_ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    bridge: String,
+    next_ep: u32,
+}
+
+impl Router {
+    pub fn create(
+        ctx: &mut Ctx,
+        outside: &Ns,
+        uplink_net: Ipv4Net,
+        subnet: Ipv4Net,
+    ) -> Result<Router> {
+        let ns = Ns::create(ctx, "r")?;
+        let (u, o, br) = (ctx.name("u"), ctx.name("x"), ctx.name("br"));
+        ip(&[
+            "link",
+            "add",
+            &u,
+            "netns",
+            ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &o,
+            "netns",
+            outside.name(),
+        ])?;
+        let (uplink_ip, outside_ip) = (host(uplink_net, 0), host(uplink_net, 1));
+        let len = uplink_net.prefix_len();
+        ns.ip(&["addr", "add", &format!("{uplink_ip}/{len}"), "dev", &u])?;
+        ns.ip(&["link", "set", &u, "up"])?;
+        outside.ip(&["addr", "add", &format!("{outside_ip}/{len}"), "dev", &o])?;
+        outside.ip(&["link", "set", &o, "up"])?;
+        let gateway = host(subnet, 0);
+        ns.ip(&["link", "add", &br, "type", "bridge"])?;
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{gateway}/{}", subnet.prefix_len()),
+            "dev",
+            &br,
+        ])?;
+        ns.ip(&["link", "set", &br, "up"])?;
+        ns.sysctl("net.ipv4.ip_forward", "1")?;
+        Ok(Router {
+            ns,
+            uplink_if: u,
+            uplink_ip,
+            outside_ip,
+            gateway,
+            subnet,
+            bridge: br,
+            next_ep: 1,
+        })
+    }
+
+    /// Puts `ep` on the bridge (a veth, `eth0` inside) with the next address of the subnet
+    /// and a default route via the gateway; returns the address.
+    pub fn add_endpoint(&mut self, ctx: &mut Ctx, ep: &Ns) -> Result<Ipv4Addr> {
+        let (h, c) = (ctx.name("h"), ctx.name("c"));
+        ip(&[
+            "link",
+            "add",
+            &h,
+            "netns",
+            self.ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &c,
+            "netns",
+            ep.name(),
+        ])?;
+        self.ns
+            .ip(&["link", "set", &h, "master", &self.bridge, "up"])?;
+        let addr = host(self.subnet, self.next_ep);
+        self.next_ep += 1;
+        ep.ip(&["link", "set", &c, "name", "eth0"])?;
+        ep.ip(&[
+            "addr",
+            "add",
+            &format!("{addr}/{}", self.subnet.prefix_len()),
+            "dev",
+            "eth0",
+        ])?;
+        ep.ip(&["link", "set", "eth0", "up"])?;
+        ep.ip(&["route", "add", "default", "via", &self.gateway.to_string()])?;
+        Ok(addr)
+    }
+
+    /// `iptables-restore --noflush FILE` in the router's namespace (`rules`, a complete
+    /// `*table … COMMIT` text, is written to `file` first and removed after).
+    pub fn iptables_restore(&self, file: &std::path::Path, rules: &str) -> Result<()> {
+        std::fs::write(file, rules).with_context(|| format!("cannot write {}", file.display()))?;
+        let path = file.to_string_lossy().into_owned();
+        let r = proc::run_ok(
+            &mut self
+                .ns
+                .command_direct("iptables-restore", &["--noflush", &path])?,
+            None,
+            Duration::from_secs(120),
+        );
+        let _ = std::fs::remove_file(file);
+        r.map(drop)
+            .context("iptables-restore in the router namespace")
+    }
+
+    /// `iptables ARGS` in the router's namespace; must succeed.
+    pub fn iptables(&self, args: &[&str]) -> Result<()> {
+        proc::run_ok(
+            &mut self.ns.command_direct("iptables", args)?,
+            None,
+            proc::CMD_TIMEOUT,
+        )
+        .map(drop)
+    }
 }
