@@ -15,6 +15,7 @@ pub mod connrate;
 pub mod ctx;
 pub mod daemon;
 pub mod endpoint;
+pub mod masq;
 pub mod plot;
 pub mod proc;
 pub mod publish;
@@ -237,5 +238,6 @@ pub fn all_scenarios(opts: &Opts) -> Vec<Box<dyn Scenario>> {
         Box::new(setup::SetupScenario::new(opts)),
         Box::new(endpoint::EndpointScenario::new(opts)),
         Box::new(publish::PublishScenario::new(opts)),
+        Box::new(masq::MasqScenario::new(opts)),
     ]
 }
