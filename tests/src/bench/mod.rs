@@ -15,6 +15,7 @@ pub mod connrate;
 pub mod ctx;
 pub mod daemon;
 pub mod endpoint;
+pub mod footprint;
 pub mod masq;
 pub mod plot;
 pub mod proc;
@@ -239,5 +240,6 @@ pub fn all_scenarios(opts: &Opts) -> Vec<Box<dyn Scenario>> {
         Box::new(endpoint::EndpointScenario::new(opts)),
         Box::new(publish::PublishScenario::new(opts)),
         Box::new(masq::MasqScenario::new(opts)),
+        Box::new(footprint::FootprintScenario::new(opts)),
     ]
 }
