@@ -110,6 +110,14 @@ impl DropReason {
         DropReason::NatFailed,
     ];
 
+    /// A forged source (IP, MAC or ARP sender): such packets never reach the NAT.
+    pub const fn is_spoofing(self) -> bool {
+        matches!(
+            self,
+            DropReason::SpoofedIp | DropReason::SpoofedMac | DropReason::SpoofedArp
+        )
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             DropReason::SpoofedIp => "spoofed_ip",

@@ -49,9 +49,55 @@ impl Tuple {
 pub struct NatTarget {
     pub addr: [u8; 4],
     pub port: u16,
-    pub _pad: [u8; 2],
+    /// `NAT_FLAG_*` bits (connection-tracking entries only; 0 elsewhere).
+    pub flags: u8,
+    pub _pad: u8,
 }
 const _: () = assert!(core::mem::size_of::<NatTarget>() == 8);
+
+/// Host addresses (other than 127.0.0.0/8) whose connections to a port published on
+/// 0.0.0.0 are rewritten by the socket hooks (value: unused).
+pub const LOCAL_ADDRS_MAP: &str = "NETPATH_LOCAL_ADDRS";
+/// Per-socket translations made by the socket hooks, for the reverse direction
+/// (`getpeername`, UDP `recvmsg`).
+pub const SOCK_NAT_MAP: &str = "NETPATH_SOCK_NAT";
+pub const MAX_LOCAL_ADDRS: u32 = 1024;
+/// One-slot array: the netns cookie of the host namespace, the only one whose sockets
+/// the socket hooks translate (a cgroup's processes may sit in any namespace).
+pub const HOST_NETNS_MAP: &str = "NETPATH_HOST_NETNS";
+
+/// Key of `NETPATH_SOCK_NAT`: a socket (its cookie) and the endpoint address and port
+/// it was sent to instead of the published one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockNatKey {
+    pub cookie: u64,
+    pub addr: [u8; 4],
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockNatKey>() == 16);
+
+// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SockNatKey {}
+
+/// A `NETPATH_DNAT_CT` entry of an endpoint that reached its own published port through
+/// a host address (hairpin to itself): its source was rewritten to that host address
+/// too, so the reply's destination must become the endpoint again.
+pub const NAT_FLAG_SELF: u8 = 1;
+
+impl NatTarget {
+    /// `addr:port`, no flags.
+    pub const fn new(addr: [u8; 4], port: u16) -> NatTarget {
+        NatTarget {
+            addr,
+            port,
+            flags: 0,
+            _pad: 0,
+        }
+    }
+}
 
 // SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
 #[cfg(feature = "user")]

@@ -6,6 +6,7 @@
 mod endpoints;
 mod frame;
 mod nat;
+mod sock;
 mod stats;
 
 use aya_ebpf::{
@@ -15,8 +16,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netpath_common::{
-    forward::{Verdict, decide},
-    maps::{DropReason, EndpointKey, Hook},
+    forward::{FrameInfo, Verdict, decide},
+    maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey, Hook},
     packet::{Frame, classify, frame_info},
 };
 
@@ -42,17 +43,17 @@ pub fn netpath_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// tc (tcx) ingress entry, on every endpoint's host-side device (and the bridge).
-/// Counts the frame by class; for a frame from an endpoint, applies anti-spoofing and
-/// isolation and hands same-network IPv4 unicast straight to the destination endpoint
-/// (`bpf_redirect_peer` into a container, `bpf_redirect` out of a TAP). Everything else
-/// goes to the kernel path unchanged.
+/// tc ingress entry, on every endpoint's host-side device (and the bridge). Counts the
+/// frame by class; for a frame from an endpoint, applies anti-spoofing and isolation,
+/// translates hairpin connections to published ports, and hands same-network IPv4
+/// unicast straight to the destination endpoint (`bpf_redirect_peer` into a container,
+/// `bpf_redirect` out of a TAP). Everything else goes to the kernel path unchanged.
 #[classifier]
 pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     let frame = TcFrame::new(&ctx);
-    let class = classify(&frame).class;
+    let c = classify(&frame);
     let len = ctx.len() as u64;
-    stats::count(Hook::TcIngress, class, len);
+    stats::count(Hook::TcIngress, c.class, len);
     // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the whole
     // run; `ifindex` is a readable context field for tc programs.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -66,16 +67,32 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     let Some(eth_src) = frame.load::<6>(6) else {
         return TC_ACT_UNSPEC;
     };
-    let info = frame_info(&frame, class);
+    let info = frame_info(&frame, c.class);
     let to = match info {
-        netpath_common::forward::FrameInfo::Ipv4 { dst, .. } => {
+        FrameInfo::Ipv4 { dst, .. } => {
             // SAFETY: the value is copied out immediately; a concurrent control-plane
             // update can at worst give an old or new value, both valid endpoints.
             unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: dst }) }.copied()
         }
         _ => None,
     };
-    match decide(from, eth_src, info, to.as_ref()) {
+    let verdict = decide(from, eth_src, info, to.as_ref());
+    // Forged packets never reach the NAT. (Verifier: `info` is not used past `decide`;
+    // keeping it alive made LLVM copy a register that is unset on some paths.)
+    if !matches!(verdict, Verdict::Drop(reason) if reason.is_spoofing()) {
+        match nat::hairpin(&ctx, &frame, c, ifindex) {
+            Ok(Some(to)) => {
+                let peer = to.kind != ENDPOINT_KIND_TAP;
+                return redirect(&ctx, to.ifindex, peer, to.mac, to.host_mac, len);
+            }
+            Ok(None) => {}
+            Err(_) => {
+                count_drop(DropReason::NatFailed, len);
+                return TC_ACT_SHOT;
+            }
+        }
+    }
+    match verdict {
         Verdict::Pass => TC_ACT_UNSPEC,
         Verdict::Drop(reason) => {
             count_drop(reason, len);
@@ -86,30 +103,42 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
             peer,
             dst_mac,
             src_mac,
-        } => {
-            let mut macs = [0u8; 12];
-            macs[..6].copy_from_slice(&dst_mac);
-            macs[6..].copy_from_slice(&src_mac);
-            if ctx.store(0, &macs, 0).is_err() {
-                count_drop(DropReason::RedirectFailed, len);
-                return TC_ACT_SHOT;
-            }
-            // SAFETY: plain helper calls with scalar arguments.
-            let r = unsafe {
-                if peer {
-                    bpf_redirect_peer(target, 0)
-                } else {
-                    bpf_redirect(target, 0)
-                }
-            };
-            if r != i64::from(TC_ACT_REDIRECT) {
-                count_drop(DropReason::RedirectFailed, len);
-                return TC_ACT_SHOT;
-            }
-            count_rx(target, len);
-            TC_ACT_REDIRECT
-        }
+        } => redirect(&ctx, target, peer, dst_mac, src_mac, len),
     }
+}
+
+/// Rewrites the Ethernet addresses and hands the frame to `target`: into the peer of a
+/// veth host end (`peer`), or out of it (a TAP, to the VM).
+#[inline(always)]
+fn redirect(
+    ctx: &TcContext,
+    target: u32,
+    peer: bool,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    len: u64,
+) -> i32 {
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&dst_mac);
+    macs[6..].copy_from_slice(&src_mac);
+    if ctx.store(0, &macs, 0).is_err() {
+        count_drop(DropReason::RedirectFailed, len);
+        return TC_ACT_SHOT;
+    }
+    // SAFETY: plain helper calls with scalar arguments.
+    let r = unsafe {
+        if peer {
+            bpf_redirect_peer(target, 0)
+        } else {
+            bpf_redirect(target, 0)
+        }
+    };
+    if r != i64::from(TC_ACT_REDIRECT) {
+        count_drop(DropReason::RedirectFailed, len);
+        return TC_ACT_SHOT;
+    }
+    count_rx(target, len);
+    TC_ACT_REDIRECT
 }
 
 /// tc (tcx) egress on an uplink: egress masquerade.

@@ -6,20 +6,25 @@
 //! and everything else go to the kernel path untouched.
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
+    bindings::{
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_NOEXIST,
+        bpf_fib_lookup as FibParams,
+    },
+    helpers::generated::bpf_fib_lookup,
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
 };
 use netpath_common::{
+    maps::{EndpointKey, EndpointValue},
     nat::{
-        MAX_PUBLISHED, NAT_ENTRIES, NatTarget, PORT_RETRIES, PortRange, PublishKey, Tuple, Uplink,
-        port_candidate, tuple_hash,
+        MAX_PUBLISHED, NAT_ENTRIES, NAT_FLAG_SELF, NatTarget, PORT_RETRIES, PortRange, PublishKey,
+        Tuple, Uplink, port_candidate, tuple_hash,
     },
     packet::{Classified, Frame, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PacketClass},
 };
 
-use crate::frame::TcFrame;
+use crate::{endpoints::NETPATH_ENDPOINTS, frame::TcFrame};
 
 #[map(name = "NETPATH_SNAT")]
 static NETPATH_SNAT: LruHashMap<Tuple, NatTarget> = LruHashMap::with_max_entries(NAT_ENTRIES, 0);
@@ -177,17 +182,7 @@ pub fn egress(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> 
         Some(t) => t,
         None => allocate(&orig, &uplink).ok_or(-1i64)?,
     };
-    rewrite(
-        ctx,
-        &l4,
-        IP_SRC,
-        NatTarget {
-            addr: src,
-            port: sport,
-            _pad: [0; 2],
-        },
-        target,
-    )
+    rewrite(ctx, &l4, IP_SRC, NatTarget::new(src, sport), target)
 }
 
 /// Picks a free NAT port for `orig` on `uplink` and records both directions.
@@ -198,11 +193,7 @@ fn allocate(orig: &Tuple, uplink: &Uplink) -> Option<NatTarget> {
         last: uplink.last_port,
     };
     let hash = tuple_hash(orig);
-    let back = NatTarget {
-        addr: orig.src,
-        port: orig.sport,
-        _pad: [0; 2],
-    };
+    let back = NatTarget::new(orig.src, orig.sport);
     let mut attempt = 0;
     // Verifier: a constant-bounded loop.
     while attempt < PORT_RETRIES {
@@ -214,11 +205,7 @@ fn allocate(orig: &Tuple, uplink: &Uplink) -> Option<NatTarget> {
             .insert(reply, back, u64::from(BPF_NOEXIST))
             .is_ok()
         {
-            let target = NatTarget {
-                addr: uplink.addr,
-                port,
-                _pad: [0; 2],
-            };
+            let target = NatTarget::new(uplink.addr, port);
             if NETPATH_SNAT.insert(orig, target, 0).is_err() {
                 // Roll back the claim: no half-recorded connection.
                 let _ = NETPATH_RNAT.remove(reply);
@@ -249,17 +236,7 @@ pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), i6
     let Some(back) = (unsafe { NETPATH_RNAT.get(reply) }).copied() else {
         return Ok(());
     };
-    rewrite(
-        ctx,
-        &l4,
-        IP_DST,
-        NatTarget {
-            addr: dst,
-            port: dport,
-            _pad: [0; 2],
-        },
-        back,
-    )
+    rewrite(ctx, &l4, IP_DST, NatTarget::new(dst, dport), back)
 }
 
 /// Published ports: (protocol, host address or 0.0.0.0, port) → endpoint address/port.
@@ -275,21 +252,20 @@ static NETPATH_DNAT_CT: LruHashMap<Tuple, NatTarget> = LruHashMap::with_max_entr
 /// address first, then one for every address.
 #[inline(always)]
 fn published(proto: u8, dst: [u8; 4], dport: u16) -> Option<NatTarget> {
+    published_at(proto, dst, dport).or_else(|| published_at(proto, [0; 4], dport))
+}
+
+/// The publish entry for exactly (`proto`, `host_ip`, `port`); 0.0.0.0 is "every address".
+#[inline(always)]
+pub fn published_at(proto: u8, host_ip: [u8; 4], port: u16) -> Option<NatTarget> {
     let key = PublishKey {
-        host_ip: dst,
-        port: dport,
+        host_ip,
+        port,
         proto,
         _pad: 0,
     };
     // SAFETY: values are copied out at once.
-    unsafe { NETPATH_PUBLISH.get(key) }.copied().or_else(|| {
-        let any = PublishKey {
-            host_ip: [0; 4],
-            ..key
-        };
-        // SAFETY: as above, copied out at once.
-        unsafe { NETPATH_PUBLISH.get(any) }.copied()
-    })
+    unsafe { NETPATH_PUBLISH.get(key) }.copied()
 }
 
 /// Uplink ingress, after masquerade replies: DNAT a new or ongoing connection to a
@@ -313,11 +289,7 @@ pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Resul
     };
     // Remember how to translate the endpoint's replies back.
     let reply = Tuple::new(l4.proto, ep.addr, ep.port, src, sport);
-    let front = NatTarget {
-        addr: dst,
-        port: dport,
-        _pad: [0; 2],
-    };
+    let front = NatTarget::new(dst, dport);
     NETPATH_DNAT_CT.insert(reply, front, 0).map_err(i64::from)?;
     rewrite(ctx, &l4, IP_DST, front, ep)
 }
@@ -344,16 +316,128 @@ pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<
     else {
         return Ok(false);
     };
-    rewrite(
-        ctx,
-        &l4,
-        IP_SRC,
-        NatTarget {
-            addr: src,
-            port: sport,
-            _pad: [0; 2],
-        },
-        front,
-    )
-    .map(|()| true)
+    rewrite(ctx, &l4, IP_SRC, NatTarget::new(src, sport), front).map(|()| true)
+}
+
+const AF_INET: u8 = 2;
+
+/// Whether the kernel would deliver a packet from `src` to `dst`, arriving on
+/// `ifindex`, locally: `dst` is one of this host's addresses (any device's, the
+/// bridges' gateways included), as routing sees it now.
+#[inline(always)]
+fn is_local(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> bool {
+    // Multicast and limited broadcast are "not forwarded" too, but never a host's own.
+    if dst[0] >= 224 {
+        return false;
+    }
+    // SAFETY: `bpf_fib_lookup` is plain integers, arrays and unions of them: all-zero
+    // is a valid value.
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.ifindex = ifindex;
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    // SAFETY: `ctx.skb.skb` is the program's context; `p` is a live, writable
+    // parameter block of exactly the size passed.
+    let r = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb as *mut _,
+            &mut p,
+            core::mem::size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    // Local (and subnet broadcast) routes are "not forwarded"; unicast routes give 0.
+    r == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED)
+}
+
+/// Hairpin, on an endpoint's host-side device (after anti-spoofing): an endpoint
+/// reaching a port published on one of the host's addresses, and the replies of such
+/// connections. The forward packet is DNATed to the published endpoint (keeping the
+/// client's address; an endpoint reaching its own published port also gets the host
+/// address as its source, or its reply would never leave it); the reply gets the
+/// published address and port back. Returns the endpoint the rewritten packet must be
+/// handed to; the caller redirects it there (never to the kernel: a packet rewritten to
+/// carry a host address as its source would be dropped there as a martian).
+/// `Ok(None)`: not a hairpin packet, untouched.
+#[inline(always)]
+pub fn hairpin(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: Classified,
+    ifindex: u32,
+) -> Result<Option<EndpointValue>, i64> {
+    let Some(l4) = L4::of(frame, c, ICMP_ECHO_REQUEST) else {
+        return Ok(None);
+    };
+    if l4.proto == IPPROTO_ICMP {
+        return Ok(None);
+    }
+    let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
+        return Ok(None);
+    };
+    let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
+        return Ok(None);
+    };
+    let endpoint = |ip: [u8; 4]| {
+        // SAFETY: copied out at once.
+        unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip }) }.copied()
+    };
+    // A reply of a hairpinned connection?
+    // SAFETY: copied out at once.
+    if let Some(front) =
+        unsafe { NETPATH_DNAT_CT.get(Tuple::new(l4.proto, src, sport, dst, dport)) }.copied()
+    {
+        let to_self = front.flags & NAT_FLAG_SELF != 0;
+        // Replies to clients that are not endpoints are the uplink's (publish_reply).
+        let Some(to) = endpoint(if to_self { src } else { dst }) else {
+            return Ok(None);
+        };
+        rewrite(
+            ctx,
+            &l4,
+            IP_SRC,
+            NatTarget::new(src, sport),
+            NatTarget::new(front.addr, front.port),
+        )?;
+        if to_self {
+            rewrite(
+                ctx,
+                &l4,
+                IP_DST,
+                NatTarget::new(dst, dport),
+                NatTarget::new(src, dport),
+            )?;
+        }
+        return Ok(Some(to));
+    }
+    // A connection to a port published on a host address?
+    let Some(ep) = published(l4.proto, dst, dport) else {
+        return Ok(None);
+    };
+    let Some(to) = endpoint(ep.addr) else {
+        return Ok(None);
+    };
+    if !is_local(ctx, ifindex, src, dst) {
+        return Ok(None);
+    }
+    let to_self = ep.addr == src;
+    let client = if to_self { dst } else { src };
+    let reply = Tuple::new(l4.proto, ep.addr, ep.port, client, sport);
+    let front = NatTarget {
+        flags: if to_self { NAT_FLAG_SELF } else { 0 },
+        ..NatTarget::new(dst, dport)
+    };
+    NETPATH_DNAT_CT.insert(reply, front, 0).map_err(i64::from)?;
+    rewrite(ctx, &l4, IP_DST, NatTarget::new(dst, dport), ep)?;
+    if to_self {
+        rewrite(
+            ctx,
+            &l4,
+            IP_SRC,
+            NatTarget::new(src, sport),
+            NatTarget::new(dst, sport),
+        )?;
+    }
+    Ok(Some(to))
 }

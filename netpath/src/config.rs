@@ -109,3 +109,52 @@ mod tests {
         assert_eq!(a.instance().len(), 8);
     }
 }
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on a unified host,
+/// `/sys/fs/cgroup/unified` on a hybrid one): its root is where the socket hooks attach.
+pub fn cgroup2_root() -> anyhow::Result<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    cgroup2_in_mountinfo(&mountinfo).ok_or_else(|| {
+        anyhow::anyhow!(
+            "no cgroup v2 hierarchy is mounted (needed for host-local access to published \
+             ports); mount one: mount -t cgroup2 none /sys/fs/cgroup/unified"
+        )
+    })
+}
+
+/// The mount point of the first cgroup2 filesystem in a mountinfo text.
+fn cgroup2_in_mountinfo(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // "id parent major:minor root mountpoint options [optional...] - fstype source ..."
+        let (left, right) = line.split_once(" - ")?;
+        if right.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+#[cfg(test)]
+mod cgroup_tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cgroup2_mount_in_unified_and_hybrid_layouts() {
+        let hybrid = "30 24 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+                      31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw\n\
+                      32 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n";
+        assert_eq!(
+            cgroup2_in_mountinfo(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified = "35 24 0:30 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            cgroup2_in_mountinfo(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            cgroup2_in_mountinfo("36 24 0:31 / /proc rw - proc proc rw\n"),
+            None
+        );
+    }
+}

@@ -7,8 +7,9 @@
 //! <root>/progs/<program>        every program, so a restarted daemon can attach more
 //!                               devices without reloading
 //! <root>/links/<hook>:<ifindex>:<ifname>
-//!                               every attachment (tcx / XDP bpf_link), so attachments
-//!                               outlive the daemon
+//!                               every device attachment (tcx / XDP bpf_link), so
+//!                               attachments outlive the daemon
+//! <root>/cgroup/<program>       the socket hooks' links on the cgroup v2 root
 //! ```
 //!
 //! The datapath is always used through its pins: a fresh load pins everything and then
@@ -23,12 +24,13 @@ use std::{
 use aya::{
     EbpfLoader,
     maps::{
-        HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
         lpm_trie::Key as LpmKey,
     },
     pin::PinError,
     programs::{
-        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, Xdp,
+        XdpMode,
         links::{FdLink, LinkError, PinnedLink},
         tc::SchedClassifierLink,
         tc::{NlOptions, TcAttachOptions, TcHandle, qdisc_add_clsact, qdisc_detach_program},
@@ -42,19 +44,22 @@ use netpath_common::{
         EndpointValue, Hook, IFACES_MAP, STATS_MAP, stat_index,
     },
     nat::{
-        DNAT_CT_MAP, MASQ_SRC_MAP, NatTarget, PUBLISH_MAP, PublishKey, RNAT_MAP, SNAT_MAP, Tuple,
-        UPLINKS_MAP, Uplink,
+        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NatTarget, PUBLISH_MAP,
+        PublishKey, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, Tuple, UPLINKS_MAP, Uplink,
     },
     packet::PacketClass,
 };
 
 use crate::ebpf::{
-    OBJECT, PROGRAMS, ProgramKind, TC_INGRESS_PROG, UPLINK_EGRESS_PROG, UPLINK_INGRESS_PROG,
-    XDP_PROG,
+    OBJECT, PROGRAMS, ProgramKind, SOCK_PROGRAMS, TC_INGRESS_PROG, UPLINK_EGRESS_PROG,
+    UPLINK_INGRESS_PROG, XDP_PROG,
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 11] = [
+pub const MAPS: [&str; 14] = [
+    HOST_NETNS_MAP,
+    LOCAL_ADDRS_MAP,
+    SOCK_NAT_MAP,
     PUBLISH_MAP,
     DNAT_CT_MAP,
     STATS_MAP,
@@ -106,6 +111,12 @@ pub enum DatapathError {
         path: PathBuf,
         #[source]
         source: LinkError,
+    },
+    #[error("cannot open {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("cannot attach {program} to {ifname}: {source}")]
     Attach {
@@ -165,6 +176,11 @@ impl Pins {
     }
     pub fn links_dir(&self) -> PathBuf {
         self.root.join("links")
+    }
+    /// Directory of the socket hooks' cgroup links (not per device, so apart from
+    /// `links/`, which reconciliation sweeps by device).
+    pub fn cgroup_links_dir(&self) -> PathBuf {
+        self.root.join("cgroup")
     }
     /// Pin of the attachment of `hook` to the device (`ifname`, `ifindex`). The index
     /// makes a pin name unique per device instance: a recreated device with the same
@@ -228,6 +244,7 @@ pub struct Datapath {
     masq_src: LpmTrie<MapData, [u8; 4], u32>,
     publish: HashMap<MapData, PublishKey, NatTarget>,
     dnat_ct: HashMap<MapData, Tuple, NatTarget>,
+    local_addrs: HashMap<MapData, [u8; 4], u8>,
 }
 
 /// One endpoint's counters, summed over CPUs.
@@ -300,7 +317,10 @@ impl Datapath {
             HashMap::try_from(open_map(&pins, PUBLISH_MAP)?).map_err(typed_err(PUBLISH_MAP))?;
         let dnat_ct =
             HashMap::try_from(open_map(&pins, DNAT_CT_MAP)?).map_err(typed_err(DNAT_CT_MAP))?;
+        let local_addrs = HashMap::try_from(open_map(&pins, LOCAL_ADDRS_MAP)?)
+            .map_err(typed_err(LOCAL_ADDRS_MAP))?;
         Ok(Datapath {
+            local_addrs,
             publish,
             dnat_ct,
             snat,
@@ -380,6 +400,97 @@ impl Datapath {
             &pin,
         )?;
         Ok(Attachment::Attached)
+    }
+
+    /// Attaches the socket-address hooks (host-local access to published ports) to the
+    /// root of the cgroup v2 hierarchy at `cgroup_root`, so they see every process's
+    /// sockets, and pins the links (`cgroup/<program>`). Existing pinned links are
+    /// kept, or replaced by fresh ones when the programs were just (re)loaded. Other
+    /// programs on the same hooks (systemd's, Docker's) keep running beside ours.
+    pub fn attach_host_local(&mut self, cgroup_root: &Path) -> Result<Attachment> {
+        let cgroup = fs::File::open(cgroup_root).map_err(|source| DatapathError::Cgroup {
+            path: cgroup_root.to_owned(),
+            source,
+        })?;
+        let dir = self.pins.cgroup_links_dir();
+        fs::create_dir_all(&dir).map_err(|source| DatapathError::PinDir { path: dir, source })?;
+        self.set_host_netns()?;
+        let mut outcome = Attachment::Adopted;
+        for (name, attach_type) in SOCK_PROGRAMS {
+            let pin = self.pins.cgroup_links_dir().join(name);
+            if open_pinned_link(&pin)?.is_some() {
+                if self.origin == Origin::Adopted {
+                    continue;
+                }
+                // Reloaded programs: drop the old attachment (unpinned, its last
+                // reference goes away) and attach the new program below.
+                remove_file_if_exists(&pin)?;
+            }
+            let attach_err = |source| DatapathError::Attach {
+                program: name,
+                ifname: cgroup_root.display().to_string(),
+                source,
+            };
+            let mut prog =
+                CgroupSockAddr::from_pin(self.pins.prog(name), attach_type).map_err(|source| {
+                    DatapathError::Program {
+                        program: name,
+                        source,
+                    }
+                })?;
+            // A cgroup bpf_link always coexists with other programs on the hook (the
+            // kernel treats links as multi-attach and refuses any attach flag on
+            // them), so `Single` here means "no flags", not exclusive.
+            let id = prog
+                .attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(attach_err)?;
+            let link = prog.take_link(id).map_err(attach_err)?;
+            let link = FdLink::try_from(link)
+                .map_err(|source| link_err(&cgroup_root.display().to_string(), source))?;
+            pin_link(link, &pin)?;
+            outcome = Attachment::Attached;
+        }
+        Ok(outcome)
+    }
+
+    /// Records this process's network namespace (its netns cookie) as the host
+    /// namespace, the only one whose sockets the socket hooks translate.
+    fn set_host_netns(&mut self) -> Result<()> {
+        let cookie = netns_cookie().map_err(|source| DatapathError::Cgroup {
+            path: PathBuf::from("/proc/self/ns/net"),
+            source,
+        })?;
+        let map = open_map(&self.pins, HOST_NETNS_MAP)?;
+        let mut array: Array<MapData, u64> =
+            Array::try_from(map).map_err(|source| DatapathError::OpenMap {
+                path: self.pins.map(HOST_NETNS_MAP),
+                source,
+            })?;
+        array
+            .set(0, cookie, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: HOST_NETNS_MAP,
+                source,
+            })
+    }
+
+    /// Makes `NETPATH_LOCAL_ADDRS` (the host addresses a 0.0.0.0 publish answers on for
+    /// host processes) hold exactly `addrs`.
+    pub fn set_local_addrs(&mut self, addrs: &[std::net::Ipv4Addr]) -> Result<()> {
+        let want: std::collections::BTreeSet<[u8; 4]> = addrs.iter().map(|a| a.octets()).collect();
+        let have: Vec<[u8; 4]> = self.local_addrs.keys().filter_map(|k| k.ok()).collect();
+        for old in have.iter().filter(|a| !want.contains(*a)) {
+            absent_ok(LOCAL_ADDRS_MAP, self.local_addrs.remove(old))?;
+        }
+        for new in want.iter().filter(|a| !have.contains(*a)) {
+            self.local_addrs
+                .insert(new, 1, 0)
+                .map_err(|source| DatapathError::WriteMap {
+                    map: LOCAL_ADDRS_MAP,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Attaches the endpoint program to an endpoint's host-side device (veth host end
@@ -791,6 +902,10 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
                 let p: &mut SchedClassifier = program.try_into().map_err(load_err)?;
                 p.load().map_err(load_err)?;
             }
+            ProgramKind::SockAddr => {
+                let p: &mut CgroupSockAddr = program.try_into().map_err(load_err)?;
+                p.load().map_err(load_err)?;
+            }
         }
         // Replace an older pin (reload): the new program takes the name; links that
         // still use the old program keep it alive until they are switched over.
@@ -826,6 +941,27 @@ fn open_map(pins: &Pins, name: &'static str) -> Result<Map> {
         source,
     })?;
     Map::from_map_data(data).map_err(|source| DatapathError::OpenMap { path, source })
+}
+
+/// The netns cookie of this thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14).
+fn netns_cookie() -> io::Result<u64> {
+    let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: a getsockopt on a socket we own, into a u64 whose size we pass.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
 }
 
 fn open_pinned_link(path: &Path) -> Result<Option<PinnedLink>> {
@@ -865,7 +1001,12 @@ fn remove_file_if_exists(path: &Path) -> Result<()> {
 pub fn remove_pins(root: &Path) -> Result<usize> {
     let pins = Pins::new(root);
     let mut removed = 0;
-    for dir in [pins.links_dir(), root.join("progs"), root.join("maps")] {
+    for dir in [
+        pins.links_dir(),
+        pins.cgroup_links_dir(),
+        root.join("progs"),
+        root.join("maps"),
+    ] {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,

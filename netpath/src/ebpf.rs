@@ -1,5 +1,7 @@
 //! The eBPF object, built by `build.rs` from `netpath-ebpf` and embedded in the binary.
 
+use aya::programs::CgroupSockAddrAttachType;
+
 /// The ELF object holding every netpath XDP/tc program and map.
 ///
 /// `include_bytes_aligned!` because the ELF parser needs the object 8-byte aligned.
@@ -11,17 +13,36 @@ pub const TC_INGRESS_PROG: &str = "netpath_tc_ingress";
 pub const UPLINK_EGRESS_PROG: &str = "netpath_tc_uplink_egress";
 pub const UPLINK_INGRESS_PROG: &str = "netpath_tc_uplink_ingress";
 
+pub const CONNECT4_PROG: &str = "netpath_connect4";
+pub const SENDMSG4_PROG: &str = "netpath_sendmsg4";
+pub const RECVMSG4_PROG: &str = "netpath_recvmsg4";
+pub const GETPEERNAME4_PROG: &str = "netpath_getpeername4";
+
+/// The cgroup socket-address hooks (host-local access to published ports).
+pub const SOCK_PROGRAMS: [(&str, CgroupSockAddrAttachType); 4] = [
+    (CONNECT4_PROG, CgroupSockAddrAttachType::Connect4),
+    (SENDMSG4_PROG, CgroupSockAddrAttachType::UDPSendMsg4),
+    (RECVMSG4_PROG, CgroupSockAddrAttachType::UDPRecvMsg4),
+    (GETPEERNAME4_PROG, CgroupSockAddrAttachType::GetPeerName4),
+];
+
 /// Every program in the object, with its kind.
-pub const PROGRAMS: [(&str, ProgramKind); 4] = [
+pub const PROGRAMS: [(&str, ProgramKind); 8] = [
     (XDP_PROG, ProgramKind::Xdp),
     (TC_INGRESS_PROG, ProgramKind::Tc),
     (UPLINK_EGRESS_PROG, ProgramKind::Tc),
     (UPLINK_INGRESS_PROG, ProgramKind::Tc),
+    (CONNECT4_PROG, ProgramKind::SockAddr),
+    (SENDMSG4_PROG, ProgramKind::SockAddr),
+    (RECVMSG4_PROG, ProgramKind::SockAddr),
+    (GETPEERNAME4_PROG, ProgramKind::SockAddr),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgramKind {
     Xdp,
-    /// A tc classifier (attached with tcx).
+    /// A tc classifier (attached with tcx or cls_bpf).
     Tc,
+    /// A cgroup socket-address hook (attach type from its ELF section).
+    SockAddr,
 }

@@ -423,22 +423,45 @@ impl Netlink {
 
     /// The IPv4 addresses (with prefix lengths) of link `index`, primary first.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+        Ok(self
+            .ipv4_address_dump(Some(index))
+            .await?
+            .into_iter()
+            .map(|(_, a, p)| (a, p))
+            .collect())
+    }
+
+    /// Every IPv4 address in the namespace, on any link (one dump).
+    pub async fn all_ipv4_addresses(&self) -> Result<Vec<Ipv4Addr>> {
+        Ok(self
+            .ipv4_address_dump(None)
+            .await?
+            .into_iter()
+            .map(|(_, a, _)| a)
+            .collect())
+    }
+
+    /// (link index, address, prefix length) of the IPv4 addresses of link `index`, or
+    /// of all links.
+    async fn ipv4_address_dump(&self, index: Option<u32>) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
         use rtnetlink::packet_route::{AddressFamily as Af, address::AddressAttribute};
-        let msgs: Vec<_> = self
-            .handle
-            .address()
-            .get()
-            .set_link_index_filter(index)
+        let mut req = self.handle.address().get();
+        if let Some(i) = index {
+            req = req.set_link_index_filter(i);
+        }
+        let msgs: Vec<_> = req
             .execute()
             .try_collect()
             .await
-            .map_err(Self::err("list addresses", index))?;
+            .map_err(Self::err("list addresses", index.unwrap_or(0)))?;
         Ok(msgs
             .iter()
-            .filter(|m| m.header.family == Af::Inet && m.header.index == index)
+            .filter(|m| m.header.family == Af::Inet && index.is_none_or(|i| m.header.index == i))
             .filter_map(|m| {
                 m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    AddressAttribute::Local(IpAddr::V4(ip)) => {
+                        Some((m.header.index, *ip, m.header.prefix_len))
+                    }
                     _ => None,
                 })
             })

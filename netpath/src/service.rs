@@ -226,15 +226,19 @@ impl Service {
         std::fs::create_dir_all(&paths.state_dir)?;
         sysctl::enable_forwarding()?;
         let store = Arc::new(Store::open(&paths.state_dir.join("state.redb"))?);
-        let datapath = Datapath::open(&paths.bpffs, reload)?;
-        Ok(Service {
+        let mut datapath = Datapath::open(&paths.bpffs, reload)?;
+        let cgroup = crate::config::cgroup2_root()?;
+        datapath.attach_host_local(&cgroup)?;
+        let service = Service {
             instance: paths.instance(),
             paths,
             store,
             nl: Netlink::connect()?,
             datapath: Mutex::new(datapath),
             net_locks: Mutex::new(HashMap::new()),
-        })
+        };
+        service.refresh_local_addrs().await?;
+        Ok(service)
     }
 
     pub fn paths(&self) -> &Paths {
@@ -755,6 +759,8 @@ impl Service {
             .map_err(|e: crate::portspec::PortSpecError| ServiceError::invalid(e.to_string()))?;
         let ep = self.get_endpoint(&req.endpoint).await?;
         let host_ip = spec.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        // Keep the socket hooks' view of the host's addresses current.
+        self.refresh_local_addrs().await?;
         if let Some(ip) = spec.host_ip
             && !ip.is_loopback()
             && !self.host_has_address(ip).await?
@@ -839,18 +845,21 @@ impl Service {
     }
 
     async fn host_has_address(&self, ip: Ipv4Addr) -> Result<bool> {
-        for link in self.nl.links().await? {
-            if self
-                .nl
-                .ipv4_addresses(link.index)
-                .await?
-                .iter()
-                .any(|(a, _)| *a == ip)
-            {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(self.nl.all_ipv4_addresses().await?.contains(&ip))
+    }
+
+    /// Tells the socket hooks which addresses are this host's (for 0.0.0.0 publishes
+    /// reached by host processes). Refreshed at start and on every publish.
+    async fn refresh_local_addrs(&self) -> Result<()> {
+        let addrs: Vec<Ipv4Addr> = self
+            .nl
+            .all_ipv4_addresses()
+            .await?
+            .into_iter()
+            .filter(|a| !a.is_loopback())
+            .collect();
+        self.datapath().set_local_addrs(&addrs)?;
+        Ok(())
     }
 
     pub async fn stats(&self) -> Result<Vec<ClassStat>> {
@@ -974,7 +983,8 @@ fn publish_target(l: &PortLease) -> NatTarget {
     NatTarget {
         addr: l.guest_ip.octets(),
         port: l.guest_port,
-        _pad: [0; 2],
+        flags: 0,
+        _pad: 0,
     }
 }
 

@@ -219,7 +219,8 @@ mod publish {
         NatTarget {
             addr,
             port,
-            _pad: [0; 2],
+            flags: 0,
+            _pad: 0,
         }
     }
 
