@@ -177,13 +177,17 @@ pub fn netpath_tc_uplink_ingress(ctx: TcContext) -> i32 {
     let c = classify(&frame);
     let len = ctx.len() as u64;
     stats::count(Hook::UplinkIngress, c.class, len);
-    // Replies to masqueraded connections first, then connections to published ports.
-    // The rewrites invalidate packet pointers, so the second step re-reads the frame.
-    if nat::ingress(&ctx, &frame, c).is_err() {
-        count_drop(DropReason::NatFailed, len);
-        return TC_ACT_SHOT;
+    // Replies to masqueraded connections first; anything else may be a connection to a
+    // published port. (A translated reply is done: its destination, now an endpoint's
+    // address and source port, must not be taken for a published port.)
+    match nat::ingress(&ctx, &frame, c) {
+        Ok(true) => return TC_ACT_UNSPEC,
+        Ok(false) => {}
+        Err(_) => {
+            count_drop(DropReason::NatFailed, len);
+            return TC_ACT_SHOT;
+        }
     }
-    let frame = TcFrame::new(&ctx);
     if nat::publish_ingress(&ctx, &frame, c).is_err() {
         count_drop(DropReason::NatFailed, len);
         return TC_ACT_SHOT;

@@ -219,24 +219,25 @@ fn allocate(orig: &Tuple, uplink: &Uplink) -> Option<NatTarget> {
 }
 
 /// tc ingress on an uplink: translate replies to masqueraded connections back.
+/// `Ok(true)` if the packet was one (it then needs no other translation).
 #[inline(always)]
-pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), i64> {
+pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, i64> {
     let Some(l4) = L4::of(frame, c, ICMP_ECHO_REPLY) else {
-        return Ok(());
+        return Ok(false);
     };
     let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
-        return Ok(());
+        return Ok(false);
     };
     let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
-        return Ok(());
+        return Ok(false);
     };
     let sport = if l4.proto == IPPROTO_ICMP { 0 } else { sport };
     let reply = Tuple::new(l4.proto, src, sport, dst, dport);
     // SAFETY: copied out at once.
     let Some(back) = (unsafe { NETPATH_RNAT.get(reply) }).copied() else {
-        return Ok(());
+        return Ok(false);
     };
-    rewrite(ctx, &l4, IP_DST, NatTarget::new(dst, dport), back)
+    rewrite(ctx, &l4, IP_DST, NatTarget::new(dst, dport), back).map(|()| true)
 }
 
 /// Published ports: (protocol, host address or 0.0.0.0, port) → endpoint address/port.

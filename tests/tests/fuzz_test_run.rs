@@ -552,15 +552,14 @@ impl Model {
 
     /// Uplink ingress: replies of masqueraded connections are translated back; other
     /// packets to a published port are DNATed to its endpoint, keeping the client.
-    /// `literal`: model the program as written, which also tries the published-port
-    /// DNAT on a packet it just translated back (see KNOWN BUG below).
-    fn uplink_ingress(&self, f: &[u8], literal: bool) -> (Expected, Effects) {
+    /// A translated reply is done: it is never also taken for a published port.
+    fn uplink_ingress(&self, f: &[u8]) -> (Expected, Effects) {
         let mut fx = Effects::default();
         let Some(ip) = nat_ip(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
         let mut rewrites = Vec::new();
-        let (mut dst, mut dport_now) = (ip.dst, None);
+        let (dst, dport_now): ([u8; 4], Option<u16>) = (ip.dst, None);
         if let Some((sp, dp)) = ports_at(f, &ip, 0) {
             let sport = if ip.proto == ICMP { 0 } else { be16(f, sp) };
             let key = Tuple::new(ip.proto, ip.src, sport, ip.dst, be16(f, dp));
@@ -571,19 +570,15 @@ impl Model {
                     port_at: dp,
                     port: back.port,
                 });
-                dst = back.addr;
-                dport_now = Some(back.port);
-                if !literal {
-                    return (
-                        Expected {
-                            verdict: TC_ACT_UNSPEC,
-                            rewrites,
-                            macs: None,
-                            lenient: false,
-                        },
-                        fx,
-                    );
-                }
+                return (
+                    Expected {
+                        verdict: TC_ACT_UNSPEC,
+                        rewrites,
+                        macs: None,
+                        lenient: false,
+                    },
+                    fx,
+                );
             }
         }
         if ip.proto != ICMP {
@@ -706,7 +701,6 @@ struct Tally {
     redirected: u64,
     refused: u64,
     untouched: u64,
-    known_bug_double_nat: u64,
     hairpin_candidates: u64,
 }
 
@@ -1462,43 +1456,15 @@ fn fuzz_nat_and_fast_path_with_a_million_frames() {
             }
         };
         let output = &out[..r.data_size_out as usize];
-        let (mut expected, mut fx) = match hook {
+        let (expected, fx) = match hook {
             Hook::Xdp => model.xdp(),
             Hook::TcIngress => model.tc_ingress(&frame, ifindex),
             Hook::UplinkEgress => model.uplink_egress(&frame, ifindex),
-            Hook::UplinkIngress => model.uplink_ingress(&frame, false),
+            Hook::UplinkIngress => model.uplink_ingress(&frame),
         };
         if let Err(msg) = check(&frame, r.return_value, output, &expected) {
-            // KNOWN BUG (issue #5 fuzz finding, netpath-ebpf/src/main.rs
-            // netpath_tc_uplink_ingress): a reply of a masqueraded connection is first
-            // translated back to endpoint:port, then run through the published-port DNAT
-            // as well — if the endpoint's own source port equals a published port (for
-            // a 0.0.0.0 or endpoint-address publish), the reply is DNATed a second time
-            // to the published endpoint and a bogus DNAT_CT entry is recorded. Skipped
-            // (and counted) only when the program's literal behaviour explains the
-            // output exactly; remove once the program stops after a reverse SNAT.
-            let (lit, lit_fx) = model.uplink_ingress(&frame, true);
-            if hook == Hook::UplinkIngress
-                && lit.rewrites.len() == 2
-                && check(&frame, r.return_value, output, &lit).is_ok()
-            {
-                tally.known_bug_double_nat += 1;
-                if tally.known_bug_double_nat == 1 {
-                    println!(
-                        "KNOWN BUG (first of its kind, frame {n}): uplink_ingress DNATed a \
-                         masquerade reply again\n  input:    {}\n  output:   {}\n  \
-                         expected: {} (checksum fields aside)",
-                        hex(&frame),
-                        hex(output),
-                        hex(&expected_frame(&frame, &expected))
-                    );
-                }
-                expected = lit;
-                fx = lit_fx;
-            } else {
-                let want = expected_frame(&frame, &expected);
-                fail(seed, n, hook, ifindex, &frame, output, Some(&want), &msg);
-            }
+            let want = expected_frame(&frame, &expected);
+            fail(seed, n, hook, ifindex, &frame, output, Some(&want), &msg);
         }
         match r.return_value {
             TC_ACT_SHOT if hook != Hook::Xdp => tally.shot += 1,
@@ -1552,12 +1518,6 @@ fn fuzz_nat_and_fast_path_with_a_million_frames() {
         "  hairpin candidates (lenient checks): {}",
         tally.hairpin_candidates
     );
-    if tally.known_bug_double_nat > 0 {
-        println!(
-            "  KNOWN BUG skipped: {} masquerade replies DNATed a second time",
-            tally.known_bug_double_nat
-        );
-    }
     assert!(
         tally.rewritten_valid > frames / 20,
         "too few valid frames reached a rewrite"
