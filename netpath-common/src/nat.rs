@@ -192,11 +192,29 @@ pub fn port_candidate(hash: u32, attempt: u32, range: PortRange) -> u16 {
     let span = u32::from(range.last)
         .wrapping_sub(u32::from(range.first))
         .wrapping_add(1);
-    let offset = match hash.wrapping_add(attempt).checked_rem(span) {
+    // `hash % span` first: adding `attempt` to the raw hash could wrap past u32::MAX
+    // and probe a port twice.
+    let offset = match hash
+        .checked_rem(span)
+        .and_then(|start| start.wrapping_add(attempt).checked_rem(span))
+    {
         Some(o) if range.last >= range.first => o,
         _ => 0,
     };
     (u32::from(range.first) + offset) as u16
+}
+
+/// The `attempt`-th NAT port for a connection from source port `sport`: first its own
+/// port when the range holds it (as Linux's NAT does: the endpoint's own port
+/// allocator already keeps its connections to one destination apart, so most
+/// connections keep their port and never collide), then [`port_candidate`]s.
+#[inline(always)]
+pub fn nat_port(sport: u16, hash: u32, attempt: u32, range: PortRange) -> u16 {
+    if attempt == 0 && sport >= range.first && sport <= range.last {
+        sport
+    } else {
+        port_candidate(hash, attempt, range)
+    }
 }
 
 /// RFC 1624 eqn. 3: the checksum `sum` after a 16-bit field changes `from` → `to`.
@@ -280,6 +298,26 @@ mod tests {
         assert_eq!(t.reversed().reversed(), t);
         assert_eq!(t.reversed().src, t.dst);
         assert_eq!(t.reversed().sport, t.dport);
+    }
+
+    #[test]
+    fn hashes_near_the_top_never_probe_a_port_twice() {
+        let r = PortRange {
+            first: 1000,
+            last: 1254,
+        };
+        let ports: std::collections::HashSet<u16> =
+            (0..PORT_RETRIES).map(|a| port_candidate(u32::MAX, a, r)).collect();
+        assert_eq!(ports.len() as u32, PORT_RETRIES);
+    }
+
+    #[test]
+    fn nat_port_keeps_the_source_port_first_when_the_range_has_it() {
+        let r = MASQ_PORTS;
+        assert_eq!(nat_port(40000, 7, 0, r), 40000);
+        assert_eq!(nat_port(40000, 7, 1, r), port_candidate(7, 1, r));
+        // Outside the range: hash-chosen from the first attempt.
+        assert_eq!(nat_port(80, 7, 0, r), port_candidate(7, 0, r));
     }
 
     #[test]

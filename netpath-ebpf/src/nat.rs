@@ -19,7 +19,7 @@ use netpath_common::{
     maps::{EndpointKey, EndpointValue},
     nat::{
         MAX_PUBLISHED, NAT_ENTRIES, NAT_FLAG_SELF, NatTarget, PORT_RETRIES, PortRange, PublishKey,
-        Tuple, Uplink, port_candidate, tuple_hash,
+        Tuple, Uplink, nat_port, tuple_hash,
     },
     packet::{Classified, Frame, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PacketClass},
 };
@@ -197,7 +197,7 @@ fn allocate(orig: &Tuple, uplink: &Uplink) -> Option<NatTarget> {
     let mut attempt = 0;
     // Verifier: a constant-bounded loop.
     while attempt < PORT_RETRIES {
-        let port = port_candidate(hash, attempt, range);
+        let port = nat_port(orig.sport, hash, attempt, range);
         // What the reply will look like when it arrives on the uplink.
         let reply = Tuple::new(orig.proto, orig.dst, orig.dport, uplink.addr, port);
         // The reply tuple is the NAT port's owner: BPF_NOEXIST makes the claim atomic.

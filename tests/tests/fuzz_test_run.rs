@@ -39,7 +39,7 @@ use netpath_common::{
     maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, Hook},
     nat::{
         DNAT_CT_MAP, NAT_ENTRIES, NatTarget, PORT_RETRIES, PortRange, PublishKey, RNAT_MAP,
-        SNAT_MAP, Tuple, Uplink, port_candidate, tuple_hash,
+        SNAT_MAP, Tuple, Uplink, nat_port, tuple_hash,
     },
 };
 use netpath_tests::{TempPins, TestDev, require_root};
@@ -511,7 +511,7 @@ impl Model {
                 };
                 let hash = tuple_hash(&orig);
                 let free = (0..PORT_RETRIES)
-                    .map(|a| port_candidate(hash, a, range))
+                    .map(|a| nat_port(sport, hash, a, range))
                     .find(|p| {
                         !self.rnat.contains_key(&Tuple::new(
                             ip.proto,
