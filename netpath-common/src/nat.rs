@@ -239,6 +239,32 @@ pub const fn csum_replace4(sum: u16, from: [u8; 4], to: [u8; 4]) -> u16 {
     )
 }
 
+/// The L4 checksum `sum` of a TCP/UDP segment or ICMP echo (`proto`) after its source
+/// address changes `from_addr` → `to_addr` and its source port (ICMP: identifier)
+/// `from_port` → `to_port`. TCP and UDP checksums cover the address through the
+/// pseudo-header, ICMP's does not; a zero UDP checksum stays zero.
+#[inline(always)]
+pub const fn l4_csum_after_source_change(
+    proto: u8,
+    sum: u16,
+    from_addr: [u8; 4],
+    to_addr: [u8; 4],
+    from_port: u16,
+    to_port: u16,
+) -> u16 {
+    match proto {
+        crate::packet::IPPROTO_UDP => udp_csum_replace2(
+            udp_csum_replace4(sum, from_addr, to_addr),
+            from_port,
+            to_port,
+        ),
+        crate::packet::IPPROTO_TCP => {
+            csum_replace2(csum_replace4(sum, from_addr, to_addr), from_port, to_port)
+        }
+        _ => csum_replace2(sum, from_port, to_port),
+    }
+}
+
 /// UDP transmits a computed checksum of 0 as 0xffff (RFC 768); 0 means "no checksum"
 /// and must stay 0 through NAT.
 #[inline(always)]
@@ -306,8 +332,9 @@ mod tests {
             first: 1000,
             last: 1254,
         };
-        let ports: std::collections::HashSet<u16> =
-            (0..PORT_RETRIES).map(|a| port_candidate(u32::MAX, a, r)).collect();
+        let ports: std::collections::HashSet<u16> = (0..PORT_RETRIES)
+            .map(|a| port_candidate(u32::MAX, a, r))
+            .collect();
         assert_eq!(ports.len() as u32, PORT_RETRIES);
     }
 

@@ -192,3 +192,22 @@ pub fn icmp4(src: [u8; 4], dst: [u8; 4], kind: u8, id: u16, payload: &[u8]) -> V
     i[2..4].copy_from_slice(&c.to_be_bytes());
     ipv4_between(IPPROTO_ICMP, src, dst, 0, &i)
 }
+
+/// An ICMP error (`kind`/`code`, e.g. 3/4 "fragmentation needed" with the next-hop MTU
+/// in `rest`) from `src` to `dst` quoting `quoted`: an IP packet (a frame from this
+/// module without its Ethernet header, possibly cut short). Checksum valid.
+pub fn icmp4_error(
+    src: [u8; 4],
+    dst: [u8; 4],
+    kind: u8,
+    code: u8,
+    rest: [u8; 4],
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut i = vec![kind, code, 0, 0];
+    i.extend_from_slice(&rest);
+    i.extend_from_slice(quoted);
+    let c = checksum(&i);
+    i[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_between(IPPROTO_ICMP, src, dst, 0, &i)
+}

@@ -309,8 +309,25 @@ struct Rewrite {
     port: u16,
 }
 
+/// How an ICMP error about a masqueraded packet is translated back: the outer
+/// destination and the quoted source become `addr`/`port`.
+#[derive(Debug)]
+struct IcmpErrorBack {
+    /// Offset of the quoted IPv4 header.
+    inner: usize,
+    /// Offset of the quoted source port (ICMP: identifier).
+    sport_at: usize,
+    /// Offset of the quoted L4 checksum, when the error quotes it.
+    l4c_at: Option<usize>,
+    addr: [u8; 4],
+    port: u16,
+}
+
 #[derive(Debug)]
 struct Expected {
+    /// An ICMP error quoting a masqueraded packet: translated back (checked by
+    /// `check_icmp_error`).
+    icmp_error: Option<IcmpErrorBack>,
     verdict: u32,
     rewrites: Vec<Rewrite>,
     /// The Ethernet addresses (dst, src) a fast-path redirect writes.
@@ -327,6 +344,7 @@ impl Expected {
             rewrites: Vec::new(),
             macs: None,
             lenient: false,
+            icmp_error: None,
         }
     }
 }
@@ -460,6 +478,7 @@ impl Model {
                 rewrites: Vec::new(),
                 macs: Some((to.mac, to.host_mac)),
                 lenient: false,
+                icmp_error: None,
             },
             Effects::default(),
         )
@@ -488,6 +507,7 @@ impl Model {
                         rewrites: vec![rw],
                         macs: None,
                         lenient: false,
+                        icmp_error: None,
                     },
                     fx,
                 );
@@ -545,6 +565,7 @@ impl Model {
                 rewrites: vec![rw],
                 macs: None,
                 lenient: false,
+                icmp_error: None,
             },
             fx,
         )
@@ -552,12 +573,54 @@ impl Model {
 
     /// Uplink ingress: replies of masqueraded connections are translated back; other
     /// packets to a published port are DNATed to its endpoint, keeping the client.
+    /// An ICMP error (3, 11, 12) quoting, without IP options, a TCP/UDP packet or an
+    /// echo request that left masqueraded: where its translation goes.
+    fn icmp_error_back(&self, f: &[u8], ip: &Ip) -> Option<IcmpErrorBack> {
+        let at = ip.l4();
+        if ip.proto != ICMP || ![3, 11, 12].contains(&f[at]) {
+            return None;
+        }
+        let inner = at + 8;
+        // Quoted bytes end with the datagram (a frame may carry padding after it).
+        let end = 14 + ip.total;
+        if end < inner + 28 || f[inner] != 0x45 {
+            return None;
+        }
+        let (proto, in_src, in_dst) = (f[inner + 9], addr(f, inner + 12), addr(f, inner + 16));
+        let l4 = inner + 20;
+        let (sport, dport, sport_at, l4c) = match proto {
+            TCP => (be16(f, l4), be16(f, l4 + 2), l4, l4 + 16),
+            UDP => (be16(f, l4), be16(f, l4 + 2), l4, l4 + 6),
+            ICMP if f[l4] == 8 => (be16(f, l4 + 4), 0, l4 + 4, l4 + 2),
+            _ => return None,
+        };
+        let back = self
+            .rnat
+            .get(&Tuple::new(proto, in_dst, dport, in_src, sport))?;
+        Some(IcmpErrorBack {
+            inner,
+            sport_at,
+            l4c_at: (l4c + 2 <= end).then_some(l4c),
+            addr: back.addr,
+            port: back.port,
+        })
+    }
+
     /// A translated reply is done: it is never also taken for a published port.
     fn uplink_ingress(&self, f: &[u8]) -> (Expected, Effects) {
         let mut fx = Effects::default();
         let Some(ip) = nat_ip(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
+        if let Some(back) = self.icmp_error_back(f, &ip) {
+            return (
+                Expected {
+                    icmp_error: Some(back),
+                    ..Expected::pass(TC_ACT_UNSPEC)
+                },
+                fx,
+            );
+        }
         let mut rewrites = Vec::new();
         let (dst, dport_now): ([u8; 4], Option<u16>) = (ip.dst, None);
         if let Some((sp, dp)) = ports_at(f, &ip, 0) {
@@ -576,6 +639,7 @@ impl Model {
                         rewrites,
                         macs: None,
                         lenient: false,
+                        icmp_error: None,
                     },
                     fx,
                 );
@@ -613,6 +677,7 @@ impl Model {
                 rewrites,
                 macs: None,
                 lenient: false,
+                icmp_error: None,
             },
             fx,
         )
@@ -707,6 +772,9 @@ struct Tally {
 /// Checks the kernel's output against the model's expectation; Err describes the first
 /// violated property.
 fn check(input: &[u8], verdict: u32, out: &[u8], e: &Expected) -> Result<(), String> {
+    if let Some(back) = &e.icmp_error {
+        return check_icmp_error(input, verdict, out, back);
+    }
     if e.lenient {
         return check_lenient(input, verdict, out);
     }
@@ -763,6 +831,47 @@ fn check(input: &[u8], verdict: u32, out: &[u8], e: &Expected) -> Result<(), Str
 
 /// A hairpin candidate: a valid verdict; apart from the MACs, addresses, ports and
 /// checksums nothing changes; valid checksums stay valid.
+/// An ICMP error translated back: only the outer destination, the quoted source and
+/// the four checksums covering them change, to exactly the expected values, and every
+/// checksum that was valid stays valid (the ICMP one over the whole quote).
+fn check_icmp_error(
+    input: &[u8],
+    verdict: u32,
+    out: &[u8],
+    b: &IcmpErrorBack,
+) -> Result<(), String> {
+    if verdict != TC_ACT_UNSPEC {
+        return Err(format!("verdict {verdict:#x} for an ICMP error"));
+    }
+    if out.len() != input.len() {
+        return Err(format!("length {} → {}", input.len(), out.len()));
+    }
+    let ip = nat_ip(input).expect("ICMP errors are NAT-eligible");
+    let mut want = input.to_vec();
+    want[30..34].copy_from_slice(&b.addr);
+    want[b.inner + 12..b.inner + 16].copy_from_slice(&b.addr);
+    want[b.sport_at..b.sport_at + 2].copy_from_slice(&b.port.to_be_bytes());
+    let csums = [Some(24), Some(ip.l4() + 2), Some(b.inner + 10), b.l4c_at];
+    for (i, (o, w)) in out.iter().zip(&want).enumerate() {
+        let csum = csums.iter().flatten().any(|c| (*c..*c + 2).contains(&i));
+        if !csum && o != w {
+            return Err(format!("ICMP error byte {i}: {o:#04x}, expected {w:#04x}"));
+        }
+    }
+    let out_ip = nat_ip(out).ok_or("output is no longer a valid IPv4 ICMP packet")?;
+    if ip_header_valid(input, &ip) && !ip_header_valid(out, &out_ip) {
+        return Err("outer IPv4 checksum of a valid input is invalid on output".into());
+    }
+    if l4_valid(input, &ip) && !l4_valid(out, &out_ip) {
+        return Err("ICMP checksum of a valid input is invalid on output".into());
+    }
+    let inner_valid = |f: &[u8]| fold_not(sum_be(&f[b.inner..b.inner + 20], 0)) == 0;
+    if inner_valid(input) && !inner_valid(out) {
+        return Err("quoted IPv4 checksum of a valid input is invalid on output".into());
+    }
+    Ok(())
+}
+
 fn check_lenient(input: &[u8], verdict: u32, out: &[u8]) -> Result<(), String> {
     if ![TC_ACT_UNSPEC, TC_ACT_SHOT, TC_ACT_REDIRECT].contains(&verdict) {
         return Err(format!("verdict {verdict:#x}"));

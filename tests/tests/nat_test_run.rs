@@ -123,6 +123,94 @@ fn icmp_echo_is_translated_by_identifier() {
     assert_eq!(back, frames::icmp4(REMOTE, EP, 0, 0x1234, b"ping"));
 }
 
+/// A router on the way reports an error about a masqueraded packet: the error comes
+/// back to the uplink quoting the packet as it left (uplink address and NAT port); the
+/// endpoint must get it quoting its own packet, all checksums valid.
+#[test]
+fn icmp_errors_about_masqueraded_packets_are_translated_back() {
+    require_root!();
+    const ROUTER: [u8; 4] = [192, 0, 2, 254];
+    let (_p, dp, up) = setup(40000, 40999);
+    let ip_of = |frame: Vec<u8>| frame[14..].to_vec();
+    let mtu = [0, 0, 0x05, 0x78]; // "fragmentation needed", next-hop MTU 1400
+    // TCP, quoted whole (as Linux quotes up to 576 bytes) and cut after 8 bytes of TCP.
+    let payload = b"GET / HTTP/1.0\r\n\r\n";
+    run_tc(
+        &dp,
+        Hook::UplinkEgress,
+        up.ifindex,
+        &frames::tcp4(EP, 51000, REMOTE, 80, payload),
+    );
+    let port = nat_port(&dp, &Tuple::new(IPPROTO_TCP, EP, 51000, REMOTE, 80));
+    let sent = ip_of(frames::tcp4(UPLINK, port, REMOTE, 80, payload));
+    let original = ip_of(frames::tcp4(EP, 51000, REMOTE, 80, payload));
+    for quoted_len in [sent.len(), 28] {
+        let error = frames::icmp4_error(ROUTER, UPLINK, 3, 4, mtu, &sent[..quoted_len]);
+        let (v, out) = run_tc(&dp, Hook::UplinkIngress, up.ifindex, &error);
+        assert_eq!(v, TC_ACT_UNSPEC);
+        let mut want_quote = original[..quoted_len].to_vec();
+        if quoted_len == 28 {
+            // The TCP checksum is not quoted; only what is quoted changes.
+            want_quote = original[..28].to_vec();
+        }
+        assert_eq!(
+            out,
+            frames::icmp4_error(ROUTER, EP, 3, 4, mtu, &want_quote),
+            "ICMP error quoting {quoted_len} bytes"
+        );
+    }
+    // UDP with a checksum and with none; time exceeded.
+    for none in [false, true] {
+        run_tc(
+            &dp,
+            Hook::UplinkEgress,
+            up.ifindex,
+            &frames::udp4(EP, 52000, REMOTE, 53, b"query", none),
+        );
+        let port = nat_port(&dp, &Tuple::new(IPPROTO_UDP, EP, 52000, REMOTE, 53));
+        let sent = ip_of(frames::udp4(UPLINK, port, REMOTE, 53, b"query", none));
+        let original = ip_of(frames::udp4(EP, 52000, REMOTE, 53, b"query", none));
+        let (v, out) = run_tc(
+            &dp,
+            Hook::UplinkIngress,
+            up.ifindex,
+            &frames::icmp4_error(ROUTER, UPLINK, 11, 0, [0; 4], &sent),
+        );
+        assert_eq!(v, TC_ACT_UNSPEC);
+        assert_eq!(
+            out,
+            frames::icmp4_error(ROUTER, EP, 11, 0, [0; 4], &original),
+            "time exceeded quoting UDP (no checksum: {none})"
+        );
+    }
+    // A ping whose TTL ran out: the quoted echo request carries the NAT identifier.
+    run_tc(
+        &dp,
+        Hook::UplinkEgress,
+        up.ifindex,
+        &frames::icmp4(EP, REMOTE, 8, 0x4242, b"ttl"),
+    );
+    let id = nat_port(&dp, &Tuple::new(IPPROTO_ICMP, EP, 0x4242, REMOTE, 0));
+    let sent = ip_of(frames::icmp4(UPLINK, REMOTE, 8, id, b"ttl"));
+    let original = ip_of(frames::icmp4(EP, REMOTE, 8, 0x4242, b"ttl"));
+    let (_, out) = run_tc(
+        &dp,
+        Hook::UplinkIngress,
+        up.ifindex,
+        &frames::icmp4_error(ROUTER, UPLINK, 11, 0, [0; 4], &sent),
+    );
+    assert_eq!(
+        out,
+        frames::icmp4_error(ROUTER, EP, 11, 0, [0; 4], &original)
+    );
+    // An error about a packet that was never masqueraded is left alone.
+    let stranger = ip_of(frames::tcp4(UPLINK, 40999, REMOTE, 81, b"x"));
+    let error = frames::icmp4_error(ROUTER, UPLINK, 3, 1, [0; 4], &stranger);
+    let (v, out) = run_tc(&dp, Hook::UplinkIngress, up.ifindex, &error);
+    assert_eq!(v, TC_ACT_UNSPEC);
+    assert_eq!(out, error, "unrelated ICMP error was modified");
+}
+
 #[test]
 fn unrelated_traffic_and_fragments_pass_untouched() {
     require_root!();
