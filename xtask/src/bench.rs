@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: set up, build `netpath` and `netpath-bench` (release), then replace
-//! xtask with `netpath-bench` (so Ctrl-C reaches it directly and it can clean up).
+//! `cargo xtask bench`: set up, build `netpath`, `netpath-cni` and `netpath-bench` (release),
+//! then replace xtask with `netpath-bench` (so Ctrl-C reaches it directly and it can clean
+//! up).
 
 use std::{
     ffi::OsString,
@@ -105,7 +106,7 @@ pub fn bench(ws: Workspace, args: &BenchArgs) -> Result<()> {
     let ctx = Ctx::new(ws)?;
     step(
         "build",
-        "netpath and netpath-bench (release, with the eBPF object)",
+        "netpath, netpath-cni and netpath-bench (release, with the eBPF object)",
         || {
             let mut c = ctx.ws.command("cargo");
             ctx.env.apply(&mut c);
@@ -116,6 +117,8 @@ pub fn bench(ws: Workspace, args: &BenchArgs) -> Result<()> {
                 "netpath",
                 "--bin",
                 "netpath",
+                "--bin",
+                "netpath-cni",
                 "-p",
                 "netpath-tests",
                 "--bin",

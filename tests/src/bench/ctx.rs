@@ -58,6 +58,10 @@ pub struct Subnets {
     pub publish_netpath: Ipv4Net,
     pub masq_netpath: Ipv4Net,
     pub footprint_netpath: Ipv4Net,
+    /// /16 of the `cni` scenario: netpath-cni's network on its first /24
+    /// ([`Subnets::cni_netpath`]), the `bridge` plugin's on its second
+    /// ([`Subnets::cni_bridge`]).
+    pub cni: Ipv4Net,
     /// /16 whose /24s address namespace-only topologies (direct veth, plain bridge) and
     /// the host ends of uplink veths.
     pub in_netns: Ipv4Net,
@@ -97,7 +101,24 @@ impl Subnets {
             publish_netpath: next()?,
             masq_netpath: next()?,
             footprint_netpath: next()?,
+            cni: next()?,
         })
+    }
+
+    /// The `i`-th /24 of [`Subnets::cni`].
+    fn cni_24(&self, i: u8) -> Ipv4Net {
+        let o = self.cni.network().octets();
+        Ipv4Net::new(Ipv4Addr::new(o[0], o[1], i, 0), 24).expect("valid")
+    }
+
+    /// The subnet of the `cni` scenario's netpath-cni network.
+    pub fn cni_netpath(&self) -> Ipv4Net {
+        self.cni_24(1)
+    }
+
+    /// The subnet of the `cni` scenario's `bridge` + `portmap` network.
+    pub fn cni_bridge(&self) -> Ipv4Net {
+        self.cni_24(2)
     }
 
     /// The `i`-th /24 of [`Subnets::in_netns`].
@@ -131,6 +152,12 @@ pub struct Ctx {
     /// `net.ipv4.ip_forward` at start (the netpath daemon and the CNI bridge plugin turn it
     /// on); restored at the end, once the daemon is stopped.
     pub ip_forward_before: Option<String>,
+    /// The `netpath-cni` plugin found next to the netpath binary, copied at start like it.
+    pub cni_bin: Option<PathBuf>,
+    /// The iptables chains (`table:chain`) there were before the CNI `portmap` plugin first
+    /// ran (`Some` once it did): the final sweep removes the rules the run left and
+    /// portmap's shared `CNI-HOSTPORT-*` chains if they were not there.
+    pub iptables_before: Option<std::collections::BTreeSet<String>>,
     /// Header line of the progress bar (scenario · variant · round).
     stage: String,
     daemon: Option<BenchDaemon>,
@@ -157,6 +184,12 @@ impl Ctx {
                 frozen.display()
             );
         }
+        // The CNI plugin is built next to it (`cargo build -p netpath --bins`).
+        let cni_src = opts.netpath_bin.with_file_name("netpath-cni");
+        let cni_bin = cni_src
+            .is_file()
+            .then(|| tmp.join("netpath-cni"))
+            .filter(|to| fs::copy(&cni_src, to).is_ok());
         opts.netpath_bin = frozen;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -178,6 +211,8 @@ impl Ctx {
             ip_forward_before: fs::read_to_string(IP_FORWARD)
                 .ok()
                 .map(|s| s.trim().to_owned()),
+            cni_bin,
+            iptables_before: None,
             stage: String::new(),
             daemon: None,
         })

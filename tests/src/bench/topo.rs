@@ -223,6 +223,18 @@ impl NetpathNetwork {
         })
     }
 
+    /// A guard for network `name` of the bench's daemon that something else (the CNI
+    /// plugin) creates: removed on drop like the others (nothing happens if it was never
+    /// made).
+    pub fn adopt(ctx: &mut Ctx, name: String, gateway: Ipv4Addr) -> Result<NetpathNetwork> {
+        Ok(NetpathNetwork {
+            name,
+            gateway,
+            client: ctx.client()?,
+            rt: ctx.rt.clone(),
+        })
+    }
+
     /// The client, with room for removing a network with many endpoints.
     fn remover(&self) -> Client {
         self.client.clone().with_timeout(REMOVE_TIMEOUT)
