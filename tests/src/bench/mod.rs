@@ -11,6 +11,7 @@
 //! list it in [`all_scenarios`].
 
 pub mod cleanup;
+pub mod cni;
 pub mod connrate;
 pub mod ctx;
 pub mod daemon;
@@ -240,6 +241,7 @@ pub fn all_scenarios(opts: &Opts) -> Vec<Box<dyn Scenario>> {
         Box::new(endpoint::EndpointScenario::new(opts)),
         Box::new(publish::PublishScenario::new(opts)),
         Box::new(masq::MasqScenario::new(opts)),
+        Box::new(cni::CniScenario::new(opts)),
         Box::new(footprint::FootprintScenario::new(opts)),
     ]
 }
