@@ -31,10 +31,8 @@ const IPERF_HOST: u16 = 15201;
 /// The other published ports: host (and guest) ports from here on, on another endpoint
 /// (outside netpath's ephemeral range 20000–29999).
 const OTHERS_FIRST: u16 = 30000;
-/// Levels of other published ports, measured in this order within one run (`--quick`
-/// stops at 1,000: publishing 10,000 ports takes netpath's daemon over a minute).
+/// Levels of other published ports, measured in this order within one run.
 const LEVELS: [usize; 3] = [0, 1000, 10_000];
-const QUICK_LEVELS: usize = 2;
 /// Bound on one bulk publish (netpath checks host sockets port by port: ~8 ms each).
 const BULK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Single ports published one at a time (with 10,000 others present) to time a publish.
@@ -74,7 +72,7 @@ impl PublishScenario {
                 conn_budget: Duration::from_secs(8),
                 secs: 3,
                 publishes: 10,
-                levels: &LEVELS[..QUICK_LEVELS],
+                levels: &LEVELS,
             }
         } else {
             PublishScenario {
@@ -436,11 +434,7 @@ impl Scenario for PublishScenario {
                 .map(|&n| thousands(n))
                 .collect::<Vec<_>>()
                 .join(", "),
-            quick = if self.levels.len() < LEVELS.len() {
-                " (--quick: not 10,000, whose publish alone takes netpath over a minute)"
-            } else {
-                ""
-            },
+            quick = "",
         )
     }
 
