@@ -80,7 +80,7 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     // Forged packets never reach the NAT. (Verifier: `info` is not used past `decide`;
     // keeping it alive made LLVM copy a register that is unset on some paths.)
     if !matches!(verdict, Verdict::Drop(reason) if reason.is_spoofing()) {
-        match nat::hairpin(&ctx, &frame, c, ifindex) {
+        match nat::hairpin(&ctx, &frame, c, ifindex, to.is_some()) {
             Ok(Some(to)) => {
                 let peer = to.kind != ENDPOINT_KIND_TAP;
                 return redirect(&ctx, to.ifindex, peer, to.mac, to.host_mac, len);

@@ -372,6 +372,7 @@ pub fn hairpin(
     frame: &TcFrame,
     c: Classified,
     ifindex: u32,
+    dst_is_endpoint: bool,
 ) -> Result<Option<EndpointValue>, i64> {
     let Some(l4) = L4::of(frame, c, ICMP_ECHO_REQUEST) else {
         return Ok(None);
@@ -417,7 +418,12 @@ pub fn hairpin(
         }
         return Ok(Some(to));
     }
-    // A connection to a port published on a host address?
+    // A connection to a port published on a host address? (An endpoint's address is
+    // never the host's: endpoint ↔ endpoint packets, the fast path's bulk, skip the
+    // publish lookups.)
+    if dst_is_endpoint {
+        return Ok(None);
+    }
     let Some(ep) = published(l4.proto, dst, dport) else {
         return Ok(None);
     };
