@@ -42,6 +42,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "podman",
     "runc",
     "busybox-static",
+    // The bench removes the empty `nat` tables the CNI `portmap` plugin leaves behind
+    // (iptables-nft cannot delete a table; `nft` can).
+    "nftables",
 ];
 
 /// Components the workspace's pinned stable (rust-toolchain.toml) needs.

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use serde::Serialize;
 
 use super::{
@@ -143,6 +143,11 @@ pub fn final_sweep(ctx: &mut Ctx) -> CleanupReport {
             Ok(_) => {}
             Err(e) => rep.problems.push(format!("portmap's chains: {e:#}")),
         }
+        match remove_new_empty_nat_tables(before) {
+            Ok(t) if !t.is_empty() => rep.swept.push(format!("empty nat tables {}", t.join(" "))),
+            Ok(_) => {}
+            Err(e) => rep.problems.push(format!("empty nat tables: {e:#}")),
+        }
     }
 
     if paths.state_dir.exists() || ctx.bpffs.exists() {
@@ -193,7 +198,7 @@ pub fn final_sweep(ctx: &mut Ctx) -> CleanupReport {
     if let Some(before) = &ctx.iptables_before {
         rep.checked.push(format!(
             "iptables rules mentioning `{prefix}` or {cni_net}; portmap's CNI-HOSTPORT-* \
-             chains unless there before"
+             chains and nat tables unless there before"
         ));
         match iptables_save() {
             Some(save) => {
@@ -206,6 +211,12 @@ pub fn final_sweep(ctx: &mut Ctx) -> CleanupReport {
                 if !chains.is_empty() {
                     rep.leftovers
                         .push(format!("iptables chains: {}", chains.join(" ")));
+                }
+                if !before.contains(NAT_PREROUTING)
+                    && iptables_chains(&save).contains(NAT_PREROUTING)
+                {
+                    rep.leftovers
+                        .push("an IPv4 nat table that was not there before".into());
                 }
             }
             None => rep.problems.push("cannot run iptables-save".into()),
@@ -365,6 +376,11 @@ pub fn sweep_stale(netpath_bin: &Path) -> Vec<String> {
         {
             removed.push(format!("portmap's iptables chains {}", c.join(" ")));
         }
+        if let Ok(t) = remove_new_empty_nat_tables(before)
+            && !t.is_empty()
+        {
+            removed.push(format!("empty nat tables {}", t.join(" ")));
+        }
     }
 
     thread::sleep(Duration::from_millis(if nss.is_empty() { 0 } else { 500 }));
@@ -509,6 +525,43 @@ fn new_hostport_chains(save: &[(String, Vec<String>)], before: &BTreeSet<String>
 /// Removes portmap's shared `CNI-HOSTPORT-*` chains (and the jumps to them) that were not
 /// there `before`, when no container uses them any more (`CNI-HOSTPORT-DNAT` has no
 /// rule): portmap's DEL leaves them. Returns what it removed.
+/// The base chain whose presence in `iptables-save` means an IPv4 nat table exists.
+const NAT_PREROUTING: &str = "nat:PREROUTING";
+
+/// Deletes the IPv4 and IPv6 `nat` tables if the IPv4 one was not there before the run
+/// (`before`, the chains then) and they hold no rule now: what the CNI plugins leave
+/// behind (they create the tables; nothing deletes them). An empty nat table is not
+/// harmless: its hooks turn connection tracking on for every flow of the host, which
+/// slows whatever runs after. Returns the tables removed.
+pub fn remove_new_empty_nat_tables(before: &BTreeSet<String>) -> anyhow::Result<Vec<String>> {
+    if before.contains(NAT_PREROUTING) {
+        return Ok(Vec::new());
+    }
+    let mut removed = Vec::new();
+    for (save_cmd, family) in [("iptables-save", "ip"), ("ip6tables-save", "ip6")] {
+        let Ok(out) = std::process::Command::new(save_cmd)
+            .args(["-t", "nat"])
+            .output()
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let exists = text.lines().any(|l| l.starts_with(":PREROUTING"));
+        let empty = !text.lines().any(|l| l.starts_with("-A "));
+        if exists && empty {
+            let st = std::process::Command::new("nft")
+                .args(["delete", "table", family, "nat"])
+                .status()
+                .context("running nft (Debian package nftables)")?;
+            if !st.success() {
+                bail!("`nft delete table {family} nat` failed");
+            }
+            removed.push(format!("{family}:nat"));
+        }
+    }
+    Ok(removed)
+}
+
 pub fn remove_hostport_chains(before: &BTreeSet<String>) -> anyhow::Result<Vec<String>> {
     let Some(save) = iptables_save() else {
         return Ok(Vec::new());
