@@ -110,6 +110,79 @@ pub const UPLINKS_MAP: &str = "NETPATH_UPLINKS";
 pub const MASQ_SRC_MAP: &str = "NETPATH_MASQ_SRC";
 /// Connections the NAT tables hold (LRU: the least recently used are evicted).
 pub const NAT_ENTRIES: u32 = 262_144;
+/// Activity of each masqueraded connection, keyed like `NETPATH_RNAT` (by the reply
+/// tuple, the NAT port's owner): when a packet was last seen and how far TCP got. A
+/// port whose connection went quiet long enough may be given to another connection.
+pub const NAT_AGE_MAP: &str = "NETPATH_NAT_AGE";
+
+/// Value of `NETPATH_NAT_AGE`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NatAge {
+    /// Last packet, in [`nat_clock`] units (≈ 1.07 s), wrapping.
+    pub seen: u32,
+    /// `CT_*`.
+    pub state: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<NatAge>() == 8);
+
+// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for NatAge {}
+
+/// Only the endpoint has spoken (TCP: SYN sent; UDP/ICMP: no reply yet).
+pub const CT_NEW: u8 = 0;
+/// The remote side answered.
+pub const CT_ESTABLISHED: u8 = 1;
+/// A FIN or RST was seen (TCP).
+pub const CT_CLOSING: u8 = 2;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
+
+/// The clock of `NatAge::seen`: CLOCK_MONOTONIC nanoseconds (what `bpf_ktime_get_ns`
+/// returns) in units of 2^30 ns, about 1.07 s.
+#[inline(always)]
+pub const fn nat_clock(monotonic_ns: u64) -> u32 {
+    (monotonic_ns >> 30) as u32
+}
+
+/// A connection's state after a packet with TCP flags `tcp_flags` (0 for UDP/ICMP),
+/// from the remote side (`from_remote`, a reply) or from the endpoint.
+#[inline(always)]
+pub const fn ct_next(state: u8, proto: u8, tcp_flags: u8, from_remote: bool) -> u8 {
+    if proto == crate::packet::IPPROTO_TCP && tcp_flags & (TCP_FIN | TCP_RST) != 0 {
+        return CT_CLOSING;
+    }
+    if from_remote && state == CT_NEW {
+        return CT_ESTABLISHED;
+    }
+    state
+}
+
+/// How long (in [`nat_clock`] units) a connection of `proto` in `state` may stay quiet
+/// before its NAT port may go to another connection. Close to Linux conntrack's
+/// defaults, which iptables MASQUERADE lives by: a TCP connection the remote side
+/// answered keeps its port for a day of silence (Linux: 5 days); a closing or never
+/// answered one for 2 minutes (TIME_WAIT); UDP 30 s unanswered, 2 minutes answered;
+/// ICMP 30 s.
+#[inline(always)]
+pub const fn ct_timeout(proto: u8, state: u8) -> u32 {
+    match (proto, state) {
+        (crate::packet::IPPROTO_TCP, CT_ESTABLISHED) => 86_400,
+        (crate::packet::IPPROTO_TCP, _) => 120,
+        (crate::packet::IPPROTO_UDP, CT_ESTABLISHED) => 120,
+        _ => 30,
+    }
+}
+
+/// Whether a connection last seen as `age` may give its port away at `now`.
+#[inline(always)]
+pub const fn ct_stale(proto: u8, age: NatAge, now: u32) -> bool {
+    now.wrapping_sub(age.seen) > ct_timeout(proto, age.state)
+}
+
 
 /// An uplink: the address egress masquerade rewrites sources to, and its port range.
 #[repr(C)]
@@ -324,6 +397,35 @@ mod tests {
         assert_eq!(t.reversed().reversed(), t);
         assert_eq!(t.reversed().src, t.dst);
         assert_eq!(t.reversed().sport, t.dport);
+    }
+
+    #[test]
+    fn connection_states_and_staleness() {
+        use crate::packet::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+        let syn = 0x02;
+        let ack = 0x10;
+        assert_eq!(ct_next(CT_NEW, IPPROTO_TCP, syn, false), CT_NEW);
+        assert_eq!(ct_next(CT_NEW, IPPROTO_TCP, syn | ack, true), CT_ESTABLISHED);
+        assert_eq!(ct_next(CT_ESTABLISHED, IPPROTO_TCP, ack | 0x01, false), CT_CLOSING);
+        assert_eq!(ct_next(CT_ESTABLISHED, IPPROTO_TCP, 0x04, true), CT_CLOSING);
+        assert_eq!(ct_next(CT_CLOSING, IPPROTO_TCP, ack, true), CT_CLOSING);
+        assert_eq!(ct_next(CT_NEW, IPPROTO_UDP, 0, true), CT_ESTABLISHED);
+        // UDP "flags" are never looked at.
+        assert_eq!(ct_next(CT_NEW, IPPROTO_UDP, 0x01, false), CT_NEW);
+        let age = |seen, state| NatAge {
+            seen,
+            state,
+            _pad: [0; 3],
+        };
+        // An answered TCP connection idle for an hour keeps its port; closed, it lets go.
+        assert!(!ct_stale(IPPROTO_TCP, age(100, CT_ESTABLISHED), 100 + 3600));
+        assert!(ct_stale(IPPROTO_TCP, age(100, CT_CLOSING), 100 + 121));
+        assert!(!ct_stale(IPPROTO_TCP, age(100, CT_CLOSING), 100 + 120));
+        assert!(ct_stale(IPPROTO_ICMP, age(100, CT_NEW), 131));
+        // The clock wraps.
+        assert!(!ct_stale(IPPROTO_UDP, age(u32::MAX - 5, CT_ESTABLISHED), 10));
+        assert!(ct_stale(IPPROTO_UDP, age(u32::MAX - 5, CT_NEW), 40));
+        assert_eq!(nat_clock(3 << 30), 3);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use aya_ebpf::{
         BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_NOEXIST,
         bpf_fib_lookup as FibParams,
     },
-    helpers::generated::bpf_fib_lookup,
+    helpers::generated::{bpf_fib_lookup, bpf_ktime_get_ns},
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
@@ -18,8 +18,9 @@ use aya_ebpf::{
 use netpath_common::{
     maps::{EndpointKey, EndpointValue},
     nat::{
-        MAX_PUBLISHED, NAT_ENTRIES, NAT_FLAG_SELF, NatTarget, PORT_RETRIES, PortRange, PublishKey,
-        Tuple, Uplink, csum_replace4, l4_csum_after_source_change, nat_port, tuple_hash,
+        CT_NEW, MAX_PUBLISHED, NAT_ENTRIES, NAT_FLAG_SELF, NatAge, NatTarget, PORT_RETRIES,
+        PortRange, PublishKey, Tuple, Uplink, csum_replace4, ct_next, ct_stale,
+        l4_csum_after_source_change, nat_clock, nat_port, tuple_hash,
     },
     packet::{Classified, Frame, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PacketClass},
 };
@@ -31,6 +32,12 @@ static NETPATH_SNAT: LruHashMap<Tuple, NatTarget> = LruHashMap::with_max_entries
 
 #[map(name = "NETPATH_RNAT")]
 static NETPATH_RNAT: LruHashMap<Tuple, NatTarget> = LruHashMap::with_max_entries(NAT_ENTRIES, 0);
+
+/// Reply tuple → when the connection was last active and how far TCP got (see
+/// `netpath_common::nat::NatAge`): lets `allocate` take back the ports of dead
+/// connections, which the LRU maps alone would keep until 262,144 entries pushed them out.
+#[map(name = "NETPATH_NAT_AGE")]
+static NETPATH_NAT_AGE: LruHashMap<Tuple, NatAge> = LruHashMap::with_max_entries(NAT_ENTRIES, 0);
 
 /// Uplink ifindex → its address and port range.
 #[map(name = "NETPATH_UPLINKS")]
@@ -183,16 +190,104 @@ pub fn egress(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> 
     let dport = if l4.proto == IPPROTO_ICMP { 0 } else { dport };
     let orig = Tuple::new(l4.proto, src, sport, dst, dport);
     // SAFETY: copied out at once.
+    let now = now();
     let target = match unsafe { NETPATH_SNAT.get(orig) }.copied() {
         Some(t) => t,
-        None => allocate(&orig, &uplink).ok_or(-1i64)?,
+        None => allocate(&orig, &uplink, now).ok_or(-1i64)?,
     };
+    let reply = Tuple::new(l4.proto, dst, dport, target.addr, target.port);
+    touch(&reply, tcp_flags(frame, &l4), false, now);
     rewrite(ctx, &l4, IP_SRC, NatTarget::new(src, sport), target)
+}
+
+#[inline(always)]
+fn now() -> u32 {
+    // SAFETY: a helper without arguments.
+    nat_clock(unsafe { bpf_ktime_get_ns() })
+}
+
+/// The TCP flags byte of a TCP packet, 0 for anything else.
+#[inline(always)]
+fn tcp_flags(frame: &TcFrame, l4: &L4) -> u8 {
+    if l4.proto != IPPROTO_TCP {
+        return 0;
+    }
+    // Verifier: a 2-byte load (data offset and flags), as in `L4::of`.
+    frame.load::<2>(l4.sport_at + 12).map_or(0, |b| b[1])
+}
+
+/// Records a packet of the connection whose replies look like `reply`.
+#[inline(always)]
+fn touch(reply: &Tuple, tcp_flags: u8, from_remote: bool, now: u32) {
+    match NETPATH_NAT_AGE.get_ptr_mut(reply) {
+        Some(age) => {
+            // SAFETY: a pointer into the map value, valid for this run; concurrent
+            // writers only ever store a newer time or a later state, and a torn update
+            // of these two fields is harmless (one more or one fewer packet's worth).
+            unsafe {
+                let state = ct_next((*age).state, reply.proto, tcp_flags, from_remote);
+                if (*age).seen != now || (*age).state != state {
+                    (*age).seen = now;
+                    (*age).state = state;
+                }
+            }
+        }
+        None => {
+            let age = NatAge {
+                seen: now,
+                state: ct_next(CT_NEW, reply.proto, tcp_flags, from_remote),
+                _pad: [0; 3],
+            };
+            // A full LRU map evicts its oldest entry; failure only loses this record.
+            let _ = NETPATH_NAT_AGE.insert(reply, age, 0);
+        }
+    }
+}
+
+/// Claims NAT port `reply` (its reply tuple) for a connection translated back to
+/// `back`: free, or held by a connection quiet for longer than its timeout (whose
+/// records then go). `BPF_NOEXIST` inserts and the delete (which only one CPU can win)
+/// keep two connections from ever sharing a port.
+#[inline(always)]
+fn claim(reply: &Tuple, back: NatTarget, now: u32) -> bool {
+    if NETPATH_RNAT
+        .insert(reply, back, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
+        return true;
+    }
+    // SAFETY: copied out at once.
+    let Some(age) = (unsafe { NETPATH_NAT_AGE.get(reply) }).copied() else {
+        // Taken, age unknown (e.g. from before an upgrade): start its clock now.
+        let age = NatAge {
+            seen: now,
+            state: CT_NEW,
+            _pad: [0; 3],
+        };
+        let _ = NETPATH_NAT_AGE.insert(reply, age, u64::from(BPF_NOEXIST));
+        return false;
+    };
+    if !ct_stale(reply.proto, age, now) {
+        return false;
+    }
+    // SAFETY: copied out at once.
+    let Some(old) = (unsafe { NETPATH_RNAT.get(reply) }).copied() else {
+        return false;
+    };
+    if NETPATH_RNAT.remove(reply).is_err() {
+        return false;
+    }
+    let old_orig = Tuple::new(reply.proto, old.addr, old.port, reply.src, reply.sport);
+    let _ = NETPATH_SNAT.remove(old_orig);
+    let _ = NETPATH_NAT_AGE.remove(reply);
+    NETPATH_RNAT
+        .insert(reply, back, u64::from(BPF_NOEXIST))
+        .is_ok()
 }
 
 /// Picks a free NAT port for `orig` on `uplink` and records both directions.
 #[inline(always)]
-fn allocate(orig: &Tuple, uplink: &Uplink) -> Option<NatTarget> {
+fn allocate(orig: &Tuple, uplink: &Uplink, now: u32) -> Option<NatTarget> {
     let range = PortRange {
         first: uplink.first_port,
         last: uplink.last_port,
@@ -205,11 +300,8 @@ fn allocate(orig: &Tuple, uplink: &Uplink) -> Option<NatTarget> {
         let port = nat_port(orig.sport, hash, attempt, range);
         // What the reply will look like when it arrives on the uplink.
         let reply = Tuple::new(orig.proto, orig.dst, orig.dport, uplink.addr, port);
-        // The reply tuple is the NAT port's owner: BPF_NOEXIST makes the claim atomic.
-        if NETPATH_RNAT
-            .insert(reply, back, u64::from(BPF_NOEXIST))
-            .is_ok()
-        {
+        // The reply tuple is the NAT port's owner.
+        if claim(&reply, back, now) {
             let target = NatTarget::new(uplink.addr, port);
             if NETPATH_SNAT.insert(orig, target, 0).is_err() {
                 // Roll back the claim: no half-recorded connection.
@@ -242,6 +334,7 @@ pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, 
     let Some(back) = (unsafe { NETPATH_RNAT.get(reply) }).copied() else {
         return Ok(false);
     };
+    touch(&reply, tcp_flags(frame, &l4), true, now());
     rewrite(ctx, &l4, IP_DST, NatTarget::new(dst, dport), back).map(|()| true)
 }
 

@@ -44,7 +44,7 @@ use netpath_common::{
         EndpointValue, Hook, IFACES_MAP, STATS_MAP, stat_index,
     },
     nat::{
-        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NatTarget, PUBLISH_MAP,
+        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, NAT_AGE_MAP, NatAge, MASQ_SRC_MAP, NatTarget, PUBLISH_MAP,
         PublishKey, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, Tuple, UPLINKS_MAP, Uplink,
     },
     packet::PacketClass,
@@ -56,7 +56,8 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 14] = [
+pub const MAPS: [&str; 15] = [
+    NAT_AGE_MAP,
     HOST_NETNS_MAP,
     LOCAL_ADDRS_MAP,
     SOCK_NAT_MAP,
@@ -245,6 +246,7 @@ pub struct Datapath {
     publish: HashMap<MapData, PublishKey, NatTarget>,
     dnat_ct: HashMap<MapData, Tuple, NatTarget>,
     local_addrs: HashMap<MapData, [u8; 4], u8>,
+    nat_age: HashMap<MapData, Tuple, NatAge>,
 }
 
 /// One endpoint's counters, summed over CPUs.
@@ -319,7 +321,10 @@ impl Datapath {
             HashMap::try_from(open_map(&pins, DNAT_CT_MAP)?).map_err(typed_err(DNAT_CT_MAP))?;
         let local_addrs = HashMap::try_from(open_map(&pins, LOCAL_ADDRS_MAP)?)
             .map_err(typed_err(LOCAL_ADDRS_MAP))?;
+        let nat_age =
+            HashMap::try_from(open_map(&pins, NAT_AGE_MAP)?).map_err(typed_err(NAT_AGE_MAP))?;
         Ok(Datapath {
+            nat_age,
             local_addrs,
             publish,
             dnat_ct,
@@ -681,6 +686,21 @@ impl Datapath {
     }
 
     /// Number of masqueraded connections tracked.
+    /// The activity record of the masqueraded connection whose replies look like `reply`.
+    pub fn nat_age(&self, reply: &Tuple) -> Option<NatAge> {
+        self.nat_age.get(reply, 0).ok()
+    }
+
+    /// Overwrites a connection's activity record (tests: age a connection).
+    pub fn set_nat_age(&mut self, reply: &Tuple, age: NatAge) -> Result<()> {
+        self.nat_age
+            .insert(reply, age, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: NAT_AGE_MAP,
+                source,
+            })
+    }
+
     pub fn snat_count(&self) -> usize {
         self.snat.keys().filter(|k| k.is_ok()).count()
     }

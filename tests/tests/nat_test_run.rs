@@ -287,6 +287,87 @@ fn exhausted_ports_drop_instead_of_colliding() {
     assert_eq!(dp.snat_count(), 2);
 }
 
+/// A port whose connection died (closed, or quiet past its timeout) goes to the next
+/// connection that needs it; an answered connection that is merely idle keeps it.
+#[test]
+fn ports_of_dead_connections_are_taken_back() {
+    use netpath_common::nat::{CT_CLOSING, CT_ESTABLISHED, NatAge, nat_clock};
+    require_root!();
+    let (_p, mut dp, up) = setup(40000, 40000);
+    let egress = |dp: &Datapath, sport: u16| {
+        run_tc(
+            dp,
+            Hook::UplinkEgress,
+            up.ifindex,
+            &frames::tcp4(EP, sport, REMOTE, 80, b"x"),
+        )
+        .0
+    };
+    let reply = Tuple::new(IPPROTO_TCP, REMOTE, 80, UPLINK, 40000);
+    let first = Tuple::new(IPPROTO_TCP, EP, 1111, REMOTE, 80);
+    assert_eq!(egress(&dp, 1111), TC_ACT_UNSPEC);
+    assert_eq!(nat_port(&dp, &first), 40000);
+    let age = dp
+        .nat_age(&reply)
+        .expect("activity recorded with the claim");
+    // The remote answers: established.
+    run_tc(
+        &dp,
+        Hook::UplinkIngress,
+        up.ifindex,
+        &frames::tcp4(REMOTE, 80, UPLINK, 40000, b"y"),
+    );
+    assert_eq!(dp.nat_age(&reply).unwrap().state, CT_ESTABLISHED);
+    // CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
+        0
+    );
+    let now = nat_clock(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+    assert!(
+        now.wrapping_sub(age.seen) <= 1,
+        "seen {} vs now {now}",
+        age.seen
+    );
+    // Idle for an hour but answered: the port stays taken.
+    let aged = |seen, state| NatAge {
+        seen,
+        state,
+        _pad: [0; 3],
+    };
+    dp.set_nat_age(&reply, aged(now.wrapping_sub(3600), CT_ESTABLISHED))
+        .unwrap();
+    assert_eq!(
+        egress(&dp, 2222),
+        TC_ACT_SHOT,
+        "an idle live connection lost its port"
+    );
+    // Closed three minutes ago: the port goes to the new connection, the old records go.
+    dp.set_nat_age(&reply, aged(now.wrapping_sub(180), CT_CLOSING))
+        .unwrap();
+    assert_eq!(egress(&dp, 2222), TC_ACT_UNSPEC);
+    let second = Tuple::new(IPPROTO_TCP, EP, 2222, REMOTE, 80);
+    assert_eq!(nat_port(&dp, &second), 40000);
+    assert!(
+        dp.snat_entry(&first).is_none(),
+        "the dead connection's SNAT entry stayed"
+    );
+    assert_eq!(dp.snat_count(), 1);
+    // Its replies now reach the new connection.
+    let (_, back) = run_tc(
+        &dp,
+        Hook::UplinkIngress,
+        up.ifindex,
+        &frames::tcp4(REMOTE, 80, UPLINK, 40000, b"z"),
+    );
+    assert_eq!(back, frames::tcp4(REMOTE, 80, EP, 2222, b"z"));
+}
+
 mod publish {
     use netpath_common::{
         maps::{ENDPOINT_KIND_VETH, EndpointValue},
