@@ -183,7 +183,6 @@ pub const fn ct_stale(proto: u8, age: NatAge, now: u32) -> bool {
     now.wrapping_sub(age.seen) > ct_timeout(proto, age.state)
 }
 
-
 /// An uplink: the address egress masquerade rewrites sources to, and its port range.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,8 +404,14 @@ mod tests {
         let syn = 0x02;
         let ack = 0x10;
         assert_eq!(ct_next(CT_NEW, IPPROTO_TCP, syn, false), CT_NEW);
-        assert_eq!(ct_next(CT_NEW, IPPROTO_TCP, syn | ack, true), CT_ESTABLISHED);
-        assert_eq!(ct_next(CT_ESTABLISHED, IPPROTO_TCP, ack | 0x01, false), CT_CLOSING);
+        assert_eq!(
+            ct_next(CT_NEW, IPPROTO_TCP, syn | ack, true),
+            CT_ESTABLISHED
+        );
+        assert_eq!(
+            ct_next(CT_ESTABLISHED, IPPROTO_TCP, ack | 0x01, false),
+            CT_CLOSING
+        );
         assert_eq!(ct_next(CT_ESTABLISHED, IPPROTO_TCP, 0x04, true), CT_CLOSING);
         assert_eq!(ct_next(CT_CLOSING, IPPROTO_TCP, ack, true), CT_CLOSING);
         assert_eq!(ct_next(CT_NEW, IPPROTO_UDP, 0, true), CT_ESTABLISHED);
@@ -423,7 +428,11 @@ mod tests {
         assert!(!ct_stale(IPPROTO_TCP, age(100, CT_CLOSING), 100 + 120));
         assert!(ct_stale(IPPROTO_ICMP, age(100, CT_NEW), 131));
         // The clock wraps.
-        assert!(!ct_stale(IPPROTO_UDP, age(u32::MAX - 5, CT_ESTABLISHED), 10));
+        assert!(!ct_stale(
+            IPPROTO_UDP,
+            age(u32::MAX - 5, CT_ESTABLISHED),
+            10
+        ));
         assert!(ct_stale(IPPROTO_UDP, age(u32::MAX - 5, CT_NEW), 40));
         assert_eq!(nat_clock(3 << 30), 3);
     }

@@ -44,8 +44,8 @@ use netpath_common::{
         EndpointValue, Hook, IFACES_MAP, STATS_MAP, stat_index,
     },
     nat::{
-        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, NAT_AGE_MAP, NatAge, MASQ_SRC_MAP, NatTarget, PUBLISH_MAP,
-        PublishKey, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, Tuple, UPLINKS_MAP, Uplink,
+        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NatAge, NatTarget,
+        PUBLISH_MAP, PublishKey, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, Tuple, UPLINKS_MAP, Uplink,
     },
     packet::PacketClass,
 };
