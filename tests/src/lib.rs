@@ -11,6 +11,7 @@ pub mod vm;
 
 use std::{
     fs,
+    net::Ipv4Addr,
     os::fd::AsFd,
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -525,6 +526,53 @@ pub struct LinkGuard(pub String);
 impl Drop for LinkGuard {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+/// An "uplink": a veth from the host into a namespace standing for the outside world,
+/// the host end `name` with `host_ip/24`, the outside end with `outside_ip/24`, both up.
+/// The host end is deleted on drop (its peer goes with it).
+pub struct OutsideLink {
+    /// The host end, to pass as a network's `--uplink`.
+    pub name: String,
+    /// The end inside the outside namespace.
+    pub peer: String,
+    _guard: LinkGuard,
+}
+
+impl OutsideLink {
+    pub fn new(outside: &NetNs, host_ip: Ipv4Addr, outside_ip: Ipv4Addr) -> OutsideLink {
+        let (name, peer) = (unique("up"), unique("uq"));
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer,
+            "netns",
+            outside.name(),
+        ]);
+        let guard = LinkGuard(name.clone());
+        run(&["ip", "addr", "add", &format!("{host_ip}/24"), "dev", &name]);
+        run(&["ip", "link", "set", &name, "up"]);
+        outside.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{outside_ip}/24"),
+            "dev",
+            &peer,
+        ]);
+        outside.exec(&["ip", "link", "set", &peer, "up"]);
+        OutsideLink {
+            name,
+            peer,
+            _guard: guard,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_tests::{Daemon, LinkGuard, NetNs, cni_bin, require_root, run, unique};
+use netpath_tests::{Daemon, NetNs, OutsideLink, cni_bin, require_root, run, unique};
 use serde_json::{Value, json};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
@@ -200,25 +200,8 @@ fn podman_containers_on_a_netpath_network() {
     );
     // The outside: a namespace behind the host's veth `up`, the network's uplink.
     let outside = NetNs::new("ko");
-    let (up, peer) = (unique("ku"), unique("kv"));
-    run(&[
-        "ip",
-        "link",
-        "add",
-        &up,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "netns",
-        outside.name(),
-    ]);
-    let _up = LinkGuard(up.clone());
-    run(&["ip", "addr", "add", &format!("{UPLINK}/24"), "dev", &up]);
-    run(&["ip", "link", "set", &up, "up"]);
-    outside.exec(&["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", &peer]);
-    outside.exec(&["ip", "link", "set", &peer, "up"]);
+    let uplink = OutsideLink::new(&outside, UPLINK, OUTSIDE);
+    let up = uplink.name.clone();
 
     let d = Daemon::start();
     let net = unique("kn");

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Daemon, LinkGuard, NetNs, require_root, run, unique};
+use netpath_tests::{Daemon, NetNs, OutsideLink, require_root, unique};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 31);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 32);
@@ -84,25 +84,8 @@ fn hairpin_and_host_local_reach_published_ports() {
     require_root!();
     // The uplink: a veth to a namespace standing for "outside".
     let outside = NetNs::new("ho");
-    let (up, peer) = (unique("hu"), unique("hv"));
-    run(&[
-        "ip",
-        "link",
-        "add",
-        &up,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "netns",
-        outside.name(),
-    ]);
-    let _del = LinkGuard(up.clone());
-    run(&["ip", "addr", "add", &format!("{UPLINK}/24"), "dev", &up]);
-    run(&["ip", "link", "set", &up, "up"]);
-    outside.exec(&["ip", "addr", "add", &format!("{OUTSIDE}/24"), "dev", &peer]);
-    outside.exec(&["ip", "link", "set", &peer, "up"]);
+    let uplink = OutsideLink::new(&outside, UPLINK, OUTSIDE);
+    let up = uplink.name.clone();
 
     let d = Daemon::start();
     let (net, other) = (unique("hn"), unique("hm"));

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Daemon, LinkGuard, NetNs, require_root, run, unique};
+use netpath_tests::{Daemon, NetNs, OutsideLink, require_root, unique};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const UPLINK_IP: &str = "198.51.100.2";
@@ -19,26 +19,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 fn container_traffic_leaves_with_the_uplink_address() {
     require_root!();
     let outside = NetNs::new("mo");
-    let up = unique("up");
-    let peer = unique("uq");
-    run(&[
-        "ip",
-        "link",
-        "add",
-        &up,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "netns",
-        outside.name(),
-    ]);
-    let _up = LinkGuard(up.clone());
-    run(&["ip", "addr", "add", &format!("{UPLINK_IP}/24"), "dev", &up]);
-    run(&["ip", "link", "set", &up, "up"]);
-    outside.exec(&["ip", "addr", "add", "198.51.100.1/24", "dev", &peer]);
-    outside.exec(&["ip", "link", "set", &peer, "up"]);
+    let uplink = OutsideLink::new(&outside, UPLINK_IP.parse().unwrap(), OUTSIDE);
+    let up = uplink.name.clone();
 
     let d = Daemon::start();
     let net = unique("mq");

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Daemon, LinkGuard, NetNs, require_root, run, unique};
+use netpath_tests::{Daemon, NetNs, OutsideLink, require_root, unique};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
@@ -32,25 +32,8 @@ fn endpoint(d: &Daemon, net: &str, ns: &NetNs) -> serde_json::Value {
 fn published_ports_reach_the_right_endpoint_with_the_client_address() {
     require_root!();
     let outside = NetNs::new("po");
-    let (up, peer) = (unique("pu"), unique("pv"));
-    run(&[
-        "ip",
-        "link",
-        "add",
-        &up,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "netns",
-        outside.name(),
-    ]);
-    let _del = LinkGuard(up.clone());
-    run(&["ip", "addr", "add", &format!("{UPLINK}/24"), "dev", &up]);
-    run(&["ip", "link", "set", &up, "up"]);
-    outside.exec(&["ip", "addr", "add", &format!("{CLIENT}/24"), "dev", &peer]);
-    outside.exec(&["ip", "link", "set", &peer, "up"]);
+    let uplink = OutsideLink::new(&outside, UPLINK, CLIENT);
+    let up = uplink.name.clone();
 
     let d = Daemon::start();
     let net = unique("pn");
