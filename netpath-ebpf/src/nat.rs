@@ -383,8 +383,17 @@ pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Resul
     let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
         return Ok(());
     };
-    let Some(ep) = published(l4.proto, dst, dport) else {
-        return Ok(());
+    // A publish on every address answers on the host's own addresses only: traffic routed
+    // through this host to a machine behind it (a pod, a VM) keeps its destination.
+    let ep = match published_at(l4.proto, dst, dport) {
+        Some(ep) => ep,
+        None if crate::sock::is_host_addr(dst) => {
+            let Some(ep) = published_at(l4.proto, [0; 4], dport) else {
+                return Ok(());
+            };
+            ep
+        }
+        None => return Ok(()),
     };
     // Remember how to translate the endpoint's replies back.
     let reply = Tuple::new(l4.proto, ep.addr, ep.port, src, sport);

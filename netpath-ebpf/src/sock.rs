@@ -119,13 +119,19 @@ fn published_local(proto: u8, dst: [u8; 4], port: u16) -> Option<NatTarget> {
     if let Some(ep) = published_at(proto, dst, port) {
         return Some(ep);
     }
-    // SAFETY: presence check only.
-    let local = dst[0] == 127 || unsafe { NETPATH_LOCAL_ADDRS.get(dst) }.is_some();
-    if local {
+    if is_host_addr(dst) {
         published_at(proto, [0; 4], port)
     } else {
         None
     }
+}
+
+/// Whether `addr` is one of this host's addresses: loopback, or one the control plane
+/// listed in `NETPATH_LOCAL_ADDRS` (refreshed every few seconds and on every publish).
+#[inline(always)]
+pub fn is_host_addr(addr: [u8; 4]) -> bool {
+    // SAFETY: presence check only.
+    addr[0] == 127 || unsafe { NETPATH_LOCAL_ADDRS.get(addr) }.is_some()
 }
 
 /// recvmsg4 / getpeername4: an endpoint address this socket reached through a

@@ -158,6 +158,9 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 }
 
 /// Runs the daemon in the foreground until SIGINT/SIGTERM.
+/// How often the daemon re-reads the host's addresses into the datapath.
+const LOCAL_ADDRS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     preflight::require_privileges("netpath daemon")?;
     preflight::require_bpffs(&opts.paths.bpffs)?;
@@ -193,7 +196,22 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     println!(
         "Ctrl-C stops the daemon and leaves the datapath running; `netpath reset` removes it."
     );
+    // The host's addresses, for 0.0.0.0 publishes, follow address changes (DHCP, new
+    // interfaces) within a few seconds.
+    let refresher = {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LOCAL_ADDRS_REFRESH);
+            loop {
+                tick.tick().await;
+                if let Err(e) = svc.refresh_local_addrs().await {
+                    eprintln!("netpath daemon: refreshing the host's addresses: {e}");
+                }
+            }
+        })
+    };
     api::serve_listener(svc, listener, &opts.paths.socket, shutdown).await?;
+    refresher.abort();
     println!("netpath daemon: stopping; network and datapath stay in place");
     Ok(())
 }

@@ -848,9 +848,10 @@ impl Service {
         Ok(self.nl.all_ipv4_addresses().await?.contains(&ip))
     }
 
-    /// Tells the socket hooks which addresses are this host's (for 0.0.0.0 publishes
-    /// reached by host processes). Refreshed at start and on every publish.
-    async fn refresh_local_addrs(&self) -> Result<()> {
+    /// Tells the datapath which addresses are this host's: a 0.0.0.0 publish answers on
+    /// those only (socket hooks and uplink DNAT). Refreshed at start, on every publish,
+    /// and every few seconds by the daemon (addresses come and go, e.g. with DHCP).
+    pub async fn refresh_local_addrs(&self) -> Result<()> {
         let addrs: Vec<Ipv4Addr> = self
             .nl
             .all_ipv4_addresses()

@@ -654,10 +654,13 @@ impl Model {
                 proto: ip.proto,
                 _pad: 0,
             };
+            // A 0.0.0.0 publish answers on the host's addresses only (loopback and the
+            // local addresses the test registered).
+            let host_addr = dst[0] == 127 || dst == UPLINK_ADDR;
             let ep = self
                 .publish
                 .get(&key(dst))
-                .or_else(|| self.publish.get(&key([0; 4])));
+                .or_else(|| host_addr.then(|| self.publish.get(&key([0; 4]))).flatten());
             if let Some(ep) = ep {
                 fx.dnat_ct = Some((
                     Tuple::new(ip.proto, ep.addr, ep.port, ip.src, sport),
@@ -1388,6 +1391,8 @@ fn fuzz_nat_and_fast_path_with_a_million_frames() {
         dp.add_masq_subnet(ipnet::Ipv4Net::new(net.into(), len).unwrap(), id)
             .unwrap();
     }
+    // The host's addresses as the daemon would list them: 0.0.0.0 publishes answer there.
+    dp.set_local_addrs(&[UPLINK_ADDR.into()]).unwrap();
     let (ep_a, ep_b, ep_c) = (eps[0].0, eps[1].0, eps[2].0);
     for (proto, host_ip, port, ep, ep_port) in [
         (TCP, [0; 4], 8080, ep_a, 80),

@@ -409,6 +409,8 @@ mod publish {
         })
         .unwrap();
         let other_ep = [10, 200, 0, 3];
+        // The host's addresses, as the daemon lists them: 0.0.0.0 publishes answer there.
+        dp.set_local_addrs(&[UPLINK.into()]).unwrap();
         dp.publish(key(IPPROTO_TCP, [0; 4], 8080), target(EP, 80))
             .unwrap();
         dp.publish(key(IPPROTO_UDP, [0; 4], 8080), target(other_ep, 53))
@@ -470,6 +472,15 @@ mod publish {
         assert_eq!(
             run_tc(&dp, Hook::UplinkIngress, up.ifindex, &frame).1,
             frame
+        );
+
+        // Routed through this host to another machine (a pod, a VM behind it) on the same
+        // port: not the host's address, so the 0.0.0.0 publish leaves it alone.
+        let frame = frames::tcp4(REMOTE, 50005, [10, 99, 0, 7], 8080, b"x");
+        assert_eq!(
+            run_tc(&dp, Hook::UplinkIngress, up.ifindex, &frame),
+            (TC_ACT_UNSPEC, frame),
+            "traffic to a non-host address was DNATed"
         );
 
         // Unpublished: no more DNAT.
