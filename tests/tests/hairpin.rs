@@ -168,8 +168,10 @@ fn hairpin_and_host_local_reach_published_ports() {
     let server81 = tcp_server(&b_ns, b_ip, 81, 1);
     tcp_echo(SocketAddr::from((Ipv4Addr::LOCALHOST, LOOPBACK_ONLY)))
         .expect("host → 127.0.0.1-only publish");
-    let from_outside = outside
-        .spawn(|| {
+    // Whether a TCP connection from `ns` to the 127.0.0.1-only port on the uplink address
+    // succeeds.
+    let reaches = |ns: &NetNs| {
+        ns.spawn(|| {
             TcpStream::connect_timeout(
                 &SocketAddr::from((UPLINK, LOOPBACK_ONLY)),
                 Duration::from_millis(800),
@@ -177,18 +179,13 @@ fn hairpin_and_host_local_reach_published_ports() {
             .is_ok()
         })
         .join()
-        .unwrap();
-    assert!(!from_outside, "127.0.0.1-only publish reached from outside");
-    let from_a = a_ns
-        .spawn(|| {
-            TcpStream::connect_timeout(
-                &SocketAddr::from((UPLINK, LOOPBACK_ONLY)),
-                Duration::from_millis(800),
-            )
-            .is_ok()
-        })
-        .join()
-        .unwrap();
+        .unwrap()
+    };
+    assert!(
+        !reaches(&outside),
+        "127.0.0.1-only publish reached from outside"
+    );
+    let from_a = reaches(&a_ns);
     assert!(!from_a, "127.0.0.1-only publish reached from an endpoint");
     server81.join().unwrap();
 

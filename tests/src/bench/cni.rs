@@ -841,25 +841,7 @@ impl Scenario for CniScenario {
     }
 
     fn plots(&self, result: &ScenarioResult, dir: &Path) -> Result<Vec<(String, String)>> {
-        let series: Vec<(String, Vec<f64>)> = result
-            .variants
-            .iter()
-            .filter_map(|v| {
-                let samples: Vec<f64> = v
-                    .rounds
-                    .iter()
-                    .filter_map(|r| r.result.as_ref())
-                    .flat_map(|r| r.samples.get("add_ms").into_iter().flatten().copied())
-                    .collect();
-                (!samples.is_empty()).then(|| {
-                    let median = stats::median(&samples).unwrap_or_default();
-                    (
-                        format!("{} (median {})", v.label, Unit::Millis.format(median)),
-                        samples,
-                    )
-                })
-            })
-            .collect();
+        let series = plot::millis_series(result, "add_ms");
         if series.is_empty() {
             return Ok(Vec::new());
         }

@@ -246,3 +246,32 @@ fn unit_symbol(unit: Unit) -> &'static str {
         Unit::KiB => "KiB",
     }
 }
+
+/// One CDF series per variant from the samples each round recorded under `key`, all
+/// rounds pooled, labelled with the variant and its median in milliseconds. Variants
+/// without samples (FAILED) are left out.
+pub fn millis_series(result: &super::report::ScenarioResult, key: &str) -> Vec<(String, Vec<f64>)> {
+    result
+        .variants
+        .iter()
+        .filter_map(|v| {
+            let samples: Vec<f64> = v
+                .rounds
+                .iter()
+                .filter_map(|r| r.result.as_ref())
+                .flat_map(|r| r.samples.get(key).into_iter().flatten().copied())
+                .collect();
+            (!samples.is_empty()).then(|| {
+                let median = super::stats::median(&samples).unwrap_or_default();
+                (
+                    format!(
+                        "{} (median {})",
+                        v.label,
+                        super::Unit::Millis.format(median)
+                    ),
+                    samples,
+                )
+            })
+        })
+        .collect()
+}
