@@ -9,8 +9,9 @@ use crate::maps::{DropReason, ENDPOINT_KIND_TAP, EndpointValue};
 pub enum Verdict {
     /// Not the fast path's business: the kernel path handles it unchanged.
     Pass,
-    /// Rewrite Ethernet to `dst_mac`/`src_mac` and hand to `ifindex`: into the peer of a
-    /// veth host end (`peer`), or out of a TAP (to the VM).
+    /// Hand to `ifindex` — into the peer of a veth host end (`peer`), or out of a TAP (to
+    /// the VM) — with the Ethernet addresses [`redirect_macs`] gives for `dst_mac` (the
+    /// destination endpoint's) and `src_mac` (its gateway's).
     Redirect {
         ifindex: u32,
         peer: bool,
@@ -18,6 +19,24 @@ pub enum Verdict {
         src_mac: [u8; 6],
     },
     Drop(DropReason),
+}
+
+/// The Ethernet addresses (destination, source) a redirected frame leaves with, given
+/// its current ones: `None` if they stay. A frame already addressed to the destination
+/// endpoint (`dst_mac`) was sent on-link, to be bridged: it keeps both addresses, as a
+/// bridge would. Any other frame was sent to the gateway, to be routed: it gets the
+/// endpoint's MAC and, as source, its gateway's (`src_mac`), as a router would.
+/// (Not rewriting matters for speed too: a write makes a cloned skb — every TCP
+/// segment — copy its header first.)
+#[inline(always)]
+pub fn redirect_macs(current: [u8; 12], dst_mac: [u8; 6], src_mac: [u8; 6]) -> Option<[u8; 12]> {
+    if current[..6] == dst_mac {
+        return None;
+    }
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&dst_mac);
+    macs[6..].copy_from_slice(&src_mac);
+    Some(macs)
 }
 
 /// The parts of a frame the decision needs.
@@ -117,6 +136,24 @@ mod tests {
                 src_mac: b.host_mac
             }
         );
+    }
+
+    #[test]
+    fn bridged_frames_keep_their_macs_routed_ones_get_the_gateway() {
+        let (b_mac, gw) = ([2, 0, 0, 0, 0, 3], [2, 0xee, 0, 0, 0, 3]);
+        let a_mac = [2, 0, 0, 0, 0, 2];
+        let cur = |dst: [u8; 6]| {
+            let mut c = [0u8; 12];
+            c[..6].copy_from_slice(&dst);
+            c[6..].copy_from_slice(&a_mac);
+            c
+        };
+        // On-link to B: unchanged.
+        assert_eq!(redirect_macs(cur(b_mac), b_mac, gw), None);
+        // To A's gateway (routed mode, or a hairpin): B's MAC, from B's gateway.
+        let to_gw = redirect_macs(cur([2, 0xee, 0, 0, 0, 2]), b_mac, gw).unwrap();
+        assert_eq!(to_gw[..6], b_mac);
+        assert_eq!(to_gw[6..], gw);
     }
 
     #[test]

@@ -57,6 +57,41 @@ impl Frame for [u8] {
     }
 }
 
+/// How many leading bytes of a frame the datapath reads: enough to look at it at all.
+/// Before the headers are known, programs peek at this much.
+pub const PEEK_LEN: usize = ETH_HLEN + 10;
+/// The most any program reads: Ethernet, an IPv4 header with options, and the longest
+/// L4 part read: an ICMP error's header, the quoted IPv4 header and the quoted TCP
+/// header up to its checksum (errors must quote 8 bytes; most quote more).
+pub const MAX_HEADERS_LEN: usize = ETH_HLEN + 60 + ICMP_HLEN + IPV4_MIN_HLEN + TCP_MIN_HLEN;
+
+/// The leading bytes of a frame the datapath reads, given its first [`PEEK_LEN`] bytes
+/// (`None`: the frame is shorter, or they are not at hand), capped at `frame_len`. tc
+/// programs pull exactly this much into the skb's linear area and no more: pulling
+/// more copies payload, and on a cloned skb (every TCP segment: TCP keeps the original
+/// for retransmission) a pull reallocates the header, which cost more than the rest of
+/// the program on small packets.
+#[inline(always)]
+pub fn headers_len(peek: Option<[u8; PEEK_LEN]>, frame_len: usize) -> usize {
+    let need = match peek {
+        Some(h) if u16::from_be_bytes([h[12], h[13]]) == ETH_P_IP => {
+            // `& 0xf` keeps the sum provably small (≤ MAX_HEADERS_LEN) for the verifier.
+            let ihl = ((h[ETH_HLEN] & 0x0f) as usize) * 4;
+            let l4 = match h[ETH_HLEN + 9] {
+                IPPROTO_TCP => TCP_MIN_HLEN,
+                IPPROTO_UDP => UDP_HLEN,
+                IPPROTO_ICMP => ICMP_HLEN + IPV4_MIN_HLEN + TCP_MIN_HLEN,
+                _ => 0,
+            };
+            ETH_HLEN + ihl + l4
+        }
+        Some(_) => ETH_HLEN,
+        // Unknown yet: everything a program may read.
+        None => MAX_HEADERS_LEN,
+    };
+    if need < frame_len { need } else { frame_len }
+}
+
 /// What a frame is, as far as netpath's datapath cares. Also the per-class counter slot.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -254,6 +289,78 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    fn peek(f: &[u8]) -> Option<[u8; PEEK_LEN]> {
+        f.load::<PEEK_LEN>(0)
+    }
+
+    #[test]
+    fn headers_len_covers_what_is_read_and_no_payload() {
+        let payload = [0u8; 100];
+        let mut tcp = [0u8; 32];
+        tcp[12] = 8 << 4; // data offset 8: 12 bytes of options
+        tcp.iter_mut().skip(20).for_each(|b| *b = 1);
+        let with_payload = |l4: &[u8]| [l4, &payload[..]].concat();
+        // TCP without and with IP options: Ethernet + IP header + 20 (the fixed header).
+        let f = ipv4_frame(IPPROTO_TCP, &[], &with_payload(&tcp), 0);
+        assert_eq!(headers_len(peek(&f), f.len()), 14 + 20 + 20);
+        let f = ipv4_frame(IPPROTO_TCP, &[1; 8], &with_payload(&tcp), 0);
+        assert_eq!(headers_len(peek(&f), f.len()), 14 + 28 + 20);
+        let f = ipv4_frame(IPPROTO_UDP, &[], &with_payload(&[0; 8]), 0);
+        assert_eq!(headers_len(peek(&f), f.len()), 14 + 20 + 8);
+        // ICMP: room for an error's quoted IPv4 and TCP headers.
+        let f = ipv4_frame(IPPROTO_ICMP, &[], &with_payload(&[0; 8]), 0);
+        assert_eq!(headers_len(peek(&f), f.len()), 14 + 20 + 8 + 20 + 20);
+        let f = ipv4_frame(47, &[], &with_payload(&[]), 0);
+        assert_eq!(headers_len(peek(&f), f.len()), 14 + 20);
+        // Not IPv4: the Ethernet header; never more than the frame.
+        let mut arp = f.clone();
+        arp[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
+        assert_eq!(headers_len(peek(&arp), arp.len()), 14);
+        let short = ipv4_frame(IPPROTO_TCP, &[], &tcp[..10], 0);
+        assert_eq!(headers_len(peek(&short), short.len()), short.len());
+        // Peek not possible: everything a program may read, capped at the frame.
+        assert_eq!(headers_len(None, 1000), MAX_HEADERS_LEN);
+        assert_eq!(headers_len(None, 20), 20);
+    }
+
+    /// A frame of which only the first `linear` bytes can be read, like an skb with its
+    /// payload in page fragments.
+    struct Linear<'a> {
+        bytes: &'a [u8],
+        linear: usize,
+    }
+
+    impl Frame for Linear<'_> {
+        fn frame_len(&self) -> usize {
+            self.bytes.len()
+        }
+        fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+            self.bytes[..self.linear].load(offset)
+        }
+    }
+
+    proptest! {
+        /// On any bytes the length stays within the frame and MAX_HEADERS_LEN; on IPv4
+        /// frames of any protocol, options and L4 bytes, a frame whose readable part is
+        /// just that long classifies and yields addresses exactly as the whole frame.
+        #[test]
+        fn headers_len_is_bounded_and_enough(
+            bytes in proptest::collection::vec(any::<u8>(), 0..200),
+            proto in prop_oneof![Just(IPPROTO_TCP), Just(IPPROTO_UDP), Just(IPPROTO_ICMP), any::<u8>()],
+            options in 0usize..=10,
+            l4 in proptest::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let n = headers_len(peek(&bytes), bytes.len());
+            prop_assert!(n <= bytes.len() && n <= MAX_HEADERS_LEN);
+            let f = ipv4_frame(proto, &[1; 40][..options * 4], &l4, 0);
+            let n = headers_len(peek(&f), f.len());
+            let cut = Linear { bytes: &f, linear: n };
+            let (whole, part) = (classify(&f[..]), classify(&cut));
+            prop_assert_eq!(whole, part);
+            prop_assert_eq!(frame_info(&f[..], whole.class), frame_info(&cut, part.class));
+        }
+    }
 
     /// Builds Ethernet + IPv4 (+ options) + L4 payload with a valid header checksum.
     fn ipv4_frame(proto: u8, options: &[u8], l4: &[u8], frag: u16) -> Vec<u8> {

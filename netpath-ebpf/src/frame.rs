@@ -2,11 +2,7 @@
 //! right before the access, which is the form the verifier can prove safe.
 
 use aya_ebpf::programs::{TcContext, XdpContext};
-use netpath_common::packet::Frame;
-
-/// Bytes tc programs want in the skb's linear area: Ethernet + IPv4 with maximal options
-/// + a TCP header without options.
-const TC_PULL_LEN: u32 = 14 + 60 + 20;
+use netpath_common::packet::{Frame, PEEK_LEN, headers_len};
 
 /// Bounds-checked load of `N` bytes at `start + offset` if they end before `end`.
 #[inline(always)]
@@ -61,19 +57,18 @@ pub struct TcFrame {
 }
 
 impl TcFrame {
-    /// Makes sure the headers are in the linear area (skbs may carry them in fragments),
-    /// then captures the packet bounds. Pulling invalidates earlier packet pointers, so it
-    /// happens before `data`/`data_end` are read.
+    /// Makes sure the headers the programs read are in the linear area (skbs may carry
+    /// them in fragments) — those and no more ([`headers_len`]: a pull copies, and
+    /// reallocates a cloned skb's header) — then captures the packet bounds. Pulling
+    /// invalidates earlier packet pointers, so it happens before `data`/`data_end` are
+    /// read for the frame.
     #[inline(always)]
     pub fn new(ctx: &TcContext) -> Self {
-        let want = if ctx.len() < TC_PULL_LEN {
-            ctx.len()
-        } else {
-            TC_PULL_LEN
-        };
-        if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let peek = load_between::<PEEK_LEN>(ctx.data(), ctx.data_end(), 0);
+        let want = headers_len(peek, ctx.len() as usize);
+        if ctx.data_end() - ctx.data() < want {
             // Best effort: on failure we classify what is linear.
-            let _ = ctx.pull_data(want);
+            let _ = ctx.pull_data(want as u32);
         }
         TcFrame {
             start: ctx.data(),

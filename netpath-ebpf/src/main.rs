@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use netpath_common::{
-    forward::{FrameInfo, Verdict, decide},
+    forward::{FrameInfo, Verdict, decide, redirect_macs},
     maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey, Hook},
     packet::{Frame, classify, frame_info},
 };
@@ -107,7 +107,7 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     }
 }
 
-/// Rewrites the Ethernet addresses and hands the frame to `target`: into the peer of a
+/// Sets the Ethernet addresses ([`redirect_macs`]) and hands the frame to `target`: into the peer of a
 /// veth host end (`peer`), or out of it (a TAP, to the VM).
 #[inline(always)]
 fn redirect(
@@ -118,10 +118,11 @@ fn redirect(
     src_mac: [u8; 6],
     len: u64,
 ) -> i32 {
-    let mut macs = [0u8; 12];
-    macs[..6].copy_from_slice(&dst_mac);
-    macs[6..].copy_from_slice(&src_mac);
-    if ctx.store(0, &macs, 0).is_err() {
+    // An unreadable header is rewritten whole.
+    let current = ctx.load::<[u8; 12]>(0).unwrap_or([0; 12]);
+    if let Some(macs) = redirect_macs(current, dst_mac, src_mac)
+        && ctx.store(0, &macs, 0).is_err()
+    {
         count_drop(DropReason::RedirectFailed, len);
         return TC_ACT_SHOT;
     }

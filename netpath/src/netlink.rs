@@ -134,9 +134,35 @@ pub fn no_ipv6_link_local(msg: &mut LinkMessage) {
 #[derive(Clone)]
 pub struct Netlink {
     handle: Handle,
+    /// Held while a dump runs: a netlink socket runs one dump at a time (the kernel
+    /// answers a second with EBUSY), and clones of a connection serve concurrent tasks
+    /// (the daemon's host-address refresh runs beside API requests).
+    dump_turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Netlink {
+    fn new(handle: Handle) -> Netlink {
+        Netlink {
+            handle,
+            dump_turn: Default::default(),
+        }
+    }
+
+    /// Runs the dump request that `request` sends, after any other dump on this
+    /// connection has finished (see `dump_turn`), and collects its answers.
+    async fn dump<T, S>(
+        &self,
+        op: &'static str,
+        target: impl ToString,
+        request: impl FnOnce() -> S,
+    ) -> Result<Vec<T>>
+    where
+        S: futures::Stream<Item = std::result::Result<T, rtnetlink::Error>>,
+    {
+        let _turn = self.dump_turn.lock().await;
+        request().try_collect().await.map_err(Self::err(op, target))
+    }
+
     /// Opens a connection; its I/O task runs on the current tokio runtime.
     pub fn connect() -> Result<Netlink> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(|source| NetlinkError {
@@ -145,7 +171,7 @@ impl Netlink {
             source,
         })?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink::new(handle))
     }
 
     fn err(
@@ -184,7 +210,7 @@ impl Netlink {
             .expect("cannot return to the daemon's network namespace");
         let (conn, handle, _) = conn.map_err(err)?;
         tokio::spawn(conn);
-        Ok(Netlink { handle })
+        Ok(Netlink::new(handle))
     }
 
     /// The link with ifindex `index`, or `None`.
@@ -355,14 +381,10 @@ impl Netlink {
 
     /// Every link in the namespace.
     pub async fn links(&self) -> Result<Vec<Link>> {
-        self.handle
-            .link()
-            .get()
-            .execute()
-            .map_ok(|m| Link::from_message(&m))
-            .try_collect()
-            .await
-            .map_err(Self::err("list links", "all"))
+        let msgs = self
+            .dump("list links", "all", || self.handle.link().get().execute())
+            .await?;
+        Ok(msgs.iter().map(Link::from_message).collect())
     }
 
     /// Creates bridge `name` (up, tagged with `alias`), or returns the existing one.
@@ -445,15 +467,15 @@ impl Netlink {
     /// of all links.
     async fn ipv4_address_dump(&self, index: Option<u32>) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
         use rtnetlink::packet_route::{AddressFamily as Af, address::AddressAttribute};
-        let mut req = self.handle.address().get();
-        if let Some(i) = index {
-            req = req.set_link_index_filter(i);
-        }
-        let msgs: Vec<_> = req
-            .execute()
-            .try_collect()
-            .await
-            .map_err(Self::err("list addresses", index.unwrap_or(0)))?;
+        let msgs = self
+            .dump("list addresses", index.unwrap_or(0), || {
+                let mut req = self.handle.address().get();
+                if let Some(i) = index {
+                    req = req.set_link_index_filter(i);
+                }
+                req.execute()
+            })
+            .await?;
         Ok(msgs
             .iter()
             .filter(|m| m.header.family == Af::Inet && index.is_none_or(|i| m.header.index == i))

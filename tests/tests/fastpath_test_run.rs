@@ -94,7 +94,7 @@ fn with_dst(mut frame: Vec<u8>, ip: [u8; 4]) -> Vec<u8> {
 }
 
 #[test]
-fn known_destination_is_redirected_with_rewritten_macs() {
+fn known_destination_is_redirected_with_the_right_macs() {
     require_root!();
     let s = setup();
     for (name, frame) in [
@@ -106,6 +106,9 @@ fn known_destination_is_redirected_with_rewritten_macs() {
             counters(&s.dp, s.a.0.ifindex),
             counters(&s.dp, s.b.0.ifindex),
         );
+        // Sent to a's gateway (routed mode), so it leaves from b's gateway.
+        let mut frame = frame;
+        frame[..6].copy_from_slice(&s.a.1.host_mac);
         let (verdict, out) = run_tc(&s.dp, s.a.0.ifindex, &frame);
         assert_eq!(verdict, TC_ACT_REDIRECT, "{name}");
         // Whole expected frame: only the Ethernet addresses change.
@@ -123,6 +126,18 @@ fn known_destination_is_redirected_with_rewritten_macs() {
         assert_eq!(a_after.tx_packets, a_before.tx_packets + 1, "{name}: a tx");
         assert_eq!(a_after.rx_packets, a_before.rx_packets, "{name}: a rx");
     }
+    // A frame sent on-link to b (bridge mode: a ARPed b) is bridged: redirected with
+    // both MAC addresses as they were.
+    let mut on_link = frames::tcp(b"y");
+    on_link[..6].copy_from_slice(&s.b.1.mac);
+    let before = counters(&s.dp, s.b.0.ifindex);
+    let (verdict, out) = run_tc(&s.dp, s.a.0.ifindex, &on_link);
+    assert_eq!(verdict, TC_ACT_REDIRECT, "on-link");
+    assert_eq!(out, on_link, "on-link frame modified");
+    assert_eq!(
+        counters(&s.dp, s.b.0.ifindex).rx_packets,
+        before.rx_packets + 1
+    );
     // A TAP destination is redirected too (bpf_redirect, same rewrite).
     let frame = with_dst(frames::udp(&[3; 16]), s.t.1.ip);
     let before = counters(&s.dp, s.t.0.ifindex);

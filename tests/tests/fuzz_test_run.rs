@@ -476,7 +476,8 @@ impl Model {
             Expected {
                 verdict: TC_ACT_REDIRECT,
                 rewrites: Vec::new(),
-                macs: Some((to.mac, to.host_mac)),
+                // Sent on-link to the endpoint: bridged, MACs kept; else routed.
+                macs: (f[..6] != to.mac).then_some((to.mac, to.host_mac)),
                 lenient: false,
                 icmp_error: None,
             },
@@ -1511,7 +1512,15 @@ fn fuzz_nat_and_fast_path_with_a_million_frames() {
                         _ => g.any_addr(),
                     };
                     let (sport, dport) = (g.port(), g.port());
-                    (ifindex, g.base(mac, src, sport, dst, dport, 8))
+                    let mut f = g.base(mac, src, sport, dst, dport, 8);
+                    // Half the frames to an endpoint are addressed to it on-link (as
+                    // in bridge mode), the others to the gateway (routed).
+                    if let Some((to, _)) = model.endpoints.iter().find(|(e, _)| e.ip == dst)
+                        && g.chance(0.5)
+                    {
+                        f[..6].copy_from_slice(&to.mac);
+                    }
+                    (ifindex, f)
                 }
             }
             Hook::Xdp => {

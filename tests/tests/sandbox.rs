@@ -82,3 +82,52 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
     let host_v6 = stdout(&["ip", "-6", "addr", "show", "dev", &host]);
     assert!(!host_v6.contains("inet6"), "{host_v6}");
 }
+
+/// A netlink socket runs one dump at a time: concurrent tasks sharing one connection
+/// (the daemon's address refresh beside API requests) must take turns, not get EBUSY.
+/// Multi-part dumps (hundreds of links and addresses) keep each dump open long enough
+/// for the others to collide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_dumps_on_one_connection_do_not_collide() {
+    require_root!();
+    let ns = NetNs::new("dump");
+    let lines: String = (0..300)
+        .map(|i| {
+            format!(
+                "link add d{i} type bridge\naddress add 10.{}.{}.1/24 dev d{i}\n",
+                i / 250,
+                i % 250
+            )
+        })
+        .collect();
+    let mut ip = std::process::Command::new("ip")
+        .args(["-n", ns.name(), "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    ip.stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(ip.wait().unwrap().success());
+    let nl = Netlink::connect_in(&ns.path()).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let nl = nl.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    assert_eq!(nl.links().await.expect("link dump").len(), 301);
+                    assert_eq!(
+                        nl.all_ipv4_addresses().await.expect("address dump").len(),
+                        301
+                    ); // and 127.0.0.1
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

@@ -1,6 +1,7 @@
 //! `endpoint`: endpoint ↔ endpoint TCP throughput (iperf3, 1 and 4 streams) and TCP
 //! ping-pong latency (sockperf) between two network namespaces over a direct veth pair
-//! (the limit and the reference), a Linux bridge, and netpath.
+//! (the limit and the reference), a Linux bridge, the floor of any tc fast path (a
+//! 4-instruction redirect program, [`floor`]), and netpath.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -12,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Better, Ctx, Metric, Opts, RunResult, Scenario, Unit, Variant, plot,
+    Better, Ctx, Metric, Opts, RunResult, Scenario, Unit, Variant, floor, plot,
     proc::{self, Bg},
     report::ScenarioResult,
     topo::{self, Ns, Pair},
@@ -30,7 +31,7 @@ pub struct EndpointScenario {
 impl EndpointScenario {
     pub fn new(opts: &Opts) -> Self {
         EndpointScenario {
-            secs: if opts.quick { 3 } else { 5 },
+            secs: if opts.quick { 3 } else { 8 },
         }
     }
 
@@ -48,12 +49,31 @@ impl EndpointScenario {
         }
         ctx.check()?;
         ctx.detail(&format!("sockperf ping-pong, {} s", self.secs));
+        let awake = cpus_awake();
+        r.set("rr_cpus_awake", if awake.is_some() { 1.0 } else { 0.0 });
         let s = sockperf(ctx, pair, self.secs)?;
+        drop(awake);
         r.set("rr_mean_us", s.mean_us);
         r.set("rr_p99_us", s.p99_us);
         r.set("rr_round_trips", s.received as f64);
         Ok(r)
     }
+}
+
+/// Keeps the CPUs out of deep idle states while the returned file is open: a PM QoS
+/// request for 0 µs wake-up latency (what `tuned`'s latency-performance profile does).
+/// `None` if the kernel refuses it. Only the latency runs take it: on a VM whose idle is
+/// a HLT exit, waking a vCPU costs tens of µs and swamped the round-trip times (40–55 µs
+/// against 8–13 µs with the request, same direct veth pair, same minute), varying from
+/// run to run; but a polling vCPU slowed the throughput runs (15 → 9–14 Gbit/s).
+fn cpus_awake() -> Option<std::fs::File> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/cpu_dma_latency")
+        .ok()?;
+    f.write_all(&0i32.to_ne_bytes()).ok()?;
+    Some(f)
 }
 
 /// Waits (bounded) until something listens on TCP `port` in `ns`; fails early if
@@ -298,7 +318,10 @@ impl Scenario for EndpointScenario {
         format!(
             "Two network namespaces, client in the first, server in the second. Per run: \
              `iperf3 -t {s} -O 1` with 1 and with 4 streams (receiver's throughput), then \
-             `sockperf ping-pong --tcp -t {s} --full-rtt` (round-trip time, mean and p99). \
+             `sockperf ping-pong --tcp -t {s} --full-rtt` (round-trip time, mean and p99) \
+             with the CPUs kept out of deep idle states (PM QoS: `/dev/cpu_dma_latency` = \
+             0 held open, for the ping-pong only; `rr_cpus_awake` = 1 in the JSON when the \
+             kernel granted it), so that vCPU wake-ups do not swamp the path's cost. \
              Each run builds its topology afresh, checks with one ping that traffic flows, \
              and removes it afterwards. A run with 0 bytes received or more than 1 % of \
              ping-pong messages unanswered is FAILED. Ratios are against the direct veth pair \
@@ -321,6 +344,17 @@ impl Scenario for EndpointScenario {
                 label: "Linux bridge",
                 how: "each namespace's veth has its host end on one Linux bridge (the data \
                       path of Docker's bridge and the CNI bridge plugin, without NAT)."
+                    .into(),
+            },
+            Variant {
+                key: "floor",
+                label: "tc redirect floor",
+                how: "each namespace's veth has its host end in the host namespace with the \
+                      smallest tc program that can join them: `return \
+                      bpf_redirect_peer(<the other host end>, 0)`, 4 instructions, attached \
+                      as netpath attaches its own (cls_bpf, direct action). No parsing, \
+                      maps or checks: the least any tc fast path between two veths can cost, \
+                      so netpath ÷ floor is the cost of netpath's own logic."
                     .into(),
             },
             Variant {
@@ -380,6 +414,7 @@ impl Scenario for EndpointScenario {
             "direct" => topo::direct_veth(ctx)?,
             "bridge" => topo::linux_bridge(ctx)?,
             "netpath" => topo::netpath_pair(ctx)?,
+            "floor" => floor::redirect_peer_wire(ctx)?,
             other => bail!("unknown variant {other}"),
         };
         let r = self.measure(ctx, &pair);

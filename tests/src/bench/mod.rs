@@ -16,6 +16,7 @@ pub mod connrate;
 pub mod ctx;
 pub mod daemon;
 pub mod endpoint;
+pub mod floor;
 pub mod footprint;
 pub mod masq;
 pub mod plot;

@@ -273,6 +273,19 @@ pub struct Pair {
     pub b_ip: Ipv4Addr,
 }
 
+impl Pair {
+    /// `a` and `b` joined by `infra` (dropped first).
+    pub fn new(infra: Vec<Box<dyn Any>>, a: Ns, b: Ns, a_ip: Ipv4Addr, b_ip: Ipv4Addr) -> Pair {
+        Pair {
+            infra,
+            a,
+            b,
+            a_ip,
+            b_ip,
+        }
+    }
+}
+
 impl Drop for Pair {
     fn drop(&mut self) {
         // Fields drop in declaration order after this; be explicit for the infra.
