@@ -110,7 +110,7 @@ mod tests {
             host_mac: [2, 0xff, 0, 0, 0, network_id as u8],
             network_id,
             kind,
-            _pad: 0,
+            flags: 0,
         }
     }
 

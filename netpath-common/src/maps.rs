@@ -26,6 +26,13 @@ const _: () = assert!(core::mem::size_of::<EndpointKey>() == 4);
 pub const ENDPOINT_KIND_VETH: u8 = 1;
 pub const ENDPOINT_KIND_TAP: u8 = 2;
 
+/// The endpoint has had ports published: its packets may be replies of hairpinned
+/// connections, which the endpoint program looks up in the connection-tracking map. For
+/// any other endpoint's packets to another endpoint the program skips that work (about
+/// a quarter of its cost per packet). Set before the first publish reaches the datapath,
+/// never cleared while the endpoint lives (a stale flag only costs the lookup).
+pub const ENDPOINT_FLAG_PUBLISHED: u8 = 1;
+
 /// Name of the interface map: host-side ifindex → [`EndpointValue`] of the endpoint
 /// behind that device. Packets arriving on a device not in this map are not from an
 /// endpoint (e.g. the bridge itself) and are left to the kernel.
@@ -51,7 +58,8 @@ pub struct EndpointValue {
     pub network_id: u16,
     /// [`ENDPOINT_KIND_VETH`] or [`ENDPOINT_KIND_TAP`].
     pub kind: u8,
-    pub _pad: u8,
+    /// `ENDPOINT_FLAG_*` bits.
+    pub flags: u8,
 }
 const _: () = assert!(core::mem::size_of::<EndpointValue>() == 24);
 

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     forward::{FrameInfo, Verdict, decide, redirect_macs},
-    maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey, Hook},
+    maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, EndpointKey, Hook},
     packet::{Frame, classify, frame_info},
 };
 
@@ -63,6 +63,7 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     let Some(from) = (unsafe { NETPATH_IFACES.get(ifindex) }) else {
         return TC_ACT_UNSPEC;
     };
+    let published = from.flags & ENDPOINT_FLAG_PUBLISHED != 0;
     count_tx(ifindex, len);
     let Some(eth_src) = frame.load::<6>(6) else {
         return TC_ACT_UNSPEC;
@@ -77,9 +78,13 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
         _ => None,
     };
     let verdict = decide(from, eth_src, info, to.as_ref());
-    // Forged packets never reach the NAT. (Verifier: `info` is not used past `decide`;
-    // keeping it alive made LLVM copy a register that is unset on some paths.)
-    if !matches!(verdict, Verdict::Drop(reason) if reason.is_spoofing()) {
+    // Forged packets never reach the NAT; nor do packets to another endpoint from one
+    // that never had ports published (they cannot be replies of hairpinned connections,
+    // and only packets to a host address can start one). (Verifier: `info` is not used
+    // past `decide`; keeping it alive made LLVM copy a register that is unset on some
+    // paths.)
+    let spoofed = matches!(verdict, Verdict::Drop(reason) if reason.is_spoofing());
+    if !spoofed && (to.is_none() || published) {
         match nat::hairpin(&ctx, &frame, c, ifindex, to.is_some()) {
             Ok(Some(to)) => {
                 let peer = to.kind != ENDPOINT_KIND_TAP;

@@ -367,6 +367,19 @@ pub fn published_at(proto: u8, host_ip: [u8; 4], port: u16) -> Option<NatTarget>
     unsafe { NETPATH_PUBLISH.get(key) }.copied()
 }
 
+/// Records in NETPATH_DNAT_CT that the replies `reply` go back as from `front`, unless
+/// that is recorded already. Every packet of a connection passes here, and an LRU map
+/// update (a bucket lock, a node off the LRU list) costs several lookups; the lookup also
+/// marks the entry recently used, so an ongoing connection's entry is not evicted.
+#[inline(always)]
+fn remember_front(reply: Tuple, front: NatTarget) -> Result<(), i64> {
+    // SAFETY: copied out at once.
+    if unsafe { NETPATH_DNAT_CT.get(reply) }.copied() == Some(front) {
+        return Ok(());
+    }
+    NETPATH_DNAT_CT.insert(reply, front, 0).map_err(i64::from)
+}
+
 /// Uplink ingress, after masquerade replies: DNAT a new or ongoing connection to a
 /// published port to its endpoint, keeping the client's address.
 #[inline(always)]
@@ -398,7 +411,7 @@ pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Resul
     // Remember how to translate the endpoint's replies back.
     let reply = Tuple::new(l4.proto, ep.addr, ep.port, src, sport);
     let front = NatTarget::new(dst, dport);
-    NETPATH_DNAT_CT.insert(reply, front, 0).map_err(i64::from)?;
+    remember_front(reply, front)?;
     rewrite(ctx, &l4, IP_DST, front, ep)
 }
 
@@ -542,7 +555,7 @@ pub fn hairpin(
         flags: if to_self { NAT_FLAG_SELF } else { 0 },
         ..NatTarget::new(dst, dport)
     };
-    NETPATH_DNAT_CT.insert(reply, front, 0).map_err(i64::from)?;
+    remember_front(reply, front)?;
     rewrite(ctx, &l4, IP_DST, NatTarget::new(dst, dport), ep)?;
     if to_self {
         rewrite(

@@ -40,8 +40,8 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{
     maps::{
-        Counter, DROPS_MAP, DropReason, ENDPOINTS_MAP, EP_STATS_MAP, EndpointCounters, EndpointKey,
-        EndpointValue, Hook, IFACES_MAP, STATS_MAP, stat_index,
+        Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, EP_STATS_MAP,
+        EndpointCounters, EndpointKey, EndpointValue, Hook, IFACES_MAP, STATS_MAP, stat_index,
     },
     nat::{
         DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NatAge, NatTarget,
@@ -594,8 +594,14 @@ impl Datapath {
     /// host-side ifindex (source checks), and a zeroed counter entry if it has none.
     /// The ifindex entry goes in last, so the fast path never enforces for an endpoint
     /// it cannot also reach.
-    pub fn upsert_endpoint(&mut self, value: EndpointValue) -> Result<()> {
+    /// Flags already set on the endpoint's entry are kept.
+    pub fn upsert_endpoint(&mut self, mut value: EndpointValue) -> Result<()> {
         let write = |map: &'static str| move |source| DatapathError::WriteMap { map, source };
+        if let Ok(old) = self.endpoints.get(&EndpointKey { ip: value.ip }, 0)
+            && old.ifindex == value.ifindex
+        {
+            value.flags |= old.flags;
+        }
         if self.ep_stats.get(&value.ifindex, 0).is_err() {
             let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
             let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); cpus])
@@ -654,14 +660,29 @@ impl Datapath {
         absent_ok(MASQ_SRC_MAP, self.masq_src.remove(&key))
     }
 
-    /// Publishes `key` (protocol, host address or 0.0.0.0, host port) to `endpoint`.
+    /// Publishes `key` (protocol, host address or 0.0.0.0, host port) to `endpoint`,
+    /// marking the endpoint first ([`Datapath::mark_published`]).
     pub fn publish(&mut self, key: PublishKey, endpoint: NatTarget) -> Result<()> {
+        self.mark_published(endpoint.addr)?;
         self.publish
             .insert(key, endpoint, 0)
             .map_err(|source| DatapathError::WriteMap {
                 map: PUBLISH_MAP,
                 source,
             })
+    }
+
+    /// Sets [`ENDPOINT_FLAG_PUBLISHED`] on the endpoint with address `ip` (by address,
+    /// then by ifindex: the one the program reads); no endpoint there is fine.
+    pub fn mark_published(&mut self, ip: [u8; 4]) -> Result<()> {
+        let Ok(mut value) = self.endpoints.get(&EndpointKey { ip }, 0) else {
+            return Ok(());
+        };
+        if value.flags & ENDPOINT_FLAG_PUBLISHED != 0 {
+            return Ok(());
+        }
+        value.flags |= ENDPOINT_FLAG_PUBLISHED;
+        self.upsert_endpoint(value)
     }
 
     /// Stops publishing `key`; absent is fine.

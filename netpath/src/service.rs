@@ -600,7 +600,7 @@ impl Service {
             host_mac,
             network_id: network.id,
             kind,
-            _pad: 0,
+            flags: 0,
         })?;
         Ok(())
     }
@@ -945,6 +945,15 @@ impl Service {
                 kind,
             )?;
             known.push(ep.host_ifname.clone());
+        }
+        // Endpoints with leases are marked as published (maps pinned by a version that
+        // had no such mark, or entries re-created above).
+        let leases = db(&self.store, |s| s.list_ports()).await?;
+        {
+            let mut dp = self.datapath();
+            for l in &leases {
+                dp.mark_published(publish_target(l).addr)?;
+            }
         }
         let links = self.nl.links().await?;
         let swept = self.datapath().sweep_link_pins(&links)?;

@@ -4,8 +4,10 @@
 
 use netpath::datapath::Datapath;
 use netpath_common::maps::{
-    DropReason, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointCounters, EndpointValue,
+    DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointCounters,
+    EndpointValue,
 };
+use netpath_common::nat::{NatTarget, PublishKey};
 use netpath_tests::{TempPins, TestDev, frames, require_root, tc_test_run};
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;
@@ -20,7 +22,7 @@ fn endpoint(ip: [u8; 4], dev: &TestDev, mac: [u8; 6], network_id: u16, kind: u8)
         host_mac: [0x02, 0xee, 0, 0, 0, network_id as u8],
         network_id,
         kind,
-        _pad: 0,
+        flags: 0,
     }
 }
 
@@ -235,4 +237,42 @@ fn removing_an_endpoint_removes_its_fast_path() {
     // Removing twice is fine.
     s.dp.remove_endpoint(std::net::Ipv4Addr::from(s.b.1.ip))
         .unwrap();
+}
+
+/// Publishing a port to an endpoint marks it (the program then checks its packets for
+/// hairpin replies); re-registering keeps the mark; other endpoints stay unmarked.
+#[test]
+fn publishing_marks_the_endpoint_and_the_mark_survives_re_registration() {
+    require_root!();
+    let mut s = setup();
+    let flags = |dp: &Datapath, ip: [u8; 4]| {
+        dp.endpoints()
+            .unwrap()
+            .into_iter()
+            .find(|(a, _)| a.octets() == ip)
+            .map(|(_, v)| v.flags)
+            .expect("registered")
+    };
+    assert_eq!(flags(&s.dp, s.b.1.ip), 0);
+    let key = PublishKey {
+        host_ip: [0; 4],
+        port: 8080,
+        proto: 6,
+        _pad: 0,
+    };
+    s.dp.publish(key, NatTarget::new(s.b.1.ip, 80)).unwrap();
+    assert_eq!(flags(&s.dp, s.b.1.ip), ENDPOINT_FLAG_PUBLISHED);
+    assert_eq!(flags(&s.dp, s.a.1.ip), 0);
+    s.dp.upsert_endpoint(s.b.1).unwrap();
+    assert_eq!(flags(&s.dp, s.b.1.ip), ENDPOINT_FLAG_PUBLISHED);
+    // The program reads the entry by ifindex: a → b still takes the fast path, and so
+    // does b → a (b's packets are now looked up as possible hairpin replies; none is).
+    let mut to_b = frames::tcp(b"y");
+    to_b[..6].copy_from_slice(&s.b.1.mac);
+    assert_eq!(run_tc(&s.dp, s.a.0.ifindex, &to_b).0, TC_ACT_REDIRECT);
+    let mut to_a = with_dst(frames::udp(&[1; 8]), s.a.1.ip);
+    to_a[6..12].copy_from_slice(&s.b.1.mac);
+    to_a[26..30].copy_from_slice(&s.b.1.ip);
+    let to_a = with_dst(to_a, s.a.1.ip);
+    assert_eq!(run_tc(&s.dp, s.b.0.ifindex, &to_a).0, TC_ACT_REDIRECT);
 }

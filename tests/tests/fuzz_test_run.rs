@@ -1374,7 +1374,7 @@ fn fuzz_nat_and_fast_path_with_a_million_frames() {
             host_mac: [0x02, 0xee, 0, 0, net as u8, i as u8],
             network_id: net,
             kind,
-            _pad: 0,
+            flags: 0,
         };
         dp.upsert_endpoint(e).expect("endpoint");
         model.endpoints.push((e, dev.ifindex));

@@ -405,7 +405,7 @@ mod publish {
             host_mac: [2, 0xee, 0, 0, 0, 1],
             network_id: 1,
             kind: ENDPOINT_KIND_VETH,
-            _pad: 0,
+            flags: 0,
         })
         .unwrap();
         let other_ep = [10, 200, 0, 3];
