@@ -95,6 +95,25 @@ pub fn decide(
     }
 }
 
+/// Host routing shortcut, endpoint → uplink: whether a packet that [`decide`] passed to
+/// the kernel (destination `dst`, not an endpoint) may skip the host's IP stack on its way
+/// out — the caller still asks the FIB where it goes, and takes the shortcut only to an
+/// uplink. It must have been sent to the gateway (`eth_dst` is the endpoint's gateway
+/// MAC: to be routed, not bridged to a neighbour on the same segment) and be unicast to an
+/// address a router forwards: not 0.0.0.0/8, loopback, multicast, class E or broadcast,
+/// which the kernel drops as martians or handles itself.
+#[inline(always)]
+pub fn uplink_candidate(from: &EndpointValue, eth_dst: [u8; 6], dst: [u8; 4]) -> bool {
+    eth_dst == from.host_mac && dst[0] != 0 && dst[0] != 127 && dst[0] < 224
+}
+
+/// The TTL a routed packet leaves with, or `None` if it must not be forwarded (the
+/// kernel path then answers with ICMP time exceeded): what every router does.
+#[inline(always)]
+pub const fn routed_ttl(ttl: u8) -> Option<u8> {
+    if ttl > 1 { Some(ttl - 1) } else { None }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -238,6 +257,33 @@ mod tests {
             Verdict::Pass
         );
         assert_eq!(decide(&a, a.mac, FrameInfo::Other, None), Verdict::Pass);
+    }
+
+    #[test]
+    fn only_routed_unicast_to_the_gateway_may_take_the_uplink_shortcut() {
+        let a = ep(2, 10, 1, ENDPOINT_KIND_VETH);
+        let remote = [198, 51, 100, 7];
+        assert!(uplink_candidate(&a, a.host_mac, remote));
+        // Bridged to a neighbour on the segment (not the gateway's MAC): the bridge's.
+        assert!(!uplink_candidate(&a, [2, 0, 0, 0, 0, 9], remote));
+        for dst in [
+            [0, 1, 2, 3],
+            [127, 0, 0, 1],
+            [224, 0, 0, 251],
+            [240, 0, 0, 1],
+            [255; 4],
+        ] {
+            assert!(!uplink_candidate(&a, a.host_mac, dst), "{dst:?}");
+        }
+        assert!(uplink_candidate(&a, a.host_mac, [223, 255, 255, 254]));
+    }
+
+    #[test]
+    fn routing_decrements_the_ttl_and_stops_at_one() {
+        assert_eq!(routed_ttl(64), Some(63));
+        assert_eq!(routed_ttl(2), Some(1));
+        assert_eq!(routed_ttl(1), None);
+        assert_eq!(routed_ttl(0), None);
     }
 
     proptest! {

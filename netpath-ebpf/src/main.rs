@@ -6,33 +6,35 @@
 mod endpoints;
 mod frame;
 mod nat;
+mod route;
 mod sock;
 mod stats;
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::{bpf_redirect, bpf_redirect_peer},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use netpath_common::{
-    forward::{FrameInfo, Verdict, decide, redirect_macs},
+    forward::{FrameInfo, Verdict, decide, uplink_candidate},
     maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, EndpointKey, Hook},
     packet::{Frame, classify, frame_info},
 };
 
 use crate::{
-    endpoints::{NETPATH_ENDPOINTS, NETPATH_IFACES, count_drop, count_rx, count_tx},
+    endpoints::{NETPATH_ENDPOINTS, NETPATH_IFACES, count_drop, count_tx},
     frame::{TcFrame, XdpFrame},
+    nat::Inbound,
+    route::redirect,
 };
 
 /// tc verdict "no opinion, continue" (`TC_ACT_UNSPEC`; `TCX_NEXT` under tcx): the next
 /// program in the chain, or the kernel's normal path, handles the packet.
 const TC_ACT_UNSPEC: i32 = -1;
 /// tc verdict: drop.
-const TC_ACT_SHOT: i32 = 2;
+pub(crate) const TC_ACT_SHOT: i32 = 2;
 /// tc verdict (and `bpf_redirect*` return value): redirect as requested.
-const TC_ACT_REDIRECT: i32 = 7;
+pub(crate) const TC_ACT_REDIRECT: i32 = 7;
 
 /// XDP entry: counts the frame by class and hands it to the kernel unchanged.
 #[xdp]
@@ -47,7 +49,8 @@ pub fn netpath_xdp(ctx: XdpContext) -> u32 {
 /// frame by class; for a frame from an endpoint, applies anti-spoofing and isolation,
 /// translates hairpin connections to published ports, and hands same-network IPv4
 /// unicast straight to the destination endpoint (`bpf_redirect_peer` into a container,
-/// `bpf_redirect` out of a TAP). Everything else goes to the kernel path unchanged.
+/// `bpf_redirect` out of a TAP), and packets the FIB routes out of an uplink straight to
+/// it. Everything else goes to the kernel path unchanged.
 #[classifier]
 pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     let frame = TcFrame::new(&ctx);
@@ -69,13 +72,15 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
         return TC_ACT_UNSPEC;
     };
     let info = frame_info(&frame, c.class);
-    let to = match info {
+    let (to, route_out) = match info {
         FrameInfo::Ipv4 { dst, .. } => {
             // SAFETY: the value is copied out immediately; a concurrent control-plane
             // update can at worst give an old or new value, both valid endpoints.
-            unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: dst }) }.copied()
+            let to = unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: dst }) }.copied();
+            let eth_dst = frame.load::<6>(0).unwrap_or([0; 6]);
+            (to, to.is_none() && uplink_candidate(from, eth_dst, dst))
         }
-        _ => None,
+        _ => (None, false),
     };
     let verdict = decide(from, eth_src, info, to.as_ref());
     // Forged packets never reach the NAT; nor do packets to another endpoint from one
@@ -98,6 +103,8 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
         }
     }
     match verdict {
+        // Leaving through an uplink: past the host's IP stack when the FIB agrees.
+        Verdict::Pass if route_out => route::to_uplink(&ctx, ifindex, len).unwrap_or(TC_ACT_UNSPEC),
         Verdict::Pass => TC_ACT_UNSPEC,
         Verdict::Drop(reason) => {
             count_drop(reason, len);
@@ -110,41 +117,6 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
             src_mac,
         } => redirect(&ctx, target, peer, dst_mac, src_mac, len),
     }
-}
-
-/// Sets the Ethernet addresses ([`redirect_macs`]) and hands the frame to `target`: into the peer of a
-/// veth host end (`peer`), or out of it (a TAP, to the VM).
-#[inline(always)]
-fn redirect(
-    ctx: &TcContext,
-    target: u32,
-    peer: bool,
-    dst_mac: [u8; 6],
-    src_mac: [u8; 6],
-    len: u64,
-) -> i32 {
-    // An unreadable header is rewritten whole.
-    let current = ctx.load::<[u8; 12]>(0).unwrap_or([0; 12]);
-    if let Some(macs) = redirect_macs(current, dst_mac, src_mac)
-        && ctx.store(0, &macs, 0).is_err()
-    {
-        count_drop(DropReason::RedirectFailed, len);
-        return TC_ACT_SHOT;
-    }
-    // SAFETY: plain helper calls with scalar arguments.
-    let r = unsafe {
-        if peer {
-            bpf_redirect_peer(target, 0)
-        } else {
-            bpf_redirect(target, 0)
-        }
-    };
-    if r != i64::from(TC_ACT_REDIRECT) {
-        count_drop(DropReason::RedirectFailed, len);
-        return TC_ACT_SHOT;
-    }
-    count_rx(target, len);
-    TC_ACT_REDIRECT
 }
 
 /// tc (tcx) egress on an uplink: egress masquerade.
@@ -176,7 +148,8 @@ pub fn netpath_tc_uplink_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// tc (tcx) ingress on an uplink: replies to masqueraded connections.
+/// tc (tcx) ingress on an uplink: replies to masqueraded connections and connections to
+/// published ports are translated, then handed straight to their endpoint.
 #[classifier]
 pub fn netpath_tc_uplink_ingress(ctx: TcContext) -> i32 {
     let frame = TcFrame::new(&ctx);
@@ -186,19 +159,18 @@ pub fn netpath_tc_uplink_ingress(ctx: TcContext) -> i32 {
     // Replies to masqueraded connections first; anything else may be a connection to a
     // published port. (A translated reply is done: its destination, now an endpoint's
     // address and source port, must not be taken for a published port.)
-    match nat::ingress(&ctx, &frame, c) {
-        Ok(true) => return TC_ACT_UNSPEC,
-        Ok(false) => {}
+    let inbound = match nat::ingress(&ctx, &frame, c) {
+        Ok(Inbound::Untouched) => nat::publish_ingress(&ctx, &frame, c),
+        done => done,
+    };
+    match inbound {
+        Ok(Inbound::ForEndpoint(ip)) => route::to_endpoint(&ctx, ip, len).unwrap_or(TC_ACT_UNSPEC),
+        Ok(_) => TC_ACT_UNSPEC,
         Err(_) => {
             count_drop(DropReason::NatFailed, len);
-            return TC_ACT_SHOT;
+            TC_ACT_SHOT
         }
     }
-    if nat::publish_ingress(&ctx, &frame, c).is_err() {
-        count_drop(DropReason::NatFailed, len);
-        return TC_ACT_SHOT;
-    }
-    TC_ACT_UNSPEC
 }
 
 #[cfg(not(test))]

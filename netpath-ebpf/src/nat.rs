@@ -6,11 +6,8 @@
 //! and everything else go to the kernel path untouched.
 
 use aya_ebpf::{
-    bindings::{
-        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NOT_FWDED, BPF_NOEXIST,
-        bpf_fib_lookup as FibParams,
-    },
-    helpers::generated::{bpf_fib_lookup, bpf_ktime_get_ns},
+    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},
+    helpers::generated::bpf_ktime_get_ns,
     macros::map,
     maps::{HashMap, LpmTrie, LruHashMap, lpm_trie::Key},
     programs::TcContext,
@@ -42,6 +39,23 @@ static NETPATH_NAT_AGE: LruHashMap<Tuple, NatAge> = LruHashMap::with_max_entries
 /// Uplink ifindex → its address and port range.
 #[map(name = "NETPATH_UPLINKS")]
 static NETPATH_UPLINKS: HashMap<u32, Uplink> = HashMap::with_max_entries(256, 0);
+
+/// Whether `ifindex` is an uplink of a netpath network.
+#[inline(always)]
+pub fn is_uplink(ifindex: u32) -> bool {
+    // SAFETY: presence check only.
+    unsafe { NETPATH_UPLINKS.get(ifindex) }.is_some()
+}
+
+/// What the uplink's ingress translations did to a packet.
+pub enum Inbound {
+    /// Not theirs: untouched.
+    Untouched,
+    /// Translated; the kernel path delivers it (an ICMP error about a masqueraded packet).
+    Translated,
+    /// Translated, and now addressed to this endpoint address.
+    ForEndpoint([u8; 4]),
+}
 
 /// Subnets whose traffic is masqueraded (value: network id).
 #[map(name = "NETPATH_MASQ_SRC")]
@@ -315,27 +329,31 @@ fn allocate(orig: &Tuple, uplink: &Uplink, now: u32) -> Option<NatTarget> {
     None
 }
 
-/// tc ingress on an uplink: translate replies to masqueraded connections back.
-/// `Ok(true)` if the packet was one (it then needs no other translation).
+/// tc ingress on an uplink: translate replies to masqueraded connections back. Anything
+/// but `Untouched` needs no other translation.
 #[inline(always)]
-pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, i64> {
+pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<Inbound, i64> {
     let Some(l4) = L4::of(frame, c, ICMP_ECHO_REPLY) else {
-        return icmp_error_ingress(ctx, frame, c);
+        return match icmp_error_ingress(ctx, frame, c)? {
+            true => Ok(Inbound::Translated),
+            false => Ok(Inbound::Untouched),
+        };
     };
     let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
-        return Ok(false);
+        return Ok(Inbound::Untouched);
     };
     let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
-        return Ok(false);
+        return Ok(Inbound::Untouched);
     };
     let sport = if l4.proto == IPPROTO_ICMP { 0 } else { sport };
     let reply = Tuple::new(l4.proto, src, sport, dst, dport);
     // SAFETY: copied out at once.
     let Some(back) = (unsafe { NETPATH_RNAT.get(reply) }).copied() else {
-        return Ok(false);
+        return Ok(Inbound::Untouched);
     };
     touch(&reply, tcp_flags(frame, &l4), true, now());
-    rewrite(ctx, &l4, IP_DST, NatTarget::new(dst, dport), back).map(|()| true)
+    rewrite(ctx, &l4, IP_DST, NatTarget::new(dst, dport), back)?;
+    Ok(Inbound::ForEndpoint(back.addr))
 }
 
 /// Published ports: (protocol, host address or 0.0.0.0, port) → endpoint address/port.
@@ -383,18 +401,18 @@ fn remember_front(reply: Tuple, front: NatTarget) -> Result<(), i64> {
 /// Uplink ingress, after masquerade replies: DNAT a new or ongoing connection to a
 /// published port to its endpoint, keeping the client's address.
 #[inline(always)]
-pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), i64> {
+pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<Inbound, i64> {
     let Some(l4) = L4::of(frame, c, ICMP_ECHO_REQUEST) else {
-        return Ok(());
+        return Ok(Inbound::Untouched);
     };
     if l4.proto == IPPROTO_ICMP {
-        return Ok(());
+        return Ok(Inbound::Untouched);
     }
     let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
-        return Ok(());
+        return Ok(Inbound::Untouched);
     };
     let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
-        return Ok(());
+        return Ok(Inbound::Untouched);
     };
     // A publish on every address answers on the host's own addresses only: traffic routed
     // through this host to a machine behind it (a pod, a VM) keeps its destination.
@@ -402,17 +420,18 @@ pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Resul
         Some(ep) => ep,
         None if crate::sock::is_host_addr(dst) => {
             let Some(ep) = published_at(l4.proto, [0; 4], dport) else {
-                return Ok(());
+                return Ok(Inbound::Untouched);
             };
             ep
         }
-        None => return Ok(()),
+        None => return Ok(Inbound::Untouched),
     };
     // Remember how to translate the endpoint's replies back.
     let reply = Tuple::new(l4.proto, ep.addr, ep.port, src, sport);
     let front = NatTarget::new(dst, dport);
     remember_front(reply, front)?;
-    rewrite(ctx, &l4, IP_DST, front, ep)
+    rewrite(ctx, &l4, IP_DST, front, ep)?;
+    Ok(Inbound::ForEndpoint(ep.addr))
 }
 
 /// Uplink egress: a reply of a connection to a published port leaves with the
@@ -438,38 +457,6 @@ pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<
         return Ok(false);
     };
     rewrite(ctx, &l4, IP_SRC, NatTarget::new(src, sport), front).map(|()| true)
-}
-
-const AF_INET: u8 = 2;
-
-/// Whether the kernel would deliver a packet from `src` to `dst`, arriving on
-/// `ifindex`, locally: `dst` is one of this host's addresses (any device's, the
-/// bridges' gateways included), as routing sees it now.
-#[inline(always)]
-fn is_local(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> bool {
-    // Multicast and limited broadcast are "not forwarded" too, but never a host's own.
-    if dst[0] >= 224 {
-        return false;
-    }
-    // SAFETY: `bpf_fib_lookup` is plain integers, arrays and unions of them: all-zero
-    // is a valid value.
-    let mut p: FibParams = unsafe { core::mem::zeroed() };
-    p.family = AF_INET;
-    p.ifindex = ifindex;
-    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
-    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
-    // SAFETY: `ctx.skb.skb` is the program's context; `p` is a live, writable
-    // parameter block of exactly the size passed.
-    let r = unsafe {
-        bpf_fib_lookup(
-            ctx.skb.skb as *mut _,
-            &mut p,
-            core::mem::size_of::<FibParams>() as i32,
-            0,
-        )
-    };
-    // Local (and subnet broadcast) routes are "not forwarded"; unicast routes give 0.
-    r == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED)
 }
 
 /// Hairpin, on an endpoint's host-side device (after anti-spoofing): an endpoint
@@ -545,7 +532,7 @@ pub fn hairpin(
     let Some(to) = endpoint(ep.addr) else {
         return Ok(None);
     };
-    if !is_local(ctx, ifindex, src, dst) {
+    if !crate::route::is_local(ctx, ifindex, src, dst) {
         return Ok(None);
     }
     let to_self = ep.addr == src;

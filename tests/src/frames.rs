@@ -211,3 +211,23 @@ pub fn icmp4_error(
     i[2..4].copy_from_slice(&c.to_be_bytes());
     ipv4_between(IPPROTO_ICMP, src, dst, 0, &i)
 }
+
+/// `frame` (Ethernet + IPv4 without options) with TTL `ttl` and its header checksum
+/// recomputed.
+pub fn with_ttl(mut frame: Vec<u8>, ttl: u8) -> Vec<u8> {
+    frame[22] = ttl;
+    frame[24..26].fill(0);
+    let c = checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&c.to_be_bytes());
+    frame
+}
+
+/// `frame` as a router forwards it: to `dst_mac` from `src_mac`, TTL one lower, header
+/// checksum recomputed.
+pub fn routed(frame: Vec<u8>, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
+    let ttl = frame[22] - 1;
+    let mut f = with_ttl(frame, ttl);
+    f[..6].copy_from_slice(&dst_mac);
+    f[6..12].copy_from_slice(&src_mac);
+    f
+}

@@ -361,6 +361,21 @@ impl Daemon {
     }
 
     /// `netpath ls --json`, parsed.
+    /// Packets the datapath handed to each endpoint (`netpath stats --json`), by address.
+    pub fn endpoint_rx(&self) -> std::collections::HashMap<Ipv4Addr, u64> {
+        let stats: serde_json::Value =
+            serde_json::from_str(&self.ok(&["stats", "--json"])).expect("stats --json");
+        stats["endpoints"]
+            .as_array()
+            .expect("endpoints")
+            .iter()
+            .map(|e| {
+                let ip = e["ip"].as_str().expect("ip").parse().expect("ip");
+                (ip, e["rx_packets"].as_u64().expect("rx_packets"))
+            })
+            .collect()
+    }
+
     pub fn ls(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["ls", "--json"])).expect("ls --json")
     }

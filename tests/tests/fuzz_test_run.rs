@@ -332,6 +332,8 @@ struct Expected {
     rewrites: Vec<Rewrite>,
     /// The Ethernet addresses (dst, src) a fast-path redirect writes.
     macs: Option<([u8; 6], [u8; 6])>,
+    /// Forwarded as a router does: TTL one lower (the header checksum follows).
+    ttl_dec: bool,
     /// A hairpin candidate on an endpoint's device (see [`Model::hairpin_keys`]): any
     /// verdict, any NAT rewrite of addresses and ports, checksums still checked.
     lenient: bool,
@@ -343,6 +345,7 @@ impl Expected {
             verdict,
             rewrites: Vec::new(),
             macs: None,
+            ttl_dec: false,
             lenient: false,
             icmp_error: None,
         }
@@ -478,6 +481,7 @@ impl Model {
                 rewrites: Vec::new(),
                 // Sent on-link to the endpoint: bridged, MACs kept; else routed.
                 macs: (f[..6] != to.mac).then_some((to.mac, to.host_mac)),
+                ttl_dec: false,
                 lenient: false,
                 icmp_error: None,
             },
@@ -504,11 +508,8 @@ impl Model {
                 };
                 return (
                     Expected {
-                        verdict: TC_ACT_UNSPEC,
                         rewrites: vec![rw],
-                        macs: None,
-                        lenient: false,
-                        icmp_error: None,
+                        ..Expected::pass(TC_ACT_UNSPEC)
                     },
                     fx,
                 );
@@ -562,11 +563,8 @@ impl Model {
         };
         (
             Expected {
-                verdict: TC_ACT_UNSPEC,
                 rewrites: vec![rw],
-                macs: None,
-                lenient: false,
-                icmp_error: None,
+                ..Expected::pass(TC_ACT_UNSPEC)
             },
             fx,
         )
@@ -634,16 +632,7 @@ impl Model {
                     port_at: dp,
                     port: back.port,
                 });
-                return (
-                    Expected {
-                        verdict: TC_ACT_UNSPEC,
-                        rewrites,
-                        macs: None,
-                        lenient: false,
-                        icmp_error: None,
-                    },
-                    fx,
-                );
+                return (self.inbound(f, back.addr, rewrites), fx);
             }
         }
         if ip.proto != ICMP {
@@ -673,18 +662,36 @@ impl Model {
                     port_at: dp,
                     port: ep.port,
                 });
+                return (self.inbound(f, ep.addr, rewrites), fx);
             }
         }
         (
             Expected {
-                verdict: TC_ACT_UNSPEC,
                 rewrites,
-                macs: None,
-                lenient: false,
-                icmp_error: None,
+                ..Expected::pass(TC_ACT_UNSPEC)
             },
             fx,
         )
+    }
+
+    /// A packet the uplink translated for address `to`: an endpoint's goes straight into
+    /// it as a router hands it over (its MAC from its gateway's, TTL one lower) — unless
+    /// its TTL runs out; anything else is the kernel's.
+    fn inbound(&self, f: &[u8], to: [u8; 4], rewrites: Vec<Rewrite>) -> Expected {
+        match self.endpoint_by_ip(to) {
+            Some(ep) if f[22] > 1 => Expected {
+                verdict: TC_ACT_REDIRECT,
+                rewrites,
+                macs: (f[..6] != ep.mac).then_some((ep.mac, ep.host_mac)),
+                ttl_dec: true,
+                lenient: false,
+                icmp_error: None,
+            },
+            _ => Expected {
+                rewrites,
+                ..Expected::pass(TC_ACT_UNSPEC)
+            },
+        }
     }
 
     /// Hairpin (an endpoint reaching a port published on a host address, and the
@@ -758,6 +765,9 @@ fn expected_frame(input: &[u8], e: &Expected) -> Vec<u8> {
     for rw in &e.rewrites {
         x[rw.addr_at..rw.addr_at + 4].copy_from_slice(&rw.addr);
         x[rw.port_at..rw.port_at + 2].copy_from_slice(&rw.port.to_be_bytes());
+    }
+    if e.ttl_dec {
+        x[22] -= 1;
     }
     x
 }

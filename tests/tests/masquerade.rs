@@ -108,6 +108,11 @@ fn container_traffic_leaves_with_the_uplink_address() {
         hook_packets("uplink_egress") > 0 && hook_packets("uplink_ingress") > 0,
         "{stats}"
     );
+    // Replies went from the uplink straight into the container: received by the endpoint
+    // through the datapath (the TCP ACKs of 100 kB, the UDP reply, two echo replies).
+    let rx = d.endpoint_rx();
+    let ep: std::net::Ipv4Addr = ep_ip.parse().unwrap();
+    assert!(rx.get(&ep).copied().unwrap_or_default() >= 5, "{rx:?}");
     // No iptables/nftables NAT was involved: the host has no such rule.
     let nft = std::process::Command::new("nft")
         .args(["list", "ruleset"])

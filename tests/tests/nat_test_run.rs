@@ -13,6 +13,7 @@ use netpath_tests::{TempPins, TestDev, frames, require_root, tc_test_run};
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
+const TC_ACT_REDIRECT: u32 = 7;
 const EP: [u8; 4] = [10, 200, 0, 2];
 const UPLINK: [u8; 4] = [192, 0, 2, 2];
 const REMOTE: [u8; 4] = [192, 0, 2, 1];
@@ -418,18 +419,39 @@ mod publish {
         dp.publish(key(IPPROTO_TCP, [127, 0, 0, 1], 9090), target(EP, 90))
             .unwrap();
 
-        // Client → host:8080/tcp: DNAT to the endpoint, source kept.
+        // Client → host:8080/tcp: DNAT to the endpoint, source kept, and straight into
+        // the endpoint as a router would hand it over (its MAC, from its gateway's; TTL
+        // one lower).
         let (v, out) = run_tc(
             &dp,
             Hook::UplinkIngress,
             up.ifindex,
             &frames::tcp4(REMOTE, 50000, UPLINK, 8080, b"hi"),
         );
-        assert_eq!(v, TC_ACT_UNSPEC);
+        assert_eq!(v, TC_ACT_REDIRECT);
         assert_eq!(
             out,
-            frames::tcp4(REMOTE, 50000, EP, 80, b"hi"),
+            frames::routed(
+                frames::tcp4(REMOTE, 50000, EP, 80, b"hi"),
+                frames::SRC_MAC,
+                [2, 0xee, 0, 0, 0, 1]
+            ),
             "DNAT frame"
+        );
+        // TTL 1: DNATed, but left to the kernel (which answers "time exceeded").
+        let (v, out) = run_tc(
+            &dp,
+            Hook::UplinkIngress,
+            up.ifindex,
+            &frames::with_ttl(frames::tcp4(REMOTE, 50006, UPLINK, 8080, b"hi"), 1),
+        );
+        assert_eq!(
+            (v, out),
+            (
+                TC_ACT_UNSPEC,
+                frames::with_ttl(frames::tcp4(REMOTE, 50006, EP, 80, b"hi"), 1)
+            ),
+            "TTL 1"
         );
         let ct = dp
             .dnat_entry(&Tuple::new(IPPROTO_TCP, EP, 80, REMOTE, 50000))
@@ -452,7 +474,8 @@ mod publish {
             "reverse DNAT frame"
         );
 
-        // Same port, UDP: another endpoint.
+        // Same port, UDP: another endpoint (one this test did not register: the kernel
+        // path delivers it).
         let (_, out) = run_tc(
             &dp,
             Hook::UplinkIngress,
@@ -490,5 +513,142 @@ mod publish {
             run_tc(&dp, Hook::UplinkIngress, up.ifindex, &frame).1,
             frame
         );
+    }
+}
+
+/// The shortcuts past the host's IP stack between endpoints and an uplink, in a namespace
+/// of the test's own (its routes decide where packets go; nothing is sent: a test run
+/// only returns the verdict).
+mod host_routing {
+    use netpath_common::maps::{ENDPOINT_KIND_VETH, EndpointValue};
+    use netpath_tests::NetNs;
+
+    use super::*;
+
+    const GW_MAC: [u8; 6] = [2, 0xee, 0, 0, 0, 1];
+
+    fn with_macs(mut f: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&src);
+        f
+    }
+
+    #[test]
+    fn endpoint_traffic_to_and_from_the_uplink_skips_the_host_stack() {
+        require_root!();
+        let ns = NetNs::new("nr");
+        for (dev, addr) in [
+            ("up0", "192.0.2.2/24"),
+            ("lan0", "10.99.0.1/24"),
+            ("ep0", ""),
+        ] {
+            ns.exec(&[
+                "ip",
+                "link",
+                "add",
+                dev,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("{dev}p"),
+            ]);
+            ns.exec(&["ip", "link", "set", &format!("{dev}p"), "up"]);
+            ns.exec(&["ip", "link", "set", dev, "up"]);
+            if !addr.is_empty() {
+                ns.exec(&["ip", "addr", "add", addr, "dev", dev]);
+            }
+        }
+        ns.exec(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
+        ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let (up_if, ep_if) = (ns.ifindex("up0"), ns.ifindex("ep0"));
+        ns.enter(|| {
+            let pins = TempPins::new();
+            let mut dp = Datapath::open(&pins.path, false).expect("load datapath");
+            dp.set_uplink(
+                up_if,
+                Uplink {
+                    addr: UPLINK,
+                    first_port: 40000,
+                    last_port: 40999,
+                },
+            )
+            .unwrap();
+            dp.add_masq_subnet("10.200.0.0/16".parse().unwrap(), 1)
+                .unwrap();
+            dp.upsert_endpoint(EndpointValue {
+                ip: EP,
+                ifindex: ep_if,
+                mac: frames::SRC_MAC,
+                host_mac: GW_MAC,
+                network_id: 1,
+                kind: ENDPOINT_KIND_VETH,
+                flags: 0,
+            })
+            .unwrap();
+            let from_ep = |dst: [u8; 4], eth_dst: [u8; 6]| {
+                with_macs(
+                    frames::tcp4(EP, 51000, dst, 80, b"x"),
+                    eth_dst,
+                    frames::SRC_MAC,
+                )
+            };
+
+            // Out: routed (sent to the gateway), via the uplink's default route: handed
+            // to the uplink, TTL one lower; its neighbour entry supplies the MACs.
+            let out_frame = from_ep(REMOTE, GW_MAC);
+            assert_eq!(
+                run_tc(&dp, Hook::TcIngress, ep_if, &out_frame),
+                (TC_ACT_REDIRECT, frames::with_ttl(out_frame.clone(), 63)),
+                "endpoint → uplink"
+            );
+            // The kernel path keeps everything else, untouched: a frame bridged to a
+            // neighbour, a host address, a network that is not an uplink's, loopback,
+            // an expiring TTL.
+            for (what, f) in [
+                ("bridged", from_ep(REMOTE, [2, 0, 0, 0, 0, 9])),
+                ("host address", from_ep(UPLINK, GW_MAC)),
+                ("not via an uplink", from_ep([10, 99, 0, 7], GW_MAC)),
+                ("loopback", from_ep([127, 0, 0, 1], GW_MAC)),
+                ("TTL 1", frames::with_ttl(from_ep(REMOTE, GW_MAC), 1)),
+            ] {
+                assert_eq!(
+                    run_tc(&dp, Hook::TcIngress, ep_if, &f),
+                    (TC_ACT_UNSPEC, f),
+                    "{what}"
+                );
+            }
+
+            // The uplink's egress masquerades it as before.
+            let (v, snat) = run_tc(&dp, Hook::UplinkEgress, up_if, &out_frame);
+            assert_eq!(v, TC_ACT_UNSPEC);
+            let port = nat_port(&dp, &Tuple::new(IPPROTO_TCP, EP, 51000, REMOTE, 80));
+            assert_eq!(
+                snat,
+                with_macs(
+                    frames::tcp4(UPLINK, port, REMOTE, 80, b"x"),
+                    GW_MAC,
+                    frames::SRC_MAC
+                )
+            );
+
+            // In: the reply, translated back, goes straight into the endpoint.
+            let reply = frames::tcp4(REMOTE, 80, UPLINK, port, b"y");
+            assert_eq!(
+                run_tc(&dp, Hook::UplinkIngress, up_if, &reply),
+                (
+                    TC_ACT_REDIRECT,
+                    frames::routed(
+                        frames::tcp4(REMOTE, 80, EP, 51000, b"y"),
+                        frames::SRC_MAC,
+                        GW_MAC
+                    )
+                ),
+                "uplink → endpoint"
+            );
+            // Counted as the endpoint's: everything it sent, the one packet handed to it.
+            let c = dp.endpoint_counters(ep_if).expect("endpoint counters");
+            assert_eq!((c.tx_packets, c.rx_packets), (6, 1), "{c:?}");
+        });
     }
 }

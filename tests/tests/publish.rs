@@ -143,6 +143,12 @@ fn published_ports_reach_the_right_endpoint_with_the_client_address() {
         udp_server.join().unwrap().ip(),
         std::net::IpAddr::V4(CLIENT)
     );
+    // The uplink's program handed the connections straight to the endpoints (past the
+    // host's routing): counted as received by them — the TCP one got at least the SYN,
+    // the ACK, the data and the FIN; the UDP one its datagram.
+    let rx = d.endpoint_rx();
+    let got = |ip: Ipv4Addr| rx.get(&ip).copied().unwrap_or_default();
+    assert!(got(tcp_ip) >= 4 && got(udp_ip) >= 1, "{rx:?}");
 
     // Bad input: refused, state unchanged.
     let before = d.ok(&["port", "ls", "--json"]);

@@ -1,0 +1,193 @@
+//! Where a packet goes next, and the shortcuts past the host's IP stack (as Cilium's "BPF
+//! host routing" does):
+//! - endpoint → endpoint: [`redirect`], straight into the destination (see `main.rs`);
+//! - uplink → endpoint: after the uplink's NAT (a published port's DNAT, the reply of a
+//!   masqueraded connection), a packet for an endpoint goes straight into it
+//!   ([`to_endpoint`]) instead of through the host's routing, netfilter and a second
+//!   per-CPU backlog;
+//! - endpoint → uplink: a packet the FIB routes out of an uplink netpath manages is
+//!   handed to that uplink with the kernel's neighbour resolution (`bpf_redirect_neigh`),
+//!   where the uplink's egress program then translates it as before ([`to_uplink`]).
+//!
+//! Both shortcuts decrement the TTL, as the router they stand in for would. A packet whose
+//! TTL runs out, or that the FIB would not forward (a local address, no route, forwarding
+//! off, too big for the uplink's MTU), goes to the kernel path unchanged, which answers
+//! with the right ICMP error.
+
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        bpf_fib_lookup as FibParams, bpf_redir_neigh,
+    },
+    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    programs::TcContext,
+};
+use netpath_common::{
+    forward::{redirect_macs, routed_ttl},
+    maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey},
+};
+
+use crate::{
+    TC_ACT_REDIRECT, TC_ACT_SHOT,
+    endpoints::{NETPATH_ENDPOINTS, count_drop, count_rx},
+    nat,
+};
+
+const AF_INET: u8 = 2;
+/// The IPv4 TTL, and the protocol after it: the 16-bit word the header checksum sees.
+const IP_TTL: usize = 14 + 8;
+const IP_CSUM: usize = 14 + 10;
+const IP_SRC: usize = 14 + 12;
+const IP_DST: usize = 14 + 16;
+
+/// Asks the kernel's FIB how a packet from `src` to `dst`, arriving on `ifindex`, would
+/// be forwarded; returns the helper's result code and the filled-in parameters.
+#[inline(always)]
+fn fib_lookup(
+    ctx: &TcContext,
+    ifindex: u32,
+    src: [u8; 4],
+    dst: [u8; 4],
+    flags: u32,
+) -> (i64, FibParams) {
+    // SAFETY: `bpf_fib_lookup` is plain integers, arrays and unions of them: all-zero
+    // is a valid value.
+    let mut p: FibParams = unsafe { core::mem::zeroed() };
+    p.family = AF_INET;
+    p.ifindex = ifindex;
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    // `tot_len` stays 0: the kernel then checks the skb itself (GSO-aware) against the
+    // egress device's MTU.
+    // SAFETY: `ctx.skb.skb` is the program's context; `p` is a live, writable
+    // parameter block of exactly the size passed.
+    let r = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb as *mut _,
+            &mut p,
+            core::mem::size_of::<FibParams>() as i32,
+            flags,
+        )
+    };
+    (r, p)
+}
+
+/// Whether the kernel would deliver a packet from `src` to `dst`, arriving on
+/// `ifindex`, locally: `dst` is one of this host's addresses (any device's, the
+/// bridges' gateways included), as routing sees it now.
+#[inline(always)]
+pub fn is_local(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> bool {
+    // Multicast and limited broadcast are "not forwarded" too, but never a host's own.
+    if dst[0] >= 224 {
+        return false;
+    }
+    // Local (and subnet broadcast) routes are "not forwarded"; unicast routes give 0.
+    fib_lookup(ctx, ifindex, src, dst, 0).0 == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED)
+}
+
+/// Sets the Ethernet addresses ([`redirect_macs`]) and hands the frame to `target`: into
+/// the peer of a veth host end (`peer`), or out of it (a TAP, to the VM).
+#[inline(always)]
+pub fn redirect(
+    ctx: &TcContext,
+    target: u32,
+    peer: bool,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    len: u64,
+) -> i32 {
+    // An unreadable header is rewritten whole.
+    let current = ctx.load::<[u8; 12]>(0).unwrap_or([0; 12]);
+    if let Some(macs) = redirect_macs(current, dst_mac, src_mac)
+        && ctx.store(0, &macs, 0).is_err()
+    {
+        count_drop(DropReason::RedirectFailed, len);
+        return TC_ACT_SHOT;
+    }
+    // SAFETY: plain helper calls with scalar arguments.
+    let r = unsafe {
+        if peer {
+            bpf_redirect_peer(target, 0)
+        } else {
+            bpf_redirect(target, 0)
+        }
+    };
+    if r != i64::from(TC_ACT_REDIRECT) {
+        count_drop(DropReason::RedirectFailed, len);
+        return TC_ACT_SHOT;
+    }
+    count_rx(target, len);
+    TC_ACT_REDIRECT
+}
+
+/// Decrements the TTL and patches the header checksum; `false` (nothing written) if the
+/// packet must not be forwarded ([`routed_ttl`]) or the header is unreadable.
+#[inline(always)]
+fn decrement_ttl(ctx: &TcContext) -> bool {
+    let Ok(old) = ctx.load::<[u8; 2]>(IP_TTL) else {
+        return false;
+    };
+    let Some(ttl) = routed_ttl(old[0]) else {
+        return false;
+    };
+    let new = [ttl, old[1]];
+    // The csum helper takes the old and new 16-bit words as they sit in memory.
+    let (o, n) = (u16::from_ne_bytes(old), u16::from_ne_bytes(new));
+    ctx.store(IP_TTL, &new, 0).is_ok()
+        && ctx
+            .l3_csum_replace(IP_CSUM, u64::from(o), u64::from(n), 2)
+            .is_ok()
+}
+
+/// Uplink → endpoint: hands a packet (already translated) for endpoint address `ip`
+/// straight to it. `None`: not an endpoint's address, or the TTL ran out — the kernel
+/// path takes it.
+#[inline(always)]
+pub fn to_endpoint(ctx: &TcContext, ip: [u8; 4], len: u64) -> Option<i32> {
+    // SAFETY: copied out at once.
+    let to = unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip }) }.copied()?;
+    if !decrement_ttl(ctx) {
+        return None;
+    }
+    let peer = to.kind != ENDPOINT_KIND_TAP;
+    Some(redirect(ctx, to.ifindex, peer, to.mac, to.host_mac, len))
+}
+
+/// Endpoint → uplink: a packet from the endpoint behind `ifindex` that the FIB routes out
+/// of a netpath uplink is handed to that uplink, whose neighbour entry supplies the MACs
+/// (resolving it first if need be). `None`: the kernel path takes it, unchanged.
+#[inline(always)]
+pub fn to_uplink(ctx: &TcContext, ifindex: u32, len: u64) -> Option<i32> {
+    let (Ok(src), Ok(dst)) = (ctx.load::<[u8; 4]>(IP_SRC), ctx.load::<[u8; 4]>(IP_DST)) else {
+        return None;
+    };
+    // The neighbour is left to `bpf_redirect_neigh`, which keeps its state machine going
+    // (a fast path that only read entries would never refresh a stale one).
+    let (r, p) = fib_lookup(ctx, ifindex, src, dst, BPF_FIB_LOOKUP_SKIP_NEIGH);
+    if r != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || !nat::is_uplink(p.ifindex) {
+        return None;
+    }
+    if !decrement_ttl(ctx) {
+        return None;
+    }
+    // The next hop: the route's gateway, or `dst` itself on a connected route.
+    // SAFETY: all-zero is a valid `bpf_redir_neigh` (integers and a union of them).
+    let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
+    nh.nh_family = u32::from(AF_INET);
+    // SAFETY: reading the IPv4 member the lookup filled in (family AF_INET).
+    nh.__bindgen_anon_1.ipv4_nh = unsafe { p.__bindgen_anon_4.ipv4_dst };
+    // SAFETY: `nh` is a live parameter block of exactly the size passed.
+    let r = unsafe {
+        bpf_redirect_neigh(
+            p.ifindex,
+            &mut nh,
+            core::mem::size_of::<bpf_redir_neigh>() as i32,
+            0,
+        )
+    };
+    if r != i64::from(TC_ACT_REDIRECT) {
+        count_drop(DropReason::RedirectFailed, len);
+        return Some(TC_ACT_SHOT);
+    }
+    Some(TC_ACT_REDIRECT)
+}
