@@ -158,8 +158,11 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 }
 
 /// Runs the daemon in the foreground until SIGINT/SIGTERM.
-/// How often the daemon re-reads the host's addresses into the datapath.
-const LOCAL_ADDRS_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the daemon re-reads the host's addresses into the datapath without being
+/// told of a change (a safety net: announcements can be lost when the socket's buffer
+/// overflows), and how often when it cannot subscribe to announcements at all.
+const LOCAL_ADDRS_SAFETY_NET: std::time::Duration = std::time::Duration::from_secs(30);
+const LOCAL_ADDRS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     preflight::require_privileges("netpath daemon")?;
@@ -198,20 +201,39 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     );
     // The host's addresses, for 0.0.0.0 publishes, follow address changes (DHCP, new
     // interfaces) within a few seconds.
-    let refresher = {
-        let svc = svc.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LOCAL_ADDRS_REFRESH);
-            loop {
-                tick.tick().await;
-                if let Err(e) = svc.refresh_local_addrs().await {
-                    eprintln!("netpath daemon: refreshing the host's addresses: {e}");
-                }
-            }
-        })
-    };
+    let refresher = tokio::spawn(keep_local_addrs_current(svc.clone()));
     api::serve_listener(svc, listener, &opts.paths.socket, shutdown).await?;
     refresher.abort();
     println!("netpath daemon: stopping; network and datapath stay in place");
     Ok(())
+}
+
+/// Keeps the datapath's list of the host's addresses current: re-read whenever the kernel
+/// announces an IPv4 address change (a burst of announcements is one re-read), and every
+/// [`LOCAL_ADDRS_SAFETY_NET`]; every [`LOCAL_ADDRS_POLL`] if announcements are unavailable.
+async fn keep_local_addrs_current(svc: Arc<Service>) {
+    use futures::StreamExt as _;
+    let (mut changes, period) = match crate::netlink::Netlink::ipv4_address_changes() {
+        Ok(s) => (Some(Box::pin(s.ready_chunks(1024))), LOCAL_ADDRS_SAFETY_NET),
+        Err(e) => {
+            eprintln!("netpath daemon: {e}; polling the host's addresses instead");
+            (None, LOCAL_ADDRS_POLL)
+        }
+    };
+    let mut tick = tokio::time::interval(period);
+    loop {
+        let announced = async {
+            match changes.as_mut() {
+                Some(c) => c.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            Some(_) = announced => {}
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = svc.refresh_local_addrs().await {
+            eprintln!("netpath daemon: refreshing the host's addresses: {e}");
+        }
+    }
 }

@@ -174,6 +174,26 @@ impl Netlink {
         Ok(Netlink::new(handle))
     }
 
+    /// A stream with one item per IPv4 address added or removed on any device of this
+    /// namespace, from a connection of its own subscribed to the kernel's
+    /// `RTMGRP_IPV4_IFADDR` announcements.
+    pub fn ipv4_address_changes() -> Result<impl futures::Stream<Item = ()>> {
+        let err = |source| NetlinkError {
+            op: "subscribe to address changes",
+            target: "rtnetlink".into(),
+            source,
+        };
+        use rtnetlink::sys::AsyncSocket as _;
+        let (mut conn, _, messages) = rtnetlink::new_connection().map_err(err)?;
+        let groups = rtnetlink::constants::RTMGRP_IPV4_IFADDR;
+        conn.socket_mut()
+            .socket_mut()
+            .bind(&rtnetlink::sys::SocketAddr::new(0, groups))
+            .map_err(err)?;
+        tokio::spawn(conn);
+        Ok(futures::StreamExt::map(messages, |_| ()))
+    }
+
     fn err(
         op: &'static str,
         target: impl ToString,

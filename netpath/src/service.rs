@@ -132,11 +132,29 @@ async fn db<T: Send + 'static>(
     store: &Arc<Store>,
     f: impl FnOnce(&Store) -> Result<T, StateError> + Send + 'static,
 ) -> Result<T> {
+    // On the daemon's multi-threaded runtime the transaction runs on this worker, which
+    // becomes a blocking thread meanwhile (its queued tasks move to another worker):
+    // no hop to the blocking pool and back, each a thread wake-up — on an idle VM a
+    // vCPU's exit from HLT, tens of µs. Elsewhere (current-thread runtimes in tests and
+    // the CNI plugin) the blocking pool keeps the only worker free.
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        return tokio::task::block_in_place(|| f(store)).map_err(ServiceError::from);
+    }
     let store = store.clone();
     tokio::task::spawn_blocking(move || f(&store))
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))?
         .map_err(ServiceError::from)
+}
+
+/// Runs a point read (one record by key) of the state database inline. A redb read
+/// transaction never waits for a writer (MVCC) and a point read takes microseconds,
+/// while a hop to the blocking pool and back costs thread wake-ups — tens of µs each
+/// on an idle VM, more than the read. Scans and writes go through [`db`].
+fn read<T>(store: &Store, f: impl FnOnce(&Store) -> Result<T, StateError>) -> Result<T> {
+    f(store).map_err(ServiceError::from)
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6]> {
@@ -265,8 +283,7 @@ impl Service {
     }
 
     pub async fn get_network(&self, name: &str) -> Result<Network> {
-        let name = name.to_owned();
-        db(&self.store, move |s| s.get_network(&name)).await
+        read(&self.store, |s| s.get_network(name))
     }
 
     pub async fn create_network(&self, req: NetworkCreate) -> Result<Network> {
@@ -472,8 +489,7 @@ impl Service {
     }
 
     pub async fn get_endpoint(&self, id: &str) -> Result<Endpoint> {
-        let id = id.to_owned();
-        db(&self.store, move |s| s.get_endpoint(&id)).await
+        read(&self.store, |s| s.get_endpoint(id))
     }
 
     pub async fn add_endpoint(&self, req: EndpointCreate) -> Result<Endpoint> {
@@ -566,14 +582,8 @@ impl Service {
             },
             // Registered while the namespace side is configured (see sandbox).
             |link| {
-                self.register(
-                    network,
-                    ep,
-                    link.index,
-                    mac,
-                    link.mac.unwrap_or_default(),
-                    ENDPOINT_KIND_VETH,
-                )
+                let gateway = gateway_mac(bridge.as_ref(), link);
+                self.register(network, ep, link.index, mac, gateway, ENDPOINT_KIND_VETH)
             },
         )
         .await?;
@@ -713,8 +723,8 @@ impl Service {
         self.nl
             .add_permanent_neighbor(link.index, ep.ip, mac)
             .await?;
-        let host_mac = bridge.and_then(|b| b.mac).or(link.mac).unwrap_or_default();
-        self.register(network, ep, link.index, mac, host_mac, ENDPOINT_KIND_TAP)
+        let gateway = gateway_mac(bridge.as_ref(), &link);
+        self.register(network, ep, link.index, mac, gateway, ENDPOINT_KIND_TAP)
     }
 
     /// Removes an endpoint's devices, map entries (its published ports included) and
@@ -759,8 +769,8 @@ impl Service {
             .map_err(|e: crate::portspec::PortSpecError| ServiceError::invalid(e.to_string()))?;
         let ep = self.get_endpoint(&req.endpoint).await?;
         let host_ip = spec.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        // Keep the socket hooks' view of the host's addresses current.
-        self.refresh_local_addrs().await?;
+        // (The datapath's view of the host's addresses, which 0.0.0.0 publishes answer on,
+        // is kept current by the daemon as addresses change: see `refresh_local_addrs`.)
         if let Some(ip) = spec.host_ip
             && !ip.is_loopback()
             && !self.host_has_address(ip).await?
@@ -849,8 +859,9 @@ impl Service {
     }
 
     /// Tells the datapath which addresses are this host's: a 0.0.0.0 publish answers on
-    /// those only (socket hooks and uplink DNAT). Refreshed at start, on every publish,
-    /// and every few seconds by the daemon (addresses come and go, e.g. with DHCP).
+    /// those only (socket hooks and uplink DNAT). The daemon calls it at start, whenever
+    /// the kernel announces an IPv4 address change (addresses come and go, e.g. with
+    /// DHCP), and periodically as a safety net.
     pub async fn refresh_local_addrs(&self) -> Result<()> {
         let addrs: Vec<Ipv4Addr> = self
             .nl
@@ -924,26 +935,12 @@ impl Service {
                     ServiceError::Internal(format!("endpoint {} has no network", ep.id))
                 })?;
             let mac = parse_mac(&ep.mac)?;
-            let host_mac = match ep.kind {
-                EndpointKind::Tap => self
-                    .bridge_link(network)
-                    .await?
-                    .and_then(|b| b.mac)
-                    .or(link.mac),
-                EndpointKind::Veth => link.mac,
-            };
+            let gateway = gateway_mac(self.bridge_link(network).await?.as_ref(), &link);
             let kind = match ep.kind {
                 EndpointKind::Veth => ENDPOINT_KIND_VETH,
                 EndpointKind::Tap => ENDPOINT_KIND_TAP,
             };
-            self.register(
-                network,
-                &ep,
-                link.index,
-                mac,
-                host_mac.unwrap_or_default(),
-                kind,
-            )?;
+            self.register(network, &ep, link.index, mac, gateway, kind)?;
             known.push(ep.host_ifname.clone());
         }
         // Endpoints with leases are marked as published (maps pinned by a version that
@@ -1040,6 +1037,13 @@ fn kind_role(kind: EndpointKind) -> &'static str {
         EndpointKind::Veth => "veth",
         EndpointKind::Tap => "tap",
     }
+}
+
+/// The MAC of an endpoint's gateway, as the endpoint sees it (the datapath's
+/// `EndpointValue::host_mac`): its network's bridge in bridge mode, else the host side of
+/// its own link (routed veth, point-to-point TAP).
+fn gateway_mac(bridge: Option<&crate::netlink::Link>, link: &crate::netlink::Link) -> [u8; 6] {
+    bridge.and_then(|b| b.mac).or(link.mac).unwrap_or_default()
 }
 
 #[cfg(test)]

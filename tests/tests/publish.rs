@@ -198,3 +198,70 @@ fn published_ports_reach_the_right_endpoint_with_the_client_address() {
         .unwrap();
     assert!(refused, "unpublished port still reachable");
 }
+
+/// A 0.0.0.0 publish answers on every address of the host, including one added after
+/// the publish: the daemon hears of the new address from the kernel (an rtnetlink
+/// announcement) and tells the datapath at once — its periodic re-read, the safety net,
+/// is 30 s away.
+#[test]
+fn a_host_address_added_later_answers_at_once() {
+    require_root!();
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 21);
+    const FIRST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 22);
+    const LATER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 23);
+    let outside = NetNs::new("pa");
+    let uplink = OutsideLink::new(&outside, FIRST, CLIENT);
+    let d = Daemon::start();
+    let net = unique("pn");
+    let up = uplink.name.clone();
+    d.ok(&[
+        "network",
+        "create",
+        &net,
+        "--subnet",
+        "10.228.0.0/24",
+        "--uplink",
+        &up,
+    ]);
+    let ns = NetNs::new("pb");
+    let ep = endpoint(&d, &net, &ns);
+    let ep_ip: Ipv4Addr = ep["ip"].as_str().unwrap().parse().unwrap();
+    d.ok(&[
+        "port",
+        "publish",
+        ep["id"].as_str().unwrap(),
+        "-p",
+        "18180:80",
+    ]);
+    let (tx, rx) = mpsc::channel();
+    let server = ns.spawn(move || {
+        let l = TcpListener::bind((ep_ip, 80)).unwrap();
+        tx.send(()).unwrap();
+        let (_c, peer) = l.accept().unwrap();
+        peer
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+
+    netpath_tests::run(&["ip", "addr", "add", &format!("{LATER}/24"), "dev", &up]);
+    let added = std::time::Instant::now();
+    // Bounded: 5 s, far below the 30 s safety net; a refused connect is retried.
+    let connected = outside
+        .spawn(move || {
+            while added.elapsed() < Duration::from_secs(5) {
+                let to = SocketAddr::from((LATER, 18180));
+                if TcpStream::connect_timeout(&to, Duration::from_millis(500)).is_ok() {
+                    return Some(added.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            None
+        })
+        .join()
+        .unwrap();
+    let took = connected.expect("the new host address never answered the 0.0.0.0 publish");
+    println!(
+        "the new address answered after {:.0} ms",
+        took.as_secs_f64() * 1e3
+    );
+    assert_eq!(server.join().unwrap().ip(), std::net::IpAddr::V4(CLIENT));
+}
