@@ -24,6 +24,9 @@ pub struct BenchArgs {
     /// Fewer rounds (2), fewer endpoints (200) and shorter traffic runs (3 s).
     #[arg(long)]
     pub quick: bool,
+    /// Rounds per variant (default 3, 2 with --quick).
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u16>,
     /// Run only these scenarios (default: all; `setup`, `endpoint`).
     #[arg(long = "scenario", value_name = "NAME", num_args = 1..)]
     pub scenarios: Vec<String>,
@@ -39,6 +42,10 @@ impl BenchArgs {
         let mut args = Vec::new();
         if self.quick {
             args.push("--quick".into());
+        }
+        if let Some(n) = self.rounds {
+            args.push("--rounds".into());
+            args.push(n.to_string().into());
         }
         if !self.scenarios.is_empty() {
             args.push("--scenario".into());
@@ -162,6 +169,7 @@ mod tests {
     fn args_pass_through() {
         let a = BenchArgs {
             quick: true,
+            rounds: Some(5),
             scenarios: vec!["setup".into(), "endpoint".into()],
             out: None,
         };
@@ -169,6 +177,8 @@ mod tests {
             a.to_args(Path::new("/o"), Path::new("/n")),
             [
                 "--quick",
+                "--rounds",
+                "5",
                 "--scenario",
                 "setup",
                 "endpoint",

@@ -39,6 +39,8 @@ pub use self::{ctx::Ctx, runner::run};
 pub struct Opts {
     /// Fewer rounds, fewer endpoints, shorter traffic runs.
     pub quick: bool,
+    /// Rounds per variant, if not the default.
+    pub rounds: Option<usize>,
     /// Scenarios to run (all when empty).
     pub scenarios: Vec<String>,
     /// Where the report and plots go.
@@ -48,9 +50,9 @@ pub struct Opts {
 }
 
 impl Opts {
-    /// Rounds per variant: 3, or 2 with `--quick`.
+    /// Rounds per variant: as asked, else 3, or 2 with `--quick`.
     pub fn rounds(&self) -> usize {
-        if self.quick { 2 } else { 3 }
+        self.rounds.unwrap_or(if self.quick { 2 } else { 3 })
     }
 }
 

@@ -16,6 +16,10 @@ struct Cli {
     /// Fewer rounds (2), fewer endpoints (200) and shorter traffic runs (3 s).
     #[arg(long)]
     quick: bool,
+    /// Rounds per variant (default 3, 2 with --quick): medians over more rounds are
+    /// steadier on a noisy machine, at the cost of time.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=50))]
+    rounds: Option<u16>,
     /// Run only these scenarios (default: all).
     #[arg(long = "scenario", value_name = "NAME", num_args = 1..)]
     scenarios: Vec<String>,
@@ -45,6 +49,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut opts = Opts {
         quick: cli.quick,
+        rounds: cli.rounds.map(usize::from),
         scenarios: cli.scenarios,
         out: PathBuf::new(),
         netpath_bin: cli
