@@ -361,6 +361,16 @@ impl Daemon {
     }
 
     /// `netpath ls --json`, parsed.
+    /// Creates a bridge network named `prefix`… (unique) on `subnet` with `uplink` as its
+    /// uplink (masquerade and published ports); returns its name.
+    pub fn network_with_uplink(&self, prefix: &str, subnet: &str, uplink: &str) -> String {
+        let name = unique(prefix);
+        self.ok(&[
+            "network", "create", &name, "--subnet", subnet, "--uplink", uplink,
+        ]);
+        name
+    }
+
     /// Packets the datapath handed to each endpoint (`netpath stats --json`), by address.
     pub fn endpoint_rx(&self) -> std::collections::HashMap<Ipv4Addr, u64> {
         let stats: serde_json::Value =

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Daemon, NetNs, OutsideLink, require_root, unique};
+use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 31);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 32);
@@ -88,25 +88,8 @@ fn hairpin_and_host_local_reach_published_ports() {
     let up = uplink.name.clone();
 
     let d = Daemon::start();
-    let (net, other) = (unique("hn"), unique("hm"));
-    d.ok(&[
-        "network",
-        "create",
-        &net,
-        "--subnet",
-        "10.231.0.0/24",
-        "--uplink",
-        &up,
-    ]);
-    d.ok(&[
-        "network",
-        "create",
-        &other,
-        "--subnet",
-        "10.232.0.0/24",
-        "--uplink",
-        &up,
-    ]);
+    let net = d.network_with_uplink("hn", "10.231.0.0/24", &up);
+    let other = d.network_with_uplink("hm", "10.232.0.0/24", &up);
     let gateway = Ipv4Addr::new(10, 231, 0, 1);
     let (a_ns, b_ns, c_ns) = (NetNs::new("ha"), NetNs::new("hb"), NetNs::new("hc"));
     let (_a, a_ip) = endpoint(&d, &net, &a_ns);

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Daemon, NetNs, OutsideLink, require_root, unique};
+use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const UPLINK_IP: &str = "198.51.100.2";
@@ -23,16 +23,7 @@ fn container_traffic_leaves_with_the_uplink_address() {
     let up = uplink.name.clone();
 
     let d = Daemon::start();
-    let net = unique("mq");
-    d.ok(&[
-        "network",
-        "create",
-        &net,
-        "--subnet",
-        "10.228.0.0/24",
-        "--uplink",
-        &up,
-    ]);
+    let net = d.network_with_uplink("mq", "10.228.0.0/24", &up);
     let c = NetNs::new("mc");
     let ep: serde_json::Value = serde_json::from_str(&d.ok(&[
         "endpoint",

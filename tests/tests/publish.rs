@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Daemon, NetNs, OutsideLink, require_root, unique};
+use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
@@ -36,16 +36,7 @@ fn published_ports_reach_the_right_endpoint_with_the_client_address() {
     let up = uplink.name.clone();
 
     let d = Daemon::start();
-    let net = unique("pn");
-    d.ok(&[
-        "network",
-        "create",
-        &net,
-        "--subnet",
-        "10.229.0.0/24",
-        "--uplink",
-        &up,
-    ]);
+    let net = d.network_with_uplink("pn", "10.229.0.0/24", &up);
     let (tcp_ns, udp_ns) = (NetNs::new("pt"), NetNs::new("pw"));
     let (tcp_ep, udp_ep) = (endpoint(&d, &net, &tcp_ns), endpoint(&d, &net, &udp_ns));
     let tcp_ip: Ipv4Addr = tcp_ep["ip"].as_str().unwrap().parse().unwrap();
@@ -212,17 +203,7 @@ fn a_host_address_added_later_answers_at_once() {
     let outside = NetNs::new("pa");
     let uplink = OutsideLink::new(&outside, FIRST, CLIENT);
     let d = Daemon::start();
-    let net = unique("pn");
-    let up = uplink.name.clone();
-    d.ok(&[
-        "network",
-        "create",
-        &net,
-        "--subnet",
-        "10.228.0.0/24",
-        "--uplink",
-        &up,
-    ]);
+    let net = d.network_with_uplink("pn", "10.228.0.0/24", &uplink.name);
     let ns = NetNs::new("pb");
     let ep = endpoint(&d, &net, &ns);
     let ep_ip: Ipv4Addr = ep["ip"].as_str().unwrap().parse().unwrap();
@@ -242,7 +223,14 @@ fn a_host_address_added_later_answers_at_once() {
     });
     rx.recv_timeout(TIMEOUT).unwrap();
 
-    netpath_tests::run(&["ip", "addr", "add", &format!("{LATER}/24"), "dev", &up]);
+    netpath_tests::run(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{LATER}/24"),
+        "dev",
+        &uplink.name,
+    ]);
     let added = std::time::Instant::now();
     // Bounded: 5 s, far below the 30 s safety net; a refused connect is retried.
     let connected = outside
