@@ -10,16 +10,20 @@
 //!   where the uplink's egress program then translates it as before ([`to_uplink`]).
 //!
 //! Both shortcuts decrement the TTL, as the router they stand in for would. A packet whose
-//! TTL runs out, or that the FIB would not forward (a local address, no route, forwarding
-//! off, too big for the uplink's MTU), goes to the kernel path unchanged, which answers
-//! with the right ICMP error.
+//! TTL runs out, that is too big for the device it would leave by, or that the FIB would
+//! not forward (a local address, no route, forwarding off) goes to the kernel path
+//! unchanged, which answers with the right ICMP error (a redirect would drop an oversized
+//! packet silently).
 
 use aya_ebpf::{
     bindings::{
         BPF_FIB_LKUP_RET_NOT_FWDED, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_SKIP_NEIGH,
+        bpf_check_mtu_flags::BPF_MTU_CHK_SEGS, bpf_check_mtu_ret::BPF_MTU_CHK_RET_SUCCESS,
         bpf_fib_lookup as FibParams, bpf_redir_neigh,
     },
-    helpers::generated::{bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::generated::{
+        bpf_check_mtu, bpf_fib_lookup, bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer,
+    },
     programs::TcContext,
 };
 use netpath_common::{
@@ -139,14 +143,33 @@ fn decrement_ttl(ctx: &TcContext) -> bool {
             .is_ok()
 }
 
+/// Whether the packet fits the MTU of device `ifindex` — each segment of a GSO packet,
+/// which the device's transmit path segments.
+#[inline(always)]
+fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
+    // In: 0 (measure the skb itself); out: the device's MTU.
+    let mut mtu_len: u32 = 0;
+    // SAFETY: `ctx.skb.skb` is the program's context; `mtu_len` is a live u32.
+    let r = unsafe {
+        bpf_check_mtu(
+            ctx.skb.skb as *mut _,
+            ifindex,
+            &mut mtu_len,
+            0,
+            u64::from(BPF_MTU_CHK_SEGS),
+        )
+    };
+    r == i64::from(BPF_MTU_CHK_RET_SUCCESS)
+}
+
 /// Uplink → endpoint: hands a packet (already translated) for endpoint address `ip`
-/// straight to it. `None`: not an endpoint's address, or the TTL ran out — the kernel
-/// path takes it.
+/// straight to it. `None`: not an endpoint's address, too big for its device (an uplink
+/// may have the larger MTU), or the TTL ran out — the kernel path takes it.
 #[inline(always)]
 pub fn to_endpoint(ctx: &TcContext, ip: [u8; 4], len: u64) -> Option<i32> {
     // SAFETY: copied out at once.
     let to = unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip }) }.copied()?;
-    if !decrement_ttl(ctx) {
+    if !fits_mtu(ctx, to.ifindex) || !decrement_ttl(ctx) {
         return None;
     }
     let peer = to.kind != ENDPOINT_KIND_TAP;

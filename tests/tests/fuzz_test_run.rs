@@ -676,10 +676,11 @@ impl Model {
 
     /// A packet the uplink translated for address `to`: an endpoint's goes straight into
     /// it as a router hands it over (its MAC from its gateway's, TTL one lower) — unless
-    /// its TTL runs out; anything else is the kernel's.
+    /// its TTL runs out or it exceeds the endpoint device's MTU (the test devices' 1500);
+    /// anything else is the kernel's.
     fn inbound(&self, f: &[u8], to: [u8; 4], rewrites: Vec<Rewrite>) -> Expected {
         match self.endpoint_by_ip(to) {
-            Some(ep) if f[22] > 1 => Expected {
+            Some(ep) if f[22] > 1 && f.len() <= 14 + 1500 => Expected {
                 verdict: TC_ACT_REDIRECT,
                 rewrites,
                 macs: (f[..6] != ep.mac).then_some((ep.mac, ep.host_mac)),

@@ -646,6 +646,30 @@ mod host_routing {
                 ),
                 "uplink → endpoint"
             );
+            // Too big for the endpoint's device (an uplink may have the larger MTU):
+            // translated, but left to the kernel, which answers "fragmentation needed" —
+            // a redirect would drop it silently.
+            netpath_tests::run(&[
+                "ip",
+                "netns",
+                "exec",
+                ns.name(),
+                "ip",
+                "link",
+                "set",
+                "ep0",
+                "mtu",
+                "1000",
+            ]);
+            let big = frames::tcp4(REMOTE, 80, UPLINK, port, &[7; 1000]);
+            assert_eq!(
+                run_tc(&dp, Hook::UplinkIngress, up_if, &big),
+                (
+                    TC_ACT_UNSPEC,
+                    frames::tcp4(REMOTE, 80, EP, 51000, &[7; 1000])
+                ),
+                "larger than the endpoint's MTU"
+            );
             // Counted as the endpoint's: everything it sent, the one packet handed to it.
             let c = dp.endpoint_counters(ep_if).expect("endpoint counters");
             assert_eq!((c.tx_packets, c.rx_packets), (6, 1), "{c:?}");
