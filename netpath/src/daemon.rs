@@ -163,6 +163,8 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 /// overflows), and how often when it cannot subscribe to announcements at all.
 const LOCAL_ADDRS_SAFETY_NET: std::time::Duration = std::time::Duration::from_secs(30);
 const LOCAL_ADDRS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long after an address announcement the daemon waits for more before re-reading.
+const LOCAL_ADDRS_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     preflight::require_privileges("netpath daemon")?;
@@ -209,12 +211,14 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
 }
 
 /// Keeps the datapath's list of the host's addresses current: re-read whenever the kernel
-/// announces an IPv4 address change (a burst of announcements is one re-read), and every
-/// [`LOCAL_ADDRS_SAFETY_NET`]; every [`LOCAL_ADDRS_POLL`] if announcements are unavailable.
+/// announces an IPv4 address change, and every [`LOCAL_ADDRS_SAFETY_NET`]; every
+/// [`LOCAL_ADDRS_POLL`] if announcements are unavailable. The announcements of one
+/// [`LOCAL_ADDRS_SETTLE`] are one re-read: adding a thousand routed TAPs (each host side
+/// gets the gateway address) must not mean a thousand dumps of every address.
 async fn keep_local_addrs_current(svc: Arc<Service>) {
-    use futures::StreamExt as _;
+    use futures::{FutureExt as _, StreamExt as _};
     let (mut changes, period) = match crate::netlink::Netlink::ipv4_address_changes() {
-        Ok(s) => (Some(Box::pin(s.ready_chunks(1024))), LOCAL_ADDRS_SAFETY_NET),
+        Ok(s) => (Some(Box::pin(s)), LOCAL_ADDRS_SAFETY_NET),
         Err(e) => {
             eprintln!("netpath daemon: {e}; polling the host's addresses instead");
             (None, LOCAL_ADDRS_POLL)
@@ -229,7 +233,12 @@ async fn keep_local_addrs_current(svc: Arc<Service>) {
             }
         };
         tokio::select! {
-            Some(_) = announced => {}
+            Some(()) = announced => {
+                tokio::time::sleep(LOCAL_ADDRS_SETTLE).await;
+                if let Some(c) = changes.as_mut() {
+                    while let Some(Some(())) = c.next().now_or_never() {}
+                }
+            }
             _ = tick.tick() => {}
         }
         if let Err(e) = svc.refresh_local_addrs().await {

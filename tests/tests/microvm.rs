@@ -3,6 +3,9 @@
 //! gateway and the container, and streams 2 MiB over TCP to a server in the container,
 //! which echoes them back. Whether the packets take the kernel path or netpath's fast
 //! path, the guest must see all three work and the server must receive every byte.
+//! The guest also serves a port published for it (issue #5: publishing works for TAPs):
+//! a client in a namespace behind the network's uplink reaches it through the uplink's
+//! address and gets its bytes echoed.
 //!
 //! Root only; needs qemu-system-x86_64 (skipped with a reason without it, except under
 //! CI=true) and, on first run, `apt-get download` for the guest (see
@@ -10,7 +13,7 @@
 
 use std::{
     io::{ErrorKind, Read, Write},
-    net::{Ipv4Addr, Shutdown, TcpListener},
+    net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -21,12 +24,17 @@ use std::{
 
 use ipnet::Ipv4Net;
 use netpath_tests::{
-    Daemon, NetNs, require_root, unique,
+    Daemon, NetNs, OutsideLink, require_root, unique,
     vm::{Console, Vm, VmConfig, guest_image, qemu_or_skip},
 };
 use serde_json::Value;
 
 const PORT: u16 = 7471;
+/// The guest's port published on the uplink's address as [`PUBLISHED_HOST`].
+const PUBLISHED_GUEST: u16 = 80;
+const PUBLISHED_HOST: u16 = 18280;
+/// What the outside client sends to the guest's published port.
+const GREETING: &[u8] = b"hello from behind the uplink\n";
 /// What the guest sends: 32 blocks of 64 KiB.
 const STREAM_BYTES: usize = 32 * 65536;
 /// Boot to power-off, including the transfer; a TCG boot takes about 4 s.
@@ -36,15 +44,44 @@ const VM_TIMEOUT: Duration = Duration::from_secs(150);
 fn guest_script(gateway: Ipv4Addr, container: Ipv4Addr) -> String {
     format!(
         r#"
+# The published port: an echo server for one connection, served while the rest runs.
+nc -l -p {PUBLISHED_GUEST} -e cat &
+NC=$!
 check ping-gw ping -c 3 -w 10 {gateway}
 check ping-container ping -c 3 -w 10 {container}
 dd if=/dev/urandom of=/tmp/data bs=65536 count={blocks} 2>/dev/null
 echo "sending $(wc -c < /tmp/data) bytes"
 # nc sends stdin, half-closes, and prints what the server echoes until it closes.
 check tcp-stream sh -c 'timeout 30 nc -w 10 {container} {PORT} < /tmp/data > /tmp/back && cmp /tmp/data /tmp/back && echo "echoed $(wc -c < /tmp/back) bytes"'
+# Done once the server has served its connection and exited (at most 90 s).
+check published-served sh -c "i=0; while kill -0 $NC 2>/dev/null; do i=\$((i+1)); [ \$i -gt 90 ] && exit 1; sleep 1; done"
 "#,
         blocks = STREAM_BYTES / 65536,
     )
+}
+
+/// From outside: connects to the guest's published port at `to` (retrying while the
+/// guest boots, until `stop`), sends [`GREETING`], half-closes, and returns what comes back.
+fn published_echo(to: SocketAddr, stop: &AtomicBool) -> Result<Vec<u8>, String> {
+    let deadline = Instant::now() + VM_TIMEOUT;
+    let mut tries = 0;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        tries += 1;
+        let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) else {
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        eprintln!("client: connected to {to} on try {tries}");
+        s.set_read_timeout(Some(Duration::from_secs(20)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(GREETING).map_err(|e| format!("send: {e}"))?;
+        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        let mut back = Vec::new();
+        s.read_to_end(&mut back)
+            .map_err(|e| format!("read the echo: {e}"))?;
+        return Ok(back);
+    }
+    Err(format!("no connection to {to} after {tries} tries"))
 }
 
 /// Accepts one connection on `ip:PORT` (in the calling thread's namespace), reads to
@@ -150,12 +187,27 @@ fn network_state(ns: &NetNs, devices: &[&str]) -> String {
     s
 }
 
-fn microvm_talks_to_a_container(mode: &str, subnet: &str) {
+/// `outside`: the /24 (first three octets) of the link from the host's uplink to the
+/// client's namespace — the host end `.1`, the client `.2`.
+fn microvm_talks_to_a_container(mode: &str, subnet: &str, outside: [u8; 3]) {
     let image = guest_image().expect("building the microVM guest image");
+    let outside_ns = NetNs::new("vmo");
+    let [a, b, c] = outside;
+    let uplink_ip = Ipv4Addr::new(a, b, c, 1);
+    let uplink = OutsideLink::new(&outside_ns, uplink_ip, Ipv4Addr::new(a, b, c, 2));
     let d = Daemon::start();
     let net = unique("vm");
     let network = json(&d.ok(&[
-        "network", "create", &net, "--subnet", subnet, "--mode", mode, "--json",
+        "network",
+        "create",
+        &net,
+        "--subnet",
+        subnet,
+        "--mode",
+        mode,
+        "--uplink",
+        &uplink.name,
+        "--json",
     ]));
     let bridge = network["bridge"].as_str().map(str::to_owned);
     let mut devices: Vec<String> = bridge.iter().cloned().collect();
@@ -174,6 +226,13 @@ fn microvm_talks_to_a_container(mode: &str, subnet: &str) {
     let prefix = tap["prefix_len"].as_u64().expect("prefix_len") as u8;
     let gateway: Ipv4Addr = field(&tap, "gateway").parse().expect("gateway");
     let mac = field(&tap, "mac").to_owned();
+    d.ok(&[
+        "port",
+        "publish",
+        field(&tap, "id"),
+        "-p",
+        &format!("{PUBLISHED_HOST}:{PUBLISHED_GUEST}"),
+    ]);
     eprintln!(
         "{mode}: container {container_ip}, guest {guest_ip}/{prefix} mac {mac} gw {gateway} on {tap_name}"
     );
@@ -187,6 +246,11 @@ fn microvm_talks_to_a_container(mode: &str, subnet: &str) {
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("the echo server in the container did not start");
+    let client = {
+        let stop = stop.clone();
+        let to = SocketAddr::from((uplink_ip, PUBLISHED_HOST));
+        outside_ns.spawn(move || published_echo(to, &stop))
+    };
 
     let script = guest_script(gateway, container_ip);
     let run = Vm::run(
@@ -202,6 +266,7 @@ fn microvm_talks_to_a_container(mode: &str, subnet: &str) {
     );
     stop.store(true, Ordering::Relaxed);
     let received = server.join().expect("echo server thread panicked");
+    let echoed = client.join().expect("outside client thread panicked");
     let devices: Vec<&str> = devices.iter().map(String::as_str).collect();
     let state = network_state(&ns, &devices);
     eprintln!(
@@ -218,10 +283,16 @@ fn microvm_talks_to_a_container(mode: &str, subnet: &str) {
         console.elapsed.as_secs_f64()
     );
 
-    let failed: Vec<_> = ["guest-net", "ping-gw", "ping-container", "tcp-stream"]
-        .into_iter()
-        .filter(|r| !console.ok(r))
-        .collect();
+    let failed: Vec<_> = [
+        "guest-net",
+        "ping-gw",
+        "ping-container",
+        "tcp-stream",
+        "published-served",
+    ]
+    .into_iter()
+    .filter(|r| !console.ok(r))
+    .collect();
     assert!(
         failed.is_empty(),
         "{mode}: the guest reported failures {failed:?}: {:?}\nconsole:\n{}\n{state}\nserver: {received:?}",
@@ -234,6 +305,11 @@ fn microvm_talks_to_a_container(mode: &str, subnet: &str) {
         "{mode}: the container's server must receive exactly what the guest sent"
     );
     assert_eq!(console.done().as_deref(), Some("0"), "{}", console.output);
+    assert_eq!(
+        echoed.as_deref(),
+        Ok(GREETING),
+        "{mode}: the client behind the uplink must get its bytes back from the guest's published port"
+    );
 }
 
 #[test]
@@ -242,7 +318,7 @@ fn microvm_and_container_on_a_bridge_network() {
     if !qemu_or_skip(module_path!()) {
         return;
     }
-    microvm_talks_to_a_container("bridge", "10.231.0.0/24");
+    microvm_talks_to_a_container("bridge", "10.231.0.0/24", [198, 18, 31]);
 }
 
 #[test]
@@ -251,7 +327,7 @@ fn microvm_and_container_on_a_routed_network() {
     if !qemu_or_skip(module_path!()) {
         return;
     }
-    microvm_talks_to_a_container("routed", "10.232.0.0/24");
+    microvm_talks_to_a_container("routed", "10.232.0.0/24", [198, 18, 32]);
 }
 
 /// The cached guest is found again quickly, and its manifest names what is in it.
