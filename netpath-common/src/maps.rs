@@ -41,6 +41,8 @@ pub const IFACES_MAP: &str = "NETPATH_IFACES";
 pub const EP_STATS_MAP: &str = "NETPATH_EP_STATS";
 /// Name of the drop counter array, indexed by [`DropReason`].
 pub const DROPS_MAP: &str = "NETPATH_DROPS";
+/// Name of the per-CPU counter array of the fast path's forwards, by [`Forward`].
+pub const FORWARDS_MAP: &str = "NETPATH_FORWARDS";
 
 /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
 #[repr(C)]
@@ -86,6 +88,36 @@ impl EndpointCounters {
                 rx_packets: a.rx_packets.wrapping_add(c.rx_packets),
                 rx_bytes: a.rx_bytes.wrapping_add(c.rx_bytes),
             })
+    }
+}
+
+/// Which way the fast path handed a packet on, past the kernel's path; also the slot in
+/// the forward counter array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Forward {
+    /// From an endpoint straight into another (same network, or a hairpin).
+    EndpointToEndpoint = 0,
+    /// From an uplink, translated, straight into its endpoint.
+    UplinkToEndpoint = 1,
+    /// From an endpoint straight out of an uplink, past the host's IP stack.
+    EndpointToUplink = 2,
+}
+
+impl Forward {
+    pub const COUNT: u32 = 3;
+    pub const ALL: [Forward; Self::COUNT as usize] = [
+        Forward::EndpointToEndpoint,
+        Forward::UplinkToEndpoint,
+        Forward::EndpointToUplink,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Forward::EndpointToEndpoint => "endpoint_to_endpoint",
+            Forward::UplinkToEndpoint => "uplink_to_endpoint",
+            Forward::EndpointToUplink => "endpoint_to_uplink",
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
 };
 use netpath_common::maps::{
-    Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, MAX_ENDPOINTS,
+    Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Forward, MAX_ENDPOINTS,
 };
 
 /// Endpoint IPv4 → endpoint.
@@ -30,15 +30,30 @@ pub static NETPATH_EP_STATS: PerCpuHashMap<u32, EndpointCounters> =
 pub static NETPATH_DROPS: PerCpuArray<Counter> =
     PerCpuArray::with_max_entries(DropReason::COUNT, 0);
 
+/// The fast path's forwards by [`Forward`].
+#[map(name = "NETPATH_FORWARDS")]
+pub static NETPATH_FORWARDS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(Forward::COUNT, 0);
+
 #[inline(always)]
-pub fn count_drop(reason: DropReason, bytes: u64) {
-    if let Some(c) = NETPATH_DROPS.get_ptr_mut(reason as u32) {
+fn count(map: &PerCpuArray<Counter>, slot: u32, bytes: u64) {
+    if let Some(c) = map.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no concurrent writer while this program runs.
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
         }
     }
+}
+
+#[inline(always)]
+pub fn count_drop(reason: DropReason, bytes: u64) {
+    count(&NETPATH_DROPS, reason as u32, bytes);
+}
+
+#[inline(always)]
+pub fn count_forward(way: Forward, bytes: u64) {
+    count(&NETPATH_FORWARDS, way as u32, bytes);
 }
 
 #[inline(always)]

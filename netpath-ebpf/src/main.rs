@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     forward::{FrameInfo, Verdict, decide, uplink_candidate},
-    maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, EndpointKey, Hook},
+    maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, EndpointKey, Forward, Hook},
     packet::{Frame, classify, frame_info},
 };
 
@@ -92,8 +92,8 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     if !spoofed && (to.is_none() || published) {
         match nat::hairpin(&ctx, &frame, c, ifindex, to.is_some()) {
             Ok(Some(to)) => {
-                let peer = to.kind != ENDPOINT_KIND_TAP;
-                return redirect(&ctx, to.ifindex, peer, to.mac, to.host_mac, len);
+                let (way, peer) = (Forward::EndpointToEndpoint, to.kind != ENDPOINT_KIND_TAP);
+                return redirect(&ctx, way, to.ifindex, peer, to.mac, to.host_mac, len);
             }
             Ok(None) => {}
             Err(_) => {
@@ -115,7 +115,10 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
             peer,
             dst_mac,
             src_mac,
-        } => redirect(&ctx, target, peer, dst_mac, src_mac, len),
+        } => {
+            let way = Forward::EndpointToEndpoint;
+            redirect(&ctx, way, target, peer, dst_mac, src_mac, len)
+        }
     }
 }
 

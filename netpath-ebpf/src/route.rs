@@ -28,12 +28,12 @@ use aya_ebpf::{
 };
 use netpath_common::{
     forward::{redirect_macs, routed_ttl},
-    maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey},
+    maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey, Forward},
 };
 
 use crate::{
     TC_ACT_REDIRECT, TC_ACT_SHOT,
-    endpoints::{NETPATH_ENDPOINTS, count_drop, count_rx},
+    endpoints::{NETPATH_ENDPOINTS, count_drop, count_forward, count_rx},
     nat,
 };
 
@@ -90,10 +90,12 @@ pub fn is_local(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> bo
 }
 
 /// Sets the Ethernet addresses ([`redirect_macs`]) and hands the frame to `target`: into
-/// the peer of a veth host end (`peer`), or out of it (a TAP, to the VM).
+/// the peer of a veth host end (`peer`), or out of it (a TAP, to the VM). Counted as
+/// received by that endpoint, and as a forward `way`.
 #[inline(always)]
 pub fn redirect(
     ctx: &TcContext,
+    way: Forward,
     target: u32,
     peer: bool,
     dst_mac: [u8; 6],
@@ -121,6 +123,7 @@ pub fn redirect(
         return TC_ACT_SHOT;
     }
     count_rx(target, len);
+    count_forward(way, len);
     TC_ACT_REDIRECT
 }
 
@@ -173,7 +176,16 @@ pub fn to_endpoint(ctx: &TcContext, ip: [u8; 4], len: u64) -> Option<i32> {
         return None;
     }
     let peer = to.kind != ENDPOINT_KIND_TAP;
-    Some(redirect(ctx, to.ifindex, peer, to.mac, to.host_mac, len))
+    let way = Forward::UplinkToEndpoint;
+    Some(redirect(
+        ctx,
+        way,
+        to.ifindex,
+        peer,
+        to.mac,
+        to.host_mac,
+        len,
+    ))
 }
 
 /// Endpoint → uplink: a packet from the endpoint behind `ifindex` that the FIB routes out
@@ -212,5 +224,6 @@ pub fn to_uplink(ctx: &TcContext, ifindex: u32, len: u64) -> Option<i32> {
         count_drop(DropReason::RedirectFailed, len);
         return Some(TC_ACT_SHOT);
     }
+    count_forward(Forward::EndpointToUplink, len);
     Some(TC_ACT_REDIRECT)
 }

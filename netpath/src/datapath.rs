@@ -41,7 +41,8 @@ use aya_obj::programs::XdpAttachType;
 use netpath_common::{
     maps::{
         Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, EP_STATS_MAP,
-        EndpointCounters, EndpointKey, EndpointValue, Hook, IFACES_MAP, STATS_MAP, stat_index,
+        EndpointCounters, EndpointKey, EndpointValue, FORWARDS_MAP, Forward, Hook, IFACES_MAP,
+        STATS_MAP, stat_index,
     },
     nat::{
         DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NatAge, NatTarget,
@@ -56,7 +57,8 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 15] = [
+pub const MAPS: [&str; 16] = [
+    FORWARDS_MAP,
     NAT_AGE_MAP,
     HOST_NETNS_MAP,
     LOCAL_ADDRS_MAP,
@@ -240,6 +242,7 @@ pub struct Datapath {
     ifaces: HashMap<MapData, u32, EndpointValue>,
     ep_stats: PerCpuHashMap<MapData, u32, EndpointCounters>,
     drops: PerCpuArray<MapData, Counter>,
+    forwards: PerCpuArray<MapData, Counter>,
     snat: HashMap<MapData, Tuple, NatTarget>,
     uplinks: HashMap<MapData, u32, Uplink>,
     masq_src: LpmTrie<MapData, [u8; 4], u32>,
@@ -266,6 +269,25 @@ pub struct DropStat {
     pub reason: &'static str,
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// The fast path's forwards one way ([`Forward`]), summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ForwardStat {
+    pub way: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Slot `slot` of a per-CPU counter array, summed over CPUs.
+fn counter_sum(
+    map: &PerCpuArray<MapData, Counter>,
+    name: &'static str,
+    slot: u32,
+) -> Result<Counter> {
+    map.get(&slot, 0)
+        .map(|v| Counter::sum(v.iter()))
+        .map_err(|source| DatapathError::ReadMap { map: name, source })
 }
 
 impl Datapath {
@@ -310,6 +332,8 @@ impl Datapath {
             .map_err(typed_err(EP_STATS_MAP))?;
         let drops =
             PerCpuArray::try_from(open_map(&pins, DROPS_MAP)?).map_err(typed_err(DROPS_MAP))?;
+        let forwards = PerCpuArray::try_from(open_map(&pins, FORWARDS_MAP)?)
+            .map_err(typed_err(FORWARDS_MAP))?;
         let snat = HashMap::try_from(open_map(&pins, SNAT_MAP)?).map_err(typed_err(SNAT_MAP))?;
         let uplinks =
             HashMap::try_from(open_map(&pins, UPLINKS_MAP)?).map_err(typed_err(UPLINKS_MAP))?;
@@ -340,6 +364,7 @@ impl Datapath {
             ifaces,
             ep_stats,
             drops,
+            forwards,
         })
     }
 
@@ -780,13 +805,22 @@ impl Datapath {
 
     /// One drop reason's counter, summed over CPUs.
     pub fn drop_counter(&self, reason: DropReason) -> Result<Counter> {
-        self.drops
-            .get(&(reason as u32), 0)
-            .map(|v| Counter::sum(v.iter()))
-            .map_err(|source| DatapathError::ReadMap {
-                map: DROPS_MAP,
-                source,
+        counter_sum(&self.drops, DROPS_MAP, reason as u32)
+    }
+
+    /// The fast path's forwards, each way, summed over CPUs.
+    pub fn forwards(&self) -> Result<Vec<ForwardStat>> {
+        Forward::ALL
+            .iter()
+            .map(|w| {
+                let c = counter_sum(&self.forwards, FORWARDS_MAP, *w as u32)?;
+                Ok(ForwardStat {
+                    way: w.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
             })
+            .collect()
     }
 
     /// Every registered endpoint.

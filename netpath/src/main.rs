@@ -96,8 +96,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the datapath's packet counters (per hook and packet class); works while
-    /// the daemon is down, since the datapath outlives it.
+    /// Show the datapath's counters: packets per hook and class, per endpoint, the fast
+    /// path's forwards (endpoint → endpoint, uplink → endpoint, endpoint → uplink) and
+    /// drops by reason; works while the daemon is down, since the datapath outlives it.
     Stats {
         /// Print as JSON.
         #[arg(long)]
@@ -611,16 +612,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_iter()
                 .filter(|d| all || d.packets > 0)
                 .collect();
+            let forwards = dp.forwards()?;
             if json {
                 #[derive(Serialize)]
-                struct Stats<T, E, D> {
+                struct Stats<T, E, F, D> {
                     classes: T,
                     endpoints: E,
+                    forwards: F,
                     drops: D,
                 }
                 print_json(&Stats {
                     classes: &classes,
                     endpoints: &endpoints,
+                    forwards: &forwards,
                     drops: &drops,
                 })
             } else {
@@ -650,6 +654,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         e.rx_packets,
                         e.rx_bytes
                     );
+                }
+                println!("fast-path forwards (past the kernel's path)");
+                println!("  {:<20} {:>12} {:>14}", "WAY", "PACKETS", "BYTES");
+                for f in &forwards {
+                    println!("  {:<20} {:>12} {:>14}", f.way, f.packets, f.bytes);
                 }
                 println!("drops");
                 println!("  {:<20} {:>12} {:>14}", "REASON", "PACKETS", "BYTES");

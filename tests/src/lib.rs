@@ -371,11 +371,26 @@ impl Daemon {
         name
     }
 
+    /// `netpath stats --json`.
+    pub fn stats(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["stats", "--json"])).expect("stats --json")
+    }
+
+    /// Packets the fast path forwarded `way` (`endpoint_to_uplink`, …) so far.
+    pub fn forwarded(&self, way: &str) -> u64 {
+        let stats = self.stats();
+        stats["forwards"]
+            .as_array()
+            .expect("forwards")
+            .iter()
+            .find(|f| f["way"] == way)
+            .and_then(|f| f["packets"].as_u64())
+            .unwrap_or_else(|| panic!("no forward counter {way}: {stats}"))
+    }
+
     /// Packets the datapath handed to each endpoint (`netpath stats --json`), by address.
     pub fn endpoint_rx(&self) -> std::collections::HashMap<Ipv4Addr, u64> {
-        let stats: serde_json::Value =
-            serde_json::from_str(&self.ok(&["stats", "--json"])).expect("stats --json");
-        stats["endpoints"]
+        self.stats()["endpoints"]
             .as_array()
             .expect("endpoints")
             .iter()

@@ -85,7 +85,7 @@ fn container_traffic_leaves_with_the_uplink_address() {
     assert_ne!(tcp_peer.ip().to_string(), ep_ip);
     c.exec(&["ping", "-c", "2", "-i", "0.2", "-W", "2", "198.51.100.1"]);
 
-    let stats: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--json"])).unwrap();
+    let stats = d.stats();
     let hook_packets = |hook: &str| -> u64 {
         stats["classes"]
             .as_array()
@@ -104,6 +104,9 @@ fn container_traffic_leaves_with_the_uplink_address() {
     let rx = d.endpoint_rx();
     let ep: std::net::Ipv4Addr = ep_ip.parse().unwrap();
     assert!(rx.get(&ep).copied().unwrap_or_default() >= 5, "{rx:?}");
+    // And it left the same way: 100 kB of TCP, the UDP datagram, two echo requests.
+    let out = d.forwarded("endpoint_to_uplink");
+    assert!(out >= 5, "{out} packets forwarded to the uplink");
     // No iptables/nftables NAT was involved: the host has no such rule.
     let nft = std::process::Command::new("nft")
         .args(["list", "ruleset"])

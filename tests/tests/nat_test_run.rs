@@ -673,6 +673,21 @@ mod host_routing {
             // Counted as the endpoint's: everything it sent, the one packet handed to it.
             let c = dp.endpoint_counters(ep_if).expect("endpoint counters");
             assert_eq!((c.tx_packets, c.rx_packets), (6, 1), "{c:?}");
+            // And as the fast path's forwards, each way once.
+            let ways: Vec<(&str, u64)> = dp
+                .forwards()
+                .unwrap()
+                .iter()
+                .map(|f| (f.way, f.packets))
+                .collect();
+            assert_eq!(
+                ways,
+                [
+                    ("endpoint_to_endpoint", 0),
+                    ("uplink_to_endpoint", 1),
+                    ("endpoint_to_uplink", 1)
+                ]
+            );
         });
     }
 }

@@ -140,6 +140,16 @@ fn published_ports_reach_the_right_endpoint_with_the_client_address() {
     let rx = d.endpoint_rx();
     let got = |ip: Ipv4Addr| rx.get(&ip).copied().unwrap_or_default();
     assert!(got(tcp_ip) >= 4 && got(udp_ip) >= 1, "{rx:?}");
+    // Their replies left through the uplink the same way (SYN-ACK, data, FIN; the UDP
+    // answer): forwarded past the host's IP stack.
+    let (inbound, outbound) = (
+        d.forwarded("uplink_to_endpoint"),
+        d.forwarded("endpoint_to_uplink"),
+    );
+    assert!(
+        inbound >= 5 && outbound >= 4,
+        "{inbound} in, {outbound} out"
+    );
 
     // Bad input: refused, state unchanged.
     let before = d.ok(&["port", "ls", "--json"]);

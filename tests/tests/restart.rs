@@ -128,7 +128,7 @@ fn iperf3_survives_kill9_and_restart_of_the_daemon() {
     }
     // The stream went through the fast path: b's fast-path rx covers the bytes sent.
     let sent = report["end"]["sum_sent"]["bytes"].as_u64().unwrap();
-    let stats: serde_json::Value = serde_json::from_str(&d.ok(&["stats", "--json"])).unwrap();
+    let stats = d.stats();
     let b_rx = stats["endpoints"]
         .as_array()
         .unwrap()
