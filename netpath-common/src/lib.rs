@@ -10,7 +10,76 @@
 //! `aya::Pod` impls userspace needs to read and write the maps.
 #![no_std]
 
+/// An enum whose variants are the slots of a counter array, numbered from 0 in the order
+/// given, with `COUNT`, `ALL` (in slot order) and `name()` (the stable label `netpath
+/// stats` and the API print) generated from the one list, so that they cannot drift apart
+/// when a variant is added.
+macro_rules! counter_slots {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $label:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            pub const COUNT: u32 = [$($label),+].len() as u32;
+            pub const ALL: [$name; Self::COUNT as usize] = [$($name::$variant),+];
+
+            /// Stable name used in `netpath stats` and the API.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $label, )+
+                }
+            }
+        }
+    };
+}
+
 pub mod forward;
 pub mod maps;
 pub mod nat;
 pub mod packet;
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        maps::{DropReason, Forward},
+        packet::PacketClass,
+    };
+
+    /// `ALL` lists every slot once, in slot order, and names are unique: what the
+    /// programs index with and `netpath stats` reads back.
+    #[test]
+    fn counter_slots_are_numbered_in_order_with_unique_names() {
+        fn check<T: Copy + Into<u32>>(all: &[T], name: impl Fn(T) -> &'static str) {
+            for (i, v) in all.iter().enumerate() {
+                assert_eq!((*v).into(), i as u32);
+            }
+            let mut names: [&str; 16] = [""; 16];
+            for (i, v) in all.iter().enumerate() {
+                names[i] = name(*v);
+                assert!(!names[..i].contains(&names[i]), "{} twice", names[i]);
+            }
+        }
+        check(&PacketClass::ALL.map(|c| c as u32), |i| {
+            PacketClass::ALL[i as usize].name()
+        });
+        check(&DropReason::ALL.map(|r| r as u32), |i| {
+            DropReason::ALL[i as usize].name()
+        });
+        check(&Forward::ALL.map(|f| f as u32), |i| {
+            Forward::ALL[i as usize].name()
+        });
+        assert_eq!(
+            (PacketClass::COUNT, DropReason::COUNT, Forward::COUNT),
+            (11, 6, 3)
+        );
+    }
+}

@@ -91,82 +91,44 @@ impl EndpointCounters {
     }
 }
 
-/// Which way the fast path handed a packet on, past the kernel's path; also the slot in
-/// the forward counter array.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Forward {
-    /// From an endpoint straight into another (same network, or a hairpin).
-    EndpointToEndpoint = 0,
-    /// From an uplink, translated, straight into its endpoint.
-    UplinkToEndpoint = 1,
-    /// From an endpoint straight out of an uplink, past the host's IP stack.
-    EndpointToUplink = 2,
-}
-
-impl Forward {
-    pub const COUNT: u32 = 3;
-    pub const ALL: [Forward; Self::COUNT as usize] = [
-        Forward::EndpointToEndpoint,
-        Forward::UplinkToEndpoint,
-        Forward::EndpointToUplink,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Forward::EndpointToEndpoint => "endpoint_to_endpoint",
-            Forward::UplinkToEndpoint => "uplink_to_endpoint",
-            Forward::EndpointToUplink => "endpoint_to_uplink",
-        }
+counter_slots! {
+    /// Which way the fast path handed a packet on, past the kernel's path; also the slot
+    /// in the forward counter array.
+    pub enum Forward {
+        /// From an endpoint straight into another (same network, or a hairpin).
+        EndpointToEndpoint => "endpoint_to_endpoint",
+        /// From an uplink, translated, straight into its endpoint.
+        UplinkToEndpoint => "uplink_to_endpoint",
+        /// From an endpoint straight out of an uplink, past the host's IP stack.
+        EndpointToUplink => "endpoint_to_uplink",
     }
 }
 
-/// Why the datapath dropped a packet; also the slot in the drop counter array.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DropReason {
-    /// IPv4 source address is not the sending endpoint's.
-    SpoofedIp = 0,
-    /// Ethernet source address is not the sending endpoint's.
-    SpoofedMac = 1,
-    /// ARP sender IP or MAC is not the sending endpoint's.
-    SpoofedArp = 2,
-    /// Destination is an endpoint of another network (isolation).
-    OtherNetwork = 3,
-    /// Rewriting or redirecting the packet failed.
-    RedirectFailed = 4,
-    /// Masquerade found no free port, or a NAT rewrite failed.
-    NatFailed = 5,
+counter_slots! {
+    /// Why the datapath dropped a packet; also the slot in the drop counter array.
+    pub enum DropReason {
+        /// IPv4 source address is not the sending endpoint's.
+        SpoofedIp => "spoofed_ip",
+        /// Ethernet source address is not the sending endpoint's.
+        SpoofedMac => "spoofed_mac",
+        /// ARP sender IP or MAC is not the sending endpoint's.
+        SpoofedArp => "spoofed_arp",
+        /// Destination is an endpoint of another network (isolation).
+        OtherNetwork => "other_network",
+        /// Rewriting or redirecting the packet failed.
+        RedirectFailed => "redirect_failed",
+        /// Masquerade found no free port, or a NAT rewrite failed.
+        NatFailed => "nat_failed",
+    }
 }
 
 impl DropReason {
-    pub const COUNT: u32 = 6;
-    pub const ALL: [DropReason; Self::COUNT as usize] = [
-        DropReason::SpoofedIp,
-        DropReason::SpoofedMac,
-        DropReason::SpoofedArp,
-        DropReason::OtherNetwork,
-        DropReason::RedirectFailed,
-        DropReason::NatFailed,
-    ];
-
     /// A forged source (IP, MAC or ARP sender): such packets never reach the NAT.
     pub const fn is_spoofing(self) -> bool {
         matches!(
             self,
             DropReason::SpoofedIp | DropReason::SpoofedMac | DropReason::SpoofedArp
         )
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            DropReason::SpoofedIp => "spoofed_ip",
-            DropReason::SpoofedMac => "spoofed_mac",
-            DropReason::SpoofedArp => "spoofed_arp",
-            DropReason::OtherNetwork => "other_network",
-            DropReason::RedirectFailed => "redirect_failed",
-            DropReason::NatFailed => "nat_failed",
-        }
     }
 }
 

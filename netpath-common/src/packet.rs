@@ -9,6 +9,14 @@
 pub const ETH_HLEN: usize = 14;
 /// Minimum IPv4 header length.
 pub const IPV4_MIN_HLEN: usize = 20;
+/// Frame offsets of IPv4 header fields (after an untagged Ethernet header): total
+/// length, TTL (and the protocol after it, one 16-bit word for the checksum), header
+/// checksum, source and destination address.
+pub const IP_TOTAL_LEN: usize = ETH_HLEN + 2;
+pub const IP_TTL: usize = ETH_HLEN + 8;
+pub const IP_CSUM: usize = ETH_HLEN + 10;
+pub const IP_SRC: usize = ETH_HLEN + 12;
+pub const IP_DST: usize = ETH_HLEN + 16;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -92,60 +100,26 @@ pub fn headers_len(peek: Option<[u8; PEEK_LEN]>, frame_len: usize) -> usize {
     if need < frame_len { need } else { frame_len }
 }
 
-/// What a frame is, as far as netpath's datapath cares. Also the per-class counter slot.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PacketClass {
-    Ipv4Tcp = 0,
-    Ipv4Udp = 1,
-    Ipv4Icmp = 2,
-    /// IPv4 with another L4 protocol.
-    Ipv4Other = 3,
-    /// An IPv4 fragment (first or later): no L4 header the datapath may rely on.
-    Ipv4Fragment = 4,
-    Arp = 5,
-    Ipv6 = 6,
-    /// Any other ethertype (including VLAN-tagged frames).
-    OtherEthertype = 7,
-    /// Shorter than an Ethernet header.
-    TruncatedEthernet = 8,
-    /// IPv4 ethertype but a short, wrong-version, bad-IHL or bad-length IP header.
-    MalformedIpv4 = 9,
-    /// Valid IPv4 header but the TCP/UDP/ICMP header is cut short.
-    TruncatedL4 = 10,
-}
-
-impl PacketClass {
-    pub const COUNT: u32 = 11;
-    pub const ALL: [PacketClass; Self::COUNT as usize] = [
-        PacketClass::Ipv4Tcp,
-        PacketClass::Ipv4Udp,
-        PacketClass::Ipv4Icmp,
-        PacketClass::Ipv4Other,
-        PacketClass::Ipv4Fragment,
-        PacketClass::Arp,
-        PacketClass::Ipv6,
-        PacketClass::OtherEthertype,
-        PacketClass::TruncatedEthernet,
-        PacketClass::MalformedIpv4,
-        PacketClass::TruncatedL4,
-    ];
-
-    /// Stable name used in `netpath stats` and the API.
-    pub const fn name(self) -> &'static str {
-        match self {
-            PacketClass::Ipv4Tcp => "ipv4_tcp",
-            PacketClass::Ipv4Udp => "ipv4_udp",
-            PacketClass::Ipv4Icmp => "ipv4_icmp",
-            PacketClass::Ipv4Other => "ipv4_other",
-            PacketClass::Ipv4Fragment => "ipv4_fragment",
-            PacketClass::Arp => "arp",
-            PacketClass::Ipv6 => "ipv6",
-            PacketClass::OtherEthertype => "other_ethertype",
-            PacketClass::TruncatedEthernet => "truncated_ethernet",
-            PacketClass::MalformedIpv4 => "malformed_ipv4",
-            PacketClass::TruncatedL4 => "truncated_l4",
-        }
+counter_slots! {
+    /// What a frame is, as far as netpath's datapath cares. Also the per-class counter slot.
+    pub enum PacketClass {
+        Ipv4Tcp => "ipv4_tcp",
+        Ipv4Udp => "ipv4_udp",
+        Ipv4Icmp => "ipv4_icmp",
+        /// IPv4 with another L4 protocol.
+        Ipv4Other => "ipv4_other",
+        /// An IPv4 fragment (first or later): no L4 header the datapath may rely on.
+        Ipv4Fragment => "ipv4_fragment",
+        Arp => "arp",
+        Ipv6 => "ipv6",
+        /// Any other ethertype (including VLAN-tagged frames).
+        OtherEthertype => "other_ethertype",
+        /// Shorter than an Ethernet header.
+        TruncatedEthernet => "truncated_ethernet",
+        /// IPv4 ethertype but a short, wrong-version, bad-IHL or bad-length IP header.
+        MalformedIpv4 => "malformed_ipv4",
+        /// Valid IPv4 header but the TCP/UDP/ICMP header is cut short.
+        TruncatedL4 => "truncated_l4",
     }
 }
 

@@ -19,7 +19,10 @@ use netpath_common::{
         PortRange, PublishKey, Tuple, Uplink, csum_replace4, ct_next, ct_stale,
         l4_csum_after_source_change, nat_clock, nat_port, tuple_hash,
     },
-    packet::{Classified, Frame, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PacketClass},
+    packet::{
+        Classified, ETH_HLEN, Frame, IP_CSUM, IP_DST, IP_SRC, IP_TOTAL_LEN, IPPROTO_ICMP,
+        IPPROTO_TCP, IPPROTO_UDP, PacketClass,
+    },
 };
 
 use crate::{endpoints::NETPATH_ENDPOINTS, frame::TcFrame};
@@ -61,11 +64,6 @@ pub enum Inbound {
 #[map(name = "NETPATH_MASQ_SRC")]
 static NETPATH_MASQ_SRC: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(4096, 0);
 
-const L3: usize = 14;
-const IP_TOTAL_LEN: usize = L3 + 2;
-const IP_CSUM: usize = 14 + 10;
-const IP_SRC: usize = 14 + 12;
-const IP_DST: usize = 14 + 16;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -584,7 +582,7 @@ fn icmp_error_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result
     };
     // The end of the IP datagram: a frame may carry padding after it, which no checksum
     // covers and which must not be taken for quoted bytes.
-    let end = L3 + usize::from(total);
+    let end = ETH_HLEN + usize::from(total);
     let icmp_csum_at = at + 2;
     let inner = at + 8;
     let Some(h) = frame.load::<20>(inner) else {

@@ -29,6 +29,7 @@ use aya_ebpf::{
 use netpath_common::{
     forward::{redirect_macs, routed_ttl},
     maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey, Forward},
+    packet::{IP_CSUM, IP_DST, IP_SRC, IP_TTL},
 };
 
 use crate::{
@@ -38,11 +39,6 @@ use crate::{
 };
 
 const AF_INET: u8 = 2;
-/// The IPv4 TTL, and the protocol after it: the 16-bit word the header checksum sees.
-const IP_TTL: usize = 14 + 8;
-const IP_CSUM: usize = 14 + 10;
-const IP_SRC: usize = 14 + 12;
-const IP_DST: usize = 14 + 16;
 
 /// Asks the kernel's FIB how a packet from `src` to `dst`, arriving on `ifindex`, would
 /// be forwarded; returns the helper's result code and the filled-in parameters.
