@@ -14,6 +14,14 @@
 //! | GET | `/v1/endpoints/{id}` | | 200 `Endpoint` |
 //! | DELETE | `/v1/endpoints/{id}` | | 200 `Endpoint` (the removed one) |
 //! | GET | `/v1/stats` | | 200 `[ClassStat]` |
+//! | GET | `/v1/ports` | | 200 `[PortLease]` |
+//! | POST | `/v1/ports` | `PortPublish` | 200 `[PortLease]` (all of its specs, or an error and none) |
+//! | DELETE | `/v1/ports?endpoint=ID&lease=LEASE` | | 200 `[PortLease]` (the removed ones; either or both) |
+//! | DELETE | `/v1/ports/{endpoint}` | | 200 `[PortLease]` (every port of the endpoint) |
+//!
+//! Endpoint ids may be given as a prefix that matches one endpoint only. Requests that
+//! change state run to completion even when their client hangs up (see
+//! `detach_mutations`).
 //!
 //! Every failure — the service's own errors, but also malformed JSON, unknown fields,
 //! a wrong content type, a bad query string, an unknown route (404), a wrong method
@@ -139,7 +147,8 @@ pub trait Backend: Send + Sync + 'static {
     }
     fn unpublish_ports(
         &self,
-        _endpoint: &str,
+        _endpoint: Option<&str>,
+        _lease: Option<&str>,
     ) -> impl Future<Output = Result<Vec<PortLease>, ApiError>> + Send {
         async { Err(not_supported()) }
     }
@@ -186,8 +195,12 @@ impl Backend for Service {
     async fn publish_ports(&self, req: PortPublish) -> Result<Vec<PortLease>, ApiError> {
         Ok(Service::publish_ports(self, req).await?)
     }
-    async fn unpublish_ports(&self, endpoint: &str) -> Result<Vec<PortLease>, ApiError> {
-        Ok(Service::unpublish_ports(self, endpoint).await?)
+    async fn unpublish_ports(
+        &self,
+        endpoint: Option<&str>,
+        lease: Option<&str>,
+    ) -> Result<Vec<PortLease>, ApiError> {
+        Ok(Service::unpublish_ports(self, endpoint, lease).await?)
     }
     async fn list_ports(&self) -> Result<Vec<PortLease>, ApiError> {
         Ok(Service::list_ports(self).await?)
@@ -309,7 +322,12 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         )
         .route("/v1/taps", post(add_tap::<B>))
         .route("/v1/stats", get(stats::<B>))
-        .route("/v1/ports", get(list_ports::<B>).post(publish_ports::<B>))
+        .route(
+            "/v1/ports",
+            get(list_ports::<B>)
+                .post(publish_ports::<B>)
+                .delete(unpublish_selected::<B>),
+        )
         .route("/v1/ports/{endpoint}", delete(unpublish_ports::<B>))
         // Must come after the routes: it is installed on each of them.
         .method_not_allowed_fallback(method_not_allowed)
@@ -321,6 +339,29 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(middleware::map_response(add_allow_hint))
+        .layer(middleware::from_fn(detach_mutations))
+}
+
+/// Runs every request that may change state (all but GET and HEAD) on a task of its own,
+/// so it completes — or rolls back — whatever its client does. hyper drops a request's
+/// future when its connection closes; dropped in the middle of an operation (between
+/// leasing an IP and creating the devices, say), it would leave half-made state behind.
+/// Detached, the operation runs to its end and only its answer is lost. A body the
+/// client never finished sending fails to parse inside the task, so nothing changes.
+async fn detach_mutations(req: Request, next: middleware::Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: the handler of {method} {path} failed: {e}"),
+        )
+        .hint("the daemon rolls back whatever it left unfinished; retry the request")
+        .into_response(),
+    }
 }
 
 type Shared<B> = State<Arc<B>>;
@@ -421,7 +462,26 @@ async fn unpublish_ports<B: Backend>(
     State(b): Shared<B>,
     PathParam(endpoint): PathParam,
 ) -> Result<Json<Vec<PortLease>>, ApiError> {
-    Ok(Json(b.unpublish_ports(&endpoint).await?))
+    Ok(Json(b.unpublish_ports(Some(&endpoint), None).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnpublishQuery {
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    lease: Option<String>,
+}
+
+async fn unpublish_selected<B: Backend>(
+    State(b): Shared<B>,
+    QueryParams(q): QueryParams<UnpublishQuery>,
+) -> Result<Json<Vec<PortLease>>, ApiError> {
+    Ok(Json(
+        b.unpublish_ports(q.endpoint.as_deref(), q.lease.as_deref())
+            .await?,
+    ))
 }
 
 async fn list_ports<B: Backend>(State(b): Shared<B>) -> Result<Json<Vec<PortLease>>, ApiError> {

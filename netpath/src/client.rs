@@ -320,6 +320,24 @@ impl Client {
         .await
     }
 
+    /// `DELETE /v1/ports?endpoint=…&lease=…`: unpublish one lease, every port of an
+    /// endpoint, or the lease only if it is that endpoint's.
+    pub async fn unpublish(
+        &self,
+        endpoint: Option<&str>,
+        lease: Option<&str>,
+    ) -> Result<Vec<PortLease>, ClientError> {
+        let mut query = Vec::new();
+        if let Some(e) = endpoint {
+            query.push(format!("endpoint={}", encode(e)));
+        }
+        if let Some(l) = lease {
+            query.push(format!("lease={}", encode(l)));
+        }
+        let path = format!("/v1/ports?{}", query.join("&"));
+        self.request(Method::DELETE, &path, None::<&()>).await
+    }
+
     /// `GET /v1/ports`.
     pub async fn list_ports(&self) -> Result<Vec<PortLease>, ClientError> {
         self.get("/v1/ports").await

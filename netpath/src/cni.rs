@@ -754,6 +754,36 @@ async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Network> {
             ),
         ));
     }
+    let differs = |what: &str, has: String, says: String| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "netpath network {:?} exists with {what} {has}, but the network configuration says {says}",
+                network.name
+            ),
+        )
+        .details("make the configuration match the network, or use another network name")
+    };
+    if let Some(g) = conf.gateway
+        && g != network.gateway
+    {
+        return Err(differs(
+            "gateway",
+            network.gateway.to_string(),
+            g.to_string(),
+        ));
+    }
+    if let Some(m) = conf.mtu
+        && m != network.mtu
+    {
+        return Err(differs("MTU", network.mtu.to_string(), m.to_string()));
+    }
+    if let Some(u) = &conf.uplink
+        && network.uplink.as_ref() != Some(u)
+    {
+        let has = network.uplink.clone().unwrap_or_else(|| "none".into());
+        return Err(differs("uplink", has, u.clone()));
+    }
     Ok(network)
 }
 
@@ -781,6 +811,32 @@ async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Value> {
                     env.container_id, env.ifname, ep.id
                 ),
             ));
+        }
+        // The same ADD again is answered with what exists; an ADD asking for another
+        // address or MAC is not the same request.
+        if let Some(want) = ip
+            && want != ep.ip
+        {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "container {} ({}) is already attached with address {}, not {want}",
+                    env.container_id, env.ifname, ep.ip
+                ),
+            )
+            .details("DEL the attachment first to change its address"));
+        }
+        if let Some(want) = &mac
+            && !want.eq_ignore_ascii_case(&ep.mac)
+        {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "container {} ({}) is already attached with MAC {}, not {want}",
+                    env.container_id, env.ifname, ep.mac
+                ),
+            )
+            .details("DEL the attachment first to change its MAC"));
         }
         let has_ports = client
             .list_ports()
@@ -814,21 +870,22 @@ async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Value> {
     Ok(result(conf, &ep, &netns))
 }
 
-/// Publishes `specs` for `ep`, all or none.
+/// Publishes `specs` for `ep`, all or none (one request).
 async fn publish(client: &Client, ep: &Endpoint, specs: &[String]) -> Result<()> {
-    for spec in specs {
-        let r = client
-            .publish_ports(&PortPublish {
-                endpoint: ep.id.clone(),
-                spec: spec.clone(),
-            })
-            .await;
-        if let Err(e) = r {
-            let _ = client.unpublish_ports(&ep.id).await;
-            let mut err = api(e);
-            err.msg = format!("publishing port {spec}: {}", err.msg);
-            return Err(err);
-        }
+    if specs.is_empty() {
+        return Ok(());
+    }
+    let r = client
+        .publish_ports(&PortPublish {
+            endpoint: ep.id.clone(),
+            spec: None,
+            specs: specs.to_vec(),
+        })
+        .await;
+    if let Err(e) = r {
+        let mut err = api(e);
+        err.msg = format!("publishing ports {}: {}", specs.join(", "), err.msg);
+        return Err(err);
     }
     Ok(())
 }

@@ -169,11 +169,24 @@ const LOCAL_ADDRS_SETTLE: std::time::Duration = std::time::Duration::from_millis
 pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     preflight::require_privileges("netpath daemon")?;
     preflight::require_bpffs(&opts.paths.bpffs)?;
+    // SAFETY: setting a signal's disposition; no handler code runs. Rust's runtime
+    // already ignores SIGPIPE; this makes sure of it whatever started us, so a client that
+    // hangs up is an error of its request and never ends the daemon.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    // The lock and the socket first: a start that must be refused (another daemon on this
+    // state directory or this socket) is refused before anything in the kernel changes.
     let _lock = lock_state_dir(&opts.paths.state_dir)?;
-    let (report, svc) = setup(&opts).await?;
-    // Bind before announcing, so "is up" means the API answers.
     let listener = api::bind(&opts.paths.socket).await?;
     let shutdown = shutdown_signal()?;
+    // Requests that arrive meanwhile wait in the socket's backlog until we serve.
+    let (report, svc) = match setup(&opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            drop(listener);
+            let _ = std::fs::remove_file(&opts.paths.socket);
+            return Err(e);
+        }
+    };
 
     println!("netpath daemon (pid {}) is up", std::process::id());
     if let Some(n) = &report.network {
@@ -204,10 +217,32 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     // The host's addresses, for 0.0.0.0 publishes, follow address changes (DHCP, new
     // interfaces) within a few seconds.
     let refresher = tokio::spawn(keep_local_addrs_current(svc.clone()));
+    let sweeper = tokio::spawn(sweep_unfinished(svc.clone()));
     api::serve_listener(svc, listener, &opts.paths.socket, shutdown).await?;
     refresher.abort();
+    sweeper.abort();
     println!("netpath daemon: stopping; network and datapath stay in place");
     Ok(())
+}
+
+/// How often the daemon looks for endpoint records left `Creating` by an operation that
+/// can no longer finish (see [`Service::sweep_unfinished`]).
+const SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Rolls back unfinished endpoint records every [`SWEEP_PERIOD`], logging each.
+async fn sweep_unfinished(svc: Arc<Service>) {
+    let mut tick = tokio::time::interval(SWEEP_PERIOD);
+    loop {
+        tick.tick().await;
+        match svc.sweep_unfinished().await {
+            Ok(actions) => {
+                for a in actions {
+                    println!("netpath daemon: sweep: {a}");
+                }
+            }
+            Err(e) => eprintln!("netpath daemon: sweeping unfinished endpoints: {e}"),
+        }
+    }
 }
 
 /// Keeps the datapath's list of the host's addresses current: re-read whenever the kernel

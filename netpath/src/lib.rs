@@ -8,6 +8,7 @@
 //! * [`daemon`]: `netpath daemon` (sets up the default network and the datapath).
 //! * [`reset`]: `netpath reset` (removes everything netpath created).
 //! * [`cni`]: the `netpath-cni` CNI plugin (a client of the API).
+//! * [`hostports`]: the host's own sockets on ports to publish (probe, owner).
 //! * [`config`]: defaults (paths, the embedded default network) and naming/tagging.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod ebpf;
 pub mod error;
+pub mod hostports;
 pub mod model;
 pub mod netlink;
 pub mod portspec;

@@ -12,7 +12,8 @@ use netpath::{
     datapath::{Datapath, Pins},
     error::{UserError, one_line},
     model::{
-        Endpoint, EndpointCreate, Mode, Network, NetworkCreate, PortLease, PortPublish, TapCreate,
+        Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network, NetworkCreate,
+        PortLease, PortPublish, TapCreate,
     },
     preflight, reset,
 };
@@ -175,8 +176,11 @@ enum EndpointCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Detach an endpoint (container veth or TAP) by id.
-    Rm { id: String },
+    /// Detach endpoints (container veths or TAPs) by id or unique id prefix.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
     /// List endpoints.
     Ls {
         /// Only this network's.
@@ -190,7 +194,8 @@ enum EndpointCmd {
 #[derive(Subcommand)]
 enum PortCmd {
     /// Publish: `-p [HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]` (Docker's
-    /// syntax; no host port = an ephemeral one). Repeatable.
+    /// syntax; no host port = an ephemeral one; a host range for one guest port = the
+    /// first free port of it). Repeatable: every -p is published, or none is.
     Publish {
         /// Endpoint id (container or TAP).
         endpoint: String,
@@ -199,8 +204,12 @@ enum PortCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Unpublish every port of an endpoint.
-    Rm { endpoint: String },
+    /// Unpublish: a lease id (`tcp/0.0.0.0:8080`, as `port ls` shows it), every port of
+    /// an endpoint (its id), or both (the lease, only if it is that endpoint's).
+    Rm {
+        #[arg(required = true, num_args = 1..=2, value_name = "ENDPOINT|LEASE")]
+        what: Vec<String>,
+    },
     /// List published ports.
     Ls {
         #[arg(long)]
@@ -209,21 +218,19 @@ enum PortCmd {
 }
 
 fn print_ports(leases: &[PortLease]) {
-    println!(
-        "{:<28} {:<12} {:<6} {:<22} GUEST",
-        "ID", "ENDPOINT", "PROTO", "HOST"
-    );
-    for l in leases {
-        println!(
-            "{:<28} {:<12} {:<6} {:<22} {}:{}",
-            l.id,
-            l.endpoint,
-            l.proto,
-            format!("{}:{}", l.host_ip, l.host_port),
-            l.guest_ip,
-            l.guest_port
-        );
-    }
+    let rows: Vec<[String; 5]> = leases
+        .iter()
+        .map(|l| {
+            [
+                l.id.clone(),
+                l.endpoint.clone(),
+                l.proto.to_string(),
+                format!("{}:{}", l.host_ip, l.host_port),
+                format!("{}:{}", l.guest_ip, l.guest_port),
+            ]
+        })
+        .collect();
+    print_table(["ID", "ENDPOINT", "PROTO", "HOST", "GUEST"], &rows);
 }
 
 #[derive(Subcommand)]
@@ -252,14 +259,15 @@ enum TapCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a TAP endpoint by id.
-    Rm { id: String },
+    /// Remove TAP endpoints by id or unique id prefix (container endpoints are refused:
+    /// `netpath endpoint rm` removes those).
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
-    // SAFETY: restoring the default SIGPIPE disposition before any thread exists, so
-    // `netpath ... | head` ends quietly instead of panicking on a closed stdout.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
@@ -286,6 +294,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !matches!(cli.command, Command::Daemon { .. }) {
+        // SAFETY: restoring the default SIGPIPE disposition before any thread exists, so
+        // `netpath ... | head` ends quietly instead of panicking on a closed stdout. Never
+        // for the daemon: there a write to a client that hung up must be an error of
+        // that one request (Rust's runtime ignores SIGPIPE), not the end of the process.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -305,60 +320,163 @@ fn main() -> ExitCode {
     }
 }
 
+/// Removes endpoints `ids` one after another (each is one request, which completes
+/// whatever happens to this client), printing `done` for each; with `kind`, an endpoint of
+/// another kind is refused before anything is removed. Goes on past a failure, as
+/// `docker rm` does, and fails at the end if any failed.
+async fn remove_endpoints(
+    client: &Client,
+    ids: &[String],
+    kind: Option<EndpointKind>,
+    done: impl Fn(&Endpoint) -> String,
+) -> anyhow::Result<()> {
+    if let Some(kind) = kind {
+        for id in ids {
+            let e = client.get_endpoint(id).await.map_err(UserError::from)?;
+            if e.kind != kind {
+                return Err(UserError::new(format!(
+                    "endpoint {} is a {}, not a {}; nothing was removed",
+                    e.id,
+                    kind_name(e.kind),
+                    kind_name(kind)
+                ))
+                .hint(format!("remove it with `netpath endpoint rm {}`", e.id))
+                .into());
+            }
+        }
+    }
+    let mut failed = Vec::new();
+    for id in ids {
+        match client.remove_endpoint(id).await {
+            Ok(e) => println!("{}", done(&e)),
+            Err(e) => {
+                let e = UserError::from(e);
+                if ids.len() == 1 {
+                    return Err(e.into());
+                }
+                eprintln!("netpath: {id}: {}", one_line(&e.into()));
+                failed.push(id.as_str());
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(UserError::new(format!(
+            "{} of {} endpoints not removed: {}",
+            failed.len(),
+            ids.len(),
+            failed.join(", ")
+        ))
+        .into())
+    }
+}
+
+fn kind_name(kind: EndpointKind) -> &'static str {
+    match kind {
+        EndpointKind::Veth => "container endpoint (veth)",
+        EndpointKind::Tap => "microVM TAP",
+    }
+}
+
 fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
+/// Prints rows under headers, each column as wide as its widest cell (the last one
+/// unpadded), as `docker ps` does.
+fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
+    let mut widths = headers.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; N]| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(headers);
+    for row in rows {
+        line(std::array::from_fn(|i| row[i].as_str()));
+    }
+}
+
 fn print_networks(networks: &[Network]) {
-    println!(
-        "{:<12} {:<4} {:<18} {:<15} {:<7} {:<15} {:<10} MTU",
-        "NAME", "ID", "SUBNET", "GATEWAY", "MODE", "BRIDGE", "UPLINK"
+    let rows: Vec<[String; 8]> = networks
+        .iter()
+        .map(|n| {
+            [
+                n.name.clone(),
+                n.id.to_string(),
+                n.subnet.to_string(),
+                n.gateway.to_string(),
+                match n.mode {
+                    Mode::Bridge => "bridge",
+                    Mode::Routed => "routed",
+                }
+                .into(),
+                n.bridge.clone().unwrap_or_else(|| "-".into()),
+                n.uplink.clone().unwrap_or_else(|| "-".into()),
+                n.mtu.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        [
+            "NAME", "ID", "SUBNET", "GATEWAY", "MODE", "BRIDGE", "UPLINK", "MTU",
+        ],
+        &rows,
     );
-    for n in networks {
-        println!(
-            "{:<12} {:<4} {:<18} {:<15} {:<7} {:<15} {:<10} {}",
-            n.name,
-            n.id,
-            n.subnet.to_string(),
-            n.gateway.to_string(),
-            match n.mode {
-                Mode::Bridge => "bridge",
-                Mode::Routed => "routed",
-            },
-            n.bridge.as_deref().unwrap_or("-"),
-            n.uplink.as_deref().unwrap_or("-"),
-            n.mtu
-        );
+}
+
+fn state_name(state: EndpointState) -> &'static str {
+    match state {
+        EndpointState::Creating => "creating",
+        EndpointState::Ready => "ready",
     }
 }
 
 fn print_endpoints(eps: &[Endpoint]) {
-    println!(
-        "{:<12} {:<12} {:<5} {:<19} {:<17} {:<15} {:<15} WHERE",
-        "ID", "NETWORK", "KIND", "IP", "MAC", "GATEWAY", "HOST IF"
+    let rows: Vec<[String; 9]> = eps
+        .iter()
+        .map(|e| {
+            let place = match (&e.netns, &e.ifname) {
+                (Some(ns), Some(ifn)) => format!("{ifn} in {}", ns.display()),
+                _ => format!(
+                    "uid {} gid {} queues {}",
+                    e.uid.map_or("-".into(), |v| v.to_string()),
+                    e.gid.map_or("-".into(), |v| v.to_string()),
+                    e.queues.unwrap_or(1)
+                ),
+            };
+            [
+                e.id.clone(),
+                e.network.clone(),
+                format!("{:?}", e.kind).to_lowercase(),
+                state_name(e.state).into(),
+                format!("{}/{}", e.ip, e.prefix_len),
+                e.mac.clone(),
+                e.gateway.to_string(),
+                e.host_ifname.clone(),
+                place,
+            ]
+        })
+        .collect();
+    print_table(
+        [
+            "ID", "NETWORK", "KIND", "STATE", "IP", "MAC", "GATEWAY", "HOST IF", "WHERE",
+        ],
+        &rows,
     );
-    for e in eps {
-        let place = match (&e.netns, &e.ifname) {
-            (Some(ns), Some(ifn)) => format!("{ifn} in {}", ns.display()),
-            _ => format!(
-                "uid {} gid {} queues {}",
-                e.uid.map_or("-".into(), |v| v.to_string()),
-                e.gid.map_or("-".into(), |v| v.to_string()),
-                e.queues.unwrap_or(1)
-            ),
-        };
-        println!(
-            "{:<12} {:<12} {:<5} {:<19} {:<17} {:<15} {:<15} {place}",
-            e.id,
-            e.network,
-            format!("{:?}", e.kind).to_lowercase(),
-            format!("{}/{}", e.ip, e.prefix_len),
-            e.mac,
-            e.gateway.to_string(),
-            e.host_ifname
-        );
-    }
 }
 
 fn print_endpoint(e: &Endpoint, json: bool) -> anyhow::Result<()> {
@@ -366,6 +484,7 @@ fn print_endpoint(e: &Endpoint, json: bool) -> anyhow::Result<()> {
         return print_json(e);
     }
     println!("id        {}", e.id);
+    println!("state     {}", state_name(e.state));
     println!("ip        {}/{}", e.ip, e.prefix_len);
     println!("mac       {}", e.mac);
     println!("gateway   {}", e.gateway);
@@ -467,10 +586,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }));
                 print_endpoint(&e, json)
             }
-            EndpointCmd::Rm { id } => {
-                let e = api!(client.remove_endpoint(&id));
-                println!("removed endpoint {} ({})", e.id, e.ip);
-                Ok(())
+            EndpointCmd::Rm { ids } => {
+                remove_endpoints(&client, &ids, None, |e| {
+                    format!("removed endpoint {} ({})", e.id, e.ip)
+                })
+                .await
             }
             EndpointCmd::Ls { network, json } => {
                 let eps = api!(client.list_endpoints(network.as_deref()));
@@ -504,10 +624,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }));
                 print_endpoint(&e, json)
             }
-            TapCmd::Rm { id } => {
-                let e = api!(client.remove_endpoint(&id));
-                println!("removed tap {} ({})", e.host_ifname, e.ip);
-                Ok(())
+            TapCmd::Rm { ids } => {
+                remove_endpoints(&client, &ids, Some(EndpointKind::Tap), |e| {
+                    format!("removed tap {} {} ({})", e.id, e.host_ifname, e.ip)
+                })
+                .await
             }
         },
         Command::Port(cmd) => match cmd {
@@ -516,13 +637,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 specs,
                 json,
             } => {
-                let mut all = Vec::new();
-                for spec in specs {
-                    all.extend(api!(client.publish_ports(&PortPublish {
-                        endpoint: endpoint.clone(),
-                        spec,
-                    })));
-                }
+                // One request: all or none.
+                let all = api!(client.publish_ports(&PortPublish {
+                    endpoint,
+                    spec: None,
+                    specs,
+                }));
                 if json {
                     print_json(&all)
                 } else {
@@ -530,9 +650,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
-            PortCmd::Rm { endpoint } => {
-                let gone = api!(client.unpublish_ports(&endpoint));
-                println!("unpublished {} port(s) of {endpoint}", gone.len());
+            PortCmd::Rm { what } => {
+                // A lease id has a protocol and an address: `tcp/0.0.0.0:8080`.
+                let (leases, endpoints): (Vec<&String>, Vec<&String>) =
+                    what.iter().partition(|w| w.contains('/'));
+                if leases.len() > 1 || endpoints.len() > 1 {
+                    return Err(UserError::new(
+                        "give one endpoint, one lease id (tcp/0.0.0.0:8080), or one of each",
+                    )
+                    .hint("`netpath port ls` lists the leases and their endpoints")
+                    .into());
+                }
+                let gone = api!(client.unpublish(
+                    endpoints.first().map(|s| s.as_str()),
+                    leases.first().map(|s| s.as_str())
+                ));
+                for l in &gone {
+                    println!("unpublished {} (endpoint {})", l.id, l.endpoint);
+                }
                 Ok(())
             }
             PortCmd::Ls { json } => {

@@ -151,12 +151,28 @@ pub struct ApiErrorBody {
     pub hint: Option<String>,
 }
 
-/// A request to publish ports of an endpoint (Docker's `-p` syntax in `spec`).
+/// A request to publish ports of an endpoint, Docker's `-p` syntax: every spec of
+/// `specs` (and `spec`, the one-spec form) is published, or none is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortPublish {
+    /// Endpoint id, or a prefix of one that matches only it.
     pub endpoint: String,
-    pub spec: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub specs: Vec<String>,
+}
+
+impl PortPublish {
+    /// Every spec of the request, `spec` first.
+    pub fn specs(&self) -> Vec<&str> {
+        self.spec
+            .iter()
+            .chain(&self.specs)
+            .map(String::as_str)
+            .collect()
+    }
 }
 
 /// One published port: `proto` traffic to `host_ip:host_port` goes to the endpoint's

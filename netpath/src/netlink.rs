@@ -17,7 +17,7 @@ use nix::sched::{CloneFlags, setns};
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
-        link::{LinkAttribute, LinkMessage},
+        link::{LinkAttribute, LinkFlags, LinkMessage},
         neighbour::NeighbourState,
         route::RouteScope,
     },
@@ -50,6 +50,8 @@ pub struct Link {
     pub mac: Option<[u8; 6]>,
     /// ifindex of the bridge this link is a port of.
     pub master: Option<u32>,
+    /// A loopback device (`IFF_LOOPBACK`).
+    pub loopback: bool,
 }
 
 impl Link {
@@ -60,6 +62,7 @@ impl Link {
             alias: None,
             mac: None,
             master: None,
+            loopback: msg.header.flags.contains(LinkFlags::Loopback),
         };
         for attr in &msg.attributes {
             match attr {

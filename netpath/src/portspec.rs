@@ -132,13 +132,17 @@ impl FromStr for PortSpec {
             Some(h) => Some(ports(h).map_err(err)?),
             None => None,
         };
+        // Docker's `8000-8010:80`: a host range for one guest port is "the first free one".
         if let Some(h) = host_ports
             && h.len() != guest_ports.len()
+            && guest_ports.len() != 1
         {
+            let n = |len: u32| format!("{len} port{}", if len == 1 { "" } else { "s" });
             return Err(err(format!(
-                "the host range has {} ports but the guest range {}",
-                h.len(),
-                guest_ports.len()
+                "the host range has {} but the guest range {}: give as many host ports as \
+                 guest ports, or a host range for one guest port",
+                n(h.len()),
+                n(guest_ports.len())
             )));
         }
         Ok(PortSpec {
@@ -147,6 +151,49 @@ impl FromStr for PortSpec {
             guest_ports,
             proto,
         })
+    }
+}
+
+/// Which host port a [`PortRequest`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostPort {
+    /// Exactly this one.
+    Exact(u16),
+    /// The first free one of this range (Docker's `8000-8010:80`).
+    FirstFree(Ports),
+    /// Any free one of the daemon's ephemeral range.
+    Ephemeral,
+}
+
+/// One port to lease: a spec expands to one request per guest port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRequest {
+    pub proto: Proto,
+    /// 0.0.0.0: every host address.
+    pub host_ip: Ipv4Addr,
+    pub host: HostPort,
+    pub guest_port: u16,
+}
+
+impl PortSpec {
+    /// The leases this spec asks for, one per guest port.
+    pub fn requests(&self) -> Vec<PortRequest> {
+        let host_ip = self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let guest = self.guest_ports.first..=self.guest_ports.last;
+        guest
+            .enumerate()
+            .map(|(i, guest_port)| PortRequest {
+                proto: self.proto,
+                host_ip,
+                host: match self.host_ports {
+                    None => HostPort::Ephemeral,
+                    Some(h) if self.guest_ports.len() == 1 && h.len() > 1 => HostPort::FirstFree(h),
+                    // Same length, checked when parsing.
+                    Some(h) => HostPort::Exact(h.first + i as u16),
+                },
+                guest_port,
+            })
+            .collect()
     }
 }
 
@@ -203,6 +250,38 @@ mod tests {
     }
 
     #[test]
+    fn specs_expand_to_requests() {
+        let r = p("127.0.0.1:8080-8081:80-81/udp").requests();
+        assert_eq!(
+            r.iter()
+                .map(|r| (r.proto, r.host_ip, r.host, r.guest_port))
+                .collect::<Vec<_>>(),
+            [
+                (Proto::Udp, Ipv4Addr::LOCALHOST, HostPort::Exact(8080), 80),
+                (Proto::Udp, Ipv4Addr::LOCALHOST, HostPort::Exact(8081), 81)
+            ]
+        );
+        let r = p("8000-8010:80").requests();
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            r[0].host,
+            HostPort::FirstFree(Ports {
+                first: 8000,
+                last: 8010
+            })
+        );
+        assert_eq!(r[0].host_ip, Ipv4Addr::UNSPECIFIED);
+        let r = p("80-82").requests();
+        assert!(r.iter().all(|r| r.host == HostPort::Ephemeral));
+        assert_eq!(
+            r.iter().map(|r| r.guest_port).collect::<Vec<_>>(),
+            [80, 81, 82]
+        );
+        // A one-port host range for one guest port is exact.
+        assert_eq!(p("8080-8080:80").requests()[0].host, HostPort::Exact(8080));
+    }
+
+    #[test]
     fn malformed_specs_say_why() {
         for (spec, why) in [
             ("", "not a port number"),
@@ -211,6 +290,10 @@ mod tests {
             ("8080:0", "out of range"),
             ("90-80", "reversed"),
             ("8080-8082:80-81", "host range has 3 ports"),
+            (
+                "8080:80-81",
+                "host range has 1 port but the guest range 2 ports",
+            ),
             ("80/sctp", "unknown protocol"),
             ("abc", "not a port number"),
             ("1.2.3:80:80", "not an IPv4 address"),
@@ -230,8 +313,10 @@ mod tests {
             if let Ok(spec) = s.parse::<PortSpec>() {
                 proptest::prop_assert!(spec.guest_ports.first >= 1 && spec.guest_ports.first <= spec.guest_ports.last);
                 if let Some(h) = spec.host_ports {
-                    proptest::prop_assert_eq!(h.len(), spec.guest_ports.len());
+                    proptest::prop_assert!(h.len() == spec.guest_ports.len() || spec.guest_ports.len() == 1);
                 }
+                let requests = spec.requests();
+                proptest::prop_assert_eq!(requests.len() as u32, spec.guest_ports.len());
             }
         }
     }

@@ -45,10 +45,60 @@ pub enum SandboxError {
         #[source]
         source: std::io::Error,
     },
+    #[error("network namespace {path} does not exist")]
+    NetnsMissing { path: String },
+    #[error("network namespace {path} cannot be opened by the daemon: permission denied")]
+    NetnsDenied { path: String },
+    #[error(
+        "{path} is not a network namespace (give /run/netns/NAME, /proc/PID/ns/net or a bind mount of one)"
+    )]
+    NotNetns { path: String },
+    #[error("{path} is the host's own network namespace, not a container's")]
+    HostNetns { path: String },
+    #[error("network namespace {path} already has an interface named {ifname}")]
+    IfnameExists { path: String, ifname: String },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error("configuring the namespace side failed: {0}")]
     Task(String),
+}
+
+/// Checks that `path` is a network namespace other than the daemon's own (the host's):
+/// what `endpoint add` needs before anything is leased or created.
+pub fn check_netns(path: &Path) -> Result<(), SandboxError> {
+    use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
+    let shown = path.display().to_string();
+    let file = File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SandboxError::NetnsMissing {
+            path: shown.clone(),
+        },
+        std::io::ErrorKind::PermissionDenied => SandboxError::NetnsDenied {
+            path: shown.clone(),
+        },
+        _ => SandboxError::Netns {
+            path: shown.clone(),
+            source: e,
+        },
+    })?;
+    /// `NS_GET_NSTYPE` (linux/nsfs.h: `_IO(0xb7, 0x3)`): the kind of a namespace file.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    // SAFETY: an argument-less ioctl on a file descriptor we own; it only returns a value.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE) };
+    if kind != libc::CLONE_NEWNET {
+        return Err(SandboxError::NotNetns { path: shown });
+    }
+    let ours = std::fs::metadata("/proc/self/ns/net").map_err(|source| SandboxError::Netns {
+        path: "/proc/self/ns/net".into(),
+        source,
+    })?;
+    let theirs = file.metadata().map_err(|source| SandboxError::Netns {
+        path: shown.clone(),
+        source,
+    })?;
+    if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
+        return Err(SandboxError::HostNetns { path: shown });
+    }
+    Ok(())
 }
 
 /// Creates the veth pair and configures both ends. `during` runs once the host end
@@ -75,7 +125,18 @@ pub async fn create_veth_endpoint<E: From<SandboxError>>(
             plan.mac,
         )
         .await
-        .map_err(SandboxError::from)?;
+        .map_err(|e| {
+            // The host end's name is the endpoint's own (`np-<id>`): a name taken is the
+            // container end's.
+            if e.source.raw_os_error() == Some(libc::EEXIST) {
+                SandboxError::IfnameExists {
+                    path: plan.netns.display().to_string(),
+                    ifname: plan.ifname.to_owned(),
+                }
+            } else {
+                SandboxError::from(e)
+            }
+        })?;
     match configure(host, plan, &h, during).await {
         Ok(()) => Ok(Link {
             alias: Some(plan.alias.to_owned()),

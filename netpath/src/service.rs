@@ -27,12 +27,13 @@ use netpath_common::{
 use crate::{
     config::{self, IFNAME_MAX, Paths},
     datapath::{Attachment, ClassStat, Datapath, DatapathError, EndpointStat, Origin},
+    hostports,
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network,
         NetworkCreate, PortLease, PortPublish, TapCreate,
     },
     netlink::{LinkConfig, Netlink, NetlinkError, random_mac},
-    portspec::{PortSpec, Proto},
+    portspec::PortSpec,
     sandbox::{SandboxError, VethPlan, create_veth_endpoint},
     state::{NewEndpoint, ResolvedNetwork, StateError, Store},
     sysctl,
@@ -49,6 +50,8 @@ pub enum ServiceError {
     Invalid { what: String, hint: Option<String> },
     #[error("{what}")]
     Conflict { what: String, hint: Option<String> },
+    #[error("{what}")]
+    NotFound { what: String, hint: Option<String> },
     #[error(transparent)]
     State(#[from] StateError),
     #[error(transparent)]
@@ -76,6 +79,7 @@ impl ServiceError {
         match self {
             ServiceError::Invalid { .. } => 400,
             ServiceError::Conflict { .. } => 409,
+            ServiceError::NotFound { .. } => 404,
             ServiceError::State(e) => match e {
                 StateError::NetworkNotFound { .. } | StateError::EndpointNotFound { .. } => 404,
                 StateError::NetworkExists { .. }
@@ -87,25 +91,34 @@ impl ServiceError {
                 | StateError::HostIfnameInUse { .. }
                 | StateError::NetworkIdsExhausted
                 | StateError::PortInUse { .. }
+                | StateError::HostPortInUse { .. }
                 | StateError::PortsExhausted { .. } => 409,
                 StateError::InvalidSubnet { .. }
                 | StateError::InvalidGateway { .. }
                 | StateError::InvalidIp { .. }
-                | StateError::InvalidEndpointId { .. } => 400,
+                | StateError::InvalidEndpointId { .. }
+                | StateError::AmbiguousEndpointId { .. } => 400,
                 _ => 500,
             },
             ServiceError::Tap(TapError::Exists { .. }) => 409,
             ServiceError::Tap(TapError::InvalidName { .. }) => 400,
-            ServiceError::Sandbox(SandboxError::Netns { .. }) => 400,
+            ServiceError::Sandbox(
+                SandboxError::Netns { .. }
+                | SandboxError::NetnsMissing { .. }
+                | SandboxError::NetnsDenied { .. }
+                | SandboxError::NotNetns { .. }
+                | SandboxError::HostNetns { .. },
+            ) => 400,
+            ServiceError::Sandbox(SandboxError::IfnameExists { .. }) => 409,
             _ => 500,
         }
     }
 
     pub fn body(&self) -> ApiErrorBody {
         let hint = match self {
-            ServiceError::Invalid { hint, .. } | ServiceError::Conflict { hint, .. } => {
-                hint.clone()
-            }
+            ServiceError::Invalid { hint, .. }
+            | ServiceError::Conflict { hint, .. }
+            | ServiceError::NotFound { hint, .. } => hint.clone(),
             ServiceError::State(e) => e.hint(),
             _ => None,
         };
@@ -203,6 +216,23 @@ fn validate_ifname(what: &str, name: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A CNI container id: "must start with an alphanumeric character, optionally followed
+/// by any combination of one or more alphanumeric characters, underscore, dot or hyphen"
+/// (CNI spec, `CNI_CONTAINERID`); at most 255 of them here.
+fn validate_container_id(id: &str) -> Result<()> {
+    let ok = id.len() <= 255
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        return Ok(());
+    }
+    Err(ServiceError::invalid(format!(
+        "invalid container id {id:?}: use 1 to 255 characters from a-z, A-Z, 0-9, '_', '.', '-', starting with a letter or digit"
+    )))
 }
 
 fn validate_network_name(name: &str) -> Result<()> {
@@ -332,9 +362,29 @@ impl Service {
         let uplink = match &req.uplink {
             Some(u) => {
                 validate_ifname("uplink", u)?;
-                if self.nl.link_by_name(u).await?.is_none() {
+                let Some(link) = self.nl.link_by_name(u).await? else {
                     return Err(ServiceError::invalid(format!(
                         "uplink interface {u} does not exist"
+                    )));
+                };
+                if link.loopback {
+                    return Err(ServiceError::Invalid {
+                        what: format!(
+                            "{u} is a loopback device: traffic cannot leave the host through it"
+                        ),
+                        hint: Some(
+                            "give the interface traffic leaves by (the default route's, say), or omit --uplink"
+                                .into(),
+                        ),
+                    });
+                }
+                if link
+                    .alias
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with(config::ALIAS_PREFIX))
+                {
+                    return Err(ServiceError::invalid(format!(
+                        "{u} is a device netpath made for a network or endpoint, not an uplink"
                     )));
                 }
                 Some(u.clone())
@@ -488,8 +538,9 @@ impl Service {
         db(&self.store, move |s| s.list_endpoints(network.as_deref())).await
     }
 
+    /// The endpoint with id `id`, or the only one whose id starts with `id`.
     pub async fn get_endpoint(&self, id: &str) -> Result<Endpoint> {
-        read(&self.store, |s| s.get_endpoint(id))
+        read(&self.store, |s| s.find_endpoint_by_prefix(id))
     }
 
     pub async fn add_endpoint(&self, req: EndpointCreate) -> Result<Endpoint> {
@@ -502,11 +553,9 @@ impl Service {
                 ));
             }
         };
-        if !netns.exists() {
-            return Err(ServiceError::invalid(format!(
-                "network namespace {} does not exist",
-                netns.display()
-            )));
+        crate::sandbox::check_netns(&netns)?;
+        if let Some(c) = &req.container_id {
+            validate_container_id(c)?;
         }
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
         validate_ifname("interface name", &ifname)?;
@@ -517,6 +566,7 @@ impl Service {
         let lock = self.net_lock(&req.network);
         let _guard = lock.lock().await;
         let network = self.get_network(&req.network).await?;
+        self.refuse_duplicate_mac(&network, mac).await?;
         let id = db(&self.store, |s| s.new_endpoint_id()).await?;
         let host_ifname = format!("{}{id}", config::LINK_PREFIX);
         let new = NewEndpoint {
@@ -543,6 +593,27 @@ impl Service {
             }
         }
         db(&self.store, move |s| s.mark_ready(&id)).await
+    }
+
+    /// Refuses a MAC another endpoint of `network` has: two on one bridge (or one
+    /// subnet) would steal each other's frames. Called under the network's lock.
+    async fn refuse_duplicate_mac(&self, network: &Network, mac: [u8; 6]) -> Result<()> {
+        let wanted = format_mac(mac);
+        let name = network.name.clone();
+        let endpoints = db(&self.store, move |s| s.list_endpoints(Some(&name))).await?;
+        if let Some(other) = endpoints
+            .iter()
+            .find(|e| e.mac.eq_ignore_ascii_case(&wanted))
+        {
+            return Err(ServiceError::Conflict {
+                what: format!(
+                    "MAC {wanted} is already used by endpoint {} in network {}",
+                    other.id, network.name
+                ),
+                hint: Some("omit the MAC to get a random one".into()),
+            });
+        }
+        Ok(())
     }
 
     async fn bridge_link(&self, network: &Network) -> Result<Option<crate::netlink::Link>> {
@@ -645,6 +716,7 @@ impl Service {
         let lock = self.net_lock(&req.network);
         let _guard = lock.lock().await;
         let network = self.get_network(&req.network).await?;
+        self.refuse_duplicate_mac(&network, mac).await?;
         let id = db(&self.store, |s| s.new_endpoint_id()).await?;
         let new = NewEndpoint {
             id: id.clone(),
@@ -755,62 +827,66 @@ impl Service {
         let ep = self.get_endpoint(id).await?;
         let lock = self.net_lock(&ep.network);
         let _guard = lock.lock().await;
+        // Re-read under the lock: a concurrent removal may have won.
+        let ep = read(&self.store, |s| s.get_endpoint(&ep.id))?;
         self.unplumb_endpoint(&ep).await?;
-        let id = id.to_owned();
+        let id = ep.id.clone();
         db(&self.store, move |s| s.release_endpoint(&id)).await
     }
 
-    /// Publishes ports of an endpoint (Docker's `-p` syntax): leases the host ports in
-    /// the state database, then puts them in the datapath's publish map, all or none.
+    /// Publishes ports of an endpoint (Docker's `-p` syntax, every spec of one command):
+    /// leases the host ports in the state database in one transaction, then puts them in
+    /// the datapath's publish map — all or none.
     pub async fn publish_ports(&self, req: PortPublish) -> Result<Vec<PortLease>> {
-        let spec: PortSpec = req
-            .spec
-            .parse()
-            .map_err(|e: crate::portspec::PortSpecError| ServiceError::invalid(e.to_string()))?;
-        let ep = self.get_endpoint(&req.endpoint).await?;
-        let host_ip = spec.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        // (The datapath's view of the host's addresses, which 0.0.0.0 publishes answer on,
-        // is kept current by the daemon as addresses change: see `refresh_local_addrs`.)
-        if let Some(ip) = spec.host_ip
-            && !ip.is_loopback()
-            && !self.host_has_address(ip).await?
-        {
-            return Err(ServiceError::Invalid {
-                what: format!("{ip} is not an address of this host"),
-                hint: Some(
-                    "publish on one of the host's addresses, 127.0.0.1, or all (omit HOSTIP)"
-                        .into(),
-                ),
-            });
+        let specs = req.specs();
+        if specs.is_empty() {
+            return Err(ServiceError::invalid(
+                "no port to publish: give at least one spec, e.g. 8080:80",
+            ));
         }
-        let guest: Vec<u16> = (spec.guest_ports.first..=spec.guest_ports.last).collect();
-        let host: Vec<Option<u16>> = match spec.host_ports {
-            Some(h) => (h.first..=h.last).map(Some).collect(),
-            None => vec![None; guest.len()],
-        };
-        for p in host.iter().flatten() {
-            if let Some(what) = host_socket_on(spec.proto, host_ip, *p) {
-                return Err(ServiceError::Conflict {
-                    what: format!(
-                        "{}/{}:{p} is in use on the host ({what})",
-                        spec.proto, host_ip
+        let mut requests = Vec::new();
+        for spec in specs {
+            let spec: PortSpec = spec.parse().map_err(|e: crate::portspec::PortSpecError| {
+                ServiceError::invalid(e.to_string())
+            })?;
+            // (The datapath's view of the host's addresses, which 0.0.0.0 publishes answer
+            // on, is kept current by the daemon as addresses change: see
+            // `refresh_local_addrs`.)
+            if let Some(ip) = spec.host_ip
+                && !ip.is_loopback()
+                && !self.host_has_address(ip).await?
+            {
+                return Err(ServiceError::Invalid {
+                    what: format!("{ip} is not an address of this host"),
+                    hint: Some(
+                        "publish on one of the host's addresses, 127.0.0.1, or all (omit HOSTIP)"
+                            .into(),
                     ),
-                    hint: Some("pick another host port, or stop the process using it".into()),
                 });
             }
+            requests.extend(spec.requests());
         }
-        let requests: Vec<_> = host
-            .iter()
-            .zip(&guest)
-            .map(|(h, g)| (spec.proto, host_ip, *h, *g))
-            .collect();
+        let ep = self.get_endpoint(&req.endpoint).await?;
         let lock = self.net_lock(&ep.network);
         let _guard = lock.lock().await;
         let id = ep.id.clone();
         let leases = db(&self.store, move |s| {
-            s.lease_ports(&id, &requests, EPHEMERAL_PORTS)
+            s.lease_ports(&id, &requests, EPHEMERAL_PORTS, &hostports::busy)
         })
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Say which process holds it.
+            ServiceError::State(StateError::HostPortInUse { lease, proto, port }) => {
+                ServiceError::Conflict {
+                    what: format!(
+                        "port {lease} is taken on the host by {}",
+                        hostports::owner(proto, port)
+                    ),
+                    hint: Some("pick another host port, or stop the process using it".into()),
+                }
+            }
+            e => e,
+        })?;
         // Map writes under the datapath lock, no await inside; on failure undo them.
         let published = {
             let mut dp = self.datapath();
@@ -838,11 +914,55 @@ impl Service {
         Ok(leases)
     }
 
-    /// Unpublishes every port of endpoint `endpoint`.
-    pub async fn unpublish_ports(&self, endpoint: &str) -> Result<Vec<PortLease>> {
-        let ep = self.get_endpoint(endpoint).await?;
-        let id = ep.id.clone();
-        let gone = db(&self.store, move |s| s.release_ports(Some(&id), None)).await?;
+    /// Unpublishes ports: the lease `lease` (`tcp/0.0.0.0:8080`), every port of endpoint
+    /// `endpoint` (an id or unique prefix), or the lease only if it is that endpoint's.
+    pub async fn unpublish_ports(
+        &self,
+        endpoint: Option<&str>,
+        lease: Option<&str>,
+    ) -> Result<Vec<PortLease>> {
+        let ep = match endpoint {
+            Some(e) => Some(self.get_endpoint(e).await?),
+            None => None,
+        };
+        let lease = match lease {
+            Some(l) => {
+                let ports = self.list_ports().await?;
+                let Some(found) = ports.into_iter().find(|p| p.id == l) else {
+                    return Err(ServiceError::NotFound {
+                        what: format!("no port is published as {l}"),
+                        hint: Some("`netpath port ls` lists the published ports".into()),
+                    });
+                };
+                if let Some(ep) = &ep
+                    && found.endpoint != ep.id
+                {
+                    return Err(ServiceError::invalid(format!(
+                        "port {l} is published for endpoint {}, not {}",
+                        found.endpoint, ep.id
+                    )));
+                }
+                Some(found)
+            }
+            None => None,
+        };
+        let network = match (&ep, &lease) {
+            (Some(ep), _) => ep.network.clone(),
+            (None, Some(l)) => self.get_endpoint(&l.endpoint).await?.network,
+            (None, None) => {
+                return Err(ServiceError::invalid(
+                    "say what to unpublish: an endpoint, a port lease id (tcp/0.0.0.0:8080), or both",
+                ));
+            }
+        };
+        let lock = self.net_lock(&network);
+        let _guard = lock.lock().await;
+        let id = ep.map(|e| e.id);
+        let lease_id = lease.map(|l| l.id);
+        let gone = db(&self.store, move |s| {
+            s.release_ports(id.as_deref(), lease_id.as_deref())
+        })
+        .await?;
         let mut dp = self.datapath();
         for l in &gone {
             dp.unpublish(publish_key(l))?;
@@ -888,6 +1008,44 @@ impl Service {
         Ok(self.datapath().drop_counter(reason)?.packets)
     }
 
+    /// Rolls back endpoint records left `Creating` by an operation that cannot finish
+    /// any more (a handler that panicked, say): the daemon runs this periodically, so
+    /// such a record never waits for a restart. An operation in progress holds its
+    /// network's lock from the record's creation until it is `Ready` or gone, so a record
+    /// still `Creating` once that lock is taken belongs to no live operation. Returns a
+    /// one-line summary per record rolled back.
+    pub async fn sweep_unfinished(&self) -> Result<Vec<String>> {
+        let mut actions = Vec::new();
+        let candidates = self.list_endpoints(None).await?;
+        for ep in candidates
+            .into_iter()
+            .filter(|e| e.state == EndpointState::Creating)
+        {
+            let lock = self.net_lock(&ep.network);
+            let _guard = lock.lock().await;
+            match self.get_endpoint(&ep.id).await {
+                Ok(now) if now.state == EndpointState::Creating => {
+                    self.roll_back(&now).await?;
+                    actions.push(format!(
+                        "released endpoint {} ({}): creation never finished",
+                        now.id, now.ip
+                    ));
+                }
+                // Finished or removed meanwhile.
+                _ => {}
+            }
+        }
+        Ok(actions)
+    }
+
+    /// Removes an endpoint's devices and map entries, then its record and leases.
+    async fn roll_back(&self, ep: &Endpoint) -> Result<()> {
+        self.unplumb_endpoint(ep).await?;
+        let id = ep.id.clone();
+        db(&self.store, move |s| s.release_endpoint(&id)).await?;
+        Ok(())
+    }
+
     /// Brings kernel state and records back in step after a restart or crash:
     /// unfinished endpoints are rolled back, endpoints whose device vanished are
     /// released, networks get their devices back, and tagged devices without a record
@@ -910,11 +1068,13 @@ impl Service {
         let mut known: Vec<String> = networks.iter().filter_map(|n| n.bridge.clone()).collect();
         for ep in self.list_endpoints(None).await? {
             let link = self.nl.link_by_name(&ep.host_ifname).await?;
-            let gone = link.is_none() || ep.netns.as_ref().is_some_and(|p| !p.exists());
+            // The host-side device alone says whether an endpoint lives: a veth pair dies
+            // with its namespace, and a recorded namespace path may outlive it or not
+            // (a `/proc/PID/ns/net` goes with that process, while the namespace may live
+            // on, held by another).
+            let gone = link.is_none();
             if ep.state == EndpointState::Creating || gone {
-                self.unplumb_endpoint(&ep).await?;
-                let id = ep.id.clone();
-                db(&self.store, move |s| s.release_endpoint(&id)).await?;
+                self.roll_back(&ep).await?;
                 actions.push(format!(
                     "released endpoint {} ({}): {}",
                     ep.id,
@@ -995,43 +1155,6 @@ fn publish_target(l: &PortLease) -> NatTarget {
     }
 }
 
-/// What holds `proto` port `port` on the host, if a socket listens (TCP) or is bound
-/// (UDP) on it at `ip` or on every address.
-///
-/// Asked of the kernel by binding a probe socket to `ip:port` (and closing it at once),
-/// which fails exactly when a conflicting socket exists: a listener or bound UDP socket
-/// on that address or the wildcard, or on any address when `ip` is the wildcard. TCP
-/// probes set SO_REUSEADDR, so connections that merely use the port (established,
-/// TIME_WAIT) do not count, as for a real server. One syscall pair, whatever the
-/// number of sockets on the host (reading /proc/net/tcp walks all of them: ~8 ms per
-/// port with a few thousand connections around).
-fn host_socket_on(proto: Proto, ip: Ipv4Addr, port: u16) -> Option<String> {
-    use nix::sys::socket::{
-        AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
-    };
-    let addr = std::net::SocketAddrV4::new(ip, port);
-    let in_use = match proto {
-        Proto::Udp => std::net::UdpSocket::bind(addr).err(),
-        Proto::Tcp => (|| {
-            let fd = socket(
-                AddressFamily::Inet,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )?;
-            setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-            bind(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                &SockaddrIn::from(addr),
-            )
-        })()
-        .err()
-        .map(std::io::Error::from),
-    }?;
-    (in_use.kind() == std::io::ErrorKind::AddrInUse)
-        .then(|| format!("a host socket is bound to {proto}/{addr} or overlaps it"))
-}
-
 fn kind_role(kind: EndpointKind) -> &'static str {
     match kind {
         EndpointKind::Veth => "veth",
@@ -1049,28 +1172,6 @@ fn gateway_mac(bridge: Option<&crate::netlink::Link>, link: &crate::netlink::Lin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_sockets_conflict_by_address_and_protocol() {
-        let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = l.local_addr().unwrap().port();
-        assert!(host_socket_on(Proto::Tcp, Ipv4Addr::LOCALHOST, port).is_some());
-        // A wildcard publish overlaps every address.
-        assert!(host_socket_on(Proto::Tcp, Ipv4Addr::UNSPECIFIED, port).is_some());
-        // Other protocol: no conflict.
-        assert!(host_socket_on(Proto::Udp, Ipv4Addr::LOCALHOST, port).is_none());
-        // A connection using the port as its local port is not a listener.
-        let c = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-        let (_accepted, _) = l.accept().unwrap();
-        drop(l);
-        assert!(host_socket_on(Proto::Tcp, Ipv4Addr::LOCALHOST, port).is_none());
-        drop(c);
-        let u = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let uport = u.local_addr().unwrap().port();
-        assert!(host_socket_on(Proto::Udp, Ipv4Addr::UNSPECIFIED, uport).is_some());
-        drop(u);
-        assert!(host_socket_on(Proto::Udp, Ipv4Addr::UNSPECIFIED, uport).is_none());
-    }
 
     #[test]
     fn macs_parse_and_print() {

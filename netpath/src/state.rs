@@ -57,7 +57,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::model::{
     Endpoint, EndpointKind, EndpointState, Mode, Network, NetworkCreate, PortLease,
 };
-use crate::portspec::Proto;
+use crate::portspec::{HostPort, PortRequest, Proto};
 
 /// Version of the table layout and encoding this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -150,6 +150,8 @@ pub enum StateError {
     NetworkInUse { name: String, endpoints: usize },
     #[error("endpoint {id} does not exist")]
     EndpointNotFound { id: String },
+    #[error("endpoint id prefix {prefix:?} matches several endpoints")]
+    AmbiguousEndpointId { prefix: String },
     #[error("endpoint {id} already exists")]
     EndpointExists { id: String },
     #[error("invalid endpoint id {id:?}: expected {ENDPOINT_ID_LEN} lowercase hex digits")]
@@ -169,8 +171,20 @@ pub enum StateError {
         ip: Ipv4Addr,
         endpoint: String,
     },
-    #[error("port {lease} is already published for endpoint {endpoint}")]
-    PortInUse { lease: String, endpoint: String },
+    #[error("port {lease} is taken: endpoint {endpoint} has {holder} published")]
+    PortInUse {
+        /// The lease asked for.
+        lease: String,
+        /// The lease that holds it (the same, or one on 0.0.0.0 or a given address).
+        holder: String,
+        endpoint: String,
+    },
+    #[error("port {lease} is taken by a host socket")]
+    HostPortInUse {
+        lease: String,
+        proto: Proto,
+        port: u16,
+    },
     #[error("no free host port left in {first}-{last}")]
     PortsExhausted { first: u16, last: u16 },
     #[error("network \"{network}\" ({subnet}) has no free address left")]
@@ -200,6 +214,9 @@ impl StateError {
                 "remove its endpoints first, or force the removal".into()
             }
             StateError::IpInUse { .. } => "omit the address to get a free one".into(),
+            StateError::AmbiguousEndpointId { .. } => {
+                "give more of the id (`netpath ls` lists them)".into()
+            }
             StateError::InvalidIp { .. } => {
                 "pick a host address of the subnet other than the gateway, or omit it".into()
             }
@@ -625,6 +642,35 @@ impl Store {
         read_endpoint(&txn.open_table(ENDPOINTS)?, id)
     }
 
+    /// The endpoint whose id is `id` or, as with Docker's ids, the only one whose id starts
+    /// with `id`. [`StateError::EndpointNotFound`] if none does,
+    /// [`StateError::AmbiguousEndpointId`] if several do.
+    pub fn find_endpoint_by_prefix(&self, id: &str) -> Result<Endpoint> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENDPOINTS)?;
+        if let Some(ep) = find_endpoint(&table, id)? {
+            return Ok(ep);
+        }
+        let not_found = || StateError::EndpointNotFound { id: id.to_owned() };
+        if id.is_empty() {
+            return Err(not_found());
+        }
+        let mut matches = Vec::new();
+        for item in table.range(id..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(id) {
+                break;
+            }
+            matches.push(decode::<Endpoint>(ENDPOINTS_NAME, k.value(), v.value())?);
+            if matches.len() > 1 {
+                return Err(StateError::AmbiguousEndpointId {
+                    prefix: id.to_owned(),
+                });
+            }
+        }
+        matches.pop().ok_or_else(not_found)
+    }
+
     /// Every endpoint (of `network`, if given; [`StateError::NetworkNotFound`] if it
     /// does not exist), by id.
     pub fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<Endpoint>> {
@@ -652,42 +698,58 @@ impl Store {
         Ok(out)
     }
 
-    /// Leases host ports for endpoint `endpoint_id`, all or none: each request is
-    /// (protocol, host address or 0.0.0.0, host port or `None` for an ephemeral one
-    /// from `ephemeral`, guest port). A port conflicts with a lease of the same
-    /// protocol and port whose address is the same or either is 0.0.0.0.
+    /// Leases host ports for endpoint `endpoint_id`, all or none. A port conflicts with
+    /// a lease of the same protocol and port whose address is the same or either is
+    /// 0.0.0.0, and with a host socket bound to it (`host_busy` says, see
+    /// [`crate::hostports::busy`]); a
+    /// [`HostPort::FirstFree`] or [`HostPort::Ephemeral`] request takes the lowest port of
+    /// its range (`ephemeral` for the latter) that conflicts with neither.
     pub fn lease_ports(
         &self,
         endpoint_id: &str,
-        requests: &[(Proto, Ipv4Addr, Option<u16>, u16)],
+        requests: &[PortRequest],
         ephemeral: (u16, u16),
+        host_busy: &(dyn Fn(Proto, Ipv4Addr, u16) -> bool + Sync),
     ) -> Result<Vec<PortLease>> {
         self.write_with(Flush::CrashOnly, |t| {
             let ep = read_endpoint(&t.endpoints, endpoint_id)?;
             let mut out = Vec::new();
-            for &(proto, host_ip, host_port, guest_port) in requests {
-                let port = match host_port {
-                    Some(p) => {
+            for r in requests {
+                let (proto, host_ip) = (r.proto, r.host_ip);
+                let port = match r.host {
+                    HostPort::Exact(p) => {
+                        let lease = PortLease::lease_id(proto, host_ip, p);
                         if let Some(holder) = port_holder(&t.port_leases, proto, host_ip, p)? {
                             return Err(StateError::PortInUse {
-                                lease: PortLease::lease_id(proto, host_ip, p),
-                                endpoint: holder,
+                                lease,
+                                holder: holder.id,
+                                endpoint: holder.endpoint,
+                            });
+                        }
+                        if host_busy(proto, host_ip, p) {
+                            return Err(StateError::HostPortInUse {
+                                lease,
+                                proto,
+                                port: p,
                             });
                         }
                         p
                     }
-                    None => {
+                    HostPort::FirstFree(_) | HostPort::Ephemeral => {
+                        let (first, last) = match r.host {
+                            HostPort::FirstFree(range) => (range.first, range.last),
+                            _ => ephemeral,
+                        };
                         let mut found = None;
-                        for p in ephemeral.0..=ephemeral.1 {
-                            if port_holder(&t.port_leases, proto, host_ip, p)?.is_none() {
+                        for p in first..=last {
+                            if port_holder(&t.port_leases, proto, host_ip, p)?.is_none()
+                                && !host_busy(proto, host_ip, p)
+                            {
                                 found = Some(p);
                                 break;
                             }
                         }
-                        found.ok_or(StateError::PortsExhausted {
-                            first: ephemeral.0,
-                            last: ephemeral.1,
-                        })?
+                        found.ok_or(StateError::PortsExhausted { first, last })?
                     }
                 };
                 let lease = PortLease {
@@ -697,7 +759,7 @@ impl Store {
                     host_ip,
                     host_port: port,
                     guest_ip: ep.ip,
-                    guest_port,
+                    guest_port: r.guest_port,
                 };
                 t.port_leases.insert(
                     (proto.number(), port, u32::from(host_ip)),
@@ -773,14 +835,17 @@ fn port_holder(
     proto: Proto,
     host_ip: Ipv4Addr,
     port: u16,
-) -> Result<Option<String>> {
+) -> Result<Option<PortLease>> {
     let n = proto.number();
     for item in leases.range((n, port, 0)..=(n, port, u32::MAX))? {
         let (k, v) = item?;
         let ip = k.value().2;
         if ip == 0 || host_ip.is_unspecified() || ip == u32::from(host_ip) {
-            let l: PortLease = decode(PORTS_NAME, &format!("{n}/{ip}:{port}"), v.value())?;
-            return Ok(Some(l.endpoint));
+            return Ok(Some(decode(
+                PORTS_NAME,
+                &format!("{n}/{ip}:{port}"),
+                v.value(),
+            )?));
         }
     }
     Ok(None)
@@ -1494,6 +1559,145 @@ mod tests {
             reserve(&store, "n", Some(ip("10.1.0.2"))).unwrap().ip,
             ip("10.1.0.2")
         );
+    }
+
+    fn req(proto: Proto, host_ip: &str, host: HostPort, guest_port: u16) -> PortRequest {
+        PortRequest {
+            proto,
+            host_ip: ip(host_ip),
+            host,
+            guest_port,
+        }
+    }
+
+    #[test]
+    fn port_leases_are_all_or_none() {
+        let dir = TempDir::new();
+        let store = Store::open(&dir.db()).unwrap();
+        create(&store, "n", "10.1.0.0/24").unwrap();
+        let a = reserve(&store, "n", None).unwrap();
+        let b = reserve(&store, "n", None).unwrap();
+        let none = |_: Proto, _: Ipv4Addr, _: u16| false;
+        let eph = (20000, 20002);
+        let taken = store
+            .lease_ports(
+                &a.id,
+                &[req(Proto::Tcp, "0.0.0.0", HostPort::Exact(8080), 80)],
+                eph,
+                &none,
+            )
+            .unwrap();
+        assert_eq!(taken[0].id, "tcp/0.0.0.0:8080");
+        // B asks for 8081 and 8080 (A's, on every address): none of it is leased, and the
+        // error names A's lease.
+        let err = store
+            .lease_ports(
+                &b.id,
+                &[
+                    req(Proto::Tcp, "0.0.0.0", HostPort::Exact(8081), 81),
+                    req(Proto::Tcp, "127.0.0.1", HostPort::Exact(8080), 80),
+                ],
+                eph,
+                &none,
+            )
+            .unwrap_err();
+        match &err {
+            StateError::PortInUse {
+                lease,
+                holder,
+                endpoint,
+            } => {
+                assert_eq!(lease, "tcp/127.0.0.1:8080");
+                assert_eq!(holder, "tcp/0.0.0.0:8080");
+                assert_eq!(endpoint, &a.id);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(store.list_ports().unwrap(), taken);
+        // A host socket on 8082 makes a host range skip it, an exact request fail.
+        let busy = |_: Proto, _: Ipv4Addr, p: u16| p == 8082;
+        let range = HostPort::FirstFree(crate::portspec::Ports {
+            first: 8080,
+            last: 8084,
+        });
+        let got = store
+            .lease_ports(
+                &b.id,
+                &[
+                    req(Proto::Tcp, "0.0.0.0", range, 90),
+                    req(Proto::Tcp, "0.0.0.0", range, 91),
+                    req(Proto::Udp, "0.0.0.0", range, 92),
+                ],
+                eph,
+                &busy,
+            )
+            .unwrap();
+        let ports: Vec<u16> = got.iter().map(|l| l.host_port).collect();
+        // 8080 is A's; 8082 is the host's; TCP and UDP are independent.
+        assert_eq!(ports, [8081, 8083, 8080]);
+        assert!(matches!(
+            store.lease_ports(
+                &b.id,
+                &[req(Proto::Tcp, "0.0.0.0", HostPort::Exact(8082), 1)],
+                eph,
+                &busy
+            ),
+            Err(StateError::HostPortInUse { port: 8082, .. })
+        ));
+        // Ephemeral ports: the lowest free, then exhaustion with nothing leased.
+        let e = store
+            .lease_ports(
+                &b.id,
+                &[req(Proto::Udp, "0.0.0.0", HostPort::Ephemeral, 53)],
+                eph,
+                &none,
+            )
+            .unwrap();
+        assert_eq!(e[0].host_port, 20000);
+        let before = store.list_ports().unwrap();
+        let many: Vec<PortRequest> = (0..3)
+            .map(|i| req(Proto::Udp, "0.0.0.0", HostPort::Ephemeral, 60 + i))
+            .collect();
+        assert!(matches!(
+            store.lease_ports(&b.id, &many, eph, &none),
+            Err(StateError::PortsExhausted {
+                first: 20000,
+                last: 20002
+            })
+        ));
+        assert_eq!(store.list_ports().unwrap(), before);
+    }
+
+    #[test]
+    fn endpoints_are_found_by_unique_prefix() {
+        let dir = TempDir::new();
+        let store = Store::open(&dir.db()).unwrap();
+        create(&store, "n", "10.1.0.0/24").unwrap();
+        let mut with_id = |id: &str| {
+            let mut new = new_ep(&store, "n", None);
+            new.id = id.into();
+            new.host_ifname = format!("np-{id}");
+            store.reserve_endpoint(new).unwrap()
+        };
+        let a = with_id("aaaa00000001");
+        let b = with_id("aaaa00000002");
+        let c = with_id("bbbb00000001");
+        assert_eq!(store.find_endpoint_by_prefix(&a.id).unwrap(), a);
+        assert_eq!(store.find_endpoint_by_prefix("aaaa00000002").unwrap(), b);
+        assert_eq!(store.find_endpoint_by_prefix("b").unwrap(), c);
+        assert!(matches!(
+            store.find_endpoint_by_prefix("aaaa"),
+            Err(StateError::AmbiguousEndpointId { .. })
+        ));
+        for missing in ["", "c", "aaaa00000003", "bbbb000000011"] {
+            assert!(
+                matches!(
+                    store.find_endpoint_by_prefix(missing),
+                    Err(StateError::EndpointNotFound { .. })
+                ),
+                "{missing:?}"
+            );
+        }
     }
 
     #[test]

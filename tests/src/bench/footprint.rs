@@ -201,7 +201,8 @@ impl FootprintScenario {
         let leases = ctx
             .block_on(client.publish_ports(&PortPublish {
                 endpoint: id.clone(),
-                spec: spec.clone(),
+                spec: Some(spec.clone()),
+                specs: Vec::new(),
             }))
             .map_err(|e| anyhow::anyhow!("netpath port publish {id} -p {spec}: {e}"))?;
         if leases.len() != ports {

@@ -235,7 +235,8 @@ impl PublishScenario {
         let publish = |ctx: &Ctx, id: &str, spec: String| -> Result<Duration> {
             let req = PortPublish {
                 endpoint: id.to_owned(),
-                spec: spec.clone(),
+                spec: Some(spec.clone()),
+                specs: Vec::new(),
             };
             let t = Instant::now();
             ctx.block_on(client_api.publish_ports(&req))
