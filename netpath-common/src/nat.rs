@@ -87,6 +87,13 @@ unsafe impl aya::Pod for SockNatKey {}
 /// too, so the reply's destination must become the endpoint again.
 pub const NAT_FLAG_SELF: u8 = 1;
 
+/// A `NETPATH_DNAT_CT` entry of a connection that came in through an uplink to an
+/// endpoint's own address (routed to this host, no publish involved): its front is the
+/// endpoint's own address and port, so its replies leave untranslated — never
+/// masqueraded, as Linux's conntrack keeps a connection's reply direction. Such entries
+/// are never taken for hairpin replies.
+pub const NAT_FLAG_INBOUND: u8 = 2;
+
 impl NatTarget {
     /// `addr:port`, no flags.
     pub const fn new(addr: [u8; 4], port: u16) -> NatTarget {

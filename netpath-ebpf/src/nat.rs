@@ -15,8 +15,8 @@ use aya_ebpf::{
 use netpath_common::{
     maps::{EndpointKey, EndpointValue},
     nat::{
-        CT_NEW, MAX_PUBLISHED, NAT_ENTRIES, NAT_FLAG_SELF, NatAge, NatTarget, PORT_RETRIES,
-        PortRange, PublishKey, Tuple, Uplink, csum_replace4, ct_next, ct_stale,
+        CT_NEW, MAX_PUBLISHED, NAT_ENTRIES, NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatAge, NatTarget,
+        PORT_RETRIES, PortRange, PublishKey, Tuple, Uplink, csum_replace4, ct_next, ct_stale,
         l4_csum_after_source_change, nat_clock, nat_port, tuple_hash,
     },
     packet::{
@@ -422,7 +422,10 @@ pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Resul
             };
             ep
         }
-        None => return Ok(Inbound::Untouched),
+        None => {
+            track_inbound(l4.proto, src, sport, dst, dport);
+            return Ok(Inbound::Untouched);
+        }
     };
     // Remember how to translate the endpoint's replies back.
     let reply = Tuple::new(l4.proto, ep.addr, ep.port, src, sport);
@@ -430,6 +433,34 @@ pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Resul
     remember_front(reply, front)?;
     rewrite(ctx, &l4, IP_DST, front, ep)?;
     Ok(Inbound::ForEndpoint(ep.addr))
+}
+
+/// Uplink ingress, for a TCP/UDP packet no translation claimed: a connection routed in to
+/// endpoint `dst`'s own address (a route to its network through this host) is recorded
+/// in NETPATH_DNAT_CT with itself as the front ([`NAT_FLAG_INBOUND`]), so that
+/// [`publish_reply`] lets its replies leave as they are instead of masquerading them —
+/// unless the tuple is that of a masqueraded connection the endpoint opened (a remote's
+/// packet to it is then the reply the kernel path already delivers), and never over an
+/// existing entry (a published connection's state is not replaced by a forged packet).
+#[inline(always)]
+fn track_inbound(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) {
+    // SAFETY: presence checks only.
+    if unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: dst }) }.is_none() {
+        return;
+    }
+    let reply = Tuple::new(proto, dst, dport, src, sport);
+    // SAFETY: presence checks only.
+    if unsafe { NETPATH_SNAT.get(reply) }.is_some()
+        || unsafe { NETPATH_DNAT_CT.get(reply) }.is_some()
+    {
+        return;
+    }
+    let front = NatTarget {
+        flags: NAT_FLAG_INBOUND,
+        ..NatTarget::new(dst, dport)
+    };
+    // A full LRU map evicts its oldest entry; a lost race means another CPU recorded it.
+    let _ = NETPATH_DNAT_CT.insert(reply, front, u64::from(BPF_NOEXIST));
 }
 
 /// Uplink egress: a reply of a connection to a published port leaves with the
@@ -454,6 +485,10 @@ pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<
     else {
         return Ok(false);
     };
+    if front.flags & NAT_FLAG_INBOUND != 0 {
+        // A reply of a connection routed in: it leaves as it is, unmasqueraded.
+        return Ok(true);
+    }
     rewrite(ctx, &l4, IP_SRC, NatTarget::new(src, sport), front).map(|()| true)
 }
 
@@ -495,6 +530,10 @@ pub fn hairpin(
     if let Some(front) =
         unsafe { NETPATH_DNAT_CT.get(Tuple::new(l4.proto, src, sport, dst, dport)) }.copied()
     {
+        // A connection routed in from outside: its replies are the uplink's, untranslated.
+        if front.flags & NAT_FLAG_INBOUND != 0 {
+            return Ok(None);
+        }
         let to_self = front.flags & NAT_FLAG_SELF != 0;
         // Replies to clients that are not endpoints are the uplink's (publish_reply).
         let Some(to) = endpoint(if to_self { src } else { dst }) else {

@@ -38,8 +38,8 @@ use netpath::datapath::Datapath;
 use netpath_common::{
     maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, Hook},
     nat::{
-        DNAT_CT_MAP, NAT_ENTRIES, NatTarget, PORT_RETRIES, PortRange, PublishKey, RNAT_MAP,
-        SNAT_MAP, Tuple, Uplink, nat_port, tuple_hash,
+        DNAT_CT_MAP, NAT_ENTRIES, NAT_FLAG_INBOUND, NatTarget, PORT_RETRIES, PortRange, PublishKey,
+        RNAT_MAP, SNAT_MAP, Tuple, Uplink, nat_port, tuple_hash,
     },
 };
 use netpath_tests::{TempPins, TestDev, require_root};
@@ -500,6 +500,10 @@ impl Model {
             let (sp, dp) = (ip.l4(), ip.l4() + 2);
             let key = Tuple::new(ip.proto, ip.src, be16(f, sp), ip.dst, be16(f, dp));
             if let Some(front) = self.dnat_ct.get(&key) {
+                if front.flags & NAT_FLAG_INBOUND != 0 {
+                    // A reply of a connection routed in: leaves as it is.
+                    return (Expected::pass(TC_ACT_UNSPEC), fx);
+                }
                 let rw = Rewrite {
                     addr_at: 26,
                     addr: front.addr,
@@ -664,6 +668,18 @@ impl Model {
                 });
                 return (self.inbound(f, ep.addr, rewrites), fx);
             }
+            // A connection routed in to an endpoint's own address is recorded, so its
+            // replies are not masqueraded: not over an existing entry, nor for the tuple
+            // of a masqueraded connection the endpoint opened.
+            let reply = Tuple::new(ip.proto, dst, dport, ip.src, sport);
+            if self.endpoint_by_ip(dst).is_some()
+                && !self.snat.contains_key(&reply)
+                && !self.dnat_ct.contains_key(&reply)
+            {
+                let mut front = target(dst, dport);
+                front.flags = NAT_FLAG_INBOUND;
+                fx.dnat_ct = Some((reply, front));
+            }
         }
         (
             Expected {
@@ -705,9 +721,11 @@ impl Model {
             return Vec::new();
         };
         let (sport, dport) = (be16(f, ip.l4()), be16(f, ip.l4() + 2));
+        // (Entries of connections routed in are never hairpin replies.)
         let reply = self
             .dnat_ct
-            .contains_key(&Tuple::new(ip.proto, ip.src, sport, ip.dst, dport));
+            .get(&Tuple::new(ip.proto, ip.src, sport, ip.dst, dport))
+            .is_some_and(|front| front.flags & NAT_FLAG_INBOUND == 0);
         let key = |host_ip| PublishKey {
             host_ip,
             port: dport,
@@ -1323,6 +1341,15 @@ fn check_maps(dp: &Datapath, model: &Model) {
             "DNAT_CT {reply:?} → {front:?}: {:?} is not a registered endpoint",
             reply.src
         );
+        if front.flags & NAT_FLAG_INBOUND != 0 {
+            // A connection routed in: the endpoint's own address and port are its front.
+            assert_eq!(
+                (front.addr, front.port),
+                (reply.src, reply.sport),
+                "DNAT_CT {reply:?} → {front:?}: an inbound entry's front is not its endpoint"
+            );
+            continue;
+        }
         let published = [front.addr, [0; 4]].iter().any(|host_ip| {
             model.publish.get(&PublishKey {
                 host_ip: *host_ip,

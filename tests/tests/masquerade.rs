@@ -119,3 +119,91 @@ fn container_traffic_leaves_with_the_uplink_address() {
         );
     }
 }
+
+/// A connection from outside to an endpoint's own address, routed through the host (a
+/// route to the network's subnet via the uplink: the multi-host recipe), gets its
+/// replies from the endpoint's address — not masqueraded, or the client resets it (TCP)
+/// or never recognises it (UDP). The endpoint's own connections out stay masqueraded.
+#[test]
+fn connections_routed_in_get_replies_from_the_endpoint_address() {
+    require_root!();
+    let outside = NetNs::new("mo");
+    let uplink = OutsideLink::new(&outside, UPLINK_IP.parse().unwrap(), OUTSIDE);
+    let up = uplink.name.clone();
+    let d = Daemon::start();
+    let subnet = "10.229.0.0/24";
+    let net = d.network_with_uplink("mr", subnet, &up);
+    outside.exec(&["ip", "route", "add", subnet, "via", UPLINK_IP]);
+    let c = NetNs::new("mc");
+    let ep: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "endpoint",
+        "add",
+        &net,
+        "--netns",
+        &c.path().display().to_string(),
+        "--json",
+    ]))
+    .unwrap();
+    let ep_ip: Ipv4Addr = ep["ip"].as_str().unwrap().parse().unwrap();
+
+    // The container serves TCP (echo) and UDP (echo) and reports its peers.
+    let (tx, rx) = mpsc::channel();
+    let server = c.spawn(move || {
+        let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 7300)).unwrap();
+        let u = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 7301)).unwrap();
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        tx.send(()).unwrap();
+        let (mut conn, tcp_peer) = l.accept().unwrap();
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf).unwrap();
+        conn.write_all(&buf[..n]).unwrap();
+        let (n, udp_peer) = u.recv_from(&mut buf).unwrap();
+        u.send_to(&buf[..n], udp_peer).unwrap();
+        (tcp_peer, udp_peer)
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+    let (tcp_echo, udp_from) = outside
+        .spawn(move || {
+            let mut s = TcpStream::connect_timeout(&SocketAddr::from((ep_ip, 7300)), TIMEOUT)
+                .expect("TCP connection routed in (a masqueraded SYN-ACK is reset)");
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s.write_all(b"ping").unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).expect("TCP echo");
+            let u = UdpSocket::bind((OUTSIDE, 0)).unwrap();
+            u.set_read_timeout(Some(TIMEOUT)).unwrap();
+            u.send_to(b"hello", (ep_ip, 7301)).unwrap();
+            let mut ubuf = [0u8; 16];
+            let (n, from) = u.recv_from(&mut ubuf).expect("UDP reply");
+            assert_eq!(&ubuf[..n], b"hello");
+            (buf, from)
+        })
+        .join()
+        .expect("outside client");
+    assert_eq!(&tcp_echo, b"ping");
+    assert_eq!(
+        udp_from,
+        SocketAddr::from((ep_ip, 7301)),
+        "UDP reply masqueraded"
+    );
+    let (tcp_peer, udp_peer) = server.join().expect("container server");
+    // The endpoint saw the client itself.
+    assert_eq!(tcp_peer.ip(), OUTSIDE);
+    assert_eq!(udp_peer.ip(), OUTSIDE);
+    // Its own connections out are still masqueraded.
+    let (tx, rx) = mpsc::channel();
+    let peer = outside.spawn(move || {
+        let l = TcpListener::bind((OUTSIDE, 7302)).unwrap();
+        tx.send(()).unwrap();
+        l.accept().unwrap().1
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+    c.spawn(|| {
+        TcpStream::connect_timeout(&SocketAddr::from((OUTSIDE, 7302)), TIMEOUT)
+            .expect("connect out");
+    })
+    .join()
+    .unwrap();
+    assert_eq!(peer.join().unwrap().ip().to_string(), UPLINK_IP);
+}

@@ -372,7 +372,7 @@ fn ports_of_dead_connections_are_taken_back() {
 mod publish {
     use netpath_common::{
         maps::{ENDPOINT_KIND_VETH, EndpointValue},
-        nat::{NatTarget, PublishKey},
+        nat::{NAT_FLAG_INBOUND, NatTarget, PublishKey},
     };
 
     use super::*;
@@ -392,6 +392,94 @@ mod publish {
             flags: 0,
             _pad: 0,
         }
+    }
+
+    /// A connection routed in to an endpoint's own address (a route to its network via
+    /// this host): recorded on the uplink's ingress, untouched, and its replies leave the
+    /// uplink unmasqueraded — TCP and UDP. The endpoint's own masqueraded connections are
+    /// not taken for inbound ones, and a forged packet does not replace their state.
+    #[test]
+    fn replies_of_connections_routed_in_are_not_masqueraded() {
+        require_root!();
+        let (_p, mut dp, up) = setup(40000, 40999);
+        let ep_dev = TestDev::new("nt");
+        dp.upsert_endpoint(EndpointValue {
+            ip: EP,
+            ifindex: ep_dev.ifindex,
+            mac: frames::SRC_MAC,
+            host_mac: [2, 0xee, 0, 0, 0, 1],
+            network_id: 1,
+            kind: ENDPOINT_KIND_VETH,
+            flags: 0,
+        })
+        .unwrap();
+        for (proto, syn, reply) in [
+            (
+                IPPROTO_TCP,
+                frames::tcp4(REMOTE, 50000, EP, 22, b"SSH-2.0-client"),
+                frames::tcp4(EP, 22, REMOTE, 50000, b"SSH-2.0-server"),
+            ),
+            (
+                IPPROTO_UDP,
+                frames::udp4(REMOTE, 50001, EP, 53, b"query", false),
+                frames::udp4(EP, 53, REMOTE, 50001, b"answer", false),
+            ),
+        ] {
+            let (v, out) = run_tc(&dp, Hook::UplinkIngress, up.ifindex, &syn);
+            assert_eq!(
+                (v, &out),
+                (TC_ACT_UNSPEC, &syn),
+                "{proto}: inbound untouched"
+            );
+            let key = Tuple::new(proto, EP, be16(&reply, 34), REMOTE, be16(&reply, 36));
+            let ct = dp.dnat_entry(&key).expect("inbound connection tracked");
+            assert_eq!((ct.addr, ct.port), (EP, be16(&reply, 34)));
+            assert_eq!(ct.flags, NAT_FLAG_INBOUND);
+            // Without the record this reply would leave from UPLINK and a NAT port.
+            let (v, out) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &reply);
+            assert_eq!(
+                (v, &out),
+                (TC_ACT_UNSPEC, &reply),
+                "{proto}: reply untouched"
+            );
+            assert!(dp.snat_entry(&key).is_none(), "{proto}: reply masqueraded");
+            // On the endpoint's device it is no hairpin reply either.
+            let (v, out) = run_tc(&dp, Hook::TcIngress, ep_dev.ifindex, &reply);
+            assert_eq!(
+                (v, &out),
+                (TC_ACT_UNSPEC, &reply),
+                "{proto}: endpoint device"
+            );
+        }
+        // The endpoint's own connection out is masqueraded; a packet from the remote to
+        // the endpoint's address with that tuple does not turn it into an inbound one.
+        let out_frame = frames::tcp4(EP, 51000, REMOTE, 443, b"hello");
+        let (_, out) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &out_frame);
+        let orig = Tuple::new(IPPROTO_TCP, EP, 51000, REMOTE, 443);
+        let port = nat_port(&dp, &orig);
+        assert_eq!(out, frames::tcp4(UPLINK, port, REMOTE, 443, b"hello"));
+        let forged = frames::tcp4(REMOTE, 443, EP, 51000, b"x");
+        run_tc(&dp, Hook::UplinkIngress, up.ifindex, &forged);
+        assert!(dp.dnat_entry(&orig).is_none(), "forged inbound recorded");
+        let (_, again) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &out_frame);
+        assert_eq!(again, out, "masquerade still applies");
+        // Not an endpoint: nothing recorded.
+        let foreign = frames::tcp4(REMOTE, 50002, [10, 200, 0, 99], 22, b"x");
+        run_tc(&dp, Hook::UplinkIngress, up.ifindex, &foreign);
+        assert!(
+            dp.dnat_entry(&Tuple::new(
+                IPPROTO_TCP,
+                [10, 200, 0, 99],
+                22,
+                REMOTE,
+                50002
+            ))
+            .is_none()
+        );
+    }
+
+    fn be16(f: &[u8], at: usize) -> u16 {
+        u16::from_be_bytes([f[at], f[at + 1]])
     }
 
     #[test]
