@@ -430,6 +430,113 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Whether the daemon process is still running (not exited, e.g. killed by SIGPIPE).
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Checks that the state, the kernel and the datapath agree exactly: every record is
+    /// `ready`, no IP twice; the host links tagged by this daemon are exactly the records'
+    /// devices and the bridges; no link of a record is untagged; the datapath's endpoint
+    /// map holds exactly the records' addresses; every published port belongs to a
+    /// record; inside each of `namespaces`, the interfaces are exactly its records'.
+    /// `Err` says what differs.
+    pub fn consistency(&self, namespaces: &[&NetNs]) -> Result<(), String> {
+        use std::collections::{BTreeSet, HashMap};
+        let ls = self.ls();
+        let eps = ls["endpoints"].as_array().ok_or("ls: no endpoints")?;
+        let nets = ls["networks"].as_array().ok_or("ls: no networks")?;
+        let field = |e: &serde_json::Value, f: &str| e[f].as_str().unwrap_or_default().to_owned();
+        let mut ips = BTreeSet::new();
+        for e in eps {
+            if e["state"] != "ready" {
+                return Err(format!("record not ready: {e}"));
+            }
+            if !ips.insert(field(e, "ip")) {
+                return Err(format!("IP {} leased twice", field(e, "ip")));
+            }
+        }
+        let mut want: BTreeSet<String> = eps.iter().map(|e| field(e, "host_ifname")).collect();
+        want.extend(
+            nets.iter()
+                .filter_map(|n| n["bridge"].as_str().map(str::to_owned)),
+        );
+        let tagged: BTreeSet<String> = self.tagged_links().into_iter().collect();
+        if tagged != want {
+            return Err(format!(
+                "tagged links {tagged:?} differ from the records' devices {want:?}"
+            ));
+        }
+        let mapped: BTreeSet<String> = self.stats()["endpoints"]
+            .as_array()
+            .ok_or("stats: no endpoints")?
+            .iter()
+            .map(|e| field(e, "ip"))
+            .collect();
+        if mapped != ips {
+            return Err(format!(
+                "datapath endpoints {mapped:?} differ from the records' {ips:?}"
+            ));
+        }
+        let ports: serde_json::Value =
+            serde_json::from_str(&self.ok(&["port", "ls", "--json"])).map_err(|e| e.to_string())?;
+        let ids: BTreeSet<String> = eps.iter().map(|e| field(e, "id")).collect();
+        for l in ports.as_array().ok_or("port ls: not a list")? {
+            if !ids.contains(&field(l, "endpoint")) {
+                return Err(format!("port lease of no endpoint: {l}"));
+            }
+        }
+        let mut by_ns: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for e in eps.iter().filter(|e| e["kind"] == "veth") {
+            by_ns
+                .entry(field(e, "netns"))
+                .or_default()
+                .insert(field(e, "ifname"));
+        }
+        for ns in namespaces {
+            let out = ns.exec(&["ip", "-j", "link", "show"]);
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+            let got: BTreeSet<String> = v
+                .as_array()
+                .ok_or("ip -j link: not a list")?
+                .iter()
+                .map(|l| l["ifname"].as_str().unwrap_or_default().to_owned())
+                .filter(|n| n != "lo")
+                .collect();
+            let want = by_ns
+                .get(&ns.path().display().to_string())
+                .cloned()
+                .unwrap_or_default();
+            if got != want {
+                return Err(format!(
+                    "interfaces {got:?} in {} differ from the records' {want:?}",
+                    ns.name()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded by `within`) until [`Self::consistency`] holds; panics with the
+    /// last difference otherwise.
+    pub fn assert_consistent_within(&self, namespaces: &[&NetNs], within: std::time::Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            match self.consistency(namespaces) {
+                Ok(()) => return,
+                Err(e) if start.elapsed() >= within => {
+                    panic!("inconsistent after {within:?}: {e}")
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
