@@ -65,8 +65,9 @@ pub fn decide(
     }
     match info {
         FrameInfo::Arp { sha, spa } => {
-            // 0.0.0.0 is an ARP probe (RFC 5227): allowed.
-            if spa != [0; 4] && (spa != from.ip || sha != from.mac) {
+            // The sender is the endpoint, or 0.0.0.0 for an ARP probe (RFC 5227: an
+            // address not yet claimed), always with the endpoint's own MAC.
+            if sha != from.mac || (spa != [0; 4] && spa != from.ip) {
                 return Verdict::Drop(DropReason::SpoofedArp);
             }
             Verdict::Pass
@@ -227,6 +228,10 @@ mod tests {
         );
         assert_eq!(decide(&a, a.mac, arp(a.mac, a.ip), None), Verdict::Pass);
         assert_eq!(decide(&a, a.mac, arp(a.mac, [0; 4]), None), Verdict::Pass);
+        assert_eq!(
+            decide(&a, a.mac, arp(b.mac, [0; 4]), None),
+            Verdict::Drop(DropReason::SpoofedArp)
+        );
     }
 
     #[test]

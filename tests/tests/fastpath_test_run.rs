@@ -165,6 +165,7 @@ fn unknown_destination_and_non_ip_pass_untouched() {
         ),
         ("broadcast", broadcast),
         ("arp", frames::arp_request()),
+        ("arp probe (RFC 5227, sender 0.0.0.0)", arp_probe()),
         ("ipv6", frames::ipv6_udp()),
     ] {
         let (verdict, out) = run_tc(&s.dp, s.a.0.ifindex, &frame);
@@ -178,6 +179,13 @@ fn unknown_destination_and_non_ip_pass_untouched() {
     assert_eq!(verdict, TC_ACT_UNSPEC);
 }
 
+/// An ARP probe (RFC 5227): who-has 10.200.0.9, sender IP 0.0.0.0, the endpoint's MAC.
+fn arp_probe() -> Vec<u8> {
+    let mut f = frames::arp_request();
+    f[28..32].copy_from_slice(&[0; 4]);
+    f
+}
+
 #[test]
 fn spoofing_and_isolation_drop_with_the_right_reason() {
     require_root!();
@@ -188,10 +196,14 @@ fn spoofing_and_isolation_drop_with_the_right_reason() {
     spoofed_ip[26..30].copy_from_slice(&[10, 200, 0, 99]);
     let mut spoofed_arp = frames::arp_request();
     spoofed_arp[28..32].copy_from_slice(&[10, 200, 0, 99]);
+    // A probe is no licence to claim another's hardware address.
+    let mut spoofed_probe = arp_probe();
+    spoofed_probe[22..28].copy_from_slice(&[0x02, 9, 9, 9, 9, 9]);
     let cases = [
         ("spoofed mac", spoofed_mac, DropReason::SpoofedMac),
         ("spoofed ip", spoofed_ip, DropReason::SpoofedIp),
         ("spoofed arp", spoofed_arp, DropReason::SpoofedArp),
+        ("spoofed arp probe", spoofed_probe, DropReason::SpoofedArp),
         (
             "other network",
             with_dst(frames::udp(b"o"), s.other.1.ip),

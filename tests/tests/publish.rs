@@ -161,7 +161,8 @@ fn published_ports_reach_the_right_endpoint_with_the_client_address() {
         ("18090-18092:80-81", "host range has 3 ports"),
         ("80/sctp", "unknown protocol"),
         ("203.0.113.9:18095:80", "not an address of this host"),
-        ("18080:80", "already published"),
+        ("18080:80", "is taken: endpoint"),
+        ("18080:80", "has tcp/0.0.0.0:18080 published"),
     ] {
         let out = d.cli(&["port", "publish", ep, "-p", spec]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -174,16 +175,64 @@ fn published_ports_reach_the_right_endpoint_with_the_client_address() {
     let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
     let busy = l.local_addr().unwrap().port();
     let out = d.cli(&["port", "publish", ep, "-p", &format!("{busy}:80")]);
+    // The error names the process holding it.
+    let want = format!(
+        "is taken on the host by process {} (pid {}) listening on 0.0.0.0:{busy}",
+        std::fs::read_to_string("/proc/self/comm").unwrap().trim(),
+        std::process::id()
+    );
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("in use on the host"),
-        "{}",
+        String::from_utf8_lossy(&out.stderr).contains(&want),
+        "expected {want:?} in {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // Several -p are all or none: with the second taken, the first is not published
+    // either, and the error names the conflicting port and its owner.
+    let out = d.cli(&["port", "publish", ep, "-p", "18096:80", "-p", "18080:81"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("port tcp/0.0.0.0:18080 is taken") && err.contains(ep),
+        "{err}"
     );
     assert_eq!(
         d.ok(&["port", "ls", "--json"]),
         before,
         "bad input changed the leases"
     );
+    // Docker's host range for one port: the first free one of it (18080 is taken).
+    let got: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "port",
+        "publish",
+        ep,
+        "-p",
+        "18079-18081:80",
+        "-p",
+        "18082:81",
+        "--json",
+    ]))
+    .unwrap();
+    let ports: Vec<u64> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["host_port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [18079, 18082]);
+    // `port rm LEASE` removes that lease only; with another endpoint's id it is refused.
+    let other = udp_ep["id"].as_str().unwrap();
+    let out = d.cli(&["port", "rm", other, "tcp/0.0.0.0:18079"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is published for endpoint"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gone = d.ok(&["port", "rm", "tcp/0.0.0.0:18079"]);
+    assert!(gone.contains("unpublished tcp/0.0.0.0:18079"), "{gone}");
+    d.ok(&["port", "rm", "tcp/0.0.0.0:18082", &ep[..6]]);
+    assert_eq!(d.ok(&["port", "ls", "--json"]), before);
+    let out = d.cli(&["port", "rm", "tcp/0.0.0.0:18079"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no port is published as"));
 
     // Unpublish: the port stops answering.
     d.ok(&["port", "rm", ep]);
