@@ -3,7 +3,7 @@
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
-//! | GET | `/v1/version` | | 200 `{"version": …}` |
+//! | GET | `/v1/version` | | 200 `{"version": …, "commit": …}` |
 //! | GET | `/v1/networks` | | 200 `[Network]` |
 //! | POST | `/v1/networks` | `NetworkCreate` | 201 `Network` |
 //! | GET | `/v1/networks/{name}` | | 200 `Network` |
@@ -13,7 +13,7 @@
 //! | POST | `/v1/taps` | `TapCreate` | 201 `Endpoint` |
 //! | GET | `/v1/endpoints/{id}` | | 200 `Endpoint` |
 //! | DELETE | `/v1/endpoints/{id}` | | 200 `Endpoint` (the removed one) |
-//! | GET | `/v1/stats` | | 200 `[ClassStat]` |
+//! | GET | `/v1/stats` | | 200 `StatsReport` (every counter; endpoints by id) |
 //! | GET | `/v1/ports` | | 200 `[PortLease]` |
 //! | POST | `/v1/ports` | `PortPublish` | 200 `[PortLease]` (all of its specs, or an error and none) |
 //! | DELETE | `/v1/ports?endpoint=ID&lease=LEASE` | | 200 `[PortLease]` (the removed ones; either or both) |
@@ -54,10 +54,9 @@ use axum::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
-    datapath::ClassStat,
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, PortLease, PortPublish,
-        TapCreate,
+        StatsReport, TapCreate,
     },
     service::{Service, ServiceError},
 };
@@ -69,6 +68,9 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
     pub version: String,
+    /// The commit the daemon was built from (`git describe`), "unknown" outside git.
+    #[serde(default)]
+    pub commit: String,
 }
 
 /// A failed request: the HTTP status and the JSON body sent with it.
@@ -138,7 +140,7 @@ pub trait Backend: Send + Sync + 'static {
         network: Option<&str>,
     ) -> impl Future<Output = Result<Vec<Endpoint>, ApiError>> + Send;
     fn get_endpoint(&self, id: &str) -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
-    fn stats(&self) -> impl Future<Output = Result<Vec<ClassStat>, ApiError>> + Send;
+    fn stats(&self) -> impl Future<Output = Result<StatsReport, ApiError>> + Send;
     fn publish_ports(
         &self,
         _req: PortPublish,
@@ -189,7 +191,7 @@ impl Backend for Service {
     async fn get_endpoint(&self, id: &str) -> Result<Endpoint, ApiError> {
         Ok(Service::get_endpoint(self, id).await?)
     }
-    async fn stats(&self) -> Result<Vec<ClassStat>, ApiError> {
+    async fn stats(&self) -> Result<StatsReport, ApiError> {
         Ok(Service::stats(self).await?)
     }
     async fn publish_ports(&self, req: PortPublish) -> Result<Vec<PortLease>, ApiError> {
@@ -369,6 +371,7 @@ type Shared<B> = State<Arc<B>>;
 async fn version() -> Json<Version> {
     Json(Version {
         version: env!("CARGO_PKG_VERSION").into(),
+        commit: env!("NETPATH_COMMIT").into(),
     })
 }
 
@@ -447,7 +450,7 @@ async fn remove_endpoint<B: Backend>(
     Ok(Json(b.remove_endpoint(&id).await?))
 }
 
-async fn stats<B: Backend>(State(b): Shared<B>) -> Result<Json<Vec<ClassStat>>, ApiError> {
+async fn stats<B: Backend>(State(b): Shared<B>) -> Result<Json<StatsReport>, ApiError> {
     Ok(Json(b.stats().await?))
 }
 
@@ -835,13 +838,16 @@ mod stack_tests {
         async fn get_endpoint(&self, id: &str) -> Result<Endpoint, ApiError> {
             Err(not_found(id))
         }
-        async fn stats(&self) -> Result<Vec<ClassStat>, ApiError> {
-            Ok(vec![ClassStat {
-                hook: "xdp",
-                class: "ipv4",
-                packets: 3,
-                bytes: 180,
-            }])
+        async fn stats(&self) -> Result<StatsReport, ApiError> {
+            Ok(StatsReport {
+                classes: vec![crate::model::ClassCount {
+                    hook: "xdp".into(),
+                    class: "ipv4".into(),
+                    packets: 3,
+                    bytes: 180,
+                }],
+                ..Default::default()
+            })
         }
     }
 
@@ -975,7 +981,10 @@ mod stack_tests {
         c.list_endpoints(None).await.unwrap();
         assert_eq!(*d.fake.last_filter.lock().unwrap(), Some(None));
         let stats = c.stats().await.unwrap();
-        assert_eq!((stats[0].hook.as_str(), stats[0].packets), ("xdp", 3));
+        assert_eq!(
+            (stats.classes[0].hook.as_str(), stats.classes[0].packets),
+            ("xdp", 3)
+        );
         let e = c.get_endpoint("0123456789ab").await.unwrap_err();
         assert!(matches!(e, ClientError::Api { status: 404, .. }), "{e:?}");
     }

@@ -16,14 +16,14 @@ use hyper::{
     header::{ACCEPT, CONTENT_TYPE, HOST},
 };
 use hyper_util::rt::TokioIo;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     api::Version,
     error::UserError,
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, PortLease, PortPublish,
-        TapCreate,
+        StatsReport, TapCreate,
     },
 };
 
@@ -111,15 +111,6 @@ impl From<ClientError> for UserError {
             hint: e.hint(),
         }
     }
-}
-
-/// One packet counter of `GET /v1/stats` (the daemon's `datapath::ClassStat`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClassStat {
-    pub hook: String,
-    pub class: String,
-    pub packets: u64,
-    pub bytes: u64,
 }
 
 /// Talks to the daemon on `socket`.
@@ -343,7 +334,8 @@ impl Client {
         self.get("/v1/ports").await
     }
 
-    pub async fn stats(&self) -> Result<Vec<ClassStat>, ClientError> {
+    /// `GET /v1/stats`: every counter of the datapath.
+    pub async fn stats(&self) -> Result<StatsReport, ClientError> {
         self.get("/v1/stats").await
     }
 }

@@ -33,6 +33,8 @@ pub struct DaemonOptions {
     pub reload: bool,
     /// Create the embedded default network (10.200.0.0/16) if it does not exist.
     pub default_network: bool,
+    /// Host ports handed out when a `-p` spec gives none (inclusive).
+    pub ephemeral_ports: (u16, u16),
 }
 
 /// What the daemon set up, as printed at start (and as JSON for tools).
@@ -95,7 +97,7 @@ pub fn daemon_running(state_dir: &Path) -> bool {
 /// network exists unless disabled. Idempotent: a second run adopts what the first made.
 pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Service>)> {
     let paths = &opts.paths;
-    let svc = Arc::new(Service::open(paths.clone(), opts.reload).await?);
+    let svc = Arc::new(Service::open(paths.clone(), opts.reload, opts.ephemeral_ports).await?);
     let reconciled = svc.reconcile().await?;
     let mut report = SetupReport {
         instance: paths.instance(),

@@ -9,6 +9,7 @@
 //! * [`reset`]: `netpath reset` (removes everything netpath created).
 //! * [`cni`]: the `netpath-cni` CNI plugin (a client of the API).
 //! * [`hostports`]: the host's own sockets on ports to publish (probe, owner).
+//! * [`stats`]: the datapath's counters as one report (API and CLI).
 //! * [`config`]: defaults (paths, the embedded default network) and naming/tagging.
 
 pub mod api;
@@ -28,5 +29,6 @@ pub mod reset;
 pub mod sandbox;
 pub mod service;
 pub mod state;
+pub mod stats;
 pub mod sysctl;
 pub mod tap;

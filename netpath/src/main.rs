@@ -1,9 +1,11 @@
 //! The `netpath` command line: a thin client of the daemon's API (plus `daemon`, and
-//! the commands that work without a daemon: `reset`, `stats`).
+//! the commands that work without a daemon: `reset`, `stats`, `completions`).
+
+mod cli;
 
 use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand, error::ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand, error::ErrorKind};
 use ipnet::Ipv4Net;
 use netpath::{
     client::Client,
@@ -12,29 +14,42 @@ use netpath::{
     datapath::{Datapath, Pins},
     error::{UserError, one_line},
     model::{
-        Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network, NetworkCreate,
-        PortLease, PortPublish, TapCreate,
+        Endpoint, EndpointCreate, EndpointKind, Mode, Network, NetworkCreate, PortPublish,
+        TapCreate,
     },
     preflight, reset,
+    service::EPHEMERAL_PORTS,
+    state::Store,
 };
 use serde::Serialize;
+
+use crate::cli::{
+    print,
+    select::{self, Filter},
+};
+
+/// The version and the commit it was built from, as `--version` prints them.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("NETPATH_COMMIT"), ")");
 
 /// netpath: an eBPF/XDP + tc host datapath for containers and microVMs.
 ///
 /// Start the daemon (it creates the default network 10.200.0.0/16 and loads the
 /// datapath), then create networks, attach containers (veth into their network
 /// namespace) and microVMs (TAP devices), and remove everything with `netpath reset`.
+/// Endpoint ids may be shortened to any prefix that names one endpoint.
 ///
 /// Examples:
 ///   sudo netpath daemon &
 ///   netpath network create web --subnet 10.50.0.0/24
 ///   netpath endpoint add web --netns /run/netns/c1
 ///   netpath tap add web --name fc-tap0 --uid 1000 --gid 1000
-///   netpath ls
+///   netpath port publish 3f2a -p 8080:80 -p 127.0.0.1::53/udp
+///   netpath ls --filter network=web
+///   netpath inspect web 3f2a tcp/0.0.0.0:8080
 #[derive(Parser)]
 #[command(
     name = "netpath",
-    version,
+    version = VERSION,
     propagate_version = true,
     verbatim_doc_comment
 )]
@@ -58,6 +73,17 @@ struct PathArgs {
     bpffs: PathBuf,
 }
 
+/// What a listing prints: a table, JSON, or only the ids (`-q`).
+#[derive(Args, Clone, Copy)]
+struct Output {
+    /// Print as JSON.
+    #[arg(long, conflicts_with = "quiet")]
+    json: bool,
+    /// Print only the ids (names, for networks), one per line.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground: load (or adopt) the pinned datapath, reconcile
@@ -71,6 +97,12 @@ enum Command {
         /// Do not create the default network (10.200.0.0/16).
         #[arg(long)]
         no_default_network: bool,
+        /// Host ports handed out for `-p GUESTPORT` (no host port given), FIRST-LAST.
+        /// Keep it clear of the kernel's ephemeral range
+        /// (/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by default), which
+        /// masquerade and host sockets use.
+        #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = port_range)]
+        ephemeral_ports: (u16, u16),
     },
     /// Create, remove and list networks.
     #[command(subcommand)]
@@ -84,11 +116,20 @@ enum Command {
     /// Publish ports of an endpoint to the host (DNAT in BPF, no proxy, no iptables).
     #[command(subcommand)]
     Port(PortCmd),
-    /// List networks and endpoints.
+    /// List networks and endpoints (`-q`: endpoint ids only).
     Ls {
-        /// Print as JSON: {"networks": [...], "endpoints": [...]}.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
+        /// Only endpoints matching KEY=VALUE: network=NAME, kind=veth|tap,
+        /// state=ready|creating, id=PREFIX. Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
+        filter: Vec<Filter>,
+    },
+    /// Show networks, endpoints and published ports as JSON, by network name, endpoint
+    /// id (or prefix) or lease id (`tcp/0.0.0.0:8080`), as `docker inspect` does.
+    Inspect {
+        #[arg(required = true, value_name = "NAME|ID|LEASE")]
+        what: Vec<String>,
     },
     /// Remove everything this netpath instance created: attachments, pins, links,
     /// state. Refuses while the daemon runs.
@@ -99,15 +140,26 @@ enum Command {
     },
     /// Show the datapath's counters: packets per hook and class, per endpoint, the fast
     /// path's forwards (endpoint → endpoint, uplink → endpoint, endpoint → uplink) and
-    /// drops by reason; works while the daemon is down, since the datapath outlives it.
+    /// drops by reason. Asks the daemon on --socket; while it is down, reads the pinned
+    /// maps under --bpffs (the datapath outlives the daemon).
     Stats {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
-        /// Include classes with zero packets.
+        /// Include classes and drop reasons with zero packets.
         #[arg(long)]
         all: bool,
     },
+    /// Print a shell completion script: `netpath completions bash >
+    /// /etc/bash_completion.d/netpath` (zsh: into a directory of $fpath as `_netpath`;
+    /// fish: ~/.config/fish/completions/netpath.fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), for `man -l -` or a man directory.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -133,17 +185,18 @@ enum NetworkCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Remove a network (refused while it has endpoints, unless --force).
+    /// Remove networks (refused while one has endpoints, unless --force).
     Rm {
-        name: String,
-        /// Also remove its endpoints.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Also remove their endpoints.
         #[arg(long)]
         force: bool,
     },
     /// List networks.
     Ls {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: Output,
     },
 }
 
@@ -181,23 +234,28 @@ enum EndpointCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
-    /// List endpoints.
+    /// List endpoints (containers and TAPs).
     Ls {
-        /// Only this network's.
+        /// Only this network's (the same as --filter network=NAME).
         #[arg(long)]
         network: Option<String>,
-        #[arg(long)]
-        json: bool,
+        /// Only endpoints matching KEY=VALUE: network=NAME, kind=veth|tap,
+        /// state=ready|creating, id=PREFIX. Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
+        filter: Vec<Filter>,
+        #[command(flatten)]
+        out: Output,
     },
 }
 
 #[derive(Subcommand)]
 enum PortCmd {
     /// Publish: `-p [HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]` (Docker's
-    /// syntax; no host port = an ephemeral one; a host range for one guest port = the
-    /// first free port of it). Repeatable: every -p is published, or none is.
+    /// syntax; no host port = one of the daemon's --ephemeral-ports; a host range for
+    /// one guest port = the first free port of it). Repeatable: every -p is published,
+    /// or none is.
     Publish {
-        /// Endpoint id (container or TAP).
+        /// Endpoint id or unique prefix (container or TAP).
         endpoint: String,
         #[arg(short = 'p', long = "publish", required = true)]
         specs: Vec<String>,
@@ -212,25 +270,13 @@ enum PortCmd {
     },
     /// List published ports.
     Ls {
-        #[arg(long)]
-        json: bool,
+        /// Only leases matching KEY=VALUE: endpoint=ID, proto=tcp|udp, network=NAME.
+        /// Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = select::port_filter)]
+        filter: Vec<Filter>,
+        #[command(flatten)]
+        out: Output,
     },
-}
-
-fn print_ports(leases: &[PortLease]) {
-    let rows: Vec<[String; 5]> = leases
-        .iter()
-        .map(|l| {
-            [
-                l.id.clone(),
-                l.endpoint.clone(),
-                l.proto.to_string(),
-                format!("{}:{}", l.host_ip, l.host_port),
-                format!("{}:{}", l.guest_ip, l.guest_port),
-            ]
-        })
-        .collect();
-    print_table(["ID", "ENDPOINT", "PROTO", "HOST", "GUEST"], &rows);
 }
 
 #[derive(Subcommand)]
@@ -265,6 +311,36 @@ enum TapCmd {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// List TAP endpoints.
+    Ls {
+        /// Only TAPs matching KEY=VALUE: network=NAME, state=ready|creating, id=PREFIX.
+        /// Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
+        filter: Vec<Filter>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// `FIRST-LAST`, a non-empty range of ports 1-65535.
+fn port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| {
+        format!(
+            "expected FIRST-LAST, e.g. {}-{}",
+            EPHEMERAL_PORTS.0, EPHEMERAL_PORTS.1
+        )
+    })?;
+    let port = |p: &str| -> Result<u16, String> {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+    };
+    let (a, b) = (port(a)?, port(b)?);
+    if b < a {
+        return Err(format!("range {s} is reversed"));
+    }
+    Ok((a, b))
 }
 
 fn main() -> ExitCode {
@@ -279,7 +355,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
         Err(e) => {
-            // One line instead of clap's multi-line usage dump.
             // One line: clap's message up to its usage block, lines joined.
             let rendered = e.render().to_string();
             let message: Vec<&str> = rendered
@@ -320,6 +395,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a listing as `out` asks: JSON, ids only, or a table.
+fn list<T: Serialize>(
+    items: &[T],
+    out: Output,
+    id: impl Fn(&T) -> &str,
+    table: impl FnOnce(&[T]),
+) -> anyhow::Result<()> {
+    if out.json {
+        print::json(&items)
+    } else if out.quiet {
+        for item in items {
+            println!("{}", id(item));
+        }
+        Ok(())
+    } else {
+        table(items);
+        Ok(())
+    }
+}
+
 /// Removes endpoints `ids` one after another (each is one request, which completes
 /// whatever happens to this client), printing `done` for each; with `kind`, an endpoint of
 /// another kind is refused before anything is removed. Goes on past a failure, as
@@ -337,162 +432,98 @@ async fn remove_endpoints(
                 return Err(UserError::new(format!(
                     "endpoint {} is a {}, not a {}; nothing was removed",
                     e.id,
-                    kind_name(e.kind),
-                    kind_name(kind)
+                    describe(e.kind),
+                    describe(kind)
                 ))
                 .hint(format!("remove it with `netpath endpoint rm {}`", e.id))
                 .into());
             }
         }
     }
-    let mut failed = Vec::new();
-    for id in ids {
-        match client.remove_endpoint(id).await {
-            Ok(e) => println!("{}", done(&e)),
-            Err(e) => {
-                let e = UserError::from(e);
-                if ids.len() == 1 {
-                    return Err(e.into());
-                }
-                eprintln!("netpath: {id}: {}", one_line(&e.into()));
-                failed.push(id.as_str());
-            }
-        }
-    }
-    if failed.is_empty() {
+    let done = &done;
+    each(ids, "endpoints", |id| async move {
+        let e = client.remove_endpoint(id).await?;
+        println!("{}", done(&e));
         Ok(())
-    } else {
-        Err(UserError::new(format!(
-            "{} of {} endpoints not removed: {}",
-            failed.len(),
-            ids.len(),
-            failed.join(", ")
-        ))
-        .into())
-    }
+    })
+    .await
 }
 
-fn kind_name(kind: EndpointKind) -> &'static str {
+fn describe(kind: EndpointKind) -> &'static str {
     match kind {
         EndpointKind::Veth => "container endpoint (veth)",
         EndpointKind::Tap => "microVM TAP",
     }
 }
 
-fn print_json(v: &impl Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-/// Prints rows under headers, each column as wide as its widest cell (the last one
-/// unpadded), as `docker ps` does.
-fn print_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
-    let mut widths = headers.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; N]| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == N {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+/// Runs `op` for each of `names`, on past failures (each reported on its own line);
+/// fails at the end if any failed. One name: its error as is.
+async fn each<'a, F, Fut>(names: &'a [String], what: &str, op: F) -> anyhow::Result<()>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), netpath::client::ClientError>>,
+{
+    let mut failed = Vec::new();
+    for name in names {
+        if let Err(e) = op(name).await {
+            let e = UserError::from(e);
+            if names.len() == 1 {
+                return Err(e.into());
             }
+            eprintln!("netpath: {name}: {}", one_line(&e.into()));
+            failed.push(name.as_str());
         }
-        println!("{}", out.trim_end());
-    };
-    line(headers);
-    for row in rows {
-        line(std::array::from_fn(|i| row[i].as_str()));
     }
-}
-
-fn print_networks(networks: &[Network]) {
-    let rows: Vec<[String; 8]> = networks
-        .iter()
-        .map(|n| {
-            [
-                n.name.clone(),
-                n.id.to_string(),
-                n.subnet.to_string(),
-                n.gateway.to_string(),
-                match n.mode {
-                    Mode::Bridge => "bridge",
-                    Mode::Routed => "routed",
-                }
-                .into(),
-                n.bridge.clone().unwrap_or_else(|| "-".into()),
-                n.uplink.clone().unwrap_or_else(|| "-".into()),
-                n.mtu.to_string(),
-            ]
-        })
-        .collect();
-    print_table(
-        [
-            "NAME", "ID", "SUBNET", "GATEWAY", "MODE", "BRIDGE", "UPLINK", "MTU",
-        ],
-        &rows,
-    );
-}
-
-fn state_name(state: EndpointState) -> &'static str {
-    match state {
-        EndpointState::Creating => "creating",
-        EndpointState::Ready => "ready",
+    if failed.is_empty() {
+        return Ok(());
     }
+    Err(UserError::new(format!(
+        "{} of {} {what} not removed: {}",
+        failed.len(),
+        names.len(),
+        failed.join(", ")
+    ))
+    .into())
 }
 
-fn print_endpoints(eps: &[Endpoint]) {
-    let rows: Vec<[String; 9]> = eps
-        .iter()
-        .map(|e| {
-            let place = match (&e.netns, &e.ifname) {
-                (Some(ns), Some(ifn)) => format!("{ifn} in {}", ns.display()),
-                _ => format!(
-                    "uid {} gid {} queues {}",
-                    e.uid.map_or("-".into(), |v| v.to_string()),
-                    e.gid.map_or("-".into(), |v| v.to_string()),
-                    e.queues.unwrap_or(1)
-                ),
+/// `netpath inspect`: each of `what` as JSON — a lease id, a network name, or an
+/// endpoint id or prefix, in that order.
+async fn inspect(client: &Client, what: &[String]) -> anyhow::Result<()> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    let mut ports = None;
+    for w in what {
+        if w.contains('/') {
+            let leases = match &ports {
+                Some(l) => l,
+                None => ports.insert(client.list_ports().await.map_err(UserError::from)?),
             };
-            [
-                e.id.clone(),
-                e.network.clone(),
-                format!("{:?}", e.kind).to_lowercase(),
-                state_name(e.state).into(),
-                format!("{}/{}", e.ip, e.prefix_len),
-                e.mac.clone(),
-                e.gateway.to_string(),
-                e.host_ifname.clone(),
-                place,
-            ]
-        })
-        .collect();
-    print_table(
-        [
-            "ID", "NETWORK", "KIND", "STATE", "IP", "MAC", "GATEWAY", "HOST IF", "WHERE",
-        ],
-        &rows,
-    );
-}
-
-fn print_endpoint(e: &Endpoint, json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_json(e);
+            match leases.iter().find(|l| &l.id == w) {
+                Some(l) => found.push(serde_json::to_value(l)?),
+                None => missing.push(w.as_str()),
+            }
+            continue;
+        }
+        if let Ok(n) = client.get_network(w).await {
+            found.push(serde_json::to_value(n)?);
+            continue;
+        }
+        match client.get_endpoint(w).await {
+            Ok(e) => found.push(serde_json::to_value(e)?),
+            Err(netpath::client::ClientError::Api { status: 404, .. }) => missing.push(w.as_str()),
+            Err(e) => return Err(UserError::from(e).into()),
+        }
     }
-    println!("id        {}", e.id);
-    println!("state     {}", state_name(e.state));
-    println!("ip        {}/{}", e.ip, e.prefix_len);
-    println!("mac       {}", e.mac);
-    println!("gateway   {}", e.gateway);
-    println!("host if   {}", e.host_ifname);
-    if let Some(ifn) = &e.ifname {
-        println!("ifname    {ifn}");
+    print::json(&found)?;
+    if missing.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(UserError::new(format!(
+        "no network, endpoint or published port {}",
+        missing.join(", ")
+    ))
+    .hint("`netpath ls` and `netpath port ls` list them")
+    .into())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -512,11 +543,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Daemon {
             reload,
             no_default_network,
+            ephemeral_ports,
         } => {
             daemon::run(DaemonOptions {
                 paths,
                 reload,
                 default_network: !no_default_network,
+                ephemeral_ports,
             })
             .await
         }
@@ -542,25 +575,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     mtu,
                 }));
                 if json {
-                    print_json(&n)
+                    print::json(&n)
                 } else {
-                    print_networks(&[n]);
+                    print::networks(&[n]);
                     Ok(())
                 }
             }
-            NetworkCmd::Rm { name, force } => {
-                let n = api!(client.remove_network(&name, force));
-                println!("removed network {}", n.name);
-                Ok(())
+            NetworkCmd::Rm { names, force } => {
+                each(&names, "networks", |name| {
+                    let client = &client;
+                    async move {
+                        let n = client.remove_network(name, force).await?;
+                        println!("removed network {}", n.name);
+                        Ok(())
+                    }
+                })
+                .await
             }
-            NetworkCmd::Ls { json } => {
+            NetworkCmd::Ls { out } => {
                 let ns = api!(client.list_networks());
-                if json {
-                    print_json(&ns)
-                } else {
-                    print_networks(&ns);
-                    Ok(())
-                }
+                list(&ns, out, |n: &Network| &n.name, print::networks)
             }
         },
         Command::Endpoint(cmd) => match cmd {
@@ -584,7 +618,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     mac,
                     container_id: None,
                 }));
-                print_endpoint(&e, json)
+                print::endpoint(&e, json)
             }
             EndpointCmd::Rm { ids } => {
                 remove_endpoints(&client, &ids, None, |e| {
@@ -592,14 +626,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
             }
-            EndpointCmd::Ls { network, json } => {
-                let eps = api!(client.list_endpoints(network.as_deref()));
-                if json {
-                    print_json(&eps)
-                } else {
-                    print_endpoints(&eps);
-                    Ok(())
+            EndpointCmd::Ls {
+                network,
+                mut filter,
+                out,
+            } => {
+                if let Some(n) = network {
+                    filter.push(Filter {
+                        key: "network".into(),
+                        value: n,
+                    });
                 }
+                let eps = endpoints(&client, &filter, None).await?;
+                list(&eps, out, |e: &Endpoint| &e.id, print::endpoints)
             }
         },
         Command::Tap(cmd) => match cmd {
@@ -622,13 +661,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ip,
                     mac,
                 }));
-                print_endpoint(&e, json)
+                print::endpoint(&e, json)
             }
             TapCmd::Rm { ids } => {
                 remove_endpoints(&client, &ids, Some(EndpointKind::Tap), |e| {
                     format!("removed tap {} {} ({})", e.id, e.host_ifname, e.ip)
                 })
                 .await
+            }
+            TapCmd::Ls { filter, out } => {
+                let taps = endpoints(&client, &filter, Some(EndpointKind::Tap)).await?;
+                list(&taps, out, |e: &Endpoint| &e.id, print::endpoints)
             }
         },
         Command::Port(cmd) => match cmd {
@@ -644,9 +687,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     specs,
                 }));
                 if json {
-                    print_json(&all)
+                    print::json(&all)
                 } else {
-                    print_ports(&all);
+                    print::ports(&all);
                     Ok(())
                 }
             }
@@ -670,41 +713,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 Ok(())
             }
-            PortCmd::Ls { json } => {
-                let leases = api!(client.list_ports());
-                if json {
-                    print_json(&leases)
-                } else {
-                    print_ports(&leases);
-                    Ok(())
+            PortCmd::Ls { filter, out } => {
+                let mut leases = api!(client.list_ports());
+                if !filter.is_empty() {
+                    let eps = api!(client.list_endpoints(None));
+                    let network_of =
+                        |id: &str| eps.iter().find(|e| e.id == id).map(|e| e.network.clone());
+                    leases.retain(|l| select::port_matches(l, &filter, network_of));
                 }
+                list(&leases, out, |l| &l.id, print::ports)
             }
         },
-        Command::Ls { json } => {
+        Command::Ls { out, filter } => {
             let networks = api!(client.list_networks());
-            let endpoints = api!(client.list_endpoints(None));
-            if json {
+            let endpoints = endpoints(&client, &filter, None).await?;
+            if out.json {
                 #[derive(Serialize)]
                 struct All {
                     networks: Vec<Network>,
                     endpoints: Vec<Endpoint>,
                 }
-                print_json(&All {
+                print::json(&All {
                     networks,
                     endpoints,
                 })
+            } else if out.quiet {
+                list(&endpoints, out, |e| &e.id, |_| {})
             } else {
-                print_networks(&networks);
+                print::networks(&networks);
                 println!();
-                print_endpoints(&endpoints);
+                print::endpoints(&endpoints);
                 Ok(())
             }
         }
+        Command::Inspect { what } => inspect(&client, &what).await,
         Command::Reset { json } => {
             preflight::require_privileges("netpath reset")?;
             let report = reset::reset(&paths).await?;
             if json {
-                print_json(&report)
+                print::json(&report)
             } else {
                 println!(
                     "removed {} link(s){}{}, {} pin(s), state {}",
@@ -726,82 +773,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Stats { json, all } => {
-            preflight::require_privileges("netpath stats")?;
-            if !Pins::new(&paths.bpffs).complete() {
-                return Err(UserError::new(format!(
-                    "no netpath datapath is pinned under {}",
-                    paths.bpffs.display()
-                ))
-                .hint("start it with `netpath daemon` (or pass the --bpffs it uses)")
-                .into());
-            }
-            let dp = Datapath::open(&paths.bpffs, false)?;
-            let classes: Vec<_> = dp
-                .stats()?
-                .into_iter()
-                .filter(|s| all || s.packets > 0)
-                .collect();
-            let endpoints = dp.endpoint_stats()?;
-            let drops: Vec<_> = dp
-                .drops()?
-                .into_iter()
-                .filter(|d| all || d.packets > 0)
-                .collect();
-            let forwards = dp.forwards()?;
-            if json {
-                #[derive(Serialize)]
-                struct Stats<T, E, F, D> {
-                    classes: T,
-                    endpoints: E,
-                    forwards: F,
-                    drops: D,
-                }
-                print_json(&Stats {
-                    classes: &classes,
-                    endpoints: &endpoints,
-                    forwards: &forwards,
-                    drops: &drops,
-                })
-            } else {
-                println!("packets by hook and class");
-                println!(
-                    "  {:<12} {:<20} {:>12} {:>14}",
-                    "HOOK", "CLASS", "PACKETS", "BYTES"
-                );
-                for s in &classes {
-                    println!(
-                        "  {:<12} {:<20} {:>12} {:>14}",
-                        s.hook, s.class, s.packets, s.bytes
-                    );
-                }
-                println!("endpoints (tx: sent by the endpoint; rx: delivered by the fast path)");
-                println!(
-                    "  {:<16} {:>8} {:>12} {:>14} {:>12} {:>14}",
-                    "IP", "IFINDEX", "TX PACKETS", "TX BYTES", "RX PACKETS", "RX BYTES"
-                );
-                for e in &endpoints {
-                    println!(
-                        "  {:<16} {:>8} {:>12} {:>14} {:>12} {:>14}",
-                        e.ip.to_string(),
-                        e.ifindex,
-                        e.tx_packets,
-                        e.tx_bytes,
-                        e.rx_packets,
-                        e.rx_bytes
-                    );
-                }
-                println!("fast-path forwards (past the kernel's path)");
-                println!("  {:<20} {:>12} {:>14}", "WAY", "PACKETS", "BYTES");
-                for f in &forwards {
-                    println!("  {:<20} {:>12} {:>14}", f.way, f.packets, f.bytes);
-                }
-                println!("drops");
-                println!("  {:<20} {:>12} {:>14}", "REASON", "PACKETS", "BYTES");
-                for d in &drops {
-                    println!("  {:<20} {:>12} {:>14}", d.reason, d.packets, d.bytes);
-                }
-                Ok(())
-            }
+            let report = match client.stats().await {
+                Ok(r) => r,
+                Err(netpath::client::ClientError::DaemonDown { .. }) => offline_stats(&paths)?,
+                Err(e) => return Err(UserError::from(e).into()),
+            };
+            print::stats(report, all, json)
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "netpath",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
         }
     }
+}
+
+/// Endpoints passing `filters` (and of `kind`, if given).
+async fn endpoints(
+    client: &Client,
+    filters: &[Filter],
+    kind: Option<EndpointKind>,
+) -> anyhow::Result<Vec<Endpoint>> {
+    let mut eps = client.list_endpoints(None).await.map_err(UserError::from)?;
+    eps.retain(|e| select::endpoint_matches(e, filters, kind));
+    Ok(eps)
+}
+
+/// The counters straight from the pinned maps, for when the daemon is down (endpoints
+/// named from the state database, which is free then).
+fn offline_stats(paths: &Paths) -> anyhow::Result<netpath::model::StatsReport> {
+    preflight::require_privileges("netpath stats")?;
+    if !Pins::new(&paths.bpffs).complete() {
+        return Err(UserError::new(format!(
+            "the netpath daemon is not running (no answer on {}) and no datapath is pinned under {}",
+            paths.socket.display(),
+            paths.bpffs.display()
+        ))
+        .hint("start it with `netpath daemon` (or pass the --socket and --bpffs it uses)")
+        .into());
+    }
+    let dp = Datapath::open(&paths.bpffs, false)?;
+    let db = paths.state_dir.join("state.redb");
+    let records = if db.exists() {
+        Store::open(&db)
+            .and_then(|s| s.list_endpoints(None))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    Ok(netpath::stats::report(&dp, &records)?)
 }

@@ -140,6 +140,12 @@ pub struct Endpoint {
     /// Records written before this field existed load as `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The identity of the container's network namespace: the inode of its nsfs file
+    /// (`stat -L /proc/PID/ns/net`, `ls -i /run/netns/NAME`), which stays the namespace's
+    /// whatever path named it — a `/proc/PID/ns/net` goes with its process, while the
+    /// namespace may live on. Records written before this field existed load as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns_inode: Option<u64>,
 }
 
 /// Error body of every failed API request.
@@ -193,4 +199,56 @@ impl PortLease {
     pub fn lease_id(proto: crate::portspec::Proto, host_ip: Ipv4Addr, port: u16) -> String {
         format!("{proto}/{host_ip}:{port}")
     }
+}
+
+/// Everything `netpath stats` shows, as `GET /v1/stats` serves it: the datapath's
+/// counters, with each endpoint's traffic under its id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Packets per hook and packet class.
+    pub classes: Vec<ClassCount>,
+    /// Per endpoint: tx = sent by the endpoint, rx = delivered to it by the fast path.
+    pub endpoints: Vec<EndpointTraffic>,
+    /// The fast path's forwards past the kernel's path, per way.
+    pub forwards: Vec<WayCount>,
+    /// Drops per reason.
+    pub drops: Vec<ReasonCount>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassCount {
+    pub hook: String,
+    pub class: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointTraffic {
+    /// The endpoint's id; `None` for a map entry no record explains (or when the state
+    /// database could not be read).
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub network: Option<String>,
+    pub ip: Ipv4Addr,
+    pub ifindex: u32,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WayCount {
+    pub way: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub packets: u64,
+    pub bytes: u64,
 }

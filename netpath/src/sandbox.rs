@@ -64,8 +64,9 @@ pub enum SandboxError {
 }
 
 /// Checks that `path` is a network namespace other than the daemon's own (the host's):
-/// what `endpoint add` needs before anything is leased or created.
-pub fn check_netns(path: &Path) -> Result<(), SandboxError> {
+/// what `endpoint add` needs before anything is leased or created. Returns the
+/// namespace's identity, the inode of its nsfs file.
+pub fn check_netns(path: &Path) -> Result<u64, SandboxError> {
     use std::os::{fd::AsRawFd, unix::fs::MetadataExt};
     let shown = path.display().to_string();
     let file = File::open(path).map_err(|e| match e.kind() {
@@ -98,7 +99,7 @@ pub fn check_netns(path: &Path) -> Result<(), SandboxError> {
     if (ours.dev(), ours.ino()) == (theirs.dev(), theirs.ino()) {
         return Err(SandboxError::HostNetns { path: shown });
     }
-    Ok(())
+    Ok(theirs.ino())
 }
 
 /// Creates the veth pair and configures both ends. `during` runs once the host end

@@ -26,11 +26,11 @@ use netpath_common::{
 
 use crate::{
     config::{self, IFNAME_MAX, Paths},
-    datapath::{Attachment, ClassStat, Datapath, DatapathError, EndpointStat, Origin},
+    datapath::{Attachment, Datapath, DatapathError, EndpointStat, Origin},
     hostports,
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network,
-        NetworkCreate, PortLease, PortPublish, TapCreate,
+        NetworkCreate, PortLease, PortPublish, StatsReport, TapCreate,
     },
     netlink::{LinkConfig, Netlink, NetlinkError, random_mac},
     portspec::PortSpec,
@@ -138,6 +138,8 @@ pub struct Service {
     nl: Netlink,
     datapath: Mutex<Datapath>,
     net_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Host ports handed out when a `-p` spec gives none.
+    ephemeral_ports: (u16, u16),
 }
 
 /// Runs a blocking state-database call off the async workers.
@@ -270,7 +272,11 @@ fn host_routes() -> Vec<(String, Ipv4Net)> {
 
 impl Service {
     /// Opens the state database and the pinned datapath (adopting it if present).
-    pub async fn open(paths: Paths, reload: bool) -> anyhow::Result<Service> {
+    pub async fn open(
+        paths: Paths,
+        reload: bool,
+        ephemeral_ports: (u16, u16),
+    ) -> anyhow::Result<Service> {
         std::fs::create_dir_all(&paths.state_dir)?;
         sysctl::enable_forwarding()?;
         let store = Arc::new(Store::open(&paths.state_dir.join("state.redb"))?);
@@ -284,6 +290,7 @@ impl Service {
             nl: Netlink::connect()?,
             datapath: Mutex::new(datapath),
             net_locks: Mutex::new(HashMap::new()),
+            ephemeral_ports,
         };
         service.refresh_local_addrs().await?;
         Ok(service)
@@ -553,7 +560,7 @@ impl Service {
                 ));
             }
         };
-        crate::sandbox::check_netns(&netns)?;
+        let netns_inode = crate::sandbox::check_netns(&netns)?;
         if let Some(c) = &req.container_id {
             validate_container_id(c)?;
         }
@@ -582,6 +589,7 @@ impl Service {
             gid: None,
             queues: None,
             container_id: req.container_id.clone(),
+            netns_inode: Some(netns_inode),
         };
         let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
         match self.plumb_veth(&network, &ep, &netns, &ifname, mac).await {
@@ -731,6 +739,7 @@ impl Service {
             gid: req.gid,
             queues: Some(queues),
             container_id: None,
+            netns_inode: None,
         };
         let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
         if let Err(e) = self.plumb_tap(&network, &ep, &req, queues, mac).await {
@@ -869,9 +878,9 @@ impl Service {
         let ep = self.get_endpoint(&req.endpoint).await?;
         let lock = self.net_lock(&ep.network);
         let _guard = lock.lock().await;
-        let id = ep.id.clone();
+        let (id, ephemeral) = (ep.id.clone(), self.ephemeral_ports);
         let leases = db(&self.store, move |s| {
-            s.lease_ports(&id, &requests, EPHEMERAL_PORTS, &hostports::busy)
+            s.lease_ports(&id, &requests, ephemeral, &hostports::busy)
         })
         .await
         .map_err(|e| match e {
@@ -994,8 +1003,10 @@ impl Service {
         Ok(())
     }
 
-    pub async fn stats(&self) -> Result<Vec<ClassStat>> {
-        Ok(self.datapath().stats()?)
+    /// Every counter of the datapath, endpoints under their ids.
+    pub async fn stats(&self) -> Result<StatsReport> {
+        let records = self.list_endpoints(None).await?;
+        Ok(crate::stats::report(&self.datapath(), &records)?)
     }
 
     /// Per-endpoint traffic counters.
@@ -1133,8 +1144,9 @@ impl Service {
     }
 }
 
-/// Host ports handed out when a `-p` spec gives none. Kept clear of Linux's ephemeral
-/// range (32768-60999), which masquerade and host sockets use.
+/// Host ports handed out by default when a `-p` spec gives none (`netpath daemon
+/// --ephemeral-ports`). Kept clear of Linux's ephemeral range (32768-60999), which
+/// masquerade and host sockets use.
 pub const EPHEMERAL_PORTS: (u16, u16) = (20000, 29999);
 
 fn publish_key(l: &PortLease) -> PublishKey {

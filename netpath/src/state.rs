@@ -276,6 +276,8 @@ pub struct NewEndpoint {
     pub queues: Option<u16>,
     /// The CNI container id, for endpoints made by the CNI plugin.
     pub container_id: Option<String>,
+    /// The inode of the container's network namespace (see [`Endpoint::netns_inode`]).
+    pub netns_inode: Option<u64>,
 }
 
 /// The state database. Cheap to share: put it in an `Arc`.
@@ -599,6 +601,7 @@ impl Store {
                 gid: new.gid,
                 queues: new.queues,
                 container_id: new.container_id,
+                netns_inode: new.netns_inode,
             };
             t.endpoints
                 .insert(endpoint.id.as_str(), encode(&endpoint).as_slice())?;
@@ -1149,6 +1152,7 @@ mod tests {
             gid: None,
             queues: None,
             container_id: None,
+            netns_inode: None,
         }
     }
 
@@ -1673,7 +1677,7 @@ mod tests {
         let dir = TempDir::new();
         let store = Store::open(&dir.db()).unwrap();
         create(&store, "n", "10.1.0.0/24").unwrap();
-        let mut with_id = |id: &str| {
+        let with_id = |id: &str| {
             let mut new = new_ep(&store, "n", None);
             new.id = id.into();
             new.host_ifname = format!("np-{id}");

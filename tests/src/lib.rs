@@ -489,14 +489,17 @@ impl Daemon {
                 return Err(format!("port lease of no endpoint: {l}"));
             }
         }
-        let mut by_ns: HashMap<String, BTreeSet<String>> = HashMap::new();
+        // Namespaces by identity (the nsfs inode), whatever path a record named it by.
+        let mut by_ns: HashMap<u64, BTreeSet<String>> = HashMap::new();
         for e in eps.iter().filter(|e| e["kind"] == "veth") {
-            by_ns
-                .entry(field(e, "netns"))
-                .or_default()
-                .insert(field(e, "ifname"));
+            let ino = e["netns_inode"]
+                .as_u64()
+                .ok_or_else(|| format!("record without netns_inode: {e}"))?;
+            by_ns.entry(ino).or_default().insert(field(e, "ifname"));
         }
         for ns in namespaces {
+            use std::os::unix::fs::MetadataExt as _;
+            let ino = fs::metadata(ns.path()).map_err(|e| e.to_string())?.ino();
             let out = ns.exec(&["ip", "-j", "link", "show"]);
             let v: serde_json::Value =
                 serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
@@ -507,10 +510,7 @@ impl Daemon {
                 .map(|l| l["ifname"].as_str().unwrap_or_default().to_owned())
                 .filter(|n| n != "lo")
                 .collect();
-            let want = by_ns
-                .get(&ns.path().display().to_string())
-                .cloned()
-                .unwrap_or_default();
+            let want = by_ns.get(&ino).cloned().unwrap_or_default();
             if got != want {
                 return Err(format!(
                     "interfaces {got:?} in {} differ from the records' {want:?}",

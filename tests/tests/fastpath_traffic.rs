@@ -40,7 +40,11 @@ async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
     let d = DaemonPaths::new();
     let paths = d.to_paths();
     let t = (ResetOnDrop(paths.clone()), d);
-    let svc = Arc::new(Service::open(paths, false).await.expect("open service"));
+    let svc = Arc::new(
+        Service::open(paths, false, netpath::service::EPHEMERAL_PORTS)
+            .await
+            .expect("open service"),
+    );
     let name = unique("fp");
     svc.create_network(NetworkCreate {
         name: name.clone(),

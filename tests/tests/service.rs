@@ -15,7 +15,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
     let d = DaemonPaths::new();
     let _t = ResetOnDrop(d.to_paths());
     let svc = Arc::new(
-        Service::open(d.to_paths(), false)
+        Service::open(d.to_paths(), false, netpath::service::EPHEMERAL_PORTS)
             .await
             .expect("open service"),
     );
@@ -100,7 +100,7 @@ async fn sixteen_taps_with_owner_and_host_routes() {
     let d = DaemonPaths::new();
     let _t = ResetOnDrop(d.to_paths());
     let svc = Arc::new(
-        Service::open(d.to_paths(), false)
+        Service::open(d.to_paths(), false, netpath::service::EPHEMERAL_PORTS)
             .await
             .expect("open service"),
     );
