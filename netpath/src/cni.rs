@@ -1265,6 +1265,7 @@ mod tests {
             gid: None,
             queues: None,
             container_id: Some("c1".into()),
+            netns_inode: None,
         };
         let c = conf(json!({"dns": {"nameservers": ["10.88.0.1"]}})).unwrap();
         let r = result(&c, &ep, Path::new("/run/netns/x"));

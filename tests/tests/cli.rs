@@ -82,7 +82,7 @@ fn listings_inspect_prefixes_and_stats() {
     let mut want = vec![v0.clone(), v1.clone()];
     want.sort();
     assert_eq!(webs, want);
-    assert_eq!(lines(&d.ok(&["tap", "ls", "-q"])), [t.clone()]);
+    assert_eq!(lines(&d.ok(&["tap", "ls", "-q"])), std::slice::from_ref(&t));
     assert_eq!(
         lines(&d.ok(&[
             "ls",
@@ -92,7 +92,7 @@ fn listings_inspect_prefixes_and_stats() {
             "--filter",
             &format!("network={vms}")
         ])),
-        [t.clone()]
+        std::slice::from_ref(&t)
     );
     assert!(d.ok(&["ls", "-q", "--filter", "state=creating"]).is_empty());
     let mut nets = lines(&d.ok(&["network", "ls", "-q"]));
@@ -172,7 +172,7 @@ fn listings_inspect_prefixes_and_stats() {
     );
     let gone = d.ok(&["endpoint", "rm", &v1[..8], &t]);
     assert_eq!(gone.lines().count(), 2, "{gone}");
-    assert_eq!(lines(&d.ok(&["ls", "-q"])), [v0.clone()]);
+    assert_eq!(lines(&d.ok(&["ls", "-q"])), std::slice::from_ref(&v0));
     // One of several failing: the others are still removed, and the command fails.
     let out = d.cli(&["endpoint", "rm", "0123456789ab", &v0]);
     assert!(!out.status.success());
