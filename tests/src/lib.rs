@@ -6,6 +6,7 @@
 //! up and check against, not the code under test.
 
 pub mod bench;
+pub mod consistency;
 pub mod frames;
 pub mod vm;
 
@@ -438,87 +439,25 @@ impl Daemon {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Checks that the state, the kernel and the datapath agree exactly: every record is
-    /// `ready`, no IP twice; the host links tagged by this daemon are exactly the records'
-    /// devices and the bridges; no link of a record is untagged; the datapath's endpoint
-    /// map holds exactly the records' addresses; every published port belongs to a
-    /// record; inside each of `namespaces`, the interfaces are exactly its records'.
-    /// `Err` says what differs.
+    /// Checks that the state, the kernel and the datapath agree exactly (see
+    /// [`consistency::check`]); inside each of `namespaces`, the interfaces are exactly
+    /// its records'. `Err` says what differs.
     pub fn consistency(&self, namespaces: &[&NetNs]) -> Result<(), String> {
-        use std::collections::{BTreeSet, HashMap};
-        let ls = self.ls();
-        let eps = ls["endpoints"].as_array().ok_or("ls: no endpoints")?;
-        let nets = ls["networks"].as_array().ok_or("ls: no networks")?;
-        let field = |e: &serde_json::Value, f: &str| e[f].as_str().unwrap_or_default().to_owned();
-        let mut ips = BTreeSet::new();
-        for e in eps {
-            if e["state"] != "ready" {
-                return Err(format!("record not ready: {e}"));
-            }
-            if !ips.insert(field(e, "ip")) {
-                return Err(format!("IP {} leased twice", field(e, "ip")));
-            }
+        let parse = |args: &[&str]| -> Result<serde_json::Value, String> {
+            serde_json::from_str(&self.ok(args)).map_err(|e| format!("{args:?}: {e}"))
+        };
+        let ls = parse(&["ls", "--json"])?;
+        fn from<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, String> {
+            serde_json::from_value(v.clone()).map_err(|e| e.to_string())
         }
-        let mut want: BTreeSet<String> = eps.iter().map(|e| field(e, "host_ifname")).collect();
-        want.extend(
-            nets.iter()
-                .filter_map(|n| n["bridge"].as_str().map(str::to_owned)),
-        );
-        let tagged: BTreeSet<String> = self.tagged_links().into_iter().collect();
-        if tagged != want {
-            return Err(format!(
-                "tagged links {tagged:?} differ from the records' devices {want:?}"
-            ));
-        }
-        let mapped: BTreeSet<String> = self.stats()["endpoints"]
-            .as_array()
-            .ok_or("stats: no endpoints")?
-            .iter()
-            .map(|e| field(e, "ip"))
-            .collect();
-        if mapped != ips {
-            return Err(format!(
-                "datapath endpoints {mapped:?} differ from the records' {ips:?}"
-            ));
-        }
-        let ports: serde_json::Value =
-            serde_json::from_str(&self.ok(&["port", "ls", "--json"])).map_err(|e| e.to_string())?;
-        let ids: BTreeSet<String> = eps.iter().map(|e| field(e, "id")).collect();
-        for l in ports.as_array().ok_or("port ls: not a list")? {
-            if !ids.contains(&field(l, "endpoint")) {
-                return Err(format!("port lease of no endpoint: {l}"));
-            }
-        }
-        // Namespaces by identity (the nsfs inode), whatever path a record named it by.
-        let mut by_ns: HashMap<u64, BTreeSet<String>> = HashMap::new();
-        for e in eps.iter().filter(|e| e["kind"] == "veth") {
-            let ino = e["netns_inode"]
-                .as_u64()
-                .ok_or_else(|| format!("record without netns_inode: {e}"))?;
-            by_ns.entry(ino).or_default().insert(field(e, "ifname"));
-        }
-        for ns in namespaces {
-            use std::os::unix::fs::MetadataExt as _;
-            let ino = fs::metadata(ns.path()).map_err(|e| e.to_string())?.ino();
-            let out = ns.exec(&["ip", "-j", "link", "show"]);
-            let v: serde_json::Value =
-                serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-            let got: BTreeSet<String> = v
-                .as_array()
-                .ok_or("ip -j link: not a list")?
-                .iter()
-                .map(|l| l["ifname"].as_str().unwrap_or_default().to_owned())
-                .filter(|n| n != "lo")
-                .collect();
-            let want = by_ns.get(&ino).cloned().unwrap_or_default();
-            if got != want {
-                return Err(format!(
-                    "interfaces {got:?} in {} differ from the records' {want:?}",
-                    ns.name()
-                ));
-            }
-        }
-        Ok(())
+        let snap = consistency::Snapshot {
+            networks: from(&ls["networks"])?,
+            endpoints: from(&ls["endpoints"])?,
+            ports: from(&parse(&["port", "ls", "--json"])?)?,
+            stats: from(&parse(&["stats", "--json"])?)?,
+        };
+        let paths: Vec<PathBuf> = namespaces.iter().map(|n| n.path()).collect();
+        consistency::check(&snap, &self.tag(), &paths)
     }
 
     /// Waits (bounded by `within`) until [`Self::consistency`] holds; panics with the

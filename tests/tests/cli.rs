@@ -10,6 +10,13 @@ use std::collections::BTreeSet;
 
 use netpath_tests::{Daemon, DaemonPaths, NetNs, host_links, raw_http, require_root, unique};
 
+/// The tests here compare the host's whole link list around refused commands, so they
+/// run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
@@ -37,6 +44,7 @@ fn lines(s: &str) -> Vec<String> {
 #[test]
 fn listings_inspect_prefixes_and_stats() {
     require_root!();
+    let _serial = serial();
     let d = Daemon::start();
     let (web, vms) = (unique("cw"), unique("cv"));
     d.ok(&["network", "create", &web, "--subnet", "10.218.0.0/24"]);
@@ -229,6 +237,7 @@ fn version_completions_and_manual() {
 #[test]
 fn wrong_but_plausible_input_is_refused_with_a_clear_message() {
     require_root!();
+    let _serial = serial();
     let d = Daemon::start();
     let net = unique("cb");
     d.ok(&["network", "create", &net, "--subnet", "10.222.0.0/24"]);
@@ -352,6 +361,7 @@ fn wrong_but_plausible_input_is_refused_with_a_clear_message() {
 #[test]
 fn a_second_daemon_on_a_served_socket_changes_nothing() {
     require_root!();
+    let _serial = serial();
     let d = Daemon::start();
     let other = DaemonPaths::new();
     let mut args = vec!["--no-default-network".to_owned()];
@@ -386,6 +396,7 @@ fn a_second_daemon_on_a_served_socket_changes_nothing() {
 #[test]
 fn a_pid_endpoint_outlives_its_process_while_the_namespace_lives() {
     require_root!();
+    let _serial = serial();
     let mut d = Daemon::start();
     let net = unique("cp");
     d.ok(&["network", "create", &net, "--subnet", "10.224.0.0/24"]);
