@@ -58,6 +58,8 @@ pub struct Subnets {
     pub publish_netpath: Ipv4Net,
     pub masq_netpath: Ipv4Net,
     pub footprint_netpath: Ipv4Net,
+    /// /16 of the `soak` scenario's netpath network.
+    pub soak_netpath: Ipv4Net,
     /// /16 of the `cni` scenario: netpath-cni's network on its first /24
     /// ([`Subnets::cni_netpath`]), the `bridge` plugin's on its second
     /// ([`Subnets::cni_bridge`]).
@@ -101,6 +103,7 @@ impl Subnets {
             publish_netpath: next()?,
             masq_netpath: next()?,
             footprint_netpath: next()?,
+            soak_netpath: next()?,
             cni: next()?,
         })
     }

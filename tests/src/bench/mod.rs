@@ -25,6 +25,7 @@ pub mod publish;
 pub mod report;
 pub mod runner;
 pub mod setup;
+pub mod soak;
 pub mod stats;
 pub mod topo;
 
@@ -94,6 +95,12 @@ pub enum Unit {
     MiB,
     #[serde(rename = "KiB")]
     KiB,
+    /// A plain count (requests, endpoints).
+    #[serde(rename = "")]
+    Count,
+    /// Operations (requests) per second.
+    #[serde(rename = "/s")]
+    PerSec,
 }
 
 impl Unit {
@@ -116,6 +123,8 @@ impl Unit {
             Unit::Ratio => return format!("{v:.2}×"),
             Unit::MiB => ("MiB", digits(v)),
             Unit::KiB => ("KiB", digits(v)),
+            Unit::Count => return format!("{v:.0}"),
+            Unit::PerSec => ("/s", 0),
         };
         format!("{v:.d$} {sym}")
     }
@@ -246,5 +255,6 @@ pub fn all_scenarios(opts: &Opts) -> Vec<Box<dyn Scenario>> {
         Box::new(masq::MasqScenario::new(opts)),
         Box::new(cni::CniScenario::new(opts)),
         Box::new(footprint::FootprintScenario::new(opts)),
+        Box::new(soak::SoakScenario::new(opts)),
     ]
 }

@@ -244,6 +244,8 @@ fn unit_symbol(unit: Unit) -> &'static str {
         Unit::Ratio => "×",
         Unit::MiB => "MiB",
         Unit::KiB => "KiB",
+        Unit::Count => "",
+        Unit::PerSec => "/s",
     }
 }
 
