@@ -94,6 +94,22 @@ fn add(id: &str, ns: &NetNs, conf: &Value) -> Value {
     v
 }
 
+/// ADD of `id` in `ns` with `CNI_ARGS` `args` (e.g. `IP=…`).
+fn add_with_args(id: &str, ns: &NetNs, conf: &Value, args: &str) -> (i32, Value) {
+    let netns = ns.path().display().to_string();
+    cni(
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/usr/lib/cni"),
+            ("CNI_NETNS", &netns),
+            ("CNI_ARGS", args),
+        ],
+        &conf.to_string(),
+    )
+}
+
 fn del(id: &str, netns: Option<&Path>, conf: &Value) {
     let (status, v) = Attach {
         cmd: "DEL",
@@ -347,6 +363,43 @@ fn add_check_del_gc_against_the_daemon() {
     assert_eq!(again["ips"], r["ips"]);
     assert_eq!(again["interfaces"], r["interfaces"]);
     assert_eq!(endpoints(&d).len(), 1);
+    // An ADD for the same attachment asking another address or MAC is not the same ADD:
+    // refused (it silently returned the old attachment), nothing changed.
+    let msg = expect_error(
+        add_with_args("c0ffee01", &ns, &c, "IP=10.242.0.77"),
+        7,
+        "repeated ADD, other IP",
+    );
+    assert!(
+        msg.contains("is already attached with address") && msg.contains("not 10.242.0.77"),
+        "{msg}"
+    );
+    let msg = expect_error(
+        add_with_args("c0ffee01", &ns, &c, "MAC=02:00:00:00:77:77"),
+        7,
+        "repeated ADD, other MAC",
+    );
+    assert!(msg.contains("is already attached with MAC"), "{msg}");
+    assert_eq!(endpoints(&d), eps);
+    // A configuration whose gateway (or MTU) differs from the existing network's.
+    let ns2 = NetNs::new("cg");
+    for (key, value, what) in [
+        ("gateway", json!("10.242.0.254"), "gateway 10.242.0.1"),
+        ("mtu", json!(9000), "MTU 1500"),
+    ] {
+        let mut other = c.clone();
+        other[key] = value;
+        let out = Attach {
+            cmd: "ADD",
+            id: "c0ffee0g",
+            ifname: "eth0",
+            netns: Some(&ns2.path()),
+        }
+        .run(&other);
+        let msg = expect_error(out, 7, key);
+        assert!(msg.contains(&format!("exists with {what}")), "{msg}");
+    }
+    assert_eq!(endpoints(&d), eps);
 
     // CHECK: fine; with a matching prevResult too; then broken.
     let (status, v) = check("c0ffee01", &ns, &c);
