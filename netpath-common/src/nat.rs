@@ -115,6 +115,18 @@ pub const SNAT_MAP: &str = "NETPATH_SNAT";
 pub const RNAT_MAP: &str = "NETPATH_RNAT";
 pub const UPLINKS_MAP: &str = "NETPATH_UPLINKS";
 pub const MASQ_SRC_MAP: &str = "NETPATH_MASQ_SRC";
+pub const NO_MASQ_MAP: &str = "NETPATH_NO_MASQ";
+
+/// Most destination prefixes a network may exempt from masquerade, all networks together.
+pub const MAX_NO_MASQ: u32 = 4096;
+
+/// Key data of `NETPATH_NO_MASQ`, an LPM trie over (network id, destination): the
+/// network id's four bytes (big-endian, so they form a prefix), then the destination
+/// address. An entry for network `n` and `CIDR` has prefix length `32 + CIDR's`.
+pub const fn no_masq_key(network_id: u32, dst: [u8; 4]) -> [u8; 8] {
+    let n = network_id.to_be_bytes();
+    [n[0], n[1], n[2], n[3], dst[0], dst[1], dst[2], dst[3]]
+}
 /// Connections the NAT tables hold (LRU: the least recently used are evicted).
 pub const NAT_ENTRIES: u32 = 262_144;
 /// Activity of each masqueraded connection, keyed like `NETPATH_RNAT` (by the reply

@@ -15,9 +15,9 @@ use aya_ebpf::{
 use netpath_common::{
     maps::{EndpointKey, EndpointValue},
     nat::{
-        CT_NEW, MAX_PUBLISHED, NAT_ENTRIES, NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatAge, NatTarget,
-        PORT_RETRIES, PortRange, PublishKey, Tuple, Uplink, csum_replace4, ct_next, ct_stale,
-        l4_csum_after_source_change, nat_clock, nat_port, tuple_hash,
+        CT_NEW, MAX_NO_MASQ, MAX_PUBLISHED, NAT_ENTRIES, NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatAge,
+        NatTarget, PORT_RETRIES, PortRange, PublishKey, Tuple, Uplink, csum_replace4, ct_next,
+        ct_stale, l4_csum_after_source_change, nat_clock, nat_port, no_masq_key, tuple_hash,
     },
     packet::{
         Classified, ETH_HLEN, Frame, IP_CSUM, IP_DST, IP_SRC, IP_TOTAL_LEN, IPPROTO_ICMP,
@@ -63,6 +63,11 @@ pub enum Inbound {
 /// Subnets whose traffic is masqueraded (value: network id).
 #[map(name = "NETPATH_MASQ_SRC")]
 static NETPATH_MASQ_SRC: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(4096, 0);
+
+/// Destinations a network's traffic reaches unmasqueraded (`--no-masquerade`), keyed by
+/// `no_masq_key(network id, destination)`; the value is unused.
+#[map(name = "NETPATH_NO_MASQ")]
+static NETPATH_NO_MASQ: LpmTrie<[u8; 8], u8> = LpmTrie::with_max_entries(MAX_NO_MASQ, 0);
 
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
@@ -192,9 +197,9 @@ pub fn egress(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> 
     let (Some(src), Some(dst)) = (frame.load::<4>(IP_SRC), frame.load::<4>(IP_DST)) else {
         return Ok(());
     };
-    if NETPATH_MASQ_SRC.get(Key::new(32, src)).is_none() {
+    let Some(&network) = NETPATH_MASQ_SRC.get(Key::new(32, src)) else {
         return Ok(());
-    }
+    };
     let (Some(sport), Some(dport)) = (port(frame, l4.sport_at), port(frame, l4.dport_at)) else {
         return Ok(());
     };
@@ -205,6 +210,15 @@ pub fn egress(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> 
     let now = now();
     let target = match unsafe { NETPATH_SNAT.get(orig) }.copied() {
         Some(t) => t,
+        // A destination the network reaches with its own addresses: left as it is. (Only
+        // looked up for packets without a translation: masqueraded connections pay
+        // nothing for it.)
+        None if NETPATH_NO_MASQ
+            .get(Key::new(64, no_masq_key(network, dst)))
+            .is_some() =>
+        {
+            return Ok(());
+        }
         None => allocate(&orig, &uplink, now).ok_or(-1i64)?,
     };
     let reply = Tuple::new(l4.proto, dst, dport, target.addr, target.port);

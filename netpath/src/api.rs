@@ -799,6 +799,7 @@ mod stack_tests {
                 uplink: req.uplink,
                 mtu: req.mtu.unwrap_or(1500),
                 bridge: None,
+                no_masquerade: req.no_masquerade,
             };
             nets.push(n.clone());
             Ok(n)
@@ -949,6 +950,7 @@ mod stack_tests {
             gateway: None,
             uplink: None,
             mtu: Some(9000),
+            no_masquerade: Vec::new(),
         }
     }
 

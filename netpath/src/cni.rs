@@ -382,6 +382,8 @@ pub struct NetConf {
     pub uplink: Option<String>,
     pub gateway: Option<Ipv4Addr>,
     pub mtu: Option<u32>,
+    /// `noMasquerade`: destinations reached unmasqueraded (other nodes' pod CIDRs).
+    pub no_masquerade: Option<Vec<Ipv4Net>>,
     pub socket: PathBuf,
     pub dns: Option<Value>,
     pub port_mappings: Vec<PortMapping>,
@@ -507,6 +509,24 @@ impl NetConf {
                     || decode_err("\"mtu\"", format!("expected a number, found {m}")),
                 )?),
             };
+        let no_masquerade = match obj.get("noMasquerade") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let cidrs: Vec<String> = serde_json::from_value(v.clone())
+                    .map_err(|e| decode_err("\"noMasquerade\"", e))?;
+                let mut out = Vec::new();
+                for c in cidrs {
+                    out.push(c.parse::<Ipv4Net>().map_err(|_| {
+                        invalid(format!(
+                            "invalid noMasquerade entry {c:?}: expected an IPv4 CIDR such as 10.244.0.0/16"
+                        ))
+                    })?);
+                }
+                out.sort();
+                out.dedup();
+                Some(out)
+            }
+        };
         let socket = string("socket")?
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
@@ -541,6 +561,7 @@ impl NetConf {
             uplink,
             gateway,
             mtu,
+            no_masquerade,
             socket,
             dns: obj.get("dns").filter(|d| !d.is_null()).cloned(),
             port_mappings: runtime.port_mappings,
@@ -719,6 +740,7 @@ async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Network> {
                 gateway: conf.gateway,
                 uplink: conf.uplink.clone(),
                 mtu: conf.mtu,
+                no_masquerade: conf.no_masquerade.clone().unwrap_or_default(),
             };
             match client.create_network(&req).await {
                 Ok(n) => n,
@@ -777,6 +799,19 @@ async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Network> {
         && m != network.mtu
     {
         return Err(differs("MTU", network.mtu.to_string(), m.to_string()));
+    }
+    if let Some(n) = &conf.no_masquerade
+        && *n != network.no_masquerade
+    {
+        let show = |v: &[Ipv4Net]| {
+            let s: Vec<String> = v.iter().map(|c| c.to_string()).collect();
+            format!("[{}]", s.join(", "))
+        };
+        return Err(differs(
+            "noMasquerade",
+            show(&network.no_masquerade),
+            show(n),
+        ));
     }
     if let Some(u) = &conf.uplink
         && network.uplink.as_ref() != Some(u)
@@ -1178,6 +1213,25 @@ mod tests {
             bad(json!({"runtimeConfig": {"portMappings": [{"hostPort": "x"}]}})),
             code::DECODE
         );
+    }
+
+    #[test]
+    fn no_masquerade_destinations_parse_sorted_and_checked() {
+        let c = conf(json!({"noMasquerade": ["10.245.0.0/16", "10.244.0.0/16", "10.244.0.0/16"]}))
+            .unwrap();
+        assert_eq!(
+            c.no_masquerade,
+            Some(vec![
+                "10.244.0.0/16".parse().unwrap(),
+                "10.245.0.0/16".parse().unwrap()
+            ])
+        );
+        assert_eq!(conf(json!({})).unwrap().no_masquerade, None);
+        let e = conf(json!({"noMasquerade": ["10.244.0.0"]})).unwrap_err();
+        assert_eq!(e.code, code::INVALID_CONFIG);
+        assert!(e.msg.contains("invalid noMasquerade entry"), "{}", e.msg);
+        let e = conf(json!({"noMasquerade": "10.244.0.0/16"})).unwrap_err();
+        assert_eq!(e.code, code::DECODE);
     }
 
     #[test]

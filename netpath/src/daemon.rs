@@ -121,6 +121,7 @@ pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Ser
                     gateway: Some(DEFAULT_GATEWAY),
                     uplink: None,
                     mtu: None,
+                    no_masquerade: Vec::new(),
                 })
                 .await
                 .map_err(|e| UserError {

@@ -45,8 +45,9 @@ use netpath_common::{
         STATS_MAP, stat_index,
     },
     nat::{
-        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NatAge, NatTarget,
-        PUBLISH_MAP, PublishKey, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, Tuple, UPLINKS_MAP, Uplink,
+        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
+        NatAge, NatTarget, PUBLISH_MAP, PublishKey, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, Tuple,
+        UPLINKS_MAP, Uplink, no_masq_key,
     },
     packet::PacketClass,
 };
@@ -57,7 +58,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 16] = [
+pub const MAPS: [&str; 17] = [
     FORWARDS_MAP,
     NAT_AGE_MAP,
     HOST_NETNS_MAP,
@@ -74,6 +75,7 @@ pub const MAPS: [&str; 16] = [
     RNAT_MAP,
     UPLINKS_MAP,
     MASQ_SRC_MAP,
+    NO_MASQ_MAP,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +248,7 @@ pub struct Datapath {
     snat: HashMap<MapData, Tuple, NatTarget>,
     uplinks: HashMap<MapData, u32, Uplink>,
     masq_src: LpmTrie<MapData, [u8; 4], u32>,
+    no_masq: LpmTrie<MapData, [u8; 8], u8>,
     publish: HashMap<MapData, PublishKey, NatTarget>,
     dnat_ct: HashMap<MapData, Tuple, NatTarget>,
     local_addrs: HashMap<MapData, [u8; 4], u8>,
@@ -339,6 +342,8 @@ impl Datapath {
             HashMap::try_from(open_map(&pins, UPLINKS_MAP)?).map_err(typed_err(UPLINKS_MAP))?;
         let masq_src =
             LpmTrie::try_from(open_map(&pins, MASQ_SRC_MAP)?).map_err(typed_err(MASQ_SRC_MAP))?;
+        let no_masq =
+            LpmTrie::try_from(open_map(&pins, NO_MASQ_MAP)?).map_err(typed_err(NO_MASQ_MAP))?;
         let publish =
             HashMap::try_from(open_map(&pins, PUBLISH_MAP)?).map_err(typed_err(PUBLISH_MAP))?;
         let dnat_ct =
@@ -355,6 +360,7 @@ impl Datapath {
             snat,
             uplinks,
             masq_src,
+            no_masq,
             pins,
             origin,
             xdp,
@@ -683,6 +689,40 @@ impl Datapath {
     pub fn remove_masq_subnet(&mut self, subnet: ipnet::Ipv4Net) -> Result<()> {
         let key = LpmKey::new(u32::from(subnet.prefix_len()), subnet.network().octets());
         absent_ok(MASQ_SRC_MAP, self.masq_src.remove(&key))
+    }
+
+    /// Sets the destinations network `network_id` reaches unmasqueraded to exactly
+    /// `cidrs` (entries of that network not in `cidrs` go).
+    pub fn set_no_masquerade(&mut self, network_id: u16, cidrs: &[ipnet::Ipv4Net]) -> Result<()> {
+        let key = |c: &ipnet::Ipv4Net| {
+            LpmKey::new(
+                32 + u32::from(c.prefix_len()),
+                no_masq_key(u32::from(network_id), c.network().octets()),
+            )
+        };
+        let stale: Vec<LpmKey<[u8; 8]>> = self
+            .no_masq
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| {
+                k.data()[..4] == u32::from(network_id).to_be_bytes()
+                    && !cidrs
+                        .iter()
+                        .any(|c| key(c).data() == k.data() && key(c).prefix_len() == k.prefix_len())
+            })
+            .collect();
+        for k in stale {
+            absent_ok(NO_MASQ_MAP, self.no_masq.remove(&k))?;
+        }
+        for c in cidrs {
+            self.no_masq
+                .insert(&key(c), 1, 0)
+                .map_err(|source| DatapathError::WriteMap {
+                    map: NO_MASQ_MAP,
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Publishes `key` (protocol, host address or 0.0.0.0, host port) to `endpoint`,

@@ -182,6 +182,10 @@ enum NetworkCmd {
         /// MTU of the network's devices (default 1500).
         #[arg(long)]
         mtu: Option<u32>,
+        /// A destination the network's traffic reaches with the endpoints' own addresses,
+        /// not masqueraded (other hosts' pod CIDRs, a routed LAN). Repeatable.
+        #[arg(long, value_name = "CIDR")]
+        no_masquerade: Vec<Ipv4Net>,
         #[arg(long)]
         json: bool,
     },
@@ -561,6 +565,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 gateway,
                 uplink,
                 mtu,
+                no_masquerade,
                 json,
             } => {
                 let n = api!(client.create_network(&NetworkCreate {
@@ -573,6 +578,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     gateway,
                     uplink,
                     mtu,
+                    no_masquerade,
                 }));
                 if json {
                     print::json(&n)

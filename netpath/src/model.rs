@@ -55,6 +55,10 @@ pub struct NetworkCreate {
     /// Default: 1500.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// Destinations the network's traffic reaches with the endpoints' own addresses, not
+    /// masqueraded (ip-masq-agent's idea: other hosts' pod CIDRs, a routed LAN).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_masquerade: Vec<Ipv4Net>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +73,10 @@ pub struct Network {
     pub mtu: u32,
     /// The bridge (bridge mode), `None` in routed mode.
     pub bridge: Option<String>,
+    /// Destinations not masqueraded (see [`NetworkCreate::no_masquerade`]). Records
+    /// written before this field existed load with none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_masquerade: Vec<Ipv4Net>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -323,7 +323,9 @@ impl Service {
         read(&self.store, |s| s.get_network(name))
     }
 
-    pub async fn create_network(&self, req: NetworkCreate) -> Result<Network> {
+    pub async fn create_network(&self, mut req: NetworkCreate) -> Result<Network> {
+        req.no_masquerade.sort();
+        req.no_masquerade.dedup();
         validate_network_name(&req.name)?;
         let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
         if !(68..=65535).contains(&mtu) {
@@ -336,6 +338,19 @@ impl Service {
                 "invalid subnet {}: give the network address with a prefix of /30 or shorter (e.g. {})",
                 req.subnet,
                 req.subnet.trunc()
+            )));
+        }
+        const NO_MASQ_PER_NETWORK: usize = 64;
+        if req.no_masquerade.len() > NO_MASQ_PER_NETWORK {
+            return Err(ServiceError::invalid(format!(
+                "{} --no-masquerade destinations: at most {NO_MASQ_PER_NETWORK} per network",
+                req.no_masquerade.len()
+            )));
+        }
+        if let Some(c) = req.no_masquerade.iter().find(|c| c.network() != c.addr()) {
+            return Err(ServiceError::invalid(format!(
+                "invalid --no-masquerade {c}: give the network address (e.g. {})",
+                c.trunc()
             )));
         }
         let gateway = match req.gateway {
@@ -478,13 +493,18 @@ impl Service {
             },
         )?;
         dp.add_masq_subnet(network.subnet, network.id)?;
+        dp.set_no_masquerade(network.id, &network.no_masquerade)?;
         Ok(())
     }
 
     /// Undoes [`Self::plumb_masquerade`]; the uplink keeps its programs while another
     /// network still uses it.
     async fn unplumb_masquerade(&self, network: &Network) -> Result<()> {
-        self.datapath().remove_masq_subnet(network.subnet)?;
+        {
+            let mut dp = self.datapath();
+            dp.remove_masq_subnet(network.subnet)?;
+            dp.set_no_masquerade(network.id, &[])?;
+        }
         let Some(name) = &network.uplink else {
             return Ok(());
         };

@@ -460,6 +460,7 @@ impl Store {
                 uplink: resolved.uplink,
                 mtu: resolved.mtu,
                 bridge: resolved.bridge,
+                no_masquerade: req.no_masquerade.clone(),
             };
             t.networks
                 .insert(network.name.as_str(), encode(&network).as_slice())?;
@@ -1125,6 +1126,7 @@ mod tests {
             gateway: Some(gateway),
             uplink: None,
             mtu: None,
+            no_masquerade: Vec::new(),
         };
         store.create_network(
             &req,

@@ -337,6 +337,19 @@ fn wrong_but_plausible_input_is_refused_with_a_clear_message() {
         ],
         "is a device netpath made",
     );
+    refused(
+        &d,
+        &[
+            "network",
+            "create",
+            "x",
+            "--subnet",
+            "10.223.0.0/24",
+            "--no-masquerade",
+            "10.9.9.9/8",
+        ],
+        "invalid --no-masquerade 10.9.9.9/8: give the network address (e.g. 10.0.0.0/8)",
+    );
     // A container id the CNI spec would not allow, through the API.
     let (ls, links) = (d.ls(), host_links());
     for bad in ["", "-x", "a b", "a/b", &"x".repeat(300)] {

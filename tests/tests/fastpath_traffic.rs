@@ -53,6 +53,7 @@ async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
         gateway: None,
         uplink: None,
         mtu: None,
+        no_masquerade: Vec::new(),
     })
     .await
     .expect("network");

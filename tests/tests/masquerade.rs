@@ -207,3 +207,63 @@ fn connections_routed_in_get_replies_from_the_endpoint_address() {
     .unwrap();
     assert_eq!(peer.join().unwrap().ip().to_string(), UPLINK_IP);
 }
+
+/// `--no-masquerade CIDR`: connections to that destination keep the endpoint's address
+/// (the far side routes the network's subnet back); others are still masqueraded.
+#[test]
+fn exempted_destinations_see_the_endpoint_address() {
+    require_root!();
+    let outside = NetNs::new("mo");
+    let uplink = OutsideLink::new(&outside, UPLINK_IP.parse().unwrap(), OUTSIDE);
+    let d = Daemon::start();
+    let subnet = "10.230.0.0/24";
+    let net = netpath_tests::unique("mx");
+    d.ok(&[
+        "network",
+        "create",
+        &net,
+        "--subnet",
+        subnet,
+        "--uplink",
+        &uplink.name,
+        "--no-masquerade",
+        "198.51.100.0/24",
+    ]);
+    let shown = d.ok(&["inspect", &net]);
+    assert!(shown.contains("198.51.100.0/24"), "{shown}");
+    outside.exec(&["ip", "route", "add", subnet, "via", UPLINK_IP]);
+    let c = NetNs::new("mc");
+    let ep: serde_json::Value = serde_json::from_str(&d.ok(&[
+        "endpoint",
+        "add",
+        &net,
+        "--netns",
+        &c.path().display().to_string(),
+        "--json",
+    ]))
+    .unwrap();
+    let ep_ip: Ipv4Addr = ep["ip"].as_str().unwrap().parse().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let server = outside.spawn(move || {
+        let l = TcpListener::bind((OUTSIDE, 7400)).unwrap();
+        tx.send(()).unwrap();
+        let (mut s, peer) = l.accept().unwrap();
+        s.write_all(b"hi").unwrap();
+        peer
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+    c.spawn(move || {
+        let mut s = TcpStream::connect_timeout(&SocketAddr::from((OUTSIDE, 7400)), TIMEOUT)
+            .expect("connect to an exempted destination");
+        let mut buf = [0u8; 2];
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.read_exact(&mut buf).unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        server.join().unwrap().ip(),
+        ep_ip,
+        "exempted destination saw a masqueraded source"
+    );
+}

@@ -74,6 +74,37 @@ fn tcp_snat_and_reverse_snat() {
     );
 }
 
+/// `--no-masquerade`: a network's traffic to an exempted destination leaves with the
+/// endpoint's own address, untouched and unrecorded; to any other, masqueraded. The
+/// exemption is per network, and removing it masquerades again.
+#[test]
+fn exempted_destinations_are_not_masqueraded() {
+    require_root!();
+    let (_p, mut dp, up) = setup(40000, 40999);
+    let lan: [u8; 4] = [198, 51, 100, 7];
+    dp.set_no_masquerade(1, &["198.51.100.0/24".parse().unwrap()])
+        .unwrap();
+    // Another network's exemption does not apply to network 1.
+    dp.set_no_masquerade(2, &["192.0.2.0/24".parse().unwrap()])
+        .unwrap();
+    let to_lan = frames::tcp4(EP, 51000, lan, 80, b"x");
+    let (v, out) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &to_lan);
+    assert_eq!((v, &out), (TC_ACT_UNSPEC, &to_lan), "exempted: untouched");
+    assert!(
+        dp.snat_entry(&Tuple::new(IPPROTO_TCP, EP, 51000, lan, 80))
+            .is_none()
+    );
+    let to_remote = frames::tcp4(EP, 51001, REMOTE, 80, b"x");
+    let (_, out) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &to_remote);
+    let port = nat_port(&dp, &Tuple::new(IPPROTO_TCP, EP, 51001, REMOTE, 80));
+    assert_eq!(out, frames::tcp4(UPLINK, port, REMOTE, 80, b"x"));
+    // Exemption removed: masqueraded like the rest.
+    dp.set_no_masquerade(1, &[]).unwrap();
+    let (_, out) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &to_lan);
+    let port = nat_port(&dp, &Tuple::new(IPPROTO_TCP, EP, 51000, lan, 80));
+    assert_eq!(out, frames::tcp4(UPLINK, port, lan, 80, b"x"));
+}
+
 #[test]
 fn udp_snat_keeps_checksums_valid_and_zero_checksums_zero() {
     require_root!();

@@ -28,6 +28,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
             gateway: None,
             uplink: None,
             mtu: None,
+            no_masquerade: Vec::new(),
         })
         .await
         .expect("create network");
@@ -112,6 +113,7 @@ async fn sixteen_taps_with_owner_and_host_routes() {
         gateway: None,
         uplink: None,
         mtu: None,
+        no_masquerade: Vec::new(),
     })
     .await
     .expect("create routed network");

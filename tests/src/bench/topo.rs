@@ -213,6 +213,7 @@ impl NetpathNetwork {
                 gateway: None,
                 uplink: uplink.map(str::to_owned),
                 mtu: None,
+                no_masquerade: Vec::new(),
             }))
             .map_err(|e| anyhow::anyhow!("netpath: create network {name}: {e}"))?;
         Ok(NetpathNetwork {
