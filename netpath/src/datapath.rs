@@ -88,6 +88,10 @@ pub enum DatapathError {
     },
     #[error("the eBPF object does not load: {0}")]
     Object(#[source] aya::EbpfError),
+    #[error(
+        "this netpath was built without its eBPF programs (bpf-linker was not on PATH): build it with `cargo xtask build` (or run the suite with `cargo xtask test`)"
+    )]
+    NoObject,
     #[error("the kernel rejected eBPF program {program}: {detail}")]
     Verifier {
         program: &'static str,
@@ -976,6 +980,9 @@ fn tc_program(hook: Hook) -> &'static str {
 /// Loads the object into the kernel and pins every program and map under `pins`.
 /// Maps already pinned there are reused (aya opens an existing pin instead of creating).
 fn load_and_pin(pins: &Pins) -> Result<()> {
+    if OBJECT.is_empty() {
+        return Err(DatapathError::NoObject);
+    }
     for dir in [
         pins.root().join("maps"),
         pins.root().join("progs"),

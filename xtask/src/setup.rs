@@ -68,7 +68,9 @@ impl Env {
     /// Applies the environment to a child process (bpf-linker first on PATH, so that rustc,
     /// run by build scripts, finds it).
     pub fn apply<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
-        cmd.env("PATH", &self.path)
+        // NETPATH_REQUIRE_EBPF: netpath's build script fails instead of building without
+        // the eBPF object (what a plain `cargo test` without bpf-linker does).
+        cmd.env("PATH", &self.path).env("NETPATH_REQUIRE_EBPF", "1")
     }
 }
 
