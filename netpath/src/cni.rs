@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 
 use crate::{
     client::{Client, ClientError},
-    config::{DEFAULT_SOCKET, IFNAME_MAX},
+    config::DEFAULT_SOCKET,
     model::{Endpoint, EndpointCreate, EndpointState, Mode, Network, NetworkCreate, PortPublish},
 };
 
@@ -264,20 +264,8 @@ fn validate_container_id(id: &str) -> Result<(), String> {
 }
 
 fn validate_ifname(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= IFNAME_MAX
-        && name != "."
-        && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace());
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid CNI_IFNAME {name:?}: an interface name has 1 to {IFNAME_MAX} bytes without '/', ':' or spaces"
-        ))
-    }
+    crate::types::check_ifname(name)
+        .map_err(|reason| format!("invalid CNI_IFNAME {name:?}: {reason}"))
 }
 
 /// `K1=V1;K2=V2` (empty: none).
@@ -619,10 +607,20 @@ impl NetConf {
         }
     }
 
-    fn requested_mac(&self, env: &Env) -> Option<String> {
-        self.mac
+    /// The MAC requested by the runtime (`mac` capability, or `CNI_ARGS` `MAC=`), if any.
+    fn requested_mac(&self, env: &Env) -> Result<Option<crate::types::MacAddr>> {
+        let Some(m) = self
+            .mac
             .clone()
             .or_else(|| env.arg("MAC").map(str::to_owned))
+        else {
+            return Ok(None);
+        };
+        m.parse()
+            .map(Some)
+            .map_err(|e: crate::types::MacAddrError| {
+                CniError::new(code::INVALID_CONFIG, e.to_string())
+            })
     }
 }
 
@@ -831,7 +829,7 @@ async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Value> {
         ));
     }
     let ip = conf.requested_ip(env)?;
-    let mac = conf.requested_mac(env);
+    let mac = conf.requested_mac(env)?;
     let mut specs = Vec::new();
     for m in &conf.port_mappings {
         specs.extend(m.spec()?);
@@ -861,8 +859,8 @@ async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Value> {
             )
             .details("DEL the attachment first to change its address"));
         }
-        if let Some(want) = &mac
-            && !want.eq_ignore_ascii_case(&ep.mac)
+        if let Some(want) = mac
+            && want != ep.mac
         {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
@@ -1265,9 +1263,15 @@ mod tests {
             Some("10.88.0.3".parse().unwrap())
         );
         assert_eq!(
-            c.requested_mac(&e("MAC=02:00:00:00:00:01")).as_deref(),
+            c.requested_mac(&e("MAC=02:00:00:00:00:01"))
+                .unwrap()
+                .map(|m| m.to_string())
+                .as_deref(),
             Some("02:00:00:00:00:01")
         );
+        let bad = c.requested_mac(&e("MAC=01:00:00:00:00:01")).unwrap_err();
+        assert_eq!(bad.code, code::INVALID_CONFIG);
+        assert!(bad.msg.contains("unicast"), "{}", bad.msg);
     }
 
     #[test]
@@ -1310,7 +1314,7 @@ mod tests {
             state: EndpointState::Ready,
             ip: "10.88.0.2".parse().unwrap(),
             prefix_len: 24,
-            mac: "02:00:00:00:00:02".into(),
+            mac: "02:00:00:00:00:02".parse().unwrap(),
             gateway: "10.88.0.1".parse().unwrap(),
             host_ifname: "np-0123456789ab".into(),
             ifname: Some("eth0".into()),

@@ -13,8 +13,7 @@ pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/netpath";
 pub const LINK_PREFIX: &str = "np-";
 /// Prefix of the ifalias of every netpath link.
 pub const ALIAS_PREFIX: &str = "netpath:";
-/// Linux limit for interface names (IFNAMSIZ - 1).
-pub const IFNAME_MAX: usize = 15;
+pub use crate::types::IFNAME_MAX;
 
 /// The network `netpath daemon` creates when none is configured.
 pub const DEFAULT_NETWORK: &str = "default";

@@ -10,6 +10,7 @@
 //! * [`cni`]: the `netpath-cni` CNI plugin (a client of the API).
 //! * [`hostports`]: the host's own sockets on ports to publish (probe, owner).
 //! * [`stats`]: the datapath's counters as one report (API and CLI).
+//! * [`types`]: boundary types checked once (MAC addresses, interface names).
 //! * [`config`]: defaults (paths, the embedded default network) and naming/tagging.
 
 pub mod api;
@@ -32,3 +33,4 @@ pub mod state;
 pub mod stats;
 pub mod sysctl;
 pub mod tap;
+pub mod types;

@@ -14,7 +14,7 @@ use netpath::{
     datapath::{Datapath, Pins},
     error::{UserError, one_line},
     model::{
-        Endpoint, EndpointCreate, EndpointKind, Mode, Network, NetworkCreate, PortPublish,
+        Endpoint, EndpointCreate, EndpointKind, MacAddr, Mode, Network, NetworkCreate, PortPublish,
         TapCreate,
     },
     preflight, reset,
@@ -229,7 +229,7 @@ enum EndpointCmd {
         ifname: String,
         /// MAC address (default: random, locally administered).
         #[arg(long)]
-        mac: Option<String>,
+        mac: Option<MacAddr>,
         #[arg(long)]
         json: bool,
     },
@@ -305,7 +305,7 @@ enum TapCmd {
         ip: Option<Ipv4Addr>,
         /// Guest MAC (default: random, locally administered).
         #[arg(long)]
-        mac: Option<String>,
+        mac: Option<MacAddr>,
         #[arg(long)]
         json: bool,
     },

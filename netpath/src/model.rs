@@ -8,6 +8,8 @@ use std::{net::Ipv4Addr, path::PathBuf};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use crate::types::MacAddr;
+
 /// How a network connects its endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -96,7 +98,7 @@ pub struct EndpointCreate {
     pub ifname: Option<String>,
     /// `aa:bb:cc:dd:ee:ff`; default: random, locally administered.
     #[serde(default)]
-    pub mac: Option<String>,
+    pub mac: Option<MacAddr>,
     /// The container this endpoint is a CNI attachment of (`CNI_CONTAINERID`); with
     /// `ifname` it names the attachment for CNI DEL, CHECK, GC and a repeated ADD.
     #[serde(default)]
@@ -120,7 +122,7 @@ pub struct TapCreate {
     pub ip: Option<Ipv4Addr>,
     /// Guest MAC; default: random, locally administered.
     #[serde(default)]
-    pub mac: Option<String>,
+    pub mac: Option<MacAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +136,7 @@ pub struct Endpoint {
     /// Prefix length the endpoint sees (the subnet's for veths, 32 for TAPs).
     pub prefix_len: u8,
     /// The endpoint's own MAC (container interface or guest NIC).
-    pub mac: String,
+    pub mac: MacAddr,
     pub gateway: Ipv4Addr,
     /// Host-side device: veth host end or the TAP.
     pub host_ifname: String,

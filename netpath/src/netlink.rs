@@ -77,13 +77,6 @@ impl Link {
     }
 }
 
-/// A random unicast, locally administered MAC address.
-pub fn random_mac() -> [u8; 6] {
-    let mut mac: [u8; 6] = rand::random();
-    mac[0] = (mac[0] & 0xfe) | 0x02;
-    mac
-}
-
 fn io_error(e: rtnetlink::Error) -> std::io::Error {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.to_io(),
@@ -419,7 +412,8 @@ impl Netlink {
         if let Some(link) = self.link_by_name(name).await? {
             return Ok(link);
         }
-        let mut builder = LinkBridge::new(name).address(random_mac().to_vec());
+        let mut builder =
+            LinkBridge::new(name).address(crate::types::MacAddr::random_local().octets().to_vec());
         if let Some(mtu) = mtu {
             builder = builder.mtu(mtu);
         }

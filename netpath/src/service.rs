@@ -32,12 +32,13 @@ use crate::{
         ApiErrorBody, Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network,
         NetworkCreate, PortLease, PortPublish, StatsReport, TapCreate,
     },
-    netlink::{LinkConfig, Netlink, NetlinkError, random_mac},
+    netlink::{LinkConfig, Netlink, NetlinkError},
     portspec::PortSpec,
     sandbox::{SandboxError, VethPlan, create_veth_endpoint},
     state::{NewEndpoint, ResolvedNetwork, StateError, Store},
     sysctl,
     tap::{TapError, TapSpec, create_tap},
+    types::MacAddr,
 };
 
 /// Longest network name: its bridge `np-<name>` must fit an interface name.
@@ -172,52 +173,9 @@ fn read<T>(store: &Store, f: impl FnOnce(&Store) -> Result<T, StateError>) -> Re
     f(store).map_err(ServiceError::from)
 }
 
-fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let bad = || {
-        ServiceError::invalid(format!(
-            "invalid MAC address {s:?}: expected aa:bb:cc:dd:ee:ff"
-        ))
-    };
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut mac = [0u8; 6];
-    for (i, p) in parts.iter().enumerate() {
-        if p.len() != 2 {
-            return Err(bad());
-        }
-        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    if mac[0] & 1 == 1 || mac == [0; 6] {
-        return Err(ServiceError::invalid(format!(
-            "invalid MAC address {s}: it must be a unicast address"
-        )));
-    }
-    Ok(mac)
-}
-
-pub fn format_mac(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn validate_ifname(what: &str, name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > IFNAME_MAX
-        || name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
-    {
-        return Err(ServiceError::invalid(format!(
-            "invalid {what} {name:?}: interface names are 1 to {IFNAME_MAX} bytes, without '/', ':' or spaces"
-        )));
-    }
-    Ok(())
+    crate::types::check_ifname(name)
+        .map_err(|reason| ServiceError::invalid(format!("invalid {what} {name:?}: {reason}")))
 }
 
 /// A CNI container id: "must start with an alphanumeric character, optionally followed
@@ -586,10 +544,7 @@ impl Service {
         }
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
         validate_ifname("interface name", &ifname)?;
-        let mac = match &req.mac {
-            Some(m) => parse_mac(m)?,
-            None => random_mac(),
-        };
+        let mac = req.mac.unwrap_or_else(MacAddr::random_local).octets();
         let lock = self.net_lock(&req.network);
         let _guard = lock.lock().await;
         let network = self.get_network(&req.network).await?;
@@ -601,7 +556,7 @@ impl Service {
             network: network.name.clone(),
             kind: EndpointKind::Veth,
             ip: req.ip,
-            mac: format_mac(mac),
+            mac: MacAddr(mac),
             host_ifname: host_ifname.clone(),
             ifname: Some(ifname.clone()),
             netns: Some(netns.clone()),
@@ -626,13 +581,10 @@ impl Service {
     /// Refuses a MAC another endpoint of `network` has: two on one bridge (or one
     /// subnet) would steal each other's frames. Called under the network's lock.
     async fn refuse_duplicate_mac(&self, network: &Network, mac: [u8; 6]) -> Result<()> {
-        let wanted = format_mac(mac);
+        let wanted = MacAddr(mac);
         let name = network.name.clone();
         let endpoints = db(&self.store, move |s| s.list_endpoints(Some(&name))).await?;
-        if let Some(other) = endpoints
-            .iter()
-            .find(|e| e.mac.eq_ignore_ascii_case(&wanted))
-        {
+        if let Some(other) = endpoints.iter().find(|e| e.mac == wanted) {
             return Err(ServiceError::Conflict {
                 what: format!(
                     "MAC {wanted} is already used by endpoint {} in network {}",
@@ -731,10 +683,7 @@ impl Service {
                 )));
             }
         }
-        let mac = match &req.mac {
-            Some(m) => parse_mac(m)?,
-            None => random_mac(),
-        };
+        let mac = req.mac.unwrap_or_else(MacAddr::random_local).octets();
         if self.nl.link_by_name(&req.name).await?.is_some() {
             return Err(ServiceError::invalid(format!(
                 "interface {} already exists",
@@ -751,7 +700,7 @@ impl Service {
             network: network.name.clone(),
             kind: EndpointKind::Tap,
             ip: req.ip,
-            mac: format_mac(mac),
+            mac: MacAddr(mac),
             host_ifname: req.name.clone(),
             ifname: None,
             netns: None,
@@ -1125,7 +1074,7 @@ impl Service {
                 .ok_or_else(|| {
                     ServiceError::Internal(format!("endpoint {} has no network", ep.id))
                 })?;
-            let mac = parse_mac(&ep.mac)?;
+            let mac = ep.mac.octets();
             let gateway = gateway_mac(self.bridge_link(network).await?.as_ref(), &link);
             let kind = match ep.kind {
                 EndpointKind::Veth => ENDPOINT_KIND_VETH,
@@ -1206,25 +1155,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn macs_parse_and_print() {
-        assert_eq!(
-            parse_mac("02:00:0a:ff:00:01").unwrap(),
-            [2, 0, 10, 255, 0, 1]
-        );
-        assert_eq!(format_mac([2, 0, 10, 255, 0, 1]), "02:00:0a:ff:00:01");
-        for bad in [
-            "",
-            "02:00:00:00:00",
-            "zz:00:00:00:00:00",
-            "01:00:00:00:00:00",
-            "00:00:00:00:00:00",
-            "2:0:0:0:0:1",
-        ] {
-            assert!(parse_mac(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn names() {
         assert!(validate_network_name("default").is_ok());
         assert!(validate_network_name("a-very-long-name").is_err());
@@ -1232,13 +1162,5 @@ mod tests {
         assert!(validate_ifname("ifname", "eth0").is_ok());
         assert!(validate_ifname("ifname", "0123456789abcdef").is_err());
         assert!(validate_ifname("ifname", "a/b").is_err());
-    }
-
-    #[test]
-    fn random_macs_are_unicast_local() {
-        for _ in 0..100 {
-            let m = random_mac();
-            assert_eq!(m[0] & 0x03, 0x02);
-        }
     }
 }

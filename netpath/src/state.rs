@@ -55,7 +55,7 @@ use redb::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::model::{
-    Endpoint, EndpointKind, EndpointState, Mode, Network, NetworkCreate, PortLease,
+    Endpoint, EndpointKind, EndpointState, MacAddr, Mode, Network, NetworkCreate, PortLease,
 };
 use crate::portspec::{HostPort, PortRequest, Proto};
 
@@ -267,7 +267,7 @@ pub struct NewEndpoint {
     pub kind: EndpointKind,
     /// The requested address; `None`: the lowest free host address.
     pub ip: Option<Ipv4Addr>,
-    pub mac: String,
+    pub mac: MacAddr,
     pub host_ifname: String,
     pub ifname: Option<String>,
     pub netns: Option<PathBuf>,
@@ -1147,7 +1147,7 @@ mod tests {
             network: network.into(),
             kind: EndpointKind::Veth,
             ip,
-            mac: "02:00:00:00:00:01".into(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
             ifname: Some("eth0".into()),
             netns: Some("/run/netns/x".into()),
             uid: None,

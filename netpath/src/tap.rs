@@ -241,32 +241,10 @@ impl TapError {
 /// Checks an interface name the way the kernel's `dev_valid_name` does, plus `%` (which
 /// the kernel would expand as a `%d` template into a different name).
 pub fn validate_name(name: &str) -> Result<(), TapError> {
-    let reason = if name.is_empty() {
-        Some("the name is empty")
-    } else if name.len() > MAX_NAME_LEN {
-        Some("longer than 15 bytes")
-    } else if name == "." || name == ".." {
-        Some("`.` and `..` are not interface names")
-    } else if name.contains('/') {
-        Some("contains `/`")
-    } else if name.contains(':') {
-        Some("contains `:`")
-    } else if name.contains('%') {
-        Some("contains `%` (the kernel would treat it as a name template)")
-    } else if name.contains('\0') {
-        Some("contains a NUL byte")
-    } else if name.chars().any(char::is_whitespace) {
-        Some("contains whitespace")
-    } else {
-        None
-    };
-    match reason {
-        Some(reason) => Err(TapError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        }),
-        None => Ok(()),
-    }
+    crate::types::check_ifname(name).map_err(|reason| TapError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
 fn sys_dir(name: &str) -> PathBuf {

@@ -220,20 +220,12 @@ fn udp_frame(
     f
 }
 
-fn parse_mac(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|p| u8::from_str_radix(p, 16).unwrap())
-        .collect();
-    v.try_into().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_frames_from_a_container_never_arrive() {
     require_root!();
     let (_t, svc, ns, eps) = two_endpoints(Mode::Bridge, "10.224.0.0/24").await;
     let b_ip = eps[1].ip;
-    let (a_mac, b_mac) = (parse_mac(&eps[0].mac), parse_mac(&eps[1].mac));
+    let (a_mac, b_mac) = (eps[0].mac.octets(), eps[1].mac.octets());
     let (tx, rx) = mpsc::channel();
     let server = ns[1].spawn(move || {
         let u = UdpSocket::bind((b_ip, 7003)).unwrap();

@@ -497,7 +497,8 @@ fn a_guest_is_answered_right_after_its_vmm_opens_the_tap() {
         let name = unique("tq");
         let ep: serde_json::Value =
             serde_json::from_str(&d.ok(&["tap", "add", &net, "--name", &name, "--json"])).unwrap();
-        let mac = parse_mac(ep["mac"].as_str().unwrap());
+        let mac: netpath::types::MacAddr = ep["mac"].as_str().unwrap().parse().unwrap();
+        let mac = mac.octets();
         let ip: std::net::Ipv4Addr = ep["ip"].as_str().unwrap().parse().unwrap();
         let gw: std::net::Ipv4Addr = ep["gateway"].as_str().unwrap().parse().unwrap();
         let fd = attach_queue(&name, (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR) as libc::c_int);
@@ -510,14 +511,6 @@ fn a_guest_is_answered_right_after_its_vmm_opens_the_tap() {
         drop(file);
         d.ok(&["tap", "rm", ep["id"].as_str().unwrap()]);
     }
-}
-
-fn parse_mac(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
-    v.try_into().unwrap()
 }
 
 /// Writes ARP who-has `gw` from (`mac`, `ip`) into the TAP every millisecond until an ARP

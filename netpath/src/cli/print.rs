@@ -110,7 +110,7 @@ pub fn endpoints(eps: &[Endpoint]) {
                 kind_name(e.kind).into(),
                 state_name(e.state).into(),
                 format!("{}/{}", e.ip, e.prefix_len),
-                e.mac.clone(),
+                e.mac.to_string(),
                 e.gateway.to_string(),
                 e.host_ifname.clone(),
                 place(e),
@@ -134,7 +134,7 @@ pub fn endpoint(e: &Endpoint, as_json: bool) -> anyhow::Result<()> {
         ("id", e.id.clone()),
         ("state", state_name(e.state).into()),
         ("ip", format!("{}/{}", e.ip, e.prefix_len)),
-        ("mac", e.mac.clone()),
+        ("mac", e.mac.to_string()),
         ("gateway", e.gateway.to_string()),
         ("host if", e.host_ifname.clone()),
     ];

@@ -111,7 +111,7 @@ mod tests {
             state: EndpointState::Ready,
             ip: Ipv4Addr::new(10, 0, 0, 2),
             prefix_len: 24,
-            mac: "02:00:00:00:00:01".into(),
+            mac: "02:00:00:00:00:01".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 0, 0, 1),
             host_ifname: format!("np-{id}"),
             ifname: None,

@@ -1,0 +1,172 @@
+//! Boundary types: values checked once where they enter (the API, the CLI, the CNI
+//! plugin, the state database) and carried typed from there on — a MAC address
+//! ([`MacAddr`]) and the rules of an interface name ([`check_ifname`]).
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+/// Longest interface name Linux accepts (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// Why `name` cannot be a Linux interface name, if it cannot: 1 to 15 bytes, not `.` or
+/// `..`, without `/`, `:`, `%` (the kernel would take it as a name template), NUL or
+/// whitespace. The one rule every caller (endpoint interface names, TAP names, uplinks,
+/// CNI_IFNAME) applies.
+pub fn check_ifname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("the name is empty")
+    } else if name.len() > IFNAME_MAX {
+        Err("longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Err("`.` and `..` are not interface names")
+    } else if name.contains('/') {
+        Err("contains `/`")
+    } else if name.contains(':') {
+        Err("contains `:`")
+    } else if name.contains('%') {
+        Err("contains `%` (the kernel would treat it as a name template)")
+    } else if name.contains('\0') {
+        Err("contains a NUL byte")
+    } else if name.chars().any(char::is_whitespace) {
+        Err("contains whitespace")
+    } else {
+        Ok(())
+    }
+}
+
+/// An Ethernet unicast MAC address, written `aa:bb:cc:dd:ee:ff` (as JSON too).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {input:?}: {reason}")]
+pub struct MacAddrError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+impl MacAddr {
+    /// A random unicast, locally administered address.
+    pub fn random_local() -> MacAddr {
+        let mut mac: [u8; 6] = rand::random();
+        mac[0] = (mac[0] & 0xfe) | 0x02;
+        MacAddr(mac)
+    }
+
+    pub const fn octets(self) -> [u8; 6] {
+        self.0
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = MacAddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |reason| MacAddrError {
+            input: s.to_owned(),
+            reason,
+        };
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
+            return Err(err("expected aa:bb:cc:dd:ee:ff"));
+        }
+        let mut mac = [0u8; 6];
+        for (b, p) in mac.iter_mut().zip(&parts) {
+            *b = u8::from_str_radix(p, 16).map_err(|_| err("expected aa:bb:cc:dd:ee:ff"))?;
+        }
+        if mac[0] & 1 == 1 || mac == [0; 6] {
+            return Err(err("it must be a unicast address"));
+        }
+        Ok(MacAddr(mac))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_print_and_round_trip_through_json() {
+        let m: MacAddr = "02:00:0a:FF:00:01".parse().unwrap();
+        assert_eq!(m.octets(), [2, 0, 10, 255, 0, 1]);
+        assert_eq!(m.to_string(), "02:00:0a:ff:00:01");
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(json, "\"02:00:0a:ff:00:01\"");
+        assert_eq!(serde_json::from_str::<MacAddr>(&json).unwrap(), m);
+        for (bad, why) in [
+            ("", "expected"),
+            ("02:00:00:00:00", "expected"),
+            ("zz:00:00:00:00:00", "expected"),
+            ("2:0:0:0:0:1", "expected"),
+            ("02:00:00:00:00:001", "expected"),
+            ("01:00:00:00:00:00", "unicast"),
+            ("00:00:00:00:00:00", "unicast"),
+        ] {
+            let e = bad.parse::<MacAddr>().unwrap_err();
+            assert!(e.to_string().contains(why), "{bad}: {e}");
+        }
+        let e = serde_json::from_str::<MacAddr>("\"ff:ff:ff:ff:ff:ff\"").unwrap_err();
+        assert!(e.to_string().contains("unicast"), "{e}");
+    }
+
+    #[test]
+    fn random_macs_are_unicast_and_local() {
+        for _ in 0..100 {
+            let m = MacAddr::random_local().octets();
+            assert_eq!(m[0] & 0x03, 0x02);
+        }
+    }
+
+    #[test]
+    fn interface_names() {
+        for ok in ["eth0", "np-0123456789a", "a", "fc-tap0", "x.y_z-1"] {
+            assert_eq!(check_ifname(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("", "empty"),
+            ("0123456789abcdef", "longer than 15"),
+            (".", "not interface names"),
+            ("..", "not interface names"),
+            ("a/b", "`/`"),
+            ("a:b", "`:`"),
+            ("tap%d", "`%`"),
+            ("a\0b", "NUL"),
+            ("a b", "whitespace"),
+            ("a\tb", "whitespace"),
+        ] {
+            let e = check_ifname(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
+}
