@@ -1,9 +1,16 @@
-//! Egress masquerade on an uplink: SNAT of connections from netpath networks to the
-//! uplink's address (tc egress), and the reverse translation of their replies (tc
-//! ingress). Connection state lives in two LRU maps written as a pair: `NETPATH_SNAT`
-//! (original tuple → new source) and `NETPATH_RNAT` (reply tuple → original source).
-//! TCP, UDP (a zero UDP checksum stays zero) and ICMP echo (by identifier). Fragments
-//! and everything else go to the kernel path untouched.
+//! The NAT of the uplinks and of hairpin traffic:
+//! - egress masquerade: SNAT of connections from netpath networks to the uplink's address
+//!   (tc egress) and the reverse translation of their replies (tc ingress), with state in
+//!   two LRU maps written as a pair, `NETPATH_SNAT` (original tuple → new source) and
+//!   `NETPATH_RNAT` (reply tuple → original source), ages in `NETPATH_NAT_AGE`, and
+//!   per-network exemptions in `NETPATH_NO_MASQ`; TCP, UDP (a zero UDP checksum stays
+//!   zero), ICMP echo (by identifier) and ICMP errors about them;
+//! - published ports: DNAT on the uplink's ingress (`NETPATH_PUBLISH`), the replies'
+//!   source restored on its egress (`NETPATH_DNAT_CT`), which also records connections
+//!   routed in to an endpoint's own address so their replies are left alone;
+//! - hairpin: endpoints reaching a published port on a host address, on their own device.
+//!
+//! Fragments and everything else go to the kernel path untouched.
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_NOEXIST},

@@ -127,7 +127,8 @@ fn published_local(proto: u8, dst: [u8; 4], port: u16) -> Option<NatTarget> {
 }
 
 /// Whether `addr` is one of this host's addresses: loopback, or one the control plane
-/// listed in `NETPATH_LOCAL_ADDRS` (refreshed every few seconds and on every publish).
+/// listed in `NETPATH_LOCAL_ADDRS` (the daemon re-reads them whenever the kernel
+/// announces an address change, and every 30 s as a safety net).
 #[inline(always)]
 pub fn is_host_addr(addr: [u8; 4]) -> bool {
     // SAFETY: presence check only.

@@ -58,7 +58,10 @@ use crate::{
         ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, PortLease, PortPublish,
         StatsReport, TapCreate,
     },
+    sandbox::SandboxError,
     service::{Service, ServiceError},
+    state::StateError,
+    tap::TapError,
 };
 
 /// Largest accepted request body.
@@ -100,9 +103,55 @@ impl ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         ApiError {
-            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body: e.body(),
+            status: status_of(&e),
+            body: ApiErrorBody {
+                error: e.to_string(),
+                hint: e.hint(),
+            },
         }
+    }
+}
+
+/// The HTTP status of a service error: 400 bad input, 404 unknown resource, 409 conflict,
+/// 500 internal. (The service says what went wrong; how HTTP puts it is decided here.)
+fn status_of(e: &ServiceError) -> StatusCode {
+    match e {
+        ServiceError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        ServiceError::Conflict { .. } => StatusCode::CONFLICT,
+        ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ServiceError::State(e) => match e {
+            StateError::NetworkNotFound { .. } | StateError::EndpointNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            StateError::NetworkExists { .. }
+            | StateError::SubnetOverlap { .. }
+            | StateError::NetworkInUse { .. }
+            | StateError::IpInUse { .. }
+            | StateError::SubnetExhausted { .. }
+            | StateError::EndpointExists { .. }
+            | StateError::HostIfnameInUse { .. }
+            | StateError::NetworkIdsExhausted
+            | StateError::PortInUse { .. }
+            | StateError::HostPortInUse { .. }
+            | StateError::PortsExhausted { .. } => StatusCode::CONFLICT,
+            StateError::InvalidSubnet { .. }
+            | StateError::InvalidGateway { .. }
+            | StateError::InvalidIp { .. }
+            | StateError::InvalidEndpointId { .. }
+            | StateError::AmbiguousEndpointId { .. } => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        },
+        ServiceError::Tap(TapError::Exists { .. }) => StatusCode::CONFLICT,
+        ServiceError::Tap(TapError::InvalidName { .. }) => StatusCode::BAD_REQUEST,
+        ServiceError::Sandbox(
+            SandboxError::Netns { .. }
+            | SandboxError::NetnsMissing { .. }
+            | SandboxError::NetnsDenied { .. }
+            | SandboxError::NotNetns { .. }
+            | SandboxError::HostNetns { .. },
+        ) => StatusCode::BAD_REQUEST,
+        ServiceError::Sandbox(SandboxError::IfnameExists { .. }) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -113,7 +113,7 @@ pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Ser
     if opts.default_network {
         let network = match svc.get_network(DEFAULT_NETWORK).await {
             Ok(n) => n,
-            Err(e) if e.status() == 404 => svc
+            Err(e) if e.is_not_found() => svc
                 .create_network(NetworkCreate {
                     name: DEFAULT_NETWORK.into(),
                     subnet: DEFAULT_SUBNET,
@@ -126,7 +126,7 @@ pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Ser
                 .await
                 .map_err(|e| UserError {
                     what: format!("cannot create the default network: {e}"),
-                    hint: e.body().hint,
+                    hint: e.hint(),
                 })?,
             Err(e) => return Err(e.into()),
         };

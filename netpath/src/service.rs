@@ -29,8 +29,8 @@ use crate::{
     datapath::{Attachment, Datapath, DatapathError, EndpointStat, Origin},
     hostports,
     model::{
-        ApiErrorBody, Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network,
-        NetworkCreate, PortLease, PortPublish, StatsReport, TapCreate,
+        Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network, NetworkCreate,
+        PortLease, PortPublish, StatsReport, TapCreate,
     },
     netlink::{LinkConfig, Netlink, NetlinkError},
     portspec::PortSpec,
@@ -75,57 +75,25 @@ impl ServiceError {
         }
     }
 
-    /// HTTP status: 400 bad input, 404 unknown resource, 409 conflict, 500 internal.
-    pub fn status(&self) -> u16 {
-        match self {
-            ServiceError::Invalid { .. } => 400,
-            ServiceError::Conflict { .. } => 409,
-            ServiceError::NotFound { .. } => 404,
-            ServiceError::State(e) => match e {
-                StateError::NetworkNotFound { .. } | StateError::EndpointNotFound { .. } => 404,
-                StateError::NetworkExists { .. }
-                | StateError::SubnetOverlap { .. }
-                | StateError::NetworkInUse { .. }
-                | StateError::IpInUse { .. }
-                | StateError::SubnetExhausted { .. }
-                | StateError::EndpointExists { .. }
-                | StateError::HostIfnameInUse { .. }
-                | StateError::NetworkIdsExhausted
-                | StateError::PortInUse { .. }
-                | StateError::HostPortInUse { .. }
-                | StateError::PortsExhausted { .. } => 409,
-                StateError::InvalidSubnet { .. }
-                | StateError::InvalidGateway { .. }
-                | StateError::InvalidIp { .. }
-                | StateError::InvalidEndpointId { .. }
-                | StateError::AmbiguousEndpointId { .. } => 400,
-                _ => 500,
-            },
-            ServiceError::Tap(TapError::Exists { .. }) => 409,
-            ServiceError::Tap(TapError::InvalidName { .. }) => 400,
-            ServiceError::Sandbox(
-                SandboxError::Netns { .. }
-                | SandboxError::NetnsMissing { .. }
-                | SandboxError::NetnsDenied { .. }
-                | SandboxError::NotNetns { .. }
-                | SandboxError::HostNetns { .. },
-            ) => 400,
-            ServiceError::Sandbox(SandboxError::IfnameExists { .. }) => 409,
-            _ => 500,
-        }
+    /// Whether the error says the named network or endpoint does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::NotFound { .. }
+                | ServiceError::State(
+                    StateError::NetworkNotFound { .. } | StateError::EndpointNotFound { .. }
+                )
+        )
     }
 
-    pub fn body(&self) -> ApiErrorBody {
-        let hint = match self {
+    /// What the user can do about it, when there is something to do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
             ServiceError::Invalid { hint, .. }
             | ServiceError::Conflict { hint, .. }
             | ServiceError::NotFound { hint, .. } => hint.clone(),
             ServiceError::State(e) => e.hint(),
             _ => None,
-        };
-        ApiErrorBody {
-            error: self.to_string(),
-            hint,
         }
     }
 }
