@@ -46,3 +46,42 @@ pub enum ProgramKind {
     /// A cgroup socket-address hook (attach type from its ELF section).
     SockAddr,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The object's maps and programs are exactly what the loader pins and attaches: a
+    /// map added to the eBPF crate but not to `datapath::MAPS` would be left unpinned
+    /// (lost at every restart), a renamed program never attached.
+    #[test]
+    fn the_object_holds_exactly_the_loaders_maps_and_programs() {
+        if OBJECT.is_empty() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "built without the eBPF object in CI"
+            );
+            eprintln!(
+                "SKIP: netpath was built without its eBPF object (bpf-linker missing); `cargo xtask test` runs this"
+            );
+            return;
+        }
+        let obj = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");
+        // Sections the compiler makes (.rodata, .bss, …) are not netpath's maps.
+        let mut maps: Vec<&str> = obj
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|m| !m.starts_with('.'))
+            .collect();
+        maps.sort_unstable();
+        let mut pinned = crate::datapath::MAPS.to_vec();
+        pinned.sort_unstable();
+        assert_eq!(maps, pinned, "maps in the object vs datapath::MAPS");
+        let mut progs: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        progs.sort_unstable();
+        let mut loaded: Vec<&str> = PROGRAMS.iter().map(|(p, _)| *p).collect();
+        loaded.sort_unstable();
+        assert_eq!(progs, loaded, "programs in the object vs ebpf::PROGRAMS");
+    }
+}
