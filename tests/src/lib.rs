@@ -5,7 +5,6 @@
 //! Test setup shells out to `ip` on purpose: it is an independent implementation to set
 //! up and check against, not the code under test.
 
-pub mod bench;
 pub mod consistency;
 pub mod frames;
 pub mod vm;

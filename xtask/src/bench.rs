@@ -127,8 +127,6 @@ pub fn bench(ws: Workspace, args: &BenchArgs) -> Result<()> {
                 "--bin",
                 "netpath-cni",
                 "-p",
-                "netpath-tests",
-                "--bin",
                 "netpath-bench",
             ]))
         },

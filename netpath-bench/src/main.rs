@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use netpath_tests::bench::{self, Opts, all_scenarios, runner};
+use netpath_bench::{self as bench, Opts, all_scenarios, runner};
 
 #[derive(Parser)]
 #[command(

@@ -516,7 +516,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Target, Unit};
+    use crate::{Target, Unit};
 
     fn variant(key: &str, label: &str, values: &[f64], error: Option<&str>) -> VariantResult {
         let mut rounds: Vec<RoundResult> = values

@@ -4,7 +4,7 @@
 //! request, right after it, 0–20 ms into the operation, or after the whole answer).
 //! Afterwards the daemon must still answer, and its records, the host's links, the
 //! namespaces' interfaces and the datapath's maps must agree exactly
-//! ([`crate::consistency`]); a disagreement fails the run. Absolute figures: nothing to
+//! ([`netpath_tests::consistency`]); a disagreement fails the run. Absolute figures: nothing to
 //! compare them with.
 
 use std::{
@@ -25,7 +25,7 @@ use super::{
     Better, Ctx, Metric, Opts, RunResult, Scenario, Unit, Variant,
     topo::{NetpathNetwork, NsSet},
 };
-use crate::consistency;
+use netpath_tests::consistency;
 
 const CLIENTS: usize = 4;
 const NAMESPACES: usize = 8;
