@@ -459,6 +459,39 @@ impl Daemon {
         consistency::check(&snap, &self.tag(), &paths)
     }
 
+    /// Runs a CLI command that must fail: non-zero exit, one line on stderr containing
+    /// `expect`, and neither `netpath ls --json` nor the host's links changed. (Tests that
+    /// use it must not create links concurrently: run them one at a time.)
+    pub fn refused(&self, args: &[&str], expect: &str) {
+        let (ls, links) = (self.ls(), host_links());
+        let out = self.cli(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: not one line: {stderr}"
+        );
+        assert!(
+            stderr.contains(expect),
+            "{args:?}: expected {expect:?} in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(self.ls(), ls, "{args:?} changed the state");
+        assert_eq!(host_links(), links, "{args:?} changed the host's links");
+    }
+
+    /// `endpoint add NETWORK --netns NS --json`, parsed.
+    pub fn add_endpoint(&self, network: &str, ns: &NetNs) -> serde_json::Value {
+        let netns = ns.path().display().to_string();
+        let out = self.ok(&["endpoint", "add", network, "--netns", &netns, "--json"]);
+        serde_json::from_str(&out).expect("endpoint add --json")
+    }
+
     /// Waits (bounded by `within`) until [`Self::consistency`] holds; panics with the
     /// last difference otherwise.
     pub fn assert_consistent_within(&self, namespaces: &[&NetNs], within: std::time::Duration) {

@@ -88,5 +88,6 @@ fn stats_without_a_datapath() {
     require_root!();
     let paths = DaemonPaths::new();
     let out = paths.netpath(&["stats"]);
-    assert_one_line_error(&out, "no netpath datapath is pinned");
+    assert_one_line_error(&out, "the netpath daemon is not running (no answer on");
+    assert_one_line_error(&out, "and no datapath is pinned under");
 }

@@ -12,29 +12,8 @@ fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs a CLI command that must fail: non-zero exit, one line on stderr containing
-/// `expect`, and neither `netpath ls --json` nor the host's links changed.
 fn refused(d: &Daemon, args: &[&str], expect: &str) {
-    let (ls, links) = (d.ls(), host_links());
-    let out = d.cli(args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "{args:?} succeeded: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "{args:?}: not one line: {stderr}"
-    );
-    assert!(
-        stderr.contains(expect),
-        "{args:?}: expected {expect:?} in {stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert_eq!(d.ls(), ls, "{args:?} changed the state");
-    assert_eq!(host_links(), links, "{args:?} changed the host's links");
+    d.refused(args, expect);
 }
 
 /// Sends a raw API request that must fail with `status` and a JSON error body, and

@@ -25,15 +25,7 @@ fn container_traffic_leaves_with_the_uplink_address() {
     let d = Daemon::start();
     let net = d.network_with_uplink("mq", "10.228.0.0/24", &up);
     let c = NetNs::new("mc");
-    let ep: serde_json::Value = serde_json::from_str(&d.ok(&[
-        "endpoint",
-        "add",
-        &net,
-        "--netns",
-        &c.path().display().to_string(),
-        "--json",
-    ]))
-    .unwrap();
+    let ep = d.add_endpoint(&net, &c);
     let ep_ip = ep["ip"].as_str().unwrap().to_owned();
 
     // The outside: a TCP server and a UDP echo server that report their peers.
@@ -135,15 +127,7 @@ fn connections_routed_in_get_replies_from_the_endpoint_address() {
     let net = d.network_with_uplink("mr", subnet, &up);
     outside.exec(&["ip", "route", "add", subnet, "via", UPLINK_IP]);
     let c = NetNs::new("mc");
-    let ep: serde_json::Value = serde_json::from_str(&d.ok(&[
-        "endpoint",
-        "add",
-        &net,
-        "--netns",
-        &c.path().display().to_string(),
-        "--json",
-    ]))
-    .unwrap();
+    let ep = d.add_endpoint(&net, &c);
     let ep_ip: Ipv4Addr = ep["ip"].as_str().unwrap().parse().unwrap();
 
     // The container serves TCP (echo) and UDP (echo) and reports its peers.
@@ -233,15 +217,7 @@ fn exempted_destinations_see_the_endpoint_address() {
     assert!(shown.contains("198.51.100.0/24"), "{shown}");
     outside.exec(&["ip", "route", "add", subnet, "via", UPLINK_IP]);
     let c = NetNs::new("mc");
-    let ep: serde_json::Value = serde_json::from_str(&d.ok(&[
-        "endpoint",
-        "add",
-        &net,
-        "--netns",
-        &c.path().display().to_string(),
-        "--json",
-    ]))
-    .unwrap();
+    let ep = d.add_endpoint(&net, &c);
     let ep_ip: Ipv4Addr = ep["ip"].as_str().unwrap().parse().unwrap();
     let (tx, rx) = mpsc::channel();
     let server = outside.spawn(move || {

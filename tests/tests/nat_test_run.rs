@@ -434,16 +434,7 @@ mod publish {
         require_root!();
         let (_p, mut dp, up) = setup(40000, 40999);
         let ep_dev = TestDev::new("nt");
-        dp.upsert_endpoint(EndpointValue {
-            ip: EP,
-            ifindex: ep_dev.ifindex,
-            mac: frames::SRC_MAC,
-            host_mac: [2, 0xee, 0, 0, 0, 1],
-            network_id: 1,
-            kind: ENDPOINT_KIND_VETH,
-            flags: 0,
-        })
-        .unwrap();
+        register_ep(&mut dp, ep_dev.ifindex);
         for (proto, syn, reply) in [
             (
                 IPPROTO_TCP,
@@ -509,6 +500,21 @@ mod publish {
         );
     }
 
+    /// Registers the veth endpoint `EP` (network 1) on device `ifindex`, its gateway MAC
+    /// `02:ee:00:00:00:01`.
+    fn register_ep(dp: &mut Datapath, ifindex: u32) {
+        dp.upsert_endpoint(EndpointValue {
+            ip: EP,
+            ifindex,
+            mac: frames::SRC_MAC,
+            host_mac: [2, 0xee, 0, 0, 0, 1],
+            network_id: 1,
+            kind: ENDPOINT_KIND_VETH,
+            flags: 0,
+        })
+        .unwrap();
+    }
+
     fn be16(f: &[u8], at: usize) -> u16 {
         u16::from_be_bytes([f[at], f[at + 1]])
     }
@@ -518,16 +524,7 @@ mod publish {
         require_root!();
         let (_p, mut dp, up) = setup(40000, 40999);
         let ep_dev = TestDev::new("nt");
-        dp.upsert_endpoint(EndpointValue {
-            ip: EP,
-            ifindex: ep_dev.ifindex,
-            mac: frames::SRC_MAC,
-            host_mac: [2, 0xee, 0, 0, 0, 1],
-            network_id: 1,
-            kind: ENDPOINT_KIND_VETH,
-            flags: 0,
-        })
-        .unwrap();
+        register_ep(&mut dp, ep_dev.ifindex);
         let other_ep = [10, 200, 0, 3];
         // The host's addresses, as the daemon lists them: 0.0.0.0 publishes answer there.
         dp.set_local_addrs(&[UPLINK.into()]).unwrap();
