@@ -7,6 +7,9 @@
 
 /// Ethernet header length (no VLAN tag).
 pub const ETH_HLEN: usize = 14;
+/// Offsets of the Ethernet destination and source addresses.
+pub const ETH_DST: usize = 0;
+pub const ETH_SRC: usize = 6;
 /// Minimum IPv4 header length.
 pub const IPV4_MIN_HLEN: usize = 20;
 /// Frame offsets of IPv4 header fields (after an untagged Ethernet header): total

@@ -18,7 +18,7 @@ use aya_ebpf::{
 use netpath_common::{
     forward::{FrameInfo, Verdict, decide, uplink_candidate},
     maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, EndpointKey, Forward, Hook},
-    packet::{Frame, classify, frame_info},
+    packet::{ETH_DST, ETH_SRC, Frame, classify, frame_info},
 };
 
 use crate::{
@@ -32,7 +32,7 @@ use crate::{
 /// program in the chain, or the kernel's normal path, handles the packet.
 const TC_ACT_UNSPEC: i32 = -1;
 /// tc verdict: drop.
-pub(crate) const TC_ACT_SHOT: i32 = 2;
+const TC_ACT_SHOT: i32 = 2;
 /// tc verdict (and `bpf_redirect*` return value): redirect as requested.
 pub(crate) const TC_ACT_REDIRECT: i32 = 7;
 
@@ -45,6 +45,23 @@ pub fn netpath_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// What a tc program decided: a tc action for the kernel (`TC_ACT_UNSPEC`, or
+/// `TC_ACT_REDIRECT` from a redirect helper), or a drop and its reason. Every program's
+/// decision passes through [`verdict`], the one place drops are counted.
+pub(crate) type TcVerdict = Result<i32, DropReason>;
+
+/// The action for `v`, counting a drop of `len` bytes under its reason.
+#[inline(always)]
+fn verdict(v: TcVerdict, len: u64) -> i32 {
+    match v {
+        Ok(action) => action,
+        Err(reason) => {
+            count_drop(reason, len);
+            TC_ACT_SHOT
+        }
+    }
+}
+
 /// tc ingress entry, on every endpoint's host-side device (and the bridge). Counts the
 /// frame by class; for a frame from an endpoint, applies anti-spoofing and isolation,
 /// translates hairpin connections to published ports, and hands same-network IPv4
@@ -53,9 +70,14 @@ pub fn netpath_xdp(ctx: XdpContext) -> u32 {
 /// it. Everything else goes to the kernel path unchanged.
 #[classifier]
 pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
-    let frame = TcFrame::new(&ctx);
-    let c = classify(&frame);
     let len = ctx.len() as u64;
+    verdict(try_tc_ingress(&ctx, len), len)
+}
+
+#[inline(always)]
+fn try_tc_ingress(ctx: &TcContext, len: u64) -> TcVerdict {
+    let frame = TcFrame::new(ctx);
+    let c = classify(&frame);
     stats::count(Hook::TcIngress, c.class, len);
     // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the whole
     // run; `ifindex` is a readable context field for tc programs.
@@ -64,12 +86,12 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
     // SAFETY: the reference points into map memory that stays valid for this run (RCU);
     // a concurrent control-plane update can only replace it with another valid entry.
     let Some(from) = (unsafe { NETPATH_IFACES.get(ifindex) }) else {
-        return TC_ACT_UNSPEC;
+        return Ok(TC_ACT_UNSPEC);
     };
     let published = from.flags & ENDPOINT_FLAG_PUBLISHED != 0;
     count_tx(ifindex, len);
-    let Some(eth_src) = frame.load::<6>(6) else {
-        return TC_ACT_UNSPEC;
+    let Some(eth_src) = frame.load::<6>(ETH_SRC) else {
+        return Ok(TC_ACT_UNSPEC);
     };
     let info = frame_info(&frame, c.class);
     let (to, route_out) = match info {
@@ -77,39 +99,33 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
             // SAFETY: the value is copied out immediately; a concurrent control-plane
             // update can at worst give an old or new value, both valid endpoints.
             let to = unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: dst }) }.copied();
-            let eth_dst = frame.load::<6>(0).unwrap_or([0; 6]);
+            let eth_dst = frame.load::<6>(ETH_DST).unwrap_or([0; 6]);
             (to, to.is_none() && uplink_candidate(from, eth_dst, dst))
         }
         _ => (None, false),
     };
-    let verdict = decide(from, eth_src, info, to.as_ref());
+    let decision = decide(from, eth_src, info, to.as_ref());
     // Forged packets never reach the NAT; nor do packets to another endpoint from one
     // that never had ports published (they cannot be replies of hairpinned connections,
     // and only packets to a host address can start one). (Verifier: `info` is not used
     // past `decide`; keeping it alive made LLVM copy a register that is unset on some
     // paths.)
-    let spoofed = matches!(verdict, Verdict::Drop(reason) if reason.is_spoofing());
+    let spoofed = matches!(decision, Verdict::Drop(reason) if reason.is_spoofing());
     if !spoofed && (to.is_none() || published) {
-        match nat::hairpin(&ctx, &frame, c, ifindex, to.is_some()) {
-            Ok(Some(to)) => {
-                let (way, peer) = (Forward::EndpointToEndpoint, to.kind != ENDPOINT_KIND_TAP);
-                return redirect(&ctx, way, to.ifindex, peer, to.mac, to.host_mac, len);
-            }
-            Ok(None) => {}
-            Err(_) => {
-                count_drop(DropReason::NatFailed, len);
-                return TC_ACT_SHOT;
-            }
+        let hairpin = nat::hairpin(ctx, &frame, c, ifindex, to.is_some())
+            .map_err(|_| DropReason::NatFailed)?;
+        if let Some(to) = hairpin {
+            let (way, peer) = (Forward::EndpointToEndpoint, to.kind != ENDPOINT_KIND_TAP);
+            return redirect(ctx, way, to.ifindex, peer, to.mac, to.host_mac, len);
         }
     }
-    match verdict {
+    match decision {
         // Leaving through an uplink: past the host's IP stack when the FIB agrees.
-        Verdict::Pass if route_out => route::to_uplink(&ctx, ifindex, len).unwrap_or(TC_ACT_UNSPEC),
-        Verdict::Pass => TC_ACT_UNSPEC,
-        Verdict::Drop(reason) => {
-            count_drop(reason, len);
-            TC_ACT_SHOT
+        Verdict::Pass if route_out => {
+            route::to_uplink(ctx, ifindex, len).unwrap_or(Ok(TC_ACT_UNSPEC))
         }
+        Verdict::Pass => Ok(TC_ACT_UNSPEC),
+        Verdict::Drop(reason) => Err(reason),
         Verdict::Redirect {
             ifindex: target,
             peer,
@@ -117,7 +133,7 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
             src_mac,
         } => {
             let way = Forward::EndpointToEndpoint;
-            redirect(&ctx, way, target, peer, dst_mac, src_mac, len)
+            redirect(ctx, way, target, peer, dst_mac, src_mac, len)
         }
     }
 }
@@ -125,54 +141,52 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
 /// tc (tcx) egress on an uplink: egress masquerade.
 #[classifier]
 pub fn netpath_tc_uplink_egress(ctx: TcContext) -> i32 {
-    let frame = TcFrame::new(&ctx);
-    let c = classify(&frame);
     let len = ctx.len() as u64;
+    verdict(try_uplink_egress(&ctx, len), len)
+}
+
+#[inline(always)]
+fn try_uplink_egress(ctx: &TcContext, len: u64) -> TcVerdict {
+    let frame = TcFrame::new(ctx);
+    let c = classify(&frame);
     stats::count(Hook::UplinkEgress, c.class, len);
     // SAFETY: as in netpath_tc_ingress.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Replies of connections to published ports take the published address and port
     // as their source — here, after routing: rewritten earlier, a packet with one of
     // the host's addresses as its source would be dropped by the kernel as a martian.
-    // Only then egress masquerade.
-    match nat::publish_reply(&ctx, &frame, c) {
-        Ok(true) => return TC_ACT_UNSPEC,
-        Ok(false) => {}
-        Err(_) => {
-            count_drop(DropReason::NatFailed, len);
-            return TC_ACT_SHOT;
-        }
+    // Only then egress masquerade. (No port left, or a rewrite failed: never send a
+    // half-translated packet.)
+    if nat::publish_reply(ctx, &frame, c).map_err(|_| DropReason::NatFailed)? {
+        return Ok(TC_ACT_UNSPEC);
     }
-    if nat::egress(&ctx, &frame, c, ifindex).is_err() {
-        // No port left, or a rewrite failed: never send a half-translated packet.
-        count_drop(DropReason::NatFailed, len);
-        return TC_ACT_SHOT;
-    }
-    TC_ACT_UNSPEC
+    nat::egress(ctx, &frame, c, ifindex).map_err(|_| DropReason::NatFailed)?;
+    Ok(TC_ACT_UNSPEC)
 }
 
 /// tc (tcx) ingress on an uplink: replies to masqueraded connections and connections to
 /// published ports are translated, then handed straight to their endpoint.
 #[classifier]
 pub fn netpath_tc_uplink_ingress(ctx: TcContext) -> i32 {
-    let frame = TcFrame::new(&ctx);
-    let c = classify(&frame);
     let len = ctx.len() as u64;
+    verdict(try_uplink_ingress(&ctx, len), len)
+}
+
+#[inline(always)]
+fn try_uplink_ingress(ctx: &TcContext, len: u64) -> TcVerdict {
+    let frame = TcFrame::new(ctx);
+    let c = classify(&frame);
     stats::count(Hook::UplinkIngress, c.class, len);
     // Replies to masqueraded connections first; anything else may be a connection to a
     // published port. (A translated reply is done: its destination, now an endpoint's
     // address and source port, must not be taken for a published port.)
-    let inbound = match nat::ingress(&ctx, &frame, c) {
-        Ok(Inbound::Untouched) => nat::publish_ingress(&ctx, &frame, c),
+    let inbound = match nat::ingress(ctx, &frame, c) {
+        Ok(Inbound::Untouched) => nat::publish_ingress(ctx, &frame, c),
         done => done,
     };
-    match inbound {
-        Ok(Inbound::ForEndpoint(ip)) => route::to_endpoint(&ctx, ip, len).unwrap_or(TC_ACT_UNSPEC),
-        Ok(_) => TC_ACT_UNSPEC,
-        Err(_) => {
-            count_drop(DropReason::NatFailed, len);
-            TC_ACT_SHOT
-        }
+    match inbound.map_err(|_| DropReason::NatFailed)? {
+        Inbound::ForEndpoint(ip) => route::to_endpoint(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC)),
+        _ => Ok(TC_ACT_UNSPEC),
     }
 }
 

@@ -33,8 +33,8 @@ use netpath_common::{
 };
 
 use crate::{
-    TC_ACT_REDIRECT, TC_ACT_SHOT,
-    endpoints::{NETPATH_ENDPOINTS, count_drop, count_forward, count_rx},
+    TC_ACT_REDIRECT, TcVerdict,
+    endpoints::{NETPATH_ENDPOINTS, count_forward, count_rx},
     nat,
 };
 
@@ -97,14 +97,13 @@ pub fn redirect(
     dst_mac: [u8; 6],
     src_mac: [u8; 6],
     len: u64,
-) -> i32 {
+) -> TcVerdict {
     // An unreadable header is rewritten whole.
     let current = ctx.load::<[u8; 12]>(0).unwrap_or([0; 12]);
     if let Some(macs) = redirect_macs(current, dst_mac, src_mac)
         && ctx.store(0, &macs, 0).is_err()
     {
-        count_drop(DropReason::RedirectFailed, len);
-        return TC_ACT_SHOT;
+        return Err(DropReason::RedirectFailed);
     }
     // SAFETY: plain helper calls with scalar arguments.
     let r = unsafe {
@@ -115,12 +114,11 @@ pub fn redirect(
         }
     };
     if r != i64::from(TC_ACT_REDIRECT) {
-        count_drop(DropReason::RedirectFailed, len);
-        return TC_ACT_SHOT;
+        return Err(DropReason::RedirectFailed);
     }
     count_rx(target, len);
     count_forward(way, len);
-    TC_ACT_REDIRECT
+    Ok(TC_ACT_REDIRECT)
 }
 
 /// Decrements the TTL and patches the header checksum; `false` (nothing written) if the
@@ -165,7 +163,7 @@ fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
 /// straight to it. `None`: not an endpoint's address, too big for its device (an uplink
 /// may have the larger MTU), or the TTL ran out — the kernel path takes it.
 #[inline(always)]
-pub fn to_endpoint(ctx: &TcContext, ip: [u8; 4], len: u64) -> Option<i32> {
+pub fn to_endpoint(ctx: &TcContext, ip: [u8; 4], len: u64) -> Option<TcVerdict> {
     // SAFETY: copied out at once.
     let to = unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip }) }.copied()?;
     if !fits_mtu(ctx, to.ifindex) || !decrement_ttl(ctx) {
@@ -188,7 +186,7 @@ pub fn to_endpoint(ctx: &TcContext, ip: [u8; 4], len: u64) -> Option<i32> {
 /// of a netpath uplink is handed to that uplink, whose neighbour entry supplies the MACs
 /// (resolving it first if need be). `None`: the kernel path takes it, unchanged.
 #[inline(always)]
-pub fn to_uplink(ctx: &TcContext, ifindex: u32, len: u64) -> Option<i32> {
+pub fn to_uplink(ctx: &TcContext, ifindex: u32, len: u64) -> Option<TcVerdict> {
     let (Ok(src), Ok(dst)) = (ctx.load::<[u8; 4]>(IP_SRC), ctx.load::<[u8; 4]>(IP_DST)) else {
         return None;
     };
@@ -217,9 +215,8 @@ pub fn to_uplink(ctx: &TcContext, ifindex: u32, len: u64) -> Option<i32> {
         )
     };
     if r != i64::from(TC_ACT_REDIRECT) {
-        count_drop(DropReason::RedirectFailed, len);
-        return Some(TC_ACT_SHOT);
+        return Some(Err(DropReason::RedirectFailed));
     }
     count_forward(Forward::EndpointToUplink, len);
-    Some(TC_ACT_REDIRECT)
+    Some(Ok(TC_ACT_REDIRECT))
 }
