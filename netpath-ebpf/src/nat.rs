@@ -470,9 +470,10 @@ fn track_inbound(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) 
         return;
     }
     let reply = Tuple::new(proto, dst, dport, src, sport);
+    // Recorded already (every later packet of the connection): one lookup and done.
     // SAFETY: presence checks only.
-    if unsafe { NETPATH_SNAT.get(reply) }.is_some()
-        || unsafe { NETPATH_DNAT_CT.get(reply) }.is_some()
+    if unsafe { NETPATH_DNAT_CT.get(reply) }.is_some()
+        || unsafe { NETPATH_SNAT.get(reply) }.is_some()
     {
         return;
     }

@@ -516,7 +516,9 @@ impl Service {
         let lock = self.net_lock(&req.network);
         let _guard = lock.lock().await;
         let network = self.get_network(&req.network).await?;
-        self.refuse_duplicate_mac(&network, mac).await?;
+        if let Some(asked) = req.mac {
+            self.refuse_duplicate_mac(&network, asked).await?;
+        }
         let id = db(&self.store, |s| s.new_endpoint_id()).await?;
         let host_ifname = format!("{}{id}", config::LINK_PREFIX);
         let new = NewEndpoint {
@@ -547,9 +549,10 @@ impl Service {
     }
 
     /// Refuses a MAC another endpoint of `network` has: two on one bridge (or one
-    /// subnet) would steal each other's frames. Called under the network's lock.
-    async fn refuse_duplicate_mac(&self, network: &Network, mac: [u8; 6]) -> Result<()> {
-        let wanted = MacAddr(mac);
+    /// subnet) would steal each other's frames. Called under the network's lock, for MACs
+    /// the client asked for only: it reads every endpoint of the network, which a default
+    /// add (a random MAC, 46 random bits) must not pay for.
+    async fn refuse_duplicate_mac(&self, network: &Network, wanted: MacAddr) -> Result<()> {
         let name = network.name.clone();
         let endpoints = db(&self.store, move |s| s.list_endpoints(Some(&name))).await?;
         if let Some(other) = endpoints.iter().find(|e| e.mac == wanted) {
@@ -661,7 +664,9 @@ impl Service {
         let lock = self.net_lock(&req.network);
         let _guard = lock.lock().await;
         let network = self.get_network(&req.network).await?;
-        self.refuse_duplicate_mac(&network, mac).await?;
+        if let Some(asked) = req.mac {
+            self.refuse_duplicate_mac(&network, asked).await?;
+        }
         let id = db(&self.store, |s| s.new_endpoint_id()).await?;
         let new = NewEndpoint {
             id: id.clone(),

@@ -246,27 +246,15 @@ fn wrong_but_plausible_input_is_refused_with_a_clear_message() {
         err.contains("host's own") || err.contains("permission denied"),
         "{err}"
     );
-    refused(
-        &d,
-        &["endpoint", "add", &net, "--netns", "/proc/self/ns/net"],
-        "is the host's own network namespace",
-    );
-    // A file that is no namespace; another kind of namespace.
-    refused(
-        &d,
-        &["endpoint", "add", &net, "--netns", "/etc/hostname"],
-        "is not a network namespace",
-    );
-    refused(
-        &d,
-        &["endpoint", "add", &net, "--netns", "/proc/self/ns/mnt"],
-        "is not a network namespace",
-    );
-    refused(
-        &d,
-        &["endpoint", "add", &net, "--netns", "/run/netns/nope-nope"],
-        "does not exist",
-    );
+    for (netns, expect) in [
+        ("/proc/self/ns/net", "is the host's own network namespace"),
+        // A file that is no namespace; another kind of namespace; nothing.
+        ("/etc/hostname", "is not a network namespace"),
+        ("/proc/self/ns/mnt", "is not a network namespace"),
+        ("/run/netns/nope-nope", "does not exist"),
+    ] {
+        refused(&d, &["endpoint", "add", &net, "--netns", netns], expect);
+    }
     // A name taken inside the namespace.
     d.ok(&[
         "endpoint",
