@@ -54,12 +54,12 @@ use axum::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
+    control::{Service, ServiceError},
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, PortLease, PortPublish,
         StatsReport, TapCreate,
     },
     sandbox::SandboxError,
-    service::{Service, ServiceError},
     state::StateError,
     tap::TapError,
 };

@@ -19,11 +19,11 @@ use serde::Serialize;
 use crate::{
     api,
     config::{DEFAULT_GATEWAY, DEFAULT_NETWORK, DEFAULT_SUBNET, Paths},
+    control::Service,
     datapath::{Attachment, Origin},
     error::UserError,
     model::{Mode, Network, NetworkCreate},
     preflight,
-    service::Service,
 };
 
 #[derive(Clone, Debug)]

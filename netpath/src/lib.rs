@@ -1,6 +1,11 @@
 //! netpath: an eBPF/XDP + tc host datapath for containers and microVMs.
 //!
 //! Where things live:
+//! * [`control`]: the control plane's operations (networks, endpoints, TAPs, ports,
+//!   reconcile) over two seams, [`control::Host`] and [`control::Maps`].
+//! * [`state`]: the state database (records, IP and port leases) in redb.
+//! * [`api`] / [`client`]: the HTTP/JSON API on a unix socket, and its client.
+//! * [`sandbox`] / [`tap`]: the kernel side of container namespaces and TAP devices.
 //! * [`ebpf`]: the embedded eBPF object and its program names.
 //! * [`datapath`]: loading, pinning, adopting and attaching the programs; reading maps.
 //! * [`netlink`]: every rtnetlink operation (one place; no `ip` fork/exec).
@@ -17,6 +22,7 @@ pub mod api;
 pub mod client;
 pub mod cni;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod ebpf;
@@ -28,7 +34,6 @@ pub mod portspec;
 pub mod preflight;
 pub mod reset;
 pub mod sandbox;
-pub mod service;
 pub mod state;
 pub mod stats;
 pub mod sysctl;

@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use netpath::{
     client::Client,
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR, Paths},
+    control::EPHEMERAL_PORTS,
     daemon::{self, DaemonOptions},
     error::{UserError, one_line},
     model::{
@@ -17,7 +18,6 @@ use netpath::{
         TapCreate,
     },
     preflight, reset,
-    service::EPHEMERAL_PORTS,
 };
 use serde::Serialize;
 

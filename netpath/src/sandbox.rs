@@ -1,7 +1,7 @@
-//! Plumbing one container endpoint's devices: a veth pair whose inner end is created
-//! directly in the container's network namespace, then configured there (address,
-//! default route, a static gateway neighbor). Only devices and kernel state here;
-//! leases and records are the caller's (see `service`).
+//! The kernel side of one container endpoint: checking its network namespace, creating
+//! a veth pair whose inner end is born in that namespace, and configuring that end
+//! there (address, default route, a static gateway neighbour). Only devices and kernel
+//! state here; the order of the steps and their undo are `control::endpoints`'.
 
 use std::{fs::File, net::Ipv4Addr, path::Path, path::PathBuf};
 
@@ -102,117 +102,52 @@ pub fn check_netns(path: &Path) -> Result<u64, SandboxError> {
     Ok(theirs.ino())
 }
 
-/// Creates the veth pair and configures both ends. `during` runs once the host end
-/// exists, concurrently with the configuration inside the namespace (the caller
-/// attaches its datapath there; both sides wait on kernel RCU grace periods, which
-/// then overlap). On any failure, removes what it created (the host end; its peer
-/// dies with it) before returning the error.
-pub async fn create_veth_endpoint<E: From<SandboxError>>(
-    host: &Netlink,
-    plan: &VethPlan<'_>,
-    during: impl FnOnce(&Link) -> Result<(), E>,
-) -> Result<Link, E> {
+/// Creates the veth pair of `plan`, its inner end born in the plan's namespace with
+/// its final name, MAC and MTU; returns the host end (down, untagged). The caller
+/// configures both ends (see `control::endpoints`).
+pub async fn create_veth(host: &Netlink, plan: &VethPlan<'_>) -> Result<Link, SandboxError> {
     let netns = File::open(plan.netns).map_err(|source| SandboxError::Netns {
         path: plan.netns.display().to_string(),
         source,
     })?;
-    let h = host
-        .create_veth_into(
-            plan.host_ifname,
-            plan.bridge,
-            plan.mtu,
-            &netns,
-            plan.ifname,
-            plan.mac,
-        )
-        .await
-        .map_err(|e| {
-            // The host end's name is the endpoint's own (`np-<id>`): a name taken is the
-            // container end's.
-            if e.source.raw_os_error() == Some(libc::EEXIST) {
-                SandboxError::IfnameExists {
-                    path: plan.netns.display().to_string(),
-                    ifname: plan.ifname.to_owned(),
-                }
-            } else {
-                SandboxError::from(e)
-            }
-        })?;
-    match configure(host, plan, &h, during).await {
-        Ok(()) => Ok(Link {
-            alias: Some(plan.alias.to_owned()),
-            ..h
-        }),
-        Err(e) => {
-            let _ = host.delete_link(h.index).await;
-            Err(e)
-        }
-    }
-}
-
-async fn configure<E: From<SandboxError>>(
-    host: &Netlink,
-    plan: &VethPlan<'_>,
-    h: &Link,
-    during: impl FnOnce(&Link) -> Result<(), E>,
-) -> Result<(), E> {
-    // Tag it, bring it up, and keep IPv6 off it, in one request.
-    host.configure(
-        h.index,
-        &LinkConfig {
-            alias: Some(plan.alias),
-            up: true,
-            no_ipv6_link_local: true,
-            ..Default::default()
-        },
+    host.create_veth_into(
+        plan.host_ifname,
+        plan.bridge,
+        plan.mtu,
+        &netns,
+        plan.ifname,
+        plan.mac,
     )
     .await
-    .map_err(SandboxError::from)?;
-    if plan.routed {
-        host.add_address(h.index, plan.gateway.into(), 32)
-            .await
-            .map_err(SandboxError::from)?;
-        host.add_route(Ipv4Net::new(plan.ip, 32).expect("/32"), None, Some(h.index))
-            .await
-            .map_err(SandboxError::from)?;
-    }
-    let inside = tokio::spawn(configure_inside(Inside {
-        netns: plan.netns.to_owned(),
-        ifname: plan.ifname.to_owned(),
-        ip: plan.ip,
-        prefix_len: plan.prefix_len,
-        gateway: plan.gateway,
-        gateway_mac: plan.gateway_mac.or(h.mac).unwrap_or_default(),
-        routed: plan.routed,
-    }));
-    // `during` blocks (BPF syscalls); on a multi-threaded runtime let the worker go
-    // meanwhile so the namespace side proceeds in parallel.
-    let multi = tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::MultiThread;
-    let during_result = if multi {
-        tokio::task::block_in_place(|| during(h))
-    } else {
-        during(h)
-    };
-    let inside_result = inside
-        .await
-        .map_err(|e| SandboxError::Task(e.to_string()))?;
-    during_result?;
-    inside_result.map_err(E::from)
+    .map_err(|e| {
+        // The host end's name is the endpoint's own (`np-<id>`): a name taken is the
+        // container end's.
+        if e.source.raw_os_error() == Some(libc::EEXIST) {
+            SandboxError::IfnameExists {
+                path: plan.netns.display().to_string(),
+                ifname: plan.ifname.to_owned(),
+            }
+        } else {
+            SandboxError::from(e)
+        }
+    })
 }
 
 /// The container side's settings, owned so they can be applied from their own task.
-struct Inside {
-    netns: PathBuf,
-    ifname: String,
-    ip: Ipv4Addr,
-    prefix_len: u8,
-    gateway: Ipv4Addr,
-    gateway_mac: [u8; 6],
-    routed: bool,
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceSide {
+    pub netns: PathBuf,
+    pub ifname: String,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub gateway_mac: [u8; 6],
+    pub routed: bool,
 }
 
-async fn configure_inside(c: Inside) -> Result<(), SandboxError> {
+/// Configures the container end of a veth pair inside its namespace: loopback up,
+/// address, default route via the gateway, and a static gateway neighbour.
+pub async fn configure_inside(c: NamespaceSide) -> Result<(), SandboxError> {
     let inside = Netlink::connect_in(&c.netns).await?;
     let link = inside
         .link_by_name(&c.ifname)

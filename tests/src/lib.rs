@@ -556,7 +556,7 @@ pub fn spawn_daemon(args: &[String]) -> (std::process::Child, Vec<String>) {
 }
 
 /// Runs `netpath reset` for `paths` when dropped — for tests that drive a
-/// `service::Service` in process. Runs on a thread of its own, since drop may happen on
+/// `control::Service` in process. Runs on a thread of its own, since drop may happen on
 /// a runtime thread.
 pub struct ResetOnDrop(pub netpath::config::Paths);
 

@@ -11,8 +11,8 @@ use std::{
 };
 
 use netpath::{
+    control::Service,
     model::{Endpoint, EndpointCreate, Mode, NetworkCreate},
-    service::Service,
 };
 use netpath_common::maps::DropReason;
 use netpath_tests::{DaemonPaths, NetNs, ResetOnDrop, require_root, unique};
@@ -41,7 +41,7 @@ async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
     let paths = d.to_paths();
     let t = (ResetOnDrop(paths.clone()), d);
     let svc = Arc::new(
-        Service::open(paths, false, netpath::service::EPHEMERAL_PORTS)
+        Service::open(paths, false, netpath::control::EPHEMERAL_PORTS)
             .await
             .expect("open service"),
     );

@@ -1,11 +1,11 @@
-//! A container endpoint's plumbing: veth, move into the netns, address, default route,
-//! static gateway neighbor; the container reaches its gateway.
+//! A container endpoint's kernel side: a veth pair born across the namespace boundary,
+//! address, default route, static gateway neighbor; the container reaches its gateway.
 
 use std::net::Ipv4Addr;
 
 use netpath::{
-    netlink::Netlink,
-    sandbox::{SandboxError, VethPlan, create_veth_endpoint},
+    netlink::{LinkConfig, Netlink},
+    sandbox::{NamespaceSide, VethPlan, configure_inside, create_veth},
 };
 use netpath_tests::{NetNs, require_root, run, unique};
 
@@ -34,26 +34,44 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
     let host = unique("np-");
     let _host_guard = DelLink(host.clone());
     let mac = [0x02, 0, 0, 0xaa, 0xbb, 0xcc];
-    let link = create_veth_endpoint(
-        &nl,
-        &VethPlan {
-            host_ifname: &host,
-            alias: "netpath:test:veth:x",
-            netns: &ns.path(),
-            ifname: "eth0",
-            mac,
-            ip: Ipv4Addr::new(10, 202, 0, 2),
-            prefix_len: 24,
-            gateway: gw,
-            gateway_mac: br.mac,
-            mtu: 1500,
-            bridge: Some(br.index),
-            routed: false,
-        },
-        |_| Ok::<(), SandboxError>(()),
-    )
+    // The kernel pieces `control::endpoints` puts together (its order and undo are unit
+    // tests over the fakes): the pair, the host end's one configuration request, and
+    // the namespace side.
+    let plan = VethPlan {
+        host_ifname: &host,
+        alias: "netpath:test:veth:x",
+        netns: &ns.path(),
+        ifname: "eth0",
+        mac,
+        ip: Ipv4Addr::new(10, 202, 0, 2),
+        prefix_len: 24,
+        gateway: gw,
+        gateway_mac: br.mac,
+        mtu: 1500,
+        bridge: Some(br.index),
+        routed: false,
+    };
+    let link = create_veth(&nl, &plan).await.expect("create the pair");
+    let host_side = LinkConfig {
+        alias: Some(plan.alias),
+        up: true,
+        no_ipv6_link_local: true,
+        ..Default::default()
+    };
+    nl.configure(link.index, &host_side)
+        .await
+        .expect("host end");
+    configure_inside(NamespaceSide {
+        netns: ns.path(),
+        ifname: "eth0".into(),
+        ip: plan.ip,
+        prefix_len: 24,
+        gateway: gw,
+        gateway_mac: br.mac.expect("bridge MAC"),
+        routed: false,
+    })
     .await
-    .expect("create endpoint");
+    .expect("namespace side");
     assert_eq!(link.name, host);
     let host_link = nl.link_by_index(link.index).await.unwrap().unwrap();
     assert_eq!(host_link.master, Some(br.index));

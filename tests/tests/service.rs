@@ -4,8 +4,8 @@
 use std::{collections::HashSet, net::Ipv4Addr, sync::Arc};
 
 use netpath::{
+    control::Service,
     model::{EndpointCreate, Mode, NetworkCreate, TapCreate},
-    service::Service,
 };
 use netpath_tests::{DaemonPaths, NetNs, ResetOnDrop, require_root, run, unique};
 
@@ -15,7 +15,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
     let d = DaemonPaths::new();
     let _t = ResetOnDrop(d.to_paths());
     let svc = Arc::new(
-        Service::open(d.to_paths(), false, netpath::service::EPHEMERAL_PORTS)
+        Service::open(d.to_paths(), false, netpath::control::EPHEMERAL_PORTS)
             .await
             .expect("open service"),
     );
@@ -86,7 +86,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
     assert!(
         matches!(
             err,
-            netpath::service::ServiceError::State(netpath::state::StateError::NetworkInUse {
+            netpath::control::ServiceError::State(netpath::state::StateError::NetworkInUse {
                 endpoints: 56,
                 ..
             })
@@ -110,7 +110,7 @@ async fn sixteen_taps_with_owner_and_host_routes() {
     let d = DaemonPaths::new();
     let _t = ResetOnDrop(d.to_paths());
     let svc = Arc::new(
-        Service::open(d.to_paths(), false, netpath::service::EPHEMERAL_PORTS)
+        Service::open(d.to_paths(), false, netpath::control::EPHEMERAL_PORTS)
             .await
             .expect("open service"),
     );

@@ -1,0 +1,264 @@
+//! Container endpoints: a veth pair whose inner end is born in the container's network
+//! namespace; registering any endpoint (veth or TAP) in the datapath; removing one.
+
+use netpath_common::maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue};
+
+use super::{Result, Service, ServiceError, db, read, validate};
+use crate::{
+    config,
+    model::{Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network},
+    netlink::{Link, LinkConfig},
+    sandbox::{NamespaceSide, SandboxError, VethPlan},
+    state::NewEndpoint,
+    types::MacAddr,
+};
+
+impl Service {
+    pub async fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<Endpoint>> {
+        let network = network.map(str::to_owned);
+        db(&self.store, move |s| s.list_endpoints(network.as_deref())).await
+    }
+
+    /// The endpoint with id `id`, or the only one whose id starts with `id`.
+    pub async fn get_endpoint(&self, id: &str) -> Result<Endpoint> {
+        read(&self.store, |s| s.find_endpoint_by_prefix(id))
+    }
+
+    pub async fn add_endpoint(&self, req: EndpointCreate) -> Result<Endpoint> {
+        let netns = validate::netns(req.netns.as_ref(), req.pid)?;
+        let netns_inode = self.host.check_netns(&netns)?;
+        if let Some(c) = &req.container_id {
+            validate::container_id(c)?;
+        }
+        let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
+        validate::ifname("interface name", &ifname)?;
+        let mac = req.mac.unwrap_or_else(MacAddr::random_local);
+        let lock = self.net_lock(&req.network);
+        let _guard = lock.lock().await;
+        let network = self.get_network(&req.network).await?;
+        if let Some(asked) = req.mac {
+            self.refuse_duplicate_mac(&network, asked).await?;
+        }
+        let id = db(&self.store, |s| s.new_endpoint_id()).await?;
+        let new = NewEndpoint {
+            id: id.clone(),
+            network: network.name.clone(),
+            kind: EndpointKind::Veth,
+            ip: req.ip,
+            mac,
+            host_ifname: format!("{}{id}", config::LINK_PREFIX),
+            ifname: Some(ifname.clone()),
+            netns: Some(netns.clone()),
+            uid: None,
+            gid: None,
+            queues: None,
+            container_id: req.container_id.clone(),
+            netns_inode: Some(netns_inode),
+        };
+        let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
+        let plan = VethPlan {
+            host_ifname: &ep.host_ifname,
+            alias: &config::link_alias(&self.instance, "veth", &ep.id),
+            netns: &netns,
+            ifname: &ifname,
+            mac: mac.octets(),
+            ip: ep.ip,
+            prefix_len: ep.prefix_len,
+            gateway: network.gateway,
+            gateway_mac: None,
+            mtu: network.mtu,
+            bridge: None,
+            routed: network.mode == Mode::Routed,
+        };
+        if let Err(e) = self.plumb_veth(&network, &ep, plan).await {
+            let _ = self.roll_back(&ep).await;
+            return Err(e);
+        }
+        db(&self.store, move |s| s.mark_ready(&id)).await
+    }
+
+    /// Refuses a MAC another endpoint of `network` has: two on one bridge (or one
+    /// subnet) would steal each other's frames. Called under the network's lock, for MACs
+    /// the client asked for only: it reads every endpoint of the network, which a default
+    /// add (a random MAC, 46 random bits) must not pay for.
+    pub(super) async fn refuse_duplicate_mac(
+        &self,
+        network: &Network,
+        wanted: MacAddr,
+    ) -> Result<()> {
+        let name = network.name.clone();
+        let endpoints = db(&self.store, move |s| s.list_endpoints(Some(&name))).await?;
+        if let Some(other) = endpoints.iter().find(|e| e.mac == wanted) {
+            return Err(ServiceError::Conflict {
+                what: format!(
+                    "MAC {wanted} is already used by endpoint {} in network {}",
+                    other.id, network.name
+                ),
+                hint: Some("omit the MAC to get a random one".into()),
+            });
+        }
+        Ok(())
+    }
+
+    /// The bridge of a bridge-mode network (`None` in routed mode).
+    pub(super) async fn bridge_link(&self, network: &Network) -> Result<Option<Link>> {
+        match &network.bridge {
+            Some(b) => Ok(Some(self.host.link_by_name(b).await?.ok_or_else(|| {
+                ServiceError::Internal(format!("bridge {b} of network {} is missing", network.name))
+            })?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates the veth pair of `plan` and configures both ends; the datapath is
+    /// registered on the host end while the namespace side is configured (both wait on
+    /// kernel RCU grace periods, which then overlap). On failure the host end is deleted
+    /// (its peer dies with it) before the error returns.
+    async fn plumb_veth(&self, network: &Network, ep: &Endpoint, plan: VethPlan<'_>) -> Result<()> {
+        let bridge = self.bridge_link(network).await?;
+        let plan = VethPlan {
+            gateway_mac: bridge.as_ref().and_then(|b| b.mac),
+            bridge: bridge.as_ref().map(|b| b.index),
+            ..plan
+        };
+        let host_end = self.host.create_veth(&plan).await?;
+        let configured = self.configure_veth(&plan, &host_end, |link| {
+            let gateway = gateway_mac(bridge.as_ref(), link);
+            self.register(network, ep, link.index, gateway)
+        });
+        if let Err(e) = configured.await {
+            let _ = self.host.delete_link(host_end.index).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn configure_veth(
+        &self,
+        plan: &VethPlan<'_>,
+        h: &Link,
+        during: impl FnOnce(&Link) -> Result<()>,
+    ) -> Result<()> {
+        // Tag it, bring it up, and keep IPv6 off it, in one request.
+        let host_side = LinkConfig {
+            alias: Some(plan.alias),
+            up: true,
+            no_ipv6_link_local: true,
+            ..Default::default()
+        };
+        self.host.configure(h.index, &host_side).await?;
+        if plan.routed {
+            self.host
+                .add_address(h.index, plan.gateway.into(), 32)
+                .await?;
+            self.host
+                .add_route(
+                    ipnet::Ipv4Net::new(plan.ip, 32).expect("/32"),
+                    None,
+                    Some(h.index),
+                )
+                .await?;
+        }
+        let inside = tokio::spawn(self.host.configure_namespace(NamespaceSide {
+            netns: plan.netns.to_owned(),
+            ifname: plan.ifname.to_owned(),
+            ip: plan.ip,
+            prefix_len: plan.prefix_len,
+            gateway: plan.gateway,
+            gateway_mac: plan.gateway_mac.or(h.mac).unwrap_or_default(),
+            routed: plan.routed,
+        }));
+        // `during` blocks (BPF syscalls); on a multi-threaded runtime let the worker go
+        // meanwhile so the namespace side proceeds in parallel.
+        let multi = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread;
+        let during_result = if multi {
+            tokio::task::block_in_place(|| during(h))
+        } else {
+            during(h)
+        };
+        // Waited for even when `during` failed: the caller deletes the link next.
+        let inside_result = inside
+            .await
+            .map_err(|e| SandboxError::Task(e.to_string()))?;
+        during_result?;
+        Ok(inside_result?)
+    }
+
+    /// Puts endpoint `ep` in the datapath's maps and attaches the endpoint program to
+    /// its host-side device `ifindex`; `host_mac` is its gateway's MAC.
+    pub(super) fn register(
+        &self,
+        network: &Network,
+        ep: &Endpoint,
+        ifindex: u32,
+        host_mac: [u8; 6],
+    ) -> Result<()> {
+        let mut dp = self.datapath();
+        dp.attach_tc_endpoint(&ep.host_ifname, ifindex)?;
+        dp.upsert_endpoint(EndpointValue {
+            ip: ep.ip.octets(),
+            ifindex,
+            mac: ep.mac.octets(),
+            host_mac,
+            network_id: network.id,
+            kind: match ep.kind {
+                EndpointKind::Veth => ENDPOINT_KIND_VETH,
+                EndpointKind::Tap => ENDPOINT_KIND_TAP,
+            },
+            flags: 0,
+        })?;
+        Ok(())
+    }
+
+    /// Removes an endpoint's devices, map entries (its published ports included) and
+    /// attachment pins; the record stays. Idempotent.
+    pub(super) async fn unplumb_endpoint(&self, ep: &Endpoint) -> Result<()> {
+        let ports = self.list_ports().await?;
+        {
+            let mut dp = self.datapath();
+            for l in ports.iter().filter(|l| l.endpoint == ep.id) {
+                dp.unpublish(super::ports::publish_key(l))?;
+            }
+            dp.remove_endpoint(ep.ip)?;
+        }
+        if let Some(link) = self.host.link_by_name(&ep.host_ifname).await? {
+            // Only delete what carries our tag (a TAP name is the user's choice), or
+            // what an unfinished creation made before tagging it.
+            let ours = link.alias.as_deref().is_some_and(|a| {
+                a == config::link_alias(&self.instance, kind_role(ep.kind), &ep.id)
+            });
+            // Pins first: should the deletion fail, a retry still finds the device.
+            self.datapath().forget_links(&link.name, link.index)?;
+            if ours || ep.state == EndpointState::Creating {
+                self.host.delete_link(link.index).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn remove_endpoint(&self, id: &str) -> Result<Endpoint> {
+        let ep = self.get_endpoint(id).await?;
+        let lock = self.net_lock(&ep.network);
+        let _guard = lock.lock().await;
+        // Re-read under the lock: a concurrent removal may have won.
+        let ep = read(&self.store, |s| s.get_endpoint(&ep.id))?;
+        self.unplumb_endpoint(&ep).await?;
+        let id = ep.id.clone();
+        db(&self.store, move |s| s.release_endpoint(&id)).await
+    }
+}
+
+pub(super) fn kind_role(kind: EndpointKind) -> &'static str {
+    match kind {
+        EndpointKind::Veth => "veth",
+        EndpointKind::Tap => "tap",
+    }
+}
+
+/// The MAC of an endpoint's gateway, as the endpoint sees it (the datapath's
+/// `EndpointValue::host_mac`): its network's bridge in bridge mode, else the host side of
+/// its own link (routed veth, point-to-point TAP).
+pub(super) fn gateway_mac(bridge: Option<&Link>, link: &Link) -> [u8; 6] {
+    bridge.and_then(|b| b.mac).or(link.mac).unwrap_or_default()
+}

@@ -1,0 +1,499 @@
+//! Recording fakes of the control plane's seams, for unit tests without root.
+//!
+//! One [`World`] stands for the kernel: links, addresses, routes, neighbours, the
+//! container ends of veth pairs, and the datapath's attachments and map entries.
+//! [`FakeHost`] and [`FakeMaps`] share it. Every call that changes something is
+//! recorded in `World::calls` as one line (`delete_link 12`); a test can make the
+//! call at position k fail (`World::fail_at`), then read the undo calls that follow it.
+//! Reads (`link_by_name`, `links`, …) are answered from the model and not recorded.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use futures::{FutureExt, future::BoxFuture};
+use ipnet::Ipv4Net;
+use netpath_common::{
+    maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, EndpointValue, Hook},
+    nat::{NatTarget, PublishKey, Uplink},
+};
+
+use super::host::{Host, HostFuture, Maps};
+use crate::{
+    datapath::{Attachment, DatapathError, EndpointStat, Origin},
+    model::{Endpoint, StatsReport},
+    netlink::{Link, LinkConfig, NetlinkError},
+    portspec::Proto,
+    sandbox::{NamespaceSide, SandboxError, VethPlan},
+    tap::{TapError, TapOp, TapSpec},
+};
+
+/// The kernel side the control plane can see and change: compared whole before and
+/// after an operation that failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kernel {
+    pub links: BTreeMap<u32, Link>,
+    pub addrs: BTreeSet<(u32, Ipv4Addr, u8)>,
+    pub routes: BTreeSet<(Ipv4Net, Option<Ipv4Addr>, Option<u32>)>,
+    pub neighbours: BTreeSet<(u32, Ipv4Addr, [u8; 6])>,
+    /// Container ends of veth pairs: host-end ifindex → (namespace, name, configured).
+    pub peers: BTreeMap<u32, (PathBuf, String, bool)>,
+    /// Pinned tc attachments: (hook, ifindex).
+    pub pins: BTreeSet<(&'static str, u32)>,
+    /// Endpoint tc filters (unpinned; they die with their device): ifindex.
+    pub filters: BTreeSet<u32>,
+    pub endpoints: BTreeMap<Ipv4Addr, EndpointValue>,
+    pub uplinks: BTreeMap<u32, Uplink>,
+    pub masq: BTreeMap<Ipv4Net, u16>,
+    pub no_masq: BTreeMap<u16, Vec<Ipv4Net>>,
+    pub publish: BTreeMap<(u8, [u8; 4], u16), NatTarget>,
+}
+
+impl Kernel {
+    /// As the real datapath: the endpoint at `ip`, if any, gets the published flag.
+    fn mark(&mut self, ip: [u8; 4]) {
+        if let Some(v) = self.endpoints.get_mut(&Ipv4Addr::from(ip)) {
+            v.flags |= ENDPOINT_FLAG_PUBLISHED;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct World {
+    pub kernel: Kernel,
+    /// Every changing call so far, in order.
+    pub calls: Vec<String>,
+    /// The position in `calls` of the call that fails.
+    pub fail_at: Option<usize>,
+    /// `create_tap` finds its name taken (a device made since the service checked).
+    pub tap_name_race: bool,
+    /// Namespace files that exist, with their inode.
+    pub namespaces: BTreeMap<PathBuf, u64>,
+    /// The host's main routing table: (device, destination).
+    pub host_routes: Vec<(String, Ipv4Net)>,
+    /// Host sockets holding ports: (protocol, port).
+    pub busy_ports: BTreeSet<(Proto, u16)>,
+    next_index: u32,
+}
+
+/// The host's own devices in every fake world: `lo` and an uplink `eth0` with
+/// 192.0.2.10/24 (TEST-NET-1) and the default route.
+pub const UPLINK: &str = "eth0";
+pub const UPLINK_INDEX: u32 = 2;
+pub const UPLINK_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+/// A namespace path the fake knows.
+pub const NETNS: &str = "/run/netns/fake";
+
+impl World {
+    pub fn new() -> Arc<Mutex<World>> {
+        let mut w = World {
+            next_index: 10,
+            ..Default::default()
+        };
+        w.kernel.links.insert(
+            1,
+            Link {
+                index: 1,
+                name: "lo".into(),
+                alias: None,
+                mac: None,
+                master: None,
+                loopback: true,
+            },
+        );
+        w.kernel.links.insert(
+            UPLINK_INDEX,
+            Link {
+                index: UPLINK_INDEX,
+                name: UPLINK.into(),
+                alias: None,
+                mac: Some([0x52, 0x54, 0, 0, 0, 2]),
+                master: None,
+                loopback: false,
+            },
+        );
+        w.kernel.addrs.insert((UPLINK_INDEX, UPLINK_ADDR, 24));
+        w.host_routes = vec![
+            (UPLINK.into(), "0.0.0.0/0".parse().expect("net")),
+            (UPLINK.into(), "192.0.2.0/24".parse().expect("net")),
+        ];
+        w.namespaces.insert(NETNS.into(), 4026532999);
+        Arc::new(Mutex::new(w))
+    }
+
+    /// Records changing call `call`; fails it if it is the one to fail.
+    fn step(&mut self, call: String) -> Result<(), String> {
+        let at = self.calls.len();
+        self.calls.push(call.clone());
+        if self.fail_at == Some(at) {
+            return Err(call);
+        }
+        Ok(())
+    }
+
+    /// A new device's ifindex and MAC.
+    fn new_link(&mut self, name: &str, master: Option<u32>) -> Link {
+        let index = self.next_index;
+        self.next_index += 1;
+        let link = Link {
+            index,
+            name: name.to_owned(),
+            alias: None,
+            mac: Some([0x02, 0, 0, 0, 0, index as u8]),
+            master,
+            loopback: false,
+        };
+        self.kernel.links.insert(index, link.clone());
+        link
+    }
+
+    fn by_name(&self, name: &str) -> Option<Link> {
+        self.kernel.links.values().find(|l| l.name == name).cloned()
+    }
+
+    /// What deleting a device does in the kernel: its addresses, routes, neighbours,
+    /// tc filters and veth peer go with it; its bridge ports lose their master.
+    pub fn delete(&mut self, index: u32) {
+        self.kernel.links.remove(&index);
+        self.kernel.addrs.retain(|a| a.0 != index);
+        self.kernel.routes.retain(|r| r.2 != Some(index));
+        self.kernel.neighbours.retain(|n| n.0 != index);
+        self.kernel.filters.remove(&index);
+        self.kernel.peers.remove(&index);
+        for l in self.kernel.links.values_mut() {
+            if l.master == Some(index) {
+                l.master = None;
+            }
+        }
+    }
+}
+
+fn lock(w: &Mutex<World>) -> MutexGuard<'_, World> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn nl_err(call: String) -> NetlinkError {
+    NetlinkError {
+        op: "injected failure",
+        target: call,
+        source: io::Error::from_raw_os_error(libc::EIO),
+    }
+}
+
+fn dp_err(call: String) -> DatapathError {
+    DatapathError::WriteMap {
+        map: "injected failure",
+        source: aya::maps::MapError::InvalidName { name: call },
+    }
+}
+
+fn ready<'a, T: Send + 'a, E: Send + 'a>(r: Result<T, E>) -> BoxFuture<'a, Result<T, E>> {
+    futures::future::ready(r).boxed()
+}
+
+pub struct FakeHost(pub Arc<Mutex<World>>);
+
+impl FakeHost {
+    /// Records `call`, then applies `f` to the world unless the call is to fail.
+    fn change<T>(&self, call: String, f: impl FnOnce(&mut World) -> T) -> Result<T, NetlinkError> {
+        let mut w = lock(&self.0);
+        w.step(call).map_err(nl_err)?;
+        Ok(f(&mut w))
+    }
+}
+
+impl Host for FakeHost {
+    fn link_by_name<'a>(&'a self, name: &'a str) -> HostFuture<'a, Option<Link>> {
+        ready(Ok(lock(&self.0).by_name(name)))
+    }
+    fn links(&self) -> HostFuture<'_, Vec<Link>> {
+        ready(Ok(lock(&self.0).kernel.links.values().cloned().collect()))
+    }
+    fn ipv4_addresses(&self, index: u32) -> HostFuture<'_, Vec<(Ipv4Addr, u8)>> {
+        let w = lock(&self.0);
+        let addrs = w.kernel.addrs.iter().filter(|a| a.0 == index);
+        ready(Ok(addrs.map(|a| (a.1, a.2)).collect()))
+    }
+    fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>> {
+        let w = lock(&self.0);
+        ready(Ok(w.kernel.addrs.iter().map(|a| a.1).collect()))
+    }
+    fn routes(&self) -> Vec<(String, Ipv4Net)> {
+        lock(&self.0).host_routes.clone()
+    }
+    fn check_netns(&self, path: &Path) -> Result<u64, SandboxError> {
+        lock(&self.0)
+            .namespaces
+            .get(path)
+            .copied()
+            .ok_or_else(|| SandboxError::NetnsMissing {
+                path: path.display().to_string(),
+            })
+    }
+    fn port_busy(&self, proto: Proto, _ip: Ipv4Addr, port: u16) -> bool {
+        lock(&self.0).busy_ports.contains(&(proto, port))
+    }
+    fn port_owner(&self, _proto: Proto, port: u16) -> String {
+        format!("process fake (pid 4242) listening on 0.0.0.0:{port}")
+    }
+    fn ensure_bridge<'a>(
+        &'a self,
+        name: &'a str,
+        alias: &'a str,
+        _mtu: u32,
+    ) -> HostFuture<'a, Link> {
+        ready(self.change(format!("ensure_bridge {name}"), |w| {
+            w.by_name(name).unwrap_or_else(|| {
+                let link = w.new_link(name, None);
+                let l = w.kernel.links.get_mut(&link.index).expect("just made");
+                l.alias = Some(alias.to_owned());
+                l.clone()
+            })
+        }))
+    }
+    fn create_veth<'a>(&'a self, plan: &'a VethPlan<'a>) -> HostFuture<'a, Link, SandboxError> {
+        let call = format!("create_veth {}:{}", plan.netns.display(), plan.ifname);
+        let r = self.change(call, |w| {
+            let link = w.new_link(plan.host_ifname, plan.bridge);
+            let peer = (plan.netns.to_owned(), plan.ifname.to_owned(), false);
+            w.kernel.peers.insert(link.index, peer);
+            link
+        });
+        ready(r.map_err(SandboxError::from))
+    }
+    fn configure_namespace(&self, side: NamespaceSide) -> HostFuture<'static, (), SandboxError> {
+        let call = format!(
+            "configure_namespace {}:{}",
+            side.netns.display(),
+            side.ifname
+        );
+        let r = self.change(call, |w| {
+            for peer in w.kernel.peers.values_mut() {
+                if peer.0 == side.netns && peer.1 == side.ifname {
+                    peer.2 = true;
+                }
+            }
+        });
+        ready(r.map_err(SandboxError::from))
+    }
+    fn create_tap(&self, spec: TapSpec) -> HostFuture<'static, (), TapError> {
+        let mut w = lock(&self.0);
+        let r = match w.step(format!("create_tap {}", spec.name)) {
+            Err(call) => Err(TapError::Io {
+                name: spec.name.clone(),
+                op: TapOp::SetIff,
+                source: io::Error::other(call),
+            }),
+            Ok(()) if w.tap_name_race => {
+                w.new_link(&spec.name, None);
+                Err(TapError::Exists { name: spec.name })
+            }
+            Ok(()) => {
+                w.new_link(&spec.name, None);
+                Ok(())
+            }
+        };
+        ready(r)
+    }
+    fn configure<'a>(&'a self, index: u32, cfg: &'a LinkConfig<'a>) -> HostFuture<'a, ()> {
+        let mut what = Vec::new();
+        if cfg.master.is_some() {
+            what.push("master");
+        }
+        if cfg.alias.is_some() {
+            what.push("alias");
+        }
+        if cfg.up {
+            what.push("up");
+        }
+        let call = format!("configure {index} {}", what.join(","));
+        ready(self.change(call, |w| {
+            if let Some(l) = w.kernel.links.get_mut(&index) {
+                if let Some(a) = cfg.alias {
+                    l.alias = Some(a.to_owned());
+                }
+                if let Some(m) = cfg.master {
+                    l.master = Some(m);
+                }
+            }
+        }))
+    }
+    fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> HostFuture<'_, ()> {
+        let IpAddr::V4(a) = addr else {
+            unreachable!("IPv4 only")
+        };
+        ready(
+            self.change(format!("add_address {index} {a}/{prefix}"), |w| {
+                w.kernel.addrs.insert((index, a, prefix));
+            }),
+        )
+    }
+    fn add_route(
+        &self,
+        dst: Ipv4Net,
+        via: Option<Ipv4Addr>,
+        dev: Option<u32>,
+    ) -> HostFuture<'_, ()> {
+        let dev_s = dev.map(|d| d.to_string()).unwrap_or_default();
+        ready(self.change(format!("add_route {dst} dev {dev_s}"), |w| {
+            w.kernel.routes.insert((dst, via, dev));
+        }))
+    }
+    fn add_permanent_neighbor(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> HostFuture<'_, ()> {
+        ready(self.change(format!("add_neighbor {index} {ip}"), |w| {
+            w.kernel.neighbours.insert((index, ip, mac));
+        }))
+    }
+    fn set_up(&self, index: u32) -> HostFuture<'_, ()> {
+        ready(self.change(format!("set_up {index}"), |_| ()))
+    }
+    fn delete_link(&self, index: u32) -> HostFuture<'_, ()> {
+        ready(self.change(format!("delete_link {index}"), |w| w.delete(index)))
+    }
+}
+
+pub struct FakeMaps(pub Arc<Mutex<World>>);
+
+impl FakeMaps {
+    fn change<T>(
+        &self,
+        call: String,
+        f: impl FnOnce(&mut Kernel) -> T,
+    ) -> Result<T, DatapathError> {
+        let mut w = lock(&self.0);
+        w.step(call).map_err(dp_err)?;
+        Ok(f(&mut w.kernel))
+    }
+}
+
+fn hook_name(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Xdp => "xdp",
+        Hook::TcIngress => "ingress",
+        Hook::UplinkEgress => "uplink-egress",
+        Hook::UplinkIngress => "uplink-ingress",
+    }
+}
+
+fn key_name(key: &PublishKey) -> String {
+    format!("{}/{}:{}", key.proto, Ipv4Addr::from(key.host_ip), key.port)
+}
+
+impl Maps for FakeMaps {
+    fn origin(&self) -> Origin {
+        Origin::Loaded
+    }
+    fn attach_tc(
+        &mut self,
+        hook: Hook,
+        _ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
+        let call = format!("attach_tc {} {ifindex}", hook_name(hook));
+        self.change(call, |k| {
+            if k.pins.insert((hook_name(hook), ifindex)) {
+                Attachment::Attached
+            } else {
+                Attachment::Adopted
+            }
+        })
+    }
+    fn attach_tc_endpoint(
+        &mut self,
+        _ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
+        self.change(format!("attach_tc_endpoint {ifindex}"), |k| {
+            k.filters.insert(ifindex);
+            Attachment::Attached
+        })
+    }
+    fn forget_links(&mut self, _ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
+        self.change(format!("forget_links {ifindex}"), |k| {
+            k.pins.retain(|p| p.1 != ifindex);
+        })
+    }
+    fn sweep_link_pins(&mut self, live: &[Link]) -> Result<usize, DatapathError> {
+        self.change("sweep_link_pins".into(), |k| {
+            let before = k.pins.len();
+            k.pins.retain(|p| live.iter().any(|l| l.index == p.1));
+            before - k.pins.len()
+        })
+    }
+    fn upsert_endpoint(&mut self, value: EndpointValue) -> Result<(), DatapathError> {
+        let ip = Ipv4Addr::from(value.ip);
+        self.change(format!("upsert_endpoint {ip}"), |k| {
+            k.endpoints.insert(ip, value);
+        })
+    }
+    fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        self.change(format!("remove_endpoint {ip}"), |k| {
+            k.endpoints.remove(&ip);
+        })
+    }
+    fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<(), DatapathError> {
+        self.change(format!("set_uplink {ifindex}"), |k| {
+            k.uplinks.insert(ifindex, uplink);
+        })
+    }
+    fn remove_uplink(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        self.change(format!("remove_uplink {ifindex}"), |k| {
+            k.uplinks.remove(&ifindex);
+        })
+    }
+    fn add_masq_subnet(&mut self, subnet: Ipv4Net, network_id: u16) -> Result<(), DatapathError> {
+        self.change(format!("add_masq_subnet {subnet}"), |k| {
+            k.masq.insert(subnet, network_id);
+        })
+    }
+    fn remove_masq_subnet(&mut self, subnet: Ipv4Net) -> Result<(), DatapathError> {
+        self.change(format!("remove_masq_subnet {subnet}"), |k| {
+            k.masq.remove(&subnet);
+        })
+    }
+    fn set_no_masquerade(
+        &mut self,
+        network_id: u16,
+        cidrs: &[Ipv4Net],
+    ) -> Result<(), DatapathError> {
+        self.change(format!("set_no_masquerade {network_id} {cidrs:?}"), |k| {
+            if cidrs.is_empty() {
+                k.no_masq.remove(&network_id);
+            } else {
+                k.no_masq.insert(network_id, cidrs.to_vec());
+            }
+        })
+    }
+    fn publish(&mut self, key: PublishKey, target: NatTarget) -> Result<(), DatapathError> {
+        self.change(format!("publish {}", key_name(&key)), |k| {
+            k.mark(target.addr);
+            k.publish.insert((key.proto, key.host_ip, key.port), target);
+        })
+    }
+    fn unpublish(&mut self, key: PublishKey) -> Result<(), DatapathError> {
+        self.change(format!("unpublish {}", key_name(&key)), |k| {
+            k.publish.remove(&(key.proto, key.host_ip, key.port));
+        })
+    }
+    fn mark_published(&mut self, ip: [u8; 4]) -> Result<(), DatapathError> {
+        self.change(format!("mark_published {}", Ipv4Addr::from(ip)), |k| {
+            k.mark(ip);
+        })
+    }
+    fn set_local_addrs(&mut self, _addrs: &[Ipv4Addr]) -> Result<(), DatapathError> {
+        self.change("set_local_addrs".into(), |_| ())
+    }
+    fn report(&self, _records: &[Endpoint]) -> Result<StatsReport, DatapathError> {
+        Ok(StatsReport::default())
+    }
+    fn endpoint_stats(&self) -> Result<Vec<EndpointStat>, DatapathError> {
+        Ok(Vec::new())
+    }
+    fn drop_packets(&self, _reason: DropReason) -> Result<u64, DatapathError> {
+        Ok(0)
+    }
+}

@@ -1,0 +1,295 @@
+//! The control plane's two seams to the kernel: [`Host`], the objects it makes on the
+//! host (links, addresses, routes, neighbours, namespaces, TAPs) and the facts it reads
+//! there (routes, host ports), and [`Maps`], its writes to the datapath's maps.
+//!
+//! [`KernelHost`] and [`Datapath`] are the real implementations; the unit tests use the
+//! recording fakes of `control::fake`, which can be told to fail at any call.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+};
+
+use futures::{FutureExt, future::BoxFuture};
+use ipnet::Ipv4Net;
+use netpath_common::{
+    maps::{EndpointValue, Hook},
+    nat::{NatTarget, PublishKey, Uplink},
+};
+
+use crate::{
+    datapath::{Attachment, Datapath, DatapathError, EndpointStat, Origin},
+    model::{Endpoint, StatsReport},
+    netlink::{Link, LinkConfig, Netlink, NetlinkError},
+    portspec::Proto,
+    sandbox::{self, NamespaceSide, SandboxError, VethPlan},
+    tap::{TapError, TapSpec},
+};
+
+/// A host call's future, borrowing the host for `'a`.
+pub type HostFuture<'a, T, E = NetlinkError> = BoxFuture<'a, Result<T, E>>;
+
+/// What the control plane does to, and reads from, the host's network stack.
+pub trait Host: Send + Sync {
+    /// The link named `name`, if any.
+    fn link_by_name<'a>(&'a self, name: &'a str) -> HostFuture<'a, Option<Link>>;
+    /// Every link of the host.
+    fn links(&self) -> HostFuture<'_, Vec<Link>>;
+    /// The IPv4 addresses (with prefix) of link `index`.
+    fn ipv4_addresses(&self, index: u32) -> HostFuture<'_, Vec<(Ipv4Addr, u8)>>;
+    /// Every IPv4 address of the host.
+    fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>>;
+    /// IPv4 routes of the host's main table: (device, destination).
+    fn routes(&self) -> Vec<(String, Ipv4Net)>;
+    /// Checks that `path` is a network namespace other than the host's; its identity.
+    fn check_netns(&self, path: &Path) -> Result<u64, SandboxError>;
+    /// Whether a host socket holds `proto` port `port` at `ip` (or the wildcard).
+    fn port_busy(&self, proto: Proto, ip: Ipv4Addr, port: u16) -> bool;
+    /// Who holds `proto` port `port` on the host, in words.
+    fn port_owner(&self, proto: Proto, port: u16) -> String;
+
+    /// Creates bridge `name` (tagged `alias`) unless it exists; either way returns it.
+    fn ensure_bridge<'a>(&'a self, name: &'a str, alias: &'a str, mtu: u32)
+    -> HostFuture<'a, Link>;
+    /// Creates a veth pair whose inner end is born in the plan's namespace (down,
+    /// untagged); returns the host end.
+    fn create_veth<'a>(&'a self, plan: &'a VethPlan<'a>) -> HostFuture<'a, Link, SandboxError>;
+    /// Configures the container side of a veth pair. `'static`, so it can run on a task
+    /// of its own while the caller attaches the datapath.
+    fn configure_namespace(&self, side: NamespaceSide) -> HostFuture<'static, (), SandboxError>;
+    /// Creates a persistent TAP device.
+    fn create_tap(&self, spec: TapSpec) -> HostFuture<'static, (), TapError>;
+    /// Applies `cfg` to link `index` in one request.
+    fn configure<'a>(&'a self, index: u32, cfg: &'a LinkConfig<'a>) -> HostFuture<'a, ()>;
+    fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> HostFuture<'_, ()>;
+    fn add_route(
+        &self,
+        dst: Ipv4Net,
+        via: Option<Ipv4Addr>,
+        dev: Option<u32>,
+    ) -> HostFuture<'_, ()>;
+    fn add_permanent_neighbor(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> HostFuture<'_, ()>;
+    fn set_up(&self, index: u32) -> HostFuture<'_, ()>;
+    /// Deletes link `index` (a veth's peer, addresses, routes and neighbours go with it).
+    fn delete_link(&self, index: u32) -> HostFuture<'_, ()>;
+}
+
+/// The real host: rtnetlink in the daemon's namespace, `/dev/net/tun`, `/proc`.
+pub struct KernelHost {
+    nl: Netlink,
+}
+
+impl KernelHost {
+    pub fn connect() -> Result<KernelHost, NetlinkError> {
+        Ok(KernelHost {
+            nl: Netlink::connect()?,
+        })
+    }
+}
+
+impl Host for KernelHost {
+    fn link_by_name<'a>(&'a self, name: &'a str) -> HostFuture<'a, Option<Link>> {
+        self.nl.link_by_name(name).boxed()
+    }
+    fn links(&self) -> HostFuture<'_, Vec<Link>> {
+        self.nl.links().boxed()
+    }
+    fn ipv4_addresses(&self, index: u32) -> HostFuture<'_, Vec<(Ipv4Addr, u8)>> {
+        self.nl.ipv4_addresses(index).boxed()
+    }
+    fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>> {
+        self.nl.all_ipv4_addresses().boxed()
+    }
+    fn routes(&self) -> Vec<(String, Ipv4Net)> {
+        proc_routes()
+    }
+    fn check_netns(&self, path: &Path) -> Result<u64, SandboxError> {
+        sandbox::check_netns(path)
+    }
+    fn port_busy(&self, proto: Proto, ip: Ipv4Addr, port: u16) -> bool {
+        crate::hostports::busy(proto, ip, port)
+    }
+    fn port_owner(&self, proto: Proto, port: u16) -> String {
+        crate::hostports::owner(proto, port)
+    }
+    fn ensure_bridge<'a>(
+        &'a self,
+        name: &'a str,
+        alias: &'a str,
+        mtu: u32,
+    ) -> HostFuture<'a, Link> {
+        self.nl.ensure_bridge(name, alias, Some(mtu)).boxed()
+    }
+    fn create_veth<'a>(&'a self, plan: &'a VethPlan<'a>) -> HostFuture<'a, Link, SandboxError> {
+        sandbox::create_veth(&self.nl, plan).boxed()
+    }
+    fn configure_namespace(&self, side: NamespaceSide) -> HostFuture<'static, (), SandboxError> {
+        sandbox::configure_inside(side).boxed()
+    }
+    fn create_tap(&self, spec: TapSpec) -> HostFuture<'static, (), TapError> {
+        async move {
+            // ioctls on /dev/net/tun and sysfs polling: off the async workers.
+            tokio::task::spawn_blocking(move || crate::tap::create_tap(&spec))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+        }
+        .boxed()
+    }
+    fn configure<'a>(&'a self, index: u32, cfg: &'a LinkConfig<'a>) -> HostFuture<'a, ()> {
+        self.nl.configure(index, cfg).boxed()
+    }
+    fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> HostFuture<'_, ()> {
+        self.nl.add_address(index, addr, prefix).boxed()
+    }
+    fn add_route(
+        &self,
+        dst: Ipv4Net,
+        via: Option<Ipv4Addr>,
+        dev: Option<u32>,
+    ) -> HostFuture<'_, ()> {
+        self.nl.add_route(dst, via, dev).boxed()
+    }
+    fn add_permanent_neighbor(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> HostFuture<'_, ()> {
+        self.nl.add_permanent_neighbor(index, ip, mac).boxed()
+    }
+    fn set_up(&self, index: u32) -> HostFuture<'_, ()> {
+        self.nl.set_up(index).boxed()
+    }
+    fn delete_link(&self, index: u32) -> HostFuture<'_, ()> {
+        self.nl.delete_link(index).boxed()
+    }
+}
+
+/// IPv4 routes of the host's main table (from /proc/net/route): (ifname, destination).
+fn proc_routes() -> Vec<(String, Ipv4Net)> {
+    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dst = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            // The kernel prints the network-order address read as a native u32.
+            let dst = Ipv4Addr::from(dst.to_ne_bytes());
+            let prefix = mask.count_ones() as u8;
+            Some((f[0].to_owned(), Ipv4Net::new(dst, prefix).ok()?))
+        })
+        .collect()
+}
+
+/// The control plane's use of the datapath: attachments, map writes, and the reads it
+/// serves. Called under the service's datapath lock; every call is one or a few
+/// syscalls, never a wait.
+pub trait Maps: Send {
+    fn origin(&self) -> Origin;
+    fn attach_tc(
+        &mut self,
+        hook: Hook,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError>;
+    /// Attaches the endpoint program to an endpoint's host-side device.
+    fn attach_tc_endpoint(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError>;
+    /// Detaches and forgets every attachment pin of link `ifname`/`ifindex`.
+    fn forget_links(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError>;
+    /// Removes the attachment pins of links not in `live`; how many.
+    fn sweep_link_pins(&mut self, live: &[Link]) -> Result<usize, DatapathError>;
+    fn upsert_endpoint(&mut self, value: EndpointValue) -> Result<(), DatapathError>;
+    fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError>;
+    fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<(), DatapathError>;
+    fn remove_uplink(&mut self, ifindex: u32) -> Result<(), DatapathError>;
+    fn add_masq_subnet(&mut self, subnet: Ipv4Net, network_id: u16) -> Result<(), DatapathError>;
+    fn remove_masq_subnet(&mut self, subnet: Ipv4Net) -> Result<(), DatapathError>;
+    fn set_no_masquerade(
+        &mut self,
+        network_id: u16,
+        cidrs: &[Ipv4Net],
+    ) -> Result<(), DatapathError>;
+    fn publish(&mut self, key: PublishKey, target: NatTarget) -> Result<(), DatapathError>;
+    fn unpublish(&mut self, key: PublishKey) -> Result<(), DatapathError>;
+    fn mark_published(&mut self, ip: [u8; 4]) -> Result<(), DatapathError>;
+    fn set_local_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DatapathError>;
+    /// Every counter, endpoints named after `records`.
+    fn report(&self, records: &[Endpoint]) -> Result<StatsReport, DatapathError>;
+    fn endpoint_stats(&self) -> Result<Vec<EndpointStat>, DatapathError>;
+    fn drop_packets(&self, reason: netpath_common::maps::DropReason) -> Result<u64, DatapathError>;
+}
+
+impl Maps for Datapath {
+    fn origin(&self) -> Origin {
+        Datapath::origin(self)
+    }
+    fn attach_tc(
+        &mut self,
+        hook: Hook,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
+        Datapath::attach_tc(self, hook, ifname, ifindex)
+    }
+    fn attach_tc_endpoint(
+        &mut self,
+        ifname: &str,
+        ifindex: u32,
+    ) -> Result<Attachment, DatapathError> {
+        Datapath::attach_tc_endpoint(self, ifname, ifindex)
+    }
+    fn forget_links(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
+        Datapath::forget_links(self, ifname, ifindex)
+    }
+    fn sweep_link_pins(&mut self, live: &[Link]) -> Result<usize, DatapathError> {
+        Datapath::sweep_link_pins(self, live)
+    }
+    fn upsert_endpoint(&mut self, value: EndpointValue) -> Result<(), DatapathError> {
+        Datapath::upsert_endpoint(self, value)
+    }
+    fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        Datapath::remove_endpoint(self, ip)
+    }
+    fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<(), DatapathError> {
+        Datapath::set_uplink(self, ifindex, uplink)
+    }
+    fn remove_uplink(&mut self, ifindex: u32) -> Result<(), DatapathError> {
+        Datapath::remove_uplink(self, ifindex)
+    }
+    fn add_masq_subnet(&mut self, subnet: Ipv4Net, network_id: u16) -> Result<(), DatapathError> {
+        Datapath::add_masq_subnet(self, subnet, network_id)
+    }
+    fn remove_masq_subnet(&mut self, subnet: Ipv4Net) -> Result<(), DatapathError> {
+        Datapath::remove_masq_subnet(self, subnet)
+    }
+    fn set_no_masquerade(
+        &mut self,
+        network_id: u16,
+        cidrs: &[Ipv4Net],
+    ) -> Result<(), DatapathError> {
+        Datapath::set_no_masquerade(self, network_id, cidrs)
+    }
+    fn publish(&mut self, key: PublishKey, target: NatTarget) -> Result<(), DatapathError> {
+        Datapath::publish(self, key, target)
+    }
+    fn unpublish(&mut self, key: PublishKey) -> Result<(), DatapathError> {
+        Datapath::unpublish(self, key)
+    }
+    fn mark_published(&mut self, ip: [u8; 4]) -> Result<(), DatapathError> {
+        Datapath::mark_published(self, ip)
+    }
+    fn set_local_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DatapathError> {
+        Datapath::set_local_addrs(self, addrs)
+    }
+    fn report(&self, records: &[Endpoint]) -> Result<StatsReport, DatapathError> {
+        crate::stats::report(self, records)
+    }
+    fn endpoint_stats(&self) -> Result<Vec<EndpointStat>, DatapathError> {
+        Datapath::endpoint_stats(self)
+    }
+    fn drop_packets(&self, reason: netpath_common::maps::DropReason) -> Result<u64, DatapathError> {
+        Ok(Datapath::drop_counter(self, reason)?.packets)
+    }
+}

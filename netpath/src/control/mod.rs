@@ -1,0 +1,260 @@
+//! The control plane: networks, container endpoints, microVM TAPs and published ports.
+//!
+//! Each operation keeps the state database and the kernel in step:
+//! 1. validate the request ([`validate`]; nothing changes on bad input);
+//! 2. lease/record in one database transaction (`Creating` for endpoints);
+//! 3. create the devices; on failure, remove them and roll the record back;
+//! 4. register the endpoint in the datapath's maps and mark the record `Ready`.
+//!
+//! A crash between 2 and 4 leaves a `Creating` record, which [`Service::reconcile`]
+//! rolls back at the next start (and [`Service::sweep_unfinished`] while running);
+//! devices without a record are removed there too. Operations on one network are
+//! serialized by a per-network lock; different networks proceed in parallel.
+//!
+//! The kernel is reached through two seams ([`host`]): [`Host`] for devices, addresses,
+//! routes and namespaces, [`Maps`] for the datapath. The unit tests drive every
+//! operation through recording fakes that fail at any chosen call.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`networks`] | create, plumb (bridge, masquerade) and remove networks |
+//! | [`endpoints`] | container endpoints (veth pairs) and the datapath registration |
+//! | [`taps`] | microVM TAP endpoints |
+//! | [`ports`] | published ports |
+//! | [`reconcile`] | bringing records and kernel back in step; rollback of unfinished work |
+//! | [`validate`] | checks of request fields, before anything changes |
+
+pub mod endpoints;
+#[cfg(test)]
+mod fake;
+pub mod host;
+pub mod networks;
+pub mod ports;
+pub mod reconcile;
+pub mod taps;
+#[cfg(test)]
+mod tests;
+pub mod validate;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+pub use self::host::{Host, KernelHost, Maps};
+use crate::{
+    config::{self, IFNAME_MAX, Paths},
+    datapath::{Datapath, DatapathError, EndpointStat, Origin},
+    model::StatsReport,
+    netlink::NetlinkError,
+    sandbox::SandboxError,
+    state::{StateError, Store},
+    sysctl,
+    tap::TapError,
+};
+
+/// Longest network name: its bridge `np-<name>` must fit an interface name.
+pub const NETWORK_NAME_MAX: usize = IFNAME_MAX - config::LINK_PREFIX.len();
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// Host ports handed out by default when a `-p` spec gives none (`netpath daemon
+/// --ephemeral-ports`). Kept clear of Linux's ephemeral range (32768-60999), which
+/// masquerade and host sockets use.
+pub const EPHEMERAL_PORTS: (u16, u16) = (20000, 29999);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{what}")]
+    Invalid { what: String, hint: Option<String> },
+    #[error("{what}")]
+    Conflict { what: String, hint: Option<String> },
+    #[error("{what}")]
+    NotFound { what: String, hint: Option<String> },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub(crate) fn invalid(what: impl Into<String>) -> Self {
+        ServiceError::Invalid {
+            what: what.into(),
+            hint: None,
+        }
+    }
+
+    /// Whether the error says the named network or endpoint does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::NotFound { .. }
+                | ServiceError::State(
+                    StateError::NetworkNotFound { .. } | StateError::EndpointNotFound { .. }
+                )
+        )
+    }
+
+    /// What the user can do about it, when there is something to do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ServiceError::Invalid { hint, .. }
+            | ServiceError::Conflict { hint, .. }
+            | ServiceError::NotFound { hint, .. } => hint.clone(),
+            ServiceError::State(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) type Result<T, E = ServiceError> = std::result::Result<T, E>;
+
+pub struct Service {
+    paths: Paths,
+    instance: String,
+    store: Arc<Store>,
+    host: Arc<dyn Host>,
+    maps: Mutex<Box<dyn Maps>>,
+    net_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Host ports handed out when a `-p` spec gives none.
+    ephemeral_ports: (u16, u16),
+}
+
+/// Runs a blocking state-database call off the async workers.
+pub(crate) async fn db<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl FnOnce(&Store) -> Result<T, StateError> + Send + 'static,
+) -> Result<T> {
+    // On the daemon's multi-threaded runtime the transaction runs on this worker, which
+    // becomes a blocking thread meanwhile (its queued tasks move to another worker):
+    // no hop to the blocking pool and back, each a thread wake-up — on an idle VM a
+    // vCPU's exit from HLT, tens of µs. Elsewhere (current-thread runtimes in tests and
+    // the CNI plugin) the blocking pool keeps the only worker free.
+    if tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread
+    {
+        return tokio::task::block_in_place(|| f(store)).map_err(ServiceError::from);
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+        .map_err(ServiceError::from)
+}
+
+/// Runs a point read (one record by key) of the state database inline. A redb read
+/// transaction never waits for a writer (MVCC) and a point read takes microseconds,
+/// while a hop to the blocking pool and back costs thread wake-ups — tens of µs each
+/// on an idle VM, more than the read. Scans and writes go through [`db`].
+pub(crate) fn read<T>(store: &Store, f: impl FnOnce(&Store) -> Result<T, StateError>) -> Result<T> {
+    f(store).map_err(ServiceError::from)
+}
+
+impl Service {
+    /// Opens the state database and the pinned datapath (adopting it if present), on
+    /// the real kernel.
+    pub async fn open(
+        paths: Paths,
+        reload: bool,
+        ephemeral_ports: (u16, u16),
+    ) -> anyhow::Result<Service> {
+        std::fs::create_dir_all(&paths.state_dir)?;
+        sysctl::enable_forwarding()?;
+        let store = Arc::new(Store::open(&paths.state_dir.join("state.redb"))?);
+        let mut datapath = Datapath::open(&paths.bpffs, reload)?;
+        let cgroup = crate::config::cgroup2_root()?;
+        datapath.attach_host_local(&cgroup)?;
+        let service = Service::new(
+            paths,
+            store,
+            Arc::new(KernelHost::connect()?),
+            Box::new(datapath),
+            ephemeral_ports,
+        );
+        service.refresh_local_addrs().await?;
+        Ok(service)
+    }
+
+    /// A service over the given state, host and datapath.
+    pub fn new(
+        paths: Paths,
+        store: Arc<Store>,
+        host: Arc<dyn Host>,
+        maps: Box<dyn Maps>,
+        ephemeral_ports: (u16, u16),
+    ) -> Service {
+        Service {
+            instance: paths.instance(),
+            paths,
+            store,
+            host,
+            maps: Mutex::new(maps),
+            net_locks: Mutex::new(HashMap::new()),
+            ephemeral_ports,
+        }
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    fn datapath(&self) -> std::sync::MutexGuard<'_, Box<dyn Maps>> {
+        // A panic while holding the lock cannot leave the kernel maps inconsistent
+        // (each map op is atomic), so a poisoned lock is still usable.
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn net_lock(&self, network: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.net_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(network.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Whether the datapath was loaded by this process or adopted from pins.
+    pub fn datapath_origin(&self) -> Origin {
+        self.datapath().origin()
+    }
+
+    /// Tells the datapath which addresses are this host's: a 0.0.0.0 publish answers on
+    /// those only (socket hooks and uplink DNAT). The daemon calls it at start, whenever
+    /// the kernel announces an IPv4 address change (addresses come and go, e.g. with
+    /// DHCP), and periodically as a safety net.
+    pub async fn refresh_local_addrs(&self) -> Result<()> {
+        let addrs: Vec<_> = self
+            .host
+            .all_ipv4_addresses()
+            .await?
+            .into_iter()
+            .filter(|a| !a.is_loopback())
+            .collect();
+        self.datapath().set_local_addrs(&addrs)?;
+        Ok(())
+    }
+
+    /// Every counter of the datapath, endpoints under their ids.
+    pub async fn stats(&self) -> Result<StatsReport> {
+        let records = self.list_endpoints(None).await?;
+        Ok(self.datapath().report(&records)?)
+    }
+
+    /// Per-endpoint traffic counters.
+    pub async fn endpoint_stats(&self) -> Result<Vec<EndpointStat>> {
+        Ok(self.datapath().endpoint_stats()?)
+    }
+
+    /// Packets dropped for `reason` so far.
+    pub fn drop_count(&self, reason: netpath_common::maps::DropReason) -> Result<u64> {
+        Ok(self.datapath().drop_packets(reason)?)
+    }
+}

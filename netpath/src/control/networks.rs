@@ -1,0 +1,254 @@
+//! Networks: creating one (validation, record, bridge and masquerade), plumbing its
+//! devices again (start-up, reconcile), and removing it with or without its endpoints.
+
+use netpath_common::{
+    maps::Hook,
+    nat::{MASQ_PORTS, Uplink},
+};
+
+use super::{Result, Service, ServiceError, db, read, validate};
+use crate::{
+    config,
+    datapath::Attachment,
+    model::{Mode, Network, NetworkCreate},
+    state::{ResolvedNetwork, StateError},
+};
+
+impl Service {
+    pub async fn list_networks(&self) -> Result<Vec<Network>> {
+        db(&self.store, |s| s.list_networks()).await
+    }
+
+    pub async fn get_network(&self, name: &str) -> Result<Network> {
+        read(&self.store, |s| s.get_network(name))
+    }
+
+    pub async fn create_network(&self, mut req: NetworkCreate) -> Result<Network> {
+        req.no_masquerade.sort();
+        req.no_masquerade.dedup();
+        validate::network_name(&req.name)?;
+        let mtu = req.mtu.unwrap_or(super::DEFAULT_MTU);
+        validate::mtu(mtu)?;
+        validate::subnet(req.subnet)?;
+        validate::no_masquerade(&req.no_masquerade)?;
+        let gateway = match req.gateway {
+            Some(g) => g,
+            None => req
+                .subnet
+                .hosts()
+                .next()
+                .expect("a /30 or larger has hosts"),
+        };
+        let routes = self.host.routes();
+        let ours: Vec<String> = self
+            .list_networks()
+            .await?
+            .iter()
+            .filter_map(|n| n.bridge.clone())
+            .collect();
+        if let Some((dev, dst)) = validate::overlapping_route(&routes, &ours, req.subnet) {
+            return Err(ServiceError::Invalid {
+                what: format!(
+                    "subnet {} overlaps the host route {dst} on {dev}",
+                    req.subnet
+                ),
+                hint: Some("pick a subnet no host interface uses".into()),
+            });
+        }
+        let uplink = match &req.uplink {
+            Some(u) => Some(self.check_uplink(u).await?),
+            None => routes
+                .iter()
+                .find(|(_, dst)| dst.prefix_len() == 0)
+                .map(|(dev, _)| dev.clone()),
+        };
+        // Said before the bridge check below, which would otherwise find its bridge.
+        if self.get_network(&req.name).await.is_ok() {
+            return Err(StateError::NetworkExists { name: req.name }.into());
+        }
+        let bridge = (req.mode == Mode::Bridge).then(|| config::bridge_name(&req.name));
+        if let Some(b) = &bridge
+            && self.host.link_by_name(b).await?.is_some()
+        {
+            return Err(ServiceError::invalid(format!(
+                "interface {b} already exists on this host"
+            )));
+        }
+        let lock = self.net_lock(&req.name);
+        let _guard = lock.lock().await;
+        let resolved = ResolvedNetwork {
+            gateway,
+            uplink,
+            mtu,
+            bridge,
+        };
+        let network = db(&self.store, move |s| s.create_network(&req, resolved)).await?;
+        if let Err(e) = self.plumb_network(&network).await {
+            let name = network.name.clone();
+            let _ = self.unplumb_network(&network).await;
+            let _ = db(&self.store, move |s| s.remove_network(&name, true)).await;
+            return Err(e);
+        }
+        Ok(network)
+    }
+
+    /// An uplink the user named: an existing device traffic can leave by, not one of
+    /// netpath's own.
+    async fn check_uplink(&self, name: &str) -> Result<String> {
+        validate::ifname("uplink", name)?;
+        let Some(link) = self.host.link_by_name(name).await? else {
+            return Err(ServiceError::invalid(format!(
+                "uplink interface {name} does not exist"
+            )));
+        };
+        if link.loopback {
+            return Err(ServiceError::Invalid {
+                what: format!(
+                    "{name} is a loopback device: traffic cannot leave the host through it"
+                ),
+                hint: Some(
+                    "give the interface traffic leaves by (the default route's, say), or omit --uplink"
+                        .into(),
+                ),
+            });
+        }
+        if link
+            .alias
+            .as_deref()
+            .is_some_and(|a| a.starts_with(config::ALIAS_PREFIX))
+        {
+            return Err(ServiceError::invalid(format!(
+                "{name} is a device netpath made for a network or endpoint, not an uplink"
+            )));
+        }
+        Ok(name.to_owned())
+    }
+
+    /// Creates a network's devices (bridge mode: the bridge with the gateway address,
+    /// and the tc program on its ingress) and its masquerade. Idempotent.
+    pub(super) async fn plumb_network(&self, network: &Network) -> Result<Option<Attachment>> {
+        self.plumb_masquerade(network).await?;
+        let Some(bridge) = &network.bridge else {
+            return Ok(None);
+        };
+        let alias = config::link_alias(&self.instance, "bridge", &network.name);
+        let link = self.host.ensure_bridge(bridge, &alias, network.mtu).await?;
+        self.host
+            .add_address(
+                link.index,
+                network.gateway.into(),
+                network.subnet.prefix_len(),
+            )
+            .await?;
+        self.host.set_up(link.index).await?;
+        Ok(Some(self.datapath().attach_tc(
+            Hook::TcIngress,
+            &link.name,
+            link.index,
+        )?))
+    }
+
+    /// Egress masquerade for `network` on its uplink: the SNAT/reverse-SNAT programs on
+    /// the uplink's egress/ingress, its address as the masquerade source, and the
+    /// network's subnet as masqueraded. Without an uplink, or an uplink without an
+    /// IPv4 address, there is nothing to do.
+    async fn plumb_masquerade(&self, network: &Network) -> Result<()> {
+        let Some(name) = &network.uplink else {
+            return Ok(());
+        };
+        let Some(link) = self.host.link_by_name(name).await? else {
+            return Ok(());
+        };
+        let Some((addr, _)) = self.host.ipv4_addresses(link.index).await?.first().copied() else {
+            return Ok(());
+        };
+        let mut dp = self.datapath();
+        dp.attach_tc(Hook::UplinkEgress, &link.name, link.index)?;
+        dp.attach_tc(Hook::UplinkIngress, &link.name, link.index)?;
+        dp.set_uplink(
+            link.index,
+            Uplink {
+                addr: addr.octets(),
+                first_port: MASQ_PORTS.first,
+                last_port: MASQ_PORTS.last,
+            },
+        )?;
+        dp.add_masq_subnet(network.subnet, network.id)?;
+        dp.set_no_masquerade(network.id, &network.no_masquerade)?;
+        Ok(())
+    }
+
+    /// Undoes [`Self::plumb_masquerade`]; the uplink keeps its programs while another
+    /// network still uses it.
+    async fn unplumb_masquerade(&self, network: &Network) -> Result<()> {
+        {
+            let mut dp = self.datapath();
+            dp.remove_masq_subnet(network.subnet)?;
+            dp.set_no_masquerade(network.id, &[])?;
+        }
+        let Some(name) = &network.uplink else {
+            return Ok(());
+        };
+        let still_used = self
+            .list_networks()
+            .await?
+            .iter()
+            .any(|n| n.name != network.name && n.uplink.as_deref() == Some(name));
+        if still_used {
+            return Ok(());
+        }
+        if let Some(link) = self.host.link_by_name(name).await? {
+            let mut dp = self.datapath();
+            dp.remove_uplink(link.index)?;
+            dp.forget_links(&link.name, link.index)?;
+        }
+        Ok(())
+    }
+
+    /// Makes sure network `name` has its devices; returns the bridge's tc attachment.
+    pub async fn plumb(&self, name: &str) -> Result<Option<Attachment>> {
+        let network = self.get_network(name).await?;
+        let lock = self.net_lock(name);
+        let _guard = lock.lock().await;
+        self.plumb_network(&network).await
+    }
+
+    /// Undoes [`Self::plumb_network`]. Idempotent.
+    async fn unplumb_network(&self, network: &Network) -> Result<()> {
+        self.unplumb_masquerade(network).await?;
+        if let Some(bridge) = &network.bridge
+            && let Some(link) = self.host.link_by_name(bridge).await?
+        {
+            // Pins first: should the deletion fail, a retry still finds the device.
+            self.datapath().forget_links(&link.name, link.index)?;
+            self.host.delete_link(link.index).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes network `name`; with `force`, its endpoints first. Kernel state goes
+    /// before records, one endpoint at a time: should a step fail, what is left is
+    /// still recorded (the network, the endpoints not yet removed), and a retry
+    /// finishes the job.
+    pub async fn remove_network(&self, name: &str, force: bool) -> Result<Network> {
+        let lock = self.net_lock(name);
+        let _guard = lock.lock().await;
+        let network = read(&self.store, |s| s.get_network(name))?;
+        let mut endpoints = self.list_endpoints(Some(name)).await?;
+        endpoints.sort_by_key(|e| e.ip);
+        if !endpoints.is_empty() && !force {
+            return Err(StateError::NetworkInUse {
+                name: name.to_owned(),
+                endpoints: endpoints.len(),
+            }
+            .into());
+        }
+        for ep in &endpoints {
+            self.roll_back(ep).await?;
+        }
+        self.unplumb_network(&network).await?;
+        let n = name.to_owned();
+        let (network, _) = db(&self.store, move |s| s.remove_network(&n, true)).await?;
+        Ok(network)
+    }
+}

@@ -1,0 +1,128 @@
+//! Bringing records and kernel back in step: at start-up ([`Service::reconcile`]), and
+//! for records an operation left unfinished while the daemon runs
+//! ([`Service::sweep_unfinished`]).
+//!
+//! The rules, each a unit-test case:
+//! * a record still `Creating` belongs to no live operation: rolled back;
+//! * a record whose host-side device is gone (its namespace died): released;
+//! * a network whose devices are gone: plumbed again;
+//! * a device tagged by this instance without a record: deleted;
+//! * a device tagged by another instance, or untagged: left alone.
+
+use super::{Result, Service, ServiceError, db, ports::publish_target};
+use crate::{
+    config,
+    model::{Endpoint, EndpointState},
+};
+
+impl Service {
+    /// Rolls back endpoint records left `Creating` by an operation that cannot finish
+    /// any more (a handler that panicked, say): the daemon runs this periodically, so
+    /// such a record never waits for a restart. An operation in progress holds its
+    /// network's lock from the record's creation until it is `Ready` or gone, so a record
+    /// still `Creating` once that lock is taken belongs to no live operation. Returns a
+    /// one-line summary per record rolled back.
+    pub async fn sweep_unfinished(&self) -> Result<Vec<String>> {
+        let mut actions = Vec::new();
+        let candidates = self.list_endpoints(None).await?;
+        for ep in candidates
+            .into_iter()
+            .filter(|e| e.state == EndpointState::Creating)
+        {
+            let lock = self.net_lock(&ep.network);
+            let _guard = lock.lock().await;
+            match self.get_endpoint(&ep.id).await {
+                Ok(now) if now.state == EndpointState::Creating => {
+                    self.roll_back(&now).await?;
+                    actions.push(format!(
+                        "released endpoint {} ({}): creation never finished",
+                        now.id, now.ip
+                    ));
+                }
+                // Finished or removed meanwhile.
+                _ => {}
+            }
+        }
+        Ok(actions)
+    }
+
+    /// Removes an endpoint's devices and map entries, then its record and leases.
+    pub(super) async fn roll_back(&self, ep: &Endpoint) -> Result<()> {
+        self.unplumb_endpoint(ep).await?;
+        let id = ep.id.clone();
+        db(&self.store, move |s| s.release_endpoint(&id)).await?;
+        Ok(())
+    }
+
+    /// Brings kernel state and records back in step after a restart or crash (the rules
+    /// of this module). Returns a one-line summary per action.
+    pub async fn reconcile(&self) -> Result<Vec<String>> {
+        let mut actions = Vec::new();
+        let networks = self.list_networks().await?;
+        for n in &networks {
+            if let Some(bridge) = &n.bridge
+                && self.host.link_by_name(bridge).await?.is_none()
+            {
+                actions.push(format!("recreated the bridge of network {}", n.name));
+            }
+            self.plumb_network(n).await?;
+        }
+        let mut known: Vec<String> = networks.iter().filter_map(|n| n.bridge.clone()).collect();
+        for ep in self.list_endpoints(None).await? {
+            // The host-side device alone says whether an endpoint lives: a veth pair dies
+            // with its namespace, and a recorded namespace path may outlive it or not
+            // (a `/proc/PID/ns/net` goes with that process, while the namespace may live
+            // on, held by another).
+            let link = self.host.link_by_name(&ep.host_ifname).await?;
+            let Some(link) = link.filter(|_| ep.state != EndpointState::Creating) else {
+                let why = if ep.state == EndpointState::Creating {
+                    "creation never finished"
+                } else {
+                    "its device is gone"
+                };
+                self.roll_back(&ep).await?;
+                actions.push(format!("released endpoint {} ({}): {why}", ep.id, ep.ip));
+                continue;
+            };
+            let network = networks
+                .iter()
+                .find(|n| n.name == ep.network)
+                .ok_or_else(|| {
+                    ServiceError::Internal(format!("endpoint {} has no network", ep.id))
+                })?;
+            let bridge = self.bridge_link(network).await?;
+            let gateway = super::endpoints::gateway_mac(bridge.as_ref(), &link);
+            self.register(network, &ep, link.index, gateway)?;
+            known.push(ep.host_ifname.clone());
+        }
+        // Endpoints with leases are marked as published (maps pinned by a version that
+        // had no such mark, or entries re-created above).
+        let leases = self.list_ports().await?;
+        {
+            let mut dp = self.datapath();
+            for l in &leases {
+                dp.mark_published(publish_target(l).addr)?;
+            }
+        }
+        let links = self.host.links().await?;
+        let swept = self.datapath().sweep_link_pins(&links)?;
+        if swept > 0 {
+            actions.push(format!(
+                "removed {swept} attachment pin(s) of deleted devices"
+            ));
+        }
+        let our_tag = format!("{}{}:", config::ALIAS_PREFIX, self.instance);
+        for link in links {
+            let tagged = link
+                .alias
+                .as_deref()
+                .is_some_and(|a| a.starts_with(&our_tag));
+            if tagged && !known.contains(&link.name) {
+                self.datapath().forget_links(&link.name, link.index)?;
+                self.host.delete_link(link.index).await?;
+                actions.push(format!("removed orphan device {}", link.name));
+            }
+        }
+        Ok(actions)
+    }
+}

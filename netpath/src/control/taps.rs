@@ -1,0 +1,112 @@
+//! microVM TAP endpoints: a persistent TAP owned by the VMM's uid/gid, the guest a
+//! point-to-point /32 behind it with a known MAC.
+
+use ipnet::Ipv4Net;
+
+use super::{Result, Service, ServiceError, db, validate};
+use crate::{
+    config,
+    model::{Endpoint, EndpointKind, Mode, Network, TapCreate},
+    netlink::LinkConfig,
+    state::NewEndpoint,
+    tap::{TapError, TapSpec},
+    types::MacAddr,
+};
+
+impl Service {
+    pub async fn add_tap(&self, req: TapCreate) -> Result<Endpoint> {
+        crate::tap::validate_name(&req.name)?;
+        let queues = req.queues.unwrap_or(1);
+        validate::tap_queues(queues)?;
+        validate::owner_ids(req.uid, req.gid)?;
+        let mac = req.mac.unwrap_or_else(MacAddr::random_local);
+        if self.host.link_by_name(&req.name).await?.is_some() {
+            return Err(ServiceError::invalid(format!(
+                "interface {} already exists",
+                req.name
+            )));
+        }
+        let lock = self.net_lock(&req.network);
+        let _guard = lock.lock().await;
+        let network = self.get_network(&req.network).await?;
+        if let Some(asked) = req.mac {
+            self.refuse_duplicate_mac(&network, asked).await?;
+        }
+        let id = db(&self.store, |s| s.new_endpoint_id()).await?;
+        let new = NewEndpoint {
+            id: id.clone(),
+            network: network.name.clone(),
+            kind: EndpointKind::Tap,
+            ip: req.ip,
+            mac,
+            host_ifname: req.name.clone(),
+            ifname: None,
+            netns: None,
+            uid: req.uid,
+            gid: req.gid,
+            queues: Some(queues),
+            container_id: None,
+            netns_inode: None,
+        };
+        let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
+        let spec = TapSpec {
+            name: req.name.clone(),
+            uid: req.uid,
+            gid: req.gid,
+            queues,
+            vnet_hdr: true,
+        };
+        if let Err(e) = self.plumb_tap(&network, &ep, spec).await {
+            if matches!(e, ServiceError::Tap(TapError::Exists { .. })) {
+                // Someone else's device took the name since the check above: leave it.
+                let _ = db(&self.store, move |s| s.release_endpoint(&id)).await;
+            } else {
+                let _ = self.roll_back(&ep).await;
+            }
+            return Err(e);
+        }
+        db(&self.store, move |s| s.mark_ready(&id)).await
+    }
+
+    async fn plumb_tap(&self, network: &Network, ep: &Endpoint, spec: TapSpec) -> Result<()> {
+        self.host.create_tap(spec).await?;
+        let link = self
+            .host
+            .link_by_name(&ep.host_ifname)
+            .await?
+            .ok_or_else(|| {
+                ServiceError::Internal(format!("TAP {} vanished after creation", ep.host_ifname))
+            })?;
+        let alias = config::link_alias(&self.instance, "tap", &ep.id);
+        let bridge = self.bridge_link(network).await?;
+        let cfg = LinkConfig {
+            mtu: Some(network.mtu),
+            master: bridge.as_ref().map(|b| b.index),
+            alias: Some(&alias),
+            up: true,
+            // The guest does its own IPv6; the host side needs none.
+            no_ipv6_link_local: true,
+            ..Default::default()
+        };
+        self.host.configure(link.index, &cfg).await?;
+        if network.mode == Mode::Routed {
+            // The host side of a point-to-point link answers as the gateway.
+            self.host
+                .add_address(link.index, network.gateway.into(), 32)
+                .await?;
+        }
+        // The guest is a point-to-point /32 behind its TAP, with a known MAC.
+        self.host
+            .add_route(
+                Ipv4Net::new(ep.ip, 32).expect("/32"),
+                None,
+                Some(link.index),
+            )
+            .await?;
+        self.host
+            .add_permanent_neighbor(link.index, ep.ip, ep.mac.octets())
+            .await?;
+        let gateway = super::endpoints::gateway_mac(bridge.as_ref(), &link);
+        self.register(network, ep, link.index, gateway)
+    }
+}

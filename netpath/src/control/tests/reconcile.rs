@@ -1,0 +1,304 @@
+//! The reconcile rules (`control::reconcile`), one test each, with the exact calls.
+
+use super::*;
+use crate::{
+    config,
+    model::{EndpointKind, EndpointState},
+    netlink::Link,
+    state::NewEndpoint,
+    types::MacAddr,
+};
+
+/// The calls reconcile makes for a healthy bridge network `web` whose bridge is ifindex
+/// 10: its masquerade and bridge plumbed again (idempotent), then `rest`, then the pin
+/// sweep and whatever follows.
+fn network_calls() -> Vec<&'static str> {
+    vec![
+        "attach_tc uplink-egress 2",
+        "attach_tc uplink-ingress 2",
+        "set_uplink 2",
+        "add_masq_subnet 10.77.0.0/24",
+        "set_no_masquerade 1 []",
+        "ensure_bridge np-web",
+        "add_address 10 10.77.0.1/24",
+        "set_up 10",
+        "attach_tc ingress 10",
+    ]
+}
+
+fn with(mut calls: Vec<&'static str>, more: &[&'static str]) -> Vec<&'static str> {
+    calls.extend_from_slice(more);
+    calls
+}
+
+/// A device as another program (or another netpath instance) made it.
+fn foreign(index: u32, name: &str, alias: Option<String>) -> Link {
+    Link {
+        index,
+        name: name.into(),
+        alias,
+        mac: None,
+        master: None,
+        loopback: false,
+    }
+}
+
+#[tokio::test]
+async fn a_healthy_endpoint_is_registered_again_and_kept() {
+    let rig = Rig::new();
+    rig.network("web", Mode::Bridge).await;
+    let ep = rig.veth("web").await;
+    rig.svc
+        .publish_ports(publish_req(&ep.id, &["8080:80"]))
+        .await
+        .expect("publish");
+    let (kernel, records, m) = (rig.kernel(), rig.records().await, rig.mark());
+    let actions = rig.svc.reconcile().await.expect("reconcile");
+    assert_eq!(actions, Vec::<String>::new());
+    let expected = with(
+        network_calls(),
+        &[
+            "attach_tc_endpoint 11",
+            "upsert_endpoint 10.77.0.2",
+            "mark_published 10.77.0.2",
+            "sweep_link_pins",
+        ],
+    );
+    assert_eq!(rig.calls_since(m), expected);
+    assert_eq!(rig.kernel(), kernel);
+    assert_eq!(rig.records().await, records);
+}
+
+#[tokio::test]
+async fn an_unfinished_record_is_rolled_back_with_its_untagged_device() {
+    let rig = Rig::new();
+    rig.network("web", Mode::Routed).await;
+    let (kernel, records) = (rig.kernel(), rig.records().await);
+    // A crash after the record and the TAP were made, before the TAP was tagged.
+    let ep = rig
+        .svc
+        .store
+        .reserve_endpoint(NewEndpoint {
+            id: "00000000beef".into(),
+            network: "web".into(),
+            kind: EndpointKind::Tap,
+            ip: None,
+            mac: MacAddr::random_local(),
+            host_ifname: "vm0".into(),
+            ifname: None,
+            netns: None,
+            uid: None,
+            gid: None,
+            queues: Some(1),
+            container_id: None,
+            netns_inode: None,
+        })
+        .expect("reserve");
+    assert_eq!(ep.state, EndpointState::Creating);
+    rig.world()
+        .kernel
+        .links
+        .insert(40, foreign(40, "vm0", None));
+    let m = rig.mark();
+    let actions = rig.svc.reconcile().await.expect("reconcile");
+    assert_eq!(
+        actions,
+        [format!(
+            "released endpoint 00000000beef ({}): creation never finished",
+            ep.ip
+        )]
+    );
+    let masq = &network_calls()[..5];
+    let expected = with(
+        masq.to_vec(),
+        &[
+            "remove_endpoint 10.77.0.2",
+            "forget_links 40",
+            "delete_link 40",
+            "sweep_link_pins",
+        ],
+    );
+    assert_eq!(rig.calls_since(m), expected);
+    assert_eq!(rig.kernel(), kernel);
+    assert_eq!(rig.records().await, records);
+}
+
+#[tokio::test]
+async fn an_endpoint_whose_device_is_gone_is_released() {
+    let rig = Rig::new();
+    rig.network("web", Mode::Bridge).await;
+    let before = (rig.kernel(), rig.records().await);
+    let ep = rig.veth("web").await;
+    // Its namespace died: the kernel took the pair (and its tc filter) with it.
+    let index = rig
+        .world()
+        .kernel
+        .links
+        .values()
+        .find(|l| l.name == ep.host_ifname)
+        .expect("veth")
+        .index;
+    rig.world().delete(index);
+    let m = rig.mark();
+    let actions = rig.svc.reconcile().await.expect("reconcile");
+    assert_eq!(
+        actions,
+        [format!(
+            "released endpoint {} (10.77.0.2): its device is gone",
+            ep.id
+        )]
+    );
+    let expected = with(
+        network_calls(),
+        &["remove_endpoint 10.77.0.2", "sweep_link_pins"],
+    );
+    assert_eq!(rig.calls_since(m), expected);
+    assert_eq!((rig.kernel(), rig.records().await), before);
+}
+
+#[tokio::test]
+async fn a_tagged_device_without_record_is_removed_and_foreign_ones_stay() {
+    let rig = Rig::new();
+    rig.network("web", Mode::Bridge).await;
+    let instance = rig.svc.instance.clone();
+    let ours = config::link_alias(&instance, "veth", "0123456789ab");
+    let theirs = config::link_alias("0badc0de", "veth", "0123456789ab");
+    let kernel = rig.kernel();
+    {
+        let mut w = rig.world();
+        w.kernel
+            .links
+            .insert(50, foreign(50, "np-0123456789ab", Some(ours)));
+        // Another instance's device, and a user's device with a netpath-like name.
+        w.kernel
+            .links
+            .insert(51, foreign(51, "np-other", Some(theirs)));
+        w.kernel.links.insert(52, foreign(52, "np-user", None));
+        w.kernel.pins.insert(("ingress", 50));
+    }
+    let m = rig.mark();
+    let actions = rig.svc.reconcile().await.expect("reconcile");
+    assert_eq!(actions, ["removed orphan device np-0123456789ab"]);
+    let expected = with(
+        network_calls(),
+        &["sweep_link_pins", "forget_links 50", "delete_link 50"],
+    );
+    assert_eq!(rig.calls_since(m), expected);
+    let mut left = rig.kernel();
+    let theirs: Vec<u32> = [51, 52]
+        .into_iter()
+        .filter(|i| left.links.remove(i).is_some())
+        .collect();
+    assert_eq!(theirs, [51, 52], "foreign devices are left alone");
+    assert_eq!(left, kernel);
+}
+
+#[tokio::test]
+async fn a_missing_bridge_is_made_again_and_pins_of_dead_devices_swept() {
+    let rig = Rig::new();
+    rig.network("web", Mode::Bridge).await;
+    let ep = rig.veth("web").await;
+    // Someone deleted the bridge (its ports lose their master, its pin stays).
+    rig.world().delete(10);
+    let m = rig.mark();
+    let actions = rig.svc.reconcile().await.expect("reconcile");
+    assert_eq!(
+        actions,
+        [
+            "recreated the bridge of network web".to_owned(),
+            "removed 1 attachment pin(s) of deleted devices".to_owned(),
+        ]
+    );
+    let expected = vec![
+        "attach_tc uplink-egress 2",
+        "attach_tc uplink-ingress 2",
+        "set_uplink 2",
+        "add_masq_subnet 10.77.0.0/24",
+        "set_no_masquerade 1 []",
+        "ensure_bridge np-web",
+        "add_address 12 10.77.0.1/24",
+        "set_up 12",
+        "attach_tc ingress 12",
+        "attach_tc_endpoint 11",
+        "upsert_endpoint 10.77.0.2",
+        "sweep_link_pins",
+    ];
+    assert_eq!(rig.calls_since(m), expected);
+    let k = rig.kernel();
+    assert!(k.pins.contains(&("ingress", 12)) && !k.pins.contains(&("ingress", 10)));
+    assert!(k.addrs.contains(&(12, GW, 24)));
+    assert_eq!(
+        k.endpoints[&ep.ip].host_mac,
+        [2, 0, 0, 0, 0, 12],
+        "the new bridge's MAC"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_rolls_back_creating_records_only() {
+    let rig = Rig::new();
+    rig.network("web", Mode::Routed).await;
+    let ready = rig.veth("web").await;
+    let stuck = rig
+        .svc
+        .store
+        .reserve_endpoint(NewEndpoint {
+            id: "00000000cafe".into(),
+            network: "web".into(),
+            kind: EndpointKind::Veth,
+            ip: None,
+            mac: MacAddr::random_local(),
+            host_ifname: "np-00000000cafe".into(),
+            ifname: Some("eth0".into()),
+            netns: Some(NETNS.into()),
+            uid: None,
+            gid: None,
+            queues: None,
+            container_id: None,
+            netns_inode: None,
+        })
+        .expect("reserve");
+    let m = rig.mark();
+    let actions = rig.svc.sweep_unfinished().await.expect("sweep");
+    assert_eq!(
+        actions,
+        [format!(
+            "released endpoint 00000000cafe ({}): creation never finished",
+            stuck.ip
+        )]
+    );
+    assert_eq!(
+        rig.calls_since(m),
+        [format!("remove_endpoint {}", stuck.ip)]
+    );
+    let left = rig.records().await.endpoints;
+    assert_eq!(
+        left.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        [ready.id.as_str()]
+    );
+}
+
+#[tokio::test]
+async fn a_tap_name_taken_meanwhile_leaves_that_device_alone() {
+    let rig = Rig::new();
+    rig.network("web", Mode::Routed).await;
+    let records = rig.records().await;
+    rig.world().tap_name_race = true;
+    let m = rig.mark();
+    let err = rig
+        .svc
+        .add_tap(tap_req("web", "vm0"))
+        .await
+        .expect_err("taken");
+    assert!(
+        message(&err).contains("a network device with that name already exists"),
+        "{err}"
+    );
+    assert_eq!(
+        rig.calls_since(m),
+        ["create_tap vm0"],
+        "no undo touches the other device"
+    );
+    assert!(rig.world().kernel.links.values().any(|l| l.name == "vm0"));
+    assert_eq!(rig.records().await, records);
+}

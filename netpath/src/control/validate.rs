@@ -1,0 +1,136 @@
+//! Checks of request fields, made before anything is leased or created: each returns
+//! the error the user sees, naming the field and what would be accepted.
+
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+
+use super::{NETWORK_NAME_MAX, Result, ServiceError};
+
+/// Most `--no-masquerade` destinations one network may have.
+pub const NO_MASQ_PER_NETWORK: usize = 64;
+
+/// Most queues a TAP may have (the kernel's `MAX_TAP_QUEUES`).
+pub const TAP_QUEUES_MAX: u16 = 256;
+
+pub fn ifname(what: &str, name: &str) -> Result<()> {
+    crate::types::check_ifname(name)
+        .map_err(|reason| ServiceError::invalid(format!("invalid {what} {name:?}: {reason}")))
+}
+
+/// A CNI container id: "must start with an alphanumeric character, optionally followed
+/// by any combination of one or more alphanumeric characters, underscore, dot or hyphen"
+/// (CNI spec, `CNI_CONTAINERID`); at most 255 of them here.
+pub fn container_id(id: &str) -> Result<()> {
+    let ok = id.len() <= 255
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        return Ok(());
+    }
+    Err(ServiceError::invalid(format!(
+        "invalid container id {id:?}: use 1 to 255 characters from a-z, A-Z, 0-9, '_', '.', '-', starting with a letter or digit"
+    )))
+}
+
+pub fn network_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > NETWORK_NAME_MAX
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(ServiceError::invalid(format!(
+            "invalid network name {name:?}: use 1 to {NETWORK_NAME_MAX} characters from a-z, 0-9, '-' and '_'"
+        )));
+    }
+    Ok(())
+}
+
+pub fn mtu(mtu: u32) -> Result<()> {
+    if !(68..=65535).contains(&mtu) {
+        return Err(ServiceError::invalid(format!(
+            "invalid MTU {mtu}: use 68 to 65535"
+        )));
+    }
+    Ok(())
+}
+
+/// A network's subnet: its network address, with room for a gateway and an endpoint.
+pub fn subnet(subnet: Ipv4Net) -> Result<()> {
+    if subnet.prefix_len() > 30 || subnet.network() != subnet.addr() {
+        return Err(ServiceError::invalid(format!(
+            "invalid subnet {subnet}: give the network address with a prefix of /30 or shorter (e.g. {})",
+            subnet.trunc()
+        )));
+    }
+    Ok(())
+}
+
+/// `--no-masquerade` destinations, sorted and without repeats.
+pub fn no_masquerade(cidrs: &[Ipv4Net]) -> Result<()> {
+    if cidrs.len() > NO_MASQ_PER_NETWORK {
+        return Err(ServiceError::invalid(format!(
+            "{} --no-masquerade destinations: at most {NO_MASQ_PER_NETWORK} per network",
+            cidrs.len()
+        )));
+    }
+    if let Some(c) = cidrs.iter().find(|c| c.network() != c.addr()) {
+        return Err(ServiceError::invalid(format!(
+            "invalid --no-masquerade {c}: give the network address (e.g. {})",
+            c.trunc()
+        )));
+    }
+    Ok(())
+}
+
+/// The host route a new subnet would collide with: one that contains it or that it
+/// contains, on a device other than netpath's own bridges (`ours`). Default routes
+/// collide with nothing.
+pub fn overlapping_route<'r>(
+    routes: &'r [(String, Ipv4Net)],
+    ours: &[String],
+    subnet: Ipv4Net,
+) -> Option<&'r (String, Ipv4Net)> {
+    routes.iter().find(|(dev, dst)| {
+        dst.prefix_len() > 0
+            && !ours.contains(dev)
+            && (dst.contains(&subnet) || subnet.contains(dst))
+    })
+}
+
+/// The namespace of an endpoint: exactly one of a path or a process.
+pub fn netns(path: Option<&PathBuf>, pid: Option<u32>) -> Result<PathBuf> {
+    match (path, pid) {
+        (Some(p), None) => Ok(p.clone()),
+        (None, Some(pid)) => Ok(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+        _ => Err(ServiceError::invalid(
+            "give exactly one of netns (a namespace path) or pid",
+        )),
+    }
+}
+
+pub fn tap_queues(queues: u16) -> Result<()> {
+    if queues == 0 || queues > TAP_QUEUES_MAX {
+        return Err(ServiceError::invalid(format!(
+            "invalid queue count {queues}: use 1 to {TAP_QUEUES_MAX}"
+        )));
+    }
+    Ok(())
+}
+
+/// A TAP's owner: `u32::MAX` is "no id" to the kernel (`(uid_t)-1`).
+pub fn owner_ids(uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+    for (what, v) in [("uid", uid), ("gid", gid)] {
+        if v == Some(u32::MAX) {
+            return Err(ServiceError::invalid(format!(
+                "invalid {what} {}: use 0 to {}",
+                u32::MAX,
+                u32::MAX - 1
+            )));
+        }
+    }
+    Ok(())
+}
