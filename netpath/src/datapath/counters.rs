@@ -1,0 +1,165 @@
+//! Reading the datapath's counters, summed over CPUs.
+
+use super::*;
+
+/// Totals of one stats slot, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClassStat {
+    pub hook: &'static str,
+    pub class: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One endpoint's counters, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointStat {
+    pub ip: std::net::Ipv4Addr,
+    pub ifindex: u32,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+/// Drops of one reason, summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct DropStat {
+    pub reason: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// The fast path's forwards one way ([`Forward`]), summed over CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ForwardStat {
+    pub way: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Slot `slot` of a per-CPU counter array, summed over CPUs.
+pub(super) fn counter_sum(
+    map: &PerCpuArray<MapData, Counter>,
+    name: &'static str,
+    slot: u32,
+) -> Result<Counter> {
+    map.get(&slot, 0)
+        .map(|v| Counter::sum(v.iter()))
+        .map_err(|source| DatapathError::ReadMap { map: name, source })
+}
+
+impl Datapath {
+    /// Every endpoint's counters.
+    pub fn endpoint_stats(&self) -> Result<Vec<EndpointStat>> {
+        let mut out = Vec::new();
+        for entry in self.endpoints.iter() {
+            let (_, v) = entry.map_err(|source| DatapathError::ReadMap {
+                map: ENDPOINTS_MAP,
+                source,
+            })?;
+            let c = self
+                .ep_stats
+                .get(&v.ifindex, 0)
+                .map(|vals| EndpointCounters::sum(vals.iter()))
+                .unwrap_or_default();
+            out.push(EndpointStat {
+                ip: std::net::Ipv4Addr::from(v.ip),
+                ifindex: v.ifindex,
+                tx_packets: c.tx_packets,
+                tx_bytes: c.tx_bytes,
+                rx_packets: c.rx_packets,
+                rx_bytes: c.rx_bytes,
+            });
+        }
+        out.sort_by_key(|e| e.ip);
+        Ok(out)
+    }
+
+    /// Counters of the endpoint behind host-side device `ifindex`.
+    pub fn endpoint_counters(&self, ifindex: u32) -> Result<EndpointCounters> {
+        self.ep_stats
+            .get(&ifindex, 0)
+            .map(|vals| EndpointCounters::sum(vals.iter()))
+            .map_err(|source| DatapathError::ReadMap {
+                map: EP_STATS_MAP,
+                source,
+            })
+    }
+
+    /// Drops by reason, summed over CPUs.
+    pub fn drops(&self) -> Result<Vec<DropStat>> {
+        DropReason::ALL
+            .iter()
+            .map(|r| {
+                let c = self.drop_counter(*r)?;
+                Ok(DropStat {
+                    reason: r.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// One drop reason's counter, summed over CPUs.
+    pub fn drop_counter(&self, reason: DropReason) -> Result<Counter> {
+        counter_sum(&self.drops, DROPS_MAP, reason as u32)
+    }
+
+    /// The fast path's forwards, each way, summed over CPUs.
+    pub fn forwards(&self) -> Result<Vec<ForwardStat>> {
+        Forward::ALL
+            .iter()
+            .map(|w| {
+                let c = counter_sum(&self.forwards, FORWARDS_MAP, *w as u32)?;
+                Ok(ForwardStat {
+                    way: w.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                })
+            })
+            .collect()
+    }
+
+    /// Every registered endpoint.
+    pub fn endpoints(&self) -> Result<Vec<(std::net::Ipv4Addr, EndpointValue)>> {
+        self.endpoints
+            .iter()
+            .map(|r| r.map(|(k, v)| (std::net::Ipv4Addr::from(k.ip), v)))
+            .collect::<Result<_, _>>()
+            .map_err(|source| DatapathError::ReadMap {
+                map: ENDPOINTS_MAP,
+                source,
+            })
+    }
+
+    /// Per-(hook, class) packet and byte totals, summed over CPUs.
+    pub fn stats(&self) -> Result<Vec<ClassStat>> {
+        let mut out = Vec::new();
+        for hook in Hook::ALL {
+            for class in PacketClass::ALL {
+                let c = self.counter(hook, class)?;
+                out.push(ClassStat {
+                    hook: hook.name(),
+                    class: class.name(),
+                    packets: c.packets,
+                    bytes: c.bytes,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// One stats slot, summed over CPUs.
+    pub fn counter(&self, hook: Hook, class: PacketClass) -> Result<Counter> {
+        let values = self
+            .stats
+            .get(&stat_index(hook, class), 0)
+            .map_err(|source| DatapathError::ReadMap {
+                map: STATS_MAP,
+                source,
+            })?;
+        Ok(Counter::sum(values.iter()))
+    }
+}

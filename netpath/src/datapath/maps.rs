@@ -1,0 +1,246 @@
+//! Writes to the datapath's maps: endpoints, uplinks, masquerade, published ports, the
+//! host's addresses; and point reads of NAT state.
+
+use super::*;
+
+/// A delete of an absent key is success (aya reports it as KeyNotFound or ENOENT).
+pub(super) fn absent_ok(map: &'static str, r: Result<(), MapError>) -> Result<()> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(DatapathError::WriteMap { map, source }),
+    }
+}
+
+/// The netns cookie of this thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14).
+pub(super) fn netns_cookie() -> io::Result<u64> {
+    let sock = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: a getsockopt on a socket we own, into a u64 whose size we pass.
+    let r = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&sock),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
+impl Datapath {
+    /// Records this process's network namespace (its netns cookie) as the host
+    /// namespace, the only one whose sockets the socket hooks translate.
+    pub(super) fn set_host_netns(&mut self) -> Result<()> {
+        let cookie = netns_cookie().map_err(|source| DatapathError::Cgroup {
+            path: PathBuf::from("/proc/self/ns/net"),
+            source,
+        })?;
+        let map = open_map(&self.pins, HOST_NETNS_MAP)?;
+        let mut array: Array<MapData, u64> =
+            Array::try_from(map).map_err(|source| DatapathError::OpenMap {
+                path: self.pins.map(HOST_NETNS_MAP),
+                source,
+            })?;
+        array
+            .set(0, cookie, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: HOST_NETNS_MAP,
+                source,
+            })
+    }
+
+    /// Makes `NETPATH_LOCAL_ADDRS` (the host addresses a 0.0.0.0 publish answers on for
+    /// host processes) hold exactly `addrs`.
+    pub fn set_local_addrs(&mut self, addrs: &[std::net::Ipv4Addr]) -> Result<()> {
+        let want: std::collections::BTreeSet<[u8; 4]> = addrs.iter().map(|a| a.octets()).collect();
+        let have: Vec<[u8; 4]> = self.local_addrs.keys().filter_map(|k| k.ok()).collect();
+        for old in have.iter().filter(|a| !want.contains(*a)) {
+            absent_ok(LOCAL_ADDRS_MAP, self.local_addrs.remove(old))?;
+        }
+        for new in want.iter().filter(|a| !have.contains(*a)) {
+            self.local_addrs
+                .insert(new, 1, 0)
+                .map_err(|source| DatapathError::WriteMap {
+                    map: LOCAL_ADDRS_MAP,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Registers (or updates) an endpoint: by address (destination lookups), by
+    /// host-side ifindex (source checks), and a zeroed counter entry if it has none.
+    /// The ifindex entry goes in last, so the fast path never enforces for an endpoint
+    /// it cannot also reach.
+    /// Flags already set on the endpoint's entry are kept.
+    pub fn upsert_endpoint(&mut self, mut value: EndpointValue) -> Result<()> {
+        let write = |map: &'static str| move |source| DatapathError::WriteMap { map, source };
+        if let Ok(old) = self.endpoints.get(&EndpointKey { ip: value.ip }, 0)
+            && old.ifindex == value.ifindex
+        {
+            value.flags |= old.flags;
+        }
+        if self.ep_stats.get(&value.ifindex, 0).is_err() {
+            let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
+            let zero = PerCpuValues::try_from(vec![EndpointCounters::default(); cpus])
+                .map_err(DatapathError::Cpus)?;
+            self.ep_stats
+                .insert(value.ifindex, zero, 0)
+                .map_err(write(EP_STATS_MAP))?;
+        }
+        self.endpoints
+            .insert(EndpointKey { ip: value.ip }, value, 0)
+            .map_err(write(ENDPOINTS_MAP))?;
+        self.ifaces
+            .insert(value.ifindex, value, 0)
+            .map_err(write(IFACES_MAP))
+    }
+
+    /// Unregisters the endpoint with address `ip` from every map; absent is fine.
+    pub fn remove_endpoint(&mut self, ip: std::net::Ipv4Addr) -> Result<()> {
+        let key = EndpointKey { ip: ip.octets() };
+        if let Ok(v) = self.endpoints.get(&key, 0) {
+            absent_ok(IFACES_MAP, self.ifaces.remove(&v.ifindex))?;
+            absent_ok(EP_STATS_MAP, self.ep_stats.remove(&v.ifindex))?;
+        }
+        absent_ok(ENDPOINTS_MAP, self.endpoints.remove(&key))
+    }
+
+    /// Makes `ifindex` an uplink whose masqueraded connections take `uplink.addr`.
+    pub fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<()> {
+        self.uplinks
+            .insert(ifindex, uplink, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: UPLINKS_MAP,
+                source,
+            })
+    }
+
+    /// Stops masquerading on `ifindex`; absent is fine.
+    pub fn remove_uplink(&mut self, ifindex: u32) -> Result<()> {
+        absent_ok(UPLINKS_MAP, self.uplinks.remove(&ifindex))
+    }
+
+    /// Masquerades traffic from `subnet` (network `network_id`) leaving an uplink.
+    pub fn add_masq_subnet(&mut self, subnet: ipnet::Ipv4Net, network_id: u16) -> Result<()> {
+        let key = LpmKey::new(u32::from(subnet.prefix_len()), subnet.network().octets());
+        self.masq_src
+            .insert(&key, u32::from(network_id), 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: MASQ_SRC_MAP,
+                source,
+            })
+    }
+
+    /// Stops masquerading `subnet`; absent is fine.
+    pub fn remove_masq_subnet(&mut self, subnet: ipnet::Ipv4Net) -> Result<()> {
+        let key = LpmKey::new(u32::from(subnet.prefix_len()), subnet.network().octets());
+        absent_ok(MASQ_SRC_MAP, self.masq_src.remove(&key))
+    }
+
+    /// Sets the destinations network `network_id` reaches unmasqueraded to exactly
+    /// `cidrs` (entries of that network not in `cidrs` go).
+    pub fn set_no_masquerade(&mut self, network_id: u16, cidrs: &[ipnet::Ipv4Net]) -> Result<()> {
+        let key = |c: &ipnet::Ipv4Net| {
+            LpmKey::new(
+                32 + u32::from(c.prefix_len()),
+                no_masq_key(u32::from(network_id), c.network().octets()),
+            )
+        };
+        let stale: Vec<LpmKey<[u8; 8]>> = self
+            .no_masq
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| {
+                k.data()[..4] == u32::from(network_id).to_be_bytes()
+                    && !cidrs
+                        .iter()
+                        .any(|c| key(c).data() == k.data() && key(c).prefix_len() == k.prefix_len())
+            })
+            .collect();
+        for k in stale {
+            absent_ok(NO_MASQ_MAP, self.no_masq.remove(&k))?;
+        }
+        for c in cidrs {
+            self.no_masq
+                .insert(&key(c), 1, 0)
+                .map_err(|source| DatapathError::WriteMap {
+                    map: NO_MASQ_MAP,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Publishes `key` (protocol, host address or 0.0.0.0, host port) to `endpoint`,
+    /// marking the endpoint first ([`Datapath::mark_published`]).
+    pub fn publish(&mut self, key: PublishKey, endpoint: NatTarget) -> Result<()> {
+        self.mark_published(endpoint.addr)?;
+        self.publish
+            .insert(key, endpoint, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: PUBLISH_MAP,
+                source,
+            })
+    }
+
+    /// Sets [`ENDPOINT_FLAG_PUBLISHED`] on the endpoint with address `ip` (by address,
+    /// then by ifindex: the one the program reads); no endpoint there is fine.
+    pub fn mark_published(&mut self, ip: [u8; 4]) -> Result<()> {
+        let Ok(mut value) = self.endpoints.get(&EndpointKey { ip }, 0) else {
+            return Ok(());
+        };
+        if value.flags & ENDPOINT_FLAG_PUBLISHED != 0 {
+            return Ok(());
+        }
+        value.flags |= ENDPOINT_FLAG_PUBLISHED;
+        self.upsert_endpoint(value)
+    }
+
+    /// Stops publishing `key`; absent is fine.
+    pub fn unpublish(&mut self, key: PublishKey) -> Result<()> {
+        absent_ok(PUBLISH_MAP, self.publish.remove(&key))
+    }
+
+    /// Number of published ports.
+    pub fn published_count(&self) -> usize {
+        self.publish.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// The front (host address and port) a reply with endpoint-side tuple `reply`
+    /// is translated to, if that connection is tracked.
+    pub fn dnat_entry(&self, reply: &Tuple) -> Option<NatTarget> {
+        self.dnat_ct.get(reply, 0).ok()
+    }
+
+    /// The masquerade mapping of connection `orig`, if one exists.
+    pub fn snat_entry(&self, orig: &Tuple) -> Option<NatTarget> {
+        self.snat.get(orig, 0).ok()
+    }
+
+    /// Number of masqueraded connections tracked.
+    /// The activity record of the masqueraded connection whose replies look like `reply`.
+    pub fn nat_age(&self, reply: &Tuple) -> Option<NatAge> {
+        self.nat_age.get(reply, 0).ok()
+    }
+
+    /// Overwrites a connection's activity record (tests: age a connection).
+    pub fn set_nat_age(&mut self, reply: &Tuple, age: NatAge) -> Result<()> {
+        self.nat_age
+            .insert(reply, age, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: NAT_AGE_MAP,
+                source,
+            })
+    }
+
+    pub fn snat_count(&self) -> usize {
+        self.snat.keys().filter(|k| k.is_ok()).count()
+    }
+}

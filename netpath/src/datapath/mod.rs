@@ -1,0 +1,334 @@
+//! The eBPF datapath in the kernel: load, pin, adopt, attach, read counters.
+//!
+//! Everything lives under one bpffs directory (the "pin root"):
+//!
+//! ```text
+//! <root>/maps/<MAP>             every map (NETPATH_STATS, …)
+//! <root>/progs/<program>        every program, so a restarted daemon can attach more
+//!                               devices without reloading
+//! <root>/links/<hook>:<ifindex>:<ifname>
+//!                               every device attachment (tcx / XDP bpf_link), so
+//!                               attachments outlive the daemon
+//! <root>/cgroup/<program>       the socket hooks' links on the cgroup v2 root
+//! ```
+//!
+//! The datapath is always used through its pins: a fresh load pins everything and then
+//! reopens it from the pins, exactly like a restarted daemon adopting a running datapath.
+//! One code path, exercised by every test.
+//!
+//! | module | owns |
+//! |---|---|
+//! | this one | [`Datapath`]: load or adopt, the open maps and programs |
+//! | [`pins`] | the pin layout, pinning and removing pins |
+//! | [`attach`] | attaching programs to devices and the cgroup root; detaching |
+//! | [`maps`] | writes to the maps, point reads of NAT state |
+//! | [`counters`] | counters summed over CPUs |
+//! | [`error`] | [`DatapathError`] |
+
+mod attach;
+mod counters;
+mod error;
+mod maps;
+mod pins;
+
+use self::pins::*;
+pub use self::{
+    counters::{ClassStat, DropStat, EndpointStat, ForwardStat},
+    error::DatapathError,
+    pins::{Pins, remove_pins},
+};
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    EbpfLoader,
+    maps::{
+        Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        lpm_trie::Key as LpmKey,
+    },
+    pin::PinError,
+    programs::{
+        CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, Xdp,
+        XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        tc::{NlOptions, TcAttachOptions, TcHandle, qdisc_add_clsact, qdisc_detach_program},
+        xdp::XdpLink,
+    },
+};
+use aya_obj::programs::XdpAttachType;
+use netpath_common::{
+    maps::{
+        Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, EP_STATS_MAP,
+        EndpointCounters, EndpointKey, EndpointValue, FORWARDS_MAP, Forward, Hook, IFACES_MAP,
+        STATS_MAP, stat_index,
+    },
+    nat::{
+        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
+        NatAge, NatTarget, PUBLISH_MAP, PublishKey, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, Tuple,
+        UPLINKS_MAP, Uplink, no_masq_key,
+    },
+    packet::PacketClass,
+};
+
+use crate::ebpf::{
+    OBJECT, PROGRAMS, ProgramKind, SOCK_PROGRAMS, TC_INGRESS_PROG, UPLINK_EGRESS_PROG,
+    UPLINK_INGRESS_PROG, XDP_PROG,
+};
+
+/// Every map in the object; all are pinned.
+pub const MAPS: [&str; 17] = [
+    FORWARDS_MAP,
+    NAT_AGE_MAP,
+    HOST_NETNS_MAP,
+    LOCAL_ADDRS_MAP,
+    SOCK_NAT_MAP,
+    PUBLISH_MAP,
+    DNAT_CT_MAP,
+    STATS_MAP,
+    ENDPOINTS_MAP,
+    IFACES_MAP,
+    EP_STATS_MAP,
+    DROPS_MAP,
+    SNAT_MAP,
+    RNAT_MAP,
+    UPLINKS_MAP,
+    MASQ_SRC_MAP,
+    NO_MASQ_MAP,
+];
+
+type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+/// How [`Datapath::open`] obtained the datapath.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Loaded into the kernel now and pinned.
+    Loaded,
+    /// Already pinned (a previous daemon's); adopted without reloading.
+    Adopted,
+}
+
+/// How an attachment was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// Newly attached and pinned.
+    Attached,
+    /// A pinned attachment already existed and was kept.
+    Adopted,
+    /// A pinned attachment existed and now runs the newly loaded program.
+    Replaced,
+}
+
+/// The loaded datapath, opened through its pins.
+pub struct Datapath {
+    pins: Pins,
+    origin: Origin,
+    xdp: Xdp,
+    /// The tc programs, by [`tc_hooks`] position.
+    tc: [SchedClassifier; 3],
+    stats: PerCpuArray<MapData, Counter>,
+    endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
+    ifaces: HashMap<MapData, u32, EndpointValue>,
+    ep_stats: PerCpuHashMap<MapData, u32, EndpointCounters>,
+    drops: PerCpuArray<MapData, Counter>,
+    forwards: PerCpuArray<MapData, Counter>,
+    snat: HashMap<MapData, Tuple, NatTarget>,
+    uplinks: HashMap<MapData, u32, Uplink>,
+    masq_src: LpmTrie<MapData, [u8; 4], u32>,
+    no_masq: LpmTrie<MapData, [u8; 8], u8>,
+    publish: HashMap<MapData, PublishKey, NatTarget>,
+    dnat_ct: HashMap<MapData, Tuple, NatTarget>,
+    local_addrs: HashMap<MapData, [u8; 4], u8>,
+    nat_age: HashMap<MapData, Tuple, NatAge>,
+}
+
+impl Datapath {
+    /// Adopts the datapath pinned under `root`, or loads and pins it if there is none
+    /// (or if `reload` asks for fresh programs; pinned maps are kept so state survives).
+    pub fn open(root: impl Into<PathBuf>, reload: bool) -> Result<Self> {
+        let pins = Pins::new(root);
+        let origin = if pins.complete() && !reload {
+            Origin::Adopted
+        } else {
+            load_and_pin(&pins)?;
+            Origin::Loaded
+        };
+        let xdp =
+            Xdp::from_pin(pins.prog(XDP_PROG), XdpAttachType::Interface).map_err(|source| {
+                DatapathError::Program {
+                    program: XDP_PROG,
+                    source,
+                }
+            })?;
+        let open_tc = |hook: Hook| {
+            let program = tc_program(hook);
+            SchedClassifier::from_pin(pins.prog(program))
+                .map_err(|source| DatapathError::Program { program, source })
+        };
+        let [a, b, c] = TC_HOOKS;
+        let tc = [open_tc(a)?, open_tc(b)?, open_tc(c)?];
+        let stats = open_map(&pins, STATS_MAP)?;
+        let stats = PerCpuArray::try_from(stats).map_err(|source| DatapathError::OpenMap {
+            path: pins.map(STATS_MAP),
+            source,
+        })?;
+        let typed_err = |name: &'static str| {
+            let path = pins.map(name);
+            move |source| DatapathError::OpenMap { path, source }
+        };
+        let endpoints =
+            HashMap::try_from(open_map(&pins, ENDPOINTS_MAP)?).map_err(typed_err(ENDPOINTS_MAP))?;
+        let ifaces =
+            HashMap::try_from(open_map(&pins, IFACES_MAP)?).map_err(typed_err(IFACES_MAP))?;
+        let ep_stats = PerCpuHashMap::try_from(open_map(&pins, EP_STATS_MAP)?)
+            .map_err(typed_err(EP_STATS_MAP))?;
+        let drops =
+            PerCpuArray::try_from(open_map(&pins, DROPS_MAP)?).map_err(typed_err(DROPS_MAP))?;
+        let forwards = PerCpuArray::try_from(open_map(&pins, FORWARDS_MAP)?)
+            .map_err(typed_err(FORWARDS_MAP))?;
+        let snat = HashMap::try_from(open_map(&pins, SNAT_MAP)?).map_err(typed_err(SNAT_MAP))?;
+        let uplinks =
+            HashMap::try_from(open_map(&pins, UPLINKS_MAP)?).map_err(typed_err(UPLINKS_MAP))?;
+        let masq_src =
+            LpmTrie::try_from(open_map(&pins, MASQ_SRC_MAP)?).map_err(typed_err(MASQ_SRC_MAP))?;
+        let no_masq =
+            LpmTrie::try_from(open_map(&pins, NO_MASQ_MAP)?).map_err(typed_err(NO_MASQ_MAP))?;
+        let publish =
+            HashMap::try_from(open_map(&pins, PUBLISH_MAP)?).map_err(typed_err(PUBLISH_MAP))?;
+        let dnat_ct =
+            HashMap::try_from(open_map(&pins, DNAT_CT_MAP)?).map_err(typed_err(DNAT_CT_MAP))?;
+        let local_addrs = HashMap::try_from(open_map(&pins, LOCAL_ADDRS_MAP)?)
+            .map_err(typed_err(LOCAL_ADDRS_MAP))?;
+        let nat_age =
+            HashMap::try_from(open_map(&pins, NAT_AGE_MAP)?).map_err(typed_err(NAT_AGE_MAP))?;
+        Ok(Datapath {
+            nat_age,
+            local_addrs,
+            publish,
+            dnat_ct,
+            snat,
+            uplinks,
+            masq_src,
+            no_masq,
+            pins,
+            origin,
+            xdp,
+            tc,
+            stats,
+            endpoints,
+            ifaces,
+            ep_stats,
+            drops,
+            forwards,
+        })
+    }
+
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+    pub fn pins(&self) -> &Pins {
+        &self.pins
+    }
+    pub fn xdp(&self) -> &Xdp {
+        &self.xdp
+    }
+    /// The endpoint-facing tc ingress program.
+    pub fn tc_ingress(&self) -> &SchedClassifier {
+        self.tc_prog(Hook::TcIngress)
+    }
+
+    /// The tc program of `hook` (which must be a tc hook).
+    pub fn tc_prog(&self, hook: Hook) -> &SchedClassifier {
+        &self.tc[tc_slot(hook)]
+    }
+}
+
+/// The tc hooks, in the order of `Datapath::tc`.
+const TC_HOOKS: [Hook; 3] = [Hook::TcIngress, Hook::UplinkEgress, Hook::UplinkIngress];
+
+fn tc_slot(hook: Hook) -> usize {
+    TC_HOOKS.iter().position(|h| *h == hook).expect("a tc hook")
+}
+
+fn tc_program(hook: Hook) -> &'static str {
+    match hook {
+        Hook::UplinkEgress => UPLINK_EGRESS_PROG,
+        Hook::UplinkIngress => UPLINK_INGRESS_PROG,
+        _ => TC_INGRESS_PROG,
+    }
+}
+
+/// Loads the object into the kernel and pins every program and map under `pins`.
+/// Maps already pinned there are reused (aya opens an existing pin instead of creating).
+fn load_and_pin(pins: &Pins) -> Result<()> {
+    if OBJECT.is_empty() {
+        return Err(DatapathError::NoObject);
+    }
+    for dir in [
+        pins.root().join("maps"),
+        pins.root().join("progs"),
+        pins.links_dir(),
+    ] {
+        fs::create_dir_all(&dir).map_err(|source| DatapathError::PinDir { path: dir, source })?;
+    }
+    let mut loader = EbpfLoader::new();
+    for map in MAPS {
+        loader.map_pin_path(map, pins.map(map));
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Object)?;
+    for (name, kind) in PROGRAMS {
+        let program = ebpf
+            .program_mut(name)
+            .ok_or_else(|| DatapathError::Verifier {
+                program: name,
+                detail: "not found in the eBPF object".into(),
+            })?;
+        let load_err = |source: ProgramError| match source {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => DatapathError::Verifier {
+                program: name,
+                detail: format!("{io_error}; verifier log:\n{verifier_log}"),
+            },
+            source => DatapathError::Program {
+                program: name,
+                source,
+            },
+        };
+        match kind {
+            ProgramKind::Xdp => {
+                let p: &mut Xdp = program.try_into().map_err(load_err)?;
+                p.load().map_err(load_err)?;
+            }
+            ProgramKind::Tc => {
+                let p: &mut SchedClassifier = program.try_into().map_err(load_err)?;
+                p.load().map_err(load_err)?;
+            }
+            ProgramKind::SockAddr => {
+                let p: &mut CgroupSockAddr = program.try_into().map_err(load_err)?;
+                p.load().map_err(load_err)?;
+            }
+        }
+        // Replace an older pin (reload): the new program takes the name; links that
+        // still use the old program keep it alive until they are switched over.
+        let path = pins.prog(name);
+        remove_file_if_exists(&path)?;
+        program
+            .pin(&path)
+            .map_err(|source| DatapathError::Pin { path, source })?;
+    }
+    Ok(())
+}
+
+fn open_map(pins: &Pins, name: &'static str) -> Result<Map> {
+    let path = pins.map(name);
+    let data = MapData::from_pin(&path).map_err(|source| DatapathError::OpenMap {
+        path: path.clone(),
+        source,
+    })?;
+    Map::from_map_data(data).map_err(|source| DatapathError::OpenMap { path, source })
+}

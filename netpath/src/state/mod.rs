@@ -1,0 +1,487 @@
+//! The daemon's persistent state: networks, endpoints and IP leases in a redb database.
+//!
+//! This is the single source of truth of the control plane. Every mutating operation is
+//! one redb write transaction that either fully happens or not at all; redb serializes
+//! write transactions, so concurrent callers (many tokio tasks sharing one
+//! `Arc<Store>`) never see or produce a half-done change. The calls block, so async
+//! callers should run them with `tokio::task::spawn_blocking`.
+//!
+//! The operations live by record kind: [`networks`], [`endpoints`] (with their IP
+//! leases), [`ports`]; errors in [`error`].
+//!
+//! # Durability
+//!
+//! Two levels, chosen per operation (see [`Flush`]):
+//! - networks are configuration a user expects back after a reboot: their commits are
+//!   fsynced before they return;
+//! - endpoint records and their port leases describe kernel objects (veths in
+//!   namespaces, TAPs) that do not survive a reboot anyway: their commits are written
+//!   to the file (so they survive a crash or `kill -9` of the daemon, which is what
+//!   reconciliation is built for) but not fsynced, which saves ~1–2 ms per endpoint
+//!   add, remove or port publish. After a power loss the next fsynced commit, or
+//!   reconciliation, settles them.
+//!
+//! # Table layout
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | `&str` | `u64` — `"schema_version"` → [`SCHEMA_VERSION`] |
+//! | `networks` | network name | JSON [`Network`] |
+//! | `network_ids` | network id `u16` | network name (index: smallest free id, id → name) |
+//! | `endpoints` | endpoint id (12 hex) | JSON [`Endpoint`] |
+//! | `host_ifnames` | host-side device name | endpoint id (index: no two endpoints share a device) |
+//! | `ip_leases` | `(network id u16, IPv4 as u32)` | endpoint id |
+//!
+//! `ip_leases` is ordered by network id, then address, so one network's leases are one
+//! contiguous range: the free-address search and the per-network endpoint listing are
+//! range scans. Every endpoint has exactly one IP lease, so `ip_leases` is also the
+//! network → endpoints index.
+//!
+//! Adding a table (e.g. port leases, keyed `(network id u16, proto u8, port u16)` →
+//! endpoint id) means: a `TableDefinition`, a field in `Tables` (so it is created on
+//! open and wiped by [`Store::clear`]), and a line in `remove_endpoint_rows` so releasing
+//! an endpoint frees its rows. New tables need no schema version bump; bump
+//! [`SCHEMA_VERSION`] only when an existing table's encoding changes (and migrate in
+//! `Store::init`).
+
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use ipnet::Ipv4Net;
+use redb::{
+    Database, Durability, ReadableTable, StorageBackend, Table, TableDefinition, WriteTransaction,
+    backends::FileBackend,
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::model::{
+    Endpoint, EndpointKind, EndpointState, MacAddr, Mode, Network, NetworkCreate, PortLease,
+};
+use crate::portspec::{HostPort, PortRequest, Proto};
+
+/// Version of the table layout and encoding this build reads and writes.
+pub const SCHEMA_VERSION: u64 = 1;
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NETWORKS: TableDefinition<&str, &[u8]> = TableDefinition::new("networks");
+const NETWORK_IDS: TableDefinition<u16, &str> = TableDefinition::new("network_ids");
+const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
+const HOST_IFNAMES: TableDefinition<&str, &str> = TableDefinition::new("host_ifnames");
+const IP_LEASES: TableDefinition<(u16, u32), &str> = TableDefinition::new("ip_leases");
+/// Port leases by (protocol number, host port, host address as u32; 0 = every address)
+/// → JSON `PortLease`. Keyed port-first so all leases of one (protocol, port) are one
+/// range, which is what conflict checks scan.
+const PORT_LEASES: TableDefinition<(u8, u16, u32), &[u8]> = TableDefinition::new("port_leases");
+
+/// Length of an endpoint id (lowercase hex digits).
+pub const ENDPOINT_ID_LEN: usize = 12;
+
+mod endpoints;
+mod error;
+mod networks;
+mod ports;
+#[cfg(test)]
+mod tests;
+
+pub use self::error::{InvalidIpReason, StateError};
+
+type Result<T, E = StateError> = std::result::Result<T, E>;
+
+/// What [`Store::create_network`] needs besides the request: the values the caller
+/// resolved (defaults, the uplink of the default route, the bridge's name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedNetwork {
+    pub gateway: Ipv4Addr,
+    pub uplink: Option<String>,
+    pub mtu: u32,
+    /// The bridge (bridge mode), `None` in routed mode.
+    pub bridge: Option<String>,
+}
+
+/// An endpoint to reserve: everything of [`Endpoint`] except what the store decides
+/// (the address when not requested, prefix length, gateway, state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEndpoint {
+    /// 12 lowercase hex digits, e.g. from [`Store::new_endpoint_id`].
+    pub id: String,
+    pub network: String,
+    pub kind: EndpointKind,
+    /// The requested address; `None`: the lowest free host address.
+    pub ip: Option<Ipv4Addr>,
+    pub mac: MacAddr,
+    pub host_ifname: String,
+    pub ifname: Option<String>,
+    pub netns: Option<PathBuf>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub queues: Option<u16>,
+    /// The CNI container id, for endpoints made by the CNI plugin.
+    pub container_id: Option<String>,
+    /// The inode of the container's network namespace (see [`Endpoint::netns_inode`]).
+    pub netns_inode: Option<u64>,
+}
+
+/// The state database. Cheap to share: put it in an `Arc`.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Every table, opened in one write transaction.
+struct Tables<'t> {
+    meta: Table<'t, &'static str, u64>,
+    networks: Table<'t, &'static str, &'static [u8]>,
+    network_ids: Table<'t, u16, &'static str>,
+    endpoints: Table<'t, &'static str, &'static [u8]>,
+    host_ifnames: Table<'t, &'static str, &'static str>,
+    ip_leases: Table<'t, (u16, u32), &'static str>,
+    port_leases: Table<'t, (u8, u16, u32), &'static [u8]>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self> {
+        Ok(Tables {
+            meta: txn.open_table(META)?,
+            networks: txn.open_table(NETWORKS)?,
+            network_ids: txn.open_table(NETWORK_IDS)?,
+            endpoints: txn.open_table(ENDPOINTS)?,
+            host_ifnames: txn.open_table(HOST_IFNAMES)?,
+            ip_leases: txn.open_table(IP_LEASES)?,
+            port_leases: txn.open_table(PORT_LEASES)?,
+        })
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file at `path`; its directory must exist.
+    pub fn open(path: &Path) -> Result<Store> {
+        let open_err = |source: redb::DatabaseError| StateError::Open {
+            path: path.to_owned(),
+            source: Box::new(source),
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| open_err(e.into()))?;
+        // FileBackend takes redb's lock on the file, as `Database::create` would.
+        let backend = FileBackend::new(file).map_err(open_err)?;
+        let db = redb::Builder::new()
+            .create_with_backend(CrashDurableFile(backend))
+            .map_err(open_err)?;
+        let store = Store {
+            db,
+            path: path.to_owned(),
+        };
+        store.init()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the tables and checks (or writes) the schema version.
+    fn init(&self) -> Result<()> {
+        self.write(|t| {
+            let found = t.meta.get(SCHEMA_VERSION_KEY)?.map(|g| g.value());
+            match found {
+                None => {
+                    t.meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(found) => {
+                    return Err(StateError::UnsupportedSchema {
+                        path: self.path.clone(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `f` in one write transaction: committed (and fsynced) if it returns `Ok`,
+    /// aborted otherwise.
+    fn write<T>(&self, f: impl FnOnce(&mut Tables<'_>) -> Result<T>) -> Result<T> {
+        self.write_with(Flush::Fsync, f)
+    }
+
+    /// [`Store::write`] at the given durability.
+    fn write_with<T>(
+        &self,
+        flush: Flush,
+        f: impl FnOnce(&mut Tables<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(match flush {
+            Flush::Fsync => Durability::Immediate,
+            Flush::CrashOnly => Durability::Eventual,
+        });
+        let out = {
+            let mut tables = Tables::open(&txn)?;
+            f(&mut tables)
+        };
+        match out {
+            Ok(v) => {
+                txn.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                // Nothing was written; an error while discarding changes nothing for
+                // the caller, whose error is the one that matters.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes every network, endpoint and lease (the schema version stays).
+    pub fn clear(&self) -> Result<()> {
+        self.write(|t| {
+            t.networks.retain(|_, _| false)?;
+            t.network_ids.retain(|_, _| false)?;
+            t.endpoints.retain(|_, _| false)?;
+            t.host_ifnames.retain(|_, _| false)?;
+            t.ip_leases.retain(|_, _| false)?;
+            t.port_leases.retain(|_, _| false)?;
+            Ok(())
+        })
+    }
+}
+
+const NETWORKS_NAME: &str = "network";
+const PORTS_NAME: &str = "port lease";
+
+/// The endpoint holding a lease that conflicts with (`proto`, `host_ip`, `port`).
+fn port_holder(
+    leases: &impl ReadableTable<(u8, u16, u32), &'static [u8]>,
+    proto: Proto,
+    host_ip: Ipv4Addr,
+    port: u16,
+) -> Result<Option<PortLease>> {
+    let n = proto.number();
+    for item in leases.range((n, port, 0)..=(n, port, u32::MAX))? {
+        let (k, v) = item?;
+        let ip = k.value().2;
+        if ip == 0 || host_ip.is_unspecified() || ip == u32::from(host_ip) {
+            return Ok(Some(decode(
+                PORTS_NAME,
+                &format!("{n}/{ip}:{port}"),
+                v.value(),
+            )?));
+        }
+    }
+    Ok(None)
+}
+const ENDPOINTS_NAME: &str = "endpoint";
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // The model types are plain structs with string keys: serializing cannot fail.
+    serde_json::to_vec(value).expect("model types serialize to JSON")
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| StateError::Corrupt {
+        table,
+        key: key.to_owned(),
+        source,
+    })
+}
+
+fn read_network(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Network> {
+    match table.get(name)? {
+        Some(v) => decode(NETWORKS_NAME, name, v.value()),
+        None => Err(StateError::NetworkNotFound {
+            name: name.to_owned(),
+        }),
+    }
+}
+
+fn find_endpoint(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<Endpoint>> {
+    table
+        .get(id)?
+        .map(|v| decode(ENDPOINTS_NAME, id, v.value()))
+        .transpose()
+}
+
+fn read_endpoint(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Endpoint> {
+    find_endpoint(table, id)?.ok_or_else(|| StateError::EndpointNotFound { id: id.to_owned() })
+}
+
+/// The ids of the endpoints holding a lease in network `network_id`, by address.
+fn leased_endpoint_ids(
+    leases: &impl ReadableTable<(u16, u32), &'static str>,
+    network_id: u16,
+) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for item in leases.range((network_id, 0)..=(network_id, u32::MAX))? {
+        let (_, v) = item?;
+        ids.push(v.value().to_owned());
+    }
+    Ok(ids)
+}
+
+/// Deletes every row that belongs to `endpoint`. `network_id`: its network's id, when
+/// the network exists. Rows are removed only if they still point at this endpoint.
+fn remove_endpoint_rows(
+    t: &mut Tables<'_>,
+    endpoint: &Endpoint,
+    network_id: Option<u16>,
+) -> Result<()> {
+    t.endpoints.remove(endpoint.id.as_str())?;
+    let id = endpoint.id.clone();
+    t.port_leases
+        .retain(|_, v| serde_json::from_slice::<PortLease>(v).map_or(true, |l| l.endpoint != id))?;
+    if let Some(nid) = network_id {
+        let key = (nid, u32::from(endpoint.ip));
+        let owned = t
+            .ip_leases
+            .get(key)?
+            .is_some_and(|g| g.value() == endpoint.id);
+        if owned {
+            t.ip_leases.remove(key)?;
+        }
+    }
+    let owned = t
+        .host_ifnames
+        .get(endpoint.host_ifname.as_str())?
+        .is_some_and(|g| g.value() == endpoint.id);
+    if owned {
+        t.host_ifnames.remove(endpoint.host_ifname.as_str())?;
+    }
+    Ok(())
+}
+
+fn smallest_free_network_id(ids: &impl ReadableTable<u16, &'static str>) -> Result<u16> {
+    let mut id: u16 = 1;
+    for item in ids.range(1u16..)? {
+        let (k, _) = item?;
+        if k.value() != id {
+            break;
+        }
+        id = id.checked_add(1).ok_or(StateError::NetworkIdsExhausted)?;
+    }
+    Ok(id)
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Why `ip` is not a leasable host address of `subnet` (`gateway`: also excluded).
+fn unusable_reason(
+    subnet: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+    ip: Ipv4Addr,
+) -> Option<InvalidIpReason> {
+    if !subnet.contains(&ip) {
+        Some(InvalidIpReason::OutsideSubnet)
+    } else if ip == subnet.network() {
+        Some(InvalidIpReason::NetworkAddress)
+    } else if ip == subnet.broadcast() {
+        Some(InvalidIpReason::BroadcastAddress)
+    } else if Some(ip) == gateway {
+        Some(InvalidIpReason::Gateway)
+    } else {
+        None
+    }
+}
+
+/// The lowest host address of `network` that is neither the gateway nor leased: one
+/// ordered range scan over the network's leases, stopping at the first gap.
+/// How durable a commit must be (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flush {
+    /// Written and fsynced before the commit returns: survives a power loss.
+    Fsync,
+    /// Written to the file (the page cache) before the commit returns: survives the
+    /// daemon crashing, not necessarily the machine.
+    CrashOnly,
+}
+
+/// redb's file backend, except that an `eventual` sync (what [`Durability::Eventual`]
+/// commits ask for) only orders the writes instead of waiting for the disk. On Linux,
+/// redb's own backend fsyncs for both levels.
+///
+/// Within one running kernel, completed `pwrite`s are visible in order to any later
+/// reader, so a commit that returned survives the process being killed at any point.
+#[derive(Debug)]
+struct CrashDurableFile(FileBackend);
+
+impl StorageBackend for CrashDurableFile {
+    fn len(&self) -> std::result::Result<u64, std::io::Error> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, len: usize) -> std::result::Result<Vec<u8>, std::io::Error> {
+        self.0.read(offset, len)
+    }
+
+    fn set_len(&self, len: u64) -> std::result::Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self, eventual: bool) -> std::result::Result<(), std::io::Error> {
+        if eventual {
+            Ok(())
+        } else {
+            self.0.sync_data(false)
+        }
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::result::Result<(), std::io::Error> {
+        self.0.write(offset, data)
+    }
+}
+
+fn lowest_free_ip(
+    leases: &impl ReadableTable<(u16, u32), &'static str>,
+    network: &Network,
+) -> Result<Option<Ipv4Addr>> {
+    // Subnets are /30 or shorter, so first <= last and neither computation overflows.
+    let first = u32::from(network.subnet.network()) + 1;
+    let last = u32::from(network.subnet.broadcast()) - 1;
+    let gateway = u32::from(network.gateway);
+    // The gateway is a host address (< broadcast), so skipping it never overflows.
+    let skip_gateway = |ip: u32| if ip == gateway { ip + 1 } else { ip };
+    let mut candidate = skip_gateway(first);
+    for item in leases.range((network.id, first)..=(network.id, last))? {
+        let (k, _) = item?;
+        let (_, leased) = k.value();
+        if leased > candidate {
+            break;
+        }
+        if leased == candidate {
+            candidate = skip_gateway(candidate + 1);
+        }
+    }
+    Ok((candidate <= last).then(|| Ipv4Addr::from(candidate)))
+}
+
+fn is_endpoint_id(id: &str) -> bool {
+    id.len() == ENDPOINT_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
