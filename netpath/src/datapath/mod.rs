@@ -19,11 +19,11 @@
 //! | module | owns |
 //! |---|---|
 //! | this one | [`Datapath`]: load or adopt, the open maps and programs |
-//! | [`pins`] | the pin layout, pinning and removing pins |
-//! | [`attach`] | attaching programs to devices and the cgroup root; detaching |
-//! | [`maps`] | writes to the maps, point reads of NAT state |
-//! | [`counters`] | counters summed over CPUs |
-//! | [`error`] | [`DatapathError`] |
+//! | `pins` | the pin layout, pinning and removing pins |
+//! | `attach` | attaching programs to devices and the cgroup root; detaching |
+//! | `maps` | writes to the maps, point reads of NAT state |
+//! | `counters` | counters summed over CPUs |
+//! | `error` | [`DatapathError`] |
 
 mod attach;
 mod counters;

@@ -6,8 +6,8 @@
 //! `Arc<Store>`) never see or produce a half-done change. The calls block, so async
 //! callers should run them with `tokio::task::spawn_blocking`.
 //!
-//! The operations live by record kind: [`networks`], [`endpoints`] (with their IP
-//! leases), [`ports`]; errors in [`error`].
+//! The operations live by record kind: `networks`, `endpoints` (with their IP
+//! leases), `ports`; errors in `error`.
 //!
 //! # Durability
 //!
