@@ -1,0 +1,347 @@
+//! The network configuration on stdin (`NetConf`), its runtime config
+//! (`portMappings`) and the result format of each spec version.
+
+use super::*;
+
+/// One entry of the `portMappings` capability.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default, rename = "hostIP")]
+    pub host_ip: Option<String>,
+}
+
+impl PortMapping {
+    /// The Docker `-p` spec of this mapping; `None` for an IPv6 host address (netpath
+    /// publishes IPv4 only; runtimes send such mappings next to the IPv4 ones).
+    pub fn spec(&self) -> Result<Option<String>> {
+        let proto = self
+            .protocol
+            .as_deref()
+            .unwrap_or("tcp")
+            .to_ascii_lowercase();
+        if proto != "tcp" && proto != "udp" {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "port mapping {}:{}/{proto}: netpath publishes tcp and udp only",
+                    self.host_port, self.container_port
+                ),
+            ));
+        }
+        if self.host_port == 0 || self.container_port == 0 {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "port mapping {}:{}: ports must be 1 to 65535",
+                    self.host_port, self.container_port
+                ),
+            ));
+        }
+        let host = match self.host_ip.as_deref().unwrap_or("") {
+            "" | "0.0.0.0" => String::new(),
+            ip if ip.contains(':') => return Ok(None),
+            ip => {
+                let ip: Ipv4Addr = ip.parse().map_err(|_| {
+                    CniError::new(
+                        code::INVALID_CONFIG,
+                        format!("port mapping hostIP {ip:?} is not an IP address"),
+                    )
+                })?;
+                format!("{ip}:")
+            }
+        };
+        Ok(Some(format!(
+            "{host}{}:{}/{proto}",
+            self.host_port, self.container_port
+        )))
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct RuntimeConfig {
+    #[serde(default)]
+    port_mappings: Vec<PortMapping>,
+    #[serde(default)]
+    ips: Vec<String>,
+    #[serde(default)]
+    mac: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// A decoded network configuration (one plugin entry of a conflist, as the runtime
+/// passes it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetConf {
+    pub cni_version: String,
+    /// netpath's network name.
+    pub name: String,
+    pub subnet: Option<Ipv4Net>,
+    pub mode: Option<Mode>,
+    pub uplink: Option<String>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: Option<u32>,
+    /// `noMasquerade`: destinations reached unmasqueraded (other nodes' pod CIDRs).
+    pub no_masquerade: Option<Vec<Ipv4Net>>,
+    pub socket: PathBuf,
+    pub dns: Option<Value>,
+    pub port_mappings: Vec<PortMapping>,
+    /// Requested addresses: `runtimeConfig.ips`, then `args.cni.ips`.
+    pub ips: Vec<String>,
+    pub mac: Option<String>,
+    pub prev_result: Option<Value>,
+    pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+pub(super) fn version_tuple(v: &str) -> Option<(u32, u32, u32)> {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().ok());
+    let t = (it.next()??, it.next()??, it.next()??);
+    it.next().is_none().then_some(t)
+}
+
+/// True if `v` is at least `min` (both supported versions).
+pub(super) fn at_least(v: &str, min: &str) -> bool {
+    version_tuple(v) >= version_tuple(min)
+}
+
+pub(super) fn decode_err(what: &str, e: impl std::fmt::Display) -> CniError {
+    CniError::new(
+        code::DECODE,
+        format!("cannot decode {what} of the network configuration: {e}"),
+    )
+}
+
+/// The `cniVersion` of `stdin` when it is there and supported, for error answers.
+pub fn version_of(stdin: &[u8]) -> String {
+    serde_json::from_slice::<Value>(stdin)
+        .ok()
+        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| CNI_VERSION.to_owned())
+}
+
+impl NetConf {
+    pub fn parse(stdin: &[u8]) -> Result<NetConf> {
+        let v: Value = serde_json::from_slice(stdin).map_err(|e| {
+            CniError::new(
+                code::DECODE,
+                format!("cannot decode the network configuration on stdin as JSON: {e}"),
+            )
+        })?;
+        let obj = v.as_object().ok_or_else(|| {
+            CniError::new(
+                code::DECODE,
+                "the network configuration on stdin is not a JSON object",
+            )
+        })?;
+        let invalid = |m: String| CniError::new(code::INVALID_CONFIG, m);
+        let string = |key: &str| -> Result<Option<String>> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(decode_err(
+                    &format!("\"{key}\""),
+                    format!("expected a string, found {other}"),
+                )),
+            }
+        };
+        let cni_version = string("cniVersion")?
+            .ok_or_else(|| invalid("the network configuration has no \"cniVersion\"".into()))?;
+        if !SUPPORTED_VERSIONS.contains(&cni_version.as_str()) {
+            return Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!(
+                    "cniVersion {cni_version:?} is not supported by netpath-cni (supported: {})",
+                    SUPPORTED_VERSIONS.join(", ")
+                ),
+            ));
+        }
+        let name = string("name")?.filter(|n| !n.is_empty()).ok_or_else(|| {
+            invalid("the network configuration has no \"name\" (netpath's network name)".into())
+        })?;
+        if let Some(t) = string("type")?
+            && t != PLUGIN_TYPE
+        {
+            return Err(invalid(format!(
+                "the network configuration's type is {t:?}, not {PLUGIN_TYPE:?}"
+            )));
+        }
+        if obj.get("ipam").is_some_and(|v| !v.is_null()) {
+            return Err(CniError::new(
+                code::UNSUPPORTED_FIELD,
+                "netpath-cni allocates addresses itself: remove the \"ipam\" section (use \"subnet\", and the \"ips\" capability for fixed addresses)",
+            ));
+        }
+        let subnet = match string("subnet")? {
+            Some(s) => Some(s.parse::<Ipv4Net>().map_err(|_| {
+                invalid(format!(
+                    "invalid subnet {s:?}: expected an IPv4 CIDR such as 10.88.0.0/16"
+                ))
+            })?),
+            None => None,
+        };
+        let mode = match string("mode")?.as_deref() {
+            None => None,
+            Some("bridge") => Some(Mode::Bridge),
+            Some("routed") => Some(Mode::Routed),
+            Some(m) => {
+                return Err(invalid(format!(
+                    "invalid mode {m:?}: expected \"bridge\" or \"routed\""
+                )));
+            }
+        };
+        let uplink = string("uplink")?;
+        if let Some(u) = &uplink {
+            validate_ifname(u)
+                .map_err(|_| invalid(format!("invalid uplink interface name {u:?}")))?;
+        }
+        let gateway = match string("gateway")? {
+            Some(g) => Some(g.parse::<Ipv4Addr>().map_err(|_| {
+                invalid(format!("invalid gateway {g:?}: expected an IPv4 address"))
+            })?),
+            None => None,
+        };
+        let mtu =
+            match obj.get("mtu") {
+                None | Some(Value::Null) => None,
+                Some(m) => Some(m.as_u64().and_then(|m| u32::try_from(m).ok()).ok_or_else(
+                    || decode_err("\"mtu\"", format!("expected a number, found {m}")),
+                )?),
+            };
+        let no_masquerade = match obj.get("noMasquerade") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let cidrs: Vec<String> = serde_json::from_value(v.clone())
+                    .map_err(|e| decode_err("\"noMasquerade\"", e))?;
+                let mut out = Vec::new();
+                for c in cidrs {
+                    out.push(c.parse::<Ipv4Net>().map_err(|_| {
+                        invalid(format!(
+                            "invalid noMasquerade entry {c:?}: expected an IPv4 CIDR such as 10.244.0.0/16"
+                        ))
+                    })?);
+                }
+                out.sort();
+                out.dedup();
+                Some(out)
+            }
+        };
+        let socket = string("socket")?
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        let runtime: RuntimeConfig = match obj.get("runtimeConfig") {
+            None | Some(Value::Null) => RuntimeConfig::default(),
+            Some(r) => {
+                serde_json::from_value(r.clone()).map_err(|e| decode_err("\"runtimeConfig\"", e))?
+            }
+        };
+        let mut ips = runtime.ips;
+        if let Some(a) = obj
+            .get("args")
+            .and_then(|a| a.get("cni"))
+            .and_then(|c| c.get("ips"))
+        {
+            let more: Vec<String> =
+                serde_json::from_value(a.clone()).map_err(|e| decode_err("\"args.cni.ips\"", e))?;
+            ips.extend(more);
+        }
+        let valid_attachments = match obj.get("cni.dev/valid-attachments") {
+            None | Some(Value::Null) => None,
+            Some(a) => Some(
+                serde_json::from_value(a.clone())
+                    .map_err(|e| decode_err("\"cni.dev/valid-attachments\"", e))?,
+            ),
+        };
+        Ok(NetConf {
+            cni_version,
+            name,
+            subnet,
+            mode,
+            uplink,
+            gateway,
+            mtu,
+            no_masquerade,
+            socket,
+            dns: obj.get("dns").filter(|d| !d.is_null()).cloned(),
+            port_mappings: runtime.port_mappings,
+            ips,
+            mac: runtime.mac,
+            prev_result: obj.get("prevResult").filter(|p| !p.is_null()).cloned(),
+            valid_attachments,
+        })
+    }
+
+    /// The one IPv4 address requested by the runtime (`ips` capability, `args.cni.ips`
+    /// or `CNI_ARGS` `IP=`), if any.
+    pub(super) fn requested_ip(&self, env: &Env) -> Result<Option<Ipv4Addr>> {
+        let mut all: Vec<&str> = self.ips.iter().map(String::as_str).collect();
+        if let Some(ip) = env.arg("IP") {
+            all.extend(ip.split(',').filter(|s| !s.is_empty()));
+        }
+        let mut found: Vec<Ipv4Addr> = Vec::new();
+        for s in all {
+            let addr = s.split_once('/').map_or(s, |(a, _)| a);
+            match addr.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(a)) => {
+                    if !found.contains(&a) {
+                        found.push(a);
+                    }
+                }
+                Ok(std::net::IpAddr::V6(_)) => {
+                    return Err(CniError::new(
+                        code::INVALID_CONFIG,
+                        format!("requested address {s}: netpath networks are IPv4 only"),
+                    ));
+                }
+                Err(_) => {
+                    return Err(CniError::new(
+                        code::INVALID_CONFIG,
+                        format!("requested address {s:?} is not an IP address"),
+                    ));
+                }
+            }
+        }
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            many => Err(CniError::new(
+                code::INVALID_CONFIG,
+                format!(
+                    "{} addresses requested ({}): a netpath endpoint has one",
+                    many.len(),
+                    many.iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// The MAC requested by the runtime (`mac` capability, or `CNI_ARGS` `MAC=`), if any.
+    pub(super) fn requested_mac(&self, env: &Env) -> Result<Option<crate::types::MacAddr>> {
+        let Some(m) = self
+            .mac
+            .clone()
+            .or_else(|| env.arg("MAC").map(str::to_owned))
+        else {
+            return Ok(None);
+        };
+        m.parse()
+            .map(Some)
+            .map_err(|e: crate::types::MacAddrError| {
+                CniError::new(code::INVALID_CONFIG, e.to_string())
+            })
+    }
+}
