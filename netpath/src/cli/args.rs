@@ -1,0 +1,325 @@
+//! The command line's grammar: every subcommand, argument and its help text (clap).
+
+use std::{net::Ipv4Addr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use netpath::{
+    config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR},
+    control::EPHEMERAL_PORTS,
+    model::MacAddr,
+};
+
+use super::{
+    ops::Output,
+    select::{self, Filter},
+};
+
+/// The version and the commit it was built from, as `--version` prints them.
+pub(crate) const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("NETPATH_COMMIT"), ")");
+
+/// netpath: an eBPF/XDP + tc host datapath for containers and microVMs.
+///
+/// Start the daemon (it creates the default network 10.200.0.0/16 and loads the
+/// datapath), then create networks, attach containers (veth into their network
+/// namespace) and microVMs (TAP devices), and remove everything with `netpath reset`.
+/// Endpoint ids may be shortened to any prefix that names one endpoint.
+///
+/// Examples:
+///   sudo netpath daemon &
+///   netpath network create web --subnet 10.50.0.0/24
+///   netpath endpoint add web --netns /run/netns/c1
+///   netpath tap add web --name fc-tap0 --uid 1000 --gid 1000
+///   netpath port publish 3f2a -p 8080:80 -p 127.0.0.1::53/udp
+///   netpath ls --filter network=web
+///   netpath inspect web 3f2a tcp/0.0.0.0:8080
+#[derive(Parser)]
+#[command(
+    name = "netpath",
+    version = VERSION,
+    propagate_version = true,
+    verbatim_doc_comment
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) paths: PathArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Args)]
+pub(crate) struct PathArgs {
+    /// Directory of the daemon's state database and lock.
+    #[arg(long, global = true, env = "NETPATH_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub(crate) state_dir: PathBuf,
+    /// Unix socket of the daemon's HTTP/JSON API.
+    #[arg(long, global = true, env = "NETPATH_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub(crate) socket: PathBuf,
+    /// bpffs directory where the datapath's maps, programs and links are pinned.
+    #[arg(long, global = true, env = "NETPATH_BPFFS", default_value = DEFAULT_BPFFS_DIR)]
+    pub(crate) bpffs: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the daemon in the foreground: load (or adopt) the pinned datapath, reconcile
+    /// state with the kernel, create the default network, serve the API on --socket.
+    /// Ctrl-C leaves the datapath running.
+    Daemon {
+        /// Load fresh eBPF programs even if a pinned datapath exists (for upgrades);
+        /// pinned maps and attachments are kept and switched to the new programs.
+        #[arg(long)]
+        reload: bool,
+        /// Do not create the default network (10.200.0.0/16).
+        #[arg(long)]
+        no_default_network: bool,
+        /// Host ports handed out for `-p GUESTPORT` (no host port given), FIRST-LAST.
+        /// Keep it clear of the kernel's ephemeral range
+        /// (/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 by default), which
+        /// masquerade and host sockets use.
+        #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = port_range)]
+        ephemeral_ports: (u16, u16),
+    },
+    /// Create, remove and list networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Attach containers: a veth pair with one end in the container's network namespace.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Attach microVMs: a TAP device owned by the VMM's uid/gid, the guest a /32.
+    #[command(subcommand)]
+    Tap(TapCmd),
+    /// Publish ports of an endpoint to the host (DNAT in BPF, no proxy, no iptables).
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// List networks and endpoints (`-q`: endpoint ids only).
+    Ls {
+        #[command(flatten)]
+        out: Output,
+        /// Only endpoints matching KEY=VALUE: network=NAME, kind=veth|tap,
+        /// state=ready|creating, id=PREFIX. Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
+        filter: Vec<Filter>,
+    },
+    /// Show networks, endpoints and published ports as JSON, by network name, endpoint
+    /// id (or prefix) or lease id (`tcp/0.0.0.0:8080`), as `docker inspect` does.
+    Inspect {
+        #[arg(required = true, value_name = "NAME|ID|LEASE")]
+        what: Vec<String>,
+    },
+    /// Remove everything this netpath instance created: attachments, pins, links,
+    /// state. Refuses while the daemon runs.
+    Reset {
+        /// Print what was removed as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the datapath's counters: packets per hook and class, per endpoint, the fast
+    /// path's forwards (endpoint → endpoint, uplink → endpoint, endpoint → uplink) and
+    /// drops by reason. Asks the daemon on --socket; while it is down, reads the pinned
+    /// maps under --bpffs (the datapath outlives the daemon).
+    Stats {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Include classes and drop reasons with zero packets.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Print a shell completion script: `netpath completions bash >
+    /// /etc/bash_completion.d/netpath` (zsh: into a directory of $fpath as `_netpath`;
+    /// fish: ~/.config/fish/completions/netpath.fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), for `man -l -` or a man directory.
+    #[command(hide = true)]
+    Man,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum NetworkCmd {
+    /// Create a network.
+    Create {
+        name: String,
+        /// IPv4 subnet, e.g. 10.50.0.0/24.
+        #[arg(long)]
+        subnet: Ipv4Net,
+        /// bridge: endpoints are ports of a Linux bridge; routed: a /32 route each.
+        #[arg(long, value_enum, default_value = "bridge")]
+        mode: ModeArg,
+        /// Gateway address (default: the subnet's first host address).
+        #[arg(long)]
+        gateway: Option<Ipv4Addr>,
+        /// Interface traffic leaves through (default: that of the default route).
+        #[arg(long)]
+        uplink: Option<String>,
+        /// MTU of the network's devices (default 1500).
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// A destination the network's traffic reaches with the endpoints' own addresses,
+        /// not masqueraded (other hosts' pod CIDRs, a routed LAN). Repeatable.
+        #[arg(long, value_name = "CIDR")]
+        no_masquerade: Vec<Ipv4Net>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove networks (refused while one has endpoints, unless --force).
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Also remove their endpoints.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List networks.
+    Ls {
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ModeArg {
+    Bridge,
+    Routed,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum EndpointCmd {
+    /// Attach a container: prints id, ip/prefix, mac, gateway and host interface.
+    Add {
+        network: String,
+        /// The container's network namespace file (e.g. /run/netns/c1).
+        #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
+        netns: Option<PathBuf>,
+        /// A process in the container (its /proc/PID/ns/net is used).
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Address to lease (default: the lowest free one).
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// Interface name inside the container.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+        /// MAC address (default: random, locally administered).
+        #[arg(long)]
+        mac: Option<MacAddr>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach endpoints (container veths or TAPs) by id or unique id prefix.
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List endpoints (containers and TAPs).
+    Ls {
+        /// Only this network's (the same as --filter network=NAME).
+        #[arg(long)]
+        network: Option<String>,
+        /// Only endpoints matching KEY=VALUE: network=NAME, kind=veth|tap,
+        /// state=ready|creating, id=PREFIX. Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
+        filter: Vec<Filter>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PortCmd {
+    /// Publish: `-p [HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]` (Docker's
+    /// syntax; no host port = one of the daemon's --ephemeral-ports; a host range for
+    /// one guest port = the first free port of it). Repeatable: every -p is published,
+    /// or none is.
+    Publish {
+        /// Endpoint id or unique prefix (container or TAP).
+        endpoint: String,
+        #[arg(short = 'p', long = "publish", required = true)]
+        specs: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unpublish: a lease id (`tcp/0.0.0.0:8080`, as `port ls` shows it), every port of
+    /// an endpoint (its id), or both (the lease, only if it is that endpoint's).
+    Rm {
+        #[arg(required = true, num_args = 1..=2, value_name = "ENDPOINT|LEASE")]
+        what: Vec<String>,
+    },
+    /// List published ports.
+    Ls {
+        /// Only leases matching KEY=VALUE: endpoint=ID, proto=tcp|udp, network=NAME.
+        /// Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = select::port_filter)]
+        filter: Vec<Filter>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TapCmd {
+    /// Create a TAP for a microVM: prints id, guest ip, mac, gateway and the TAP.
+    Add {
+        network: String,
+        /// TAP device name (what the VMM opens).
+        #[arg(long)]
+        name: String,
+        /// Owner allowed to open the TAP without privileges.
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Group allowed to open the TAP without privileges.
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Queues (a multiqueue TAP when > 1).
+        #[arg(long)]
+        queues: Option<u16>,
+        /// Guest address to lease (default: the lowest free one).
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        /// Guest MAC (default: random, locally administered).
+        #[arg(long)]
+        mac: Option<MacAddr>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove TAP endpoints by id or unique id prefix (container endpoints are refused:
+    /// `netpath endpoint rm` removes those).
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List TAP endpoints.
+    Ls {
+        /// Only TAPs matching KEY=VALUE: network=NAME, state=ready|creating, id=PREFIX.
+        /// Repeatable.
+        #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
+        filter: Vec<Filter>,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+/// `FIRST-LAST`, a non-empty range of ports 1-65535.
+pub(crate) fn port_range(s: &str) -> Result<(u16, u16), String> {
+    let (a, b) = s.split_once('-').ok_or_else(|| {
+        format!(
+            "expected FIRST-LAST, e.g. {}-{}",
+            EPHEMERAL_PORTS.0, EPHEMERAL_PORTS.1
+        )
+    })?;
+    let port = |p: &str| -> Result<u16, String> {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+    };
+    let (a, b) = (port(a)?, port(b)?);
+    if b < a {
+        return Err(format!("range {s} is reversed"));
+    }
+    Ok((a, b))
+}
