@@ -3,12 +3,12 @@
 #![no_std]
 #![no_main]
 
-mod endpoints;
+mod counters;
 mod frame;
+mod maps;
 mod nat;
 mod route;
 mod sock;
-mod stats;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -22,8 +22,9 @@ use netpath_common::{
 };
 
 use crate::{
-    endpoints::{NETPATH_ENDPOINTS, NETPATH_IFACES, count_drop, count_tx},
+    counters::{count_class, count_drop, count_tx},
     frame::{TcFrame, XdpFrame},
+    maps::{NETPATH_ENDPOINTS, NETPATH_IFACES},
     nat::Inbound,
     route::redirect,
 };
@@ -41,7 +42,7 @@ pub(crate) const TC_ACT_REDIRECT: i32 = 7;
 pub fn netpath_xdp(ctx: XdpContext) -> u32 {
     let frame = XdpFrame::new(&ctx);
     let class = classify(&frame).class;
-    stats::count(Hook::Xdp, class, frame.len());
+    count_class(Hook::Xdp, class, frame.len());
     xdp_action::XDP_PASS
 }
 
@@ -78,7 +79,7 @@ pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
 fn try_tc_ingress(ctx: &TcContext, len: u64) -> TcVerdict {
     let frame = TcFrame::new(ctx);
     let c = classify(&frame);
-    stats::count(Hook::TcIngress, c.class, len);
+    count_class(Hook::TcIngress, c.class, len);
     // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the whole
     // run; `ifindex` is a readable context field for tc programs.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -149,7 +150,7 @@ pub fn netpath_tc_uplink_egress(ctx: TcContext) -> i32 {
 fn try_uplink_egress(ctx: &TcContext, len: u64) -> TcVerdict {
     let frame = TcFrame::new(ctx);
     let c = classify(&frame);
-    stats::count(Hook::UplinkEgress, c.class, len);
+    count_class(Hook::UplinkEgress, c.class, len);
     // SAFETY: as in netpath_tc_ingress.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // Replies of connections to published ports take the published address and port
@@ -176,7 +177,7 @@ pub fn netpath_tc_uplink_ingress(ctx: TcContext) -> i32 {
 fn try_uplink_ingress(ctx: &TcContext, len: u64) -> TcVerdict {
     let frame = TcFrame::new(ctx);
     let c = classify(&frame);
-    stats::count(Hook::UplinkIngress, c.class, len);
+    count_class(Hook::UplinkIngress, c.class, len);
     // Replies to masqueraded connections first; anything else may be a connection to a
     // published port. (A translated reply is done: its destination, now an endpoint's
     // address and source port, must not be taken for a published port.)

@@ -34,7 +34,8 @@ use netpath_common::{
 
 use crate::{
     TC_ACT_REDIRECT, TcVerdict,
-    endpoints::{NETPATH_ENDPOINTS, count_forward, count_rx},
+    counters::{count_forward, count_rx},
+    maps::NETPATH_ENDPOINTS,
     nat,
 };
 

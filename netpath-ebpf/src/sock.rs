@@ -8,30 +8,18 @@
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
-    macros::{cgroup_sock_addr, map},
-    maps::{Array, HashMap, LruHashMap},
+    macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
 use netpath_common::{
-    nat::{MAX_LOCAL_ADDRS, NAT_ENTRIES, NatTarget, SockNatKey},
+    nat::{NatTarget, SockNatKey},
     packet::{IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use crate::nat::published_at;
-
-/// The host's own addresses outside 127.0.0.0/8 (kept by the control plane).
-#[map(name = "NETPATH_LOCAL_ADDRS")]
-static NETPATH_LOCAL_ADDRS: HashMap<[u8; 4], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
-
-/// (socket, endpoint address/port) → the published address/port it stands for.
-#[map(name = "NETPATH_SOCK_NAT")]
-static NETPATH_SOCK_NAT: LruHashMap<SockNatKey, NatTarget> =
-    LruHashMap::with_max_entries(NAT_ENTRIES, 0);
-
-/// Slot 0: the host namespace's netns cookie (0 until the control plane sets it, which
-/// matches no namespace).
-#[map(name = "NETPATH_HOST_NETNS")]
-static NETPATH_HOST_NETNS: Array<u64> = Array::with_max_entries(1, 0);
+use crate::{
+    maps::{NETPATH_HOST_NETNS, NETPATH_LOCAL_ADDRS, NETPATH_SOCK_NAT},
+    nat::published_at,
+};
 
 /// Socket hooks must return 1 ("allow"); they never refuse.
 const ALLOW: i32 = 1;

@@ -1,0 +1,62 @@
+//! The programs' counters: packets by (hook, class), forwards by way, drops by reason,
+//! and each endpoint's traffic. All per-CPU: a program owns its CPU's slot while it runs
+//! (no preemption inside a BPF program), so a plain read-modify-write cannot race.
+
+use aya_ebpf::maps::PerCpuArray;
+use netpath_common::{
+    maps::{Counter, DropReason, Forward, Hook, stat_index},
+    packet::PacketClass,
+};
+
+use crate::maps::{NETPATH_DROPS, NETPATH_EP_STATS, NETPATH_FORWARDS, NETPATH_STATS};
+
+#[inline(always)]
+fn count(map: &PerCpuArray<Counter>, slot: u32, bytes: u64) {
+    if let Some(c) = map.get_ptr_mut(slot) {
+        // SAFETY: this CPU's slot, no concurrent writer while this program runs.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+/// A packet of `class` seen at `hook`.
+#[inline(always)]
+pub fn count_class(hook: Hook, class: PacketClass, bytes: u64) {
+    count(&NETPATH_STATS, stat_index(hook, class), bytes);
+}
+
+#[inline(always)]
+pub fn count_drop(reason: DropReason, bytes: u64) {
+    count(&NETPATH_DROPS, reason as u32, bytes);
+}
+
+#[inline(always)]
+pub fn count_forward(way: Forward, bytes: u64) {
+    count(&NETPATH_FORWARDS, way as u32, bytes);
+}
+
+/// A packet the endpoint behind host-side device `ifindex` sent.
+#[inline(always)]
+pub fn count_tx(ifindex: u32, bytes: u64) {
+    if let Some(c) = NETPATH_EP_STATS.get_ptr_mut(ifindex) {
+        // SAFETY: this CPU's value, no concurrent writer while this program runs.
+        unsafe {
+            (*c).tx_packets += 1;
+            (*c).tx_bytes += bytes;
+        }
+    }
+}
+
+/// A packet delivered to the endpoint behind host-side device `ifindex`.
+#[inline(always)]
+pub fn count_rx(ifindex: u32, bytes: u64) {
+    if let Some(c) = NETPATH_EP_STATS.get_ptr_mut(ifindex) {
+        // SAFETY: this CPU's value, no concurrent writer while this program runs.
+        unsafe {
+            (*c).rx_packets += 1;
+            (*c).rx_bytes += bytes;
+        }
+    }
+}
