@@ -208,7 +208,7 @@ pub fn frame_info<F: Frame + ?Sized>(frame: &F, class: PacketClass) -> crate::fo
         | PacketClass::Ipv4Other
         | PacketClass::Ipv4Fragment => {
             // Source and destination in one bounds-checked load.
-            let Some(a) = frame.load::<8>(26) else {
+            let Some(a) = frame.load::<8>(IP_SRC) else {
                 return FrameInfo::Other;
             };
             FrameInfo::Ipv4 {
