@@ -6,6 +6,14 @@
 
 use crate::packet::PacketClass;
 
+/// Name of the layout marker: an array that holds nothing, whose size is [`LAYOUT`] —
+/// so the kernel itself reports, for a pinned datapath, which layout its maps have
+/// (absent: layout 1, before the marker existed). See `netpath::datapath::layout`.
+pub const LAYOUT_MAP: &str = "NETPATH_LAYOUT";
+/// The layout of this build's maps; bumped when any map's keys, values or meaning change
+/// (and the change recorded in `netpath::datapath::layout::CHANGES`).
+pub const LAYOUT: u32 = 2;
+
 /// Name of the per-CPU statistics array (also its pin file name).
 pub const STATS_MAP: &str = "NETPATH_STATS";
 
@@ -117,8 +125,15 @@ counter_slots! {
         OtherNetwork => "other_network",
         /// Rewriting or redirecting the packet failed.
         RedirectFailed => "redirect_failed",
-        /// Masquerade found no free port, or a NAT rewrite failed.
-        NatFailed => "nat_failed",
+        /// A NAT rewrite of the packet (a store or checksum helper) failed. (Before
+        /// layout 2 this slot counted every NAT failure; see `datapath::layout`.)
+        NatRewriteFailed => "nat_rewrite_failed",
+        /// Masquerade found no free port: every port it tried is held by a live
+        /// connection to the same destination. Widen the uplink's port range or spread
+        /// the traffic over more destinations or uplink addresses.
+        NatPortsExhausted => "nat_ports_exhausted",
+        /// A NAT state map refused a new entry (no free LRU node, or out of memory).
+        NatMapFull => "nat_map_full",
     }
 }
 

@@ -113,8 +113,7 @@ fn try_tc_ingress(ctx: &TcContext, len: u64) -> TcVerdict {
     // paths.)
     let spoofed = matches!(decision, Verdict::Drop(reason) if reason.is_spoofing());
     if !spoofed && (to.is_none() || published) {
-        let hairpin = nat::hairpin(ctx, &frame, c, ifindex, to.is_some())
-            .map_err(|_| DropReason::NatFailed)?;
+        let hairpin = nat::hairpin(ctx, &frame, c, ifindex, to.is_some())?;
         if let Some(to) = hairpin {
             let (way, peer) = (Forward::EndpointToEndpoint, to.kind != ENDPOINT_KIND_TAP);
             return redirect(ctx, way, to.ifindex, peer, to.mac, to.host_mac, len);
@@ -158,10 +157,10 @@ fn try_uplink_egress(ctx: &TcContext, len: u64) -> TcVerdict {
     // the host's addresses as its source would be dropped by the kernel as a martian.
     // Only then egress masquerade. (No port left, or a rewrite failed: never send a
     // half-translated packet.)
-    if nat::publish_reply(ctx, &frame, c).map_err(|_| DropReason::NatFailed)? {
+    if nat::publish_reply(ctx, &frame, c)? {
         return Ok(TC_ACT_UNSPEC);
     }
-    nat::egress(ctx, &frame, c, ifindex).map_err(|_| DropReason::NatFailed)?;
+    nat::egress(ctx, &frame, c, ifindex)?;
     Ok(TC_ACT_UNSPEC)
 }
 
@@ -185,7 +184,7 @@ fn try_uplink_ingress(ctx: &TcContext, len: u64) -> TcVerdict {
         Ok(Inbound::Untouched) => nat::publish_ingress(ctx, &frame, c),
         done => done,
     };
-    match inbound.map_err(|_| DropReason::NatFailed)? {
+    match inbound? {
         Inbound::ForEndpoint(ip) => route::to_endpoint(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC)),
         _ => Ok(TC_ACT_UNSPEC),
     }

@@ -9,14 +9,18 @@ use aya_ebpf::{
 };
 use netpath_common::{
     maps::{
-        Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Forward, MAX_ENDPOINTS,
-        STATS_ENTRIES,
+        Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Forward, LAYOUT,
+        MAX_ENDPOINTS, STATS_ENTRIES,
     },
     nat::{
         MAX_LOCAL_ADDRS, MAX_NO_MASQ, MAX_PUBLISHED, NAT_ENTRIES, NatAge, NatTarget, PublishKey,
         SockNatKey, Tuple, Uplink,
     },
 };
+
+/// The layout marker: never read or written; its size is this build's [`LAYOUT`].
+#[map(name = "NETPATH_LAYOUT")]
+pub static NETPATH_LAYOUT: Array<u8> = Array::with_max_entries(LAYOUT, 0);
 
 // Endpoints and counters.
 

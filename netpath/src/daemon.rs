@@ -48,6 +48,8 @@ pub struct SetupReport {
     pub attachments: Vec<String>,
     /// What reconciliation repaired or removed.
     pub reconciled: Vec<String>,
+    /// Maps carried over from another build's layout (see `datapath::layout`).
+    pub migrated: Vec<String>,
 }
 
 /// Holds the daemon's exclusive lock on its state directory.
@@ -109,6 +111,7 @@ pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Ser
         pins: paths.bpffs.clone(),
         attachments: Vec::new(),
         reconciled,
+        migrated: Vec::new(),
     };
     if opts.default_network {
         let network = match svc.get_network(DEFAULT_NETWORK).await {
@@ -143,6 +146,8 @@ pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Ser
         }
         report.network = Some(network);
     }
+    // Every attachment runs the new programs now (reconcile re-attached them).
+    report.migrated = svc.finish_migrations().await?;
     Ok((report, svc))
 }
 
@@ -211,6 +216,9 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     }
     for r in &report.reconciled {
         println!("  reconcile {r}");
+    }
+    for m in &report.migrated {
+        println!("  layout    {m}");
     }
     println!("  api       {}", opts.paths.socket.display());
     println!("  state     {}", opts.paths.state_dir.display());

@@ -7,6 +7,30 @@ use aya::programs::CgroupSockAddrAttachType;
 /// `include_bytes_aligned!` because the ELF parser needs the object 8-byte aligned.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpath"));
 
+/// Names an eBPF object file for the daemon to load instead of [`OBJECT`]: the datapath
+/// of another build (an upgrade test runs the previous layout's programs this way).
+pub const OBJECT_ENV: &str = "NETPATH_OBJECT";
+
+/// The object the datapath loads: [`OBJECT`], or the file [`OBJECT_ENV`] names.
+pub fn object() -> std::io::Result<&'static [u8]> {
+    let Some(path) = std::env::var_os(OBJECT_ENV) else {
+        return Ok(OBJECT);
+    };
+    let bytes = std::fs::read(path)?;
+    // The ELF parser needs the object 8-byte aligned, as `include_bytes_aligned!` makes
+    // the embedded one: copy it into u64 words. Loaded once per process, so the buffer
+    // is leaked rather than owned by the datapath.
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    // SAFETY: `words` has at least `bytes.len()` bytes, and u8 has no alignment needs.
+    let dst =
+        unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), bytes.len()) };
+    dst.copy_from_slice(&bytes);
+    let words: &'static [u64] = Box::leak(words.into_boxed_slice());
+    // SAFETY: the leaked buffer lives for the rest of the process and holds `bytes.len()`
+    // initialized bytes.
+    Ok(unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) })
+}
+
 /// Program names in the object (the Rust function names of the entry points).
 pub const XDP_PROG: &str = "netpath_xdp";
 pub const TC_INGRESS_PROG: &str = "netpath_tc_ingress";

@@ -307,21 +307,33 @@ pub struct Daemon {
 impl Daemon {
     /// Starts a daemon on fresh private paths.
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// [`Daemon::start`] with environment variables `env` (see [`Daemon::restart_with`]).
+    pub fn start_with(env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let mut d = Daemon {
             paths: DaemonPaths::new(),
             child: None,
         };
-        d.restart();
+        d.restart_with(env);
         d
     }
 
     /// (Re)starts the daemon process and waits (bounded) until its API answers.
     pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    /// Like [`Daemon::restart`], with environment variables `env` (e.g.
+    /// `NETPATH_OBJECT`, the datapath of another build); returns the lines it printed.
+    pub fn restart_with(&mut self, env: &[(&str, &std::ffi::OsStr)]) -> Vec<String> {
         assert!(self.child.is_none(), "daemon already running");
         let mut args = vec!["--no-default-network".to_owned()];
         args.extend(self.paths.args());
-        let (child, _) = spawn_daemon(&args);
+        let (child, lines) = spawn_daemon_with(&args, env);
         self.child = Some(child);
+        lines
     }
 
     /// SIGKILLs the daemon (no cleanup runs in it).
@@ -519,10 +531,19 @@ impl Drop for Daemon {
 /// Starts `netpath daemon <args>` and waits (bounded, 60 s) for its "is up" report,
 /// which it prints once the API answers; returns the process and the lines printed.
 pub fn spawn_daemon(args: &[String]) -> (std::process::Child, Vec<String>) {
+    spawn_daemon_with(args, &[])
+}
+
+/// [`spawn_daemon`] with environment variables `env`.
+pub fn spawn_daemon_with(
+    args: &[String],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (std::process::Child, Vec<String>) {
     use std::io::BufRead;
     let mut child = Command::new(netpath_bin())
         .arg("daemon")
         .args(args)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -289,7 +289,10 @@ fn exhausted_ports_drop_instead_of_colliding() {
     require_root!();
     // One port: the second connection to the same remote endpoint cannot get one.
     let (_p, dp, up) = setup(40000, 40000);
-    let before = dp.drop_counter(DropReason::NatFailed).unwrap().packets;
+    let before = dp
+        .drop_counter(DropReason::NatPortsExhausted)
+        .unwrap()
+        .packets;
     let (v1, _) = run_tc(
         &dp,
         Hook::UplinkEgress,
@@ -305,7 +308,9 @@ fn exhausted_ports_drop_instead_of_colliding() {
     );
     assert_eq!(v2, TC_ACT_SHOT);
     assert_eq!(
-        dp.drop_counter(DropReason::NatFailed).unwrap().packets,
+        dp.drop_counter(DropReason::NatPortsExhausted)
+            .unwrap()
+            .packets,
         before + 1
     );
     // A different remote port is a different reply tuple: the one port serves it too.

@@ -4,7 +4,7 @@
 
 use aya_ebpf::programs::TcContext;
 use netpath_common::{
-    maps::{EndpointKey, EndpointValue},
+    maps::{DropReason, EndpointKey, EndpointValue},
     nat::{NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatTarget, Tuple},
     packet::{Classified, IP_DST, IP_SRC},
 };
@@ -33,7 +33,7 @@ pub fn hairpin(
     c: Classified,
     ifindex: u32,
     dst_is_endpoint: bool,
-) -> Result<Option<EndpointValue>, i64> {
+) -> Result<Option<EndpointValue>, DropReason> {
     let Some(f) = Flow::ports(frame, c) else {
         return Ok(None);
     };

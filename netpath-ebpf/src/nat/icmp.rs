@@ -3,6 +3,7 @@
 
 use aya_ebpf::programs::TcContext;
 use netpath_common::{
+    maps::DropReason,
     nat::{Tuple, csum_replace4, l4_csum_after_source_change},
     packet::{
         Classified, ETH_HLEN, Frame, IP_CSUM, IP_DST, IP_TOTAL_LEN, IPPROTO_ICMP, IPPROTO_TCP,
@@ -10,7 +11,10 @@ use netpath_common::{
     },
 };
 
-use super::{ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED};
+use super::{
+    ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
+    rewrite_failed,
+};
 use crate::{frame::TcFrame, maps::NETPATH_RNAT};
 
 /// Uplink ingress: an ICMP error (destination unreachable — incl. "fragmentation
@@ -21,7 +25,11 @@ use crate::{frame::TcFrame, maps::NETPATH_RNAT};
 /// quoted L4 checksum (when quoted) and the ICMP checksum over all of it. `Ok(true)` if
 /// it was one. Quoted headers with IP options are left to the kernel path.
 #[inline(always)]
-pub(super) fn error_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, i64> {
+pub(super) fn error_ingress(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: Classified,
+) -> Result<bool, DropReason> {
     if c.class != PacketClass::Ipv4Icmp {
         return Ok(false);
     }
@@ -97,22 +105,31 @@ pub(super) fn error_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> 
     let ne = |a: [u8; 4]| u64::from(u32::from_ne_bytes(a));
     let ne16 = |v: u16| u64::from(v.to_be());
     // Outer destination: the endpoint (the ICMP checksum does not cover the IP header).
-    ctx.store(IP_DST, &back.addr, 0)?;
-    ctx.l3_csum_replace(IP_CSUM, ne(outer_dst), ne(back.addr), 4)?;
+    ctx.store(IP_DST, &back.addr, 0).map_err(rewrite_failed)?;
+    ctx.l3_csum_replace(IP_CSUM, ne(outer_dst), ne(back.addr), 4)
+        .map_err(rewrite_failed)?;
     // Quoted source address and its header checksum; the ICMP checksum covers both.
     let new_in_csum = csum_replace4(in_csum, in_src, back.addr);
-    ctx.store(inner + 12, &back.addr, 0)?;
-    ctx.store(inner + 10, &new_in_csum.to_be_bytes(), 0)?;
-    ctx.l4_csum_replace(icmp_csum_at, ne(in_src), ne(back.addr), 4)?;
-    ctx.l4_csum_replace(icmp_csum_at, ne16(in_csum), ne16(new_in_csum), 2)?;
+    ctx.store(inner + 12, &back.addr, 0)
+        .map_err(rewrite_failed)?;
+    ctx.store(inner + 10, &new_in_csum.to_be_bytes(), 0)
+        .map_err(rewrite_failed)?;
+    ctx.l4_csum_replace(icmp_csum_at, ne(in_src), ne(back.addr), 4)
+        .map_err(rewrite_failed)?;
+    ctx.l4_csum_replace(icmp_csum_at, ne16(in_csum), ne16(new_in_csum), 2)
+        .map_err(rewrite_failed)?;
     // Quoted source port (identifier).
-    ctx.store(sport_at, &back.port.to_be_bytes(), 0)?;
-    ctx.l4_csum_replace(icmp_csum_at, ne16(sport), ne16(back.port), 2)?;
+    ctx.store(sport_at, &back.port.to_be_bytes(), 0)
+        .map_err(rewrite_failed)?;
+    ctx.l4_csum_replace(icmp_csum_at, ne16(sport), ne16(back.port), 2)
+        .map_err(rewrite_failed)?;
     // Quoted L4 checksum, when quoted.
     if let Some(old) = l4_csum {
         let new = l4_csum_after_source_change(proto, old, in_src, back.addr, sport, back.port);
-        ctx.store(l4_csum_at, &new.to_be_bytes(), 0)?;
-        ctx.l4_csum_replace(icmp_csum_at, ne16(old), ne16(new), 2)?;
+        ctx.store(l4_csum_at, &new.to_be_bytes(), 0)
+            .map_err(rewrite_failed)?;
+        ctx.l4_csum_replace(icmp_csum_at, ne16(old), ne16(new), 2)
+            .map_err(rewrite_failed)?;
     }
     Ok(true)
 }

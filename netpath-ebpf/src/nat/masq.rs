@@ -4,6 +4,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::lpm_trie::Key, programs::TcContext};
 use netpath_common::{
+    maps::DropReason,
     nat::{
         CT_NEW, NatAge, NatTarget, PORT_RETRIES, PortRange, Tuple, Uplink, ct_next, ct_stale,
         nat_port, no_masq_key, tuple_hash,
@@ -22,7 +23,12 @@ use crate::{
 
 /// tc egress on an uplink: masquerade connections from netpath networks.
 #[inline(always)]
-pub fn egress(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> Result<(), i64> {
+pub fn egress(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: Classified,
+    ifindex: u32,
+) -> Result<(), DropReason> {
     // SAFETY: values are copied out at once.
     let Some(uplink) = (unsafe { NETPATH_UPLINKS.get(ifindex) }).copied() else {
         return Ok(());
@@ -53,7 +59,7 @@ pub fn egress(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> 
         {
             return Ok(());
         }
-        None => allocate(&orig, &uplink, now).ok_or(-1i64)?,
+        None => allocate(&orig, &uplink, now)?,
     };
     let reply = Tuple::new(f.l4.proto, f.dst, dport, target.addr, target.port);
     touch(&reply, f.tcp_flags(frame), false, now);
@@ -63,7 +69,7 @@ pub fn egress(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> 
 /// tc ingress on an uplink: translate replies to masqueraded connections (and ICMP
 /// errors about them) back. Anything but `Untouched` needs no other translation.
 #[inline(always)]
-pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<Inbound, i64> {
+pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<Inbound, DropReason> {
     let Some(f) = Flow::of(frame, c, Some(ICMP_ECHO_REPLY)) else {
         return match icmp::error_ingress(ctx, frame, c)? {
             true => Ok(Inbound::Translated),
@@ -156,7 +162,7 @@ fn claim(reply: &Tuple, back: NatTarget, now: u32) -> bool {
 
 /// Picks a free NAT port for `orig` on `uplink` and records both directions.
 #[inline(always)]
-fn allocate(orig: &Tuple, uplink: &Uplink, now: u32) -> Option<NatTarget> {
+fn allocate(orig: &Tuple, uplink: &Uplink, now: u32) -> Result<NatTarget, DropReason> {
     let range = PortRange {
         first: uplink.first_port,
         last: uplink.last_port,
@@ -175,11 +181,11 @@ fn allocate(orig: &Tuple, uplink: &Uplink, now: u32) -> Option<NatTarget> {
             if NETPATH_SNAT.insert(orig, target, 0).is_err() {
                 // Roll back the claim: no half-recorded connection.
                 let _ = NETPATH_RNAT.remove(reply);
-                return None;
+                return Err(DropReason::NatMapFull);
             }
-            return Some(target);
+            return Ok(target);
         }
         attempt += 1;
     }
-    None
+    Err(DropReason::NatPortsExhausted)
 }

@@ -27,6 +27,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use netpath_common::{
+    maps::DropReason,
     nat::{NatTarget, nat_clock},
     packet::{
         Classified, Frame, IP_CSUM, IP_DST, IP_SRC, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
@@ -191,19 +192,21 @@ fn rewrite(
     addr_at: usize,
     old: NatTarget,
     new: NatTarget,
-) -> Result<(), i64> {
+) -> Result<(), DropReason> {
     // The csum helpers take the old and new values as they sit in memory.
     let (old_a, new_a) = (u32::from_ne_bytes(old.addr), u32::from_ne_bytes(new.addr));
     if old_a != new_a {
-        ctx.store(addr_at, &new.addr, 0)?;
-        ctx.l3_csum_replace(IP_CSUM, u64::from(old_a), u64::from(new_a), 4)?;
+        ctx.store(addr_at, &new.addr, 0).map_err(rewrite_failed)?;
+        ctx.l3_csum_replace(IP_CSUM, u64::from(old_a), u64::from(new_a), 4)
+            .map_err(rewrite_failed)?;
         if l4.pseudo {
             ctx.l4_csum_replace(
                 l4.csum_at,
                 u64::from(old_a),
                 u64::from(new_a),
                 l4.csum_flags(4) | u64::from(BPF_F_PSEUDO_HDR),
-            )?;
+            )
+            .map_err(rewrite_failed)?;
         }
     }
     if old.port != new.port {
@@ -213,15 +216,22 @@ fn rewrite(
             l4.dport_at
         };
         let (old_p, new_p) = (old.port.to_be(), new.port.to_be());
-        ctx.store(port_at, &new_p, 0)?;
+        ctx.store(port_at, &new_p, 0).map_err(rewrite_failed)?;
         ctx.l4_csum_replace(
             l4.csum_at,
             u64::from(old_p),
             u64::from(new_p),
             l4.csum_flags(2),
-        )?;
+        )
+        .map_err(rewrite_failed)?;
     }
     Ok(())
+}
+
+/// A rewrite helper's failure, as the drop it causes.
+#[inline(always)]
+fn rewrite_failed(_: i64) -> DropReason {
+    DropReason::NatRewriteFailed
 }
 
 /// The NAT clock (see `netpath_common::nat::nat_clock`).

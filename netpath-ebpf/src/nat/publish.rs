@@ -6,7 +6,7 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
 use netpath_common::{
-    maps::EndpointKey,
+    maps::{DropReason, EndpointKey},
     nat::{NAT_FLAG_INBOUND, NatTarget, PublishKey, Tuple},
     packet::{Classified, IP_DST, IP_SRC},
 };
@@ -42,18 +42,24 @@ pub fn published_at(proto: u8, host_ip: [u8; 4], port: u16) -> Option<NatTarget>
 /// update (a bucket lock, a node off the LRU list) costs several lookups; the lookup also
 /// marks the entry recently used, so an ongoing connection's entry is not evicted.
 #[inline(always)]
-pub(super) fn remember_front(reply: Tuple, front: NatTarget) -> Result<(), i64> {
+pub(super) fn remember_front(reply: Tuple, front: NatTarget) -> Result<(), DropReason> {
     // SAFETY: copied out at once.
     if unsafe { NETPATH_DNAT_CT.get(reply) }.copied() == Some(front) {
         return Ok(());
     }
-    NETPATH_DNAT_CT.insert(reply, front, 0).map_err(i64::from)
+    NETPATH_DNAT_CT
+        .insert(reply, front, 0)
+        .map_err(|_| DropReason::NatMapFull)
 }
 
 /// Uplink ingress, after masquerade replies: DNAT a new or ongoing connection to a
 /// published port to its endpoint, keeping the client's address.
 #[inline(always)]
-pub fn publish_ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<Inbound, i64> {
+pub fn publish_ingress(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: Classified,
+) -> Result<Inbound, DropReason> {
     let Some(f) = Flow::ports(frame, c) else {
         return Ok(Inbound::Untouched);
     };
@@ -112,7 +118,7 @@ fn track_inbound(f: &Flow) {
 /// Uplink egress: a reply of a connection to a published port leaves with the
 /// published address and port as its source. `Ok(true)` if it was one.
 #[inline(always)]
-pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, i64> {
+pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, DropReason> {
     let Some(f) = Flow::ports(frame, c) else {
         return Ok(false);
     };

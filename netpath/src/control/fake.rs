@@ -387,6 +387,9 @@ impl Maps for FakeMaps {
     fn origin(&self) -> Origin {
         Origin::Loaded
     }
+    fn finish_migrations(&mut self) -> Result<Vec<String>, DatapathError> {
+        Ok(Vec::new())
+    }
     fn attach_tc(
         &mut self,
         hook: Hook,

@@ -184,6 +184,9 @@ fn proc_routes() -> Vec<(String, Ipv4Net)> {
 /// syscalls, never a wait.
 pub trait Maps: Send {
     fn origin(&self) -> Origin;
+    /// Ends the migration of maps pinned with another layout (see `datapath::layout`);
+    /// a line per map migrated.
+    fn finish_migrations(&mut self) -> Result<Vec<String>, DatapathError>;
     fn attach_tc(
         &mut self,
         hook: Hook,
@@ -224,6 +227,9 @@ pub trait Maps: Send {
 impl Maps for Datapath {
     fn origin(&self) -> Origin {
         Datapath::origin(self)
+    }
+    fn finish_migrations(&mut self) -> Result<Vec<String>, DatapathError> {
+        Datapath::finish_migrations(self)
     }
     fn attach_tc(
         &mut self,

@@ -221,6 +221,12 @@ impl Service {
             .clone()
     }
 
+    /// Ends the migration of maps pinned with another layout, once the programs run
+    /// everywhere (after [`Service::reconcile`]); a line per map migrated.
+    pub async fn finish_migrations(&self) -> Result<Vec<String>> {
+        Ok(self.datapath().finish_migrations()?)
+    }
+
     /// Whether the datapath was loaded by this process or adopted from pins.
     pub fn datapath_origin(&self) -> Origin {
         self.datapath().origin()

@@ -87,10 +87,12 @@ impl Datapath {
             })
     }
 
-    /// Drops by reason, summed over CPUs.
+    /// Drops by reason, summed over CPUs: the reasons the pinned counter array has slots
+    /// for (one pinned by an older build has fewer, until it is migrated).
     pub fn drops(&self) -> Result<Vec<DropStat>> {
         DropReason::ALL
             .iter()
+            .filter(|r| (**r as u32) < self.drops.len())
             .map(|r| {
                 let c = self.drop_counter(*r)?;
                 Ok(DropStat {

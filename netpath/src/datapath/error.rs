@@ -84,4 +84,27 @@ pub enum DatapathError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot read the eBPF object {path}: {source}")]
+    ObjectFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pinned map layouts: {detail}")]
+    Layout { detail: String },
+    #[error(
+        "the pinned map {name} has {pinned}, this netpath expects {wanted}: its entries cannot be carried over; start the daemon with --reload to replace the map (its entries are lost)"
+    )]
+    LayoutRefused {
+        name: &'static str,
+        pinned: String,
+        wanted: String,
+    },
+    #[error("moving {from} to {to}: {source}")]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }

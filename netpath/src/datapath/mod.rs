@@ -23,11 +23,13 @@
 //! | `attach` | attaching programs to devices and the cgroup root; detaching |
 //! | `maps` | writes to the maps, point reads of NAT state |
 //! | `counters` | counters summed over CPUs |
+//! | [`layout`] | versioned pinned layouts; migrating maps pinned by another build |
 //! | `error` | [`DatapathError`] |
 
 mod attach;
 mod counters;
 mod error;
+pub mod layout;
 mod maps;
 mod pins;
 
@@ -64,7 +66,7 @@ use netpath_common::{
     maps::{
         Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, EP_STATS_MAP,
         EndpointCounters, EndpointKey, EndpointValue, FORWARDS_MAP, Forward, Hook, IFACES_MAP,
-        STATS_MAP, stat_index,
+        LAYOUT_MAP, STATS_MAP, stat_index,
     },
     nat::{
         DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
@@ -75,12 +77,13 @@ use netpath_common::{
 };
 
 use crate::ebpf::{
-    OBJECT, PROGRAMS, ProgramKind, SOCK_PROGRAMS, TC_INGRESS_PROG, UPLINK_EGRESS_PROG,
-    UPLINK_INGRESS_PROG, XDP_PROG,
+    PROGRAMS, ProgramKind, SOCK_PROGRAMS, TC_INGRESS_PROG, UPLINK_EGRESS_PROG, UPLINK_INGRESS_PROG,
+    XDP_PROG,
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 17] = [
+pub const MAPS: [&str; 18] = [
+    LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
     HOST_NETNS_MAP,
@@ -125,6 +128,8 @@ pub enum Attachment {
 /// The loaded datapath, opened through its pins.
 pub struct Datapath {
     pins: Pins,
+    /// Maps being carried over from another layout (see [`layout`]).
+    migrations: Vec<layout::Migration>,
     origin: Origin,
     xdp: Xdp,
     /// The tc programs, by [`tc_hooks`] position.
@@ -150,12 +155,25 @@ impl Datapath {
     /// (or if `reload` asks for fresh programs; pinned maps are kept so state survives).
     pub fn open(root: impl Into<PathBuf>, reload: bool) -> Result<Self> {
         let pins = Pins::new(root);
-        let origin = if pins.complete() && !reload {
+        let object = crate::ebpf::object().map_err(|source| DatapathError::ObjectFile {
+            path: std::env::var_os(crate::ebpf::OBJECT_ENV)
+                .unwrap_or_default()
+                .into(),
+            source,
+        })?;
+        if object.is_empty() {
+            return Err(DatapathError::NoObject);
+        }
+        let mut migrations = layout::prepare(&pins, object, reload)?;
+        let origin = if pins.complete() && !reload && migrations.is_empty() {
             Origin::Adopted
         } else {
-            load_and_pin(&pins)?;
+            load_and_pin(&pins, object)?;
             Origin::Loaded
         };
+        for m in &mut migrations {
+            m.copy(&pins, false)?;
+        }
         let xdp =
             Xdp::from_pin(pins.prog(XDP_PROG), XdpAttachType::Interface).map_err(|source| {
                 DatapathError::Program {
@@ -205,6 +223,7 @@ impl Datapath {
         let nat_age =
             HashMap::try_from(open_map(&pins, NAT_AGE_MAP)?).map_err(typed_err(NAT_AGE_MAP))?;
         Ok(Datapath {
+            migrations,
             nat_age,
             local_addrs,
             publish,
@@ -224,6 +243,19 @@ impl Datapath {
             drops,
             forwards,
         })
+    }
+
+    /// The maps being carried over from another layout until
+    /// [`Datapath::finish_migrations`].
+    pub fn migrating(&self) -> Vec<&'static str> {
+        self.migrations.iter().map(|m| m.name).collect()
+    }
+
+    /// Ends the migrations [`Datapath::open`] started, once every attachment runs the
+    /// new programs: the last entries are carried over and the old maps unpinned.
+    /// Returns a line per map migrated.
+    pub fn finish_migrations(&mut self) -> Result<Vec<String>> {
+        layout::finish(&self.pins, &mut self.migrations)
     }
 
     pub fn origin(&self) -> Origin {
@@ -263,10 +295,7 @@ fn tc_program(hook: Hook) -> &'static str {
 
 /// Loads the object into the kernel and pins every program and map under `pins`.
 /// Maps already pinned there are reused (aya opens an existing pin instead of creating).
-fn load_and_pin(pins: &Pins) -> Result<()> {
-    if OBJECT.is_empty() {
-        return Err(DatapathError::NoObject);
-    }
+fn load_and_pin(pins: &Pins, object: &[u8]) -> Result<()> {
     for dir in [
         pins.root().join("maps"),
         pins.root().join("progs"),
@@ -278,7 +307,7 @@ fn load_and_pin(pins: &Pins) -> Result<()> {
     for map in MAPS {
         loader.map_pin_path(map, pins.map(map));
     }
-    let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Object)?;
+    let mut ebpf = loader.load(object).map_err(DatapathError::Object)?;
     for (name, kind) in PROGRAMS {
         let program = ebpf
             .program_mut(name)

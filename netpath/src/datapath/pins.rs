@@ -87,6 +87,7 @@ pub fn remove_pins(root: &Path) -> Result<usize> {
         pins.cgroup_links_dir(),
         root.join("progs"),
         root.join("maps"),
+        root.join("migrating"),
     ] {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,

@@ -1,0 +1,295 @@
+//! Upgrade across a pinned-layout change, under traffic. The previous layout's datapath
+//! (the eBPF object of layout 1, `tests/fixtures/datapath-layout1.bpf.o`) is pinned and
+//! forwards an iperf3 stream and an idle TCP connection from a container to the outside,
+//! both masqueraded; its daemon is killed, and this build's daemon starts on the same
+//! pins. It migrates `NETPATH_DROPS` (layout 1 → 2: two more drop reasons) with its
+//! counters, reloads the programs and switches every attachment over: no one-second
+//! interval of the stream carries nothing, and the idle connection still answers.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use aya::{maps::MapInfo, programs::ProgramInfo};
+use netpath::datapath::layout;
+use netpath_common::maps::{DROPS_MAP, DropReason, LAYOUT, LAYOUT_MAP};
+use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
+
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn prog_ids(d: &Daemon) -> Vec<u32> {
+    netpath::ebpf::PROGRAMS
+        .iter()
+        .map(|(name, _)| {
+            ProgramInfo::from_pin(d.paths.bpffs.join("progs").join(name))
+                .expect("program pin")
+                .id()
+        })
+        .collect()
+}
+
+/// Drops for `reason`, `None` when the datapath has no slot for it.
+fn drops(d: &Daemon, reason: &str) -> Option<u64> {
+    let all: serde_json::Value =
+        serde_json::from_str(&d.ok(&["stats", "--all", "--json"])).expect("stats --json");
+    all["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == reason)
+        .map(|r| r["packets"].as_u64().unwrap())
+}
+
+/// One line sent on `conn` and its echo read back.
+fn exchange(conn: &mut BufReader<TcpStream>, line: &str) -> std::io::Result<String> {
+    conn.get_mut().write_all(format!("{line}\n").as_bytes())?;
+    let mut back = String::new();
+    conn.read_line(&mut back)?;
+    Ok(back.trim_end().to_owned())
+}
+
+#[test]
+fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
+    require_root!();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/datapath-layout1.bpf.o");
+    let outside = NetNs::new("uo");
+    let uplink = OutsideLink::new(&outside, UPLINK_IP, OUTSIDE);
+    let mut d = Daemon::start_with(&[(netpath::ebpf::OBJECT_ENV, fixture.as_os_str())]);
+    let old_drops = MapInfo::from_pin(d.paths.bpffs.join("maps").join(DROPS_MAP)).unwrap();
+    assert!(
+        !d.paths.bpffs.join("maps").join(LAYOUT_MAP).exists(),
+        "the fixture is not layout 1: it pins a layout marker"
+    );
+    assert!(
+        old_drops.max_entries() < DropReason::COUNT,
+        "the fixture is not the previous layout: NETPATH_DROPS has {} slots",
+        old_drops.max_entries()
+    );
+    let net = d.network_with_uplink("ug", "10.231.0.0/24", &uplink.name);
+    let c = NetNs::new("uc");
+    let ep = d.add_endpoint(&net, &c);
+    let ep_ip = ep["ip"].as_str().unwrap().to_owned();
+    let old_ids = prog_ids(&d);
+
+    // Drops the old datapath counts: a forged source address.
+    c.exec(&["ip", "addr", "add", "10.231.0.250/32", "dev", "eth0"]);
+    for _ in 0..3 {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", c.name(), "ping", "-c", "1", "-W", "1"])
+            .args(["-I", "10.231.0.250", &OUTSIDE.to_string()])
+            .output();
+    }
+    let spoofed = drops(&d, "spoofed_ip").expect("spoofed_ip counted");
+    assert!(spoofed >= 3, "{spoofed} spoofed packets counted");
+    assert_eq!(
+        drops(&d, "nat_ports_exhausted"),
+        None,
+        "layout 1 has no such slot"
+    );
+
+    // The idle connection: an echo server outside, a client in the container that
+    // exchanges a line before the upgrade and one after.
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let server = outside.spawn(move || {
+        let l = TcpListener::bind((OUTSIDE, 7300)).unwrap();
+        ready_tx.send(()).unwrap();
+        let (conn, peer) = l.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut conn = BufReader::new(conn);
+        let mut line = String::new();
+        while conn.read_line(&mut line).unwrap_or(0) > 0 {
+            conn.get_mut().write_all(line.as_bytes()).unwrap();
+            line.clear();
+        }
+        peer
+    });
+    ready_rx.recv_timeout(TIMEOUT).unwrap();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let client = c.spawn(move || {
+        let s = TcpStream::connect_timeout(&SocketAddr::from((OUTSIDE, 7300)), TIMEOUT).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut s = BufReader::new(s);
+        let before = exchange(&mut s, "before");
+        go_rx.recv().unwrap();
+        let after = exchange(&mut s, "after");
+        (before.ok(), after.map_err(|e| e.to_string()))
+    });
+
+    let mut iperf_server = Command::new("ip")
+        .args(["netns", "exec", outside.name(), "iperf3", "-s", "-1"])
+        .args(["-B", &OUTSIDE.to_string(), "-p", "5212"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server (`cargo xtask setup` installs iperf3)");
+    std::thread::sleep(Duration::from_millis(300));
+    let iperf = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            c.name(),
+            "iperf3",
+            "-c",
+            &OUTSIDE.to_string(),
+        ])
+        .args(["-p", "5212", "-t", "12", "-i", "1", "-J"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iperf3 client");
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    d.kill9();
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(start.elapsed()));
+    let lines = d.restart_with(&[]);
+    eprintln!(
+        "upgraded at {:.1} s:\n{}",
+        start.elapsed().as_secs_f64(),
+        lines.join("\n")
+    );
+    let migrated = lines
+        .iter()
+        .find(|l| l.contains("migrated NETPATH_DROPS from layout 1 to 2"))
+        .unwrap_or_else(|| panic!("no migration reported: {lines:?}"));
+    assert!(migrated.contains("entries carried over"), "{migrated}");
+
+    // The new layout is pinned, the old map gone, the programs this build's.
+    let new_drops = MapInfo::from_pin(d.paths.bpffs.join("maps").join(DROPS_MAP)).unwrap();
+    assert_eq!(new_drops.max_entries(), DropReason::COUNT);
+    assert!(
+        !d.paths
+            .bpffs
+            .join("maps")
+            .join(format!("{DROPS_MAP}.old"))
+            .exists()
+    );
+    assert_eq!(layout::version_of(DROPS_MAP), 2);
+    let marker = MapInfo::from_pin(d.paths.bpffs.join("maps").join(LAYOUT_MAP)).unwrap();
+    assert_eq!(marker.max_entries(), LAYOUT, "the pinned layout marker");
+    let new_ids = prog_ids(&d);
+    for (old, new) in old_ids.iter().zip(&new_ids) {
+        assert_ne!(old, new, "a program was not reloaded");
+    }
+    // Counters carried over; the new reasons are there.
+    let after = drops(&d, "spoofed_ip").unwrap();
+    assert!(
+        after >= spoofed,
+        "spoofed_ip went from {spoofed} to {after}"
+    );
+    assert_eq!(
+        drops(&d, "nat_ports_exhausted"),
+        Some(0),
+        "{}",
+        d.stats()["drops"]
+    );
+
+    // The idle connection still answers, through the new programs.
+    go_tx.send(()).unwrap();
+    let (before, after) = client.join().expect("client");
+    assert_eq!(before.as_deref(), Some("before"));
+    assert_eq!(after.as_deref(), Ok("after"), "the idle connection broke");
+    let peer = server.join().expect("echo server");
+    assert_eq!(peer.ip(), UPLINK_IP, "the connection was not masqueraded");
+    assert_ne!(peer.ip().to_string(), ep_ip);
+
+    let out = iperf.wait_with_output().expect("iperf3 client");
+    let _ = iperf_server.kill();
+    let _ = iperf_server.wait();
+    assert!(
+        out.status.success(),
+        "iperf3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 -J");
+    let rates: Vec<f64> = report["intervals"]
+        .as_array()
+        .expect("intervals")
+        .iter()
+        .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap())
+        .collect();
+    eprintln!(
+        "Gbit/s per second: {}",
+        rates
+            .iter()
+            .map(|r| format!("{:.2}", r / 1e9))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert!(rates.len() >= 11, "only {} intervals", rates.len());
+    for (i, r) in rates.iter().enumerate() {
+        assert!(*r > 0.0, "interval {i} carried nothing");
+    }
+
+    // A second start of this build adopts its own layout: nothing to migrate.
+    d.kill9();
+    let lines = d.restart_with(&[]);
+    assert!(
+        lines.iter().any(|l| l.contains("datapath  adopted")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("migrated")), "{lines:?}");
+}
+
+/// A pinned map whose values changed size cannot be carried over: the daemon refuses to
+/// start, touching nothing, unless told to replace it with `--reload`.
+#[test]
+fn a_map_that_cannot_be_migrated_is_refused_unless_reload() {
+    require_root!();
+    let mut d = Daemon::start();
+    d.kill9();
+    let pin = d.paths.bpffs.join("maps").join(DROPS_MAP);
+    std::fs::remove_file(&pin).unwrap();
+    // The drop counters with 8-byte values (this build's are 16: packets and bytes).
+    let pin_s = pin.display().to_string();
+    netpath_tests::run(&[
+        "bpftool",
+        "map",
+        "create",
+        &pin_s,
+        "type",
+        "percpu_array",
+        "key",
+        "4",
+        "value",
+        "8",
+        "entries",
+        "8",
+        "name",
+        "NETPATH_DROPS",
+    ]);
+    let out = Command::new(netpath_tests::netpath_bin())
+        .arg("daemon")
+        .arg("--no-default-network")
+        .args(d.paths.args())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the daemon started: {err}");
+    assert!(
+        err.contains(
+            "the pinned map NETPATH_DROPS has layout 2 (type 6, key 4 B, value 8 B, 8 entries)"
+        ) && err.contains("--reload"),
+        "{err}"
+    );
+    assert!(pin.exists(), "the refused map was touched");
+    assert_eq!(MapInfo::from_pin(&pin).unwrap().value_size(), 8);
+    // With --reload the map is replaced by this build's.
+    let mut args = vec!["--reload".to_owned(), "--no-default-network".to_owned()];
+    args.extend(d.paths.args());
+    let (mut child, lines) = netpath_tests::spawn_daemon(&args);
+    assert!(
+        lines.iter().any(|l| l.contains("datapath  loaded")),
+        "{lines:?}"
+    );
+    assert_eq!(MapInfo::from_pin(&pin).unwrap().value_size(), 16);
+    let _ = child.kill();
+    let _ = child.wait();
+}
