@@ -122,6 +122,19 @@ mod tests {
     use super::*;
     use crate::maps::ENDPOINT_KIND_VETH;
 
+    /// What `decide` says of an IPv4 packet from `a` (its own MAC and address) to `b`.
+    fn from_to(a: &EndpointValue, b: &EndpointValue) -> Verdict {
+        decide(
+            a,
+            a.mac,
+            FrameInfo::Ipv4 {
+                src: a.ip,
+                dst: b.ip,
+            },
+            Some(b),
+        )
+    }
+
     fn ep(last: u8, ifindex: u32, network_id: u16, kind: u8) -> EndpointValue {
         EndpointValue {
             ip: [10, 0, 0, last],
@@ -138,15 +151,7 @@ mod tests {
     fn same_network_veth_is_redirected_to_the_peer_with_rewritten_macs() {
         let a = ep(2, 10, 1, ENDPOINT_KIND_VETH);
         let b = ep(3, 11, 1, ENDPOINT_KIND_VETH);
-        let v = decide(
-            &a,
-            a.mac,
-            FrameInfo::Ipv4 {
-                src: a.ip,
-                dst: b.ip,
-            },
-            Some(&b),
-        );
+        let v = from_to(&a, &b);
         assert_eq!(
             v,
             Verdict::Redirect {
@@ -180,15 +185,7 @@ mod tests {
     fn tap_destination_is_a_plain_redirect() {
         let a = ep(2, 10, 1, ENDPOINT_KIND_VETH);
         let t = ep(4, 12, 1, ENDPOINT_KIND_TAP);
-        let v = decide(
-            &a,
-            a.mac,
-            FrameInfo::Ipv4 {
-                src: a.ip,
-                dst: t.ip,
-            },
-            Some(&t),
-        );
+        let v = from_to(&a, &t);
         assert!(matches!(
             v,
             Verdict::Redirect {

@@ -174,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }));
                 print::endpoint(&e, json)
             }
-            EndpointCmd::Rm { ids } => {
+            EndpointCmd::Rm(Ids { ids }) => {
                 remove_endpoints(&client, &ids, None, |e| {
                     format!("removed endpoint {} ({})", e.id, e.ip)
                 })
@@ -217,7 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }));
                 print::endpoint(&e, json)
             }
-            TapCmd::Rm { ids } => {
+            TapCmd::Rm(Ids { ids }) => {
                 remove_endpoints(&client, &ids, Some(EndpointKind::Tap), |e| {
                     format!("removed tap {} {} ({})", e.id, e.host_ifname, e.ip)
                 })

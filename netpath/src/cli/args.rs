@@ -211,10 +211,7 @@ pub(crate) enum EndpointCmd {
         json: bool,
     },
     /// Detach endpoints (container veths or TAPs) by id or unique id prefix.
-    Rm {
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    Rm(Ids),
     /// List endpoints (containers and TAPs).
     Ls {
         /// Only this network's (the same as --filter network=NAME).
@@ -288,10 +285,7 @@ pub(crate) enum TapCmd {
     },
     /// Remove TAP endpoints by id or unique id prefix (container endpoints are refused:
     /// `netpath endpoint rm` removes those).
-    Rm {
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    Rm(Ids),
     /// List TAP endpoints.
     Ls {
         /// Only TAPs matching KEY=VALUE: network=NAME, state=ready|creating, id=PREFIX.
@@ -301,6 +295,13 @@ pub(crate) enum TapCmd {
         #[command(flatten)]
         out: Output,
     },
+}
+
+/// Endpoint ids, or prefixes that each name one endpoint.
+#[derive(Args)]
+pub(crate) struct Ids {
+    #[arg(required = true)]
+    pub(crate) ids: Vec<String>,
 }
 
 /// `FIRST-LAST`, a non-empty range of ports 1-65535.

@@ -33,29 +33,23 @@ impl Service {
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
         validate::ifname("interface name", &ifname)?;
         let mac = req.mac.unwrap_or_else(MacAddr::random_local);
-        let lock = self.net_lock(&req.network);
-        let _guard = lock.lock().await;
-        let network = self.get_network(&req.network).await?;
-        if let Some(asked) = req.mac {
-            self.refuse_duplicate_mac(&network, asked).await?;
-        }
-        let id = db(&self.store, |s| s.new_endpoint_id()).await?;
-        let new = NewEndpoint {
-            id: id.clone(),
-            network: network.name.clone(),
-            kind: EndpointKind::Veth,
-            ip: req.ip,
-            mac,
-            host_ifname: format!("{}{id}", config::LINK_PREFIX),
-            ifname: Some(ifname.clone()),
-            netns: Some(netns.clone()),
-            uid: None,
-            gid: None,
-            queues: None,
-            container_id: req.container_id.clone(),
-            netns_inode: Some(netns_inode),
-        };
-        let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
+        let (_guard, network, ep) = self
+            .reserve(&req.network, req.mac, |id, network| NewEndpoint {
+                ifname: Some(ifname.clone()),
+                netns: Some(netns.clone()),
+                container_id: req.container_id.clone(),
+                netns_inode: Some(netns_inode),
+                ..NewEndpoint::new(
+                    id.clone(),
+                    network.name.clone(),
+                    EndpointKind::Veth,
+                    req.ip,
+                    mac,
+                    format!("{}{id}", config::LINK_PREFIX),
+                )
+            })
+            .await?;
+        let id = ep.id.clone();
         let plan = VethPlan {
             host_ifname: &ep.host_ifname,
             alias: &config::link_alias(&self.instance, "veth", &ep.id),
@@ -77,15 +71,31 @@ impl Service {
         db(&self.store, move |s| s.mark_ready(&id)).await
     }
 
+    /// The first steps of every add: takes network `name`'s lock (held until the
+    /// returned guard drops), refuses a MAC the client asked for that the network has,
+    /// and records the endpoint `new` builds from a fresh id and the network, `Creating`.
+    pub(super) async fn reserve(
+        &self,
+        name: &str,
+        asked_mac: Option<MacAddr>,
+        new: impl FnOnce(String, &Network) -> NewEndpoint,
+    ) -> Result<(tokio::sync::OwnedMutexGuard<()>, Network, Endpoint)> {
+        let guard = self.net_lock(name).lock_owned().await;
+        let network = self.get_network(name).await?;
+        if let Some(asked) = asked_mac {
+            self.refuse_duplicate_mac(&network, asked).await?;
+        }
+        let id = db(&self.store, |s| s.new_endpoint_id()).await?;
+        let new = new(id, &network);
+        let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
+        Ok((guard, network, ep))
+    }
+
     /// Refuses a MAC another endpoint of `network` has: two on one bridge (or one
     /// subnet) would steal each other's frames. Called under the network's lock, for MACs
     /// the client asked for only: it reads every endpoint of the network, which a default
     /// add (a random MAC, 46 random bits) must not pay for.
-    pub(super) async fn refuse_duplicate_mac(
-        &self,
-        network: &Network,
-        wanted: MacAddr,
-    ) -> Result<()> {
+    async fn refuse_duplicate_mac(&self, network: &Network, wanted: MacAddr) -> Result<()> {
         let name = network.name.clone();
         let endpoints = db(&self.store, move |s| s.list_endpoints(Some(&name))).await?;
         if let Some(other) = endpoints.iter().find(|e| e.mac == wanted) {

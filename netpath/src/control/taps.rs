@@ -26,29 +26,22 @@ impl Service {
                 req.name
             )));
         }
-        let lock = self.net_lock(&req.network);
-        let _guard = lock.lock().await;
-        let network = self.get_network(&req.network).await?;
-        if let Some(asked) = req.mac {
-            self.refuse_duplicate_mac(&network, asked).await?;
-        }
-        let id = db(&self.store, |s| s.new_endpoint_id()).await?;
-        let new = NewEndpoint {
-            id: id.clone(),
-            network: network.name.clone(),
-            kind: EndpointKind::Tap,
-            ip: req.ip,
-            mac,
-            host_ifname: req.name.clone(),
-            ifname: None,
-            netns: None,
-            uid: req.uid,
-            gid: req.gid,
-            queues: Some(queues),
-            container_id: None,
-            netns_inode: None,
-        };
-        let ep = db(&self.store, move |s| s.reserve_endpoint(new)).await?;
+        let (_guard, network, ep) = self
+            .reserve(&req.network, req.mac, |id, network| NewEndpoint {
+                uid: req.uid,
+                gid: req.gid,
+                queues: Some(queues),
+                ..NewEndpoint::new(
+                    id,
+                    network.name.clone(),
+                    EndpointKind::Tap,
+                    req.ip,
+                    mac,
+                    req.name.clone(),
+                )
+            })
+            .await?;
+        let id = ep.id.clone();
         let spec = TapSpec {
             name: req.name.clone(),
             uid: req.uid,

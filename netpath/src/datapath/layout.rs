@@ -248,14 +248,7 @@ fn copy_entries(
         EP_STATS_MAP => {
             let old = PerCpuHashMap::<_, u32, EndpointCounters>::try_from(old).map_err(e)?;
             let mut new = PerCpuHashMap::<_, u32, EndpointCounters>::try_from(new).map_err(e)?;
-            let mut n = 0;
-            for item in old.iter() {
-                let (k, v) = item.map_err(e)?;
-                if new.insert(k, v, flags).is_ok() {
-                    n += 1;
-                }
-            }
-            Ok(n)
+            copy_all(name, old.iter(), |k, v| new.insert(k, v, flags).is_ok())
         }
         SNAT_MAP | RNAT_MAP | DNAT_CT_MAP => copy_hash::<Tuple, NatTarget>(name, old, new, flags),
         NAT_AGE_MAP => copy_hash::<Tuple, NatAge>(name, old, new, flags),
@@ -278,26 +271,26 @@ fn copy_hash<K: Pod, V: Pod>(name: &'static str, old: Map, new: Map, flags: u64)
     let e = move |source| DatapathError::ReadMap { map: name, source };
     let old = HashMap::<_, K, V>::try_from(old).map_err(e)?;
     let mut new = HashMap::<_, K, V>::try_from(new).map_err(e)?;
-    let mut n = 0;
-    for item in old.iter() {
-        let (k, v) = item.map_err(e)?;
-        if new.insert(k, v, flags).is_ok() {
-            n += 1;
-        }
-    }
-    Ok(n)
+    copy_all(name, old.iter(), |k, v| new.insert(k, v, flags).is_ok())
 }
 
 fn copy_lpm<K: Pod, V: Pod>(name: &'static str, old: Map, new: Map, flags: u64) -> Result<usize> {
     let e = move |source| DatapathError::ReadMap { map: name, source };
     let old = LpmTrie::<_, K, V>::try_from(old).map_err(e)?;
     let mut new = LpmTrie::<_, K, V>::try_from(new).map_err(e)?;
+    copy_all(name, old.iter(), |k, v| new.insert(&k, v, flags).is_ok())
+}
+
+/// Feeds every entry of `entries` to `insert`; how many it took.
+fn copy_all<K, V>(
+    name: &'static str,
+    entries: impl Iterator<Item = Result<(K, V), MapError>>,
+    mut insert: impl FnMut(K, V) -> bool,
+) -> Result<usize> {
     let mut n = 0;
-    for item in old.iter() {
-        let (k, v) = item.map_err(e)?;
-        if new.insert(&k, v, flags).is_ok() {
-            n += 1;
-        }
+    for item in entries {
+        let (k, v) = item.map_err(|source| DatapathError::ReadMap { map: name, source })?;
+        n += usize::from(insert(k, v));
     }
     Ok(n)
 }

@@ -125,6 +125,34 @@ pub struct NewEndpoint {
     pub netns_inode: Option<u64>,
 }
 
+impl NewEndpoint {
+    /// An endpoint of `kind` with what every kind has; the kind's own fields are `None`.
+    pub fn new(
+        id: String,
+        network: String,
+        kind: EndpointKind,
+        ip: Option<Ipv4Addr>,
+        mac: MacAddr,
+        host_ifname: String,
+    ) -> NewEndpoint {
+        NewEndpoint {
+            id,
+            network,
+            kind,
+            ip,
+            mac,
+            host_ifname,
+            ifname: None,
+            netns: None,
+            uid: None,
+            gid: None,
+            queues: None,
+            container_id: None,
+            netns_inode: None,
+        }
+    }
+}
+
 /// The state database. Cheap to share: put it in an `Arc`.
 pub struct Store {
     db: Database,

@@ -31,6 +31,12 @@ fn with(mut calls: Vec<&'static str>, more: &[&'static str]) -> Vec<&'static str
     calls
 }
 
+/// A record of network `web` as a crash right after its reservation leaves it.
+fn creating(id: &str, kind: EndpointKind, host_ifname: &str) -> NewEndpoint {
+    let mac = MacAddr::random_local();
+    NewEndpoint::new(id.into(), "web".into(), kind, None, mac, host_ifname.into())
+}
+
 /// A device as another program (or another netpath instance) made it.
 fn foreign(index: u32, name: &str, alias: Option<String>) -> Link {
     Link {
@@ -78,21 +84,7 @@ async fn an_unfinished_record_is_rolled_back_with_its_untagged_device() {
     let ep = rig
         .svc
         .store
-        .reserve_endpoint(NewEndpoint {
-            id: "00000000beef".into(),
-            network: "web".into(),
-            kind: EndpointKind::Tap,
-            ip: None,
-            mac: MacAddr::random_local(),
-            host_ifname: "vm0".into(),
-            ifname: None,
-            netns: None,
-            uid: None,
-            gid: None,
-            queues: Some(1),
-            container_id: None,
-            netns_inode: None,
-        })
+        .reserve_endpoint(creating("00000000beef", EndpointKind::Tap, "vm0"))
         .expect("reserve");
     assert_eq!(ep.state, EndpointState::Creating);
     rig.world()
@@ -242,21 +234,11 @@ async fn the_sweep_rolls_back_creating_records_only() {
     let stuck = rig
         .svc
         .store
-        .reserve_endpoint(NewEndpoint {
-            id: "00000000cafe".into(),
-            network: "web".into(),
-            kind: EndpointKind::Veth,
-            ip: None,
-            mac: MacAddr::random_local(),
-            host_ifname: "np-00000000cafe".into(),
-            ifname: Some("eth0".into()),
-            netns: Some(NETNS.into()),
-            uid: None,
-            gid: None,
-            queues: None,
-            container_id: None,
-            netns_inode: None,
-        })
+        .reserve_endpoint(creating(
+            "00000000cafe",
+            EndpointKind::Veth,
+            "np-00000000cafe",
+        ))
         .expect("reserve");
     let m = rig.mark();
     let actions = rig.svc.sweep_unfinished().await.expect("sweep");
