@@ -77,9 +77,12 @@ mod tests {
         check(&Forward::ALL.map(|f| f as u32), |i| {
             Forward::ALL[i as usize].name()
         });
+        // The slot counts size pinned arrays: a change here is a layout change (bump
+        // `maps::LAYOUT` and record it in `netpath::datapath::layout::CHANGES`).
         assert_eq!(
             (PacketClass::COUNT, DropReason::COUNT, Forward::COUNT),
-            (11, 6, 3)
+            (11, 8, 3)
         );
+        assert_eq!(crate::maps::LAYOUT, 2);
     }
 }
