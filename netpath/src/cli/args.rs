@@ -67,8 +67,10 @@ pub(crate) enum Command {
     /// state with the kernel, create the default network, serve the API on --socket.
     /// Ctrl-C leaves the datapath running.
     Daemon {
-        /// Load fresh eBPF programs even if a pinned datapath exists (for upgrades);
-        /// pinned maps and attachments are kept and switched to the new programs.
+        /// Load fresh eBPF programs even if a pinned datapath of this layout exists;
+        /// pinned maps and attachments are kept and switched to the new programs. (Maps
+        /// pinned with another layout are migrated without it; one that cannot be is
+        /// refused, unless --reload replaces it, losing its entries.)
         #[arg(long)]
         reload: bool,
         /// Do not create the default network (10.200.0.0/16).
