@@ -382,8 +382,11 @@ struct Model {
     uplink_ifindex: u32,
     /// The local and broadcast routes of the test's namespace (`ip route show table
     /// local`): what `bpf_fib_lookup` reports as "not forwarded", i.e. a host address.
-    local: Vec<([u8; 4], u8)>,
+    local: Vec<Route>,
 }
+
+/// A route's destination: (network, prefix length).
+type Route = ([u8; 4], u8);
 
 /// `addr:port` with every other byte zero (whatever the flag/padding fields are).
 fn target(addr: [u8; 4], port: u16) -> NatTarget {
@@ -1450,7 +1453,7 @@ impl Dev {
 /// destination is a host address) is predictable: the uplink's address on its device, a
 /// default route through another device, forwarding on, and nothing else. Returns the namespace,
 /// its devices (uplink, another device, three endpoints') and its local routes.
-fn fuzz_namespace() -> (NetNs, [Dev; 5], Vec<([u8; 4], u8)>) {
+fn fuzz_namespace() -> (NetNs, [Dev; 5], Vec<Route>) {
     let ns = NetNs::new("fz");
     ns.exec(&["ip", "link", "set", "lo", "up"]);
     let devs = ["fzu", "fzo", "fz0", "fz1", "fz2"].map(|n| Dev::new(&ns, n));
@@ -1490,7 +1493,7 @@ fn fuzz_nat_and_fast_path_with_a_million_frames() {
     ns.enter(|| fuzz(seed, frames, devs, local));
 }
 
-fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<([u8; 4], u8)>) {
+fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
     let pins = TempPins::new();
     let mut dp = Datapath::open(&pins.path, false).expect("load datapath");
     let [uplink, other_dev, d0, d1, d2] = devs;
