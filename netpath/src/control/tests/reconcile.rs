@@ -37,6 +37,14 @@ fn creating(id: &str, kind: EndpointKind, host_ifname: &str) -> NewEndpoint {
     NewEndpoint::new(id.into(), "web".into(), kind, None, mac, host_ifname.into())
 }
 
+/// Runs reconcile; checks its report lines and its calls, exactly.
+async fn reconcile_says(rig: &Rig, actions: &[String], calls: &[&str]) {
+    let m = rig.mark();
+    let done = rig.svc.reconcile().await.expect("reconcile");
+    assert_eq!(done, actions, "what reconcile reports");
+    assert_eq!(rig.calls_since(m), calls, "what reconcile does");
+}
+
 /// A device as another program (or another netpath instance) made it.
 fn foreign(index: u32, name: &str, alias: Option<String>) -> Link {
     Link {
@@ -58,9 +66,7 @@ async fn a_healthy_endpoint_is_registered_again_and_kept() {
         .publish_ports(publish_req(&ep.id, &["8080:80"]))
         .await
         .expect("publish");
-    let (kernel, records, m) = (rig.kernel(), rig.records().await, rig.mark());
-    let actions = rig.svc.reconcile().await.expect("reconcile");
-    assert_eq!(actions, Vec::<String>::new());
+    let (kernel, records) = (rig.kernel(), rig.records().await);
     let expected = with(
         network_calls(),
         &[
@@ -70,7 +76,7 @@ async fn a_healthy_endpoint_is_registered_again_and_kept() {
             "sweep_link_pins",
         ],
     );
-    assert_eq!(rig.calls_since(m), expected);
+    reconcile_says(&rig, &[], &expected).await;
     assert_eq!(rig.kernel(), kernel);
     assert_eq!(rig.records().await, records);
 }
@@ -91,15 +97,6 @@ async fn an_unfinished_record_is_rolled_back_with_its_untagged_device() {
         .kernel
         .links
         .insert(40, foreign(40, "vm0", None));
-    let m = rig.mark();
-    let actions = rig.svc.reconcile().await.expect("reconcile");
-    assert_eq!(
-        actions,
-        [format!(
-            "released endpoint 00000000beef ({}): creation never finished",
-            ep.ip
-        )]
-    );
     let masq = &network_calls()[..5];
     let expected = with(
         masq.to_vec(),
@@ -110,7 +107,11 @@ async fn an_unfinished_record_is_rolled_back_with_its_untagged_device() {
             "sweep_link_pins",
         ],
     );
-    assert_eq!(rig.calls_since(m), expected);
+    let said = format!(
+        "released endpoint 00000000beef ({}): creation never finished",
+        ep.ip
+    );
+    reconcile_says(&rig, &[said], &expected).await;
     assert_eq!(rig.kernel(), kernel);
     assert_eq!(rig.records().await, records);
 }
@@ -131,20 +132,15 @@ async fn an_endpoint_whose_device_is_gone_is_released() {
         .expect("veth")
         .index;
     rig.world().delete(index);
-    let m = rig.mark();
-    let actions = rig.svc.reconcile().await.expect("reconcile");
-    assert_eq!(
-        actions,
-        [format!(
-            "released endpoint {} (10.77.0.2): its device is gone",
-            ep.id
-        )]
+    let said = format!(
+        "released endpoint {} (10.77.0.2): its device is gone",
+        ep.id
     );
     let expected = with(
         network_calls(),
         &["remove_endpoint 10.77.0.2", "sweep_link_pins"],
     );
-    assert_eq!(rig.calls_since(m), expected);
+    reconcile_says(&rig, &[said], &expected).await;
     assert_eq!((rig.kernel(), rig.records().await), before);
 }
 
@@ -168,14 +164,12 @@ async fn a_tagged_device_without_record_is_removed_and_foreign_ones_stay() {
         w.kernel.links.insert(52, foreign(52, "np-user", None));
         w.kernel.pins.insert(("ingress", 50));
     }
-    let m = rig.mark();
-    let actions = rig.svc.reconcile().await.expect("reconcile");
-    assert_eq!(actions, ["removed orphan device np-0123456789ab"]);
     let expected = with(
         network_calls(),
         &["sweep_link_pins", "forget_links 50", "delete_link 50"],
     );
-    assert_eq!(rig.calls_since(m), expected);
+    let said = "removed orphan device np-0123456789ab".to_owned();
+    reconcile_says(&rig, &[said], &expected).await;
     let mut left = rig.kernel();
     let theirs: Vec<u32> = [51, 52]
         .into_iter()
@@ -192,15 +186,10 @@ async fn a_missing_bridge_is_made_again_and_pins_of_dead_devices_swept() {
     let ep = rig.veth("web").await;
     // Someone deleted the bridge (its ports lose their master, its pin stays).
     rig.world().delete(10);
-    let m = rig.mark();
-    let actions = rig.svc.reconcile().await.expect("reconcile");
-    assert_eq!(
-        actions,
-        [
-            "recreated the bridge of network web".to_owned(),
-            "removed 1 attachment pin(s) of deleted devices".to_owned(),
-        ]
-    );
+    let said = [
+        "recreated the bridge of network web".to_owned(),
+        "removed 1 attachment pin(s) of deleted devices".to_owned(),
+    ];
     let expected = vec![
         "attach_tc uplink-egress 2",
         "attach_tc uplink-ingress 2",
@@ -215,7 +204,7 @@ async fn a_missing_bridge_is_made_again_and_pins_of_dead_devices_swept() {
         "upsert_endpoint 10.77.0.2",
         "sweep_link_pins",
     ];
-    assert_eq!(rig.calls_since(m), expected);
+    reconcile_says(&rig, &said, &expected).await;
     let k = rig.kernel();
     assert!(k.pins.contains(&("ingress", 12)) && !k.pins.contains(&("ingress", 10)));
     assert!(k.addrs.contains(&(12, GW, 24)));
