@@ -21,6 +21,7 @@ pub mod footprint;
 pub mod masq;
 pub mod plot;
 pub mod proc;
+pub mod progcost;
 pub mod publish;
 pub mod report;
 pub mod runner;
@@ -79,6 +80,8 @@ pub enum Better {
 pub enum Unit {
     #[serde(rename = "Gbit/s")]
     Gbps,
+    #[serde(rename = "ns")]
+    Nanos,
     #[serde(rename = "us")]
     Micros,
     #[serde(rename = "ms")]
@@ -116,6 +119,7 @@ impl Unit {
         };
         let (sym, d) = match self {
             Unit::Gbps => ("Gbit/s", digits(v)),
+            Unit::Nanos => ("ns", 0),
             Unit::Micros => ("µs", digits(v).min(1)),
             Unit::Millis => ("ms", digits(v)),
             Unit::Secs => ("s", digits(v)),

@@ -237,6 +237,7 @@ fn bar_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, panel: &Panel) -> Result
 fn unit_symbol(unit: Unit) -> &'static str {
     match unit {
         Unit::Gbps => "Gbit/s",
+        Unit::Nanos => "ns",
         Unit::Micros => "µs",
         Unit::Millis => "ms",
         Unit::Secs => "s",
