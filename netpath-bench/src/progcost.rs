@@ -52,7 +52,8 @@ mod tests {
     fn cost_per_run_counts_only_programs_seen_twice() {
         let before = HashMap::from([(1, (100, 10_000)), (2, (0, 0))]);
         let after = HashMap::from([(1, (300, 70_000)), (2, (100, 40_000)), (3, (50, 5_000))]);
-        assert_eq!(per_run(&before, &after), Some((300, 300.0)));
+        // Program 1: 200 runs in 60 µs, program 2: 100 runs in 40 µs; 3 appeared since.
+        assert_eq!(per_run(&before, &after), Some((300, 100_000.0 / 300.0)));
         assert_eq!(per_run(&before, &before), None);
     }
 }
