@@ -773,3 +773,27 @@ pub fn tc_test_run(
     out.truncate(r.data_size_out as usize);
     (r.return_value, out)
 }
+
+/// Checks an `iperf3 -J -i 1` client's result: it succeeded, ran at least `min` one-second
+/// intervals, and none carried nothing (printed as Gbit/s per second). Returns the report.
+pub fn iperf3_uninterrupted(out: &Output, min: usize) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "iperf3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 -J output");
+    let rates: Vec<f64> = report["intervals"]
+        .as_array()
+        .expect("intervals")
+        .iter()
+        .map(|i| i["sum"]["bits_per_second"].as_f64().unwrap())
+        .collect();
+    let shown: Vec<String> = rates.iter().map(|r| format!("{:.2}", r / 1e9)).collect();
+    eprintln!("Gbit/s per second: {}", shown.join(" "));
+    assert!(rates.len() >= min, "only {} intervals", rates.len());
+    for (i, r) in rates.iter().enumerate() {
+        assert!(*r > 0.0, "interval {i} carried nothing");
+    }
+    report
+}
