@@ -140,6 +140,15 @@ pub struct Endpoint {
     pub gateway: Ipv4Addr,
     /// Host-side device: veth host end or the TAP.
     pub host_ifname: String,
+    /// What only some kinds have (serialized inline).
+    #[serde(flatten)]
+    pub details: EndpointDetails,
+}
+
+/// The fields of an [`Endpoint`] that only some kinds have: a veth's namespace side and
+/// CNI attachment, a TAP's owner and queues. All `None` by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointDetails {
     /// Interface name inside the container (veth) — `None` for TAPs.
     pub ifname: Option<String>,
     pub netns: Option<PathBuf>,

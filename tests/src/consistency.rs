@@ -116,12 +116,13 @@ pub fn check(snap: &Snapshot, tag: &str, namespaces: &[PathBuf]) -> Result<(), S
         .filter(|e| e.kind == EndpointKind::Veth)
     {
         let ino = e
+            .details
             .netns_inode
             .ok_or_else(|| format!("record without netns_inode: {e:?}"))?;
         by_ns
             .entry(ino)
             .or_default()
-            .insert(e.ifname.clone().unwrap_or_default());
+            .insert(e.details.ifname.clone().unwrap_or_default());
     }
     for path in namespaces {
         let ino = std::fs::metadata(path)

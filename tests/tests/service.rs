@@ -155,8 +155,8 @@ async fn sixteen_taps_with_owner_and_host_routes() {
                 .trim()
                 .to_owned()
         };
-        assert_eq!(sys("owner"), ep.uid.unwrap().to_string());
-        assert_eq!(sys("group"), ep.gid.unwrap().to_string());
+        assert_eq!(sys("owner"), ep.details.uid.unwrap().to_string());
+        assert_eq!(sys("group"), ep.details.gid.unwrap().to_string());
         assert!(
             routes.contains(&format!("{} dev {}", ep.ip, ep.host_ifname)),
             "no /32 route for {} in {routes}",

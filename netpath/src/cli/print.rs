@@ -89,6 +89,7 @@ pub fn networks(networks: &[Network]) {
 
 /// Where an endpoint is: its interface and namespace, or a TAP's owner and queues.
 fn place(e: &Endpoint) -> String {
+    let e = &e.details;
     match (&e.netns, &e.ifname) {
         (Some(ns), Some(ifn)) => format!("{ifn} in {}", ns.display()),
         _ => format!(
@@ -138,7 +139,7 @@ pub fn endpoint(e: &Endpoint, as_json: bool) -> anyhow::Result<()> {
         ("gateway", e.gateway.to_string()),
         ("host if", e.host_ifname.clone()),
     ];
-    if let Some(ifn) = &e.ifname {
+    if let Some(ifn) = &e.details.ifname {
         rows.push(("ifname", ifn.clone()));
     }
     for (k, v) in rows {

@@ -114,13 +114,7 @@ mod tests {
             mac: "02:00:00:00:00:01".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 0, 0, 1),
             host_ifname: format!("np-{id}"),
-            ifname: None,
-            netns: None,
-            uid: None,
-            gid: None,
-            queues: None,
-            container_id: None,
-            netns_inode: None,
+            details: Default::default(),
         }
     }
 

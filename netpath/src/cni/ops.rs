@@ -13,8 +13,8 @@ pub(super) async fn attachment(
         .into_iter()
         .filter(|e| {
             e.network == conf.name
-                && e.container_id.as_deref() == Some(env.container_id.as_str())
-                && e.ifname.as_deref() == Some(env.ifname.as_str())
+                && e.details.container_id.as_deref() == Some(env.container_id.as_str())
+                && e.details.ifname.as_deref() == Some(env.ifname.as_str())
         })
         .collect())
 }
@@ -245,7 +245,7 @@ pub fn result(conf: &NetConf, ep: &Endpoint, netns: &Path) -> Value {
         host["mac"] = json!(mac);
     }
     let container = json!({
-        "name": ep.ifname.as_deref().unwrap_or("eth0"),
+        "name": ep.details.ifname.as_deref().unwrap_or("eth0"),
         "mac": ep.mac,
         "sandbox": netns,
     });
@@ -384,10 +384,10 @@ pub(super) async fn gc(client: &Client, conf: &NetConf) -> Result<()> {
         .collect();
     let all = client.list_endpoints(None).await.map_err(api)?;
     for ep in all.iter().filter(|e| e.network == conf.name) {
-        let Some(cid) = ep.container_id.as_deref() else {
+        let Some(cid) = ep.details.container_id.as_deref() else {
             continue; // not made by CNI
         };
-        if keep.contains(&(cid, ep.ifname.as_deref().unwrap_or(""))) {
+        if keep.contains(&(cid, ep.details.ifname.as_deref().unwrap_or(""))) {
             continue;
         }
         match client.remove_endpoint(&ep.id).await {

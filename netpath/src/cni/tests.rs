@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::model::EndpointDetails;
 
 fn env(pairs: &[(&str, &str)]) -> Result<Env> {
     let m: HashMap<String, String> = pairs
@@ -223,13 +224,12 @@ fn results_follow_the_version() {
         mac: "02:00:00:00:00:02".parse().unwrap(),
         gateway: "10.88.0.1".parse().unwrap(),
         host_ifname: "np-0123456789ab".into(),
-        ifname: Some("eth0".into()),
-        netns: Some("/run/netns/x".into()),
-        uid: None,
-        gid: None,
-        queues: None,
-        container_id: Some("c1".into()),
-        netns_inode: None,
+        details: EndpointDetails {
+            ifname: Some("eth0".into()),
+            netns: Some("/run/netns/x".into()),
+            container_id: Some("c1".into()),
+            ..EndpointDetails::default()
+        },
     };
     let c = conf(json!({"dns": {"nameservers": ["10.88.0.1"]}})).unwrap();
     let r = result(&c, &ep, Path::new("/run/netns/x"));
@@ -277,7 +277,7 @@ fn errors_have_the_spec_shape() {
 fn old_endpoint_records_load_without_container_id() {
     let old = r#"{"id":"0123456789ab","network":"web","kind":"veth","state":"ready","ip":"10.88.0.2","prefix_len":24,"mac":"02:00:00:00:00:02","gateway":"10.88.0.1","host_ifname":"np-0123456789ab","ifname":"eth0","netns":"/run/netns/x","uid":null,"gid":null,"queues":null}"#;
     let ep: Endpoint = serde_json::from_str(old).unwrap();
-    assert_eq!(ep.container_id, None);
+    assert_eq!(ep.details.container_id, None);
     assert!(!serde_json::to_string(&ep).unwrap().contains("container_id"));
 }
 

@@ -6,7 +6,9 @@ use netpath_common::maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue}
 use super::{Result, Service, ServiceError, db, read, validate};
 use crate::{
     config,
-    model::{Endpoint, EndpointCreate, EndpointKind, EndpointState, Mode, Network},
+    model::{
+        Endpoint, EndpointCreate, EndpointDetails, EndpointKind, EndpointState, Mode, Network,
+    },
     netlink::{Link, LinkConfig},
     sandbox::{NamespaceSide, SandboxError, VethPlan},
     state::NewEndpoint,
@@ -35,10 +37,13 @@ impl Service {
         let mac = req.mac.unwrap_or_else(MacAddr::random_local);
         let (_guard, network, ep) = self
             .reserve(&req.network, req.mac, |id, network| NewEndpoint {
-                ifname: Some(ifname.clone()),
-                netns: Some(netns.clone()),
-                container_id: req.container_id.clone(),
-                netns_inode: Some(netns_inode),
+                details: EndpointDetails {
+                    ifname: Some(ifname.clone()),
+                    netns: Some(netns.clone()),
+                    container_id: req.container_id.clone(),
+                    netns_inode: Some(netns_inode),
+                    ..EndpointDetails::default()
+                },
                 ..NewEndpoint::new(
                     id.clone(),
                     network.name.clone(),

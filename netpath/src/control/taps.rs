@@ -6,7 +6,7 @@ use ipnet::Ipv4Net;
 use super::{Result, Service, ServiceError, db, validate};
 use crate::{
     config,
-    model::{Endpoint, EndpointKind, Mode, Network, TapCreate},
+    model::{Endpoint, EndpointDetails, EndpointKind, Mode, Network, TapCreate},
     netlink::LinkConfig,
     state::NewEndpoint,
     tap::{TapError, TapSpec},
@@ -28,9 +28,12 @@ impl Service {
         }
         let (_guard, network, ep) = self
             .reserve(&req.network, req.mac, |id, network| NewEndpoint {
-                uid: req.uid,
-                gid: req.gid,
-                queues: Some(queues),
+                details: EndpointDetails {
+                    uid: req.uid,
+                    gid: req.gid,
+                    queues: Some(queues),
+                    ..EndpointDetails::default()
+                },
                 ..NewEndpoint::new(
                     id,
                     network.name.clone(),

@@ -84,13 +84,7 @@ impl Store {
                 mac: new.mac,
                 gateway: network.gateway,
                 host_ifname: new.host_ifname,
-                ifname: new.ifname,
-                netns: new.netns,
-                uid: new.uid,
-                gid: new.gid,
-                queues: new.queues,
-                container_id: new.container_id,
-                netns_inode: new.netns_inode,
+                details: new.details,
             };
             t.endpoints
                 .insert(endpoint.id.as_str(), encode(&endpoint).as_slice())?;

@@ -58,7 +58,8 @@ use redb::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::model::{
-    Endpoint, EndpointKind, EndpointState, MacAddr, Mode, Network, NetworkCreate, PortLease,
+    Endpoint, EndpointDetails, EndpointKind, EndpointState, MacAddr, Mode, Network, NetworkCreate,
+    PortLease,
 };
 use crate::portspec::{HostPort, PortRequest, Proto};
 
@@ -114,15 +115,7 @@ pub struct NewEndpoint {
     pub ip: Option<Ipv4Addr>,
     pub mac: MacAddr,
     pub host_ifname: String,
-    pub ifname: Option<String>,
-    pub netns: Option<PathBuf>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub queues: Option<u16>,
-    /// The CNI container id, for endpoints made by the CNI plugin.
-    pub container_id: Option<String>,
-    /// The inode of the container's network namespace (see [`Endpoint::netns_inode`]).
-    pub netns_inode: Option<u64>,
+    pub details: EndpointDetails,
 }
 
 impl NewEndpoint {
@@ -142,13 +135,7 @@ impl NewEndpoint {
             ip,
             mac,
             host_ifname,
-            ifname: None,
-            netns: None,
-            uid: None,
-            gid: None,
-            queues: None,
-            container_id: None,
-            netns_inode: None,
+            details: EndpointDetails::default(),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::{
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use super::*;
-use crate::model::Mode;
+use crate::model::{EndpointDetails, Mode};
 
 const _: () = {
     const fn assert_send_sync<T: Send + Sync + 'static>() {}
@@ -92,13 +92,11 @@ fn new_ep(store: &Store, network: &str, ip: Option<Ipv4Addr>) -> NewEndpoint {
         kind: EndpointKind::Veth,
         ip,
         mac: "02:00:00:00:00:01".parse().unwrap(),
-        ifname: Some("eth0".into()),
-        netns: Some("/run/netns/x".into()),
-        uid: None,
-        gid: None,
-        queues: None,
-        container_id: None,
-        netns_inode: None,
+        details: EndpointDetails {
+            ifname: Some("eth0".into()),
+            netns: Some("/run/netns/x".into()),
+            ..EndpointDetails::default()
+        },
     }
 }
 
@@ -385,15 +383,16 @@ fn tap_gets_a_host_route_prefix() {
     let mut e = new_ep(&store, "n", None);
     e.kind = EndpointKind::Tap;
     e.host_ifname = "np-tap0".into();
-    e.ifname = None;
-    e.netns = None;
-    e.uid = Some(1000);
-    e.gid = Some(1000);
-    e.queues = Some(4);
+    e.details = EndpointDetails {
+        uid: Some(1000),
+        gid: Some(1000),
+        queues: Some(4),
+        ..EndpointDetails::default()
+    };
     let ep = store.reserve_endpoint(e).unwrap();
     assert_eq!(ep.prefix_len, 32);
     assert_eq!(ep.ip, ip("10.1.0.2"));
-    assert_eq!(ep.queues, Some(4));
+    assert_eq!(ep.details.queues, Some(4));
     assert_eq!(store.get_endpoint(&ep.id).unwrap(), ep);
 }
 

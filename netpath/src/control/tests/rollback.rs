@@ -3,24 +3,41 @@
 //! fails (the undo, and whatever else still runs). After the failure, the kernel model
 //! and the records must be as they were before the operation; for removals, a retry
 //! must finish the job.
+//!
+//! One table serves both network modes: a step tagged [`On::Bridge`] or [`On::Routed`]
+//! is only made in that mode, and `$dev` stands for the endpoint's host-side device
+//! (ifindex 11 behind a bridge, which took 10; 10 in a routed network).
 
 use futures::{FutureExt, future::BoxFuture};
 
 use super::*;
 
-type Setup = for<'a> fn(&'a Rig) -> BoxFuture<'a, String>;
-type Op = for<'a> fn(&'a Rig, &'a str) -> BoxFuture<'a, Result<(), ServiceError>>;
+type Setup = for<'a> fn(&'a Rig, Mode) -> BoxFuture<'a, String>;
+type Op = for<'a> fn(&'a Rig, Mode, &'a str) -> BoxFuture<'a, Result<(), ServiceError>>;
+
+/// In which network mode a step is made.
+#[derive(Clone, Copy, PartialEq)]
+enum On {
+    Both,
+    Bridge,
+    Routed,
+}
+
+/// (mode, call, what follows when that call fails).
+type Step = (On, &'static str, &'static [&'static str]);
 
 struct Case {
     name: &'static str,
+    modes: &'static [Mode],
     /// Builds what the operation needs; returns an id for it (an endpoint's, say).
     setup: Setup,
     op: Op,
-    /// (call, what follows when that call fails).
-    steps: &'static [(&'static str, &'static [&'static str])],
+    steps: &'static [Step],
     /// What a failure at step k legitimately leaves changed (see the publish case).
     residue: fn(&mut Kernel, usize),
 }
+
+const BOTH_MODES: &[Mode] = &[Mode::Bridge, Mode::Routed];
 
 fn no_residue(_: &mut Kernel, _: usize) {}
 
@@ -31,85 +48,90 @@ fn marked_published(k: &mut Kernel, _: usize) {
     ep.expect("endpoint").flags |= netpath_common::maps::ENDPOINT_FLAG_PUBLISHED;
 }
 
-/// Runs `case` once without failure (its calls must be exactly the table's), then once
-/// per step failing there.
+/// `case`'s table for `mode`: its steps, `$dev` replaced.
+fn steps_in(case: &Case, mode: Mode) -> Vec<(String, Vec<String>)> {
+    let (on, dev) = match mode {
+        Mode::Bridge => (On::Bridge, "11"),
+        Mode::Routed => (On::Routed, "10"),
+    };
+    let fill = |s: &str| s.replace("$dev", dev);
+    let steps = case.steps.iter().filter(|s| s.0 == On::Both || s.0 == on);
+    steps
+        .map(|(_, call, after)| (fill(call), after.iter().map(|a| fill(a)).collect()))
+        .collect()
+}
+
+/// Runs `case` in each of its modes once without failure (its calls must be exactly
+/// the table's), then once per step failing there.
 async fn run(case: &Case) {
-    let rig = Rig::new();
-    let ctx = (case.setup)(&rig).await;
-    let m = rig.mark();
-    (case.op)(&rig, &ctx).await.expect(case.name);
-    let forward: Vec<&str> = case.steps.iter().map(|s| s.0).collect();
-    assert_eq!(
-        rig.calls_since(m),
-        forward,
-        "{}: the calls without failure",
-        case.name
-    );
-    for (k, (call, after)) in case.steps.iter().enumerate() {
+    for &mode in case.modes {
+        let name = format!("{} ({mode:?})", case.name);
+        let steps = steps_in(case, mode);
         let rig = Rig::new();
-        let ctx = (case.setup)(&rig).await;
-        let (mut kernel, records) = (rig.kernel(), rig.records().await);
+        let ctx = (case.setup)(&rig, mode).await;
         let m = rig.mark();
-        rig.fail_at(m + k);
-        let err = (case.op)(&rig, &ctx).await;
-        assert!(
-            err.is_err(),
-            "{}: failing {call} (step {k}) must fail the operation",
-            case.name
-        );
-        let calls = rig.calls_since(m);
+        (case.op)(&rig, mode, &ctx).await.expect(&name);
+        let forward: Vec<&str> = steps.iter().map(|s| s.0.as_str()).collect();
         assert_eq!(
-            calls[..=k],
-            forward[..=k],
-            "{}: the calls up to step {k}",
-            case.name
+            rig.calls_since(m),
+            forward,
+            "{name}: the calls without failure"
         );
-        assert_eq!(
-            &calls[k + 1..],
-            *after,
-            "{}: the calls after {call} failed",
-            case.name
-        );
-        (case.residue)(&mut kernel, k);
-        assert_eq!(
-            rig.kernel(),
-            kernel,
-            "{}: the kernel after {call} failed",
-            case.name
-        );
-        assert_eq!(
-            rig.records().await,
-            records,
-            "{}: the records after {call} failed",
-            case.name
-        );
+        for (k, (call, after)) in steps.iter().enumerate() {
+            let rig = Rig::new();
+            let ctx = (case.setup)(&rig, mode).await;
+            let (mut kernel, records) = (rig.kernel(), rig.records().await);
+            let m = rig.mark();
+            rig.fail_at(m + k);
+            let err = (case.op)(&rig, mode, &ctx).await;
+            assert!(
+                err.is_err(),
+                "{name}: failing {call} (step {k}) must fail the operation"
+            );
+            let calls = rig.calls_since(m);
+            assert_eq!(
+                calls[..=k],
+                forward[..=k],
+                "{name}: the calls up to step {k}"
+            );
+            assert_eq!(
+                &calls[k + 1..],
+                after,
+                "{name}: the calls after {call} failed"
+            );
+            (case.residue)(&mut kernel, k);
+            let kernel_now = rig.kernel();
+            assert_eq!(kernel_now, kernel, "{name}: the kernel after {call} failed");
+            let records_now = rig.records().await;
+            assert_eq!(
+                records_now, records,
+                "{name}: the records after {call} failed"
+            );
+        }
     }
 }
 
-fn nothing(_: &Rig) -> BoxFuture<'_, String> {
+fn nothing(_: &Rig, _: Mode) -> BoxFuture<'_, String> {
     async { String::new() }.boxed()
 }
-fn bridge_net(rig: &Rig) -> BoxFuture<'_, String> {
-    async { rig.network("web", Mode::Bridge).await.name }.boxed()
+fn network(rig: &Rig, mode: Mode) -> BoxFuture<'_, String> {
+    async move { rig.network("web", mode).await.name }.boxed()
 }
-fn routed_net(rig: &Rig) -> BoxFuture<'_, String> {
-    async { rig.network("web", Mode::Routed).await.name }.boxed()
-}
-fn bridge_veth(rig: &Rig) -> BoxFuture<'_, String> {
-    async {
-        rig.network("web", Mode::Bridge).await;
+fn veth(rig: &Rig, mode: Mode) -> BoxFuture<'_, String> {
+    async move {
+        rig.network("web", mode).await;
         rig.veth("web").await.id
     }
     .boxed()
 }
 
-const MASQ_UNDO: [&str; 4] = [
+const MASQ_UNDO: &[&str] = &[
     "remove_masq_subnet 10.77.0.0/24",
     "set_no_masquerade 1 []",
     "remove_uplink 2",
     "forget_links 2",
 ];
-const MASQ_AND_BRIDGE_UNDO: [&str; 6] = [
+const MASQ_AND_BRIDGE_UNDO: &[&str] = &[
     "remove_masq_subnet 10.77.0.0/24",
     "set_no_masquerade 1 []",
     "remove_uplink 2",
@@ -119,30 +141,33 @@ const MASQ_AND_BRIDGE_UNDO: [&str; 6] = [
 ];
 
 #[tokio::test]
-async fn create_network_bridge() {
+async fn create_network() {
     run(&Case {
-        name: "create bridge network",
+        name: "create network",
+        modes: BOTH_MODES,
         setup: nothing,
-        op: |rig, _| {
-            async {
-                rig.svc
-                    .create_network(net_req("web", Mode::Bridge))
-                    .await
-                    .map(drop)
+        op: |rig, mode, _| {
+            async move {
+                let req = net_req("web", mode);
+                rig.svc.create_network(req).await.map(drop)
             }
             .boxed()
         },
         steps: &[
-            ("attach_tc uplink-egress 2", &MASQ_UNDO),
-            ("attach_tc uplink-ingress 2", &MASQ_UNDO),
-            ("set_uplink 2", &MASQ_UNDO),
-            ("add_masq_subnet 10.77.0.0/24", &MASQ_UNDO),
-            ("set_no_masquerade 1 []", &MASQ_UNDO),
+            (On::Both, "attach_tc uplink-egress 2", MASQ_UNDO),
+            (On::Both, "attach_tc uplink-ingress 2", MASQ_UNDO),
+            (On::Both, "set_uplink 2", MASQ_UNDO),
+            (On::Both, "add_masq_subnet 10.77.0.0/24", MASQ_UNDO),
+            (On::Both, "set_no_masquerade 1 []", MASQ_UNDO),
             // The bridge is not made: nothing to delete.
-            ("ensure_bridge np-web", &MASQ_UNDO),
-            ("add_address 10 10.77.0.1/24", &MASQ_AND_BRIDGE_UNDO),
-            ("set_up 10", &MASQ_AND_BRIDGE_UNDO),
-            ("attach_tc ingress 10", &MASQ_AND_BRIDGE_UNDO),
+            (On::Bridge, "ensure_bridge np-web", MASQ_UNDO),
+            (
+                On::Bridge,
+                "add_address 10 10.77.0.1/24",
+                MASQ_AND_BRIDGE_UNDO,
+            ),
+            (On::Bridge, "set_up 10", MASQ_AND_BRIDGE_UNDO),
+            (On::Bridge, "attach_tc ingress 10", MASQ_AND_BRIDGE_UNDO),
         ],
         residue: no_residue,
     })
@@ -150,58 +175,39 @@ async fn create_network_bridge() {
 }
 
 #[tokio::test]
-async fn create_network_routed() {
+async fn add_endpoint() {
+    const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint 10.77.0.2"];
     run(&Case {
-        name: "create routed network",
-        setup: nothing,
-        op: |rig, _| {
-            async {
-                rig.svc
-                    .create_network(net_req("web", Mode::Routed))
-                    .await
-                    .map(drop)
-            }
-            .boxed()
+        name: "add endpoint",
+        modes: BOTH_MODES,
+        setup: network,
+        op: |rig, _, net| {
+            async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed()
         },
-        steps: &[
-            ("attach_tc uplink-egress 2", &MASQ_UNDO),
-            ("attach_tc uplink-ingress 2", &MASQ_UNDO),
-            ("set_uplink 2", &MASQ_UNDO),
-            ("add_masq_subnet 10.77.0.0/24", &MASQ_UNDO),
-            ("set_no_masquerade 1 []", &MASQ_UNDO),
-        ],
-        residue: no_residue,
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn add_endpoint_bridge() {
-    const UNDO: &[&str] = &["delete_link 11", "remove_endpoint 10.77.0.2"];
-    run(&Case {
-        name: "add endpoint (bridge)",
-        setup: bridge_net,
-        op: |rig, net| async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed(),
         steps: &[
             // Nothing made; the record's map entry is removed (absent is fine).
             (
+                On::Both,
                 "create_veth /run/netns/fake:eth0",
                 &["remove_endpoint 10.77.0.2"],
             ),
-            ("configure 11 alias,up", UNDO),
+            (On::Both, "configure $dev alias,up", UNDO),
+            (On::Routed, "add_address $dev 10.77.0.1/32", UNDO),
+            (On::Routed, "add_route 10.77.0.2/32 dev $dev", UNDO),
             // The datapath is registered while the namespace side is configured, so it
             // still happens, and is undone with the rest.
             (
+                On::Both,
                 "configure_namespace /run/netns/fake:eth0",
                 &[
-                    "attach_tc_endpoint 11",
+                    "attach_tc_endpoint $dev",
                     "upsert_endpoint 10.77.0.2",
-                    "delete_link 11",
+                    "delete_link $dev",
                     "remove_endpoint 10.77.0.2",
                 ],
             ),
-            ("attach_tc_endpoint 11", UNDO),
-            ("upsert_endpoint 10.77.0.2", UNDO),
+            (On::Both, "attach_tc_endpoint $dev", UNDO),
+            (On::Both, "upsert_endpoint 10.77.0.2", UNDO),
         ],
         residue: no_residue,
     })
@@ -209,82 +215,30 @@ async fn add_endpoint_bridge() {
 }
 
 #[tokio::test]
-async fn add_endpoint_routed() {
-    const UNDO: &[&str] = &["delete_link 10", "remove_endpoint 10.77.0.2"];
-    run(&Case {
-        name: "add endpoint (routed)",
-        setup: routed_net,
-        op: |rig, net| async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed(),
-        steps: &[
-            (
-                "create_veth /run/netns/fake:eth0",
-                &["remove_endpoint 10.77.0.2"],
-            ),
-            ("configure 10 alias,up", UNDO),
-            ("add_address 10 10.77.0.1/32", UNDO),
-            ("add_route 10.77.0.2/32 dev 10", UNDO),
-            (
-                "configure_namespace /run/netns/fake:eth0",
-                &[
-                    "attach_tc_endpoint 10",
-                    "upsert_endpoint 10.77.0.2",
-                    "delete_link 10",
-                    "remove_endpoint 10.77.0.2",
-                ],
-            ),
-            ("attach_tc_endpoint 10", UNDO),
-            ("upsert_endpoint 10.77.0.2", UNDO),
-        ],
-        residue: no_residue,
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn add_tap_bridge() {
+async fn add_tap() {
     // An unfinished TAP is deleted even before it carries the tag: the record says
     // this creation made it.
     const UNDO: &[&str] = &[
         "remove_endpoint 10.77.0.2",
-        "forget_links 11",
-        "delete_link 11",
+        "forget_links $dev",
+        "delete_link $dev",
     ];
     run(&Case {
-        name: "add TAP (bridge)",
-        setup: bridge_net,
-        op: |rig, net| async move { rig.svc.add_tap(tap_req(net, "vm0")).await.map(drop) }.boxed(),
+        name: "add TAP",
+        modes: BOTH_MODES,
+        setup: network,
+        op: |rig, _, net| {
+            async move { rig.svc.add_tap(tap_req(net, "vm0")).await.map(drop) }.boxed()
+        },
         steps: &[
-            ("create_tap vm0", &["remove_endpoint 10.77.0.2"]),
-            ("configure 11 master,alias,up", UNDO),
-            ("add_route 10.77.0.2/32 dev 11", UNDO),
-            ("add_neighbor 11 10.77.0.2", UNDO),
-            ("attach_tc_endpoint 11", UNDO),
-            ("upsert_endpoint 10.77.0.2", UNDO),
-        ],
-        residue: no_residue,
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn add_tap_routed() {
-    const UNDO: &[&str] = &[
-        "remove_endpoint 10.77.0.2",
-        "forget_links 10",
-        "delete_link 10",
-    ];
-    run(&Case {
-        name: "add TAP (routed)",
-        setup: routed_net,
-        op: |rig, net| async move { rig.svc.add_tap(tap_req(net, "vm0")).await.map(drop) }.boxed(),
-        steps: &[
-            ("create_tap vm0", &["remove_endpoint 10.77.0.2"]),
-            ("configure 10 alias,up", UNDO),
-            ("add_address 10 10.77.0.1/32", UNDO),
-            ("add_route 10.77.0.2/32 dev 10", UNDO),
-            ("add_neighbor 10 10.77.0.2", UNDO),
-            ("attach_tc_endpoint 10", UNDO),
-            ("upsert_endpoint 10.77.0.2", UNDO),
+            (On::Both, "create_tap vm0", &["remove_endpoint 10.77.0.2"]),
+            (On::Bridge, "configure $dev master,alias,up", UNDO),
+            (On::Routed, "configure $dev alias,up", UNDO),
+            (On::Routed, "add_address $dev 10.77.0.1/32", UNDO),
+            (On::Both, "add_route 10.77.0.2/32 dev $dev", UNDO),
+            (On::Both, "add_neighbor $dev 10.77.0.2", UNDO),
+            (On::Both, "attach_tc_endpoint $dev", UNDO),
+            (On::Both, "upsert_endpoint 10.77.0.2", UNDO),
         ],
         residue: no_residue,
     })
@@ -296,19 +250,18 @@ async fn publish_two_specs() {
     const UNDO: &[&str] = &["unpublish 6/0.0.0.0:8080", "unpublish 17/0.0.0.0:53"];
     run(&Case {
         name: "publish 8080:80 and 53:53/udp",
-        setup: bridge_veth,
-        op: |rig, ep| {
+        modes: &[Mode::Bridge],
+        setup: veth,
+        op: |rig, _, ep| {
             async move {
-                rig.svc
-                    .publish_ports(publish_req(ep, &["8080:80", "53:53/udp"]))
-                    .await
-                    .map(drop)
+                let req = publish_req(ep, &["8080:80", "53:53/udp"]);
+                rig.svc.publish_ports(req).await.map(drop)
             }
             .boxed()
         },
         steps: &[
-            ("publish 6/0.0.0.0:8080", UNDO),
-            ("publish 17/0.0.0.0:53", UNDO),
+            (On::Both, "publish 6/0.0.0.0:8080", UNDO),
+            (On::Both, "publish 17/0.0.0.0:53", UNDO),
         ],
         // The first publish marked the endpoint as published before the second failed.
         residue: |k, step| {
@@ -333,10 +286,10 @@ async fn run_removal(
     residue: fn(&mut Kernel, usize),
 ) {
     let rig = Rig::new();
-    base(&rig).await;
-    let ctx = add(&rig).await;
+    base(&rig, Mode::Bridge).await;
+    let ctx = add(&rig, Mode::Bridge).await;
     let m = rig.mark();
-    remove(&rig, &ctx).await.expect(name);
+    remove(&rig, Mode::Bridge, &ctx).await.expect(name);
     assert_eq!(
         rig.calls_since(m),
         steps,
@@ -344,13 +297,13 @@ async fn run_removal(
     );
     for (k, call) in steps.iter().enumerate() {
         let rig = Rig::new();
-        base(&rig).await;
+        base(&rig, Mode::Bridge).await;
         let (mut kernel, records) = (rig.kernel(), rig.records().await);
-        let ctx = add(&rig).await;
+        let ctx = add(&rig, Mode::Bridge).await;
         let m = rig.mark();
         rig.fail_at(m + k);
         assert!(
-            remove(&rig, &ctx).await.is_err(),
+            remove(&rig, Mode::Bridge, &ctx).await.is_err(),
             "{name}: failing {call} must fail it"
         );
         assert_eq!(
@@ -363,7 +316,7 @@ async fn run_removal(
             "{name}: the record stays when {call} fails"
         );
         rig.world().fail_at = None;
-        remove(&rig, &ctx)
+        remove(&rig, Mode::Bridge, &ctx)
             .await
             .unwrap_or_else(|e| panic!("{name}: retry after {call}: {e}"));
         residue(&mut kernel, k);
@@ -380,7 +333,7 @@ async fn run_removal(
     }
 }
 
-fn published_veth(rig: &Rig) -> BoxFuture<'_, String> {
+fn published_veth(rig: &Rig, _: Mode) -> BoxFuture<'_, String> {
     async {
         let ep = rig.veth("web").await;
         rig.svc
@@ -396,9 +349,9 @@ fn published_veth(rig: &Rig) -> BoxFuture<'_, String> {
 async fn remove_endpoint_with_ports() {
     run_removal(
         "remove a published endpoint",
-        bridge_net,
+        network,
         published_veth,
-        |rig, ep| async move { rig.svc.remove_endpoint(ep).await.map(drop) }.boxed(),
+        |rig, _, ep| async move { rig.svc.remove_endpoint(ep).await.map(drop) }.boxed(),
         &[
             "unpublish 6/0.0.0.0:8080",
             "unpublish 17/0.0.0.0:53",
@@ -416,8 +369,8 @@ async fn remove_endpoint_with_ports() {
 async fn unpublish_endpoint_ports() {
     run_removal(
         "unpublish every port of an endpoint",
-        bridge_veth,
-        |rig| {
+        veth,
+        |rig, _| {
             async {
                 let ep = rig.records().await.endpoints[0].id.clone();
                 let specs = ["8080:80", "53:53/udp"];
@@ -429,7 +382,7 @@ async fn unpublish_endpoint_ports() {
             }
             .boxed()
         },
-        |rig, ep| async move { rig.svc.unpublish_ports(Some(ep), None).await.map(drop) }.boxed(),
+        |rig, _, ep| async move { rig.svc.unpublish_ports(Some(ep), None).await.map(drop) }.boxed(),
         &["unpublish 6/0.0.0.0:8080", "unpublish 17/0.0.0.0:53"],
         |r| r.ports.len() == 2,
         marked_published,
@@ -442,7 +395,7 @@ async fn remove_network_force() {
     run_removal(
         "remove a bridge network with a veth and a TAP (--force)",
         nothing,
-        |rig| {
+        |rig, _| {
             async {
                 rig.network("web", Mode::Bridge).await;
                 rig.veth("web").await;
@@ -451,7 +404,7 @@ async fn remove_network_force() {
             }
             .boxed()
         },
-        |rig, net| async move { rig.svc.remove_network(net, true).await.map(drop) }.boxed(),
+        |rig, _, net| async move { rig.svc.remove_network(net, true).await.map(drop) }.boxed(),
         &[
             // Endpoints first, each record released right after its devices go.
             "remove_endpoint 10.77.0.2",
