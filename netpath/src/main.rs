@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::cli::{
     args::*,
-    ops::{self, each, endpoints, inspect, list, remove_endpoints},
+    ops::{self, each, endpoints, inspect, list, list_endpoints, remove_endpoints},
     print,
     select::{self, Filter},
 };
@@ -153,26 +153,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Endpoint(cmd) => match cmd {
             EndpointCmd::Add {
-                network,
                 netns,
                 pid,
-                ip,
                 ifname,
-                mac,
-                json,
+                new,
             } => {
                 // The daemon has its own working directory: send an absolute path.
                 let netns = netns.map(std::path::absolute).transpose()?;
                 let e = api!(client.add_endpoint(&EndpointCreate {
-                    network,
+                    network: new.network,
                     netns,
                     pid,
-                    ip,
+                    ip: new.ip,
                     ifname: Some(ifname),
-                    mac,
+                    mac: new.mac,
                     container_id: None,
                 }));
-                print::endpoint(&e, json)
+                print::endpoint(&e, new.json)
             }
             EndpointCmd::Rm(Ids { ids }) => {
                 remove_endpoints(&client, &ids, None, |e| {
@@ -182,40 +179,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             EndpointCmd::Ls {
                 network,
-                mut filter,
-                out,
+                mut listing,
             } => {
                 if let Some(n) = network {
-                    filter.push(Filter {
+                    listing.filter.push(Filter {
                         key: "network".into(),
                         value: n,
                     });
                 }
-                let eps = endpoints(&client, &filter, None).await?;
-                list(&eps, out, |e: &Endpoint| &e.id, print::endpoints)
+                list_endpoints(&client, &listing, None).await
             }
         },
         Command::Tap(cmd) => match cmd {
             TapCmd::Add {
-                network,
                 name,
                 uid,
                 gid,
                 queues,
-                ip,
-                mac,
-                json,
+                new,
             } => {
                 let e = api!(client.add_tap(&TapCreate {
-                    network,
+                    network: new.network,
                     name,
                     uid,
                     gid,
                     queues,
-                    ip,
-                    mac,
+                    ip: new.ip,
+                    mac: new.mac,
                 }));
-                print::endpoint(&e, json)
+                print::endpoint(&e, new.json)
             }
             TapCmd::Rm(Ids { ids }) => {
                 remove_endpoints(&client, &ids, Some(EndpointKind::Tap), |e| {
@@ -223,10 +215,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
             }
-            TapCmd::Ls { filter, out } => {
-                let taps = endpoints(&client, &filter, Some(EndpointKind::Tap)).await?;
-                list(&taps, out, |e: &Endpoint| &e.id, print::endpoints)
-            }
+            TapCmd::Ls(listing) => list_endpoints(&client, &listing, Some(EndpointKind::Tap)).await,
         },
         Command::Port(cmd) => match cmd {
             PortCmd::Publish {
@@ -278,7 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 list(&leases, out, |l| &l.id, print::ports)
             }
         },
-        Command::Ls { out, filter } => {
+        Command::Ls(EndpointListing { filter, out }) => {
             let networks = api!(client.list_networks());
             let endpoints = endpoints(&client, &filter, None).await?;
             if out.json {

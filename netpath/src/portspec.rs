@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
+    /// `/tcp` (the default).
     Tcp,
+    /// `/udp`.
     Udp,
 }
 
@@ -36,15 +38,19 @@ impl fmt::Display for Proto {
 /// An inclusive, non-empty port range of valid ports (1..=65535).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Ports {
+    /// The first port of the range.
     pub first: u16,
+    /// The last port of the range (`first` for one port).
     pub last: u16,
 }
 
 impl Ports {
+    /// How many ports the range has (at least one).
     pub fn len(&self) -> u32 {
         u32::from(self.last) - u32::from(self.first) + 1
     }
 
+    /// Never: a range has at least one port.
     pub fn is_empty(&self) -> bool {
         false
     }
@@ -57,17 +63,23 @@ pub struct PortSpec {
     pub host_ip: Option<Ipv4Addr>,
     /// `None`: an ephemeral host port (range) chosen by the daemon.
     pub host_ports: Option<Ports>,
+    /// The endpoint's port (range) the host ports lead to.
     pub guest_ports: Ports,
+    /// `/tcp` or `/udp`.
     pub proto: Proto,
 }
 
+/// Why a string is not a [`PortSpec`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid port specification {spec:?}: {reason}")]
 pub struct PortSpecError {
+    /// The specification refused.
     pub spec: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
+/// One port number, 1-65535, in decimal digits only.
 fn port(s: &str) -> Result<u16, String> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("{s:?} is not a port number"));
@@ -78,6 +90,7 @@ fn port(s: &str) -> Result<u16, String> {
     }
 }
 
+/// `PORT` or `FIRST-LAST`, not reversed.
 fn ports(s: &str) -> Result<Ports, String> {
     let (first, last) = match s.split_once('-') {
         Some((a, b)) => (port(a)?, port(b)?),
@@ -168,10 +181,13 @@ pub enum HostPort {
 /// One port to lease: a spec expands to one request per guest port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortRequest {
+    /// The spec's protocol.
     pub proto: Proto,
     /// 0.0.0.0: every host address.
     pub host_ip: Ipv4Addr,
+    /// Which host port to lease.
     pub host: HostPort,
+    /// The endpoint's port it leads to.
     pub guest_port: u16,
 }
 
@@ -283,27 +299,27 @@ mod tests {
 
     #[test]
     fn malformed_specs_say_why() {
-        for (spec, why) in [
-            ("", "not a port number"),
-            ("0", "out of range"),
-            ("65536", "out of range"),
-            ("8080:0", "out of range"),
-            ("90-80", "reversed"),
-            ("8080-8082:80-81", "host range has 3 ports"),
-            (
-                "8080:80-81",
-                "host range has 1 port but the guest range 2 ports",
-            ),
-            ("80/sctp", "unknown protocol"),
-            ("abc", "not a port number"),
-            ("1.2.3:80:80", "not an IPv4 address"),
-            ("a:b:c:d", "expected"),
-            ("+80", "not a port number"),
-            ("80-", "not a port number"),
-        ] {
-            let e = spec.parse::<PortSpec>().unwrap_err();
-            assert!(e.to_string().contains(why), "{spec:?}: {e}");
-        }
+        crate::types::assert_refusals(
+            str::parse::<PortSpec>,
+            &[
+                ("", "not a port number"),
+                ("0", "out of range"),
+                ("65536", "out of range"),
+                ("8080:0", "out of range"),
+                ("90-80", "reversed"),
+                ("8080-8082:80-81", "host range has 3 ports"),
+                (
+                    "8080:80-81",
+                    "host range has 1 port but the guest range 2 ports",
+                ),
+                ("80/sctp", "unknown protocol"),
+                ("abc", "not a port number"),
+                ("1.2.3:80:80", "not an IPv4 address"),
+                ("a:b:c:d", "expected"),
+                ("+80", "not a port number"),
+                ("80-", "not a port number"),
+            ],
+        );
     }
 
     proptest::proptest! {

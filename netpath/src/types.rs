@@ -39,10 +39,13 @@ pub fn check_ifname(name: &str) -> Result<(), &'static str> {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MacAddr(pub [u8; 6]);
 
+/// Why a string is not a [`MacAddr`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid MAC address {input:?}: {reason}")]
 pub struct MacAddrError {
+    /// The string refused.
     pub input: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 
@@ -54,6 +57,7 @@ impl MacAddr {
         MacAddr(mac)
     }
 
+    /// The six bytes, first on the wire first.
     pub const fn octets(self) -> [u8; 6] {
         self.0
     }
@@ -112,6 +116,22 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+/// Asserts that `check` refuses every input of `cases` with an error that says why
+/// (contains the case's reason): the refusal tables of the boundary types' tests (MAC
+/// addresses, interface names, `-p` specs).
+#[cfg(test)]
+pub(crate) fn assert_refusals<T: fmt::Debug, E: fmt::Display>(
+    check: impl Fn(&str) -> Result<T, E>,
+    cases: &[(&str, &str)],
+) {
+    for (input, why) in cases {
+        match check(input) {
+            Ok(v) => panic!("{input:?} was accepted: {v:?}"),
+            Err(e) => assert!(e.to_string().contains(why), "{input:?}: {e}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,20 +144,23 @@ mod tests {
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(json, "\"02:00:0a:ff:00:01\"");
         assert_eq!(serde_json::from_str::<MacAddr>(&json).unwrap(), m);
-        for (bad, why) in [
-            ("", "expected"),
-            ("02:00:00:00:00", "expected"),
-            ("zz:00:00:00:00:00", "expected"),
-            ("2:0:0:0:0:1", "expected"),
-            ("02:00:00:00:00:001", "expected"),
-            ("01:00:00:00:00:00", "unicast"),
-            ("00:00:00:00:00:00", "unicast"),
-        ] {
-            let e = bad.parse::<MacAddr>().unwrap_err();
-            assert!(e.to_string().contains(why), "{bad}: {e}");
-        }
-        let e = serde_json::from_str::<MacAddr>("\"ff:ff:ff:ff:ff:ff\"").unwrap_err();
-        assert!(e.to_string().contains("unicast"), "{e}");
+        assert_refusals(
+            str::parse::<MacAddr>,
+            &[
+                ("", "expected"),
+                ("02:00:00:00:00", "expected"),
+                ("zz:00:00:00:00:00", "expected"),
+                ("2:0:0:0:0:1", "expected"),
+                ("02:00:00:00:00:001", "expected"),
+                ("01:00:00:00:00:00", "unicast"),
+                ("00:00:00:00:00:00", "unicast"),
+            ],
+        );
+        // JSON is checked as strictly as the command line.
+        assert_refusals(
+            |s| serde_json::from_str::<MacAddr>(s),
+            &[("\"ff:ff:ff:ff:ff:ff\"", "unicast")],
+        );
     }
 
     #[test]
@@ -153,20 +176,20 @@ mod tests {
         for ok in ["eth0", "np-0123456789a", "a", "fc-tap0", "x.y_z-1"] {
             assert_eq!(check_ifname(ok), Ok(()), "{ok}");
         }
-        for (bad, why) in [
-            ("", "empty"),
-            ("0123456789abcdef", "longer than 15"),
-            (".", "not interface names"),
-            ("..", "not interface names"),
-            ("a/b", "`/`"),
-            ("a:b", "`:`"),
-            ("tap%d", "`%`"),
-            ("a\0b", "NUL"),
-            ("a b", "whitespace"),
-            ("a\tb", "whitespace"),
-        ] {
-            let e = check_ifname(bad).unwrap_err();
-            assert!(e.contains(why), "{bad:?}: {e}");
-        }
+        assert_refusals(
+            check_ifname,
+            &[
+                ("", "empty"),
+                ("0123456789abcdef", "longer than 15"),
+                (".", "not interface names"),
+                ("..", "not interface names"),
+                ("a/b", "`/`"),
+                ("a:b", "`:`"),
+                ("tap%d", "`%`"),
+                ("a\0b", "NUL"),
+                ("a b", "whitespace"),
+                ("a\tb", "whitespace"),
+            ],
+        );
     }
 }

@@ -42,12 +42,16 @@ pub(crate) const VERSION: &str =
     verbatim_doc_comment
 )]
 pub(crate) struct Cli {
+    /// The daemon's paths (global options).
     #[command(flatten)]
     pub(crate) paths: PathArgs,
+    /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
 }
 
+/// Where the daemon keeps its state, serves its API and pins the datapath: every
+/// command takes them.
 #[derive(Args)]
 pub(crate) struct PathArgs {
     /// Directory of the daemon's state database and lock.
@@ -61,6 +65,7 @@ pub(crate) struct PathArgs {
     pub(crate) bpffs: PathBuf,
 }
 
+/// The top-level commands.
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Run the daemon in the foreground: load (or adopt) the pinned datapath, reconcile
@@ -96,17 +101,11 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Port(PortCmd),
     /// List networks and endpoints (`-q`: endpoint ids only).
-    Ls {
-        #[command(flatten)]
-        out: Output,
-        /// Only endpoints matching KEY=VALUE: network=NAME, kind=veth|tap,
-        /// state=ready|creating, id=PREFIX. Repeatable.
-        #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
-        filter: Vec<Filter>,
-    },
+    Ls(EndpointListing),
     /// Show networks, endpoints and published ports as JSON, by network name, endpoint
     /// id (or prefix) or lease id (`tcp/0.0.0.0:8080`), as `docker inspect` does.
     Inspect {
+        /// What to show: network names, endpoint ids (or prefixes), lease ids.
         #[arg(required = true, value_name = "NAME|ID|LEASE")]
         what: Vec<String>,
     },
@@ -133,6 +132,7 @@ pub(crate) enum Command {
     /// /etc/bash_completion.d/netpath` (zsh: into a directory of $fpath as `_netpath`;
     /// fish: ~/.config/fish/completions/netpath.fish).
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -141,10 +141,12 @@ pub(crate) enum Command {
     Man,
 }
 
+/// `netpath network ...`.
 #[derive(Subcommand)]
 pub(crate) enum NetworkCmd {
     /// Create a network.
     Create {
+        /// The network's name (as endpoints and `--filter network=` name it).
         name: String,
         /// IPv4 subnet, e.g. 10.50.0.0/24.
         #[arg(long)]
@@ -165,11 +167,13 @@ pub(crate) enum NetworkCmd {
         /// not masqueraded (other hosts' pod CIDRs, a routed LAN). Repeatable.
         #[arg(long, value_name = "CIDR")]
         no_masquerade: Vec<Ipv4Net>,
+        /// Print the new network as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Remove networks (refused while one has endpoints, unless --force).
     Rm {
+        /// Names of the networks to remove.
         #[arg(required = true)]
         names: Vec<String>,
         /// Also remove their endpoints.
@@ -178,39 +182,38 @@ pub(crate) enum NetworkCmd {
     },
     /// List networks.
     Ls {
+        /// How to print them.
         #[command(flatten)]
         out: Output,
     },
 }
 
+/// How a network connects its endpoints (`--mode`; [`Mode`](netpath::model::Mode) in
+/// the API). What each one means is `--mode`'s help: doc comments on these variants
+/// would turn `network create --help` into clap's long layout.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub(crate) enum ModeArg {
     Bridge,
     Routed,
 }
 
+/// `netpath endpoint ...`.
 #[derive(Subcommand)]
 pub(crate) enum EndpointCmd {
     /// Attach a container: prints id, ip/prefix, mac, gateway and host interface.
     Add {
-        network: String,
         /// The container's network namespace file (e.g. /run/netns/c1).
         #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
         netns: Option<PathBuf>,
         /// A process in the container (its /proc/PID/ns/net is used).
         #[arg(long)]
         pid: Option<u32>,
-        /// Address to lease (default: the lowest free one).
-        #[arg(long)]
-        ip: Option<Ipv4Addr>,
         /// Interface name inside the container.
         #[arg(long, default_value = "eth0")]
         ifname: String,
-        /// MAC address (default: random, locally administered).
-        #[arg(long)]
-        mac: Option<MacAddr>,
-        #[arg(long)]
-        json: bool,
+        /// The network, address, MAC and output form.
+        #[command(flatten)]
+        new: NewEndpoint,
     },
     /// Detach endpoints (container veths or TAPs) by id or unique id prefix.
     Rm(Ids),
@@ -219,15 +222,13 @@ pub(crate) enum EndpointCmd {
         /// Only this network's (the same as --filter network=NAME).
         #[arg(long)]
         network: Option<String>,
-        /// Only endpoints matching KEY=VALUE: network=NAME, kind=veth|tap,
-        /// state=ready|creating, id=PREFIX. Repeatable.
-        #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
-        filter: Vec<Filter>,
+        /// `--filter` and the output form.
         #[command(flatten)]
-        out: Output,
+        listing: EndpointListing,
     },
 }
 
+/// `netpath port ...`.
 #[derive(Subcommand)]
 pub(crate) enum PortCmd {
     /// Publish: `-p [HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]` (Docker's
@@ -237,14 +238,17 @@ pub(crate) enum PortCmd {
     Publish {
         /// Endpoint id or unique prefix (container or TAP).
         endpoint: String,
+        /// A port (range) to publish, in the syntax above. Repeatable.
         #[arg(short = 'p', long = "publish", required = true)]
         specs: Vec<String>,
+        /// Print the new leases as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Unpublish: a lease id (`tcp/0.0.0.0:8080`, as `port ls` shows it), every port of
     /// an endpoint (its id), or both (the lease, only if it is that endpoint's).
     Rm {
+        /// An endpoint id (or prefix), a lease id, or one of each.
         #[arg(required = true, num_args = 1..=2, value_name = "ENDPOINT|LEASE")]
         what: Vec<String>,
     },
@@ -254,16 +258,21 @@ pub(crate) enum PortCmd {
         /// Repeatable.
         #[arg(long, value_name = "KEY=VALUE", value_parser = select::port_filter)]
         filter: Vec<Filter>,
+        /// How to print them.
         #[command(flatten)]
         out: Output,
     },
 }
 
+/// `netpath tap ...`.
 #[derive(Subcommand)]
 pub(crate) enum TapCmd {
     /// Create a TAP for a microVM: prints id, guest ip, mac, gateway and the TAP.
+    #[command(
+        mut_arg("ip", |a| a.help("Guest address to lease (default: the lowest free one)")),
+        mut_arg("mac", |a| a.help("Guest MAC (default: random, locally administered)"))
+    )]
     Add {
-        network: String,
         /// TAP device name (what the VMM opens).
         #[arg(long)]
         name: String,
@@ -276,32 +285,54 @@ pub(crate) enum TapCmd {
         /// Queues (a multiqueue TAP when > 1).
         #[arg(long)]
         queues: Option<u16>,
-        /// Guest address to lease (default: the lowest free one).
-        #[arg(long)]
-        ip: Option<Ipv4Addr>,
-        /// Guest MAC (default: random, locally administered).
-        #[arg(long)]
-        mac: Option<MacAddr>,
-        #[arg(long)]
-        json: bool,
+        /// The network, guest address, guest MAC and output form.
+        #[command(flatten)]
+        new: NewEndpoint,
     },
     /// Remove TAP endpoints by id or unique id prefix (container endpoints are refused:
     /// `netpath endpoint rm` removes those).
     Rm(Ids),
     /// List TAP endpoints.
-    Ls {
-        /// Only TAPs matching KEY=VALUE: network=NAME, state=ready|creating, id=PREFIX.
-        /// Repeatable.
-        #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
-        filter: Vec<Filter>,
-        #[command(flatten)]
-        out: Output,
-    },
+    #[command(mut_arg("filter", |a| a.help(
+        "Only TAPs matching KEY=VALUE: network=NAME, state=ready|creating, id=PREFIX. Repeatable"
+    )))]
+    Ls(EndpointListing),
 }
 
-/// Endpoint ids, or prefixes that each name one endpoint.
+/// What `endpoint add` and `tap add` both take: the network, the address and MAC to
+/// give the endpoint (the guest's, for a TAP), and how to print it.
+#[derive(Args)]
+pub(crate) struct NewEndpoint {
+    /// Name of the network to attach to.
+    pub(crate) network: String,
+    /// Address to lease (default: the lowest free one).
+    #[arg(long)]
+    pub(crate) ip: Option<Ipv4Addr>,
+    /// MAC address (default: random, locally administered).
+    #[arg(long)]
+    pub(crate) mac: Option<MacAddr>,
+    /// Print the new endpoint as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// What the endpoint listings (`ls`, `endpoint ls`, `tap ls`) take: which endpoints,
+/// and how to print them.
+#[derive(Args)]
+pub(crate) struct EndpointListing {
+    /// Only endpoints matching KEY=VALUE: network=NAME, kind=veth|tap,
+    /// state=ready|creating, id=PREFIX. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = select::endpoint_filter)]
+    pub(crate) filter: Vec<Filter>,
+    /// How to print them.
+    #[command(flatten)]
+    pub(crate) out: Output,
+}
+
+/// The endpoints `endpoint rm` and `tap rm` remove.
 #[derive(Args)]
 pub(crate) struct Ids {
+    /// Endpoint ids, or prefixes that each name one endpoint.
     #[arg(required = true)]
     pub(crate) ids: Vec<String>,
 }

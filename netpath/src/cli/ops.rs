@@ -13,6 +13,7 @@ use netpath::{
 use serde::Serialize;
 
 use super::{
+    args::EndpointListing,
     print,
     select::{self, Filter},
 };
@@ -46,6 +47,17 @@ pub fn list<T: Serialize>(
         table(items);
         Ok(())
     }
+}
+
+/// `endpoint ls` and `tap ls`: the endpoints `listing` selects (and of `kind`, if
+/// given), printed as it asks.
+pub async fn list_endpoints(
+    client: &Client,
+    listing: &EndpointListing,
+    kind: Option<EndpointKind>,
+) -> anyhow::Result<()> {
+    let eps = endpoints(client, &listing.filter, kind).await?;
+    list(&eps, listing.out, |e| &e.id, print::endpoints)
 }
 
 /// Removes endpoints `ids` one after another (each is one request, which completes

@@ -6,20 +6,31 @@ use netpath::model::{
 };
 use serde::Serialize;
 
+/// Prints `v` as pretty JSON (every `--json`).
 pub fn json(v: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-/// Prints rows under headers, each column as wide as its widest cell (the last one
-/// unpadded), three spaces apart.
-pub fn table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) {
-    print!("{}", render_table(headers, rows));
+/// Prints `items` as a [`table`].
+fn print_table<T, const N: usize>(
+    headers: [&str; N],
+    items: &[T],
+    row: impl Fn(&T) -> [String; N],
+) {
+    print!("{}", table(headers, items, row));
 }
 
-fn render_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> String {
+/// `items` as a table: one row each (its cells, from `row`) under `headers`, each
+/// column as wide as its widest cell (the last one unpadded), three spaces apart.
+fn table<T, const N: usize>(
+    headers: [&str; N],
+    items: &[T],
+    row: impl Fn(&T) -> [String; N],
+) -> String {
+    let rows: Vec<[String; N]> = items.iter().map(row).collect();
     let mut widths = headers.map(|h| h.chars().count());
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -36,12 +47,13 @@ fn render_table<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> Str
         format!("{}\n", out.trim_end())
     };
     let mut out = line(headers);
-    for row in rows {
+    for row in &rows {
         out.push_str(&line(std::array::from_fn(|i| row[i].as_str())));
     }
     out
 }
 
+/// A network mode as the tables and `--mode` write it.
 pub fn mode_name(mode: Mode) -> &'static str {
     match mode {
         Mode::Bridge => "bridge",
@@ -49,6 +61,7 @@ pub fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
+/// An endpoint state as the tables and `--filter state=` write it.
 pub fn state_name(state: EndpointState) -> &'static str {
     match state {
         EndpointState::Creating => "creating",
@@ -56,6 +69,7 @@ pub fn state_name(state: EndpointState) -> &'static str {
     }
 }
 
+/// An endpoint kind as the tables and `--filter kind=` write it.
 pub fn kind_name(kind: EndpointKind) -> &'static str {
     match kind {
         EndpointKind::Veth => "veth",
@@ -63,28 +77,28 @@ pub fn kind_name(kind: EndpointKind) -> &'static str {
     }
 }
 
+/// `network ls`: a row a network.
 pub fn networks(networks: &[Network]) {
-    let rows: Vec<[String; 8]> = networks
-        .iter()
-        .map(|n| {
-            [
-                n.name.clone(),
-                n.id.to_string(),
-                n.subnet.to_string(),
-                n.gateway.to_string(),
-                mode_name(n.mode).into(),
-                n.bridge.clone().unwrap_or_else(|| "-".into()),
-                n.uplink.clone().unwrap_or_else(|| "-".into()),
-                n.mtu.to_string(),
-            ]
-        })
-        .collect();
-    table(
+    let headers = [
+        "NAME", "ID", "SUBNET", "GATEWAY", "MODE", "BRIDGE", "UPLINK", "MTU",
+    ];
+    print_table(headers, networks, |n| {
         [
-            "NAME", "ID", "SUBNET", "GATEWAY", "MODE", "BRIDGE", "UPLINK", "MTU",
-        ],
-        &rows,
-    );
+            n.name.clone(),
+            n.id.to_string(),
+            n.subnet.to_string(),
+            n.gateway.to_string(),
+            mode_name(n.mode).into(),
+            or_dash(&n.bridge),
+            or_dash(&n.uplink),
+            n.mtu.to_string(),
+        ]
+    });
+}
+
+/// An optional cell: its text, or `-`.
+fn or_dash(cell: &Option<String>) -> String {
+    cell.clone().unwrap_or_else(|| "-".into())
 }
 
 /// Where an endpoint is: its interface and namespace, or a TAP's owner and queues.
@@ -101,29 +115,24 @@ fn place(e: &Endpoint) -> String {
     }
 }
 
+/// `endpoint ls`, `tap ls`, `ls`: a row an endpoint.
 pub fn endpoints(eps: &[Endpoint]) {
-    let rows: Vec<[String; 9]> = eps
-        .iter()
-        .map(|e| {
-            [
-                e.id.clone(),
-                e.network.clone(),
-                kind_name(e.kind).into(),
-                state_name(e.state).into(),
-                format!("{}/{}", e.ip, e.prefix_len),
-                e.mac.to_string(),
-                e.gateway.to_string(),
-                e.host_ifname.clone(),
-                place(e),
-            ]
-        })
-        .collect();
-    table(
+    let headers = [
+        "ID", "NETWORK", "KIND", "STATE", "IP", "MAC", "GATEWAY", "HOST IF", "WHERE",
+    ];
+    print_table(headers, eps, |e| {
         [
-            "ID", "NETWORK", "KIND", "STATE", "IP", "MAC", "GATEWAY", "HOST IF", "WHERE",
-        ],
-        &rows,
-    );
+            e.id.clone(),
+            e.network.clone(),
+            kind_name(e.kind).into(),
+            state_name(e.state).into(),
+            format!("{}/{}", e.ip, e.prefix_len),
+            e.mac.to_string(),
+            e.gateway.to_string(),
+            e.host_ifname.clone(),
+            place(e),
+        ]
+    });
 }
 
 /// One endpoint, as `endpoint add` and `tap add` answer.
@@ -148,20 +157,18 @@ pub fn endpoint(e: &Endpoint, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `port ls`, `port publish`: a row a lease.
 pub fn ports(leases: &[PortLease]) {
-    let rows: Vec<[String; 5]> = leases
-        .iter()
-        .map(|l| {
-            [
-                l.id.clone(),
-                l.endpoint.clone(),
-                l.proto.to_string(),
-                format!("{}:{}", l.host_ip, l.host_port),
-                format!("{}:{}", l.guest_ip, l.guest_port),
-            ]
-        })
-        .collect();
-    table(["ID", "ENDPOINT", "PROTO", "HOST", "GUEST"], &rows);
+    let headers = ["ID", "ENDPOINT", "PROTO", "HOST", "GUEST"];
+    print_table(headers, leases, |l| {
+        [
+            l.id.clone(),
+            l.endpoint.clone(),
+            l.proto.to_string(),
+            format!("{}:{}", l.host_ip, l.host_port),
+            format!("{}:{}", l.guest_ip, l.guest_port),
+        ]
+    });
 }
 
 /// `netpath stats`: zero rows left out unless `all`.
@@ -174,21 +181,28 @@ pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()>
         return json(&r);
     }
     let n = |v: u64| v.to_string();
-    println!("packets by hook and class");
-    let rows: Vec<[String; 4]> = r
-        .classes
-        .iter()
-        .map(|c| [c.hook.clone(), c.class.clone(), n(c.packets), n(c.bytes)])
-        .collect();
-    indented(table_string(["HOOK", "CLASS", "PACKETS", "BYTES"], &rows));
-    println!("endpoints (tx: sent by the endpoint; rx: delivered by the fast path)");
-    let rows: Vec<[String; 8]> = r
-        .endpoints
-        .iter()
-        .map(|e| {
+    section(
+        "packets by hook and class",
+        table(["HOOK", "CLASS", "PACKETS", "BYTES"], &r.classes, |c| {
+            [c.hook.clone(), c.class.clone(), n(c.packets), n(c.bytes)]
+        }),
+    );
+    let headers = [
+        "ID",
+        "NETWORK",
+        "IP",
+        "TX PACKETS",
+        "TX BYTES",
+        "RX PACKETS",
+        "RX BYTES",
+        "IFINDEX",
+    ];
+    section(
+        "endpoints (tx: sent by the endpoint; rx: delivered by the fast path)",
+        table(headers, &r.endpoints, |e| {
             [
-                e.id.clone().unwrap_or_else(|| "-".into()),
-                e.network.clone().unwrap_or_else(|| "-".into()),
+                or_dash(&e.id),
+                or_dash(&e.network),
                 e.ip.to_string(),
                 n(e.tx_packets),
                 n(e.tx_bytes),
@@ -196,43 +210,26 @@ pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()>
                 n(e.rx_bytes),
                 n(u64::from(e.ifindex)),
             ]
-        })
-        .collect();
-    indented(table_string(
-        [
-            "ID",
-            "NETWORK",
-            "IP",
-            "TX PACKETS",
-            "TX BYTES",
-            "RX PACKETS",
-            "RX BYTES",
-            "IFINDEX",
-        ],
-        &rows,
-    ));
-    println!("fast-path forwards (past the kernel's path)");
-    let rows: Vec<[String; 3]> = r
-        .forwards
-        .iter()
-        .map(|f| [f.way.clone(), n(f.packets), n(f.bytes)])
-        .collect();
-    indented(table_string(["WAY", "PACKETS", "BYTES"], &rows));
-    println!("drops");
-    let rows: Vec<[String; 3]> = r
-        .drops
-        .iter()
-        .map(|d| [d.reason.clone(), n(d.packets), n(d.bytes)])
-        .collect();
-    indented(table_string(["REASON", "PACKETS", "BYTES"], &rows));
+        }),
+    );
+    section(
+        "fast-path forwards (past the kernel's path)",
+        table(["WAY", "PACKETS", "BYTES"], &r.forwards, |f| {
+            [f.way.clone(), n(f.packets), n(f.bytes)]
+        }),
+    );
+    section(
+        "drops",
+        table(["REASON", "PACKETS", "BYTES"], &r.drops, |d| {
+            [d.reason.clone(), n(d.packets), n(d.bytes)]
+        }),
+    );
     Ok(())
 }
 
-fn table_string<const N: usize>(headers: [&str; N], rows: &[[String; N]]) -> String {
-    render_table(headers, rows)
-}
-
-fn indented(text: String) {
+/// One part of `netpath stats`: its title, then `text` indented under it.
+fn section(title: &str, text: String) {
+    println!("{title}");
     for line in text.lines() {
         println!("  {line}");
     }
@@ -244,12 +241,10 @@ mod tests {
 
     #[test]
     fn tables_align_to_the_widest_cell() {
-        let t = render_table(
+        let t = table(
             ["ID", "NAME", "LAST"],
-            &[
-                ["1".into(), "a-long-name".into(), "x".into()],
-                ["22".into(), "b".into(), "".into()],
-            ],
+            &[["1", "a-long-name", "x"], ["22", "b", ""]],
+            |r| r.map(String::from),
         );
         assert_eq!(t, "ID   NAME          LAST\n1    a-long-name   x\n22   b\n");
     }

@@ -8,7 +8,9 @@ use super::print::{kind_name, state_name};
 /// One `--filter KEY=VALUE`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Filter {
+    /// What it looks at: one of [`ENDPOINT_KEYS`] or [`PORT_KEYS`].
     pub key: String,
+    /// What that must be (for `id` and `endpoint`, a prefix of it).
     pub value: String,
 }
 
@@ -37,6 +39,8 @@ pub fn parse(s: &str, keys: &[&str]) -> Result<Filter, String> {
     })
 }
 
+/// An endpoint listing's `--filter` (clap value parser): `kind` and `state` only with
+/// a value some endpoint can have.
 pub fn endpoint_filter(s: &str) -> Result<Filter, String> {
     let f = parse(s, ENDPOINT_KEYS)?;
     let allowed: &[&str] = match f.key.as_str() {
@@ -55,6 +59,7 @@ pub fn endpoint_filter(s: &str) -> Result<Filter, String> {
     Ok(f)
 }
 
+/// A port listing's `--filter` (clap value parser).
 pub fn port_filter(s: &str) -> Result<Filter, String> {
     parse(s, PORT_KEYS)
 }
@@ -88,6 +93,7 @@ pub fn port_matches(
     })
 }
 
+/// Whether, for every key of `filters`, one filter of that key is a `hit`.
 fn matches_all(filters: &[Filter], hit: impl Fn(&Filter) -> bool) -> bool {
     let mut keys: Vec<&str> = filters.iter().map(|f| f.key.as_str()).collect();
     keys.dedup();
@@ -120,24 +126,29 @@ mod tests {
 
     #[test]
     fn filters_parse_and_refuse_unknown_keys() {
-        assert_eq!(
-            endpoint_filter("network=web").unwrap(),
-            Filter {
-                key: "network".into(),
-                value: "web".into()
-            }
-        );
-        for (bad, why) in [
-            ("network", "expected KEY=VALUE"),
-            ("color=red", "unknown filter key \"color\""),
-            ("network=", "needs a value"),
-            ("kind=vm", "use veth or tap"),
-            ("state=gone", "use ready or creating"),
+        type Parse = fn(&str) -> Result<Filter, String>;
+        let (endpoint, port): (Parse, Parse) = (endpoint_filter, port_filter);
+        // Each case: the parser, its input, and the filter it gives (key, value) or
+        // what its refusal says.
+        for (parse, input, want) in [
+            (endpoint, "network=web", Ok(("network", "web"))),
+            (endpoint, "kind=tap", Ok(("kind", "tap"))),
+            (endpoint, "network", Err("expected KEY=VALUE")),
+            (endpoint, "color=red", Err("unknown filter key \"color\"")),
+            (endpoint, "network=", Err("needs a value")),
+            (endpoint, "kind=vm", Err("use veth or tap")),
+            (endpoint, "state=gone", Err("use ready or creating")),
+            (port, "proto=udp", Ok(("proto", "udp"))),
+            (port, "kind=tap", Err("unknown filter key \"kind\"")),
         ] {
-            let e = endpoint_filter(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
+            match (parse(input), want) {
+                (Ok(f), Ok((key, value))) => {
+                    assert_eq!((f.key.as_str(), f.value.as_str()), (key, value), "{input}")
+                }
+                (Err(e), Err(why)) => assert!(e.contains(why), "{input}: {e}"),
+                (got, want) => panic!("{input}: {got:?}, expected {want:?}"),
+            }
         }
-        assert!(port_filter("kind=tap").is_err());
     }
 
     #[test]
