@@ -1,7 +1,8 @@
 //! The control plane's data model: what the API, the CLI and the state database speak.
 //!
 //! Every type here is plain serde data. Requests reject unknown fields, so a typo in a
-//! client is an error rather than silently ignored.
+//! client is an error rather than silently ignored; a request may leave out any `Option`
+//! field (serde reads a missing one as `None`).
 
 use std::{net::Ipv4Addr, path::PathBuf};
 
@@ -41,21 +42,22 @@ pub enum EndpointState {
     Ready,
 }
 
+/// A request to create a network (`POST /v1/networks`, `netpath network create`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkCreate {
+    /// 1 to 12 characters from a-z, 0-9, '-' and '_'; the bridge is `np-NAME`.
     pub name: String,
+    /// The endpoints' addresses, given as its network address (`10.50.0.0/24`).
     pub subnet: Ipv4Net,
+    /// Bridge (default) or routed.
     #[serde(default)]
     pub mode: Mode,
     /// Default: the first host address of the subnet.
-    #[serde(default)]
     pub gateway: Option<Ipv4Addr>,
     /// Default: the interface of the host's default route.
-    #[serde(default)]
     pub uplink: Option<String>,
     /// Default: 1500.
-    #[serde(default)]
     pub mtu: Option<u32>,
     /// Destinations the network's traffic reaches with the endpoints' own addresses, not
     /// masqueraded (ip-masq-agent's idea: other hosts' pod CIDRs, a routed LAN).
@@ -63,15 +65,19 @@ pub struct NetworkCreate {
     pub no_masquerade: Vec<Ipv4Net>,
 }
 
+/// A network as recorded: the request with every default decided.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Network {
     /// Small id, unique among live networks; it is the datapath's network id.
     pub id: u16,
     pub name: String,
     pub subnet: Ipv4Net,
+    /// The host's address on the network: the endpoints' default route.
     pub gateway: Ipv4Addr,
     pub mode: Mode,
+    /// Where masqueraded traffic leaves; `None` when the host had no default route.
     pub uplink: Option<String>,
+    /// The MTU of the bridge and of every endpoint's devices.
     pub mtu: u32,
     /// The bridge (bridge mode), `None` in routed mode.
     pub bridge: Option<String>,
@@ -81,57 +87,57 @@ pub struct Network {
     pub no_masquerade: Vec<Ipv4Net>,
 }
 
+/// A request to add a container endpoint, a veth pair (`POST /v1/endpoints`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointCreate {
+    /// The network to join.
     pub network: String,
     /// The container's network namespace: a path (e.g. /run/netns/x, /proc/PID/ns/net)…
-    #[serde(default)]
     pub netns: Option<PathBuf>,
     /// …or a process whose namespace to use.
-    #[serde(default)]
     pub pid: Option<u32>,
-    #[serde(default)]
+    /// The address to lease; default: the lowest free one.
     pub ip: Option<Ipv4Addr>,
     /// Interface name inside the namespace (default `eth0`).
-    #[serde(default)]
     pub ifname: Option<String>,
     /// `aa:bb:cc:dd:ee:ff`; default: random, locally administered.
-    #[serde(default)]
     pub mac: Option<MacAddr>,
     /// The container this endpoint is a CNI attachment of (`CNI_CONTAINERID`); with
     /// `ifname` it names the attachment for CNI DEL, CHECK, GC and a repeated ADD.
-    #[serde(default)]
     pub container_id: Option<String>,
 }
 
+/// A request to add a microVM endpoint, a TAP device (`POST /v1/taps`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TapCreate {
+    /// The network to join.
     pub network: String,
     /// TAP device name on the host.
     pub name: String,
-    #[serde(default)]
+    /// The user that may open the TAP without privileges (the VMM's); default: none.
     pub uid: Option<u32>,
-    #[serde(default)]
+    /// The group that may open it.
     pub gid: Option<u32>,
     /// Number of queues (multiqueue TAP when > 1). Default 1.
-    #[serde(default)]
     pub queues: Option<u16>,
-    #[serde(default)]
+    /// The guest's address to lease; default: the lowest free one.
     pub ip: Option<Ipv4Addr>,
     /// Guest MAC; default: random, locally administered.
-    #[serde(default)]
     pub mac: Option<MacAddr>,
 }
 
+/// An endpoint as recorded: a container's veth pair or a microVM's TAP.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// 12 lowercase hex digits.
     pub id: String,
     pub network: String,
     pub kind: EndpointKind,
+    /// `Creating` until its devices exist (a crash leaves it for reconcile to undo).
     pub state: EndpointState,
+    /// Its leased address.
     pub ip: Ipv4Addr,
     /// Prefix length the endpoint sees (the subnet's for veths, 32 for TAPs).
     pub prefix_len: u8,
@@ -246,9 +252,7 @@ pub struct ClassCount {
 pub struct EndpointTraffic {
     /// The endpoint's id; `None` for a map entry no record explains (or when the state
     /// database could not be read).
-    #[serde(default)]
     pub id: Option<String>,
-    #[serde(default)]
     pub network: Option<String>,
     pub ip: Ipv4Addr,
     pub ifindex: u32,

@@ -166,13 +166,7 @@ impl Service {
             self.host
                 .add_address(h.index, plan.gateway.into(), 32)
                 .await?;
-            self.host
-                .add_route(
-                    ipnet::Ipv4Net::new(plan.ip, 32).expect("/32"),
-                    None,
-                    Some(h.index),
-                )
-                .await?;
+            self.host.add_host_route(plan.ip, h.index).await?;
         }
         let inside = tokio::spawn(self.host.configure_namespace(NamespaceSide {
             netns: plan.netns.to_owned(),

@@ -332,15 +332,10 @@ impl Host for FakeHost {
             }),
         )
     }
-    fn add_route(
-        &self,
-        dst: Ipv4Net,
-        via: Option<Ipv4Addr>,
-        dev: Option<u32>,
-    ) -> HostFuture<'_, ()> {
-        let dev_s = dev.map(|d| d.to_string()).unwrap_or_default();
-        ready(self.change(format!("add_route {dst} dev {dev_s}"), |w| {
-            w.kernel.routes.insert((dst, via, dev));
+    fn add_host_route(&self, ip: Ipv4Addr, dev: u32) -> HostFuture<'_, ()> {
+        let dst = Ipv4Net::from(ip);
+        ready(self.change(format!("add_route {dst} dev {dev}"), |w| {
+            w.kernel.routes.insert((dst, None, Some(dev)));
         }))
     }
     fn add_permanent_neighbor(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> HostFuture<'_, ()> {

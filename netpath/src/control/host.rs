@@ -62,12 +62,8 @@ pub trait Host: Send + Sync {
     /// Applies `cfg` to link `index` in one request.
     fn configure<'a>(&'a self, index: u32, cfg: &'a LinkConfig<'a>) -> HostFuture<'a, ()>;
     fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> HostFuture<'_, ()>;
-    fn add_route(
-        &self,
-        dst: Ipv4Net,
-        via: Option<Ipv4Addr>,
-        dev: Option<u32>,
-    ) -> HostFuture<'_, ()>;
+    /// A /32 route to `ip` out of link `dev` (scope link).
+    fn add_host_route(&self, ip: Ipv4Addr, dev: u32) -> HostFuture<'_, ()>;
     fn add_permanent_neighbor(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> HostFuture<'_, ()>;
     fn set_up(&self, index: u32) -> HostFuture<'_, ()>;
     /// Deletes link `index` (a veth's peer, addresses, routes and neighbours go with it).
@@ -141,13 +137,9 @@ impl Host for KernelHost {
     fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> HostFuture<'_, ()> {
         self.nl.add_address(index, addr, prefix).boxed()
     }
-    fn add_route(
-        &self,
-        dst: Ipv4Net,
-        via: Option<Ipv4Addr>,
-        dev: Option<u32>,
-    ) -> HostFuture<'_, ()> {
-        self.nl.add_route(dst, via, dev).boxed()
+    fn add_host_route(&self, ip: Ipv4Addr, dev: u32) -> HostFuture<'_, ()> {
+        let dst = Ipv4Net::from(ip);
+        async move { self.nl.add_route(dst, None, Some(dev)).await }.boxed()
     }
     fn add_permanent_neighbor(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> HostFuture<'_, ()> {
         self.nl.add_permanent_neighbor(index, ip, mac).boxed()

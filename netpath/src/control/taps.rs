@@ -1,8 +1,6 @@
 //! microVM TAP endpoints: a persistent TAP owned by the VMM's uid/gid, the guest a
 //! point-to-point /32 behind it with a known MAC.
 
-use ipnet::Ipv4Net;
-
 use super::{Result, Service, ServiceError, db, validate};
 use crate::{
     config,
@@ -92,13 +90,7 @@ impl Service {
                 .await?;
         }
         // The guest is a point-to-point /32 behind its TAP, with a known MAC.
-        self.host
-            .add_route(
-                Ipv4Net::new(ep.ip, 32).expect("/32"),
-                None,
-                Some(link.index),
-            )
-            .await?;
+        self.host.add_host_route(ep.ip, link.index).await?;
         self.host
             .add_permanent_neighbor(link.index, ep.ip, ep.mac.octets())
             .await?;

@@ -188,60 +188,26 @@ impl Datapath {
         };
         let [a, b, c] = TC_HOOKS;
         let tc = [open_tc(a)?, open_tc(b)?, open_tc(c)?];
-        let stats = open_map(&pins, STATS_MAP)?;
-        let stats = PerCpuArray::try_from(stats).map_err(|source| DatapathError::OpenMap {
-            path: pins.map(STATS_MAP),
-            source,
-        })?;
-        let typed_err = |name: &'static str| {
-            let path = pins.map(name);
-            move |source| DatapathError::OpenMap { path, source }
-        };
-        let endpoints =
-            HashMap::try_from(open_map(&pins, ENDPOINTS_MAP)?).map_err(typed_err(ENDPOINTS_MAP))?;
-        let ifaces =
-            HashMap::try_from(open_map(&pins, IFACES_MAP)?).map_err(typed_err(IFACES_MAP))?;
-        let ep_stats = PerCpuHashMap::try_from(open_map(&pins, EP_STATS_MAP)?)
-            .map_err(typed_err(EP_STATS_MAP))?;
-        let drops =
-            PerCpuArray::try_from(open_map(&pins, DROPS_MAP)?).map_err(typed_err(DROPS_MAP))?;
-        let forwards = PerCpuArray::try_from(open_map(&pins, FORWARDS_MAP)?)
-            .map_err(typed_err(FORWARDS_MAP))?;
-        let snat = HashMap::try_from(open_map(&pins, SNAT_MAP)?).map_err(typed_err(SNAT_MAP))?;
-        let uplinks =
-            HashMap::try_from(open_map(&pins, UPLINKS_MAP)?).map_err(typed_err(UPLINKS_MAP))?;
-        let masq_src =
-            LpmTrie::try_from(open_map(&pins, MASQ_SRC_MAP)?).map_err(typed_err(MASQ_SRC_MAP))?;
-        let no_masq =
-            LpmTrie::try_from(open_map(&pins, NO_MASQ_MAP)?).map_err(typed_err(NO_MASQ_MAP))?;
-        let publish =
-            HashMap::try_from(open_map(&pins, PUBLISH_MAP)?).map_err(typed_err(PUBLISH_MAP))?;
-        let dnat_ct =
-            HashMap::try_from(open_map(&pins, DNAT_CT_MAP)?).map_err(typed_err(DNAT_CT_MAP))?;
-        let local_addrs = HashMap::try_from(open_map(&pins, LOCAL_ADDRS_MAP)?)
-            .map_err(typed_err(LOCAL_ADDRS_MAP))?;
-        let nat_age =
-            HashMap::try_from(open_map(&pins, NAT_AGE_MAP)?).map_err(typed_err(NAT_AGE_MAP))?;
         Ok(Datapath {
             migrations,
-            nat_age,
-            local_addrs,
-            publish,
-            dnat_ct,
-            snat,
-            uplinks,
-            masq_src,
-            no_masq,
-            pins,
             origin,
             xdp,
             tc,
-            stats,
-            endpoints,
-            ifaces,
-            ep_stats,
-            drops,
-            forwards,
+            stats: open_typed(&pins, STATS_MAP)?,
+            endpoints: open_typed(&pins, ENDPOINTS_MAP)?,
+            ifaces: open_typed(&pins, IFACES_MAP)?,
+            ep_stats: open_typed(&pins, EP_STATS_MAP)?,
+            drops: open_typed(&pins, DROPS_MAP)?,
+            forwards: open_typed(&pins, FORWARDS_MAP)?,
+            snat: open_typed(&pins, SNAT_MAP)?,
+            uplinks: open_typed(&pins, UPLINKS_MAP)?,
+            masq_src: open_typed(&pins, MASQ_SRC_MAP)?,
+            no_masq: open_typed(&pins, NO_MASQ_MAP)?,
+            publish: open_typed(&pins, PUBLISH_MAP)?,
+            dnat_ct: open_typed(&pins, DNAT_CT_MAP)?,
+            local_addrs: open_typed(&pins, LOCAL_ADDRS_MAP)?,
+            nat_age: open_typed(&pins, NAT_AGE_MAP)?,
+            pins,
         })
     }
 
@@ -360,4 +326,15 @@ fn open_map(pins: &Pins, name: &'static str) -> Result<Map> {
         source,
     })?;
     Map::from_map_data(data).map_err(|source| DatapathError::OpenMap { path, source })
+}
+
+/// The pinned map `name` as the typed aya map `T` (which checks its type and sizes).
+fn open_typed<T>(pins: &Pins, name: &'static str) -> Result<T>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    T::try_from(open_map(pins, name)?).map_err(|source| DatapathError::OpenMap {
+        path: pins.map(name),
+        source,
+    })
 }

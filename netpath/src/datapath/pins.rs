@@ -67,7 +67,16 @@ pub(super) fn pin_link(link: FdLink, path: &Path) -> Result<()> {
 }
 
 pub(super) fn remove_file_if_exists(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
+    remove_if_exists(path, |p| fs::remove_file(p))
+}
+
+pub(super) fn remove_dir_if_exists(path: &Path) -> Result<()> {
+    remove_if_exists(path, |p| fs::remove_dir(p))
+}
+
+/// `remove(path)`, where a path already gone is fine.
+fn remove_if_exists(path: &Path, remove: fn(&Path) -> io::Result<()>) -> Result<()> {
+    match remove(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(DatapathError::Remove {
             path: path.to_owned(),
             source: e,
@@ -108,14 +117,4 @@ pub fn remove_pins(root: &Path) -> Result<usize> {
     }
     remove_dir_if_exists(root)?;
     Ok(removed)
-}
-
-pub(super) fn remove_dir_if_exists(path: &Path) -> Result<()> {
-    match fs::remove_dir(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(DatapathError::Remove {
-            path: path.to_owned(),
-            source: e,
-        }),
-        _ => Ok(()),
-    }
 }

@@ -164,12 +164,7 @@ impl Store {
         let endpoints = txn.open_table(ENDPOINTS)?;
         let mut out = Vec::new();
         match network {
-            None => {
-                for item in endpoints.iter()? {
-                    let (k, v) = item?;
-                    out.push(decode(ENDPOINTS_NAME, k.value(), v.value())?);
-                }
-            }
+            None => out = decode_all(&endpoints, ENDPOINTS_NAME, str::to_owned)?,
             Some(name) => {
                 let network = read_network(&txn.open_table(NETWORKS)?, name)?;
                 let ids = leased_endpoint_ids(&txn.open_table(IP_LEASES)?, network.id)?;

@@ -318,6 +318,20 @@ fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> 
     })
 }
 
+/// Every record of `table`, decoded, in key order; `key` writes a key for the error
+/// about a record that does not decode.
+fn decode_all<K: redb::Key + 'static, T: DeserializeOwned>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    name: &'static str,
+    key: impl for<'a> Fn(K::SelfType<'a>) -> String,
+) -> Result<Vec<T>> {
+    let decode_one = |item: std::result::Result<_, redb::StorageError>| {
+        let (k, v): (redb::AccessGuard<K>, redb::AccessGuard<&[u8]>) = item?;
+        decode(name, &key(k.value()), v.value())
+    };
+    table.iter()?.map(decode_one).collect()
+}
+
 fn read_network(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     name: &str,

@@ -105,12 +105,6 @@ impl Store {
     /// Every network, by name.
     pub fn list_networks(&self) -> Result<Vec<Network>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(NETWORKS)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            out.push(decode(NETWORKS_NAME, k.value(), v.value())?);
-        }
-        Ok(out)
+        decode_all(&txn.open_table(NETWORKS)?, NETWORKS_NAME, str::to_owned)
     }
 }

@@ -103,17 +103,7 @@ impl Store {
     /// Every port lease, by protocol, port and address.
     pub fn list_ports(&self) -> Result<Vec<PortLease>> {
         let txn = self.db.begin_read()?;
-        let table = txn.open_table(PORT_LEASES)?;
-        let mut out = Vec::new();
-        for item in table.iter()? {
-            let (k, v) = item?;
-            let (proto, port, ip) = k.value();
-            out.push(decode(
-                PORTS_NAME,
-                &format!("{proto}/{ip}:{port}"),
-                v.value(),
-            )?);
-        }
-        Ok(out)
+        let key = |(proto, port, ip)| format!("{proto}/{ip}:{port}");
+        decode_all(&txn.open_table(PORT_LEASES)?, PORTS_NAME, key)
     }
 }

@@ -83,6 +83,13 @@ fn create_gw(store: &Store, name: &str, subnet: &str, gateway: Ipv4Addr) -> Resu
     )
 }
 
+/// A store in a fresh temporary directory (which goes when the `TempDir` drops).
+fn fresh() -> (TempDir, Store) {
+    let dir = TempDir::new();
+    let store = Store::open(&dir.db()).unwrap();
+    (dir, store)
+}
+
 fn new_ep(store: &Store, network: &str, ip: Option<Ipv4Addr>) -> NewEndpoint {
     let id = store.new_endpoint_id().unwrap();
     NewEndpoint {
@@ -208,8 +215,7 @@ fn second_open_of_same_file_is_refused() {
 
 #[test]
 fn subnet_overlap_is_detected_both_ways() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     create(&store, "a", "10.1.0.0/16").unwrap();
     for (name, subnet) in [
         ("inner", "10.1.2.0/24"),
@@ -252,8 +258,7 @@ fn subnet_overlap_is_detected_both_ways() {
 
 #[test]
 fn subnet_and_gateway_are_validated() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     assert!(matches!(
         create(&store, "x", "10.1.0.0/31"),
         Err(StateError::InvalidSubnet { .. })
@@ -277,8 +282,7 @@ fn subnet_and_gateway_are_validated() {
 
 #[test]
 fn network_ids_are_smallest_free() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     assert_eq!(create(&store, "a", "10.1.0.0/24").unwrap().id, 1);
     assert_eq!(create(&store, "b", "10.2.0.0/24").unwrap().id, 2);
     assert_eq!(create(&store, "c", "10.3.0.0/24").unwrap().id, 3);
@@ -291,8 +295,7 @@ fn network_ids_are_smallest_free() {
 
 #[test]
 fn invalid_and_taken_ips_are_refused() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     create(&store, "n", "10.1.0.0/24").unwrap();
     for (a, reason) in [
         ("10.1.0.0", InvalidIpReason::NetworkAddress),
@@ -377,8 +380,7 @@ fn invalid_and_taken_ips_are_refused() {
 
 #[test]
 fn tap_gets_a_host_route_prefix() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     create(&store, "n", "10.1.0.0/24").unwrap();
     let mut e = new_ep(&store, "n", None);
     e.kind = EndpointKind::Tap;
@@ -398,8 +400,7 @@ fn tap_gets_a_host_route_prefix() {
 
 #[test]
 fn slash_29_has_five_usable_addresses() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     // Default gateway (.1) and one in the middle of the range.
     create(&store, "low", "10.1.0.0/29").unwrap();
     create_gw(&store, "mid", "10.2.0.0/29", ip("10.2.0.4")).unwrap();
@@ -429,8 +430,7 @@ fn slash_29_has_five_usable_addresses() {
 
 #[test]
 fn remove_network_with_and_without_force() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     let a = create(&store, "a", "10.1.0.0/24").unwrap();
     create(&store, "b", "10.2.0.0/24").unwrap();
     let e1 = reserve(&store, "a", None).unwrap();
@@ -482,8 +482,7 @@ fn remove_network_with_and_without_force() {
 
 #[test]
 fn release_frees_the_ip() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     create(&store, "n", "10.1.0.0/24").unwrap();
     let eps: Vec<Endpoint> = (0..3)
         .map(|_| reserve(&store, "n", None).unwrap())
@@ -521,8 +520,7 @@ fn req(proto: Proto, host_ip: &str, host: HostPort, guest_port: u16) -> PortRequ
 
 #[test]
 fn port_leases_are_all_or_none() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     create(&store, "n", "10.1.0.0/24").unwrap();
     let a = reserve(&store, "n", None).unwrap();
     let b = reserve(&store, "n", None).unwrap();
@@ -619,8 +617,7 @@ fn port_leases_are_all_or_none() {
 
 #[test]
 fn endpoints_are_found_by_unique_prefix() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     create(&store, "n", "10.1.0.0/24").unwrap();
     let with_id = |id: &str| {
         let mut new = new_ep(&store, "n", None);
@@ -651,8 +648,7 @@ fn endpoints_are_found_by_unique_prefix() {
 
 #[test]
 fn clear_wipes_everything_but_keeps_working() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (dir, store) = fresh();
     create(&store, "n", "10.1.0.0/24").unwrap();
     reserve(&store, "n", None).unwrap();
     store.clear().unwrap();
@@ -692,8 +688,7 @@ fn unsupported_schema_is_refused() {
 
 #[test]
 fn free_ip_search_scales_to_a_busy_slash_16() {
-    let dir = TempDir::new();
-    let store = Store::open(&dir.db()).unwrap();
+    let (_dir, store) = fresh();
     let n = create(&store, "big", "10.200.0.0/16").unwrap();
     // 20000 leases (10.200.0.2 …) written directly in one transaction, with a gap.
     let base = u32::from(ip("10.200.0.2"));

@@ -9,25 +9,28 @@ use crate::{
     types::MacAddr,
 };
 
-/// The calls reconcile makes for a healthy bridge network `web` whose bridge is ifindex
-/// 10: its masquerade and bridge plumbed again (idempotent), then `rest`, then the pin
-/// sweep and whatever follows.
-fn network_calls() -> Vec<&'static str> {
-    vec![
+/// The calls reconcile makes for a bridge network `web`: its masquerade (the first
+/// five) and its bridge, ifindex `bridge`, plumbed again (idempotent).
+fn network_calls(bridge: u32) -> Vec<String> {
+    let masq = [
         "attach_tc uplink-egress 2",
         "attach_tc uplink-ingress 2",
         "set_uplink 2",
         "add_masq_subnet 10.77.0.0/24",
         "set_no_masquerade 1 []",
-        "ensure_bridge np-web",
-        "add_address 10 10.77.0.1/24",
-        "set_up 10",
-        "attach_tc ingress 10",
-    ]
+    ];
+    let bridge = [
+        "ensure_bridge np-web".to_owned(),
+        format!("add_address {bridge} 10.77.0.1/24"),
+        format!("set_up {bridge}"),
+        format!("attach_tc ingress {bridge}"),
+    ];
+    masq.map(String::from).into_iter().chain(bridge).collect()
 }
 
-fn with(mut calls: Vec<&'static str>, more: &[&'static str]) -> Vec<&'static str> {
-    calls.extend_from_slice(more);
+/// `calls`, then `more`.
+fn with(mut calls: Vec<String>, more: &[&str]) -> Vec<String> {
+    calls.extend(more.iter().map(|c| c.to_string()));
     calls
 }
 
@@ -38,11 +41,26 @@ fn creating(id: &str, kind: EndpointKind, host_ifname: &str) -> NewEndpoint {
 }
 
 /// Runs reconcile; checks its report lines and its calls, exactly.
-async fn reconcile_says(rig: &Rig, actions: &[String], calls: &[&str]) {
+async fn reconcile_says(rig: &Rig, actions: &[String], calls: &[String]) {
     let m = rig.mark();
     let done = rig.svc.reconcile().await.expect("reconcile");
     assert_eq!(done, actions, "what reconcile reports");
     assert_eq!(rig.calls_since(m), calls, "what reconcile does");
+}
+
+/// [`reconcile_says`], after which kernel and records must be as `before`.
+async fn reconcile_restores(
+    rig: &Rig,
+    before: (Kernel, Records),
+    said: &[String],
+    calls: &[String],
+) {
+    reconcile_says(rig, said, calls).await;
+    assert_eq!(
+        (rig.kernel(), rig.records().await),
+        before,
+        "the state after"
+    );
 }
 
 /// A device as another program (or another netpath instance) made it.
@@ -66,9 +84,9 @@ async fn a_healthy_endpoint_is_registered_again_and_kept() {
         .publish_ports(publish_req(&ep.id, &["8080:80"]))
         .await
         .expect("publish");
-    let (kernel, records) = (rig.kernel(), rig.records().await);
+    let before = (rig.kernel(), rig.records().await);
     let expected = with(
-        network_calls(),
+        network_calls(10),
         &[
             "attach_tc_endpoint 11",
             "upsert_endpoint 10.77.0.2",
@@ -76,16 +94,14 @@ async fn a_healthy_endpoint_is_registered_again_and_kept() {
             "sweep_link_pins",
         ],
     );
-    reconcile_says(&rig, &[], &expected).await;
-    assert_eq!(rig.kernel(), kernel);
-    assert_eq!(rig.records().await, records);
+    reconcile_restores(&rig, before, &[], &expected).await;
 }
 
 #[tokio::test]
 async fn an_unfinished_record_is_rolled_back_with_its_untagged_device() {
     let rig = Rig::new();
     rig.network("web", Mode::Routed).await;
-    let (kernel, records) = (rig.kernel(), rig.records().await);
+    let before = (rig.kernel(), rig.records().await);
     // A crash after the record and the TAP were made, before the TAP was tagged.
     let ep = rig
         .svc
@@ -97,7 +113,7 @@ async fn an_unfinished_record_is_rolled_back_with_its_untagged_device() {
         .kernel
         .links
         .insert(40, foreign(40, "vm0", None));
-    let masq = &network_calls()[..5];
+    let masq = &network_calls(10)[..5];
     let expected = with(
         masq.to_vec(),
         &[
@@ -111,9 +127,7 @@ async fn an_unfinished_record_is_rolled_back_with_its_untagged_device() {
         "released endpoint 00000000beef ({}): creation never finished",
         ep.ip
     );
-    reconcile_says(&rig, &[said], &expected).await;
-    assert_eq!(rig.kernel(), kernel);
-    assert_eq!(rig.records().await, records);
+    reconcile_restores(&rig, before, &[said], &expected).await;
 }
 
 #[tokio::test]
@@ -137,11 +151,10 @@ async fn an_endpoint_whose_device_is_gone_is_released() {
         ep.id
     );
     let expected = with(
-        network_calls(),
+        network_calls(10),
         &["remove_endpoint 10.77.0.2", "sweep_link_pins"],
     );
-    reconcile_says(&rig, &[said], &expected).await;
-    assert_eq!((rig.kernel(), rig.records().await), before);
+    reconcile_restores(&rig, before, &[said], &expected).await;
 }
 
 #[tokio::test]
@@ -165,7 +178,7 @@ async fn a_tagged_device_without_record_is_removed_and_foreign_ones_stay() {
         w.kernel.pins.insert(("ingress", 50));
     }
     let expected = with(
-        network_calls(),
+        network_calls(10),
         &["sweep_link_pins", "forget_links 50", "delete_link 50"],
     );
     let said = "removed orphan device np-0123456789ab".to_owned();
@@ -190,20 +203,15 @@ async fn a_missing_bridge_is_made_again_and_pins_of_dead_devices_swept() {
         "recreated the bridge of network web".to_owned(),
         "removed 1 attachment pin(s) of deleted devices".to_owned(),
     ];
-    let expected = vec![
-        "attach_tc uplink-egress 2",
-        "attach_tc uplink-ingress 2",
-        "set_uplink 2",
-        "add_masq_subnet 10.77.0.0/24",
-        "set_no_masquerade 1 []",
-        "ensure_bridge np-web",
-        "add_address 12 10.77.0.1/24",
-        "set_up 12",
-        "attach_tc ingress 12",
-        "attach_tc_endpoint 11",
-        "upsert_endpoint 10.77.0.2",
-        "sweep_link_pins",
-    ];
+    // The new bridge is ifindex 12.
+    let expected = with(
+        network_calls(12),
+        &[
+            "attach_tc_endpoint 11",
+            "upsert_endpoint 10.77.0.2",
+            "sweep_link_pins",
+        ],
+    );
     reconcile_says(&rig, &said, &expected).await;
     let k = rig.kernel();
     assert!(k.pins.contains(&("ingress", 12)) && !k.pins.contains(&("ingress", 10)));

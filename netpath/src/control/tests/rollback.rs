@@ -37,6 +37,22 @@ struct Case {
     residue: fn(&mut Kernel, usize),
 }
 
+impl Case {
+    /// `op` on a network `web` made in each mode, leaving nothing behind when it fails.
+    fn new(name: &'static str, op: Op, steps: &'static [Step]) -> Case {
+        let residue = no_residue;
+        let (modes, setup) = (BOTH_MODES, network);
+        Case {
+            name,
+            modes,
+            setup,
+            op,
+            steps,
+            residue,
+        }
+    }
+}
+
 const BOTH_MODES: &[Mode] = &[Mode::Bridge, Mode::Routed];
 
 fn no_residue(_: &mut Kernel, _: usize) {}
@@ -63,10 +79,10 @@ fn steps_in(case: &Case, mode: Mode) -> Vec<(String, Vec<String>)> {
 
 /// Runs `case` in each of its modes once without failure (its calls must be exactly
 /// the table's), then once per step failing there.
-async fn run(case: &Case) {
+async fn run(case: Case) {
     for &mode in case.modes {
         let name = format!("{} ({mode:?})", case.name);
-        let steps = steps_in(case, mode);
+        let steps = steps_in(&case, mode);
         let rig = Rig::new();
         let ctx = (case.setup)(&rig, mode).await;
         let m = rig.mark();
@@ -142,34 +158,28 @@ const MASQ_AND_BRIDGE_UNDO: &[&str] = &[
 
 #[tokio::test]
 async fn create_network() {
-    run(&Case {
-        name: "create network",
-        modes: BOTH_MODES,
+    let op: Op = |rig, mode, _| {
+        async move { rig.svc.create_network(net_req("web", mode)).await.map(drop) }.boxed()
+    };
+    let steps = &[
+        (On::Both, "attach_tc uplink-egress 2", MASQ_UNDO),
+        (On::Both, "attach_tc uplink-ingress 2", MASQ_UNDO),
+        (On::Both, "set_uplink 2", MASQ_UNDO),
+        (On::Both, "add_masq_subnet 10.77.0.0/24", MASQ_UNDO),
+        (On::Both, "set_no_masquerade 1 []", MASQ_UNDO),
+        // The bridge is not made: nothing to delete.
+        (On::Bridge, "ensure_bridge np-web", MASQ_UNDO),
+        (
+            On::Bridge,
+            "add_address 10 10.77.0.1/24",
+            MASQ_AND_BRIDGE_UNDO,
+        ),
+        (On::Bridge, "set_up 10", MASQ_AND_BRIDGE_UNDO),
+        (On::Bridge, "attach_tc ingress 10", MASQ_AND_BRIDGE_UNDO),
+    ];
+    run(Case {
         setup: nothing,
-        op: |rig, mode, _| {
-            async move {
-                let req = net_req("web", mode);
-                rig.svc.create_network(req).await.map(drop)
-            }
-            .boxed()
-        },
-        steps: &[
-            (On::Both, "attach_tc uplink-egress 2", MASQ_UNDO),
-            (On::Both, "attach_tc uplink-ingress 2", MASQ_UNDO),
-            (On::Both, "set_uplink 2", MASQ_UNDO),
-            (On::Both, "add_masq_subnet 10.77.0.0/24", MASQ_UNDO),
-            (On::Both, "set_no_masquerade 1 []", MASQ_UNDO),
-            // The bridge is not made: nothing to delete.
-            (On::Bridge, "ensure_bridge np-web", MASQ_UNDO),
-            (
-                On::Bridge,
-                "add_address 10 10.77.0.1/24",
-                MASQ_AND_BRIDGE_UNDO,
-            ),
-            (On::Bridge, "set_up 10", MASQ_AND_BRIDGE_UNDO),
-            (On::Bridge, "attach_tc ingress 10", MASQ_AND_BRIDGE_UNDO),
-        ],
-        residue: no_residue,
+        ..Case::new("create network", op, steps)
     })
     .await;
 }
@@ -177,14 +187,12 @@ async fn create_network() {
 #[tokio::test]
 async fn add_endpoint() {
     const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint 10.77.0.2"];
-    run(&Case {
-        name: "add endpoint",
-        modes: BOTH_MODES,
-        setup: network,
-        op: |rig, _, net| {
-            async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed()
-        },
-        steps: &[
+    let op: Op =
+        |rig, _, net| async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed();
+    run(Case::new(
+        "add endpoint",
+        op,
+        &[
             // Nothing made; the record's map entry is removed (absent is fine).
             (
                 On::Both,
@@ -209,8 +217,7 @@ async fn add_endpoint() {
             (On::Both, "attach_tc_endpoint $dev", UNDO),
             (On::Both, "upsert_endpoint 10.77.0.2", UNDO),
         ],
-        residue: no_residue,
-    })
+    ))
     .await;
 }
 
@@ -223,14 +230,12 @@ async fn add_tap() {
         "forget_links $dev",
         "delete_link $dev",
     ];
-    run(&Case {
-        name: "add TAP",
-        modes: BOTH_MODES,
-        setup: network,
-        op: |rig, _, net| {
-            async move { rig.svc.add_tap(tap_req(net, "vm0")).await.map(drop) }.boxed()
-        },
-        steps: &[
+    let op: Op =
+        |rig, _, net| async move { rig.svc.add_tap(tap_req(net, "vm0")).await.map(drop) }.boxed();
+    run(Case::new(
+        "add TAP",
+        op,
+        &[
             (On::Both, "create_tap vm0", &["remove_endpoint 10.77.0.2"]),
             (On::Bridge, "configure $dev master,alias,up", UNDO),
             (On::Routed, "configure $dev alias,up", UNDO),
@@ -240,35 +245,31 @@ async fn add_tap() {
             (On::Both, "attach_tc_endpoint $dev", UNDO),
             (On::Both, "upsert_endpoint 10.77.0.2", UNDO),
         ],
-        residue: no_residue,
-    })
+    ))
     .await;
 }
 
 #[tokio::test]
 async fn publish_two_specs() {
     const UNDO: &[&str] = &["unpublish 6/0.0.0.0:8080", "unpublish 17/0.0.0.0:53"];
-    run(&Case {
-        name: "publish 8080:80 and 53:53/udp",
+    let op: Op = |rig, _, ep| {
+        let req = publish_req(ep, &["8080:80", "53:53/udp"]);
+        async move { rig.svc.publish_ports(req).await.map(drop) }.boxed()
+    };
+    let steps = &[
+        (On::Both, "publish 6/0.0.0.0:8080", UNDO),
+        (On::Both, "publish 17/0.0.0.0:53", UNDO),
+    ];
+    run(Case {
         modes: &[Mode::Bridge],
         setup: veth,
-        op: |rig, _, ep| {
-            async move {
-                let req = publish_req(ep, &["8080:80", "53:53/udp"]);
-                rig.svc.publish_ports(req).await.map(drop)
-            }
-            .boxed()
-        },
-        steps: &[
-            (On::Both, "publish 6/0.0.0.0:8080", UNDO),
-            (On::Both, "publish 17/0.0.0.0:53", UNDO),
-        ],
         // The first publish marked the endpoint as published before the second failed.
         residue: |k, step| {
             if step > 0 {
                 marked_published(k, step);
             }
         },
+        ..Case::new("publish 8080:80 and 53:53/udp", op, steps)
     })
     .await;
 }
