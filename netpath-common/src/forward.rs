@@ -122,17 +122,17 @@ mod tests {
     use super::*;
     use crate::maps::ENDPOINT_KIND_VETH;
 
+    fn ipv4(src: [u8; 4], dst: [u8; 4]) -> FrameInfo {
+        FrameInfo::Ipv4 { src, dst }
+    }
+
+    fn arp(sha: [u8; 6], spa: [u8; 4]) -> FrameInfo {
+        FrameInfo::Arp { sha, spa }
+    }
+
     /// What `decide` says of an IPv4 packet from `a` (its own MAC and address) to `b`.
     fn from_to(a: &EndpointValue, b: &EndpointValue) -> Verdict {
-        decide(
-            a,
-            a.mac,
-            FrameInfo::Ipv4 {
-                src: a.ip,
-                dst: b.ip,
-            },
-            Some(b),
-        )
+        decide(a, a.mac, ipv4(a.ip, b.ip), Some(b))
     }
 
     fn ep(last: u8, ifindex: u32, network_id: u16, kind: u8) -> EndpointValue {
@@ -201,64 +201,35 @@ mod tests {
         let a = ep(2, 10, 1, ENDPOINT_KIND_VETH);
         let b = ep(3, 11, 1, ENDPOINT_KIND_VETH);
         let other = ep(5, 13, 2, ENDPOINT_KIND_VETH);
-        let ip = |src, dst| FrameInfo::Ipv4 { src, dst };
-        assert_eq!(
-            decide(&a, b.mac, ip(a.ip, b.ip), Some(&b)),
-            Verdict::Drop(DropReason::SpoofedMac)
-        );
-        assert_eq!(
-            decide(&a, a.mac, ip(b.ip, b.ip), Some(&b)),
-            Verdict::Drop(DropReason::SpoofedIp)
-        );
-        assert_eq!(
-            decide(&a, a.mac, ip(a.ip, other.ip), Some(&other)),
-            Verdict::Drop(DropReason::OtherNetwork)
-        );
-        let arp = |sha, spa| FrameInfo::Arp { sha, spa };
-        assert_eq!(
-            decide(&a, a.mac, arp(a.mac, b.ip), None),
-            Verdict::Drop(DropReason::SpoofedArp)
-        );
-        assert_eq!(
-            decide(&a, a.mac, arp(b.mac, a.ip), None),
-            Verdict::Drop(DropReason::SpoofedArp)
-        );
-        assert_eq!(decide(&a, a.mac, arp(a.mac, a.ip), None), Verdict::Pass);
-        assert_eq!(decide(&a, a.mac, arp(a.mac, [0; 4]), None), Verdict::Pass);
-        assert_eq!(
-            decide(&a, a.mac, arp(b.mac, [0; 4]), None),
-            Verdict::Drop(DropReason::SpoofedArp)
-        );
+        use DropReason::*;
+        // (Ethernet source, frame, destination endpoint, why it is dropped)
+        for (eth_src, info, to, reason) in [
+            (b.mac, ipv4(a.ip, b.ip), Some(&b), SpoofedMac),
+            (a.mac, ipv4(b.ip, b.ip), Some(&b), SpoofedIp),
+            (a.mac, ipv4(a.ip, other.ip), Some(&other), OtherNetwork),
+            (a.mac, arp(a.mac, b.ip), None, SpoofedArp),
+            (a.mac, arp(b.mac, a.ip), None, SpoofedArp),
+            // A probe (sender 0.0.0.0) must still carry the endpoint's own MAC.
+            (a.mac, arp(b.mac, [0; 4]), None, SpoofedArp),
+        ] {
+            let v = decide(&a, eth_src, info, to);
+            assert_eq!(v, Verdict::Drop(reason), "{eth_src:?} {info:?}");
+        }
     }
 
     #[test]
     fn unknown_self_and_other_traffic_pass() {
         let a = ep(2, 10, 1, ENDPOINT_KIND_VETH);
-        assert_eq!(
-            decide(
-                &a,
-                a.mac,
-                FrameInfo::Ipv4 {
-                    src: a.ip,
-                    dst: [8, 8, 8, 8]
-                },
-                None
-            ),
-            Verdict::Pass
-        );
-        assert_eq!(
-            decide(
-                &a,
-                a.mac,
-                FrameInfo::Ipv4 {
-                    src: a.ip,
-                    dst: a.ip
-                },
-                Some(&a)
-            ),
-            Verdict::Pass
-        );
-        assert_eq!(decide(&a, a.mac, FrameInfo::Other, None), Verdict::Pass);
+        for (info, to) in [
+            (ipv4(a.ip, [8, 8, 8, 8]), None),
+            (ipv4(a.ip, a.ip), Some(&a)),
+            (arp(a.mac, a.ip), None),
+            // An ARP probe (RFC 5227).
+            (arp(a.mac, [0; 4]), None),
+            (FrameInfo::Other, None),
+        ] {
+            assert_eq!(decide(&a, a.mac, info, to), Verdict::Pass, "{info:?}");
+        }
     }
 
     #[test]

@@ -42,6 +42,64 @@ macro_rules! counter_slots {
     };
 }
 
+/// A BPF map key or value, under the rules of the kernel/user ABI ([`maps`]): `#[repr(C)]`,
+/// fields of fixed-width integers and byte arrays only ([`Plain`]), every padding byte an
+/// explicit `_pad` field (the size must be the sum of the fields' sizes) and the size
+/// stated, all checked at compile time. Plain data: `Clone, Copy, Debug, PartialEq, Eq`
+/// (further derives may be given); with the `user` feature, also `aya::Pod`, which those
+/// rules make sound.
+macro_rules! map_type {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident: $size:literal bytes {
+            $( $(#[$fmeta:meta])* pub $field:ident: $ty:ty ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )+
+        }
+
+        const _: () = {
+            const fn plain<T: $crate::Plain>() {}
+            $( plain::<$ty>(); )+
+            assert!(core::mem::size_of::<$name>() == $size);
+            assert!(
+                core::mem::size_of::<$name>() == 0 $( + core::mem::size_of::<$ty>() )+,
+                "implicit padding: make it an explicit `_pad` field"
+            );
+        };
+
+        // SAFETY: `repr(C)`, made only of `Plain` fields (integers and byte arrays, of
+        // which any bit pattern is a value) with no padding between or after them
+        // (asserted above), so any bit pattern of the whole is a valid value: what
+        // `aya::Pod` requires.
+        #[cfg(feature = "user")]
+        unsafe impl aya::Pod for $name {}
+    };
+}
+
+/// What a [`map_type!`] field may be: a type of which every bit pattern is a valid value
+/// and which has no padding of its own.
+///
+/// # Safety
+///
+/// Implement only for such types.
+unsafe trait Plain {}
+// SAFETY: integers: any bit pattern is a value, no padding.
+unsafe impl Plain for u8 {}
+// SAFETY: as for `u8`.
+unsafe impl Plain for u16 {}
+// SAFETY: as for `u8`.
+unsafe impl Plain for u32 {}
+// SAFETY: as for `u8`.
+unsafe impl Plain for u64 {}
+// SAFETY: an array has no padding between its elements, and any bit pattern of each
+// element is a value.
+unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
+
 pub mod forward;
 pub mod maps;
 pub mod nat;

@@ -2,33 +2,78 @@
 //!
 //! Rules for every type here (the kernel/user ABI):
 //! `#[repr(C)]`, fixed-width integers and byte arrays only, explicit `_pad` fields,
-//! no `bool`/`Option`/`usize`, and a compile-time size assertion.
+//! no `bool`/`Option`/`usize`, and a compile-time size assertion. Declared through
+//! `map_type!`, which checks them all.
 
 use crate::packet::PacketClass;
+
+// The pin names of every map, in one place; the eBPF programs' map statics bear the same
+// names, and `netpath::datapath::MAPS` lists them. `crate::nat` re-exports the NAT maps'.
 
 /// Name of the layout marker: an array that holds nothing, whose size is [`LAYOUT`] —
 /// so the kernel itself reports, for a pinned datapath, which layout its maps have
 /// (absent: layout 1, before the marker existed). See `netpath::datapath::layout`.
 pub const LAYOUT_MAP: &str = "NETPATH_LAYOUT";
+/// Name of the per-CPU statistics array (also its pin file name).
+pub const STATS_MAP: &str = "NETPATH_STATS";
+/// Name of the endpoint map: endpoint IPv4 address → [`EndpointValue`].
+pub const ENDPOINTS_MAP: &str = "NETPATH_ENDPOINTS";
+/// Name of the interface map: host-side ifindex → [`EndpointValue`] of the endpoint
+/// behind that device. Packets arriving on a device not in this map are not from an
+/// endpoint (e.g. the bridge itself) and are left to the kernel.
+pub const IFACES_MAP: &str = "NETPATH_IFACES";
+/// Name of the per-endpoint counter map: host-side ifindex → [`EndpointCounters`].
+pub const EP_STATS_MAP: &str = "NETPATH_EP_STATS";
+/// Name of the drop counter array, indexed by [`DropReason`].
+pub const DROPS_MAP: &str = "NETPATH_DROPS";
+/// Name of the per-CPU counter array of the fast path's forwards, by [`Forward`].
+pub const FORWARDS_MAP: &str = "NETPATH_FORWARDS";
+/// Host addresses (other than 127.0.0.0/8) whose connections to a port published on
+/// 0.0.0.0 are rewritten by the socket hooks (value: unused).
+pub const LOCAL_ADDRS_MAP: &str = "NETPATH_LOCAL_ADDRS";
+/// Per-socket translations made by the socket hooks, for the reverse direction
+/// (`getpeername`, UDP `recvmsg`).
+pub const SOCK_NAT_MAP: &str = "NETPATH_SOCK_NAT";
+/// One-slot array: the netns cookie of the host namespace, the only one whose sockets
+/// the socket hooks translate (a cgroup's processes may sit in any namespace).
+pub const HOST_NETNS_MAP: &str = "NETPATH_HOST_NETNS";
+/// Masquerade state: an endpoint's connection (its original tuple) → the uplink address
+/// and port it leaves with.
+pub const SNAT_MAP: &str = "NETPATH_SNAT";
+/// Masquerade state: a reply's tuple → the endpoint address and port it returns to.
+pub const RNAT_MAP: &str = "NETPATH_RNAT";
+/// Masquerade configuration: uplink ifindex → [`Uplink`](crate::nat::Uplink).
+pub const UPLINKS_MAP: &str = "NETPATH_UPLINKS";
+/// Masquerade configuration: the subnets whose traffic is masqueraded (value: network id).
+pub const MASQ_SRC_MAP: &str = "NETPATH_MASQ_SRC";
+/// Masquerade configuration: the destinations a network reaches unmasqueraded (keys:
+/// [`no_masq_key`](crate::nat::no_masq_key)).
+pub const NO_MASQ_MAP: &str = "NETPATH_NO_MASQ";
+/// Activity of each masqueraded connection, keyed like `NETPATH_RNAT` (by the reply
+/// tuple, the NAT port's owner): when a packet was last seen and how far TCP got. A
+/// port whose connection went quiet long enough may be given to another connection.
+pub const NAT_AGE_MAP: &str = "NETPATH_NAT_AGE";
+/// Name of the published-port map: [`PublishKey`](crate::nat::PublishKey) →
+/// [`NatTarget`](crate::nat::NatTarget) (the endpoint).
+pub const PUBLISH_MAP: &str = "NETPATH_PUBLISH";
+/// Name of the published-port connection map: the endpoint-side tuple of a reply
+/// (endpoint → client) → the host address and port the client connected to.
+pub const DNAT_CT_MAP: &str = "NETPATH_DNAT_CT";
+
 /// The layout of this build's maps; bumped when any map's keys, values or meaning change
 /// (and the change recorded in `netpath::datapath::layout::CHANGES`).
 pub const LAYOUT: u32 = 2;
 
-/// Name of the per-CPU statistics array (also its pin file name).
-pub const STATS_MAP: &str = "NETPATH_STATS";
-
-/// Name of the endpoint map: endpoint IPv4 address → [`EndpointValue`].
-pub const ENDPOINTS_MAP: &str = "NETPATH_ENDPOINTS";
 /// Capacity of the endpoint map (endpoints per host).
 pub const MAX_ENDPOINTS: u32 = 65_536;
 
-/// Key of the endpoint map: the endpoint's IPv4 address in network byte order.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct EndpointKey {
-    pub ip: [u8; 4],
+map_type! {
+    /// Key of the endpoint map: the endpoint's IPv4 address in network byte order.
+    #[derive(Hash)]
+    pub struct EndpointKey: 4 bytes {
+        pub ip: [u8; 4],
+    }
 }
-const _: () = assert!(core::mem::size_of::<EndpointKey>() == 4);
 
 /// Endpoint kinds, as stored in [`EndpointValue::kind`].
 pub const ENDPOINT_KIND_VETH: u8 = 1;
@@ -41,61 +86,63 @@ pub const ENDPOINT_KIND_TAP: u8 = 2;
 /// never cleared while the endpoint lives (a stale flag only costs the lookup).
 pub const ENDPOINT_FLAG_PUBLISHED: u8 = 1;
 
-/// Name of the interface map: host-side ifindex → [`EndpointValue`] of the endpoint
-/// behind that device. Packets arriving on a device not in this map are not from an
-/// endpoint (e.g. the bridge itself) and are left to the kernel.
-pub const IFACES_MAP: &str = "NETPATH_IFACES";
-/// Name of the per-endpoint counter map: host-side ifindex → [`EndpointCounters`].
-pub const EP_STATS_MAP: &str = "NETPATH_EP_STATS";
-/// Name of the drop counter array, indexed by [`DropReason`].
-pub const DROPS_MAP: &str = "NETPATH_DROPS";
-/// Name of the per-CPU counter array of the fast path's forwards, by [`Forward`].
-pub const FORWARDS_MAP: &str = "NETPATH_FORWARDS";
-
-/// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EndpointValue {
-    /// The endpoint's IPv4 address (network order).
-    pub ip: [u8; 4],
-    /// ifindex of the host-side device (veth host end, or the TAP).
-    pub ifindex: u32,
-    /// MAC of the endpoint's own interface (in the container or guest).
-    pub mac: [u8; 6],
-    /// MAC of the host-side device, i.e. the gateway MAC the endpoint talks to.
-    pub host_mac: [u8; 6],
-    /// Network the endpoint belongs to (isolation: no fast path across networks).
-    pub network_id: u16,
-    /// [`ENDPOINT_KIND_VETH`] or [`ENDPOINT_KIND_TAP`].
-    pub kind: u8,
-    /// `ENDPOINT_FLAG_*` bits.
-    pub flags: u8,
+map_type! {
+    /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
+    pub struct EndpointValue: 24 bytes {
+        /// The endpoint's IPv4 address (network order).
+        pub ip: [u8; 4],
+        /// ifindex of the host-side device (veth host end, or the TAP).
+        pub ifindex: u32,
+        /// MAC of the endpoint's own interface (in the container or guest).
+        pub mac: [u8; 6],
+        /// MAC of the host-side device, i.e. the gateway MAC the endpoint talks to.
+        pub host_mac: [u8; 6],
+        /// Network the endpoint belongs to (isolation: no fast path across networks).
+        pub network_id: u16,
+        /// [`ENDPOINT_KIND_VETH`] or [`ENDPOINT_KIND_TAP`].
+        pub kind: u8,
+        /// `ENDPOINT_FLAG_*` bits.
+        pub flags: u8,
+    }
 }
-const _: () = assert!(core::mem::size_of::<EndpointValue>() == 24);
 
-/// Per-endpoint traffic, from the endpoint's point of view: `tx` is what it sent (seen
-/// on its host-side device's ingress), `rx` what the fast path delivered to it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EndpointCounters {
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
+/// A per-CPU counter value: a [`map_type!`] of `u64` fields, with `Default` and `sum`,
+/// which adds the values userspace reads (one per possible CPU) field by field, wrapping
+/// as the counters themselves do.
+macro_rules! per_cpu_counters {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident: $size:literal bytes {
+            $( pub $field:ident: u64 ),+ $(,)?
+        }
+    ) => {
+        map_type! {
+            $(#[$meta])*
+            #[derive(Default)]
+            pub struct $name: $size bytes {
+                $( pub $field: u64, )+
+            }
+        }
+
+        impl $name {
+            /// Sums per-CPU values (userspace reads one value per possible CPU).
+            pub fn sum<'a>(values: impl IntoIterator<Item = &'a $name>) -> $name {
+                values.into_iter().fold($name::default(), |a, c| $name {
+                    $( $field: a.$field.wrapping_add(c.$field), )+
+                })
+            }
+        }
+    };
 }
-const _: () = assert!(core::mem::size_of::<EndpointCounters>() == 32);
 
-impl EndpointCounters {
-    /// Sums per-CPU values.
-    pub fn sum<'a>(values: impl IntoIterator<Item = &'a EndpointCounters>) -> Self {
-        values
-            .into_iter()
-            .fold(Self::default(), |a, c| EndpointCounters {
-                tx_packets: a.tx_packets.wrapping_add(c.tx_packets),
-                tx_bytes: a.tx_bytes.wrapping_add(c.tx_bytes),
-                rx_packets: a.rx_packets.wrapping_add(c.rx_packets),
-                rx_bytes: a.rx_bytes.wrapping_add(c.rx_bytes),
-            })
+per_cpu_counters! {
+    /// Per-endpoint traffic, from the endpoint's point of view: `tx` is what it sent (seen
+    /// on its host-side device's ingress), `rx` what the fast path delivered to it.
+    pub struct EndpointCounters: 32 bytes {
+        pub tx_packets: u64,
+        pub tx_bytes: u64,
+        pub rx_packets: u64,
+        pub rx_bytes: u64,
     }
 }
 
@@ -147,17 +194,7 @@ impl DropReason {
     }
 }
 
-// SAFETY: both are `repr(C)`, made only of integers and byte arrays, with every padding
-// byte an explicit field, so any bit pattern is valid: what `aya::Pod` requires.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for EndpointKey {}
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for EndpointValue {}
-// SAFETY: `repr(C)`, four `u64`s, no padding.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for EndpointCounters {}
-
-/// Where a program runs; selects a block of [`StatIndex`] slots in the stats map.
+/// Where a program runs; selects a block of slots in the stats map ([`stat_index`]).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Hook {
@@ -198,31 +235,13 @@ pub const fn stat_index(hook: Hook, class: PacketClass) -> u32 {
     hook as u32 * PacketClass::COUNT + class as u32
 }
 
-/// One per-CPU counter slot: packets and bytes (whole frame length).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counter {
-    pub packets: u64,
-    pub bytes: u64,
-}
-const _: () = assert!(core::mem::size_of::<Counter>() == 16);
-
-impl Counter {
-    /// Sums per-CPU values (userspace reads one value per possible CPU).
-    pub fn sum<'a>(values: impl IntoIterator<Item = &'a Counter>) -> Counter {
-        values
-            .into_iter()
-            .fold(Counter::default(), |acc, c| Counter {
-                packets: acc.packets.wrapping_add(c.packets),
-                bytes: acc.bytes.wrapping_add(c.bytes),
-            })
+per_cpu_counters! {
+    /// One per-CPU counter slot: packets and bytes (whole frame length).
+    pub struct Counter: 16 bytes {
+        pub packets: u64,
+        pub bytes: u64,
     }
 }
-
-// SAFETY: `Counter` is `repr(C)`, made of `u64`s only, has no padding and every bit
-// pattern is a valid value, which is what `aya::Pod` requires.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for Counter {}
 
 #[cfg(test)]
 mod tests {

@@ -7,23 +7,25 @@
 //! for packets whose checksums are complete, so host tests and the fuzz target can
 //! check every rewrite byte for byte.
 
-/// A connection as seen in one direction. Addresses are network-order bytes, ports are
-/// host-order numbers (the ICMP echo identifier takes the place of both ports).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Tuple {
-    pub src: [u8; 4],
-    pub dst: [u8; 4],
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    pub _pad: [u8; 3],
-}
-const _: () = assert!(core::mem::size_of::<Tuple>() == 16);
+/// The NAT maps' pin names, declared with every other map's in [`crate::maps`].
+pub use crate::maps::{
+    DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
+    PUBLISH_MAP, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, UPLINKS_MAP,
+};
 
-// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for Tuple {}
+map_type! {
+    /// A connection as seen in one direction. Addresses are network-order bytes, ports are
+    /// host-order numbers (the ICMP echo identifier takes the place of both ports).
+    #[derive(Hash)]
+    pub struct Tuple: 16 bytes {
+        pub src: [u8; 4],
+        pub dst: [u8; 4],
+        pub sport: u16,
+        pub dport: u16,
+        pub proto: u8,
+        pub _pad: [u8; 3],
+    }
+}
 
 impl Tuple {
     pub const fn new(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Tuple {
@@ -43,44 +45,30 @@ impl Tuple {
     }
 }
 
-/// What a NAT entry maps to: the address and port that replace the originals.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NatTarget {
-    pub addr: [u8; 4],
-    pub port: u16,
-    /// `NAT_FLAG_*` bits (connection-tracking entries only; 0 elsewhere).
-    pub flags: u8,
-    pub _pad: u8,
+map_type! {
+    /// What a NAT entry maps to: the address and port that replace the originals.
+    pub struct NatTarget: 8 bytes {
+        pub addr: [u8; 4],
+        pub port: u16,
+        /// `NAT_FLAG_*` bits (connection-tracking entries only; 0 elsewhere).
+        pub flags: u8,
+        pub _pad: u8,
+    }
 }
-const _: () = assert!(core::mem::size_of::<NatTarget>() == 8);
 
-/// Host addresses (other than 127.0.0.0/8) whose connections to a port published on
-/// 0.0.0.0 are rewritten by the socket hooks (value: unused).
-pub const LOCAL_ADDRS_MAP: &str = "NETPATH_LOCAL_ADDRS";
-/// Per-socket translations made by the socket hooks, for the reverse direction
-/// (`getpeername`, UDP `recvmsg`).
-pub const SOCK_NAT_MAP: &str = "NETPATH_SOCK_NAT";
+/// Host addresses `NETPATH_LOCAL_ADDRS` holds at the most.
 pub const MAX_LOCAL_ADDRS: u32 = 1024;
-/// One-slot array: the netns cookie of the host namespace, the only one whose sockets
-/// the socket hooks translate (a cgroup's processes may sit in any namespace).
-pub const HOST_NETNS_MAP: &str = "NETPATH_HOST_NETNS";
 
-/// Key of `NETPATH_SOCK_NAT`: a socket (its cookie) and the endpoint address and port
-/// it was sent to instead of the published one.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SockNatKey {
-    pub cookie: u64,
-    pub addr: [u8; 4],
-    pub port: u16,
-    pub _pad: u16,
+map_type! {
+    /// Key of `NETPATH_SOCK_NAT`: a socket (its cookie) and the endpoint address and port
+    /// it was sent to instead of the published one.
+    pub struct SockNatKey: 16 bytes {
+        pub cookie: u64,
+        pub addr: [u8; 4],
+        pub port: u16,
+        pub _pad: u16,
+    }
 }
-const _: () = assert!(core::mem::size_of::<SockNatKey>() == 16);
-
-// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for SockNatKey {}
 
 /// A `NETPATH_DNAT_CT` entry of an endpoint that reached its own published port through
 /// a host address (hairpin to itself): its source was rewritten to that host address
@@ -106,17 +94,6 @@ impl NatTarget {
     }
 }
 
-// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for NatTarget {}
-
-/// Map names of the NAT state and configuration.
-pub const SNAT_MAP: &str = "NETPATH_SNAT";
-pub const RNAT_MAP: &str = "NETPATH_RNAT";
-pub const UPLINKS_MAP: &str = "NETPATH_UPLINKS";
-pub const MASQ_SRC_MAP: &str = "NETPATH_MASQ_SRC";
-pub const NO_MASQ_MAP: &str = "NETPATH_NO_MASQ";
-
 /// Most destination prefixes a network may exempt from masquerade, all networks together.
 pub const MAX_NO_MASQ: u32 = 4096;
 
@@ -129,26 +106,17 @@ pub const fn no_masq_key(network_id: u32, dst: [u8; 4]) -> [u8; 8] {
 }
 /// Connections the NAT tables hold (LRU: the least recently used are evicted).
 pub const NAT_ENTRIES: u32 = 262_144;
-/// Activity of each masqueraded connection, keyed like `NETPATH_RNAT` (by the reply
-/// tuple, the NAT port's owner): when a packet was last seen and how far TCP got. A
-/// port whose connection went quiet long enough may be given to another connection.
-pub const NAT_AGE_MAP: &str = "NETPATH_NAT_AGE";
 
-/// Value of `NETPATH_NAT_AGE`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NatAge {
-    /// Last packet, in [`nat_clock`] units (≈ 1.07 s), wrapping.
-    pub seen: u32,
-    /// `CT_*`.
-    pub state: u8,
-    pub _pad: [u8; 3],
+map_type! {
+    /// Value of `NETPATH_NAT_AGE`.
+    pub struct NatAge: 8 bytes {
+        /// Last packet, in [`nat_clock`] units (≈ 1.07 s), wrapping.
+        pub seen: u32,
+        /// `CT_*`.
+        pub state: u8,
+        pub _pad: [u8; 3],
+    }
 }
-const _: () = assert!(core::mem::size_of::<NatAge>() == 8);
-
-// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for NatAge {}
 
 /// Only the endpoint has spoken (TCP: SYN sent; UDP/ICMP: no reply yet).
 pub const CT_NEW: u8 = 0;
@@ -202,42 +170,28 @@ pub const fn ct_stale(proto: u8, age: NatAge, now: u32) -> bool {
     now.wrapping_sub(age.seen) > ct_timeout(proto, age.state)
 }
 
-/// An uplink: the address egress masquerade rewrites sources to, and its port range.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Uplink {
-    pub addr: [u8; 4],
-    pub first_port: u16,
-    pub last_port: u16,
+map_type! {
+    /// An uplink: the address egress masquerade rewrites sources to, and its port range.
+    pub struct Uplink: 8 bytes {
+        pub addr: [u8; 4],
+        pub first_port: u16,
+        pub last_port: u16,
+    }
 }
-const _: () = assert!(core::mem::size_of::<Uplink>() == 8);
 
-// SAFETY: `repr(C)`, integers and byte arrays only, no padding.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for Uplink {}
-
-/// Name of the published-port map: [`PublishKey`] → [`NatTarget`] (the endpoint).
-pub const PUBLISH_MAP: &str = "NETPATH_PUBLISH";
-/// Name of the published-port connection map: the endpoint-side tuple of a reply
-/// (endpoint → client) → the host address and port the client connected to.
-pub const DNAT_CT_MAP: &str = "NETPATH_DNAT_CT";
 /// Published ports per host.
 pub const MAX_PUBLISHED: u32 = 65_536;
 
-/// A published port: protocol, host address (`0.0.0.0` = every address), host port.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PublishKey {
-    pub host_ip: [u8; 4],
-    pub port: u16,
-    pub proto: u8,
-    pub _pad: u8,
+map_type! {
+    /// A published port: protocol, host address (`0.0.0.0` = every address), host port.
+    #[derive(Hash)]
+    pub struct PublishKey: 8 bytes {
+        pub host_ip: [u8; 4],
+        pub port: u16,
+        pub proto: u8,
+        pub _pad: u8,
+    }
 }
-const _: () = assert!(core::mem::size_of::<PublishKey>() == 8);
-
-// SAFETY: `repr(C)`, integers and byte arrays only, padding explicit.
-#[cfg(feature = "user")]
-unsafe impl aya::Pod for PublishKey {}
 
 /// An inclusive port range to allocate NAT source ports from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,27 +310,27 @@ pub const fn l4_csum_after_source_change(
     }
 }
 
-/// UDP transmits a computed checksum of 0 as 0xffff (RFC 768); 0 means "no checksum"
-/// and must stay 0 through NAT.
+/// [`csum_replace4`] for a UDP checksum. UDP transmits a computed checksum of 0 as 0xffff
+/// (RFC 768); 0 means "no checksum" and must stay 0 through NAT.
 #[inline(always)]
 pub const fn udp_csum_replace4(sum: u16, from: [u8; 4], to: [u8; 4]) -> u16 {
-    if sum == 0 {
-        return 0;
-    }
-    match csum_replace4(sum, from, to) {
-        0 => 0xffff,
-        s => s,
-    }
+    udp_csum(sum, csum_replace4(sum, from, to))
 }
 
+/// [`csum_replace2`] for a UDP checksum, as [`udp_csum_replace4`].
 #[inline(always)]
 pub const fn udp_csum_replace2(sum: u16, from: u16, to: u16) -> u16 {
-    if sum == 0 {
-        return 0;
-    }
-    match csum_replace2(sum, from, to) {
-        0 => 0xffff,
-        s => s,
+    udp_csum(sum, csum_replace2(sum, from, to))
+}
+
+/// UDP's rules for a checksum `sum` that an update computed as `updated`: 0 ("no
+/// checksum") stays 0, and a computed 0 is sent as 0xffff.
+#[inline(always)]
+const fn udp_csum(sum: u16, updated: u16) -> u16 {
+    match (sum, updated) {
+        (0, _) => 0,
+        (_, 0) => 0xffff,
+        (_, s) => s,
     }
 }
 

@@ -370,35 +370,25 @@ mod tests {
 
     #[test]
     fn tcp_udp_icmp_other() {
-        let tcp = ipv4_frame(IPPROTO_TCP, &[], &[0; 20], 0);
-        assert_eq!(
-            classify(&tcp[..]),
-            Classified {
-                class: PacketClass::Ipv4Tcp,
-                l4_offset: 34
-            }
-        );
-        assert_eq!(
-            class(&ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0)),
-            PacketClass::Ipv4Udp
-        );
-        assert_eq!(
-            class(&ipv4_frame(IPPROTO_ICMP, &[], &[0; 8], 0)),
-            PacketClass::Ipv4Icmp
-        );
-        assert_eq!(class(&ipv4_frame(47, &[], &[], 0)), PacketClass::Ipv4Other);
-    }
-
-    #[test]
-    fn ip_options_move_the_l4_offset() {
-        let f = ipv4_frame(IPPROTO_UDP, &[1, 1, 1, 0], &[0; 8], 0);
-        assert_eq!(
-            classify(&f[..]),
-            Classified {
-                class: PacketClass::Ipv4Udp,
-                l4_offset: 38
-            }
-        );
+        // (protocol, IP options, L4 bytes, class, L4 offset)
+        for (proto, options, l4, class, l4_offset) in [
+            (IPPROTO_TCP, &[][..], &[0; 20][..], PacketClass::Ipv4Tcp, 34),
+            (IPPROTO_UDP, &[], &[0; 8], PacketClass::Ipv4Udp, 34),
+            (IPPROTO_ICMP, &[], &[0; 8], PacketClass::Ipv4Icmp, 34),
+            (47, &[], &[], PacketClass::Ipv4Other, 34),
+            // IP options move the L4 offset.
+            (
+                IPPROTO_UDP,
+                &[1, 1, 1, 0],
+                &[0; 8],
+                PacketClass::Ipv4Udp,
+                38,
+            ),
+        ] {
+            let f = ipv4_frame(proto, options, l4, 0);
+            let c = Classified { class, l4_offset };
+            assert_eq!(classify(&f[..]), c, "protocol {proto}, options {options:?}");
+        }
     }
 
     #[test]
@@ -459,21 +449,18 @@ mod tests {
 
     #[test]
     fn fragments() {
-        // More-fragments set, offset 0: first fragment.
-        assert_eq!(
-            class(&ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0x2000)),
-            PacketClass::Ipv4Fragment
-        );
-        // Offset 185*8.
-        assert_eq!(
-            class(&ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 185)),
-            PacketClass::Ipv4Fragment
-        );
-        // Don't-fragment alone is not a fragment.
-        assert_eq!(
-            class(&ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0x4000)),
-            PacketClass::Ipv4Udp
-        );
+        // (flags and fragment offset, class)
+        for (frag, class) in [
+            // More-fragments set, offset 0: first fragment.
+            (0x2000, PacketClass::Ipv4Fragment),
+            // Offset 185*8.
+            (185, PacketClass::Ipv4Fragment),
+            // Don't-fragment alone is not a fragment.
+            (0x4000, PacketClass::Ipv4Udp),
+        ] {
+            let f = ipv4_frame(IPPROTO_UDP, &[], &[0; 8], frag);
+            assert_eq!(classify(&f[..]).class, class, "{frag:#06x}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use aya_ebpf::maps::PerCpuArray;
 use netpath_common::{
-    maps::{Counter, DropReason, Forward, Hook, stat_index},
+    maps::{Counter, DropReason, EndpointCounters, Forward, Hook, stat_index},
     packet::PacketClass,
 };
 
@@ -37,26 +37,31 @@ pub fn count_forward(way: Forward, bytes: u64) {
     count(&NETPATH_FORWARDS, way as u32, bytes);
 }
 
+/// The traffic counters of the endpoint behind host-side device `ifindex`, updated by
+/// `add` (nothing if the control plane made no entry for it).
+#[inline(always)]
+fn count_endpoint(ifindex: u32, add: impl FnOnce(&mut EndpointCounters)) {
+    if let Some(c) = NETPATH_EP_STATS.get_ptr_mut(ifindex) {
+        // SAFETY: this CPU's value, valid for this run, no concurrent writer while this
+        // program runs: the only reference to it.
+        add(unsafe { &mut *c });
+    }
+}
+
 /// A packet the endpoint behind host-side device `ifindex` sent.
 #[inline(always)]
 pub fn count_tx(ifindex: u32, bytes: u64) {
-    if let Some(c) = NETPATH_EP_STATS.get_ptr_mut(ifindex) {
-        // SAFETY: this CPU's value, no concurrent writer while this program runs.
-        unsafe {
-            (*c).tx_packets += 1;
-            (*c).tx_bytes += bytes;
-        }
-    }
+    count_endpoint(ifindex, |c| {
+        c.tx_packets += 1;
+        c.tx_bytes += bytes;
+    });
 }
 
 /// A packet delivered to the endpoint behind host-side device `ifindex`.
 #[inline(always)]
 pub fn count_rx(ifindex: u32, bytes: u64) {
-    if let Some(c) = NETPATH_EP_STATS.get_ptr_mut(ifindex) {
-        // SAFETY: this CPU's value, no concurrent writer while this program runs.
-        unsafe {
-            (*c).rx_packets += 1;
-            (*c).rx_bytes += bytes;
-        }
-    }
+    count_endpoint(ifindex, |c| {
+        c.rx_packets += 1;
+        c.rx_bytes += bytes;
+    });
 }

@@ -18,7 +18,7 @@ use aya_ebpf::{
 use netpath_common::{
     forward::{FrameInfo, Verdict, decide, uplink_candidate},
     maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, EndpointKey, Forward, Hook},
-    packet::{ETH_DST, ETH_SRC, Frame, classify, frame_info},
+    packet::{Classified, ETH_DST, ETH_SRC, Frame, classify, frame_info},
 };
 
 use crate::{
@@ -63,26 +63,64 @@ fn verdict(v: TcVerdict, len: u64) -> i32 {
     }
 }
 
-/// tc ingress entry, on every endpoint's host-side device (and the bridge). Counts the
-/// frame by class; for a frame from an endpoint, applies anti-spoofing and isolation,
-/// translates hairpin connections to published ports, and hands same-network IPv4
-/// unicast straight to the destination endpoint (`bpf_redirect_peer` into a container,
-/// `bpf_redirect` out of a TAP), and packets the FIB routes out of an uplink straight to
-/// it. Everything else goes to the kernel path unchanged.
-#[classifier]
-pub fn netpath_tc_ingress(ctx: TcContext) -> i32 {
-    let len = ctx.len() as u64;
-    verdict(try_tc_ingress(&ctx, len), len)
-}
-
+/// Runs a tc program's logic: makes the frame's headers readable, classifies the frame
+/// and counts it under `hook`, then hands it to `program` (with the frame's length) and
+/// turns what that decided into a tc action.
 #[inline(always)]
-fn try_tc_ingress(ctx: &TcContext, len: u64) -> TcVerdict {
+fn run_tc(
+    ctx: &TcContext,
+    hook: Hook,
+    program: impl FnOnce(&TcContext, TcFrame, Classified, u64) -> TcVerdict,
+) -> i32 {
+    let len = ctx.len() as u64;
     let frame = TcFrame::new(ctx);
     let c = classify(&frame);
-    count_class(Hook::TcIngress, c.class, len);
+    count_class(hook, c.class, len);
+    verdict(program(ctx, frame, c, len), len)
+}
+
+/// The device the packet is on: for ingress the one it arrived on, for egress the one
+/// it leaves by.
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the whole
     // run; `ifindex` is a readable context field for tc programs.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Declares each `name: hook => logic;` as a tc program `name` (its name in the object,
+/// which the loader attaches by) that counts its frames under `hook` and runs `logic`
+/// ([`run_tc`]).
+macro_rules! tc_programs {
+    ($( $(#[$doc:meta])* $name:ident: $hook:expr => $logic:ident; )+) => {
+        $(
+            $(#[$doc])*
+            #[classifier]
+            pub fn $name(ctx: TcContext) -> i32 {
+                run_tc(&ctx, $hook, $logic)
+            }
+        )+
+    };
+}
+
+tc_programs! {
+    /// On every endpoint's host-side device (and the bridge): [`tc_ingress`].
+    netpath_tc_ingress: Hook::TcIngress => tc_ingress;
+    /// tcx egress on an uplink: [`uplink_egress`].
+    netpath_tc_uplink_egress: Hook::UplinkEgress => uplink_egress;
+    /// tcx ingress on an uplink: [`uplink_ingress`].
+    netpath_tc_uplink_ingress: Hook::UplinkIngress => uplink_ingress;
+}
+
+/// tc ingress, on every endpoint's host-side device (and the bridge). For a frame from
+/// an endpoint, applies anti-spoofing and isolation, translates hairpin connections to
+/// published ports, and hands same-network IPv4 unicast straight to the destination
+/// endpoint (`bpf_redirect_peer` into a container, `bpf_redirect` out of a TAP), and
+/// packets the FIB routes out of an uplink straight to it. Everything else goes to the
+/// kernel path unchanged.
+#[inline(always)]
+fn tc_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, len: u64) -> TcVerdict {
+    let ifindex = ifindex(ctx);
     // Not an endpoint's device (e.g. the bridge): nothing to enforce or shortcut.
     // SAFETY: the reference points into map memory that stays valid for this run (RCU);
     // a concurrent control-plane update can only replace it with another valid entry.
@@ -139,19 +177,9 @@ fn try_tc_ingress(ctx: &TcContext, len: u64) -> TcVerdict {
 }
 
 /// tc (tcx) egress on an uplink: egress masquerade.
-#[classifier]
-pub fn netpath_tc_uplink_egress(ctx: TcContext) -> i32 {
-    let len = ctx.len() as u64;
-    verdict(try_uplink_egress(&ctx, len), len)
-}
-
 #[inline(always)]
-fn try_uplink_egress(ctx: &TcContext, len: u64) -> TcVerdict {
-    let frame = TcFrame::new(ctx);
-    let c = classify(&frame);
-    count_class(Hook::UplinkEgress, c.class, len);
-    // SAFETY: as in netpath_tc_ingress.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+fn uplink_egress(ctx: &TcContext, frame: TcFrame, c: Classified, _len: u64) -> TcVerdict {
+    let ifindex = ifindex(ctx);
     // Replies of connections to published ports take the published address and port
     // as their source — here, after routing: rewritten earlier, a packet with one of
     // the host's addresses as its source would be dropped by the kernel as a martian.
@@ -166,17 +194,8 @@ fn try_uplink_egress(ctx: &TcContext, len: u64) -> TcVerdict {
 
 /// tc (tcx) ingress on an uplink: replies to masqueraded connections and connections to
 /// published ports are translated, then handed straight to their endpoint.
-#[classifier]
-pub fn netpath_tc_uplink_ingress(ctx: TcContext) -> i32 {
-    let len = ctx.len() as u64;
-    verdict(try_uplink_ingress(&ctx, len), len)
-}
-
 #[inline(always)]
-fn try_uplink_ingress(ctx: &TcContext, len: u64) -> TcVerdict {
-    let frame = TcFrame::new(ctx);
-    let c = classify(&frame);
-    count_class(Hook::UplinkIngress, c.class, len);
+fn uplink_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, len: u64) -> TcVerdict {
     // Replies to masqueraded connections first; anything else may be a connection to a
     // published port. (A translated reply is done: its destination, now an endpoint's
     // address and source port, must not be taken for a published port.)
