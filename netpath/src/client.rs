@@ -355,35 +355,26 @@ fn encode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU32, Ordering};
-
     use axum::{Json, Router, http::StatusCode, routing::get};
 
     use super::*;
 
-    /// A fresh socket path under the temp dir (removed with its directory on drop).
+    /// A socket path in a fresh temp dir (removed, with whatever is in it, on drop).
     struct TempSocket {
-        dir: PathBuf,
         path: PathBuf,
+        _dir: tempfile::TempDir,
     }
 
     impl TempSocket {
         fn new(tag: &str) -> Self {
-            static N: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "netpath-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            let path = dir.join("api.sock");
-            TempSocket { dir, path }
-        }
-    }
-
-    impl Drop for TempSocket {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("netpath-{tag}-"))
+                .tempdir()
+                .unwrap();
+            TempSocket {
+                path: dir.path().join("api.sock"),
+                _dir: dir,
+            }
         }
     }
 
@@ -407,7 +398,6 @@ mod tests {
     #[tokio::test]
     async fn stale_socket_is_daemon_down() {
         let sock = TempSocket::new("client-stale");
-        std::fs::create_dir_all(sock.path.parent().unwrap()).unwrap();
         drop(std::os::unix::net::UnixListener::bind(&sock.path).unwrap());
         let e = Client::new(&sock.path).list_networks().await.unwrap_err();
         assert!(matches!(e, ClientError::DaemonDown { .. }), "{e:?}");
@@ -433,7 +423,6 @@ mod tests {
     }
 
     fn spawn_server(sock: &TempSocket, app: Router) {
-        std::fs::create_dir_all(sock.path.parent().unwrap()).unwrap();
         let listener = tokio::net::UnixListener::bind(&sock.path).unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
     }

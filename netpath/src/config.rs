@@ -4,30 +4,34 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/netpath";
-pub const DEFAULT_SOCKET: &str = "/run/netpath/netpath.sock";
-pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/netpath";
-
-/// Prefix of every link netpath creates. Names are also tagged with an ifalias
-/// ([`link_alias`]) so ownership never rests on the name alone.
-pub const LINK_PREFIX: &str = "np-";
-/// Prefix of the ifalias of every netpath link.
-pub const ALIAS_PREFIX: &str = "netpath:";
-pub use crate::types::IFNAME_MAX;
-
 /// The network `netpath daemon` creates when none is configured.
 pub const DEFAULT_NETWORK: &str = "default";
+/// The subnet of [`DEFAULT_NETWORK`].
 pub const DEFAULT_SUBNET: Ipv4Net = match Ipv4Net::new(Ipv4Addr::new(10, 200, 0, 0), 16) {
     Ok(n) => n,
     Err(_) => panic!("valid default subnet"),
 };
+/// The gateway address of [`DEFAULT_NETWORK`], in [`DEFAULT_SUBNET`].
 pub const DEFAULT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 200, 0, 1);
+
+/// Where the daemon keeps its state database and lock unless `--state-dir` says
+/// otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netpath";
+/// The daemon's API socket (`--socket`; the CNI plugin's `"socket"` key).
+pub const DEFAULT_SOCKET: &str = "/run/netpath/netpath.sock";
+/// The bpffs directory the datapath's maps, programs and links are pinned under
+/// (`--bpffs`).
+pub const DEFAULT_BPFFS_DIR: &str = "/sys/fs/bpf/netpath";
 
 /// Where the daemon keeps its state and objects.
 #[derive(Clone, Debug)]
 pub struct Paths {
+    /// The state database and lock ([`DEFAULT_STATE_DIR`]); it also names the
+    /// instance ([`Paths::instance`]).
     pub state_dir: PathBuf,
+    /// The API socket ([`DEFAULT_SOCKET`]).
     pub socket: PathBuf,
+    /// Where the datapath is pinned in bpffs ([`DEFAULT_BPFFS_DIR`]).
     pub bpffs: PathBuf,
 }
 
@@ -54,6 +58,13 @@ impl Paths {
         format!("{h:08x}")
     }
 }
+
+/// Prefix of every link netpath creates. Names are also tagged with an ifalias
+/// ([`link_alias`]) so ownership never rests on the name alone.
+pub const LINK_PREFIX: &str = "np-";
+/// Prefix of the ifalias of every netpath link.
+pub const ALIAS_PREFIX: &str = "netpath:";
+pub use crate::types::IFNAME_MAX;
 
 /// Name of the bridge of network `network`.
 pub fn bridge_name(network: &str) -> String {

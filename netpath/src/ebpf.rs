@@ -31,15 +31,27 @@ pub fn object() -> std::io::Result<&'static [u8]> {
     Ok(unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) })
 }
 
-/// Program names in the object (the Rust function names of the entry points).
+// Program names in the object (the Rust function names of the entry points).
+
+/// The XDP entry: counts each frame by class and hands it to the kernel unchanged.
 pub const XDP_PROG: &str = "netpath_xdp";
+/// tc ingress on every endpoint's host-side device (and the bridge): anti-spoofing,
+/// isolation and the fast path between endpoints.
 pub const TC_INGRESS_PROG: &str = "netpath_tc_ingress";
+/// tcx egress on an uplink: egress masquerade, and the replies of published ports.
 pub const UPLINK_EGRESS_PROG: &str = "netpath_tc_uplink_egress";
+/// tcx ingress on an uplink: replies to masqueraded connections and connections to
+/// published ports, translated and handed straight to their endpoint.
 pub const UPLINK_INGRESS_PROG: &str = "netpath_tc_uplink_ingress";
 
+/// `connect()` of a host process (TCP, connected UDP): to a published port, made to
+/// the endpoint behind it.
 pub const CONNECT4_PROG: &str = "netpath_connect4";
+/// UDP `sendmsg()` of a host process: likewise, per datagram.
 pub const SENDMSG4_PROG: &str = "netpath_sendmsg4";
+/// UDP `recvmsg()`: the sender shown as the published address again.
 pub const RECVMSG4_PROG: &str = "netpath_recvmsg4";
+/// `getpeername()`: the peer shown as the published address again.
 pub const GETPEERNAME4_PROG: &str = "netpath_getpeername4";
 
 /// The cgroup socket-address hooks (host-local access to published ports).
@@ -63,7 +75,9 @@ pub const PROGRAMS: [(&str, ProgramKind); 8] = [
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a program is attached.
 pub enum ProgramKind {
+    /// An XDP program (attached to a device).
     Xdp,
     /// A tc classifier (attached with tcx or cls_bpf).
     Tc,

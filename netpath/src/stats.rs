@@ -3,62 +3,73 @@
 //! daemon is down (the datapath outlives it).
 
 use crate::{
-    datapath::{Datapath, DatapathError},
+    datapath::{ClassStat, Datapath, DatapathError, DropStat, EndpointStat, ForwardStat},
     model::{ClassCount, Endpoint, EndpointTraffic, ReasonCount, StatsReport, WayCount},
 };
 
 /// Reads every counter of `dp`; endpoints are named after the matching record of
 /// `records` (by address).
 pub fn report(dp: &Datapath, records: &[Endpoint]) -> Result<StatsReport, DatapathError> {
-    let classes = dp
-        .stats()?
-        .into_iter()
-        .map(|s| ClassCount {
+    Ok(StatsReport {
+        classes: converted(dp.stats()?),
+        endpoints: dp
+            .endpoint_stats()?
+            .into_iter()
+            .map(|e| traffic(e, records))
+            .collect(),
+        forwards: converted(dp.forwards()?),
+        drops: converted(dp.drops()?),
+    })
+}
+
+/// The datapath's counters as the report's entries for them.
+fn converted<S, T: From<S>>(stats: Vec<S>) -> Vec<T> {
+    stats.into_iter().map(T::from).collect()
+}
+
+/// An endpoint's counters under the id and network of its record in `records` (the
+/// one with its address), if there is one.
+fn traffic(e: EndpointStat, records: &[Endpoint]) -> EndpointTraffic {
+    let record = records.iter().find(|r| r.ip == e.ip);
+    EndpointTraffic {
+        id: record.map(|r| r.id.clone()),
+        network: record.map(|r| r.network.clone()),
+        ip: e.ip,
+        ifindex: e.ifindex,
+        tx_packets: e.tx_packets,
+        tx_bytes: e.tx_bytes,
+        rx_packets: e.rx_packets,
+        rx_bytes: e.rx_bytes,
+    }
+}
+
+impl From<ClassStat> for ClassCount {
+    fn from(s: ClassStat) -> Self {
+        ClassCount {
             hook: s.hook.into(),
             class: s.class.into(),
             packets: s.packets,
             bytes: s.bytes,
-        })
-        .collect();
-    let endpoints = dp
-        .endpoint_stats()?
-        .into_iter()
-        .map(|e| {
-            let record = records.iter().find(|r| r.ip == e.ip);
-            EndpointTraffic {
-                id: record.map(|r| r.id.clone()),
-                network: record.map(|r| r.network.clone()),
-                ip: e.ip,
-                ifindex: e.ifindex,
-                tx_packets: e.tx_packets,
-                tx_bytes: e.tx_bytes,
-                rx_packets: e.rx_packets,
-                rx_bytes: e.rx_bytes,
-            }
-        })
-        .collect();
-    let forwards = dp
-        .forwards()?
-        .into_iter()
-        .map(|f| WayCount {
+        }
+    }
+}
+
+impl From<ForwardStat> for WayCount {
+    fn from(f: ForwardStat) -> Self {
+        WayCount {
             way: f.way.into(),
             packets: f.packets,
             bytes: f.bytes,
-        })
-        .collect();
-    let drops = dp
-        .drops()?
-        .into_iter()
-        .map(|d| ReasonCount {
+        }
+    }
+}
+
+impl From<DropStat> for ReasonCount {
+    fn from(d: DropStat) -> Self {
+        ReasonCount {
             reason: d.reason.into(),
             packets: d.packets,
             bytes: d.bytes,
-        })
-        .collect();
-    Ok(StatsReport {
-        classes,
-        endpoints,
-        forwards,
-        drops,
-    })
+        }
+    }
 }

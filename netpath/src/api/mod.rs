@@ -15,7 +15,7 @@
 //! | DELETE | `/v1/endpoints/{id}` | | 200 `Endpoint` (the removed one) |
 //! | GET | `/v1/stats` | | 200 `StatsReport` (every counter; endpoints by id) |
 //! | GET | `/v1/ports` | | 200 `[PortLease]` |
-//! | POST | `/v1/ports` | `PortPublish` | 200 `[PortLease]` (all of its specs, or an error and none) |
+//! | POST | `/v1/ports` | `PortPublish` | 201 `[PortLease]` (all of its specs, or an error and none) |
 //! | DELETE | `/v1/ports?endpoint=ID&lease=LEASE` | | 200 `[PortLease]` (the removed ones; either or both) |
 //! | DELETE | `/v1/ports/{endpoint}` | | 200 `[PortLease]` (every port of the endpoint) |
 //!

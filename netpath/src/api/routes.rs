@@ -5,33 +5,8 @@ use super::*;
 
 /// The API's routes over `backend`.
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
-    let routes = Router::new()
+    let routes = backend_routes::<B>()
         .route("/v1/version", get(version))
-        .route(
-            "/v1/networks",
-            get(list_networks::<B>).post(create_network::<B>),
-        )
-        .route(
-            "/v1/networks/{name}",
-            get(get_network::<B>).delete(remove_network::<B>),
-        )
-        .route(
-            "/v1/endpoints",
-            get(list_endpoints::<B>).post(add_endpoint::<B>),
-        )
-        .route(
-            "/v1/endpoints/{id}",
-            get(get_endpoint::<B>).delete(remove_endpoint::<B>),
-        )
-        .route("/v1/taps", post(add_tap::<B>))
-        .route("/v1/stats", get(stats::<B>))
-        .route(
-            "/v1/ports",
-            get(list_ports::<B>)
-                .post(publish_ports::<B>)
-                .delete(unpublish_selected::<B>),
-        )
-        .route("/v1/ports/{endpoint}", delete(unpublish_ports::<B>))
         // Must come after the routes: it is installed on each of them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -76,124 +51,97 @@ pub(super) async fn version() -> Json<Version> {
     })
 }
 
-pub(super) async fn list_networks<B: Backend>(
-    State(b): Shared<B>,
-) -> Result<Json<Vec<Network>>, ApiError> {
-    Ok(Json(b.list_networks().await?))
-}
-
-pub(super) async fn create_network<B: Backend>(
-    State(b): Shared<B>,
-    JsonBody(req): JsonBody<NetworkCreate>,
-) -> Result<(StatusCode, Json<Network>), ApiError> {
-    Ok((StatusCode::CREATED, Json(b.create_network(req).await?)))
-}
-
-pub(super) async fn get_network<B: Backend>(
-    State(b): Shared<B>,
-    PathParam(name): PathParam,
-) -> Result<Json<Network>, ApiError> {
-    Ok(Json(b.get_network(&name).await?))
-}
-
+/// The query of `DELETE /v1/networks/{name}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RemoveNetworkQuery {
+    /// `force`: remove the network's endpoints first, rather than refuse while it has
+    /// some.
     #[serde(default)]
     force: bool,
 }
 
-pub(super) async fn remove_network<B: Backend>(
-    State(b): Shared<B>,
-    PathParam(name): PathParam,
-    QueryParams(q): QueryParams<RemoveNetworkQuery>,
-) -> Result<Json<Network>, ApiError> {
-    Ok(Json(b.remove_network(&name, q.force).await?))
-}
-
+/// The query of `GET /v1/endpoints`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ListEndpointsQuery {
+    /// `network`: only the endpoints of this network.
     #[serde(default)]
     network: Option<String>,
 }
 
-pub(super) async fn list_endpoints<B: Backend>(
-    State(b): Shared<B>,
-    QueryParams(q): QueryParams<ListEndpointsQuery>,
-) -> Result<Json<Vec<Endpoint>>, ApiError> {
-    Ok(Json(b.list_endpoints(q.network.as_deref()).await?))
-}
-
-pub(super) async fn add_endpoint<B: Backend>(
-    State(b): Shared<B>,
-    JsonBody(req): JsonBody<EndpointCreate>,
-) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
-    Ok((StatusCode::CREATED, Json(b.add_endpoint(req).await?)))
-}
-
-pub(super) async fn add_tap<B: Backend>(
-    State(b): Shared<B>,
-    JsonBody(req): JsonBody<TapCreate>,
-) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
-    Ok((StatusCode::CREATED, Json(b.add_tap(req).await?)))
-}
-
-pub(super) async fn get_endpoint<B: Backend>(
-    State(b): Shared<B>,
-    PathParam(id): PathParam,
-) -> Result<Json<Endpoint>, ApiError> {
-    Ok(Json(b.get_endpoint(&id).await?))
-}
-
-pub(super) async fn remove_endpoint<B: Backend>(
-    State(b): Shared<B>,
-    PathParam(id): PathParam,
-) -> Result<Json<Endpoint>, ApiError> {
-    Ok(Json(b.remove_endpoint(&id).await?))
-}
-
-pub(super) async fn stats<B: Backend>(State(b): Shared<B>) -> Result<Json<StatsReport>, ApiError> {
-    Ok(Json(b.stats().await?))
-}
-
-pub(super) async fn publish_ports<B: Backend>(
-    State(b): Shared<B>,
-    JsonBody(req): JsonBody<PortPublish>,
-) -> Result<(StatusCode, Json<Vec<PortLease>>), ApiError> {
-    Ok((StatusCode::CREATED, Json(b.publish_ports(req).await?)))
-}
-
-pub(super) async fn unpublish_ports<B: Backend>(
-    State(b): Shared<B>,
-    PathParam(endpoint): PathParam,
-) -> Result<Json<Vec<PortLease>>, ApiError> {
-    Ok(Json(b.unpublish_ports(Some(&endpoint), None).await?))
-}
-
+/// The query of `DELETE /v1/ports`: either or both.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UnpublishQuery {
+    /// `endpoint`: every port of this endpoint (an id or unique prefix).
     #[serde(default)]
     endpoint: Option<String>,
+    /// `lease`: this lease (`tcp/0.0.0.0:8080`); with `endpoint`, only if it is that
+    /// endpoint's.
     #[serde(default)]
     lease: Option<String>,
 }
 
-pub(super) async fn unpublish_selected<B: Backend>(
-    State(b): Shared<B>,
-    QueryParams(q): QueryParams<UnpublishQuery>,
-) -> Result<Json<Vec<PortLease>>, ApiError> {
-    Ok(Json(
-        b.unpublish_ports(q.endpoint.as_deref(), q.lease.as_deref())
-            .await?,
-    ))
+/// Declares the routes that each hand their request to one [`Backend`] method and
+/// answer with its result as JSON, under `status` (or with its error), one a line:
+/// `method "path" => handler(Extractor(binding): Type, …) -> status Answer = call(…);`,
+/// and `backend_routes` with them all. The methods of one path are allowed (`Allow`)
+/// in the order they come in.
+macro_rules! backend_api {
+    ($(
+        $(#[$doc:meta])*
+        $on:ident $path:literal
+            => $name:ident($($extractor:ident($binding:ident): $input:ty),*)
+            -> $status:ident $answer:ty = $method:ident($($arg:expr),*);
+    )*) => {
+        $(
+            $(#[$doc])*
+            async fn $name<B: Backend>(
+                State(b): Shared<B>,
+                $($extractor($binding): $input),*
+            ) -> Result<(StatusCode, Json<$answer>), ApiError> {
+                Ok((StatusCode::$status, Json(b.$method($($arg),*).await?)))
+            }
+        )*
+
+        /// Every route served by a [`Backend`] method.
+        fn backend_routes<B: Backend>() -> Router<Arc<B>> {
+            Router::new()$(.route($path, $on($name::<B>)))*
+        }
+    };
 }
 
-pub(super) async fn list_ports<B: Backend>(
-    State(b): Shared<B>,
-) -> Result<Json<Vec<PortLease>>, ApiError> {
-    Ok(Json(b.list_ports().await?))
+backend_api! {
+    get "/v1/networks" => list_networks() -> OK Vec<Network> = list_networks();
+    post "/v1/networks" => create_network(JsonBody(req): JsonBody<NetworkCreate>)
+        -> CREATED Network = create_network(req);
+    get "/v1/networks/{name}" => get_network(PathParam(name): PathParam)
+        -> OK Network = get_network(&name);
+    delete "/v1/networks/{name}" => remove_network(
+        PathParam(name): PathParam,
+        QueryParams(q): QueryParams<RemoveNetworkQuery>
+    ) -> OK Network = remove_network(&name, q.force);
+    get "/v1/endpoints" => list_endpoints(QueryParams(q): QueryParams<ListEndpointsQuery>)
+        -> OK Vec<Endpoint> = list_endpoints(q.network.as_deref());
+    post "/v1/endpoints" => add_endpoint(JsonBody(req): JsonBody<EndpointCreate>)
+        -> CREATED Endpoint = add_endpoint(req);
+    get "/v1/endpoints/{id}" => get_endpoint(PathParam(id): PathParam)
+        -> OK Endpoint = get_endpoint(&id);
+    delete "/v1/endpoints/{id}" => remove_endpoint(PathParam(id): PathParam)
+        -> OK Endpoint = remove_endpoint(&id);
+    post "/v1/taps" => add_tap(JsonBody(req): JsonBody<TapCreate>)
+        -> CREATED Endpoint = add_tap(req);
+    get "/v1/stats" => stats() -> OK StatsReport = stats();
+    get "/v1/ports" => list_ports() -> OK Vec<PortLease> = list_ports();
+    post "/v1/ports" => publish_ports(JsonBody(req): JsonBody<PortPublish>)
+        -> CREATED Vec<PortLease> = publish_ports(req);
+    /// Either or both of `endpoint` and `lease`.
+    delete "/v1/ports" => unpublish_selected(QueryParams(q): QueryParams<UnpublishQuery>)
+        -> OK Vec<PortLease> = unpublish_ports(q.endpoint.as_deref(), q.lease.as_deref());
+    /// Every port of the endpoint.
+    delete "/v1/ports/{endpoint}" => unpublish_ports(PathParam(endpoint): PathParam)
+        -> OK Vec<PortLease> = unpublish_ports(Some(&endpoint), None);
 }
 
 pub(super) const ROUTES_HINT: &str = "the API is under /v1: version, networks[/{name}], \

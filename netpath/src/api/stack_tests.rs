@@ -1,14 +1,6 @@
 //! The whole stack (socket, router, extractors, client) over an in-memory backend.
 
-use std::{
-    net::Ipv4Addr,
-    path::PathBuf,
-    sync::{
-        Mutex,
-        atomic::{AtomicU32, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::Ipv4Addr, path::PathBuf, sync::Mutex, time::Duration};
 
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -103,23 +95,20 @@ impl Backend for Fake {
     }
 }
 
+/// The API served over a [`Fake`] on `socket`, until dropped.
 struct Daemon {
-    dir: PathBuf,
     socket: PathBuf,
     fake: Arc<Fake>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-fn temp_dir() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "netpath-api-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A fresh directory for a test's socket, removed with what is in it on drop.
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("netpath-api-")
+        .tempdir()
+        .unwrap()
 }
 
 async fn start(socket: &Path) -> anyhow::Result<Daemon> {
@@ -136,7 +125,6 @@ async fn start(socket: &Path) -> anyhow::Result<Daemon> {
             .map_err(Into::into)
     });
     Ok(Daemon {
-        dir: socket.parent().unwrap().to_owned(),
         socket: socket.to_owned(),
         fake,
         stop: Some(tx),
@@ -149,7 +137,6 @@ impl Drop for Daemon {
         if let Some(t) = self.task.take() {
             t.abort();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -207,7 +194,8 @@ fn create(name: &str) -> NetworkCreate {
 
 #[tokio::test]
 async fn typed_client_round_trips() {
-    let d = start(&temp_dir().join("run/api.sock")).await.unwrap();
+    let dir = temp_dir();
+    let d = start(&dir.path().join("run/api.sock")).await.unwrap();
     let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660);
     let c = Client::new(&d.socket);
@@ -244,7 +232,8 @@ async fn typed_client_round_trips() {
 
 #[tokio::test]
 async fn concurrent_requests() {
-    let d = start(&temp_dir().join("api.sock")).await.unwrap();
+    let dir = temp_dir();
+    let d = start(&dir.path().join("api.sock")).await.unwrap();
     let c = Client::new(&d.socket);
     let all = (0..64).map(|i| {
         let c = c.clone();
@@ -258,7 +247,8 @@ async fn concurrent_requests() {
 
 #[tokio::test]
 async fn every_rejection_is_json() {
-    let d = start(&temp_dir().join("api.sock")).await.unwrap();
+    let dir = temp_dir();
+    let d = start(&dir.path().join("api.sock")).await.unwrap();
     let s = &d.socket;
     let json = Some("application/json");
 
@@ -318,10 +308,9 @@ async fn every_rejection_is_json() {
 #[tokio::test]
 async fn socket_lifecycle() {
     let dir = temp_dir();
-    let socket = dir.join("api.sock");
+    let socket = dir.path().join("api.sock");
 
     // Something that is not a socket is left alone.
-    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(&socket, b"").unwrap();
     let e = bind(&socket).await.unwrap_err();
     assert!(e.to_string().contains("is not a socket"), "{e}");

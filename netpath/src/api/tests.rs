@@ -2,10 +2,6 @@
 
 use super::*;
 
-fn err<T: std::fmt::Debug>(r: Result<T, ApiError>) -> ApiError {
-    r.expect_err("must fail")
-}
-
 #[test]
 fn valid_body_parses() {
     let req: NetworkCreate =
@@ -13,78 +9,118 @@ fn valid_body_parses() {
     assert_eq!(req.name, "a");
 }
 
-#[test]
-fn malformed_json_is_400_with_reason() {
-    let e = err(parse_json::<NetworkCreate>(Some(true), b"{\"name\":"));
-    assert_eq!(e.status, StatusCode::BAD_REQUEST);
-    assert!(
-        e.body.error.starts_with("malformed JSON in request body: "),
-        "{}",
-        e.body.error
-    );
-    let e = err(parse_json::<NetworkCreate>(Some(true), b"{nope}"));
-    assert_eq!(e.status, StatusCode::BAD_REQUEST);
-    assert!(e.body.error.contains("line 1 column 2"), "{}", e.body.error);
+/// What a rejection must say.
+#[derive(Debug)]
+enum Says {
+    /// Its message starts with this.
+    Starts(&'static str),
+    /// Its message has this somewhere.
+    Has(&'static str),
+    /// Its hint has this.
+    Hints(&'static str),
 }
 
-#[test]
-fn unknown_field_is_400_naming_it_and_the_expected_ones() {
-    let e = err(parse_json::<NetworkCreate>(
-        Some(true),
-        br#"{"name":"a","subnet":"10.1.0.0/24","foo":1}"#,
-    ));
-    assert_eq!(e.status, StatusCode::BAD_REQUEST);
-    assert!(
-        e.body
-            .error
-            .starts_with("invalid request body: unknown field `foo`, expected one of `name`"),
-        "{}",
-        e.body.error
-    );
+/// The error `parse_json` answers `body` with, parsed as a `T`.
+fn rejection<T: DeserializeOwned + std::fmt::Debug>(
+    content_type: Option<bool>,
+    body: &[u8],
+) -> ApiError {
+    parse_json::<T>(content_type, body).expect_err("must fail")
 }
 
-#[test]
-fn wrong_type_and_missing_field_are_400() {
-    let e = err(parse_json::<TapCreate>(
-        Some(true),
-        br#"{"network":"a","name":"t","queues":"many"}"#,
-    ));
-    assert_eq!(e.status, StatusCode::BAD_REQUEST);
-    assert!(
-        e.body
-            .error
-            .starts_with("invalid request body: invalid type: string \"many\""),
-        "{}",
-        e.body.error
-    );
-    let e = err(parse_json::<TapCreate>(Some(true), br#"{"network":"a"}"#));
-    assert!(
-        e.body.error.contains("missing field `name`"),
-        "{}",
-        e.body.error
-    );
-    let e = err(parse_json::<NetworkCreate>(
-        Some(true),
-        br#"{"name":"a","subnet":"10.1.0.300/24"}"#,
-    ));
-    assert!(
-        e.body.error.starts_with("invalid request body: "),
-        "{}",
-        e.body.error
-    );
-}
+/// A body `parse_json` must refuse: the parser (of which type), the Content-Type (JSON or
+/// not, `None` if absent), the body, and the status and reason of the refusal.
+type Refusal = (
+    fn(Option<bool>, &[u8]) -> ApiError,
+    Option<bool>,
+    &'static [u8],
+    StatusCode,
+    Says,
+);
 
 #[test]
-fn empty_body_and_wrong_content_type() {
-    let e = err(parse_json::<NetworkCreate>(Some(true), b" \n"));
-    assert_eq!(e.status, StatusCode::BAD_REQUEST);
-    assert!(e.body.error.contains("empty"));
-    let e = err(parse_json::<NetworkCreate>(Some(false), b"{}"));
-    assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(e.body.hint.unwrap().contains("application/json"));
-    let e = err(parse_json::<NetworkCreate>(None, b"{}"));
-    assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(e.body.error.starts_with("missing Content-Type"));
+fn bad_bodies_are_refused_with_their_status_and_reason() {
+    use Says::*;
+    let network = rejection::<NetworkCreate>;
+    let tap = rejection::<TapCreate>;
+    let json = Some(true);
+    let cases: &[Refusal] = &[
+        // Malformed JSON, with the reason.
+        (
+            network,
+            json,
+            b"{\"name\":",
+            StatusCode::BAD_REQUEST,
+            Starts("malformed JSON in request body: "),
+        ),
+        (
+            network,
+            json,
+            b"{nope}",
+            StatusCode::BAD_REQUEST,
+            Has("line 1 column 2"),
+        ),
+        // An unknown field, named, with the expected ones.
+        (
+            network,
+            json,
+            br#"{"name":"a","subnet":"10.1.0.0/24","foo":1}"#,
+            StatusCode::BAD_REQUEST,
+            Starts("invalid request body: unknown field `foo`, expected one of `name`"),
+        ),
+        // A wrong type, a missing field, a bad value.
+        (
+            tap,
+            json,
+            br#"{"network":"a","name":"t","queues":"many"}"#,
+            StatusCode::BAD_REQUEST,
+            Starts("invalid request body: invalid type: string \"many\""),
+        ),
+        (
+            tap,
+            json,
+            br#"{"network":"a"}"#,
+            StatusCode::BAD_REQUEST,
+            Has("missing field `name`"),
+        ),
+        (
+            network,
+            json,
+            br#"{"name":"a","subnet":"10.1.0.300/24"}"#,
+            StatusCode::BAD_REQUEST,
+            Starts("invalid request body: "),
+        ),
+        // No body, or not JSON.
+        (network, json, b" \n", StatusCode::BAD_REQUEST, Has("empty")),
+        (
+            network,
+            Some(false),
+            b"{}",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Hints("application/json"),
+        ),
+        (
+            network,
+            None,
+            b"{}",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Starts("missing Content-Type"),
+        ),
+    ];
+    for &(parse, content_type, body, status, ref says) in cases {
+        let e = parse(content_type, body);
+        let case = format!(
+            "{content_type:?} {:?}: {e:?}",
+            String::from_utf8_lossy(body)
+        );
+        assert_eq!(e.status, status, "{case}");
+        let ok = match says {
+            Starts(s) => e.body.error.starts_with(s),
+            Has(s) => e.body.error.contains(s),
+            Hints(s) => e.body.hint.as_deref().is_some_and(|h| h.contains(s)),
+        };
+        assert!(ok, "{case}: expected it to say {says:?}");
+    }
 }
 
 #[test]

@@ -7,10 +7,14 @@ use super::*;
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortMapping {
+    /// `hostPort`: the port published on the host.
     pub host_port: u16,
+    /// `containerPort`: the port in the container it leads to.
     pub container_port: u16,
+    /// `protocol`: `tcp` (the default) or `udp`, in any case.
     #[serde(default)]
     pub protocol: Option<String>,
+    /// `hostIP`: the host address to publish on; empty or `0.0.0.0` for all of them.
     #[serde(default, rename = "hostIP")]
     pub host_ip: Option<String>,
 }
@@ -62,21 +66,30 @@ impl PortMapping {
     }
 }
 
+/// The `runtimeConfig` of a network configuration: the capabilities the runtime
+/// fills in for the container.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct RuntimeConfig {
+pub struct RuntimeConfig {
+    /// `portMappings`: the ports to publish for the container.
     #[serde(default)]
-    port_mappings: Vec<PortMapping>,
+    pub port_mappings: Vec<PortMapping>,
+    /// `ips`: the requested addresses (a prefix length is ignored); [`NetConf::parse`]
+    /// appends those of `args.cni.ips`.
     #[serde(default)]
-    ips: Vec<String>,
+    pub ips: Vec<String>,
+    /// `mac`: the MAC requested for the container's interface.
     #[serde(default)]
-    mac: Option<String>,
+    pub mac: Option<String>,
 }
 
+/// One entry of `cni.dev/valid-attachments` (GC).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
+    /// `containerID`: the container the attachment is of.
     #[serde(rename = "containerID")]
     pub container_id: String,
+    /// `ifname`: its interface in the container.
     pub ifname: String,
 }
 
@@ -84,24 +97,42 @@ pub struct Attachment {
 /// passes it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NetConf {
+    /// `cniVersion`: the spec version the runtime speaks, one of
+    /// [`SUPPORTED_VERSIONS`]; results and errors are formatted for it.
     pub cni_version: String,
-    /// netpath's network name.
+    /// `name`: netpath's network name.
     pub name: String,
+    /// What the network is to be like.
+    pub network: NetworkSettings,
+    /// `dns`: passed through into the ADD result as it is.
+    pub dns: Option<Value>,
+    /// `socket`: the daemon's API socket ([`DEFAULT_SOCKET`] when absent).
+    pub socket: PathBuf,
+    // What the runtime adds to the configuration for the invocation:
+    /// `runtimeConfig`, with the addresses of `args.cni.ips` after its own.
+    pub runtime: RuntimeConfig,
+    /// `prevResult`: the ADD result CHECK is given to verify against.
+    pub prev_result: Option<Value>,
+    /// `cni.dev/valid-attachments`: for GC, the attachments to keep.
+    pub valid_attachments: Option<Vec<Attachment>>,
+}
+
+/// The settings of the netpath network a configuration names: ADD creates the network
+/// with them on first use, and an existing network must have each one that is given.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetworkSettings {
+    /// `subnet`: the network's IPv4 CIDR (needed to create it).
     pub subnet: Option<Ipv4Net>,
-    pub mode: Option<Mode>,
-    pub uplink: Option<String>,
+    /// `gateway`: the network's gateway address (netpath picks one when absent).
     pub gateway: Option<Ipv4Addr>,
-    pub mtu: Option<u32>,
+    /// `mode`: `"bridge"` or `"routed"` (netpath's default when absent).
+    pub mode: Option<Mode>,
+    /// `uplink`: the host interface the network reaches the outside through.
+    pub uplink: Option<String>,
     /// `noMasquerade`: destinations reached unmasqueraded (other nodes' pod CIDRs).
     pub no_masquerade: Option<Vec<Ipv4Net>>,
-    pub socket: PathBuf,
-    pub dns: Option<Value>,
-    pub port_mappings: Vec<PortMapping>,
-    /// Requested addresses: `runtimeConfig.ips`, then `args.cni.ips`.
-    pub ips: Vec<String>,
-    pub mac: Option<String>,
-    pub prev_result: Option<Value>,
-    pub valid_attachments: Option<Vec<Attachment>>,
+    /// `mtu` of the network's devices.
+    pub mtu: Option<u32>,
 }
 
 pub(super) fn version_tuple(v: &str) -> Option<(u32, u32, u32)> {
@@ -131,6 +162,39 @@ pub fn version_of(stdin: &[u8]) -> String {
         .unwrap_or_else(|| CNI_VERSION.to_owned())
 }
 
+/// The members of a JSON object.
+type Object = serde_json::Map<String, Value>;
+
+fn invalid(m: String) -> CniError {
+    CniError::new(code::INVALID_CONFIG, m)
+}
+
+/// Member `key` of `obj`, unless it is absent or null.
+fn member<'a>(obj: &'a Object, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+/// Member `key` of `obj` as a string, unless it is absent or null.
+fn string(obj: &Object, key: &str) -> Result<Option<String>> {
+    match member(obj, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(decode_err(
+            &format!("\"{key}\""),
+            format!("expected a string, found {other}"),
+        )),
+    }
+}
+
+/// Member `key` of `obj` decoded as a `T`, unless it is absent or null.
+fn decoded<T: DeserializeOwned>(obj: &Object, key: &str) -> Result<Option<T>> {
+    member(obj, key)
+        .map(|v| {
+            serde_json::from_value(v.clone()).map_err(|e| decode_err(&format!("\"{key}\""), e))
+        })
+        .transpose()
+}
+
 impl NetConf {
     pub fn parse(stdin: &[u8]) -> Result<NetConf> {
         let v: Value = serde_json::from_slice(stdin).map_err(|e| {
@@ -145,18 +209,7 @@ impl NetConf {
                 "the network configuration on stdin is not a JSON object",
             )
         })?;
-        let invalid = |m: String| CniError::new(code::INVALID_CONFIG, m);
-        let string = |key: &str| -> Result<Option<String>> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(decode_err(
-                    &format!("\"{key}\""),
-                    format!("expected a string, found {other}"),
-                )),
-            }
-        };
-        let cni_version = string("cniVersion")?
+        let cni_version = string(obj, "cniVersion")?
             .ok_or_else(|| invalid("the network configuration has no \"cniVersion\"".into()))?;
         if !SUPPORTED_VERSIONS.contains(&cni_version.as_str()) {
             return Err(CniError::new(
@@ -167,86 +220,29 @@ impl NetConf {
                 ),
             ));
         }
-        let name = string("name")?.filter(|n| !n.is_empty()).ok_or_else(|| {
-            invalid("the network configuration has no \"name\" (netpath's network name)".into())
-        })?;
-        if let Some(t) = string("type")?
+        let name = string(obj, "name")?
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                invalid("the network configuration has no \"name\" (netpath's network name)".into())
+            })?;
+        if let Some(t) = string(obj, "type")?
             && t != PLUGIN_TYPE
         {
             return Err(invalid(format!(
                 "the network configuration's type is {t:?}, not {PLUGIN_TYPE:?}"
             )));
         }
-        if obj.get("ipam").is_some_and(|v| !v.is_null()) {
+        if member(obj, "ipam").is_some() {
             return Err(CniError::new(
                 code::UNSUPPORTED_FIELD,
                 "netpath-cni allocates addresses itself: remove the \"ipam\" section (use \"subnet\", and the \"ips\" capability for fixed addresses)",
             ));
         }
-        let subnet = match string("subnet")? {
-            Some(s) => Some(s.parse::<Ipv4Net>().map_err(|_| {
-                invalid(format!(
-                    "invalid subnet {s:?}: expected an IPv4 CIDR such as 10.88.0.0/16"
-                ))
-            })?),
-            None => None,
-        };
-        let mode = match string("mode")?.as_deref() {
-            None => None,
-            Some("bridge") => Some(Mode::Bridge),
-            Some("routed") => Some(Mode::Routed),
-            Some(m) => {
-                return Err(invalid(format!(
-                    "invalid mode {m:?}: expected \"bridge\" or \"routed\""
-                )));
-            }
-        };
-        let uplink = string("uplink")?;
-        if let Some(u) = &uplink {
-            validate_ifname(u)
-                .map_err(|_| invalid(format!("invalid uplink interface name {u:?}")))?;
-        }
-        let gateway = match string("gateway")? {
-            Some(g) => Some(g.parse::<Ipv4Addr>().map_err(|_| {
-                invalid(format!("invalid gateway {g:?}: expected an IPv4 address"))
-            })?),
-            None => None,
-        };
-        let mtu =
-            match obj.get("mtu") {
-                None | Some(Value::Null) => None,
-                Some(m) => Some(m.as_u64().and_then(|m| u32::try_from(m).ok()).ok_or_else(
-                    || decode_err("\"mtu\"", format!("expected a number, found {m}")),
-                )?),
-            };
-        let no_masquerade = match obj.get("noMasquerade") {
-            None | Some(Value::Null) => None,
-            Some(v) => {
-                let cidrs: Vec<String> = serde_json::from_value(v.clone())
-                    .map_err(|e| decode_err("\"noMasquerade\"", e))?;
-                let mut out = Vec::new();
-                for c in cidrs {
-                    out.push(c.parse::<Ipv4Net>().map_err(|_| {
-                        invalid(format!(
-                            "invalid noMasquerade entry {c:?}: expected an IPv4 CIDR such as 10.244.0.0/16"
-                        ))
-                    })?);
-                }
-                out.sort();
-                out.dedup();
-                Some(out)
-            }
-        };
-        let socket = string("socket")?
+        let network = NetworkSettings::parse(obj)?;
+        let socket = string(obj, "socket")?
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-        let runtime: RuntimeConfig = match obj.get("runtimeConfig") {
-            None | Some(Value::Null) => RuntimeConfig::default(),
-            Some(r) => {
-                serde_json::from_value(r.clone()).map_err(|e| decode_err("\"runtimeConfig\"", e))?
-            }
-        };
-        let mut ips = runtime.ips;
+        let mut runtime: RuntimeConfig = decoded(obj, "runtimeConfig")?.unwrap_or_default();
         if let Some(a) = obj
             .get("args")
             .and_then(|a| a.get("cni"))
@@ -254,38 +250,24 @@ impl NetConf {
         {
             let more: Vec<String> =
                 serde_json::from_value(a.clone()).map_err(|e| decode_err("\"args.cni.ips\"", e))?;
-            ips.extend(more);
+            runtime.ips.extend(more);
         }
-        let valid_attachments = match obj.get("cni.dev/valid-attachments") {
-            None | Some(Value::Null) => None,
-            Some(a) => Some(
-                serde_json::from_value(a.clone())
-                    .map_err(|e| decode_err("\"cni.dev/valid-attachments\"", e))?,
-            ),
-        };
         Ok(NetConf {
             cni_version,
             name,
-            subnet,
-            mode,
-            uplink,
-            gateway,
-            mtu,
-            no_masquerade,
+            network,
+            dns: member(obj, "dns").cloned(),
             socket,
-            dns: obj.get("dns").filter(|d| !d.is_null()).cloned(),
-            port_mappings: runtime.port_mappings,
-            ips,
-            mac: runtime.mac,
-            prev_result: obj.get("prevResult").filter(|p| !p.is_null()).cloned(),
-            valid_attachments,
+            runtime,
+            prev_result: member(obj, "prevResult").cloned(),
+            valid_attachments: decoded(obj, "cni.dev/valid-attachments")?,
         })
     }
 
     /// The one IPv4 address requested by the runtime (`ips` capability, `args.cni.ips`
     /// or `CNI_ARGS` `IP=`), if any.
     pub(super) fn requested_ip(&self, env: &Env) -> Result<Option<Ipv4Addr>> {
-        let mut all: Vec<&str> = self.ips.iter().map(String::as_str).collect();
+        let mut all: Vec<&str> = self.runtime.ips.iter().map(String::as_str).collect();
         if let Some(ip) = env.arg("IP") {
             all.extend(ip.split(',').filter(|s| !s.is_empty()));
         }
@@ -332,6 +314,7 @@ impl NetConf {
     /// The MAC requested by the runtime (`mac` capability, or `CNI_ARGS` `MAC=`), if any.
     pub(super) fn requested_mac(&self, env: &Env) -> Result<Option<crate::types::MacAddr>> {
         let Some(m) = self
+            .runtime
             .mac
             .clone()
             .or_else(|| env.arg("MAC").map(str::to_owned))
@@ -343,5 +326,85 @@ impl NetConf {
             .map_err(|e: crate::types::MacAddrError| {
                 CniError::new(code::INVALID_CONFIG, e.to_string())
             })
+    }
+}
+
+impl NetworkSettings {
+    /// The network settings of a configuration's members.
+    fn parse(obj: &Object) -> Result<NetworkSettings> {
+        let subnet = match string(obj, "subnet")? {
+            Some(s) => Some(s.parse::<Ipv4Net>().map_err(|_| {
+                invalid(format!(
+                    "invalid subnet {s:?}: expected an IPv4 CIDR such as 10.88.0.0/16"
+                ))
+            })?),
+            None => None,
+        };
+        let mode = match string(obj, "mode")?.as_deref() {
+            None => None,
+            Some("bridge") => Some(Mode::Bridge),
+            Some("routed") => Some(Mode::Routed),
+            Some(m) => {
+                return Err(invalid(format!(
+                    "invalid mode {m:?}: expected \"bridge\" or \"routed\""
+                )));
+            }
+        };
+        let uplink = string(obj, "uplink")?;
+        if let Some(u) = &uplink {
+            validate_ifname(u)
+                .map_err(|_| invalid(format!("invalid uplink interface name {u:?}")))?;
+        }
+        let gateway = match string(obj, "gateway")? {
+            Some(g) => Some(g.parse::<Ipv4Addr>().map_err(|_| {
+                invalid(format!("invalid gateway {g:?}: expected an IPv4 address"))
+            })?),
+            None => None,
+        };
+        let mtu =
+            match member(obj, "mtu") {
+                None => None,
+                Some(m) => Some(m.as_u64().and_then(|m| u32::try_from(m).ok()).ok_or_else(
+                    || decode_err("\"mtu\"", format!("expected a number, found {m}")),
+                )?),
+            };
+        let no_masquerade = match decoded::<Vec<String>>(obj, "noMasquerade")? {
+            None => None,
+            Some(cidrs) => {
+                let mut out = Vec::new();
+                for c in cidrs {
+                    out.push(c.parse::<Ipv4Net>().map_err(|_| {
+                        invalid(format!(
+                            "invalid noMasquerade entry {c:?}: expected an IPv4 CIDR such as 10.244.0.0/16"
+                        ))
+                    })?);
+                }
+                out.sort();
+                out.dedup();
+                Some(out)
+            }
+        };
+        Ok(NetworkSettings {
+            subnet,
+            gateway,
+            mode,
+            uplink,
+            no_masquerade,
+            mtu,
+        })
+    }
+
+    /// The request that creates network `name` with these settings; `None` without a
+    /// subnet.
+    pub(super) fn create(&self, name: &str) -> Option<NetworkCreate> {
+        Some(NetworkCreate {
+            name: name.to_owned(),
+            subnet: self.subnet?,
+            mode: self.mode.unwrap_or_default(),
+            gateway: self.gateway,
+            uplink: self.uplink.clone(),
+            mtu: self.mtu,
+            no_masquerade: self.no_masquerade.clone().unwrap_or_default(),
+        })
     }
 }

@@ -66,33 +66,18 @@ impl Env {
             });
         }
         let non_empty = |k: &str| var(k).filter(|v| !v.is_empty());
-        let container_id = match non_empty("CNI_CONTAINERID") {
-            Some(c) => {
-                validate_container_id(&c).map_err(invalid)?;
-                c
-            }
-            None => {
-                return Err(invalid(format!(
-                    "CNI_CONTAINERID is not set (required for {command:?})"
-                )));
-            }
+        let not_set = |k: &str| invalid(format!("{k} is not set (required for {command:?})"));
+        // A variable the command needs, checked by `validate`.
+        let required = |k: &str, validate: fn(&str) -> Result<(), String>| {
+            let v = non_empty(k).ok_or_else(|| not_set(k))?;
+            validate(&v).map_err(invalid)?;
+            Ok::<_, CniError>(v)
         };
-        let ifname = match non_empty("CNI_IFNAME") {
-            Some(i) => {
-                validate_ifname(&i).map_err(invalid)?;
-                i
-            }
-            None => {
-                return Err(invalid(format!(
-                    "CNI_IFNAME is not set (required for {command:?})"
-                )));
-            }
-        };
+        let container_id = required("CNI_CONTAINERID", validate_container_id)?;
+        let ifname = required("CNI_IFNAME", validate_ifname)?;
         let netns = non_empty("CNI_NETNS").map(PathBuf::from);
         if netns.is_none() && matches!(command, Command::Add | Command::Check) {
-            return Err(invalid(format!(
-                "CNI_NETNS is not set (required for {command:?})"
-            )));
+            return Err(not_set("CNI_NETNS"));
         }
         if let Some(n) = &netns
             && !n.is_absolute()

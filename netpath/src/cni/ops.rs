@@ -29,7 +29,7 @@ pub(super) async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Ne
     let network = match existing {
         Some(n) => n,
         None => {
-            let Some(subnet) = conf.subnet else {
+            let Some(req) = conf.network.create(&conf.name) else {
                 return Err(CniError::new(
                     code::INVALID_CONFIG,
                     format!(
@@ -37,15 +37,6 @@ pub(super) async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Ne
                         conf.name
                     ),
                 ));
-            };
-            let req = NetworkCreate {
-                name: conf.name.clone(),
-                subnet,
-                mode: conf.mode.unwrap_or_default(),
-                gateway: conf.gateway,
-                uplink: conf.uplink.clone(),
-                mtu: conf.mtu,
-                no_masquerade: conf.no_masquerade.clone().unwrap_or_default(),
             };
             match client.create_network(&req).await {
                 Ok(n) => n,
@@ -58,38 +49,42 @@ pub(super) async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Ne
             }
         }
     };
+    same_settings(&network, &conf.network)?;
+    Ok(network)
+}
+
+/// Fails unless the existing `network` has every setting of `conf` that is given.
+fn same_settings(network: &Network, conf: &NetworkSettings) -> Result<()> {
+    // What the network is, against what the configuration says it should be.
+    let mismatch = |is: String, says: String| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "netpath network {:?} exists {is}, but the network configuration says {says}",
+                network.name
+            ),
+        )
+    };
     if let Some(s) = conf.subnet
         && s != network.subnet
     {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            format!(
-                "netpath network {:?} exists with subnet {}, but the network configuration says {s}",
-                network.name, network.subnet
+        return Err(
+            mismatch(format!("with subnet {}", network.subnet), s.to_string()).details(
+                "use another network name, or remove the network with `netpath network rm`",
             ),
-        )
-        .details("use another network name, or remove the network with `netpath network rm`"));
+        );
     }
     if let Some(m) = conf.mode
         && m != network.mode
     {
-        return Err(CniError::new(
-            code::INVALID_CONFIG,
-            format!(
-                "netpath network {:?} exists in {:?} mode, but the network configuration says {m:?}",
-                network.name, network.mode
-            ),
+        return Err(mismatch(
+            format!("in {:?} mode", network.mode),
+            format!("{m:?}"),
         ));
     }
     let differs = |what: &str, has: String, says: String| {
-        CniError::new(
-            code::INVALID_CONFIG,
-            format!(
-                "netpath network {:?} exists with {what} {has}, but the network configuration says {says}",
-                network.name
-            ),
-        )
-        .details("make the configuration match the network, or use another network name")
+        mismatch(format!("with {what} {has}"), says)
+            .details("make the configuration match the network, or use another network name")
     };
     if let Some(g) = conf.gateway
         && g != network.gateway
@@ -124,7 +119,7 @@ pub(super) async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Ne
         let has = network.uplink.clone().unwrap_or_else(|| "none".into());
         return Err(differs("uplink", has, u.clone()));
     }
-    Ok(network)
+    Ok(())
 }
 
 pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Value> {
@@ -138,7 +133,7 @@ pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Va
     let ip = conf.requested_ip(env)?;
     let mac = conf.requested_mac(env)?;
     let mut specs = Vec::new();
-    for m in &conf.port_mappings {
+    for m in &conf.runtime.port_mappings {
         specs.extend(m.spec()?);
     }
     if let Some(ep) = attachment(client, env, conf).await?.into_iter().next() {
@@ -154,30 +149,8 @@ pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Va
         }
         // The same ADD again is answered with what exists; an ADD asking for another
         // address or MAC is not the same request.
-        if let Some(want) = ip
-            && want != ep.ip
-        {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                format!(
-                    "container {} ({}) is already attached with address {}, not {want}",
-                    env.container_id, env.ifname, ep.ip
-                ),
-            )
-            .details("DEL the attachment first to change its address"));
-        }
-        if let Some(want) = mac
-            && want != ep.mac
-        {
-            return Err(CniError::new(
-                code::INVALID_CONFIG,
-                format!(
-                    "container {} ({}) is already attached with MAC {}, not {want}",
-                    env.container_id, env.ifname, ep.mac
-                ),
-            )
-            .details("DEL the attachment first to change its MAC"));
-        }
+        attached_as_requested(env, "address", ip, ep.ip)?;
+        attached_as_requested(env, "MAC", mac, ep.mac)?;
         let has_ports = client
             .list_ports()
             .await
@@ -208,6 +181,27 @@ pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Va
         return Err(e);
     }
     Ok(result(conf, &ep, &netns))
+}
+
+/// Fails a repeated ADD whose requested `what` (its address, its MAC), if it asks for
+/// one, is not the one the existing attachment has.
+fn attached_as_requested<T: PartialEq + std::fmt::Display>(
+    env: &Env,
+    what: &str,
+    requested: Option<T>,
+    has: T,
+) -> Result<()> {
+    match requested {
+        Some(want) if want != has => Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "container {} ({}) is already attached with {what} {has}, not {want}",
+                env.container_id, env.ifname
+            ),
+        )
+        .details(format!("DEL the attachment first to change its {what}"))),
+        _ => Ok(()),
+    }
 }
 
 /// Publishes `specs` for `ep`, all or none (one request).
@@ -293,7 +287,7 @@ pub(super) async fn check(client: &Client, env: &Env, conf: &NetConf) -> Result<
         return Err(failed(format!("endpoint {} is not ready", ep.id)));
     }
     let network = client.get_network(&conf.name).await.map_err(api)?;
-    if let Some(s) = conf.subnet
+    if let Some(s) = conf.network.subnet
         && s != network.subnet
     {
         return Err(failed(format!(

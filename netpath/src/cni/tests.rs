@@ -76,11 +76,11 @@ fn netconf_decoding_and_codes() {
         "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}],
             "ips": ["10.88.0.9/24"], "mac": "02:00:00:00:00:09"}}))
     .unwrap();
-    assert_eq!(c.subnet, Some("10.88.0.0/24".parse().unwrap()));
-    assert_eq!(c.mode, Some(Mode::Routed));
+    assert_eq!(c.network.subnet, Some("10.88.0.0/24".parse().unwrap()));
+    assert_eq!(c.network.mode, Some(Mode::Routed));
     assert_eq!(c.socket, Path::new("/tmp/x.sock"));
-    assert_eq!(c.port_mappings.len(), 1);
-    assert_eq!(c.mac.as_deref(), Some("02:00:00:00:00:09"));
+    assert_eq!(c.runtime.port_mappings.len(), 1);
+    assert_eq!(c.runtime.mac.as_deref(), Some("02:00:00:00:00:09"));
     let e = env(&[
         ("CNI_COMMAND", "DEL"),
         ("CNI_CONTAINERID", "c"),
@@ -124,13 +124,13 @@ fn no_masquerade_destinations_parse_sorted_and_checked() {
     let c =
         conf(json!({"noMasquerade": ["10.245.0.0/16", "10.244.0.0/16", "10.244.0.0/16"]})).unwrap();
     assert_eq!(
-        c.no_masquerade,
+        c.network.no_masquerade,
         Some(vec![
             "10.244.0.0/16".parse().unwrap(),
             "10.245.0.0/16".parse().unwrap()
         ])
     );
-    assert_eq!(conf(json!({})).unwrap().no_masquerade, None);
+    assert_eq!(conf(json!({})).unwrap().network.no_masquerade, None);
     let e = conf(json!({"noMasquerade": ["10.244.0.0"]})).unwrap_err();
     assert_eq!(e.code, code::INVALID_CONFIG);
     assert!(e.msg.contains("invalid noMasquerade entry"), "{}", e.msg);
