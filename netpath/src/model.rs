@@ -116,16 +116,16 @@ pub struct TapCreate {
     pub network: String,
     /// TAP device name on the host.
     pub name: String,
+    /// The guest's address to lease; default: the lowest free one.
+    pub ip: Option<Ipv4Addr>,
+    /// Guest MAC; default: random, locally administered.
+    pub mac: Option<MacAddr>,
     /// The user that may open the TAP without privileges (the VMM's); default: none.
     pub uid: Option<u32>,
     /// The group that may open it.
     pub gid: Option<u32>,
     /// Number of queues (multiqueue TAP when > 1). Default 1.
     pub queues: Option<u16>,
-    /// The guest's address to lease; default: the lowest free one.
-    pub ip: Option<Ipv4Addr>,
-    /// Guest MAC; default: random, locally administered.
-    pub mac: Option<MacAddr>,
 }
 
 /// An endpoint as recorded: a container's veth pair or a microVM's TAP.

@@ -363,6 +363,15 @@ impl FakeMaps {
         w.step(call).map_err(dp_err)?;
         Ok(f(&mut w.kernel))
     }
+
+    /// [`FakeMaps::change`] for a write whose result (the old value) is not wanted.
+    fn write<T>(
+        &self,
+        call: String,
+        f: impl FnOnce(&mut Kernel) -> T,
+    ) -> Result<(), DatapathError> {
+        self.change(call, f).map(drop)
+    }
 }
 
 fn hook_name(hook: Hook) -> &'static str {
@@ -411,8 +420,8 @@ impl Maps for FakeMaps {
         })
     }
     fn forget_links(&mut self, _ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
-        self.change(format!("forget_links {ifindex}"), |k| {
-            k.pins.retain(|p| p.1 != ifindex);
+        self.write(format!("forget_links {ifindex}"), |k| {
+            k.pins.retain(|p| p.1 != ifindex)
         })
     }
     fn sweep_link_pins(&mut self, live: &[Link]) -> Result<usize, DatapathError> {
@@ -424,33 +433,31 @@ impl Maps for FakeMaps {
     }
     fn upsert_endpoint(&mut self, value: EndpointValue) -> Result<(), DatapathError> {
         let ip = Ipv4Addr::from(value.ip);
-        self.change(format!("upsert_endpoint {ip}"), |k| {
-            k.endpoints.insert(ip, value);
+        self.write(format!("upsert_endpoint {ip}"), |k| {
+            k.endpoints.insert(ip, value)
         })
     }
     fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
-        self.change(format!("remove_endpoint {ip}"), |k| {
-            k.endpoints.remove(&ip);
-        })
+        self.write(format!("remove_endpoint {ip}"), |k| k.endpoints.remove(&ip))
     }
     fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<(), DatapathError> {
-        self.change(format!("set_uplink {ifindex}"), |k| {
-            k.uplinks.insert(ifindex, uplink);
+        self.write(format!("set_uplink {ifindex}"), |k| {
+            k.uplinks.insert(ifindex, uplink)
         })
     }
     fn remove_uplink(&mut self, ifindex: u32) -> Result<(), DatapathError> {
-        self.change(format!("remove_uplink {ifindex}"), |k| {
-            k.uplinks.remove(&ifindex);
+        self.write(format!("remove_uplink {ifindex}"), |k| {
+            k.uplinks.remove(&ifindex)
         })
     }
     fn add_masq_subnet(&mut self, subnet: Ipv4Net, network_id: u16) -> Result<(), DatapathError> {
-        self.change(format!("add_masq_subnet {subnet}"), |k| {
-            k.masq.insert(subnet, network_id);
+        self.write(format!("add_masq_subnet {subnet}"), |k| {
+            k.masq.insert(subnet, network_id)
         })
     }
     fn remove_masq_subnet(&mut self, subnet: Ipv4Net) -> Result<(), DatapathError> {
-        self.change(format!("remove_masq_subnet {subnet}"), |k| {
-            k.masq.remove(&subnet);
+        self.write(format!("remove_masq_subnet {subnet}"), |k| {
+            k.masq.remove(&subnet)
         })
     }
     fn set_no_masquerade(
@@ -473,13 +480,13 @@ impl Maps for FakeMaps {
         })
     }
     fn unpublish(&mut self, key: PublishKey) -> Result<(), DatapathError> {
-        self.change(format!("unpublish {}", key_name(&key)), |k| {
-            k.publish.remove(&(key.proto, key.host_ip, key.port));
+        self.write(format!("unpublish {}", key_name(&key)), |k| {
+            k.publish.remove(&(key.proto, key.host_ip, key.port))
         })
     }
     fn mark_published(&mut self, ip: [u8; 4]) -> Result<(), DatapathError> {
-        self.change(format!("mark_published {}", Ipv4Addr::from(ip)), |k| {
-            k.mark(ip);
+        self.write(format!("mark_published {}", Ipv4Addr::from(ip)), |k| {
+            k.mark(ip)
         })
     }
     fn set_local_addrs(&mut self, _addrs: &[Ipv4Addr]) -> Result<(), DatapathError> {
