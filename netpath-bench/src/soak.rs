@@ -19,13 +19,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use netpath_tests::consistency;
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 
 use super::{
     Better, Ctx, Metric, Opts, RunResult, Scenario, Unit, Variant,
     topo::{NetpathNetwork, NsSet},
 };
-use netpath_tests::consistency;
 
 const CLIENTS: usize = 4;
 const NAMESPACES: usize = 8;

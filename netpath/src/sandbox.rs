@@ -3,7 +3,11 @@
 //! there (address, default route, a static gateway neighbour). Only devices and kernel
 //! state here; the order of the steps and their undo are `control::endpoints`'.
 
-use std::{fs::File, net::Ipv4Addr, path::Path, path::PathBuf};
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use ipnet::Ipv4Net;
 

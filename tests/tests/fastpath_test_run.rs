@@ -3,11 +3,13 @@
 //! with the right reason; ARP, broadcast, IPv6 → pass untouched.
 
 use netpath::datapath::Datapath;
-use netpath_common::maps::{
-    DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointCounters,
-    EndpointValue,
+use netpath_common::{
+    maps::{
+        DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH,
+        EndpointCounters, EndpointValue,
+    },
+    nat::{NatTarget, PublishKey},
 };
-use netpath_common::nat::{NatTarget, PublishKey};
 use netpath_tests::{TempPins, TestDev, frames, require_root, tc_test_run};
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;

@@ -62,7 +62,7 @@ enum Cmd {
     Install(install::InstallArgs),
     /// Set up, then run clippy on the host crates and on the eBPF crate (-D warnings).
     Clippy,
-    /// Format every workspace member (`cargo fmt --all`).
+    /// Format every workspace member (`cargo +<pinned nightly> fmt --all`: rustfmt.toml uses unstable options).
     Fmt,
     /// Set up, build (release), then run `netpath-bench` (needs root): netpath against
     /// direct veth, Linux bridge, `ip` commands and CNI; report in target/bench/latest/.

@@ -3,7 +3,8 @@
 //!
 //! 1. Debian packages the tests and the daemon use ([`DEBIAN_PACKAGES`]).
 //! 2. The workspace's pinned stable has rustfmt and clippy; the dated nightly named in
-//!    `netpath-ebpf/NIGHTLY` is installed with rust-src (for `-Z build-std=core`) and clippy.
+//!    `netpath-ebpf/NIGHTLY` is installed with rust-src (for `-Z build-std=core`), clippy
+//!    and rustfmt (`rustfmt.toml` uses unstable options, as aya's does).
 //! 3. bpf-linker, built against that nightly's own libLLVM, under `<workspace>/.tools/`.
 
 use std::{
@@ -50,7 +51,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
 /// Components the workspace's pinned stable (rust-toolchain.toml) needs.
 const STABLE_COMPONENTS: &[&str] = &["rustfmt", "clippy"];
 /// Components the pinned nightly needs.
-const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy"];
+const NIGHTLY_COMPONENTS: &[&str] = &["rust-src", "clippy", "rustfmt"];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 

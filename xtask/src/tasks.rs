@@ -81,8 +81,9 @@ pub(crate) fn build_netpath(ctx: &Ctx, release: bool) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// `rustfmt.toml` uses unstable options (import grouping, as aya's): the nightly's rustfmt.
 fn fmt_check(ctx: &Ctx) -> Result<()> {
-    cmd::run(ctx.cargo().args(["fmt", "--all", "--check"]))
+    cmd::run(ctx.cargo_nightly().args(["fmt", "--all", "--check"]))
 }
 
 fn clippy_host(ctx: &Ctx) -> Result<()> {
@@ -138,7 +139,9 @@ pub fn test(ws: Workspace, skip_lint: bool, extra: &[OsString]) -> Result<()> {
     if skip_lint {
         steps.skip("fmt, clippy-host, clippy-ebpf", "--skip-lint");
     } else {
-        steps.run("fmt", "cargo fmt --all --check", || fmt_check(&ctx))?;
+        steps.run("fmt", "cargo +nightly fmt --all --check", || {
+            fmt_check(&ctx)
+        })?;
         steps.run(CLIPPY_HOST.0, CLIPPY_HOST.1, || clippy_host(&ctx))?;
         steps.run(CLIPPY_EBPF.0, CLIPPY_EBPF.1, || clippy_ebpf(&ctx))?;
     }
@@ -166,9 +169,12 @@ pub fn clippy(ws: Workspace) -> Result<()> {
 }
 
 pub fn fmt(ws: Workspace) -> Result<()> {
-    step("fmt", "cargo fmt --all", || {
-        cmd::run(ws.command("cargo").args(["fmt", "--all"]))
-    })
+    let nightly = format!("+{}", ws.nightly()?);
+    step(
+        "fmt",
+        "cargo fmt --all (the pinned nightly's rustfmt)",
+        || cmd::run(ws.command("cargo").args([nightly.as_str(), "fmt", "--all"])),
+    )
 }
 
 pub fn run(ws: Workspace, args: &[OsString]) -> Result<()> {

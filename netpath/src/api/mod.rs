@@ -39,8 +39,6 @@ mod stack_tests;
 #[cfg(test)]
 mod tests;
 
-pub use self::{error::*, extract::*, routes::*};
-
 use std::{
     future::Future,
     io,
@@ -63,6 +61,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use self::{error::*, extract::*, routes::*};
 use crate::{
     control::{Service, ServiceError},
     model::{

@@ -28,8 +28,6 @@ mod ops;
 #[cfg(test)]
 mod tests;
 
-pub use self::{conf::*, env::*, ops::*};
-
 use std::{
     collections::HashSet,
     net::Ipv4Addr,
@@ -41,6 +39,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
+pub use self::{conf::*, env::*, ops::*};
 use crate::{
     client::{Client, ClientError},
     config::DEFAULT_SOCKET,

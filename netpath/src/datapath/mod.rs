@@ -33,13 +33,6 @@ pub mod layout;
 mod maps;
 mod pins;
 
-use self::pins::*;
-pub use self::{
-    counters::{ClassStat, DropStat, EndpointStat, ForwardStat},
-    error::DatapathError,
-    pins::{Pins, remove_pins},
-};
-
 use std::{
     fs, io,
     path::{Path, PathBuf},
@@ -56,8 +49,10 @@ use aya::{
         CgroupAttachMode, CgroupSockAddr, ProgramError, SchedClassifier, TcAttachType, Xdp,
         XdpMode,
         links::{FdLink, LinkError, PinnedLink},
-        tc::SchedClassifierLink,
-        tc::{NlOptions, TcAttachOptions, TcHandle, qdisc_add_clsact, qdisc_detach_program},
+        tc::{
+            NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle, qdisc_add_clsact,
+            qdisc_detach_program,
+        },
         xdp::XdpLink,
     },
 };
@@ -76,6 +71,12 @@ use netpath_common::{
     packet::PacketClass,
 };
 
+use self::pins::*;
+pub use self::{
+    counters::{ClassStat, DropStat, EndpointStat, ForwardStat},
+    error::DatapathError,
+    pins::{Pins, remove_pins},
+};
 use crate::ebpf::{
     PROGRAMS, ProgramKind, SOCK_PROGRAMS, TC_INGRESS_PROG, UPLINK_EGRESS_PROG, UPLINK_INGRESS_PROG,
     XDP_PROG,

@@ -57,11 +57,13 @@ use redb::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::model::{
-    Endpoint, EndpointDetails, EndpointKind, EndpointState, MacAddr, Mode, Network, NetworkCreate,
-    PortLease,
+use crate::{
+    model::{
+        Endpoint, EndpointDetails, EndpointKind, EndpointState, MacAddr, Mode, Network,
+        NetworkCreate, PortLease,
+    },
+    portspec::{HostPort, PortRequest, Proto},
 };
-use crate::portspec::{HostPort, PortRequest, Proto};
 
 /// Version of the table layout and encoding this build reads and writes.
 pub const SCHEMA_VERSION: u64 = 1;

@@ -39,8 +39,6 @@ mod maps;
 mod model;
 mod packet;
 
-use self::{check::*, frames::*, maps::*, model::*, packet::*};
-
 use std::{
     collections::{HashMap, HashSet},
     fmt::Write as _,
@@ -63,6 +61,8 @@ use netpath_common::{
 };
 use netpath_tests::{NetNs, TempPins, require_root};
 use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use self::{check::*, frames::*, maps::*, model::*, packet::*};
 
 const DEFAULT_SEED: u64 = 0x6e70_6675_7a7a_0005;
 const DEFAULT_FRAMES: u64 = 1_000_000;
