@@ -169,4 +169,14 @@ pub fn message(e: &ServiceError) -> String {
     e.to_string()
 }
 
+/// The calls that set up the masquerade of network `web` (id 1, 10.77.0.0/24) on the
+/// fake uplink (ifindex 2): the first of a network's creation, and of its reconcile.
+pub const MASQ_CALLS: [&str; 5] = [
+    "attach_tc uplink-egress 2",
+    "attach_tc uplink-ingress 2",
+    "set_uplink 2",
+    "add_masq_subnet 10.77.0.0/24",
+    "set_no_masquerade 1 []",
+];
+
 pub const GW: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);

@@ -12,20 +12,17 @@ use crate::{
 /// The calls reconcile makes for a bridge network `web`: its masquerade (the first
 /// five) and its bridge, ifindex `bridge`, plumbed again (idempotent).
 fn network_calls(bridge: u32) -> Vec<String> {
-    let masq = [
-        "attach_tc uplink-egress 2",
-        "attach_tc uplink-ingress 2",
-        "set_uplink 2",
-        "add_masq_subnet 10.77.0.0/24",
-        "set_no_masquerade 1 []",
-    ];
     let bridge = [
         "ensure_bridge np-web".to_owned(),
         format!("add_address {bridge} 10.77.0.1/24"),
         format!("set_up {bridge}"),
         format!("attach_tc ingress {bridge}"),
     ];
-    masq.map(String::from).into_iter().chain(bridge).collect()
+    MASQ_CALLS
+        .map(String::from)
+        .into_iter()
+        .chain(bridge)
+        .collect()
 }
 
 /// `calls`, then `more`.

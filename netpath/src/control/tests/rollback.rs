@@ -32,14 +32,14 @@ struct Case {
     /// Builds what the operation needs; returns an id for it (an endpoint's, say).
     setup: Setup,
     op: Op,
-    steps: &'static [Step],
+    steps: Vec<Step>,
     /// What a failure at step k legitimately leaves changed (see the publish case).
     residue: fn(&mut Kernel, usize),
 }
 
 impl Case {
     /// `op` on a network `web` made in each mode, leaving nothing behind when it fails.
-    fn new(name: &'static str, op: Op, steps: &'static [Step]) -> Case {
+    fn new(name: &'static str, op: Op, steps: &[Step]) -> Case {
         let residue = no_residue;
         let (modes, setup) = (BOTH_MODES, network);
         Case {
@@ -47,7 +47,7 @@ impl Case {
             modes,
             setup,
             op,
-            steps,
+            steps: steps.to_vec(),
             residue,
         }
     }
@@ -161,12 +161,9 @@ async fn create_network() {
     let op: Op = |rig, mode, _| {
         async move { rig.svc.create_network(net_req("web", mode)).await.map(drop) }.boxed()
     };
-    let steps = &[
-        (On::Both, "attach_tc uplink-egress 2", MASQ_UNDO),
-        (On::Both, "attach_tc uplink-ingress 2", MASQ_UNDO),
-        (On::Both, "set_uplink 2", MASQ_UNDO),
-        (On::Both, "add_masq_subnet 10.77.0.0/24", MASQ_UNDO),
-        (On::Both, "set_no_masquerade 1 []", MASQ_UNDO),
+    // Whichever masquerade call fails, the masquerade is undone whole.
+    let masq = MASQ_CALLS.map(|call| (On::Both, call, MASQ_UNDO));
+    let bridge = [
         // The bridge is not made: nothing to delete.
         (On::Bridge, "ensure_bridge np-web", MASQ_UNDO),
         (
@@ -177,6 +174,7 @@ async fn create_network() {
         (On::Bridge, "set_up 10", MASQ_AND_BRIDGE_UNDO),
         (On::Bridge, "attach_tc ingress 10", MASQ_AND_BRIDGE_UNDO),
     ];
+    let steps = &[masq.as_slice(), &bridge].concat();
     run(Case {
         setup: nothing,
         ..Case::new("create network", op, steps)
@@ -407,20 +405,19 @@ async fn remove_network_force() {
         },
         |rig, _, net| async move { rig.svc.remove_network(net, true).await.map(drop) }.boxed(),
         &[
-            // Endpoints first, each record released right after its devices go.
-            "remove_endpoint 10.77.0.2",
-            "forget_links 11",
-            "delete_link 11",
-            "remove_endpoint 10.77.0.3",
-            "forget_links 12",
-            "delete_link 12",
-            "remove_masq_subnet 10.77.0.0/24",
-            "set_no_masquerade 1 []",
-            "remove_uplink 2",
-            "forget_links 2",
-            "forget_links 10",
-            "delete_link 10",
-        ],
+            // Endpoints first, each record released right after its devices go…
+            &[
+                "remove_endpoint 10.77.0.2",
+                "forget_links 11",
+                "delete_link 11",
+                "remove_endpoint 10.77.0.3",
+                "forget_links 12",
+                "delete_link 12",
+            ],
+            // …then the network, as a creation failed at its last step is undone.
+            MASQ_AND_BRIDGE_UNDO,
+        ]
+        .concat(),
         |r| r.networks.len() == 1,
         no_residue,
     )
