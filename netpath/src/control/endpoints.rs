@@ -3,7 +3,7 @@
 
 use netpath_common::maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue};
 
-use super::{Result, Service, ServiceError, db, read, validate};
+use super::{MapWrite, Result, Service, ServiceError, db, read, validate};
 use crate::{
     config,
     model::{
@@ -205,7 +205,7 @@ impl Service {
     ) -> Result<()> {
         let mut dp = self.datapath();
         dp.attach_tc_endpoint(&ep.host_ifname, ifindex)?;
-        dp.upsert_endpoint(EndpointValue {
+        dp.write(MapWrite::UpsertEndpoint(EndpointValue {
             ip: ep.ip.octets(),
             ifindex,
             mac: ep.mac.octets(),
@@ -216,7 +216,7 @@ impl Service {
                 EndpointKind::Tap => ENDPOINT_KIND_TAP,
             },
             flags: 0,
-        })?;
+        }))?;
         Ok(())
     }
 
@@ -227,9 +227,9 @@ impl Service {
         {
             let mut dp = self.datapath();
             for l in ports.iter().filter(|l| l.endpoint == ep.id) {
-                dp.unpublish(super::ports::publish_key(l))?;
+                dp.write(MapWrite::Unpublish(super::ports::publish_key(l)))?;
             }
-            dp.remove_endpoint(ep.ip)?;
+            dp.write(MapWrite::RemoveEndpoint(ep.ip))?;
         }
         if let Some(link) = self.host.link_by_name(&ep.host_ifname).await? {
             // Only delete what carries our tag (a TAP name is the user's choice), or

@@ -22,7 +22,7 @@ use netpath_common::{
     nat::{NatTarget, PublishKey, Uplink},
 };
 
-use super::host::{Host, HostFuture, Maps};
+use super::host::{Host, HostFuture, MapWrite, Maps};
 use crate::{
     datapath::{Attachment, DatapathError, EndpointStat, Origin},
     model::{Endpoint, StatsReport},
@@ -363,15 +363,6 @@ impl FakeMaps {
         w.step(call).map_err(dp_err)?;
         Ok(f(&mut w.kernel))
     }
-
-    /// [`FakeMaps::change`] for a write whose result (the old value) is not wanted.
-    fn write<T>(
-        &self,
-        call: String,
-        f: impl FnOnce(&mut Kernel) -> T,
-    ) -> Result<(), DatapathError> {
-        self.change(call, f).map(drop)
-    }
 }
 
 fn hook_name(hook: Hook) -> &'static str {
@@ -385,6 +376,25 @@ fn hook_name(hook: Hook) -> &'static str {
 
 fn key_name(key: &PublishKey) -> String {
     format!("{}/{}:{}", key.proto, Ipv4Addr::from(key.host_ip), key.port)
+}
+
+/// How a map write is recorded: the operation and what it names.
+fn call_line(write: &MapWrite) -> String {
+    match write {
+        MapWrite::UpsertEndpoint(v) => format!("upsert_endpoint {}", Ipv4Addr::from(v.ip)),
+        MapWrite::RemoveEndpoint(ip) => format!("remove_endpoint {ip}"),
+        MapWrite::SetUplink { ifindex, .. } => format!("set_uplink {ifindex}"),
+        MapWrite::RemoveUplink(ifindex) => format!("remove_uplink {ifindex}"),
+        MapWrite::AddMasqSubnet { subnet, .. } => format!("add_masq_subnet {subnet}"),
+        MapWrite::RemoveMasqSubnet(subnet) => format!("remove_masq_subnet {subnet}"),
+        MapWrite::SetNoMasquerade { network, cidrs } => {
+            format!("set_no_masquerade {network} {cidrs:?}")
+        }
+        MapWrite::Publish { key, .. } => format!("publish {}", key_name(key)),
+        MapWrite::Unpublish(key) => format!("unpublish {}", key_name(key)),
+        MapWrite::MarkPublished(ip) => format!("mark_published {ip}"),
+        MapWrite::SetLocalAddrs(_) => "set_local_addrs".into(),
+    }
 }
 
 impl Maps for FakeMaps {
@@ -420,7 +430,7 @@ impl Maps for FakeMaps {
         })
     }
     fn forget_links(&mut self, _ifname: &str, ifindex: u32) -> Result<(), DatapathError> {
-        self.write(format!("forget_links {ifindex}"), |k| {
+        self.change(format!("forget_links {ifindex}"), |k| {
             k.pins.retain(|p| p.1 != ifindex)
         })
     }
@@ -431,66 +441,42 @@ impl Maps for FakeMaps {
             before - k.pins.len()
         })
     }
-    fn upsert_endpoint(&mut self, value: EndpointValue) -> Result<(), DatapathError> {
-        let ip = Ipv4Addr::from(value.ip);
-        self.write(format!("upsert_endpoint {ip}"), |k| {
-            k.endpoints.insert(ip, value)
-        })
-    }
-    fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
-        self.write(format!("remove_endpoint {ip}"), |k| k.endpoints.remove(&ip))
-    }
-    fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<(), DatapathError> {
-        self.write(format!("set_uplink {ifindex}"), |k| {
-            k.uplinks.insert(ifindex, uplink)
-        })
-    }
-    fn remove_uplink(&mut self, ifindex: u32) -> Result<(), DatapathError> {
-        self.write(format!("remove_uplink {ifindex}"), |k| {
-            k.uplinks.remove(&ifindex)
-        })
-    }
-    fn add_masq_subnet(&mut self, subnet: Ipv4Net, network_id: u16) -> Result<(), DatapathError> {
-        self.write(format!("add_masq_subnet {subnet}"), |k| {
-            k.masq.insert(subnet, network_id)
-        })
-    }
-    fn remove_masq_subnet(&mut self, subnet: Ipv4Net) -> Result<(), DatapathError> {
-        self.write(format!("remove_masq_subnet {subnet}"), |k| {
-            k.masq.remove(&subnet)
-        })
-    }
-    fn set_no_masquerade(
-        &mut self,
-        network_id: u16,
-        cidrs: &[Ipv4Net],
-    ) -> Result<(), DatapathError> {
-        self.change(format!("set_no_masquerade {network_id} {cidrs:?}"), |k| {
-            if cidrs.is_empty() {
-                k.no_masq.remove(&network_id);
-            } else {
-                k.no_masq.insert(network_id, cidrs.to_vec());
+    fn write(&mut self, write: MapWrite) -> Result<(), DatapathError> {
+        self.change(call_line(&write), |k| match write {
+            MapWrite::UpsertEndpoint(value) => {
+                k.endpoints.insert(value.ip.into(), value);
             }
+            MapWrite::RemoveEndpoint(ip) => {
+                k.endpoints.remove(&ip);
+            }
+            MapWrite::SetUplink { ifindex, uplink } => {
+                k.uplinks.insert(ifindex, uplink);
+            }
+            MapWrite::RemoveUplink(ifindex) => {
+                k.uplinks.remove(&ifindex);
+            }
+            MapWrite::AddMasqSubnet { subnet, network } => {
+                k.masq.insert(subnet, network);
+            }
+            MapWrite::RemoveMasqSubnet(subnet) => {
+                k.masq.remove(&subnet);
+            }
+            MapWrite::SetNoMasquerade { network, cidrs } if cidrs.is_empty() => {
+                k.no_masq.remove(&network);
+            }
+            MapWrite::SetNoMasquerade { network, cidrs } => {
+                k.no_masq.insert(network, cidrs);
+            }
+            MapWrite::Publish { key, target } => {
+                k.mark(target.addr);
+                k.publish.insert((key.proto, key.host_ip, key.port), target);
+            }
+            MapWrite::Unpublish(key) => {
+                k.publish.remove(&(key.proto, key.host_ip, key.port));
+            }
+            MapWrite::MarkPublished(ip) => k.mark(ip.octets()),
+            MapWrite::SetLocalAddrs(_) => {}
         })
-    }
-    fn publish(&mut self, key: PublishKey, target: NatTarget) -> Result<(), DatapathError> {
-        self.change(format!("publish {}", key_name(&key)), |k| {
-            k.mark(target.addr);
-            k.publish.insert((key.proto, key.host_ip, key.port), target);
-        })
-    }
-    fn unpublish(&mut self, key: PublishKey) -> Result<(), DatapathError> {
-        self.write(format!("unpublish {}", key_name(&key)), |k| {
-            k.publish.remove(&(key.proto, key.host_ip, key.port))
-        })
-    }
-    fn mark_published(&mut self, ip: [u8; 4]) -> Result<(), DatapathError> {
-        self.write(format!("mark_published {}", Ipv4Addr::from(ip)), |k| {
-            k.mark(ip)
-        })
-    }
-    fn set_local_addrs(&mut self, _addrs: &[Ipv4Addr]) -> Result<(), DatapathError> {
-        self.change("set_local_addrs".into(), |_| ())
     }
     fn report(&self, _records: &[Endpoint]) -> Result<StatsReport, DatapathError> {
         Ok(StatsReport::default())

@@ -171,6 +171,43 @@ fn proc_routes() -> Vec<(String, Ipv4Net)> {
         .collect()
 }
 
+/// One write to the datapath's maps, as a value: the control plane's whole vocabulary of
+/// map changes, which [`Maps::write`] applies (and the fake records).
+#[derive(Clone, Debug)]
+pub enum MapWrite {
+    /// An endpoint by its address, with its device's entries (flags kept).
+    UpsertEndpoint(EndpointValue),
+    /// The endpoint of this address and its device's entries; absent is fine.
+    RemoveEndpoint(Ipv4Addr),
+    /// An uplink's masquerade address and port range.
+    SetUplink {
+        ifindex: u32,
+        uplink: Uplink,
+    },
+    RemoveUplink(u32),
+    /// Masquerade what network `network`'s subnet sends out of an uplink.
+    AddMasqSubnet {
+        subnet: Ipv4Net,
+        network: u16,
+    },
+    RemoveMasqSubnet(Ipv4Net),
+    /// The destinations network `network` reaches unmasqueraded: exactly `cidrs`.
+    SetNoMasquerade {
+        network: u16,
+        cidrs: Vec<Ipv4Net>,
+    },
+    /// A published port and the endpoint address and port behind it.
+    Publish {
+        key: PublishKey,
+        target: NatTarget,
+    },
+    Unpublish(PublishKey),
+    /// Marks the endpoint of this address as having published ports.
+    MarkPublished(Ipv4Addr),
+    /// The host's own addresses, for host-local access.
+    SetLocalAddrs(Vec<Ipv4Addr>),
+}
+
 /// The control plane's use of the datapath: attachments, map writes, and the reads it
 /// serves. Called under the service's datapath lock; every call is one or a few
 /// syscalls, never a wait.
@@ -195,21 +232,8 @@ pub trait Maps: Send {
     fn forget_links(&mut self, ifname: &str, ifindex: u32) -> Result<(), DatapathError>;
     /// Removes the attachment pins of links not in `live`; how many.
     fn sweep_link_pins(&mut self, live: &[Link]) -> Result<usize, DatapathError>;
-    fn upsert_endpoint(&mut self, value: EndpointValue) -> Result<(), DatapathError>;
-    fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError>;
-    fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<(), DatapathError>;
-    fn remove_uplink(&mut self, ifindex: u32) -> Result<(), DatapathError>;
-    fn add_masq_subnet(&mut self, subnet: Ipv4Net, network_id: u16) -> Result<(), DatapathError>;
-    fn remove_masq_subnet(&mut self, subnet: Ipv4Net) -> Result<(), DatapathError>;
-    fn set_no_masquerade(
-        &mut self,
-        network_id: u16,
-        cidrs: &[Ipv4Net],
-    ) -> Result<(), DatapathError>;
-    fn publish(&mut self, key: PublishKey, target: NatTarget) -> Result<(), DatapathError>;
-    fn unpublish(&mut self, key: PublishKey) -> Result<(), DatapathError>;
-    fn mark_published(&mut self, ip: [u8; 4]) -> Result<(), DatapathError>;
-    fn set_local_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DatapathError>;
+    /// Applies one write to the maps.
+    fn write(&mut self, write: MapWrite) -> Result<(), DatapathError>;
     /// Every counter, endpoints named after `records`.
     fn report(&self, records: &[Endpoint]) -> Result<StatsReport, DatapathError>;
     fn endpoint_stats(&self) -> Result<Vec<EndpointStat>, DatapathError>;
@@ -244,42 +268,20 @@ impl Maps for Datapath {
     fn sweep_link_pins(&mut self, live: &[Link]) -> Result<usize, DatapathError> {
         Datapath::sweep_link_pins(self, live)
     }
-    fn upsert_endpoint(&mut self, value: EndpointValue) -> Result<(), DatapathError> {
-        Datapath::upsert_endpoint(self, value)
-    }
-    fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
-        Datapath::remove_endpoint(self, ip)
-    }
-    fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<(), DatapathError> {
-        Datapath::set_uplink(self, ifindex, uplink)
-    }
-    fn remove_uplink(&mut self, ifindex: u32) -> Result<(), DatapathError> {
-        Datapath::remove_uplink(self, ifindex)
-    }
-    fn add_masq_subnet(&mut self, subnet: Ipv4Net, network_id: u16) -> Result<(), DatapathError> {
-        Datapath::add_masq_subnet(self, subnet, network_id)
-    }
-    fn remove_masq_subnet(&mut self, subnet: Ipv4Net) -> Result<(), DatapathError> {
-        Datapath::remove_masq_subnet(self, subnet)
-    }
-    fn set_no_masquerade(
-        &mut self,
-        network_id: u16,
-        cidrs: &[Ipv4Net],
-    ) -> Result<(), DatapathError> {
-        Datapath::set_no_masquerade(self, network_id, cidrs)
-    }
-    fn publish(&mut self, key: PublishKey, target: NatTarget) -> Result<(), DatapathError> {
-        Datapath::publish(self, key, target)
-    }
-    fn unpublish(&mut self, key: PublishKey) -> Result<(), DatapathError> {
-        Datapath::unpublish(self, key)
-    }
-    fn mark_published(&mut self, ip: [u8; 4]) -> Result<(), DatapathError> {
-        Datapath::mark_published(self, ip)
-    }
-    fn set_local_addrs(&mut self, addrs: &[Ipv4Addr]) -> Result<(), DatapathError> {
-        Datapath::set_local_addrs(self, addrs)
+    fn write(&mut self, write: MapWrite) -> Result<(), DatapathError> {
+        match write {
+            MapWrite::UpsertEndpoint(value) => self.upsert_endpoint(value),
+            MapWrite::RemoveEndpoint(ip) => self.remove_endpoint(ip),
+            MapWrite::SetUplink { ifindex, uplink } => self.set_uplink(ifindex, uplink),
+            MapWrite::RemoveUplink(ifindex) => self.remove_uplink(ifindex),
+            MapWrite::AddMasqSubnet { subnet, network } => self.add_masq_subnet(subnet, network),
+            MapWrite::RemoveMasqSubnet(subnet) => self.remove_masq_subnet(subnet),
+            MapWrite::SetNoMasquerade { network, cidrs } => self.set_no_masquerade(network, &cidrs),
+            MapWrite::Publish { key, target } => self.publish(key, target),
+            MapWrite::Unpublish(key) => self.unpublish(key),
+            MapWrite::MarkPublished(ip) => self.mark_published(ip.octets()),
+            MapWrite::SetLocalAddrs(addrs) => self.set_local_addrs(&addrs),
+        }
     }
     fn report(&self, records: &[Endpoint]) -> Result<StatsReport, DatapathError> {
         crate::stats::report(self, records)

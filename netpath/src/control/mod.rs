@@ -41,7 +41,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-pub use self::host::{Host, KernelHost, Maps};
+pub use self::host::{Host, KernelHost, MapWrite, Maps};
 use crate::{
     config::{self, IFNAME_MAX, Paths},
     datapath::{Datapath, DatapathError, EndpointStat, Origin},
@@ -244,7 +244,7 @@ impl Service {
             .into_iter()
             .filter(|a| !a.is_loopback())
             .collect();
-        self.datapath().set_local_addrs(&addrs)?;
+        self.datapath().write(MapWrite::SetLocalAddrs(addrs))?;
         Ok(())
     }
 

@@ -6,7 +6,7 @@ use netpath_common::{
     nat::{MASQ_PORTS, Uplink},
 };
 
-use super::{Result, Service, ServiceError, db, read, validate};
+use super::{MapWrite, Result, Service, ServiceError, db, read, validate};
 use crate::{
     config,
     datapath::Attachment,
@@ -165,16 +165,23 @@ impl Service {
         let mut dp = self.datapath();
         dp.attach_tc(Hook::UplinkEgress, &link.name, link.index)?;
         dp.attach_tc(Hook::UplinkIngress, &link.name, link.index)?;
-        dp.set_uplink(
-            link.index,
-            Uplink {
-                addr: addr.octets(),
-                first_port: MASQ_PORTS.first,
-                last_port: MASQ_PORTS.last,
-            },
-        )?;
-        dp.add_masq_subnet(network.subnet, network.id)?;
-        dp.set_no_masquerade(network.id, &network.no_masquerade)?;
+        let uplink = Uplink {
+            addr: addr.octets(),
+            first_port: MASQ_PORTS.first,
+            last_port: MASQ_PORTS.last,
+        };
+        dp.write(MapWrite::SetUplink {
+            ifindex: link.index,
+            uplink,
+        })?;
+        dp.write(MapWrite::AddMasqSubnet {
+            subnet: network.subnet,
+            network: network.id,
+        })?;
+        dp.write(MapWrite::SetNoMasquerade {
+            network: network.id,
+            cidrs: network.no_masquerade.clone(),
+        })?;
         Ok(())
     }
 
@@ -183,8 +190,11 @@ impl Service {
     async fn unplumb_masquerade(&self, network: &Network) -> Result<()> {
         {
             let mut dp = self.datapath();
-            dp.remove_masq_subnet(network.subnet)?;
-            dp.set_no_masquerade(network.id, &[])?;
+            dp.write(MapWrite::RemoveMasqSubnet(network.subnet))?;
+            dp.write(MapWrite::SetNoMasquerade {
+                network: network.id,
+                cidrs: Vec::new(),
+            })?;
         }
         let Some(name) = &network.uplink else {
             return Ok(());
@@ -199,7 +209,7 @@ impl Service {
         }
         if let Some(link) = self.host.link_by_name(name).await? {
             let mut dp = self.datapath();
-            dp.remove_uplink(link.index)?;
+            dp.write(MapWrite::RemoveUplink(link.index))?;
             dp.forget_links(&link.name, link.index)?;
         }
         Ok(())

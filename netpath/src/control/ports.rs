@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use netpath_common::nat::{NatTarget, PublishKey};
 
-use super::{Result, Service, ServiceError, db};
+use super::{MapWrite, Result, Service, ServiceError, db};
 use crate::{
     model::{PortLease, PortPublish},
     portspec::{PortSpec, PortSpecError},
@@ -71,12 +71,13 @@ impl Service {
         // Map writes under the datapath lock, no await inside; on failure undo them.
         let published = {
             let mut dp = self.datapath();
-            let r = leases
-                .iter()
-                .try_for_each(|l| dp.publish(publish_key(l), publish_target(l)));
+            let r = leases.iter().try_for_each(|l| {
+                let (key, target) = (publish_key(l), publish_target(l));
+                dp.write(MapWrite::Publish { key, target })
+            });
             if r.is_err() {
                 for l in &leases {
-                    let _ = dp.unpublish(publish_key(l));
+                    let _ = dp.write(MapWrite::Unpublish(publish_key(l)));
                 }
             }
             r
@@ -151,7 +152,7 @@ impl Service {
         {
             let mut dp = self.datapath();
             for l in &going {
-                dp.unpublish(publish_key(l))?;
+                dp.write(MapWrite::Unpublish(publish_key(l)))?;
             }
         }
         db(&self.store, move |s| {

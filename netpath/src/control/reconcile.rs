@@ -9,7 +9,7 @@
 //! * a device tagged by this instance without a record: deleted;
 //! * a device tagged by another instance, or untagged: left alone.
 
-use super::{Result, Service, ServiceError, db, ports::publish_target};
+use super::{MapWrite, Result, Service, ServiceError, db, ports::publish_target};
 use crate::{
     config,
     model::{Endpoint, EndpointState},
@@ -101,7 +101,7 @@ impl Service {
         {
             let mut dp = self.datapath();
             for l in &leases {
-                dp.mark_published(publish_target(l).addr)?;
+                dp.write(MapWrite::MarkPublished(publish_target(l).addr.into()))?;
             }
         }
         let links = self.host.links().await?;
