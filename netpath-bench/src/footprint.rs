@@ -183,6 +183,7 @@ impl FootprintScenario {
                     netns: Some(nss.path(i)),
                     pid: None,
                     ip: None,
+                    ip6: None,
                     ifname: None,
                     mac: None,
                     container_id: None,

@@ -167,6 +167,7 @@ impl SetupScenario {
                 netns: Some(nss.path(i)),
                 pid: None,
                 ip: None,
+                ip6: None,
                 ifname: None,
                 mac: None,
                 container_id: None,

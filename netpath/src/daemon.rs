@@ -122,6 +122,8 @@ pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Ser
                     subnet: DEFAULT_SUBNET,
                     mode: Mode::Bridge,
                     gateway: Some(DEFAULT_GATEWAY),
+                    subnet6: None,
+                    gateway6: None,
                     uplink: None,
                     mtu: None,
                     no_masquerade: Vec::new(),

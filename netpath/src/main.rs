@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::cli::{
     args::*,
+    family,
     ops::{self, each, endpoints, inspect, list, list_endpoints, remove_endpoints},
     print,
     select::{self, Filter},
@@ -116,9 +117,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 no_masquerade,
                 json,
             } => {
+                let (subnet, subnet6) = family::by_family("subnet", &subnet)?;
+                let Some(subnet) = subnet else {
+                    anyhow::bail!(
+                        "give an IPv4 --subnet too: IPv6-only networks are not supported yet"
+                    );
+                };
+                let (gateway, gateway6) = family::by_family("gateway", &gateway)?;
                 let n = api!(client.create_network(&NetworkCreate {
                     name,
                     subnet,
+                    subnet6,
+                    gateway6,
                     mode: match mode {
                         ModeArg::Bridge => Mode::Bridge,
                         ModeArg::Routed => Mode::Routed,
@@ -160,11 +170,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => {
                 // The daemon has its own working directory: send an absolute path.
                 let netns = netns.map(std::path::absolute).transpose()?;
+                let (ip, ip6) = family::by_family("ip", &new.ip)?;
                 let e = api!(client.add_endpoint(&EndpointCreate {
                     network: new.network,
                     netns,
                     pid,
-                    ip: new.ip,
+                    ip,
+                    ip6,
                     ifname: Some(ifname),
                     mac: new.mac,
                     container_id: None,
@@ -198,13 +210,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 queues,
                 new,
             } => {
+                let (ip, ip6) = family::by_family("ip", &new.ip)?;
                 let e = api!(client.add_tap(&TapCreate {
                     network: new.network,
                     name,
                     uid,
                     gid,
                     queues,
-                    ip: new.ip,
+                    ip,
+                    ip6,
                     mac: new.mac,
                 }));
                 print::endpoint(&e, new.json)

@@ -4,9 +4,12 @@
 //! client is an error rather than silently ignored; a request may leave out any `Option`
 //! field (serde reads a missing one as `None`).
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use crate::types::MacAddr;
@@ -55,6 +58,11 @@ pub struct NetworkCreate {
     pub mode: Mode,
     /// Default: the first host address of the subnet.
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 subnet of a dual-stack network (`fd50::/64`): its network address, a
+    /// prefix of /64 to /120.
+    pub subnet6: Option<Ipv6Net>,
+    /// Default: the first address of `subnet6` (`fd50::1`).
+    pub gateway6: Option<Ipv6Addr>,
     /// Default: the interface of the host's default route.
     pub uplink: Option<String>,
     /// Default: 1500.
@@ -74,6 +82,12 @@ pub struct Network {
     pub subnet: Ipv4Net,
     /// The host's address on the network: the endpoints' default route.
     pub gateway: Ipv4Addr,
+    /// The IPv6 subnet and gateway of a dual-stack network. Records written before
+    /// IPv6 load as IPv4-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<Ipv6Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub mode: Mode,
     /// Where masqueraded traffic leaves; `None` when the host had no default route.
     pub uplink: Option<String>,
@@ -99,6 +113,8 @@ pub struct EndpointCreate {
     pub pid: Option<u32>,
     /// The address to lease; default: the lowest free one.
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address to lease in a dual-stack network; default: the lowest free one.
+    pub ip6: Option<Ipv6Addr>,
     /// Interface name inside the namespace (default `eth0`).
     pub ifname: Option<String>,
     /// `aa:bb:cc:dd:ee:ff`; default: random, locally administered.
@@ -118,6 +134,8 @@ pub struct TapCreate {
     pub name: String,
     /// The guest's address to lease; default: the lowest free one.
     pub ip: Option<Ipv4Addr>,
+    /// The guest's IPv6 address in a dual-stack network; default: the lowest free one.
+    pub ip6: Option<Ipv6Addr>,
     /// Guest MAC; default: random, locally administered.
     pub mac: Option<MacAddr>,
     /// The user that may open the TAP without privileges (the VMM's); default: none.
@@ -139,6 +157,13 @@ pub struct Endpoint {
     pub state: EndpointState,
     /// Its leased address.
     pub ip: Ipv4Addr,
+    /// Its leased IPv6 address, in a dual-stack network (a /128 behind the gateway for a
+    /// TAP or a routed container, an address of the subnet behind a bridge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    /// The network's IPv6 gateway, the endpoint's IPv6 default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     /// Prefix length the endpoint sees (the subnet's for veths, 32 for TAPs).
     pub prefix_len: u8,
     /// The endpoint's own MAC (container interface or guest NIC).

@@ -26,6 +26,8 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
             subnet: "10.203.0.0/16".parse().unwrap(),
             mode: Mode::Bridge,
             gateway: None,
+            subnet6: None,
+            gateway6: None,
             uplink: None,
             mtu: None,
             no_masquerade: Vec::new(),
@@ -43,6 +45,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
             netns: Some(ns.path()),
             pid: None,
             ip: None,
+            ip6: None,
             ifname: None,
             mac: None,
             container_id: None,
@@ -120,6 +123,8 @@ async fn sixteen_taps_with_owner_and_host_routes() {
         subnet: "10.204.0.0/24".parse().unwrap(),
         mode: Mode::Routed,
         gateway: None,
+        subnet6: None,
+        gateway6: None,
         uplink: None,
         mtu: None,
         no_masquerade: Vec::new(),
@@ -136,6 +141,7 @@ async fn sixteen_taps_with_owner_and_host_routes() {
             gid: Some(2000 + i),
             queues: Some(if i % 4 == 0 { 2 } else { 1 }),
             ip: None,
+            ip6: None,
             mac: None,
         };
         tasks.push(tokio::spawn(async move { svc.add_tap(req).await }));

@@ -1,9 +1,9 @@
 //! The command line's grammar: every subcommand, argument and its help text (clap).
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use netpath::{
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR},
     control::EPHEMERAL_PORTS,
@@ -29,6 +29,7 @@ pub(crate) const VERSION: &str =
 /// Examples:
 ///   sudo netpath daemon &
 ///   netpath network create web --subnet 10.50.0.0/24
+///   netpath network create dual --subnet 10.51.0.0/24 --subnet fd51::/64
 ///   netpath endpoint add web --netns /run/netns/c1
 ///   netpath tap add web --name fc-tap0 --uid 1000 --gid 1000
 ///   netpath port publish 3f2a -p 8080:80 -p 127.0.0.1::53/udp
@@ -148,15 +149,16 @@ pub(crate) enum NetworkCmd {
     Create {
         /// The network's name (as endpoints and `--filter network=` name it).
         name: String,
-        /// IPv4 subnet, e.g. 10.50.0.0/24.
-        #[arg(long)]
-        subnet: Ipv4Net,
+        /// The endpoints' subnet, e.g. 10.50.0.0/24; again with an IPv6 subnet
+        /// (fd50::/64) for a dual-stack network. An IPv4 subnet is required.
+        #[arg(long, required = true, value_name = "CIDR")]
+        subnet: Vec<IpNet>,
         /// bridge: endpoints are ports of a Linux bridge; routed: a /32 route each.
         #[arg(long, value_enum, default_value = "bridge")]
         mode: ModeArg,
-        /// Gateway address (default: the subnet's first host address).
-        #[arg(long)]
-        gateway: Option<Ipv4Addr>,
+        /// Gateway address (default: the subnet's first host address); one per family.
+        #[arg(long, value_name = "IP")]
+        gateway: Vec<IpAddr>,
         /// Interface traffic leaves through (default: that of the default route).
         #[arg(long)]
         uplink: Option<String>,
@@ -305,9 +307,10 @@ pub(crate) enum TapCmd {
 pub(crate) struct NewEndpoint {
     /// Name of the network to attach to.
     pub(crate) network: String,
-    /// Address to lease (default: the lowest free one).
-    #[arg(long)]
-    pub(crate) ip: Option<Ipv4Addr>,
+    /// Address to lease (default: the lowest free one); one per family, the IPv6 one
+    /// in a dual-stack network.
+    #[arg(long, value_name = "IP")]
+    pub(crate) ip: Vec<IpAddr>,
     /// MAC address (default: random, locally administered).
     #[arg(long)]
     pub(crate) mac: Option<MacAddr>,

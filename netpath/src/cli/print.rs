@@ -1,6 +1,8 @@
 //! How the CLI prints: aligned tables (as `docker ps`), detail blocks, JSON, and the
 //! counters of `netpath stats`.
 
+use std::fmt;
+
 use netpath::model::{
     Endpoint, EndpointKind, EndpointState, Mode, Network, PortLease, StatsReport,
 };
@@ -86,14 +88,22 @@ pub fn networks(networks: &[Network]) {
         [
             n.name.clone(),
             n.id.to_string(),
-            n.subnet.to_string(),
-            n.gateway.to_string(),
+            both(n.subnet, n.subnet6),
+            both(n.gateway, n.gateway6),
             mode_name(n.mode).into(),
             or_dash(&n.bridge),
             or_dash(&n.uplink),
             n.mtu.to_string(),
         ]
     });
+}
+
+/// A dual-stack cell: the IPv4 value, then the IPv6 one if there is one.
+fn both(v4: impl fmt::Display, v6: Option<impl fmt::Display>) -> String {
+    match v6 {
+        Some(v6) => format!("{v4},{v6}"),
+        None => v4.to_string(),
+    }
 }
 
 /// An optional cell: its text, or `-`.
@@ -126,9 +136,9 @@ pub fn endpoints(eps: &[Endpoint]) {
             e.network.clone(),
             kind_name(e.kind).into(),
             state_name(e.state).into(),
-            format!("{}/{}", e.ip, e.prefix_len),
+            both(format_args!("{}/{}", e.ip, e.prefix_len), e.ip6),
             e.mac.to_string(),
-            e.gateway.to_string(),
+            both(e.gateway, e.gateway6),
             e.host_ifname.clone(),
             place(e),
         ]
@@ -148,6 +158,10 @@ pub fn endpoint(e: &Endpoint, as_json: bool) -> anyhow::Result<()> {
         ("gateway", e.gateway.to_string()),
         ("host if", e.host_ifname.clone()),
     ];
+    if let (Some(ip6), Some(gw6)) = (e.ip6, e.gateway6) {
+        rows.insert(3, ("ip6", ip6.to_string()));
+        rows.insert(6, ("gateway6", gw6.to_string()));
+    }
     if let Some(ifn) = &e.details.ifname {
         rows.push(("ifname", ifn.clone()));
     }

@@ -116,6 +116,8 @@ mod tests {
             kind,
             state: EndpointState::Ready,
             ip: Ipv4Addr::new(10, 0, 0, 2),
+            ip6: None,
+            gateway6: None,
             prefix_len: 24,
             mac: "02:00:00:00:00:01".parse().unwrap(),
             gateway: Ipv4Addr::new(10, 0, 0, 1),

@@ -402,6 +402,8 @@ impl NetworkSettings {
             subnet: self.subnet?,
             mode: self.mode.unwrap_or_default(),
             gateway: self.gateway,
+            subnet6: None,
+            gateway6: None,
             uplink: self.uplink.clone(),
             mtu: self.mtu,
             no_masquerade: self.no_masquerade.clone().unwrap_or_default(),

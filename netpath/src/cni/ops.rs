@@ -169,6 +169,7 @@ pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Va
             netns: Some(netns.clone()),
             pid: None,
             ip,
+            ip6: None,
             ifname: Some(env.ifname.clone()),
             mac,
             container_id: Some(env.container_id.clone()),

@@ -220,6 +220,8 @@ fn results_follow_the_version() {
         kind: crate::model::EndpointKind::Veth,
         state: EndpointState::Ready,
         ip: "10.88.0.2".parse().unwrap(),
+        ip6: None,
+        gateway6: None,
         prefix_len: 24,
         mac: "02:00:00:00:00:02".parse().unwrap(),
         gateway: "10.88.0.1".parse().unwrap(),

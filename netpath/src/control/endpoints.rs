@@ -37,6 +37,7 @@ impl Service {
         let mac = req.mac.unwrap_or_else(MacAddr::random_local);
         let (_guard, network, ep) = self
             .reserve(&req.network, req.mac, |id, network| NewEndpoint {
+                ip6: req.ip6,
                 details: EndpointDetails {
                     ifname: Some(ifname.clone()),
                     netns: Some(netns.clone()),

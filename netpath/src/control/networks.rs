@@ -30,6 +30,14 @@ impl Service {
         let mtu = req.mtu.unwrap_or(super::DEFAULT_MTU);
         validate::mtu(mtu)?;
         validate::subnet(req.subnet)?;
+        if let Some(subnet6) = req.subnet6 {
+            validate::subnet6(subnet6)?;
+        }
+        if req.gateway6.is_some() && req.subnet6.is_none() {
+            return Err(ServiceError::invalid(
+                "an IPv6 gateway needs an IPv6 subnet",
+            ));
+        }
         validate::no_masquerade(&req.no_masquerade)?;
         let gateway = match req.gateway {
             Some(g) => g,
@@ -76,8 +84,14 @@ impl Service {
         }
         let lock = self.net_lock(&req.name);
         let _guard = lock.lock().await;
+        // The first address after the subnet-router anycast address.
+        let gateway6 = req.subnet6.map(|s| {
+            req.gateway6
+                .unwrap_or_else(|| (u128::from(s.network()) + 1).into())
+        });
         let resolved = ResolvedNetwork {
             gateway,
+            gateway6,
             uplink,
             mtu,
             bridge,

@@ -26,6 +26,7 @@ impl Service {
         }
         let (_guard, network, ep) = self
             .reserve(&req.network, req.mac, |id, network| NewEndpoint {
+                ip6: req.ip6,
                 details: EndpointDetails {
                     uid: req.uid,
                     gid: req.gid,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::{NETWORK_NAME_MAX, Result, ServiceError};
 
@@ -81,6 +81,18 @@ pub fn no_masquerade(cidrs: &[Ipv4Net]) -> Result<()> {
         return Err(ServiceError::invalid(format!(
             "invalid --no-masquerade {c}: give the network address (e.g. {})",
             c.trunc()
+        )));
+    }
+    Ok(())
+}
+
+/// A network's IPv6 subnet: its network address, a prefix of /64 to /120 (room for a
+/// gateway and endpoints; SLAAC-style /64s are the usual).
+pub fn subnet6(subnet: Ipv6Net) -> Result<()> {
+    if !(64..=120).contains(&subnet.prefix_len()) || subnet.network() != subnet.addr() {
+        return Err(ServiceError::invalid(format!(
+            "invalid subnet {subnet}: give the network address with a prefix of /64 to /120 (e.g. {}/64)",
+            subnet.trunc().network()
         )));
     }
     Ok(())

@@ -38,36 +38,34 @@ impl Store {
                     endpoint,
                 });
             }
+            let subnet = IpNet::V4(network.subnet);
             let ip = match new.ip {
                 Some(ip) => {
-                    if let Some(reason) = unusable_reason(network.subnet, Some(network.gateway), ip)
-                    {
-                        return Err(StateError::InvalidIp {
-                            network: network.name,
-                            subnet: network.subnet,
-                            ip,
-                            reason,
-                        });
-                    }
-                    let owner = t
-                        .ip_leases
-                        .get((network.id, u32::from(ip)))?
-                        .map(|g| g.value().to_owned());
-                    if let Some(endpoint) = owner {
-                        return Err(StateError::IpInUse {
-                            network: network.name,
-                            ip,
-                            endpoint,
-                        });
-                    }
+                    check_lease(&network, subnet, network.gateway.into(), ip.into(), |key| {
+                        t.ip_leases.get(key.to_v4(network.id)).map(lease_owner)
+                    })?;
                     ip
                 }
-                None => lowest_free_ip(&t.ip_leases, &network)?.ok_or_else(|| {
-                    StateError::SubnetExhausted {
-                        network: network.name.clone(),
-                        subnet: network.subnet,
-                    }
-                })?,
+                None => lowest_free_ip(&t.ip_leases, &network)?
+                    .ok_or_else(|| exhausted(&network, subnet))?,
+            };
+            let ip6 = match (network.subnet6.zip(network.gateway6), new.ip6) {
+                (None, None) => None,
+                (None, Some(ip)) => {
+                    let network = network.name;
+                    return Err(StateError::NoIpv6 { network, ip });
+                }
+                (Some((subnet6, gateway6)), Some(ip)) => {
+                    let subnet = IpNet::V6(subnet6);
+                    check_lease(&network, subnet, gateway6.into(), ip.into(), |key| {
+                        t.ip6_leases.get(key.to_v6(network.id)).map(lease_owner)
+                    })?;
+                    Some(ip)
+                }
+                (Some((subnet6, gateway6)), None) => Some(
+                    lowest_free_ip6(&t.ip6_leases, network.id, subnet6, gateway6)?
+                        .ok_or_else(|| exhausted(&network, IpNet::V6(subnet6)))?,
+                ),
             };
             let endpoint = Endpoint {
                 id: new.id,
@@ -75,6 +73,8 @@ impl Store {
                 kind: new.kind,
                 state: EndpointState::Creating,
                 ip,
+                ip6,
+                gateway6: ip6.and(network.gateway6),
                 // A bridged container shares the subnet's link; a routed container
                 // and a microVM are point-to-point /32s behind their gateway.
                 prefix_len: match (new.kind, network.mode) {
@@ -90,6 +90,10 @@ impl Store {
                 .insert(endpoint.id.as_str(), encode(&endpoint).as_slice())?;
             t.ip_leases
                 .insert((network.id, u32::from(ip)), endpoint.id.as_str())?;
+            if let Some(ip6) = ip6 {
+                t.ip6_leases
+                    .insert((network.id, u128::from(ip6)), endpoint.id.as_str())?;
+            }
             t.host_ifnames
                 .insert(endpoint.host_ifname.as_str(), endpoint.id.as_str())?;
             Ok(endpoint)
@@ -178,4 +182,61 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// An address to look a lease up by, in either family's table.
+#[derive(Clone, Copy)]
+struct LeaseKey(IpAddr);
+
+impl LeaseKey {
+    fn to_v4(self, network: u16) -> (u16, u32) {
+        match self.0 {
+            IpAddr::V4(ip) => (network, u32::from(ip)),
+            IpAddr::V6(_) => unreachable!("an IPv6 lease looked up in the IPv4 table"),
+        }
+    }
+    fn to_v6(self, network: u16) -> (u16, u128) {
+        match self.0 {
+            IpAddr::V6(ip) => (network, u128::from(ip)),
+            IpAddr::V4(_) => unreachable!("an IPv4 lease looked up in the IPv6 table"),
+        }
+    }
+}
+
+/// The endpoint id of a lease row.
+fn lease_owner(row: Option<redb::AccessGuard<'_, &'static str>>) -> Option<String> {
+    row.map(|g| g.value().to_owned())
+}
+
+/// Refuses a requested `ip` that `subnet` cannot lease, or that `holder` says is leased.
+fn check_lease(
+    network: &Network,
+    subnet: IpNet,
+    gateway: IpAddr,
+    ip: IpAddr,
+    holder: impl FnOnce(LeaseKey) -> std::result::Result<Option<String>, redb::StorageError>,
+) -> Result<()> {
+    if let Some(reason) = unusable_reason(subnet, Some(gateway), ip) {
+        let network = network.name.clone();
+        return Err(StateError::InvalidIp {
+            network,
+            subnet,
+            ip,
+            reason,
+        });
+    }
+    if let Some(endpoint) = holder(LeaseKey(ip))? {
+        let network = network.name.clone();
+        return Err(StateError::IpInUse {
+            network,
+            ip,
+            endpoint,
+        });
+    }
+    Ok(())
+}
+
+fn exhausted(network: &Network, subnet: IpNet) -> StateError {
+    let network = network.name.clone();
+    StateError::SubnetExhausted { network, subnet }
 }

@@ -54,16 +54,16 @@ pub enum StateError {
     NetworkNotFound { name: String },
     #[error("subnet {subnet} overlaps network \"{other}\" ({other_subnet})")]
     SubnetOverlap {
-        subnet: Ipv4Net,
+        subnet: IpNet,
         other: String,
-        other_subnet: Ipv4Net,
+        other_subnet: IpNet,
     },
     #[error("subnet {subnet} cannot be used: {reason}")]
-    InvalidSubnet { subnet: Ipv4Net, reason: String },
+    InvalidSubnet { subnet: IpNet, reason: String },
     #[error("gateway {gateway} cannot be used in subnet {subnet}: {reason}")]
     InvalidGateway {
-        gateway: Ipv4Addr,
-        subnet: Ipv4Net,
+        gateway: IpAddr,
+        subnet: IpNet,
         reason: InvalidIpReason,
     },
     #[error("no free network id: all {} are in use", u16::MAX)]
@@ -86,16 +86,18 @@ pub enum StateError {
     #[error("{ip} cannot be leased in network \"{network}\" ({subnet}): {reason}")]
     InvalidIp {
         network: String,
-        subnet: Ipv4Net,
-        ip: Ipv4Addr,
+        subnet: IpNet,
+        ip: IpAddr,
         reason: InvalidIpReason,
     },
     #[error("{ip} is already leased to endpoint {endpoint} in network \"{network}\"")]
     IpInUse {
         network: String,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         endpoint: String,
     },
+    #[error("network \"{network}\" has no IPv6 subnet: it cannot lease {ip}")]
+    NoIpv6 { network: String, ip: Ipv6Addr },
     #[error("port {lease} is taken: endpoint {endpoint} has {holder} published")]
     PortInUse {
         /// The lease asked for.
@@ -113,7 +115,7 @@ pub enum StateError {
     #[error("no free host port left in {first}-{last}")]
     PortsExhausted { first: u16, last: u16 },
     #[error("network \"{network}\" ({subnet}) has no free address left")]
-    SubnetExhausted { network: String, subnet: Ipv4Net },
+    SubnetExhausted { network: String, subnet: IpNet },
 }
 
 impl StateError {
@@ -141,6 +143,9 @@ impl StateError {
             StateError::IpInUse { .. } => "omit the address to get a free one".into(),
             StateError::AmbiguousEndpointId { .. } => {
                 "give more of the id (`netpath ls` lists them)".into()
+            }
+            StateError::NoIpv6 { .. } => {
+                "omit the IPv6 address, or use a network created with an IPv6 --subnet".into()
             }
             StateError::InvalidIp { .. } => {
                 "pick a host address of the subnet other than the gateway, or omit it".into()

@@ -31,6 +31,7 @@
 //! | `endpoints` | endpoint id (12 hex) | JSON [`Endpoint`] |
 //! | `host_ifnames` | host-side device name | endpoint id (index: no two endpoints share a device) |
 //! | `ip_leases` | `(network id u16, IPv4 as u32)` | endpoint id |
+//! | `ip6_leases` | `(network id u16, IPv6 as u128)` | endpoint id (dual-stack networks) |
 //!
 //! `ip_leases` is ordered by network id, then address, so one network's leases are one
 //! contiguous range: the free-address search and the per-network endpoint listing are
@@ -46,11 +47,11 @@
 
 use std::{
     fmt,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv6Net};
 use redb::{
     Database, Durability, ReadableTable, StorageBackend, Table, TableDefinition, WriteTransaction,
     backends::FileBackend,
@@ -75,6 +76,7 @@ const NETWORK_IDS: TableDefinition<u16, &str> = TableDefinition::new("network_id
 const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
 const HOST_IFNAMES: TableDefinition<&str, &str> = TableDefinition::new("host_ifnames");
 const IP_LEASES: TableDefinition<(u16, u32), &str> = TableDefinition::new("ip_leases");
+const IP6_LEASES: TableDefinition<(u16, u128), &str> = TableDefinition::new("ip6_leases");
 /// Port leases by (protocol number, host port, host address as u32; 0 = every address)
 /// → JSON `PortLease`. Keyed port-first so all leases of one (protocol, port) are one
 /// range, which is what conflict checks scan.
@@ -99,6 +101,8 @@ type Result<T, E = StateError> = std::result::Result<T, E>;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedNetwork {
     pub gateway: Ipv4Addr,
+    /// The IPv6 gateway, given a `subnet6`.
+    pub gateway6: Option<Ipv6Addr>,
     pub uplink: Option<String>,
     pub mtu: u32,
     /// The bridge (bridge mode), `None` in routed mode.
@@ -115,6 +119,9 @@ pub struct NewEndpoint {
     pub kind: EndpointKind,
     /// The requested address; `None`: the lowest free host address.
     pub ip: Option<Ipv4Addr>,
+    /// The requested IPv6 address (dual-stack networks only); `None`: the lowest free
+    /// one, in a dual-stack network.
+    pub ip6: Option<Ipv6Addr>,
     pub mac: MacAddr,
     pub host_ifname: String,
     pub details: EndpointDetails,
@@ -135,6 +142,7 @@ impl NewEndpoint {
             network,
             kind,
             ip,
+            ip6: None,
             mac,
             host_ifname,
             details: EndpointDetails::default(),
@@ -162,6 +170,7 @@ struct Tables<'t> {
     endpoints: Table<'t, &'static str, &'static [u8]>,
     host_ifnames: Table<'t, &'static str, &'static str>,
     ip_leases: Table<'t, (u16, u32), &'static str>,
+    ip6_leases: Table<'t, (u16, u128), &'static str>,
     port_leases: Table<'t, (u8, u16, u32), &'static [u8]>,
 }
 
@@ -174,6 +183,7 @@ impl<'t> Tables<'t> {
             endpoints: txn.open_table(ENDPOINTS)?,
             host_ifnames: txn.open_table(HOST_IFNAMES)?,
             ip_leases: txn.open_table(IP_LEASES)?,
+            ip6_leases: txn.open_table(IP6_LEASES)?,
             port_leases: txn.open_table(PORT_LEASES)?,
         })
     }
@@ -275,6 +285,7 @@ impl Store {
             t.endpoints.retain(|_, _| false)?;
             t.host_ifnames.retain(|_, _| false)?;
             t.ip_leases.retain(|_, _| false)?;
+            t.ip6_leases.retain(|_, _| false)?;
             t.port_leases.retain(|_, _| false)?;
             Ok(())
         })
@@ -396,6 +407,16 @@ fn remove_endpoint_rows(
         if owned {
             t.ip_leases.remove(key)?;
         }
+        if let Some(ip6) = endpoint.ip6 {
+            let key = (nid, u128::from(ip6));
+            let owned = t
+                .ip6_leases
+                .get(key)?
+                .is_some_and(|g| g.value() == endpoint.id);
+            if owned {
+                t.ip6_leases.remove(key)?;
+            }
+        }
     }
     let owned = t
         .host_ifnames
@@ -419,21 +440,19 @@ fn smallest_free_network_id(ids: &impl ReadableTable<u16, &'static str>) -> Resu
     Ok(id)
 }
 
-fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+fn overlaps(a: IpNet, b: IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
-/// Why `ip` is not a leasable host address of `subnet` (`gateway`: also excluded).
-fn unusable_reason(
-    subnet: Ipv4Net,
-    gateway: Option<Ipv4Addr>,
-    ip: Ipv4Addr,
-) -> Option<InvalidIpReason> {
+/// Why `ip` is not a leasable host address of `subnet` (`gateway`: also excluded). An
+/// IPv6 subnet has no broadcast address; its first (the subnet-router anycast address)
+/// is as reserved as IPv4's network address.
+fn unusable_reason(subnet: IpNet, gateway: Option<IpAddr>, ip: IpAddr) -> Option<InvalidIpReason> {
     if !subnet.contains(&ip) {
         Some(InvalidIpReason::OutsideSubnet)
     } else if ip == subnet.network() {
         Some(InvalidIpReason::NetworkAddress)
-    } else if ip == subnet.broadcast() {
+    } else if matches!(subnet, IpNet::V4(_)) && ip == subnet.broadcast() {
         Some(InvalidIpReason::BroadcastAddress)
     } else if Some(ip) == gateway {
         Some(InvalidIpReason::Gateway)
@@ -442,8 +461,6 @@ fn unusable_reason(
     }
 }
 
-/// The lowest host address of `network` that is neither the gateway nor leased: one
-/// ordered range scan over the network's leases, stopping at the first gap.
 /// How durable a commit must be (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flush {
@@ -489,28 +506,62 @@ impl StorageBackend for CrashDurableFile {
     }
 }
 
+/// The lowest host address of `network` that is neither the gateway nor leased: one
+/// ordered range scan over the network's leases, stopping at the first gap.
 fn lowest_free_ip(
     leases: &impl ReadableTable<(u16, u32), &'static str>,
     network: &Network,
 ) -> Result<Option<Ipv4Addr>> {
-    // Subnets are /30 or shorter, so first <= last and neither computation overflows.
-    let first = u32::from(network.subnet.network()) + 1;
-    let last = u32::from(network.subnet.broadcast()) - 1;
-    let gateway = u32::from(network.gateway);
-    // The gateway is a host address (< broadcast), so skipping it never overflows.
-    let skip_gateway = |ip: u32| if ip == gateway { ip + 1 } else { ip };
-    let mut candidate = skip_gateway(first);
-    for item in leases.range((network.id, first)..=(network.id, last))? {
-        let (k, _) = item?;
-        let (_, leased) = k.value();
-        if leased > candidate {
-            break;
+    let (first, last) = (network.subnet.network(), network.subnet.broadcast());
+    let (first, last) = (u32::from(first) + 1, u32::from(last) - 1);
+    let leased = leases.range((network.id, first)..=(network.id, last))?;
+    let leased = leased.map(|item| Ok(u128::from(item?.0.value().1)));
+    let gateway = u32::from(network.gateway).into();
+    let free = lowest_free(leased, first.into(), last.into(), gateway)?;
+    // In range of `first..=last`, which are u32s.
+    Ok(free.map(|ip| Ipv4Addr::from(ip as u32)))
+}
+
+/// [`lowest_free_ip`] for the IPv6 subnet `subnet` (with gateway `gateway`) of network
+/// `network_id`.
+fn lowest_free_ip6(
+    leases: &impl ReadableTable<(u16, u128), &'static str>,
+    network_id: u16,
+    subnet: Ipv6Net,
+    gateway: Ipv6Addr,
+) -> Result<Option<Ipv6Addr>> {
+    let first = u128::from(subnet.network()) + 1;
+    let last = u128::from(subnet.broadcast());
+    let leased = leases.range((network_id, first)..=(network_id, last))?;
+    let leased = leased.map(|item| Ok(item?.0.value().1));
+    Ok(lowest_free(leased, first, last, gateway.into())?.map(Ipv6Addr::from))
+}
+
+/// The lowest of `first..=last` that is not `gateway` and not `leased` (ascending, all
+/// within the range): one pass, stopping at the first gap.
+fn lowest_free(
+    leased: impl Iterator<Item = Result<u128>>,
+    first: u128,
+    last: u128,
+    gateway: u128,
+) -> Result<Option<u128>> {
+    let skip_gateway = |ip: u128| {
+        if ip == gateway {
+            ip.checked_add(1)
+        } else {
+            Some(ip)
         }
-        if leased == candidate {
-            candidate = skip_gateway(candidate + 1);
+    };
+    let mut candidate = skip_gateway(first);
+    for ip in leased {
+        let ip = ip?;
+        match candidate {
+            Some(c) if ip == c => candidate = c.checked_add(1).and_then(skip_gateway),
+            Some(c) if ip > c => break,
+            _ => {}
         }
     }
-    Ok((candidate <= last).then(|| Ipv4Addr::from(candidate)))
+    Ok(candidate.filter(|c| *c <= last))
 }
 
 fn is_endpoint_id(id: &str) -> bool {

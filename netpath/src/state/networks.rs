@@ -9,27 +9,18 @@ impl Store {
         req: &NetworkCreate,
         resolved: ResolvedNetwork,
     ) -> Result<Network> {
-        let subnet = req.subnet;
-        if subnet.prefix_len() > 30 {
-            return Err(StateError::InvalidSubnet {
-                subnet,
-                reason:
-                    "it has no room for a gateway and endpoints (the prefix must be /30 or shorter)"
-                        .into(),
-            });
-        }
-        if subnet.trunc() != subnet {
-            return Err(StateError::InvalidSubnet {
-                subnet,
-                reason: format!("it has host bits set (did you mean {}?)", subnet.trunc()),
-            });
-        }
-        if let Some(reason) = unusable_reason(subnet, None, resolved.gateway) {
-            return Err(StateError::InvalidGateway {
-                gateway: resolved.gateway,
-                subnet,
-                reason,
-            });
+        check_subnet(req.subnet.into(), 30, resolved.gateway.into())?;
+        let v6 = req
+            .subnet6
+            .map(|s| (s, resolved.gateway6.expect("resolved with subnet6")));
+        if let Some((subnet6, gateway6)) = v6 {
+            if subnet6.prefix_len() < 64 {
+                return Err(StateError::InvalidSubnet {
+                    subnet: subnet6.into(),
+                    reason: "an IPv6 subnet takes a prefix of /64 or longer".into(),
+                });
+            }
+            check_subnet(subnet6.into(), 120, gateway6.into())?;
         }
         self.write(|t| {
             if t.networks.get(req.name.as_str())?.is_some() {
@@ -37,14 +28,23 @@ impl Store {
                     name: req.name.clone(),
                 });
             }
+            let ours = [Some(IpNet::from(req.subnet)), req.subnet6.map(IpNet::from)];
             for item in t.networks.iter()? {
                 let (k, v) = item?;
                 let other: Network = decode(NETWORKS_NAME, k.value(), v.value())?;
-                if overlaps(subnet, other.subnet) {
+                let theirs = [
+                    Some(IpNet::from(other.subnet)),
+                    other.subnet6.map(IpNet::from),
+                ];
+                let clash = ours.iter().flatten().find_map(|subnet| {
+                    let other = theirs.iter().flatten().find(|o| overlaps(*subnet, **o))?;
+                    Some((*subnet, *other))
+                });
+                if let Some((subnet, other_subnet)) = clash {
                     return Err(StateError::SubnetOverlap {
                         subnet,
                         other: other.name,
-                        other_subnet: other.subnet,
+                        other_subnet,
                     });
                 }
             }
@@ -52,8 +52,10 @@ impl Store {
             let network = Network {
                 id,
                 name: req.name.clone(),
-                subnet,
+                subnet: req.subnet,
                 gateway: resolved.gateway,
+                subnet6: req.subnet6,
+                gateway6: v6.map(|(_, g)| g),
                 mode: req.mode,
                 uplink: resolved.uplink,
                 mtu: resolved.mtu,
@@ -106,5 +108,32 @@ impl Store {
     pub fn list_networks(&self) -> Result<Vec<Network>> {
         let txn = self.db.begin_read()?;
         decode_all(&txn.open_table(NETWORKS)?, NETWORKS_NAME, str::to_owned)
+    }
+}
+
+/// Refuses a subnet whose prefix is longer than `max_prefix` (no room for a gateway and
+/// endpoints), with host bits set, or that cannot hold `gateway`.
+fn check_subnet(subnet: IpNet, max_prefix: u8, gateway: IpAddr) -> Result<()> {
+    if subnet.prefix_len() > max_prefix {
+        return Err(StateError::InvalidSubnet {
+            subnet,
+            reason: format!(
+                "it has no room for a gateway and endpoints (the prefix must be /{max_prefix} or shorter)"
+            ),
+        });
+    }
+    if subnet.trunc() != subnet {
+        return Err(StateError::InvalidSubnet {
+            subnet,
+            reason: format!("it has host bits set (did you mean {}?)", subnet.trunc()),
+        });
+    }
+    match unusable_reason(subnet, None, gateway) {
+        Some(reason) => Err(StateError::InvalidGateway {
+            gateway,
+            subnet,
+            reason,
+        }),
+        None => Ok(()),
     }
 }

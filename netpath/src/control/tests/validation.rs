@@ -1,6 +1,7 @@
 //! Every refused request: the error names the field, and nothing changes — no call to
 //! the kernel, no record. The rows share one world (a bridge network `web` with a
-//! published endpoint, a foreign device `np-db`, a host socket on tcp/9000): each row
+//! published endpoint, a dual-stack network `dual` (10.79.0.0/24, fd79::/64) whose
+//! endpoint has fd79::7, a foreign device `np-db`, a host socket on tcp/9000): each row
 //! checks that it left it as it was.
 
 use std::path::PathBuf;
@@ -63,6 +64,21 @@ fn veth(f: impl FnOnce(&mut EndpointCreate)) -> EndpointCreate {
     req
 }
 
+/// An endpoint of the dual-stack network.
+fn dual(f: impl FnOnce(&mut EndpointCreate)) -> EndpointCreate {
+    let mut req = veth_req("dual");
+    f(&mut req);
+    req
+}
+
+fn net6(s: &str) -> ipnet::Ipv6Net {
+    s.parse().expect("IPv6 subnet")
+}
+
+fn v6(s: &str) -> std::net::Ipv6Addr {
+    s.parse().expect("IPv6 address")
+}
+
 fn tap(f: impl FnOnce(&mut TapCreate)) -> TapCreate {
     let mut req = tap_req("web", "vm9");
     f(&mut req);
@@ -93,6 +109,11 @@ fn rows() -> Vec<Row> {
         ("loopback as uplink", Network(web(|n| n.uplink = Some("lo".into()))), "lo is a loopback device"),
         ("a netpath bridge as uplink", Network(web(|n| n.uplink = Some("np-web".into()))), "np-web is a device netpath made for a network or endpoint, not an uplink"),
         ("a bridge name taken by another device", Network(web(|n| n.name = "db".into())), "interface np-db already exists on this host"),
+        ("an IPv6 subnet of /48", Network(web(|n| n.subnet6 = Some(net6("fd78::/48")))), "invalid subnet fd78::/48: give the network address with a prefix of /64 to /120 (e.g. fd78::/64)"),
+        ("an IPv6 subnet with host bits", Network(web(|n| n.subnet6 = Some(net6("fd78::1/64")))), "invalid subnet fd78::1/64"),
+        ("an IPv6 gateway without an IPv6 subnet", Network(web(|n| n.gateway6 = Some(v6("fd78::1")))), "an IPv6 gateway needs an IPv6 subnet"),
+        ("an IPv6 gateway outside the IPv6 subnet", Network(web(|n| { n.subnet6 = Some(net6("fd78::/64")); n.gateway6 = Some(v6("fd77::1")) })), "gateway fd77::1 cannot be used in subnet fd78::/64: it is outside the subnet"),
+        ("an IPv6 subnet inside another network's", Network(web(|n| n.subnet6 = Some(net6("fd79::/80")))), "subnet fd79::/80 overlaps network \"dual\" (fd79::/64)"),
         // Container endpoints.
         ("both a namespace and a pid", Endpoint(veth(|e| e.pid = Some(1))), "give exactly one of netns (a namespace path) or pid"),
         ("neither a namespace nor a pid", Endpoint(veth(|e| e.netns = None)), "give exactly one of netns"),
@@ -105,6 +126,10 @@ fn rows() -> Vec<Row> {
         ("an address outside the subnet", Endpoint(veth(|e| e.ip = Some("10.99.0.2".parse().expect("ip")))), "10.99.0.2 cannot be leased"),
         ("the gateway's address", Endpoint(veth(|e| e.ip = Some(GW))), "10.77.0.1 cannot be leased"),
         ("an address taken", Endpoint(veth(|e| e.ip = Some("10.77.0.2".parse().expect("ip")))), "10.77.0.2"),
+        ("an IPv6 address in an IPv4-only network", Endpoint(veth(|e| e.ip6 = Some(v6("fd77::2")))), "network \"web\" has no IPv6 subnet: it cannot lease fd77::2"),
+        ("an IPv6 address outside the IPv6 subnet", Endpoint(dual(|e| e.ip6 = Some(v6("fd7a::2")))), "fd7a::2 cannot be leased in network \"dual\" (fd79::/64): it is outside the subnet"),
+        ("the IPv6 gateway's address", Endpoint(dual(|e| e.ip6 = Some(v6("fd79::1")))), "fd79::1 cannot be leased in network \"dual\" (fd79::/64): it is the gateway"),
+        ("an IPv6 address taken", Endpoint(dual(|e| e.ip6 = Some(v6("fd79::7")))), "fd79::7 is already leased to endpoint"),
         // TAPs.
         ("a TAP name with a slash", Tap(tap(|t| t.name = "a/b".into())), "invalid TAP name \"a/b\""),
         ("0 queues", Tap(tap(|t| t.queues = Some(0))), "invalid queue count 0: use 1 to 256"),
@@ -113,6 +138,7 @@ fn rows() -> Vec<Row> {
         ("gid 4294967295", Tap(tap(|t| t.gid = Some(u32::MAX))), "invalid gid 4294967295"),
         ("a TAP name a device has", Tap(tap(|t| t.name = "eth0".into())), "interface eth0 already exists"),
         ("a TAP in a network that does not exist", Tap(tap(|t| t.network = "nope".into())), "network \"nope\" does not exist"),
+        ("a TAP's IPv6 address that is its network's gateway", Tap(tap(|t| { t.network = "dual".into(); t.ip6 = Some(v6("fd79::1")) })), "it is the gateway"),
         ("a TAP MAC another endpoint has", Tap(tap(|t| t.mac = Some(MAC.parse().expect("mac")))), "is already used by endpoint"),
         // Published ports.
         ("no spec", Publish(EP, &[]), "no port to publish: give at least one spec, e.g. 8080:80"),
@@ -137,6 +163,19 @@ async fn refused_requests_change_nothing() {
     let mut req = veth_req("web");
     req.mac = Some(MAC.parse::<MacAddr>().expect("mac"));
     let ep = rig.svc.add_endpoint(req).await.expect("endpoint");
+    let mut dual = net_req("dual", Mode::Bridge);
+    dual.subnet = "10.79.0.0/24".parse().expect("subnet");
+    dual.subnet6 = Some(net6("fd79::/64"));
+    rig.svc
+        .create_network(dual)
+        .await
+        .expect("dual-stack network");
+    let mut req = veth_req("dual");
+    req.ip6 = Some(v6("fd79::7"));
+    rig.svc
+        .add_endpoint(req)
+        .await
+        .expect("dual-stack endpoint");
     rig.svc
         .publish_ports(publish_req(&ep.id, &["8080:80"]))
         .await
@@ -177,7 +216,7 @@ async fn refused_requests_change_nothing() {
             Err(_) => {}
         }
     }
-    assert!(count >= 45, "the table has {count} rows");
+    assert!(count >= 55, "the table has {count} rows");
     assert!(
         failures.is_empty(),
         "{} of {} rows failed:\n{}",

@@ -9,6 +9,10 @@ use std::{
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
+mod dual_stack;
+
+use ipnet::Ipv4Net;
+
 use super::*;
 use crate::model::{EndpointDetails, Mode};
 
@@ -68,6 +72,8 @@ fn create_gw(store: &Store, name: &str, subnet: &str, gateway: Ipv4Addr) -> Resu
         subnet: net(subnet),
         mode: Mode::Bridge,
         gateway: Some(gateway),
+        subnet6: None,
+        gateway6: None,
         uplink: None,
         mtu: None,
         no_masquerade: Vec::new(),
@@ -76,6 +82,7 @@ fn create_gw(store: &Store, name: &str, subnet: &str, gateway: Ipv4Addr) -> Resu
         &req,
         ResolvedNetwork {
             gateway,
+            gateway6: None,
             uplink: Some("eth0".into()),
             mtu: 1500,
             bridge: Some(format!("np-{name}")),
@@ -98,6 +105,7 @@ fn new_ep(store: &Store, network: &str, ip: Option<Ipv4Addr>) -> NewEndpoint {
         network: network.into(),
         kind: EndpointKind::Veth,
         ip,
+        ip6: None,
         mac: "02:00:00:00:00:01".parse().unwrap(),
         details: EndpointDetails {
             ifname: Some("eth0".into()),
@@ -141,7 +149,7 @@ fn concurrent_reservations_never_share_an_ip() {
                             Ok(ep) => got.push(ep),
                             Err(StateError::SubnetExhausted { network, subnet }) => {
                                 assert_eq!(network, "n");
-                                assert_eq!(subnet, net("10.9.0.0/24"));
+                                assert_eq!(subnet, IpNet::from(net("10.9.0.0/24")));
                                 exhausted += 1;
                             }
                             Err(e) => panic!("unexpected error: {e}"),
@@ -230,9 +238,9 @@ fn subnet_overlap_is_detected_both_ways() {
                 other,
                 other_subnet,
             } => {
-                assert_eq!(*s, net(subnet));
+                assert_eq!(*s, IpNet::from(net(subnet)));
                 assert_eq!(other, "a");
-                assert_eq!(*other_subnet, net("10.1.0.0/16"));
+                assert_eq!(*other_subnet, IpNet::from(net("10.1.0.0/16")));
             }
             e => panic!("{name}: unexpected {e}"),
         }
@@ -312,7 +320,7 @@ fn invalid_and_taken_ips_are_refused() {
                 reason: r,
             }) => {
                 assert_eq!(network, "n");
-                assert_eq!(subnet, net("10.1.0.0/24"));
+                assert_eq!(subnet, IpNet::from(net("10.1.0.0/24")));
                 assert_eq!(got, ip(a));
                 assert_eq!(r, reason);
             }
