@@ -20,7 +20,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     api::Version,
-    error::UserError,
+    error::{self, UserError},
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, PortLease, PortPublish,
         StatsReport, TapCreate,
@@ -44,21 +44,21 @@ pub enum ClientError {
     #[error("{}", body.error)]
     Api { status: u16, body: ApiErrorBody },
     /// Any other failure to reach the socket (e.g. permission denied).
-    #[error("cannot connect to the netpath daemon on {}: {source}", socket.display())]
+    #[error("cannot connect to the netpath daemon on {}", socket.display())]
     Io {
         socket: PathBuf,
         #[source]
         source: io::Error,
     },
     /// The HTTP exchange failed, or the daemon's answer was not the API's.
-    #[error("bad exchange with the netpath daemon on {}: {source}", socket.display())]
+    #[error("bad exchange with the netpath daemon on {}", socket.display())]
     Protocol {
         socket: PathBuf,
         #[source]
         source: BoxError,
     },
     /// A successful answer did not have the expected shape.
-    #[error("cannot decode the netpath daemon's answer to {method} {path}: {source}")]
+    #[error("cannot decode the netpath daemon's answer to {method} {path}")]
     Decode {
         method: Method,
         path: String,
@@ -103,11 +103,12 @@ impl ClientError {
     }
 }
 
-/// The error as the CLI shows it: the message, and the hint for `error::one_line`.
+/// The error as the CLI shows it: the message with its causes, and the hint for
+/// `error::one_line`.
 impl From<ClientError> for UserError {
     fn from(e: ClientError) -> Self {
         UserError {
-            what: e.to_string(),
+            what: error::chain(&e),
             hint: e.hint(),
         }
     }
@@ -452,7 +453,8 @@ mod tests {
 
         let e = client.list_endpoints(None).await.unwrap_err();
         assert!(matches!(e, ClientError::Protocol { .. }), "{e:?}");
-        assert!(e.to_string().contains("502"), "{e}");
+        let text = error::chain(&e);
+        assert!(text.contains("502"), "{text}");
 
         let e = client
             .with_timeout(Duration::from_millis(200))

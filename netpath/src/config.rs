@@ -122,14 +122,31 @@ mod tests {
 
 /// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on a unified host,
 /// `/sys/fs/cgroup/unified` on a hybrid one): its root is where the socket hooks attach.
-pub fn cgroup2_root() -> anyhow::Result<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
-    cgroup2_in_mountinfo(&mountinfo).ok_or_else(|| {
-        anyhow::anyhow!(
-            "no cgroup v2 hierarchy is mounted (needed for host-local access to published \
-             ports); mount one: mount -t cgroup2 none /sys/fs/cgroup/unified"
-        )
-    })
+pub fn cgroup2_root() -> Result<PathBuf, ConfigError> {
+    let mountinfo =
+        std::fs::read_to_string(MOUNTINFO).map_err(|source| ConfigError::ReadMountinfo {
+            path: MOUNTINFO,
+            source,
+        })?;
+    cgroup2_in_mountinfo(&mountinfo).ok_or(ConfigError::NoCgroup2)
+}
+
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// Why the host's configuration cannot be found out.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}")]
+    ReadMountinfo {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "no cgroup v2 hierarchy is mounted (needed for host-local access to published \
+         ports); mount one: mount -t cgroup2 none /sys/fs/cgroup/unified"
+    )]
+    NoCgroup2,
 }
 
 /// The mount point of the first cgroup2 filesystem in a mountinfo text.

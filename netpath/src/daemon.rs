@@ -6,25 +6,87 @@
 //! is meant to outlive the daemon; `netpath reset` removes it.
 
 use std::{
-    fs,
+    fs, io,
     io::Write,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
-use anyhow::Context;
 use serde::Serialize;
 
 use crate::{
-    api,
+    api::{self, SocketError},
     config::{DEFAULT_GATEWAY, DEFAULT_NETWORK, DEFAULT_SUBNET, Paths},
-    control::Service,
+    control::{OpenError, Service, ServiceError},
     datapath::{Attachment, Origin},
-    error::UserError,
+    error::{UserError, chain},
     model::{Mode, Network, NetworkCreate},
     preflight,
 };
+
+/// Why the daemon could not start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A check before anything changes (privileges, bpffs).
+    #[error(transparent)]
+    Preflight(#[from] UserError),
+    #[error("creating state directory {}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening {}", path.display())]
+    OpenLock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Another daemon holds the state directory's lock.
+    #[error("another netpath daemon (pid {pid}) already uses {}", state_dir.display())]
+    Locked { pid: String, state_dir: PathBuf },
+    #[error("writing the daemon's pid to {}", path.display())]
+    WritePid {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot install the SIGINT/SIGTERM handlers")]
+    Signals(#[source] io::Error),
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// Opening the state and the datapath (boxed: it holds the largest errors).
+    #[error(transparent)]
+    Open(Box<OpenError>),
+    #[error("cannot create the default network")]
+    DefaultNetwork {
+        #[source]
+        source: ServiceError,
+    },
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<OpenError> for DaemonError {
+    fn from(e: OpenError) -> Self {
+        DaemonError::Open(Box::new(e))
+    }
+}
+
+impl DaemonError {
+    /// What the user can do about it, when there is something to do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            DaemonError::Preflight(e) => e.hint.clone(),
+            DaemonError::Locked { .. } => {
+                Some("stop it first, or pass a different --state-dir".into())
+            }
+            DaemonError::DefaultNetwork { source } => source.hint(),
+            _ => None,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
@@ -58,31 +120,37 @@ pub struct StateLock {
 }
 
 /// Takes the state directory's lock, so two daemons never share one state.
-pub fn lock_state_dir(state_dir: &Path) -> anyhow::Result<StateLock> {
-    fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
+pub fn lock_state_dir(state_dir: &Path) -> Result<StateLock, DaemonError> {
+    fs::create_dir_all(state_dir).map_err(|source| DaemonError::StateDir {
+        path: state_dir.to_owned(),
+        source,
+    })?;
     let path = state_dir.join("daemon.lock");
-    let mut file = fs::OpenOptions::new()
+    let mut file = match fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+    {
+        Ok(f) => f,
+        Err(source) => return Err(DaemonError::OpenLock { path, source }),
+    };
     // SAFETY: flock on a file descriptor we own; no memory is passed.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
         let holder = fs::read_to_string(&path).unwrap_or_default();
-        return Err(UserError::new(format!(
-            "another netpath daemon (pid {}) already uses {}",
-            holder.trim(),
-            state_dir.display()
-        ))
-        .hint("stop it first, or pass a different --state-dir")
-        .into());
+        return Err(DaemonError::Locked {
+            pid: holder.trim().to_owned(),
+            state_dir: state_dir.to_owned(),
+        });
     }
-    file.set_len(0)?;
-    writeln!(file, "{}", std::process::id())?;
+    if let Err(source) = file
+        .set_len(0)
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+    {
+        return Err(DaemonError::WritePid { path, source });
+    }
     Ok(StateLock { _file: file })
 }
 
@@ -97,7 +165,7 @@ pub fn daemon_running(state_dir: &Path) -> bool {
 
 /// Opens the service (state + pinned datapath), reconciles, and makes sure the default
 /// network exists unless disabled. Idempotent: a second run adopts what the first made.
-pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Service>)> {
+pub async fn setup(opts: &DaemonOptions) -> Result<(SetupReport, Arc<Service>), DaemonError> {
     let paths = &opts.paths;
     let svc = Arc::new(Service::open(paths.clone(), opts.reload, opts.ephemeral_ports).await?);
     let reconciled = svc.reconcile().await?;
@@ -129,10 +197,7 @@ pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Ser
                     no_masquerade: Vec::new(),
                 })
                 .await
-                .map_err(|e| UserError {
-                    what: format!("cannot create the default network: {e}"),
-                    hint: e.hint(),
-                })?,
+                .map_err(|source| DaemonError::DefaultNetwork { source })?,
             Err(e) => return Err(e.into()),
         };
         if let Some(a) = svc.plumb(&network.name).await? {
@@ -155,10 +220,11 @@ pub async fn setup(opts: &DaemonOptions) -> anyhow::Result<(SetupReport, Arc<Ser
 
 /// Installs SIGINT/SIGTERM handlers now (so a signal right after start-up is not
 /// lost) and returns a future that resolves on the first of them.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()> + Send + 'static, DaemonError>
+{
     use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     Ok(async move {
         tokio::select! {
             _ = int.recv() => {}
@@ -176,7 +242,7 @@ const LOCAL_ADDRS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// How long after an address announcement the daemon waits for more before re-reading.
 const LOCAL_ADDRS_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 
-pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     preflight::require_privileges("netpath daemon")?;
     preflight::require_bpffs(&opts.paths.bpffs)?;
     // SAFETY: setting a signal's disposition; no handler code runs. Rust's runtime
@@ -253,7 +319,10 @@ async fn sweep_unfinished(svc: Arc<Service>) {
                     println!("netpath daemon: sweep: {a}");
                 }
             }
-            Err(e) => eprintln!("netpath daemon: sweeping unfinished endpoints: {e}"),
+            Err(e) => eprintln!(
+                "netpath daemon: sweeping unfinished endpoints: {}",
+                chain(&e)
+            ),
         }
     }
 }
@@ -268,7 +337,10 @@ async fn keep_local_addrs_current(svc: Arc<Service>) {
     let (mut changes, period) = match crate::netlink::Netlink::ipv4_address_changes() {
         Ok(s) => (Some(Box::pin(s)), LOCAL_ADDRS_SAFETY_NET),
         Err(e) => {
-            eprintln!("netpath daemon: {e}; polling the host's addresses instead");
+            eprintln!(
+                "netpath daemon: {}; polling the host's addresses instead",
+                chain(&e)
+            );
             (None, LOCAL_ADDRS_POLL)
         }
     };
@@ -290,7 +362,10 @@ async fn keep_local_addrs_current(svc: Arc<Service>) {
             _ = tick.tick() => {}
         }
         if let Err(e) = svc.refresh_local_addrs().await {
-            eprintln!("netpath daemon: refreshing the host's addresses: {e}");
+            eprintln!(
+                "netpath daemon: refreshing the host's addresses: {}",
+                chain(&e)
+            );
         }
     }
 }

@@ -73,7 +73,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("netpath: {}", one_line(&e));
+            eprintln!("netpath: {}", one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -104,7 +104,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 default_network: !no_default_network,
                 ephemeral_ports,
             })
-            .await
+            .await?;
+            Ok(())
         }
         Command::Network(cmd) => match cmd {
             NetworkCmd::Create {

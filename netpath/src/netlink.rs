@@ -24,7 +24,7 @@ use rtnetlink::{
 };
 
 #[derive(Debug, thiserror::Error)]
-#[error("netlink {op} {target}: {source}")]
+#[error("netlink {op} {target}")]
 pub struct NetlinkError {
     pub op: &'static str,
     pub target: String,

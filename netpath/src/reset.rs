@@ -1,12 +1,20 @@
 //! `netpath reset`: removes everything this netpath instance created — attachments and
 //! pins, tagged links (bridges, veths, TAPs), the state directory and the socket.
 
-use std::{fs, io, path::Path};
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
 
-use anyhow::Context;
 use serde::Serialize;
 
-use crate::{config, config::Paths, daemon, datapath, error::UserError, netlink::Netlink};
+use crate::{
+    config,
+    config::Paths,
+    daemon,
+    datapath::{self, DatapathError},
+    netlink::{Netlink, NetlinkError},
+};
 
 #[derive(Debug, Default, Serialize)]
 pub struct ResetReport {
@@ -15,13 +23,39 @@ pub struct ResetReport {
     pub state_removed: bool,
 }
 
-pub async fn reset(paths: &Paths) -> anyhow::Result<ResetReport> {
+/// Why `reset` stopped (what it removed before stays removed; running it again
+/// finishes).
+#[derive(Debug, thiserror::Error)]
+pub enum ResetError {
+    #[error("the netpath daemon is running on this state directory")]
+    DaemonRunning,
+    #[error(transparent)]
+    Pins(#[from] DatapathError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("removing {}", path.display())]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ResetError {
+    /// What the user can do about it, when there is something to do.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ResetError::DaemonRunning => {
+                Some("stop it (Ctrl-C or SIGTERM), then run netpath reset again".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+pub async fn reset(paths: &Paths) -> Result<ResetReport, ResetError> {
     if daemon::daemon_running(&paths.state_dir) {
-        return Err(
-            UserError::new("the netpath daemon is running on this state directory")
-                .hint("stop it (Ctrl-C or SIGTERM), then run netpath reset again")
-                .into(),
-        );
+        return Err(ResetError::DaemonRunning);
     }
     let mut report = ResetReport {
         // Pins first: dropping the last reference to each bpf_link detaches it.
@@ -41,19 +75,23 @@ pub async fn reset(paths: &Paths) -> anyhow::Result<ResetReport> {
     Ok(report)
 }
 
-fn remove_dir_all_if_exists(dir: &Path) -> anyhow::Result<bool> {
+fn remove_dir_all_if_exists(dir: &Path) -> Result<bool, ResetError> {
     match fs::remove_dir_all(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+        Err(source) => Err(ResetError::Remove {
+            path: dir.to_owned(),
+            source,
+        }),
     }
 }
 
-fn remove_file_if_exists(path: &Path) -> anyhow::Result<()> {
+fn remove_file_if_exists(path: &Path) -> Result<(), ResetError> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", path.display()))
-        }
+        Err(source) if source.kind() != io::ErrorKind::NotFound => Err(ResetError::Remove {
+            path: path.to_owned(),
+            source,
+        }),
         _ => Ok(()),
     }
 }

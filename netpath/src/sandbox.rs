@@ -43,7 +43,7 @@ pub struct VethPlan<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("cannot open network namespace {path}: {source}")]
+    #[error("cannot open network namespace {path}")]
     Netns {
         path: String,
         #[source]

@@ -593,7 +593,7 @@ impl Drop for ResetOnDrop {
         })
         .join();
         if let Ok(Err(e)) = r {
-            eprintln!("reset: {e:#}");
+            eprintln!("reset: {}", netpath::error::chain(&e));
         }
     }
 }

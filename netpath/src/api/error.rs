@@ -32,7 +32,7 @@ impl From<ServiceError> for ApiError {
         ApiError {
             status: status_of(&e),
             body: ApiErrorBody {
-                error: e.to_string(),
+                error: crate::error::chain(&e),
                 hint: e.hint(),
             },
         }

@@ -43,11 +43,10 @@ use std::{
     future::Future,
     io,
     os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
-    path::Path,
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
-use anyhow::Context as _;
 use axum::{
     Json, Router,
     body::Bytes,
@@ -179,13 +178,67 @@ impl Backend for Service {
     }
 }
 
+/// Why the API socket could not be set up or served.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("cannot create the socket directory {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} exists and is not a socket; remove it or pass another --socket", path.display())]
+    NotASocket { path: PathBuf },
+    #[error(
+        "another daemon is listening on {} — stop it first, or pass another --socket",
+        path.display()
+    )]
+    InUse { path: PathBuf },
+    #[error("cannot remove the stale socket {}", path.display())]
+    RemoveStale {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot check whether {} is in use", path.display())]
+    Probe {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot inspect {}", path.display())]
+    Inspect {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot bind the API socket {}", path.display())]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set the permissions of {}", path.display())]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("serving the API on {}", path.display())]
+    Serve {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// Serves the API for `service` on the unix socket `socket` until `shutdown`
 /// completes, then lets in-flight requests finish and removes the socket.
 pub async fn serve(
     service: Arc<Service>,
     socket: &Path,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), SocketError> {
     serve_backend(service, socket, shutdown).await
 }
 
@@ -194,7 +247,7 @@ pub async fn serve_backend<B: Backend>(
     backend: Arc<B>,
     socket: &Path,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), SocketError> {
     let listener = bind(socket).await?;
     serve_listener(backend, listener, socket, shutdown).await
 }
@@ -206,14 +259,17 @@ pub async fn serve_listener<B: Backend>(
     listener: tokio::net::UnixListener,
     socket: &Path,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), SocketError> {
     let bound = std::fs::symlink_metadata(socket)
         .map(|m| (m.dev(), m.ino()))
         .ok();
     let served = axum::serve(listener, router(backend))
         .with_graceful_shutdown(shutdown)
         .await
-        .with_context(|| format!("serving the API on {}", socket.display()));
+        .map_err(|source| SocketError::Serve {
+            path: socket.to_owned(),
+            source,
+        });
     // Remove the socket only if it is still the one we bound (a successor may have
     // replaced it already).
     if let Ok(m) = std::fs::symlink_metadata(socket)
@@ -227,47 +283,57 @@ pub async fn serve_listener<B: Backend>(
 /// Binds the API socket: creates its directory, replaces a stale socket file (one
 /// nothing answers on), refuses if another daemon answers, and restricts it to its
 /// owner and group (0660).
-pub async fn bind(socket: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+pub async fn bind(socket: &Path) -> Result<tokio::net::UnixListener, SocketError> {
+    let path = || socket.to_owned();
     if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the socket directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| SocketError::CreateDir {
+            dir: dir.to_owned(),
+            source,
+        })?;
     }
     match std::fs::symlink_metadata(socket) {
-        Ok(meta) if !meta.file_type().is_socket() => anyhow::bail!(
-            "{} exists and is not a socket; remove it or pass another --socket",
-            socket.display()
-        ),
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(SocketError::NotASocket { path: path() });
+        }
         Ok(_) => match tokio::net::UnixStream::connect(socket).await {
-            Ok(_) => anyhow::bail!(
-                "another daemon is listening on {} — stop it first, or pass another --socket",
-                socket.display()
-            ),
+            Ok(_) => return Err(SocketError::InUse { path: path() }),
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
                 // A stale socket from a daemon that died: nothing answers on it.
                 match std::fs::remove_file(socket) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| {
-                            format!("cannot remove the stale socket {}", socket.display())
+                    Err(source) => {
+                        return Err(SocketError::RemoveStale {
+                            path: path(),
+                            source,
                         });
                     }
                 }
             }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot check whether {} is in use", socket.display())
+            Err(source) => {
+                return Err(SocketError::Probe {
+                    path: path(),
+                    source,
                 });
             }
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(e).with_context(|| format!("cannot inspect {}", socket.display()));
+        Err(source) => {
+            return Err(SocketError::Inspect {
+                path: path(),
+                source,
+            });
         }
     }
-    let listener = tokio::net::UnixListener::bind(socket)
-        .with_context(|| format!("cannot bind the API socket {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("cannot set the permissions of {}", socket.display()))?;
+    let listener = tokio::net::UnixListener::bind(socket).map_err(|source| SocketError::Bind {
+        path: path(),
+        source,
+    })?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
+        SocketError::Permissions {
+            path: path(),
+            source,
+        }
+    })?;
     Ok(listener)
 }

@@ -102,7 +102,7 @@ struct Daemon {
     socket: PathBuf,
     fake: Arc<Fake>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<io::Result<()>>>,
 }
 
 /// A fresh directory for a test's socket, removed with what is in it on drop.
@@ -113,7 +113,7 @@ fn temp_dir() -> tempfile::TempDir {
         .unwrap()
 }
 
-async fn start(socket: &Path) -> anyhow::Result<Daemon> {
+async fn start(socket: &Path) -> Result<Daemon, SocketError> {
     let fake = Arc::new(Fake::default());
     let (tx, rx) = oneshot::channel();
     let listener = bind(socket).await?;
@@ -124,7 +124,6 @@ async fn start(socket: &Path) -> anyhow::Result<Daemon> {
                 let _ = rx.await;
             })
             .await
-            .map_err(Into::into)
     });
     Ok(Daemon {
         socket: socket.to_owned(),

@@ -115,7 +115,7 @@ where
             if names.len() == 1 {
                 return Err(e.into());
             }
-            eprintln!("netpath: {name}: {}", one_line(&e.into()));
+            eprintln!("netpath: {name}: {}", one_line(&e));
             failed.push(name.as_str());
         }
     }

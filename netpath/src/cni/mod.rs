@@ -126,7 +126,7 @@ impl CniError {
                 code::IO
             }
         };
-        let err = CniError::new(code, format!("netpath: {e}"));
+        let err = CniError::new(code, format!("netpath: {}", crate::error::chain(&e)));
         match hint {
             Some(h) => err.details(h),
             None => err,

@@ -43,13 +43,13 @@ use std::{
 
 pub use self::host::{Host, KernelHost, MapWrite, Maps};
 use crate::{
-    config::{self, IFNAME_MAX, Paths},
+    config::{self, ConfigError, IFNAME_MAX, Paths},
     datapath::{Datapath, DatapathError, EndpointStat, Origin},
     model::StatsReport,
     netlink::NetlinkError,
     sandbox::SandboxError,
     state::{StateError, Store},
-    sysctl,
+    sysctl::{self, SysctlError},
     tap::TapError,
 };
 
@@ -115,6 +115,29 @@ impl ServiceError {
     }
 }
 
+/// Why [`Service::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create the state directory {}", path.display())]
+    StateDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Cgroup(#[from] ConfigError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
 pub(crate) type Result<T, E = ServiceError> = std::result::Result<T, E>;
 
 pub struct Service {
@@ -165,8 +188,11 @@ impl Service {
         paths: Paths,
         reload: bool,
         ephemeral_ports: (u16, u16),
-    ) -> anyhow::Result<Service> {
-        std::fs::create_dir_all(&paths.state_dir)?;
+    ) -> Result<Service, OpenError> {
+        std::fs::create_dir_all(&paths.state_dir).map_err(|source| OpenError::StateDir {
+            path: paths.state_dir.clone(),
+            source,
+        })?;
         sysctl::enable_forwarding()?;
         let store = Arc::new(Store::open(&paths.state_dir.join("state.redb"))?);
         let mut datapath = Datapath::open(&paths.bpffs, reload)?;

@@ -278,10 +278,7 @@ fn load_and_pin(pins: &Pins, object: &[u8]) -> Result<()> {
     for (name, kind) in PROGRAMS {
         let program = ebpf
             .program_mut(name)
-            .ok_or_else(|| DatapathError::Verifier {
-                program: name,
-                detail: "not found in the eBPF object".into(),
-            })?;
+            .ok_or(DatapathError::MissingProgram { program: name })?;
         let load_err = |source: ProgramError| match source {
             ProgramError::LoadError {
                 io_error,
