@@ -12,11 +12,12 @@ use std::{
 };
 
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use nix::sched::{CloneFlags, setns};
 use rtnetlink::{
     Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
     packet_route::{
+        address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
         link::{LinkAttribute, LinkFlags, LinkMessage},
         neighbour::NeighbourState,
         route::RouteScope,
@@ -337,22 +338,28 @@ impl Netlink {
             .map_err(Self::err("configure link", index))
     }
 
-    /// Adds an IPv4 route to `dst` via `gateway` and/or out of `oif`; existing is fine.
+    /// Adds a route to `dst` via `gateway` and/or out of `oif`; existing is fine. Without
+    /// a gateway the destination is directly connected: scope link, as `ip route add X
+    /// dev Y` does (a universe-scope route cannot serve as a next hop's way to its
+    /// gateway). `dst` and `gateway` are of one family.
     pub async fn add_route(
         &self,
-        dst: Ipv4Net,
-        gateway: Option<Ipv4Addr>,
+        dst: IpNet,
+        gateway: Option<IpAddr>,
         oif: Option<u32>,
     ) -> Result<()> {
-        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst.network(), dst.prefix_len());
-        match gateway {
-            Some(gw) => b = b.gateway(gw),
-            // A directly connected destination: scope link, as `ip route add X dev Y`
-            // does; a universe-scope route cannot serve as a next hop's way to its
-            // gateway.
-            None => b = b.scope(RouteScope::Link),
-        }
+        let invalid = |_| NetlinkError {
+            op: "add route",
+            target: format!("{dst} via {gateway:?}"),
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        };
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(dst.addr(), dst.prefix_len())
+            .map_err(invalid)?;
+        b = match gateway {
+            Some(gw) => b.gateway(gw).map_err(invalid)?,
+            None => b.scope(RouteScope::Link),
+        };
         if let Some(oif) = oif {
             b = b.output_interface(oif);
         }
@@ -363,15 +370,10 @@ impl Netlink {
     }
 
     /// Adds (or replaces) a permanent neighbor entry `ip` → `mac` on link `index`.
-    pub async fn add_permanent_neighbor(
-        &self,
-        index: u32,
-        ip: Ipv4Addr,
-        mac: [u8; 6],
-    ) -> Result<()> {
+    pub async fn add_permanent_neighbor(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> Result<()> {
         self.handle
             .neighbours()
-            .add(index, IpAddr::V4(ip))
+            .add(index, ip)
             .link_layer_address(&mac)
             .state(NeighbourState::Permanent)
             .replace()
@@ -508,14 +510,19 @@ impl Netlink {
     }
 
     /// Adds `addr/prefix` to link `index`; already present is fine.
+    /// Adds `addr/prefix` to link `index`; existing is fine. An IPv6 address skips
+    /// duplicate address detection: netpath's addresses are unique by lease, and DAD
+    /// would only keep them tentative (unusable) for a second.
     pub async fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
-        match self
-            .handle
-            .address()
-            .add(index, addr, prefix)
-            .execute()
-            .await
-        {
+        let mut request = self.handle.address().add(index, addr, prefix);
+        if addr.is_ipv6() {
+            let message = request.message_mut();
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        match request.execute().await {
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::EEXIST => Ok(()),
             r => r.map_err(Self::err(
                 "add address",

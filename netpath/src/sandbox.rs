@@ -5,11 +5,11 @@
 
 use std::{
     fs::File,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
 };
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use crate::netlink::{Link, LinkConfig, Netlink, NetlinkError};
 
@@ -37,8 +37,11 @@ pub struct VethPlan<'a> {
     pub mtu: u32,
     /// Bridge to make the host end a port of (bridge mode).
     pub bridge: Option<u32>,
-    /// Routed mode: put the gateway as a /32 on the host end and route `ip`/32 to it.
+    /// Routed mode: put the gateway as a /32 on the host end and route `ip`/32 to it
+    /// (and the same with /128s for IPv6).
     pub routed: bool,
+    /// A dual-stack endpoint's IPv6 side.
+    pub v6: Option<Ipv6Side>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +148,20 @@ pub struct NamespaceSide {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Ipv4Addr,
+    /// The gateway's MAC, of either family: the bridge's, or the host end's (routed).
     pub gateway_mac: [u8; 6],
     pub routed: bool,
+    /// A dual-stack endpoint's IPv6 side.
+    pub v6: Option<Ipv6Side>,
+}
+
+/// The IPv6 address of a container, its prefix (the subnet's behind a bridge, 128 when
+/// routed) and its gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Side {
+    pub ip: Ipv6Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv6Addr,
 }
 
 /// Configures the container end of a veth pair inside its namespace: loopback up,
@@ -174,8 +189,8 @@ pub async fn configure_inside(c: NamespaceSide) -> Result<(), SandboxError> {
     let gateway_route = async {
         if c.routed {
             // No on-link subnet: reach the gateway through a /32 link route first.
-            let gw = Ipv4Net::new(c.gateway, 32).expect("/32");
-            inside.add_route(gw, None, Some(link.index)).await
+            let gw = Ipv4Net::from(c.gateway);
+            inside.add_route(gw.into(), None, Some(link.index)).await
         } else {
             Ok(())
         }
@@ -189,8 +204,24 @@ pub async fn configure_inside(c: NamespaceSide) -> Result<(), SandboxError> {
         inside.set_up(link.index),
         gateway_route,
         // Static gateway neighbor: the sandbox never ARPs for its gateway.
-        inside.add_permanent_neighbor(link.index, c.gateway, c.gateway_mac),
-        inside.add_route(Ipv4Net::default(), Some(c.gateway), Some(link.index)),
+        inside.add_permanent_neighbor(link.index, c.gateway.into(), c.gateway_mac),
+        inside.add_route(
+            IpNet::V4(Ipv4Net::default()),
+            Some(c.gateway.into()),
+            Some(link.index)
+        ),
     )?;
+    if let Some(v6) = c.v6 {
+        // The same for IPv6, the gateway always through a link route (it is on-link
+        // behind a bridge too, but the /128 costs nothing and serves both modes), and
+        // a static neighbour for it: the sandbox never solicits its gateway.
+        let (index, gw) = (link.index, IpAddr::V6(v6.gateway));
+        futures::try_join!(
+            inside.add_address(index, v6.ip.into(), v6.prefix_len),
+            inside.add_route(Ipv6Net::from(v6.gateway).into(), None, Some(index)),
+            inside.add_permanent_neighbor(index, gw, c.gateway_mac),
+            inside.add_route(IpNet::V6(Ipv6Net::default()), Some(gw), Some(index)),
+        )?;
+    }
     Ok(())
 }

@@ -91,6 +91,16 @@ impl NetNs {
         ns
     }
 
+    /// Creates the namespace with loopback up and IPv6 on, as a dual-stack container's.
+    pub fn with_ipv6(prefix: &str) -> NetNs {
+        let ns = NetNs {
+            name: unique(prefix),
+        };
+        run(&["ip", "netns", "add", &ns.name]);
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -50,6 +50,7 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
         mtu: 1500,
         bridge: Some(br.index),
         routed: false,
+        v6: None,
     };
     let link = create_veth(&nl, &plan).await.expect("create the pair");
     let host_side = LinkConfig {
@@ -69,6 +70,7 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
         gateway: gw,
         gateway_mac: br.mac.expect("bridge MAC"),
         routed: false,
+        v6: None,
     })
     .await
     .expect("namespace side");

@@ -10,7 +10,7 @@ use crate::{
         Endpoint, EndpointCreate, EndpointDetails, EndpointKind, EndpointState, Mode, Network,
     },
     netlink::{Link, LinkConfig},
-    sandbox::{NamespaceSide, SandboxError, VethPlan},
+    sandbox::{Ipv6Side, NamespaceSide, SandboxError, VethPlan},
     state::NewEndpoint,
     types::MacAddr,
 };
@@ -69,6 +69,7 @@ impl Service {
             mtu: network.mtu,
             bridge: None,
             routed: network.mode == Mode::Routed,
+            v6: ipv6_side(&network, &ep),
         };
         if let Err(e) = self.plumb_veth(&network, &ep, plan).await {
             let _ = self.roll_back(&ep).await;
@@ -167,7 +168,13 @@ impl Service {
             self.host
                 .add_address(h.index, plan.gateway.into(), 32)
                 .await?;
-            self.host.add_host_route(plan.ip, h.index).await?;
+            self.host.add_host_route(plan.ip.into(), h.index).await?;
+            if let Some(v6) = plan.v6 {
+                self.host
+                    .add_address(h.index, v6.gateway.into(), 128)
+                    .await?;
+                self.host.add_host_route(v6.ip.into(), h.index).await?;
+            }
         }
         let inside = tokio::spawn(self.host.configure_namespace(NamespaceSide {
             netns: plan.netns.to_owned(),
@@ -177,6 +184,7 @@ impl Service {
             gateway: plan.gateway,
             gateway_mac: plan.gateway_mac.or(h.mac).unwrap_or_default(),
             routed: plan.routed,
+            v6: plan.v6,
         }));
         // `during` blocks (BPF syscalls); on a multi-threaded runtime let the worker go
         // meanwhile so the namespace side proceeds in parallel.
@@ -271,4 +279,19 @@ pub(super) fn kind_role(kind: EndpointKind) -> &'static str {
 /// its own link (routed veth, point-to-point TAP).
 pub(super) fn gateway_mac(bridge: Option<&Link>, link: &Link) -> [u8; 6] {
     bridge.and_then(|b| b.mac).or(link.mac).unwrap_or_default()
+}
+
+/// A dual-stack endpoint's IPv6 address, prefix and gateway: the subnet's prefix behind
+/// a bridge (the endpoints share the link), a /128 behind its gateway when routed.
+pub(super) fn ipv6_side(network: &Network, ep: &Endpoint) -> Option<Ipv6Side> {
+    let (ip, gateway, subnet) = (ep.ip6?, ep.gateway6?, network.subnet6?);
+    let prefix_len = match (network.mode, ep.kind) {
+        (Mode::Bridge, EndpointKind::Veth) => subnet.prefix_len(),
+        _ => 128,
+    };
+    Some(Ipv6Side {
+        ip,
+        prefix_len,
+        gateway,
+    })
 }

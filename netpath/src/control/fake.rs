@@ -16,7 +16,7 @@ use std::{
 };
 
 use futures::{FutureExt, future::BoxFuture};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use netpath_common::{
     maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, EndpointValue, Hook},
     nat::{NatTarget, PublishKey, Uplink},
@@ -37,9 +37,9 @@ use crate::{
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Kernel {
     pub links: BTreeMap<u32, Link>,
-    pub addrs: BTreeSet<(u32, Ipv4Addr, u8)>,
-    pub routes: BTreeSet<(Ipv4Net, Option<Ipv4Addr>, Option<u32>)>,
-    pub neighbours: BTreeSet<(u32, Ipv4Addr, [u8; 6])>,
+    pub addrs: BTreeSet<(u32, IpAddr, u8)>,
+    pub routes: BTreeSet<(IpNet, Option<IpAddr>, Option<u32>)>,
+    pub neighbours: BTreeSet<(u32, IpAddr, [u8; 6])>,
     /// Container ends of veth pairs: host-end ifindex → (namespace, name, configured).
     pub peers: BTreeMap<u32, (PathBuf, String, bool)>,
     /// Pinned tc attachments: (hook, ifindex).
@@ -116,7 +116,9 @@ impl World {
                 loopback: false,
             },
         );
-        w.kernel.addrs.insert((UPLINK_INDEX, UPLINK_ADDR, 24));
+        w.kernel
+            .addrs
+            .insert((UPLINK_INDEX, UPLINK_ADDR.into(), 24));
         w.host_routes = vec![
             (UPLINK.into(), "0.0.0.0/0".parse().expect("net")),
             (UPLINK.into(), "192.0.2.0/24".parse().expect("net")),
@@ -216,11 +218,19 @@ impl Host for FakeHost {
     fn ipv4_addresses(&self, index: u32) -> HostFuture<'_, Vec<(Ipv4Addr, u8)>> {
         let w = lock(&self.0);
         let addrs = w.kernel.addrs.iter().filter(|a| a.0 == index);
-        ready(Ok(addrs.map(|a| (a.1, a.2)).collect()))
+        let v4 = addrs.filter_map(|&(_, a, prefix)| match a {
+            IpAddr::V4(a) => Some((a, prefix)),
+            IpAddr::V6(_) => None,
+        });
+        ready(Ok(v4.collect()))
     }
     fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>> {
         let w = lock(&self.0);
-        ready(Ok(w.kernel.addrs.iter().map(|a| a.1).collect()))
+        let v4 = w.kernel.addrs.iter().filter_map(|a| match a.1 {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        });
+        ready(Ok(v4.collect()))
     }
     fn routes(&self) -> Vec<(String, Ipv4Net)> {
         lock(&self.0).host_routes.clone()
@@ -323,22 +333,19 @@ impl Host for FakeHost {
         }))
     }
     fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> HostFuture<'_, ()> {
-        let IpAddr::V4(a) = addr else {
-            unreachable!("IPv4 only")
-        };
         ready(
-            self.change(format!("add_address {index} {a}/{prefix}"), |w| {
-                w.kernel.addrs.insert((index, a, prefix));
+            self.change(format!("add_address {index} {addr}/{prefix}"), |w| {
+                w.kernel.addrs.insert((index, addr, prefix));
             }),
         )
     }
-    fn add_host_route(&self, ip: Ipv4Addr, dev: u32) -> HostFuture<'_, ()> {
-        let dst = Ipv4Net::from(ip);
+    fn add_host_route(&self, ip: IpAddr, dev: u32) -> HostFuture<'_, ()> {
+        let dst = IpNet::from(ip);
         ready(self.change(format!("add_route {dst} dev {dev}"), |w| {
             w.kernel.routes.insert((dst, None, Some(dev)));
         }))
     }
-    fn add_permanent_neighbor(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> HostFuture<'_, ()> {
+    fn add_permanent_neighbor(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> HostFuture<'_, ()> {
         ready(self.change(format!("add_neighbor {index} {ip}"), |w| {
             w.kernel.neighbours.insert((index, ip, mac));
         }))

@@ -11,7 +11,7 @@ use std::{
 };
 
 use futures::{FutureExt, future::BoxFuture};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use netpath_common::{
     maps::{EndpointValue, Hook},
     nat::{NatTarget, PublishKey, Uplink},
@@ -62,9 +62,9 @@ pub trait Host: Send + Sync {
     /// Applies `cfg` to link `index` in one request.
     fn configure<'a>(&'a self, index: u32, cfg: &'a LinkConfig<'a>) -> HostFuture<'a, ()>;
     fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> HostFuture<'_, ()>;
-    /// A /32 route to `ip` out of link `dev` (scope link).
-    fn add_host_route(&self, ip: Ipv4Addr, dev: u32) -> HostFuture<'_, ()>;
-    fn add_permanent_neighbor(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> HostFuture<'_, ()>;
+    /// A host route (/32, /128) to `ip` out of link `dev` (scope link).
+    fn add_host_route(&self, ip: IpAddr, dev: u32) -> HostFuture<'_, ()>;
+    fn add_permanent_neighbor(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> HostFuture<'_, ()>;
     fn set_up(&self, index: u32) -> HostFuture<'_, ()>;
     /// Deletes link `index` (a veth's peer, addresses, routes and neighbours go with it).
     fn delete_link(&self, index: u32) -> HostFuture<'_, ()>;
@@ -137,11 +137,11 @@ impl Host for KernelHost {
     fn add_address(&self, index: u32, addr: IpAddr, prefix: u8) -> HostFuture<'_, ()> {
         self.nl.add_address(index, addr, prefix).boxed()
     }
-    fn add_host_route(&self, ip: Ipv4Addr, dev: u32) -> HostFuture<'_, ()> {
-        let dst = Ipv4Net::from(ip);
+    fn add_host_route(&self, ip: IpAddr, dev: u32) -> HostFuture<'_, ()> {
+        let dst = IpNet::from(ip);
         async move { self.nl.add_route(dst, None, Some(dev)).await }.boxed()
     }
-    fn add_permanent_neighbor(&self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> HostFuture<'_, ()> {
+    fn add_permanent_neighbor(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> HostFuture<'_, ()> {
         self.nl.add_permanent_neighbor(index, ip, mac).boxed()
     }
     fn set_up(&self, index: u32) -> HostFuture<'_, ()> {

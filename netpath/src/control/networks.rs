@@ -154,6 +154,12 @@ impl Service {
                 network.subnet.prefix_len(),
             )
             .await?;
+        if let Some((subnet6, gateway6)) = network.subnet6.zip(network.gateway6) {
+            let prefix = subnet6.prefix_len();
+            self.host
+                .add_address(link.index, gateway6.into(), prefix)
+                .await?;
+        }
         self.host.set_up(link.index).await?;
         Ok(Some(self.datapath().attach_tc(
             Hook::TcIngress,

@@ -1,6 +1,8 @@
 //! microVM TAP endpoints: a persistent TAP owned by the VMM's uid/gid, the guest a
 //! point-to-point /32 behind it with a known MAC.
 
+use std::net::IpAddr;
+
 use super::{Result, Service, ServiceError, db, validate};
 use crate::{
     config,
@@ -84,17 +86,26 @@ impl Service {
             ..Default::default()
         };
         self.host.configure(link.index, &cfg).await?;
+        let v6 = super::endpoints::ipv6_side(network, ep);
         if network.mode == Mode::Routed {
             // The host side of a point-to-point link answers as the gateway.
             self.host
                 .add_address(link.index, network.gateway.into(), 32)
                 .await?;
+            if let Some(v6) = v6 {
+                self.host
+                    .add_address(link.index, v6.gateway.into(), 128)
+                    .await?;
+            }
         }
-        // The guest is a point-to-point /32 behind its TAP, with a known MAC.
-        self.host.add_host_route(ep.ip, link.index).await?;
-        self.host
-            .add_permanent_neighbor(link.index, ep.ip, ep.mac.octets())
-            .await?;
+        // The guest is a point-to-point /32 (/128) behind its TAP, with a known MAC.
+        let addrs = [Some(IpAddr::V4(ep.ip)), v6.map(|v6| IpAddr::V6(v6.ip))];
+        for ip in addrs.into_iter().flatten() {
+            self.host.add_host_route(ip, link.index).await?;
+            self.host
+                .add_permanent_neighbor(link.index, ip, ep.mac.octets())
+                .await?;
+        }
         let gateway = super::endpoints::gateway_mac(bridge.as_ref(), &link);
         self.register(network, ep, link.index, gateway)
     }

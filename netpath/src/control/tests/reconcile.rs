@@ -212,7 +212,7 @@ async fn a_missing_bridge_is_made_again_and_pins_of_dead_devices_swept() {
     reconcile_says(&rig, &said, &expected).await;
     let k = rig.kernel();
     assert!(k.pins.contains(&("ingress", 12)) && !k.pins.contains(&("ingress", 10)));
-    assert!(k.addrs.contains(&(12, GW, 24)));
+    assert!(k.addrs.contains(&(12, GW.into(), 24)));
     assert_eq!(
         k.endpoints[&ep.ip].host_mac,
         [2, 0, 0, 0, 0, 12],
