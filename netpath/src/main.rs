@@ -171,7 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => {
                 // The daemon has its own working directory: send an absolute path.
                 let netns = netns.map(std::path::absolute).transpose()?;
-                let (ip, ip6) = family::by_family("ip", &new.ip)?;
+                let (ip, ip6) = new.addresses()?;
                 let e = api!(client.add_endpoint(&EndpointCreate {
                     network: new.network,
                     netns,
@@ -211,7 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 queues,
                 new,
             } => {
-                let (ip, ip6) = family::by_family("ip", &new.ip)?;
+                let (ip, ip6) = new.addresses()?;
                 let e = api!(client.add_tap(&TapCreate {
                     network: new.network,
                     name,

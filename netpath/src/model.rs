@@ -59,9 +59,12 @@ pub struct NetworkCreate {
     /// Default: the first host address of the subnet.
     pub gateway: Option<Ipv4Addr>,
     /// The IPv6 subnet of a dual-stack network (`fd50::/64`): its network address, a
-    /// prefix of /64 to /120.
+    /// prefix of /64 to /120. (The IPv6 fields are left out of an IPv4-only request, so
+    /// that it reads as before to a daemon that predates them.)
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subnet6: Option<Ipv6Net>,
     /// Default: the first address of `subnet6` (`fd50::1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<Ipv6Addr>,
     /// Default: the interface of the host's default route.
     pub uplink: Option<String>,
@@ -114,6 +117,7 @@ pub struct EndpointCreate {
     /// The address to lease; default: the lowest free one.
     pub ip: Option<Ipv4Addr>,
     /// The IPv6 address to lease in a dual-stack network; default: the lowest free one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
     /// Interface name inside the namespace (default `eth0`).
     pub ifname: Option<String>,
@@ -135,6 +139,7 @@ pub struct TapCreate {
     /// The guest's address to lease; default: the lowest free one.
     pub ip: Option<Ipv4Addr>,
     /// The guest's IPv6 address in a dual-stack network; default: the lowest free one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
     /// Guest MAC; default: random, locally administered.
     pub mac: Option<MacAddr>,

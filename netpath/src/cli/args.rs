@@ -11,6 +11,7 @@ use netpath::{
 };
 
 use super::{
+    family::{self, PerFamily},
     ops::Output,
     select::{self, Filter},
 };
@@ -317,6 +318,13 @@ pub(crate) struct NewEndpoint {
     /// Print the new endpoint as JSON.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+impl NewEndpoint {
+    /// The addresses asked for: (IPv4, IPv6), at most one of each.
+    pub(crate) fn addresses(&self) -> anyhow::Result<PerFamily<IpAddr>> {
+        family::by_family("ip", &self.ip)
+    }
 }
 
 /// What the endpoint listings (`ls`, `endpoint ls`, `tap ls`) take: which endpoints,

@@ -15,27 +15,24 @@ pub trait Dual: Copy + fmt::Display {
     fn split(self) -> Result<Self::V4, Self::V6>;
 }
 
-impl Dual for IpNet {
-    type V4 = Ipv4Net;
-    type V6 = Ipv6Net;
-    fn split(self) -> Result<Ipv4Net, Ipv6Net> {
-        match self {
-            IpNet::V4(n) => Ok(n),
-            IpNet::V6(n) => Err(n),
+/// `Dual` for an enum of the two families (`IpNet`, `IpAddr`).
+macro_rules! dual {
+    ($either:ident: $v4:ty, $v6:ty) => {
+        impl Dual for $either {
+            type V4 = $v4;
+            type V6 = $v6;
+            fn split(self) -> Result<$v4, $v6> {
+                match self {
+                    $either::V4(v) => Ok(v),
+                    $either::V6(v) => Err(v),
+                }
+            }
         }
-    }
+    };
 }
 
-impl Dual for IpAddr {
-    type V4 = Ipv4Addr;
-    type V6 = Ipv6Addr;
-    fn split(self) -> Result<Ipv4Addr, Ipv6Addr> {
-        match self {
-            IpAddr::V4(a) => Ok(a),
-            IpAddr::V6(a) => Err(a),
-        }
-    }
-}
+dual!(IpNet: Ipv4Net, Ipv6Net);
+dual!(IpAddr: Ipv4Addr, Ipv6Addr);
 
 /// At most one value of each family: (the IPv4 one, the IPv6 one).
 pub type PerFamily<T> = (Option<<T as Dual>::V4>, Option<<T as Dual>::V6>);

@@ -398,32 +398,28 @@ fn remove_endpoint_rows(
     let id = endpoint.id.clone();
     t.port_leases
         .retain(|_, v| serde_json::from_slice::<PortLease>(v).map_or(true, |l| l.endpoint != id))?;
+    let id = endpoint.id.as_str();
     if let Some(nid) = network_id {
-        let key = (nid, u32::from(endpoint.ip));
-        let owned = t
-            .ip_leases
-            .get(key)?
-            .is_some_and(|g| g.value() == endpoint.id);
-        if owned {
-            t.ip_leases.remove(key)?;
-        }
+        remove_if_held(&mut t.ip_leases, (nid, u32::from(endpoint.ip)), id)?;
         if let Some(ip6) = endpoint.ip6 {
-            let key = (nid, u128::from(ip6));
-            let owned = t
-                .ip6_leases
-                .get(key)?
-                .is_some_and(|g| g.value() == endpoint.id);
-            if owned {
-                t.ip6_leases.remove(key)?;
-            }
+            remove_if_held(&mut t.ip6_leases, (nid, u128::from(ip6)), id)?;
         }
     }
-    let owned = t
-        .host_ifnames
-        .get(endpoint.host_ifname.as_str())?
-        .is_some_and(|g| g.value() == endpoint.id);
-    if owned {
-        t.host_ifnames.remove(endpoint.host_ifname.as_str())?;
+    remove_if_held(&mut t.host_ifnames, endpoint.host_ifname.as_str(), id)
+}
+
+/// Removes the row `key` of an endpoint index if it still names endpoint `id`.
+fn remove_if_held<K>(
+    table: &mut Table<'_, K, &'static str>,
+    key: K::SelfType<'_>,
+    id: &str,
+) -> Result<()>
+where
+    K: redb::Key + 'static,
+    for<'a> K::SelfType<'a>: Copy,
+{
+    if table.get(key)?.is_some_and(|g| g.value() == id) {
+        table.remove(key)?;
     }
     Ok(())
 }

@@ -199,3 +199,42 @@ fn the_free_address_search_skips_the_gateway_and_stops_at_the_first_gap() {
         );
     }
 }
+
+#[test]
+fn ipv4_only_requests_read_as_before_to_an_older_daemon() {
+    let req = NetworkCreate {
+        name: "web".into(),
+        subnet: net("10.88.0.0/16"),
+        mode: Mode::Bridge,
+        gateway: None,
+        subnet6: None,
+        gateway6: None,
+        uplink: None,
+        mtu: None,
+        no_masquerade: Vec::new(),
+    };
+    let text = serde_json::to_string(&req).unwrap();
+    assert!(
+        !text.contains("subnet6") && !text.contains("gateway6"),
+        "{text}"
+    );
+    let dual = NetworkCreate {
+        subnet6: Some(net6("fd88::/64")),
+        ..req
+    };
+    let text = serde_json::to_string(&dual).unwrap();
+    assert!(text.contains(r#""subnet6":"fd88::/64""#), "{text}");
+    assert_eq!(serde_json::from_str::<NetworkCreate>(&text).unwrap(), dual);
+    let ep = crate::model::EndpointCreate {
+        network: "web".into(),
+        netns: None,
+        pid: Some(1),
+        ip: None,
+        ip6: None,
+        ifname: None,
+        mac: None,
+        container_id: None,
+    };
+    let text = serde_json::to_string(&ep).unwrap();
+    assert!(!text.contains("ip6"), "{text}");
+}
