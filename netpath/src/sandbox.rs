@@ -64,6 +64,10 @@ pub enum SandboxError {
     HostNetns { path: String },
     #[error("network namespace {path} already has an interface named {ifname}")]
     IfnameExists { path: String, ifname: String },
+    #[error(
+        "IPv6 is disabled on {ifname} in network namespace {path}, and the network is dual-stack: enable it there (sysctl net.ipv6.conf.default.disable_ipv6=0 before the interface is made), or use an IPv4-only network"
+    )]
+    Ipv6Disabled { path: String, ifname: String },
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error("configuring the namespace side failed: {0}")]
@@ -216,12 +220,30 @@ pub async fn configure_inside(c: NamespaceSide) -> Result<(), SandboxError> {
         // behind a bridge too, but the /128 costs nothing and serves both modes), and
         // a static neighbour for it: the sandbox never solicits its gateway.
         let (index, gw) = (link.index, IpAddr::V6(v6.gateway));
+        // The kernel refuses IPv6 addresses on a device with IPv6 disabled (EACCES).
+        let address = inside.add_address(index, v6.ip.into(), v6.prefix_len);
+        let address = async {
+            address.await.map_err(|e| match e.errno() {
+                Some(libc::EACCES) => SandboxError::Ipv6Disabled {
+                    path: c.netns.display().to_string(),
+                    ifname: c.ifname.clone(),
+                },
+                _ => e.into(),
+            })
+        };
         futures::try_join!(
-            inside.add_address(index, v6.ip.into(), v6.prefix_len),
-            inside.add_route(Ipv6Net::from(v6.gateway).into(), None, Some(index)),
-            inside.add_permanent_neighbor(index, gw, c.gateway_mac),
-            inside.add_route(IpNet::V6(Ipv6Net::default()), Some(gw), Some(index)),
+            address,
+            sandboxed(inside.add_route(Ipv6Net::from(v6.gateway).into(), None, Some(index))),
+            sandboxed(inside.add_permanent_neighbor(index, gw, c.gateway_mac)),
+            sandboxed(inside.add_route(IpNet::V6(Ipv6Net::default()), Some(gw), Some(index))),
         )?;
     }
     Ok(())
+}
+
+/// A netlink step of the namespace side, as a [`SandboxError`].
+async fn sandboxed(
+    step: impl std::future::Future<Output = Result<(), NetlinkError>>,
+) -> Result<(), SandboxError> {
+    Ok(step.await?)
 }

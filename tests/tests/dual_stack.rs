@@ -75,6 +75,24 @@ fn dual_stack_containers_get_ipv6_and_reach_their_gateway_and_each_other() {
         let ls = d.ok(&["network", "ls"]);
         assert!(ls.contains(&format!("{subnet},{subnet6}")), "{ls}");
     }
+    // A container whose namespace has IPv6 off cannot join a dual-stack network: a
+    // clear error, nothing left behind.
+    let name = unique("ds");
+    d.ok(&[
+        "network",
+        "create",
+        &name,
+        "--subnet",
+        "10.244.0.0/24",
+        "--subnet",
+        "fd44::/64",
+    ]);
+    let off = NetNs::new("dsoff");
+    let path = off.path();
+    d.refused(
+        &["endpoint", "add", &name, "--netns", path.to_str().unwrap()],
+        "IPv6 is disabled on eth0 in network namespace",
+    );
     // An IPv4-only network's container has no IPv6 address, and asking for one is refused.
     let name = unique("v4");
     d.ok(&["network", "create", &name, "--subnet", "10.243.0.0/24"]);

@@ -75,7 +75,8 @@ pub(super) fn status_of(e: &ServiceError) -> StatusCode {
             | SandboxError::NetnsMissing { .. }
             | SandboxError::NetnsDenied { .. }
             | SandboxError::NotNetns { .. }
-            | SandboxError::HostNetns { .. },
+            | SandboxError::HostNetns { .. }
+            | SandboxError::Ipv6Disabled { .. },
         ) => StatusCode::BAD_REQUEST,
         ServiceError::Sandbox(SandboxError::IfnameExists { .. }) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,

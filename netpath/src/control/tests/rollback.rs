@@ -133,6 +133,24 @@ fn nothing(_: &Rig, _: Mode) -> BoxFuture<'_, String> {
 fn network(rig: &Rig, mode: Mode) -> BoxFuture<'_, String> {
     async move { rig.network("web", mode).await.name }.boxed()
 }
+/// A dual-stack network `web`: 10.77.0.0/24 and fd77::/64.
+fn dual_req(mode: Mode) -> NetworkCreate {
+    NetworkCreate {
+        subnet6: Some("fd77::/64".parse().expect("subnet6")),
+        ..net_req("web", mode)
+    }
+}
+fn dual_network(rig: &Rig, mode: Mode) -> BoxFuture<'_, String> {
+    async move {
+        let req = dual_req(mode);
+        rig.svc
+            .create_network(req)
+            .await
+            .expect("dual-stack network")
+            .name
+    }
+    .boxed()
+}
 fn veth(rig: &Rig, mode: Mode) -> BoxFuture<'_, String> {
     async move {
         rig.network("web", mode).await;
@@ -216,6 +234,75 @@ async fn add_endpoint() {
             (On::Both, "upsert_endpoint 10.77.0.2", UNDO),
         ],
     ))
+    .await;
+}
+
+#[tokio::test]
+async fn create_dual_stack_network() {
+    let op: Op = |rig, mode, _| {
+        async move { rig.svc.create_network(dual_req(mode)).await.map(drop) }.boxed()
+    };
+    let masq = MASQ_CALLS.map(|call| (On::Both, call, MASQ_UNDO));
+    let bridge = [
+        (On::Bridge, "ensure_bridge np-web", MASQ_UNDO),
+        (
+            On::Bridge,
+            "add_address 10 10.77.0.1/24",
+            MASQ_AND_BRIDGE_UNDO,
+        ),
+        // The bridge carries the IPv6 gateway too.
+        (
+            On::Bridge,
+            "add_address 10 fd77::1/64",
+            MASQ_AND_BRIDGE_UNDO,
+        ),
+        (On::Bridge, "set_up 10", MASQ_AND_BRIDGE_UNDO),
+        (On::Bridge, "attach_tc ingress 10", MASQ_AND_BRIDGE_UNDO),
+    ];
+    let steps = &[masq.as_slice(), &bridge].concat();
+    let case = Case::new("create dual-stack network", op, steps);
+    run(Case {
+        setup: nothing,
+        ..case
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn add_dual_stack_endpoint() {
+    const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint 10.77.0.2"];
+    let op: Op =
+        |rig, _, net| async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed();
+    let steps = &[
+        (
+            On::Both,
+            "create_veth /run/netns/fake:eth0",
+            &["remove_endpoint 10.77.0.2"][..],
+        ),
+        (On::Both, "configure $dev alias,up", UNDO),
+        // Routed: both gateways on the host end, a host route to each address.
+        (On::Routed, "add_address $dev 10.77.0.1/32", UNDO),
+        (On::Routed, "add_route 10.77.0.2/32 dev $dev", UNDO),
+        (On::Routed, "add_address $dev fd77::1/128", UNDO),
+        (On::Routed, "add_route fd77::2/128 dev $dev", UNDO),
+        (
+            On::Both,
+            "configure_namespace /run/netns/fake:eth0",
+            &[
+                "attach_tc_endpoint $dev",
+                "upsert_endpoint 10.77.0.2",
+                "delete_link $dev",
+                "remove_endpoint 10.77.0.2",
+            ],
+        ),
+        (On::Both, "attach_tc_endpoint $dev", UNDO),
+        (On::Both, "upsert_endpoint 10.77.0.2", UNDO),
+    ];
+    let case = Case::new("add dual-stack endpoint", op, steps);
+    run(Case {
+        setup: dual_network,
+        ..case
+    })
     .await;
 }
 
