@@ -1,7 +1,8 @@
 //! Dual-stack networks through the daemon and its CLI: a container of a network with an
 //! IPv6 subnet gets its IPv6 address (without duplicate address detection), a default
 //! route via the IPv6 gateway and a permanent neighbour entry for it, and reaches its
-//! gateway and (behind a bridge) the other containers over IPv6. An IPv4-only network's
+//! gateway and the other containers over IPv6 (routed: through the host, whose IPv6
+//! forwarding the daemon turns on, and this test turns back). An IPv4-only network's
 //! containers get no IPv6 address at all.
 
 use netpath_tests::{Daemon, NetNs, require_root, unique};
@@ -28,9 +29,21 @@ fn add(d: &Daemon, network: &str, ns: &NetNs, more: &[&str]) -> Value {
     serde_json::from_str(&d.ok(&args)).expect("endpoint JSON")
 }
 
+const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+/// Puts the host's IPv6 forwarding back as it was.
+struct RestoreForwarding(String);
+
+impl Drop for RestoreForwarding {
+    fn drop(&mut self) {
+        let _ = std::fs::write(IPV6_FORWARDING, &self.0);
+    }
+}
+
 #[test]
 fn dual_stack_containers_get_ipv6_and_reach_their_gateway_and_each_other() {
     require_root!();
+    let _forwarding = RestoreForwarding(std::fs::read_to_string(IPV6_FORWARDING).expect("IPv6"));
     let d = Daemon::start();
     for (mode, subnet, subnet6, prefix) in [
         ("bridge", "10.241.0.0/24", "fd41::/64", "64"),
@@ -66,11 +79,9 @@ fn dual_stack_containers_get_ipv6_and_reach_their_gateway_and_each_other() {
             // Bounded: one echo, two seconds (exec asserts success).
             ns.exec(&["ping", "-6", "-c", "1", "-W", "2", &gw6]);
         }
-        if mode == "bridge" {
-            // Endpoint to endpoint over the bridge.
-            let to = eb["ip6"].as_str().unwrap();
-            a.exec(&["ping", "-6", "-c", "1", "-W", "2", to]);
-        }
+        // Endpoint to endpoint: over the bridge, or routed by the host.
+        let to = eb["ip6"].as_str().unwrap();
+        a.exec(&["ping", "-6", "-c", "1", "-W", "2", to]);
         // The network's listing shows both families.
         let ls = d.ok(&["network", "ls"]);
         assert!(ls.contains(&format!("{subnet},{subnet6}")), "{ls}");
@@ -92,6 +103,12 @@ fn dual_stack_containers_get_ipv6_and_reach_their_gateway_and_each_other() {
     d.refused(
         &["endpoint", "add", &name, "--netns", path.to_str().unwrap()],
         "IPv6 is disabled on eth0 in network namespace",
+    );
+    let forwarding = std::fs::read_to_string(IPV6_FORWARDING).unwrap();
+    assert_eq!(
+        forwarding.trim(),
+        "1",
+        "a dual-stack network turns IPv6 forwarding on"
     );
     // An IPv4-only network's container has no IPv6 address, and asking for one is refused.
     let name = unique("v4");

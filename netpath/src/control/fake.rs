@@ -29,6 +29,7 @@ use crate::{
     netlink::{Link, LinkConfig, NetlinkError},
     portspec::Proto,
     sandbox::{NamespaceSide, SandboxError, VethPlan},
+    sysctl::SysctlError,
     tap::{TapError, TapOp, TapSpec},
 };
 
@@ -234,6 +235,17 @@ impl Host for FakeHost {
     }
     fn routes(&self) -> Vec<(String, Ipv4Net)> {
         lock(&self.0).host_routes.clone()
+    }
+    /// Recorded, not modelled: a host-wide knob no rollback turns back (as ip_forward).
+    fn enable_ipv6_forwarding(&self, uplink: Option<&str>) -> Result<Vec<String>, SysctlError> {
+        let call = format!("enable_ipv6_forwarding {}", uplink.unwrap_or("-"));
+        lock(&self.0)
+            .step(call)
+            .map_err(|call| SysctlError::Ipv6Forwarding {
+                path: call.into(),
+                source: io::Error::from_raw_os_error(libc::EIO),
+            })?;
+        Ok(Vec::new())
     }
     fn check_netns(&self, path: &Path) -> Result<u64, SandboxError> {
         lock(&self.0)

@@ -23,6 +23,7 @@ use crate::{
     netlink::{Link, LinkConfig, Netlink, NetlinkError},
     portspec::Proto,
     sandbox::{self, NamespaceSide, SandboxError, VethPlan},
+    sysctl::SysctlError,
     tap::{TapError, TapSpec},
 };
 
@@ -41,6 +42,9 @@ pub trait Host: Send + Sync {
     fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>>;
     /// IPv4 routes of the host's main table: (device, destination).
     fn routes(&self) -> Vec<(String, Ipv4Net)>;
+    /// Turns IPv6 forwarding on, keeping `uplink` taking router advertisements (see
+    /// `sysctl`); a line per change.
+    fn enable_ipv6_forwarding(&self, uplink: Option<&str>) -> Result<Vec<String>, SysctlError>;
     /// Checks that `path` is a network namespace other than the host's; its identity.
     fn check_netns(&self, path: &Path) -> Result<u64, SandboxError>;
     /// Whether a host socket holds `proto` port `port` at `ip` (or the wildcard).
@@ -98,6 +102,9 @@ impl Host for KernelHost {
     }
     fn routes(&self) -> Vec<(String, Ipv4Net)> {
         proc_routes()
+    }
+    fn enable_ipv6_forwarding(&self, uplink: Option<&str>) -> Result<Vec<String>, SysctlError> {
+        crate::sysctl::enable_ipv6_forwarding(uplink)
     }
     fn check_netns(&self, path: &Path) -> Result<u64, SandboxError> {
         sandbox::check_netns(path)

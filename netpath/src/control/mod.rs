@@ -80,6 +80,8 @@ pub enum ServiceError {
     Tap(#[from] TapError),
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -142,6 +142,15 @@ impl Service {
     /// and the tc program on its ingress) and its masquerade. Idempotent.
     pub(super) async fn plumb_network(&self, network: &Network) -> Result<Option<Attachment>> {
         self.plumb_masquerade(network).await?;
+        if network.subnet6.is_some() {
+            // Said on the daemon's log, as its other host-wide changes.
+            for line in self
+                .host
+                .enable_ipv6_forwarding(network.uplink.as_deref())?
+            {
+                eprintln!("netpath: network {}: {line}", network.name);
+            }
+        }
         let Some(bridge) = &network.bridge else {
             return Ok(None);
         };

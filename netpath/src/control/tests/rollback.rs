@@ -244,6 +244,8 @@ async fn create_dual_stack_network() {
     };
     let masq = MASQ_CALLS.map(|call| (On::Both, call, MASQ_UNDO));
     let bridge = [
+        // IPv6 forwarding stays on, as IPv4's does.
+        (On::Both, "enable_ipv6_forwarding eth0", MASQ_UNDO),
         (On::Bridge, "ensure_bridge np-web", MASQ_UNDO),
         (
             On::Bridge,
