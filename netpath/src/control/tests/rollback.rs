@@ -4,9 +4,11 @@
 //! and the records must be as they were before the operation; for removals, a retry
 //! must finish the job.
 //!
-//! One table serves both network modes: a step tagged [`On::Bridge`] or [`On::Routed`]
-//! is only made in that mode, and `$dev` stands for the endpoint's host-side device
-//! (ifindex 11 behind a bridge, which took 10; 10 in a routed network).
+//! One table serves both network modes and both stacks: a step tagged [`On::Bridge`] or
+//! [`On::Routed`] is only made in that mode, one tagged [`On::Dual`] (and its
+//! [`On::BridgeDual`], [`On::RoutedDual`]) only in a dual-stack network (10.77.0.0/24
+//! and fd77::/64); `$dev` stands for the endpoint's host-side device (ifindex 11
+//! behind a bridge, which took 10; 10 in a routed network).
 
 use futures::{FutureExt, future::BoxFuture};
 
@@ -15,12 +17,29 @@ use super::*;
 type Setup = for<'a> fn(&'a Rig, Mode) -> BoxFuture<'a, String>;
 type Op = for<'a> fn(&'a Rig, Mode, &'a str) -> BoxFuture<'a, Result<(), ServiceError>>;
 
-/// In which network mode a step is made.
+/// In which networks a step is made: by mode, and (`…Dual`) only when dual-stack.
 #[derive(Clone, Copy, PartialEq)]
 enum On {
     Both,
     Bridge,
     Routed,
+    Dual,
+    BridgeDual,
+    RoutedDual,
+}
+
+impl On {
+    fn applies(self, mode: Mode, dual: bool) -> bool {
+        let bridge = mode == Mode::Bridge;
+        match self {
+            On::Both => true,
+            On::Bridge => bridge,
+            On::Routed => !bridge,
+            On::Dual => dual,
+            On::BridgeDual => dual && bridge,
+            On::RoutedDual => dual && !bridge,
+        }
+    }
 }
 
 /// (mode, call, what follows when that call fails).
@@ -33,6 +52,8 @@ struct Case {
     setup: Setup,
     op: Op,
     steps: Vec<Step>,
+    /// Whether the network is dual-stack (the `…Dual` steps are made).
+    dual: bool,
     /// What a failure at step k legitimately leaves changed (see the publish case).
     residue: fn(&mut Kernel, usize),
 }
@@ -48,7 +69,17 @@ impl Case {
             setup,
             op,
             steps: steps.to_vec(),
+            dual: false,
             residue,
+        }
+    }
+
+    /// The same case in a dual-stack network, made by `setup`.
+    fn dual(self, setup: Setup) -> Case {
+        Case {
+            dual: true,
+            setup,
+            ..self
         }
     }
 }
@@ -66,12 +97,12 @@ fn marked_published(k: &mut Kernel, _: usize) {
 
 /// `case`'s table for `mode`: its steps, `$dev` replaced.
 fn steps_in(case: &Case, mode: Mode) -> Vec<(String, Vec<String>)> {
-    let (on, dev) = match mode {
-        Mode::Bridge => (On::Bridge, "11"),
-        Mode::Routed => (On::Routed, "10"),
+    let dev = match mode {
+        Mode::Bridge => "11",
+        Mode::Routed => "10",
     };
     let fill = |s: &str| s.replace("$dev", dev);
-    let steps = case.steps.iter().filter(|s| s.0 == On::Both || s.0 == on);
+    let steps = case.steps.iter().filter(|s| s.0.applies(mode, case.dual));
     steps
         .map(|(_, call, after)| (fill(call), after.iter().map(|a| fill(a)).collect()))
         .collect()
@@ -81,7 +112,8 @@ fn steps_in(case: &Case, mode: Mode) -> Vec<(String, Vec<String>)> {
 /// the table's), then once per step failing there.
 async fn run(case: Case) {
     for &mode in case.modes {
-        let name = format!("{} ({mode:?})", case.name);
+        let stack = if case.dual { ", dual-stack" } else { "" };
+        let name = format!("{} ({mode:?}{stack})", case.name);
         let steps = steps_in(&case, mode);
         let rig = Rig::new();
         let ctx = (case.setup)(&rig, mode).await;
@@ -176,12 +208,11 @@ const MASQ_AND_BRIDGE_UNDO: &[&str] = &[
 
 #[tokio::test]
 async fn create_network() {
-    let op: Op = |rig, mode, _| {
-        async move { rig.svc.create_network(net_req("web", mode)).await.map(drop) }.boxed()
-    };
     // Whichever masquerade call fails, the masquerade is undone whole.
     let masq = MASQ_CALLS.map(|call| (On::Both, call, MASQ_UNDO));
-    let bridge = [
+    let rest = [
+        // IPv6 forwarding stays on, as IPv4's does.
+        (On::Dual, "enable_ipv6_forwarding eth0", MASQ_UNDO),
         // The bridge is not made: nothing to delete.
         (On::Bridge, "ensure_bridge np-web", MASQ_UNDO),
         (
@@ -189,13 +220,30 @@ async fn create_network() {
             "add_address 10 10.77.0.1/24",
             MASQ_AND_BRIDGE_UNDO,
         ),
+        // The bridge carries the IPv6 gateway too.
+        (
+            On::BridgeDual,
+            "add_address 10 fd77::1/64",
+            MASQ_AND_BRIDGE_UNDO,
+        ),
         (On::Bridge, "set_up 10", MASQ_AND_BRIDGE_UNDO),
         (On::Bridge, "attach_tc ingress 10", MASQ_AND_BRIDGE_UNDO),
     ];
-    let steps = &[masq.as_slice(), &bridge].concat();
+    let steps = &[masq.as_slice(), &rest].concat();
+    let v4: Op = |rig, mode, _| {
+        async move { rig.svc.create_network(net_req("web", mode)).await.map(drop) }.boxed()
+    };
+    let dual: Op = |rig, mode, _| {
+        async move { rig.svc.create_network(dual_req(mode)).await.map(drop) }.boxed()
+    };
     run(Case {
         setup: nothing,
-        ..Case::new("create network", op, steps)
+        ..Case::new("create network", v4, steps)
+    })
+    .await;
+    run(Case {
+        op: dual,
+        ..Case::new("create network", v4, steps).dual(nothing)
     })
     .await;
 }
@@ -205,88 +253,21 @@ async fn add_endpoint() {
     const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint 10.77.0.2"];
     let op: Op =
         |rig, _, net| async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed();
-    run(Case::new(
-        "add endpoint",
-        op,
-        &[
-            // Nothing made; the record's map entry is removed (absent is fine).
-            (
-                On::Both,
-                "create_veth /run/netns/fake:eth0",
-                &["remove_endpoint 10.77.0.2"],
-            ),
-            (On::Both, "configure $dev alias,up", UNDO),
-            (On::Routed, "add_address $dev 10.77.0.1/32", UNDO),
-            (On::Routed, "add_route 10.77.0.2/32 dev $dev", UNDO),
-            // The datapath is registered while the namespace side is configured, so it
-            // still happens, and is undone with the rest.
-            (
-                On::Both,
-                "configure_namespace /run/netns/fake:eth0",
-                &[
-                    "attach_tc_endpoint $dev",
-                    "upsert_endpoint 10.77.0.2",
-                    "delete_link $dev",
-                    "remove_endpoint 10.77.0.2",
-                ],
-            ),
-            (On::Both, "attach_tc_endpoint $dev", UNDO),
-            (On::Both, "upsert_endpoint 10.77.0.2", UNDO),
-        ],
-    ))
-    .await;
-}
-
-#[tokio::test]
-async fn create_dual_stack_network() {
-    let op: Op = |rig, mode, _| {
-        async move { rig.svc.create_network(dual_req(mode)).await.map(drop) }.boxed()
-    };
-    let masq = MASQ_CALLS.map(|call| (On::Both, call, MASQ_UNDO));
-    let bridge = [
-        // IPv6 forwarding stays on, as IPv4's does.
-        (On::Both, "enable_ipv6_forwarding eth0", MASQ_UNDO),
-        (On::Bridge, "ensure_bridge np-web", MASQ_UNDO),
-        (
-            On::Bridge,
-            "add_address 10 10.77.0.1/24",
-            MASQ_AND_BRIDGE_UNDO,
-        ),
-        // The bridge carries the IPv6 gateway too.
-        (
-            On::Bridge,
-            "add_address 10 fd77::1/64",
-            MASQ_AND_BRIDGE_UNDO,
-        ),
-        (On::Bridge, "set_up 10", MASQ_AND_BRIDGE_UNDO),
-        (On::Bridge, "attach_tc ingress 10", MASQ_AND_BRIDGE_UNDO),
-    ];
-    let steps = &[masq.as_slice(), &bridge].concat();
-    let case = Case::new("create dual-stack network", op, steps);
-    run(Case {
-        setup: nothing,
-        ..case
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn add_dual_stack_endpoint() {
-    const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint 10.77.0.2"];
-    let op: Op =
-        |rig, _, net| async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed();
-    let steps = &[
+    let steps: &[Step] = &[
+        // Nothing made; the record's map entry is removed (absent is fine).
         (
             On::Both,
             "create_veth /run/netns/fake:eth0",
-            &["remove_endpoint 10.77.0.2"][..],
+            &["remove_endpoint 10.77.0.2"],
         ),
         (On::Both, "configure $dev alias,up", UNDO),
-        // Routed: both gateways on the host end, a host route to each address.
+        // Routed: the gateways on the host end, a host route to each address.
         (On::Routed, "add_address $dev 10.77.0.1/32", UNDO),
         (On::Routed, "add_route 10.77.0.2/32 dev $dev", UNDO),
-        (On::Routed, "add_address $dev fd77::1/128", UNDO),
-        (On::Routed, "add_route fd77::2/128 dev $dev", UNDO),
+        (On::RoutedDual, "add_address $dev fd77::1/128", UNDO),
+        (On::RoutedDual, "add_route fd77::2/128 dev $dev", UNDO),
+        // The datapath is registered while the namespace side is configured, so it
+        // still happens, and is undone with the rest.
         (
             On::Both,
             "configure_namespace /run/netns/fake:eth0",
@@ -300,12 +281,8 @@ async fn add_dual_stack_endpoint() {
         (On::Both, "attach_tc_endpoint $dev", UNDO),
         (On::Both, "upsert_endpoint 10.77.0.2", UNDO),
     ];
-    let case = Case::new("add dual-stack endpoint", op, steps);
-    run(Case {
-        setup: dual_network,
-        ..case
-    })
-    .await;
+    run(Case::new("add endpoint", op, steps)).await;
+    run(Case::new("add endpoint", op, steps).dual(dual_network)).await;
 }
 
 #[tokio::test]
