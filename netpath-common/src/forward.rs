@@ -2,7 +2,7 @@
 //! anti-spoofing, isolation, and where to redirect. Pure, so host tests and proptest
 //! drive exactly what the tc program runs.
 
-use crate::maps::{DropReason, ENDPOINT_KIND_TAP, EndpointValue};
+use crate::maps::{DropReason, ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, EndpointValue};
 
 /// What to do with a frame from an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +46,9 @@ pub enum FrameInfo {
     Ipv4 { src: [u8; 4], dst: [u8; 4] },
     /// An ARP packet with its sender hardware and protocol addresses.
     Arp { sha: [u8; 6], spa: [u8; 4] },
-    /// Anything else (IPv6, malformed IPv4, other ethertypes).
+    /// An IPv6 frame (by its ethertype).
+    Ipv6,
+    /// Anything else (malformed IPv4, other ethertypes).
     Other,
 }
 
@@ -72,7 +74,10 @@ pub fn decide(
             }
             Verdict::Pass
         }
-        FrameInfo::Other => Verdict::Pass,
+        FrameInfo::Ipv6 if from.flags & ENDPOINT_FLAG_IPV6 == 0 => {
+            Verdict::Drop(DropReason::Ipv6NotEnabled)
+        }
+        FrameInfo::Ipv6 | FrameInfo::Other => Verdict::Pass,
         FrameInfo::Ipv4 { src, dst: _ } => {
             if src != from.ip {
                 return Verdict::Drop(DropReason::SpoofedIp);
@@ -211,6 +216,10 @@ mod tests {
             (a.mac, arp(b.mac, a.ip), None, SpoofedArp),
             // A probe (sender 0.0.0.0) must still carry the endpoint's own MAC.
             (a.mac, arp(b.mac, [0; 4]), None, SpoofedArp),
+            // An endpoint without IPv6 (an IPv4-only network's) speaks none.
+            (a.mac, FrameInfo::Ipv6, None, Ipv6NotEnabled),
+            // Its MAC is checked first, as for every frame.
+            (b.mac, FrameInfo::Ipv6, None, SpoofedMac),
         ] {
             let v = decide(&a, eth_src, info, to);
             assert_eq!(v, Verdict::Drop(reason), "{eth_src:?} {info:?}");
@@ -230,6 +239,12 @@ mod tests {
         ] {
             assert_eq!(decide(&a, a.mac, info, to), Verdict::Pass, "{info:?}");
         }
+        // A dual-stack endpoint's IPv6 takes the kernel's path.
+        let dual = EndpointValue {
+            flags: ENDPOINT_FLAG_IPV6,
+            ..a
+        };
+        assert_eq!(decide(&dual, a.mac, FrameInfo::Ipv6, None), Verdict::Pass);
     }
 
     #[test]

@@ -139,8 +139,8 @@ mod tests {
         // `maps::LAYOUT` and record it in `netpath::datapath::layout::CHANGES`).
         assert_eq!(
             (PacketClass::COUNT, DropReason::COUNT, Forward::COUNT),
-            (11, 8, 3)
+            (11, 9, 3)
         );
-        assert_eq!(crate::maps::LAYOUT, 2);
+        assert_eq!(crate::maps::LAYOUT, 3);
     }
 }

@@ -62,7 +62,7 @@ pub const DNAT_CT_MAP: &str = "NETPATH_DNAT_CT";
 
 /// The layout of this build's maps; bumped when any map's keys, values or meaning change
 /// (and the change recorded in `netpath::datapath::layout::CHANGES`).
-pub const LAYOUT: u32 = 2;
+pub const LAYOUT: u32 = 3;
 
 /// Capacity of the endpoint map (endpoints per host).
 pub const MAX_ENDPOINTS: u32 = 65_536;
@@ -85,6 +85,12 @@ pub const ENDPOINT_KIND_TAP: u8 = 2;
 /// a quarter of its cost per packet). Set before the first publish reaches the datapath,
 /// never cleared while the endpoint lives (a stale flag only costs the lookup).
 pub const ENDPOINT_FLAG_PUBLISHED: u8 = 1;
+
+/// The endpoint has an IPv6 address (its network is dual-stack): its IPv6 frames go to
+/// the kernel's path. Without the flag they are dropped (`ipv6_not_enabled`): an
+/// endpoint of an IPv4-only network has no IPv6 to speak, and its router advertisements
+/// or neighbour advertisements must not reach its neighbours (CVE-2020-10749's class).
+pub const ENDPOINT_FLAG_IPV6: u8 = 2;
 
 map_type! {
     /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
@@ -181,6 +187,9 @@ counter_slots! {
         NatPortsExhausted => "nat_ports_exhausted",
         /// A NAT state map refused a new entry (no free LRU node, or out of memory).
         NatMapFull => "nat_map_full",
+        /// An IPv6 frame from an endpoint without IPv6 (of an IPv4-only network; see
+        /// [`ENDPOINT_FLAG_IPV6`]). (Since layout 3.)
+        Ipv6NotEnabled => "ipv6_not_enabled",
     }
 }
 

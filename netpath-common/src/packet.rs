@@ -216,6 +216,7 @@ pub fn frame_info<F: Frame + ?Sized>(frame: &F, class: PacketClass) -> crate::fo
                 dst: [a[4], a[5], a[6], a[7]],
             }
         }
+        PacketClass::Ipv6 => FrameInfo::Ipv6,
         PacketClass::Arp => {
             // htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4, op (2), sha (6), spa (4),
             // loaded at once. Verifier: sequential early returns instead of matching a
@@ -503,6 +504,8 @@ mod tests {
         arp[15] = 6;
         assert_eq!(frame_info(&arp[..], PacketClass::Arp), FrameInfo::Other);
         assert_eq!(frame_info(&arp[..30], PacketClass::Arp), FrameInfo::Other);
+        // IPv6 by its ethertype alone.
+        assert_eq!(frame_info(&arp[..], PacketClass::Ipv6), FrameInfo::Ipv6);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use netpath::datapath::Datapath;
 use netpath_common::{
     maps::{
-        DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH,
-        EndpointCounters, EndpointValue,
+        DropReason, ENDPOINT_FLAG_IPV6, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP,
+        ENDPOINT_KIND_VETH, EndpointCounters, EndpointValue,
     },
     nat::{NatTarget, PublishKey},
 };
@@ -45,8 +45,10 @@ fn setup() -> Setup {
         let e = endpoint(ip, &d, mac, net, kind);
         (d, e)
     };
-    // a and b: the frames module's SRC/DST addresses and MACs, network 1.
-    let a = mk(frames::SRC_IP, frames::SRC_MAC, 1, ENDPOINT_KIND_VETH);
+    // a and b: the frames module's SRC/DST addresses and MACs, network 1; a is
+    // dual-stack (its IPv6 passes), b is not.
+    let mut a = mk(frames::SRC_IP, frames::SRC_MAC, 1, ENDPOINT_KIND_VETH);
+    a.1.flags = ENDPOINT_FLAG_IPV6;
     let b = mk(
         frames::DST_IP,
         [0x02, 0, 0, 0, 0, 0x0b],
@@ -230,6 +232,21 @@ fn spoofing_and_isolation_drop_with_the_right_reason() {
     // From b's device, a's addresses are spoofed.
     let (verdict, _) = run_tc(&s.dp, s.b.0.ifindex, &frames::udp(b"b"));
     assert_eq!(verdict, TC_ACT_SHOT);
+    // b has no IPv6 (an IPv4-only network's endpoint): its IPv6, with its own MAC, is
+    // dropped and counted; a's passes (above, `unknown_destination_and_non_ip_pass_untouched`).
+    let mut v6 = frames::ipv6_udp();
+    v6[6..12].copy_from_slice(&s.b.1.mac);
+    let before =
+        s.dp.drop_counter(DropReason::Ipv6NotEnabled)
+            .unwrap()
+            .packets;
+    let (verdict, _) = run_tc(&s.dp, s.b.0.ifindex, &v6);
+    assert_eq!(verdict, TC_ACT_SHOT, "IPv6 from an endpoint without it");
+    let after =
+        s.dp.drop_counter(DropReason::Ipv6NotEnabled)
+            .unwrap()
+            .packets;
+    assert_eq!(after, before + 1, "ipv6_not_enabled counted");
 }
 
 #[test]
@@ -276,7 +293,8 @@ fn publishing_marks_the_endpoint_and_the_mark_survives_re_registration() {
     };
     s.dp.publish(key, NatTarget::new(s.b.1.ip, 80)).unwrap();
     assert_eq!(flags(&s.dp, s.b.1.ip), ENDPOINT_FLAG_PUBLISHED);
-    assert_eq!(flags(&s.dp, s.a.1.ip), 0);
+    // a keeps its own flag (dual-stack), not the mark.
+    assert_eq!(flags(&s.dp, s.a.1.ip), ENDPOINT_FLAG_IPV6);
     s.dp.upsert_endpoint(s.b.1).unwrap();
     assert_eq!(flags(&s.dp, s.b.1.ip), ENDPOINT_FLAG_PUBLISHED);
     // The program reads the entry by ifindex: a → b still takes the fast path, and so

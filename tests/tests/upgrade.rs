@@ -155,9 +155,10 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
         start.elapsed().as_secs_f64(),
         lines.join("\n")
     );
+    let from_1 = format!("migrated NETPATH_DROPS from layout 1 to {LAYOUT}");
     let migrated = lines
         .iter()
-        .find(|l| l.contains("migrated NETPATH_DROPS from layout 1 to 2"))
+        .find(|l| l.contains(&from_1))
         .unwrap_or_else(|| panic!("no migration reported: {lines:?}"));
     assert!(migrated.contains("entries carried over"), "{migrated}");
 
@@ -171,7 +172,8 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
             .join(format!("{DROPS_MAP}.old"))
             .exists()
     );
-    assert_eq!(layout::version_of(DROPS_MAP), 2);
+    // DROPS changed in layouts 2 and 3.
+    assert_eq!(layout::version_of(DROPS_MAP), 3);
     let marker = MapInfo::from_pin(d.paths.bpffs.join("maps").join(LAYOUT_MAP)).unwrap();
     assert_eq!(marker.max_entries(), LAYOUT, "the pinned layout marker");
     let new_ids = prog_ids(&d);
@@ -183,6 +185,12 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
     assert!(
         after >= spoofed,
         "spoofed_ip went from {spoofed} to {after}"
+    );
+    assert_eq!(
+        drops(&d, "ipv6_not_enabled"),
+        Some(0),
+        "{}",
+        d.stats()["drops"]
     );
     assert_eq!(
         drops(&d, "nat_ports_exhausted"),
@@ -238,7 +246,7 @@ fn a_map_that_cannot_be_migrated_is_refused_unless_reload() {
         "value",
         "8",
         "entries",
-        "8",
+        &DropReason::COUNT.to_string(),
         "name",
         "NETPATH_DROPS",
     ]);
@@ -250,12 +258,11 @@ fn a_map_that_cannot_be_migrated_is_refused_unless_reload() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the daemon started: {err}");
-    assert!(
-        err.contains(
-            "the pinned map NETPATH_DROPS has layout 2 (type 6, key 4 B, value 8 B, 8 entries)"
-        ) && err.contains("--reload"),
-        "{err}"
+    let refused = format!(
+        "the pinned map NETPATH_DROPS has layout {LAYOUT} (type 6, key 4 B, value 8 B, {} entries)",
+        DropReason::COUNT
     );
+    assert!(err.contains(&refused) && err.contains("--reload"), "{err}");
     assert!(pin.exists(), "the refused map was touched");
     assert_eq!(MapInfo::from_pin(&pin).unwrap().value_size(), 8);
     // With --reload the map is replaced by this build's.

@@ -1,7 +1,9 @@
 //! Container endpoints: a veth pair whose inner end is born in the container's network
 //! namespace; registering any endpoint (veth or TAP) in the datapath; removing one.
 
-use netpath_common::maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue};
+use netpath_common::maps::{
+    ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue,
+};
 
 use super::{MapWrite, Result, Service, ServiceError, db, read, validate};
 use crate::{
@@ -224,7 +226,12 @@ impl Service {
                 EndpointKind::Veth => ENDPOINT_KIND_VETH,
                 EndpointKind::Tap => ENDPOINT_KIND_TAP,
             },
-            flags: 0,
+            // Without it, the endpoint's IPv6 frames are dropped (an IPv4-only network's).
+            flags: if ep.ip6.is_some() {
+                ENDPOINT_FLAG_IPV6
+            } else {
+                0
+            },
         }))?;
         Ok(())
     }

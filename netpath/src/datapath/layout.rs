@@ -34,7 +34,8 @@ use super::*;
 /// The maps each layout changed, from layout 2 on (layout 1 is where versions began).
 /// - 2: `NETPATH_DROPS`: `nat_failed` split into `nat_rewrite_failed` (the old slot) and
 ///   the new `nat_ports_exhausted` and `nat_map_full` (two more slots).
-pub const CHANGES: [(u32, &[&str]); 1] = [(2, &[DROPS_MAP])];
+/// - 3: `NETPATH_DROPS`: `ipv6_not_enabled` (one more slot).
+pub const CHANGES: [(u32, &[&str]); 2] = [(2, &[DROPS_MAP]), (3, &[DROPS_MAP])];
 const _: () = assert!(
     CHANGES[CHANGES.len() - 1].0 == LAYOUT,
     "record the change of LAYOUT"
@@ -399,8 +400,9 @@ mod tests {
     fn a_maps_version_counts_its_changes_up_to_the_layout() {
         assert_eq!(version_in(DROPS_MAP, 1), 1);
         assert_eq!(version_in(DROPS_MAP, 2), 2);
-        assert_eq!(version_in(SNAT_MAP, 2), 1, "not changed by layout 2");
-        assert_eq!(version_of(DROPS_MAP), 2);
+        assert_eq!(version_in(DROPS_MAP, 3), 3);
+        assert_eq!(version_in(SNAT_MAP, 3), 1, "not changed by layouts 2 and 3");
+        assert_eq!(version_of(DROPS_MAP), 3);
         // Every map a change names is one of the loader's.
         for (_, maps) in CHANGES {
             assert!(maps.iter().all(|m| MAPS.contains(m)), "{maps:?}");

@@ -52,7 +52,7 @@ use aya::{
 };
 use netpath::datapath::Datapath;
 use netpath_common::{
-    maps::{ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, Hook},
+    maps::{ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, Hook},
     nat::{
         DNAT_CT_MAP, NAT_AGE_MAP, NAT_ENTRIES, NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatAge, NatTarget,
         PORT_RETRIES, PortRange, PublishKey, RNAT_MAP, SNAT_MAP, Tuple, Uplink, nat_port,
@@ -187,7 +187,8 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
             host_mac: [0x02, 0xee, 0, 0, net as u8, i as u8],
             network_id: net,
             kind,
-            flags: 0,
+            // Every other endpoint is dual-stack: its IPv6 passes, the others' is dropped.
+            flags: if i % 2 == 1 { ENDPOINT_FLAG_IPV6 } else { 0 },
         };
         dp.upsert_endpoint(e).expect("endpoint");
         model.endpoints.push((e, dev.ifindex));

@@ -147,6 +147,14 @@ impl Model {
         if f[6..12] != from.mac {
             return shot;
         }
+        if be16(f, 12) == 0x86dd {
+            // IPv6 only from an endpoint that has it (a dual-stack network's).
+            return if from.flags & ENDPOINT_FLAG_IPV6 == 0 {
+                shot
+            } else {
+                pass
+            };
+        }
         if be16(f, 12) == 0x0806 {
             if f.len() < 32 || f[14..20] != [0, 1, 8, 0, 6, 4] {
                 return pass;
