@@ -46,7 +46,7 @@ pub enum EndpointState {
 }
 
 /// A request to create a network (`POST /v1/networks`, `netpath network create`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkCreate {
     /// 1 to 12 characters from a-z, 0-9, '-' and '_'; the bridge is `np-NAME`.
@@ -105,7 +105,7 @@ pub struct Network {
 }
 
 /// A request to add a container endpoint, a veth pair (`POST /v1/endpoints`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointCreate {
     /// The network to join.

@@ -205,13 +205,7 @@ fn ipv4_only_requests_read_as_before_to_an_older_daemon() {
     let req = NetworkCreate {
         name: "web".into(),
         subnet: net("10.88.0.0/16"),
-        mode: Mode::Bridge,
-        gateway: None,
-        subnet6: None,
-        gateway6: None,
-        uplink: None,
-        mtu: None,
-        no_masquerade: Vec::new(),
+        ..Default::default()
     };
     let text = serde_json::to_string(&req).unwrap();
     assert!(
@@ -227,13 +221,8 @@ fn ipv4_only_requests_read_as_before_to_an_older_daemon() {
     assert_eq!(serde_json::from_str::<NetworkCreate>(&text).unwrap(), dual);
     let ep = crate::model::EndpointCreate {
         network: "web".into(),
-        netns: None,
         pid: Some(1),
-        ip: None,
-        ip6: None,
-        ifname: None,
-        mac: None,
-        container_id: None,
+        ..Default::default()
     };
     let text = serde_json::to_string(&ep).unwrap();
     assert!(!text.contains("ip6"), "{text}");
