@@ -2,7 +2,12 @@
 
 use std::error::Error;
 
-use crate::{control::OpenError, daemon::DaemonError, datapath::DatapathError, reset::ResetError};
+use crate::{
+    control::{OpenError, ServiceError},
+    daemon::DaemonError,
+    datapath::DatapathError,
+    reset::ResetError,
+};
 
 /// An error caused by the user's input or environment, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +70,7 @@ fn hint_of(cause: &(dyn Error + 'static)) -> Option<String> {
 fn rejected_program<'a>(cause: &'a (dyn Error + 'static)) -> Option<(&'static str, &'a str)> {
     let datapath = match cause.downcast_ref::<DaemonError>() {
         Some(DaemonError::Open(open)) => match open.as_ref() {
-            OpenError::Datapath(e) => e,
+            OpenError::Service(ServiceError::Datapath(e)) => e,
             _ => return None,
         },
         _ => cause.downcast_ref::<DatapathError>()?,
@@ -200,11 +205,14 @@ mod tests {
     #[test]
     fn a_rejected_program_is_one_line_and_the_log_is_saved() {
         // As the daemon reports it: start-up wraps the datapath's error transparently.
-        let e = DaemonError::from(OpenError::Datapath(DatapathError::Verifier {
-            program: "netpath_test_prog",
-            detail: "Permission denied (os error 13); verifier log:\n0: R1=ctx()\ninvalid access"
-                .into(),
-        }));
+        let e = DaemonError::from(OpenError::Service(ServiceError::Datapath(
+            DatapathError::Verifier {
+                program: "netpath_test_prog",
+                detail:
+                    "Permission denied (os error 13); verifier log:\n0: R1=ctx()\ninvalid access"
+                        .into(),
+            },
+        )));
         let line = one_line(&layer("starting the daemon", e));
         assert!(!line.contains('\n'), "{line}");
         assert!(
@@ -225,9 +233,11 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_not_a_verifier_failure() {
-        let e = DaemonError::from(OpenError::Datapath(DatapathError::MissingProgram {
-            program: "netpath_test_missing",
-        }));
+        let e = DaemonError::from(OpenError::Service(ServiceError::Datapath(
+            DatapathError::MissingProgram {
+                program: "netpath_test_missing",
+            },
+        )));
         assert_eq!(
             one_line(&e),
             "the eBPF object has no program netpath_test_missing"

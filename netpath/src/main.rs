@@ -171,16 +171,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             } => {
                 // The daemon has its own working directory: send an absolute path.
                 let netns = netns.map(std::path::absolute).transpose()?;
-                let (ip, ip6) = new.addresses()?;
                 let e = api!(client.add_endpoint(&EndpointCreate {
-                    network: new.network,
                     netns,
                     pid,
-                    ip,
-                    ip6,
                     ifname: Some(ifname),
-                    mac: new.mac,
-                    container_id: None,
+                    ..new.request()?
                 }));
                 print::endpoint(&e, new.json)
             }
@@ -211,16 +206,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 queues,
                 new,
             } => {
-                let (ip, ip6) = new.addresses()?;
                 let e = api!(client.add_tap(&TapCreate {
-                    network: new.network,
                     name,
                     uid,
                     gid,
                     queues,
-                    ip,
-                    ip6,
-                    mac: new.mac,
+                    ..new.request()?
                 }));
                 print::endpoint(&e, new.json)
             }

@@ -129,7 +129,7 @@ pub struct EndpointCreate {
 }
 
 /// A request to add a microVM endpoint, a TAP device (`POST /v1/taps`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TapCreate {
     /// The network to join.
@@ -150,6 +150,33 @@ pub struct TapCreate {
     /// Number of queues (multiqueue TAP when > 1). Default 1.
     pub queues: Option<u16>,
 }
+
+/// What every endpoint request says of the network it joins: which one, the addresses
+/// to lease (one per family) and the MAC; the kind's own fields keep their defaults.
+pub trait Joining: Default {
+    fn joining(
+        network: String,
+        ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
+        mac: Option<MacAddr>,
+    ) -> Self;
+}
+
+macro_rules! joining {
+    ($($request:ty),*) => {$(
+        impl Joining for $request {
+            fn joining(
+                network: String,
+                ip: Option<Ipv4Addr>,
+                ip6: Option<Ipv6Addr>,
+                mac: Option<MacAddr>,
+            ) -> Self {
+                Self { network, ip, ip6, mac, ..Default::default() }
+            }
+        }
+    )*};
+}
+joining!(EndpointCreate, TapCreate);
 
 /// An endpoint as recorded: a container's veth pair or a microVM's TAP.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

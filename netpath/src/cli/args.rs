@@ -7,7 +7,7 @@ use ipnet::{IpNet, Ipv4Net};
 use netpath::{
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR},
     control::EPHEMERAL_PORTS,
-    model::MacAddr,
+    model::{Joining, MacAddr},
 };
 
 use super::{
@@ -324,6 +324,13 @@ impl NewEndpoint {
     /// The addresses asked for: (IPv4, IPv6), at most one of each.
     pub(crate) fn addresses(&self) -> anyhow::Result<PerFamily<IpAddr>> {
         family::by_family("ip", &self.ip)
+    }
+
+    /// The request (an endpoint's or a TAP's) with the network, addresses and MAC
+    /// asked for; the caller sets the kind's own fields.
+    pub(crate) fn request<R: Joining>(&self) -> anyhow::Result<R> {
+        let (ip, ip6) = self.addresses()?;
+        Ok(R::joining(self.network.clone(), ip, ip6, self.mac))
     }
 }
 

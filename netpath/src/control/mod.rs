@@ -127,15 +127,8 @@ pub enum OpenError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Sysctl(#[from] SysctlError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Datapath(#[from] DatapathError),
-    #[error(transparent)]
     Cgroup(#[from] ConfigError),
-    #[error(transparent)]
-    Netlink(#[from] NetlinkError),
+    /// A step the service also takes at run time (state, datapath, netlink, sysctl).
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -195,15 +188,19 @@ impl Service {
             path: paths.state_dir.clone(),
             source,
         })?;
-        sysctl::enable_forwarding()?;
-        let store = Arc::new(Store::open(&paths.state_dir.join("state.redb"))?);
-        let mut datapath = Datapath::open(&paths.bpffs, reload)?;
+        // Each step's error is the service's own (as the API reports it at run time).
+        sysctl::enable_forwarding().map_err(ServiceError::from)?;
+        let store = Store::open(&paths.state_dir.join("state.redb")).map_err(ServiceError::from)?;
+        let mut datapath = Datapath::open(&paths.bpffs, reload).map_err(ServiceError::from)?;
         let cgroup = crate::config::cgroup2_root()?;
-        datapath.attach_host_local(&cgroup)?;
+        datapath
+            .attach_host_local(&cgroup)
+            .map_err(ServiceError::from)?;
+        let host = KernelHost::connect().map_err(ServiceError::from)?;
         let service = Service::new(
             paths,
-            store,
-            Arc::new(KernelHost::connect()?),
+            Arc::new(store),
+            Arc::new(host),
             Box::new(datapath),
             ephemeral_ports,
         );
