@@ -2,7 +2,10 @@
 //! anti-spoofing, isolation, and where to redirect. Pure, so host tests and proptest
 //! drive exactly what the tc program runs.
 
-use crate::maps::{DropReason, ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, EndpointValue};
+use crate::{
+    ipv6::{self, Ipv6Kind},
+    maps::{DropReason, ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, EndpointValue},
+};
 
 /// What to do with a frame from an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,15 +49,20 @@ pub enum FrameInfo {
     Ipv4 { src: [u8; 4], dst: [u8; 4] },
     /// An ARP packet with its sender hardware and protocol addresses.
     Arp { sha: [u8; 6], spa: [u8; 4] },
-    /// An IPv6 frame (by its ethertype).
-    Ipv6,
+    /// An IPv6 packet the chain walk read: its source and what the guard checks (the
+    /// caller reads the destination itself, for its lookup: kept small for the
+    /// program's stack).
+    Ipv6 { src: [u8; 16], kind: Ipv6Kind },
+    /// An IPv6 frame the guard cannot check ([`crate::packet::PacketClass::Ipv6Unparsed`],
+    /// or its L4 header cut short).
+    Ipv6Unparsed,
     /// Anything else (malformed IPv4, other ethertypes).
     Other,
 }
 
 /// Decides the fate of a frame with Ethernet source `eth_src` that arrived on the
 /// host-side device of endpoint `from`, given the endpoint owning its destination IP
-/// (`to`, looked up by the caller).
+/// (`to`, looked up by the caller in the map of the packet's family).
 #[inline(always)]
 pub fn decide(
     from: &EndpointValue,
@@ -74,30 +82,44 @@ pub fn decide(
             }
             Verdict::Pass
         }
-        FrameInfo::Ipv6 if from.flags & ENDPOINT_FLAG_IPV6 == 0 => {
+        FrameInfo::Ipv6 { .. } | FrameInfo::Ipv6Unparsed
+            if from.flags & ENDPOINT_FLAG_IPV6 == 0 =>
+        {
             Verdict::Drop(DropReason::Ipv6NotEnabled)
         }
-        FrameInfo::Ipv6 | FrameInfo::Other => Verdict::Pass,
+        FrameInfo::Ipv6Unparsed => Verdict::Drop(DropReason::Ipv6Unparsed),
+        FrameInfo::Ipv6 { src, kind, .. } => match ipv6::guard(from, src, kind) {
+            Some(reason) => Verdict::Drop(reason),
+            None => toward(from, to),
+        },
+        FrameInfo::Other => Verdict::Pass,
         FrameInfo::Ipv4 { src, dst: _ } => {
             if src != from.ip {
                 return Verdict::Drop(DropReason::SpoofedIp);
             }
-            let Some(to) = to else {
-                return Verdict::Pass;
-            };
-            if to.network_id != from.network_id {
-                return Verdict::Drop(DropReason::OtherNetwork);
-            }
-            if to.ifindex == from.ifindex {
-                return Verdict::Pass;
-            }
-            Verdict::Redirect {
-                ifindex: to.ifindex,
-                peer: to.kind != ENDPOINT_KIND_TAP,
-                dst_mac: to.mac,
-                src_mac: to.host_mac,
-            }
+            toward(from, to)
         }
+    }
+}
+
+/// A packet from `from` with a sound source, to the endpoint `to` (if its destination is
+/// one): redirected within the network, refused across networks.
+#[inline(always)]
+fn toward(from: &EndpointValue, to: Option<&EndpointValue>) -> Verdict {
+    let Some(to) = to else {
+        return Verdict::Pass;
+    };
+    if to.network_id != from.network_id {
+        return Verdict::Drop(DropReason::OtherNetwork);
+    }
+    if to.ifindex == from.ifindex {
+        return Verdict::Pass;
+    }
+    Verdict::Redirect {
+        ifindex: to.ifindex,
+        peer: to.kind != ENDPOINT_KIND_TAP,
+        dst_mac: to.mac,
+        src_mac: to.host_mac,
     }
 }
 
@@ -149,6 +171,16 @@ mod tests {
             network_id,
             kind,
             flags: 0,
+            ip6: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last],
+        }
+    }
+
+    /// A plain IPv6 packet from `a`'s own address (to whichever endpoint the caller
+    /// looked up).
+    fn ipv6_from(a: &EndpointValue) -> FrameInfo {
+        FrameInfo::Ipv6 {
+            src: a.ip6,
+            kind: Ipv6Kind::PLAIN,
         }
     }
 
@@ -217,9 +249,10 @@ mod tests {
             // A probe (sender 0.0.0.0) must still carry the endpoint's own MAC.
             (a.mac, arp(b.mac, [0; 4]), None, SpoofedArp),
             // An endpoint without IPv6 (an IPv4-only network's) speaks none.
-            (a.mac, FrameInfo::Ipv6, None, Ipv6NotEnabled),
+            (a.mac, ipv6_from(&a), None, Ipv6NotEnabled),
+            (a.mac, FrameInfo::Ipv6Unparsed, None, Ipv6NotEnabled),
             // Its MAC is checked first, as for every frame.
-            (b.mac, FrameInfo::Ipv6, None, SpoofedMac),
+            (b.mac, ipv6_from(&a), None, SpoofedMac),
         ] {
             let v = decide(&a, eth_src, info, to);
             assert_eq!(v, Verdict::Drop(reason), "{eth_src:?} {info:?}");
@@ -239,12 +272,60 @@ mod tests {
         ] {
             assert_eq!(decide(&a, a.mac, info, to), Verdict::Pass, "{info:?}");
         }
-        // A dual-stack endpoint's IPv6 takes the kernel's path.
+        // A dual-stack endpoint's IPv6 to a non-endpoint takes the kernel's path.
         let dual = EndpointValue {
             flags: ENDPOINT_FLAG_IPV6,
             ..a
         };
-        assert_eq!(decide(&dual, a.mac, FrameInfo::Ipv6, None), Verdict::Pass);
+        let outside = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(decide(&dual, a.mac, ipv6_from(&dual), None), Verdict::Pass);
+    }
+
+    #[test]
+    fn dual_stack_ipv6_is_guarded_then_redirected_like_ipv4() {
+        let dual = |e: EndpointValue| EndpointValue {
+            flags: ENDPOINT_FLAG_IPV6,
+            ..e
+        };
+        let a = dual(ep(2, 10, 1, ENDPOINT_KIND_VETH));
+        let b = dual(ep(3, 11, 1, ENDPOINT_KIND_VETH));
+        let t = dual(ep(4, 12, 1, ENDPOINT_KIND_TAP));
+        let other = dual(ep(5, 13, 2, ENDPOINT_KIND_VETH));
+        let v = decide(&a, a.mac, ipv6_from(&a), Some(&b));
+        let to_b = Verdict::Redirect {
+            ifindex: 11,
+            peer: true,
+            dst_mac: b.mac,
+            src_mac: b.host_mac,
+        };
+        assert_eq!(v, to_b);
+        // From its link-local address too (to a global one: the same redirect).
+        let ll = FrameInfo::Ipv6 {
+            src: ipv6::link_local(a.mac),
+            kind: Ipv6Kind::PLAIN,
+        };
+        assert_eq!(decide(&a, a.mac, ll, Some(&b)), to_b);
+        let v = decide(&a, a.mac, ipv6_from(&a), Some(&t));
+        assert!(matches!(
+            v,
+            Verdict::Redirect {
+                ifindex: 12,
+                peer: false,
+                ..
+            }
+        ));
+        use DropReason::*;
+        for (info, to, reason) in [
+            (ipv6_from(&a), Some(&other), OtherNetwork),
+            (ipv6_from(&b), Some(&a), SpoofedIp),
+            (FrameInfo::Ipv6Unparsed, None, Ipv6Unparsed),
+        ] {
+            assert_eq!(
+                decide(&a, a.mac, info, to),
+                Verdict::Drop(reason),
+                "{info:?}"
+            );
+        }
     }
 
     #[test]

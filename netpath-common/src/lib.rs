@@ -101,6 +101,7 @@ unsafe impl Plain for u64 {}
 unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
 
 pub mod forward;
+pub mod ipv6;
 pub mod maps;
 pub mod nat;
 pub mod packet;
@@ -139,8 +140,8 @@ mod tests {
         // `maps::LAYOUT` and record it in `netpath::datapath::layout::CHANGES`).
         assert_eq!(
             (PacketClass::COUNT, DropReason::COUNT, Forward::COUNT),
-            (11, 9, 3)
+            (16, 13, 3)
         );
-        assert_eq!(crate::maps::LAYOUT, 3);
+        assert_eq!(crate::maps::LAYOUT, 4);
     }
 }

@@ -18,6 +18,9 @@ pub const LAYOUT_MAP: &str = "NETPATH_LAYOUT";
 pub const STATS_MAP: &str = "NETPATH_STATS";
 /// Name of the endpoint map: endpoint IPv4 address → [`EndpointValue`].
 pub const ENDPOINTS_MAP: &str = "NETPATH_ENDPOINTS";
+/// Name of the IPv6 endpoint map: endpoint IPv6 address → [`EndpointValue`] (since
+/// layout 4).
+pub const ENDPOINTS6_MAP: &str = "NETPATH_ENDPOINTS6";
 /// Name of the interface map: host-side ifindex → [`EndpointValue`] of the endpoint
 /// behind that device. Packets arriving on a device not in this map are not from an
 /// endpoint (e.g. the bridge itself) and are left to the kernel.
@@ -62,7 +65,7 @@ pub const DNAT_CT_MAP: &str = "NETPATH_DNAT_CT";
 
 /// The layout of this build's maps; bumped when any map's keys, values or meaning change
 /// (and the change recorded in `netpath::datapath::layout::CHANGES`).
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
 
 /// Capacity of the endpoint map (endpoints per host).
 pub const MAX_ENDPOINTS: u32 = 65_536;
@@ -72,6 +75,14 @@ map_type! {
     #[derive(Hash)]
     pub struct EndpointKey: 4 bytes {
         pub ip: [u8; 4],
+    }
+}
+
+map_type! {
+    /// Key of the IPv6 endpoint map: the endpoint's IPv6 address in network byte order.
+    #[derive(Hash)]
+    pub struct EndpointKey6: 16 bytes {
+        pub ip: [u8; 16],
     }
 }
 
@@ -86,15 +97,16 @@ pub const ENDPOINT_KIND_TAP: u8 = 2;
 /// never cleared while the endpoint lives (a stale flag only costs the lookup).
 pub const ENDPOINT_FLAG_PUBLISHED: u8 = 1;
 
-/// The endpoint has an IPv6 address (its network is dual-stack): its IPv6 frames go to
-/// the kernel's path. Without the flag they are dropped (`ipv6_not_enabled`): an
-/// endpoint of an IPv4-only network has no IPv6 to speak, and its router advertisements
-/// or neighbour advertisements must not reach its neighbours (CVE-2020-10749's class).
+/// The endpoint has an IPv6 address (its network is dual-stack): its IPv6 frames pass
+/// the guard (`crate::ipv6::guard`) and take the fast path. Without the flag they are
+/// dropped (`ipv6_not_enabled`): an endpoint of an IPv4-only network has no IPv6 to
+/// speak, and its router advertisements or neighbour advertisements must not reach its
+/// neighbours (CVE-2020-10749's class).
 pub const ENDPOINT_FLAG_IPV6: u8 = 2;
 
 map_type! {
     /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
-    pub struct EndpointValue: 24 bytes {
+    pub struct EndpointValue: 40 bytes {
         /// The endpoint's IPv4 address (network order).
         pub ip: [u8; 4],
         /// ifindex of the host-side device (veth host end, or the TAP).
@@ -109,6 +121,9 @@ map_type! {
         pub kind: u8,
         /// `ENDPOINT_FLAG_*` bits.
         pub flags: u8,
+        /// The endpoint's IPv6 address (network order); all zero without one. (Since
+        /// layout 4; the values were 24 bytes before.)
+        pub ip6: [u8; 16],
     }
 }
 
@@ -168,7 +183,7 @@ counter_slots! {
 counter_slots! {
     /// Why the datapath dropped a packet; also the slot in the drop counter array.
     pub enum DropReason {
-        /// IPv4 source address is not the sending endpoint's.
+        /// IPv4 or IPv6 source address is not the sending endpoint's.
         SpoofedIp => "spoofed_ip",
         /// Ethernet source address is not the sending endpoint's.
         SpoofedMac => "spoofed_mac",
@@ -190,15 +205,34 @@ counter_slots! {
         /// An IPv6 frame from an endpoint without IPv6 (of an IPv4-only network; see
         /// [`ENDPOINT_FLAG_IPV6`]). (Since layout 3.)
         Ipv6NotEnabled => "ipv6_not_enabled",
+        // Since layout 4: the IPv6 guard (`crate::ipv6::guard`).
+        /// A router advertisement or redirect from an endpoint.
+        RouterMessage => "router_message",
+        /// A neighbour advertisement for an address not the endpoint's own, or neighbour
+        /// discovery naming a MAC not its own.
+        SpoofedNd => "spoofed_nd",
+        /// A DHCPv6 server's (or relay's) message from an endpoint.
+        DhcpServer => "dhcpv6_server",
+        /// An IPv6 packet from an endpoint that the guard cannot check: malformed, cut
+        /// short, or an extension-header chain beyond the walk's bound.
+        Ipv6Unparsed => "ipv6_unparsed",
     }
 }
 
 impl DropReason {
-    /// A forged source (IP, MAC or ARP sender): such packets never reach the NAT.
+    /// A forged source (IP, MAC, ARP sender, neighbour discovery) or a message an
+    /// endpoint may not send: such packets never reach the NAT.
     pub const fn is_spoofing(self) -> bool {
         matches!(
             self,
-            DropReason::SpoofedIp | DropReason::SpoofedMac | DropReason::SpoofedArp
+            DropReason::SpoofedIp
+                | DropReason::SpoofedMac
+                | DropReason::SpoofedArp
+                | DropReason::SpoofedNd
+                | DropReason::RouterMessage
+                | DropReason::DhcpServer
+                | DropReason::Ipv6Unparsed
+                | DropReason::Ipv6NotEnabled
         )
     }
 }

@@ -1,4 +1,5 @@
-//! Pure packet logic: Ethernet/IPv4/L4 header parsing and classification.
+//! Pure packet logic: Ethernet/IPv4/L4 header parsing and classification (IPv6's chain
+//! walk lives in [`crate::ipv6`]).
 //!
 //! The logic is written once against [`Frame`], a bounds-checked view of packet bytes.
 //! The eBPF programs implement it over `XdpContext`/`TcContext` (each load is checked
@@ -33,6 +34,8 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const TCP_MIN_HLEN: usize = 20;
 pub const UDP_HLEN: usize = 8;
 pub const ICMP_HLEN: usize = 8;
+
+use crate::{forward::FrameInfo, ipv6};
 
 /// Bounds-checked read access to a frame's bytes.
 pub trait Frame {
@@ -71,10 +74,18 @@ impl Frame for [u8] {
 /// How many leading bytes of a frame the datapath reads: enough to look at it at all.
 /// Before the headers are known, programs peek at this much.
 pub const PEEK_LEN: usize = ETH_HLEN + 10;
-/// The most any program reads: Ethernet, an IPv4 header with options, and the longest
-/// L4 part read: an ICMP error's header, the quoted IPv4 header and the quoted TCP
-/// header up to its checksum (errors must quote 8 bytes; most quote more).
-pub const MAX_HEADERS_LEN: usize = ETH_HLEN + 60 + ICMP_HLEN + IPV4_MIN_HLEN + TCP_MIN_HLEN;
+/// The most any program reads of IPv4: Ethernet, an IPv4 header with options, and the
+/// longest L4 part read: an ICMP error's header, the quoted IPv4 header and the quoted
+/// TCP header up to its checksum (errors must quote 8 bytes; most quote more).
+const MAX_IPV4_HEADERS_LEN: usize = ETH_HLEN + 60 + ICMP_HLEN + IPV4_MIN_HLEN + TCP_MIN_HLEN;
+/// The most any program reads of IPv6 ([`ipv6::MAX_IPV6_L4_LEN`] past the fixed header).
+const MAX_IPV6_HEADERS_LEN: usize = ETH_HLEN + ipv6::IPV6_HLEN + ipv6::MAX_IPV6_L4_LEN;
+/// The most any program reads of a frame.
+pub const MAX_HEADERS_LEN: usize = if MAX_IPV4_HEADERS_LEN > MAX_IPV6_HEADERS_LEN {
+    MAX_IPV4_HEADERS_LEN
+} else {
+    MAX_IPV6_HEADERS_LEN
+};
 
 /// The leading bytes of a frame the datapath reads, given its first [`PEEK_LEN`] bytes
 /// (`None`: the frame is shorter, or they are not at hand), capped at `frame_len`. tc
@@ -96,6 +107,15 @@ pub fn headers_len(peek: Option<[u8; PEEK_LEN]>, frame_len: usize) -> usize {
             };
             ETH_HLEN + ihl + l4
         }
+        Some(h) if u16::from_be_bytes([h[12], h[13]]) == ETH_P_IPV6 => {
+            let l4 = match h[ipv6::IP6_NEXT] {
+                IPPROTO_TCP => TCP_MIN_HLEN,
+                IPPROTO_UDP => UDP_HLEN,
+                // ICMPv6 (errors, neighbour discovery) and extension headers: all we read.
+                _ => ipv6::MAX_IPV6_L4_LEN,
+            };
+            ETH_HLEN + ipv6::IPV6_HLEN + l4
+        }
         Some(_) => ETH_HLEN,
         // Unknown yet: everything a program may read.
         None => MAX_HEADERS_LEN,
@@ -114,31 +134,61 @@ counter_slots! {
         /// An IPv4 fragment (first or later): no L4 header the datapath may rely on.
         Ipv4Fragment => "ipv4_fragment",
         Arp => "arp",
-        Ipv6 => "ipv6",
+        /// IPv6 with an L4 protocol other than TCP, UDP and ICMPv6.
+        Ipv6Other => "ipv6_other",
         /// Any other ethertype (including VLAN-tagged frames).
         OtherEthertype => "other_ethertype",
         /// Shorter than an Ethernet header.
         TruncatedEthernet => "truncated_ethernet",
         /// IPv4 ethertype but a short, wrong-version, bad-IHL or bad-length IP header.
         MalformedIpv4 => "malformed_ipv4",
-        /// Valid IPv4 header but the TCP/UDP/ICMP header is cut short.
+        /// Valid IPv4 or IPv6 header but the TCP/UDP/ICMP header is cut short.
         TruncatedL4 => "truncated_l4",
+        // Since layout 4 (before it, slot 6 counted every IPv6 frame).
+        Ipv6Tcp => "ipv6_tcp",
+        Ipv6Udp => "ipv6_udp",
+        Ipv6Icmp => "ipv6_icmp",
+        /// An IPv6 fragment; a first one carries its L4 header.
+        Ipv6Fragment => "ipv6_fragment",
+        /// IPv6 ethertype but a short or wrong-version header, a length beyond the frame,
+        /// or an extension-header chain beyond the walk's bound ([`ipv6::MAX_EXT_HEADERS`]).
+        Ipv6Unparsed => "ipv6_unparsed",
     }
 }
 
-/// Result of [`classify`]: the class, and for IPv4 the header offsets.
+impl PacketClass {
+    /// An IPv6 class (a packet cut short inside its L4 header is `TruncatedL4`, of
+    /// either family).
+    pub const fn is_ipv6(self) -> bool {
+        matches!(
+            self,
+            PacketClass::Ipv6Tcp
+                | PacketClass::Ipv6Udp
+                | PacketClass::Ipv6Icmp
+                | PacketClass::Ipv6Other
+                | PacketClass::Ipv6Fragment
+                | PacketClass::Ipv6Unparsed
+        )
+    }
+}
+
+/// Result of [`classify`]: the class, and for IP the L4 header's offset and protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Classified {
     pub class: PacketClass,
-    /// Offset of the L4 header (meaningful for the `Ipv4Tcp/Udp/Icmp/Other` classes).
+    /// Offset of the L4 header: meaningful for the `Ipv4Tcp/Udp/Icmp/Other` and
+    /// `Ipv6Tcp/Udp/Icmp/Other` classes and a first IPv6 fragment; 0 otherwise.
     pub l4_offset: usize,
+    /// The L4 protocol (IPv4's protocol field, IPv6's last next header).
+    pub proto: u8,
 }
 
 impl Classified {
-    const fn only(class: PacketClass) -> Self {
+    pub(crate) const fn only(class: PacketClass) -> Self {
         Classified {
             class,
             l4_offset: 0,
+            proto: 0,
         }
     }
 }
@@ -152,7 +202,7 @@ pub fn classify<F: Frame + ?Sized>(frame: &F) -> Classified {
     match ethertype {
         ETH_P_IP => classify_ipv4(frame),
         ETH_P_ARP => Classified::only(PacketClass::Arp),
-        ETH_P_IPV6 => Classified::only(PacketClass::Ipv6),
+        ETH_P_IPV6 => ipv6::classify_ipv6(frame),
         _ => Classified::only(PacketClass::OtherEthertype),
     }
 }
@@ -194,29 +244,29 @@ fn classify_ipv4<F: Frame + ?Sized>(frame: &F) -> Classified {
     if need > 0 && (ihl + need > total_len || frame.load_u8(l4_offset + need - 1).is_none()) {
         return Classified::only(PacketClass::TruncatedL4);
     }
-    Classified { class, l4_offset }
+    Classified {
+        class,
+        l4_offset,
+        proto: hdr[9],
+    }
 }
 
 /// Extracts what [`crate::forward::decide`] needs from a classified frame.
 #[inline(always)]
-pub fn frame_info<F: Frame + ?Sized>(frame: &F, class: PacketClass) -> crate::forward::FrameInfo {
-    use crate::forward::FrameInfo;
-    match class {
+pub fn frame_info<F: Frame + ?Sized>(frame: &F, c: Classified) -> FrameInfo {
+    match c.class {
         PacketClass::Ipv4Tcp
         | PacketClass::Ipv4Udp
         | PacketClass::Ipv4Icmp
         | PacketClass::Ipv4Other
-        | PacketClass::Ipv4Fragment => {
-            // Source and destination in one bounds-checked load.
-            let Some(a) = frame.load::<8>(IP_SRC) else {
-                return FrameInfo::Other;
-            };
-            FrameInfo::Ipv4 {
-                src: [a[0], a[1], a[2], a[3]],
-                dst: [a[4], a[5], a[6], a[7]],
-            }
-        }
-        PacketClass::Ipv6 => FrameInfo::Ipv6,
+        | PacketClass::Ipv4Fragment => ipv4_info(frame),
+        class if class.is_ipv6() => ipv6::ipv6_info(frame, c),
+        // A sound IP header over a short L4 one: its addresses still count (a forged
+        // source must not slip through as "malformed").
+        PacketClass::TruncatedL4 => match frame.load_be16(12) {
+            Some(ETH_P_IP) => ipv4_info(frame),
+            _ => FrameInfo::Ipv6Unparsed,
+        },
         PacketClass::Arp => {
             // htype 1 (Ethernet), ptype IPv4, hlen 6, plen 4, op (2), sha (6), spa (4),
             // loaded at once. Verifier: sequential early returns instead of matching a
@@ -234,6 +284,18 @@ pub fn frame_info<F: Frame + ?Sized>(frame: &F, class: PacketClass) -> crate::fo
             }
         }
         _ => FrameInfo::Other,
+    }
+}
+
+/// An IPv4 packet's addresses, in one bounds-checked load.
+#[inline(always)]
+fn ipv4_info<F: Frame + ?Sized>(frame: &F) -> FrameInfo {
+    let Some(a) = frame.load::<8>(IP_SRC) else {
+        return FrameInfo::Other;
+    };
+    FrameInfo::Ipv4 {
+        src: [a[0], a[1], a[2], a[3]],
+        dst: [a[4], a[5], a[6], a[7]],
     }
 }
 
@@ -260,276 +322,4 @@ pub const fn fold(mut sum: u32) -> u16 {
 }
 
 #[cfg(test)]
-mod tests {
-    extern crate std;
-    use std::vec::Vec;
-
-    use proptest::prelude::*;
-
-    use super::*;
-
-    fn peek(f: &[u8]) -> Option<[u8; PEEK_LEN]> {
-        f.load::<PEEK_LEN>(0)
-    }
-
-    #[test]
-    fn headers_len_covers_what_is_read_and_no_payload() {
-        let payload = [0u8; 100];
-        let mut tcp = [0u8; 32];
-        tcp[12] = 8 << 4; // data offset 8: 12 bytes of options
-        tcp.iter_mut().skip(20).for_each(|b| *b = 1);
-        let with_payload = |l4: &[u8]| [l4, &payload[..]].concat();
-        // TCP without and with IP options: Ethernet + IP header + 20 (the fixed header).
-        let f = ipv4_frame(IPPROTO_TCP, &[], &with_payload(&tcp), 0);
-        assert_eq!(headers_len(peek(&f), f.len()), 14 + 20 + 20);
-        let f = ipv4_frame(IPPROTO_TCP, &[1; 8], &with_payload(&tcp), 0);
-        assert_eq!(headers_len(peek(&f), f.len()), 14 + 28 + 20);
-        let f = ipv4_frame(IPPROTO_UDP, &[], &with_payload(&[0; 8]), 0);
-        assert_eq!(headers_len(peek(&f), f.len()), 14 + 20 + 8);
-        // ICMP: room for an error's quoted IPv4 and TCP headers.
-        let f = ipv4_frame(IPPROTO_ICMP, &[], &with_payload(&[0; 8]), 0);
-        assert_eq!(headers_len(peek(&f), f.len()), 14 + 20 + 8 + 20 + 20);
-        let f = ipv4_frame(47, &[], &with_payload(&[]), 0);
-        assert_eq!(headers_len(peek(&f), f.len()), 14 + 20);
-        // Not IPv4: the Ethernet header; never more than the frame.
-        let mut arp = f.clone();
-        arp[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-        assert_eq!(headers_len(peek(&arp), arp.len()), 14);
-        let short = ipv4_frame(IPPROTO_TCP, &[], &tcp[..10], 0);
-        assert_eq!(headers_len(peek(&short), short.len()), short.len());
-        // Peek not possible: everything a program may read, capped at the frame.
-        assert_eq!(headers_len(None, 1000), MAX_HEADERS_LEN);
-        assert_eq!(headers_len(None, 20), 20);
-    }
-
-    /// A frame of which only the first `linear` bytes can be read, like an skb with its
-    /// payload in page fragments.
-    struct Linear<'a> {
-        bytes: &'a [u8],
-        linear: usize,
-    }
-
-    impl Frame for Linear<'_> {
-        fn frame_len(&self) -> usize {
-            self.bytes.len()
-        }
-        fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-            self.bytes[..self.linear].load(offset)
-        }
-    }
-
-    proptest! {
-        /// On any bytes the length stays within the frame and MAX_HEADERS_LEN; on IPv4
-        /// frames of any protocol, options and L4 bytes, a frame whose readable part is
-        /// just that long classifies and yields addresses exactly as the whole frame.
-        #[test]
-        fn headers_len_is_bounded_and_enough(
-            bytes in proptest::collection::vec(any::<u8>(), 0..200),
-            proto in prop_oneof![Just(IPPROTO_TCP), Just(IPPROTO_UDP), Just(IPPROTO_ICMP), any::<u8>()],
-            options in 0usize..=10,
-            l4 in proptest::collection::vec(any::<u8>(), 0..120),
-        ) {
-            let n = headers_len(peek(&bytes), bytes.len());
-            prop_assert!(n <= bytes.len() && n <= MAX_HEADERS_LEN);
-            let f = ipv4_frame(proto, &[1; 40][..options * 4], &l4, 0);
-            let n = headers_len(peek(&f), f.len());
-            let cut = Linear { bytes: &f, linear: n };
-            let (whole, part) = (classify(&f[..]), classify(&cut));
-            prop_assert_eq!(whole, part);
-            prop_assert_eq!(frame_info(&f[..], whole.class), frame_info(&cut, part.class));
-        }
-    }
-
-    /// Builds Ethernet + IPv4 (+ options) + L4 payload with a valid header checksum.
-    fn ipv4_frame(proto: u8, options: &[u8], l4: &[u8], frag: u16) -> Vec<u8> {
-        let ihl = 20 + options.len();
-        let total = ihl + l4.len();
-        let mut f = Vec::new();
-        f.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
-        f.extend_from_slice(&ETH_P_IP.to_be_bytes());
-        let mut ip = Vec::new();
-        ip.push(0x40 | (ihl / 4) as u8);
-        ip.push(0);
-        ip.extend_from_slice(&(total as u16).to_be_bytes());
-        ip.extend_from_slice(&[0x12, 0x34]);
-        ip.extend_from_slice(&frag.to_be_bytes());
-        ip.push(64);
-        ip.push(proto);
-        ip.extend_from_slice(&[0, 0]);
-        ip.extend_from_slice(&[10, 200, 0, 2, 10, 200, 0, 3]);
-        ip.extend_from_slice(options);
-        let c = checksum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(l4);
-        f
-    }
-
-    fn class(f: &[u8]) -> PacketClass {
-        classify(f).class
-    }
-
-    #[test]
-    fn tcp_udp_icmp_other() {
-        // (protocol, IP options, L4 bytes, class, L4 offset)
-        for (proto, options, l4, class, l4_offset) in [
-            (IPPROTO_TCP, &[][..], &[0; 20][..], PacketClass::Ipv4Tcp, 34),
-            (IPPROTO_UDP, &[], &[0; 8], PacketClass::Ipv4Udp, 34),
-            (IPPROTO_ICMP, &[], &[0; 8], PacketClass::Ipv4Icmp, 34),
-            (47, &[], &[], PacketClass::Ipv4Other, 34),
-            // IP options move the L4 offset.
-            (
-                IPPROTO_UDP,
-                &[1, 1, 1, 0],
-                &[0; 8],
-                PacketClass::Ipv4Udp,
-                38,
-            ),
-        ] {
-            let f = ipv4_frame(proto, options, l4, 0);
-            let c = Classified { class, l4_offset };
-            assert_eq!(classify(&f[..]), c, "protocol {proto}, options {options:?}");
-        }
-    }
-
-    #[test]
-    fn truncations() {
-        assert_eq!(class(&[0u8; 13][..]), PacketClass::TruncatedEthernet);
-        let tcp = ipv4_frame(IPPROTO_TCP, &[], &[0; 20], 0);
-        // IP header cut short.
-        assert_eq!(class(&tcp[..14 + 19]), PacketClass::MalformedIpv4);
-        // TCP header cut short (frame and IP total length agree).
-        let short = ipv4_frame(IPPROTO_TCP, &[], &[0; 10], 0);
-        assert_eq!(class(&short), PacketClass::TruncatedL4);
-        // Frame shorter than the IP total length says.
-        assert_eq!(class(&tcp[..tcp.len() - 1]), PacketClass::MalformedIpv4);
-        // Ethernet padding after the datagram is fine.
-        let mut padded = ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0);
-        padded.extend_from_slice(&[0; 18]);
-        assert_eq!(class(&padded), PacketClass::Ipv4Udp);
-    }
-
-    /// An skb whose payload is in fragments: only the head is readable.
-    struct Paged<'a> {
-        head: &'a [u8],
-        len: usize,
-    }
-    impl Frame for Paged<'_> {
-        fn frame_len(&self) -> usize {
-            self.len
-        }
-        fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
-            self.head.load(offset)
-        }
-    }
-
-    #[test]
-    fn gso_packet_with_payload_in_fragments_is_tcp() {
-        let f = ipv4_frame(IPPROTO_TCP, &[], &[0; 20 + 60000], 0);
-        let paged = Paged {
-            head: &f[..14 + 20 + 20],
-            len: f.len(),
-        };
-        assert_eq!(classify(&paged).class, PacketClass::Ipv4Tcp);
-        // …but a frame shorter than its IP total length is still malformed.
-        let short = Paged {
-            head: &f[..54],
-            len: f.len() - 1,
-        };
-        assert_eq!(classify(&short).class, PacketClass::MalformedIpv4);
-    }
-
-    #[test]
-    fn bad_version_and_ihl() {
-        let mut f = ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0);
-        f[14] = 0x65;
-        assert_eq!(class(&f), PacketClass::MalformedIpv4);
-        f[14] = 0x44;
-        assert_eq!(class(&f), PacketClass::MalformedIpv4);
-    }
-
-    #[test]
-    fn fragments() {
-        // (flags and fragment offset, class)
-        for (frag, class) in [
-            // More-fragments set, offset 0: first fragment.
-            (0x2000, PacketClass::Ipv4Fragment),
-            // Offset 185*8.
-            (185, PacketClass::Ipv4Fragment),
-            // Don't-fragment alone is not a fragment.
-            (0x4000, PacketClass::Ipv4Udp),
-        ] {
-            let f = ipv4_frame(IPPROTO_UDP, &[], &[0; 8], frag);
-            assert_eq!(classify(&f[..]).class, class, "{frag:#06x}");
-        }
-    }
-
-    #[test]
-    fn non_ip() {
-        let mut arp = [0u8; 42];
-        arp[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-        assert_eq!(class(&arp), PacketClass::Arp);
-        let mut v6 = [0u8; 54];
-        v6[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
-        assert_eq!(class(&v6), PacketClass::Ipv6);
-        let mut vlan = [0u8; 64];
-        vlan[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
-        assert_eq!(class(&vlan), PacketClass::OtherEthertype);
-    }
-
-    #[test]
-    fn frame_info_of_ipv4_and_arp() {
-        use crate::forward::FrameInfo;
-        let f = ipv4_frame(IPPROTO_UDP, &[], &[0; 8], 0);
-        assert_eq!(
-            frame_info(&f[..], class(&f)),
-            FrameInfo::Ipv4 {
-                src: [10, 200, 0, 2],
-                dst: [10, 200, 0, 3]
-            }
-        );
-        let mut arp = [0u8; 42];
-        arp[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-        arp[14..20].copy_from_slice(&[0, 1, 8, 0, 6, 4]);
-        arp[22..28].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
-        arp[28..32].copy_from_slice(&[10, 0, 0, 9]);
-        assert_eq!(
-            frame_info(&arp[..], PacketClass::Arp),
-            FrameInfo::Arp {
-                sha: [2, 0, 0, 0, 0, 9],
-                spa: [10, 0, 0, 9]
-            }
-        );
-        // Not Ethernet/IPv4 ARP, or too short: not interpreted.
-        arp[15] = 6;
-        assert_eq!(frame_info(&arp[..], PacketClass::Arp), FrameInfo::Other);
-        assert_eq!(frame_info(&arp[..30], PacketClass::Arp), FrameInfo::Other);
-        // IPv6 by its ethertype alone.
-        assert_eq!(frame_info(&arp[..], PacketClass::Ipv6), FrameInfo::Ipv6);
-    }
-
-    #[test]
-    fn checksum_of_header_with_checksum_is_zero() {
-        let f = ipv4_frame(IPPROTO_TCP, &[7, 4, 0, 0], &[0; 20], 0);
-        assert_eq!(checksum(&f[14..38]), 0);
-    }
-
-    proptest! {
-        /// Any byte string classifies without panicking, and IPv4 L4 offsets stay
-        /// inside the frame.
-        #[test]
-        fn classify_total(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
-            let c = classify(&bytes[..]);
-            if matches!(c.class, PacketClass::Ipv4Tcp | PacketClass::Ipv4Udp | PacketClass::Ipv4Icmp) {
-                prop_assert!(c.l4_offset >= 34 && c.l4_offset < bytes.len());
-            }
-        }
-
-        /// Cutting a valid TCP frame anywhere never yields a TCP classification.
-        #[test]
-        fn truncated_tcp_is_never_tcp(cut in 0usize..54) {
-            let f = ipv4_frame(IPPROTO_TCP, &[], &[0; 20], 0);
-            prop_assert_ne!(class(&f[..cut]), PacketClass::Ipv4Tcp);
-        }
-    }
-}
+pub(crate) mod tests;

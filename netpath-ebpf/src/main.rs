@@ -17,14 +17,18 @@ use aya_ebpf::{
 };
 use netpath_common::{
     forward::{FrameInfo, Verdict, decide, uplink_candidate},
-    maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, EndpointKey, Forward, Hook},
+    ipv6::{IP6_DST, ipv6_info, uplink_candidate6},
+    maps::{
+        DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, EndpointKey, EndpointKey6,
+        EndpointValue, Forward, Hook,
+    },
     packet::{Classified, ETH_DST, ETH_SRC, Frame, classify, frame_info},
 };
 
 use crate::{
     counters::{count_class, count_drop, count_tx},
     frame::{TcFrame, XdpFrame},
-    maps::{NETPATH_ENDPOINTS, NETPATH_IFACES},
+    maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6, NETPATH_IFACES},
     nat::Inbound,
     route::redirect,
 };
@@ -113,11 +117,12 @@ tc_programs! {
 }
 
 /// tc ingress, on every endpoint's host-side device (and the bridge). For a frame from
-/// an endpoint, applies anti-spoofing and isolation, translates hairpin connections to
-/// published ports, and hands same-network IPv4 unicast straight to the destination
-/// endpoint (`bpf_redirect_peer` into a container, `bpf_redirect` out of a TAP), and
-/// packets the FIB routes out of an uplink straight to it. Everything else goes to the
-/// kernel path unchanged.
+/// an endpoint, applies anti-spoofing, the IPv6 guard and isolation, translates hairpin
+/// connections to published ports, and hands same-network unicast (IPv4 and IPv6)
+/// straight to the destination endpoint (`bpf_redirect_peer` into a container,
+/// `bpf_redirect` out of a TAP), and packets the FIB routes out of an uplink straight to
+/// it. Everything else goes to the kernel path unchanged. In bridge mode too: this runs
+/// before the bridge, so the bridge never carries what the guard refuses.
 #[inline(always)]
 fn tc_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, len: u64) -> TcVerdict {
     let ifindex = ifindex(ctx);
@@ -127,18 +132,38 @@ fn tc_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, len: u64) -> TcVer
     let Some(from) = (unsafe { NETPATH_IFACES.get(ifindex) }) else {
         return Ok(TC_ACT_UNSPEC);
     };
-    let published = from.flags & ENDPOINT_FLAG_PUBLISHED != 0;
     count_tx(ifindex, len);
+    if c.class.is_ipv6() {
+        ingress6(ctx, &frame, &c, from)
+    } else {
+        ingress4(ctx, &frame, &c, from)
+    }
+}
+
+/// [`tc_ingress`] for everything but IPv6: anti-spoofing (IPv4, ARP), isolation,
+/// hairpin, the fast path.
+///
+/// Verifier: this and [`ingress6`] are functions of their own (BPF subprograms, each
+/// with a stack frame of its own, called from a small one): inlined together, LLVM kept
+/// an IPv4 path's packet pointer and an IPv6 address word in one stack slot and compared
+/// them as one value ("math between pkt pointer and register"), and the one frame grew
+/// past what the verifier handles ("verifier bug: stack slot 43"; 512 bytes at most for
+/// a call chain). At most five arguments, the result's hidden pointer one of them: the
+/// length is read again here.
+#[inline(never)]
+fn ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointValue) -> TcVerdict {
+    let (len, c, ifindex) = (ctx.len() as u64, *c, from.ifindex);
+    let published = from.flags & ENDPOINT_FLAG_PUBLISHED != 0;
     let Some(eth_src) = frame.load::<6>(ETH_SRC) else {
         return Ok(TC_ACT_UNSPEC);
     };
-    let info = frame_info(&frame, c.class);
+    let eth_dst = frame.load::<6>(ETH_DST).unwrap_or([0; 6]);
+    let info = frame_info(frame, c);
     let (to, route_out) = match info {
         FrameInfo::Ipv4 { dst, .. } => {
-            // SAFETY: the value is copied out immediately; a concurrent control-plane
-            // update can at worst give an old or new value, both valid endpoints.
+            // SAFETY: copied out at once; a concurrent control-plane update can at worst
+            // give an old or new value, both valid endpoints.
             let to = unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: dst }) }.copied();
-            let eth_dst = frame.load::<6>(ETH_DST).unwrap_or([0; 6]);
             (to, to.is_none() && uplink_candidate(from, eth_dst, dst))
         }
         _ => (None, false),
@@ -151,16 +176,56 @@ fn tc_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, len: u64) -> TcVer
     // paths.)
     let spoofed = matches!(decision, Verdict::Drop(reason) if reason.is_spoofing());
     if !spoofed && (to.is_none() || published) {
-        let hairpin = nat::hairpin(ctx, &frame, c, ifindex, to.is_some())?;
+        let hairpin = nat::hairpin(ctx, frame, c, ifindex, to.is_some())?;
         if let Some(to) = hairpin {
             let (way, peer) = (Forward::EndpointToEndpoint, to.kind != ENDPOINT_KIND_TAP);
             return redirect(ctx, way, to.ifindex, peer, to.mac, to.host_mac, len);
         }
     }
+    act(ctx, decision, route_out, false, ifindex, len)
+}
+
+/// [`tc_ingress`] for IPv6: the guard, then the fast path (no hairpin: published ports
+/// are IPv4's). A subprogram of its own: see [`ingress4`].
+#[inline(never)]
+fn ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointValue) -> TcVerdict {
+    let len = ctx.len() as u64;
+    let Some(eth_src) = frame.load::<6>(ETH_SRC) else {
+        return Ok(TC_ACT_UNSPEC);
+    };
+    let eth_dst = frame.load::<6>(ETH_DST).unwrap_or([0; 6]);
+    let info = ipv6_info(frame, *c);
+    let dst = match info {
+        FrameInfo::Ipv6 { .. } => frame.load::<16>(IP6_DST),
+        _ => None,
+    };
+    // SAFETY: the reference points into map memory that stays valid for this run (RCU);
+    // a concurrent control-plane update can only replace it with another valid entry.
+    // (Not copied out: this subprogram's stack is what the verifier's limit leaves.)
+    let to = dst.and_then(|ip| unsafe { NETPATH_ENDPOINTS6.get(EndpointKey6 { ip }) });
+    let route_out = match dst {
+        Some(dst) => to.is_none() && uplink_candidate6(from, eth_dst, dst),
+        None => false,
+    };
+    let decision = decide(from, eth_src, info, to);
+    act(ctx, decision, route_out, true, from.ifindex, len)
+}
+
+/// Carries out the fast path's `decision` for a packet (IPv6 with `ipv6`) from the
+/// endpoint behind `ifindex`; `route_out`: it may leave through an uplink, past the
+/// host's IP stack, when the FIB agrees.
+#[inline(always)]
+fn act(
+    ctx: &TcContext,
+    decision: Verdict,
+    route_out: bool,
+    ipv6: bool,
+    ifindex: u32,
+    len: u64,
+) -> TcVerdict {
     match decision {
-        // Leaving through an uplink: past the host's IP stack when the FIB agrees.
         Verdict::Pass if route_out => {
-            route::to_uplink(ctx, ifindex, len).unwrap_or(Ok(TC_ACT_UNSPEC))
+            route::to_uplink(ctx, ifindex, ipv6, len).unwrap_or(Ok(TC_ACT_UNSPEC))
         }
         Verdict::Pass => Ok(TC_ACT_UNSPEC),
         Verdict::Drop(reason) => Err(reason),

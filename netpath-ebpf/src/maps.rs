@@ -9,8 +9,8 @@ use aya_ebpf::{
 };
 use netpath_common::{
     maps::{
-        Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Forward, LAYOUT,
-        MAX_ENDPOINTS, STATS_ENTRIES,
+        Counter, DropReason, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, Forward,
+        LAYOUT, MAX_ENDPOINTS, STATS_ENTRIES,
     },
     nat::{
         MAX_LOCAL_ADDRS, MAX_NO_MASQ, MAX_PUBLISHED, NAT_ENTRIES, NatAge, NatTarget, PublishKey,
@@ -39,6 +39,8 @@ maps! {
 
     /// Endpoint IPv4 → endpoint.
     NETPATH_ENDPOINTS: HashMap<EndpointKey, EndpointValue>[MAX_ENDPOINTS];
+    /// Endpoint IPv6 → endpoint (dual-stack endpoints).
+    NETPATH_ENDPOINTS6: HashMap<EndpointKey6, EndpointValue>[MAX_ENDPOINTS];
     /// Host-side ifindex → the endpoint behind that device.
     NETPATH_IFACES: HashMap<u32, EndpointValue>[MAX_ENDPOINTS];
     /// Host-side ifindex → the endpoint's traffic counters. Entries are created by the

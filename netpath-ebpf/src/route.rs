@@ -9,7 +9,7 @@
 //!   handed to that uplink with the kernel's neighbour resolution (`bpf_redirect_neigh`),
 //!   where the uplink's egress program then translates it as before ([`to_uplink`]).
 //!
-//! Both shortcuts decrement the TTL, as the router they stand in for would. A packet whose
+//! Both shortcuts decrement the TTL (IPv6: the hop limit), as the router they stand in for would. A packet whose
 //! TTL runs out, that is too big for the device it would leave by, or that the FIB would
 //! not forward (a local address, no route, forwarding off) goes to the kernel path
 //! unchanged, which answers with the right ICMP error (a redirect would drop an oversized
@@ -28,6 +28,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     forward::{redirect_macs, routed_ttl},
+    ipv6::{IP6_HOP_LIMIT, IP6_SRC},
     maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey, Forward},
     packet::{IP_CSUM, IP_DST, IP_SRC, IP_TTL},
 };
@@ -40,37 +41,62 @@ use crate::{
 };
 
 const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
 
-/// Asks the kernel's FIB how a packet from `src` to `dst`, arriving on `ifindex`, would
-/// be forwarded; returns the helper's result code and the filled-in parameters.
+/// FIB lookup parameters for a packet of family `family` arriving on `ifindex`; the
+/// caller fills in the addresses.
 #[inline(always)]
-fn fib_lookup(
-    ctx: &TcContext,
-    ifindex: u32,
-    src: [u8; 4],
-    dst: [u8; 4],
-    flags: u32,
-) -> (i64, FibParams) {
+fn fib_params(family: u8, ifindex: u32) -> FibParams {
     // SAFETY: `bpf_fib_lookup` is plain integers, arrays and unions of them: all-zero
     // is a valid value.
     let mut p: FibParams = unsafe { core::mem::zeroed() };
-    p.family = AF_INET;
+    p.family = family;
     p.ifindex = ifindex;
-    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
-    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
     // `tot_len` stays 0: the kernel then checks the skb itself (GSO-aware) against the
     // egress device's MTU.
+    p
+}
+
+/// Parameters for an IPv4 packet from `src` to `dst`.
+#[inline(always)]
+fn fib_params4(ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> FibParams {
+    let mut p = fib_params(AF_INET, ifindex);
+    p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src);
+    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst);
+    p
+}
+
+/// Parameters for the packet's own addresses (IPv4 or IPv6); `None` if unreadable.
+#[inline(always)]
+fn fib_params_of(ctx: &TcContext, ifindex: u32, ipv6: bool) -> Option<FibParams> {
+    if !ipv6 {
+        let (Ok(src), Ok(dst)) = (ctx.load::<[u8; 4]>(IP_SRC), ctx.load::<[u8; 4]>(IP_DST)) else {
+            return None;
+        };
+        return Some(fib_params4(ifindex, src, dst));
+    }
+    // Source and destination, 8 words in network order, as the helper wants them.
+    let a = ctx.load::<[u32; 8]>(IP6_SRC).ok()?;
+    let mut p = fib_params(AF_INET6, ifindex);
+    p.__bindgen_anon_3.ipv6_src = [a[0], a[1], a[2], a[3]];
+    p.__bindgen_anon_4.ipv6_dst = [a[4], a[5], a[6], a[7]];
+    Some(p)
+}
+
+/// Asks the kernel's FIB how the packet `p` describes would be forwarded; returns the
+/// helper's result code, with `p` filled in.
+#[inline(always)]
+fn fib_lookup(ctx: &TcContext, p: &mut FibParams, flags: u32) -> i64 {
     // SAFETY: `ctx.skb.skb` is the program's context; `p` is a live, writable
     // parameter block of exactly the size passed.
-    let r = unsafe {
+    unsafe {
         bpf_fib_lookup(
             ctx.skb.skb as *mut _,
-            &mut p,
+            p,
             core::mem::size_of::<FibParams>() as i32,
             flags,
         )
-    };
-    (r, p)
+    }
 }
 
 /// Whether the kernel would deliver a packet from `src` to `dst`, arriving on
@@ -83,7 +109,8 @@ pub fn is_local(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> bo
         return false;
     }
     // Local (and subnet broadcast) routes are "not forwarded"; unicast routes give 0.
-    fib_lookup(ctx, ifindex, src, dst, 0).0 == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED)
+    let mut p = fib_params4(ifindex, src, dst);
+    fib_lookup(ctx, &mut p, 0) == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED)
 }
 
 /// Sets the Ethernet addresses ([`redirect_macs`]) and hands the frame to `target`: into
@@ -141,6 +168,19 @@ fn decrement_ttl(ctx: &TcContext) -> bool {
             .is_ok()
 }
 
+/// Decrements the IPv6 hop limit (no header checksum to patch); `false` (nothing
+/// written) if the packet must not be forwarded or the header is unreadable.
+#[inline(always)]
+fn decrement_hop_limit(ctx: &TcContext) -> bool {
+    let Ok(old) = ctx.load::<u8>(IP6_HOP_LIMIT) else {
+        return false;
+    };
+    let Some(hops) = routed_ttl(old) else {
+        return false;
+    };
+    ctx.store(IP6_HOP_LIMIT, &hops, 0).is_ok()
+}
+
 /// Whether the packet fits the MTU of device `ifindex` — each segment of a GSO packet,
 /// which the device's transmit path segments.
 #[inline(always)]
@@ -183,29 +223,39 @@ pub fn to_endpoint(ctx: &TcContext, ip: [u8; 4], len: u64) -> Option<TcVerdict> 
     ))
 }
 
-/// Endpoint → uplink: a packet from the endpoint behind `ifindex` that the FIB routes out
-/// of a netpath uplink is handed to that uplink, whose neighbour entry supplies the MACs
-/// (resolving it first if need be). `None`: the kernel path takes it, unchanged.
+/// Endpoint → uplink: a packet (IPv4, or IPv6 with `ipv6`) from the endpoint behind
+/// `ifindex` that the FIB routes out of a netpath uplink is handed to that uplink, whose
+/// neighbour entry supplies the MACs (resolving it first if need be). `None`: the kernel
+/// path takes it, unchanged.
 #[inline(always)]
-pub fn to_uplink(ctx: &TcContext, ifindex: u32, len: u64) -> Option<TcVerdict> {
-    let (Ok(src), Ok(dst)) = (ctx.load::<[u8; 4]>(IP_SRC), ctx.load::<[u8; 4]>(IP_DST)) else {
-        return None;
-    };
+pub fn to_uplink(ctx: &TcContext, ifindex: u32, ipv6: bool, len: u64) -> Option<TcVerdict> {
+    let mut p = fib_params_of(ctx, ifindex, ipv6)?;
     // The neighbour is left to `bpf_redirect_neigh`, which keeps its state machine going
     // (a fast path that only read entries would never refresh a stale one).
-    let (r, p) = fib_lookup(ctx, ifindex, src, dst, BPF_FIB_LOOKUP_SKIP_NEIGH);
+    let r = fib_lookup(ctx, &mut p, BPF_FIB_LOOKUP_SKIP_NEIGH);
     if r != i64::from(BPF_FIB_LKUP_RET_SUCCESS) || !nat::is_uplink(p.ifindex) {
         return None;
     }
-    if !decrement_ttl(ctx) {
+    let forwardable = if ipv6 {
+        decrement_hop_limit(ctx)
+    } else {
+        decrement_ttl(ctx)
+    };
+    if !forwardable {
         return None;
     }
-    // The next hop: the route's gateway, or `dst` itself on a connected route.
+    // The next hop: the route's gateway, or the destination itself on a connected route
+    // (the lookup leaves it in the destination field).
     // SAFETY: all-zero is a valid `bpf_redir_neigh` (integers and a union of them).
     let mut nh: bpf_redir_neigh = unsafe { core::mem::zeroed() };
-    nh.nh_family = u32::from(AF_INET);
-    // SAFETY: reading the IPv4 member the lookup filled in (family AF_INET).
-    nh.__bindgen_anon_1.ipv4_nh = unsafe { p.__bindgen_anon_4.ipv4_dst };
+    // SAFETY (both arms): reading the member of the family the lookup was for.
+    if ipv6 {
+        nh.nh_family = u32::from(AF_INET6);
+        nh.__bindgen_anon_1.ipv6_nh = unsafe { p.__bindgen_anon_4.ipv6_dst };
+    } else {
+        nh.nh_family = u32::from(AF_INET);
+        nh.__bindgen_anon_1.ipv4_nh = unsafe { p.__bindgen_anon_4.ipv4_dst };
+    }
     // SAFETY: `nh` is a live parameter block of exactly the size passed.
     let r = unsafe {
         bpf_redirect_neigh(

@@ -99,19 +99,101 @@ pub fn arp_request() -> Vec<u8> {
 
 /// An IPv6 frame (header + 8 bytes of UDP header) from fe80::a to fe80::b.
 pub fn ipv6_udp() -> Vec<u8> {
+    udp6(link_local(SRC_MAC), 40000, link_local(DST_MAC), 53, &[])
+}
+
+// ---------------------------------------------------------------------------------------
+// IPv6.
+
+/// The IPv6 addresses of the endpoints behind `SRC_MAC` and `DST_MAC` in tests.
+pub const SRC_IP6: [u8; 16] = [0xfd, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+pub const DST_IP6: [u8; 16] = [0xfd, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+pub use netpath_common::ipv6::link_local;
+
+/// Ethernet + IPv6 from `src` to `dst`: next header `next`, then `ext` (extension
+/// headers, already chained to the L4 protocol) and `l4`, hop limit 64.
+pub fn ipv6(next: u8, src: [u8; 16], dst: [u8; 16], ext: &[u8], l4: &[u8]) -> Vec<u8> {
     let mut f = ethernet(ETH_P_IPV6);
-    f.extend_from_slice(&[0x60, 0, 0, 0, 0, 8, IPPROTO_UDP, 64]);
-    let mut src = [0u8; 16];
-    src[0] = 0xfe;
-    src[1] = 0x80;
-    src[15] = 0x0a;
-    let mut dst = src;
-    dst[15] = 0x0b;
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[next, 64]);
     f.extend_from_slice(&src);
     f.extend_from_slice(&dst);
-    f.extend_from_slice(&[0x9c, 0x40, 0, 53, 0, 8, 0, 0]);
+    f.extend_from_slice(ext);
+    f.extend_from_slice(l4);
     f
 }
+
+/// `l4` (of protocol `proto`, its checksum field at `csum_at` zero) with its checksum
+/// over the IPv6 pseudo-header (RFC 8200 §8.1).
+fn with_csum6(proto: u8, src: [u8; 16], dst: [u8; 16], mut l4: Vec<u8>, csum_at: usize) -> Vec<u8> {
+    let mut data = Vec::with_capacity(40 + l4.len());
+    data.extend_from_slice(&src);
+    data.extend_from_slice(&dst);
+    data.extend_from_slice(&(l4.len() as u32).to_be_bytes());
+    data.extend_from_slice(&[0, 0, 0, proto]);
+    data.extend_from_slice(&l4);
+    let c = checksum(&data);
+    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    l4
+}
+
+/// A UDP datagram over IPv6, checksum valid.
+pub fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::new();
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    ipv6(
+        IPPROTO_UDP,
+        src,
+        dst,
+        &[],
+        &with_csum6(IPPROTO_UDP, src, dst, u, 6),
+    )
+}
+
+/// A TCP segment (ACK, PSH) over IPv6, checksum valid.
+pub fn tcp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    ipv6(
+        IPPROTO_TCP,
+        src,
+        dst,
+        &[],
+        &with_csum6(IPPROTO_TCP, src, dst, t, 16),
+    )
+}
+
+/// An ICMPv6 message of type `ty`, code 0, with `body` after the checksum; checksum
+/// valid.
+pub fn icmp6(src: [u8; 16], dst: [u8; 16], ty: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![ty, 0, 0, 0];
+    m.extend_from_slice(body);
+    let m = with_csum6(IPPROTO_ICMPV6, src, dst, m, 2);
+    ipv6(IPPROTO_ICMPV6, src, dst, &[], &m)
+}
+
+/// A neighbour advertisement (solicited, override) from `src` claiming `target` at
+/// `lladdr` (its target link-layer address option), to the all-nodes group.
+pub fn neighbor_advert(src: [u8; 16], target: [u8; 16], lladdr: [u8; 6]) -> Vec<u8> {
+    let mut body = vec![0x60, 0, 0, 0];
+    body.extend_from_slice(&target);
+    body.extend_from_slice(&[2, 1]);
+    body.extend_from_slice(&lladdr);
+    icmp6(src, ALL_NODES, 136, &body)
+}
+
+/// ff02::1, all nodes on the link.
+pub const ALL_NODES: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// Ethernet + IPv4 from `src` to `dst` carrying `l4` (protocol `proto`), with a valid
 /// header checksum and the given IP flags/fragment field.

@@ -516,6 +516,7 @@ mod publish {
             network_id: 1,
             kind: ENDPOINT_KIND_VETH,
             flags: 0,
+            ip6: [0; 16],
         })
         .unwrap();
     }
@@ -705,6 +706,7 @@ mod host_routing {
                 network_id: 1,
                 kind: ENDPOINT_KIND_VETH,
                 flags: 0,
+                ip6: [0; 16],
             })
             .unwrap();
             let from_ep = |dst: [u8; 4], eth_dst: [u8; 6]| {

@@ -139,7 +139,12 @@ fn counters_match_real_traffic_between_namespaces() {
             PacketClass::Ipv4Fragment,
             PacketClass::MalformedIpv4,
             PacketClass::TruncatedL4,
-            PacketClass::Ipv6,
+            PacketClass::Ipv6Tcp,
+            PacketClass::Ipv6Udp,
+            PacketClass::Ipv6Icmp,
+            PacketClass::Ipv6Other,
+            PacketClass::Ipv6Fragment,
+            PacketClass::Ipv6Unparsed,
         ] {
             assert_eq!(c(hook, class).packets, 0, "{hook:?} {class:?}");
         }

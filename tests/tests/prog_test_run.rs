@@ -153,7 +153,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>, PacketClass)> {
             PacketClass::TruncatedL4,
         ),
         ("arp", frames::arp_request(), PacketClass::Arp),
-        ("ipv6", frames::ipv6_udp(), PacketClass::Ipv6),
+        ("ipv6/udp", frames::ipv6_udp(), PacketClass::Ipv6Udp),
     ]
 }
 

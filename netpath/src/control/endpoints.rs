@@ -232,6 +232,7 @@ impl Service {
             } else {
                 0
             },
+            ip6: ep.ip6.map_or([0; 16], |a| a.octets()),
         }))?;
         Ok(())
     }

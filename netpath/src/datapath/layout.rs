@@ -20,22 +20,24 @@
 
 use std::{fmt, fs, path::Path};
 
-use aya::{
-    Pod,
-    maps::{HashMap, LpmTrie, MapData, MapInfo, PerCpuArray, PerCpuHashMap},
-};
-use netpath_common::{
-    maps::{Counter, EndpointCounters, EndpointKey, EndpointValue, LAYOUT},
-    nat::{NatAge, NatTarget, PublishKey, SockNatKey, Tuple, Uplink},
-};
+use aya::maps::{MapData, MapInfo};
+use netpath_common::maps::LAYOUT;
 
-use super::*;
+use super::{convert, *};
 
 /// The maps each layout changed, from layout 2 on (layout 1 is where versions began).
 /// - 2: `NETPATH_DROPS`: `nat_failed` split into `nat_rewrite_failed` (the old slot) and
 ///   the new `nat_ports_exhausted` and `nat_map_full` (two more slots).
 /// - 3: `NETPATH_DROPS`: `ipv6_not_enabled` (one more slot).
-pub const CHANGES: [(u32, &[&str]); 2] = [(2, &[DROPS_MAP]), (3, &[DROPS_MAP])];
+/// - 4: `NETPATH_ENDPOINTS`, `NETPATH_IFACES`: values grew from 24 to 40 bytes (the
+///   endpoint's IPv6 address); `NETPATH_STATS`: five IPv6 classes (slot `ipv6` became
+///   `ipv6_other`), which moves every hook's block but the first; `NETPATH_DROPS`: four
+///   reasons of the IPv6 guard. [`convert`] carries each across.
+pub const CHANGES: [(u32, &[&str]); 3] = [
+    (2, &[DROPS_MAP]),
+    (3, &[DROPS_MAP]),
+    (4, &[ENDPOINTS_MAP, IFACES_MAP, STATS_MAP, DROPS_MAP]),
+];
 const _: () = assert!(
     CHANGES[CHANGES.len() - 1].0 == LAYOUT,
     "record the change of LAYOUT"
@@ -105,11 +107,15 @@ pub struct Stale {
 }
 
 impl Stale {
-    /// Whether the entries can be copied: keys and values kept their size (a new
-    /// version may change what they mean, which the copy then converts).
+    /// Whether the entries can be carried over: keys and values kept their size (a new
+    /// version may change what they mean, which the copy then converts), or
+    /// [`convert`] knows how to widen the old values.
     pub fn migratable(&self) -> bool {
         let (a, b) = (self.pinned.shape, self.wanted.shape);
-        a.map_type == b.map_type && a.key_size == b.key_size && a.value_size == b.value_size
+        a.map_type == b.map_type
+            && a.key_size == b.key_size
+            && (a.value_size == b.value_size
+                || convert::widens(self.name, self.pinned.version, a.value_size))
     }
 }
 
@@ -213,87 +219,9 @@ impl Migration {
         let old = open(old_pin(pins, self.name))?;
         let new = open(pins.map(self.name))?;
         let flags = if only_new { BPF_NOEXIST } else { 0 };
-        self.copied += copy_entries(self.name, old, new, flags, only_new)?;
+        self.copied += convert::copy_entries(self.name, self.from, old, new, flags, only_new)?;
         Ok(())
     }
-}
-
-/// Copies every entry of `old` into `new` with update flags `flags`, by the key and
-/// value types of map `name`. Counter arrays are copied slot by slot (the new array may
-/// be longer: new slots start at zero), and only once (`only_new` skips them).
-fn copy_entries(
-    name: &'static str,
-    old: Map,
-    new: Map,
-    flags: u64,
-    only_new: bool,
-) -> Result<usize> {
-    let e = move |source| DatapathError::ReadMap { map: name, source };
-    match name {
-        STATS_MAP | DROPS_MAP | FORWARDS_MAP if only_new => Ok(0),
-        STATS_MAP | DROPS_MAP | FORWARDS_MAP => {
-            let old = PerCpuArray::<_, Counter>::try_from(old).map_err(e)?;
-            let mut new = PerCpuArray::<_, Counter>::try_from(new).map_err(e)?;
-            let n = old.len().min(new.len());
-            for i in 0..n {
-                new.set(i, old.get(&i, 0).map_err(e)?, 0).map_err(e)?;
-            }
-            Ok(n as usize)
-        }
-        HOST_NETNS_MAP => {
-            // Rewritten by the daemon at every start (`attach_host_local`).
-            Ok(0)
-        }
-        ENDPOINTS_MAP => copy_hash::<EndpointKey, EndpointValue>(name, old, new, flags),
-        IFACES_MAP => copy_hash::<u32, EndpointValue>(name, old, new, flags),
-        EP_STATS_MAP => {
-            let old = PerCpuHashMap::<_, u32, EndpointCounters>::try_from(old).map_err(e)?;
-            let mut new = PerCpuHashMap::<_, u32, EndpointCounters>::try_from(new).map_err(e)?;
-            copy_all(name, old.iter(), |k, v| new.insert(k, v, flags).is_ok())
-        }
-        SNAT_MAP | RNAT_MAP | DNAT_CT_MAP => copy_hash::<Tuple, NatTarget>(name, old, new, flags),
-        NAT_AGE_MAP => copy_hash::<Tuple, NatAge>(name, old, new, flags),
-        UPLINKS_MAP => copy_hash::<u32, Uplink>(name, old, new, flags),
-        PUBLISH_MAP => copy_hash::<PublishKey, NatTarget>(name, old, new, flags),
-        SOCK_NAT_MAP => copy_hash::<SockNatKey, NatTarget>(name, old, new, flags),
-        LOCAL_ADDRS_MAP => copy_hash::<[u8; 4], u8>(name, old, new, flags),
-        LAYOUT_MAP => Ok(0),
-        MASQ_SRC_MAP => copy_lpm::<[u8; 4], u32>(name, old, new, flags),
-        NO_MASQ_MAP => copy_lpm::<[u8; 8], u8>(name, old, new, flags),
-        _ => Err(DatapathError::Layout {
-            detail: format!("no rule carries map {name} across layouts"),
-        }),
-    }
-}
-
-/// Copies a hash or LRU hash map; returns how many entries the new map took (with
-/// `BPF_NOEXIST`, those it lacked).
-fn copy_hash<K: Pod, V: Pod>(name: &'static str, old: Map, new: Map, flags: u64) -> Result<usize> {
-    let e = move |source| DatapathError::ReadMap { map: name, source };
-    let old = HashMap::<_, K, V>::try_from(old).map_err(e)?;
-    let mut new = HashMap::<_, K, V>::try_from(new).map_err(e)?;
-    copy_all(name, old.iter(), |k, v| new.insert(k, v, flags).is_ok())
-}
-
-fn copy_lpm<K: Pod, V: Pod>(name: &'static str, old: Map, new: Map, flags: u64) -> Result<usize> {
-    let e = move |source| DatapathError::ReadMap { map: name, source };
-    let old = LpmTrie::<_, K, V>::try_from(old).map_err(e)?;
-    let mut new = LpmTrie::<_, K, V>::try_from(new).map_err(e)?;
-    copy_all(name, old.iter(), |k, v| new.insert(&k, v, flags).is_ok())
-}
-
-/// Feeds every entry of `entries` to `insert`; how many it took.
-fn copy_all<K, V>(
-    name: &'static str,
-    entries: impl Iterator<Item = Result<(K, V), MapError>>,
-    mut insert: impl FnMut(K, V) -> bool,
-) -> Result<usize> {
-    let mut n = 0;
-    for item in entries {
-        let (k, v) = item.map_err(|source| DatapathError::ReadMap { map: name, source })?;
-        n += usize::from(insert(k, v));
-    }
-    Ok(n)
 }
 
 /// Before the programs load: finds the pinned maps whose layout is not `object`'s and
@@ -401,8 +329,10 @@ mod tests {
         assert_eq!(version_in(DROPS_MAP, 1), 1);
         assert_eq!(version_in(DROPS_MAP, 2), 2);
         assert_eq!(version_in(DROPS_MAP, 3), 3);
-        assert_eq!(version_in(SNAT_MAP, 3), 1, "not changed by layouts 2 and 3");
-        assert_eq!(version_of(DROPS_MAP), 3);
+        assert_eq!(version_in(SNAT_MAP, 4), 1, "not changed by layouts 2 to 4");
+        assert_eq!(version_in(ENDPOINTS_MAP, 3), 1);
+        assert_eq!(version_of(ENDPOINTS_MAP), 2);
+        assert_eq!(version_of(DROPS_MAP), 4);
         // Every map a change names is one of the loader's.
         for (_, maps) in CHANGES {
             assert!(maps.iter().all(|m| MAPS.contains(m)), "{maps:?}");
@@ -431,6 +361,12 @@ mod tests {
             !stale(shape(8, 8), shape(16, 8)).migratable(),
             "wider values"
         );
+        // Except where a conversion widens them: version 1's endpoint values.
+        let endpoints = Stale {
+            name: ENDPOINTS_MAP,
+            ..stale(shape(24, 8), shape(40, 8))
+        };
+        assert!(endpoints.migratable());
         let other_type = Shape {
             map_type: 1,
             ..shape(16, 8)

@@ -74,8 +74,9 @@ impl Datapath {
         Ok(())
     }
 
-    /// Registers (or updates) an endpoint: by address (destination lookups), by
-    /// host-side ifindex (source checks), and a zeroed counter entry if it has none.
+    /// Registers (or updates) an endpoint: by address (destination lookups; by its IPv6
+    /// address too, if it has one), by host-side ifindex (source checks), and a zeroed
+    /// counter entry if it has none.
     /// The ifindex entry goes in last, so the fast path never enforces for an endpoint
     /// it cannot also reach.
     /// Flags already set on the endpoint's entry are kept.
@@ -97,6 +98,11 @@ impl Datapath {
         self.endpoints
             .insert(EndpointKey { ip: value.ip }, value, 0)
             .map_err(write(ENDPOINTS_MAP))?;
+        if value.ip6 != [0; 16] {
+            self.endpoints6
+                .insert(EndpointKey6 { ip: value.ip6 }, value, 0)
+                .map_err(write(ENDPOINTS6_MAP))?;
+        }
         self.ifaces
             .insert(value.ifindex, value, 0)
             .map_err(write(IFACES_MAP))
@@ -108,6 +114,10 @@ impl Datapath {
         if let Ok(v) = self.endpoints.get(&key, 0) {
             absent_ok(IFACES_MAP, self.ifaces.remove(&v.ifindex))?;
             absent_ok(EP_STATS_MAP, self.ep_stats.remove(&v.ifindex))?;
+            if v.ip6 != [0; 16] {
+                let key6 = EndpointKey6 { ip: v.ip6 };
+                absent_ok(ENDPOINTS6_MAP, self.endpoints6.remove(&key6))?;
+            }
         }
         absent_ok(ENDPOINTS_MAP, self.endpoints.remove(&key))
     }

@@ -27,6 +27,7 @@
 //! | `error` | [`DatapathError`] |
 
 mod attach;
+mod convert;
 mod counters;
 mod error;
 pub mod layout;
@@ -59,9 +60,9 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{
     maps::{
-        Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, EP_STATS_MAP,
-        EndpointCounters, EndpointKey, EndpointValue, FORWARDS_MAP, Forward, Hook, IFACES_MAP,
-        LAYOUT_MAP, STATS_MAP, stat_index,
+        Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, ENDPOINTS6_MAP,
+        EP_STATS_MAP, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, FORWARDS_MAP,
+        Forward, Hook, IFACES_MAP, LAYOUT_MAP, STATS_MAP, stat_index,
     },
     nat::{
         DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
@@ -83,7 +84,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 18] = [
+pub const MAPS: [&str; 19] = [
     LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
@@ -94,6 +95,7 @@ pub const MAPS: [&str; 18] = [
     DNAT_CT_MAP,
     STATS_MAP,
     ENDPOINTS_MAP,
+    ENDPOINTS6_MAP,
     IFACES_MAP,
     EP_STATS_MAP,
     DROPS_MAP,
@@ -137,6 +139,7 @@ pub struct Datapath {
     tc: [SchedClassifier; 3],
     stats: PerCpuArray<MapData, Counter>,
     endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
+    endpoints6: HashMap<MapData, EndpointKey6, EndpointValue>,
     ifaces: HashMap<MapData, u32, EndpointValue>,
     ep_stats: PerCpuHashMap<MapData, u32, EndpointCounters>,
     drops: PerCpuArray<MapData, Counter>,
@@ -196,6 +199,7 @@ impl Datapath {
             tc,
             stats: open_typed(&pins, STATS_MAP)?,
             endpoints: open_typed(&pins, ENDPOINTS_MAP)?,
+            endpoints6: open_typed(&pins, ENDPOINTS6_MAP)?,
             ifaces: open_typed(&pins, IFACES_MAP)?,
             ep_stats: open_typed(&pins, EP_STATS_MAP)?,
             drops: open_typed(&pins, DROPS_MAP)?,

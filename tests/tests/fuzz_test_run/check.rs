@@ -36,6 +36,8 @@ pub(super) struct Tally {
     pub(super) refused: u64,
     pub(super) untouched: u64,
     pub(super) hairpinned: u64,
+    /// IPv6 frames from dual-stack endpoints at tc ingress: dropped, redirected, passed.
+    pub(super) ipv6: [u64; 3],
 }
 
 /// Checks the kernel's output against the model's expectation; Err describes the first

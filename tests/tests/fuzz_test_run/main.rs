@@ -35,6 +35,7 @@
 
 mod check;
 mod frames;
+mod ipv6;
 mod maps;
 mod model;
 mod packet;
@@ -62,7 +63,7 @@ use netpath_common::{
 use netpath_tests::{NetNs, TempPins, require_root};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use self::{check::*, frames::*, maps::*, model::*, packet::*};
+use self::{check::*, frames::*, ipv6::*, maps::*, model::*, packet::*};
 
 const DEFAULT_SEED: u64 = 0x6e70_6675_7a7a_0005;
 const DEFAULT_FRAMES: u64 = 1_000_000;
@@ -84,6 +85,13 @@ const FOREIGN: [u8; 4] = [172, 16, 0, 5];
 /// Masqueraded subnets: (network, prefix length, network id).
 const MASQ: [([u8; 4], u8, u16); 2] = [([10, 200, 0, 0], 16, 1), ([10, 201, 0, 0], 16, 2)];
 const PORTS: [u16; 10] = [80, 443, 53, 8080, 9090, 5353, 22, 40000, 40500, 65535];
+
+/// The IPv6 address of the fuzz's endpoint `i` (the dual-stack ones use it).
+fn ip6_of(i: usize) -> [u8; 16] {
+    let mut a = [0xfd, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    a[15] = 2 + i as u8;
+    a
+}
 
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -187,8 +195,10 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
             host_mac: [0x02, 0xee, 0, 0, net as u8, i as u8],
             network_id: net,
             kind,
-            // Every other endpoint is dual-stack: its IPv6 passes, the others' is dropped.
-            flags: if i % 2 == 1 { ENDPOINT_FLAG_IPV6 } else { 0 },
+            // Network 1's endpoints are dual-stack: their IPv6 meets the guard and may
+            // take the fast path between them; network 2's is dropped.
+            flags: if net == 1 { ENDPOINT_FLAG_IPV6 } else { 0 },
+            ip6: if net == 1 { ip6_of(i) } else { [0; 16] },
         };
         dp.upsert_endpoint(e).expect("endpoint");
         model.endpoints.push((e, dev.ifindex));
@@ -372,10 +382,34 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
                         _ => g.any_addr(),
                     };
                     let (sport, dport) = (g.port(), g.port());
-                    let mut f = g.base(mac, src, sport, dst, dport, 8);
+                    let mut f = if g.chance(0.3) {
+                        // IPv6: from its own addresses mostly, to the other endpoints'.
+                        let src6 = match g.rng.random_range(0..10) {
+                            0..5 => e.ip6,
+                            5..8 => link_local(e.mac),
+                            8 => [0; 16],
+                            _ => ip6_of(g.rng.random_range(0..3)),
+                        };
+                        let dst6 = match g.rng.random_range(0..4) {
+                            0..2 => ip6_of(g.rng.random_range(0..3)),
+                            2 => [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                            _ => [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+                        };
+                        let other = ip6_of(g.rng.random_range(0..3));
+                        g.base6(mac, src6, dst6, other)
+                    } else {
+                        g.base(mac, src, sport, dst, dport, 8)
+                    };
                     // Half the frames to an endpoint are addressed to it on-link (as
                     // in bridge mode), the others to the gateway (routed).
-                    if let Some((to, _)) = model.endpoints.iter().find(|(e, _)| e.ip == dst)
+                    let to = if be16(&f, 12) == 0x86dd {
+                        (f.len() >= 54)
+                            .then(|| model.endpoint_by_ip6(addr6(&f, 38)))
+                            .flatten()
+                    } else {
+                        model.endpoint_by_ip(dst)
+                    };
+                    if let Some(to) = to
                         && g.chance(0.5)
                     {
                         f[..6].copy_from_slice(&to.mac);
@@ -452,6 +486,17 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
         if hook == Hook::TcIngress && !expected.rewrites.is_empty() {
             tally.hairpinned += 1;
         }
+        let dual = model
+            .endpoint_by_ifindex(ifindex)
+            .is_some_and(|e| e.flags & ENDPOINT_FLAG_IPV6 != 0);
+        if hook == Hook::TcIngress && dual && frame.len() >= 14 && be16(&frame, 12) == 0x86dd {
+            let slot = match r.return_value {
+                TC_ACT_SHOT => 0,
+                TC_ACT_REDIRECT => 1,
+                _ => 2,
+            };
+            tally.ipv6[slot] += 1;
+        }
         match r.return_value {
             TC_ACT_SHOT if hook != Hook::Xdp => tally.shot += 1,
             TC_ACT_REDIRECT if hook == Hook::TcIngress => tally.redirected += 1,
@@ -491,7 +536,17 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
         tally.refused
     );
     println!("  hairpinned: {}", tally.hairpinned);
+    let [v6_shot, v6_redirected, v6_passed] = tally.ipv6;
+    println!(
+        "  IPv6 from dual-stack endpoints: dropped {v6_shot}, redirected {v6_redirected}, \
+         passed {v6_passed}"
+    );
     assert!(tally.hairpinned > 0, "no frame was hairpinned");
+    assert!(
+        tally.ipv6.iter().all(|n| *n > frames / 1000),
+        "IPv6 verdicts too rarely reached: {:?}",
+        tally.ipv6
+    );
     assert!(
         tally.rewritten_valid > frames / 20,
         "too few valid frames reached a rewrite"

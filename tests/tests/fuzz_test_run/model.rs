@@ -115,6 +115,27 @@ pub(super) fn ports_at(f: &[u8], ip: &Ip, icmp_type: u8) -> Option<(usize, usize
     }
 }
 
+/// A sound packet from `from` to endpoint `to`: redirected within the network (bridged
+/// frames keep their MACs, routed ones get `to`'s and its gateway's), refused across.
+fn toward(f: &[u8], from: &EndpointValue, to: &EndpointValue) -> (Expected, Effects) {
+    if to.network_id != from.network_id {
+        return (Expected::pass(TC_ACT_SHOT), Effects::default());
+    }
+    if to.ifindex == from.ifindex {
+        return (Expected::pass(TC_ACT_UNSPEC), Effects::default());
+    }
+    (
+        Expected {
+            verdict: TC_ACT_REDIRECT,
+            rewrites: Vec::new(),
+            macs: (f[..6] != to.mac).then_some((to.mac, to.host_mac)),
+            ttl_dec: false,
+            icmp_error: None,
+        },
+        Effects::default(),
+    )
+}
+
 impl Model {
     pub(super) fn endpoint_by_ifindex(&self, ifindex: u32) -> Option<&EndpointValue> {
         self.endpoints
@@ -126,6 +147,13 @@ impl Model {
         self.endpoints
             .iter()
             .find(|(e, _)| e.ip == ip)
+            .map(|(e, _)| e)
+    }
+    /// The dual-stack endpoint with IPv6 address `ip`.
+    pub(super) fn endpoint_by_ip6(&self, ip: [u8; 16]) -> Option<&EndpointValue> {
+        self.endpoints
+            .iter()
+            .find(|(e, _)| e.ip6 == ip && e.ip6 != [0; 16])
             .map(|(e, _)| e)
     }
 
@@ -148,11 +176,20 @@ impl Model {
             return shot;
         }
         if be16(f, 12) == 0x86dd {
-            // IPv6 only from an endpoint that has it (a dual-stack network's).
-            return if from.flags & ENDPOINT_FLAG_IPV6 == 0 {
-                shot
-            } else {
-                pass
+            // IPv6 only from an endpoint that has it (a dual-stack network's), and only
+            // what the guard lets through.
+            if from.flags & ENDPOINT_FLAG_IPV6 == 0 {
+                return shot;
+            }
+            let V6::Packet { src, dst, l4 } = parse_ip6(f) else {
+                return shot;
+            };
+            if refused(from, f, src, l4) {
+                return shot;
+            }
+            return match self.endpoint_by_ip6(dst) {
+                Some(to) => toward(f, from, to),
+                None => pass,
             };
         }
         if be16(f, 12) == 0x0806 {
@@ -169,35 +206,19 @@ impl Model {
         let Some(ip) = parse_ip(f) else {
             return pass;
         };
-        if !ip.fragment && !ip.l4_fits() {
-            return pass; // a truncated L4 header: not interpreted
-        }
         if ip.src != from.ip {
             return shot;
         }
-        if let Some(hairpin) = self.hairpin(f, &ip) {
+        // A truncated L4 header is not a flow (no hairpin), but its source counts.
+        if (ip.fragment || ip.l4_fits())
+            && let Some(hairpin) = self.hairpin(f, &ip)
+        {
             return hairpin;
         }
-        let Some(to) = self.endpoint_by_ip(ip.dst) else {
-            return pass;
-        };
-        if to.network_id != from.network_id {
-            return shot;
+        match self.endpoint_by_ip(ip.dst) {
+            Some(to) => toward(f, from, to),
+            None => pass,
         }
-        if to.ifindex == from.ifindex {
-            return pass;
-        }
-        (
-            Expected {
-                verdict: TC_ACT_REDIRECT,
-                rewrites: Vec::new(),
-                // Sent on-link to the endpoint: bridged, MACs kept; else routed.
-                macs: (f[..6] != to.mac).then_some((to.mac, to.host_mac)),
-                ttl_dec: false,
-                icmp_error: None,
-            },
-            Effects::default(),
-        )
     }
 
     /// Uplink egress: replies of published connections get the published source;

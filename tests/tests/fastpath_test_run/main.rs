@@ -1,6 +1,9 @@
 //! BPF_PROG_TEST_RUN of the endpoint fast path: known destination → redirect with the
 //! right MACs and target; unknown → pass; spoofed IP/MAC/ARP and other network → drop
-//! with the right reason; ARP, broadcast, IPv6 → pass untouched.
+//! with the right reason; ARP, broadcast, IPv6 → pass untouched. IPv6's fast path and
+//! guard: [`ipv6`].
+
+mod ipv6;
 
 use netpath::datapath::Datapath;
 use netpath_common::{
@@ -16,7 +19,14 @@ const TC_ACT_UNSPEC: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 
-fn endpoint(ip: [u8; 4], dev: &TestDev, mac: [u8; 6], network_id: u16, kind: u8) -> EndpointValue {
+/// An endpoint with `ip` (and `ip6`, when not all zero: dual-stack) behind `dev`.
+fn endpoint(
+    (ip, ip6): ([u8; 4], [u8; 16]),
+    dev: &TestDev,
+    mac: [u8; 6],
+    network_id: u16,
+    kind: u8,
+) -> EndpointValue {
     EndpointValue {
         ip,
         ifindex: dev.ifindex,
@@ -24,8 +34,20 @@ fn endpoint(ip: [u8; 4], dev: &TestDev, mac: [u8; 6], network_id: u16, kind: u8)
         host_mac: [0x02, 0xee, 0, 0, 0, network_id as u8],
         network_id,
         kind,
-        flags: 0,
+        flags: if ip6 == [0; 16] {
+            0
+        } else {
+            ENDPOINT_FLAG_IPV6
+        },
+        ip6,
     }
+}
+
+/// A test IPv6 address in network `net`'s subnet (fd00:2NN::/64), host part `host`.
+fn ip6(net: u8, host: u8) -> [u8; 16] {
+    let mut a = [0xfd, 0, 0x02, net, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    a[15] = host;
+    a
 }
 
 struct Setup {
@@ -33,6 +55,8 @@ struct Setup {
     dp: Datapath,
     a: (TestDev, EndpointValue),
     b: (TestDev, EndpointValue),
+    /// A second veth endpoint of network 1 with IPv6 (b has none).
+    c: (TestDev, EndpointValue),
     t: (TestDev, EndpointValue),
     other: (TestDev, EndpointValue),
 }
@@ -46,28 +70,38 @@ fn setup() -> Setup {
         (d, e)
     };
     // a and b: the frames module's SRC/DST addresses and MACs, network 1; a is
-    // dual-stack (its IPv6 passes), b is not.
-    let mut a = mk(frames::SRC_IP, frames::SRC_MAC, 1, ENDPOINT_KIND_VETH);
-    a.1.flags = ENDPOINT_FLAG_IPV6;
+    // dual-stack (SRC_IP6), b is not; c, t (a TAP) and other (network 2) are.
+    let a = mk(
+        (frames::SRC_IP, frames::SRC_IP6),
+        frames::SRC_MAC,
+        1,
+        ENDPOINT_KIND_VETH,
+    );
     let b = mk(
-        frames::DST_IP,
+        (frames::DST_IP, [0; 16]),
         [0x02, 0, 0, 0, 0, 0x0b],
         1,
         ENDPOINT_KIND_VETH,
     );
+    let c = mk(
+        ([10, 200, 0, 6], ip6(0, 6)),
+        [0x02, 0, 0, 0, 0, 0x0e],
+        1,
+        ENDPOINT_KIND_VETH,
+    );
     let t = mk(
-        [10, 200, 0, 4],
+        ([10, 200, 0, 4], ip6(0, 4)),
         [0x02, 0, 0, 0, 0, 0x0c],
         1,
         ENDPOINT_KIND_TAP,
     );
     let other = mk(
-        [10, 201, 0, 5],
+        ([10, 201, 0, 5], ip6(1, 5)),
         [0x02, 0, 0, 0, 0, 0x0d],
         2,
         ENDPOINT_KIND_VETH,
     );
-    for (_, e) in [&a, &b, &t, &other] {
+    for (_, e) in [&a, &b, &c, &t, &other] {
         dp.upsert_endpoint(*e).expect("register endpoint");
     }
     Setup {
@@ -75,6 +109,7 @@ fn setup() -> Setup {
         dp,
         a,
         b,
+        c,
         t,
         other,
     }
