@@ -62,13 +62,16 @@ pub enum FrameInfo {
 
 /// Decides the fate of a frame with Ethernet source `eth_src` that arrived on the
 /// host-side device of endpoint `from`, given the endpoint owning its destination IP
-/// (`to`, looked up by the caller in the map of the packet's family).
+/// (`to`, looked up by the caller in the map of the packet's family) and, for IPv6,
+/// which global addresses are `from`'s (`owns6`, the caller's lookup; see
+/// [`ipv6::guard`]).
 #[inline(always)]
 pub fn decide(
     from: &EndpointValue,
     eth_src: [u8; 6],
     info: FrameInfo,
     to: Option<&EndpointValue>,
+    owns6: impl Fn([u8; 16]) -> bool,
 ) -> Verdict {
     if eth_src != from.mac {
         return Verdict::Drop(DropReason::SpoofedMac);
@@ -88,7 +91,7 @@ pub fn decide(
             Verdict::Drop(DropReason::Ipv6NotEnabled)
         }
         FrameInfo::Ipv6Unparsed => Verdict::Drop(DropReason::Ipv6Unparsed),
-        FrameInfo::Ipv6 { src, kind, .. } => match ipv6::guard(from, src, kind) {
+        FrameInfo::Ipv6 { src, kind } => match ipv6::guard(from, src, kind, owns6) {
             Some(reason) => Verdict::Drop(reason),
             None => toward(from, to),
         },
@@ -159,7 +162,7 @@ mod tests {
 
     /// What `decide` says of an IPv4 packet from `a` (its own MAC and address) to `b`.
     fn from_to(a: &EndpointValue, b: &EndpointValue) -> Verdict {
-        decide(a, a.mac, ipv4(a.ip, b.ip), Some(b))
+        decide_from(a, ipv4(a.ip, b.ip), Some(b))
     }
 
     fn ep(last: u8, ifindex: u32, network_id: u16, kind: u8) -> EndpointValue {
@@ -171,15 +174,32 @@ mod tests {
             network_id,
             kind,
             flags: 0,
-            ip6: [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last],
         }
+    }
+
+    /// The IPv6 address of the endpoint `ep` made: fd00::(its last MAC byte).
+    fn ip6(e: &EndpointValue) -> [u8; 16] {
+        let mut a = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        a[15] = e.mac[5];
+        a
+    }
+
+    /// What the IPv6 endpoint map says of `e`'s addresses.
+    fn owns(e: &EndpointValue) -> impl Fn([u8; 16]) -> bool {
+        let own = ip6(e);
+        move |a| a == own
+    }
+
+    /// `decide` for a frame from `a` with its own MAC.
+    fn decide_from(a: &EndpointValue, info: FrameInfo, to: Option<&EndpointValue>) -> Verdict {
+        decide(a, a.mac, info, to, owns(a))
     }
 
     /// A plain IPv6 packet from `a`'s own address (to whichever endpoint the caller
     /// looked up).
     fn ipv6_from(a: &EndpointValue) -> FrameInfo {
         FrameInfo::Ipv6 {
-            src: a.ip6,
+            src: ip6(a),
             kind: Ipv6Kind::PLAIN,
         }
     }
@@ -254,7 +274,7 @@ mod tests {
             // Its MAC is checked first, as for every frame.
             (b.mac, ipv6_from(&a), None, SpoofedMac),
         ] {
-            let v = decide(&a, eth_src, info, to);
+            let v = decide(&a, eth_src, info, to, owns(&a));
             assert_eq!(v, Verdict::Drop(reason), "{eth_src:?} {info:?}");
         }
     }
@@ -270,15 +290,14 @@ mod tests {
             (arp(a.mac, [0; 4]), None),
             (FrameInfo::Other, None),
         ] {
-            assert_eq!(decide(&a, a.mac, info, to), Verdict::Pass, "{info:?}");
+            assert_eq!(decide_from(&a, info, to), Verdict::Pass, "{info:?}");
         }
-        // A dual-stack endpoint's IPv6 to a non-endpoint takes the kernel's path.
+        // A dual-stack endpoint's IPv6 to a non-endpoint (no `to`) takes the kernel's path.
         let dual = EndpointValue {
             flags: ENDPOINT_FLAG_IPV6,
             ..a
         };
-        let outside = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        assert_eq!(decide(&dual, a.mac, ipv6_from(&dual), None), Verdict::Pass);
+        assert_eq!(decide_from(&dual, ipv6_from(&dual), None), Verdict::Pass);
     }
 
     #[test]
@@ -291,7 +310,7 @@ mod tests {
         let b = dual(ep(3, 11, 1, ENDPOINT_KIND_VETH));
         let t = dual(ep(4, 12, 1, ENDPOINT_KIND_TAP));
         let other = dual(ep(5, 13, 2, ENDPOINT_KIND_VETH));
-        let v = decide(&a, a.mac, ipv6_from(&a), Some(&b));
+        let v = decide_from(&a, ipv6_from(&a), Some(&b));
         let to_b = Verdict::Redirect {
             ifindex: 11,
             peer: true,
@@ -304,8 +323,8 @@ mod tests {
             src: ipv6::link_local(a.mac),
             kind: Ipv6Kind::PLAIN,
         };
-        assert_eq!(decide(&a, a.mac, ll, Some(&b)), to_b);
-        let v = decide(&a, a.mac, ipv6_from(&a), Some(&t));
+        assert_eq!(decide_from(&a, ll, Some(&b)), to_b);
+        let v = decide_from(&a, ipv6_from(&a), Some(&t));
         assert!(matches!(
             v,
             Verdict::Redirect {
@@ -317,14 +336,11 @@ mod tests {
         use DropReason::*;
         for (info, to, reason) in [
             (ipv6_from(&a), Some(&other), OtherNetwork),
+            // b's address, which the map says is b's.
             (ipv6_from(&b), Some(&a), SpoofedIp),
             (FrameInfo::Ipv6Unparsed, None, Ipv6Unparsed),
         ] {
-            assert_eq!(
-                decide(&a, a.mac, info, to),
-                Verdict::Drop(reason),
-                "{info:?}"
-            );
+            assert_eq!(decide_from(&a, info, to), Verdict::Drop(reason), "{info:?}");
         }
     }
 
@@ -365,7 +381,7 @@ mod tests {
             let a = ep(2, 10, 1, ENDPOINT_KIND_VETH);
             let mut b = ep(3, 11, net, kind);
             b.ip = [10, 0, 0, 3];
-            let v = decide(&a, mac, FrameInfo::Ipv4 { src, dst: b.ip }, Some(&b));
+            let v = decide(&a, mac, FrameInfo::Ipv4 { src, dst: b.ip }, Some(&b), |_| false);
             if let Verdict::Redirect { ifindex, .. } = v {
                 prop_assert_eq!(net, 1);
                 prop_assert_eq!(src, a.ip);

@@ -309,23 +309,25 @@ pub const fn link_local(mac: [u8; 6]) -> [u8; 16] {
     ]
 }
 
-/// Whether `a` is one of `from`'s own IPv6 addresses: its global one or its link-local.
-#[inline(always)]
-fn own(from: &EndpointValue, a: [u8; 16]) -> bool {
-    a == from.ip6 || a == link_local(from.mac)
-}
-
 /// The guard for an IPv6 packet from endpoint `from` with source `src`: why it must be
 /// dropped, if it must. The source must be the endpoint's own address (or `::` for
 /// duplicate address detection and MLD); routers' messages and DHCPv6 servers' are
 /// refused; neighbour discovery may speak only for the endpoint's own addresses and MAC.
+/// Its own addresses: its link-local one ([`link_local`] of its MAC), and the global
+/// ones `owns` (the caller's lookup in the IPv6 endpoint map) says are its.
 #[inline(always)]
-pub fn guard(from: &EndpointValue, src: [u8; 16], kind: Ipv6Kind) -> Option<DropReason> {
+pub fn guard(
+    from: &EndpointValue,
+    src: [u8; 16],
+    kind: Ipv6Kind,
+    owns: impl Fn([u8; 16]) -> bool,
+) -> Option<DropReason> {
+    let own = |a: [u8; 16]| a == link_local(from.mac) || owns(a);
     let unspecified_ok = matches!(
         kind.message,
         Message::NeighborSolicit | Message::ListenerReport
     );
-    let source_ok = own(from, src) || (unspecified_ok && src == [0; 16]);
+    let source_ok = (unspecified_ok && src == [0; 16]) || own(src);
     if !source_ok {
         return Some(DropReason::SpoofedIp);
     }
@@ -333,9 +335,7 @@ pub fn guard(from: &EndpointValue, src: [u8; 16], kind: Ipv6Kind) -> Option<Drop
     match kind.message {
         Message::RouterMessage => Some(DropReason::RouterMessage),
         Message::DhcpServer => Some(DropReason::DhcpServer),
-        Message::NeighborAdvert if !own(from, kind.target) || !lladdr_ok => {
-            Some(DropReason::SpoofedNd)
-        }
+        Message::NeighborAdvert if !lladdr_ok || !own(kind.target) => Some(DropReason::SpoofedNd),
         Message::NeighborSolicit if !lladdr_ok => Some(DropReason::SpoofedNd),
         _ => None,
     }

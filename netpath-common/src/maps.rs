@@ -18,8 +18,9 @@ pub const LAYOUT_MAP: &str = "NETPATH_LAYOUT";
 pub const STATS_MAP: &str = "NETPATH_STATS";
 /// Name of the endpoint map: endpoint IPv4 address → [`EndpointValue`].
 pub const ENDPOINTS_MAP: &str = "NETPATH_ENDPOINTS";
-/// Name of the IPv6 endpoint map: endpoint IPv6 address → [`EndpointValue`] (since
-/// layout 4).
+/// Name of the IPv6 endpoint map: endpoint IPv6 address → [`EndpointValue`] (the same
+/// value as under its IPv4 address; since layout 4). It also says which global IPv6
+/// address is whose, for the guard's source check.
 pub const ENDPOINTS6_MAP: &str = "NETPATH_ENDPOINTS6";
 /// Name of the interface map: host-side ifindex → [`EndpointValue`] of the endpoint
 /// behind that device. Packets arriving on a device not in this map are not from an
@@ -106,7 +107,7 @@ pub const ENDPOINT_FLAG_IPV6: u8 = 2;
 
 map_type! {
     /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
-    pub struct EndpointValue: 40 bytes {
+    pub struct EndpointValue: 24 bytes {
         /// The endpoint's IPv4 address (network order).
         pub ip: [u8; 4],
         /// ifindex of the host-side device (veth host end, or the TAP).
@@ -121,9 +122,6 @@ map_type! {
         pub kind: u8,
         /// `ENDPOINT_FLAG_*` bits.
         pub flags: u8,
-        /// The endpoint's IPv6 address (network order); all zero without one. (Since
-        /// layout 4; the values were 24 bytes before.)
-        pub ip6: [u8; 16],
     }
 }
 

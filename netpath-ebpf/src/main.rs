@@ -168,7 +168,7 @@ fn ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointVal
         }
         _ => (None, false),
     };
-    let decision = decide(from, eth_src, info, to.as_ref());
+    let decision = decide(from, eth_src, info, to.as_ref(), |_| false);
     // Forged packets never reach the NAT; nor do packets to another endpoint from one
     // that never had ports published (they cannot be replies of hairpinned connections,
     // and only packets to a host address can start one). (Verifier: `info` is not used
@@ -207,7 +207,13 @@ fn ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointVal
         Some(dst) => to.is_none() && uplink_candidate6(from, eth_dst, dst),
         None => false,
     };
-    let decision = decide(from, eth_src, info, to);
+    // The global addresses the map gives to this endpoint are its own.
+    let owns = |ip: [u8; 16]| {
+        // SAFETY: read at once.
+        unsafe { NETPATH_ENDPOINTS6.get(EndpointKey6 { ip }) }
+            .is_some_and(|e| e.ifindex == from.ifindex)
+    };
+    let decision = decide(from, eth_src, info, to, owns);
     act(ctx, decision, route_out, true, from.ifindex, len)
 }
 

@@ -508,16 +508,18 @@ mod publish {
     /// Registers the veth endpoint `EP` (network 1) on device `ifindex`, its gateway MAC
     /// `02:ee:00:00:00:01`.
     fn register_ep(dp: &mut Datapath, ifindex: u32) {
-        dp.upsert_endpoint(EndpointValue {
-            ip: EP,
-            ifindex,
-            mac: frames::SRC_MAC,
-            host_mac: [2, 0xee, 0, 0, 0, 1],
-            network_id: 1,
-            kind: ENDPOINT_KIND_VETH,
-            flags: 0,
-            ip6: [0; 16],
-        })
+        dp.upsert_endpoint(
+            EndpointValue {
+                ip: EP,
+                ifindex,
+                mac: frames::SRC_MAC,
+                host_mac: [2, 0xee, 0, 0, 0, 1],
+                network_id: 1,
+                kind: ENDPOINT_KIND_VETH,
+                flags: 0,
+            },
+            None,
+        )
         .unwrap();
     }
 
@@ -698,16 +700,18 @@ mod host_routing {
             .unwrap();
             dp.add_masq_subnet("10.200.0.0/16".parse().unwrap(), 1)
                 .unwrap();
-            dp.upsert_endpoint(EndpointValue {
-                ip: EP,
-                ifindex: ep_if,
-                mac: frames::SRC_MAC,
-                host_mac: GW_MAC,
-                network_id: 1,
-                kind: ENDPOINT_KIND_VETH,
-                flags: 0,
-                ip6: [0; 16],
-            })
+            dp.upsert_endpoint(
+                EndpointValue {
+                    ip: EP,
+                    ifindex: ep_if,
+                    mac: frames::SRC_MAC,
+                    host_mac: GW_MAC,
+                    network_id: 1,
+                    kind: ENDPOINT_KIND_VETH,
+                    flags: 0,
+                },
+                None,
+            )
             .unwrap();
             let from_ep = |dst: [u8; 4], eth_dst: [u8; 6]| {
                 with_macs(

@@ -2,9 +2,10 @@
 //! (the eBPF object of layout 1, `tests/fixtures/datapath-layout1.bpf.o`) is pinned and
 //! forwards an iperf3 stream and an idle TCP connection from a container to the outside,
 //! both masqueraded; its daemon is killed, and this build's daemon starts on the same
-//! pins. It migrates `NETPATH_DROPS` (layout 1 → 2: two more drop reasons) with its
-//! counters, reloads the programs and switches every attachment over: no one-second
-//! interval of the stream carries nothing, and the idle connection still answers.
+//! pins. It migrates `NETPATH_DROPS` (more drop reasons) and `NETPATH_STATS` (IPv6
+//! classes, each hook's block of slots moved) with their counters, reloads the programs
+//! and switches every attachment over: no one-second interval of the stream carries
+//! nothing, and the idle connection still answers.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -17,7 +18,7 @@ use std::{
 
 use aya::{maps::MapInfo, programs::ProgramInfo};
 use netpath::datapath::layout;
-use netpath_common::maps::{DROPS_MAP, DropReason, LAYOUT, LAYOUT_MAP};
+use netpath_common::maps::{DROPS_MAP, DropReason, LAYOUT, LAYOUT_MAP, STATS_MAP};
 use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -45,6 +46,19 @@ fn drops(d: &Daemon, reason: &str) -> Option<u64> {
         .iter()
         .find(|r| r["reason"] == reason)
         .map(|r| r["packets"].as_u64().unwrap())
+}
+
+/// Packets of `class` seen at `hook` (`netpath stats --all`).
+fn class_packets(d: &Daemon, hook: &str, class: &str) -> u64 {
+    let all: serde_json::Value =
+        serde_json::from_str(&d.ok(&["stats", "--all", "--json"])).expect("stats --json");
+    all["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["hook"] == hook && c["class"] == class)
+        .and_then(|c| c["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no {hook} {class} in {all}"))
 }
 
 /// One line sent on `conn` and its echo read back.
@@ -147,6 +161,13 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
         .expect("iperf3 client");
     let start = Instant::now();
     std::thread::sleep(Duration::from_secs(3));
+    // The stream's packets out of the uplink, counted in the uplink-egress block of the
+    // stats array (which the new layout's IPv6 classes move).
+    let egress_tcp = class_packets(&d, "uplink_egress", "ipv4_tcp");
+    assert!(
+        egress_tcp > 1000,
+        "{egress_tcp} TCP packets out of the uplink"
+    );
     d.kill9();
     std::thread::sleep(Duration::from_secs(5).saturating_sub(start.elapsed()));
     let lines = d.restart_with(&[]);
@@ -172,8 +193,15 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
             .join(format!("{DROPS_MAP}.old"))
             .exists()
     );
-    // DROPS changed in layouts 2 and 3.
-    assert_eq!(layout::version_of(DROPS_MAP), 3);
+    // DROPS changed in layouts 2, 3 and 4; STATS in 4, its slots moved along.
+    assert_eq!(layout::version_of(DROPS_MAP), 4);
+    let stats_moved = format!("migrated {STATS_MAP} from layout 1 to 2");
+    assert!(lines.iter().any(|l| l.contains(&stats_moved)), "{lines:?}");
+    let after = class_packets(&d, "uplink_egress", "ipv4_tcp");
+    assert!(
+        after >= egress_tcp,
+        "uplink_egress ipv4_tcp went from {egress_tcp} to {after}: counters landed in other slots"
+    );
     let marker = MapInfo::from_pin(d.paths.bpffs.join("maps").join(LAYOUT_MAP)).unwrap();
     assert_eq!(marker.max_entries(), LAYOUT, "the pinned layout marker");
     let new_ids = prog_ids(&d);
@@ -192,12 +220,14 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
         "{}",
         d.stats()["drops"]
     );
-    assert_eq!(
-        drops(&d, "nat_ports_exhausted"),
-        Some(0),
-        "{}",
-        d.stats()["drops"]
-    );
+    for reason in ["nat_ports_exhausted", "router_message", "spoofed_nd"] {
+        assert_eq!(
+            drops(&d, reason),
+            Some(0),
+            "{reason}: {}",
+            d.stats()["drops"]
+        );
+    }
 
     // The idle connection still answers, through the new programs.
     go_tx.send(()).unwrap();

@@ -216,7 +216,7 @@ impl Service {
     ) -> Result<()> {
         let mut dp = self.datapath();
         dp.attach_tc_endpoint(&ep.host_ifname, ifindex)?;
-        dp.write(MapWrite::UpsertEndpoint(EndpointValue {
+        let value = EndpointValue {
             ip: ep.ip.octets(),
             ifindex,
             mac: ep.mac.octets(),
@@ -232,8 +232,8 @@ impl Service {
             } else {
                 0
             },
-            ip6: ep.ip6.map_or([0; 16], |a| a.octets()),
-        }))?;
+        };
+        dp.write(MapWrite::UpsertEndpoint { value, ip6: ep.ip6 })?;
         Ok(())
     }
 
@@ -246,7 +246,10 @@ impl Service {
             for l in ports.iter().filter(|l| l.endpoint == ep.id) {
                 dp.write(MapWrite::Unpublish(super::ports::publish_key(l)))?;
             }
-            dp.write(MapWrite::RemoveEndpoint(ep.ip))?;
+            dp.write(MapWrite::RemoveEndpoint {
+                ip: ep.ip,
+                ip6: ep.ip6,
+            })?;
         }
         if let Some(link) = self.host.link_by_name(&ep.host_ifname).await? {
             // Only delete what carries our tag (a TAP name is the user's choice), or

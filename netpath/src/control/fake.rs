@@ -400,8 +400,15 @@ fn key_name(key: &PublishKey) -> String {
 /// How a map write is recorded: the operation and what it names.
 fn call_line(write: &MapWrite) -> String {
     match write {
-        MapWrite::UpsertEndpoint(v) => format!("upsert_endpoint {}", Ipv4Addr::from(v.ip)),
-        MapWrite::RemoveEndpoint(ip) => format!("remove_endpoint {ip}"),
+        MapWrite::UpsertEndpoint { value, ip6: None } => {
+            format!("upsert_endpoint {}", Ipv4Addr::from(value.ip))
+        }
+        MapWrite::UpsertEndpoint {
+            value,
+            ip6: Some(ip6),
+        } => format!("upsert_endpoint {} {ip6}", Ipv4Addr::from(value.ip)),
+        MapWrite::RemoveEndpoint { ip, ip6: None } => format!("remove_endpoint {ip}"),
+        MapWrite::RemoveEndpoint { ip, ip6: Some(ip6) } => format!("remove_endpoint {ip} {ip6}"),
         MapWrite::SetUplink { ifindex, .. } => format!("set_uplink {ifindex}"),
         MapWrite::RemoveUplink(ifindex) => format!("remove_uplink {ifindex}"),
         MapWrite::AddMasqSubnet { subnet, .. } => format!("add_masq_subnet {subnet}"),
@@ -462,10 +469,10 @@ impl Maps for FakeMaps {
     }
     fn write(&mut self, write: MapWrite) -> Result<(), DatapathError> {
         self.change(call_line(&write), |k| match write {
-            MapWrite::UpsertEndpoint(value) => {
+            MapWrite::UpsertEndpoint { value, .. } => {
                 k.endpoints.insert(value.ip.into(), value);
             }
-            MapWrite::RemoveEndpoint(ip) => {
+            MapWrite::RemoveEndpoint { ip, .. } => {
                 k.endpoints.remove(&ip);
             }
             MapWrite::SetUplink { ifindex, uplink } => {

@@ -6,7 +6,7 @@
 //! recording fakes of `control::fake`, which can be told to fail at any call.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
 };
 
@@ -182,10 +182,17 @@ fn proc_routes() -> Vec<(String, Ipv4Net)> {
 /// map changes, which [`Maps::write`] applies (and the fake records).
 #[derive(Clone, Debug)]
 pub enum MapWrite {
-    /// An endpoint by its address, with its device's entries (flags kept).
-    UpsertEndpoint(EndpointValue),
-    /// The endpoint of this address and its device's entries; absent is fine.
-    RemoveEndpoint(Ipv4Addr),
+    /// An endpoint by its address (and its IPv6 address, if it has one), with its
+    /// device's entries (flags kept).
+    UpsertEndpoint {
+        value: EndpointValue,
+        ip6: Option<Ipv6Addr>,
+    },
+    /// The endpoint of these addresses and its device's entries; absent is fine.
+    RemoveEndpoint {
+        ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
+    },
     /// An uplink's masquerade address and port range.
     SetUplink {
         ifindex: u32,
@@ -277,8 +284,8 @@ impl Maps for Datapath {
     }
     fn write(&mut self, write: MapWrite) -> Result<(), DatapathError> {
         match write {
-            MapWrite::UpsertEndpoint(value) => self.upsert_endpoint(value),
-            MapWrite::RemoveEndpoint(ip) => self.remove_endpoint(ip),
+            MapWrite::UpsertEndpoint { value, ip6 } => self.upsert_endpoint(value, ip6),
+            MapWrite::RemoveEndpoint { ip, ip6 } => self.remove_endpoint(ip, ip6),
             MapWrite::SetUplink { ifindex, uplink } => self.set_uplink(ifindex, uplink),
             MapWrite::RemoveUplink(ifindex) => self.remove_uplink(ifindex),
             MapWrite::AddMasqSubnet { subnet, network } => self.add_masq_subnet(subnet, network),

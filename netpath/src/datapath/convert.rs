@@ -1,6 +1,7 @@
 //! How a migrated map's entries are carried into this build's map ([`super::layout`]):
-//! most are copied as they are; where a layout changed what the values hold, the old
-//! ones are converted. Every map has a rule here; a map without one cannot migrate.
+//! most are copied as they are; where a layout changed where values sit (the stats
+//! array's slots), they are moved. Every map has a rule here; a map without one cannot
+//! migrate.
 
 use aya::{
     Pod,
@@ -17,32 +18,6 @@ use super::*;
 /// The packet classes per hook in `NETPATH_STATS` version 1 (layouts 1 to 3), before the
 /// IPv6 classes were appended (each hook's block of slots grew from 11 to 16).
 const STATS_V1_CLASSES: u32 = 11;
-
-/// The size of an endpoint value in `NETPATH_ENDPOINTS` and `NETPATH_IFACES` version 1
-/// (layouts 1 to 3): [`EndpointValue`] without the IPv6 address.
-const ENDPOINT_V1_SIZE: u32 = 24;
-
-/// Whether the values of map `name` at `version`, `size` bytes each, can be widened into
-/// this build's by [`copy_entries`].
-pub fn widens(name: &str, version: u32, size: u32) -> bool {
-    matches!(name, ENDPOINTS_MAP | IFACES_MAP) && version == 1 && size == ENDPOINT_V1_SIZE
-}
-
-/// An endpoint value of version 1: the same fields, in the same place, without `ip6`
-/// (zero until the daemon's reconcile, which runs before the migration finishes, writes
-/// the endpoint anew).
-fn endpoint_from_v1(v: [u8; ENDPOINT_V1_SIZE as usize]) -> EndpointValue {
-    EndpointValue {
-        ip: [v[0], v[1], v[2], v[3]],
-        ifindex: u32::from_ne_bytes([v[4], v[5], v[6], v[7]]),
-        mac: [v[8], v[9], v[10], v[11], v[12], v[13]],
-        host_mac: [v[14], v[15], v[16], v[17], v[18], v[19]],
-        network_id: u16::from_ne_bytes([v[20], v[21]]),
-        kind: v[22],
-        flags: v[23],
-        ip6: [0; 16],
-    }
-}
 
 /// Where slot `i` of a stats array of `version` goes in this build's: the same (hook,
 /// class) — classes keep their numbers, new ones come after them in each hook's block.
@@ -90,12 +65,6 @@ pub fn copy_entries(
         HOST_NETNS_MAP => {
             // Rewritten by the daemon at every start (`attach_host_local`).
             Ok(0)
-        }
-        ENDPOINTS_MAP if from == 1 => {
-            copy_hash_with(name, old, new, flags, |k: EndpointKey| k, endpoint_from_v1)
-        }
-        IFACES_MAP if from == 1 => {
-            copy_hash_with(name, old, new, flags, |k: u32| k, endpoint_from_v1)
         }
         ENDPOINTS_MAP => copy_hash::<EndpointKey, EndpointValue>(name, old, new, flags),
         ENDPOINTS6_MAP => copy_hash::<EndpointKey6, EndpointValue>(name, old, new, flags),
@@ -168,28 +137,6 @@ fn copy_all<K, V>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_version_1_endpoint_keeps_every_field_and_has_no_ipv6_yet() {
-        let v = EndpointValue {
-            ip: [10, 0, 0, 2],
-            ifindex: 0x0102_0304,
-            mac: [2, 0, 0, 0, 0, 2],
-            host_mac: [2, 0xee, 0, 0, 0, 1],
-            network_id: 0x0506,
-            kind: 2,
-            flags: 3,
-            ip6: [0; 16],
-        };
-        // SAFETY: `EndpointValue` is plain data of 40 bytes (map_type!), read as bytes.
-        let bytes: [u8; 40] = unsafe { std::mem::transmute(v) };
-        let mut v1 = [0u8; 24];
-        v1.copy_from_slice(&bytes[..24]);
-        assert_eq!(endpoint_from_v1(v1), v);
-        assert!(widens(ENDPOINTS_MAP, 1, 24) && widens(IFACES_MAP, 1, 24));
-        assert!(!widens(ENDPOINTS_MAP, 2, 24), "only from version 1");
-        assert!(!widens(DROPS_MAP, 1, 24));
-    }
 
     #[test]
     fn stats_slots_keep_their_hook_and_class() {

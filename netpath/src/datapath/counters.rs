@@ -136,12 +136,15 @@ impl Datapath {
             })
     }
 
-    /// Per-(hook, class) packet and byte totals, summed over CPUs.
+    /// Per-(hook, class) packet and byte totals, summed over CPUs. (A datapath of an
+    /// older layout, with fewer classes, shows those it has.)
     pub fn stats(&self) -> Result<Vec<ClassStat>> {
         let mut out = Vec::new();
         for hook in Hook::ALL {
             for class in PacketClass::ALL {
-                let c = self.counter(hook, class)?;
+                let Some(c) = self.counter_if_any(hook, class)? else {
+                    continue;
+                };
                 out.push(ClassStat {
                     hook: hook.name(),
                     class: class.name(),
@@ -155,13 +158,25 @@ impl Datapath {
 
     /// One stats slot, summed over CPUs.
     pub fn counter(&self, hook: Hook, class: PacketClass) -> Result<Counter> {
+        Ok(self.counter_if_any(hook, class)?.unwrap_or_default())
+    }
+
+    /// One stats slot, summed over CPUs; `None` if the pinned array has no such class (an
+    /// older layout's, whose blocks per hook are shorter).
+    fn counter_if_any(&self, hook: Hook, class: PacketClass) -> Result<Option<Counter>> {
+        let per_hook = self.stats.len() / Hook::ALL.len() as u32;
+        if class as u32 >= per_hook {
+            return Ok(None);
+        }
+        // `stat_index`, with the pinned array's own block size.
+        let index = hook as u32 * per_hook + class as u32;
         let values = self
             .stats
-            .get(&stat_index(hook, class), 0)
+            .get(&index, 0)
             .map_err(|source| DatapathError::ReadMap {
                 map: STATS_MAP,
                 source,
             })?;
-        Ok(Counter::sum(values.iter()))
+        Ok(Some(Counter::sum(values.iter())))
     }
 }

@@ -29,14 +29,14 @@ use super::{convert, *};
 /// - 2: `NETPATH_DROPS`: `nat_failed` split into `nat_rewrite_failed` (the old slot) and
 ///   the new `nat_ports_exhausted` and `nat_map_full` (two more slots).
 /// - 3: `NETPATH_DROPS`: `ipv6_not_enabled` (one more slot).
-/// - 4: `NETPATH_ENDPOINTS`, `NETPATH_IFACES`: values grew from 24 to 40 bytes (the
-///   endpoint's IPv6 address); `NETPATH_STATS`: five IPv6 classes (slot `ipv6` became
-///   `ipv6_other`), which moves every hook's block but the first; `NETPATH_DROPS`: four
-///   reasons of the IPv6 guard. [`convert`] carries each across.
+/// - 4: `NETPATH_STATS`: five IPv6 classes (slot `ipv6` became `ipv6_other`), which
+///   moves every hook's block but the first ([`convert`] moves the counters along);
+///   `NETPATH_DROPS`: four reasons of the IPv6 guard. (And a new map,
+///   `NETPATH_ENDPOINTS6`, which a start creates.)
 pub const CHANGES: [(u32, &[&str]); 3] = [
     (2, &[DROPS_MAP]),
     (3, &[DROPS_MAP]),
-    (4, &[ENDPOINTS_MAP, IFACES_MAP, STATS_MAP, DROPS_MAP]),
+    (4, &[STATS_MAP, DROPS_MAP]),
 ];
 const _: () = assert!(
     CHANGES[CHANGES.len() - 1].0 == LAYOUT,
@@ -108,14 +108,10 @@ pub struct Stale {
 
 impl Stale {
     /// Whether the entries can be carried over: keys and values kept their size (a new
-    /// version may change what they mean, which the copy then converts), or
-    /// [`convert`] knows how to widen the old values.
+    /// version may change what they mean or where they sit, which [`convert`] handles).
     pub fn migratable(&self) -> bool {
         let (a, b) = (self.pinned.shape, self.wanted.shape);
-        a.map_type == b.map_type
-            && a.key_size == b.key_size
-            && (a.value_size == b.value_size
-                || convert::widens(self.name, self.pinned.version, a.value_size))
+        a.map_type == b.map_type && a.key_size == b.key_size && a.value_size == b.value_size
     }
 }
 
@@ -330,8 +326,8 @@ mod tests {
         assert_eq!(version_in(DROPS_MAP, 2), 2);
         assert_eq!(version_in(DROPS_MAP, 3), 3);
         assert_eq!(version_in(SNAT_MAP, 4), 1, "not changed by layouts 2 to 4");
-        assert_eq!(version_in(ENDPOINTS_MAP, 3), 1);
-        assert_eq!(version_of(ENDPOINTS_MAP), 2);
+        assert_eq!(version_of(ENDPOINTS_MAP), 1);
+        assert_eq!(version_of(STATS_MAP), 2);
         assert_eq!(version_of(DROPS_MAP), 4);
         // Every map a change names is one of the loader's.
         for (_, maps) in CHANGES {
@@ -361,12 +357,6 @@ mod tests {
             !stale(shape(8, 8), shape(16, 8)).migratable(),
             "wider values"
         );
-        // Except where a conversion widens them: version 1's endpoint values.
-        let endpoints = Stale {
-            name: ENDPOINTS_MAP,
-            ..stale(shape(24, 8), shape(40, 8))
-        };
-        assert!(endpoints.migratable());
         let other_type = Shape {
             map_type: 1,
             ..shape(16, 8)

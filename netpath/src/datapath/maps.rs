@@ -1,6 +1,8 @@
 //! Writes to the datapath's maps: endpoints, uplinks, masquerade, published ports, the
 //! host's addresses; and point reads of NAT state.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use super::*;
 
 /// A delete of an absent key is success (aya reports it as KeyNotFound or ENOENT).
@@ -79,8 +81,13 @@ impl Datapath {
     /// counter entry if it has none.
     /// The ifindex entry goes in last, so the fast path never enforces for an endpoint
     /// it cannot also reach.
-    /// Flags already set on the endpoint's entry are kept.
-    pub fn upsert_endpoint(&mut self, mut value: EndpointValue) -> Result<()> {
+    /// Flags already set on the endpoint's entry are kept. (A datapath of an older
+    /// layout has no IPv6 endpoint map: there `ip6` has no fast path.)
+    pub fn upsert_endpoint(
+        &mut self,
+        mut value: EndpointValue,
+        ip6: Option<Ipv6Addr>,
+    ) -> Result<()> {
         let write = |map: &'static str| move |source| DatapathError::WriteMap { map, source };
         if let Ok(old) = self.endpoints.get(&EndpointKey { ip: value.ip }, 0)
             && old.ifindex == value.ifindex
@@ -98,9 +105,8 @@ impl Datapath {
         self.endpoints
             .insert(EndpointKey { ip: value.ip }, value, 0)
             .map_err(write(ENDPOINTS_MAP))?;
-        if value.ip6 != [0; 16] {
-            self.endpoints6
-                .insert(EndpointKey6 { ip: value.ip6 }, value, 0)
+        if let (Some(ip6), Some(map)) = (ip6, self.endpoints6.as_mut()) {
+            map.insert(EndpointKey6 { ip: ip6.octets() }, value, 0)
                 .map_err(write(ENDPOINTS6_MAP))?;
         }
         self.ifaces
@@ -108,16 +114,17 @@ impl Datapath {
             .map_err(write(IFACES_MAP))
     }
 
-    /// Unregisters the endpoint with address `ip` from every map; absent is fine.
-    pub fn remove_endpoint(&mut self, ip: std::net::Ipv4Addr) -> Result<()> {
+    /// Unregisters the endpoint with addresses `ip` (and `ip6`) from every map; absent
+    /// is fine.
+    pub fn remove_endpoint(&mut self, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> Result<()> {
         let key = EndpointKey { ip: ip.octets() };
+        if let (Some(ip6), Some(map)) = (ip6, self.endpoints6.as_mut()) {
+            let key6 = EndpointKey6 { ip: ip6.octets() };
+            absent_ok(ENDPOINTS6_MAP, map.remove(&key6))?;
+        }
         if let Ok(v) = self.endpoints.get(&key, 0) {
             absent_ok(IFACES_MAP, self.ifaces.remove(&v.ifindex))?;
             absent_ok(EP_STATS_MAP, self.ep_stats.remove(&v.ifindex))?;
-            if v.ip6 != [0; 16] {
-                let key6 = EndpointKey6 { ip: v.ip6 };
-                absent_ok(ENDPOINTS6_MAP, self.endpoints6.remove(&key6))?;
-            }
         }
         absent_ok(ENDPOINTS_MAP, self.endpoints.remove(&key))
     }
@@ -210,7 +217,8 @@ impl Datapath {
             return Ok(());
         }
         value.flags |= ENDPOINT_FLAG_PUBLISHED;
-        self.upsert_endpoint(value)
+        // The IPv6 entry stays as it is: the flag matters to the IPv4 lookups only.
+        self.upsert_endpoint(value, None)
     }
 
     /// Stops publishing `key`; absent is fine.

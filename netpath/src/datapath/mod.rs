@@ -139,7 +139,8 @@ pub struct Datapath {
     tc: [SchedClassifier; 3],
     stats: PerCpuArray<MapData, Counter>,
     endpoints: HashMap<MapData, EndpointKey, EndpointValue>,
-    endpoints6: HashMap<MapData, EndpointKey6, EndpointValue>,
+    /// `None` on a datapath of an older layout (its object has no such map).
+    endpoints6: Option<HashMap<MapData, EndpointKey6, EndpointValue>>,
     ifaces: HashMap<MapData, u32, EndpointValue>,
     ep_stats: PerCpuHashMap<MapData, u32, EndpointCounters>,
     drops: PerCpuArray<MapData, Counter>,
@@ -199,7 +200,7 @@ impl Datapath {
             tc,
             stats: open_typed(&pins, STATS_MAP)?,
             endpoints: open_typed(&pins, ENDPOINTS_MAP)?,
-            endpoints6: open_typed(&pins, ENDPOINTS6_MAP)?,
+            endpoints6: open_typed_if_pinned(&pins, ENDPOINTS6_MAP)?,
             ifaces: open_typed(&pins, IFACES_MAP)?,
             ep_stats: open_typed(&pins, EP_STATS_MAP)?,
             drops: open_typed(&pins, DROPS_MAP)?,
@@ -331,6 +332,17 @@ fn open_map(pins: &Pins, name: &'static str) -> Result<Map> {
 }
 
 /// The pinned map `name` as the typed aya map `T` (which checks its type and sizes).
+/// [`open_typed`] for a map an older layout's object lacks: `None` when it is not pinned.
+fn open_typed_if_pinned<T>(pins: &Pins, name: &'static str) -> Result<Option<T>>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    if !pins.map(name).exists() {
+        return Ok(None);
+    }
+    open_typed(pins, name).map(Some)
+}
+
 fn open_typed<T>(pins: &Pins, name: &'static str) -> Result<T>
 where
     T: TryFrom<Map, Error = MapError>,

@@ -12,7 +12,7 @@ const UDP: u8 = 17;
 
 /// `frame` (IPv6, from a's MAC) with a's and c's roles: from `src` to c's address.
 fn from_a(f: impl Fn([u8; 16], [u8; 16]) -> Vec<u8>, s: &Setup) -> Vec<u8> {
-    f(frames::SRC_IP6, s.c.1.ip6)
+    f(frames::SRC_IP6, s.c.2)
 }
 
 #[test]
@@ -36,7 +36,7 @@ fn ipv6_between_dual_stack_endpoints_is_redirected_with_the_right_macs() {
         // From its link-local address, as to a neighbour on the link.
         (
             "udp from link-local",
-            frames::udp6(frames::link_local(a.mac), 5000, c.ip6, 53, b"ll"),
+            frames::udp6(frames::link_local(a.mac), 5000, s.c.2, 53, b"ll"),
         ),
     ] {
         let (a_tx, c_rx) = (
@@ -70,7 +70,7 @@ fn ipv6_between_dual_stack_endpoints_is_redirected_with_the_right_macs() {
         );
     }
     // Out of a TAP (to a microVM), and from network 1 into network 2: refused.
-    let to_tap = frames::udp6(frames::SRC_IP6, 1, s.t.1.ip6, 2, b"t");
+    let to_tap = frames::udp6(frames::SRC_IP6, 1, s.t.2, 2, b"t");
     assert_eq!(run_tc(&s.dp, s.a.0.ifindex, &to_tap).0, TC_ACT_REDIRECT);
     assert_eq!(counters(&s.dp, s.t.0.ifindex).rx_packets, 1);
 }
@@ -113,28 +113,28 @@ fn the_guard_refuses_what_an_endpoint_may_not_send_each_with_its_reason() {
         134,
         &[64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0],
     );
-    let redirect = frames::icmp6(ll, c.ip6, 137, &[0; 36]);
+    let redirect = frames::icmp6(ll, s.c.2, 137, &[0; 36]);
     let mut ns_body = vec![0; 4];
-    ns_body.extend_from_slice(&c.ip6);
+    ns_body.extend_from_slice(&s.c.2);
     ns_body.extend_from_slice(&[1, 1]);
     ns_body.extend_from_slice(&foreign_mac);
-    let ns_forged_mac = frames::icmp6(ll, c.ip6, 135, &ns_body);
+    let ns_forged_mac = frames::icmp6(ll, s.c.2, 135, &ns_body);
     let dhcp_server = frames::udp6(ll, 547, frames::ALL_NODES, 546, &[2; 16]);
     // Five destination-options headers: one more than the walk takes.
     let mut chain = Vec::new();
     for i in 0..5 {
         chain.extend_from_slice(&[if i < 4 { 60 } else { UDP }, 0, 1, 4, 0, 0, 0, 0]);
     }
-    let long_chain = frames::ipv6(60, a.ip6, c.ip6, &chain, &[0; 8]);
+    let long_chain = frames::ipv6(60, s.a.2, s.c.2, &chain, &[0; 8]);
     for (name, frame, reason) in [
         (
             "c's source",
-            frames::udp6(c.ip6, 1, s.t.1.ip6, 2, b"s"),
+            frames::udp6(s.c.2, 1, s.t.2, 2, b"s"),
             DropReason::SpoofedIp,
         ),
         (
             "another link-local source",
-            frames::udp6(frames::link_local(c.mac), 1, s.t.1.ip6, 2, b"l"),
+            frames::udp6(frames::link_local(c.mac), 1, s.t.2, 2, b"l"),
             DropReason::SpoofedIp,
         ),
         ("router advertisement", ra, DropReason::RouterMessage),
@@ -146,12 +146,12 @@ fn the_guard_refuses_what_an_endpoint_may_not_send_each_with_its_reason() {
         ),
         (
             "advertisement for c",
-            frames::neighbor_advert(ll, c.ip6, a.mac),
+            frames::neighbor_advert(ll, s.c.2, a.mac),
             DropReason::SpoofedNd,
         ),
         (
             "own address, another MAC",
-            frames::neighbor_advert(ll, a.ip6, foreign_mac),
+            frames::neighbor_advert(ll, s.a.2, foreign_mac),
             DropReason::SpoofedNd,
         ),
         (
@@ -167,7 +167,7 @@ fn the_guard_refuses_what_an_endpoint_may_not_send_each_with_its_reason() {
         ),
         (
             "to another network",
-            frames::udp6(a.ip6, 1, s.other.1.ip6, 2, b"o"),
+            frames::udp6(s.a.2, 1, s.other.2, 2, b"o"),
             DropReason::OtherNetwork,
         ),
     ] {
@@ -183,8 +183,8 @@ fn the_guard_lets_through_what_an_endpoint_needs() {
     let ll = frames::link_local(a.mac);
     // Duplicate address detection: a solicitation from :: to the solicited-node group.
     let mut dad = vec![0; 4];
-    dad.extend_from_slice(&a.ip6);
-    let solicited = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, a.ip6[15]];
+    dad.extend_from_slice(&s.a.2);
+    let solicited = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, s.a.2[15]];
     let mut mld = vec![0, 0, 0, 1, 4, 0, 0, 0];
     mld.extend_from_slice(&solicited);
     let mld2 = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x16];
@@ -196,7 +196,7 @@ fn the_guard_lets_through_what_an_endpoint_needs() {
         ),
         (
             "own advertisement",
-            frames::neighbor_advert(ll, a.ip6, a.mac),
+            frames::neighbor_advert(ll, s.a.2, a.mac),
         ),
         (
             "own link-local advertisement",
@@ -232,13 +232,13 @@ fn the_guard_lets_through_what_an_endpoint_needs() {
 fn fragments_and_extension_headers_within_the_bound_take_the_fast_path() {
     require_root!();
     let s = setup();
-    let (a, c) = (&s.a.1, &s.c.1);
-    let udp = frames::udp6(a.ip6, 5000, c.ip6, 53, &[3; 24]);
+    let c = &s.c.1;
+    let udp = frames::udp6(s.a.2, 5000, s.c.2, 53, &[3; 24]);
     let l4 = &udp[54..];
     // A first fragment (offset 0, more), a later one, a hop-by-hop header.
-    let first = frames::ipv6(44, a.ip6, c.ip6, &[UDP, 0, 0, 1, 0, 0, 0, 9], l4);
-    let later = frames::ipv6(44, a.ip6, c.ip6, &[UDP, 0, 0, 0x18, 0, 0, 0, 9], &[4; 16]);
-    let hop = frames::ipv6(0, a.ip6, c.ip6, &[UDP, 0, 1, 4, 0, 0, 0, 0], l4);
+    let first = frames::ipv6(44, s.a.2, s.c.2, &[UDP, 0, 0, 1, 0, 0, 0, 9], l4);
+    let later = frames::ipv6(44, s.a.2, s.c.2, &[UDP, 0, 0, 0x18, 0, 0, 0, 9], &[4; 16]);
+    let hop = frames::ipv6(0, s.a.2, s.c.2, &[UDP, 0, 1, 4, 0, 0, 0, 0], l4);
     for (name, mut frame) in [
         ("first fragment", first),
         ("later fragment", later),
@@ -249,12 +249,6 @@ fn fragments_and_extension_headers_within_the_bound_take_the_fast_path() {
         assert_eq!((verdict, out), (TC_ACT_REDIRECT, frame), "{name}");
     }
     // A later fragment with a forged source is refused like any other packet.
-    let forged = frames::ipv6(
-        44,
-        c.ip6,
-        s.t.1.ip6,
-        &[UDP, 0, 0, 0x18, 0, 0, 0, 9],
-        &[4; 16],
-    );
+    let forged = frames::ipv6(44, s.c.2, s.t.2, &[UDP, 0, 0, 0x18, 0, 0, 0, 9], &[4; 16]);
     refused(&s, "forged later fragment", &forged, DropReason::SpoofedIp);
 }

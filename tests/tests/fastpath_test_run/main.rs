@@ -19,27 +19,23 @@ const TC_ACT_UNSPEC: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 
-/// An endpoint with `ip` (and `ip6`, when not all zero: dual-stack) behind `dev`.
+/// An endpoint with `ip` behind `dev` (dual-stack with `dual`).
 fn endpoint(
-    (ip, ip6): ([u8; 4], [u8; 16]),
+    ip: [u8; 4],
+    dual: bool,
     dev: &TestDev,
     mac: [u8; 6],
-    network_id: u16,
+    net: u16,
     kind: u8,
 ) -> EndpointValue {
     EndpointValue {
         ip,
         ifindex: dev.ifindex,
         mac,
-        host_mac: [0x02, 0xee, 0, 0, 0, network_id as u8],
-        network_id,
+        host_mac: [0x02, 0xee, 0, 0, 0, net as u8],
+        network_id: net,
         kind,
-        flags: if ip6 == [0; 16] {
-            0
-        } else {
-            ENDPOINT_FLAG_IPV6
-        },
-        ip6,
+        flags: if dual { ENDPOINT_FLAG_IPV6 } else { 0 },
     }
 }
 
@@ -53,21 +49,24 @@ fn ip6(net: u8, host: u8) -> [u8; 16] {
 struct Setup {
     _pins: TempPins,
     dp: Datapath,
-    a: (TestDev, EndpointValue),
-    b: (TestDev, EndpointValue),
+    /// Each endpoint: its device, its value and its IPv6 address (all zero: none).
+    a: Ep,
+    b: Ep,
     /// A second veth endpoint of network 1 with IPv6 (b has none).
-    c: (TestDev, EndpointValue),
-    t: (TestDev, EndpointValue),
-    other: (TestDev, EndpointValue),
+    c: Ep,
+    t: Ep,
+    other: Ep,
 }
+
+type Ep = (TestDev, EndpointValue, [u8; 16]);
 
 fn setup() -> Setup {
     let pins = TempPins::new();
     let mut dp = Datapath::open(&pins.path, false).expect("load datapath");
-    let mk = |ip, mac, net, kind| {
+    let mk = |(ip, ip6): ([u8; 4], [u8; 16]), mac, net, kind| {
         let d = TestDev::new("ft");
-        let e = endpoint(ip, &d, mac, net, kind);
-        (d, e)
+        let e = endpoint(ip, ip6 != [0; 16], &d, mac, net, kind);
+        (d, e, ip6)
     };
     // a and b: the frames module's SRC/DST addresses and MACs, network 1; a is
     // dual-stack (SRC_IP6), b is not; c, t (a TAP) and other (network 2) are.
@@ -101,8 +100,9 @@ fn setup() -> Setup {
         2,
         ENDPOINT_KIND_VETH,
     );
-    for (_, e) in [&a, &b, &c, &t, &other] {
-        dp.upsert_endpoint(*e).expect("register endpoint");
+    for (_, e, ip6) in [&a, &b, &c, &t, &other] {
+        let ip6 = (*ip6 != [0; 16]).then(|| std::net::Ipv6Addr::from(*ip6));
+        dp.upsert_endpoint(*e, ip6).expect("register endpoint");
     }
     Setup {
         _pins: pins,
@@ -288,7 +288,7 @@ fn spoofing_and_isolation_drop_with_the_right_reason() {
 fn removing_an_endpoint_removes_its_fast_path() {
     require_root!();
     let mut s = setup();
-    s.dp.remove_endpoint(std::net::Ipv4Addr::from(s.b.1.ip))
+    s.dp.remove_endpoint(std::net::Ipv4Addr::from(s.b.1.ip), None)
         .unwrap();
     let (verdict, out) = run_tc(&s.dp, s.a.0.ifindex, &frames::udp(b"r"));
     assert_eq!(
@@ -301,7 +301,7 @@ fn removing_an_endpoint_removes_its_fast_path() {
         "counters entry left"
     );
     // Removing twice is fine.
-    s.dp.remove_endpoint(std::net::Ipv4Addr::from(s.b.1.ip))
+    s.dp.remove_endpoint(std::net::Ipv4Addr::from(s.b.1.ip), None)
         .unwrap();
 }
 
@@ -330,7 +330,7 @@ fn publishing_marks_the_endpoint_and_the_mark_survives_re_registration() {
     assert_eq!(flags(&s.dp, s.b.1.ip), ENDPOINT_FLAG_PUBLISHED);
     // a keeps its own flag (dual-stack), not the mark.
     assert_eq!(flags(&s.dp, s.a.1.ip), ENDPOINT_FLAG_IPV6);
-    s.dp.upsert_endpoint(s.b.1).unwrap();
+    s.dp.upsert_endpoint(s.b.1, None).unwrap();
     assert_eq!(flags(&s.dp, s.b.1.ip), ENDPOINT_FLAG_PUBLISHED);
     // The program reads the entry by ifindex: a → b still takes the fast path, and so
     // does b → a (b's packets are now looked up as possible hairpin replies; none is).

@@ -107,14 +107,16 @@ fn nd_lladdr(f: &[u8], first: usize, want: u8) -> [u8; 6] {
 
 /// Whether the guard refuses an IPv6 packet from `from` (dual-stack): a source not its
 /// own (but `::` for DAD and MLD), router messages, DHCPv6 servers, neighbour discovery
-/// for another's address or MAC, and what it cannot read.
+/// for another's address or MAC, and what it cannot read. `owns`: the global addresses
+/// the model registered for `from`.
 pub(super) fn refused(
     from: &EndpointValue,
     f: &[u8],
     src: [u8; 16],
     l4: Option<(u8, usize)>,
+    owns: impl Fn([u8; 16]) -> bool,
 ) -> bool {
-    let own = |a: [u8; 16]| a == from.ip6 || a == link_local(from.mac);
+    let own = |a: [u8; 16]| a == link_local(from.mac) || owns(a);
     let mac_ok = |m: [u8; 6]| m == [0; 6] || m == from.mac;
     let Some((proto, at)) = l4 else {
         return !own(src);

@@ -43,7 +43,7 @@ mod packet;
 use std::{
     collections::{HashMap, HashSet},
     fmt::Write as _,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -198,10 +198,14 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
             // Network 1's endpoints are dual-stack: their IPv6 meets the guard and may
             // take the fast path between them; network 2's is dropped.
             flags: if net == 1 { ENDPOINT_FLAG_IPV6 } else { 0 },
-            ip6: if net == 1 { ip6_of(i) } else { [0; 16] },
         };
-        dp.upsert_endpoint(e).expect("endpoint");
+        let ip6 = (net == 1).then(|| ip6_of(i));
+        dp.upsert_endpoint(e, ip6.map(Ipv6Addr::from))
+            .expect("endpoint");
         model.endpoints.push((e, dev.ifindex));
+        if let Some(ip6) = ip6 {
+            model.endpoints6.push((ip6, e));
+        }
     }
     dp.set_uplink(
         uplink.ifindex,
@@ -384,8 +388,9 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
                     let (sport, dport) = (g.port(), g.port());
                     let mut f = if g.chance(0.3) {
                         // IPv6: from its own addresses mostly, to the other endpoints'.
+                        let own6 = model.ip6_of(&e).unwrap_or([0; 16]);
                         let src6 = match g.rng.random_range(0..10) {
-                            0..5 => e.ip6,
+                            0..5 => own6,
                             5..8 => link_local(e.mac),
                             8 => [0; 16],
                             _ => ip6_of(g.rng.random_range(0..3)),

@@ -71,6 +71,8 @@ pub(super) struct Model {
     pub(super) dnat_keys: Vec<Tuple>,
     pub(super) publish: HashMap<PublishKey, NatTarget>,
     pub(super) endpoints: Vec<(EndpointValue, u32)>,
+    /// The dual-stack endpoints by IPv6 address, as `NETPATH_ENDPOINTS6` holds them.
+    pub(super) endpoints6: Vec<([u8; 16], EndpointValue)>,
     pub(super) uplink_ifindex: u32,
     /// The local and broadcast routes of the test's namespace (`ip route show table
     /// local`): what `bpf_fib_lookup` reports as "not forwarded", i.e. a host address.
@@ -151,10 +153,17 @@ impl Model {
     }
     /// The dual-stack endpoint with IPv6 address `ip`.
     pub(super) fn endpoint_by_ip6(&self, ip: [u8; 16]) -> Option<&EndpointValue> {
-        self.endpoints
+        self.endpoints6
             .iter()
-            .find(|(e, _)| e.ip6 == ip && e.ip6 != [0; 16])
-            .map(|(e, _)| e)
+            .find(|(a, _)| *a == ip)
+            .map(|(_, e)| e)
+    }
+    /// The IPv6 address of endpoint `e`, if it has one.
+    pub(super) fn ip6_of(&self, e: &EndpointValue) -> Option<[u8; 16]> {
+        self.endpoints6
+            .iter()
+            .find(|(_, v)| v.ifindex == e.ifindex)
+            .map(|(a, _)| *a)
     }
 
     /// XDP: count and pass, never touch.
@@ -184,7 +193,11 @@ impl Model {
             let V6::Packet { src, dst, l4 } = parse_ip6(f) else {
                 return shot;
             };
-            if refused(from, f, src, l4) {
+            let owns = |a| {
+                self.endpoint_by_ip6(a)
+                    .is_some_and(|e| e.ifindex == from.ifindex)
+            };
+            if refused(from, f, src, l4, owns) {
                 return shot;
             }
             return match self.endpoint_by_ip6(dst) {

@@ -8,7 +8,8 @@
 //! [`On::Routed`] is only made in that mode, one tagged [`On::Dual`] (and its
 //! [`On::BridgeDual`], [`On::RoutedDual`]) only in a dual-stack network (10.77.0.0/24
 //! and fd77::/64); `$dev` stands for the endpoint's host-side device (ifindex 11
-//! behind a bridge, which took 10; 10 in a routed network).
+//! behind a bridge, which took 10; 10 in a routed network), `$ep` for the endpoint's
+//! addresses as its map writes name them (`10.77.0.2`, dual-stack `10.77.0.2 fd77::2`).
 
 use futures::{FutureExt, future::BoxFuture};
 
@@ -95,13 +96,18 @@ fn marked_published(k: &mut Kernel, _: usize) {
     ep.expect("endpoint").flags |= netpath_common::maps::ENDPOINT_FLAG_PUBLISHED;
 }
 
-/// `case`'s table for `mode`: its steps, `$dev` replaced.
+/// `case`'s table for `mode`: its steps, `$dev` and `$ep` replaced.
 fn steps_in(case: &Case, mode: Mode) -> Vec<(String, Vec<String>)> {
     let dev = match mode {
         Mode::Bridge => "11",
         Mode::Routed => "10",
     };
-    let fill = |s: &str| s.replace("$dev", dev);
+    let ep = if case.dual {
+        "10.77.0.2 fd77::2"
+    } else {
+        "10.77.0.2"
+    };
+    let fill = |s: &str| s.replace("$dev", dev).replace("$ep", ep);
     let steps = case.steps.iter().filter(|s| s.0.applies(mode, case.dual));
     steps
         .map(|(_, call, after)| (fill(call), after.iter().map(|a| fill(a)).collect()))
@@ -250,7 +256,7 @@ async fn create_network() {
 
 #[tokio::test]
 async fn add_endpoint() {
-    const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint 10.77.0.2"];
+    const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint $ep"];
     let op: Op =
         |rig, _, net| async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed();
     let steps: &[Step] = &[
@@ -258,7 +264,7 @@ async fn add_endpoint() {
         (
             On::Both,
             "create_veth /run/netns/fake:eth0",
-            &["remove_endpoint 10.77.0.2"],
+            &["remove_endpoint $ep"],
         ),
         (On::Both, "configure $dev alias,up", UNDO),
         // Routed: the gateways on the host end, a host route to each address.
@@ -273,13 +279,13 @@ async fn add_endpoint() {
             "configure_namespace /run/netns/fake:eth0",
             &[
                 "attach_tc_endpoint $dev",
-                "upsert_endpoint 10.77.0.2",
+                "upsert_endpoint $ep",
                 "delete_link $dev",
-                "remove_endpoint 10.77.0.2",
+                "remove_endpoint $ep",
             ],
         ),
         (On::Both, "attach_tc_endpoint $dev", UNDO),
-        (On::Both, "upsert_endpoint 10.77.0.2", UNDO),
+        (On::Both, "upsert_endpoint $ep", UNDO),
     ];
     run(Case::new("add endpoint", op, steps)).await;
     run(Case::new("add endpoint", op, steps).dual(dual_network)).await;
