@@ -62,7 +62,7 @@ use netpath_common::{
     maps::{
         Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, ENDPOINTS6_MAP,
         EP_STATS_MAP, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, FORWARDS_MAP,
-        Forward, Hook, IFACES_MAP, LAYOUT_MAP, STATS_MAP, stat_index,
+        Forward, Hook, IFACES_MAP, LAYOUT_MAP, STATS_MAP,
     },
     nat::{
         DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
