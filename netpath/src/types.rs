@@ -1,9 +1,16 @@
 //! Boundary types: values checked once where they enter (the API, the CLI, the CNI
 //! plugin, the state database) and carried typed from there on — a MAC address
-//! ([`MacAddr`]) and the rules of an interface name ([`check_ifname`]).
+//! ([`MacAddr`]), the rules of an interface name ([`check_ifname`]), and one value per
+//! address family ([`by_family`]: the CLI's `--subnet`/`--gateway`/`--ip`, the CNI
+//! plugin's `subnets`, `gateways` and requested addresses).
 
-use std::{fmt, str::FromStr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 /// Longest interface name Linux accepts (IFNAMSIZ - 1).
@@ -116,6 +123,78 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+/// A value of either address family (`IpNet`, `IpAddr`).
+pub trait Dual: Copy + fmt::Display {
+    type V4;
+    type V6;
+    /// The IPv4 value (`Ok`) or the IPv6 one (`Err`).
+    fn split(self) -> Result<Self::V4, Self::V6>;
+
+    /// `"IPv4"` or `"IPv6"`.
+    fn family(self) -> &'static str {
+        match self.split() {
+            Ok(_) => "IPv4",
+            Err(_) => "IPv6",
+        }
+    }
+}
+
+/// `Dual` for an enum of the two families (`IpNet`, `IpAddr`).
+macro_rules! dual {
+    ($either:ident: $v4:ty, $v6:ty) => {
+        impl Dual for $either {
+            type V4 = $v4;
+            type V6 = $v6;
+            fn split(self) -> Result<$v4, $v6> {
+                match self {
+                    $either::V4(v) => Ok(v),
+                    $either::V6(v) => Err(v),
+                }
+            }
+        }
+    };
+}
+
+dual!(IpNet: Ipv4Net, Ipv6Net);
+dual!(IpAddr: Ipv4Addr, Ipv6Addr);
+
+/// At most one value of each family: (the IPv4 one, the IPv6 one).
+pub type PerFamily<T> = (Option<<T as Dual>::V4>, Option<<T as Dual>::V6>);
+
+/// Two values of one family where one per family is allowed: `first` and `second`, in
+/// the order given. Each caller says it in its own words (a flag, a configuration key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TwoOfOneFamily<T> {
+    pub family: &'static str,
+    pub first: T,
+    pub second: T,
+}
+
+/// `values` by family: at most one IPv4 and one IPv6, in either order.
+pub fn by_family<T: Dual>(values: &[T]) -> Result<PerFamily<T>, TwoOfOneFamily<T>> {
+    let (mut v4, mut v6) = (None, None);
+    for (i, &second) in values.iter().enumerate() {
+        let taken = match second.split() {
+            Ok(a) => v4.replace(a).is_some(),
+            Err(a) => v6.replace(a).is_some(),
+        };
+        if taken {
+            let family = second.family();
+            let first = values[..i]
+                .iter()
+                .copied()
+                .find(|v| v.family() == family)
+                .expect("an earlier value of the family");
+            return Err(TwoOfOneFamily {
+                family,
+                first,
+                second,
+            });
+        }
+    }
+    Ok((v4, v6))
+}
+
 /// Asserts that `check` refuses every input of `cases` with an error that says why
 /// (contains the case's reason): the refusal tables of the boundary types' tests (MAC
 /// addresses, interface names, `-p` specs).
@@ -135,6 +214,26 @@ pub(crate) fn assert_refusals<T: fmt::Debug, E: fmt::Display>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_value_per_family_and_the_pair_that_breaks_it() {
+        let ips = |s: &[&str]| -> Vec<IpAddr> { s.iter().map(|a| a.parse().unwrap()).collect() };
+        let (v4, v6): (Ipv4Addr, Ipv6Addr) =
+            ("10.1.0.5".parse().unwrap(), "fd01::5".parse().unwrap());
+        assert_eq!(
+            by_family(&ips(&["fd01::5", "10.1.0.5"])),
+            Ok((Some(v4), Some(v6)))
+        );
+        assert_eq!(by_family::<IpAddr>(&[]), Ok((None, None)));
+        assert_eq!(
+            by_family(&ips(&["10.1.0.5", "fd01::5", "10.1.0.6"])),
+            Err(TwoOfOneFamily {
+                family: "IPv4",
+                first: IpAddr::V4(v4),
+                second: "10.1.0.6".parse().unwrap(),
+            })
+        );
+    }
 
     #[test]
     fn macs_parse_print_and_round_trip_through_json() {

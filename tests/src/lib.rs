@@ -678,6 +678,30 @@ impl Drop for LinkGuard {
     }
 }
 
+/// The host's IPv6 forwarding as it was when made, put back on drop: a dual-stack
+/// network turns it on (and the daemon leaves it on, as IPv4's), a test turns it back.
+pub struct Ipv6ForwardingRestored(String);
+
+impl Ipv6ForwardingRestored {
+    pub const SYSCTL: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
+
+    pub fn new() -> Ipv6ForwardingRestored {
+        Ipv6ForwardingRestored(fs::read_to_string(Self::SYSCTL).expect("IPv6 on the host"))
+    }
+}
+
+impl Default for Ipv6ForwardingRestored {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Ipv6ForwardingRestored {
+    fn drop(&mut self) {
+        let _ = fs::write(Self::SYSCTL, &self.0);
+    }
+}
+
 /// An "uplink": a veth from the host into a namespace standing for the outside world,
 /// the host end `name` with `host_ip/24`, the outside end with `outside_ip/24`, both up.
 /// The host end is deleted on drop (its peer goes with it).

@@ -1,8 +1,9 @@
 //! Real podman (CNI backend, runc) with `netpath-cni` as its network plugin, on a busybox
-//! root filesystem: the container gets its address from netpath, reaches a server in
-//! another namespace through netpath's masquerade, serves `-p 18080:80` to a client in
-//! that namespace, and `podman rm` leaves no endpoint, lease, device or map entry;
-//! 20 containers started in parallel get distinct addresses.
+//! root filesystem and a dual-stack network: the container gets an address of each
+//! family from netpath (and podman reports both) and pings its IPv6 gateway, reaches a
+//! server in another namespace through netpath's masquerade, serves `-p 18080:80` to a
+//! client in that namespace, and `podman rm` leaves no endpoint, lease, device or map
+//! entry; 20 containers started in parallel get distinct addresses of both families.
 //!
 //! Everything podman uses is private to the test: its --root, --runroot and --tmpdir,
 //! the CNI configuration directory and the plugin directory (through `CONTAINERS_CONF`),
@@ -16,12 +17,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpath_tests::{Daemon, NetNs, OutsideLink, cni_bin, require_root, run, unique};
+use netpath_tests::{
+    Daemon, Ipv6ForwardingRestored, NetNs, OutsideLink, cni_bin, require_root, run, unique,
+};
 use serde_json::{Value, json};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 const SUBNET: &str = "10.246.0.0/24";
+const SUBNET6: &str = "fd46::/64";
+const GATEWAY6: &str = "fd46::1";
 const MARKER: &str = "served-by-busybox-httpd-through-netpath";
 /// Bound on one podman command.
 const PODMAN_TIMEOUT: &str = "120";
@@ -165,6 +170,18 @@ fn bpf_map_len(bpffs: &Path, map: &str) -> usize {
     v.as_array().map_or(0, Vec::len)
 }
 
+/// The IPv4 and the IPv6 address (with prefix) in `ip -o addr` output.
+fn addresses(out: &str) -> (String, String) {
+    let after = |family: &str| {
+        out.split_whitespace()
+            .skip_while(|w| *w != family)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no {family} address in {out:?}"))
+            .to_owned()
+    };
+    (after("inet"), after("inet6"))
+}
+
 /// Waits (bounded) until the daemon lists no endpoint.
 fn wait_no_endpoints(d: &Daemon) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -203,6 +220,7 @@ fn podman_containers_on_a_netpath_network() {
     let uplink = OutsideLink::new(&outside, UPLINK, OUTSIDE);
     let up = uplink.name.clone();
 
+    let _forwarding = Ipv6ForwardingRestored::new();
     let d = Daemon::start();
     let net = unique("kn");
     let conflist = json!({
@@ -210,7 +228,7 @@ fn podman_containers_on_a_netpath_network() {
         "name": net,
         "plugins": [{
             "type": "netpath-cni",
-            "subnet": SUBNET,
+            "subnets": [SUBNET, SUBNET6],
             "mode": "bridge",
             "uplink": up,
             "socket": d.paths.socket,
@@ -221,8 +239,8 @@ fn podman_containers_on_a_netpath_network() {
     let rootfs = pm.rootfs().display().to_string();
     let network = format!("--network={net}");
 
-    // 1. The container's address comes from netpath; it reaches the outside server,
-    //    which sees the uplink's address (masquerade).
+    // 1. The container's addresses come from netpath, and it reaches its IPv6 gateway;
+    //    it reaches the outside server, which sees the uplink's address (masquerade).
     let listener = outside.enter(|| TcpListener::bind((OUTSIDE, 7300)).unwrap());
     listener.set_nonblocking(true).unwrap();
     let server = std::thread::spawn(move || {
@@ -247,7 +265,9 @@ fn podman_containers_on_a_netpath_network() {
             }
         }
     });
-    let script = format!("ip -4 -o addr show eth0; echo ping | nc -w 5 {OUTSIDE} 7300");
+    let script = format!(
+        "ip -o addr show eth0 scope global; ping -6 -c 1 -W 2 {GATEWAY6} && echo ping6-ok; echo ping | nc -w 5 {OUTSIDE} 7300"
+    );
     let out = pm.ok(&pm.run_args(&rootfs, &["--rm", &network], &["/bin/sh", "-c", &script]));
     let peer = server.join().unwrap();
     assert_eq!(
@@ -256,15 +276,16 @@ fn podman_containers_on_a_netpath_network() {
         "the outside server saw {peer:?}; container output: {out}"
     );
     assert!(out.contains(&format!("peer={UPLINK}")), "{out}");
-    let addr = out
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no inet address in {out}"));
+    let (addr, addr6) = addresses(&out);
     assert!(
         addr.starts_with("10.246.0.") && addr.ends_with("/24"),
         "container address {addr} is not from {SUBNET}"
     );
+    assert!(
+        addr6.starts_with("fd46::") && addr6.ends_with("/64"),
+        "container address {addr6} is not from {SUBNET6}"
+    );
+    assert!(out.contains("ping6-ok"), "no answer from {GATEWAY6}: {out}");
     let eps = wait_no_endpoints(&d);
     assert!(eps.is_empty(), "--rm left endpoints: {eps:?}");
 
@@ -279,6 +300,25 @@ fn podman_containers_on_a_netpath_network() {
         ))
         .trim()
         .to_owned();
+    // podman read both families from the result.
+    let inspect: Value = serde_json::from_str(&pm.ok(&["inspect", &name])).unwrap();
+    let seen = &inspect[0]["NetworkSettings"]["Networks"][&net];
+    assert!(
+        seen["IPAddress"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("10.246.0."),
+        "{seen}"
+    );
+    assert!(
+        seen["GlobalIPv6Address"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("fd46::"),
+        "{seen}"
+    );
+    assert_eq!(seen["GlobalIPv6PrefixLen"], 64, "{seen}");
+    assert_eq!(seen["IPv6Gateway"], GATEWAY6, "{seen}");
     let eps = d.ls()["endpoints"].as_array().cloned().unwrap_or_default();
     assert_eq!(eps.len(), 1, "{eps:?}");
     assert_eq!(eps[0]["container_id"], id.as_str(), "{eps:?}");
@@ -329,7 +369,7 @@ fn podman_containers_on_a_netpath_network() {
     assert_eq!(bpf_map_len(&bpffs, "NETPATH_PUBLISH"), 0);
 
     // 4. 20 containers started in parallel (and running together) get distinct
-    //    addresses; removing them in parallel leaves nothing.
+    //    addresses of both families; removing them in parallel leaves nothing.
     let started = Instant::now();
     let names: Vec<String> = (0..20).map(|_| unique("par")).collect();
     let ids: Vec<String> = std::thread::scope(|s| {
@@ -351,24 +391,20 @@ fn podman_containers_on_a_netpath_network() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     eprintln!("20 parallel podman runs took {:?}", started.elapsed());
-    let mut addrs: Vec<String> = names
+    let (mut addrs, mut addrs6): (Vec<String>, Vec<String>) = names
         .iter()
         .map(|name| {
-            let o = pm.ok(&["exec", name, "ip", "-4", "-o", "addr", "show", "eth0"]);
-            o.split_whitespace()
-                .skip_while(|w| *w != "inet")
-                .nth(1)
-                .unwrap_or_else(|| panic!("no inet address in {o:?}"))
-                .to_owned()
+            addresses(&pm.ok(&[
+                "exec", name, "ip", "-o", "addr", "show", "eth0", "scope", "global",
+            ]))
         })
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    assert_eq!(addrs.len(), 20, "addresses not distinct: {addrs:?}");
-    assert!(
-        addrs.iter().all(|a| a.starts_with("10.246.0.")),
-        "{addrs:?}"
-    );
+        .unzip();
+    for (all, prefix) in [(&mut addrs, "10.246.0."), (&mut addrs6, "fd46::")] {
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 20, "addresses not distinct: {all:?}");
+        assert!(all.iter().all(|a| a.starts_with(prefix)), "{all:?}");
+    }
     let eps = d.ls()["endpoints"].as_array().cloned().unwrap_or_default();
     let mut cids: Vec<&str> = eps
         .iter()

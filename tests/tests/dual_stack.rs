@@ -5,7 +5,7 @@
 //! forwarding the daemon turns on, and this test turns back). An IPv4-only network's
 //! containers get no IPv6 address at all.
 
-use netpath_tests::{Daemon, NetNs, require_root, unique};
+use netpath_tests::{Daemon, Ipv6ForwardingRestored, NetNs, require_root, unique};
 use serde_json::Value;
 
 /// `ip` inside `ns`, its output as text.
@@ -29,21 +29,10 @@ fn add(d: &Daemon, network: &str, ns: &NetNs, more: &[&str]) -> Value {
     serde_json::from_str(&d.ok(&args)).expect("endpoint JSON")
 }
 
-const IPV6_FORWARDING: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
-
-/// Puts the host's IPv6 forwarding back as it was.
-struct RestoreForwarding(String);
-
-impl Drop for RestoreForwarding {
-    fn drop(&mut self) {
-        let _ = std::fs::write(IPV6_FORWARDING, &self.0);
-    }
-}
-
 #[test]
 fn dual_stack_containers_get_ipv6_and_reach_their_gateway_and_each_other() {
     require_root!();
-    let _forwarding = RestoreForwarding(std::fs::read_to_string(IPV6_FORWARDING).expect("IPv6"));
+    let _forwarding = Ipv6ForwardingRestored::new();
     let d = Daemon::start();
     for (mode, subnet, subnet6, prefix) in [
         ("bridge", "10.241.0.0/24", "fd41::/64", "64"),
@@ -104,7 +93,7 @@ fn dual_stack_containers_get_ipv6_and_reach_their_gateway_and_each_other() {
         &["endpoint", "add", &name, "--netns", path.to_str().unwrap()],
         "IPv6 is disabled on eth0 in network namespace",
     );
-    let forwarding = std::fs::read_to_string(IPV6_FORWARDING).unwrap();
+    let forwarding = std::fs::read_to_string(Ipv6ForwardingRestored::SYSCTL).unwrap();
     assert_eq!(
         forwarding.trim(),
         "1",

@@ -1,59 +1,22 @@
 //! Dual-stack flags: `--subnet`, `--gateway` and `--ip` take one value per address
 //! family, in either order (`--subnet 10.50.0.0/24 --subnet fd50::/64`).
 
-use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
-
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-
-/// A value of either family.
-pub trait Dual: Copy + fmt::Display {
-    type V4;
-    type V6;
-    fn split(self) -> Result<Self::V4, Self::V6>;
-}
-
-/// `Dual` for an enum of the two families (`IpNet`, `IpAddr`).
-macro_rules! dual {
-    ($either:ident: $v4:ty, $v6:ty) => {
-        impl Dual for $either {
-            type V4 = $v4;
-            type V6 = $v6;
-            fn split(self) -> Result<$v4, $v6> {
-                match self {
-                    $either::V4(v) => Ok(v),
-                    $either::V6(v) => Err(v),
-                }
-            }
-        }
-    };
-}
-
-dual!(IpNet: Ipv4Net, Ipv6Net);
-dual!(IpAddr: Ipv4Addr, Ipv6Addr);
-
-/// At most one value of each family: (the IPv4 one, the IPv6 one).
-pub type PerFamily<T> = (Option<<T as Dual>::V4>, Option<<T as Dual>::V6>);
+pub use netpath::types::PerFamily;
+use netpath::types::{Dual, TwoOfOneFamily};
 
 /// The values of a repeatable `--flag`, by family: at most one IPv4 and one IPv6.
 pub fn by_family<T: Dual>(flag: &str, values: &[T]) -> anyhow::Result<PerFamily<T>> {
-    let (mut v4, mut v6) = (None, None);
-    for &value in values {
-        let (family, taken) = match value.split() {
-            Ok(a) => ("IPv4", v4.replace(a).is_some()),
-            Err(a) => ("IPv6", v6.replace(a).is_some()),
-        };
-        if taken {
-            anyhow::bail!("two {family} --{flag} values (… {value}): give at most one per family");
-        }
-    }
-    Ok((v4, v6))
+    netpath::types::by_family(values).map_err(|TwoOfOneFamily { family, second, .. }| {
+        anyhow::anyhow!("two {family} --{flag} values (… {second}): give at most one per family")
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
+    use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
     use super::*;
 
     fn nets(s: &[&str]) -> Vec<IpNet> {

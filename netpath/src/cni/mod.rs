@@ -5,15 +5,18 @@
 //! configuration on stdin; it answers on stdout and exits 0, or prints a spec error
 //! (`{"cniVersion","code","msg","details"}`) and exits 1.
 //!
-//! * ADD: ensures netpath network `name` exists (creating it from `subnet`, `mode`,
-//!   `uplink`, `gateway`, `mtu` on first use; a concurrent creator winning is fine),
-//!   adds a veth endpoint into `CNI_NETNS` tagged with `CNI_CONTAINERID`, publishes the
-//!   `portMappings` capability as Docker `-p` specs, and returns the result. A repeated
-//!   ADD of the same (container id, ifname) returns the existing attachment's result.
+//! * ADD: ensures netpath network `name` exists (creating it from `subnet` or `subnets`,
+//!   one CIDR per address family, `mode`, `uplink`, `gateway` or `gateways`, `mtu` on
+//!   first use; a concurrent creator winning is fine), adds a veth endpoint into
+//!   `CNI_NETNS` tagged with `CNI_CONTAINERID` (with the addresses the runtime asks for,
+//!   at most one per family), publishes the `portMappings` capability as Docker `-p`
+//!   specs, and returns the result: one `ips` entry and one default route per family. A
+//!   repeated ADD of the same (container id, ifname) returns the existing attachment's
+//!   result.
 //! * DEL: removes the endpoints of the attachment (their port leases go with them);
 //!   succeeds when there is none, and when the namespace is gone.
 //! * CHECK: the endpoint is ready, its host device exists and the container interface
-//!   has its address (and the `prevResult`'s).
+//!   has its addresses (and the `prevResult` lists them).
 //! * GC: removes this network's CNI endpoints that are not in
 //!   `cni.dev/valid-attachments`. STATUS: the daemon answers `/v1/version`.
 //! * VERSION: the supported versions.
@@ -22,24 +25,29 @@
 //! 50 (STATUS: the daemon is down), and [`code::DAEMON_REFUSED`] (100: the daemon refused
 //! the request; `details` has its hint) and [`code::CHECK_FAILED`] (101).
 
+mod check;
 mod conf;
 mod env;
+mod network;
 mod ops;
+mod ports;
+mod result;
 #[cfg(test)]
 mod tests;
 
 use std::{
     collections::HashSet,
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
-pub use self::{conf::*, env::*, ops::*};
+use self::{check::*, ops::*};
+pub use self::{conf::*, env::*, network::*, ports::*, result::*};
 use crate::{
     client::{Client, ClientError},
     config::DEFAULT_SOCKET,

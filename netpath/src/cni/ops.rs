@@ -1,4 +1,4 @@
-//! The commands against the daemon: ADD, DEL, CHECK, GC, and the result.
+//! The commands against the daemon: ADD, DEL and GC (CHECK is in `check`).
 
 use super::*;
 
@@ -19,8 +19,13 @@ pub(super) async fn attachment(
         .collect())
 }
 
-/// The network of `conf`, created on first use.
-pub(super) async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Network> {
+/// The network of `conf`, created on first use. An IPv6 address the runtime asks for
+/// (`ip6`) needs the network dual-stack; that is checked before anything is created.
+pub(super) async fn ensure_network(
+    client: &Client,
+    conf: &NetConf,
+    ip6: Option<Ipv6Addr>,
+) -> Result<Network> {
     let existing = match client.get_network(&conf.name).await {
         Ok(n) => Some(n),
         Err(ClientError::Api { status: 404, .. }) => None,
@@ -33,11 +38,12 @@ pub(super) async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Ne
                 return Err(CniError::new(
                     code::INVALID_CONFIG,
                     format!(
-                        "netpath network {:?} does not exist and the network configuration has no \"subnet\" to create it with",
+                        "netpath network {:?} does not exist and the network configuration has no \"subnet\" (or \"subnets\") to create it with",
                         conf.name
                     ),
                 ));
             };
+            can_lease_ipv6(&conf.name, "would have", req.subnet6, ip6)?;
             match client.create_network(&req).await {
                 Ok(n) => n,
                 // Another ADD may have created it meanwhile ("already exists", or a
@@ -49,77 +55,31 @@ pub(super) async fn ensure_network(client: &Client, conf: &NetConf) -> Result<Ne
             }
         }
     };
-    same_settings(&network, &conf.network)?;
+    conf.network.held_to(&network)?;
+    can_lease_ipv6(&network.name, "has", network.subnet6, ip6)?;
     Ok(network)
 }
 
-/// Fails unless the existing `network` has every setting of `conf` that is given.
-fn same_settings(network: &Network, conf: &NetworkSettings) -> Result<()> {
-    // What the network is, against what the configuration says it should be.
-    let mismatch = |is: String, says: String| {
-        CniError::new(
+/// Fails if an IPv6 address is requested (`ip6`) from network `name`, which `has` (or
+/// "would have", once created) `subnet6`, and that is none.
+fn can_lease_ipv6(
+    name: &str,
+    has: &str,
+    subnet6: Option<Ipv6Net>,
+    ip6: Option<Ipv6Addr>,
+) -> Result<()> {
+    match (ip6, subnet6) {
+        (Some(ip6), None) => Err(CniError::new(
             code::INVALID_CONFIG,
             format!(
-                "netpath network {:?} exists {is}, but the network configuration says {says}",
-                network.name
+                "requested address {ip6} is IPv6, but netpath network {name:?} {has} no IPv6 subnet"
             ),
         )
-    };
-    if let Some(s) = conf.subnet
-        && s != network.subnet
-    {
-        return Err(
-            mismatch(format!("with subnet {}", network.subnet), s.to_string()).details(
-                "use another network name, or remove the network with `netpath network rm`",
-            ),
-        );
+        .details(
+            "an IPv6 address needs a dual-stack network, one made from \"subnets\" with an IPv4 and an IPv6 CIDR",
+        )),
+        _ => Ok(()),
     }
-    if let Some(m) = conf.mode
-        && m != network.mode
-    {
-        return Err(mismatch(
-            format!("in {:?} mode", network.mode),
-            format!("{m:?}"),
-        ));
-    }
-    let differs = |what: &str, has: String, says: String| {
-        mismatch(format!("with {what} {has}"), says)
-            .details("make the configuration match the network, or use another network name")
-    };
-    if let Some(g) = conf.gateway
-        && g != network.gateway
-    {
-        return Err(differs(
-            "gateway",
-            network.gateway.to_string(),
-            g.to_string(),
-        ));
-    }
-    if let Some(m) = conf.mtu
-        && m != network.mtu
-    {
-        return Err(differs("MTU", network.mtu.to_string(), m.to_string()));
-    }
-    if let Some(n) = &conf.no_masquerade
-        && *n != network.no_masquerade
-    {
-        let show = |v: &[Ipv4Net]| {
-            let s: Vec<String> = v.iter().map(|c| c.to_string()).collect();
-            format!("[{}]", s.join(", "))
-        };
-        return Err(differs(
-            "noMasquerade",
-            show(&network.no_masquerade),
-            show(n),
-        ));
-    }
-    if let Some(u) = &conf.uplink
-        && network.uplink.as_ref() != Some(u)
-    {
-        let has = network.uplink.clone().unwrap_or_else(|| "none".into());
-        return Err(differs("uplink", has, u.clone()));
-    }
-    Ok(())
 }
 
 pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Value> {
@@ -130,12 +90,9 @@ pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Va
             format!("network namespace {} does not exist", netns.display()),
         ));
     }
-    let ip = conf.requested_ip(env)?;
+    let (ip, ip6) = conf.requested_ips(env)?;
     let mac = conf.requested_mac(env)?;
-    let mut specs = Vec::new();
-    for m in &conf.runtime.port_mappings {
-        specs.extend(m.spec()?);
-    }
+    let specs = ports::specs(&conf.runtime.port_mappings)?;
     if let Some(ep) = attachment(client, env, conf).await?.into_iter().next() {
         // A repeated ADD: answer with what exists.
         if ep.state != EndpointState::Ready {
@@ -149,8 +106,9 @@ pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Va
         }
         // The same ADD again is answered with what exists; an ADD asking for another
         // address or MAC is not the same request.
-        attached_as_requested(env, "address", ip, ep.ip)?;
-        attached_as_requested(env, "MAC", mac, ep.mac)?;
+        attached_as_requested(env, "address", ip, Some(ep.ip))?;
+        attached_as_requested(env, "IPv6 address", ip6, ep.ip6)?;
+        attached_as_requested(env, "MAC", mac, Some(ep.mac))?;
         let has_ports = client
             .list_ports()
             .await
@@ -158,108 +116,57 @@ pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Va
             .iter()
             .any(|l| l.endpoint == ep.id);
         if !has_ports {
-            publish(client, &ep, &specs).await?;
+            ports::publish(client, &ep, &specs).await?;
         }
-        return Ok(result(conf, &ep, &netns));
+        let network = client.get_network(&conf.name).await.map_err(api)?;
+        return Ok(result(conf, &network, &ep, &netns));
     }
-    ensure_network(client, conf).await?;
+    let network = ensure_network(client, conf, ip6).await?;
     let ep = client
         .add_endpoint(&EndpointCreate {
             network: conf.name.clone(),
             netns: Some(netns.clone()),
-            pid: None,
             ip,
-            ip6: None,
+            ip6,
             ifname: Some(env.ifname.clone()),
             mac,
             container_id: Some(env.container_id.clone()),
+            ..EndpointCreate::default()
         })
         .await
         .map_err(api)?;
-    if let Err(e) = publish(client, &ep, &specs).await {
+    if let Err(e) = ports::publish(client, &ep, &specs).await {
         // All or nothing: the runtime treats a failed ADD as never done.
         let _ = client.remove_endpoint(&ep.id).await;
         return Err(e);
     }
-    Ok(result(conf, &ep, &netns))
+    Ok(result(conf, &network, &ep, &netns))
 }
 
-/// Fails a repeated ADD whose requested `what` (its address, its MAC), if it asks for
-/// one, is not the one the existing attachment has.
+/// Fails a repeated ADD whose requested `what` (an address, the MAC), if it asks for
+/// one, is not the one the existing attachment has (`None`: it has none).
 fn attached_as_requested<T: PartialEq + std::fmt::Display>(
     env: &Env,
     what: &str,
     requested: Option<T>,
-    has: T,
+    has: Option<T>,
 ) -> Result<()> {
-    match requested {
-        Some(want) if want != has => Err(CniError::new(
-            code::INVALID_CONFIG,
-            format!(
-                "container {} ({}) is already attached with {what} {has}, not {want}",
-                env.container_id, env.ifname
-            ),
-        )
-        .details(format!("DEL the attachment first to change its {what}"))),
-        _ => Ok(()),
-    }
-}
-
-/// Publishes `specs` for `ep`, all or none (one request).
-pub(super) async fn publish(client: &Client, ep: &Endpoint, specs: &[String]) -> Result<()> {
-    if specs.is_empty() {
+    let Some(want) = requested else {
         return Ok(());
-    }
-    let r = client
-        .publish_ports(&PortPublish {
-            endpoint: ep.id.clone(),
-            spec: None,
-            specs: specs.to_vec(),
-        })
-        .await;
-    if let Err(e) = r {
-        let mut err = api(e);
-        err.msg = format!("publishing ports {}: {}", specs.join(", "), err.msg);
-        return Err(err);
-    }
-    Ok(())
-}
-
-/// The host side's MAC, read from sysfs (the plugin runs in the host's namespace).
-pub(super) fn host_mac(ifname: &str) -> Option<String> {
-    std::fs::read_to_string(Path::new("/sys/class/net").join(ifname).join("address"))
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-}
-
-/// The ADD result for `ep`, in the format of `conf.cni_version`.
-pub fn result(conf: &NetConf, ep: &Endpoint, netns: &Path) -> Value {
-    let mut host = json!({"name": ep.host_ifname});
-    if let Some(mac) = host_mac(&ep.host_ifname) {
-        host["mac"] = json!(mac);
-    }
-    let container = json!({
-        "name": ep.details.ifname.as_deref().unwrap_or("eth0"),
-        "mac": ep.mac,
-        "sandbox": netns,
-    });
-    let mut ip = json!({
-        "address": format!("{}/{}", ep.ip, ep.prefix_len),
-        "gateway": ep.gateway.to_string(),
-        "interface": 1,
-    });
-    if !at_least(&conf.cni_version, "1.0.0") {
-        ip["version"] = json!("4");
-    }
-    let mut r = json!({
-        "cniVersion": conf.cni_version,
-        "interfaces": [host, container],
-        "ips": [ip],
-        "routes": [{"dst": "0.0.0.0/0", "gw": ep.gateway.to_string()}],
-    });
-    r["dns"] = conf.dns.clone().unwrap_or_else(|| json!({}));
-    r
+    };
+    let has = match has {
+        Some(h) if h == want => return Ok(()),
+        Some(h) => h.to_string(),
+        None => "none".to_owned(),
+    };
+    Err(CniError::new(
+        code::INVALID_CONFIG,
+        format!(
+            "container {} ({}) is already attached with {what} {has}, not {want}",
+            env.container_id, env.ifname
+        ),
+    )
+    .details(format!("DEL the attachment first to change its {what}")))
 }
 
 pub(super) async fn del(client: &Client, env: &Env, conf: &NetConf) -> Result<()> {
@@ -270,100 +177,6 @@ pub(super) async fn del(client: &Client, env: &Env, conf: &NetConf) -> Result<()
         }
     }
     Ok(())
-}
-
-pub(super) async fn check(client: &Client, env: &Env, conf: &NetConf) -> Result<()> {
-    let failed = |m: String| CniError::new(code::CHECK_FAILED, m);
-    let eps = attachment(client, env, conf).await?;
-    let Some(ep) = eps.first() else {
-        return Err(CniError::new(
-            code::UNKNOWN_CONTAINER,
-            format!(
-                "netpath has no attachment of container {} ({}) on network {:?}",
-                env.container_id, env.ifname, conf.name
-            ),
-        ));
-    };
-    if ep.state != EndpointState::Ready {
-        return Err(failed(format!("endpoint {} is not ready", ep.id)));
-    }
-    let network = client.get_network(&conf.name).await.map_err(api)?;
-    if let Some(s) = conf.network.subnet
-        && s != network.subnet
-    {
-        return Err(failed(format!(
-            "network {:?} has subnet {}, the configuration says {s}",
-            network.name, network.subnet
-        )));
-    }
-    if !Path::new("/sys/class/net").join(&ep.host_ifname).exists() {
-        return Err(failed(format!(
-            "the host side {} of endpoint {} is missing",
-            ep.host_ifname, ep.id
-        )));
-    }
-    let netns = env.netns.clone().expect("validated: CHECK has CNI_NETNS");
-    if !netns.exists() {
-        return Err(failed(format!(
-            "network namespace {} does not exist",
-            netns.display()
-        )));
-    }
-    let addrs = addresses_in(&netns, &env.ifname)
-        .map_err(|e| failed(format!("cannot inspect {}: {e}", netns.display())))?;
-    let Some(addrs) = addrs else {
-        return Err(failed(format!(
-            "interface {} is missing in {}",
-            env.ifname,
-            netns.display()
-        )));
-    };
-    if !addrs.contains(&ep.ip) {
-        return Err(failed(format!(
-            "interface {} in {} does not have address {}",
-            env.ifname,
-            netns.display(),
-            ep.ip
-        )));
-    }
-    if let Some(prev) = &conf.prev_result {
-        let want = format!("{}/{}", ep.ip, ep.prefix_len);
-        let listed = prev
-            .get("ips")
-            .and_then(Value::as_array)
-            .is_some_and(|ips| ips.iter().any(|i| i.get("address") == Some(&json!(want))));
-        if !listed {
-            return Err(failed(format!(
-                "prevResult does not list the attachment's address {want}"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The IPv4 addresses of `ifname` inside `netns`; `None` if there is no such interface.
-pub(super) fn addresses_in(netns: &Path, ifname: &str) -> std::io::Result<Option<Vec<Ipv4Addr>>> {
-    use std::os::fd::AsFd;
-    let file = std::fs::File::open(netns)?;
-    let ifname = ifname.to_owned();
-    std::thread::spawn(move || -> std::io::Result<Option<Vec<Ipv4Addr>>> {
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(std::io::Error::from)?;
-        let mut found = false;
-        let mut addrs = Vec::new();
-        for a in nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)? {
-            if a.interface_name != ifname {
-                continue;
-            }
-            found = true;
-            if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
-                addrs.push(sin.ip());
-            }
-        }
-        Ok(found.then_some(addrs))
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("namespace inspection thread panicked"))?
 }
 
 pub(super) async fn gc(client: &Client, conf: &NetConf) -> Result<()> {

@@ -294,7 +294,7 @@ pub(super) fn gateway_mac(bridge: Option<&Link>, link: &Link) -> [u8; 6] {
 
 /// A dual-stack endpoint's IPv6 address, prefix and gateway: the subnet's prefix behind
 /// a bridge (the endpoints share the link), a /128 behind its gateway when routed.
-pub(super) fn ipv6_side(network: &Network, ep: &Endpoint) -> Option<Ipv6Side> {
+pub fn ipv6_side(network: &Network, ep: &Endpoint) -> Option<Ipv6Side> {
     let (ip, gateway, subnet) = (ep.ip6?, ep.gateway6?, network.subnet6?);
     let prefix_len = match (network.mode, ep.kind) {
         (Mode::Bridge, EndpointKind::Veth) => subnet.prefix_len(),

@@ -1,9 +1,11 @@
+mod dual_stack;
+
 use std::collections::HashMap;
 
 use super::*;
-use crate::model::EndpointDetails;
+use crate::model::{EndpointDetails, EndpointKind};
 
-fn env(pairs: &[(&str, &str)]) -> Result<Env> {
+pub(super) fn env(pairs: &[(&str, &str)]) -> Result<Env> {
     let m: HashMap<String, String> = pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -61,7 +63,8 @@ fn env_is_validated_per_command() {
     env(&[("CNI_COMMAND", "STATUS")]).unwrap();
 }
 
-fn conf(extra: Value) -> Result<NetConf> {
+/// A configuration of network `web` (1.0.0) with the members of `extra`.
+pub(super) fn conf(extra: Value) -> Result<NetConf> {
     let mut v = json!({"cniVersion": "1.0.0", "name": "web", "type": "netpath-cni"});
     for (k, x) in extra.as_object().unwrap() {
         v[k] = x.clone();
@@ -88,8 +91,8 @@ fn netconf_decoding_and_codes() {
     ])
     .unwrap();
     assert_eq!(
-        c.requested_ip(&e).unwrap(),
-        Some("10.88.0.9".parse().unwrap())
+        c.requested_ips(&e).unwrap(),
+        (Some("10.88.0.9".parse().unwrap()), None)
     );
     assert_eq!(conf(json!({})).unwrap().socket, Path::new(DEFAULT_SOCKET));
 
@@ -149,25 +152,26 @@ fn requested_addresses() {
         ])
         .unwrap()
     };
+    let v4 = |a: &str| Some(a.parse::<Ipv4Addr>().unwrap());
     let c = conf(json!({"args": {"cni": {"ips": ["10.88.0.7"]}}})).unwrap();
+    assert_eq!(c.requested_ips(&e("")).unwrap(), (v4("10.88.0.7"), None));
+    // The same address from two sources is one request.
     assert_eq!(
-        c.requested_ip(&e("")).unwrap(),
-        Some("10.88.0.7".parse().unwrap())
+        c.requested_ips(&e("IP=10.88.0.7")).unwrap(),
+        (v4("10.88.0.7"), None)
     );
     assert_eq!(
-        c.requested_ip(&e("IP=10.88.0.8")).unwrap_err().code,
-        code::INVALID_CONFIG
-    );
-    let c = conf(json!({"runtimeConfig": {"ips": ["fd00::1/64"]}})).unwrap();
-    assert_eq!(
-        c.requested_ip(&e("")).unwrap_err().code,
+        c.requested_ips(&e("IP=10.88.0.8")).unwrap_err().code,
         code::INVALID_CONFIG
     );
     let c = conf(json!({})).unwrap();
     assert_eq!(
-        c.requested_ip(&e("IP=10.88.0.3")).unwrap(),
-        Some("10.88.0.3".parse().unwrap())
+        c.requested_ips(&e("IP=10.88.0.3")).unwrap(),
+        (v4("10.88.0.3"), None)
     );
+    let bad = c.requested_ips(&e("IP=10.88.0.300")).unwrap_err();
+    assert_eq!(bad.code, code::INVALID_CONFIG);
+    assert!(bad.msg.contains("is not an IP address"), "{}", bad.msg);
     assert_eq!(
         c.requested_mac(&e("MAC=02:00:00:00:00:01"))
             .unwrap()
@@ -212,19 +216,42 @@ fn port_mappings_become_docker_specs() {
     }
 }
 
-#[test]
-fn results_follow_the_version() {
-    let ep = Endpoint {
+/// Network `web`, 10.88.0.0/24 in `mode`, with IPv6 subnet `subnet6` if given (its
+/// gateway the first address).
+pub(super) fn network(mode: Mode, subnet6: Option<&str>) -> Network {
+    let subnet6: Option<Ipv6Net> = subnet6.map(|s| s.parse().unwrap());
+    Network {
+        id: 1,
+        name: "web".into(),
+        subnet: "10.88.0.0/24".parse().unwrap(),
+        gateway: "10.88.0.1".parse().unwrap(),
+        subnet6,
+        gateway6: subnet6.map(|s| (u128::from(s.network()) + 1).into()),
+        mode,
+        uplink: Some("eth0".into()),
+        mtu: 1500,
+        bridge: (mode == Mode::Bridge).then(|| "np-web".into()),
+        no_masquerade: Vec::new(),
+    }
+}
+
+/// A ready container endpoint of `network`: 10.88.0.2 (and `ip6`, if given).
+pub(super) fn endpoint(network: &Network, ip6: Option<&str>) -> Endpoint {
+    let ip6: Option<Ipv6Addr> = ip6.map(|a| a.parse().unwrap());
+    Endpoint {
         id: "0123456789ab".into(),
-        network: "web".into(),
-        kind: crate::model::EndpointKind::Veth,
+        network: network.name.clone(),
+        kind: EndpointKind::Veth,
         state: EndpointState::Ready,
         ip: "10.88.0.2".parse().unwrap(),
-        ip6: None,
-        gateway6: None,
-        prefix_len: 24,
+        ip6,
+        gateway6: ip6.and(network.gateway6),
+        prefix_len: match network.mode {
+            Mode::Bridge => network.subnet.prefix_len(),
+            Mode::Routed => 32,
+        },
         mac: "02:00:00:00:00:02".parse().unwrap(),
-        gateway: "10.88.0.1".parse().unwrap(),
+        gateway: network.gateway,
         host_ifname: "np-0123456789ab".into(),
         details: EndpointDetails {
             ifname: Some("eth0".into()),
@@ -232,9 +259,15 @@ fn results_follow_the_version() {
             container_id: Some("c1".into()),
             ..EndpointDetails::default()
         },
-    };
+    }
+}
+
+#[test]
+fn results_follow_the_version() {
+    let net = network(Mode::Bridge, None);
+    let ep = endpoint(&net, None);
     let c = conf(json!({"dns": {"nameservers": ["10.88.0.1"]}})).unwrap();
-    let r = result(&c, &ep, Path::new("/run/netns/x"));
+    let r = result(&c, &net, &ep, Path::new("/run/netns/x"));
     assert_eq!(r["cniVersion"], "1.0.0");
     assert_eq!(
         r["interfaces"][1],
@@ -251,7 +284,10 @@ fn results_follow_the_version() {
     );
     assert_eq!(r["dns"], json!({"nameservers": ["10.88.0.1"]}));
     let c = NetConf::parse(br#"{"cniVersion":"0.4.0","name":"web"}"#).unwrap();
-    assert_eq!(result(&c, &ep, Path::new("/x"))["ips"][0]["version"], "4");
+    assert_eq!(
+        result(&c, &net, &ep, Path::new("/x"))["ips"][0]["version"],
+        "4"
+    );
 }
 
 #[test]
