@@ -5,6 +5,7 @@
 //! * [`packet`]: the pure packet logic (header parsing and classification), written once
 //!   against the [`packet::Frame`] trait so the eBPF programs and host tests run the very
 //!   same code.
+//! * [`sockaddr`]: v4-mapped IPv6 addresses as the socket-address hooks see them.
 //!
 //! This crate is `no_std` so it links into the eBPF objects; the `user` feature adds the
 //! `aya::Pod` impls userspace needs to read and write the maps.
@@ -105,6 +106,7 @@ pub mod ipv6;
 pub mod maps;
 pub mod nat;
 pub mod packet;
+pub mod sockaddr;
 
 #[cfg(test)]
 mod tests {

@@ -4,6 +4,14 @@
 //! any packet exists (as Cilium's socket-level load balancer does). The reverse hooks
 //! make `getpeername` and UDP `recvmsg` show the published address again, so the
 //! application never sees the translation.
+//!
+//! The IPv6 hooks serve `AF_INET6` sockets reaching an IPv4 address through its
+//! v4-mapped form (`::ffff:127.0.0.1`, `::ffff:<host address>`): the same IPv4 logic,
+//! reading and writing the mapped address (an unconnected UDP send to one runs the IPv4
+//! sendmsg hook instead: see [`netpath_sendmsg6`]). Native IPv6 destinations are left
+//! alone (IPv6 published ports would branch off in [`user_addr`]).
+
+use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -14,6 +22,7 @@ use aya_ebpf::{
 use netpath_common::{
     nat::{NatTarget, SockNatKey},
     packet::{IPPROTO_TCP, IPPROTO_UDP},
+    sockaddr::{mapped_of_v4, v4_of_mapped},
 };
 
 use crate::{
@@ -24,48 +33,130 @@ use crate::{
 /// Socket hooks must return 1 ("allow"); they never refuse.
 const ALLOW: i32 = 1;
 
+/// Which address field of `bpf_sock_addr` a hook has: the verifier refuses an IPv4
+/// hook's access to `user_ip6` and an IPv6 hook's to `user_ip4`. Always a constant at
+/// the call site, so each program keeps only its own family's accesses.
+#[derive(Clone, Copy)]
+enum Family {
+    /// `AF_INET` sockets: `user_ip4`.
+    Inet,
+    /// `AF_INET6` sockets: `user_ip6`.
+    Inet6,
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn netpath_connect4(ctx: SockAddrContext) -> i32 {
-    to_endpoint(&ctx);
+    to_endpoint(&ctx, Family::Inet);
     ALLOW
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn netpath_sendmsg4(ctx: SockAddrContext) -> i32 {
-    to_endpoint(&ctx);
+    to_endpoint(&ctx, Family::Inet);
     ALLOW
 }
 
 #[cgroup_sock_addr(recvmsg4)]
 pub fn netpath_recvmsg4(ctx: SockAddrContext) -> i32 {
-    to_published(&ctx);
+    to_published(&ctx, Family::Inet);
     ALLOW
 }
 
 #[cgroup_sock_addr(getpeername4)]
 pub fn netpath_getpeername4(ctx: SockAddrContext) -> i32 {
-    to_published(&ctx);
+    to_published(&ctx, Family::Inet);
     ALLOW
 }
 
-/// The destination address and port of the hook's context: the address as it sits in
-/// memory, the port in host order (`user_port` holds it in network order, in its low
-/// 16 bits).
+#[cgroup_sock_addr(connect6)]
+pub fn netpath_connect6(ctx: SockAddrContext) -> i32 {
+    to_endpoint(&ctx, Family::Inet6);
+    ALLOW
+}
+
+/// Never sees a v4-mapped destination (Linux 6.18, checked by hand): `udpv6_sendmsg`
+/// hands a datagram to one over to `udp_sendmsg`, whose sendmsg4 hook translates it
+/// (`tests/tests/host_local6.rs` covers that path). Attached all the same, with its
+/// family's siblings: it is the hook native IPv6 published ports will need.
+#[cgroup_sock_addr(sendmsg6)]
+pub fn netpath_sendmsg6(ctx: SockAddrContext) -> i32 {
+    to_endpoint(&ctx, Family::Inet6);
+    ALLOW
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn netpath_recvmsg6(ctx: SockAddrContext) -> i32 {
+    to_published(&ctx, Family::Inet6);
+    ALLOW
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn netpath_getpeername6(ctx: SockAddrContext) -> i32 {
+    to_published(&ctx, Family::Inet6);
+    ALLOW
+}
+
+/// The hook's address (the destination of connect / sendmsg, the peer of recvmsg /
+/// getpeername) as an IPv4 address and a port in host order, if it is one: `user_ip4`,
+/// or a v4-mapped `user_ip6`. `None` for a native IPv6 address, which is left to the
+/// kernel for now. `user_port` holds the port in network order, in its low 16 bits.
 #[inline(always)]
-fn user_addr(sa: &bpf_sock_addr) -> ([u8; 4], u16) {
-    (sa.user_ip4.to_ne_bytes(), u16::from_be(sa.user_port as u16))
+fn user_addr(sa: &bpf_sock_addr, family: Family) -> Option<([u8; 4], u16)> {
+    let port = u16::from_be(sa.user_port as u16);
+    let addr = match family {
+        Family::Inet => sa.user_ip4.to_ne_bytes(),
+        // Native IPv6 (`[::1]`, the host's IPv6 addresses): IPv6 published ports go here.
+        Family::Inet6 => v4_of_mapped(user_ip6(sa))?,
+    };
+    Some((addr, port))
 }
 
 #[inline(always)]
-fn set_user_addr(sa: &mut bpf_sock_addr, addr: [u8; 4], port: u16) {
-    sa.user_ip4 = u32::from_ne_bytes(addr);
+fn set_user_addr(sa: &mut bpf_sock_addr, family: Family, addr: [u8; 4], port: u16) {
+    match family {
+        Family::Inet => sa.user_ip4 = u32::from_ne_bytes(addr),
+        Family::Inet6 => set_user_ip6(sa, mapped_of_v4(addr)),
+    }
     sa.user_port = u32::from(port.to_be());
 }
 
-/// connect4 / sendmsg4: a destination that is a published port on a host address
-/// becomes its endpoint.
+/// `user_ip6`, one 4-byte load per word. Verifier workaround: it accepts a load of
+/// `user_ip6` only within one word (or 8 bytes at an 8-byte-aligned offset) and refuses,
+/// say, an 8-byte load of words 1 and 2, which the compiler may make of plain loads of
+/// adjacent words; volatile loads keep each one a single 4-byte load.
 #[inline(always)]
-fn to_endpoint(ctx: &SockAddrContext) {
+fn user_ip6(sa: &bpf_sock_addr) -> [u32; 4] {
+    let w = &sa.user_ip6;
+    // SAFETY: reads of four `u32`s through a valid shared reference (the context).
+    unsafe {
+        [
+            read_volatile(&w[0]),
+            read_volatile(&w[1]),
+            read_volatile(&w[2]),
+            read_volatile(&w[3]),
+        ]
+    }
+}
+
+/// Writes `user_ip6`, one 4-byte store per word. Verifier workaround: a store to it must
+/// be exactly a word (or 8 bytes at an 8-byte-aligned offset), so, as for [`user_ip6`],
+/// volatile stores keep each one a single 4-byte store.
+#[inline(always)]
+fn set_user_ip6(sa: &mut bpf_sock_addr, words: [u32; 4]) {
+    let w = &mut sa.user_ip6;
+    // SAFETY: writes of four `u32`s through a valid exclusive reference (the context).
+    unsafe {
+        write_volatile(&mut w[0], words[0]);
+        write_volatile(&mut w[1], words[1]);
+        write_volatile(&mut w[2], words[2]);
+        write_volatile(&mut w[3], words[3]);
+    }
+}
+
+/// connect / sendmsg: a destination that is a published port on a host address becomes
+/// its endpoint.
+#[inline(always)]
+fn to_endpoint(ctx: &SockAddrContext, family: Family) {
     // SAFETY: the context pointer is valid and exclusively ours for this run; the
     // verifier checks every field access against the hook's rules.
     let sa = unsafe { &mut *ctx.sock_addr };
@@ -73,6 +164,10 @@ fn to_endpoint(ctx: &SockAddrContext) {
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return;
     }
+    // First: a native IPv6 destination costs no helper call or map lookup.
+    let Some((dst, port)) = user_addr(sa, family) else {
+        return;
+    };
     // Only the host's own sockets: a process of this cgroup inside a container's
     // namespace must reach the addresses of that namespace, and go through the
     // datapath (hairpin) like the container's other traffic.
@@ -81,7 +176,6 @@ fn to_endpoint(ctx: &SockAddrContext) {
     if NETPATH_HOST_NETNS.get(0).copied() != Some(netns) {
         return;
     }
-    let (dst, port) = user_addr(sa);
     let Some(ep) = published_local(proto, dst, port) else {
         return;
     };
@@ -96,7 +190,7 @@ fn to_endpoint(ctx: &SockAddrContext) {
     // Without the reverse entry the application would see the endpoint's address;
     // better than failing the connect, so a full map only costs cosmetics.
     let _ = NETPATH_SOCK_NAT.insert(key, NatTarget::new(dst, port), 0);
-    set_user_addr(sa, ep.addr, ep.port);
+    set_user_addr(sa, family, ep.addr, ep.port);
 }
 
 /// The endpoint behind `dst:port` if `dst` is this host's: a publish on exactly that
@@ -123,13 +217,17 @@ pub fn is_host_addr(addr: [u8; 4]) -> bool {
     addr[0] == 127 || unsafe { NETPATH_LOCAL_ADDRS.get(addr) }.is_some()
 }
 
-/// recvmsg4 / getpeername4: an endpoint address this socket reached through a
-/// published port shows as the published address again.
+/// recvmsg / getpeername: an endpoint address this socket reached through a published
+/// port shows as the published address again. The key is the IPv4 address for both
+/// families: a socket's cookie is its own, so the entries of an `AF_INET6` socket never
+/// meet an `AF_INET` one's.
 #[inline(always)]
-fn to_published(ctx: &SockAddrContext) {
+fn to_published(ctx: &SockAddrContext, family: Family) {
     // SAFETY: as in to_endpoint.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let (addr, port) = user_addr(sa);
+    let Some((addr, port)) = user_addr(sa, family) else {
+        return;
+    };
     // SAFETY: a helper taking the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
     let key = SockNatKey {
@@ -140,6 +238,6 @@ fn to_published(ctx: &SockAddrContext) {
     };
     // SAFETY: copied out at once.
     if let Some(front) = unsafe { NETPATH_SOCK_NAT.get(key) }.copied() {
-        set_user_addr(sa, front.addr, front.port);
+        set_user_addr(sa, family, front.addr, front.port);
     }
 }

@@ -53,17 +53,42 @@ pub const SENDMSG4_PROG: &str = "netpath_sendmsg4";
 pub const RECVMSG4_PROG: &str = "netpath_recvmsg4";
 /// `getpeername()`: the peer shown as the published address again.
 pub const GETPEERNAME4_PROG: &str = "netpath_getpeername4";
+/// The same four for `AF_INET6` sockets reaching an IPv4 address v4-mapped
+/// (`::ffff:127.0.0.1`): `connect()`,
+pub const CONNECT6_PROG: &str = "netpath_connect6";
+/// UDP `sendmsg()` (the kernel runs the IPv4 hook for a v4-mapped destination instead:
+/// this one sees native IPv6 only, and leaves it),
+pub const SENDMSG6_PROG: &str = "netpath_sendmsg6";
+/// UDP `recvmsg()`,
+pub const RECVMSG6_PROG: &str = "netpath_recvmsg6";
+/// and `getpeername()`.
+pub const GETPEERNAME6_PROG: &str = "netpath_getpeername6";
 
 /// The cgroup socket-address hooks (host-local access to published ports).
-pub const SOCK_PROGRAMS: [(&str, CgroupSockAddrAttachType); 4] = [
+pub const SOCK_PROGRAMS: [(&str, CgroupSockAddrAttachType); 8] = [
     (CONNECT4_PROG, CgroupSockAddrAttachType::Connect4),
     (SENDMSG4_PROG, CgroupSockAddrAttachType::UDPSendMsg4),
     (RECVMSG4_PROG, CgroupSockAddrAttachType::UDPRecvMsg4),
     (GETPEERNAME4_PROG, CgroupSockAddrAttachType::GetPeerName4),
+    (CONNECT6_PROG, CgroupSockAddrAttachType::Connect6),
+    (SENDMSG6_PROG, CgroupSockAddrAttachType::UDPSendMsg6),
+    (RECVMSG6_PROG, CgroupSockAddrAttachType::UDPRecvMsg6),
+    (GETPEERNAME6_PROG, CgroupSockAddrAttachType::GetPeerName6),
+];
+
+/// Programs added after layout 1, the oldest datapath an upgrade starts from: the object
+/// of an older build (loaded through [`OBJECT_ENV`], as the upgrade test does) lacks
+/// them, and its datapath runs without them. This build's own object holds every one of
+/// [`PROGRAMS`] (a unit test checks it); a missing program of any other is an error.
+pub const PROGRAMS_SINCE_LAYOUT1: [&str; 4] = [
+    CONNECT6_PROG,
+    SENDMSG6_PROG,
+    RECVMSG6_PROG,
+    GETPEERNAME6_PROG,
 ];
 
 /// Every program in the object, with its kind.
-pub const PROGRAMS: [(&str, ProgramKind); 8] = [
+pub const PROGRAMS: [(&str, ProgramKind); 12] = [
     (XDP_PROG, ProgramKind::Xdp),
     (TC_INGRESS_PROG, ProgramKind::Tc),
     (UPLINK_EGRESS_PROG, ProgramKind::Tc),
@@ -72,6 +97,10 @@ pub const PROGRAMS: [(&str, ProgramKind); 8] = [
     (SENDMSG4_PROG, ProgramKind::SockAddr),
     (RECVMSG4_PROG, ProgramKind::SockAddr),
     (GETPEERNAME4_PROG, ProgramKind::SockAddr),
+    (CONNECT6_PROG, ProgramKind::SockAddr),
+    (SENDMSG6_PROG, ProgramKind::SockAddr),
+    (RECVMSG6_PROG, ProgramKind::SockAddr),
+    (GETPEERNAME6_PROG, ProgramKind::SockAddr),
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! up and check against, not the code under test.
 
 pub mod consistency;
+pub mod echo;
 pub mod frames;
 pub mod vm;
 

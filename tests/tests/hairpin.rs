@@ -9,74 +9,25 @@
 //! - a process on the host reaches the published port on 127.0.0.1 and on the uplink
 //!   address without any proxy (cgroup socket hooks), including a 127.0.0.1-only publish.
 
-use std::{
-    io::{Read, Write},
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
-    sync::mpsc,
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 
-use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
+use netpath_tests::{
+    Daemon, NetNs, OutsideLink,
+    echo::{tcp_echo, tcp_server, udp_echo, udp_server},
+    require_root,
+};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 31);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 32);
-const TIMEOUT: Duration = Duration::from_secs(5);
 const PUBLISHED: u16 = 18180;
 const LOOPBACK_ONLY: u16 = 18181;
 
 fn endpoint(d: &Daemon, net: &str, ns: &NetNs) -> (String, Ipv4Addr) {
-    let v: serde_json::Value = serde_json::from_str(&d.ok(&[
-        "endpoint",
-        "add",
-        net,
-        "--netns",
-        &ns.path().display().to_string(),
-        "--json",
-    ]))
-    .unwrap();
+    let v = d.add_endpoint(net, ns);
     (
         v["id"].as_str().unwrap().to_owned(),
         v["ip"].as_str().unwrap().parse().unwrap(),
     )
-}
-
-/// An echo-once TCP server on `ip:port` inside `ns` that serves `n` connections and
-/// returns the peers it saw. Returns once it listens.
-fn tcp_server(ns: &NetNs, ip: Ipv4Addr, port: u16, n: usize) -> JoinHandle<Vec<SocketAddr>> {
-    let (tx, rx) = mpsc::channel();
-    let h = ns.spawn(move || {
-        let l = TcpListener::bind((ip, port)).unwrap();
-        tx.send(()).unwrap();
-        let mut peers = Vec::new();
-        for _ in 0..n {
-            let (mut c, peer) = l.accept().unwrap();
-            c.set_read_timeout(Some(TIMEOUT)).unwrap();
-            let mut buf = [0u8; 5];
-            c.read_exact(&mut buf).unwrap();
-            c.write_all(&buf).unwrap();
-            peers.push(peer);
-        }
-        peers
-    });
-    rx.recv_timeout(TIMEOUT).expect("server did not start");
-    h
-}
-
-/// Connects to `to`, sends 5 bytes, expects them back; returns the local and remote
-/// addresses the client saw.
-fn tcp_echo(to: SocketAddr) -> Result<(SocketAddr, SocketAddr), String> {
-    let mut c =
-        TcpStream::connect_timeout(&to, TIMEOUT).map_err(|e| format!("connect {to}: {e}"))?;
-    c.set_read_timeout(Some(TIMEOUT)).unwrap();
-    c.write_all(b"hello").map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 5];
-    c.read_exact(&mut buf)
-        .map_err(|e| format!("read from {to}: {e}"))?;
-    if &buf != b"hello" {
-        return Err(format!("{to} answered {buf:?}"));
-    }
-    Ok((c.local_addr().unwrap(), c.peer_addr().unwrap()))
 }
 
 #[test]
@@ -157,7 +108,7 @@ fn hairpin_and_host_local_reach_published_ports() {
         ns.spawn(|| {
             TcpStream::connect_timeout(
                 &SocketAddr::from((UPLINK, LOOPBACK_ONLY)),
-                Duration::from_millis(800),
+                std::time::Duration::from_millis(800),
             )
             .is_ok()
         })
@@ -173,42 +124,22 @@ fn hairpin_and_host_local_reach_published_ports() {
     server81.join().unwrap();
 
     // UDP hairpin: the reply comes from the published address.
-    let (tx, rx) = mpsc::channel();
-    let udp = b_ns.spawn(move || {
-        let u = UdpSocket::bind((b_ip, 53)).unwrap();
-        u.set_read_timeout(Some(TIMEOUT)).unwrap();
-        tx.send(()).unwrap();
-        let mut peers = Vec::new();
-        for _ in 0..2 {
-            let mut buf = [0u8; 64];
-            let (n, peer) = u.recv_from(&mut buf).unwrap();
-            u.send_to(&buf[..n], peer).unwrap();
-            peers.push(peer);
-        }
-        peers
-    });
-    rx.recv_timeout(TIMEOUT).unwrap();
+    let udp = udp_server(&b_ns, b_ip, 53, 2);
     let udp_client = move || {
         let u = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-        u.set_read_timeout(Some(TIMEOUT)).unwrap();
-        u.send_to(b"q?", published).unwrap();
-        let mut buf = [0u8; 64];
-        let (n, from) = u.recv_from(&mut buf).expect("udp reply");
-        (from, buf[..n].to_vec())
+        udp_echo(&u, published)
     };
-    let (from, data) = a_ns.spawn(udp_client).join().unwrap();
+    let from = a_ns.spawn(udp_client).join().unwrap().expect("A → UDP");
     assert_eq!(
         from, published,
         "UDP reply must come from the published address"
     );
-    assert_eq!(data, b"q?");
     // From the host, unconnected UDP (sendmsg/recvmsg hooks).
-    let (from, data) = udp_client();
+    let from = udp_client().expect("host → UDP");
     assert_eq!(
         from, published,
         "host UDP reply must come from the published address"
     );
-    assert_eq!(data, b"q?");
     let udp_peers = udp.join().unwrap();
     assert_eq!(udp_peers[0].ip(), IpAddr::V4(a_ip));
 

@@ -4,8 +4,9 @@
 //! both masqueraded; its daemon is killed, and this build's daemon starts on the same
 //! pins. It migrates `NETPATH_DROPS` (more drop reasons) and `NETPATH_STATS` (IPv6
 //! classes, each hook's block of slots moved) with their counters, reloads the programs
-//! and switches every attachment over: no one-second interval of the stream carries
-//! nothing, and the idle connection still answers.
+//! and switches every attachment over, attaching the socket hooks the old object lacks
+//! (`PROGRAMS_SINCE_LAYOUT1`): no one-second interval of the stream carries nothing, and
+//! the idle connection still answers.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -17,7 +18,10 @@ use std::{
 };
 
 use aya::{maps::MapInfo, programs::ProgramInfo};
-use netpath::datapath::layout;
+use netpath::{
+    datapath::layout,
+    ebpf::{PROGRAMS, PROGRAMS_SINCE_LAYOUT1, SOCK_PROGRAMS},
+};
 use netpath_common::maps::{DROPS_MAP, DropReason, LAYOUT, LAYOUT_MAP, STATS_MAP};
 use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
 
@@ -25,15 +29,34 @@ const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-fn prog_ids(d: &Daemon) -> Vec<u32> {
-    netpath::ebpf::PROGRAMS
+/// The id of each of `PROGRAMS`, `None` for one the datapath runs without (an older
+/// build's object lacks it).
+fn prog_ids(d: &Daemon) -> Vec<Option<u32>> {
+    PROGRAMS
         .iter()
         .map(|(name, _)| {
-            ProgramInfo::from_pin(d.paths.bpffs.join("progs").join(name))
-                .expect("program pin")
-                .id()
+            let pin = d.paths.bpffs.join("progs").join(name);
+            pin.exists()
+                .then(|| ProgramInfo::from_pin(pin).expect("program pin").id())
         })
         .collect()
+}
+
+/// The programs of `PROGRAMS` whose `ids` are `None`, and the socket hooks whose cgroup
+/// link is not pinned.
+fn absent(d: &Daemon, ids: &[Option<u32>]) -> (Vec<&'static str>, Vec<&'static str>) {
+    let progs = PROGRAMS
+        .iter()
+        .zip(ids)
+        .filter(|(_, id)| id.is_none())
+        .map(|((name, _), _)| *name)
+        .collect();
+    let links = SOCK_PROGRAMS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !d.paths.bpffs.join("cgroup").join(name).exists())
+        .collect();
+    (progs, links)
 }
 
 /// Drops for `reason`, `None` when the datapath has no slot for it.
@@ -91,6 +114,16 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
     let ep = d.add_endpoint(&net, &c);
     let ep_ip = ep["ip"].as_str().unwrap().to_owned();
     let old_ids = prog_ids(&d);
+    // The layout-1 object lacks the programs added since: loaded and attached without.
+    let (progs, links) = absent(&d, &old_ids);
+    assert_eq!(
+        progs, PROGRAMS_SINCE_LAYOUT1,
+        "programs the old datapath lacks"
+    );
+    assert_eq!(
+        links, PROGRAMS_SINCE_LAYOUT1,
+        "socket hooks the old datapath lacks"
+    );
 
     // Drops the old datapath counts: a forged source address.
     c.exec(&["ip", "addr", "add", "10.231.0.250/32", "dev", "eth0"]);
@@ -205,8 +238,9 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
     let marker = MapInfo::from_pin(d.paths.bpffs.join("maps").join(LAYOUT_MAP)).unwrap();
     assert_eq!(marker.max_entries(), LAYOUT, "the pinned layout marker");
     let new_ids = prog_ids(&d);
-    for (old, new) in old_ids.iter().zip(&new_ids) {
-        assert_ne!(old, new, "a program was not reloaded");
+    assert_eq!(absent(&d, &new_ids), (vec![], vec![]), "after the upgrade");
+    for (((name, _), old), new) in PROGRAMS.iter().zip(&old_ids).zip(&new_ids) {
+        assert_ne!(old, new, "{name} was not reloaded");
     }
     // Counters carried over; the new reasons are there.
     let after = drops(&d, "spoofed_ip").unwrap();

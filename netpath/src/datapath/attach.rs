@@ -89,6 +89,13 @@ impl Datapath {
         let mut outcome = Attachment::Adopted;
         for (name, attach_type) in SOCK_PROGRAMS {
             let pin = self.pins.cgroup_links_dir().join(name);
+            if !self.pins.prog(name).exists() {
+                // A program an older build's object lacks (`PROGRAMS_SINCE_LAYOUT1`):
+                // loaded without it, the datapath has no such hook, so a link a newer
+                // build left goes too.
+                remove_file_if_exists(&pin)?;
+                continue;
+            }
             if open_pinned_link(&pin)?.is_some() {
                 if self.origin == Origin::Adopted {
                     continue;

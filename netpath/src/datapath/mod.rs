@@ -79,8 +79,8 @@ pub use self::{
     pins::{Pins, remove_pins},
 };
 use crate::ebpf::{
-    PROGRAMS, ProgramKind, SOCK_PROGRAMS, TC_INGRESS_PROG, UPLINK_EGRESS_PROG, UPLINK_INGRESS_PROG,
-    XDP_PROG,
+    PROGRAMS, PROGRAMS_SINCE_LAYOUT1, ProgramKind, SOCK_PROGRAMS, TC_INGRESS_PROG,
+    UPLINK_EGRESS_PROG, UPLINK_INGRESS_PROG, XDP_PROG,
 };
 
 /// Every map in the object; all are pinned.
@@ -281,9 +281,16 @@ fn load_and_pin(pins: &Pins, object: &[u8]) -> Result<()> {
     }
     let mut ebpf = loader.load(object).map_err(DatapathError::Object)?;
     for (name, kind) in PROGRAMS {
-        let program = ebpf
-            .program_mut(name)
-            .ok_or(DatapathError::MissingProgram { program: name })?;
+        let path = pins.prog(name);
+        let Some(program) = ebpf.program_mut(name) else {
+            if !PROGRAMS_SINCE_LAYOUT1.contains(&name) {
+                return Err(DatapathError::MissingProgram { program: name });
+            }
+            // An older build's object: its datapath runs without this program, so a
+            // pin left by a newer one must not be attached (see `attach_host_local`).
+            remove_file_if_exists(&path)?;
+            continue;
+        };
         let load_err = |source: ProgramError| match source {
             ProgramError::LoadError {
                 io_error,
@@ -313,7 +320,6 @@ fn load_and_pin(pins: &Pins, object: &[u8]) -> Result<()> {
         }
         // Replace an older pin (reload): the new program takes the name; links that
         // still use the old program keep it alive until they are switched over.
-        let path = pins.prog(name);
         remove_file_if_exists(&path)?;
         program
             .pin(&path)
