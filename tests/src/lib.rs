@@ -8,6 +8,7 @@
 pub mod consistency;
 pub mod echo;
 pub mod frames;
+pub mod raw;
 pub mod vm;
 
 use std::{

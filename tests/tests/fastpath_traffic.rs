@@ -15,7 +15,7 @@ use netpath::{
     model::{Endpoint, EndpointCreate, Mode, NetworkCreate},
 };
 use netpath_common::maps::DropReason;
-use netpath_tests::{DaemonPaths, NetNs, ResetOnDrop, require_root, unique};
+use netpath_tests::{DaemonPaths, NetNs, ResetOnDrop, raw::send_raw, require_root, unique};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -163,34 +163,6 @@ async fn container_to_container_tcp_and_udp_take_the_fast_path() {
             b_slow <= 4 && a_slow <= 4,
             "{mode:?}: kernel path carried {a_slow}/{b_slow} packets"
         );
-    }
-}
-
-/// Sends one raw Ethernet frame out of `ifname` from the calling thread's namespace.
-fn send_raw(ifname: &str, frame: &[u8]) {
-    // SAFETY: plain socket syscalls with valid, correctly sized arguments; the fd is
-    // closed before returning.
-    unsafe {
-        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-        assert!(fd >= 0, "AF_PACKET socket");
-        let name = std::ffi::CString::new(ifname).unwrap();
-        let index = libc::if_nametoindex(name.as_ptr());
-        assert!(index > 0);
-        let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = index as i32;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&frame[..6]);
-        let n = libc::sendto(
-            fd,
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            std::ptr::from_ref(&addr).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
-        libc::close(fd);
-        assert_eq!(n, frame.len() as isize, "sendto");
     }
 }
 

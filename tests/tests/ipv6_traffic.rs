@@ -1,0 +1,330 @@
+//! IPv6 through the fast path with real traffic, and the guard against forged IPv6 from
+//! inside a container: TCP and UDP between dual-stack containers are redirected by the
+//! endpoint program (its counters prove it), in both network modes; a router
+//! advertisement, a neighbour advertisement for the gateway and a forged source sent
+//! from a container reach neither its neighbour nor the host, and are counted; an
+//! IPv4-only network's container cannot send IPv6 to its neighbour at all.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::mpsc,
+    time::Duration,
+};
+
+use netpath_tests::{
+    Daemon, Ipv6ForwardingRestored, NetNs, frames,
+    raw::{Capture, send_raw},
+    require_root, unique,
+};
+use serde_json::Value;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+const TCP_BYTES: usize = 1 << 20;
+const DATAGRAMS: usize = 100;
+
+fn ip6(ep: &Value) -> Ipv6Addr {
+    ep["ip6"].as_str().expect("ip6").parse().expect("IPv6")
+}
+
+fn mac(ep: &Value) -> [u8; 6] {
+    let s = ep["mac"].as_str().expect("mac");
+    let b: Vec<u8> = s
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).unwrap())
+        .collect();
+    b.try_into().expect("6 bytes")
+}
+
+/// Packets of `class` the endpoints' tc ingress saw.
+fn tc_packets(d: &Daemon, class: &str) -> u64 {
+    let all: Value = serde_json::from_str(&d.ok(&["stats", "--all", "--json"])).unwrap();
+    all["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["hook"] == "tc_ingress" && c["class"] == class)
+        .and_then(|c| c["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no tc_ingress {class}"))
+}
+
+fn drops(d: &Daemon, reason: &str) -> u64 {
+    let all: Value = serde_json::from_str(&d.ok(&["stats", "--all", "--json"])).unwrap();
+    all["drops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == reason)
+        .and_then(|r| r["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no drop reason {reason}"))
+}
+
+/// A dual-stack network of `mode` and two containers on it.
+fn two_containers(
+    d: &Daemon,
+    mode: &str,
+    subnet: &str,
+    subnet6: &str,
+) -> (NetNs, Value, NetNs, Value) {
+    let name = unique("v6");
+    d.ok(&[
+        "network", "create", &name, "--subnet", subnet, "--subnet", subnet6, "--mode", mode,
+    ]);
+    let (a, b) = (NetNs::with_ipv6("v6a"), NetNs::with_ipv6("v6b"));
+    let (ea, eb) = (d.add_endpoint(&name, &a), d.add_endpoint(&name, &b));
+    (a, ea, b, eb)
+}
+
+#[test]
+fn ipv6_tcp_and_udp_between_containers_take_the_fast_path() {
+    require_root!();
+    let _forwarding = Ipv6ForwardingRestored::new();
+    let d = Daemon::start();
+    for (mode, subnet, subnet6) in [
+        ("bridge", "10.247.0.0/24", "fd47::/64"),
+        ("routed", "10.248.0.0/24", "fd48::/64"),
+    ] {
+        let (a, _, b, eb) = two_containers(&d, mode, subnet, subnet6);
+        let to = ip6(&eb);
+        let (forwards, udp_seen) = (
+            d.forwarded("endpoint_to_endpoint"),
+            tc_packets(&d, "ipv6_udp"),
+        );
+        // TCP: a megabyte from a to b.
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let server = b.spawn(move || {
+            let l = TcpListener::bind((to, 7470)).expect("bind");
+            ready_tx.send(()).unwrap();
+            let (mut c, _) = l.accept().expect("accept");
+            c.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut got = Vec::new();
+            c.read_to_end(&mut got).map(|_| got.len())
+        });
+        ready_rx.recv_timeout(TIMEOUT).expect("server up");
+        a.enter(|| {
+            let addr = SocketAddr::from((to, 7470));
+            let mut c = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect over IPv6");
+            c.write_all(&[7; TCP_BYTES]).expect("send");
+        });
+        assert_eq!(server.join().unwrap().expect("read"), TCP_BYTES, "{mode}");
+        // UDP: a hundred datagrams, each answered.
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let echo = b.spawn(move || {
+            let s = UdpSocket::bind((to, 7471)).expect("bind");
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            ready_tx.send(()).unwrap();
+            let mut buf = [0u8; 256];
+            for _ in 0..DATAGRAMS {
+                let (n, from) = s.recv_from(&mut buf).expect("datagram");
+                s.send_to(&buf[..n], from).unwrap();
+            }
+        });
+        ready_rx.recv_timeout(TIMEOUT).expect("echo up");
+        a.enter(|| {
+            let s = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut buf = [0u8; 256];
+            for i in 0..DATAGRAMS {
+                s.send_to(&[i as u8; 100], (to, 7471)).unwrap();
+                let (n, _) = s.recv_from(&mut buf).expect("echo over IPv6");
+                assert_eq!(&buf[..n], &[i as u8; 100][..]);
+            }
+        });
+        echo.join().unwrap();
+        // Both ways of every datagram went past the kernel's path, counted as IPv6.
+        let forwarded = d.forwarded("endpoint_to_endpoint") - forwards;
+        let udp = tc_packets(&d, "ipv6_udp") - udp_seen;
+        assert!(
+            udp >= 2 * DATAGRAMS as u64,
+            "{mode}: {udp} IPv6 UDP packets seen"
+        );
+        assert!(
+            forwarded >= 2 * DATAGRAMS as u64,
+            "{mode}: only {forwarded} packets took the fast path"
+        );
+    }
+}
+
+/// `frame` with hop limit 255 (what neighbour discovery requires to be heeded) and the
+/// given Ethernet addresses.
+fn on_link(mut frame: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+    frame[..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
+    frame[21] = 255;
+    frame
+}
+
+const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+
+/// What `frames` holds of each kind the test sent: (router advertisements, forged
+/// neighbour advertisements, forged-source datagrams, the control advertisement, the
+/// control datagram).
+fn seen(frames: &[Vec<u8>], a_mac: [u8; 6], gateway: [u8; 16]) -> [usize; 5] {
+    let mut n = [0; 5];
+    for f in frames
+        .iter()
+        .filter(|f| f.len() >= 58 && f[6..12] == a_mac && f[12..14] == [0x86, 0xdd])
+    {
+        let na_for = |target: [u8; 16]| f.len() >= 78 && f[62..78] == target;
+        match (f[20], f[54]) {
+            (58, 134) => n[0] += 1,
+            (58, 136) if na_for(gateway) => n[1] += 1,
+            (58, 136) if f.len() >= 78 => n[3] += 1,
+            (17, _) if f[56..58] == 7490u16.to_be_bytes() => n[2] += 1,
+            (17, _) if f[56..58] == 7491u16.to_be_bytes() => n[4] += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
+#[test]
+fn forged_ipv6_from_a_container_reaches_no_one_and_is_counted() {
+    require_root!();
+    let _forwarding = Ipv6ForwardingRestored::new();
+    let d = Daemon::start();
+    let (a, ea, b, eb) = two_containers(&d, "bridge", "10.249.0.0/24", "fd49::/64");
+    let (a_mac, b_mac, a6, b6) = (mac(&ea), mac(&eb), ip6(&ea).octets(), ip6(&eb).octets());
+    let gateway: [u8; 16] = ea["gateway6"]
+        .as_str()
+        .unwrap()
+        .parse::<Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let ll = frames::link_local(a_mac);
+    // A router advertisement with a prefix to autoconfigure (L, A; fd99::/64).
+    let mut ra = vec![64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    ra.extend_from_slice(&[
+        3, 4, 64, 0xc0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ]);
+    ra.extend_from_slice(&[
+        0, 0, 0, 0, 0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ]);
+    let forged = [
+        on_link(
+            frames::icmp6(ll, frames::ALL_NODES, 134, &ra),
+            ALL_NODES_MAC,
+            a_mac,
+        ),
+        on_link(
+            frames::neighbor_advert(ll, gateway, a_mac),
+            ALL_NODES_MAC,
+            a_mac,
+        ),
+        on_link(
+            frames::udp6(
+                [0xfd, 0x49, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99],
+                1,
+                b6,
+                7490,
+                b"forged",
+            ),
+            b_mac,
+            a_mac,
+        ),
+    ];
+    // What a may send, so the captures are shown to see it: its own advertisement and
+    // a datagram from its own address.
+    let control = [
+        on_link(frames::neighbor_advert(ll, a6, a_mac), ALL_NODES_MAC, a_mac),
+        on_link(frames::udp6(a6, 1, b6, 7491, b"fine"), b_mac, a_mac),
+    ];
+    let before = ["router_message", "spoofed_nd", "spoofed_ip"].map(|r| drops(&d, r));
+    let bridge = {
+        let n: Value = serde_json::from_str(&d.ok(&["network", "ls", "--json"])).unwrap();
+        n.as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["subnet"] == "10.249.0.0/24")
+            .unwrap()["bridge"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let at_b = b.spawn(move || {
+        let c = Capture::start("eth0");
+        ready_tx.send(()).unwrap();
+        c.frames(Duration::from_millis(700))
+    });
+    let at_host = Capture::start(&bridge);
+    ready_rx.recv_timeout(TIMEOUT).unwrap();
+    a.enter(|| {
+        for _ in 0..3 {
+            for f in &forged {
+                send_raw("eth0", f);
+            }
+        }
+        for f in &control {
+            send_raw("eth0", f);
+        }
+    });
+    let (at_b, at_host) = (
+        at_b.join().unwrap(),
+        at_host.frames(Duration::from_millis(700)),
+    );
+    let [ras, nas, spoofed, control_na, control_udp] = seen(&at_b, a_mac, gateway);
+    assert_eq!(
+        (ras, nas, spoofed),
+        (0, 0, 0),
+        "forged frames reached the neighbour"
+    );
+    // (The container's kernel may add advertisements of its own.)
+    assert!(
+        control_na >= 1 && control_udp == 1,
+        "the neighbour's capture saw {} frames",
+        at_b.len()
+    );
+    let [ras, nas, spoofed, control_na, _] = seen(&at_host, a_mac, gateway);
+    assert_eq!(
+        (ras, nas, spoofed),
+        (0, 0, 0),
+        "forged frames reached the host's bridge"
+    );
+    assert!(
+        control_na >= 1,
+        "the bridge's capture saw {} frames",
+        at_host.len()
+    );
+    let after = ["router_message", "spoofed_nd", "spoofed_ip"].map(|r| drops(&d, r));
+    for (i, r) in ["router_message", "spoofed_nd", "spoofed_ip"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(after[i] - before[i], 3, "{r}");
+    }
+    // An IPv4-only network's container speaks no IPv6, not even link-local to its
+    // neighbour.
+    let name = unique("v4");
+    d.ok(&["network", "create", &name, "--subnet", "10.250.0.0/24"]);
+    let (c, e) = (NetNs::with_ipv6("v4c"), NetNs::with_ipv6("v4e"));
+    let (ec, ee) = (d.add_endpoint(&name, &c), d.add_endpoint(&name, &e));
+    let (c_mac, e_mac) = (mac(&ec), mac(&ee));
+    let hello = on_link(
+        frames::udp6(
+            frames::link_local(c_mac),
+            1,
+            frames::link_local(e_mac),
+            7491,
+            b"v6?",
+        ),
+        e_mac,
+        c_mac,
+    );
+    let not_enabled = drops(&d, "ipv6_not_enabled");
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let at_e = e.spawn(move || {
+        let cap = Capture::start("eth0");
+        ready_tx.send(()).unwrap();
+        cap.frames(Duration::from_millis(700))
+    });
+    ready_rx.recv_timeout(TIMEOUT).unwrap();
+    c.enter(|| send_raw("eth0", &hello));
+    let got = at_e.join().unwrap();
+    assert_eq!(
+        seen(&got, c_mac, [0; 16])[4],
+        0,
+        "IPv6 from an IPv4-only network arrived"
+    );
+    assert_eq!(drops(&d, "ipv6_not_enabled") - not_enabled, 1);
+}
