@@ -75,7 +75,7 @@ pub struct World {
     /// Namespace files that exist, with their inode.
     pub namespaces: BTreeMap<PathBuf, u64>,
     /// The host's main routing table: (device, destination).
-    pub host_routes: Vec<(String, Ipv4Net)>,
+    pub host_routes: Vec<(String, IpNet)>,
     /// Host sockets holding ports: (protocol, port).
     pub busy_ports: BTreeSet<(Proto, u16)>,
     next_index: u32,
@@ -123,6 +123,8 @@ impl World {
         w.host_routes = vec![
             (UPLINK.into(), "0.0.0.0/0".parse().expect("net")),
             (UPLINK.into(), "192.0.2.0/24".parse().expect("net")),
+            (UPLINK.into(), "::/0".parse().expect("net")),
+            (UPLINK.into(), "2001:db8:1::/48".parse().expect("net")),
         ];
         w.namespaces.insert(NETNS.into(), 4026532999);
         Arc::new(Mutex::new(w))
@@ -233,7 +235,7 @@ impl Host for FakeHost {
         });
         ready(Ok(v4.collect()))
     }
-    fn routes(&self) -> Vec<(String, Ipv4Net)> {
+    fn routes(&self) -> Vec<(String, IpNet)> {
         lock(&self.0).host_routes.clone()
     }
     /// Recorded, not modelled: a host-wide knob no rollback turns back (as ip_forward).

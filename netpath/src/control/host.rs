@@ -41,7 +41,7 @@ pub trait Host: Send + Sync {
     /// Every IPv4 address of the host.
     fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>>;
     /// IPv4 routes of the host's main table: (device, destination).
-    fn routes(&self) -> Vec<(String, Ipv4Net)>;
+    fn routes(&self) -> Vec<(String, IpNet)>;
     /// Turns IPv6 forwarding on, keeping `uplink` taking router advertisements (see
     /// `sysctl`); a line per change.
     fn enable_ipv6_forwarding(&self, uplink: Option<&str>) -> Result<Vec<String>, SysctlError>;
@@ -100,8 +100,8 @@ impl Host for KernelHost {
     fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>> {
         self.nl.all_ipv4_addresses().boxed()
     }
-    fn routes(&self) -> Vec<(String, Ipv4Net)> {
-        proc_routes()
+    fn routes(&self) -> Vec<(String, IpNet)> {
+        super::proc_routes::read()
     }
     fn enable_ipv6_forwarding(&self, uplink: Option<&str>) -> Result<Vec<String>, SysctlError> {
         crate::sysctl::enable_ipv6_forwarding(uplink)
@@ -157,25 +157,6 @@ impl Host for KernelHost {
     fn delete_link(&self, index: u32) -> HostFuture<'_, ()> {
         self.nl.delete_link(index).boxed()
     }
-}
-
-/// IPv4 routes of the host's main table (from /proc/net/route): (ifname, destination).
-fn proc_routes() -> Vec<(String, Ipv4Net)> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/route") else {
-        return Vec::new();
-    };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let dst = u32::from_str_radix(f.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            // The kernel prints the network-order address read as a native u32.
-            let dst = Ipv4Addr::from(dst.to_ne_bytes());
-            let prefix = mask.count_ones() as u8;
-            Some((f[0].to_owned(), Ipv4Net::new(dst, prefix).ok()?))
-        })
-        .collect()
 }
 
 /// One write to the datapath's maps, as a value: the control plane's whole vocabulary of

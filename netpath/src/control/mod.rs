@@ -30,6 +30,7 @@ mod fake;
 pub mod host;
 pub mod networks;
 pub mod ports;
+mod proc_routes;
 pub mod reconcile;
 pub mod taps;
 #[cfg(test)]

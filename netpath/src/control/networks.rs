@@ -1,6 +1,7 @@
 //! Networks: creating one (validation, record, bridge and masquerade), plumbing its
 //! devices again (start-up, reconcile), and removing it with or without its endpoints.
 
+use ipnet::IpNet;
 use netpath_common::{
     maps::Hook,
     nat::{MASQ_PORTS, Uplink},
@@ -54,20 +55,21 @@ impl Service {
             .iter()
             .filter_map(|n| n.bridge.clone())
             .collect();
-        if let Some((dev, dst)) = validate::overlapping_route(&routes, &ours, req.subnet) {
-            return Err(ServiceError::Invalid {
-                what: format!(
-                    "subnet {} overlaps the host route {dst} on {dev}",
-                    req.subnet
-                ),
-                hint: Some("pick a subnet no host interface uses".into()),
-            });
+        let subnets = std::iter::once(IpNet::V4(req.subnet)).chain(req.subnet6.map(IpNet::V6));
+        for subnet in subnets {
+            if let Some((dev, dst)) = validate::overlapping_route(&routes, &ours, subnet) {
+                return Err(ServiceError::Invalid {
+                    what: format!("subnet {subnet} overlaps the host route {dst} on {dev}"),
+                    hint: Some("pick a subnet no host interface uses".into()),
+                });
+            }
         }
+        // The uplink by default: the device of the IPv4 default route.
         let uplink = match &req.uplink {
             Some(u) => Some(self.check_uplink(u).await?),
             None => routes
                 .iter()
-                .find(|(_, dst)| dst.prefix_len() == 0)
+                .find(|(_, dst)| matches!(dst, IpNet::V4(d) if d.prefix_len() == 0))
                 .map(|(dev, _)| dev.clone()),
         };
         // Said before the bridge check below, which would otherwise find its bridge.

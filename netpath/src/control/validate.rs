@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{NETWORK_NAME_MAX, Result, ServiceError};
 
@@ -98,14 +98,14 @@ pub fn subnet6(subnet: Ipv6Net) -> Result<()> {
     Ok(())
 }
 
-/// The host route a new subnet would collide with: one that contains it or that it
-/// contains, on a device other than netpath's own bridges (`ours`). Default routes
-/// collide with nothing.
+/// The host route a new subnet (of either family) would collide with: one that
+/// contains it or that it contains, on a device other than netpath's own bridges
+/// (`ours`). Default routes collide with nothing.
 pub fn overlapping_route<'r>(
-    routes: &'r [(String, Ipv4Net)],
+    routes: &'r [(String, IpNet)],
     ours: &[String],
-    subnet: Ipv4Net,
-) -> Option<&'r (String, Ipv4Net)> {
+    subnet: IpNet,
+) -> Option<&'r (String, IpNet)> {
     routes.iter().find(|(dev, dst)| {
         dst.prefix_len() > 0
             && !ours.contains(dev)

@@ -101,6 +101,8 @@ fn rows() -> Vec<Row> {
         ("a host address as --no-masquerade", Network(web(|n| { n.no_masquerade = vec!["10.1.2.3/8".parse().expect("net")] })), "invalid --no-masquerade 10.1.2.3/8: give the network address (e.g. 10.0.0.0/8)"),
         ("a subnet inside a host route", Network(web(|n| n.subnet = "192.0.2.0/25".parse().expect("net"))), "subnet 192.0.2.0/25 overlaps the host route 192.0.2.0/24 on eth0"),
         ("a subnet holding a host route", Network(web(|n| n.subnet = "192.0.0.0/16".parse().expect("net"))), "overlaps the host route 192.0.2.0/24"),
+        ("an IPv6 subnet inside a host route", Network(web(|n| n.subnet6 = Some("2001:db8:1:2::/64".parse().expect("net")))), "subnet 2001:db8:1:2::/64 overlaps the host route 2001:db8:1::/48 on eth0"),
+        ("an IPv6 subnet of another network", Network(web(|n| n.subnet6 = Some("fd79::/80".parse().expect("net")))), "overlaps"),
         ("a subnet of another network", Network(web(|n| n.subnet = "10.77.0.0/16".parse().expect("net"))), "overlaps"),
         ("a name taken", Network(web(|n| n.name = "web".into())), "network \"web\" already exists"),
         ("a gateway outside the subnet", Network(web(|n| n.gateway = Some("10.99.0.1".parse().expect("ip")))), "10.99.0.1"),
