@@ -1,9 +1,14 @@
-//! Docker's `-p` syntax: `[HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]`.
+//! Docker's `-p` syntax: `[HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]`, an IPv6
+//! HOSTIP in brackets (`[::1]:8080:80`, `[::]:8080:80`).
 //!
 //! Parsing only: which host IP, protocol and port ranges. Whether the ports are free,
 //! the host IP is the host's, and so on, is decided when the lease is taken.
 
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    fmt,
+    net::{Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -56,11 +61,22 @@ impl Ports {
     }
 }
 
+/// The host addresses a spec publishes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostIp {
+    /// No HOSTIP: every host address (IPv4 only so far: see [`PortSpec::requests`]).
+    Any,
+    /// An IPv4 address; 0.0.0.0 is every IPv4 address.
+    V4(Ipv4Addr),
+    /// A bracketed IPv6 address; `[::]` is every IPv6 address.
+    V6(Ipv6Addr),
+}
+
 /// A parsed `-p` specification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortSpec {
-    /// `None`: every host address (0.0.0.0).
-    pub host_ip: Option<Ipv4Addr>,
+    /// Where on the host.
+    pub host: HostIp,
     /// `None`: an ephemeral host port (range) chosen by the daemon.
     pub host_ports: Option<Ports>,
     /// The endpoint's port (range) the host ports lead to.
@@ -121,23 +137,30 @@ impl FromStr for PortSpec {
             }
             None => (spec, Proto::Tcp),
         };
+        let (host, rest) = bracketed_host(rest).map_err(err)?;
         let parts: Vec<&str> = rest.split(':').collect();
-        let (host_ip, host_ports, guest) = match parts.as_slice() {
-            [guest] => (None, None, *guest),
-            [host, guest] => (None, Some(*host), *guest),
-            [ip, host, guest] => (Some(*ip), Some(*host), *guest),
+        let (host, host_ports, guest) = match (host, parts.as_slice()) {
+            (None, [guest]) => (HostIp::Any, None, *guest),
+            (None, [host, guest]) => (HostIp::Any, Some(*host), *guest),
+            (None, [ip, host, guest]) => {
+                let ip = ip
+                    .parse::<Ipv4Addr>()
+                    .map_err(|_| err(format!("{ip:?} is not an IPv4 address")))?;
+                (HostIp::V4(ip), Some(*host), *guest)
+            }
+            (Some(ip6), [host, guest]) => (HostIp::V6(ip6), Some(*host), *guest),
+            (None, [..]) if parts.len() > 3 => {
+                return Err(err(
+                    "expected [HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp] (an IPv6 \
+                     HOSTIP in brackets, e.g. [::1]:8080:80)"
+                        .into(),
+                ));
+            }
             _ => {
                 return Err(err(
                     "expected [HOSTIP:][HOSTPORT[-END]:]GUESTPORT[-END][/tcp|/udp]".into(),
                 ));
             }
-        };
-        let host_ip = match host_ip {
-            Some(ip) => Some(
-                ip.parse::<Ipv4Addr>()
-                    .map_err(|_| err(format!("{ip:?} is not an IPv4 address")))?,
-            ),
-            None => None,
         };
         let guest_ports = ports(guest).map_err(err)?;
         let host_ports = match host_ports {
@@ -159,12 +182,30 @@ impl FromStr for PortSpec {
             )));
         }
         Ok(PortSpec {
-            host_ip: host_ip.filter(|ip| !ip.is_unspecified()),
+            host,
             host_ports,
             guest_ports,
             proto,
         })
     }
+}
+
+/// A leading `[IPV6]:` of a spec: the address and what follows the colon; `None` and
+/// the whole spec when it does not start with a bracket.
+fn bracketed_host(s: &str) -> Result<(Option<Ipv6Addr>, &str), String> {
+    let Some(inner) = s.strip_prefix('[') else {
+        return Ok((None, s));
+    };
+    let Some((ip, rest)) = inner.split_once(']') else {
+        return Err("the IPv6 host address lacks its closing ]".into());
+    };
+    let ip: Ipv6Addr = ip
+        .parse()
+        .map_err(|_| format!("[{ip}] is not an IPv6 address"))?;
+    let Some(rest) = rest.strip_prefix(':') else {
+        return Err(format!("expected :HOSTPORT after [{ip}]"));
+    };
+    Ok((Some(ip), rest))
 }
 
 /// Which host port a [`PortRequest`] asks for.
@@ -192,11 +233,16 @@ pub struct PortRequest {
 }
 
 impl PortSpec {
-    /// The leases this spec asks for, one per guest port.
-    pub fn requests(&self) -> Vec<PortRequest> {
-        let host_ip = self.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
+    /// The leases this spec asks for, one per guest port. `Err`: it names an IPv6 host
+    /// address, which the datapath cannot publish on yet (no HOSTIP publishes on IPv4).
+    pub fn requests(&self) -> Result<Vec<PortRequest>, Ipv6Addr> {
+        let host_ip = match self.host {
+            HostIp::Any => Ipv4Addr::UNSPECIFIED,
+            HostIp::V4(ip) => ip,
+            HostIp::V6(ip) => return Err(ip),
+        };
         let guest = self.guest_ports.first..=self.guest_ports.last;
-        guest
+        Ok(guest
             .enumerate()
             .map(|(i, guest_port)| PortRequest {
                 proto: self.proto,
@@ -209,7 +255,7 @@ impl PortSpec {
                 },
                 guest_port,
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -226,7 +272,7 @@ mod tests {
         assert_eq!(
             p("80"),
             PortSpec {
-                host_ip: None,
+                host: HostIp::Any,
                 host_ports: None,
                 guest_ports: Ports {
                     first: 80,
@@ -244,7 +290,7 @@ mod tests {
         );
         assert_eq!(p("8080:80/udp").proto, Proto::Udp);
         let s = p("127.0.0.1:8080-8081:80-81/tcp");
-        assert_eq!(s.host_ip, Some(Ipv4Addr::LOCALHOST));
+        assert_eq!(s.host, HostIp::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(
             s.host_ports,
             Some(Ports {
@@ -259,15 +305,24 @@ mod tests {
                 last: 81
             }
         );
-        // An empty host port means ephemeral; 0.0.0.0 means every address.
+        // An empty host port means ephemeral; 0.0.0.0 means every IPv4 address.
         let e = p("0.0.0.0::80");
-        assert_eq!((e.host_ip, e.host_ports), (None, None));
+        assert_eq!(
+            (e.host, e.host_ports),
+            (HostIp::V4(Ipv4Addr::UNSPECIFIED), None)
+        );
         assert_eq!(p("1-3").guest_ports.len(), 3);
+        // IPv6 host addresses in brackets, every one or one.
+        assert_eq!(p("[::]:8080:80").host, HostIp::V6(Ipv6Addr::UNSPECIFIED));
+        let one = p("[fd00::1]:8080-8081:80-81/udp");
+        assert_eq!(one.host, HostIp::V6("fd00::1".parse().unwrap()));
+        assert_eq!((one.proto, one.guest_ports.len()), (Proto::Udp, 2));
+        assert_eq!(p("[::1]::80").host_ports, None);
     }
 
     #[test]
     fn specs_expand_to_requests() {
-        let r = p("127.0.0.1:8080-8081:80-81/udp").requests();
+        let r = p("127.0.0.1:8080-8081:80-81/udp").requests().unwrap();
         assert_eq!(
             r.iter()
                 .map(|r| (r.proto, r.host_ip, r.host, r.guest_port))
@@ -277,7 +332,7 @@ mod tests {
                 (Proto::Udp, Ipv4Addr::LOCALHOST, HostPort::Exact(8081), 81)
             ]
         );
-        let r = p("8000-8010:80").requests();
+        let r = p("8000-8010:80").requests().unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(
             r[0].host,
@@ -287,14 +342,23 @@ mod tests {
             })
         );
         assert_eq!(r[0].host_ip, Ipv4Addr::UNSPECIFIED);
-        let r = p("80-82").requests();
+        let r = p("80-82").requests().unwrap();
         assert!(r.iter().all(|r| r.host == HostPort::Ephemeral));
         assert_eq!(
             r.iter().map(|r| r.guest_port).collect::<Vec<_>>(),
             [80, 81, 82]
         );
         // A one-port host range for one guest port is exact.
-        assert_eq!(p("8080-8080:80").requests()[0].host, HostPort::Exact(8080));
+        assert_eq!(
+            p("8080-8080:80").requests().unwrap()[0].host,
+            HostPort::Exact(8080)
+        );
+        // 0.0.0.0 and no HOSTIP: every IPv4 address; an IPv6 one: not yet.
+        assert_eq!(
+            p("0.0.0.0:80:80").requests().unwrap()[0].host_ip,
+            Ipv4Addr::UNSPECIFIED
+        );
+        assert_eq!(p("[::1]:80:80").requests(), Err(Ipv6Addr::LOCALHOST));
     }
 
     #[test]
@@ -318,6 +382,15 @@ mod tests {
                 ("a:b:c:d", "expected"),
                 ("+80", "not a port number"),
                 ("80-", "not a port number"),
+                // IPv6: in brackets, well formed, followed by a host port.
+                ("::1:8080:80", "an IPv6 HOSTIP in brackets"),
+                ("[::1:8080:80", "lacks its closing ]"),
+                ("[::1]8080:80", "expected :HOSTPORT after [::1]"),
+                ("[]:8080:80", "[] is not an IPv6 address"),
+                ("[1.2.3.4]:8080:80", "[1.2.3.4] is not an IPv6 address"),
+                ("[fe80::1%eth0]:8080:80", "is not an IPv6 address"),
+                ("[::1]:80", "expected"),
+                ("[::1]:1:2:3", "expected"),
             ],
         );
     }
@@ -325,14 +398,15 @@ mod tests {
     proptest::proptest! {
         /// Any string either parses into a consistent spec or gives an error; never panics.
         #[test]
-        fn parse_is_total(s in "[0-9a-z.:/-]{0,24}") {
+        fn parse_is_total(s in "[0-9a-z.:/\\[\\]-]{0,24}") {
             if let Ok(spec) = s.parse::<PortSpec>() {
                 proptest::prop_assert!(spec.guest_ports.first >= 1 && spec.guest_ports.first <= spec.guest_ports.last);
                 if let Some(h) = spec.host_ports {
                     proptest::prop_assert!(h.len() == spec.guest_ports.len() || spec.guest_ports.len() == 1);
                 }
-                let requests = spec.requests();
-                proptest::prop_assert_eq!(requests.len() as u32, spec.guest_ports.len());
+                if let Ok(requests) = spec.requests() {
+                    proptest::prop_assert_eq!(requests.len() as u32, spec.guest_ports.len());
+                }
             }
         }
     }

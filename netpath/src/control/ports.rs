@@ -1,14 +1,14 @@
 //! Published ports: Docker's `-p` specs leased in the state database and written to the
 //! datapath's publish map, all of one command or none.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netpath_common::nat::{NatTarget, PublishKey};
 
 use super::{MapWrite, Result, Service, ServiceError, db};
 use crate::{
-    model::{PortLease, PortPublish},
-    portspec::{PortSpec, PortSpecError},
+    model::{Endpoint, PortLease, PortPublish},
+    portspec::{HostIp, PortSpec, PortSpecError},
     state::StateError,
 };
 
@@ -23,6 +23,7 @@ impl Service {
                 "no port to publish: give at least one spec, e.g. 8080:80",
             ));
         }
+        let ep = self.get_endpoint(&req.endpoint).await?;
         let mut requests = Vec::new();
         for spec in specs {
             let spec: PortSpec = spec
@@ -31,7 +32,8 @@ impl Service {
             // (The datapath's view of the host's addresses, which 0.0.0.0 publishes answer
             // on, is kept current by the daemon as addresses change: see
             // `refresh_local_addrs`.)
-            if let Some(ip) = spec.host_ip
+            if let HostIp::V4(ip) = spec.host
+                && !ip.is_unspecified()
                 && !ip.is_loopback()
                 && !self.host_has_address(ip).await?
             {
@@ -43,9 +45,8 @@ impl Service {
                     ),
                 });
             }
-            requests.extend(spec.requests());
+            requests.extend(spec.requests().map_err(|ip| ipv6_refused(&ep, ip))?);
         }
-        let ep = self.get_endpoint(&req.endpoint).await?;
         let lock = self.net_lock(&ep.network);
         let _guard = lock.lock().await;
         let (id, ephemeral, host) = (ep.id.clone(), self.ephemeral_ports, self.host.clone());
@@ -185,5 +186,24 @@ pub(super) fn publish_target(l: &PortLease) -> NatTarget {
         port: l.guest_port,
         flags: 0,
         _pad: 0,
+    }
+}
+
+/// Why a spec naming the IPv6 host address `ip` is refused for `ep`: it has no IPv6 (an
+/// IPv4-only network's), or the datapath cannot publish on IPv6 yet.
+fn ipv6_refused(ep: &Endpoint, ip: Ipv6Addr) -> ServiceError {
+    if ep.ip6.is_none() {
+        return ServiceError::Invalid {
+            what: format!(
+                "endpoint {} has no IPv6 address (network {} is IPv4-only): nothing to \
+                 publish on [{ip}]",
+                ep.id, ep.network
+            ),
+            hint: Some("publish on an IPv4 host address, or omit HOSTIP".into()),
+        };
+    }
+    ServiceError::Invalid {
+        what: format!("publishing on an IPv6 host address ([{ip}]) is not supported yet"),
+        hint: Some("publish on an IPv4 host address, or omit HOSTIP (IPv4 for now)".into()),
     }
 }

@@ -14,6 +14,8 @@ const MAC: &str = "02:aa:bb:cc:dd:01";
 
 /// Stands for the published endpoint's id in a [`Req::Publish`].
 const EP: &str = "<the endpoint>";
+/// Stands for the dual-stack endpoint's id in a [`Req::Publish`].
+const EP6: &str = "<the dual-stack endpoint>";
 
 /// A request, as the service gets it.
 enum Req {
@@ -31,14 +33,18 @@ enum Req {
 use Req::*;
 
 impl Req {
-    async fn send(self, rig: &Rig, ep: &str) -> Result<(), ServiceError> {
+    async fn send(self, rig: &Rig, (ep, ep6): (&str, &str)) -> Result<(), ServiceError> {
         let svc = &rig.svc;
         match self {
             Network(req) => svc.create_network(req).await.map(drop),
             Endpoint(req) => svc.add_endpoint(req).await.map(drop),
             Tap(req) => svc.add_tap(req).await.map(drop),
             Publish(id, specs) => {
-                let id = if id == EP { ep } else { id };
+                let id = match id {
+                    EP => ep,
+                    EP6 => ep6,
+                    id => id,
+                };
                 svc.publish_ports(publish_req(id, specs)).await.map(drop)
             }
             Unpublish(id, lease) => svc.unpublish_ports(id, lease).await.map(drop),
@@ -102,7 +108,6 @@ fn rows() -> Vec<Row> {
         ("a subnet inside a host route", Network(web(|n| n.subnet = "192.0.2.0/25".parse().expect("net"))), "subnet 192.0.2.0/25 overlaps the host route 192.0.2.0/24 on eth0"),
         ("a subnet holding a host route", Network(web(|n| n.subnet = "192.0.0.0/16".parse().expect("net"))), "overlaps the host route 192.0.2.0/24"),
         ("an IPv6 subnet inside a host route", Network(web(|n| n.subnet6 = Some("2001:db8:1:2::/64".parse().expect("net")))), "subnet 2001:db8:1:2::/64 overlaps the host route 2001:db8:1::/48 on eth0"),
-        ("an IPv6 subnet of another network", Network(web(|n| n.subnet6 = Some("fd79::/80".parse().expect("net")))), "overlaps"),
         ("a subnet of another network", Network(web(|n| n.subnet = "10.77.0.0/16".parse().expect("net"))), "overlaps"),
         ("a name taken", Network(web(|n| n.name = "web".into())), "network \"web\" already exists"),
         ("a gateway outside the subnet", Network(web(|n| n.gateway = Some("10.99.0.1".parse().expect("ip")))), "10.99.0.1"),
@@ -149,6 +154,12 @@ fn rows() -> Vec<Row> {
         ("a port a host process holds", Publish(EP, &["9000:80"]), "port tcp/0.0.0.0:9000 is taken on the host by process fake (pid 4242)"),
         ("a port already published, beside a free one", Publish(EP, &["8081:81", "8080:80"]), "tcp/0.0.0.0:8080"),
         ("an endpoint that does not exist", Publish("000000000000", &["8081:80"]), "endpoint 000000000000 does not exist"),
+        ("an IPv6 host address for an IPv4-only endpoint", Publish(EP, &["[::1]:8081:80"]), "has no IPv6 address (network web is IPv4-only): nothing to publish on [::1]"),
+        ("every IPv6 address for an IPv4-only endpoint", Publish(EP, &["8082:82", "[::]:8081:80"]), "nothing to publish on [::]"),
+        ("an IPv6 host address, not yet published on", Publish(EP6, &["[fd79::1]:8081:80"]), "publishing on an IPv6 host address ([fd79::1]) is not supported yet"),
+        ("an unclosed IPv6 host address", Publish(EP6, &["[::1:8081:80"]), "lacks its closing ]"),
+        ("an IPv6 host address without brackets", Publish(EP6, &["::1:8081:80"]), "an IPv6 HOSTIP in brackets"),
+        ("an IPv4 address in brackets", Publish(EP6, &["[127.0.0.1]:8081:80"]), "[127.0.0.1] is not an IPv6 address"),
         ("unpublish with neither endpoint nor lease", Unpublish(None, None), "say what to unpublish"),
         ("unpublish a lease nobody has", Unpublish(None, Some("tcp/0.0.0.0:7")), "no port is published as tcp/0.0.0.0:7"),
         // Removals.
@@ -174,7 +185,8 @@ async fn refused_requests_change_nothing() {
         .expect("dual-stack network");
     let mut req = veth_req("dual");
     req.ip6 = Some(v6("fd79::7"));
-    rig.svc
+    let ep6 = rig
+        .svc
         .add_endpoint(req)
         .await
         .expect("dual-stack endpoint");
@@ -201,7 +213,7 @@ async fn refused_requests_change_nothing() {
     let count = rows.len();
     for (what, request, expected) in rows {
         let (kernel, records, m) = (rig.kernel(), rig.records().await, rig.mark());
-        let outcome = request.send(&rig, &ep.id).await;
+        let outcome = request.send(&rig, (&ep.id, &ep6.id)).await;
         let calls = rig.calls_since(m);
         match outcome {
             Ok(()) => failures.push(format!("{what}: accepted")),
