@@ -44,56 +44,35 @@ enum Family {
     Inet6,
 }
 
-#[cgroup_sock_addr(connect4)]
-pub fn netpath_connect4(ctx: SockAddrContext) -> i32 {
-    to_endpoint(&ctx, Family::Inet);
-    ALLOW
+/// Declares each `name(attach point): logic, family;` as a socket-address hook `name`
+/// (its name in the object, which the loader attaches by) that runs `logic` for sockets
+/// of `family` and allows the call.
+macro_rules! sock_hooks {
+    ($( $(#[$doc:meta])* $name:ident($attach:ident): $logic:ident, $family:ident; )+) => {
+        $(
+            $(#[$doc])*
+            #[cgroup_sock_addr($attach)]
+            pub fn $name(ctx: SockAddrContext) -> i32 {
+                $logic(&ctx, Family::$family);
+                ALLOW
+            }
+        )+
+    };
 }
 
-#[cgroup_sock_addr(sendmsg4)]
-pub fn netpath_sendmsg4(ctx: SockAddrContext) -> i32 {
-    to_endpoint(&ctx, Family::Inet);
-    ALLOW
-}
-
-#[cgroup_sock_addr(recvmsg4)]
-pub fn netpath_recvmsg4(ctx: SockAddrContext) -> i32 {
-    to_published(&ctx, Family::Inet);
-    ALLOW
-}
-
-#[cgroup_sock_addr(getpeername4)]
-pub fn netpath_getpeername4(ctx: SockAddrContext) -> i32 {
-    to_published(&ctx, Family::Inet);
-    ALLOW
-}
-
-#[cgroup_sock_addr(connect6)]
-pub fn netpath_connect6(ctx: SockAddrContext) -> i32 {
-    to_endpoint(&ctx, Family::Inet6);
-    ALLOW
-}
-
-/// Never sees a v4-mapped destination (Linux 6.18, checked by hand): `udpv6_sendmsg`
-/// hands a datagram to one over to `udp_sendmsg`, whose sendmsg4 hook translates it
-/// (`tests/tests/host_local6.rs` covers that path). Attached all the same, with its
-/// family's siblings: it is the hook native IPv6 published ports will need.
-#[cgroup_sock_addr(sendmsg6)]
-pub fn netpath_sendmsg6(ctx: SockAddrContext) -> i32 {
-    to_endpoint(&ctx, Family::Inet6);
-    ALLOW
-}
-
-#[cgroup_sock_addr(recvmsg6)]
-pub fn netpath_recvmsg6(ctx: SockAddrContext) -> i32 {
-    to_published(&ctx, Family::Inet6);
-    ALLOW
-}
-
-#[cgroup_sock_addr(getpeername6)]
-pub fn netpath_getpeername6(ctx: SockAddrContext) -> i32 {
-    to_published(&ctx, Family::Inet6);
-    ALLOW
+sock_hooks! {
+    netpath_connect4(connect4): to_endpoint, Inet;
+    netpath_sendmsg4(sendmsg4): to_endpoint, Inet;
+    netpath_recvmsg4(recvmsg4): to_published, Inet;
+    netpath_getpeername4(getpeername4): to_published, Inet;
+    netpath_connect6(connect6): to_endpoint, Inet6;
+    /// Never sees a v4-mapped destination (Linux 6.18, checked by hand): `udpv6_sendmsg`
+    /// hands a datagram to one over to `udp_sendmsg`, whose sendmsg4 hook translates it
+    /// (`tests/tests/host_local6.rs` covers that path). Attached all the same, with its
+    /// family's siblings: it is the hook native IPv6 published ports will need.
+    netpath_sendmsg6(sendmsg6): to_endpoint, Inet6;
+    netpath_recvmsg6(recvmsg6): to_published, Inet6;
+    netpath_getpeername6(getpeername6): to_published, Inet6;
 }
 
 /// The hook's address (the destination of connect / sendmsg, the peer of recvmsg /
