@@ -140,14 +140,20 @@ fn with_csum6(proto: u8, src: [u8; 16], dst: [u8; 16], mut l4: Vec<u8>, csum_at:
     l4
 }
 
-/// A UDP datagram over IPv6, checksum valid.
-pub fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut u = Vec::new();
+/// A UDP header (checksum zero) and `payload`.
+fn udp_header(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + payload.len());
     u.extend_from_slice(&sport.to_be_bytes());
     u.extend_from_slice(&dport.to_be_bytes());
     u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     u.extend_from_slice(&[0, 0]);
     u.extend_from_slice(payload);
+    u
+}
+
+/// A UDP datagram over IPv6, checksum valid.
+pub fn udp6(src: [u8; 16], sport: u16, dst: [u8; 16], dport: u16, payload: &[u8]) -> Vec<u8> {
+    let u = udp_header(sport, dport, payload);
     ipv6(
         IPPROTO_UDP,
         src,
@@ -248,12 +254,7 @@ pub fn udp4(
     payload: &[u8],
     no_checksum: bool,
 ) -> Vec<u8> {
-    let mut u = Vec::new();
-    u.extend_from_slice(&sport.to_be_bytes());
-    u.extend_from_slice(&dport.to_be_bytes());
-    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    u.extend_from_slice(&[0, 0]);
-    u.extend_from_slice(payload);
+    let mut u = udp_header(sport, dport, payload);
     if !no_checksum {
         let c = match pseudo_sum(IPPROTO_UDP, src, dst, &u) {
             0 => 0xffff,

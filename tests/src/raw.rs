@@ -74,6 +74,25 @@ impl Capture {
         Capture(PacketSocket::open(ifname))
     }
 
+    /// A capture on `ifname` inside `ns`, started before this returns; its frames
+    /// ([`Capture::frames`] with `quiet`) when the handle is joined.
+    pub fn start_in(
+        ns: &crate::NetNs,
+        ifname: &'static str,
+        quiet: Duration,
+    ) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let handle = ns.spawn(move || {
+            let c = Capture::start(ifname);
+            ready_tx.send(()).unwrap();
+            c.frames(quiet)
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("capture started");
+        handle
+    }
+
     /// The frames received until `quiet` passes without one (at most 10,000 frames or
     /// ten seconds).
     pub fn frames(self, quiet: Duration) -> Vec<Vec<u8>> {

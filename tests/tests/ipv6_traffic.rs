@@ -241,14 +241,8 @@ fn forged_ipv6_from_a_container_reaches_no_one_and_is_counted() {
             .unwrap()
             .to_owned()
     };
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let at_b = b.spawn(move || {
-        let c = Capture::start("eth0");
-        ready_tx.send(()).unwrap();
-        c.frames(Duration::from_millis(700))
-    });
+    let at_b = Capture::start_in(&b, "eth0", Duration::from_millis(700));
     let at_host = Capture::start(&bridge);
-    ready_rx.recv_timeout(TIMEOUT).unwrap();
     a.enter(|| {
         for _ in 0..3 {
             for f in &forged {
@@ -312,13 +306,7 @@ fn forged_ipv6_from_a_container_reaches_no_one_and_is_counted() {
         c_mac,
     );
     let not_enabled = drops(&d, "ipv6_not_enabled");
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let at_e = e.spawn(move || {
-        let cap = Capture::start("eth0");
-        ready_tx.send(()).unwrap();
-        cap.frames(Duration::from_millis(700))
-    });
-    ready_rx.recv_timeout(TIMEOUT).unwrap();
+    let at_e = Capture::start_in(&e, "eth0", Duration::from_millis(700));
     c.enter(|| send_raw("eth0", &hello));
     let got = at_e.join().unwrap();
     assert_eq!(
