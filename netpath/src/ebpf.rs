@@ -31,7 +31,7 @@ pub fn object() -> std::io::Result<&'static [u8]> {
     Ok(unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), bytes.len()) })
 }
 
-// Program names in the object (the Rust function names of the entry points).
+// The programs of the object. Each is named by the Rust function name of its entry point.
 
 /// The XDP entry: counts each frame by class and hands it to the kernel unchanged.
 pub const XDP_PROG: &str = "netpath_xdp";
@@ -44,74 +44,84 @@ pub const UPLINK_EGRESS_PROG: &str = "netpath_tc_uplink_egress";
 /// published ports, translated and handed straight to their endpoint.
 pub const UPLINK_INGRESS_PROG: &str = "netpath_tc_uplink_ingress";
 
-/// `connect()` of a host process (TCP, connected UDP): to a published port, made to
-/// the endpoint behind it.
-pub const CONNECT4_PROG: &str = "netpath_connect4";
-/// UDP `sendmsg()` of a host process: likewise, per datagram.
-pub const SENDMSG4_PROG: &str = "netpath_sendmsg4";
-/// UDP `recvmsg()`: the sender shown as the published address again.
-pub const RECVMSG4_PROG: &str = "netpath_recvmsg4";
-/// `getpeername()`: the peer shown as the published address again.
-pub const GETPEERNAME4_PROG: &str = "netpath_getpeername4";
-/// The same four for `AF_INET6` sockets reaching an IPv4 address v4-mapped
-/// (`::ffff:127.0.0.1`): `connect()`,
-pub const CONNECT6_PROG: &str = "netpath_connect6";
-/// UDP `sendmsg()` (the kernel runs the IPv4 hook for a v4-mapped destination instead:
-/// this one sees native IPv6 only, and leaves it),
-pub const SENDMSG6_PROG: &str = "netpath_sendmsg6";
-/// UDP `recvmsg()`,
-pub const RECVMSG6_PROG: &str = "netpath_recvmsg6";
-/// and `getpeername()`.
-pub const GETPEERNAME6_PROG: &str = "netpath_getpeername6";
+/// One program of the object.
+#[derive(Clone, Copy, Debug)]
+pub struct Program {
+    pub name: &'static str,
+    pub kind: ProgramKind,
+    /// The first map layout whose object holds it: the oldest datapath an upgrade starts
+    /// from has layout 1, and the object of an older build (loaded through
+    /// [`OBJECT_ENV`], as the upgrade test does) lacks the later ones — its datapath runs
+    /// without them. This build's own object holds every program (a unit test checks
+    /// it); a missing program that is not [`Program::optional`] is an error.
+    pub since_layout: u32,
+}
 
-/// The cgroup socket-address hooks (host-local access to published ports).
-pub const SOCK_PROGRAMS: [(&str, CgroupSockAddrAttachType); 8] = [
-    (CONNECT4_PROG, CgroupSockAddrAttachType::Connect4),
-    (SENDMSG4_PROG, CgroupSockAddrAttachType::UDPSendMsg4),
-    (RECVMSG4_PROG, CgroupSockAddrAttachType::UDPRecvMsg4),
-    (GETPEERNAME4_PROG, CgroupSockAddrAttachType::GetPeerName4),
-    (CONNECT6_PROG, CgroupSockAddrAttachType::Connect6),
-    (SENDMSG6_PROG, CgroupSockAddrAttachType::UDPSendMsg6),
-    (RECVMSG6_PROG, CgroupSockAddrAttachType::UDPRecvMsg6),
-    (GETPEERNAME6_PROG, CgroupSockAddrAttachType::GetPeerName6),
-];
+impl Program {
+    /// Whether an older build's object may lack this program.
+    pub const fn optional(&self) -> bool {
+        self.since_layout > 1
+    }
+}
 
-/// Programs added after layout 1, the oldest datapath an upgrade starts from: the object
-/// of an older build (loaded through [`OBJECT_ENV`], as the upgrade test does) lacks
-/// them, and its datapath runs without them. This build's own object holds every one of
-/// [`PROGRAMS`] (a unit test checks it); a missing program of any other is an error.
-pub const PROGRAMS_SINCE_LAYOUT1: [&str; 4] = [
-    CONNECT6_PROG,
-    SENDMSG6_PROG,
-    RECVMSG6_PROG,
-    GETPEERNAME6_PROG,
-];
-
-/// Every program in the object, with its kind.
-pub const PROGRAMS: [(&str, ProgramKind); 12] = [
-    (XDP_PROG, ProgramKind::Xdp),
-    (TC_INGRESS_PROG, ProgramKind::Tc),
-    (UPLINK_EGRESS_PROG, ProgramKind::Tc),
-    (UPLINK_INGRESS_PROG, ProgramKind::Tc),
-    (CONNECT4_PROG, ProgramKind::SockAddr),
-    (SENDMSG4_PROG, ProgramKind::SockAddr),
-    (RECVMSG4_PROG, ProgramKind::SockAddr),
-    (GETPEERNAME4_PROG, ProgramKind::SockAddr),
-    (CONNECT6_PROG, ProgramKind::SockAddr),
-    (SENDMSG6_PROG, ProgramKind::SockAddr),
-    (RECVMSG6_PROG, ProgramKind::SockAddr),
-    (GETPEERNAME6_PROG, ProgramKind::SockAddr),
-];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 /// How a program is attached.
+#[derive(Clone, Copy, Debug)]
 pub enum ProgramKind {
     /// An XDP program (attached to a device).
     Xdp,
     /// A tc classifier (attached with tcx or cls_bpf).
     Tc,
-    /// A cgroup socket-address hook (attach type from its ELF section).
-    SockAddr,
+    /// A cgroup socket-address hook, attached to the cgroup root as this.
+    SockAddr(CgroupSockAddrAttachType),
+}
+
+const fn program(name: &'static str, kind: ProgramKind, since_layout: u32) -> Program {
+    Program {
+        name,
+        kind,
+        since_layout,
+    }
+}
+
+/// A cgroup socket-address hook (host-local access to published ports).
+const fn hook(name: &'static str, attach: CgroupSockAddrAttachType, since: u32) -> Program {
+    program(name, ProgramKind::SockAddr(attach), since)
+}
+
+/// Every program in the object.
+pub const PROGRAMS: [Program; 12] = {
+    use CgroupSockAddrAttachType::*;
+    [
+        program(XDP_PROG, ProgramKind::Xdp, 1),
+        program(TC_INGRESS_PROG, ProgramKind::Tc, 1),
+        program(UPLINK_EGRESS_PROG, ProgramKind::Tc, 1),
+        program(UPLINK_INGRESS_PROG, ProgramKind::Tc, 1),
+        // `connect()` of a host process (TCP, connected UDP) to a published port: made
+        // to the endpoint behind it.
+        hook("netpath_connect4", Connect4, 1),
+        // UDP `sendmsg()`: likewise, per datagram.
+        hook("netpath_sendmsg4", UDPSendMsg4, 1),
+        // UDP `recvmsg()`: the sender shown as the published address again.
+        hook("netpath_recvmsg4", UDPRecvMsg4, 1),
+        // `getpeername()`: the peer shown as the published address again.
+        hook("netpath_getpeername4", GetPeerName4, 1),
+        // The same four for `AF_INET6` sockets reaching an IPv4 address v4-mapped
+        // (`::ffff:127.0.0.1`). The kernel runs the IPv4 `sendmsg` hook for a
+        // v4-mapped destination instead, so `sendmsg6` sees native IPv6 only, and
+        // leaves it.
+        hook("netpath_connect6", Connect6, 3),
+        hook("netpath_sendmsg6", UDPSendMsg6, 3),
+        hook("netpath_recvmsg6", UDPRecvMsg6, 3),
+        hook("netpath_getpeername6", GetPeerName6, 3),
+    ]
+};
+
+/// The socket hooks of [`PROGRAMS`] and where each attaches.
+pub fn sock_hooks() -> impl Iterator<Item = (&'static str, CgroupSockAddrAttachType)> {
+    PROGRAMS.into_iter().filter_map(|p| match p.kind {
+        ProgramKind::SockAddr(attach) => Some((p.name, attach)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -147,7 +157,7 @@ mod tests {
         assert_eq!(maps, pinned, "maps in the object vs datapath::MAPS");
         let mut progs: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
         progs.sort_unstable();
-        let mut loaded: Vec<&str> = PROGRAMS.iter().map(|(p, _)| *p).collect();
+        let mut loaded: Vec<&str> = PROGRAMS.iter().map(|p| p.name).collect();
         loaded.sort_unstable();
         assert_eq!(progs, loaded, "programs in the object vs ebpf::PROGRAMS");
     }

@@ -30,8 +30,8 @@ impl Drop for Cleanup<'_> {
 fn our_program_ids(paths: &DaemonPaths) -> Vec<u32> {
     PROGRAMS
         .iter()
-        .map(|(name, _)| {
-            ProgramInfo::from_pin(paths.bpffs.join("progs").join(name))
+        .map(|p| {
+            ProgramInfo::from_pin(paths.bpffs.join("progs").join(p.name))
                 .expect("program pin")
                 .id()
         })

@@ -13,8 +13,8 @@ use netpath_tests::{Daemon, NetNs, require_root, unique};
 fn prog_ids(d: &Daemon) -> Vec<u32> {
     netpath::ebpf::PROGRAMS
         .iter()
-        .map(|(name, _)| {
-            aya::programs::ProgramInfo::from_pin(d.paths.bpffs.join("progs").join(name))
+        .map(|p| {
+            aya::programs::ProgramInfo::from_pin(d.paths.bpffs.join("progs").join(p.name))
                 .expect("program pin")
                 .id()
         })

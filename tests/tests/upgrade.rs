@@ -5,7 +5,7 @@
 //! pins. It migrates `NETPATH_DROPS` (more drop reasons) and `NETPATH_STATS` (IPv6
 //! classes, each hook's block of slots moved) with their counters, reloads the programs
 //! and switches every attachment over, attaching the socket hooks the old object lacks
-//! (`PROGRAMS_SINCE_LAYOUT1`): no one-second interval of the stream carries nothing, and
+//! (the optional ones, `Program::optional`): no one-second interval of the stream carries nothing, and
 //! the idle connection still answers.
 
 use std::{
@@ -20,7 +20,7 @@ use std::{
 use aya::{maps::MapInfo, programs::ProgramInfo};
 use netpath::{
     datapath::layout,
-    ebpf::{PROGRAMS, PROGRAMS_SINCE_LAYOUT1, SOCK_PROGRAMS},
+    ebpf::{PROGRAMS, sock_hooks},
 };
 use netpath_common::maps::{DROPS_MAP, DropReason, LAYOUT, LAYOUT_MAP, STATS_MAP};
 use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
@@ -34,8 +34,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 fn prog_ids(d: &Daemon) -> Vec<Option<u32>> {
     PROGRAMS
         .iter()
-        .map(|(name, _)| {
-            let pin = d.paths.bpffs.join("progs").join(name);
+        .map(|p| {
+            let pin = d.paths.bpffs.join("progs").join(p.name);
             pin.exists()
                 .then(|| ProgramInfo::from_pin(pin).expect("program pin").id())
         })
@@ -49,11 +49,10 @@ fn absent(d: &Daemon, ids: &[Option<u32>]) -> (Vec<&'static str>, Vec<&'static s
         .iter()
         .zip(ids)
         .filter(|(_, id)| id.is_none())
-        .map(|((name, _), _)| *name)
+        .map(|(p, _)| p.name)
         .collect();
-    let links = SOCK_PROGRAMS
-        .iter()
-        .map(|(name, _)| *name)
+    let links = sock_hooks()
+        .map(|(name, _)| name)
         .filter(|name| !d.paths.bpffs.join("cgroup").join(name).exists())
         .collect();
     (progs, links)
@@ -116,14 +115,13 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
     let old_ids = prog_ids(&d);
     // The layout-1 object lacks the programs added since: loaded and attached without.
     let (progs, links) = absent(&d, &old_ids);
-    assert_eq!(
-        progs, PROGRAMS_SINCE_LAYOUT1,
-        "programs the old datapath lacks"
-    );
-    assert_eq!(
-        links, PROGRAMS_SINCE_LAYOUT1,
-        "socket hooks the old datapath lacks"
-    );
+    let optional: Vec<&str> = PROGRAMS
+        .iter()
+        .filter(|p| p.optional())
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(progs, optional, "programs the old datapath lacks");
+    assert_eq!(links, optional, "socket hooks the old datapath lacks");
 
     // Drops the old datapath counts: a forged source address.
     c.exec(&["ip", "addr", "add", "10.231.0.250/32", "dev", "eth0"]);
@@ -239,7 +237,9 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
     assert_eq!(marker.max_entries(), LAYOUT, "the pinned layout marker");
     let new_ids = prog_ids(&d);
     assert_eq!(absent(&d, &new_ids), (vec![], vec![]), "after the upgrade");
-    for (((name, _), old), new) in PROGRAMS.iter().zip(&old_ids).zip(&new_ids) {
+    for ((netpath::ebpf::Program { name, .. }, old), new) in
+        PROGRAMS.iter().zip(&old_ids).zip(&new_ids)
+    {
         assert_ne!(old, new, "{name} was not reloaded");
     }
     // Counters carried over; the new reasons are there.

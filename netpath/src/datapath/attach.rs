@@ -87,10 +87,10 @@ impl Datapath {
         fs::create_dir_all(&dir).map_err(|source| DatapathError::PinDir { path: dir, source })?;
         self.set_host_netns()?;
         let mut outcome = Attachment::Adopted;
-        for (name, attach_type) in SOCK_PROGRAMS {
+        for (name, attach_type) in sock_hooks() {
             let pin = self.pins.cgroup_links_dir().join(name);
             if !self.pins.prog(name).exists() {
-                // A program an older build's object lacks (`PROGRAMS_SINCE_LAYOUT1`):
+                // A program an older build's object lacks (`Program::optional`):
                 // loaded without it, the datapath has no such hook, so a link a newer
                 // build left goes too.
                 remove_file_if_exists(&pin)?;

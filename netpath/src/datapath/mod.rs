@@ -79,8 +79,8 @@ pub use self::{
     pins::{Pins, remove_pins},
 };
 use crate::ebpf::{
-    PROGRAMS, PROGRAMS_SINCE_LAYOUT1, ProgramKind, SOCK_PROGRAMS, TC_INGRESS_PROG,
-    UPLINK_EGRESS_PROG, UPLINK_INGRESS_PROG, XDP_PROG,
+    PROGRAMS, ProgramKind, TC_INGRESS_PROG, UPLINK_EGRESS_PROG, UPLINK_INGRESS_PROG, XDP_PROG,
+    sock_hooks,
 };
 
 /// Every map in the object; all are pinned.
@@ -280,10 +280,11 @@ fn load_and_pin(pins: &Pins, object: &[u8]) -> Result<()> {
         loader.map_pin_path(map, pins.map(map));
     }
     let mut ebpf = loader.load(object).map_err(DatapathError::Object)?;
-    for (name, kind) in PROGRAMS {
+    for def in PROGRAMS {
+        let name = def.name;
         let path = pins.prog(name);
         let Some(program) = ebpf.program_mut(name) else {
-            if !PROGRAMS_SINCE_LAYOUT1.contains(&name) {
+            if !def.optional() {
                 return Err(DatapathError::MissingProgram { program: name });
             }
             // An older build's object: its datapath runs without this program, so a
@@ -304,7 +305,7 @@ fn load_and_pin(pins: &Pins, object: &[u8]) -> Result<()> {
                 source,
             },
         };
-        match kind {
+        match def.kind {
             ProgramKind::Xdp => {
                 let p: &mut Xdp = program.try_into().map_err(load_err)?;
                 p.load().map_err(load_err)?;
@@ -313,7 +314,7 @@ fn load_and_pin(pins: &Pins, object: &[u8]) -> Result<()> {
                 let p: &mut SchedClassifier = program.try_into().map_err(load_err)?;
                 p.load().map_err(load_err)?;
             }
-            ProgramKind::SockAddr => {
+            ProgramKind::SockAddr(_) => {
                 let p: &mut CgroupSockAddr = program.try_into().map_err(load_err)?;
                 p.load().map_err(load_err)?;
             }

@@ -40,7 +40,7 @@ impl Pins {
     }
     /// True if a datapath (programs and maps) is pinned here.
     pub fn complete(&self) -> bool {
-        PROGRAMS.iter().all(|(p, _)| self.prog(p).exists())
+        PROGRAMS.iter().all(|p| self.prog(p.name).exists())
             && MAPS.iter().all(|m| self.map(m).exists())
     }
 }
