@@ -12,7 +12,7 @@ use crate::{
     config,
     datapath::Attachment,
     model::{Mode, Network, NetworkCreate},
-    state::{ResolvedNetwork, StateError},
+    state::StateError,
 };
 
 impl Service {
@@ -91,14 +91,20 @@ impl Service {
             req.gateway6
                 .unwrap_or_else(|| (u128::from(s.network()) + 1).into())
         });
-        let resolved = ResolvedNetwork {
+        let network = Network {
+            id: 0, // the store's to pick
+            name: req.name,
+            subnet: req.subnet,
             gateway,
+            subnet6: req.subnet6,
             gateway6,
+            mode: req.mode,
             uplink,
             mtu,
             bridge,
+            no_masquerade: req.no_masquerade,
         };
-        let network = db(&self.store, move |s| s.create_network(&req, resolved)).await?;
+        let network = db(&self.store, move |s| s.create_network(network)).await?;
         if let Err(e) = self.plumb_network(&network).await {
             let name = network.name.clone();
             let _ = self.unplumb_network(&network).await;

@@ -60,8 +60,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     model::{
-        Endpoint, EndpointDetails, EndpointKind, EndpointState, MacAddr, Mode, Network,
-        NetworkCreate, PortLease,
+        Endpoint, EndpointDetails, EndpointKind, EndpointState, MacAddr, Mode, Network, PortLease,
     },
     portspec::{HostPort, PortRequest, Proto},
 };
@@ -95,19 +94,6 @@ mod tests;
 pub use self::error::{InvalidIpReason, StateError};
 
 type Result<T, E = StateError> = std::result::Result<T, E>;
-
-/// What [`Store::create_network`] needs besides the request: the values the caller
-/// resolved (defaults, the uplink of the default route, the bridge's name).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvedNetwork {
-    pub gateway: Ipv4Addr,
-    /// The IPv6 gateway, given a `subnet6`.
-    pub gateway6: Option<Ipv6Addr>,
-    pub uplink: Option<String>,
-    pub mtu: u32,
-    /// The bridge (bridge mode), `None` in routed mode.
-    pub bridge: Option<String>,
-}
 
 /// An endpoint to reserve: everything of [`Endpoint`] except what the store decides
 /// (the address when not requested, prefix length, gateway, state).

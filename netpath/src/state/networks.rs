@@ -3,16 +3,16 @@
 use super::*;
 
 impl Store {
-    /// Creates a network with the smallest free id ≥ 1.
-    pub fn create_network(
-        &self,
-        req: &NetworkCreate,
-        resolved: ResolvedNetwork,
-    ) -> Result<Network> {
-        check_subnet(req.subnet.into(), 30, resolved.gateway.into())?;
-        let v6 = req
-            .subnet6
-            .map(|s| (s, resolved.gateway6.expect("resolved with subnet6")));
+    /// Records a network, every default decided by the caller, under the smallest free
+    /// id ≥ 1 (whatever `network.id` says); returns it as recorded.
+    pub fn create_network(&self, mut network: Network) -> Result<Network> {
+        check_subnet(network.subnet.into(), 30, network.gateway.into())?;
+        let v6 = network.subnet6.map(|s| {
+            let gateway6 = network
+                .gateway6
+                .expect("an IPv6 subnet comes with its gateway");
+            (s, gateway6)
+        });
         if let Some((subnet6, gateway6)) = v6 {
             if subnet6.prefix_len() < 64 {
                 return Err(StateError::InvalidSubnet {
@@ -23,12 +23,15 @@ impl Store {
             check_subnet(subnet6.into(), 120, gateway6.into())?;
         }
         self.write(|t| {
-            if t.networks.get(req.name.as_str())?.is_some() {
+            if t.networks.get(network.name.as_str())?.is_some() {
                 return Err(StateError::NetworkExists {
-                    name: req.name.clone(),
+                    name: network.name.clone(),
                 });
             }
-            let ours = [Some(IpNet::from(req.subnet)), req.subnet6.map(IpNet::from)];
+            let ours = [
+                Some(IpNet::from(network.subnet)),
+                network.subnet6.map(IpNet::from),
+            ];
             for item in t.networks.iter()? {
                 let (k, v) = item?;
                 let other: Network = decode(NETWORKS_NAME, k.value(), v.value())?;
@@ -48,23 +51,10 @@ impl Store {
                     });
                 }
             }
-            let id = smallest_free_network_id(&t.network_ids)?;
-            let network = Network {
-                id,
-                name: req.name.clone(),
-                subnet: req.subnet,
-                gateway: resolved.gateway,
-                subnet6: req.subnet6,
-                gateway6: v6.map(|(_, g)| g),
-                mode: req.mode,
-                uplink: resolved.uplink,
-                mtu: resolved.mtu,
-                bridge: resolved.bridge,
-                no_masquerade: req.no_masquerade.clone(),
-            };
+            network.id = smallest_free_network_id(&t.network_ids)?;
             t.networks
                 .insert(network.name.as_str(), encode(&network).as_slice())?;
-            t.network_ids.insert(id, network.name.as_str())?;
+            t.network_ids.insert(network.id, network.name.as_str())?;
             Ok(network)
         })
     }

@@ -6,6 +6,7 @@ use std::net::Ipv6Addr;
 use ipnet::Ipv6Net;
 
 use super::*;
+use crate::model::NetworkCreate;
 
 fn net6(s: &str) -> Ipv6Net {
     s.parse().unwrap()
@@ -20,25 +21,12 @@ fn create_dual(store: &Store, name: &str, subnet: &str, subnet6: &str) -> Result
     let (subnet, subnet6) = (net(subnet), net6(subnet6));
     let gateway = Ipv4Addr::from(u32::from(subnet.network()) + 1);
     let gateway6 = Ipv6Addr::from(u128::from(subnet6.network()) + 1);
-    let req = NetworkCreate {
-        name: name.into(),
+    store.create_network(bridge_network(
+        name,
         subnet,
-        mode: Mode::Bridge,
-        gateway: Some(gateway),
-        subnet6: Some(subnet6),
-        gateway6: Some(gateway6),
-        uplink: None,
-        mtu: None,
-        no_masquerade: Vec::new(),
-    };
-    let resolved = ResolvedNetwork {
         gateway,
-        gateway6: Some(gateway6),
-        uplink: None,
-        mtu: 1500,
-        bridge: Some(format!("np-{name}")),
-    };
-    store.create_network(&req, resolved)
+        Some((subnet6, gateway6)),
+    ))
 }
 
 fn reserve6(store: &Store, network: &str, ip6: Option<Ipv6Addr>) -> Result<Endpoint> {

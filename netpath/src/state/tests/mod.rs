@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 mod dual_stack;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::*;
 use crate::model::{EndpointDetails, Mode};
@@ -67,27 +67,29 @@ fn create(store: &Store, name: &str, subnet: &str) -> Result<Network> {
 }
 
 fn create_gw(store: &Store, name: &str, subnet: &str, gateway: Ipv4Addr) -> Result<Network> {
-    let req = NetworkCreate {
+    store.create_network(bridge_network(name, net(subnet), gateway, None))
+}
+
+/// A bridge network as the control plane resolves one (the store picks the id).
+fn bridge_network(
+    name: &str,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    v6: Option<(Ipv6Net, Ipv6Addr)>,
+) -> Network {
+    Network {
+        id: 0,
         name: name.into(),
-        subnet: net(subnet),
+        subnet,
+        gateway,
+        subnet6: v6.map(|(s, _)| s),
+        gateway6: v6.map(|(_, g)| g),
         mode: Mode::Bridge,
-        gateway: Some(gateway),
-        subnet6: None,
-        gateway6: None,
-        uplink: None,
-        mtu: None,
+        uplink: Some("eth0".into()),
+        mtu: 1500,
+        bridge: Some(format!("np-{name}")),
         no_masquerade: Vec::new(),
-    };
-    store.create_network(
-        &req,
-        ResolvedNetwork {
-            gateway,
-            gateway6: None,
-            uplink: Some("eth0".into()),
-            mtu: 1500,
-            bridge: Some(format!("np-{name}")),
-        },
-    )
+    }
 }
 
 /// A store in a fresh temporary directory (which goes when the `TempDir` drops).
