@@ -82,6 +82,52 @@ macro_rules! map_type {
     };
 }
 
+/// [`map_type!`] for a type generic over an address family: `pub struct Name<A: Bound> for (
+/// [u8; 4] => 16, [u8; 16] => 40) { … }` declares the generic struct once and checks each
+/// listed instance as `map_type!` checks a plain one (fixed-width fields, no implicit
+/// padding, the stated size), with `aya::Pod` for each under the `user` feature. The
+/// field types name the parameter (`pub src: A`).
+macro_rules! map_type_per_family {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident<$a:ident: $bound:path> for ($( $inst:ty => $size:literal ),+)
+        $body:tt
+    ) => {
+        map_type_per_family!(@def [$(#[$meta])*] $name $a $bound $body);
+        $( map_type_per_family!(@inst $name $a $inst, $size $body); )+
+    };
+    (@def [$(#[$meta:meta])*] $name:ident $a:ident $bound:path {
+        $( $(#[$fmeta:meta])* pub $field:ident: $ty:ty ),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name<$a: $bound> {
+            $( $(#[$fmeta])* pub $field: $ty, )+
+        }
+    };
+    (@inst $name:ident $a:ident $inst:ty, $size:literal {
+        $( $(#[$fmeta:meta])* pub $field:ident: $ty:ty ),+ $(,)?
+    }) => {
+        const _: () = {
+            // The field types name the parameter: here, this instance's address.
+            type $a = $inst;
+            const fn plain<T: $crate::Plain>() {}
+            $( plain::<$ty>(); )+
+            assert!(core::mem::size_of::<$name<$inst>>() == $size);
+            assert!(
+                core::mem::size_of::<$name<$inst>>() == 0 $( + core::mem::size_of::<$ty>() )+,
+                "implicit padding: make it an explicit `_pad` field"
+            );
+        };
+
+        // SAFETY: as for `map_type!`: `repr(C)`, `Plain` fields only, no padding
+        // (asserted above for this very instance).
+        #[cfg(feature = "user")]
+        unsafe impl aya::Pod for $name<$inst> {}
+    };
+}
+
 /// What a [`map_type!`] field may be: a type of which every bit pattern is a valid value
 /// and which has no padding of its own.
 ///

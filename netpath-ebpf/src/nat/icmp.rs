@@ -1,36 +1,46 @@
 //! ICMP errors about masqueraded packets, arriving on the uplink: translated back so
-//! the endpoint that sent the quoted packet gets them (path MTU discovery included).
+//! the endpoint that sent the quoted packet gets them (path MTU discovery included), for
+//! either address family ([`Family`]).
 
-use aya_ebpf::programs::TcContext;
+use aya_ebpf::{bindings::BPF_F_PSEUDO_HDR, programs::TcContext};
 use netpath_common::{
     maps::DropReason,
-    nat::{Tuple, csum_replace4, l4_csum_after_source_change},
-    packet::{
-        Classified, ETH_HLEN, Frame, IP_CSUM, IP_DST, IP_TOTAL_LEN, IPPROTO_ICMP, IPPROTO_TCP,
-        IPPROTO_UDP, PacketClass,
-    },
+    nat::{TupleOf, csum_replace_addr, l4_csum_after_source_change},
+    packet::{Classified, Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use super::{
-    ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, ICMP_PARAMETER_PROBLEM, ICMP_TIME_EXCEEDED,
-    rewrite_failed,
-};
-use crate::{frame::TcFrame, maps::NETPATH_RNAT};
+use super::{Family, csum_addr, rewrite_failed};
+use crate::frame::TcFrame;
 
-/// Uplink ingress: an ICMP error (destination unreachable — incl. "fragmentation
-/// needed" for path MTU discovery —, time exceeded, parameter problem) about a packet of
-/// a masqueraded connection. It quotes that packet as it left (from the uplink's
-/// address and NAT port), so the outer destination and the quoted source address and
-/// port (ICMP: identifier) are translated back, with the quoted IP header checksum, the
-/// quoted L4 checksum (when quoted) and the ICMP checksum over all of it. `Ok(true)` if
-/// it was one. Quoted headers with IP options are left to the kernel path.
+/// What an ICMP error quotes of the offending packet's IP header.
+pub(super) struct Quoted<A> {
+    /// The L4 protocol (IPv6: the quoted header's next header; a quoted extension
+    /// header is left to the kernel path).
+    pub proto: u8,
+    /// The quoted IPv4 header checksum (IPv6 has none).
+    pub ip_csum: Option<u16>,
+    pub src: A,
+    pub dst: A,
+    /// Offset of the quoted L4 header.
+    pub l4_at: usize,
+}
+
+/// Uplink ingress: an ICMP error (IPv4: destination unreachable — incl. "fragmentation
+/// needed" for path MTU discovery —, time exceeded, parameter problem; IPv6: destination
+/// unreachable, packet too big, time exceeded, parameter problem) about a packet of a
+/// masqueraded connection. It quotes that packet as it left (from the uplink's address
+/// and NAT port), so the outer destination and the quoted source address and port (ICMP:
+/// identifier) are translated back, with the quoted IPv4 header checksum, the quoted L4
+/// checksum (when quoted) and the ICMP checksum over all of it (ICMPv6's also over the
+/// outer destination, through its pseudo-header). `Ok(true)` if it was one. Quoted
+/// headers with IPv4 options or IPv6 extension headers are left to the kernel path.
 #[inline(always)]
-pub(super) fn error_ingress(
+pub(super) fn error_ingress<F: Family>(
     ctx: &TcContext,
     frame: &TcFrame,
     c: Classified,
 ) -> Result<bool, DropReason> {
-    if c.class != PacketClass::Ipv4Icmp {
+    if c.class != F::ICMP {
         return Ok(false);
     }
     let at = c.l4_offset;
@@ -38,31 +48,22 @@ pub(super) fn error_ingress(
     let Some(kind) = frame.load::<2>(at).map(|b| b[0]) else {
         return Ok(false);
     };
-    if kind != ICMP_DEST_UNREACH && kind != ICMP_TIME_EXCEEDED && kind != ICMP_PARAMETER_PROBLEM {
+    if !F::is_error(kind) {
         return Ok(false);
     }
     // Verifier: the fixed-offset load first, as in the other translations (loaded after
     // the variable-offset ones, its bounds check was merged away).
-    let (Some(outer_dst), Some(total)) = (frame.load::<4>(IP_DST), frame.load_be16(IP_TOTAL_LEN))
-    else {
-        return Ok(false);
-    };
     // The end of the IP datagram: a frame may carry padding after it, which no checksum
     // covers and which must not be taken for quoted bytes.
-    let end = ETH_HLEN + usize::from(total);
-    let icmp_csum_at = at + 2;
-    let inner = at + 8;
-    let Some(h) = frame.load::<20>(inner) else {
+    let (Some(outer_dst), Some(end)) = (F::load_addr(frame, F::DST), F::datagram_end(frame)) else {
         return Ok(false);
     };
-    if h[0] != 0x45 {
+    let icmp_csum_at = at + 2;
+    let inner = at + 8;
+    let Some(q) = F::quoted(frame, inner) else {
         return Ok(false);
-    }
-    let proto = h[9];
-    let in_csum = u16::from_be_bytes([h[10], h[11]]);
-    let in_src = [h[12], h[13], h[14], h[15]];
-    let in_dst = [h[16], h[17], h[18], h[19]];
-    let in_l4 = inner + 20;
+    };
+    let (proto, in_src, in_dst, in_l4) = (q.proto, q.src, q.dst, q.l4_at);
     let Some(p) = frame.load::<8>(in_l4) else {
         return Ok(false);
     };
@@ -84,15 +85,15 @@ pub(super) fn error_ingress(
             in_l4,
             in_l4 + 6,
         ),
-        IPPROTO_ICMP if p[0] == ICMP_ECHO_REQUEST => {
+        icmp if icmp == F::ICMP_PROTO && p[0] == F::ECHO_REQUEST => {
             (u16::from_be_bytes([p[4], p[5]]), 0, in_l4 + 4, in_l4 + 2)
         }
         _ => return Ok(false),
     };
     // The quoted packet left as uplink:port → remote; its replies are keyed this way.
-    let reply = Tuple::new(proto, in_dst, dport, in_src, sport);
+    let reply = TupleOf::new(proto, in_dst, dport, in_src, sport);
     // SAFETY: copied out at once.
-    let Some(back) = (unsafe { NETPATH_RNAT.get(reply) }).copied() else {
+    let Some(back) = (unsafe { F::rnat().get(reply) }).copied() else {
         return Ok(false);
     };
     // Everything is read before the first write: writes invalidate packet pointers.
@@ -102,22 +103,27 @@ pub(super) fn error_ingress(
     } else {
         None
     };
-    let ne = |a: [u8; 4]| u64::from(u32::from_ne_bytes(a));
     let ne16 = |v: u16| u64::from(v.to_be());
-    // Outer destination: the endpoint (the ICMP checksum does not cover the IP header).
-    ctx.store(IP_DST, &back.addr, 0).map_err(rewrite_failed)?;
-    ctx.l3_csum_replace(IP_CSUM, ne(outer_dst), ne(back.addr), 4)
+    // Outer destination: the endpoint (ICMPv4's checksum does not cover the IP header,
+    // ICMPv6's covers the destination through its pseudo-header).
+    ctx.store(F::DST, &back.addr, 0).map_err(rewrite_failed)?;
+    F::l3_csum(ctx, outer_dst, back.addr)?;
+    if F::ICMP_PSEUDO {
+        let pseudo = u64::from(BPF_F_PSEUDO_HDR);
+        csum_addr(ctx, icmp_csum_at, outer_dst, back.addr, pseudo)?;
+    }
+    // Quoted source address and (IPv4) its header checksum; the ICMP checksum covers
+    // both.
+    ctx.store(inner + F::QUOTED_SRC, &back.addr, 0)
         .map_err(rewrite_failed)?;
-    // Quoted source address and its header checksum; the ICMP checksum covers both.
-    let new_in_csum = csum_replace4(in_csum, in_src, back.addr);
-    ctx.store(inner + 12, &back.addr, 0)
-        .map_err(rewrite_failed)?;
-    ctx.store(inner + 10, &new_in_csum.to_be_bytes(), 0)
-        .map_err(rewrite_failed)?;
-    ctx.l4_csum_replace(icmp_csum_at, ne(in_src), ne(back.addr), 4)
-        .map_err(rewrite_failed)?;
-    ctx.l4_csum_replace(icmp_csum_at, ne16(in_csum), ne16(new_in_csum), 2)
-        .map_err(rewrite_failed)?;
+    csum_addr(ctx, icmp_csum_at, in_src, back.addr, 0)?;
+    if let Some(in_csum) = q.ip_csum {
+        let new_in_csum = csum_replace_addr(in_csum, in_src, back.addr);
+        ctx.store(inner + 10, &new_in_csum.to_be_bytes(), 0)
+            .map_err(rewrite_failed)?;
+        ctx.l4_csum_replace(icmp_csum_at, ne16(in_csum), ne16(new_in_csum), 2)
+            .map_err(rewrite_failed)?;
+    }
     // Quoted source port (identifier).
     ctx.store(sport_at, &back.port.to_be_bytes(), 0)
         .map_err(rewrite_failed)?;

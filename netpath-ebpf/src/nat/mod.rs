@@ -13,40 +13,34 @@
 //!   device.
 //!
 //! This module holds what they share: where a packet's ports and checksum are ([`Flow`])
-//! and the one rewrite that keeps every checksum right. Fragments and everything else go
+//! and the one rewrite that keeps every checksum right, written once for both address
+//! families ([`family`]). Fragments and everything else go
 //! to the kernel path untouched.
 
+mod family;
 mod hairpin;
 mod icmp;
 mod masq;
 mod publish;
 
+use core::marker::PhantomData;
+
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
-    helpers::generated::bpf_ktime_get_ns,
-    programs::TcContext,
+    bindings::BPF_F_PSEUDO_HDR, helpers::generated::bpf_ktime_get_ns, programs::TcContext,
 };
 use netpath_common::{
     maps::DropReason,
-    nat::{NatTarget, nat_clock},
-    packet::{
-        Classified, Frame, IP_CSUM, IP_DST, IP_SRC, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-        PacketClass,
-    },
+    nat::{NatTargetOf, nat_clock},
+    packet::{Classified, Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
+use self::family::{Family, V4, csum_addr};
 pub use self::{
     hairpin::hairpin,
     masq::{egress, ingress},
     publish::{publish_ingress, publish_reply, published_at},
 };
 use crate::{frame::TcFrame, maps::NETPATH_UPLINKS};
-
-const ICMP_ECHO_REQUEST: u8 = 8;
-const ICMP_ECHO_REPLY: u8 = 0;
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_TIME_EXCEEDED: u8 = 11;
-const ICMP_PARAMETER_PROBLEM: u8 = 12;
 
 /// Whether `ifindex` is an uplink of a netpath network.
 #[inline(always)]
@@ -65,88 +59,74 @@ pub enum Inbound {
     ForEndpoint([u8; 4]),
 }
 
-/// Where a packet's ports (or ICMP identifier) and L4 checksum are.
-struct L4 {
+/// Where a packet (of family `F`) has its ports (or ICMP identifier) and L4 checksum.
+struct L4<F> {
     proto: u8,
     /// Offset of the source port (TCP/UDP) or of the identifier (ICMP).
     sport_at: usize,
     /// Offset of the destination port (TCP/UDP) or of the identifier (ICMP).
     dport_at: usize,
     csum_at: usize,
-    /// The checksum covers the pseudo-header (TCP/UDP), so address changes touch it.
+    /// The checksum covers the pseudo-header (TCP/UDP, ICMPv6), so address changes
+    /// touch it.
     pseudo: bool,
-    /// UDP: a zero checksum means "none" and must stay zero.
-    mangled_zero: bool,
+    /// Extra `bpf_l4_csum_replace` flags (UDP's zero-checksum rules).
+    csum_flags: u64,
+    family: PhantomData<F>,
 }
 
-impl L4 {
+impl<F: Family> L4<F> {
     /// The L4 layout of a TCP/UDP packet, or of an ICMP echo of type `icmp_type`.
     #[inline(always)]
-    fn of(frame: &TcFrame, c: Classified, icmp_type: Option<u8>) -> Option<L4> {
+    fn of(frame: &TcFrame, c: Classified, icmp_type: Option<u8>) -> Option<L4<F>> {
         let at = c.l4_offset;
+        let l4 = |proto, sport_at, dport_at, csum_at, pseudo, csum_flags| L4 {
+            proto,
+            sport_at,
+            dport_at,
+            csum_at,
+            pseudo,
+            csum_flags,
+            family: PhantomData,
+        };
         match c.class {
-            PacketClass::Ipv4Tcp => Some(L4 {
-                proto: IPPROTO_TCP,
-                sport_at: at,
-                dport_at: at + 2,
-                csum_at: at + 16,
-                pseudo: true,
-                mangled_zero: false,
-            }),
-            PacketClass::Ipv4Udp => Some(L4 {
-                proto: IPPROTO_UDP,
-                sport_at: at,
-                dport_at: at + 2,
-                csum_at: at + 6,
-                pseudo: true,
-                mangled_zero: true,
-            }),
+            class if class == F::TCP => Some(l4(IPPROTO_TCP, at, at + 2, at + 16, true, 0)),
+            class if class == F::UDP => {
+                Some(l4(IPPROTO_UDP, at, at + 2, at + 6, true, F::UDP_CSUM_FLAGS))
+            }
             // Verifier: a 2-byte load (type and code). For a 1-byte load LLVM turns the
             // bounds check `p + 1 > end` into `p >= end`, from which the verifier
             // learns no readable range.
-            PacketClass::Ipv4Icmp
-                if icmp_type.is_some() && frame.load::<2>(at).map(|b| b[0]) == icmp_type =>
+            class
+                if class == F::ICMP
+                    && icmp_type.is_some()
+                    && frame.load::<2>(at).map(|b| b[0]) == icmp_type =>
             {
-                Some(L4 {
-                    proto: IPPROTO_ICMP,
-                    sport_at: at + 4,
-                    dport_at: at + 4,
-                    csum_at: at + 2,
-                    pseudo: false,
-                    mangled_zero: false,
-                })
+                Some(l4(F::ICMP_PROTO, at + 4, at + 4, at + 2, F::ICMP_PSEUDO, 0))
             }
             _ => None,
         }
-    }
-
-    fn csum_flags(&self, size: u64) -> u64 {
-        let mut f = size;
-        if self.mangled_zero {
-            f |= u64::from(BPF_F_MARK_MANGLED_0);
-        }
-        f
     }
 }
 
 /// A packet's connection as it sits in the packet: its L4 layout and its addresses and
 /// ports (for ICMP echo, both "ports" are the identifier).
-struct Flow {
-    l4: L4,
-    src: [u8; 4],
-    dst: [u8; 4],
+struct Flow<F: Family> {
+    l4: L4<F>,
+    src: F::Addr,
+    dst: F::Addr,
     sport: u16,
     dport: u16,
 }
 
-impl Flow {
+impl<F: Family> Flow<F> {
     /// The flow of a TCP/UDP packet, or of an ICMP echo of type `icmp_type`.
     #[inline(always)]
-    fn of(frame: &TcFrame, c: Classified, icmp_type: Option<u8>) -> Option<Flow> {
+    fn of(frame: &TcFrame, c: Classified, icmp_type: Option<u8>) -> Option<Flow<F>> {
         let l4 = L4::of(frame, c, icmp_type)?;
         // Verifier: the fixed-offset loads before the variable-offset ones (the other
         // way round, the later bounds check was merged away).
-        let (src, dst) = (frame.load::<4>(IP_SRC)?, frame.load::<4>(IP_DST)?);
+        let (src, dst) = (F::load_addr(frame, F::SRC)?, F::load_addr(frame, F::DST)?);
         let (sport, dport) = (frame.load_be16(l4.sport_at)?, frame.load_be16(l4.dport_at)?);
         Some(Flow {
             l4,
@@ -155,12 +135,6 @@ impl Flow {
             sport,
             dport,
         })
-    }
-
-    /// The flow of a TCP or UDP packet (publishing and hairpin translate no ICMP).
-    #[inline(always)]
-    fn ports(frame: &TcFrame, c: Classified) -> Option<Flow> {
-        Flow::of(frame, c, None)
     }
 
     /// The TCP flags byte of a TCP packet, 0 for anything else.
@@ -173,44 +147,45 @@ impl Flow {
         frame.load::<2>(self.l4.sport_at + 12).map_or(0, |b| b[1])
     }
 
-    fn source(&self) -> NatTarget {
-        NatTarget::new(self.src, self.sport)
+    fn source(&self) -> NatTargetOf<F::Addr> {
+        NatTargetOf::new(self.src, self.sport)
     }
 
-    fn destination(&self) -> NatTarget {
-        NatTarget::new(self.dst, self.dport)
+    fn destination(&self) -> NatTargetOf<F::Addr> {
+        NatTargetOf::new(self.dst, self.dport)
     }
 }
 
-/// Rewrites the address at `addr_at` (`IP_SRC` or `IP_DST`) and the matching port from
-/// `old` to `new`, fixing the IP header checksum and the L4 checksum (pseudo-header
-/// included where it applies).
+impl Flow<V4> {
+    /// The flow of an IPv4 TCP or UDP packet (publishing and hairpin translate no ICMP,
+    /// and IPv4 only).
+    #[inline(always)]
+    fn ports(frame: &TcFrame, c: Classified) -> Option<Flow<V4>> {
+        Flow::of(frame, c, None)
+    }
+}
+
+/// Rewrites the address at `addr_at` (`F::SRC` or `F::DST`) and the matching port from
+/// `old` to `new`, fixing the IP header checksum (IPv4) and the L4 checksum
+/// (pseudo-header included where it applies).
 #[inline(always)]
-fn rewrite(
+fn rewrite<F: Family>(
     ctx: &TcContext,
-    l4: &L4,
+    l4: &L4<F>,
     addr_at: usize,
-    old: NatTarget,
-    new: NatTarget,
+    old: NatTargetOf<F::Addr>,
+    new: NatTargetOf<F::Addr>,
 ) -> Result<(), DropReason> {
-    // The csum helpers take the old and new values as they sit in memory.
-    let (old_a, new_a) = (u32::from_ne_bytes(old.addr), u32::from_ne_bytes(new.addr));
-    if old_a != new_a {
+    if old.addr != new.addr {
         ctx.store(addr_at, &new.addr, 0).map_err(rewrite_failed)?;
-        ctx.l3_csum_replace(IP_CSUM, u64::from(old_a), u64::from(new_a), 4)
-            .map_err(rewrite_failed)?;
+        F::l3_csum(ctx, old.addr, new.addr)?;
         if l4.pseudo {
-            ctx.l4_csum_replace(
-                l4.csum_at,
-                u64::from(old_a),
-                u64::from(new_a),
-                l4.csum_flags(4) | u64::from(BPF_F_PSEUDO_HDR),
-            )
-            .map_err(rewrite_failed)?;
+            let flags = l4.csum_flags | u64::from(BPF_F_PSEUDO_HDR);
+            csum_addr(ctx, l4.csum_at, old.addr, new.addr, flags)?;
         }
     }
     if old.port != new.port {
-        let port_at = if addr_at == IP_SRC {
+        let port_at = if addr_at == F::SRC {
             l4.sport_at
         } else {
             l4.dport_at
@@ -221,7 +196,7 @@ fn rewrite(
             l4.csum_at,
             u64::from(old_p),
             u64::from(new_p),
-            l4.csum_flags(2),
+            l4.csum_flags | 2,
         )
         .map_err(rewrite_failed)?;
     }

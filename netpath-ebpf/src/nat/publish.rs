@@ -11,7 +11,7 @@ use netpath_common::{
     packet::{Classified, IP_DST, IP_SRC},
 };
 
-use super::{Flow, Inbound, rewrite};
+use super::{Flow, Inbound, V4, rewrite};
 use crate::{
     frame::TcFrame,
     maps::{NETPATH_DNAT_CT, NETPATH_ENDPOINTS, NETPATH_PUBLISH, NETPATH_SNAT},
@@ -94,7 +94,7 @@ pub fn publish_ingress(
 /// packet to it is then the reply the kernel path already delivers), and never over an
 /// existing entry (a published connection's state is not replaced by a forged packet).
 #[inline(always)]
-fn track_inbound(f: &Flow) {
+fn track_inbound(f: &Flow<V4>) {
     // SAFETY: presence checks only.
     if unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: f.dst }) }.is_none() {
         return;
