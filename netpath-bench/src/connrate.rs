@@ -121,10 +121,7 @@ fn serve(
             // Timeout (the stop check) or a connection reset before accept.
             continue;
         };
-        first_peer
-            .lock()
-            .expect("not poisoned")
-            .get_or_insert(peer);
+        first_peer.lock().expect("not poisoned").get_or_insert(peer);
         let _ = c.set_read_timeout(Some(IO_TIMEOUT));
         let _ = c.set_write_timeout(Some(IO_TIMEOUT));
         let mut req = [0u8; REQUEST_LEN];

@@ -209,6 +209,9 @@ pub struct Ctx {
     /// `net.ipv4.ip_forward` at start (the netpath daemon and the CNI bridge plugin turn it
     /// on); restored at the end, once the daemon is stopped.
     pub ip_forward_before: Option<String>,
+    /// `net.ipv6.conf.all.forwarding` at start (the daemon turns it on once a dual-stack
+    /// network exists); restored at the end like `ip_forward`.
+    pub ip6_forward_before: Option<String>,
     /// The `netpath-cni` plugin found next to the netpath binary, copied at start like it.
     pub cni_bin: Option<PathBuf>,
     /// The iptables chains (`table:chain`) there were before the CNI `portmap` plugin first
@@ -221,6 +224,7 @@ pub struct Ctx {
 }
 
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+pub const IP6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
 impl Ctx {
     pub fn new(opts: Opts, pb: ProgressBar) -> Result<Ctx> {
@@ -266,6 +270,9 @@ impl Ctx {
             pb,
             foreign_links: Vec::new(),
             ip_forward_before: fs::read_to_string(IP_FORWARD)
+                .ok()
+                .map(|s| s.trim().to_owned()),
+            ip6_forward_before: fs::read_to_string(IP6_FORWARD)
                 .ok()
                 .map(|s| s.trim().to_owned()),
             cni_bin,
@@ -381,7 +388,10 @@ mod tests {
 
     #[test]
     fn ipv6_subnets_avoid_host_routes() {
-        let used: Vec<Ipv6Net> = vec!["fd5b:6e62:7::/48".parse().unwrap(), "fd00::/64".parse().unwrap()];
+        let used: Vec<Ipv6Net> = vec![
+            "fd5b:6e62:7::/48".parse().unwrap(),
+            "fd00::/64".parse().unwrap(),
+        ];
         assert_eq!(
             free_v6_48(7, &used),
             Some("fd5b:6e62:8::/48".parse().unwrap())
@@ -393,8 +403,14 @@ mod tests {
         // A route covering the whole range leaves nothing.
         assert_eq!(free_v6_48(0, &["fd00::/8".parse().unwrap()]), None);
         let n: Ipv6Net = "fd5b:6e62:8:101::/64".parse().unwrap();
-        assert_eq!(host6(n, 0), "fd5b:6e62:8:101::1".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(host6(n, 0x1ff), "fd5b:6e62:8:101::200".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            host6(n, 0),
+            "fd5b:6e62:8:101::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            host6(n, 0x1ff),
+            "fd5b:6e62:8:101::200".parse::<Ipv6Addr>().unwrap()
+        );
     }
 
     #[test]

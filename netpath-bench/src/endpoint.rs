@@ -73,7 +73,10 @@ impl EndpointScenario {
             .with_context(|| format!("the two endpoints cannot reach each other over {fam}"))?;
         for (base, streams) in [("tcp1_gbps", 1), ("tcp4_gbps", 4)] {
             ctx.check()?;
-            ctx.detail(&format!("{fam}: iperf3, {streams} stream(s), {} s", self.secs));
+            ctx.detail(&format!(
+                "{fam}: iperf3, {streams} stream(s), {} s",
+                self.secs
+            ));
             let (gbps, retransmits) = iperf_via(
                 ctx,
                 &pair.b,
@@ -89,6 +92,13 @@ impl EndpointScenario {
         }
         // The programs on this topology's path, looked up now: nothing else's count.
         let progs = progcost::attached(&pair.prog_devs)?;
+        if progs.is_empty() {
+            let none = "no tc program on this path";
+            if family == Family::V4 {
+                r.unavailable("rr_prog_ns", none);
+            }
+            r.unavailable(&key("pp_prog_ns"), none);
+        }
         let awake = cpus_awake();
         r.set("rr_cpus_awake", if awake.is_some() { 1.0 } else { 0.0 });
         if let IpAddr::V4(b4) = b {

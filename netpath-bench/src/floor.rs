@@ -20,7 +20,7 @@ use super::{
     Ctx,
     ctx::{host, host6},
     proc::{self, ip},
-    topo::{Link, Ns, Pair},
+    topo::{Link, Ns, Pair, veth},
 };
 
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -173,18 +173,7 @@ pub fn redirect_peer_wire(ctx: &mut Ctx) -> Result<Pair> {
     let mut ends = Vec::new();
     for (ns, addr, addr6) in [(&a, a_ip, a_ip6), (&b, b_ip, b_ip6)] {
         let (h, c) = (ctx.name("h"), ctx.name("c"));
-        ip(&[
-            "link",
-            "add",
-            &h,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &c,
-            "netns",
-            ns.name(),
-        ])?;
+        veth(&h, None, &c, &ns)?;
         let h = Link(h);
         ns.add_addr(&c, addr.into(), 24)?;
         // On-link: the redirect joins the two ends as one wire, neighbour discovery

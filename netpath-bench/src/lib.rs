@@ -16,6 +16,7 @@ pub mod connrate;
 pub mod ctx;
 pub mod daemon;
 pub mod endpoint;
+pub mod family;
 pub mod floor;
 pub mod footprint;
 pub mod masq;
@@ -25,6 +26,7 @@ pub mod proc;
 pub mod progcost;
 pub mod publish;
 pub mod report;
+pub mod router;
 pub mod runner;
 pub mod setup;
 pub mod soak;
@@ -189,7 +191,7 @@ pub struct Metric {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<&'static str>,
     /// For an IPv6 metric: the key of the same metric over IPv4. The report compares
-    /// each variant's IPv6 ratio with its IPv4 ratio (see [`report::family_ratios`]).
+    /// each variant's IPv6 ratio with its IPv4 ratio (see [`family::ratios`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub v4_of: Option<Cow<'static, str>>,
 }
@@ -282,6 +284,13 @@ pub struct RunResult {
 impl RunResult {
     pub fn set(&mut self, key: &str, v: f64) {
         self.values.insert(key.to_owned(), v);
+    }
+
+    /// Marks every IPv6 metric of `metrics` as not measurable by this variant.
+    pub fn v6_unavailable(&mut self, metrics: &[Metric], reason: &str) {
+        for m in metrics.iter().filter(|m| m.v4_of.is_some()) {
+            self.unavailable(&m.key, reason);
+        }
     }
 
     /// Marks `key` as not measurable by this variant, for `reason`.

@@ -15,7 +15,8 @@ use super::{
     connrate::{self, ConnStats},
     ctx::V6_MASQ,
     endpoint::iperf_via,
-    topo::{self, HostUplink, NetpathNetwork, Ns, Router, RouterNets},
+    router::{HostUplink, Router, RouterNets},
+    topo::{self, NetpathNetwork, Ns},
 };
 
 const CONN_PORT: u16 = 80;
@@ -60,7 +61,11 @@ impl MasqScenario {
         masq: IpAddr,
         r: &mut RunResult,
     ) -> Result<()> {
-        let family = if server.is_ipv4() { Family::V4 } else { Family::V6 };
+        let family = if server.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        };
         let fam = family.label();
         let target = SocketAddr::new(server, CONN_PORT);
         if family == Family::V6 {
@@ -109,13 +114,6 @@ impl MasqScenario {
         Ok(())
     }
 
-    /// Marks this scenario's IPv6 figures n/a for `why`.
-    fn v6_unavailable(&self, r: &mut RunResult, why: &str) {
-        for m in self.metrics().iter().filter(|m| m.v4_of.is_some()) {
-            r.unavailable(&m.key, why);
-        }
-    }
-
     fn run_netpath(&self, ctx: &mut Ctx) -> Result<RunResult> {
         ctx.detail("building the topology");
         let mut r = RunResult::default();
@@ -124,19 +122,11 @@ impl MasqScenario {
         uplink.add_v6(&outside, ctx.subnets.in_netns_64(33))?;
         let subnet = ctx.subnets.masq_netpath;
         let subnet6 = ctx.subnets.v6_64(V6_MASQ);
-        // A daemon without NAT66 may refuse a dual-stack network with an uplink: then
-        // IPv4 alone, IPv6 n/a.
-        let network =
-            match NetpathNetwork::create_dual(ctx, subnet, Some(subnet6), Some(&uplink.link.0)) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.v6_unavailable(
-                        &mut r,
-                        &format!("the daemon refused a dual-stack network with an uplink: {e:#}"),
-                    );
-                    NetpathNetwork::create_with_uplink(ctx, subnet, Some(&uplink.link.0))?
-                }
-            };
+        let (network, refused) =
+            NetpathNetwork::create_dual_or_v4(ctx, subnet, subnet6, &uplink.link.0)?;
+        if let Some(why) = refused {
+            r.v6_unavailable(&self.metrics(), &why);
+        }
         let ep = Ns::create(ctx, "e")?;
         let endpoint = topo::netpath_endpoint(ctx, &network, &ep)?;
         let res = (|| -> Result<()> {
@@ -154,18 +144,25 @@ impl MasqScenario {
             let (Some(ip6), Some(host6), Some(out6)) =
                 (endpoint.ip6, uplink.host_ip6, uplink.outside_ip6)
             else {
-                self.v6_unavailable(&mut r, "the endpoint got no IPv6 address");
+                r.v6_unavailable(&self.metrics(), "the endpoint got no IPv6 address");
                 return Ok(());
             };
             // A route back, so that un-translated IPv6 still answers and is seen as such
             // (with NAT66 the outside only ever sees the uplink's on-link address).
-            outside.ip(&["-6", "route", "add", &subnet6.to_string(), "via", &host6.to_string()])?;
+            outside.ip(&[
+                "-6",
+                "route",
+                "add",
+                &subnet6.to_string(),
+                "via",
+                &host6.to_string(),
+            ])?;
             match self.measure(ctx, &ep, &outside, out6.into(), host6.into(), &mut r) {
                 Ok(()) => Ok(()),
                 Err(e) => match e.downcast_ref::<Untranslated>() {
                     Some(u) => {
-                        self.v6_unavailable(
-                            &mut r,
+                        r.v6_unavailable(
+                            &self.metrics(),
                             &format!("no NAT66 from the endpoint ({ip6}): {}", u.0),
                         );
                         Ok(())
@@ -193,7 +190,18 @@ impl MasqScenario {
         ] {
             router.iptables(
                 family,
-                &["-t", "nat", "-A", "POSTROUTING", "-s", &subnet, "-o", &uplink, "-j", "MASQUERADE"],
+                &[
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-s",
+                    &subnet,
+                    "-o",
+                    &uplink,
+                    "-j",
+                    "MASQUERADE",
+                ],
             )?;
         }
         let mut r = RunResult::default();
@@ -296,20 +304,23 @@ impl Scenario for MasqScenario {
     }
 
     fn metrics(&self) -> Vec<Metric> {
-        Metric::with_v6(vec![
-            Metric::new(
-                "tcp1_gbps",
-                "TCP throughput, 1 stream",
-                Unit::Gbps,
-                Better::Higher,
-            ),
-            Metric::new(
-                "conn_per_s",
-                "new connections/s",
-                Unit::ConnPerSec,
-                Better::Higher,
-            ),
-        ], |_| true)
+        Metric::with_v6(
+            vec![
+                Metric::new(
+                    "tcp1_gbps",
+                    "TCP throughput, 1 stream",
+                    Unit::Gbps,
+                    Better::Higher,
+                ),
+                Metric::new(
+                    "conn_per_s",
+                    "new connections/s",
+                    Unit::ConnPerSec,
+                    Better::Higher,
+                ),
+            ],
+            |_| true,
+        )
     }
 
     fn plots(
@@ -317,7 +328,9 @@ impl Scenario for MasqScenario {
         result: &super::report::ScenarioResult,
         dir: &std::path::Path,
     ) -> Result<Vec<(String, String)>> {
-        Ok(super::plot::family_ratios(result, dir)?.into_iter().collect())
+        Ok(super::plot::family_ratios(result, dir)?
+            .into_iter()
+            .collect())
     }
 
     fn run(&mut self, ctx: &mut Ctx, variant: &str, _round: usize) -> Result<RunResult> {

@@ -71,7 +71,8 @@ pub fn run(server: &Path, client: &Path, addr: SocketAddr, secs: u64) -> Result<
         .name("pingpong-srv".into())
         .spawn(move || -> Result<()> {
             let l = enter(&path).and_then(|()| {
-                let l = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+                let l =
+                    TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
                 nix::sys::socket::setsockopt(
                     &l,
                     nix::sys::socket::sockopt::ReceiveTimeout,

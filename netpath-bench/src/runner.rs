@@ -14,7 +14,7 @@ use super::{
     Ctx, Opts, Scenario, all_scenarios, cleanup,
     ctx::require_root,
     proc,
-    report::{self, Header, Report, RoundResult, ScenarioResult, VariantResult, utc_now},
+    report::{Header, Report, RoundResult, ScenarioResult, VariantResult, utc_now},
 };
 
 /// What the run amounted to.
@@ -189,7 +189,7 @@ pub fn run(opts: Opts) -> Result<Outcome> {
             plots: Vec::new(),
             family_ratios: Vec::new(),
         };
-        result.family_ratios = report::family_ratios(&result);
+        result.family_ratios = super::family::ratios(&result);
         results.push(result);
     }
 

@@ -4,23 +4,23 @@
 //! publish one more port with 10,000 present.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-use netpath::model::PortPublish;
+
+mod variants;
 
 use super::{
     Better, Ctx, Family, Metric, Opts, RunResult, Scenario, Unit, Variant,
     connrate::{self, ConnStats},
-    ctx::V6_PUBLISH,
     endpoint::iperf_via,
     plot,
     report::ScenarioResult,
     stats,
-    topo::{self, HostUplink, NetpathNetwork, Ns, Router, RouterNets},
+    topo::Ns,
 };
 
 /// The measured service: guest port 80 published as host port 18080; iperf3's 5201 as
@@ -110,8 +110,7 @@ fn level_key(n: usize) -> &'static str {
 /// one more port (timed), and where the measured service is.
 trait Published {
     /// Publishes other ports `from..to` (counted from [`OTHERS_FIRST`]) over `family`.
-    fn add_others(&mut self, ctx: &mut Ctx, family: Family, from: usize, to: usize)
-    -> Result<()>;
+    fn add_others(&mut self, ctx: &mut Ctx, family: Family, from: usize, to: usize) -> Result<()>;
     /// Publishes one more port (host port `port`), returns how long it took.
     fn publish_one(&mut self, ctx: &mut Ctx, port: u16) -> Result<Duration>;
 }
@@ -169,7 +168,10 @@ impl PublishScenario {
         what: &str,
     ) -> Result<ConnStats> {
         ctx.check()?;
-        ctx.detail(&format!("{}: {total} connections, {what}", f.family.label()));
+        ctx.detail(&format!(
+            "{}: {total} connections, {what}",
+            f.family.label()
+        ));
         let s = connrate::run_clients(
             &run.client.path(),
             f.conn_target,
@@ -179,13 +181,6 @@ impl PublishScenario {
         )?;
         s.check(what)?;
         Ok(s)
-    }
-
-    /// Marks this scenario's IPv6 figures n/a for `why`.
-    fn v6_unavailable(&self, r: &mut RunResult, why: &str) {
-        for m in self.metrics().iter().filter(|m| m.v4_of.is_some()) {
-            r.unavailable(&m.key, why);
-        }
     }
 
     /// The measurement common to the variants, over each family of `run`; `p` is
@@ -288,248 +283,6 @@ impl PublishScenario {
         }
         Ok(())
     }
-
-    fn run_netpath(&self, ctx: &mut Ctx) -> Result<RunResult> {
-        ctx.detail("building the topology");
-        let mut r = RunResult::default();
-        let client = Ns::create(ctx, "c")?;
-        let mut uplink = HostUplink::create(ctx, &client, ctx.subnets.in_netns_24(30))?;
-        uplink.add_v6(&client, ctx.subnets.in_netns_64(30))?;
-        let subnet = ctx.subnets.publish_netpath;
-        let subnet6 = ctx.subnets.v6_64(V6_PUBLISH);
-        let network =
-            match NetpathNetwork::create_dual(ctx, subnet, Some(subnet6), Some(&uplink.link.0)) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.v6_unavailable(
-                        &mut r,
-                        &format!("the daemon refused a dual-stack network with an uplink: {e:#}"),
-                    );
-                    NetpathNetwork::create_with_uplink(ctx, subnet, Some(&uplink.link.0))?
-                }
-            };
-        let (server, others) = (Ns::create(ctx, "e")?, Ns::create(ctx, "o")?);
-        let ep = topo::netpath_endpoint(ctx, &network, &server)?;
-        let others_ep = topo::netpath_endpoint(ctx, &network, &others)?;
-        let client_api = network.client().clone().with_timeout(BULK_TIMEOUT);
-        let publish = |ctx: &Ctx, id: &str, spec: String| -> Result<Duration> {
-            let req = PortPublish {
-                endpoint: id.to_owned(),
-                spec: Some(spec.clone()),
-                specs: Vec::new(),
-            };
-            let t = Instant::now();
-            ctx.block_on(client_api.publish_ports(&req))
-                .map_err(|e| anyhow::anyhow!("netpath port publish {id} -p {spec}: {e}"))?;
-            Ok(t.elapsed())
-        };
-        /// `spec` published over `family` (`[::]:` before it for IPv6).
-        fn on(family: Family, spec: String) -> String {
-            match family {
-                Family::V4 => spec,
-                Family::V6 => format!("[::]:{spec}"),
-            }
-        }
-        let mut families = Vec::new();
-        for (family, ep_ip, host_ip) in [
-            (Family::V4, Some(IpAddr::from(ep.ip)), Some(IpAddr::from(uplink.host_ip))),
-            (Family::V6, ep.ip6.map(IpAddr::from), uplink.host_ip6.map(IpAddr::from)),
-        ] {
-            if r.unavailable.contains_key(&family.key(level_key(0))) {
-                continue;
-            }
-            let (Some(ep_ip), Some(host_ip)) = (ep_ip, host_ip) else {
-                self.v6_unavailable(&mut r, "the endpoint got no IPv6 address");
-                continue;
-            };
-            let published = publish(ctx, &ep.id, on(family, format!("{HOST_PORT}:{GUEST_PORT}")))
-                .and_then(|_| {
-                    publish(ctx, &ep.id, on(family, format!("{IPERF_HOST}:{IPERF_GUEST}")))
-                });
-            match published {
-                Ok(_) => families.push(FamilyRun::new(ep_ip, host_ip, true)),
-                // IPv6 published ports are a feature still to come: refused is n/a.
-                Err(e) if family == Family::V6 => {
-                    self.v6_unavailable(&mut r, &format!("the daemon refused: {e:#}"));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        struct P<'a, F: Fn(&Ctx, &str, String) -> Result<Duration>> {
-            publish: &'a F,
-            others: String,
-        }
-        impl<F: Fn(&Ctx, &str, String) -> Result<Duration>> Published for P<'_, F> {
-            fn add_others(
-                &mut self,
-                ctx: &mut Ctx,
-                family: Family,
-                from: usize,
-                to: usize,
-            ) -> Result<()> {
-                let (a, b) = (OTHERS_FIRST + from as u16, OTHERS_FIRST + to as u16 - 1);
-                (self.publish)(ctx, &self.others, on(family, format!("{a}-{b}:{a}-{b}"))).map(drop)
-            }
-            fn publish_one(&mut self, ctx: &mut Ctx, port: u16) -> Result<Duration> {
-                (self.publish)(ctx, &self.others, format!("{port}:{port}"))
-            }
-        }
-        let mut p = P {
-            publish: &publish,
-            others: others_ep.id,
-        };
-        let run = Run {
-            client: &client,
-            server: &server,
-            families,
-        };
-        let res = self.measure(ctx, &run, Some(&mut p), &mut r);
-        ctx.detail("removing the topology");
-        drop(network);
-        drop((server, others, client, uplink));
-        res.map(|()| r)
-    }
-
-    fn run_iptables(&self, ctx: &mut Ctx) -> Result<RunResult> {
-        ctx.detail("building the topology");
-        let client = Ns::create(ctx, "c")?;
-        let mut router = Router::create(ctx, &client, RouterNets::in_netns(ctx, 31, 32))?;
-        let server = Ns::create(ctx, "e")?;
-        let ep_ips = router.add_endpoint(ctx, &server)?;
-        let other = Ns::create(ctx, "o")?;
-        let other_ips = router.add_endpoint(ctx, &other)?;
-        for family in Family::BOTH {
-            // Docker's shape: PREROUTING to LOCAL addresses jumps to a chain of DNAT rules.
-            router.iptables(family, &["-t", "nat", "-N", CHAIN])?;
-            router.iptables(
-                family,
-                &[
-                    "-t",
-                    "nat",
-                    "-A",
-                    "PREROUTING",
-                    "-m",
-                    "addrtype",
-                    "--dst-type",
-                    "LOCAL",
-                    "-j",
-                    CHAIN,
-                ],
-            )?;
-            let ep_ip = match family {
-                Family::V4 => IpAddr::from(ep_ips.0),
-                Family::V6 => IpAddr::from(ep_ips.1),
-            };
-            for (h, g) in [(HOST_PORT, GUEST_PORT), (IPERF_HOST, IPERF_GUEST)] {
-                let r = dnat_rule(h, SocketAddr::new(ep_ip, g));
-                let args: Vec<&str> = ["-t", "nat", "-A"]
-                    .into_iter()
-                    .chain(r.split_whitespace())
-                    .collect();
-                router.iptables(family, &args)?;
-            }
-        }
-        struct P<'a> {
-            router: &'a Router,
-            other_ips: (Ipv4Addr, Ipv6Addr),
-            file: std::path::PathBuf,
-        }
-        impl P<'_> {
-            fn rule(&self, family: Family, port: u16) -> String {
-                let to = match family {
-                    Family::V4 => IpAddr::from(self.other_ips.0),
-                    Family::V6 => IpAddr::from(self.other_ips.1),
-                };
-                dnat_rule(port, SocketAddr::new(to, port))
-            }
-        }
-        impl Published for P<'_> {
-            fn add_others(
-                &mut self,
-                _ctx: &mut Ctx,
-                family: Family,
-                from: usize,
-                to: usize,
-            ) -> Result<()> {
-                // Half of the new rules go before the measured ones, half after: the
-                // measured port sits in the middle, the average position of a port.
-                let mut text = String::from("*nat\n");
-                for i in from..to {
-                    let port = OTHERS_FIRST + i as u16;
-                    let op = if (i - from) < (to - from) / 2 {
-                        "-I"
-                    } else {
-                        "-A"
-                    };
-                    text.push_str(&format!("{op} {}\n", self.rule(family, port)));
-                }
-                text.push_str("COMMIT\n");
-                self.router.iptables_restore(family, &self.file, &text)
-            }
-            fn publish_one(&mut self, _ctx: &mut Ctx, port: u16) -> Result<Duration> {
-                let r = self.rule(Family::V4, port);
-                let args: Vec<&str> = ["-t", "nat", "-A"]
-                    .into_iter()
-                    .chain(r.split_whitespace())
-                    .collect();
-                let mut cmd = self.router.ns.command_direct("iptables", &args)?;
-                let t = Instant::now();
-                let out = cmd.output().context("cannot run iptables")?;
-                let took = t.elapsed();
-                if !out.status.success() {
-                    bail!(
-                        "iptables -t nat -A {r}: {}",
-                        super::proc::first_line(&out.stderr)
-                    );
-                }
-                Ok(took)
-            }
-        }
-        let mut p = P {
-            router: &router,
-            other_ips,
-            file: ctx.tmp.join(format!("{}-rules", router.ns.name())),
-        };
-        let run = Run {
-            client: &client,
-            server: &server,
-            families: vec![
-                FamilyRun::new(ep_ips.0.into(), router.uplink_ip.into(), true),
-                FamilyRun::new(ep_ips.1.into(), router.uplink_ip6.into(), true),
-            ],
-        };
-        let mut r = RunResult::default();
-        let res = self.measure(ctx, &run, Some(&mut p), &mut r);
-        ctx.detail("removing the topology");
-        drop((server, other, router, client));
-        res.map(|()| r)
-    }
-
-    fn run_direct(&self, ctx: &mut Ctx) -> Result<RunResult> {
-        ctx.detail("building the topology");
-        let pair = topo::direct_veth(ctx)?;
-        let families = Family::BOTH
-            .into_iter()
-            .filter_map(|f| pair.b_addr(f))
-            .map(|b| FamilyRun::new(b, b, false))
-            .collect();
-        let run = Run {
-            client: &pair.a,
-            server: &pair.b,
-            families,
-        };
-        let mut r = RunResult::default();
-        let res = self.measure(ctx, &run, None, &mut r);
-        ctx.detail("removing the topology");
-        drop(pair);
-        res.map(|()| r)
-    }
-}
-
-/// A rule of the published ports' chain: TCP `port` to `to` (`[addr]:port` for IPv6,
-/// as ip6tables writes it).
-fn dnat_rule(port: u16, to: SocketAddr) -> String {
-    format!("{CHAIN} -p tcp -m tcp --dport {port} -j DNAT --to-destination {to}")
 }
 
 impl Scenario for PublishScenario {
