@@ -173,7 +173,7 @@ pub fn redirect_peer_wire(ctx: &mut Ctx) -> Result<Pair> {
     let mut ends = Vec::new();
     for (ns, addr, addr6) in [(&a, a_ip, a_ip6), (&b, b_ip, b_ip6)] {
         let (h, c) = (ctx.name("h"), ctx.name("c"));
-        veth(&h, None, &c, &ns)?;
+        veth(&h, None, &c, ns)?;
         let h = Link(h);
         ns.add_addr(&c, addr.into(), 24)?;
         // On-link: the redirect joins the two ends as one wire, neighbour discovery

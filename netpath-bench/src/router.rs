@@ -33,7 +33,7 @@ pub struct HostUplink {
 impl HostUplink {
     pub fn create(ctx: &mut Ctx, outside: &Ns, net: Ipv4Net) -> Result<HostUplink> {
         let (h, o) = (ctx.name("u"), ctx.name("x"));
-        veth(&h, None, &o, &outside)?;
+        veth(&h, None, &o, outside)?;
         let link = Link(h);
         let (host_ip, outside_ip) = (host(net, 0), host(net, 1));
         let len = net.prefix_len();
@@ -117,7 +117,7 @@ impl Router {
     pub fn create(ctx: &mut Ctx, outside: &Ns, nets: RouterNets) -> Result<Router> {
         let ns = Ns::create(ctx, "r")?;
         let (u, o, br) = (ctx.name("u"), ctx.name("x"), ctx.name("br"));
-        veth(&u, Some(&ns), &o, &outside)?;
+        veth(&u, Some(&ns), &o, outside)?;
         let (uplink_ip, outside_ip) = (host(nets.uplink, 0), host(nets.uplink, 1));
         let (uplink_ip6, outside_ip6) = (host6(nets.uplink6, 0), host6(nets.uplink6, 1));
         let (len, len6) = (nets.uplink.prefix_len(), nets.uplink6.prefix_len());
@@ -154,7 +154,7 @@ impl Router {
     /// subnet and default routes via the gateways; returns the addresses.
     pub fn add_endpoint(&mut self, ctx: &mut Ctx, ep: &Ns) -> Result<(Ipv4Addr, Ipv6Addr)> {
         let (h, c) = (ctx.name("h"), ctx.name("c"));
-        veth(&h, Some(&self.ns), &c, &ep)?;
+        veth(&h, Some(&self.ns), &c, ep)?;
         self.ns
             .ip(&["link", "set", &h, "master", &self.bridge, "up"])?;
         let addr = host(self.subnet, self.next_ep);

@@ -446,7 +446,7 @@ pub fn linux_bridge(ctx: &mut Ctx) -> Result<Pair> {
     let mut infra: Vec<Box<dyn Any>> = vec![Box::new(br)];
     for (ns, addr, addr6) in [(&a, a_ip, a_ip6), (&b, b_ip, b_ip6)] {
         let (h, c) = (ctx.name("h"), ctx.name("c"));
-        veth(&h, None, &c, &ns)?;
+        veth(&h, None, &c, ns)?;
         let h = Link(h);
         let bridge = infra[0].downcast_ref::<Link>().expect("the bridge");
         ip(&["link", "set", &h.0, "master", &bridge.0, "up"])?;
