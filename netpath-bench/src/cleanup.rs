@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::{
     Ctx,
-    ctx::{IP_FORWARD, prefix_pid},
+    ctx::{IP_FORWARD, IP6_FORWARD, prefix_pid},
     daemon::{self, BenchDaemon},
     proc,
 };
@@ -169,18 +169,26 @@ pub fn final_sweep(ctx: &mut Ctx) -> CleanupReport {
         rep.problems.push(format!("{}: {e}", ctx.tmp.display()));
     }
 
-    let forward_now = fs::read_to_string(IP_FORWARD)
-        .ok()
-        .map(|s| s.trim().to_owned());
-    if let Some(before) = &ctx.ip_forward_before
-        && forward_now.as_ref() != Some(before)
-    {
-        match fs::write(IP_FORWARD, format!("{before}\n")) {
-            Ok(()) => rep.restored.push(format!(
-                "net.ipv4.ip_forward back to {before} (the netpath daemon and the CNI bridge \
-                 plugin set it to 1)"
-            )),
-            Err(e) => rep.problems.push(format!("restoring {IP_FORWARD}: {e}")),
+    let forwarding = [
+        ("net.ipv4.ip_forward", IP_FORWARD, &ctx.ip_forward_before),
+        (
+            "net.ipv6.conf.all.forwarding",
+            IP6_FORWARD,
+            &ctx.ip6_forward_before,
+        ),
+    ];
+    for (name, path, before) in forwarding {
+        let now = fs::read_to_string(path).ok().map(|s| s.trim().to_owned());
+        if let Some(before) = before
+            && now.as_ref() != Some(before)
+        {
+            match fs::write(path, format!("{before}\n")) {
+                Ok(()) => rep.restored.push(format!(
+                    "{name} back to {before} (the netpath daemon and the CNI bridge plugin \
+                     set it to 1)"
+                )),
+                Err(e) => rep.problems.push(format!("restoring {path}: {e}")),
+            }
         }
     }
 
@@ -194,6 +202,7 @@ pub fn final_sweep(ctx: &mut Ctx) -> CleanupReport {
         format!("scratch dir {}", ctx.tmp.display()),
         "child processes (daemon, iperf3, sockperf)".into(),
         "net.ipv4.ip_forward".into(),
+        "net.ipv6.conf.all.forwarding".into(),
     ];
     if let Some(before) = &ctx.iptables_before {
         rep.checked.push(format!(
@@ -246,15 +255,15 @@ pub fn final_sweep(ctx: &mut Ctx) -> CleanupReport {
                 .join(", ")
         ));
     }
-    let forward_now = fs::read_to_string(IP_FORWARD)
-        .ok()
-        .map(|s| s.trim().to_owned());
-    if ctx.ip_forward_before.is_some() && forward_now != ctx.ip_forward_before {
-        rep.leftovers.push(format!(
-            "net.ipv4.ip_forward is {} (was {})",
-            forward_now.unwrap_or_default(),
-            ctx.ip_forward_before.clone().unwrap_or_default()
-        ));
+    for (name, path, before) in forwarding {
+        let now = fs::read_to_string(path).ok().map(|s| s.trim().to_owned());
+        if before.is_some() && now != *before {
+            rep.leftovers.push(format!(
+                "{name} is {} (was {})",
+                now.unwrap_or_default(),
+                before.clone().unwrap_or_default()
+            ));
+        }
     }
     rep
 }

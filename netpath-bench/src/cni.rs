@@ -23,9 +23,10 @@ use super::{
     ctx::host,
     plot,
     report::ScenarioResult,
+    router::HostUplink,
     setup::CNI_PATH,
     stats,
-    topo::{HostUplink, Link, NetpathNetwork, Ns, NsSet, ping},
+    topo::{Link, NetpathNetwork, Ns, NsSet, ping},
 };
 
 /// The served port in the server container.

@@ -10,7 +10,7 @@
 use std::{
     fs,
     io::{Read as _, Write as _},
-    net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     os::fd::AsFd as _,
     path::{Path, PathBuf},
     sync::{
@@ -33,7 +33,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 const ACCEPT_POLL: Duration = Duration::from_millis(200);
 
 /// Enters the network namespace at `netns` (the calling thread only).
-fn enter(netns: &Path) -> Result<()> {
+pub(crate) fn enter(netns: &Path) -> Result<()> {
     let f = fs::File::open(netns).with_context(|| format!("cannot open {}", netns.display()))?;
     setns(f.as_fd(), CloneFlags::CLONE_NEWNET)
         .with_context(|| format!("cannot enter {}", netns.display()))
@@ -45,11 +45,14 @@ pub struct Server {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     served: Arc<AtomicU64>,
+    /// The source address of the first connection accepted (what a translation left).
+    first_peer: Arc<Mutex<Option<SocketAddr>>>,
 }
 
 impl Server {
     /// Listens on `bind` inside `netns`; returns once it listens.
-    pub fn start(netns: &Path, bind: SocketAddrV4, threads: usize) -> Result<Server> {
+    pub fn start(netns: &Path, bind: impl Into<SocketAddr>, threads: usize) -> Result<Server> {
+        let bind: SocketAddr = bind.into();
         let path: PathBuf = netns.to_owned();
         let (tx, rx) = mpsc::channel();
         // The listener is made on a thread that entered the namespace and never leaves it.
@@ -75,14 +78,15 @@ impl Server {
             .context("the connection-rate server did not start")??;
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicU64::new(0));
+        let first_peer: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
             let l = listener.try_clone()?;
-            let (stop, served) = (stop.clone(), served.clone());
+            let (stop, served, peer) = (stop.clone(), served.clone(), first_peer.clone());
             handles.push(
                 thread::Builder::new()
                     .name(format!("connrate-srv{i}"))
-                    .spawn(move || serve(&l, &stop, &served))
+                    .spawn(move || serve(&l, &stop, &served, &peer))
                     .context("cannot start a thread")?,
             );
         }
@@ -90,6 +94,7 @@ impl Server {
             stop,
             threads: handles,
             served,
+            first_peer,
         })
     }
 
@@ -97,15 +102,26 @@ impl Server {
     pub fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
     }
+
+    /// The source address the first accepted connection came from.
+    pub fn first_peer(&self) -> Option<SocketAddr> {
+        *self.first_peer.lock().expect("not poisoned")
+    }
 }
 
-fn serve(l: &TcpListener, stop: &AtomicBool, served: &AtomicU64) {
+fn serve(
+    l: &TcpListener,
+    stop: &AtomicBool,
+    served: &AtomicU64,
+    first_peer: &Mutex<Option<SocketAddr>>,
+) {
     let response = [b'r'; RESPONSE_LEN];
     while !stop.load(Ordering::Relaxed) {
-        let Ok((mut c, _)) = l.accept() else {
+        let Ok((mut c, peer)) = l.accept() else {
             // Timeout (the stop check) or a connection reset before accept.
             continue;
         };
+        first_peer.lock().expect("not poisoned").get_or_insert(peer);
         let _ = c.set_read_timeout(Some(IO_TIMEOUT));
         let _ = c.set_write_timeout(Some(IO_TIMEOUT));
         let mut req = [0u8; REQUEST_LEN];
@@ -205,11 +221,12 @@ fn one(target: SocketAddr, request: &[u8]) -> std::io::Result<()> {
 /// workers, stopping early at `time_bound`.
 pub fn run_clients(
     netns: &Path,
-    target: SocketAddrV4,
+    target: impl Into<SocketAddr>,
     total: usize,
     workers: usize,
     time_bound: Duration,
 ) -> Result<ConnStats> {
+    let target: SocketAddr = target.into();
     let next = Arc::new(AtomicUsize::new(0));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -251,7 +268,7 @@ pub fn run_clients(
                         if next.fetch_add(1, Ordering::Relaxed) >= total {
                             break;
                         }
-                        match one(SocketAddr::V4(target), &request) {
+                        match one(target, &request) {
                             Ok(()) => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }

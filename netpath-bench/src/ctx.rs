@@ -3,14 +3,14 @@
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     sync::Arc,
 };
 
 use anyhow::{Context as _, Result, bail};
 use indicatif::ProgressBar;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use netpath::client::Client;
 
 use super::{Opts, daemon::BenchDaemon, proc};
@@ -67,6 +67,26 @@ pub struct Subnets {
     /// /16 whose /24s address namespace-only topologies (direct veth, plain bridge) and
     /// the host ends of uplink veths.
     pub in_netns: Ipv4Net,
+    /// The run's IPv6 /48 (`fd5b:6e62:N::/48`, no host route in it): its /64s are the
+    /// IPv6 halves of the dual-stack topologies ([`Subnets::v6_64`]).
+    pub v6: Ipv6Net,
+}
+
+/// Which /64 of [`Subnets::v6`] a purpose gets: the netpath networks' first, then
+/// namespace-only topologies and uplinks from [`V6_IN_NETNS`] on (the IPv4 /24 index
+/// added, so the two halves of a topology share their number).
+pub const V6_ENDPOINT: u16 = 1;
+pub const V6_PUBLISH: u16 = 2;
+pub const V6_MASQ: u16 = 3;
+pub const V6_IN_NETNS: u16 = 0x100;
+
+/// The first `fd5b:6e62:N::/48` (N from `start` on, wrapping) that overlaps none of
+/// `used`.
+pub fn free_v6_48(start: u16, used: &[Ipv6Net]) -> Option<Ipv6Net> {
+    (0..=u16::MAX)
+        .map(|i| start.wrapping_add(i))
+        .map(|n| Ipv6Net::new(Ipv6Addr::new(0xfd5b, 0x6e62, n, 0, 0, 0, 0, 0), 48).expect("valid"))
+        .find(|c| !used.iter().any(|u| u.contains(c) || c.contains(u)))
 }
 
 impl Subnets {
@@ -94,7 +114,25 @@ impl Subnets {
             free.next()
                 .context("no free /16 in 10.150.0.0–10.199.255.255 for the bench")
         };
+        let out6 = proc::ip(&["-j", "-6", "route", "show", "table", "all"])?;
+        let routes6: serde_json::Value =
+            serde_json::from_str(&out6).context("cannot parse `ip -j -6 route`")?;
+        let used6: Vec<Ipv6Net> = routes6
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["dst"].as_str())
+            .filter_map(|d| {
+                d.parse::<Ipv6Net>()
+                    .ok()
+                    .or_else(|| d.parse::<Ipv6Addr>().ok().map(Ipv6Net::from))
+            })
+            .filter(|n| n.prefix_len() > 0)
+            .collect();
+        let v6 = free_v6_48(std::process::id() as u16, &used6)
+            .context("no free /48 in fd5b:6e62::/32 for the bench")?;
         Ok(Subnets {
+            v6,
             setup_netpath: next()?,
             setup_ip: next()?,
             setup_cni: next()?,
@@ -129,11 +167,27 @@ impl Subnets {
         let o = self.in_netns.network().octets();
         Ipv4Net::new(Ipv4Addr::new(o[0], o[1], i, 0), 24).expect("valid")
     }
+
+    /// The `i`-th /64 of [`Subnets::v6`].
+    pub fn v6_64(&self, i: u16) -> Ipv6Net {
+        let s = self.v6.network().segments();
+        Ipv6Net::new(Ipv6Addr::new(s[0], s[1], s[2], i, 0, 0, 0, 0), 64).expect("valid")
+    }
+
+    /// The IPv6 /64 beside [`Subnets::in_netns_24`]`(i)`.
+    pub fn in_netns_64(&self, i: u8) -> Ipv6Net {
+        self.v6_64(V6_IN_NETNS + u16::from(i))
+    }
 }
 
 /// The `n`-th host address of `net` (0 is the first host, usually the gateway).
 pub fn host(net: Ipv4Net, n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(net.network()) + 1 + n)
+}
+
+/// The `n`-th host address of an IPv6 `net` (0 is `::1`, usually the gateway).
+pub fn host6(net: Ipv6Net, n: u32) -> Ipv6Addr {
+    Ipv6Addr::from(u128::from(net.network()) + 1 + u128::from(n))
 }
 
 pub struct Ctx {
@@ -155,6 +209,9 @@ pub struct Ctx {
     /// `net.ipv4.ip_forward` at start (the netpath daemon and the CNI bridge plugin turn it
     /// on); restored at the end, once the daemon is stopped.
     pub ip_forward_before: Option<String>,
+    /// `net.ipv6.conf.all.forwarding` at start (the daemon turns it on once a dual-stack
+    /// network exists); restored at the end like `ip_forward`.
+    pub ip6_forward_before: Option<String>,
     /// The `netpath-cni` plugin found next to the netpath binary, copied at start like it.
     pub cni_bin: Option<PathBuf>,
     /// The iptables chains (`table:chain`) there were before the CNI `portmap` plugin first
@@ -167,6 +224,7 @@ pub struct Ctx {
 }
 
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+pub const IP6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
 impl Ctx {
     pub fn new(opts: Opts, pb: ProgressBar) -> Result<Ctx> {
@@ -212,6 +270,9 @@ impl Ctx {
             pb,
             foreign_links: Vec::new(),
             ip_forward_before: fs::read_to_string(IP_FORWARD)
+                .ok()
+                .map(|s| s.trim().to_owned()),
+            ip6_forward_before: fs::read_to_string(IP6_FORWARD)
                 .ok()
                 .map(|s| s.trim().to_owned()),
             cni_bin,
@@ -323,6 +384,33 @@ mod tests {
         assert!(run_prefix(4_194_304).len() + "h99999".len() <= 15);
         assert_eq!(prefix_pid("np-abc"), None);
         assert_eq!(prefix_pid("nbx"), None);
+    }
+
+    #[test]
+    fn ipv6_subnets_avoid_host_routes() {
+        let used: Vec<Ipv6Net> = vec![
+            "fd5b:6e62:7::/48".parse().unwrap(),
+            "fd00::/64".parse().unwrap(),
+        ];
+        assert_eq!(
+            free_v6_48(7, &used),
+            Some("fd5b:6e62:8::/48".parse().unwrap())
+        );
+        assert_eq!(
+            free_v6_48(u16::MAX, &used),
+            Some("fd5b:6e62:ffff::/48".parse().unwrap())
+        );
+        // A route covering the whole range leaves nothing.
+        assert_eq!(free_v6_48(0, &["fd00::/8".parse().unwrap()]), None);
+        let n: Ipv6Net = "fd5b:6e62:8:101::/64".parse().unwrap();
+        assert_eq!(
+            host6(n, 0),
+            "fd5b:6e62:8:101::1".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(
+            host6(n, 0x1ff),
+            "fd5b:6e62:8:101::200".parse::<Ipv6Addr>().unwrap()
+        );
     }
 
     #[test]

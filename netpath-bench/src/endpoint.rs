@@ -4,7 +4,7 @@
 //! 4-instruction redirect program, [`floor`]), and netpath.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::Path,
     thread,
     time::{Duration, Instant},
@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Better, Ctx, Metric, Opts, RunResult, Scenario, Unit, Variant, floor, plot,
+    Better, Ctx, Family, Metric, Opts, RunResult, Scenario, Unit, Variant, floor, pingpong, plot,
     proc::{self, Bg},
     progcost,
     report::ScenarioResult,
@@ -22,6 +22,7 @@ use super::{
 
 const IPERF_PORT: u16 = 5201;
 const SOCKPERF_PORT: u16 = 11111;
+const PINGPONG_PORT: u16 = 11112;
 /// How long a server may take to listen.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -37,35 +38,110 @@ impl EndpointScenario {
     }
 
     fn measure(&self, ctx: &mut Ctx, pair: &Pair) -> Result<RunResult> {
-        // Traffic must flow at all before it is measured.
-        topo::ping(pair.a.name(), pair.b_ip)
-            .context("the two endpoints cannot reach each other")?;
         let mut r = RunResult::default();
-        for (key, streams) in [("tcp1_gbps", 1), ("tcp4_gbps", 4)] {
-            ctx.check()?;
-            ctx.detail(&format!("iperf3, {streams} stream(s), {} s", self.secs));
-            let (gbps, retransmits) = iperf(ctx, pair, streams, self.secs)?;
-            r.set(key, gbps);
-            r.set(&format!("{key}_retransmits"), retransmits);
+        for family in Family::BOTH {
+            let Some(b) = pair.b_addr(family) else {
+                for m in self.metrics().iter().filter(|m| is_of(m, family)) {
+                    r.unavailable(&m.key, format!("no {} address", family.label()));
+                }
+                continue;
+            };
+            self.measure_family(ctx, pair, family, b, &mut r)?;
         }
-        ctx.check()?;
-        ctx.detail(&format!("sockperf ping-pong, {} s", self.secs));
+        Ok(r)
+    }
+
+    /// Throughput and ping-pong over `family`, `b` being the server's address; the
+    /// figures go into `r` under the family's keys. sockperf (IPv4 only) runs for
+    /// IPv4 beside the bench's own ping-pong, which runs for both.
+    fn measure_family(
+        &self,
+        ctx: &mut Ctx,
+        pair: &Pair,
+        family: Family,
+        b: IpAddr,
+        r: &mut RunResult,
+    ) -> Result<()> {
+        let fam = family.label();
+        let key = |base: &str| family.key(base);
+        if family == Family::V6 {
+            pair.a.wait_dad()?;
+            pair.b.wait_dad()?;
+        }
+        // Traffic must flow at all before it is measured.
+        topo::ping(pair.a.name(), b)
+            .with_context(|| format!("the two endpoints cannot reach each other over {fam}"))?;
+        for (base, streams) in [("tcp1_gbps", 1), ("tcp4_gbps", 4)] {
+            ctx.check()?;
+            ctx.detail(&format!(
+                "{fam}: iperf3, {streams} stream(s), {} s",
+                self.secs
+            ));
+            let (gbps, retransmits) = iperf_via(
+                ctx,
+                &pair.b,
+                b,
+                IPERF_PORT,
+                &pair.a,
+                SocketAddr::new(b, IPERF_PORT),
+                streams,
+                self.secs,
+            )?;
+            r.set(&key(base), gbps);
+            r.set(&key(&format!("{base}_retransmits")), retransmits);
+        }
+        // The programs on this topology's path, looked up now: nothing else's count.
+        let progs = progcost::attached(&pair.prog_devs)?;
+        if progs.is_empty() {
+            let none = "no tc program on this path";
+            if family == Family::V4 {
+                r.unavailable("rr_prog_ns", none);
+            }
+            r.unavailable(&key("pp_prog_ns"), none);
+        }
         let awake = cpus_awake();
         r.set("rr_cpus_awake", if awake.is_some() { 1.0 } else { 0.0 });
+        if let IpAddr::V4(b4) = b {
+            ctx.check()?;
+            ctx.detail(&format!("{fam}: sockperf ping-pong, {} s", self.secs));
+            let stats = progcost::enable();
+            let before = progcost::snapshot(&progs);
+            let s = sockperf(ctx, pair, b4, self.secs)?;
+            if let Some((runs, ns)) = progcost::per_run(&before, &progcost::snapshot(&progs)) {
+                r.set("rr_prog_ns", ns);
+                r.set("rr_prog_runs", runs as f64);
+            }
+            drop(stats);
+            r.set("rr_mean_us", s.mean_us);
+            r.set("rr_p99_us", s.p99_us);
+            r.set("rr_round_trips", s.received as f64);
+        }
+        ctx.check()?;
+        ctx.detail(&format!("{fam}: ping-pong (bench's own), {} s", self.secs));
         let stats = progcost::enable();
-        let before = progcost::snapshot();
-        let s = sockperf(ctx, pair, self.secs)?;
-        if let Some((runs, ns)) = progcost::per_run(&before, &progcost::snapshot()) {
-            r.set("rr_prog_ns", ns);
-            r.set("rr_prog_runs", runs as f64);
+        let before = progcost::snapshot(&progs);
+        let p = pingpong::run(
+            &pair.b.path(),
+            &pair.a.path(),
+            SocketAddr::new(b, PINGPONG_PORT),
+            self.secs,
+        )?;
+        if let Some((runs, ns)) = progcost::per_run(&before, &progcost::snapshot(&progs)) {
+            r.set(&key("pp_prog_ns"), ns);
+            r.set(&key("pp_prog_runs"), runs as f64);
         }
         drop(stats);
         drop(awake);
-        r.set("rr_mean_us", s.mean_us);
-        r.set("rr_p99_us", s.p99_us);
-        r.set("rr_round_trips", s.received as f64);
-        Ok(r)
+        r.set(&key("pp_mean_us"), p.mean_us);
+        r.set(&key("pp_p99_us"), p.p99_us);
+        r.set(&key("pp_round_trips"), p.round_trips as f64);
+        Ok(())
     }
+}
+
+/// Whether `m` is a metric of `family` (IPv6 ones are those with an IPv4 counterpart).
+fn is_of(m: &Metric, family: Family) -> bool {
+    (family == Family::V6) == m.v4_of.is_some()
 }
 
 /// Keeps the CPUs out of deep idle states while the returned file is open: a PM QoS
@@ -111,20 +187,6 @@ pub fn wait_listening(ns: &Ns, port: u16, server: &mut Bg) -> Result<()> {
     }
 }
 
-/// One iperf3 run from `a` to `b`: (receiver's Gbit/s, sender's retransmits).
-fn iperf(ctx: &Ctx, pair: &Pair, streams: u32, secs: u64) -> Result<(f64, f64)> {
-    iperf_via(
-        ctx,
-        &pair.b,
-        pair.b_ip,
-        IPERF_PORT,
-        &pair.a,
-        SocketAddrV4::new(pair.b_ip, IPERF_PORT),
-        streams,
-        secs,
-    )
-}
-
 /// One iperf3 run: the server in `server` listens on `bind:port`, the client in `client`
 /// connects to `target` (the same, or an address translated to it). Returns (receiver's
 /// Gbit/s, sender's retransmits); fails when the receiver got 0 bytes.
@@ -135,10 +197,10 @@ fn iperf(ctx: &Ctx, pair: &Pair, streams: u32, secs: u64) -> Result<(f64, f64)> 
 pub fn iperf_via(
     ctx: &Ctx,
     server: &Ns,
-    bind: Ipv4Addr,
+    bind: IpAddr,
     port: u16,
     client: &Ns,
-    target: SocketAddrV4,
+    target: SocketAddr,
     streams: u32,
     secs: u64,
 ) -> Result<(f64, f64)> {
@@ -202,9 +264,9 @@ struct Sockperf {
     dropped: u64,
 }
 
-/// One sockperf TCP ping-pong run from `a` to `b`, round-trip times.
-fn sockperf(ctx: &Ctx, pair: &Pair, secs: u64) -> Result<Sockperf> {
-    let b_ip = pair.b_ip.to_string();
+/// One sockperf TCP ping-pong run from `a` to `b` (at `b_ip`), round-trip times.
+fn sockperf(ctx: &Ctx, pair: &Pair, b_ip: Ipv4Addr, secs: u64) -> Result<Sockperf> {
+    let b_ip = b_ip.to_string();
     let port = SOCKPERF_PORT.to_string();
     let mut server = Bg::spawn(
         &mut pair
@@ -340,8 +402,20 @@ impl Scenario for EndpointScenario {
              Each run builds its topology afresh, checks with one ping that traffic flows, \
              and removes it afterwards. A run with 0 bytes received or more than 1 % of \
              ping-pong messages unanswered is FAILED. Ratios are against the direct veth pair \
-             (throughput: < 1× is slower; latency: > 1× is slower). On this host: {br_nf}.",
-            s = self.secs
+             (throughput: < 1× is slower; latency: > 1× is slower). \
+             IPv6: every topology is dual-stack (netpath: a network with an IPv6 `--subnet` \
+             too, each endpoint's IPv6 address from the API), and the same run measures \
+             the same figures over IPv6 after IPv4 (\"(IPv6)\" rows). sockperf 3.7 takes \
+             IPv4 addresses only, so both families also get the bench's own ping-pong (one \
+             TCP connection, a {len}-byte message echoed, round trip after round trip for \
+             {s} s after 0.4 s of warm-up, `TCP_NODELAY`, the PM QoS request held, BPF \
+             statistics on); the IPv6 ÷ IPv4 table compares each variant's IPv6 ratio \
+             with its IPv4 ratio of the same run. The bpf_stats rows count only the \
+             programs attached (tc filter or tcx, looked up at sampling time) to the host \
+             devices of the topology under test: none for the direct veth pair and the Linux \
+             bridge. On this host: {br_nf}.",
+            s = self.secs,
+            len = pingpong::MSG_LEN,
         )
     }
 
@@ -387,49 +461,59 @@ impl Scenario for EndpointScenario {
     }
 
     fn metrics(&self) -> Vec<Metric> {
-        let m = |key, label: String, unit, better| Metric {
-            key,
-            label,
-            unit,
-            better,
-            target: None,
-            reference: None,
+        let prog = |key: &'static str, label: &str| {
+            Metric::new(key, label, Unit::Nanos, Better::Lower).against("floor")
         };
-        vec![
-            m(
-                "tcp1_gbps",
-                "TCP throughput, 1 stream".into(),
-                Unit::Gbps,
-                Better::Higher,
-            ),
-            m(
-                "tcp4_gbps",
-                "TCP throughput, 4 streams".into(),
-                Unit::Gbps,
-                Better::Higher,
-            ),
-            m(
-                "rr_mean_us",
-                "TCP ping-pong RTT, mean".into(),
-                Unit::Micros,
-                Better::Lower,
-            ),
-            m(
-                "rr_p99_us",
-                "TCP ping-pong RTT, p99".into(),
-                Unit::Micros,
-                Better::Lower,
-            ),
-            Metric {
-                reference: Some("floor"),
-                ..m(
-                    "rr_prog_ns",
-                    "tc program run time per packet during the ping-pong (bpf_stats)".into(),
-                    Unit::Nanos,
+        let v4_only = ["rr_mean_us", "rr_p99_us", "rr_prog_ns"];
+        Metric::with_v6(
+            vec![
+                Metric::new(
+                    "tcp1_gbps",
+                    "TCP throughput, 1 stream",
+                    Unit::Gbps,
+                    Better::Higher,
+                ),
+                Metric::new(
+                    "tcp4_gbps",
+                    "TCP throughput, 4 streams",
+                    Unit::Gbps,
+                    Better::Higher,
+                ),
+                Metric::new(
+                    "rr_mean_us",
+                    "TCP ping-pong RTT, mean (sockperf, IPv4 only)",
+                    Unit::Micros,
                     Better::Lower,
-                )
-            },
-        ]
+                ),
+                Metric::new(
+                    "rr_p99_us",
+                    "TCP ping-pong RTT, p99 (sockperf, IPv4 only)",
+                    Unit::Micros,
+                    Better::Lower,
+                ),
+                Metric::new(
+                    "pp_mean_us",
+                    "TCP ping-pong RTT, mean (bench's own)",
+                    Unit::Micros,
+                    Better::Lower,
+                ),
+                Metric::new(
+                    "pp_p99_us",
+                    "TCP ping-pong RTT, p99 (bench's own)",
+                    Unit::Micros,
+                    Better::Lower,
+                ),
+                prog(
+                    "rr_prog_ns",
+                    "tc program run time per packet during the sockperf ping-pong (bpf_stats)",
+                ),
+                prog(
+                    "pp_prog_ns",
+                    "tc program run time per packet during the bench's ping-pong (bpf_stats)",
+                ),
+            ],
+            |m| !v4_only.contains(&&*m.key),
+        )
     }
 
     fn run(&mut self, ctx: &mut Ctx, variant: &str, _round: usize) -> Result<RunResult> {
@@ -457,7 +541,7 @@ impl Scenario for EndpointScenario {
                 bars: result
                     .variants
                     .iter()
-                    .map(|v| (v.label.to_owned(), v.median.get(m.key).copied()))
+                    .map(|v| (v.label.to_owned(), v.median.get(&*m.key).copied()))
                     .collect(),
             })
             .collect();
@@ -467,11 +551,13 @@ impl Scenario for EndpointScenario {
             "Endpoint ↔ endpoint: medians over the rounds",
             &panels,
         )?;
-        Ok(vec![(
+        let mut plots = vec![(
             file,
             "Throughput (higher is better) and round-trip time (lower is better) per variant"
                 .into(),
-        )])
+        )];
+        plots.extend(plot::family_ratios(result, dir)?);
+        Ok(plots)
     }
 }
 

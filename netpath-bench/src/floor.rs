@@ -18,9 +18,9 @@ use anyhow::{Context as _, Result, bail};
 
 use super::{
     Ctx,
-    ctx::host,
+    ctx::{host, host6},
     proc::{self, ip},
-    topo::{Link, Ns, Pair},
+    topo::{Link, Ns, Pair, veth},
 };
 
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -167,25 +167,18 @@ fn attach(ctx: &Ctx, dev: &str, fd: &OwnedFd) -> Result<()> {
 /// floor program.
 pub fn redirect_peer_wire(ctx: &mut Ctx) -> Result<Pair> {
     let (a, b) = (Ns::create(ctx, "a")?, Ns::create(ctx, "b")?);
-    let net = ctx.subnets.in_netns_24(3);
+    let (net, net6) = (ctx.subnets.in_netns_24(3), ctx.subnets.in_netns_64(3));
     let (a_ip, b_ip) = (host(net, 0), host(net, 1));
+    let (a_ip6, b_ip6) = (host6(net6, 0), host6(net6, 1));
     let mut ends = Vec::new();
-    for (ns, addr) in [(&a, a_ip), (&b, b_ip)] {
+    for (ns, addr, addr6) in [(&a, a_ip, a_ip6), (&b, b_ip, b_ip6)] {
         let (h, c) = (ctx.name("h"), ctx.name("c"));
-        ip(&[
-            "link",
-            "add",
-            &h,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &c,
-            "netns",
-            ns.name(),
-        ])?;
+        veth(&h, None, &c, ns)?;
         let h = Link(h);
-        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &c])?;
+        ns.add_addr(&c, addr.into(), 24)?;
+        // On-link: the redirect joins the two ends as one wire, neighbour discovery
+        // included.
+        ns.add_addr(&c, addr6.into(), 64)?;
         ns.ip(&["link", "set", &c, "up"])?;
         ip(&["link", "set", &h.0, "up"])?;
         ends.push(h);
@@ -199,8 +192,11 @@ pub fn redirect_peer_wire(ctx: &mut Ctx) -> Result<Pair> {
         let prog = load_redirect_peer(ifindex(to)?)?;
         attach(ctx, from, &prog)?;
     }
+    let prog_devs = ends.iter().map(|l| l.0.clone()).collect();
     let infra: Vec<Box<dyn Any>> = ends.into_iter().map(|l| Box::new(l) as _).collect();
-    Ok(Pair::new(infra, a, b, a_ip, b_ip))
+    Ok(Pair::new(infra, a, b, a_ip, b_ip)
+        .with_v6(Some(a_ip6), Some(b_ip6))
+        .with_prog_devs(prog_devs))
 }
 
 #[cfg(test)]

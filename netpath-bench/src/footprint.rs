@@ -15,7 +15,8 @@ use netpath::model::{EndpointCreate, PortPublish};
 
 use super::{
     Better, Ctx, Metric, Opts, RunResult, Scenario, Unit, Variant, proc,
-    topo::{HostUplink, NetpathNetwork, Ns, NsSet},
+    router::HostUplink,
+    topo::{NetpathNetwork, Ns, NsSet},
 };
 
 /// Published ports on top of the endpoints (host ports from 30000 on the first one)

@@ -16,21 +16,24 @@ pub mod connrate;
 pub mod ctx;
 pub mod daemon;
 pub mod endpoint;
+pub mod family;
 pub mod floor;
 pub mod footprint;
 pub mod masq;
+pub mod pingpong;
 pub mod plot;
 pub mod proc;
 pub mod progcost;
 pub mod publish;
 pub mod report;
+pub mod router;
 pub mod runner;
 pub mod setup;
 pub mod soak;
 pub mod stats;
 pub mod topo;
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{borrow::Cow, collections::BTreeMap, path::PathBuf};
 
 use serde::Serialize;
 
@@ -147,10 +150,37 @@ pub struct Target {
     pub relative_to: Option<&'static str>,
 }
 
+/// The address family a figure was measured over. Scenarios measure both in the same
+/// run (dual-stack topologies) and key IPv6 figures as `<IPv4 key>_v6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    /// The key of `base` (an IPv4 metric's key) measured over this family.
+    pub fn key(self, base: &str) -> String {
+        match self {
+            Family::V4 => base.to_owned(),
+            Family::V6 => format!("{base}_v6"),
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
 /// One number a scenario reports per variant.
 #[derive(Clone, Debug, Serialize)]
 pub struct Metric {
-    pub key: &'static str,
+    pub key: Cow<'static, str>,
     pub label: String,
     pub unit: Unit,
     pub better: Better,
@@ -160,19 +190,51 @@ pub struct Metric {
     /// whose other figures are against iptables).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<&'static str>,
+    /// For an IPv6 metric: the key of the same metric over IPv4. The report compares
+    /// each variant's IPv6 ratio with its IPv4 ratio (see [`family::ratios`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub v4_of: Option<Cow<'static, str>>,
 }
 
 impl Metric {
     /// A metric with no target, against the scenario's reference.
-    pub fn new(key: &'static str, label: impl Into<String>, unit: Unit, better: Better) -> Metric {
+    pub fn new(
+        key: impl Into<Cow<'static, str>>,
+        label: impl Into<String>,
+        unit: Unit,
+        better: Better,
+    ) -> Metric {
         Metric {
-            key,
+            key: key.into(),
             label: label.into(),
             unit,
             better,
             target: None,
             reference: None,
+            v4_of: None,
         }
+    }
+
+    /// The same metric measured over IPv6 (key `<key>_v6`, label "… (IPv6)", the same
+    /// reference and target), linked to this one for the IPv6 ÷ IPv4 comparison.
+    pub fn v6(&self) -> Metric {
+        Metric {
+            key: Family::V6.key(&self.key).into(),
+            label: format!("{} (IPv6)", self.label),
+            v4_of: Some(self.key.clone()),
+            ..self.clone()
+        }
+    }
+
+    /// `metrics`, each followed by its IPv6 counterpart when `with_v6` says so.
+    pub fn with_v6(metrics: Vec<Metric>, with_v6: impl Fn(&Metric) -> bool) -> Vec<Metric> {
+        metrics
+            .into_iter()
+            .flat_map(|m| {
+                let v6 = with_v6(&m).then(|| m.v6());
+                std::iter::once(m).chain(v6)
+            })
+            .collect()
     }
 
     /// With an absolute target for `variant`.
@@ -213,11 +275,27 @@ pub struct RunResult {
     /// Remarks (e.g. a few failed operations under the 1 % threshold).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Metric key → why this variant cannot measure it (e.g. a netpath feature that is
+    /// not there yet): reported as "n/a: <reason>", not as a FAILED run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unavailable: BTreeMap<String, String>,
 }
 
 impl RunResult {
     pub fn set(&mut self, key: &str, v: f64) {
         self.values.insert(key.to_owned(), v);
+    }
+
+    /// Marks every IPv6 metric of `metrics` as not measurable by this variant.
+    pub fn v6_unavailable(&mut self, metrics: &[Metric], reason: &str) {
+        for m in metrics.iter().filter(|m| m.v4_of.is_some()) {
+            self.unavailable(&m.key, reason);
+        }
+    }
+
+    /// Marks `key` as not measurable by this variant, for `reason`.
+    pub fn unavailable(&mut self, key: &str, reason: impl Into<String>) {
+        self.unavailable.insert(key.to_owned(), reason.into());
     }
 }
 

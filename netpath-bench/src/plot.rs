@@ -278,3 +278,49 @@ pub fn millis_series(result: &super::report::ScenarioResult, key: &str) -> Vec<(
         })
         .collect()
 }
+
+/// The IPv6 ÷ IPv4 plot of a scenario (`<name>-v6-vs-v4.svg`): one panel per IPv6
+/// metric, one bar per variant (its IPv6 ratio over its IPv4 ratio, same run; the target
+/// is ≥ 0.95 when higher is better, ≤ 1/0.95 when lower is). `None` when the scenario
+/// has no IPv6 metric.
+pub fn family_ratios(
+    result: &super::report::ScenarioResult,
+    dir: &Path,
+) -> Result<Option<(String, String)>> {
+    if result.family_ratios.is_empty() {
+        return Ok(None);
+    }
+    let panels: Vec<Panel> = result
+        .metrics
+        .iter()
+        .filter(|m| m.v4_of.is_some())
+        .map(|m| Panel {
+            title: format!("{}: IPv6 ÷ IPv4 ratio", m.label.trim_end_matches(" (IPv6)")),
+            unit: Unit::Ratio,
+            bars: result
+                .family_ratios
+                .iter()
+                .filter(|f| f.metric == m.key)
+                .map(|f| {
+                    let label = result
+                        .variant(&f.variant)
+                        .map_or(f.variant.clone(), |v| v.label.clone());
+                    (label, f.v6_over_v4)
+                })
+                .collect(),
+        })
+        .collect();
+    let file = format!("{}-v6-vs-v4.svg", result.name);
+    bars(
+        &dir.join(&file),
+        &format!("{}: IPv6 ratio ÷ IPv4 ratio, same run", result.name),
+        &panels,
+    )?;
+    Ok(Some((
+        file,
+        "Each variant's IPv6 ratio over its IPv4 ratio (1.00× = IPv6 as good as IPv4 \
+         relative to the reference; target ≥ 0.95× when higher is better, ≤ 1.05× when \
+         lower is; missing bar = n/a)"
+            .into(),
+    )))
+}

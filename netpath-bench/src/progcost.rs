@@ -2,28 +2,75 @@
 //! (`BPF_ENABLE_STATS`: run count and run time of every program while enabled). On a
 //! noisy machine this is steadier than the wall-clock figures around it, and it isolates
 //! the program from the rest of the path.
+//!
+//! Only the programs attached to the devices of the topology under test are counted
+//! (found by attachment, on each device, at sampling time). Counting by program name
+//! instead took every `netpath_tc_ingress` on the host — other daemons', other tests'
+//! — so a variant with no program on its path (the direct veth pair) could show another
+//! netpath's cost (an 868 ns figure under "direct veth").
 
-use std::{collections::HashMap, os::fd::OwnedFd};
+use std::{
+    collections::{BTreeSet, HashMap},
+    os::fd::OwnedFd,
+    process::Command,
+};
 
+use anyhow::{Context as _, Result};
 use aya::{
-    programs::loaded_programs,
+    programs::{SchedClassifier, TcAttachType, loaded_programs},
     sys::{Stats, enable_stats},
 };
 
-/// The programs whose cost is the fast path's, by the names the kernel keeps (at most 15
-/// characters): netpath's endpoint program and the floor's bare redirect.
-const NAMES: [&str; 2] = ["netpath_tc_ingr", "bench_floor"];
+use super::proc;
 
 /// Keeps the kernel's run-time statistics on while alive; `None` if it refuses.
 pub fn enable() -> Option<OwnedFd> {
     enable_stats(Stats::RunTime).ok()
 }
 
-/// Run count and run time (ns) of each loaded program named in [`NAMES`], by id.
-pub fn snapshot() -> HashMap<u32, (u64, u64)> {
+/// The program ids in `tc filter show` output (`… direct-action not_in_hw id 42 name …`).
+fn filter_ids(text: &str) -> Vec<u32> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|w| w[0] == "id")
+        .filter_map(|w| w[1].parse().ok())
+        .collect()
+}
+
+/// Ids of the tc programs attached to `devs` (host devices): cls_bpf filters under
+/// clsact and tcx links, ingress and egress.
+pub fn attached(devs: &[String]) -> Result<BTreeSet<u32>> {
+    let mut ids = BTreeSet::new();
+    for dev in devs {
+        for (dir, tcx) in [
+            ("ingress", TcAttachType::Ingress),
+            ("egress", TcAttachType::Egress),
+        ] {
+            let out = proc::run_ok(
+                Command::new("tc").args(["filter", "show", "dev", dev, dir]),
+                None,
+                proc::CMD_TIMEOUT,
+            )
+            .with_context(|| format!("tc filter show dev {dev} {dir}"))?;
+            ids.extend(filter_ids(&out));
+            // No tcx on the device (or no tcx in the kernel) is none attached.
+            if let Ok((_, progs)) = SchedClassifier::query_tcx(dev, tcx) {
+                ids.extend(progs.iter().map(|p| p.id()));
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Run count and run time (ns) of each loaded program in `ids`, by id.
+pub fn snapshot(ids: &BTreeSet<u32>) -> HashMap<u32, (u64, u64)> {
+    if ids.is_empty() {
+        return HashMap::new();
+    }
     loaded_programs()
         .filter_map(Result::ok)
-        .filter(|p| p.name_as_str().is_some_and(|n| NAMES.contains(&n)))
+        .filter(|p| ids.contains(&p.id()))
         .map(|p| (p.id(), (p.run_count(), p.run_time().as_nanos() as u64)))
         .collect()
 }
@@ -55,5 +102,20 @@ mod tests {
         // Program 1: 200 runs in 60 µs, program 2: 100 runs in 40 µs; 3 appeared since.
         assert_eq!(per_run(&before, &after), Some((300, 100_000.0 / 300.0)));
         assert_eq!(per_run(&before, &before), None);
+    }
+
+    #[test]
+    fn attached_program_ids_are_read_from_tc() {
+        let text = "filter protocol all pref 1 bpf chain 0 \n\
+filter protocol all pref 1 bpf chain 0 handle 0x1 netpath_tc_ingress direct-action not_in_hw id 4242 name netpath_tc_ingr tag 0123456789abcdef jited \n";
+        assert_eq!(filter_ids(text), [4242]);
+        assert_eq!(filter_ids(""), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn no_device_means_no_program_and_no_figure() {
+        // The direct veth pair: nothing attached, so nothing is sampled.
+        assert!(snapshot(&BTreeSet::new()).is_empty());
+        assert_eq!(per_run(&HashMap::new(), &HashMap::new()), None);
     }
 }

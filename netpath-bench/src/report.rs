@@ -187,6 +187,9 @@ pub struct VariantResult {
     /// Why the variant is reported as FAILED.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Metric key → why no round could measure it ("n/a: <reason>").
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub unavailable: BTreeMap<String, String>,
 }
 
 impl VariantResult {
@@ -194,6 +197,7 @@ impl VariantResult {
     pub fn finalize(&mut self) {
         self.median.clear();
         self.range.clear();
+        self.unavailable.clear();
         let errors: Vec<String> = self
             .rounds
             .iter()
@@ -231,6 +235,21 @@ impl VariantResult {
                 self.range.insert(k.to_owned(), (lo, hi));
             }
         }
+        // A metric no round measured, with the first round's reason.
+        for r in self.rounds.iter().filter_map(|r| r.result.as_ref()) {
+            for (k, why) in &r.unavailable {
+                if !self.median.contains_key(k) {
+                    self.unavailable
+                        .entry(k.clone())
+                        .or_insert_with(|| why.clone());
+                }
+            }
+        }
+    }
+
+    /// "n/a: <reason>" when `key` could not be measured by this variant.
+    pub(crate) fn not_available(&self, key: &str) -> Option<String> {
+        self.unavailable.get(key).map(|why| format!("n/a: {why}"))
     }
 }
 
@@ -244,6 +263,10 @@ pub struct ScenarioResult {
     pub variants: Vec<VariantResult>,
     /// (SVG file name, caption).
     pub plots: Vec<(String, String)>,
+    /// IPv6 ratios against IPv4 ratios ([`super::family::ratios`]), filled once the
+    /// variants are final.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub family_ratios: Vec<super::family::FamilyRatio>,
 }
 
 impl ScenarioResult {
@@ -286,9 +309,11 @@ fn fmt_wall(secs: f64) -> String {
 /// The figure for one variant and metric: "netpath 12.3 Gbit/s — direct veth 14.1 Gbit/s
 /// — 0.87×", or "direct veth 14.1 Gbit/s (reference)", or FAILED.
 pub fn figure(s: &ScenarioResult, v: &VariantResult, m: &Metric) -> String {
-    let Some(value) = v.median.get(m.key).copied() else {
+    let Some(value) = v.median.get(&*m.key).copied() else {
         return if v.failed.is_some() {
             format!("**{} FAILED** (reason below)", v.label)
+        } else if let Some(na) = v.not_available(&m.key) {
+            format!("{} {na}", v.label)
         } else {
             format!("{} —", v.label)
         };
@@ -302,14 +327,17 @@ pub fn figure(s: &ScenarioResult, v: &VariantResult, m: &Metric) -> String {
         return format!("{shown} (reference)");
     }
     match s.variant(reference) {
-        Some(r) => match r.median.get(m.key) {
+        Some(r) => match r.median.get(&*m.key) {
             Some(&rv) => format!(
                 "{shown} — {} {} — {}",
                 r.label,
                 m.unit.format(rv),
                 ratio(value, rv)
             ),
-            None => format!("{shown} — {} FAILED — ratio n/a", r.label),
+            None => match r.not_available(&m.key) {
+                Some(na) => format!("{shown} — {} {na} — ratio n/a", r.label),
+                None => format!("{shown} — {} FAILED — ratio n/a", r.label),
+            },
         },
         None => shown,
     }
@@ -324,7 +352,7 @@ fn target_cell(s: &ScenarioResult, v: &VariantResult, m: &Metric) -> String {
         Some(other) => {
             let o = s.variant(other);
             let label = o.map_or(other, |o| o.label.as_str());
-            match o.and_then(|o| o.median.get(m.key)) {
+            match o.and_then(|o| o.median.get(&*m.key)) {
                 Some(&ov) => (
                     Some(t.limit * ov),
                     format!(
@@ -338,7 +366,7 @@ fn target_cell(s: &ScenarioResult, v: &VariantResult, m: &Metric) -> String {
         }
         None => (Some(t.limit), m.unit.format(t.limit)),
     };
-    let (sym, met) = match (m.better, v.median.get(m.key), limit) {
+    let (sym, met) = match (m.better, v.median.get(&*m.key), limit) {
         (Better::Lower, Some(&x), Some(l)) => ("<", Some(x < l)),
         (Better::Higher, Some(&x), Some(l)) => (">", Some(x > l)),
         (Better::Lower, _, _) => ("<", None),
@@ -419,7 +447,7 @@ impl Report {
                     };
                     let range = v
                         .range
-                        .get(m.key)
+                        .get(&*m.key)
                         .map(|(lo, hi)| format!("{} … {}", m.unit.format(*lo), m.unit.format(*hi)))
                         .unwrap_or_default();
                     let _ = writeln!(
@@ -430,6 +458,7 @@ impl Report {
                     );
                 }
             }
+            super::family::table(&mut md, s);
             let failed: Vec<&VariantResult> =
                 s.variants.iter().filter(|v| v.failed.is_some()).collect();
             if !failed.is_empty() {
@@ -514,17 +543,42 @@ impl Report {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{Target, Unit};
 
     fn variant(key: &str, label: &str, values: &[f64], error: Option<&str>) -> VariantResult {
-        let mut rounds: Vec<RoundResult> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
+        let mut v = variant_of(key, label, &[("x", values)], &[]);
+        if let Some(e) = error {
+            v.rounds.push(RoundResult {
+                round: v.rounds.len() + 1,
+                seconds: 1.0,
+                result: None,
+                error: Some(e.into()),
+            });
+            v.finalize();
+        }
+        v
+    }
+
+    /// A variant whose rounds measured `values` (key, value per round) and could not
+    /// measure the keys of `na`.
+    pub(crate) fn variant_of(
+        key: &str,
+        label: &str,
+        values: &[(&str, &[f64])],
+        na: &[(&str, &str)],
+    ) -> VariantResult {
+        let n = values.iter().map(|(_, v)| v.len()).max().unwrap_or(1);
+        let rounds = (0..n)
+            .map(|i| {
                 let mut r = RunResult::default();
-                r.set("x", *v);
+                for (k, vs) in values {
+                    r.set(k, vs[i]);
+                }
+                for (k, why) in na {
+                    r.unavailable(k, *why);
+                }
                 RoundResult {
                     round: i + 1,
                     seconds: 1.0,
@@ -533,14 +587,6 @@ mod tests {
                 }
             })
             .collect();
-        if let Some(e) = error {
-            rounds.push(RoundResult {
-                round: rounds.len() + 1,
-                seconds: 1.0,
-                result: None,
-                error: Some(e.into()),
-            });
-        }
         let mut v = VariantResult {
             key: key.into(),
             label: label.into(),
@@ -549,6 +595,7 @@ mod tests {
             median: BTreeMap::new(),
             range: BTreeMap::new(),
             failed: None,
+            unavailable: BTreeMap::new(),
         };
         v.finalize();
         v
@@ -557,16 +604,12 @@ mod tests {
     #[test]
     fn figures_carry_reference_and_ratio() {
         let metric = Metric {
-            key: "x",
-            label: "throughput".into(),
-            unit: Unit::Gbps,
-            better: Better::Higher,
             target: Some(Target {
                 variant: "netpath",
                 limit: 10.0,
                 relative_to: None,
             }),
-            reference: None,
+            ..Metric::new("x", "throughput", Unit::Gbps, Better::Higher)
         };
         let s = ScenarioResult {
             name: "endpoint".into(),
@@ -580,6 +623,7 @@ mod tests {
                 variant("bridge", "Linux bridge", &[9.0], Some("iperf3: 0 bytes")),
             ],
             plots: Vec::new(),
+            family_ratios: Vec::new(),
         };
         assert_eq!(
             figure(&s, &s.variants[1], &metric),

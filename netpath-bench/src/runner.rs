@@ -42,7 +42,7 @@ fn summary(s: &dyn Scenario, r: &super::RunResult) -> String {
             Some(format!(
                 "{} {}",
                 m.label,
-                m.unit.format(*r.values.get(m.key)?)
+                m.unit.format(*r.values.get(&*m.key)?)
             ))
         })
         .collect::<Vec<_>>()
@@ -129,6 +129,7 @@ pub fn run(opts: Opts) -> Result<Outcome> {
                 median: Default::default(),
                 range: Default::default(),
                 failed: None,
+                unavailable: Default::default(),
             })
             .collect();
         'rounds: for round in 1..=rounds {
@@ -178,7 +179,7 @@ pub fn run(opts: Opts) -> Result<Outcome> {
         for v in &mut vres {
             v.finalize();
         }
-        results.push(ScenarioResult {
+        let mut result = ScenarioResult {
             name: s.name().into(),
             title: s.title(),
             method: s.method(),
@@ -186,7 +187,10 @@ pub fn run(opts: Opts) -> Result<Outcome> {
             metrics: s.metrics(),
             variants: vres,
             plots: Vec::new(),
-        });
+            family_ratios: Vec::new(),
+        };
+        result.family_ratios = super::family::ratios(&result);
+        results.push(result);
     }
 
     ctx.set_stage("cleanup".into());

@@ -469,17 +469,13 @@ impl Scenario for SetupScenario {
     }
 
     fn metrics(&self) -> Vec<Metric> {
-        let lower = |key, label: String, unit, target: Option<f64>| Metric {
-            key,
-            label,
-            unit,
-            better: Better::Lower,
+        let lower = |key: &'static str, label: String, unit, target: Option<f64>| Metric {
             target: target.map(|limit| Target {
                 variant: "netpath",
                 limit,
                 relative_to: None,
             }),
-            reference: None,
+            ..Metric::new(key, label, unit, Better::Lower)
         };
         let mut m = vec![
             lower(

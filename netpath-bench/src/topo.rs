@@ -1,25 +1,37 @@
 //! Topology builders, each held by guards that remove it on drop: network namespaces
 //! (one or many), host links, a bridge with a gateway address, and the three two-namespace
 //! topologies traffic runs over — a direct veth pair, a Linux bridge, and a netpath
-//! network with two container endpoints.
+//! network with two container endpoints — all dual-stack (IPv6 beside IPv4, so that both
+//! families are measured over the same topology in the same run).
 //!
 //! Set-up shells out to `ip` (an independent implementation, like the test suite), except
 //! for the netpath endpoints, which go through the daemon's API as an engine's would.
 
-use std::{any::Any, net::Ipv4Addr, path::PathBuf, process::Command, sync::Arc, time::Duration};
+use std::{
+    any::Any,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    process::Command,
+    sync::Arc,
+    thread,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result, bail};
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use netpath::{
     client::Client,
-    model::{EndpointCreate, Mode, NetworkCreate},
+    model::{Endpoint, EndpointCreate, Mode, NetworkCreate},
 };
 
 use super::{
-    Ctx,
-    ctx::host,
+    Ctx, Family,
+    ctx::{host, host6},
     proc::{self, ip, ip_batch, ip_batch_force},
 };
+
+/// Bound on waiting for IPv6 duplicate address detection to finish.
+const DAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A named network namespace (`/run/netns/<name>`), deleted on drop (with its links).
 pub struct Ns {
@@ -73,6 +85,42 @@ impl Ns {
             });
         }
         Ok(c)
+    }
+
+    /// Adds `addr/len` to `dev` (IPv6 without duplicate address detection: the bench
+    /// made every address of its namespaces, and a tentative address cannot be used).
+    pub fn add_addr(&self, dev: &str, addr: IpAddr, len: u8) -> Result<()> {
+        let cidr = format!("{addr}/{len}");
+        match addr {
+            IpAddr::V4(_) => self.ip(&["addr", "add", &cidr, "dev", dev]),
+            IpAddr::V6(_) => self.ip(&["-6", "addr", "add", &cidr, "dev", dev, "nodad"]),
+        }
+        .map(drop)
+    }
+
+    /// Waits (bounded) until no IPv6 address of the namespace is tentative (duplicate
+    /// address detection of addresses the bench did not add itself: link-local ones,
+    /// netpath's).
+    pub fn wait_dad(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self
+                .ip(&["-6", "addr", "show", "tentative"])?
+                .trim()
+                .is_empty()
+            {
+                return Ok(());
+            }
+            proc::check_interrupt()?;
+            if start.elapsed() > DAD_TIMEOUT {
+                bail!(
+                    "IPv6 addresses in {} still tentative after {} s",
+                    self.name,
+                    DAD_TIMEOUT.as_secs()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sets a (per-namespace) sysctl, e.g. `net.ipv4.ip_forward`.
@@ -203,6 +251,36 @@ impl NetpathNetwork {
         subnet: Ipv4Net,
         uplink: Option<&str>,
     ) -> Result<NetpathNetwork> {
+        Self::create_dual(ctx, subnet, None, uplink)
+    }
+
+    /// A dual-stack network with `uplink`, or, if the daemon refuses one (a daemon
+    /// without NAT66 may), an IPv4-only one and why the dual-stack one was refused.
+    pub fn create_dual_or_v4(
+        ctx: &mut Ctx,
+        subnet: Ipv4Net,
+        subnet6: Ipv6Net,
+        uplink: &str,
+    ) -> Result<(NetpathNetwork, Option<String>)> {
+        match Self::create_dual(ctx, subnet, Some(subnet6), Some(uplink)) {
+            Ok(n) => Ok((n, None)),
+            Err(e) => {
+                let why = format!("the daemon refused a dual-stack network with an uplink: {e:#}");
+                Ok((
+                    Self::create_with_uplink(ctx, subnet, Some(uplink))?,
+                    Some(why),
+                ))
+            }
+        }
+    }
+
+    /// A network with an IPv6 `subnet6` too (dual-stack) when given.
+    pub fn create_dual(
+        ctx: &mut Ctx,
+        subnet: Ipv4Net,
+        subnet6: Option<Ipv6Net>,
+        uplink: Option<&str>,
+    ) -> Result<NetpathNetwork> {
         let client = ctx.client()?;
         let name = ctx.name("p");
         let net = ctx
@@ -211,7 +289,7 @@ impl NetpathNetwork {
                 subnet,
                 mode: Mode::Bridge,
                 gateway: None,
-                subnet6: None,
+                subnet6,
                 gateway6: None,
                 uplink: uplink.map(str::to_owned),
                 mtu: None,
@@ -266,18 +344,24 @@ impl Drop for NetpathNetwork {
     }
 }
 
-/// Two network namespaces that can reach each other at `a_ip` ↔ `b_ip`, plus whatever
-/// joins them. Dropping it removes the joining infrastructure first, then the namespaces.
+/// Two network namespaces that can reach each other at `a_ip` ↔ `b_ip` and, when
+/// dual-stack, `a_ip6` ↔ `b_ip6`, plus whatever joins them. Dropping it removes the
+/// joining infrastructure first, then the namespaces.
 pub struct Pair {
     infra: Vec<Box<dyn Any>>,
     pub a: Ns,
     pub b: Ns,
     pub a_ip: Ipv4Addr,
     pub b_ip: Ipv4Addr,
+    pub a_ip6: Option<Ipv6Addr>,
+    pub b_ip6: Option<Ipv6Addr>,
+    /// Host devices whose tc programs are the path between the two (netpath's endpoint
+    /// devices, the floor's host ends): the programs whose cost is measured.
+    pub prog_devs: Vec<String>,
 }
 
 impl Pair {
-    /// `a` and `b` joined by `infra` (dropped first).
+    /// `a` and `b` joined by `infra` (dropped first), IPv4 only.
     pub fn new(infra: Vec<Box<dyn Any>>, a: Ns, b: Ns, a_ip: Ipv4Addr, b_ip: Ipv4Addr) -> Pair {
         Pair {
             infra,
@@ -285,6 +369,29 @@ impl Pair {
             b,
             a_ip,
             b_ip,
+            a_ip6: None,
+            b_ip6: None,
+            prog_devs: Vec::new(),
+        }
+    }
+
+    /// With IPv6 addresses `a_ip6` ↔ `b_ip6` too (dual-stack).
+    pub fn with_v6(mut self, a_ip6: Option<Ipv6Addr>, b_ip6: Option<Ipv6Addr>) -> Pair {
+        (self.a_ip6, self.b_ip6) = (a_ip6, b_ip6);
+        self
+    }
+
+    /// With the host devices whose tc programs are the path ([`Pair::prog_devs`]).
+    pub fn with_prog_devs(mut self, devs: Vec<String>) -> Pair {
+        self.prog_devs = devs;
+        self
+    }
+
+    /// The server's (`b`'s) address over `family`; `None` for IPv6 on an IPv4-only pair.
+    pub fn b_addr(&self, family: Family) -> Option<IpAddr> {
+        match family {
+            Family::V4 => Some(self.b_ip.into()),
+            Family::V6 => self.b_ip6.map(IpAddr::from),
         }
     }
 }
@@ -296,6 +403,16 @@ impl Drop for Pair {
     }
 }
 
+/// A veth pair: end `a` in `a_ns` (the host namespace when `None`), end `b` in `b_ns`.
+pub fn veth(a: &str, a_ns: Option<&Ns>, b: &str, b_ns: &Ns) -> Result<()> {
+    let mut args = vec!["link", "add", a];
+    if let Some(ns) = a_ns {
+        args.extend(["netns", ns.name()]);
+    }
+    args.extend(["type", "veth", "peer", "name", b, "netns", b_ns.name()]);
+    ip(&args).map(drop)
+}
+
 fn two_namespaces(ctx: &mut Ctx) -> Result<(Ns, Ns)> {
     Ok((Ns::create(ctx, "a")?, Ns::create(ctx, "b")?))
 }
@@ -303,109 +420,65 @@ fn two_namespaces(ctx: &mut Ctx) -> Result<(Ns, Ns)> {
 /// The limit: a veth pair straight from one namespace into the other.
 pub fn direct_veth(ctx: &mut Ctx) -> Result<Pair> {
     let (a, b) = two_namespaces(ctx)?;
-    let net = ctx.subnets.in_netns_24(1);
+    let (net, net6) = (ctx.subnets.in_netns_24(1), ctx.subnets.in_netns_64(1));
     let (a_ip, b_ip) = (host(net, 0), host(net, 1));
+    let (a_ip6, b_ip6) = (host6(net6, 0), host6(net6, 1));
     let (va, vb) = (ctx.name("v"), ctx.name("v"));
-    ip(&[
-        "link",
-        "add",
-        &va,
-        "netns",
-        a.name(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &vb,
-        "netns",
-        b.name(),
-    ])?;
-    for (ns, dev, addr) in [(&a, &va, a_ip), (&b, &vb, b_ip)] {
-        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", dev])?;
+    veth(&va, Some(&a), &vb, &b)?;
+    for (ns, dev, addr, addr6) in [(&a, &va, a_ip, a_ip6), (&b, &vb, b_ip, b_ip6)] {
+        ns.add_addr(dev, addr.into(), 24)?;
+        ns.add_addr(dev, addr6.into(), 64)?;
         ns.ip(&["link", "set", dev, "up"])?;
     }
-    Ok(Pair {
-        infra: Vec::new(),
-        a,
-        b,
-        a_ip,
-        b_ip,
-    })
+    Ok(Pair::new(Vec::new(), a, b, a_ip, b_ip).with_v6(Some(a_ip6), Some(b_ip6)))
 }
 
 /// Docker's and CNI's data path without iptables: each namespace's veth has its host end
 /// on one Linux bridge.
 pub fn linux_bridge(ctx: &mut Ctx) -> Result<Pair> {
     let (a, b) = two_namespaces(ctx)?;
-    let net = ctx.subnets.in_netns_24(2);
+    let (net, net6) = (ctx.subnets.in_netns_24(2), ctx.subnets.in_netns_64(2));
     let (a_ip, b_ip) = (host(net, 0), host(net, 1));
+    let (a_ip6, b_ip6) = (host6(net6, 0), host6(net6, 1));
     let br = Link(ctx.name("br"));
     ip(&["link", "add", &br.0, "type", "bridge"])?;
     ip(&["link", "set", &br.0, "up"])?;
     let mut infra: Vec<Box<dyn Any>> = vec![Box::new(br)];
-    for (ns, addr) in [(&a, a_ip), (&b, b_ip)] {
+    for (ns, addr, addr6) in [(&a, a_ip, a_ip6), (&b, b_ip, b_ip6)] {
         let (h, c) = (ctx.name("h"), ctx.name("c"));
-        ip(&[
-            "link",
-            "add",
-            &h,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &c,
-            "netns",
-            ns.name(),
-        ])?;
+        veth(&h, None, &c, ns)?;
         let h = Link(h);
         let bridge = infra[0].downcast_ref::<Link>().expect("the bridge");
         ip(&["link", "set", &h.0, "master", &bridge.0, "up"])?;
         infra.push(Box::new(h));
-        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &c])?;
+        ns.add_addr(&c, addr.into(), 24)?;
+        ns.add_addr(&c, addr6.into(), 64)?;
         ns.ip(&["link", "set", &c, "up"])?;
     }
-    Ok(Pair {
-        infra,
-        a,
-        b,
-        a_ip,
-        b_ip,
-    })
+    Ok(Pair::new(infra, a, b, a_ip, b_ip).with_v6(Some(a_ip6), Some(b_ip6)))
 }
 
-/// netpath: a network of the bench's daemon with one container endpoint (via the API)
-/// in each namespace.
+/// netpath: a dual-stack network of the bench's daemon with one container endpoint (via
+/// the API) in each namespace.
 pub fn netpath_pair(ctx: &mut Ctx) -> Result<Pair> {
     let (a, b) = two_namespaces(ctx)?;
-    let network = NetpathNetwork::create(ctx, ctx.subnets.endpoint_netpath)?;
-    let mut ips = Vec::new();
-    for ns in [&a, &b] {
-        let ep = ctx
-            .block_on(network.client().add_endpoint(&EndpointCreate {
-                network: network.name.clone(),
-                netns: Some(ns.path()),
-                pid: None,
-                ip: None,
-                ip6: None,
-                ifname: None,
-                mac: None,
-                container_id: None,
-            }))
-            .map_err(|e| anyhow::anyhow!("netpath: add endpoint in {}: {e}", ns.name()))?;
-        ips.push(ep.ip);
-    }
-    Ok(Pair {
-        infra: vec![Box::new(network)],
-        a,
-        b,
-        a_ip: ips[0],
-        b_ip: ips[1],
-    })
+    let subnet6 = ctx.subnets.v6_64(super::ctx::V6_ENDPOINT);
+    let network =
+        NetpathNetwork::create_dual(ctx, ctx.subnets.endpoint_netpath, Some(subnet6), None)?;
+    let (ea, eb) = (
+        netpath_endpoint(ctx, &network, &a)?,
+        netpath_endpoint(ctx, &network, &b)?,
+    );
+    Ok(Pair::new(vec![Box::new(network)], a, b, ea.ip, eb.ip)
+        .with_v6(ea.ip6, eb.ip6)
+        .with_prog_devs(vec![ea.host_ifname, eb.host_ifname]))
 }
 
-/// Pings `to` from namespace `ns`: up to 3 echo requests 0.2 s apart, any reply within
-/// 2 s will do. On failure, says what the namespace's neighbor table and links show.
-pub fn ping(ns: &str, to: Ipv4Addr) -> Result<()> {
+/// Pings `to` (either family) from namespace `ns`: up to 3 echo requests 0.2 s apart,
+/// any reply within 2 s will do. On failure, says what the namespace's neighbor table and
+/// links show.
+pub fn ping(ns: &str, to: impl Into<IpAddr>) -> Result<()> {
+    let to: IpAddr = to.into();
     let to_s = to.to_string();
     let out = proc::run_bounded(
         Command::new("ip").args([
@@ -431,192 +504,18 @@ pub fn ping(ns: &str, to: Ipv4Addr) -> Result<()> {
     )
 }
 
-/// A netpath endpoint (through the API) in `ns`: its id and address.
-pub fn netpath_endpoint(
-    ctx: &Ctx,
-    network: &NetpathNetwork,
-    ns: &Ns,
-) -> Result<(String, Ipv4Addr)> {
-    let ep = ctx
-        .block_on(network.client().add_endpoint(&EndpointCreate {
-            network: network.name.clone(),
-            netns: Some(ns.path()),
-            pid: None,
-            ip: None,
-            ip6: None,
-            ifname: None,
-            mac: None,
-            container_id: None,
-        }))
-        .map_err(|e| anyhow::anyhow!("netpath: add endpoint in {}: {e}", ns.name()))?;
-    Ok((ep.id, ep.ip))
-}
-
-/// An uplink on the host: a veth whose host end (`link`) has the first address of `net`
-/// and whose other end, in `outside`, has the second. Deleted on drop (with `outside`).
-pub struct HostUplink {
-    pub link: Link,
-    pub host_ip: Ipv4Addr,
-    pub outside_ip: Ipv4Addr,
-}
-
-impl HostUplink {
-    pub fn create(ctx: &mut Ctx, outside: &Ns, net: Ipv4Net) -> Result<HostUplink> {
-        let (h, o) = (ctx.name("u"), ctx.name("x"));
-        ip(&[
-            "link",
-            "add",
-            &h,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &o,
-            "netns",
-            outside.name(),
-        ])?;
-        let link = Link(h);
-        let (host_ip, outside_ip) = (host(net, 0), host(net, 1));
-        let len = net.prefix_len();
-        ip(&["addr", "add", &format!("{host_ip}/{len}"), "dev", &link.0])?;
-        ip(&["link", "set", &link.0, "up"])?;
-        outside.ip(&["addr", "add", &format!("{outside_ip}/{len}"), "dev", &o])?;
-        outside.ip(&["link", "set", &o, "up"])?;
-        Ok(HostUplink {
-            link,
-            host_ip,
-            outside_ip,
-        })
-    }
-}
-
-/// The iptables recipes' router, entirely inside namespaces the bench created (the host's
-/// tables are never touched): a router namespace with an uplink (a veth to `outside`,
-/// first address of `uplink_net` on the router's end, second on the outside's) and a
-/// Linux bridge holding the gateway (first address of `subnet`), IPv4 forwarding on.
-/// Endpoints join with [`Router::add_endpoint`]. Everything goes with the namespaces.
-pub struct Router {
-    pub ns: Ns,
-    pub uplink_if: String,
-    pub uplink_ip: Ipv4Addr,
-    pub outside_ip: Ipv4Addr,
-    pub gateway: Ipv4Addr,
-    pub subnet: Ipv4Net,
-    bridge: String,
-    next_ep: u32,
-}
-
-impl Router {
-    pub fn create(
-        ctx: &mut Ctx,
-        outside: &Ns,
-        uplink_net: Ipv4Net,
-        subnet: Ipv4Net,
-    ) -> Result<Router> {
-        let ns = Ns::create(ctx, "r")?;
-        let (u, o, br) = (ctx.name("u"), ctx.name("x"), ctx.name("br"));
-        ip(&[
-            "link",
-            "add",
-            &u,
-            "netns",
-            ns.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &o,
-            "netns",
-            outside.name(),
-        ])?;
-        let (uplink_ip, outside_ip) = (host(uplink_net, 0), host(uplink_net, 1));
-        let len = uplink_net.prefix_len();
-        ns.ip(&["addr", "add", &format!("{uplink_ip}/{len}"), "dev", &u])?;
-        ns.ip(&["link", "set", &u, "up"])?;
-        outside.ip(&["addr", "add", &format!("{outside_ip}/{len}"), "dev", &o])?;
-        outside.ip(&["link", "set", &o, "up"])?;
-        let gateway = host(subnet, 0);
-        ns.ip(&["link", "add", &br, "type", "bridge"])?;
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("{gateway}/{}", subnet.prefix_len()),
-            "dev",
-            &br,
-        ])?;
-        ns.ip(&["link", "set", &br, "up"])?;
-        ns.sysctl("net.ipv4.ip_forward", "1")?;
-        Ok(Router {
-            ns,
-            uplink_if: u,
-            uplink_ip,
-            outside_ip,
-            gateway,
-            subnet,
-            bridge: br,
-            next_ep: 1,
-        })
-    }
-
-    /// Puts `ep` on the bridge (a veth, `eth0` inside) with the next address of the subnet
-    /// and a default route via the gateway; returns the address.
-    pub fn add_endpoint(&mut self, ctx: &mut Ctx, ep: &Ns) -> Result<Ipv4Addr> {
-        let (h, c) = (ctx.name("h"), ctx.name("c"));
-        ip(&[
-            "link",
-            "add",
-            &h,
-            "netns",
-            self.ns.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &c,
-            "netns",
-            ep.name(),
-        ])?;
-        self.ns
-            .ip(&["link", "set", &h, "master", &self.bridge, "up"])?;
-        let addr = host(self.subnet, self.next_ep);
-        self.next_ep += 1;
-        ep.ip(&["link", "set", &c, "name", "eth0"])?;
-        ep.ip(&[
-            "addr",
-            "add",
-            &format!("{addr}/{}", self.subnet.prefix_len()),
-            "dev",
-            "eth0",
-        ])?;
-        ep.ip(&["link", "set", "eth0", "up"])?;
-        ep.ip(&["route", "add", "default", "via", &self.gateway.to_string()])?;
-        Ok(addr)
-    }
-
-    /// `iptables-restore --noflush FILE` in the router's namespace (`rules`, a complete
-    /// `*table … COMMIT` text, is written to `file` first and removed after).
-    pub fn iptables_restore(&self, file: &std::path::Path, rules: &str) -> Result<()> {
-        std::fs::write(file, rules).with_context(|| format!("cannot write {}", file.display()))?;
-        let path = file.to_string_lossy().into_owned();
-        let r = proc::run_ok(
-            &mut self
-                .ns
-                .command_direct("iptables-restore", &["--noflush", &path])?,
-            None,
-            Duration::from_secs(120),
-        );
-        let _ = std::fs::remove_file(file);
-        r.map(drop)
-            .context("iptables-restore in the router namespace")
-    }
-
-    /// `iptables ARGS` in the router's namespace; must succeed.
-    pub fn iptables(&self, args: &[&str]) -> Result<()> {
-        proc::run_ok(
-            &mut self.ns.command_direct("iptables", args)?,
-            None,
-            proc::CMD_TIMEOUT,
-        )
-        .map(drop)
-    }
+/// A netpath endpoint (through the API) in `ns`, as the daemon describes it (id,
+/// addresses, host device).
+pub fn netpath_endpoint(ctx: &Ctx, network: &NetpathNetwork, ns: &Ns) -> Result<Endpoint> {
+    ctx.block_on(network.client().add_endpoint(&EndpointCreate {
+        network: network.name.clone(),
+        netns: Some(ns.path()),
+        pid: None,
+        ip: None,
+        ip6: None,
+        ifname: None,
+        mac: None,
+        container_id: None,
+    }))
+    .map_err(|e| anyhow::anyhow!("netpath: add endpoint in {}: {e}", ns.name()))
 }

@@ -4,22 +4,23 @@
 //! publish one more port with 10,000 present.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-use netpath::model::PortPublish;
+
+mod variants;
 
 use super::{
-    Better, Ctx, Metric, Opts, RunResult, Scenario, Unit, Variant,
+    Better, Ctx, Family, Metric, Opts, RunResult, Scenario, Unit, Variant,
     connrate::{self, ConnStats},
     endpoint::iperf_via,
     plot,
     report::ScenarioResult,
     stats,
-    topo::{self, HostUplink, NetpathNetwork, Ns, Router},
+    topo::Ns,
 };
 
 /// The measured service: guest port 80 published as host port 18080; iperf3's 5201 as
@@ -108,8 +109,8 @@ fn level_key(n: usize) -> &'static str {
 /// What a variant must provide for one run: grow the other ports to a level, publish
 /// one more port (timed), and where the measured service is.
 trait Published {
-    /// Publishes other ports `from..to` (counted from [`OTHERS_FIRST`]).
-    fn add_others(&mut self, ctx: &mut Ctx, from: usize, to: usize) -> Result<()>;
+    /// Publishes other ports `from..to` (counted from [`OTHERS_FIRST`]) over `family`.
+    fn add_others(&mut self, ctx: &mut Ctx, family: Family, from: usize, to: usize) -> Result<()>;
     /// Publishes one more port (host port `port`), returns how long it took.
     fn publish_one(&mut self, ctx: &mut Ctx, port: u16) -> Result<Duration>;
 }
@@ -117,10 +118,39 @@ trait Published {
 struct Run<'a> {
     client: &'a Ns,
     server: &'a Ns,
-    server_ip: Ipv4Addr,
+    /// Per family measured: where the server listens and how the client reaches it.
+    families: Vec<FamilyRun>,
+}
+
+/// One family's addresses of a [`Run`].
+struct FamilyRun {
+    family: Family,
+    server_ip: IpAddr,
     /// The measured service as the client addresses it.
-    conn_target: SocketAddrV4,
-    iperf_target: SocketAddrV4,
+    conn_target: SocketAddr,
+    iperf_target: SocketAddr,
+}
+
+impl FamilyRun {
+    /// The server on `server_ip`, reached at `to` (ports [`HOST_PORT`] and
+    /// [`IPERF_HOST`] when `published`, the guest ports otherwise).
+    fn new(server_ip: IpAddr, to: IpAddr, published: bool) -> FamilyRun {
+        let (conn, iperf) = if published {
+            (HOST_PORT, IPERF_HOST)
+        } else {
+            (GUEST_PORT, IPERF_GUEST)
+        };
+        FamilyRun {
+            family: if server_ip.is_ipv4() {
+                Family::V4
+            } else {
+                Family::V6
+            },
+            server_ip,
+            conn_target: SocketAddr::new(to, conn),
+            iperf_target: SocketAddr::new(to, iperf),
+        }
+    }
 }
 
 impl PublishScenario {
@@ -129,12 +159,22 @@ impl PublishScenario {
         self.levels.last().copied().unwrap_or(0)
     }
 
-    fn conns(&self, ctx: &Ctx, run: &Run, total: usize, what: &str) -> Result<ConnStats> {
+    fn conns(
+        &self,
+        ctx: &Ctx,
+        run: &Run,
+        f: &FamilyRun,
+        total: usize,
+        what: &str,
+    ) -> Result<ConnStats> {
         ctx.check()?;
-        ctx.detail(&format!("{total} connections, {what}"));
+        ctx.detail(&format!(
+            "{}: {total} connections, {what}",
+            f.family.label()
+        ));
         let s = connrate::run_clients(
             &run.client.path(),
-            run.conn_target,
+            f.conn_target,
             total,
             WORKERS,
             self.conn_budget,
@@ -143,63 +183,85 @@ impl PublishScenario {
         Ok(s)
     }
 
-    /// The measurement common to the variants; `p` is `None` for the direct veth pair
-    /// (no published ports: level 0 only, no publish time).
+    /// The measurement common to the variants, over each family of `run`; `p` is
+    /// `None` for the direct veth pair (no published ports: level 0 only, no publish
+    /// time).
     fn measure(
         &self,
         ctx: &mut Ctx,
         run: &Run,
         mut p: Option<&mut dyn Published>,
-    ) -> Result<RunResult> {
-        let mut r = RunResult::default();
-        let _server = connrate::Server::start(
-            &run.server.path(),
-            SocketAddrV4::new(run.server_ip, GUEST_PORT),
-            SERVER_THREADS,
-        )?;
-        self.conns(ctx, run, WARMUP, "warm-up (does traffic flow?)")?;
-        let mut at = Vec::new();
+        r: &mut RunResult,
+    ) -> Result<()> {
+        let mut servers = Vec::new();
+        for f in &run.families {
+            if f.family == Family::V6 {
+                run.client.wait_dad()?;
+                run.server.wait_dad()?;
+            }
+            servers.push(connrate::Server::start(
+                &run.server.path(),
+                SocketAddr::new(f.server_ip, GUEST_PORT),
+                SERVER_THREADS,
+            )?);
+            self.conns(ctx, run, f, WARMUP, "warm-up (does traffic flow?)")?;
+        }
+        let mut at: Vec<Vec<f64>> = vec![Vec::new(); run.families.len()];
         let mut have = 0;
         for &level in self.levels {
             if let Some(p) = p.as_deref_mut() {
                 if level > have {
-                    ctx.detail(&format!("publishing {} other ports", level - have));
-                    let t = Instant::now();
-                    p.add_others(ctx, have, level)?;
-                    r.notes.push(format!(
-                        "publishing other ports {have}…{level} at once took {:.2} s",
-                        t.elapsed().as_secs_f64()
-                    ));
+                    for f in &run.families {
+                        let fam = f.family.label();
+                        ctx.detail(&format!("{fam}: publishing {} other ports", level - have));
+                        let t = Instant::now();
+                        p.add_others(ctx, f.family, have, level)?;
+                        r.notes.push(format!(
+                            "{fam}: publishing other ports {have}…{level} at once took {:.2} s",
+                            t.elapsed().as_secs_f64()
+                        ));
+                    }
                     have = level;
                 }
             } else if level > 0 {
                 break;
             }
-            let what = format!("{level} other published ports");
-            let s = self.conns(ctx, run, self.conns, &what)?;
-            r.set(level_key(level), s.rate());
-            r.notes.extend(s.note(&what));
-            at.push(s.rate());
-            if level == 0 {
-                ctx.check()?;
-                ctx.detail(&format!("iperf3, 1 stream, {} s", self.secs));
-                let (gbps, retr) = iperf_via(
-                    ctx,
-                    run.server,
-                    run.server_ip,
-                    IPERF_GUEST,
-                    run.client,
-                    run.iperf_target,
-                    1,
-                    self.secs,
-                )?;
-                r.set("tcp1_gbps", gbps);
-                r.set("tcp1_retransmits", retr);
+            for (i, f) in run.families.iter().enumerate() {
+                let key = |base: &str| f.family.key(base);
+                let what = format!("{level} other published ports");
+                let s = self.conns(ctx, run, f, self.conns, &what)?;
+                r.set(&key(level_key(level)), s.rate());
+                r.notes
+                    .extend(s.note(&format!("{}, {what}", f.family.label())));
+                at[i].push(s.rate());
+                if level == 0 {
+                    ctx.check()?;
+                    ctx.detail(&format!(
+                        "{}: iperf3, 1 stream, {} s",
+                        f.family.label(),
+                        self.secs
+                    ));
+                    let (gbps, retr) = iperf_via(
+                        ctx,
+                        run.server,
+                        f.server_ip,
+                        IPERF_GUEST,
+                        run.client,
+                        f.iperf_target,
+                        1,
+                        self.secs,
+                    )?;
+                    r.set(&key("tcp1_gbps"), gbps);
+                    r.set(&key("tcp1_retransmits"), retr);
+                }
             }
         }
-        if at.len() == self.levels.len() && at.len() > 1 {
-            r.set("flat_ratio", at[at.len() - 1] / at[0]);
+        for (f, at) in run.families.iter().zip(&at) {
+            if at.len() == self.levels.len() && at.len() > 1 {
+                r.set(&f.family.key("flat_ratio"), at[at.len() - 1] / at[0]);
+            }
         }
+        drop(servers);
         if let Some(p) = p {
             let mut ms = Vec::new();
             for i in 0..self.publishes {
@@ -219,182 +281,7 @@ impl PublishScenario {
             r.set("publish_max_ms", stats::max(&ms).unwrap_or_default());
             r.samples.insert("publish_ms".into(), ms);
         }
-        Ok(r)
-    }
-
-    fn run_netpath(&self, ctx: &mut Ctx) -> Result<RunResult> {
-        ctx.detail("building the topology");
-        let client = Ns::create(ctx, "c")?;
-        let uplink = HostUplink::create(ctx, &client, ctx.subnets.in_netns_24(30))?;
-        let subnet = ctx.subnets.publish_netpath;
-        let network = NetpathNetwork::create_with_uplink(ctx, subnet, Some(&uplink.link.0))?;
-        let (server, others) = (Ns::create(ctx, "e")?, Ns::create(ctx, "o")?);
-        let (ep, ep_ip) = topo::netpath_endpoint(ctx, &network, &server)?;
-        let (others_ep, _) = topo::netpath_endpoint(ctx, &network, &others)?;
-        let client_api = network.client().clone().with_timeout(BULK_TIMEOUT);
-        let publish = |ctx: &Ctx, id: &str, spec: String| -> Result<Duration> {
-            let req = PortPublish {
-                endpoint: id.to_owned(),
-                spec: Some(spec.clone()),
-                specs: Vec::new(),
-            };
-            let t = Instant::now();
-            ctx.block_on(client_api.publish_ports(&req))
-                .map_err(|e| anyhow::anyhow!("netpath port publish {id} -p {spec}: {e}"))?;
-            Ok(t.elapsed())
-        };
-        publish(ctx, &ep, format!("{HOST_PORT}:{GUEST_PORT}"))?;
-        publish(ctx, &ep, format!("{IPERF_HOST}:{IPERF_GUEST}"))?;
-        struct P<'a, F: Fn(&Ctx, &str, String) -> Result<Duration>> {
-            publish: &'a F,
-            others: String,
-        }
-        impl<F: Fn(&Ctx, &str, String) -> Result<Duration>> Published for P<'_, F> {
-            fn add_others(&mut self, ctx: &mut Ctx, from: usize, to: usize) -> Result<()> {
-                let (a, b) = (OTHERS_FIRST + from as u16, OTHERS_FIRST + to as u16 - 1);
-                (self.publish)(ctx, &self.others, format!("{a}-{b}:{a}-{b}")).map(drop)
-            }
-            fn publish_one(&mut self, ctx: &mut Ctx, port: u16) -> Result<Duration> {
-                (self.publish)(ctx, &self.others, format!("{port}:{port}"))
-            }
-        }
-        let mut p = P {
-            publish: &publish,
-            others: others_ep,
-        };
-        let run = Run {
-            client: &client,
-            server: &server,
-            server_ip: ep_ip,
-            conn_target: SocketAddrV4::new(uplink.host_ip, HOST_PORT),
-            iperf_target: SocketAddrV4::new(uplink.host_ip, IPERF_HOST),
-        };
-        let r = self.measure(ctx, &run, Some(&mut p));
-        ctx.detail("removing the topology");
-        drop(network);
-        drop((server, others, client, uplink));
-        r
-    }
-
-    fn run_iptables(&self, ctx: &mut Ctx) -> Result<RunResult> {
-        ctx.detail("building the topology");
-        let client = Ns::create(ctx, "c")?;
-        let mut router = Router::create(
-            ctx,
-            &client,
-            ctx.subnets.in_netns_24(31),
-            ctx.subnets.in_netns_24(32),
-        )?;
-        let server = Ns::create(ctx, "e")?;
-        let ep_ip = router.add_endpoint(ctx, &server)?;
-        // Docker's shape: PREROUTING to LOCAL addresses jumps to a chain of DNAT rules.
-        router.iptables(&["-t", "nat", "-N", CHAIN])?;
-        router.iptables(&[
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            CHAIN,
-        ])?;
-        let rule = |port: u16, to: SocketAddrV4| {
-            format!("{CHAIN} -p tcp -m tcp --dport {port} -j DNAT --to-destination {to}")
-        };
-        let other = Ns::create(ctx, "o")?;
-        let other_ip = router.add_endpoint(ctx, &other)?;
-        for (h, g) in [(HOST_PORT, GUEST_PORT), (IPERF_HOST, IPERF_GUEST)] {
-            let r = rule(h, SocketAddrV4::new(ep_ip, g));
-            let args: Vec<&str> = ["-t", "nat", "-A"]
-                .into_iter()
-                .chain(r.split_whitespace())
-                .collect();
-            router.iptables(&args)?;
-        }
-        struct P<'a> {
-            router: &'a Router,
-            other_ip: Ipv4Addr,
-            file: std::path::PathBuf,
-        }
-        impl P<'_> {
-            fn rule(&self, port: u16) -> String {
-                format!(
-                    "{CHAIN} -p tcp -m tcp --dport {port} -j DNAT --to-destination {}:{port}",
-                    self.other_ip
-                )
-            }
-        }
-        impl Published for P<'_> {
-            fn add_others(&mut self, _ctx: &mut Ctx, from: usize, to: usize) -> Result<()> {
-                // Half of the new rules go before the measured ones, half after: the
-                // measured port sits in the middle, the average position of a port.
-                let mut text = String::from("*nat\n");
-                for i in from..to {
-                    let port = OTHERS_FIRST + i as u16;
-                    let op = if (i - from) < (to - from) / 2 {
-                        "-I"
-                    } else {
-                        "-A"
-                    };
-                    text.push_str(&format!("{op} {}\n", self.rule(port)));
-                }
-                text.push_str("COMMIT\n");
-                self.router.iptables_restore(&self.file, &text)
-            }
-            fn publish_one(&mut self, _ctx: &mut Ctx, port: u16) -> Result<Duration> {
-                let r = self.rule(port);
-                let args: Vec<&str> = ["-t", "nat", "-A"]
-                    .into_iter()
-                    .chain(r.split_whitespace())
-                    .collect();
-                let mut cmd = self.router.ns.command_direct("iptables", &args)?;
-                let t = Instant::now();
-                let out = cmd.output().context("cannot run iptables")?;
-                let took = t.elapsed();
-                if !out.status.success() {
-                    bail!(
-                        "iptables -t nat -A {r}: {}",
-                        super::proc::first_line(&out.stderr)
-                    );
-                }
-                Ok(took)
-            }
-        }
-        let mut p = P {
-            router: &router,
-            other_ip,
-            file: ctx.tmp.join(format!("{}-rules", router.ns.name())),
-        };
-        let run = Run {
-            client: &client,
-            server: &server,
-            server_ip: ep_ip,
-            conn_target: SocketAddrV4::new(router.uplink_ip, HOST_PORT),
-            iperf_target: SocketAddrV4::new(router.uplink_ip, IPERF_HOST),
-        };
-        let r = self.measure(ctx, &run, Some(&mut p));
-        ctx.detail("removing the topology");
-        drop((server, other, router, client));
-        r
-    }
-
-    fn run_direct(&self, ctx: &mut Ctx) -> Result<RunResult> {
-        ctx.detail("building the topology");
-        let pair = topo::direct_veth(ctx)?;
-        let run = Run {
-            client: &pair.a,
-            server: &pair.b,
-            server_ip: pair.b_ip,
-            conn_target: SocketAddrV4::new(pair.b_ip, GUEST_PORT),
-            iperf_target: SocketAddrV4::new(pair.b_ip, IPERF_GUEST),
-        };
-        let r = self.measure(ctx, &run, None);
-        ctx.detail("removing the topology");
-        drop(pair);
-        r
+        Ok(())
     }
 }
 
@@ -423,7 +310,13 @@ impl Scenario for PublishScenario {
              the published port {IPERF_HOST} → {IPERF_GUEST}, at 0 other ports. Publish \
              time: with {top} others present, {k} single ports published one after another, \
              median and max. \"at {top} ÷ at 0\" is each run's own ratio. Ratios are against \
-             iptables, throughput against the direct veth pair.",
+             iptables, throughput against the direct veth pair. IPv6 (\"(IPv6)\" rows, same \
+             run, dual-stack topologies): the same levels and throughput over IPv6 after \
+             IPv4 at each level — netpath with `-p [::]:HOST:GUEST` (and `[::]:A-B:A-B` for \
+             the others) to the uplink's IPv6 address, against ip6tables DNAT; netpath's \
+             IPv6 rows are n/a with the daemon's reason while it refuses IPv6 published \
+             ports. The IPv6 ÷ IPv4 table compares each variant's IPv6 ratio with its IPv4 \
+             one; publish times are IPv4 only.",
             n = self.conns,
             req = connrate::REQUEST_LEN,
             resp = connrate::RESPONSE_LEN,
@@ -456,7 +349,7 @@ impl Scenario for PublishScenario {
             },
             Variant {
                 key: "iptables",
-                label: "iptables DNAT",
+                label: "iptables / ip6tables DNAT",
                 how: "Docker's recipe inside a router namespace the bench creates (the \
                       host's tables are never touched): uplink veth to the client namespace, a \
                       Linux bridge with the gateway, the endpoints' veths on it, \
@@ -464,6 +357,8 @@ impl Scenario for PublishScenario {
                       and one `-A PUBLISH -p tcp --dport P -j DNAT --to-destination EP:PORT` \
                       per published port (iptables-nft); the measured port's rule is in the \
                       middle of the others (half inserted before it, half appended after). \
+                      IPv6: the same chain and rules in ip6tables (`--to-destination \
+                      [EP6]:PORT`), to the router's IPv6 uplink address. \
                       Publish time: one `iptables -t nat -A PUBLISH …` exec (entering the \
                       namespace between fork and exec, no `ip netns exec`)."
                     .into(),
@@ -541,7 +436,7 @@ impl Scenario for PublishScenario {
                 Better::Lower,
             ),
         ]);
-        m
+        Metric::with_v6(m, |m| !m.key.starts_with("publish"))
     }
 
     fn run(&mut self, ctx: &mut Ctx, variant: &str, _round: usize) -> Result<RunResult> {
@@ -557,18 +452,20 @@ impl Scenario for PublishScenario {
         let series: Vec<(String, Vec<(f64, f64)>)> = ["netpath", "iptables"]
             .iter()
             .filter_map(|k| result.variant(k))
-            .map(|v| {
+            .flat_map(|v| Family::BOTH.map(|f| (v, f)))
+            .map(|(v, f)| {
                 let pts = self
                     .levels
                     .iter()
-                    .filter_map(|&n| Some((n as f64, *v.median.get(level_key(n))?)))
+                    .filter_map(|&n| Some((n as f64, *v.median.get(&f.key(level_key(n)))?)))
                     .collect::<Vec<_>>();
-                (v.label.clone(), pts)
+                (format!("{}, {}", v.label, f.label()), pts)
             })
             .filter(|(_, pts)| !pts.is_empty())
             .collect();
+        let family = plot::family_ratios(result, dir)?;
         if series.is_empty() {
-            return Ok(Vec::new());
+            return Ok(family.into_iter().collect());
         }
         let file = "publish-connrate.svg".to_owned();
         plot::lines(
@@ -578,11 +475,13 @@ impl Scenario for PublishScenario {
             "new connections per second",
             &series,
         )?;
-        Ok(vec![(
+        let mut plots = vec![(
             file,
-            "New connections per second vs the number of other published ports (higher is \
-             better; flat is the goal)"
+            "New connections per second vs the number of other published ports, per family \
+             (higher is better; flat is the goal)"
                 .into(),
-        )])
+        )];
+        plots.extend(family);
+        Ok(plots)
     }
 }
