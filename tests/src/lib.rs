@@ -8,6 +8,7 @@
 pub mod consistency;
 pub mod echo;
 pub mod frames;
+pub mod guard6;
 pub mod raw;
 pub mod vm;
 
@@ -410,6 +411,19 @@ impl Daemon {
             .find(|f| f["way"] == way)
             .and_then(|f| f["packets"].as_u64())
             .unwrap_or_else(|| panic!("no forward counter {way}: {stats}"))
+    }
+
+    /// Packets dropped for `reason` (`router_message`, …) so far (`stats --all --json`).
+    pub fn drops(&self, reason: &str) -> u64 {
+        let all: serde_json::Value =
+            serde_json::from_str(&self.ok(&["stats", "--all", "--json"])).expect("stats --json");
+        all["drops"]
+            .as_array()
+            .expect("drops")
+            .iter()
+            .find(|r| r["reason"] == reason)
+            .and_then(|r| r["packets"].as_u64())
+            .unwrap_or_else(|| panic!("no drop reason {reason}: {all}"))
     }
 
     /// Packets the datapath handed to each endpoint (`netpath stats --json`), by address.
