@@ -8,6 +8,7 @@
 pub mod consistency;
 pub mod echo;
 pub mod frames;
+pub mod guard6;
 pub mod raw;
 pub mod vm;
 
@@ -309,6 +310,17 @@ impl Default for DaemonPaths {
     }
 }
 
+/// The `packets` of the row of `stats[section]` whose `key` is `name`.
+fn packets(stats: &serde_json::Value, section: &str, key: &str, name: &str) -> u64 {
+    stats[section]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {section} in {stats}"))
+        .iter()
+        .find(|r| r[key] == name)
+        .and_then(|r| r["packets"].as_u64())
+        .unwrap_or_else(|| panic!("no {section} row {name}: {stats}"))
+}
+
 /// A `netpath daemon` process for one test (private paths, no default network), killed
 /// and reset on drop.
 pub struct Daemon {
@@ -402,14 +414,14 @@ impl Daemon {
 
     /// Packets the fast path forwarded `way` (`endpoint_to_uplink`, …) so far.
     pub fn forwarded(&self, way: &str) -> u64 {
-        let stats = self.stats();
-        stats["forwards"]
-            .as_array()
-            .expect("forwards")
-            .iter()
-            .find(|f| f["way"] == way)
-            .and_then(|f| f["packets"].as_u64())
-            .unwrap_or_else(|| panic!("no forward counter {way}: {stats}"))
+        packets(&self.stats(), "forwards", "way", way)
+    }
+
+    /// Packets dropped for `reason` (`router_message`, …) so far (`stats --all --json`:
+    /// a reason is listed before it counts one).
+    pub fn drops(&self, reason: &str) -> u64 {
+        let all = serde_json::from_str(&self.ok(&["stats", "--all", "--json"])).expect("stats");
+        packets(&all, "drops", "reason", reason)
     }
 
     /// Packets the datapath handed to each endpoint (`netpath stats --json`), by address.

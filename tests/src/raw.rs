@@ -125,3 +125,120 @@ impl Capture {
         out
     }
 }
+
+/// A capture of a device's IPv6 ICMPv6 and UDP frames, both ways, on a thread of its
+/// own (inside a namespace, or in the caller's) from [`Ipv6Capture::start`] until
+/// [`Ipv6Capture::stop`]: what a test watches while a guest runs for a minute and
+/// streams megabytes over TCP past it. A socket filter keeps the rest (TCP, IPv4) out in
+/// the kernel, so the ICMPv6 is not lost to a full receive buffer.
+pub struct Ipv6Capture {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<Vec<u8>>>,
+}
+
+/// The classic BPF filter of [`Ipv6Capture`]: EtherType IPv6 and next header ICMPv6 or
+/// UDP (no extension headers: neighbour discovery and the tests' datagrams carry none).
+const IPV6_ICMP_UDP: [libc::sock_filter; 7] = [
+    bpf(0x28, 0, 0, 12),     // ldh [12]          EtherType
+    bpf(0x15, 0, 4, 0x86dd), // jeq IPv6, else drop
+    bpf(0x30, 0, 0, 20),     // ldb [20]          next header
+    bpf(0x15, 1, 0, 58),     // jeq ICMPv6 → keep
+    bpf(0x15, 0, 1, 17),     // jeq UDP → keep, else drop
+    bpf(0x06, 0, 0, 0xffff), // keep (up to 64 KiB)
+    bpf(0x06, 0, 0, 0),      // drop
+];
+
+const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+impl Ipv6Capture {
+    /// Starts capturing on `ifname` in `ns` (`None`: the caller's namespace); the
+    /// capture is running when this returns.
+    pub fn start(ns: Option<&crate::NetNs>, ifname: &str) -> Ipv6Capture {
+        use std::sync::{Arc, atomic::AtomicBool};
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (flag, ifname) = (stop.clone(), ifname.to_owned());
+        let run = move || {
+            let s = PacketSocket::open(&ifname);
+            filter_and_wait(s.fd);
+            ready_tx.send(()).unwrap();
+            capture_until(&s, &flag)
+        };
+        let handle = match ns {
+            Some(ns) => ns.spawn(run),
+            None => std::thread::spawn(run),
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("capture started");
+        Ipv6Capture { stop, handle }
+    }
+
+    /// Stops the capture; what it saw.
+    pub fn stop(self) -> Vec<Vec<u8>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().expect("capture thread panicked")
+    }
+}
+
+/// Attaches [`IPV6_ICMP_UDP`] to `fd`, with a 4 MiB receive buffer and reads that
+/// return after 100 ms without a frame.
+fn filter_and_wait(fd: i32) {
+    let prog = libc::sock_fprog {
+        len: IPV6_ICMP_UDP.len() as u16,
+        filter: IPV6_ICMP_UDP.as_ptr().cast_mut(),
+    };
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 100_000,
+    };
+    let buf: libc::c_int = 4 << 20;
+    // SAFETY: setsockopt with valid pointers to values of the sizes passed; the filter
+    // program is copied by the kernel during the call.
+    unsafe {
+        for (opt, ptr, len) in [
+            (
+                libc::SO_ATTACH_FILTER,
+                std::ptr::from_ref(&prog).cast::<libc::c_void>(),
+                std::mem::size_of::<libc::sock_fprog>(),
+            ),
+            (
+                libc::SO_RCVTIMEO,
+                std::ptr::from_ref(&tv).cast(),
+                std::mem::size_of::<libc::timeval>(),
+            ),
+            (
+                libc::SO_RCVBUFFORCE,
+                std::ptr::from_ref(&buf).cast(),
+                std::mem::size_of::<libc::c_int>(),
+            ),
+        ] {
+            let r = libc::setsockopt(fd, libc::SOL_SOCKET, opt, ptr, len as u32);
+            assert_eq!(
+                r,
+                0,
+                "setsockopt {opt}: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// Frames from `s` until `stop` is set and a read finds none (at most 10,000 frames or
+/// five minutes).
+fn capture_until(s: &PacketSocket, stop: &std::sync::atomic::AtomicBool) -> Vec<Vec<u8>> {
+    let (mut out, started) = (Vec::new(), Instant::now());
+    let mut buf = vec![0u8; 65536];
+    while out.len() < 10_000 && started.elapsed() < Duration::from_secs(300) {
+        // SAFETY: `buf` is writable for its length.
+        let n = unsafe { libc::recv(s.fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n > 0 {
+            out.push(buf[..n as usize].to_vec());
+        } else if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+    }
+    out
+}

@@ -14,6 +14,7 @@ use std::{
 
 use netpath_tests::{
     Daemon, Ipv6ForwardingRestored, NetNs, frames,
+    guard6::{self, Sender, ep_ip6 as ip6, ep_mac as mac, guard_drops},
     raw::{Capture, send_raw},
     require_root, unique,
 };
@@ -22,19 +23,6 @@ use serde_json::Value;
 const TIMEOUT: Duration = Duration::from_secs(5);
 const TCP_BYTES: usize = 1 << 20;
 const DATAGRAMS: usize = 100;
-
-fn ip6(ep: &Value) -> Ipv6Addr {
-    ep["ip6"].as_str().expect("ip6").parse().expect("IPv6")
-}
-
-fn mac(ep: &Value) -> [u8; 6] {
-    let s = ep["mac"].as_str().expect("mac");
-    let b: Vec<u8> = s
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect();
-    b.try_into().expect("6 bytes")
-}
 
 /// Packets of `class` the endpoints' tc ingress saw.
 fn tc_packets(d: &Daemon, class: &str) -> u64 {
@@ -46,17 +34,6 @@ fn tc_packets(d: &Daemon, class: &str) -> u64 {
         .find(|c| c["hook"] == "tc_ingress" && c["class"] == class)
         .and_then(|c| c["packets"].as_u64())
         .unwrap_or_else(|| panic!("no tc_ingress {class}"))
-}
-
-fn drops(d: &Daemon, reason: &str) -> u64 {
-    let all: Value = serde_json::from_str(&d.ok(&["stats", "--all", "--json"])).unwrap();
-    all["drops"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["reason"] == reason)
-        .and_then(|r| r["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no drop reason {reason}"))
 }
 
 /// A dual-stack network of `mode` and two containers on it.
@@ -145,91 +122,17 @@ fn ipv6_tcp_and_udp_between_containers_take_the_fast_path() {
     }
 }
 
-/// `frame` with hop limit 255 (what neighbour discovery requires to be heeded) and the
-/// given Ethernet addresses.
-fn on_link(mut frame: Vec<u8>, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
-    frame[..6].copy_from_slice(&dst);
-    frame[6..12].copy_from_slice(&src);
-    frame[21] = 255;
-    frame
-}
-
-const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
-
-/// What `frames` holds of each kind the test sent: (router advertisements, forged
-/// neighbour advertisements, forged-source datagrams, the control advertisement, the
-/// control datagram).
-fn seen(frames: &[Vec<u8>], a_mac: [u8; 6], gateway: [u8; 16]) -> [usize; 5] {
-    let mut n = [0; 5];
-    for f in frames
-        .iter()
-        .filter(|f| f.len() >= 58 && f[6..12] == a_mac && f[12..14] == [0x86, 0xdd])
-    {
-        let na_for = |target: [u8; 16]| f.len() >= 78 && f[62..78] == target;
-        match (f[20], f[54]) {
-            (58, 134) => n[0] += 1,
-            (58, 136) if na_for(gateway) => n[1] += 1,
-            (58, 136) if f.len() >= 78 => n[3] += 1,
-            (17, _) if f[56..58] == 7490u16.to_be_bytes() => n[2] += 1,
-            (17, _) if f[56..58] == 7491u16.to_be_bytes() => n[4] += 1,
-            _ => {}
-        }
-    }
-    n
-}
-
 #[test]
 fn forged_ipv6_from_a_container_reaches_no_one_and_is_counted() {
     require_root!();
     let _forwarding = Ipv6ForwardingRestored::new();
     let d = Daemon::start();
     let (a, ea, b, eb) = two_containers(&d, "bridge", "10.249.0.0/24", "fd49::/64");
-    let (a_mac, b_mac, a6, b6) = (mac(&ea), mac(&eb), ip6(&ea).octets(), ip6(&eb).octets());
-    let gateway: [u8; 16] = ea["gateway6"]
-        .as_str()
-        .unwrap()
-        .parse::<Ipv6Addr>()
-        .unwrap()
-        .octets();
-    let ll = frames::link_local(a_mac);
-    // A router advertisement with a prefix to autoconfigure (L, A; fd99::/64).
-    let mut ra = vec![64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
-    ra.extend_from_slice(&[
-        3, 4, 64, 0xc0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    ]);
-    ra.extend_from_slice(&[
-        0, 0, 0, 0, 0xfd, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
-    let forged = [
-        on_link(
-            frames::icmp6(ll, frames::ALL_NODES, 134, &ra),
-            ALL_NODES_MAC,
-            a_mac,
-        ),
-        on_link(
-            frames::neighbor_advert(ll, gateway, a_mac),
-            ALL_NODES_MAC,
-            a_mac,
-        ),
-        on_link(
-            frames::udp6(
-                [0xfd, 0x49, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x99],
-                1,
-                b6,
-                7490,
-                b"forged",
-            ),
-            b_mac,
-            a_mac,
-        ),
-    ];
-    // What a may send, so the captures are shown to see it: its own advertisement and
-    // a datagram from its own address.
-    let control = [
-        on_link(frames::neighbor_advert(ll, a6, a_mac), ALL_NODES_MAC, a_mac),
-        on_link(frames::udp6(a6, 1, b6, 7491, b"fine"), b_mac, a_mac),
-    ];
-    let before = ["router_message", "spoofed_nd", "spoofed_ip"].map(|r| drops(&d, r));
+    let (from, b6, b_mac) = (Sender::of(&ea), ip6(&eb).octets(), mac(&eb));
+    let forged = guard6::forged(&from, b6, b_mac);
+    // What a may send, so the captures are shown to see it.
+    let control = guard6::control(&from, b6, b_mac);
+    let before = guard_drops(&d);
     let bridge = {
         let n: Value = serde_json::from_str(&d.ok(&["network", "ls", "--json"])).unwrap();
         n.as_array()
@@ -254,37 +157,30 @@ fn forged_ipv6_from_a_container_reaches_no_one_and_is_counted() {
         }
     });
     let (at_b, at_host) = (
-        at_b.join().unwrap(),
-        at_host.frames(Duration::from_millis(700)),
+        guard6::seen(&at_b.join().unwrap(), &from),
+        guard6::seen(&at_host.frames(Duration::from_millis(700)), &from),
     );
-    let [ras, nas, spoofed, control_na, control_udp] = seen(&at_b, a_mac, gateway);
     assert_eq!(
-        (ras, nas, spoofed),
+        at_b.forged(),
         (0, 0, 0),
         "forged frames reached the neighbour"
     );
     // (The container's kernel may add advertisements of its own.)
     assert!(
-        control_na >= 1 && control_udp == 1,
-        "the neighbour's capture saw {} frames",
-        at_b.len()
+        at_b.control_adverts >= 1 && at_b.control_datagrams == 1,
+        "the neighbour's capture: {at_b:?}"
     );
-    let [ras, nas, spoofed, control_na, _] = seen(&at_host, a_mac, gateway);
     assert_eq!(
-        (ras, nas, spoofed),
+        at_host.forged(),
         (0, 0, 0),
         "forged frames reached the host's bridge"
     );
     assert!(
-        control_na >= 1,
-        "the bridge's capture saw {} frames",
-        at_host.len()
+        at_host.control_adverts >= 1,
+        "the bridge's capture: {at_host:?}"
     );
-    let after = ["router_message", "spoofed_nd", "spoofed_ip"].map(|r| drops(&d, r));
-    for (i, r) in ["router_message", "spoofed_nd", "spoofed_ip"]
-        .iter()
-        .enumerate()
-    {
+    let after = guard_drops(&d);
+    for (i, r) in guard6::REASONS.iter().enumerate() {
         assert_eq!(after[i] - before[i], 3, "{r}");
     }
     // An IPv4-only network's container speaks no IPv6, not even link-local to its
@@ -294,25 +190,21 @@ fn forged_ipv6_from_a_container_reaches_no_one_and_is_counted() {
     let (c, e) = (NetNs::with_ipv6("v4c"), NetNs::with_ipv6("v4e"));
     let (ec, ee) = (d.add_endpoint(&name, &c), d.add_endpoint(&name, &e));
     let (c_mac, e_mac) = (mac(&ec), mac(&ee));
-    let hello = on_link(
-        frames::udp6(
-            frames::link_local(c_mac),
-            1,
-            frames::link_local(e_mac),
-            7491,
-            b"v6?",
-        ),
-        e_mac,
-        c_mac,
-    );
-    let not_enabled = drops(&d, "ipv6_not_enabled");
+    // c's only IPv6 address is its link-local one.
+    let c_ll = Sender {
+        mac: c_mac,
+        ip6: frames::link_local(c_mac),
+        gateway: [0; 16],
+    };
+    let [_, hello] = guard6::control(&c_ll, frames::link_local(e_mac), e_mac);
+    let not_enabled = d.drops("ipv6_not_enabled");
     let at_e = Capture::start_in(&e, "eth0", Duration::from_millis(700));
     c.enter(|| send_raw("eth0", &hello));
     let got = at_e.join().unwrap();
     assert_eq!(
-        seen(&got, c_mac, [0; 16])[4],
+        guard6::seen(&got, &c_ll).control_datagrams,
         0,
         "IPv6 from an IPv4-only network arrived"
     );
-    assert_eq!(drops(&d, "ipv6_not_enabled") - not_enabled, 1);
+    assert_eq!(d.drops("ipv6_not_enabled") - not_enabled, 1);
 }
