@@ -39,6 +39,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // are downloaded by the test itself (`apt-get download`), not installed.
     "qemu-system-x86",
     "xz-utils",
+    // The guest's raw-frame sender (tests/src/vm/sendraw.c) is linked statically.
+    "gcc",
+    "libc6-dev",
     // The CNI test runs real podman (CNI backend, runc) on a busybox root filesystem.
     "podman",
     "runc",
