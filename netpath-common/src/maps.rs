@@ -57,6 +57,18 @@ pub const NO_MASQ_MAP: &str = "NETPATH_NO_MASQ";
 /// tuple, the NAT port's owner): when a packet was last seen and how far TCP got. A
 /// port whose connection went quiet long enough may be given to another connection.
 pub const NAT_AGE_MAP: &str = "NETPATH_NAT_AGE";
+/// NAT66, the IPv6 masquerade: the maps above for IPv6 ([`Tuple6`](crate::nat::Tuple6),
+/// [`NatTarget6`](crate::nat::NatTarget6), [`Uplink6`](crate::nat::Uplink6), 16-byte
+/// subnets, [`no_masq_key6`](crate::nat::no_masq_key6)). New maps (an older object has
+/// none of them: a start creates them), so IPv4's keep their layout.
+pub const SNAT6_MAP: &str = "NETPATH_SNAT6";
+pub const RNAT6_MAP: &str = "NETPATH_RNAT6";
+pub const UPLINKS6_MAP: &str = "NETPATH_UPLINKS6";
+pub const MASQ_SRC6_MAP: &str = "NETPATH_MASQ_SRC6";
+pub const NO_MASQ6_MAP: &str = "NETPATH_NO_MASQ6";
+pub const NAT_AGE6_MAP: &str = "NETPATH_NAT_AGE6";
+/// NAT66's per-CPU work space (no state between runs, never written by user space).
+pub const NAT66_SCRATCH_MAP: &str = "NETPATH_NAT66_SCRATCH";
 /// Name of the published-port map: [`PublishKey`](crate::nat::PublishKey) →
 /// [`NatTarget`](crate::nat::NatTarget) (the endpoint).
 pub const PUBLISH_MAP: &str = "NETPATH_PUBLISH";

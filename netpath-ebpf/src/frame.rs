@@ -78,6 +78,20 @@ impl TcFrame {
     }
 }
 
+impl TcFrame {
+    /// The packet bounds as they are now, without pulling: for a BPF subprogram, which
+    /// must not use its caller's packet pointers (a caller's or an earlier sibling's
+    /// store invalidates them) but runs after [`TcFrame::new`] pulled the headers.
+    #[inline(always)]
+    pub fn current(ctx: &TcContext) -> Self {
+        TcFrame {
+            start: ctx.data(),
+            end: ctx.data_end(),
+            len: ctx.len() as usize,
+        }
+    }
+}
+
 impl Frame for TcFrame {
     #[inline(always)]
     fn frame_len(&self) -> usize {

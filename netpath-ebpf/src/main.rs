@@ -247,31 +247,74 @@ fn act(
     }
 }
 
-/// tc (tcx) egress on an uplink: egress masquerade.
+/// tc (tcx) egress on an uplink: egress masquerade (IPv6: [`uplink_egress6`]).
 #[inline(always)]
 fn uplink_egress(ctx: &TcContext, frame: TcFrame, c: Classified, _len: u64) -> TcVerdict {
     let ifindex = ifindex(ctx);
+    if c.class.is_ipv6() {
+        uplink_egress6(ctx, &frame, &c, ifindex)
+    } else {
+        uplink_egress4(ctx, &frame, &c, ifindex)
+    }
+}
+
+/// [`uplink_egress`] for everything but IPv6: published ports' replies, then egress
+/// masquerade. A subprogram, so that the program's own frame, which NAT66's steps are
+/// called from, does not carry this path's stack (the two together passed the
+/// verifier's 512 bytes for a call chain).
+#[inline(never)]
+fn uplink_egress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32) -> TcVerdict {
+    let c = *c;
     // Replies of connections to published ports take the published address and port
     // as their source — here, after routing: rewritten earlier, a packet with one of
     // the host's addresses as its source would be dropped by the kernel as a martian.
     // Only then egress masquerade. (No port left, or a rewrite failed: never send a
     // half-translated packet.)
-    if nat::publish_reply(ctx, &frame, c)? {
+    if nat::publish_reply(ctx, frame, c)? {
         return Ok(TC_ACT_UNSPEC);
     }
-    nat::egress(ctx, &frame, c, ifindex)?;
+    nat::egress(ctx, frame, c, ifindex)?;
+    Ok(TC_ACT_UNSPEC)
+}
+
+/// [`uplink_egress`] for IPv6: NAT66 (no published ports: those are IPv4's), whose
+/// steps are subprograms called from the program itself (see `nat::masq::masquerade`).
+#[inline(always)]
+fn uplink_egress6(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32) -> TcVerdict {
+    nat::egress6(ctx, frame, *c, ifindex)?;
+    Ok(TC_ACT_UNSPEC)
+}
+
+/// [`uplink_ingress`] for IPv6: replies to NAT66 connections (and ICMPv6 errors about
+/// them) translated back; the kernel path delivers them. Its steps are subprograms, as
+/// [`uplink_egress6`]'s.
+#[inline(always)]
+fn uplink_ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdict {
+    nat::ingress6(ctx, frame, *c)?;
     Ok(TC_ACT_UNSPEC)
 }
 
 /// tc (tcx) ingress on an uplink: replies to masqueraded connections and connections to
-/// published ports are translated, then handed straight to their endpoint.
+/// published ports are translated, then handed straight to their endpoint (IPv6:
+/// [`uplink_ingress6`]).
 #[inline(always)]
 fn uplink_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, len: u64) -> TcVerdict {
+    if c.class.is_ipv6() {
+        uplink_ingress6(ctx, &frame, &c)
+    } else {
+        uplink_ingress4(ctx, &frame, &c, len)
+    }
+}
+
+/// [`uplink_ingress`] for everything but IPv6. A subprogram, as [`uplink_egress4`] is.
+#[inline(never)]
+fn uplink_ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, len: u64) -> TcVerdict {
+    let c = *c;
     // Replies to masqueraded connections first; anything else may be a connection to a
     // published port. (A translated reply is done: its destination, now an endpoint's
     // address and source port, must not be taken for a published port.)
-    let inbound = match nat::ingress(ctx, &frame, c) {
-        Ok(Inbound::Untouched) => nat::publish_ingress(ctx, &frame, c),
+    let inbound = match nat::ingress(ctx, frame, c) {
+        Ok(Inbound::Untouched) => nat::publish_ingress(ctx, frame, c),
         done => done,
     };
     match inbound? {

@@ -327,7 +327,8 @@ async fn sweep_unfinished(svc: Arc<Service>) {
     }
 }
 
-/// Keeps the datapath's list of the host's addresses current: re-read whenever the kernel
+/// Keeps the datapath's list of the host's addresses (and the uplinks' NAT66 addresses,
+/// [`Service::refresh_uplinks6`]) current: re-read whenever the kernel
 /// announces an IPv4 address change, and every [`LOCAL_ADDRS_SAFETY_NET`]; every
 /// [`LOCAL_ADDRS_POLL`] if announcements are unavailable. The announcements of one
 /// [`LOCAL_ADDRS_SETTLE`] are one re-read: adding a thousand routed TAPs (each host side
@@ -364,6 +365,14 @@ async fn keep_local_addrs_current(svc: Arc<Service>) {
         if let Err(e) = svc.refresh_local_addrs().await {
             eprintln!(
                 "netpath daemon: refreshing the host's addresses: {}",
+                chain(&e)
+            );
+        }
+        // And the uplinks' NAT66 addresses (SLAAC may bring one after the start); IPv6
+        // changes are not announced to this loop, so the tick is what catches them.
+        if let Err(e) = svc.refresh_uplinks6().await {
+            eprintln!(
+                "netpath daemon: refreshing the uplinks' IPv6 addresses: {}",
                 chain(&e)
             );
         }

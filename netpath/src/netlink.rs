@@ -6,7 +6,7 @@
 
 use std::{
     fs::File,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd},
     path::Path,
 };
@@ -482,10 +482,59 @@ impl Netlink {
             .collect())
     }
 
+    /// The global IPv6 addresses of link `index` a connection may take as its source
+    /// (NAT66's uplink address): scope global, neither tentative, deprecated nor failed
+    /// duplicate address detection; in the kernel's order. A host that gets its address
+    /// by SLAAC has none until the router's advertisement arrives.
+    pub async fn ipv6_global_addresses(&self, index: u32) -> Result<Vec<Ipv6Addr>> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
+        let unusable = AddressFlags::Tentative | AddressFlags::Deprecated | AddressFlags::Dadfailed;
+        let msgs = self.address_dump(Some(index), true).await?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.scope == AddressScope::Universe)
+            .filter(|m| {
+                !m.attributes
+                    .iter()
+                    .any(|a| matches!(a, AddressAttribute::Flags(f) if f.intersects(unusable)))
+            })
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V6(ip)) if !ip.is_unicast_link_local() => {
+                        Some(*ip)
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// (link index, address, prefix length) of the IPv4 addresses of link `index`, or
     /// of all links.
     async fn ipv4_address_dump(&self, index: Option<u32>) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
-        use rtnetlink::packet_route::{AddressFamily as Af, address::AddressAttribute};
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let msgs = self.address_dump(index, false).await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => {
+                        Some((m.header.index, *ip, m.header.prefix_len))
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
+    /// The address messages of link `index` (or of all links), IPv6's or IPv4's.
+    async fn address_dump(
+        &self,
+        index: Option<u32>,
+        ipv6: bool,
+    ) -> Result<Vec<rtnetlink::packet_route::address::AddressMessage>> {
+        use rtnetlink::packet_route::AddressFamily as Af;
+        let family = if ipv6 { Af::Inet6 } else { Af::Inet };
         let msgs = self
             .dump("list addresses", index.unwrap_or(0), || {
                 let mut req = self.handle.address().get();
@@ -496,16 +545,8 @@ impl Netlink {
             })
             .await?;
         Ok(msgs
-            .iter()
-            .filter(|m| m.header.family == Af::Inet && index.is_none_or(|i| m.header.index == i))
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) => {
-                        Some((m.header.index, *ip, m.header.prefix_len))
-                    }
-                    _ => None,
-                })
-            })
+            .into_iter()
+            .filter(|m| m.header.family == family && index.is_none_or(|i| m.header.index == i))
             .collect())
     }
 

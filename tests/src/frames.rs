@@ -129,15 +129,31 @@ pub fn ipv6(next: u8, src: [u8; 16], dst: [u8; 16], ext: &[u8], l4: &[u8]) -> Ve
 /// `l4` (of protocol `proto`, its checksum field at `csum_at` zero) with its checksum
 /// over the IPv6 pseudo-header (RFC 8200 §8.1).
 fn with_csum6(proto: u8, src: [u8; 16], dst: [u8; 16], mut l4: Vec<u8>, csum_at: usize) -> Vec<u8> {
-    let mut data = Vec::with_capacity(40 + l4.len());
-    data.extend_from_slice(&src);
-    data.extend_from_slice(&dst);
-    data.extend_from_slice(&(l4.len() as u32).to_be_bytes());
-    data.extend_from_slice(&[0, 0, 0, proto]);
-    data.extend_from_slice(&l4);
-    let c = checksum(&data);
+    let c = checksum(&pseudo6(proto, src, dst, &l4));
     l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
     l4
+}
+
+/// The IPv6 pseudo-header (RFC 8200 §8.1) and `l4`: what an L4 checksum covers.
+fn pseudo6(proto: u8, src: [u8; 16], dst: [u8; 16], l4: &[u8]) -> Vec<u8> {
+    let len = (l4.len() as u32).to_be_bytes();
+    [&src[..], &dst, &len, &[0, 0, 0, proto], l4].concat()
+}
+
+/// Whether the L4 checksum (TCP, UDP, ICMPv6) of an IPv6 frame without extension
+/// headers verifies, recomputed over the whole pseudo-header and segment, and is not
+/// zero (which IPv6 UDP forbids). For checking translations independently of how the
+/// expected frames were built.
+pub fn l4_csum6_valid(frame: &[u8]) -> bool {
+    let (next, l4) = (frame[20], &frame[54..]);
+    let at = match next {
+        IPPROTO_TCP => 16,
+        IPPROTO_UDP => 6,
+        _ => 2,
+    };
+    let src: [u8; 16] = frame[22..38].try_into().unwrap();
+    let dst: [u8; 16] = frame[38..54].try_into().unwrap();
+    l4[at..at + 2] != [0, 0] && checksum(&pseudo6(next, src, dst, l4)) == 0
 }
 
 /// A UDP header (checksum zero) and `payload`.

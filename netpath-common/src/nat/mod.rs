@@ -17,6 +17,11 @@ pub use crate::maps::{
     DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
     PUBLISH_MAP, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, UPLINKS_MAP,
 };
+/// NAT66's maps' pin names.
+pub use crate::maps::{
+    MASQ_SRC6_MAP, NAT_AGE6_MAP, NAT66_SCRATCH_MAP, NO_MASQ6_MAP, RNAT6_MAP, SNAT6_MAP,
+    UPLINKS6_MAP,
+};
 
 mod csum;
 #[cfg(test)]
@@ -32,6 +37,8 @@ pub use self::csum::{
 pub trait Address: Copy + Eq + core::fmt::Debug + core::hash::Hash + sealed::Sealed {
     /// How many 32-bit words the address has.
     const WORDS: usize;
+    /// All zeros (`0.0.0.0`, `::`).
+    const UNSPECIFIED: Self;
     /// The `i`-th 32-bit word (`i < WORDS`), as a big-endian number; 0 past the end.
     fn word(&self, i: usize) -> u32;
 }
@@ -47,6 +54,7 @@ where
     [u8; N]: sealed::Sealed,
 {
     const WORDS: usize = N / 4;
+    const UNSPECIFIED: Self = [0; N];
 
     #[inline(always)]
     fn word(&self, i: usize) -> u32 {

@@ -1,17 +1,18 @@
 //! The address family the masquerade runs for: where a packet's addresses sit, which
 //! packet classes and ICMP types are its own, its NAT maps, and the checksums an address
 //! change touches besides the L4 one (IPv4's header checksum; IPv6 has none). [`V4`]
-//! is IPv4 with the maps IPv4 masquerade has always used; `masq` and `icmp` are written
-//! once against [`Family`].
+//! is IPv4 with the maps IPv4 masquerade has always used, [`V6`] NAT66 with its own
+//! (`NETPATH_*6`); `masq` and `icmp` are written once against [`Family`].
 
 use aya_ebpf::{
-    bindings::BPF_F_MARK_MANGLED_0,
+    bindings::{BPF_F_MARK_ENFORCE, BPF_F_MARK_MANGLED_0},
     maps::{LruHashMap, lpm_trie::Key},
     programs::TcContext,
 };
 use netpath_common::{
+    ipv6::{IP6_DST, IP6_SRC, IPPROTO_ICMPV6, IPV6_HLEN},
     maps::DropReason,
-    nat::{Address, NatAge, NatTargetOf, TupleOf, UplinkOf, no_masq_key},
+    nat::{Address, NatAge, NatTargetOf, TupleOf, UplinkOf, no_masq_key, no_masq_key6},
     packet::{ETH_HLEN, Frame, IP_CSUM, IP_DST, IP_SRC, IP_TOTAL_LEN, IPPROTO_ICMP, PacketClass},
 };
 
@@ -19,10 +20,34 @@ use super::{icmp::Quoted, rewrite_failed};
 use crate::{
     frame::TcFrame,
     maps::{
-        NETPATH_MASQ_SRC, NETPATH_NAT_AGE, NETPATH_NO_MASQ, NETPATH_RNAT, NETPATH_SNAT,
-        NETPATH_UPLINKS,
+        NETPATH_MASQ_SRC, NETPATH_MASQ_SRC6, NETPATH_NAT_AGE, NETPATH_NAT_AGE6,
+        NETPATH_NAT66_SCRATCH, NETPATH_NO_MASQ, NETPATH_NO_MASQ6, NETPATH_RNAT, NETPATH_RNAT6,
+        NETPATH_SNAT, NETPATH_SNAT6, NETPATH_UPLINKS, NETPATH_UPLINKS6,
     },
 };
+
+/// The masquerade's work space for a new or ongoing connection: the tuples and targets
+/// the map helpers take pointers to.
+///
+/// Verifier: IPv4's lives on the stack; NAT66's, with 40-byte tuples, in a per-CPU map
+/// (`NETPATH_NAT66_SCRATCH`): on the stack, `uplink_egress6` and the port search past
+/// it passed the verifier's 512 bytes for a call chain. (A program runs to completion
+/// on its CPU, so nothing else uses the slot meanwhile.)
+#[repr(C)]
+pub struct Scratch<A: Address> {
+    /// The connection as the endpoint sent it.
+    pub orig: TupleOf<A>,
+    /// Its replies' tuple (the NAT port's owner).
+    pub reply: TupleOf<A>,
+    /// The original tuple of a connection whose stale port is taken back.
+    pub old_orig: TupleOf<A>,
+    /// Where replies go back to.
+    pub back: NatTargetOf<A>,
+    /// The new source.
+    pub target: NatTargetOf<A>,
+    /// The uplink a new connection leaves by.
+    pub uplink: UplinkOf<A>,
+}
 
 /// A NAT table of a family: tuple → target.
 pub(super) type NatMap<A> = LruHashMap<TupleOf<A>, NatTargetOf<A>>;
@@ -45,7 +70,12 @@ pub(super) trait Family {
     const ICMP_PSEUDO: bool;
     /// The extra `bpf_l4_csum_replace` flags of a UDP checksum.
     const UDP_CSUM_FLAGS: u64;
+    /// Port allocation and the rewrite run in BPF subprograms of their own (see
+    /// `masq::allocate`).
+    const SUBPROGRAMS: bool;
 
+    /// Runs `f` with this family's [`Scratch`]; `None` if there is none (not expected).
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self::Addr>) -> R) -> Option<R>;
     /// The address at `at`.
     fn load_addr(frame: &TcFrame, at: usize) -> Option<Self::Addr>;
     /// The end of the IP datagram (Ethernet padding after it is no one's).
@@ -90,6 +120,26 @@ impl Family for V4 {
     const ICMP_PSEUDO: bool = false;
     /// A zero UDP checksum means "none" and stays zero; a computed zero goes as 0xffff.
     const UDP_CSUM_FLAGS: u64 = BPF_F_MARK_MANGLED_0 as u64;
+    const SUBPROGRAMS: bool = false;
+
+    #[inline(always)]
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<[u8; 4]>) -> R) -> Option<R> {
+        let t = TupleOf::new(0, [0; 4], 0, [0; 4], 0);
+        let n = NatTargetOf::new([0; 4], 0);
+        let mut s = Scratch {
+            orig: t,
+            reply: t,
+            old_orig: t,
+            back: n,
+            target: n,
+            uplink: UplinkOf {
+                addr: [0; 4],
+                first_port: 0,
+                last_port: 0,
+            },
+        };
+        Some(f(&mut s))
+    }
 
     #[inline(always)]
     fn load_addr(frame: &TcFrame, at: usize) -> Option<[u8; 4]> {
@@ -163,6 +213,109 @@ impl Family for V4 {
         let (o, n) = (u32::from_ne_bytes(old), u32::from_ne_bytes(new));
         ctx.l3_csum_replace(IP_CSUM, u64::from(o), u64::from(n), 4)
             .map_err(rewrite_failed)
+    }
+}
+
+/// IPv6 (NAT66).
+pub(super) struct V6;
+
+impl Family for V6 {
+    type Addr = [u8; 16];
+    const SRC: usize = IP6_SRC;
+    const DST: usize = IP6_DST;
+    const TCP: PacketClass = PacketClass::Ipv6Tcp;
+    const UDP: PacketClass = PacketClass::Ipv6Udp;
+    const ICMP: PacketClass = PacketClass::Ipv6Icmp;
+    const ICMP_PROTO: u8 = IPPROTO_ICMPV6;
+    const ECHO_REQUEST: u8 = 128;
+    const ECHO_REPLY: u8 = 129;
+    const ICMP_PSEUDO: bool = true;
+    /// IPv6 UDP checksums are mandatory (RFC 8200 §8.1): a zero one is not "none" but
+    /// updated like any other (`MARK_ENFORCE`), and a computed zero goes as 0xffff —
+    /// so the translation never produces a zero checksum.
+    const UDP_CSUM_FLAGS: u64 = (BPF_F_MARK_MANGLED_0 | BPF_F_MARK_ENFORCE) as u64;
+    const SUBPROGRAMS: bool = true;
+
+    #[inline(always)]
+    fn with_scratch<R>(f: impl FnOnce(&mut Scratch<[u8; 16]>) -> R) -> Option<R> {
+        let s = NETPATH_NAT66_SCRATCH.get_ptr_mut(0)?;
+        // SAFETY: this CPU's slot, used by this run alone (see `Scratch`), valid for it.
+        Some(f(unsafe { &mut *s }))
+    }
+
+    #[inline(always)]
+    fn load_addr(frame: &TcFrame, at: usize) -> Option<[u8; 16]> {
+        frame.load::<16>(at)
+    }
+
+    #[inline(always)]
+    fn datagram_end(frame: &TcFrame) -> Option<usize> {
+        // The payload length, after the version/class/flow word.
+        let payload = frame.load_be16(ETH_HLEN + 4)?;
+        Some(ETH_HLEN + IPV6_HLEN + usize::from(payload))
+    }
+
+    #[inline(always)]
+    fn is_error(kind: u8) -> bool {
+        // Destination unreachable, packet too big, time exceeded, parameter problem.
+        matches!(kind, 1..=4)
+    }
+
+    const QUOTED_SRC: usize = 8;
+
+    #[inline(always)]
+    fn quoted(frame: &TcFrame, inner: usize) -> Option<Quoted<[u8; 16]>> {
+        // Version/class/flow, length, next header, hop limit; then the addresses.
+        let h = frame.load::<8>(inner)?;
+        if h[0] >> 4 != 6 {
+            return None;
+        }
+        Some(Quoted {
+            proto: h[6],
+            ip_csum: None,
+            src: frame.load::<16>(inner + 8)?,
+            dst: frame.load::<16>(inner + 24)?,
+            l4_at: inner + IPV6_HLEN,
+        })
+    }
+
+    #[inline(always)]
+    fn uplink(ifindex: u32) -> Option<UplinkOf<[u8; 16]>> {
+        // SAFETY: copied out at once.
+        unsafe { NETPATH_UPLINKS6.get(ifindex) }.copied()
+    }
+
+    #[inline(always)]
+    fn masq_network(src: [u8; 16]) -> Option<u32> {
+        NETPATH_MASQ_SRC6.get(Key::new(128, src)).copied()
+    }
+
+    #[inline(always)]
+    fn exempt(network: u32, dst: [u8; 16]) -> bool {
+        NETPATH_NO_MASQ6
+            .get(Key::new(160, no_masq_key6(network, dst)))
+            .is_some()
+    }
+
+    #[inline(always)]
+    fn snat() -> &'static NatMap<[u8; 16]> {
+        &NETPATH_SNAT6
+    }
+
+    #[inline(always)]
+    fn rnat() -> &'static NatMap<[u8; 16]> {
+        &NETPATH_RNAT6
+    }
+
+    #[inline(always)]
+    fn ages() -> &'static LruHashMap<TupleOf<[u8; 16]>, NatAge> {
+        &NETPATH_NAT_AGE6
+    }
+
+    #[inline(always)]
+    fn l3_csum(_: &TcContext, _: [u8; 16], _: [u8; 16]) -> Result<(), DropReason> {
+        // No IPv6 header checksum.
+        Ok(())
     }
 }
 

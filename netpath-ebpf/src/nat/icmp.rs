@@ -35,6 +35,10 @@ pub(super) struct Quoted<A> {
 /// outer destination, through its pseudo-header). `Ok(true)` if it was one. Quoted
 /// headers with IPv4 options or IPv6 extension headers are left to the kernel path.
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
+)]
 pub(super) fn error_ingress<F: Family>(
     ctx: &TcContext,
     frame: &TcFrame,
@@ -90,12 +94,6 @@ pub(super) fn error_ingress<F: Family>(
         }
         _ => return Ok(false),
     };
-    // The quoted packet left as uplink:port → remote; its replies are keyed this way.
-    let reply = TupleOf::new(proto, in_dst, dport, in_src, sport);
-    // SAFETY: copied out at once.
-    let Some(back) = (unsafe { F::rnat().get(reply) }).copied() else {
-        return Ok(false);
-    };
     // Everything is read before the first write: writes invalidate packet pointers.
     // The quoted L4 checksum may lie beyond what the error quotes (8 bytes at least).
     let l4_csum = if l4_csum_at + 2 <= end {
@@ -103,39 +101,52 @@ pub(super) fn error_ingress<F: Family>(
     } else {
         None
     };
-    let ne16 = |v: u16| u64::from(v.to_be());
-    // Outer destination: the endpoint (ICMPv4's checksum does not cover the IP header,
-    // ICMPv6's covers the destination through its pseudo-header).
-    ctx.store(F::DST, &back.addr, 0).map_err(rewrite_failed)?;
-    F::l3_csum(ctx, outer_dst, back.addr)?;
-    if F::ICMP_PSEUDO {
-        let pseudo = u64::from(BPF_F_PSEUDO_HDR);
-        csum_addr(ctx, icmp_csum_at, outer_dst, back.addr, pseudo)?;
-    }
-    // Quoted source address and (IPv4) its header checksum; the ICMP checksum covers
-    // both.
-    ctx.store(inner + F::QUOTED_SRC, &back.addr, 0)
-        .map_err(rewrite_failed)?;
-    csum_addr(ctx, icmp_csum_at, in_src, back.addr, 0)?;
-    if let Some(in_csum) = q.ip_csum {
-        let new_in_csum = csum_replace_addr(in_csum, in_src, back.addr);
-        ctx.store(inner + 10, &new_in_csum.to_be_bytes(), 0)
+    let ip_csum = q.ip_csum;
+    // The tuple and target live in the family's work space, as in `masq`.
+    F::with_scratch(|s| {
+        // The quoted packet left as uplink:port → remote; its replies are keyed this way.
+        s.reply = TupleOf::new(proto, in_dst, dport, in_src, sport);
+        // SAFETY: copied out at once.
+        let Some(back) = (unsafe { F::rnat().get(&s.reply) }).copied() else {
+            return Ok(false);
+        };
+        s.back = back;
+        let back = &s.back;
+        let ne16 = |v: u16| u64::from(v.to_be());
+        // Outer destination: the endpoint (ICMPv4's checksum does not cover the IP header,
+        // ICMPv6's covers the destination through its pseudo-header).
+        ctx.store(F::DST, &back.addr, 0).map_err(rewrite_failed)?;
+        F::l3_csum(ctx, outer_dst, back.addr)?;
+        if F::ICMP_PSEUDO {
+            let pseudo = u64::from(BPF_F_PSEUDO_HDR);
+            csum_addr(ctx, icmp_csum_at, outer_dst, back.addr, pseudo)?;
+        }
+        // Quoted source address and (IPv4) its header checksum; the ICMP checksum covers
+        // both.
+        ctx.store(inner + F::QUOTED_SRC, &back.addr, 0)
             .map_err(rewrite_failed)?;
-        ctx.l4_csum_replace(icmp_csum_at, ne16(in_csum), ne16(new_in_csum), 2)
+        csum_addr(ctx, icmp_csum_at, in_src, back.addr, 0)?;
+        if let Some(in_csum) = ip_csum {
+            let new_in_csum = csum_replace_addr(in_csum, in_src, back.addr);
+            ctx.store(inner + 10, &new_in_csum.to_be_bytes(), 0)
+                .map_err(rewrite_failed)?;
+            ctx.l4_csum_replace(icmp_csum_at, ne16(in_csum), ne16(new_in_csum), 2)
+                .map_err(rewrite_failed)?;
+        }
+        // Quoted source port (identifier).
+        ctx.store(sport_at, &back.port.to_be_bytes(), 0)
             .map_err(rewrite_failed)?;
-    }
-    // Quoted source port (identifier).
-    ctx.store(sport_at, &back.port.to_be_bytes(), 0)
-        .map_err(rewrite_failed)?;
-    ctx.l4_csum_replace(icmp_csum_at, ne16(sport), ne16(back.port), 2)
-        .map_err(rewrite_failed)?;
-    // Quoted L4 checksum, when quoted.
-    if let Some(old) = l4_csum {
-        let new = l4_csum_after_source_change(proto, old, in_src, back.addr, sport, back.port);
-        ctx.store(l4_csum_at, &new.to_be_bytes(), 0)
+        ctx.l4_csum_replace(icmp_csum_at, ne16(sport), ne16(back.port), 2)
             .map_err(rewrite_failed)?;
-        ctx.l4_csum_replace(icmp_csum_at, ne16(old), ne16(new), 2)
-            .map_err(rewrite_failed)?;
-    }
-    Ok(true)
+        // Quoted L4 checksum, when quoted.
+        if let Some(old) = l4_csum {
+            let new = l4_csum_after_source_change(proto, old, in_src, back.addr, sport, back.port);
+            ctx.store(l4_csum_at, &new.to_be_bytes(), 0)
+                .map_err(rewrite_failed)?;
+            ctx.l4_csum_replace(icmp_csum_at, ne16(old), ne16(new), 2)
+                .map_err(rewrite_failed)?;
+        }
+        Ok(true)
+    })
+    .unwrap_or(Ok(false))
 }

@@ -6,13 +6,13 @@ use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
 use netpath_common::{
     maps::DropReason,
     nat::{
-        CT_NEW, NatAge, NatTargetOf, PORT_RETRIES, TupleOf, UplinkOf, ct_next, ct_stale, nat_port,
+        Address, CT_NEW, NatAge, NatTargetOf, PORT_RETRIES, TupleOf, ct_next, ct_stale, nat_port,
         tuple_hash,
     },
     packet::Classified,
 };
 
-use super::{Family, Flow, Inbound, V4, icmp, now, rewrite};
+use super::{Family, Flow, Inbound, V4, V6, family::Scratch, icmp, now, rewrite};
 use crate::frame::TcFrame;
 
 /// tc egress on an uplink: masquerade IPv4 connections from netpath networks.
@@ -26,7 +26,26 @@ pub fn egress(
     masquerade::<V4>(ctx, frame, c, ifindex)
 }
 
-/// tc egress on an uplink: masquerade connections of family `F` from netpath networks.
+/// tc egress on an uplink: masquerade IPv6 connections from netpath networks (NAT66).
+#[inline(always)]
+pub fn egress6(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: Classified,
+    ifindex: u32,
+) -> Result<(), DropReason> {
+    masquerade::<V6>(ctx, frame, c, ifindex)
+}
+
+/// tc egress on an uplink: masquerade connections of family `F` from netpath networks:
+/// [`find`] the connection's translation, [`allocate`] one for a new connection,
+/// [`translate`] the packet. With `F::SUBPROGRAMS` (NAT66) each step is a BPF
+/// subprogram called from here, one after the other.
+///
+/// Verifier: NAT66's steps nested in one another (or inlined into one frame) passed the
+/// verifier's 512 bytes of stack for a call chain; side by side, the chain is the
+/// program's frame and one step's. Their state is in the [`Scratch`] (for NAT66 a
+/// per-CPU map value, which a subprogram may be given a pointer to).
 #[inline(always)]
 pub(super) fn masquerade<F: Family>(
     ctx: &TcContext,
@@ -34,35 +53,115 @@ pub(super) fn masquerade<F: Family>(
     c: Classified,
     ifindex: u32,
 ) -> Result<(), DropReason> {
+    let now = now();
+    F::with_scratch(|s| {
+        let step = match F::SUBPROGRAMS {
+            true => find_outlined::<F>(ctx, &c, ifindex, s),
+            false => find::<F>(frame, &c, ifindex, s),
+        };
+        match step {
+            Step::Skip => return Ok(()),
+            Step::New if F::SUBPROGRAMS => allocate_outlined::<F>(s, now)?,
+            Step::New => allocate::<F>(s, now)?,
+            Step::Known => {}
+        }
+        match F::SUBPROGRAMS {
+            true => translate_outlined::<F>(ctx, &c, s, now),
+            false => translate::<F>(ctx, frame, &c, s, now),
+        }
+    })
+    .unwrap_or(Err(DropReason::NatMapFull))
+}
+
+/// What [`find`] found.
+enum Step {
+    /// Not to be masqueraded.
+    Skip,
+    /// A connection without a translation yet (`s.orig`, `s.uplink` set).
+    New,
+    /// A translated connection (`s.orig`, `s.target` set).
+    Known,
+}
+
+/// [`find`] as a BPF subprogram (reading the packet afresh: see `TcFrame::current`).
+#[inline(never)]
+fn find_outlined<F: Family>(
+    ctx: &TcContext,
+    c: &Classified,
+    ifindex: u32,
+    s: &mut Scratch<F::Addr>,
+) -> Step {
+    find::<F>(&TcFrame::current(ctx), c, ifindex, s)
+}
+
+/// Egress: whether the packet is to be masqueraded on uplink `ifindex`, and its
+/// connection's translation if it has one.
+#[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
+)]
+fn find<F: Family>(
+    frame: &TcFrame,
+    c: &Classified,
+    ifindex: u32,
+    s: &mut Scratch<F::Addr>,
+) -> Step {
     let Some(uplink) = F::uplink(ifindex) else {
-        return Ok(());
+        return Step::Skip;
     };
-    let Some(f) = Flow::<F>::of(frame, c, Some(F::ECHO_REQUEST)) else {
-        return Ok(());
+    let Some(f) = Flow::<F>::of(frame, *c, Some(F::ECHO_REQUEST)) else {
+        return Step::Skip;
     };
     let Some(network) = F::masq_network(f.src) else {
-        return Ok(());
+        return Step::Skip;
     };
-    // ICMP echo: the identifier is the connection's "port"; replies carry it back.
-    let dport = if f.l4.proto == F::ICMP_PROTO {
-        0
-    } else {
-        f.dport
-    };
-    let orig = TupleOf::new(f.l4.proto, f.src, f.sport, f.dst, dport);
-    let now = now();
+    s.orig = TupleOf::new(f.l4.proto, f.src, f.sport, f.dst, f.connection_dport());
     // SAFETY: copied out at once.
-    let target = match unsafe { F::snat().get(orig) }.copied() {
-        Some(t) => t,
+    match unsafe { F::snat().get(&s.orig) }.copied() {
+        Some(t) => {
+            s.target = t;
+            Step::Known
+        }
         // A destination the network reaches with its own addresses: left as it is. (Only
         // looked up for packets without a translation: masqueraded connections pay
         // nothing for it.)
-        None if F::exempt(network, f.dst) => return Ok(()),
-        None => allocate::<F>(&orig, &uplink, now)?,
+        None if F::exempt(network, f.dst) => Step::Skip,
+        None => {
+            s.uplink = uplink;
+            Step::New
+        }
+    }
+}
+
+/// [`translate`] as a BPF subprogram (see [`find_outlined`]).
+#[inline(never)]
+fn translate_outlined<F: Family>(
+    ctx: &TcContext,
+    c: &Classified,
+    s: &mut Scratch<F::Addr>,
+    now: u32,
+) -> Result<(), DropReason> {
+    translate::<F>(ctx, &TcFrame::current(ctx), c, s, now)
+}
+
+/// Egress: records the packet of connection `s.orig` and gives it source `s.target`.
+#[inline(always)]
+fn translate<F: Family>(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: &Classified,
+    s: &mut Scratch<F::Addr>,
+    now: u32,
+) -> Result<(), DropReason> {
+    // Read again (cheap, and no packet pointer crosses a subprogram call).
+    let Some(f) = Flow::<F>::of(frame, *c, Some(F::ECHO_REQUEST)) else {
+        return Ok(());
     };
-    let reply = TupleOf::new(f.l4.proto, f.dst, dport, target.addr, target.port);
-    touch::<F>(&reply, f.tcp_flags(frame), false, now);
-    rewrite(ctx, &f.l4, F::SRC, f.source(), target)
+    let dport = f.connection_dport();
+    s.reply = TupleOf::new(f.l4.proto, f.dst, dport, s.target.addr, s.target.port);
+    touch::<F>(&s.reply, f.tcp_flags(frame), false, now);
+    rewrite(ctx, &f.l4, F::SRC, f.source(), s.target)
 }
 
 /// tc ingress on an uplink: translate replies to masqueraded IPv4 connections (and ICMP
@@ -76,6 +175,13 @@ pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<Inboun
     })
 }
 
+/// tc ingress on an uplink: translate replies to masqueraded IPv6 connections (and
+/// ICMPv6 errors about them) back; the kernel path delivers them to the endpoint.
+#[inline(always)]
+pub fn ingress6(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), DropReason> {
+    unmasquerade::<V6>(ctx, frame, c).map(|_| ())
+}
+
 /// What [`unmasquerade`] did.
 pub(super) enum Unmasqueraded<A> {
     /// Not a masqueraded connection's: untouched.
@@ -87,32 +193,86 @@ pub(super) enum Unmasqueraded<A> {
 }
 
 /// tc ingress on an uplink: translate replies to masqueraded connections of family `F`
-/// (and ICMP errors about them) back.
+/// (and ICMP errors about them) back. With `F::SUBPROGRAMS` (NAT66) the two are BPF
+/// subprograms called one after the other, as [`masquerade`]'s steps are.
 #[inline(always)]
 pub(super) fn unmasquerade<F: Family>(
     ctx: &TcContext,
     frame: &TcFrame,
     c: Classified,
 ) -> Result<Unmasqueraded<F::Addr>, DropReason> {
-    let Some(f) = Flow::<F>::of(frame, c, Some(F::ECHO_REPLY)) else {
-        return match icmp::error_ingress::<F>(ctx, frame, c)? {
-            true => Ok(Unmasqueraded::Error),
-            false => Ok(Unmasqueraded::Untouched),
-        };
+    let mut to = F::Addr::UNSPECIFIED;
+    let replied = match F::SUBPROGRAMS {
+        true => reply_outlined::<F>(ctx, &c, &mut to)?,
+        false => reply::<F>(ctx, frame, &c, &mut to)?,
+    };
+    if replied {
+        return Ok(Unmasqueraded::Reply(to));
+    }
+    let error = match F::SUBPROGRAMS {
+        true => error_outlined::<F>(ctx, &c)?,
+        false => icmp::error_ingress::<F>(ctx, frame, c)?,
+    };
+    Ok(match error {
+        true => Unmasqueraded::Error,
+        false => Unmasqueraded::Untouched,
+    })
+}
+
+/// [`reply`] as a BPF subprogram (see [`find_outlined`]).
+#[inline(never)]
+fn reply_outlined<F: Family>(
+    ctx: &TcContext,
+    c: &Classified,
+    to: &mut F::Addr,
+) -> Result<bool, DropReason> {
+    reply::<F>(ctx, &TcFrame::current(ctx), c, to)
+}
+
+/// [`icmp::error_ingress`] as a BPF subprogram (see [`find_outlined`]).
+#[inline(never)]
+fn error_outlined<F: Family>(ctx: &TcContext, c: &Classified) -> Result<bool, DropReason> {
+    icmp::error_ingress::<F>(ctx, &TcFrame::current(ctx), *c)
+}
+
+/// Ingress: a reply of a masqueraded connection gets the endpoint's address and port
+/// back; whether it was one, its endpoint's address in `to`. (Verifier: an `Option` of
+/// an address returned from a subprogram had LLVM store an unset register into its
+/// padding, "!read_ok".)
+#[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
+)]
+fn reply<F: Family>(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: &Classified,
+    to: &mut F::Addr,
+) -> Result<bool, DropReason> {
+    let Some(f) = Flow::<F>::of(frame, *c, Some(F::ECHO_REPLY)) else {
+        return Ok(false);
     };
     let sport = if f.l4.proto == F::ICMP_PROTO {
         0
     } else {
         f.sport
     };
-    let reply = TupleOf::new(f.l4.proto, f.src, sport, f.dst, f.dport);
-    // SAFETY: copied out at once.
-    let Some(back) = (unsafe { F::rnat().get(reply) }).copied() else {
-        return Ok(Unmasqueraded::Untouched);
-    };
-    touch::<F>(&reply, f.tcp_flags(frame), true, now());
-    rewrite(ctx, &f.l4, F::DST, f.destination(), back)?;
-    Ok(Unmasqueraded::Reply(back.addr))
+    let flags = f.tcp_flags(frame);
+    // The tuples live in the family's work space, as in `masquerade`.
+    F::with_scratch(|s| {
+        s.reply = TupleOf::new(f.l4.proto, f.src, sport, f.dst, f.dport);
+        // SAFETY: copied out at once.
+        let Some(back) = (unsafe { F::rnat().get(&s.reply) }).copied() else {
+            return Ok(false);
+        };
+        s.back = back;
+        touch::<F>(&s.reply, flags, true, now());
+        rewrite(ctx, &f.l4, F::DST, f.destination(), s.back)?;
+        *to = s.back.addr;
+        Ok(true)
+    })
+    .unwrap_or(Ok(false))
 }
 
 /// Records a packet of the connection whose replies look like `reply`.
@@ -143,12 +303,17 @@ fn touch<F: Family>(reply: &TupleOf<F::Addr>, tcp_flags: u8, from_remote: bool, 
     }
 }
 
-/// Claims NAT port `reply` (its reply tuple) for a connection translated back to
-/// `back`: free, or held by a connection quiet for longer than its timeout (whose
+/// Claims NAT port `s.reply` (its reply tuple) for a connection translated back to
+/// `s.back`: free, or held by a connection quiet for longer than its timeout (whose
 /// records then go). `BPF_NOEXIST` inserts and the delete (which only one CPU can win)
 /// keep two connections from ever sharing a port.
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
+)]
 #[inline(always)]
-fn claim<F: Family>(reply: &TupleOf<F::Addr>, back: NatTargetOf<F::Addr>, now: u32) -> bool {
+fn claim<F: Family>(s: &mut Scratch<F::Addr>, now: u32) -> bool {
+    let (reply, back) = (&s.reply, &s.back);
     if F::rnat()
         .insert(reply, back, u64::from(BPF_NOEXIST))
         .is_ok()
@@ -176,39 +341,51 @@ fn claim<F: Family>(reply: &TupleOf<F::Addr>, back: NatTargetOf<F::Addr>, now: u
     if F::rnat().remove(reply).is_err() {
         return false;
     }
-    let old_orig = TupleOf::new(reply.proto, old.addr, old.port, reply.src, reply.sport);
-    let _ = F::snat().remove(old_orig);
-    let _ = F::ages().remove(reply);
+    s.old_orig = TupleOf::new(
+        s.reply.proto,
+        old.addr,
+        old.port,
+        s.reply.src,
+        s.reply.sport,
+    );
+    let _ = F::snat().remove(&s.old_orig);
+    let _ = F::ages().remove(&s.reply);
     F::rnat()
-        .insert(reply, back, u64::from(BPF_NOEXIST))
+        .insert(&s.reply, &s.back, u64::from(BPF_NOEXIST))
         .is_ok()
 }
 
-/// Picks a free NAT port for `orig` on `uplink` and records both directions.
+/// [`allocate`] as a BPF subprogram.
+#[inline(never)]
+fn allocate_outlined<F: Family>(s: &mut Scratch<F::Addr>, now: u32) -> Result<(), DropReason> {
+    allocate::<F>(s, now)
+}
+
+/// [`allocate`]'s work.
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
+)]
 #[inline(always)]
-fn allocate<F: Family>(
-    orig: &TupleOf<F::Addr>,
-    uplink: &UplinkOf<F::Addr>,
-    now: u32,
-) -> Result<NatTargetOf<F::Addr>, DropReason> {
-    let range = uplink.ports();
-    let hash = tuple_hash(orig);
-    let back = NatTargetOf::new(orig.src, orig.sport);
+fn allocate<F: Family>(s: &mut Scratch<F::Addr>, now: u32) -> Result<(), DropReason> {
+    let (range, uplink_addr) = (s.uplink.ports(), s.uplink.addr);
+    let hash = tuple_hash(&s.orig);
+    s.back = NatTargetOf::new(s.orig.src, s.orig.sport);
     let mut attempt = 0;
     // Verifier: a constant-bounded loop.
     while attempt < PORT_RETRIES {
-        let port = nat_port(orig.sport, hash, attempt, range);
+        let port = nat_port(s.orig.sport, hash, attempt, range);
         // What the reply will look like when it arrives on the uplink.
-        let reply = TupleOf::new(orig.proto, orig.dst, orig.dport, uplink.addr, port);
+        s.reply = TupleOf::new(s.orig.proto, s.orig.dst, s.orig.dport, uplink_addr, port);
         // The reply tuple is the NAT port's owner.
-        if claim::<F>(&reply, back, now) {
-            let target = NatTargetOf::new(uplink.addr, port);
-            if F::snat().insert(orig, target, 0).is_err() {
+        if claim::<F>(s, now) {
+            s.target = NatTargetOf::new(uplink_addr, port);
+            if F::snat().insert(&s.orig, &s.target, 0).is_err() {
                 // Roll back the claim: no half-recorded connection.
-                let _ = F::rnat().remove(reply);
+                let _ = F::rnat().remove(&s.reply);
                 return Err(DropReason::NatMapFull);
             }
-            return Ok(target);
+            return Ok(());
         }
         attempt += 1;
     }

@@ -4,8 +4,9 @@
 //!   ingress), with state in two LRU maps written as a pair, `NETPATH_SNAT` (original
 //!   tuple → new source) and `NETPATH_RNAT` (reply tuple → original source), ages in
 //!   `NETPATH_NAT_AGE`, and per-network exemptions in `NETPATH_NO_MASQ`; TCP, UDP (a zero
-//!   UDP checksum stays zero) and ICMP echo (by identifier);
-//! - [`icmp`]: ICMP errors about masqueraded packets, translated back;
+//!   UDP checksum stays zero) and ICMP echo (by identifier); and the same for IPv6
+//!   (NAT66, the `NETPATH_*6` maps; ICMPv6 echo, a UDP checksum never zero);
+//! - [`icmp`]: ICMP and ICMPv6 errors about masqueraded packets, translated back;
 //! - [`publish`]: published ports — DNAT on the uplink's ingress (`NETPATH_PUBLISH`), the
 //!   replies' source restored on its egress (`NETPATH_DNAT_CT`), which also records
 //!   connections routed in to an endpoint's own address so their replies are left alone;
@@ -34,10 +35,11 @@ use netpath_common::{
     packet::{Classified, Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use self::family::{Family, V4, csum_addr};
+use self::family::{Family, V4, V6, csum_addr};
 pub use self::{
+    family::Scratch,
     hairpin::hairpin,
-    masq::{egress, ingress},
+    masq::{egress, egress6, ingress, ingress6},
     publish::{publish_ingress, publish_reply, published_at},
 };
 use crate::{frame::TcFrame, maps::NETPATH_UPLINKS};
@@ -135,6 +137,17 @@ impl<F: Family> Flow<F> {
             sport,
             dport,
         })
+    }
+
+    /// The destination port as the NAT keys the connection: ICMP echo's identifier is
+    /// the connection's "port" (its replies carry it back), so 0 there.
+    #[inline(always)]
+    fn connection_dport(&self) -> u16 {
+        if self.l4.proto == F::ICMP_PROTO {
+            0
+        } else {
+            self.dport
+        }
     }
 
     /// The TCP flags byte of a TCP packet, 0 for anything else.

@@ -10,16 +10,16 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use futures::{FutureExt, future::BoxFuture};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netpath_common::{
     maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, EndpointValue, Hook},
-    nat::{NatTarget, PublishKey, Uplink},
+    nat::{NatTarget, PublishKey, Uplink, Uplink6},
 };
 
 use super::host::{Host, HostFuture, MapWrite, Maps};
@@ -49,7 +49,9 @@ pub struct Kernel {
     pub filters: BTreeSet<u32>,
     pub endpoints: BTreeMap<Ipv4Addr, EndpointValue>,
     pub uplinks: BTreeMap<u32, Uplink>,
+    pub uplinks6: BTreeMap<u32, Uplink6>,
     pub masq: BTreeMap<Ipv4Net, u16>,
+    pub masq6: BTreeMap<Ipv6Net, u16>,
     pub no_masq: BTreeMap<u16, Vec<Ipv4Net>>,
     pub publish: BTreeMap<(u8, [u8; 4], u16), NatTarget>,
 }
@@ -235,6 +237,15 @@ impl Host for FakeHost {
         });
         ready(Ok(v4.collect()))
     }
+    fn ipv6_global_addresses(&self, index: u32) -> HostFuture<'_, Vec<Ipv6Addr>> {
+        let w = lock(&self.0);
+        let addrs = w.kernel.addrs.iter().filter(|a| a.0 == index);
+        let global = addrs.filter_map(|&(_, a, _)| match a {
+            IpAddr::V6(a) if !a.is_unicast_link_local() => Some(a),
+            _ => None,
+        });
+        ready(Ok(global.collect()))
+    }
     fn routes(&self) -> Vec<(String, IpNet)> {
         lock(&self.0).host_routes.clone()
     }
@@ -399,6 +410,11 @@ fn key_name(key: &PublishKey) -> String {
     format!("{}/{}:{}", key.proto, Ipv4Addr::from(key.host_ip), key.port)
 }
 
+/// ` SUBNET6` for a network's IPv6 subnet, nothing without one.
+fn with6(subnet6: &Option<Ipv6Net>) -> String {
+    subnet6.map(|s| format!(" {s}")).unwrap_or_default()
+}
+
 /// How a map write is recorded: the operation and what it names.
 fn call_line(write: &MapWrite) -> String {
     match write {
@@ -413,8 +429,17 @@ fn call_line(write: &MapWrite) -> String {
         MapWrite::RemoveEndpoint { ip, ip6: Some(ip6) } => format!("remove_endpoint {ip} {ip6}"),
         MapWrite::SetUplink { ifindex, .. } => format!("set_uplink {ifindex}"),
         MapWrite::RemoveUplink(ifindex) => format!("remove_uplink {ifindex}"),
-        MapWrite::AddMasqSubnet { subnet, .. } => format!("add_masq_subnet {subnet}"),
-        MapWrite::RemoveMasqSubnet(subnet) => format!("remove_masq_subnet {subnet}"),
+        MapWrite::SetUplink {
+            ifindex,
+            uplink6: Some(u),
+            ..
+        } => format!("set_uplink {ifindex} {}", Ipv6Addr::from(u.addr)),
+        MapWrite::AddMasqSubnet {
+            subnet, subnet6, ..
+        } => format!("add_masq_subnet {subnet}{}", with6(subnet6)),
+        MapWrite::RemoveMasqSubnet { subnet, subnet6 } => {
+            format!("remove_masq_subnet {subnet}{}", with6(subnet6))
+        }
         MapWrite::SetNoMasquerade { network, cidrs } => {
             format!("set_no_masquerade {network} {cidrs:?}")
         }
@@ -477,17 +502,36 @@ impl Maps for FakeMaps {
             MapWrite::RemoveEndpoint { ip, .. } => {
                 k.endpoints.remove(&ip);
             }
-            MapWrite::SetUplink { ifindex, uplink } => {
+            MapWrite::SetUplink {
+                ifindex,
+                uplink,
+                uplink6,
+            } => {
                 k.uplinks.insert(ifindex, uplink);
+                match uplink6 {
+                    Some(u) => k.uplinks6.insert(ifindex, u),
+                    None => k.uplinks6.remove(&ifindex),
+                };
             }
             MapWrite::RemoveUplink(ifindex) => {
                 k.uplinks.remove(&ifindex);
+                k.uplinks6.remove(&ifindex);
             }
-            MapWrite::AddMasqSubnet { subnet, network } => {
+            MapWrite::AddMasqSubnet {
+                subnet,
+                subnet6,
+                network,
+            } => {
                 k.masq.insert(subnet, network);
+                if let Some(s) = subnet6 {
+                    k.masq6.insert(s, network);
+                }
             }
-            MapWrite::RemoveMasqSubnet(subnet) => {
+            MapWrite::RemoveMasqSubnet { subnet, subnet6 } => {
                 k.masq.remove(&subnet);
+                if let Some(s) = subnet6 {
+                    k.masq6.remove(&s);
+                }
             }
             MapWrite::SetNoMasquerade { network, cidrs } if cidrs.is_empty() => {
                 k.no_masq.remove(&network);

@@ -11,10 +11,10 @@ use std::{
 };
 
 use futures::{FutureExt, future::BoxFuture};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netpath_common::{
     maps::{EndpointValue, Hook},
-    nat::{NatTarget, PublishKey, Uplink},
+    nat::{NatTarget, PublishKey, Uplink, Uplink6},
 };
 
 use crate::{
@@ -40,6 +40,9 @@ pub trait Host: Send + Sync {
     fn ipv4_addresses(&self, index: u32) -> HostFuture<'_, Vec<(Ipv4Addr, u8)>>;
     /// Every IPv4 address of the host.
     fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>>;
+    /// The global IPv6 addresses of link `index` usable as a source (not link-local,
+    /// tentative or deprecated), in the kernel's order.
+    fn ipv6_global_addresses(&self, index: u32) -> HostFuture<'_, Vec<Ipv6Addr>>;
     /// IPv4 routes of the host's main table: (device, destination).
     fn routes(&self) -> Vec<(String, IpNet)>;
     /// Turns IPv6 forwarding on, keeping `uplink` taking router advertisements (see
@@ -99,6 +102,9 @@ impl Host for KernelHost {
     }
     fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>> {
         self.nl.all_ipv4_addresses().boxed()
+    }
+    fn ipv6_global_addresses(&self, index: u32) -> HostFuture<'_, Vec<Ipv6Addr>> {
+        self.nl.ipv6_global_addresses(index).boxed()
     }
     fn routes(&self) -> Vec<(String, IpNet)> {
         super::proc_routes::read()
@@ -174,18 +180,26 @@ pub enum MapWrite {
         ip: Ipv4Addr,
         ip6: Option<Ipv6Addr>,
     },
-    /// An uplink's masquerade address and port range.
+    /// An uplink's masquerade address and port range, and its NAT66 address (its first
+    /// global IPv6 address; none: no NAT66 on it).
     SetUplink {
         ifindex: u32,
         uplink: Uplink,
+        uplink6: Option<Uplink6>,
     },
+    /// Both families' uplink entries.
     RemoveUplink(u32),
-    /// Masquerade what network `network`'s subnet sends out of an uplink.
+    /// Masquerade what network `network`'s subnet (and its IPv6 subnet, if it is
+    /// dual-stack) sends out of an uplink.
     AddMasqSubnet {
         subnet: Ipv4Net,
+        subnet6: Option<Ipv6Net>,
         network: u16,
     },
-    RemoveMasqSubnet(Ipv4Net),
+    RemoveMasqSubnet {
+        subnet: Ipv4Net,
+        subnet6: Option<Ipv6Net>,
+    },
     /// The destinations network `network` reaches unmasqueraded: exactly `cidrs`.
     SetNoMasquerade {
         network: u16,
@@ -267,10 +281,32 @@ impl Maps for Datapath {
         match write {
             MapWrite::UpsertEndpoint { value, ip6 } => self.upsert_endpoint(value, ip6),
             MapWrite::RemoveEndpoint { ip, ip6 } => self.remove_endpoint(ip, ip6),
-            MapWrite::SetUplink { ifindex, uplink } => self.set_uplink(ifindex, uplink),
-            MapWrite::RemoveUplink(ifindex) => self.remove_uplink(ifindex),
-            MapWrite::AddMasqSubnet { subnet, network } => self.add_masq_subnet(subnet, network),
-            MapWrite::RemoveMasqSubnet(subnet) => self.remove_masq_subnet(subnet),
+            MapWrite::SetUplink {
+                ifindex,
+                uplink,
+                uplink6,
+            } => {
+                self.set_uplink(ifindex, uplink)?;
+                self.set_uplink6(ifindex, uplink6)
+            }
+            MapWrite::RemoveUplink(ifindex) => {
+                self.set_uplink6(ifindex, None)?;
+                self.remove_uplink(ifindex)
+            }
+            MapWrite::AddMasqSubnet {
+                subnet,
+                subnet6,
+                network,
+            } => {
+                self.add_masq_subnet(subnet, network)?;
+                subnet6.map_or(Ok(()), |s| self.add_masq_subnet6(s, network))
+            }
+            MapWrite::RemoveMasqSubnet { subnet, subnet6 } => {
+                if let Some(s) = subnet6 {
+                    self.remove_masq_subnet6(s)?;
+                }
+                self.remove_masq_subnet(subnet)
+            }
             MapWrite::SetNoMasquerade { network, cidrs } => self.set_no_masquerade(network, &cidrs),
             MapWrite::Publish { key, target } => self.publish(key, target),
             MapWrite::Unpublish(key) => self.unpublish(key),

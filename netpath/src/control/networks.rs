@@ -4,7 +4,7 @@
 use ipnet::IpNet;
 use netpath_common::{
     maps::Hook,
-    nat::{MASQ_PORTS, Uplink},
+    nat::{MASQ_PORTS, Uplink, Uplink6},
 };
 
 use super::{MapWrite, Result, Service, ServiceError, db, read, validate};
@@ -186,8 +186,9 @@ impl Service {
     }
 
     /// Egress masquerade for `network` on its uplink: the SNAT/reverse-SNAT programs on
-    /// the uplink's egress/ingress, its address as the masquerade source, and the
-    /// network's subnet as masqueraded. Without an uplink, or an uplink without an
+    /// the uplink's egress/ingress, its addresses as the masquerade sources (IPv4's
+    /// first, and for NAT66 its first global IPv6 address if it has one), and the
+    /// network's subnets as masqueraded. Without an uplink, or an uplink without an
     /// IPv4 address, there is nothing to do.
     async fn plumb_masquerade(&self, network: &Network) -> Result<()> {
         let Some(name) = &network.uplink else {
@@ -196,23 +197,16 @@ impl Service {
         let Some(link) = self.host.link_by_name(name).await? else {
             return Ok(());
         };
-        let Some((addr, _)) = self.host.ipv4_addresses(link.index).await?.first().copied() else {
+        let Some(uplink) = self.uplink_write(link.index).await? else {
             return Ok(());
         };
         let mut dp = self.datapath();
         dp.attach_tc(Hook::UplinkEgress, &link.name, link.index)?;
         dp.attach_tc(Hook::UplinkIngress, &link.name, link.index)?;
-        let uplink = Uplink {
-            addr: addr.octets(),
-            first_port: MASQ_PORTS.first,
-            last_port: MASQ_PORTS.last,
-        };
-        dp.write(MapWrite::SetUplink {
-            ifindex: link.index,
-            uplink,
-        })?;
+        dp.write(uplink)?;
         dp.write(MapWrite::AddMasqSubnet {
             subnet: network.subnet,
+            subnet6: network.subnet6,
             network: network.id,
         })?;
         dp.write(MapWrite::SetNoMasquerade {
@@ -227,7 +221,10 @@ impl Service {
     async fn unplumb_masquerade(&self, network: &Network) -> Result<()> {
         {
             let mut dp = self.datapath();
-            dp.write(MapWrite::RemoveMasqSubnet(network.subnet))?;
+            dp.write(MapWrite::RemoveMasqSubnet {
+                subnet: network.subnet,
+                subnet6: network.subnet6,
+            })?;
             dp.write(MapWrite::SetNoMasquerade {
                 network: network.id,
                 cidrs: Vec::new(),
@@ -248,6 +245,60 @@ impl Service {
             let mut dp = self.datapath();
             dp.write(MapWrite::RemoveUplink(link.index))?;
             dp.forget_links(&link.name, link.index)?;
+        }
+        Ok(())
+    }
+
+    /// The uplink entry of link `index` as its addresses are now: its first IPv4 address
+    /// and its first global IPv6 address (none: no NAT66 through it), over
+    /// [`MASQ_PORTS`]. `None` without an IPv4 address.
+    async fn uplink_write(&self, index: u32) -> Result<Option<MapWrite>> {
+        let Some((addr, _)) = self.host.ipv4_addresses(index).await?.first().copied() else {
+            return Ok(None);
+        };
+        let addr6 = self
+            .host
+            .ipv6_global_addresses(index)
+            .await?
+            .first()
+            .copied();
+        Ok(Some(MapWrite::SetUplink {
+            ifindex: index,
+            uplink: Uplink {
+                addr: addr.octets(),
+                first_port: MASQ_PORTS.first,
+                last_port: MASQ_PORTS.last,
+            },
+            uplink6: addr6.map(|a| Uplink6 {
+                addr: a.octets(),
+                first_port: MASQ_PORTS.first,
+                last_port: MASQ_PORTS.last,
+            }),
+        }))
+    }
+
+    /// Re-reads the addresses of every uplink a dual-stack network masquerades through
+    /// and updates their entries: a host that gets its global IPv6 address by SLAAC may
+    /// get it (or a new one) after the network was made. The daemon calls it with
+    /// [`Self::refresh_local_addrs`]. A network's lock is not taken: the write is one map
+    /// update, the same whoever makes it.
+    pub async fn refresh_uplinks6(&self) -> Result<()> {
+        let mut uplinks: Vec<String> = self
+            .list_networks()
+            .await?
+            .into_iter()
+            .filter(|n| n.subnet6.is_some())
+            .filter_map(|n| n.uplink)
+            .collect();
+        uplinks.sort();
+        uplinks.dedup();
+        for name in uplinks {
+            let Some(link) = self.host.link_by_name(&name).await? else {
+                continue;
+            };
+            if let Some(write) = self.uplink_write(link.index).await? {
+                self.datapath().write(write)?;
+            }
         }
         Ok(())
     }

@@ -32,6 +32,7 @@ mod counters;
 mod error;
 pub mod layout;
 mod maps;
+mod nat66;
 mod pins;
 
 use std::{
@@ -65,9 +66,10 @@ use netpath_common::{
         Forward, Hook, IFACES_MAP, LAYOUT_MAP, STATS_MAP,
     },
     nat::{
-        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
-        NatAge, NatTarget, PUBLISH_MAP, PublishKey, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, Tuple,
-        UPLINKS_MAP, Uplink, no_masq_key,
+        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, MASQ_SRC6_MAP, NAT_AGE_MAP,
+        NAT_AGE6_MAP, NAT66_SCRATCH_MAP, NO_MASQ_MAP, NO_MASQ6_MAP, NatAge, NatTarget, NatTarget6,
+        PUBLISH_MAP, PublishKey, RNAT_MAP, RNAT6_MAP, SNAT_MAP, SNAT6_MAP, SOCK_NAT_MAP, Tuple,
+        Tuple6, UPLINKS_MAP, UPLINKS6_MAP, Uplink, Uplink6, no_masq_key,
     },
     packet::PacketClass,
 };
@@ -84,7 +86,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 19] = [
+pub const MAPS: [&str; 26] = [
     LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
@@ -104,6 +106,13 @@ pub const MAPS: [&str; 19] = [
     UPLINKS_MAP,
     MASQ_SRC_MAP,
     NO_MASQ_MAP,
+    SNAT6_MAP,
+    RNAT6_MAP,
+    NAT_AGE6_MAP,
+    UPLINKS6_MAP,
+    MASQ_SRC6_MAP,
+    NO_MASQ6_MAP,
+    NAT66_SCRATCH_MAP,
 ];
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
@@ -153,6 +162,8 @@ pub struct Datapath {
     dnat_ct: HashMap<MapData, Tuple, NatTarget>,
     local_addrs: HashMap<MapData, [u8; 4], u8>,
     nat_age: HashMap<MapData, Tuple, NatAge>,
+    /// `None` on a datapath of an older layout (its object has no NAT66 maps).
+    nat66: Option<nat66::Nat66>,
 }
 
 impl Datapath {
@@ -213,6 +224,7 @@ impl Datapath {
             dnat_ct: open_typed(&pins, DNAT_CT_MAP)?,
             local_addrs: open_typed(&pins, LOCAL_ADDRS_MAP)?,
             nat_age: open_typed(&pins, NAT_AGE_MAP)?,
+            nat66: nat66::Nat66::open(&pins)?,
             pins,
         })
     }

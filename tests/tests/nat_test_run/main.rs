@@ -1,7 +1,10 @@
 //! BPF_PROG_TEST_RUN of egress masquerade, byte for byte: SNAT on the uplink's egress,
 //! reverse SNAT of the replies on its ingress, for TCP, UDP (incl. a zero checksum) and
-//! ICMP echo; untouched traffic; port exhaustion. Every expected frame is built from
-//! scratch with freshly computed checksums and compared whole.
+//! ICMP echo; untouched traffic; port exhaustion; and NAT66, the same for IPv6
+//! ([`ipv6`]). Every expected frame is built from scratch with freshly computed
+//! checksums and compared whole.
+
+mod ipv6;
 
 use netpath::datapath::Datapath;
 use netpath_common::{
