@@ -46,8 +46,8 @@ pub fn csum_replace_addr<A: Address>(sum: u16, from: A, to: A) -> u16 {
 /// The L4 checksum `sum` of a TCP/UDP segment or ICMP/ICMPv6 echo (`proto`) after its
 /// source address changes `from_addr` → `to_addr` and its source port (ICMP:
 /// identifier) `from_port` → `to_port`. TCP, UDP and ICMPv6 checksums cover the address
-/// through the pseudo-header, ICMP's does not; a zero UDP checksum stays zero and a
-/// computed zero is sent as 0xffff.
+/// through the pseudo-header, ICMP's does not; a zero UDP checksum over IPv4 stays zero
+/// (none), and a computed zero is sent as 0xffff.
 #[inline(always)]
 pub fn l4_csum_after_source_change<A: Address>(
     proto: u8,
@@ -58,6 +58,16 @@ pub fn l4_csum_after_source_change<A: Address>(
     to_port: u16,
 ) -> u16 {
     match proto {
+        // IPv6: a UDP checksum is mandatory (RFC 8200 §8.1), 0 is not "none" but a
+        // value to update like any other; a computed 0 is still sent as 0xffff.
+        IPPROTO_UDP if A::WORDS == 4 => match csum_replace2(
+            csum_replace_addr(sum, from_addr, to_addr),
+            from_port,
+            to_port,
+        ) {
+            0 => 0xffff,
+            s => s,
+        },
         IPPROTO_UDP => udp_csum(
             sum,
             csum_replace2(

@@ -2,12 +2,18 @@
 //! incremental checksums against full recomputation.
 
 extern crate std;
-use std::{collections::HashSet, vec::Vec};
+use std::{collections::HashSet, vec, vec::Vec};
 
 use proptest::prelude::*;
 
 use super::*;
 use crate::packet::checksum;
+
+/// TCP/UDP/ICMPv6 checksum over the IPv6 pseudo-header (RFC 8200 §8.1) and `l4`.
+fn l4_csum6(proto: u8, src: [u8; 16], dst: [u8; 16], l4: &[u8]) -> u16 {
+    let len = (l4.len() as u32).to_be_bytes();
+    checksum(&[&src[..], &dst, &len, &[0, 0, 0, proto], l4].concat())
+}
 
 /// TCP/UDP checksum over the IPv4 pseudo-header and `l4`.
 fn l4_csum(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> u16 {
@@ -159,6 +165,55 @@ proptest! {
         l4[csum_at..csum_at + 2].copy_from_slice(&inc.to_be_bytes());
         let verify = l4_csum(proto, new_src, dst, &l4);
         prop_assert!(verify == 0 || verify == 0xffff, "verify {verify:#06x}");
+    }
+
+    /// NAT66: the incremental update of a TCP, UDP or ICMPv6 echo checksum after a
+    /// 16-byte source address and the port (identifier) change equals a full
+    /// recomputation over the new pseudo-header; a UDP one is never 0.
+    #[test]
+    fn incremental_equals_full_recompute_v6(
+        src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(), new_src in any::<[u8; 16]>(),
+        port in any::<u16>(), new_port in any::<u16>(), other in any::<u16>(),
+        payload in proptest::collection::vec(any::<u8>(), 0..64), which in 0u8..3,
+    ) {
+        let (proto, port_at, csum_at) = match which {
+            0 => (crate::packet::IPPROTO_TCP, 0, 16),
+            1 => (crate::packet::IPPROTO_UDP, 0, 6),
+            _ => (crate::ipv6::IPPROTO_ICMPV6, 4, 2),
+        };
+        let mut l4 = vec![0u8; if which == 0 { 20 } else { 8 }];
+        l4.extend_from_slice(&payload);
+        if which == 2 {
+            l4[0] = 128;
+            l4[6..8].copy_from_slice(&other.to_be_bytes());
+        } else {
+            l4[2..4].copy_from_slice(&other.to_be_bytes());
+        }
+        if which == 1 {
+            let len = l4.len() as u16;
+            l4[4..6].copy_from_slice(&len.to_be_bytes());
+        }
+        l4[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+        let mut c = l4_csum6(proto, src, dst, &l4);
+        if which == 1 && c == 0 { c = 0xffff; }
+        let inc = l4_csum_after_source_change(proto, c, src, new_src, port, new_port);
+        l4[port_at..port_at + 2].copy_from_slice(&new_port.to_be_bytes());
+        let full = l4_csum6(proto, new_src, dst, &l4);
+        prop_assert!(inc == full || (inc | full) == 0xffff && (inc & full) == 0,
+            "incremental {inc:#06x} full {full:#06x}");
+        if which == 1 {
+            prop_assert_ne!(inc, 0, "a UDP checksum over IPv6 is never 0");
+        }
+        l4[csum_at..csum_at + 2].copy_from_slice(&inc.to_be_bytes());
+        prop_assert_eq!(l4_csum6(proto, new_src, dst, &l4), 0, "verifies");
+    }
+
+    /// The generic address update is exactly IPv4's for 4-byte addresses.
+    #[test]
+    fn generic_address_update_is_csum_replace4_for_ipv4(
+        sum in any::<u16>(), from in any::<[u8; 4]>(), to in any::<[u8; 4]>(),
+    ) {
+        prop_assert_eq!(csum_replace_addr(sum, from, to), csum_replace4(sum, from, to));
     }
 
     /// Port candidates never leave the range.

@@ -427,13 +427,13 @@ fn call_line(write: &MapWrite) -> String {
         } => format!("upsert_endpoint {} {ip6}", Ipv4Addr::from(value.ip)),
         MapWrite::RemoveEndpoint { ip, ip6: None } => format!("remove_endpoint {ip}"),
         MapWrite::RemoveEndpoint { ip, ip6: Some(ip6) } => format!("remove_endpoint {ip} {ip6}"),
-        MapWrite::SetUplink { ifindex, .. } => format!("set_uplink {ifindex}"),
         MapWrite::RemoveUplink(ifindex) => format!("remove_uplink {ifindex}"),
         MapWrite::SetUplink {
             ifindex,
             uplink6: Some(u),
             ..
         } => format!("set_uplink {ifindex} {}", Ipv6Addr::from(u.addr)),
+        MapWrite::SetUplink { ifindex, .. } => format!("set_uplink {ifindex}"),
         MapWrite::AddMasqSubnet {
             subnet, subnet6, ..
         } => format!("add_masq_subnet {subnet}{}", with6(subnet6)),

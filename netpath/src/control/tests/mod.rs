@@ -5,6 +5,7 @@
 //! * [`reconcile`]: the rules of `control::reconcile`;
 //! * [`validation`]: every refused request field, with nothing changed.
 
+mod nat66;
 mod reconcile;
 mod rollback;
 mod validation;

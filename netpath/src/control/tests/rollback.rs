@@ -107,7 +107,17 @@ fn steps_in(case: &Case, mode: Mode) -> Vec<(String, Vec<String>)> {
     } else {
         "10.77.0.2"
     };
-    let fill = |s: &str| s.replace("$dev", dev).replace("$ep", ep);
+    // A dual-stack network's masquerade covers its IPv6 subnet too (NAT66).
+    let masq = if case.dual {
+        "10.77.0.0/24 fd77::/64"
+    } else {
+        "10.77.0.0/24"
+    };
+    let fill = |s: &str| {
+        s.replace("$dev", dev)
+            .replace("$ep", ep)
+            .replace("$masq", masq)
+    };
     let steps = case.steps.iter().filter(|s| s.0.applies(mode, case.dual));
     steps
         .map(|(_, call, after)| (fill(call), after.iter().map(|a| fill(a)).collect()))
@@ -198,13 +208,13 @@ fn veth(rig: &Rig, mode: Mode) -> BoxFuture<'_, String> {
 }
 
 const MASQ_UNDO: &[&str] = &[
-    "remove_masq_subnet 10.77.0.0/24",
+    "remove_masq_subnet $masq",
     "set_no_masquerade 1 []",
     "remove_uplink 2",
     "forget_links 2",
 ];
 const MASQ_AND_BRIDGE_UNDO: &[&str] = &[
-    "remove_masq_subnet 10.77.0.0/24",
+    "remove_masq_subnet $masq",
     "set_no_masquerade 1 []",
     "remove_uplink 2",
     "forget_links 2",
@@ -215,7 +225,13 @@ const MASQ_AND_BRIDGE_UNDO: &[&str] = &[
 #[tokio::test]
 async fn create_network() {
     // Whichever masquerade call fails, the masquerade is undone whole.
-    let masq = MASQ_CALLS.map(|call| (On::Both, call, MASQ_UNDO));
+    let masq = MASQ_CALLS.map(|call| {
+        let call = match call {
+            "add_masq_subnet 10.77.0.0/24" => "add_masq_subnet $masq",
+            call => call,
+        };
+        (On::Both, call, MASQ_UNDO)
+    });
     let rest = [
         // IPv6 forwarding stays on, as IPv4's does.
         (On::Dual, "enable_ipv6_forwarding eth0", MASQ_UNDO),
@@ -356,6 +372,11 @@ async fn run_removal(
     recorded: fn(&Records) -> bool,
     residue: fn(&mut Kernel, usize),
 ) {
+    // The removals' networks are IPv4-only.
+    let steps: Vec<String> = steps
+        .iter()
+        .map(|s| s.replace("$masq", "10.77.0.0/24"))
+        .collect();
     let rig = Rig::new();
     base(&rig, Mode::Bridge).await;
     let ctx = add(&rig, Mode::Bridge).await;
