@@ -273,7 +273,7 @@ fn uplink_egress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32
     if nat::publish_reply(ctx, frame, c)? {
         return Ok(TC_ACT_UNSPEC);
     }
-    nat::egress(ctx, frame, c, ifindex)?;
+    nat::egress(ctx, frame, c, ifindex, false)?;
     Ok(TC_ACT_UNSPEC)
 }
 
@@ -281,7 +281,7 @@ fn uplink_egress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32
 /// steps are subprograms called from the program itself (see `nat::masq::masquerade`).
 #[inline(always)]
 fn uplink_egress6(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32) -> TcVerdict {
-    nat::egress6(ctx, frame, *c, ifindex)?;
+    nat::egress(ctx, frame, *c, ifindex, true)?;
     Ok(TC_ACT_UNSPEC)
 }
 

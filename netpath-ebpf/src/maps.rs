@@ -82,14 +82,13 @@ maps! {
     /// Destinations a network's traffic reaches unmasqueraded (`--no-masquerade`), keyed by
     /// `no_masq_key(network id, destination)`; the value is unused.
     NETPATH_NO_MASQ: LpmTrie<[u8; 8], u8>[MAX_NO_MASQ];
-    // NAT66: the masquerade maps above, for IPv6.
+    /// Published ports: (protocol, host address or 0.0.0.0, port) → endpoint address/port.
+    NETPATH_PUBLISH: HashMap<PublishKey, NatTarget>[MAX_PUBLISHED];
+    /// Connections to published ports, keyed by the endpoint-side tuple of their replies.
+    NETPATH_DNAT_CT: LruHashMap<Tuple, NatTarget>[NAT_ENTRIES];
 
-    /// Original IPv6 tuple → the uplink's IPv6 address and the port it leaves with.
-    NETPATH_SNAT6: LruHashMap<Tuple6, NatTarget6>[NAT_ENTRIES];
-    /// IPv6 reply tuple → the endpoint address and port it returns to.
-    NETPATH_RNAT6: LruHashMap<Tuple6, NatTarget6>[NAT_ENTRIES];
-    /// IPv6 reply tuple → last seen and state, as `NETPATH_NAT_AGE`.
-    NETPATH_NAT_AGE6: LruHashMap<Tuple6, NatAge>[NAT_ENTRIES];
+    // NAT66: the masquerade maps for IPv6 (configuration, its work space, its state).
+
     /// Uplink ifindex → its global IPv6 address and port range.
     NETPATH_UPLINKS6: HashMap<u32, Uplink6>[256];
     /// IPv6 subnets whose traffic is masqueraded (value: network id).
@@ -98,8 +97,10 @@ maps! {
     NETPATH_NO_MASQ6: LpmTrie<[u8; 20], u8>[MAX_NO_MASQ];
     /// NAT66's per-CPU work space (see `nat::family::Scratch`); no state between runs.
     NETPATH_NAT66_SCRATCH: PerCpuArray<Scratch<[u8; 16]>>[1];
-    /// Published ports: (protocol, host address or 0.0.0.0, port) → endpoint address/port.
-    NETPATH_PUBLISH: HashMap<PublishKey, NatTarget>[MAX_PUBLISHED];
-    /// Connections to published ports, keyed by the endpoint-side tuple of their replies.
-    NETPATH_DNAT_CT: LruHashMap<Tuple, NatTarget>[NAT_ENTRIES];
+    /// Original IPv6 tuple → the uplink's IPv6 address and the port it leaves with.
+    NETPATH_SNAT6: LruHashMap<Tuple6, NatTarget6>[NAT_ENTRIES];
+    /// IPv6 reply tuple → the endpoint address and port it returns to.
+    NETPATH_RNAT6: LruHashMap<Tuple6, NatTarget6>[NAT_ENTRIES];
+    /// IPv6 reply tuple → last seen and state, as `NETPATH_NAT_AGE`.
+    NETPATH_NAT_AGE6: LruHashMap<Tuple6, NatAge>[NAT_ENTRIES];
 }

@@ -36,17 +36,17 @@ use crate::{
 #[repr(C)]
 pub struct Scratch<A: Address> {
     /// The connection as the endpoint sent it.
-    pub orig: TupleOf<A>,
+    pub(super) orig: TupleOf<A>,
     /// Its replies' tuple (the NAT port's owner).
-    pub reply: TupleOf<A>,
+    pub(super) reply: TupleOf<A>,
     /// The original tuple of a connection whose stale port is taken back.
-    pub old_orig: TupleOf<A>,
+    pub(super) old_orig: TupleOf<A>,
     /// Where replies go back to.
-    pub back: NatTargetOf<A>,
+    pub(super) back: NatTargetOf<A>,
     /// The new source.
-    pub target: NatTargetOf<A>,
+    pub(super) target: NatTargetOf<A>,
     /// The uplink a new connection leaves by.
-    pub uplink: UplinkOf<A>,
+    pub(super) uplink: UplinkOf<A>,
 }
 
 /// A NAT table of a family: tuple → target.
@@ -102,6 +102,53 @@ pub(super) trait Family {
     /// Fixes the IP header checksum after an address changed `old` → `new` (IPv6: no
     /// header checksum, nothing to do).
     fn l3_csum(ctx: &TcContext, old: Self::Addr, new: Self::Addr) -> Result<(), DropReason>;
+}
+
+/// The [`Family`] methods that name a family's maps, from the maps: the uplinks, the
+/// masqueraded subnets (an address is a prefix of `/bits`), the exemptions (keyed by
+/// `key(network, destination)`, `/bits` for an address), and the NAT state.
+macro_rules! family_maps {
+    (
+        uplinks: $uplinks:ident,
+        masq_src: $masq:ident / $masq_bits:literal,
+        no_masq: $no_masq:ident / $no_masq_bits:literal by $key:ident,
+        snat: $snat:ident,
+        rnat: $rnat:ident,
+        ages: $ages:ident,
+    ) => {
+        #[inline(always)]
+        fn uplink(ifindex: u32) -> Option<UplinkOf<Self::Addr>> {
+            // SAFETY: copied out at once.
+            unsafe { $uplinks.get(ifindex) }.copied()
+        }
+
+        #[inline(always)]
+        fn masq_network(src: Self::Addr) -> Option<u32> {
+            $masq.get(Key::new($masq_bits, src)).copied()
+        }
+
+        #[inline(always)]
+        fn exempt(network: u32, dst: Self::Addr) -> bool {
+            $no_masq
+                .get(Key::new($no_masq_bits, $key(network, dst)))
+                .is_some()
+        }
+
+        #[inline(always)]
+        fn snat() -> &'static NatMap<Self::Addr> {
+            &$snat
+        }
+
+        #[inline(always)]
+        fn rnat() -> &'static NatMap<Self::Addr> {
+            &$rnat
+        }
+
+        #[inline(always)]
+        fn ages() -> &'static LruHashMap<TupleOf<Self::Addr>, NatAge> {
+            &$ages
+        }
+    };
 }
 
 /// IPv4.
@@ -174,37 +221,13 @@ impl Family for V4 {
         })
     }
 
-    #[inline(always)]
-    fn uplink(ifindex: u32) -> Option<UplinkOf<[u8; 4]>> {
-        // SAFETY: copied out at once.
-        unsafe { NETPATH_UPLINKS.get(ifindex) }.copied()
-    }
-
-    #[inline(always)]
-    fn masq_network(src: [u8; 4]) -> Option<u32> {
-        NETPATH_MASQ_SRC.get(Key::new(32, src)).copied()
-    }
-
-    #[inline(always)]
-    fn exempt(network: u32, dst: [u8; 4]) -> bool {
-        NETPATH_NO_MASQ
-            .get(Key::new(64, no_masq_key(network, dst)))
-            .is_some()
-    }
-
-    #[inline(always)]
-    fn snat() -> &'static NatMap<[u8; 4]> {
-        &NETPATH_SNAT
-    }
-
-    #[inline(always)]
-    fn rnat() -> &'static NatMap<[u8; 4]> {
-        &NETPATH_RNAT
-    }
-
-    #[inline(always)]
-    fn ages() -> &'static LruHashMap<TupleOf<[u8; 4]>, NatAge> {
-        &NETPATH_NAT_AGE
+    family_maps! {
+        uplinks: NETPATH_UPLINKS,
+        masq_src: NETPATH_MASQ_SRC / 32,
+        no_masq: NETPATH_NO_MASQ / 64 by no_masq_key,
+        snat: NETPATH_SNAT,
+        rnat: NETPATH_RNAT,
+        ages: NETPATH_NAT_AGE,
     }
 
     #[inline(always)]
@@ -221,15 +244,16 @@ pub(super) struct V6;
 
 impl Family for V6 {
     type Addr = [u8; 16];
-    const SRC: usize = IP6_SRC;
-    const DST: usize = IP6_DST;
-    const TCP: PacketClass = PacketClass::Ipv6Tcp;
-    const UDP: PacketClass = PacketClass::Ipv6Udp;
-    const ICMP: PacketClass = PacketClass::Ipv6Icmp;
+    // ICMPv6 first: what NAT66 does differently.
     const ICMP_PROTO: u8 = IPPROTO_ICMPV6;
+    const ICMP: PacketClass = PacketClass::Ipv6Icmp;
+    const ICMP_PSEUDO: bool = true;
     const ECHO_REQUEST: u8 = 128;
     const ECHO_REPLY: u8 = 129;
-    const ICMP_PSEUDO: bool = true;
+    const TCP: PacketClass = PacketClass::Ipv6Tcp;
+    const UDP: PacketClass = PacketClass::Ipv6Udp;
+    const SRC: usize = IP6_SRC;
+    const DST: usize = IP6_DST;
     /// IPv6 UDP checksums are mandatory (RFC 8200 §8.1): a zero one is not "none" but
     /// updated like any other (`MARK_ENFORCE`), and a computed zero goes as 0xffff —
     /// so the translation never produces a zero checksum.
@@ -279,37 +303,13 @@ impl Family for V6 {
         })
     }
 
-    #[inline(always)]
-    fn uplink(ifindex: u32) -> Option<UplinkOf<[u8; 16]>> {
-        // SAFETY: copied out at once.
-        unsafe { NETPATH_UPLINKS6.get(ifindex) }.copied()
-    }
-
-    #[inline(always)]
-    fn masq_network(src: [u8; 16]) -> Option<u32> {
-        NETPATH_MASQ_SRC6.get(Key::new(128, src)).copied()
-    }
-
-    #[inline(always)]
-    fn exempt(network: u32, dst: [u8; 16]) -> bool {
-        NETPATH_NO_MASQ6
-            .get(Key::new(160, no_masq_key6(network, dst)))
-            .is_some()
-    }
-
-    #[inline(always)]
-    fn snat() -> &'static NatMap<[u8; 16]> {
-        &NETPATH_SNAT6
-    }
-
-    #[inline(always)]
-    fn rnat() -> &'static NatMap<[u8; 16]> {
-        &NETPATH_RNAT6
-    }
-
-    #[inline(always)]
-    fn ages() -> &'static LruHashMap<TupleOf<[u8; 16]>, NatAge> {
-        &NETPATH_NAT_AGE6
+    family_maps! {
+        uplinks: NETPATH_UPLINKS6,
+        masq_src: NETPATH_MASQ_SRC6 / 128,
+        no_masq: NETPATH_NO_MASQ6 / 160 by no_masq_key6,
+        snat: NETPATH_SNAT6,
+        rnat: NETPATH_RNAT6,
+        ages: NETPATH_NAT_AGE6,
     }
 
     #[inline(always)]

@@ -2,6 +2,13 @@
 //! netpath network leaves the uplink with the uplink's address and a NAT port
 //! ([`egress`]); its replies get the endpoint's address and port back ([`ingress`]).
 
+// By reference, the map helpers get pointers into the scratch space, not copies of the
+// tuples on the stack.
+#![expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "pointers into the scratch space, not copies on the stack"
+)]
+
 use aya_ebpf::{bindings::BPF_NOEXIST, programs::TcContext};
 use netpath_common::{
     maps::DropReason,
@@ -15,26 +22,20 @@ use netpath_common::{
 use super::{Family, Flow, Inbound, V4, V6, family::Scratch, icmp, now, rewrite};
 use crate::frame::TcFrame;
 
-/// tc egress on an uplink: masquerade IPv4 connections from netpath networks.
+/// tc egress on an uplink: masquerade connections from netpath networks, IPv6 ones
+/// (NAT66) with `ipv6` (a constant at each call, so only that family's code is there).
 #[inline(always)]
 pub fn egress(
     ctx: &TcContext,
     frame: &TcFrame,
     c: Classified,
     ifindex: u32,
+    ipv6: bool,
 ) -> Result<(), DropReason> {
-    masquerade::<V4>(ctx, frame, c, ifindex)
-}
-
-/// tc egress on an uplink: masquerade IPv6 connections from netpath networks (NAT66).
-#[inline(always)]
-pub fn egress6(
-    ctx: &TcContext,
-    frame: &TcFrame,
-    c: Classified,
-    ifindex: u32,
-) -> Result<(), DropReason> {
-    masquerade::<V6>(ctx, frame, c, ifindex)
+    match ipv6 {
+        true => masquerade::<V6>(ctx, frame, c, ifindex),
+        false => masquerade::<V4>(ctx, frame, c, ifindex),
+    }
 }
 
 /// tc egress on an uplink: masquerade connections of family `F` from netpath networks:
@@ -73,6 +74,52 @@ pub(super) fn masquerade<F: Family>(
     .unwrap_or(Err(DropReason::NatMapFull))
 }
 
+/// Declares each `fn name(args) -> T = body;` as a BPF subprogram (`#[inline(never)]`)
+/// over the family `F`: the outlined steps of [`masquerade`] and [`unmasquerade`]. A
+/// step that reads the packet reads it afresh (`TcFrame::current`): a subprogram must
+/// not use its caller's packet pointers, which a caller's or an earlier sibling's store
+/// invalidated.
+macro_rules! subprograms {
+    ($( $(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $body:expr; )+) => {
+        $(
+            $(#[$doc])*
+            #[inline(never)]
+            fn $name<F: Family>($($arg: $ty),*) -> $ret {
+                $body
+            }
+        )+
+    };
+}
+
+subprograms! {
+    /// [`find`].
+    fn find_outlined(
+        ctx: &TcContext,
+        c: &Classified,
+        ifindex: u32,
+        s: &mut Scratch<F::Addr>
+    ) -> Step = find::<F>(&TcFrame::current(ctx), c, ifindex, s);
+    /// [`allocate`].
+    fn allocate_outlined(s: &mut Scratch<F::Addr>, now: u32) -> Result<(), DropReason> =
+        allocate::<F>(s, now);
+    /// [`translate`].
+    fn translate_outlined(
+        ctx: &TcContext,
+        c: &Classified,
+        s: &mut Scratch<F::Addr>,
+        now: u32
+    ) -> Result<(), DropReason> = translate::<F>(ctx, &TcFrame::current(ctx), c, s, now);
+    /// [`reply`].
+    fn reply_outlined(
+        ctx: &TcContext,
+        c: &Classified,
+        to: &mut F::Addr
+    ) -> Result<bool, DropReason> = reply::<F>(ctx, &TcFrame::current(ctx), c, to);
+    /// [`icmp::error_ingress`].
+    fn error_outlined(ctx: &TcContext, c: &Classified) -> Result<bool, DropReason> =
+        icmp::error_ingress::<F>(ctx, &TcFrame::current(ctx), *c);
+}
+
 /// What [`find`] found.
 enum Step {
     /// Not to be masqueraded.
@@ -83,24 +130,9 @@ enum Step {
     Known,
 }
 
-/// [`find`] as a BPF subprogram (reading the packet afresh: see `TcFrame::current`).
-#[inline(never)]
-fn find_outlined<F: Family>(
-    ctx: &TcContext,
-    c: &Classified,
-    ifindex: u32,
-    s: &mut Scratch<F::Addr>,
-) -> Step {
-    find::<F>(&TcFrame::current(ctx), c, ifindex, s)
-}
-
 /// Egress: whether the packet is to be masqueraded on uplink `ifindex`, and its
 /// connection's translation if it has one.
 #[inline(always)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
-)]
 fn find<F: Family>(
     frame: &TcFrame,
     c: &Classified,
@@ -132,17 +164,6 @@ fn find<F: Family>(
             Step::New
         }
     }
-}
-
-/// [`translate`] as a BPF subprogram (see [`find_outlined`]).
-#[inline(never)]
-fn translate_outlined<F: Family>(
-    ctx: &TcContext,
-    c: &Classified,
-    s: &mut Scratch<F::Addr>,
-    now: u32,
-) -> Result<(), DropReason> {
-    translate::<F>(ctx, &TcFrame::current(ctx), c, s, now)
 }
 
 /// Egress: records the packet of connection `s.orig` and gives it source `s.target`.
@@ -219,31 +240,11 @@ pub(super) fn unmasquerade<F: Family>(
     })
 }
 
-/// [`reply`] as a BPF subprogram (see [`find_outlined`]).
-#[inline(never)]
-fn reply_outlined<F: Family>(
-    ctx: &TcContext,
-    c: &Classified,
-    to: &mut F::Addr,
-) -> Result<bool, DropReason> {
-    reply::<F>(ctx, &TcFrame::current(ctx), c, to)
-}
-
-/// [`icmp::error_ingress`] as a BPF subprogram (see [`find_outlined`]).
-#[inline(never)]
-fn error_outlined<F: Family>(ctx: &TcContext, c: &Classified) -> Result<bool, DropReason> {
-    icmp::error_ingress::<F>(ctx, &TcFrame::current(ctx), *c)
-}
-
 /// Ingress: a reply of a masqueraded connection gets the endpoint's address and port
 /// back; whether it was one, its endpoint's address in `to`. (Verifier: an `Option` of
 /// an address returned from a subprogram had LLVM store an unset register into its
 /// padding, "!read_ok".)
 #[inline(always)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
-)]
 fn reply<F: Family>(
     ctx: &TcContext,
     frame: &TcFrame,
@@ -307,10 +308,6 @@ fn touch<F: Family>(reply: &TupleOf<F::Addr>, tcp_flags: u8, from_remote: bool, 
 /// `s.back`: free, or held by a connection quiet for longer than its timeout (whose
 /// records then go). `BPF_NOEXIST` inserts and the delete (which only one CPU can win)
 /// keep two connections from ever sharing a port.
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
-)]
 #[inline(always)]
 fn claim<F: Family>(s: &mut Scratch<F::Addr>, now: u32) -> bool {
     let (reply, back) = (&s.reply, &s.back);
@@ -355,17 +352,7 @@ fn claim<F: Family>(s: &mut Scratch<F::Addr>, now: u32) -> bool {
         .is_ok()
 }
 
-/// [`allocate`] as a BPF subprogram.
-#[inline(never)]
-fn allocate_outlined<F: Family>(s: &mut Scratch<F::Addr>, now: u32) -> Result<(), DropReason> {
-    allocate::<F>(s, now)
-}
-
 /// [`allocate`]'s work.
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
-)]
 #[inline(always)]
 fn allocate<F: Family>(s: &mut Scratch<F::Addr>, now: u32) -> Result<(), DropReason> {
     let (range, uplink_addr) = (s.uplink.ports(), s.uplink.addr);

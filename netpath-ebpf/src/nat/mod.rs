@@ -39,7 +39,7 @@ use self::family::{Family, V4, V6, csum_addr};
 pub use self::{
     family::Scratch,
     hairpin::hairpin,
-    masq::{egress, egress6, ingress, ingress6},
+    masq::{egress, ingress, ingress6},
     publish::{publish_ingress, publish_reply, published_at},
 };
 use crate::{frame::TcFrame, maps::NETPATH_UPLINKS};

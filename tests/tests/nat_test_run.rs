@@ -4,6 +4,7 @@
 //! ([`ipv6`]). Every expected frame is built from scratch with freshly computed
 //! checksums and compared whole.
 
+#[path = "nat_test_run/ipv6.rs"]
 mod ipv6;
 
 use netpath::datapath::Datapath;
