@@ -9,6 +9,7 @@ pub mod consistency;
 pub mod echo;
 pub mod frames;
 pub mod guard6;
+pub mod outside;
 pub mod raw;
 pub mod vm;
 

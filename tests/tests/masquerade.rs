@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
+use netpath_tests::{Daemon, NetNs, OutsideLink, outside::tcp_and_udp_out, require_root};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const UPLINK_IP: &str = "198.51.100.2";
@@ -29,40 +29,8 @@ fn container_traffic_leaves_with_the_uplink_address() {
     let ep_ip = ep["ip"].as_str().unwrap().to_owned();
 
     // The outside: a TCP server and a UDP echo server that report their peers.
-    let (tx, rx) = mpsc::channel();
-    let server = outside.spawn(move || {
-        let l = TcpListener::bind((OUTSIDE, 7200)).unwrap();
-        let u = UdpSocket::bind((OUTSIDE, 7201)).unwrap();
-        u.set_read_timeout(Some(TIMEOUT)).unwrap();
-        tx.send(()).unwrap();
-        let (mut conn, tcp_peer) = l.accept().unwrap();
-        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut got = Vec::new();
-        conn.read_to_end(&mut got).unwrap();
-        let mut buf = [0u8; 1500];
-        let (n, udp_peer) = u.recv_from(&mut buf).unwrap();
-        u.send_to(&buf[..n], udp_peer).unwrap();
-        (tcp_peer, got.len(), udp_peer)
-    });
-    rx.recv_timeout(TIMEOUT).unwrap();
-    c.spawn(|| {
-        let mut s = TcpStream::connect_timeout(&SocketAddr::from((OUTSIDE, 7200)), TIMEOUT)
-            .expect("connect out");
-        s.write_all(&[5u8; 100_000]).unwrap();
-        drop(s);
-        let u = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
-        u.set_read_timeout(Some(TIMEOUT)).unwrap();
-        u.send_to(b"hello", (OUTSIDE, 7201)).unwrap();
-        let mut buf = [0u8; 64];
-        let (n, from) = u
-            .recv_from(&mut buf)
-            .expect("udp reply through reverse SNAT");
-        assert_eq!(&buf[..n], b"hello");
-        assert_eq!(from, SocketAddr::from((OUTSIDE, 7201)));
-    })
-    .join()
-    .expect("container client");
-    let (tcp_peer, bytes, udp_peer) = server.join().expect("outside server");
+    let seen = tcp_and_udp_out(&outside, &c, OUTSIDE.into(), 7200);
+    let (tcp_peer, bytes, udp_peer) = (seen.tcp, seen.tcp_bytes, seen.udp);
     assert_eq!(bytes, 100_000);
     assert_eq!(
         tcp_peer.ip().to_string(),

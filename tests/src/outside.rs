@@ -1,0 +1,75 @@
+//! Traffic out through a network's uplink to a server in "the outside" namespace, for
+//! the masquerade tests of either family: a TCP upload and a UDP echo from a container,
+//! reporting the peers the server saw.
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    sync::mpsc,
+    time::Duration,
+};
+
+use crate::NetNs;
+
+/// How long a step may take.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The peers the outside server saw.
+pub struct Seen {
+    /// The TCP client's address, as accepted.
+    pub tcp: SocketAddr,
+    /// The bytes received over TCP.
+    pub tcp_bytes: usize,
+    /// The UDP client's address.
+    pub udp: SocketAddr,
+}
+
+/// A container in `container` sends 100 kB over TCP to `server`:`port` and a UDP
+/// datagram to `server`:`port + 1` (which the server echoes, checked back in the
+/// container: the reply found its way through the reverse translation); the server runs
+/// in `outside`.
+pub fn tcp_and_udp_out(outside: &NetNs, container: &NetNs, server: IpAddr, port: u16) -> Seen {
+    let (tx, rx) = mpsc::channel();
+    let srv = outside.spawn(move || {
+        let l = TcpListener::bind((server, port)).unwrap();
+        let u = UdpSocket::bind((server, port + 1)).unwrap();
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        tx.send(()).unwrap();
+        let (mut conn, tcp) = l.accept().unwrap();
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        let mut buf = [0u8; 1500];
+        let (n, udp) = u.recv_from(&mut buf).unwrap();
+        u.send_to(&buf[..n], udp).unwrap();
+        Seen {
+            tcp,
+            tcp_bytes: got.len(),
+            udp,
+        }
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+    container
+        .spawn(move || {
+            let to = SocketAddr::new(server, port);
+            let mut s = TcpStream::connect_timeout(&to, TIMEOUT).expect("connect out");
+            s.write_all(&[5u8; 100_000]).unwrap();
+            drop(s);
+            let any: IpAddr = match server {
+                IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            let u = UdpSocket::bind((any, 0)).unwrap();
+            u.set_read_timeout(Some(TIMEOUT)).unwrap();
+            u.send_to(b"hello", (server, port + 1)).unwrap();
+            let mut buf = [0u8; 64];
+            let (n, from) = u
+                .recv_from(&mut buf)
+                .expect("udp reply through the reverse translation");
+            assert_eq!(&buf[..n], b"hello");
+            assert_eq!(from, SocketAddr::new(server, port + 1));
+        })
+        .join()
+        .expect("container client");
+    srv.join().expect("outside server")
+}
