@@ -15,7 +15,7 @@ pub mod vm;
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsFd,
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -761,6 +761,16 @@ impl OutsideLink {
             peer,
             _guard: guard,
         }
+    }
+}
+
+impl OutsideLink {
+    /// Gives both ends an IPv6 address too (`/64`, no duplicate address detection, so
+    /// they are usable at once): `host` on the host end, `outside_ip` in `outside`.
+    pub fn add_ipv6(&self, outside: &NetNs, host: Ipv6Addr, outside_ip: Ipv6Addr) {
+        let (h, o) = (format!("{host}/64"), format!("{outside_ip}/64"));
+        run(&["ip", "-6", "addr", "add", &h, "dev", &self.name, "nodad"]);
+        outside.exec(&["ip", "-6", "addr", "add", &o, "dev", &self.peer, "nodad"]);
     }
 }
 

@@ -31,20 +31,19 @@ pub struct Seen {
 pub fn tcp_and_udp_out(outside: &NetNs, container: &NetNs, server: IpAddr, port: u16) -> Seen {
     let (tx, rx) = mpsc::channel();
     let srv = outside.spawn(move || {
-        let l = TcpListener::bind((server, port)).unwrap();
-        let u = UdpSocket::bind((server, port + 1)).unwrap();
+        let (l, u) = (
+            TcpListener::bind((server, port)).unwrap(),
+            UdpSocket::bind((server, port + 1)).unwrap(),
+        );
         u.set_read_timeout(Some(TIMEOUT)).unwrap();
         tx.send(()).unwrap();
-        let (mut conn, tcp) = l.accept().unwrap();
-        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut got = Vec::new();
-        conn.read_to_end(&mut got).unwrap();
+        let (tcp, tcp_bytes) = upload(&l);
         let mut buf = [0u8; 1500];
         let (n, udp) = u.recv_from(&mut buf).unwrap();
         u.send_to(&buf[..n], udp).unwrap();
         Seen {
             tcp,
-            tcp_bytes: got.len(),
+            tcp_bytes,
             udp,
         }
     });
@@ -72,4 +71,13 @@ pub fn tcp_and_udp_out(outside: &NetNs, container: &NetNs, server: IpAddr, port:
         .join()
         .expect("container client");
     srv.join().expect("outside server")
+}
+
+/// Accepts one connection on `l` and reads it to its end: the peer and the bytes.
+fn upload(l: &TcpListener) -> (SocketAddr, usize) {
+    let (mut conn, peer) = l.accept().unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut got = Vec::new();
+    conn.read_to_end(&mut got).unwrap();
+    (peer, got.len())
 }

@@ -20,19 +20,8 @@ fn container_ipv6_traffic_leaves_with_the_uplink_ipv6_address() {
     // The uplink needs its IPv4 address (masquerade is set up from it); the server
     // is reached over IPv6 only.
     let uplink = OutsideLink::new(&outside, UPLINK4, OUTSIDE4);
+    uplink.add_ipv6(&outside, UPLINK6, OUTSIDE6);
     let up = uplink.name.clone();
-    let (host6, out6) = (format!("{UPLINK6}/64"), format!("{OUTSIDE6}/64"));
-    netpath_tests::run(&["ip", "-6", "addr", "add", &host6, "dev", &up, "nodad"]);
-    outside.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        &out6,
-        "dev",
-        &uplink.peer,
-        "nodad",
-    ]);
 
     let d = Daemon::start();
     let net = netpath_tests::unique("m6");
