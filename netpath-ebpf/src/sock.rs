@@ -26,7 +26,7 @@ use netpath_common::{
 };
 
 use crate::{
-    maps::{NETPATH_HOST_NETNS, NETPATH_LOCAL_ADDRS, NETPATH_SOCK_NAT},
+    maps::{NETPATH_HOST_NETNS, NETPATH_LOCAL_ADDRS, NETPATH_LOCAL_ADDRS6, NETPATH_SOCK_NAT},
     nat::published_at,
 };
 
@@ -195,6 +195,17 @@ pub fn is_host_addr(addr: [u8; 4]) -> bool {
     // SAFETY: presence check only.
     addr[0] == 127 || unsafe { NETPATH_LOCAL_ADDRS.get(addr) }.is_some()
 }
+
+/// [`is_host_addr`] for IPv6: `::1`, or one the control plane listed in
+/// `NETPATH_LOCAL_ADDRS6`.
+#[inline(always)]
+pub fn is_host_addr6(addr: [u8; 16]) -> bool {
+    // SAFETY: presence check only.
+    addr == LOOPBACK6 || unsafe { NETPATH_LOCAL_ADDRS6.get(addr) }.is_some()
+}
+
+/// `::1`.
+const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// recvmsg / getpeername: an endpoint address this socket reached through a published
 /// port shows as the published address again. The key is the IPv4 address for both

@@ -328,7 +328,7 @@ async fn sweep_unfinished(svc: Arc<Service>) {
 }
 
 /// Keeps the datapath's list of the host's addresses current: re-read whenever the kernel
-/// announces an IPv4 address change, and every [`LOCAL_ADDRS_SAFETY_NET`]; every
+/// announces an address change (either family), and every [`LOCAL_ADDRS_SAFETY_NET`]; every
 /// [`LOCAL_ADDRS_POLL`] if announcements are unavailable. The announcements of one
 /// [`LOCAL_ADDRS_SETTLE`] are one re-read: adding a thousand routed TAPs (each host side
 /// gets the gateway address) must not mean a thousand dumps of every address.

@@ -1,15 +1,18 @@
-//! The address family the masquerade runs for: where a packet's addresses sit, which
-//! packet classes and ICMP types are its own, its NAT maps, and the checksums an address
-//! change touches besides the L4 one (IPv4's header checksum; IPv6 has none). [`V4`]
-//! is IPv4 with the maps IPv4 masquerade has always used; `masq` and `icmp` are written
-//! once against [`Family`].
+//! The address family the translations run for: where a packet's addresses sit, which
+//! packet classes are its own, and the checksums an address change touches besides the
+//! L4 one (IPv4's header checksum; IPv6 has none) — [`Ip`], all that published ports
+//! and hairpin need — and for the masquerade also its ICMP types and NAT maps
+//! ([`Family`]). [`V4`] is IPv4 with the maps IPv4 masquerade has always used; [`V6`]
+//! IPv6 (published ports so far). `masq` and `icmp` are written once against
+//! [`Family`], `publish` and `hairpin` against [`Ip`].
 
 use aya_ebpf::{
-    bindings::BPF_F_MARK_MANGLED_0,
+    bindings::{BPF_F_MARK_ENFORCE, BPF_F_MARK_MANGLED_0},
     maps::{LruHashMap, lpm_trie::Key},
     programs::TcContext,
 };
 use netpath_common::{
+    ipv6::{IP6_DST, IP6_SRC, IPPROTO_ICMPV6},
     maps::DropReason,
     nat::{Address, NatAge, NatTargetOf, TupleOf, UplinkOf, no_masq_key},
     packet::{ETH_HLEN, Frame, IP_CSUM, IP_DST, IP_SRC, IP_TOTAL_LEN, IPPROTO_ICMP, PacketClass},
@@ -27,8 +30,10 @@ use crate::{
 /// A NAT table of a family: tuple → target.
 pub(super) type NatMap<A> = LruHashMap<TupleOf<A>, NatTargetOf<A>>;
 
-/// An address family as the masquerade sees it.
-pub(super) trait Family {
+/// An address family as every translation sees it: where a packet's addresses sit, its
+/// packet classes, and the checksums an address change touches. Published ports and
+/// hairpin need no more; [`Family`] adds what the masquerade needs.
+pub(super) trait Ip {
     type Addr: Address + 'static;
     /// Offsets of the source and destination addresses in the frame.
     const SRC: usize;
@@ -37,10 +42,8 @@ pub(super) trait Family {
     const TCP: PacketClass;
     const UDP: PacketClass;
     const ICMP: PacketClass;
-    /// Its ICMP's protocol number and echo request/reply types.
+    /// Its ICMP's protocol number.
     const ICMP_PROTO: u8;
-    const ECHO_REQUEST: u8;
-    const ECHO_REPLY: u8;
     /// Its ICMP checksum covers the pseudo-header (ICMPv6; ICMPv4's does not).
     const ICMP_PSEUDO: bool;
     /// The extra `bpf_l4_csum_replace` flags of a UDP checksum.
@@ -48,6 +51,17 @@ pub(super) trait Family {
 
     /// The address at `at`.
     fn load_addr(frame: &TcFrame, at: usize) -> Option<Self::Addr>;
+    /// Fixes the IP header checksum after an address changed `old` → `new` (IPv6: no
+    /// header checksum, nothing to do).
+    fn l3_csum(ctx: &TcContext, old: Self::Addr, new: Self::Addr) -> Result<(), DropReason>;
+}
+
+/// An address family as the masquerade sees it.
+pub(super) trait Family: Ip {
+    /// Its ICMP's echo request/reply types.
+    const ECHO_REQUEST: u8;
+    const ECHO_REPLY: u8;
+
     /// The end of the IP datagram (Ethernet padding after it is no one's).
     fn datagram_end(frame: &TcFrame) -> Option<usize>;
     /// Whether ICMP type `kind` is an error that quotes the offending packet.
@@ -69,15 +83,12 @@ pub(super) trait Family {
     fn rnat() -> &'static NatMap<Self::Addr>;
     /// Reply tuple → last seen and state.
     fn ages() -> &'static LruHashMap<TupleOf<Self::Addr>, NatAge>;
-    /// Fixes the IP header checksum after an address changed `old` → `new` (IPv6: no
-    /// header checksum, nothing to do).
-    fn l3_csum(ctx: &TcContext, old: Self::Addr, new: Self::Addr) -> Result<(), DropReason>;
 }
 
 /// IPv4.
 pub(super) struct V4;
 
-impl Family for V4 {
+impl Ip for V4 {
     type Addr = [u8; 4];
     const SRC: usize = IP_SRC;
     const DST: usize = IP_DST;
@@ -85,8 +96,6 @@ impl Family for V4 {
     const UDP: PacketClass = PacketClass::Ipv4Udp;
     const ICMP: PacketClass = PacketClass::Ipv4Icmp;
     const ICMP_PROTO: u8 = IPPROTO_ICMP;
-    const ECHO_REQUEST: u8 = 8;
-    const ECHO_REPLY: u8 = 0;
     const ICMP_PSEUDO: bool = false;
     /// A zero UDP checksum means "none" and stays zero; a computed zero goes as 0xffff.
     const UDP_CSUM_FLAGS: u64 = BPF_F_MARK_MANGLED_0 as u64;
@@ -95,6 +104,19 @@ impl Family for V4 {
     fn load_addr(frame: &TcFrame, at: usize) -> Option<[u8; 4]> {
         frame.load::<4>(at)
     }
+
+    #[inline(always)]
+    fn l3_csum(ctx: &TcContext, old: [u8; 4], new: [u8; 4]) -> Result<(), DropReason> {
+        // The csum helpers take the old and new values as they sit in memory.
+        let (o, n) = (u32::from_ne_bytes(old), u32::from_ne_bytes(new));
+        ctx.l3_csum_replace(IP_CSUM, u64::from(o), u64::from(n), 4)
+            .map_err(rewrite_failed)
+    }
+}
+
+impl Family for V4 {
+    const ECHO_REQUEST: u8 = 8;
+    const ECHO_REPLY: u8 = 0;
 
     #[inline(always)]
     fn datagram_end(frame: &TcFrame) -> Option<usize> {
@@ -156,13 +178,33 @@ impl Family for V4 {
     fn ages() -> &'static LruHashMap<TupleOf<[u8; 4]>, NatAge> {
         &NETPATH_NAT_AGE
     }
+}
+
+/// IPv6: published ports and hairpin (the masquerade's NAT66 adds its [`Family`] part).
+pub(super) struct V6;
+
+impl Ip for V6 {
+    type Addr = [u8; 16];
+    const SRC: usize = IP6_SRC;
+    const DST: usize = IP6_DST;
+    const TCP: PacketClass = PacketClass::Ipv6Tcp;
+    const UDP: PacketClass = PacketClass::Ipv6Udp;
+    const ICMP: PacketClass = PacketClass::Ipv6Icmp;
+    const ICMP_PROTO: u8 = IPPROTO_ICMPV6;
+    const ICMP_PSEUDO: bool = true;
+    /// IPv6 UDP checksums are mandatory (RFC 8200 §8.1): a zero one is not "none" but
+    /// updated like any other (`MARK_ENFORCE`), and a computed zero goes as 0xffff.
+    const UDP_CSUM_FLAGS: u64 = (BPF_F_MARK_MANGLED_0 | BPF_F_MARK_ENFORCE) as u64;
 
     #[inline(always)]
-    fn l3_csum(ctx: &TcContext, old: [u8; 4], new: [u8; 4]) -> Result<(), DropReason> {
-        // The csum helpers take the old and new values as they sit in memory.
-        let (o, n) = (u32::from_ne_bytes(old), u32::from_ne_bytes(new));
-        ctx.l3_csum_replace(IP_CSUM, u64::from(o), u64::from(n), 4)
-            .map_err(rewrite_failed)
+    fn load_addr(frame: &TcFrame, at: usize) -> Option<[u8; 16]> {
+        frame.load::<16>(at)
+    }
+
+    #[inline(always)]
+    fn l3_csum(_: &TcContext, _: [u8; 16], _: [u8; 16]) -> Result<(), DropReason> {
+        // No IPv6 header checksum.
+        Ok(())
     }
 }
 

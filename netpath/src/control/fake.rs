@@ -10,7 +10,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io,
-    net::{IpAddr, Ipv4Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard},
 };
@@ -19,7 +19,7 @@ use futures::{FutureExt, future::BoxFuture};
 use ipnet::{IpNet, Ipv4Net};
 use netpath_common::{
     maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, EndpointValue, Hook},
-    nat::{NatTarget, PublishKey, Uplink},
+    nat::{NatTarget, NatTarget6, PublishKey, PublishKey6, Uplink},
 };
 
 use super::host::{Host, HostFuture, MapWrite, Maps};
@@ -52,6 +52,7 @@ pub struct Kernel {
     pub masq: BTreeMap<Ipv4Net, u16>,
     pub no_masq: BTreeMap<u16, Vec<Ipv4Net>>,
     pub publish: BTreeMap<(u8, [u8; 4], u16), NatTarget>,
+    pub publish6: BTreeMap<(u8, [u8; 16], u16), NatTarget6>,
 }
 
 impl Kernel {
@@ -235,6 +236,14 @@ impl Host for FakeHost {
         });
         ready(Ok(v4.collect()))
     }
+    fn all_ipv6_addresses(&self) -> HostFuture<'_, Vec<Ipv6Addr>> {
+        let w = lock(&self.0);
+        let v6 = w.kernel.addrs.iter().filter_map(|a| match a.1 {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        });
+        ready(Ok(v6.collect()))
+    }
     fn routes(&self) -> Vec<(String, IpNet)> {
         lock(&self.0).host_routes.clone()
     }
@@ -258,7 +267,7 @@ impl Host for FakeHost {
                 path: path.display().to_string(),
             })
     }
-    fn port_busy(&self, proto: Proto, _ip: Ipv4Addr, port: u16) -> bool {
+    fn port_busy(&self, proto: Proto, _ip: IpAddr, port: u16) -> bool {
         lock(&self.0).busy_ports.contains(&(proto, port))
     }
     fn port_owner(&self, _proto: Proto, port: u16) -> String {
@@ -399,6 +408,15 @@ fn key_name(key: &PublishKey) -> String {
     format!("{}/{}:{}", key.proto, Ipv4Addr::from(key.host_ip), key.port)
 }
 
+fn key_name6(key: &PublishKey6) -> String {
+    format!(
+        "{}/[{}]:{}",
+        key.proto,
+        Ipv6Addr::from(key.host_ip),
+        key.port
+    )
+}
+
 /// How a map write is recorded: the operation and what it names.
 fn call_line(write: &MapWrite) -> String {
     match write {
@@ -420,6 +438,8 @@ fn call_line(write: &MapWrite) -> String {
         }
         MapWrite::Publish { key, .. } => format!("publish {}", key_name(key)),
         MapWrite::Unpublish(key) => format!("unpublish {}", key_name(key)),
+        MapWrite::Publish6 { key, .. } => format!("publish6 {}", key_name6(key)),
+        MapWrite::Unpublish6(key) => format!("unpublish6 {}", key_name6(key)),
         MapWrite::MarkPublished(ip) => format!("mark_published {ip}"),
         MapWrite::SetLocalAddrs(_) => "set_local_addrs".into(),
     }
@@ -501,6 +521,13 @@ impl Maps for FakeMaps {
             }
             MapWrite::Unpublish(key) => {
                 k.publish.remove(&(key.proto, key.host_ip, key.port));
+            }
+            MapWrite::Publish6 { key, target } => {
+                k.publish6
+                    .insert((key.proto, key.host_ip, key.port), target);
+            }
+            MapWrite::Unpublish6(key) => {
+                k.publish6.remove(&(key.proto, key.host_ip, key.port));
             }
             MapWrite::MarkPublished(ip) => k.mark(ip.octets()),
             MapWrite::SetLocalAddrs(_) => {}

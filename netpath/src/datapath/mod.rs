@@ -65,8 +65,9 @@ use netpath_common::{
         Forward, Hook, IFACES_MAP, LAYOUT_MAP, STATS_MAP,
     },
     nat::{
-        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
-        NatAge, NatTarget, PUBLISH_MAP, PublishKey, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, Tuple,
+        DNAT_CT_MAP, DNAT_CT6_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, LOCAL_ADDRS6_MAP, MASQ_SRC_MAP,
+        NAT_AGE_MAP, NO_MASQ_MAP, NatAge, NatTarget, NatTarget6, PUBLISH_MAP, PUBLISH6_MAP,
+        PublishKey, PublishKey6, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, SOCK_NAT6_MAP, Tuple, Tuple6,
         UPLINKS_MAP, Uplink, no_masq_key,
     },
     packet::PacketClass,
@@ -84,7 +85,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 19] = [
+pub const MAPS: [&str; 23] = [
     LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
@@ -104,6 +105,10 @@ pub const MAPS: [&str; 19] = [
     UPLINKS_MAP,
     MASQ_SRC_MAP,
     NO_MASQ_MAP,
+    PUBLISH6_MAP,
+    DNAT_CT6_MAP,
+    LOCAL_ADDRS6_MAP,
+    SOCK_NAT6_MAP,
 ];
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
@@ -153,6 +158,11 @@ pub struct Datapath {
     dnat_ct: HashMap<MapData, Tuple, NatTarget>,
     local_addrs: HashMap<MapData, [u8; 4], u8>,
     nat_age: HashMap<MapData, Tuple, NatAge>,
+    /// The IPv6 publish maps; `None` on a datapath whose object has none (it publishes
+    /// on IPv4 only).
+    publish6: Option<HashMap<MapData, PublishKey6, NatTarget6>>,
+    dnat_ct6: Option<HashMap<MapData, Tuple6, NatTarget6>>,
+    local_addrs6: Option<HashMap<MapData, [u8; 16], u8>>,
 }
 
 impl Datapath {
@@ -213,6 +223,9 @@ impl Datapath {
             dnat_ct: open_typed(&pins, DNAT_CT_MAP)?,
             local_addrs: open_typed(&pins, LOCAL_ADDRS_MAP)?,
             nat_age: open_typed(&pins, NAT_AGE_MAP)?,
+            publish6: open_typed_if_pinned(&pins, PUBLISH6_MAP)?,
+            dnat_ct6: open_typed_if_pinned(&pins, DNAT_CT6_MAP)?,
+            local_addrs6: open_typed_if_pinned(&pins, LOCAL_ADDRS6_MAP)?,
             pins,
         })
     }
