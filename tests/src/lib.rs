@@ -13,7 +13,7 @@ pub mod vm;
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::AsFd,
     path::{Path, PathBuf},
     process::{Command, Output},
@@ -748,6 +748,17 @@ impl OutsideLink {
             peer,
             _guard: guard,
         }
+    }
+}
+
+impl OutsideLink {
+    /// Adds IPv6 addresses too: `host_ip6/64` on the host end, `outside_ip6/64` on the
+    /// outside end (without duplicate address detection, usable at once). The outside
+    /// namespace must have IPv6 on ([`NetNs::with_ipv6`]).
+    pub fn add_ipv6(&self, outside: &NetNs, host_ip6: Ipv6Addr, outside_ip6: Ipv6Addr) {
+        let (host, out) = (format!("{host_ip6}/64"), format!("{outside_ip6}/64"));
+        run(&["ip", "-6", "addr", "add", &host, "dev", &self.name, "nodad"]);
+        outside.exec(&["ip", "-6", "addr", "add", &out, "dev", &self.peer, "nodad"]);
     }
 }
 

@@ -39,7 +39,10 @@ use self::family::{Family, Ip, V4, V6, csum_addr};
 pub use self::{
     hairpin::hairpin,
     masq::{egress, ingress},
-    publish::{publish_ingress, publish_ingress6, publish_reply, publish_reply6, published_at},
+    publish::{
+        publish_ingress, publish_ingress6, publish_reply, publish_reply6, published_at,
+        published_at6,
+    },
 };
 use crate::{frame::TcFrame, maps::NETPATH_UPLINKS};
 

@@ -106,6 +106,12 @@ pub fn published_at(proto: u8, host_ip: [u8; 4], port: u16) -> Option<NatTarget>
     V4::publish_entry(PublishKeyOf::new(proto, host_ip, port))
 }
 
+/// [`published_at`] for IPv6; `::` is "every address".
+#[inline(always)]
+pub fn published_at6(proto: u8, host_ip: [u8; 16], port: u16) -> Option<NatTargetOf<[u8; 16]>> {
+    V6::publish_entry(PublishKeyOf::new(proto, host_ip, port))
+}
+
 /// Records in the family's DNAT_CT map that the replies `reply` go back as from `front`,
 /// unless that is recorded already. Every packet of a connection passes here, and an LRU
 /// map update (a bucket lock, a node off the LRU list) costs several lookups; the lookup
