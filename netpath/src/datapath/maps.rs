@@ -251,9 +251,19 @@ impl Datapath {
         absent_ok(PUBLISH_MAP, self.publish.remove(&key))
     }
 
-    /// Publishes the IPv6 `key` to `endpoint` (the endpoint's IPv6 address and port).
-    /// `Err` on a datapath whose object has no IPv6 publish map.
+    /// Publishes the IPv6 `key` to `endpoint` (the endpoint's IPv6 address and port),
+    /// marking the endpoint first ([`Datapath::mark_published`]). `Err` on a datapath
+    /// whose object has no IPv6 publish map.
     pub fn publish6(&mut self, key: PublishKey6, endpoint: NatTarget6) -> Result<()> {
+        if self.publish6.is_none() {
+            return Err(DatapathError::MissingMap { map: PUBLISH6_MAP });
+        }
+        // Marked by its IPv4 address, as `publish` marks it (every endpoint has one).
+        let ep = (self.endpoints6.as_ref())
+            .and_then(|m| m.get(&EndpointKey6 { ip: endpoint.addr }, 0).ok());
+        if let Some(ep) = ep {
+            self.mark_published(ep.ip)?;
+        }
         let map = self
             .publish6
             .as_mut()
