@@ -373,6 +373,15 @@ impl Daemon {
         self.paths.netpath(args)
     }
 
+    /// `port publish ENDPOINT -p SPEC…`; panics unless it succeeds.
+    pub fn publish(&self, endpoint: &str, specs: &[String]) {
+        let mut args = vec!["port", "publish", endpoint];
+        for spec in specs {
+            args.extend(["-p", spec.as_str()]);
+        }
+        self.ok(&args);
+    }
+
     /// Runs the CLI; panics unless it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);

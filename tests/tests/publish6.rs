@@ -53,17 +53,14 @@ fn ipv6_published_ports_from_outside_and_from_the_host() {
         .expect("an IPv6 address")
         .parse()
         .unwrap();
-    d.ok(&[
-        "port",
-        "publish",
+    d.publish(
         &id,
-        "-p",
-        &format!("{PUBLISHED}:80"),
-        "-p",
-        &format!("{PUBLISHED}:53/udp"),
-        "-p",
-        &format!("[::1]:{LOOPBACK_ONLY}:81"),
-    ]);
+        &[
+            format!("{PUBLISHED}:80"),
+            format!("{PUBLISHED}:53/udp"),
+            format!("[::1]:{LOOPBACK_ONLY}:81"),
+        ],
+    );
     let ls: serde_json::Value = serde_json::from_str(&d.ok(&["port", "ls", "--json"])).unwrap();
     let mut ids: Vec<&str> = ls
         .as_array()

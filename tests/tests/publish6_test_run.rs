@@ -43,6 +43,13 @@ fn run_tc(dp: &Datapath, hook: Hook, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8
     tc_test_run(dp.tc_prog(hook), ifindex, frame)
 }
 
+/// Runs `frame` through `hook` on `ifindex` and checks it goes on to the kernel path
+/// (`TC_ACT_UNSPEC`) as exactly `want`.
+fn passes_as(dp: &Datapath, (hook, ifindex): (Hook, u32), frame: &[u8], want: &[u8], what: &str) {
+    let (v, out) = run_tc(dp, hook, ifindex, frame);
+    assert_eq!((v, out.as_slice()), (TC_ACT_UNSPEC, want), "{what}");
+}
+
 /// A datapath with an uplink, the dual-stack endpoint `EP`/`EP6` on a device of its
 /// own, and `UPLINK6` listed as the host's: (pins, datapath, uplink, endpoint device).
 fn setup() -> (TempPins, Datapath, TestDev, TestDev) {
@@ -108,19 +115,12 @@ fn dnat66_tcp_to_the_endpoint_and_back_keeping_the_client_address() {
     assert_eq!((ct.addr, ct.port, ct.flags), (UPLINK6, 8080, 0));
 
     // Hop limit 1: DNATed, but left to the kernel (which answers "time exceeded").
-    let (v, out) = run_tc(
+    passes_as(
         &dp,
-        Hook::UplinkIngress,
-        up.ifindex,
+        (Hook::UplinkIngress, up.ifindex),
         &frames::with_hop_limit(frames::tcp6(REMOTE6, 50006, UPLINK6, 8080, b"hi"), 1),
-    );
-    assert_eq!(
-        (v, out),
-        (
-            TC_ACT_UNSPEC,
-            frames::with_hop_limit(frames::tcp6(REMOTE6, 50006, EP6, 80, b"hi"), 1)
-        ),
-        "hop limit 1"
+        &frames::with_hop_limit(frames::tcp6(REMOTE6, 50006, EP6, 80, b"hi"), 1),
+        "hop limit 1",
     );
 
     // The reply passes the endpoint's device untouched and leaves the uplink from the
@@ -130,30 +130,19 @@ fn dnat66_tcp_to_the_endpoint_and_back_keeping_the_client_address() {
         run_tc(&dp, Hook::TcIngress, ep_dev.ifindex, &reply).1,
         reply
     );
-    let (v, out) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &reply);
-    assert_eq!(
-        (v, out),
-        (
-            TC_ACT_UNSPEC,
-            frames::tcp6(UPLINK6, 8080, REMOTE6, 50000, b"ok")
-        ),
-        "reverse DNAT66 frame"
-    );
+    let egress = (Hook::UplinkEgress, up.ifindex);
+    let published = frames::tcp6(UPLINK6, 8080, REMOTE6, 50000, b"ok");
+    passes_as(&dp, egress, &reply, &published, "reverse DNAT66 frame");
     // A packet of the endpoint's to a client it has no published connection with
     // leaves as it is.
     let other = frames::tcp6(EP6, 80, REMOTE6, 50099, b"x");
-    assert_eq!(
-        run_tc(&dp, Hook::UplinkEgress, up.ifindex, &other),
-        (TC_ACT_UNSPEC, other)
-    );
+    passes_as(&dp, egress, &other, &other, "no published connection");
 
     // Unpublished: no more DNAT.
     dp.unpublish6(key6(IPPROTO_TCP, [0; 16], 8080)).unwrap();
     let frame = frames::tcp6(REMOTE6, 50004, UPLINK6, 8080, b"x");
-    assert_eq!(
-        run_tc(&dp, Hook::UplinkIngress, up.ifindex, &frame),
-        (TC_ACT_UNSPEC, frame)
-    );
+    let ingress = (Hook::UplinkIngress, up.ifindex);
+    passes_as(&dp, ingress, &frame, &frame, "unpublished");
 }
 
 #[test]
@@ -167,36 +156,19 @@ fn dnat66_udp_on_one_host_address_and_back() {
         NatTarget6::new(OTHER6, 53),
     )
     .unwrap();
+    let (ingress, egress) = (
+        (Hook::UplinkIngress, up.ifindex),
+        (Hook::UplinkEgress, up.ifindex),
+    );
     let q = frames::udp6(REMOTE6, 50001, UPLINK6, 5353, b"query");
-    let (v, out) = run_tc(&dp, Hook::UplinkIngress, up.ifindex, &q);
-    assert_eq!(
-        (v, out),
-        (
-            TC_ACT_UNSPEC,
-            frames::udp6(REMOTE6, 50001, OTHER6, 53, b"query")
-        ),
-        "DNAT66 UDP frame"
-    );
-    let (v, out) = run_tc(
-        &dp,
-        Hook::UplinkEgress,
-        up.ifindex,
-        &frames::udp6(OTHER6, 53, REMOTE6, 50001, b"answer"),
-    );
-    assert_eq!(
-        (v, out),
-        (
-            TC_ACT_UNSPEC,
-            frames::udp6(UPLINK6, 5353, REMOTE6, 50001, b"answer")
-        ),
-        "reverse DNAT66 UDP frame"
-    );
+    let dnat = frames::udp6(REMOTE6, 50001, OTHER6, 53, b"query");
+    passes_as(&dp, ingress, &q, &dnat, "DNAT66 UDP frame");
+    let answer = frames::udp6(OTHER6, 53, REMOTE6, 50001, b"answer");
+    let published = frames::udp6(UPLINK6, 5353, REMOTE6, 50001, b"answer");
+    passes_as(&dp, egress, &answer, &published, "reverse DNAT66 UDP frame");
     // TCP on the same port is not published.
     let frame = frames::tcp6(REMOTE6, 50002, UPLINK6, 5353, b"x");
-    assert_eq!(
-        run_tc(&dp, Hook::UplinkIngress, up.ifindex, &frame),
-        (TC_ACT_UNSPEC, frame)
-    );
+    passes_as(&dp, ingress, &frame, &frame, "TCP");
 }
 
 /// What DNAT66 leaves alone: an unpublished port, a port published on IPv4 only, a port
@@ -234,11 +206,7 @@ fn dnat66_leaves_other_traffic_untouched() {
             frames::tcp6(REMOTE6, 50013, ip6(0x0099, 7), 8080, b"x"),
         ),
     ] {
-        assert_eq!(
-            run_tc(&dp, Hook::UplinkIngress, up.ifindex, &frame),
-            (TC_ACT_UNSPEC, frame),
-            "{what}"
-        );
+        passes_as(&dp, (Hook::UplinkIngress, up.ifindex), &frame, &frame, what);
     }
     // Nothing was recorded for them.
     assert!(
