@@ -75,6 +75,19 @@ pub const PUBLISH_MAP: &str = "NETPATH_PUBLISH";
 /// Name of the published-port connection map: the endpoint-side tuple of a reply
 /// (endpoint → client) → the host address and port the client connected to.
 pub const DNAT_CT_MAP: &str = "NETPATH_DNAT_CT";
+/// [`PUBLISH_MAP`] for IPv6: [`PublishKey6`](crate::nat::PublishKey6) →
+/// [`NatTarget6`](crate::nat::NatTarget6) (the endpoint's IPv6 address). Optional: an
+/// older object lacks it, and its datapath publishes on IPv4 only.
+pub const PUBLISH6_MAP: &str = "NETPATH_PUBLISH6";
+/// [`DNAT_CT_MAP`] for IPv6: [`Tuple6`](crate::nat::Tuple6) →
+/// [`NatTarget6`](crate::nat::NatTarget6).
+pub const DNAT_CT6_MAP: &str = "NETPATH_DNAT_CT6";
+/// [`LOCAL_ADDRS_MAP`] for IPv6: the host's IPv6 addresses other than `::1` (value:
+/// unused).
+pub const LOCAL_ADDRS6_MAP: &str = "NETPATH_LOCAL_ADDRS6";
+/// [`SOCK_NAT_MAP`] for native IPv6 sockets' translations:
+/// [`SockNatKey6`](crate::nat::SockNatKey6) → [`NatTarget6`](crate::nat::NatTarget6).
+pub const SOCK_NAT6_MAP: &str = "NETPATH_SOCK_NAT6";
 
 /// The layout of this build's maps; bumped when any map's keys, values or meaning change
 /// (and the change recorded in `netpath::datapath::layout::CHANGES`).

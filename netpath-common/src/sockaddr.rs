@@ -30,6 +30,23 @@ pub fn mapped_of_v4(addr: [u8; 4]) -> [u32; 4] {
     ]
 }
 
+/// The bytes of the IPv6 address held in `words` (as `user_ip6` holds it).
+#[inline(always)]
+pub fn v6_of_words(words: [u32; 4]) -> [u8; 16] {
+    let [a, b, c, d] = words.map(u32::to_ne_bytes);
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1], d[2],
+        d[3],
+    ]
+}
+
+/// The IPv6 address `addr` as `user_ip6` holds it.
+#[inline(always)]
+pub fn words_of_v6(addr: [u8; 16]) -> [u32; 4] {
+    let w = |i: usize| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]);
+    [w(0), w(4), w(8), w(12)]
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -90,6 +107,15 @@ mod tests {
             let mapped = Ipv4Addr::from(v4).to_ipv6_mapped();
             prop_assert_eq!(mapped_of_v4(v4), words(mapped));
             prop_assert_eq!(v4_of_mapped(words(mapped)), Some(v4));
+        }
+    }
+
+    #[test]
+    fn native_addresses_round_trip_through_words() {
+        for a in ["::1", "2001:db8:5:2::2", "fe80::1", "::ffff:127.0.0.1"] {
+            let addr: Ipv6Addr = a.parse().unwrap();
+            assert_eq!(v6_of_words(words(addr)), addr.octets(), "{a}");
+            assert_eq!(words_of_v6(addr.octets()), words(addr), "{a}");
         }
     }
 }

@@ -247,7 +247,7 @@ fn act(
     }
 }
 
-/// tc (tcx) egress on an uplink: egress masquerade (IPv6: [`uplink_egress6`]).
+/// tc (tcx) egress on an uplink: [`uplink_egress4`], [`uplink_egress6`].
 #[inline(always)]
 fn uplink_egress(ctx: &TcContext, frame: TcFrame, c: Classified, _len: u64) -> TcVerdict {
     let ifindex = ifindex(ctx);
@@ -258,10 +258,12 @@ fn uplink_egress(ctx: &TcContext, frame: TcFrame, c: Classified, _len: u64) -> T
     }
 }
 
-/// [`uplink_egress`] for everything but IPv6: published ports' replies, then egress
-/// masquerade. A subprogram, so that the program's own frame, which NAT66's steps are
-/// called from, does not carry this path's stack (the two together passed the
-/// verifier's 512 bytes for a call chain).
+/// [`uplink_egress`] for IPv4: published ports' replies, then egress masquerade.
+///
+/// Verifier: a subprogram, so that the program's own frame, which NAT66's steps are
+/// called from, does not carry this path's stack (with the IPv4 path inlined in the
+/// entry, the chain passed the verifier's 512 bytes: "combined stack size of 2 calls is
+/// 608").
 #[inline(never)]
 fn uplink_egress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32) -> TcVerdict {
     let c = *c;
@@ -277,39 +279,70 @@ fn uplink_egress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32
     Ok(TC_ACT_UNSPEC)
 }
 
-/// [`uplink_egress`] for IPv6: NAT66 (no published ports: those are IPv4's), whose
-/// steps are subprograms called from the program itself (see `nat::masq::masquerade`).
+/// [`uplink_egress`] for IPv6: the replies of IPv6 published ports
+/// ([`publish_reply6`]), then NAT66, whose steps are subprograms called from the
+/// program itself (see `nat::masq::masquerade`).
 #[inline(always)]
 fn uplink_egress6(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32) -> TcVerdict {
+    if publish_reply6(ctx, frame, c)? {
+        return Ok(TC_ACT_UNSPEC);
+    }
     nat::egress(ctx, frame, *c, ifindex, true)?;
     Ok(TC_ACT_UNSPEC)
 }
 
-/// [`uplink_ingress`] for IPv6: replies to NAT66 connections (and ICMPv6 errors about
-/// them) translated back; the kernel path delivers them. Its steps are subprograms, as
-/// [`uplink_egress6`]'s.
-#[inline(always)]
-fn uplink_ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdict {
-    nat::ingress6(ctx, frame, *c)?;
-    Ok(TC_ACT_UNSPEC)
+/// Replies of connections to IPv6 published ports take the published address and port
+/// as their source (as IPv4's do in [`uplink_egress4`]).
+///
+/// Verifier: a subprogram, so that its 40-byte tuples sit on a frame of their own, not
+/// on the entry's, which NAT66's steps are called from (see [`uplink_egress4`]).
+#[inline(never)]
+fn publish_reply6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> Result<bool, DropReason> {
+    nat::publish_reply6(ctx, frame, *c)
 }
 
-/// tc (tcx) ingress on an uplink: replies to masqueraded connections and connections to
-/// published ports are translated, then handed straight to their endpoint (IPv6:
-/// [`uplink_ingress6`]).
+/// tc (tcx) ingress on an uplink: [`uplink_ingress4`], [`uplink_ingress6`].
 #[inline(always)]
-fn uplink_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, len: u64) -> TcVerdict {
+fn uplink_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, _len: u64) -> TcVerdict {
     if c.class.is_ipv6() {
         uplink_ingress6(ctx, &frame, &c)
     } else {
-        uplink_ingress4(ctx, &frame, &c, len)
+        uplink_ingress4(ctx, &frame, &c)
     }
 }
 
-/// [`uplink_ingress`] for everything but IPv6. A subprogram, as [`uplink_egress4`] is.
+/// [`uplink_ingress`] for IPv6: replies to NAT66 connections (and ICMPv6 errors about
+/// them) are translated back and left to the kernel path; anything else may be a
+/// connection to an IPv6 published port ([`publish_ingress6`]). NAT66's steps are
+/// subprograms, as in [`uplink_egress6`].
+#[inline(always)]
+fn uplink_ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdict {
+    if nat::ingress6(ctx, frame, *c)? {
+        return Ok(TC_ACT_UNSPEC);
+    }
+    publish_ingress6(ctx, frame, c)
+}
+
+/// A connection to an IPv6 published port is DNATed (DNAT66) and handed straight to its
+/// endpoint. A subprogram: see [`publish_reply6`].
 #[inline(never)]
-fn uplink_ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, len: u64) -> TcVerdict {
-    let c = *c;
+fn publish_ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdict {
+    match nat::publish_ingress6(ctx, frame, *c)? {
+        Some(ip) => {
+            let len = ctx.len() as u64;
+            route::to_endpoint6(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC))
+        }
+        None => Ok(TC_ACT_UNSPEC),
+    }
+}
+
+/// [`uplink_ingress`] for IPv4: replies to masqueraded connections and connections to
+/// published ports are translated, then handed straight to their endpoint. A
+/// subprogram: see [`uplink_egress4`] (the length is read again here, as in
+/// [`ingress4`]).
+#[inline(never)]
+fn uplink_ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdict {
+    let (len, c) = (ctx.len() as u64, *c);
     // Replies to masqueraded connections first; anything else may be a connection to a
     // published port. (A translated reply is done: its destination, now an endpoint's
     // address and source port, must not be taken for a published port.)

@@ -14,7 +14,7 @@ use netpath_common::{
     },
     nat::{
         MAX_LOCAL_ADDRS, MAX_NO_MASQ, MAX_PUBLISHED, NAT_ENTRIES, NatAge, NatTarget, NatTarget6,
-        PublishKey, SockNatKey, Tuple, Tuple6, Uplink, Uplink6,
+        PublishKey, PublishKey6, SockNatKey, SockNatKey6, Tuple, Tuple6, Uplink, Uplink6,
     },
 };
 
@@ -61,6 +61,10 @@ maps! {
     NETPATH_LOCAL_ADDRS: HashMap<[u8; 4], u8>[MAX_LOCAL_ADDRS];
     /// (socket, endpoint address/port) → the published address/port it stands for.
     NETPATH_SOCK_NAT: LruHashMap<SockNatKey, NatTarget>[NAT_ENTRIES];
+    /// The host's own IPv6 addresses other than `::1` (kept by the control plane).
+    NETPATH_LOCAL_ADDRS6: HashMap<[u8; 16], u8>[MAX_LOCAL_ADDRS];
+    /// `NETPATH_SOCK_NAT` for native IPv6 sockets and endpoint addresses.
+    NETPATH_SOCK_NAT6: LruHashMap<SockNatKey6, NatTarget6>[NAT_ENTRIES];
     /// Slot 0: the host namespace's netns cookie (0 until the control plane sets it, which
     /// matches no namespace).
     NETPATH_HOST_NETNS: Array<u64>[1];
@@ -103,4 +107,10 @@ maps! {
     NETPATH_RNAT6: LruHashMap<Tuple6, NatTarget6>[NAT_ENTRIES];
     /// IPv6 reply tuple → last seen and state, as `NETPATH_NAT_AGE`.
     NETPATH_NAT_AGE6: LruHashMap<Tuple6, NatAge>[NAT_ENTRIES];
+    /// Published ports over IPv6: (protocol, host IPv6 address or `::`, port) → the
+    /// endpoint's IPv6 address and port.
+    NETPATH_PUBLISH6: HashMap<PublishKey6, NatTarget6>[MAX_PUBLISHED];
+    /// Connections to IPv6 published ports, keyed by the endpoint-side tuple of their
+    /// replies.
+    NETPATH_DNAT_CT6: LruHashMap<Tuple6, NatTarget6>[NAT_ENTRIES];
 }

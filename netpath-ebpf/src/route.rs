@@ -29,14 +29,14 @@ use aya_ebpf::{
 use netpath_common::{
     forward::{redirect_macs, routed_ttl},
     ipv6::{IP6_HOP_LIMIT, IP6_SRC},
-    maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey, Forward},
+    maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey, EndpointKey6, EndpointValue, Forward},
     packet::{IP_CSUM, IP_DST, IP_SRC, IP_TTL},
 };
 
 use crate::{
     TC_ACT_REDIRECT, TcVerdict,
     counters::{count_forward, count_rx},
-    maps::NETPATH_ENDPOINTS,
+    maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6},
     nat,
 };
 
@@ -210,6 +210,24 @@ pub fn to_endpoint(ctx: &TcContext, ip: [u8; 4], len: u64) -> Option<TcVerdict> 
     if !fits_mtu(ctx, to.ifindex) || !decrement_ttl(ctx) {
         return None;
     }
+    deliver(ctx, to, len)
+}
+
+/// [`to_endpoint`] for an endpoint's IPv6 address (the hop limit decremented).
+#[inline(always)]
+pub fn to_endpoint6(ctx: &TcContext, ip: [u8; 16], len: u64) -> Option<TcVerdict> {
+    // SAFETY: copied out at once.
+    let to = unsafe { NETPATH_ENDPOINTS6.get(EndpointKey6 { ip }) }.copied()?;
+    if !fits_mtu(ctx, to.ifindex) || !decrement_hop_limit(ctx) {
+        return None;
+    }
+    deliver(ctx, to, len)
+}
+
+/// Hands a packet from an uplink, checked and with its TTL or hop limit decremented, to
+/// endpoint `to`.
+#[inline(always)]
+fn deliver(ctx: &TcContext, to: EndpointValue, len: u64) -> Option<TcVerdict> {
     let peer = to.kind != ENDPOINT_KIND_TAP;
     let way = Forward::UplinkToEndpoint;
     Some(redirect(

@@ -5,11 +5,12 @@
 //! make `getpeername` and UDP `recvmsg` show the published address again, so the
 //! application never sees the translation.
 //!
-//! The IPv6 hooks serve `AF_INET6` sockets reaching an IPv4 address through its
-//! v4-mapped form (`::ffff:127.0.0.1`, `::ffff:<host address>`): the same IPv4 logic,
-//! reading and writing the mapped address (an unconnected UDP send to one runs the IPv4
-//! sendmsg hook instead: see [`netpath_sendmsg6`]). Native IPv6 destinations are left
-//! alone (IPv6 published ports would branch off in [`user_addr`]).
+//! The IPv6 hooks serve `AF_INET6` sockets both ways: native IPv6 destinations
+//! (`[::1]:P`, `[<host IPv6 address>]:P`) become the endpoint's IPv6 address through the
+//! IPv6 publish map, and v4-mapped ones (`::ffff:127.0.0.1`, `::ffff:<host address>`)
+//! take the IPv4 logic, reading and writing the mapped address (an unconnected UDP send
+//! to a v4-mapped address runs the IPv4 sendmsg hook instead: see
+//! [`netpath_sendmsg6`]).
 
 use core::ptr::{read_volatile, write_volatile};
 
@@ -20,14 +21,17 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use netpath_common::{
-    nat::{NatTarget, SockNatKey},
+    nat::{NatTarget, NatTargetOf, SockNatKey, SockNatKey6},
     packet::{IPPROTO_TCP, IPPROTO_UDP},
-    sockaddr::{mapped_of_v4, v4_of_mapped},
+    sockaddr::{mapped_of_v4, v4_of_mapped, v6_of_words, words_of_v6},
 };
 
 use crate::{
-    maps::{NETPATH_HOST_NETNS, NETPATH_LOCAL_ADDRS, NETPATH_SOCK_NAT},
-    nat::published_at,
+    maps::{
+        NETPATH_HOST_NETNS, NETPATH_LOCAL_ADDRS, NETPATH_LOCAL_ADDRS6, NETPATH_SOCK_NAT,
+        NETPATH_SOCK_NAT6,
+    },
+    nat::{published_at, published_at6},
 };
 
 /// Socket hooks must return 1 ("allow"); they never refuse.
@@ -66,35 +70,51 @@ sock_hooks! {
     netpath_recvmsg4(recvmsg4): to_published, Inet;
     netpath_getpeername4(getpeername4): to_published, Inet;
     netpath_connect6(connect6): to_endpoint, Inet6;
-    /// Never sees a v4-mapped destination (Linux 6.18, checked by hand): `udpv6_sendmsg`
-    /// hands a datagram to one over to `udp_sendmsg`, whose sendmsg4 hook translates it
-    /// (`tests/tests/host_local6.rs` covers that path). Attached all the same, with its
-    /// family's siblings: it is the hook native IPv6 published ports will need.
+    /// Sees native IPv6 destinations only (Linux 6.18, checked by hand): `udpv6_sendmsg`
+    /// hands a datagram to a v4-mapped one over to `udp_sendmsg`, whose sendmsg4 hook
+    /// translates it (`tests/tests/host_local6.rs` covers that path).
     netpath_sendmsg6(sendmsg6): to_endpoint, Inet6;
     netpath_recvmsg6(recvmsg6): to_published, Inet6;
     netpath_getpeername6(getpeername6): to_published, Inet6;
 }
 
-/// The hook's address (the destination of connect / sendmsg, the peer of recvmsg /
-/// getpeername) as an IPv4 address and a port in host order, if it is one: `user_ip4`,
-/// or a v4-mapped `user_ip6`. `None` for a native IPv6 address, which is left to the
-/// kernel for now. `user_port` holds the port in network order, in its low 16 bits.
-#[inline(always)]
-fn user_addr(sa: &bpf_sock_addr, family: Family) -> Option<([u8; 4], u16)> {
-    let port = u16::from_be(sa.user_port as u16);
-    let addr = match family {
-        Family::Inet => sa.user_ip4.to_ne_bytes(),
-        // Native IPv6 (`[::1]`, the host's IPv6 addresses): IPv6 published ports go here.
-        Family::Inet6 => v4_of_mapped(user_ip6(sa))?,
-    };
-    Some((addr, port))
+/// An address a hook sees, in the family its publish maps have.
+#[derive(Clone, Copy)]
+enum Addr {
+    /// IPv4: `user_ip4`, or a v4-mapped `user_ip6`.
+    V4([u8; 4]),
+    /// A native IPv6 `user_ip6`.
+    V6([u8; 16]),
 }
 
+/// The hook's address (the destination of connect / sendmsg, the peer of recvmsg /
+/// getpeername) and its port in host order. `user_port` holds the port in network
+/// order, in its low 16 bits.
 #[inline(always)]
-fn set_user_addr(sa: &mut bpf_sock_addr, family: Family, addr: [u8; 4], port: u16) {
-    match family {
-        Family::Inet => sa.user_ip4 = u32::from_ne_bytes(addr),
-        Family::Inet6 => set_user_ip6(sa, mapped_of_v4(addr)),
+fn user_addr(sa: &bpf_sock_addr, family: Family) -> (Addr, u16) {
+    let port = u16::from_be(sa.user_port as u16);
+    let addr = match family {
+        Family::Inet => Addr::V4(sa.user_ip4.to_ne_bytes()),
+        Family::Inet6 => {
+            let words = user_ip6(sa);
+            match v4_of_mapped(words) {
+                Some(v4) => Addr::V4(v4),
+                None => Addr::V6(v6_of_words(words)),
+            }
+        }
+    };
+    (addr, port)
+}
+
+/// Sets the hook's address to `addr:port`: `user_ip4`, or `user_ip6` (an IPv4 address
+/// v4-mapped). (`Addr::V6` occurs in IPv6 hooks only: see [`user_addr`].)
+#[inline(always)]
+fn set_user_addr(sa: &mut bpf_sock_addr, family: Family, addr: Addr, port: u16) {
+    match (family, addr) {
+        (Family::Inet, Addr::V4(a)) => sa.user_ip4 = u32::from_ne_bytes(a),
+        (Family::Inet6, Addr::V4(a)) => set_user_ip6(sa, mapped_of_v4(a)),
+        (Family::Inet6, Addr::V6(a)) => set_user_ip6(sa, words_of_v6(a)),
+        (Family::Inet, Addr::V6(_)) => return,
     }
     sa.user_port = u32::from(port.to_be());
 }
@@ -133,7 +153,7 @@ fn set_user_ip6(sa: &mut bpf_sock_addr, words: [u32; 4]) {
 }
 
 /// connect / sendmsg: a destination that is a published port on a host address becomes
-/// its endpoint.
+/// its endpoint (of the destination's family).
 #[inline(always)]
 fn to_endpoint(ctx: &SockAddrContext, family: Family) {
     // SAFETY: the context pointer is valid and exclusively ours for this run; the
@@ -143,10 +163,7 @@ fn to_endpoint(ctx: &SockAddrContext, family: Family) {
     if proto != IPPROTO_TCP && proto != IPPROTO_UDP {
         return;
     }
-    // First: a native IPv6 destination costs no helper call or map lookup.
-    let Some((dst, port)) = user_addr(sa, family) else {
-        return;
-    };
+    let (dst, port) = user_addr(sa, family);
     // Only the host's own sockets: a process of this cgroup inside a container's
     // namespace must reach the addresses of that namespace, and go through the
     // datapath (hairpin) like the container's other traffic.
@@ -155,21 +172,53 @@ fn to_endpoint(ctx: &SockAddrContext, family: Family) {
     if NETPATH_HOST_NETNS.get(0).copied() != Some(netns) {
         return;
     }
-    let Some(ep) = published_local(proto, dst, port) else {
-        return;
-    };
-    // SAFETY: a helper taking the program's own context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
-    let key = SockNatKey {
-        cookie,
-        addr: ep.addr,
-        port: ep.port,
-        _pad: 0,
-    };
+    // SAFETY (both arms): a helper taking the program's own context.
+    let cookie = || unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
     // Without the reverse entry the application would see the endpoint's address;
     // better than failing the connect, so a full map only costs cosmetics.
-    let _ = NETPATH_SOCK_NAT.insert(key, NatTarget::new(dst, port), 0);
-    set_user_addr(sa, family, ep.addr, ep.port);
+    let (ep, ep_port) = match dst {
+        Addr::V4(dst) => {
+            let Some(ep) = published_local(proto, dst, port) else {
+                return;
+            };
+            let key = SockNatKey {
+                cookie: cookie(),
+                addr: ep.addr,
+                port: ep.port,
+                _pad: 0,
+            };
+            let _ = NETPATH_SOCK_NAT.insert(key, NatTarget::new(dst, port), 0);
+            (Addr::V4(ep.addr), ep.port)
+        }
+        Addr::V6(dst) => {
+            let Some(ep) = published_local6(proto, dst, port) else {
+                return;
+            };
+            let key = SockNatKey6 {
+                cookie: cookie(),
+                addr: ep.addr,
+                port: ep.port,
+                _pad: [0; 6],
+            };
+            let _ = NETPATH_SOCK_NAT6.insert(key, NatTargetOf::new(dst, port), 0);
+            (Addr::V6(ep.addr), ep.port)
+        }
+    };
+    set_user_addr(sa, family, ep, ep_port);
+}
+
+/// [`published_local`] for a native IPv6 destination: a publish on exactly `dst`, or a
+/// `[::]` one when `dst` is `::1` or one of `NETPATH_LOCAL_ADDRS6`.
+#[inline(always)]
+fn published_local6(proto: u8, dst: [u8; 16], port: u16) -> Option<NatTargetOf<[u8; 16]>> {
+    if let Some(ep) = published_at6(proto, dst, port) {
+        return Some(ep);
+    }
+    if is_host_addr6(dst) {
+        published_at6(proto, [0; 16], port)
+    } else {
+        None
+    }
 }
 
 /// The endpoint behind `dst:port` if `dst` is this host's: a publish on exactly that
@@ -196,27 +245,52 @@ pub fn is_host_addr(addr: [u8; 4]) -> bool {
     addr[0] == 127 || unsafe { NETPATH_LOCAL_ADDRS.get(addr) }.is_some()
 }
 
+/// [`is_host_addr`] for IPv6: `::1`, or one the control plane listed in
+/// `NETPATH_LOCAL_ADDRS6`.
+#[inline(always)]
+pub fn is_host_addr6(addr: [u8; 16]) -> bool {
+    // SAFETY: presence check only.
+    addr == LOOPBACK6 || unsafe { NETPATH_LOCAL_ADDRS6.get(addr) }.is_some()
+}
+
+/// `::1`.
+const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+
 /// recvmsg / getpeername: an endpoint address this socket reached through a published
-/// port shows as the published address again. The key is the IPv4 address for both
-/// families: a socket's cookie is its own, so the entries of an `AF_INET6` socket never
-/// meet an `AF_INET` one's.
+/// port shows as the published address again. An IPv4 endpoint address is keyed as
+/// IPv4 for both families (a socket's cookie is its own, so the entries of an
+/// `AF_INET6` socket never meet an `AF_INET` one's); a native IPv6 one in
+/// `NETPATH_SOCK_NAT6`.
 #[inline(always)]
 fn to_published(ctx: &SockAddrContext, family: Family) {
     // SAFETY: as in to_endpoint.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let Some((addr, port)) = user_addr(sa, family) else {
-        return;
-    };
+    let (addr, port) = user_addr(sa, family);
     // SAFETY: a helper taking the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
-    let key = SockNatKey {
-        cookie,
-        addr,
-        port,
-        _pad: 0,
+    let front = match addr {
+        Addr::V4(addr) => {
+            let key = SockNatKey {
+                cookie,
+                addr,
+                port,
+                _pad: 0,
+            };
+            // SAFETY: copied out at once.
+            unsafe { NETPATH_SOCK_NAT.get(key) }.map(|f| (Addr::V4(f.addr), f.port))
+        }
+        Addr::V6(addr) => {
+            let key = SockNatKey6 {
+                cookie,
+                addr,
+                port,
+                _pad: [0; 6],
+            };
+            // SAFETY: copied out at once.
+            unsafe { NETPATH_SOCK_NAT6.get(key) }.map(|f| (Addr::V6(f.addr), f.port))
+        }
     };
-    // SAFETY: copied out at once.
-    if let Some(front) = unsafe { NETPATH_SOCK_NAT.get(key) }.copied() {
-        set_user_addr(sa, family, front.addr, front.port);
+    if let Some((addr, port)) = front {
+        set_user_addr(sa, family, addr, port);
     }
 }

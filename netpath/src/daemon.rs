@@ -328,14 +328,14 @@ async fn sweep_unfinished(svc: Arc<Service>) {
 }
 
 /// Keeps the datapath's list of the host's addresses (and the uplinks' NAT66 addresses,
-/// [`Service::refresh_uplinks6`]) current: re-read whenever the kernel
-/// announces an IPv4 address change, and every [`LOCAL_ADDRS_SAFETY_NET`]; every
+/// [`Service::refresh_uplinks6`]) current: re-read whenever the kernel announces an
+/// address change (either family), and every [`LOCAL_ADDRS_SAFETY_NET`]; every
 /// [`LOCAL_ADDRS_POLL`] if announcements are unavailable. The announcements of one
 /// [`LOCAL_ADDRS_SETTLE`] are one re-read: adding a thousand routed TAPs (each host side
 /// gets the gateway address) must not mean a thousand dumps of every address.
 async fn keep_local_addrs_current(svc: Arc<Service>) {
     use futures::{FutureExt as _, StreamExt as _};
-    let (mut changes, period) = match crate::netlink::Netlink::ipv4_address_changes() {
+    let (mut changes, period) = match crate::netlink::Netlink::address_changes() {
         Ok(s) => (Some(Box::pin(s)), LOCAL_ADDRS_SAFETY_NET),
         Err(e) => {
             eprintln!(
@@ -368,8 +368,7 @@ async fn keep_local_addrs_current(svc: Arc<Service>) {
                 chain(&e)
             );
         }
-        // And the uplinks' NAT66 addresses (SLAAC may bring one after the start); IPv6
-        // changes are not announced to this loop, so the tick is what catches them.
+        // And the uplinks' NAT66 addresses (SLAAC may bring one after the start).
         if let Err(e) = svc.refresh_uplinks6().await {
             eprintln!(
                 "netpath daemon: refreshing the uplinks' IPv6 addresses: {}",

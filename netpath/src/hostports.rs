@@ -1,43 +1,54 @@
 //! The host's own sockets, as far as publishing ports goes: whether one holds a port
 //! ([`busy`]), and which process it belongs to ([`owner`]) for the error that says so.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddrV4, SocketAddrV6},
+    path::Path,
+};
 
 use crate::portspec::Proto;
 
 /// Whether a host socket listens (TCP) or is bound (UDP) on `proto` port `port` at `ip`
-/// or on every address.
+/// or on every address of its family.
 ///
 /// Asked of the kernel by binding a probe socket to `ip:port` (and closing it at once),
 /// which fails exactly when a conflicting socket exists: a listener or bound UDP socket
 /// on that address or the wildcard, or on any address when `ip` is the wildcard. TCP
 /// probes set SO_REUSEADDR, so connections that merely use the port (established,
-/// TIME_WAIT) do not count, as for a real server. One syscall pair, whatever the
-/// number of sockets on the host (reading /proc/net/tcp walks all of them: ~8 ms per
-/// port with a few thousand connections around).
-pub fn busy(proto: Proto, ip: Ipv4Addr, port: u16) -> bool {
+/// TIME_WAIT) do not count, as for a real server. An IPv6 probe is IPv6-only
+/// (`IPV6_V6ONLY`): IPv4 sockets do not hold an IPv6 publish's port, while a dual-stack
+/// `[::]` socket holds both families' (an IPv4 probe then fails too). One syscall pair,
+/// whatever the number of sockets on the host (reading /proc/net/tcp walks all of them:
+/// ~8 ms per port with a few thousand connections around).
+pub fn busy(proto: Proto, ip: IpAddr, port: u16) -> bool {
     use nix::sys::socket::{
-        AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt,
+        AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, setsockopt, socket,
+        sockopt,
     };
-    let addr = std::net::SocketAddrV4::new(ip, port);
-    let err = match proto {
-        Proto::Udp => std::net::UdpSocket::bind(addr).err(),
-        Proto::Tcp => (|| {
-            let fd = socket(
-                AddressFamily::Inet,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )?;
+    let kind = match proto {
+        Proto::Udp => SockType::Datagram,
+        Proto::Tcp => SockType::Stream,
+    };
+    let err = (|| {
+        let family = match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        let fd = socket(family, kind, SockFlag::SOCK_CLOEXEC, None)?;
+        if proto == Proto::Tcp {
             setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-            bind(
-                std::os::fd::AsRawFd::as_raw_fd(&fd),
-                &SockaddrIn::from(addr),
-            )
-        })()
-        .err()
-        .map(std::io::Error::from),
-    };
+        }
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        match ip {
+            IpAddr::V4(ip) => bind(raw, &SockaddrIn::from(SocketAddrV4::new(ip, port))),
+            IpAddr::V6(ip) => {
+                setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+                bind(raw, &SockaddrIn6::from(SocketAddrV6::new(ip, port, 0, 0)))
+            }
+        }
+    })()
+    .err()
+    .map(std::io::Error::from);
     err.is_some_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
 }
 
@@ -145,28 +156,50 @@ fn process_of(proc: &Path, inode: u64) -> Option<(u32, String)> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     #[test]
     fn probes_conflict_by_address_and_protocol() {
         let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
-        assert!(busy(Proto::Tcp, Ipv4Addr::LOCALHOST, port));
+        // An IPv4 listener holds no IPv6 port.
+        assert!(!busy(Proto::Tcp, Ipv6Addr::UNSPECIFIED.into(), port));
+        assert!(busy(Proto::Tcp, Ipv4Addr::LOCALHOST.into(), port));
         // A wildcard publish overlaps every address.
-        assert!(busy(Proto::Tcp, Ipv4Addr::UNSPECIFIED, port));
+        assert!(busy(Proto::Tcp, Ipv4Addr::UNSPECIFIED.into(), port));
         // Other protocol: no conflict.
-        assert!(!busy(Proto::Udp, Ipv4Addr::LOCALHOST, port));
+        assert!(!busy(Proto::Udp, Ipv4Addr::LOCALHOST.into(), port));
         // A connection using the port as its local port is not a listener.
         let c = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
         let (_accepted, _) = l.accept().unwrap();
         drop(l);
-        assert!(!busy(Proto::Tcp, Ipv4Addr::LOCALHOST, port));
+        assert!(!busy(Proto::Tcp, Ipv4Addr::LOCALHOST.into(), port));
         drop(c);
         let u = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
         let uport = u.local_addr().unwrap().port();
-        assert!(busy(Proto::Udp, Ipv4Addr::UNSPECIFIED, uport));
+        assert!(busy(Proto::Udp, Ipv4Addr::UNSPECIFIED.into(), uport));
         drop(u);
-        assert!(!busy(Proto::Udp, Ipv4Addr::UNSPECIFIED, uport));
+        assert!(!busy(Proto::Udp, Ipv4Addr::UNSPECIFIED.into(), uport));
+    }
+
+    #[test]
+    fn ipv6_probes_conflict_with_ipv6_sockets() {
+        let l = std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(busy(Proto::Tcp, Ipv6Addr::LOCALHOST.into(), port));
+        assert!(busy(Proto::Tcp, Ipv6Addr::UNSPECIFIED.into(), port));
+        // [::1] is no IPv4 address.
+        assert!(!busy(Proto::Tcp, Ipv4Addr::LOCALHOST.into(), port));
+        assert!(!busy(Proto::Udp, Ipv6Addr::LOCALHOST.into(), port));
+        drop(l);
+        assert!(!busy(Proto::Tcp, Ipv6Addr::UNSPECIFIED.into(), port));
+        let u = std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
+        let uport = u.local_addr().unwrap().port();
+        assert!(busy(Proto::Udp, Ipv6Addr::UNSPECIFIED.into(), uport));
+        drop(u);
+        assert!(!busy(Proto::Udp, Ipv6Addr::UNSPECIFIED.into(), uport));
     }
 
     #[test]

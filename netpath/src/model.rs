@@ -5,7 +5,7 @@
 //! field (serde reads a missing one as `None`).
 
 use std::{
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::PathBuf,
 };
 
@@ -264,22 +264,23 @@ impl PortPublish {
 }
 
 /// One published port: `proto` traffic to `host_ip:host_port` goes to the endpoint's
-/// `guest_port`. `host_ip` 0.0.0.0 means every host address.
+/// `guest_port` at `guest_ip`, the endpoint's address of the same family. `host_ip`
+/// 0.0.0.0 means every host IPv4 address, `::` every IPv6 one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortLease {
-    /// `proto/host_ip:host_port`, e.g. `tcp/0.0.0.0:8080`.
+    /// `proto/host_ip:host_port`, e.g. `tcp/0.0.0.0:8080`, `tcp/[::]:8080`.
     pub id: String,
     pub endpoint: String,
     pub proto: crate::portspec::Proto,
-    pub host_ip: Ipv4Addr,
+    pub host_ip: IpAddr,
     pub host_port: u16,
-    pub guest_ip: Ipv4Addr,
+    pub guest_ip: IpAddr,
     pub guest_port: u16,
 }
 
 impl PortLease {
-    pub fn lease_id(proto: crate::portspec::Proto, host_ip: Ipv4Addr, port: u16) -> String {
-        format!("{proto}/{host_ip}:{port}")
+    pub fn lease_id(proto: crate::portspec::Proto, host_ip: IpAddr, port: u16) -> String {
+        format!("{proto}/{}", std::net::SocketAddr::new(host_ip, port))
     }
 }
 

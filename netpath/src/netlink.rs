@@ -171,10 +171,10 @@ impl Netlink {
         Ok(Netlink::new(handle))
     }
 
-    /// A stream with one item per IPv4 address added or removed on any device of this
-    /// namespace, from a connection of its own subscribed to the kernel's
-    /// `RTMGRP_IPV4_IFADDR` announcements.
-    pub fn ipv4_address_changes() -> Result<impl futures::Stream<Item = ()>> {
+    /// A stream with one item per IPv4 or IPv6 address added or removed on any device of
+    /// this namespace, from a connection of its own subscribed to the kernel's
+    /// `RTMGRP_IPV4_IFADDR` and `RTMGRP_IPV6_IFADDR` announcements.
+    pub fn address_changes() -> Result<impl futures::Stream<Item = ()>> {
         let err = |source| NetlinkError {
             op: "subscribe to address changes",
             target: "rtnetlink".into(),
@@ -182,7 +182,8 @@ impl Netlink {
         };
         use rtnetlink::sys::AsyncSocket as _;
         let (mut conn, _, messages) = rtnetlink::new_connection().map_err(err)?;
-        let groups = rtnetlink::constants::RTMGRP_IPV4_IFADDR;
+        let groups =
+            rtnetlink::constants::RTMGRP_IPV4_IFADDR | rtnetlink::constants::RTMGRP_IPV6_IFADDR;
         conn.socket_mut()
             .socket_mut()
             .bind(&rtnetlink::sys::SocketAddr::new(0, groups))
@@ -570,6 +571,26 @@ impl Netlink {
                 format!("{addr}/{prefix} on {index}"),
             )),
         }
+    }
+
+    /// Every IPv6 address of the host (any scope; the caller picks).
+    pub async fn all_ipv6_addresses(&self) -> Result<Vec<std::net::Ipv6Addr>> {
+        use rtnetlink::packet_route::{AddressFamily as Af, address::AddressAttribute};
+        let msgs = self
+            .dump("list addresses", 0, || {
+                self.handle.address().get().execute()
+            })
+            .await?;
+        Ok(msgs
+            .iter()
+            .filter(|m| m.header.family == Af::Inet6)
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                    _ => None,
+                })
+            })
+            .collect())
     }
 
     /// Deletes link `index`; already gone is fine.

@@ -6,7 +6,7 @@
 
 use std::{
     fmt,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     str::FromStr,
 };
 
@@ -64,7 +64,8 @@ impl Ports {
 /// The host addresses a spec publishes on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostIp {
-    /// No HOSTIP: every host address (IPv4 only so far: see [`PortSpec::requests`]).
+    /// No HOSTIP: every host address of each family the endpoint has (see
+    /// [`PortSpec::requests`]).
     Any,
     /// An IPv4 address; 0.0.0.0 is every IPv4 address.
     V4(Ipv4Addr),
@@ -220,12 +221,15 @@ pub enum HostPort {
 }
 
 /// One port to lease: a spec expands to one request per guest port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortRequest {
     /// The spec's protocol.
     pub proto: Proto,
-    /// 0.0.0.0: every host address.
-    pub host_ip: Ipv4Addr,
+    /// The host addresses to lease the port on, one lease each and the same host port
+    /// for all: one address, or every address of both families (`0.0.0.0` and `::`,
+    /// a spec without HOSTIP on a dual-stack endpoint). An unspecified address is every
+    /// address of its family.
+    pub host_ips: Vec<IpAddr>,
     /// Which host port to lease.
     pub host: HostPort,
     /// The endpoint's port it leads to.
@@ -233,12 +237,18 @@ pub struct PortRequest {
 }
 
 impl PortSpec {
-    /// The leases this spec asks for, one per guest port. `Err`: it names an IPv6 host
-    /// address, which the datapath cannot publish on yet (no HOSTIP publishes on IPv4).
-    pub fn requests(&self) -> Result<Vec<PortRequest>, Ipv6Addr> {
-        let host_ip = match self.host {
-            HostIp::Any => Ipv4Addr::UNSPECIFIED,
-            HostIp::V4(ip) => ip,
+    /// The leases this spec asks for, one request per guest port, for an endpoint with
+    /// an IPv6 address (`dual_stack`) or without. No HOSTIP publishes on every address
+    /// of each family the endpoint has (Docker's behaviour). `Err`: the spec names an
+    /// IPv6 host address but the endpoint has no IPv6 address.
+    pub fn requests(&self, dual_stack: bool) -> Result<Vec<PortRequest>, Ipv6Addr> {
+        let host_ips: Vec<IpAddr> = match self.host {
+            HostIp::Any if dual_stack => {
+                vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
+            }
+            HostIp::Any => vec![Ipv4Addr::UNSPECIFIED.into()],
+            HostIp::V4(ip) => vec![ip.into()],
+            HostIp::V6(ip) if dual_stack => vec![ip.into()],
             HostIp::V6(ip) => return Err(ip),
         };
         let guest = self.guest_ports.first..=self.guest_ports.last;
@@ -246,7 +256,7 @@ impl PortSpec {
             .enumerate()
             .map(|(i, guest_port)| PortRequest {
                 proto: self.proto,
-                host_ip,
+                host_ips: host_ips.clone(),
                 host: match self.host_ports {
                     None => HostPort::Ephemeral,
                     Some(h) if self.guest_ports.len() == 1 && h.len() > 1 => HostPort::FirstFree(h),
@@ -322,17 +332,29 @@ mod tests {
 
     #[test]
     fn specs_expand_to_requests() {
-        let r = p("127.0.0.1:8080-8081:80-81/udp").requests().unwrap();
+        let any4: IpAddr = Ipv4Addr::UNSPECIFIED.into();
+        let any6: IpAddr = Ipv6Addr::UNSPECIFIED.into();
+        let r = p("127.0.0.1:8080-8081:80-81/udp").requests(true).unwrap();
         assert_eq!(
             r.iter()
-                .map(|r| (r.proto, r.host_ip, r.host, r.guest_port))
+                .map(|r| (r.proto, r.host_ips.clone(), r.host, r.guest_port))
                 .collect::<Vec<_>>(),
             [
-                (Proto::Udp, Ipv4Addr::LOCALHOST, HostPort::Exact(8080), 80),
-                (Proto::Udp, Ipv4Addr::LOCALHOST, HostPort::Exact(8081), 81)
+                (
+                    Proto::Udp,
+                    vec![Ipv4Addr::LOCALHOST.into()],
+                    HostPort::Exact(8080),
+                    80
+                ),
+                (
+                    Proto::Udp,
+                    vec![Ipv4Addr::LOCALHOST.into()],
+                    HostPort::Exact(8081),
+                    81
+                )
             ]
         );
-        let r = p("8000-8010:80").requests().unwrap();
+        let r = p("8000-8010:80").requests(false).unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(
             r[0].host,
@@ -341,8 +363,8 @@ mod tests {
                 last: 8010
             })
         );
-        assert_eq!(r[0].host_ip, Ipv4Addr::UNSPECIFIED);
-        let r = p("80-82").requests().unwrap();
+        assert_eq!(r[0].host_ips, [any4]);
+        let r = p("80-82").requests(false).unwrap();
         assert!(r.iter().all(|r| r.host == HostPort::Ephemeral));
         assert_eq!(
             r.iter().map(|r| r.guest_port).collect::<Vec<_>>(),
@@ -350,15 +372,27 @@ mod tests {
         );
         // A one-port host range for one guest port is exact.
         assert_eq!(
-            p("8080-8080:80").requests().unwrap()[0].host,
+            p("8080-8080:80").requests(false).unwrap()[0].host,
             HostPort::Exact(8080)
         );
-        // 0.0.0.0 and no HOSTIP: every IPv4 address; an IPv6 one: not yet.
+        // 0.0.0.0: every IPv4 address, whatever the endpoint has.
         assert_eq!(
-            p("0.0.0.0:80:80").requests().unwrap()[0].host_ip,
-            Ipv4Addr::UNSPECIFIED
+            p("0.0.0.0:80:80").requests(true).unwrap()[0].host_ips,
+            [any4]
         );
-        assert_eq!(p("[::1]:80:80").requests(), Err(Ipv6Addr::LOCALHOST));
+        // No HOSTIP: every address of each family the endpoint has.
+        assert_eq!(p("8080:80").requests(false).unwrap()[0].host_ips, [any4]);
+        assert_eq!(
+            p("8080:80").requests(true).unwrap()[0].host_ips,
+            [any4, any6]
+        );
+        // An IPv6 HOSTIP: that one, on a dual-stack endpoint only.
+        assert_eq!(p("[::]:80:80").requests(true).unwrap()[0].host_ips, [any6]);
+        assert_eq!(
+            p("[::1]:80:80").requests(true).unwrap()[0].host_ips,
+            [IpAddr::from(Ipv6Addr::LOCALHOST)]
+        );
+        assert_eq!(p("[::1]:80:80").requests(false), Err(Ipv6Addr::LOCALHOST));
     }
 
     #[test]
@@ -404,7 +438,7 @@ mod tests {
                 if let Some(h) = spec.host_ports {
                     proptest::prop_assert!(h.len() == spec.guest_ports.len() || spec.guest_ports.len() == 1);
                 }
-                if let Ok(requests) = spec.requests() {
+                if let Ok(requests) = spec.requests(true) {
                     proptest::prop_assert_eq!(requests.len() as u32, spec.guest_ports.len());
                 }
             }

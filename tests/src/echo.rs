@@ -3,7 +3,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     sync::mpsc,
     thread::JoinHandle,
     time::Duration,
@@ -14,9 +14,15 @@ use crate::NetNs;
 /// How long a server waits for its clients and a client for its answer.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// An echo-once TCP server on `ip:port` inside `ns` that serves `n` connections and
-/// returns the peers it saw. Returns once it listens.
-pub fn tcp_server(ns: &NetNs, ip: Ipv4Addr, port: u16, n: usize) -> JoinHandle<Vec<SocketAddr>> {
+/// An echo-once TCP server on `ip:port` (either family) inside `ns` that serves `n`
+/// connections and returns the peers it saw. Returns once it listens.
+pub fn tcp_server(
+    ns: &NetNs,
+    ip: impl Into<IpAddr>,
+    port: u16,
+    n: usize,
+) -> JoinHandle<Vec<SocketAddr>> {
+    let ip: IpAddr = ip.into();
     let (tx, rx) = mpsc::channel();
     let h = ns.spawn(move || {
         let l = TcpListener::bind((ip, port)).unwrap();
@@ -53,9 +59,15 @@ pub fn tcp_echo(to: SocketAddr) -> Result<(SocketAddr, SocketAddr), String> {
     Ok((c.local_addr().unwrap(), c.peer_addr().unwrap()))
 }
 
-/// A UDP echo server on `ip:port` inside `ns` that answers `n` datagrams and returns
-/// their senders. Returns once it is bound.
-pub fn udp_server(ns: &NetNs, ip: Ipv4Addr, port: u16, n: usize) -> JoinHandle<Vec<SocketAddr>> {
+/// A UDP echo server on `ip:port` (either family) inside `ns` that answers `n`
+/// datagrams and returns their senders. Returns once it is bound.
+pub fn udp_server(
+    ns: &NetNs,
+    ip: impl Into<IpAddr>,
+    port: u16,
+    n: usize,
+) -> JoinHandle<Vec<SocketAddr>> {
+    let ip: IpAddr = ip.into();
     let (tx, rx) = mpsc::channel();
     let h = ns.spawn(move || {
         let u = UdpSocket::bind((ip, port)).unwrap();

@@ -330,3 +330,18 @@ pub fn routed(frame: Vec<u8>, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
     f[6..12].copy_from_slice(&src_mac);
     f
 }
+
+/// An IPv6 `frame` as a router forwards it: to `dst_mac` from `src_mac`, hop limit one
+/// lower (IPv6 has no header checksum).
+pub fn routed6(mut frame: Vec<u8>, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
+    frame[21] -= 1;
+    frame[..6].copy_from_slice(&dst_mac);
+    frame[6..12].copy_from_slice(&src_mac);
+    frame
+}
+
+/// An IPv6 `frame` with hop limit `hops`.
+pub fn with_hop_limit(mut frame: Vec<u8>, hops: u8) -> Vec<u8> {
+    frame[21] = hops;
+    frame
+}

@@ -386,6 +386,15 @@ impl Daemon {
         self.paths.netpath(args)
     }
 
+    /// `port publish ENDPOINT -p SPEC…`; panics unless it succeeds.
+    pub fn publish(&self, endpoint: &str, specs: &[String]) {
+        let mut args = vec!["port", "publish", endpoint];
+        for spec in specs {
+            args.extend(["-p", spec.as_str()]);
+        }
+        self.ok(&args);
+    }
+
     /// Runs the CLI; panics unless it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
@@ -765,12 +774,13 @@ impl OutsideLink {
 }
 
 impl OutsideLink {
-    /// Gives both ends an IPv6 address too (`/64`, no duplicate address detection, so
-    /// they are usable at once): `host` on the host end, `outside_ip` in `outside`.
-    pub fn add_ipv6(&self, outside: &NetNs, host: Ipv6Addr, outside_ip: Ipv6Addr) {
-        let (h, o) = (format!("{host}/64"), format!("{outside_ip}/64"));
-        run(&["ip", "-6", "addr", "add", &h, "dev", &self.name, "nodad"]);
-        outside.exec(&["ip", "-6", "addr", "add", &o, "dev", &self.peer, "nodad"]);
+    /// Adds IPv6 addresses too: `host_ip6/64` on the host end, `outside_ip6/64` on the
+    /// outside end (without duplicate address detection, usable at once). The outside
+    /// namespace must have IPv6 on ([`NetNs::with_ipv6`]).
+    pub fn add_ipv6(&self, outside: &NetNs, host_ip6: Ipv6Addr, outside_ip6: Ipv6Addr) {
+        let (host, out) = (format!("{host_ip6}/64"), format!("{outside_ip6}/64"));
+        run(&["ip", "-6", "addr", "add", &host, "dev", &self.name, "nodad"]);
+        outside.exec(&["ip", "-6", "addr", "add", &out, "dev", &self.peer, "nodad"]);
     }
 }
 

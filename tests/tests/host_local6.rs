@@ -52,17 +52,14 @@ fn af_inet6_sockets_reach_published_ports_through_v4_mapped_addresses() {
         ep["id"].as_str().unwrap().to_owned(),
         ep["ip"].as_str().unwrap().parse::<Ipv4Addr>().unwrap(),
     );
-    d.ok(&[
-        "port",
-        "publish",
+    d.publish(
         &id,
-        "-p",
-        &format!("{PUBLISHED}:80"),
-        "-p",
-        &format!("{PUBLISHED}:53/udp"),
-        "-p",
-        &format!("127.0.0.1:{LOOPBACK_ONLY}:81"),
-    ]);
+        &[
+            format!("{PUBLISHED}:80"),
+            format!("{PUBLISHED}:53/udp"),
+            format!("127.0.0.1:{LOOPBACK_ONLY}:81"),
+        ],
+    );
 
     // TCP over v4-mapped loopback and the v4-mapped host address.
     let server = tcp_server(&ns, ip, 80, 2);

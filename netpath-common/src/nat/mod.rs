@@ -14,8 +14,9 @@
 
 /// The NAT maps' pin names, declared with every other map's in [`crate::maps`].
 pub use crate::maps::{
-    DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, NAT_AGE_MAP, NO_MASQ_MAP,
-    PUBLISH_MAP, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP, UPLINKS_MAP,
+    DNAT_CT_MAP, DNAT_CT6_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, LOCAL_ADDRS6_MAP, MASQ_SRC_MAP,
+    NAT_AGE_MAP, NO_MASQ_MAP, PUBLISH_MAP, PUBLISH6_MAP, RNAT_MAP, SNAT_MAP, SOCK_NAT_MAP,
+    SOCK_NAT6_MAP, UPLINKS_MAP,
 };
 /// NAT66's maps' pin names.
 pub use crate::maps::{
@@ -130,6 +131,16 @@ map_type! {
         pub addr: [u8; 4],
         pub port: u16,
         pub _pad: u16,
+    }
+}
+
+map_type! {
+    /// Key of `NETPATH_SOCK_NAT6`: [`SockNatKey`] for a native IPv6 endpoint address.
+    pub struct SockNatKey6: 32 bytes {
+        pub cookie: u64,
+        pub addr: [u8; 16],
+        pub port: u16,
+        pub _pad: [u8; 6],
     }
 }
 
@@ -273,14 +284,32 @@ impl<A: Address> UplinkOf<A> {
 /// Published ports per host.
 pub const MAX_PUBLISHED: u32 = 65_536;
 
-map_type! {
-    /// A published port: protocol, host address (`0.0.0.0` = every address), host port.
+map_type_per_family! {
+    /// A published port: protocol, host address (all-zero — `0.0.0.0`, `::` — is every
+    /// address of the family), host port.
     #[derive(Hash)]
-    pub struct PublishKey: 8 bytes {
-        pub host_ip: [u8; 4],
+    pub struct PublishKeyOf<A: Address> for ([u8; 4] => 8, [u8; 16] => 20) {
+        pub host_ip: A,
         pub port: u16,
         pub proto: u8,
         pub _pad: u8,
+    }
+}
+
+/// An IPv4 published port (the key of `NETPATH_PUBLISH`).
+pub type PublishKey = PublishKeyOf<[u8; 4]>;
+/// An IPv6 published port (the key of `NETPATH_PUBLISH6`).
+pub type PublishKey6 = PublishKeyOf<[u8; 16]>;
+
+impl<A: Address> PublishKeyOf<A> {
+    /// `proto` on `host_ip:port`.
+    pub const fn new(proto: u8, host_ip: A, port: u16) -> Self {
+        PublishKeyOf {
+            host_ip,
+            port,
+            proto,
+            _pad: 0,
+        }
     }
 }
 

@@ -1,8 +1,10 @@
-//! The address family the masquerade runs for: where a packet's addresses sit, which
-//! packet classes and ICMP types are its own, its NAT maps, and the checksums an address
-//! change touches besides the L4 one (IPv4's header checksum; IPv6 has none). [`V4`]
-//! is IPv4 with the maps IPv4 masquerade has always used, [`V6`] NAT66 with its own
-//! (`NETPATH_*6`); `masq` and `icmp` are written once against [`Family`].
+//! The address family the translations run for: where a packet's addresses sit, which
+//! packet classes are its own, and the checksums an address change touches besides the
+//! L4 one (IPv4's header checksum; IPv6 has none) — [`Ip`], all that published ports
+//! and hairpin need — and for the masquerade also its ICMP types and NAT maps
+//! ([`Family`]). [`V4`] is IPv4 with the maps IPv4 masquerade has always used, [`V6`]
+//! IPv6 with its own (`NETPATH_*6`). `masq` and `icmp` are written once against
+//! [`Family`], `publish` and `hairpin` against [`Ip`].
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_ENFORCE, BPF_F_MARK_MANGLED_0},
@@ -52,8 +54,10 @@ pub struct Scratch<A: Address> {
 /// A NAT table of a family: tuple → target.
 pub(super) type NatMap<A> = LruHashMap<TupleOf<A>, NatTargetOf<A>>;
 
-/// An address family as the masquerade sees it.
-pub(super) trait Family {
+/// An address family as every translation sees it: where a packet's addresses sit, its
+/// packet classes, and the checksums an address change touches. Published ports and
+/// hairpin need no more; [`Family`] adds what the masquerade needs.
+pub(super) trait Ip {
     type Addr: Address + 'static;
     /// Offsets of the source and destination addresses in the frame.
     const SRC: usize;
@@ -62,22 +66,31 @@ pub(super) trait Family {
     const TCP: PacketClass;
     const UDP: PacketClass;
     const ICMP: PacketClass;
-    /// Its ICMP's protocol number and echo request/reply types.
+    /// Its ICMP's protocol number.
     const ICMP_PROTO: u8;
-    const ECHO_REQUEST: u8;
-    const ECHO_REPLY: u8;
     /// Its ICMP checksum covers the pseudo-header (ICMPv6; ICMPv4's does not).
     const ICMP_PSEUDO: bool;
     /// The extra `bpf_l4_csum_replace` flags of a UDP checksum.
     const UDP_CSUM_FLAGS: u64;
+
+    /// The address at `at`.
+    fn load_addr(frame: &TcFrame, at: usize) -> Option<Self::Addr>;
+    /// Fixes the IP header checksum after an address changed `old` → `new` (IPv6: no
+    /// header checksum, nothing to do).
+    fn l3_csum(ctx: &TcContext, old: Self::Addr, new: Self::Addr) -> Result<(), DropReason>;
+}
+
+/// An address family as the masquerade sees it.
+pub(super) trait Family: Ip {
+    /// Its ICMP's echo request/reply types.
+    const ECHO_REQUEST: u8;
+    const ECHO_REPLY: u8;
     /// Port allocation and the rewrite run in BPF subprograms of their own (see
     /// `masq::allocate`).
     const SUBPROGRAMS: bool;
 
     /// Runs `f` with this family's [`Scratch`]; `None` if there is none (not expected).
     fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self::Addr>) -> R) -> Option<R>;
-    /// The address at `at`.
-    fn load_addr(frame: &TcFrame, at: usize) -> Option<Self::Addr>;
     /// The end of the IP datagram (Ethernet padding after it is no one's).
     fn datagram_end(frame: &TcFrame) -> Option<usize>;
     /// Whether ICMP type `kind` is an error that quotes the offending packet.
@@ -99,9 +112,6 @@ pub(super) trait Family {
     fn rnat() -> &'static NatMap<Self::Addr>;
     /// Reply tuple → last seen and state.
     fn ages() -> &'static LruHashMap<TupleOf<Self::Addr>, NatAge>;
-    /// Fixes the IP header checksum after an address changed `old` → `new` (IPv6: no
-    /// header checksum, nothing to do).
-    fn l3_csum(ctx: &TcContext, old: Self::Addr, new: Self::Addr) -> Result<(), DropReason>;
 }
 
 /// The [`Family`] methods that name a family's maps, from the maps: the uplinks, the
@@ -154,7 +164,7 @@ macro_rules! family_maps {
 /// IPv4.
 pub(super) struct V4;
 
-impl Family for V4 {
+impl Ip for V4 {
     type Addr = [u8; 4];
     const SRC: usize = IP_SRC;
     const DST: usize = IP_DST;
@@ -162,11 +172,27 @@ impl Family for V4 {
     const UDP: PacketClass = PacketClass::Ipv4Udp;
     const ICMP: PacketClass = PacketClass::Ipv4Icmp;
     const ICMP_PROTO: u8 = IPPROTO_ICMP;
-    const ECHO_REQUEST: u8 = 8;
-    const ECHO_REPLY: u8 = 0;
     const ICMP_PSEUDO: bool = false;
     /// A zero UDP checksum means "none" and stays zero; a computed zero goes as 0xffff.
     const UDP_CSUM_FLAGS: u64 = BPF_F_MARK_MANGLED_0 as u64;
+
+    #[inline(always)]
+    fn load_addr(frame: &TcFrame, at: usize) -> Option<[u8; 4]> {
+        frame.load::<4>(at)
+    }
+
+    #[inline(always)]
+    fn l3_csum(ctx: &TcContext, old: [u8; 4], new: [u8; 4]) -> Result<(), DropReason> {
+        // The csum helpers take the old and new values as they sit in memory.
+        let (o, n) = (u32::from_ne_bytes(old), u32::from_ne_bytes(new));
+        ctx.l3_csum_replace(IP_CSUM, u64::from(o), u64::from(n), 4)
+            .map_err(rewrite_failed)
+    }
+}
+
+impl Family for V4 {
+    const ECHO_REQUEST: u8 = 8;
+    const ECHO_REPLY: u8 = 0;
     const SUBPROGRAMS: bool = false;
 
     #[inline(always)]
@@ -186,11 +212,6 @@ impl Family for V4 {
             },
         };
         Some(f(&mut s))
-    }
-
-    #[inline(always)]
-    fn load_addr(frame: &TcFrame, at: usize) -> Option<[u8; 4]> {
-        frame.load::<4>(at)
     }
 
     #[inline(always)]
@@ -229,35 +250,40 @@ impl Family for V4 {
         rnat: NETPATH_RNAT,
         ages: NETPATH_NAT_AGE,
     }
+}
+
+/// IPv6.
+pub(super) struct V6;
+
+impl Ip for V6 {
+    type Addr = [u8; 16];
+    const SRC: usize = IP6_SRC;
+    const DST: usize = IP6_DST;
+    const TCP: PacketClass = PacketClass::Ipv6Tcp;
+    const UDP: PacketClass = PacketClass::Ipv6Udp;
+    const ICMP: PacketClass = PacketClass::Ipv6Icmp;
+    const ICMP_PROTO: u8 = IPPROTO_ICMPV6;
+    const ICMP_PSEUDO: bool = true;
+    /// IPv6 UDP checksums are mandatory (RFC 8200 §8.1): a zero one is not "none" but
+    /// updated like any other (`MARK_ENFORCE`), and a computed zero goes as 0xffff.
+    const UDP_CSUM_FLAGS: u64 = (BPF_F_MARK_MANGLED_0 | BPF_F_MARK_ENFORCE) as u64;
 
     #[inline(always)]
-    fn l3_csum(ctx: &TcContext, old: [u8; 4], new: [u8; 4]) -> Result<(), DropReason> {
-        // The csum helpers take the old and new values as they sit in memory.
-        let (o, n) = (u32::from_ne_bytes(old), u32::from_ne_bytes(new));
-        ctx.l3_csum_replace(IP_CSUM, u64::from(o), u64::from(n), 4)
-            .map_err(rewrite_failed)
+    fn load_addr(frame: &TcFrame, at: usize) -> Option<[u8; 16]> {
+        frame.load::<16>(at)
+    }
+
+    #[inline(always)]
+    fn l3_csum(_: &TcContext, _: [u8; 16], _: [u8; 16]) -> Result<(), DropReason> {
+        // No IPv6 header checksum.
+        Ok(())
     }
 }
 
-/// IPv6 (NAT66).
-pub(super) struct V6;
-
+/// NAT66.
 impl Family for V6 {
-    type Addr = [u8; 16];
-    // ICMPv6 first: what NAT66 does differently.
-    const ICMP_PROTO: u8 = IPPROTO_ICMPV6;
-    const ICMP: PacketClass = PacketClass::Ipv6Icmp;
-    const ICMP_PSEUDO: bool = true;
     const ECHO_REQUEST: u8 = 128;
     const ECHO_REPLY: u8 = 129;
-    const TCP: PacketClass = PacketClass::Ipv6Tcp;
-    const UDP: PacketClass = PacketClass::Ipv6Udp;
-    const SRC: usize = IP6_SRC;
-    const DST: usize = IP6_DST;
-    /// IPv6 UDP checksums are mandatory (RFC 8200 §8.1): a zero one is not "none" but
-    /// updated like any other (`MARK_ENFORCE`), and a computed zero goes as 0xffff —
-    /// so the translation never produces a zero checksum.
-    const UDP_CSUM_FLAGS: u64 = (BPF_F_MARK_MANGLED_0 | BPF_F_MARK_ENFORCE) as u64;
     const SUBPROGRAMS: bool = true;
 
     #[inline(always)]
@@ -265,11 +291,6 @@ impl Family for V6 {
         let s = NETPATH_NAT66_SCRATCH.get_ptr_mut(0)?;
         // SAFETY: this CPU's slot, used by this run alone (see `Scratch`), valid for it.
         Some(f(unsafe { &mut *s }))
-    }
-
-    #[inline(always)]
-    fn load_addr(frame: &TcFrame, at: usize) -> Option<[u8; 16]> {
-        frame.load::<16>(at)
     }
 
     #[inline(always)]
@@ -310,12 +331,6 @@ impl Family for V6 {
         snat: NETPATH_SNAT6,
         rnat: NETPATH_RNAT6,
         ages: NETPATH_NAT_AGE6,
-    }
-
-    #[inline(always)]
-    fn l3_csum(_: &TcContext, _: [u8; 16], _: [u8; 16]) -> Result<(), DropReason> {
-        // No IPv6 header checksum.
-        Ok(())
     }
 }
 

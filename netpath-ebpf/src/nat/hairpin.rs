@@ -10,7 +10,7 @@ use netpath_common::{
 };
 
 use super::{
-    Flow,
+    Flow, V4,
     publish::{published, remember_front},
     rewrite,
 };
@@ -34,7 +34,7 @@ pub fn hairpin(
     ifindex: u32,
     dst_is_endpoint: bool,
 ) -> Result<Option<EndpointValue>, DropReason> {
-    let Some(f) = Flow::ports(frame, c) else {
+    let Some(f) = Flow::<V4>::ports(frame, c) else {
         return Ok(None);
     };
     let (proto, src, sport, dst, dport) = (f.l4.proto, f.src, f.sport, f.dst, f.dport);
@@ -70,7 +70,7 @@ pub fn hairpin(
     if dst_is_endpoint {
         return Ok(None);
     }
-    let Some(ep) = published(proto, dst, dport) else {
+    let Some(ep) = published::<V4>(proto, dst, dport) else {
         return Ok(None);
     };
     let Some(to) = endpoint(ep.addr) else {
@@ -86,7 +86,7 @@ pub fn hairpin(
         flags: if to_self { NAT_FLAG_SELF } else { 0 },
         ..f.destination()
     };
-    remember_front(reply, front)?;
+    remember_front::<V4>(reply, front)?;
     rewrite(ctx, &f.l4, IP_DST, f.destination(), ep)?;
     if to_self {
         // From the host address, so the endpoint's reply goes out and comes back here.

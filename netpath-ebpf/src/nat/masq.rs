@@ -198,9 +198,13 @@ pub fn ingress(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<Inboun
 
 /// tc ingress on an uplink: translate replies to masqueraded IPv6 connections (and
 /// ICMPv6 errors about them) back; the kernel path delivers them to the endpoint.
+/// Whether the packet was one of them (translated).
 #[inline(always)]
-pub fn ingress6(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<(), DropReason> {
-    unmasquerade::<V6>(ctx, frame, c).map(|_| ())
+pub fn ingress6(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, DropReason> {
+    Ok(!matches!(
+        unmasquerade::<V6>(ctx, frame, c)?,
+        Unmasqueraded::Untouched
+    ))
 }
 
 /// What [`unmasquerade`] did.

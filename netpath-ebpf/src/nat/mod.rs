@@ -10,6 +10,7 @@
 //! - [`publish`]: published ports — DNAT on the uplink's ingress (`NETPATH_PUBLISH`), the
 //!   replies' source restored on its egress (`NETPATH_DNAT_CT`), which also records
 //!   connections routed in to an endpoint's own address so their replies are left alone;
+//!   and the same for IPv6 (DNAT66: `NETPATH_PUBLISH6`, `NETPATH_DNAT_CT6`);
 //! - [`hairpin`]: endpoints reaching a published port on a host address, on their own
 //!   device.
 //!
@@ -35,12 +36,15 @@ use netpath_common::{
     packet::{Classified, Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use self::family::{Family, V4, V6, csum_addr};
+use self::family::{Family, Ip, V4, V6, csum_addr};
 pub use self::{
     family::Scratch,
     hairpin::hairpin,
     masq::{egress, ingress, ingress6},
-    publish::{publish_ingress, publish_reply, published_at},
+    publish::{
+        publish_ingress, publish_ingress6, publish_reply, publish_reply6, published_at,
+        published_at6,
+    },
 };
 use crate::{frame::TcFrame, maps::NETPATH_UPLINKS};
 
@@ -77,7 +81,7 @@ struct L4<F> {
     family: PhantomData<F>,
 }
 
-impl<F: Family> L4<F> {
+impl<F: Ip> L4<F> {
     /// The L4 layout of a TCP/UDP packet, or of an ICMP echo of type `icmp_type`.
     #[inline(always)]
     fn of(frame: &TcFrame, c: Classified, icmp_type: Option<u8>) -> Option<L4<F>> {
@@ -113,7 +117,7 @@ impl<F: Family> L4<F> {
 
 /// A packet's connection as it sits in the packet: its L4 layout and its addresses and
 /// ports (for ICMP echo, both "ports" are the identifier).
-struct Flow<F: Family> {
+struct Flow<F: Ip> {
     l4: L4<F>,
     src: F::Addr,
     dst: F::Addr,
@@ -121,7 +125,7 @@ struct Flow<F: Family> {
     dport: u16,
 }
 
-impl<F: Family> Flow<F> {
+impl<F: Ip> Flow<F> {
     /// The flow of a TCP/UDP packet, or of an ICMP echo of type `icmp_type`.
     #[inline(always)]
     fn of(frame: &TcFrame, c: Classified, icmp_type: Option<u8>) -> Option<Flow<F>> {
@@ -169,11 +173,10 @@ impl<F: Family> Flow<F> {
     }
 }
 
-impl Flow<V4> {
-    /// The flow of an IPv4 TCP or UDP packet (publishing and hairpin translate no ICMP,
-    /// and IPv4 only).
+impl<F: Ip> Flow<F> {
+    /// The flow of a TCP or UDP packet (publishing and hairpin translate no ICMP).
     #[inline(always)]
-    fn ports(frame: &TcFrame, c: Classified) -> Option<Flow<V4>> {
+    fn ports(frame: &TcFrame, c: Classified) -> Option<Flow<F>> {
         Flow::of(frame, c, None)
     }
 }
@@ -182,7 +185,7 @@ impl Flow<V4> {
 /// `old` to `new`, fixing the IP header checksum (IPv4) and the L4 checksum
 /// (pseudo-header included where it applies).
 #[inline(always)]
-fn rewrite<F: Family>(
+fn rewrite<F: Ip>(
     ctx: &TcContext,
     l4: &L4<F>,
     addr_at: usize,

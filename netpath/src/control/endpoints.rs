@@ -244,7 +244,7 @@ impl Service {
         {
             let mut dp = self.datapath();
             for l in ports.iter().filter(|l| l.endpoint == ep.id) {
-                dp.write(MapWrite::Unpublish(super::ports::publish_key(l)))?;
+                dp.write(super::ports::unpublish_write(l))?;
             }
             dp.write(MapWrite::RemoveEndpoint {
                 ip: ep.ip,

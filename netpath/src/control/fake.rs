@@ -19,7 +19,7 @@ use futures::{FutureExt, future::BoxFuture};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netpath_common::{
     maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, EndpointValue, Hook},
-    nat::{NatTarget, PublishKey, Uplink, Uplink6},
+    nat::{NatTarget, NatTarget6, PublishKey, PublishKey6, Uplink, Uplink6},
 };
 
 use super::host::{Host, HostFuture, MapWrite, Maps};
@@ -54,6 +54,7 @@ pub struct Kernel {
     pub masq6: BTreeMap<Ipv6Net, u16>,
     pub no_masq: BTreeMap<u16, Vec<Ipv4Net>>,
     pub publish: BTreeMap<(u8, [u8; 4], u16), NatTarget>,
+    pub publish6: BTreeMap<(u8, [u8; 16], u16), NatTarget6>,
 }
 
 impl Kernel {
@@ -246,6 +247,15 @@ impl Host for FakeHost {
         });
         ready(Ok(global.collect()))
     }
+
+    fn all_ipv6_addresses(&self) -> HostFuture<'_, Vec<Ipv6Addr>> {
+        let w = lock(&self.0);
+        let v6 = w.kernel.addrs.iter().filter_map(|a| match a.1 {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        });
+        ready(Ok(v6.collect()))
+    }
     fn routes(&self) -> Vec<(String, IpNet)> {
         lock(&self.0).host_routes.clone()
     }
@@ -269,7 +279,7 @@ impl Host for FakeHost {
                 path: path.display().to_string(),
             })
     }
-    fn port_busy(&self, proto: Proto, _ip: Ipv4Addr, port: u16) -> bool {
+    fn port_busy(&self, proto: Proto, _ip: IpAddr, port: u16) -> bool {
         lock(&self.0).busy_ports.contains(&(proto, port))
     }
     fn port_owner(&self, _proto: Proto, port: u16) -> String {
@@ -415,6 +425,15 @@ fn with6(subnet6: &Option<Ipv6Net>) -> String {
     subnet6.map(|s| format!(" {s}")).unwrap_or_default()
 }
 
+fn key_name6(key: &PublishKey6) -> String {
+    format!(
+        "{}/[{}]:{}",
+        key.proto,
+        Ipv6Addr::from(key.host_ip),
+        key.port
+    )
+}
+
 /// How a map write is recorded: the operation and what it names.
 fn call_line(write: &MapWrite) -> String {
     match write {
@@ -445,6 +464,8 @@ fn call_line(write: &MapWrite) -> String {
         }
         MapWrite::Publish { key, .. } => format!("publish {}", key_name(key)),
         MapWrite::Unpublish(key) => format!("unpublish {}", key_name(key)),
+        MapWrite::Publish6 { key, .. } => format!("publish6 {}", key_name6(key)),
+        MapWrite::Unpublish6(key) => format!("unpublish6 {}", key_name6(key)),
         MapWrite::MarkPublished(ip) => format!("mark_published {ip}"),
         MapWrite::SetLocalAddrs(_) => "set_local_addrs".into(),
     }
@@ -545,6 +566,13 @@ impl Maps for FakeMaps {
             }
             MapWrite::Unpublish(key) => {
                 k.publish.remove(&(key.proto, key.host_ip, key.port));
+            }
+            MapWrite::Publish6 { key, target } => {
+                k.publish6
+                    .insert((key.proto, key.host_ip, key.port), target);
+            }
+            MapWrite::Unpublish6(key) => {
+                k.publish6.remove(&(key.proto, key.host_ip, key.port));
             }
             MapWrite::MarkPublished(ip) => k.mark(ip.octets()),
             MapWrite::SetLocalAddrs(_) => {}

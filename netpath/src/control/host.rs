@@ -14,7 +14,7 @@ use futures::{FutureExt, future::BoxFuture};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netpath_common::{
     maps::{EndpointValue, Hook},
-    nat::{NatTarget, PublishKey, Uplink, Uplink6},
+    nat::{NatTarget, NatTarget6, PublishKey, PublishKey6, Uplink, Uplink6},
 };
 
 use crate::{
@@ -43,6 +43,8 @@ pub trait Host: Send + Sync {
     /// The global IPv6 addresses of link `index` usable as a source (not link-local,
     /// tentative or deprecated), in the kernel's order.
     fn ipv6_global_addresses(&self, index: u32) -> HostFuture<'_, Vec<Ipv6Addr>>;
+    /// Every IPv6 address of the host.
+    fn all_ipv6_addresses(&self) -> HostFuture<'_, Vec<Ipv6Addr>>;
     /// IPv4 routes of the host's main table: (device, destination).
     fn routes(&self) -> Vec<(String, IpNet)>;
     /// Turns IPv6 forwarding on, keeping `uplink` taking router advertisements (see
@@ -50,8 +52,9 @@ pub trait Host: Send + Sync {
     fn enable_ipv6_forwarding(&self, uplink: Option<&str>) -> Result<Vec<String>, SysctlError>;
     /// Checks that `path` is a network namespace other than the host's; its identity.
     fn check_netns(&self, path: &Path) -> Result<u64, SandboxError>;
-    /// Whether a host socket holds `proto` port `port` at `ip` (or the wildcard).
-    fn port_busy(&self, proto: Proto, ip: Ipv4Addr, port: u16) -> bool;
+    /// Whether a host socket holds `proto` port `port` at `ip` (or its family's
+    /// wildcard; an IPv6 wildcard socket that also takes IPv4 counts for both).
+    fn port_busy(&self, proto: Proto, ip: IpAddr, port: u16) -> bool;
     /// Who holds `proto` port `port` on the host, in words.
     fn port_owner(&self, proto: Proto, port: u16) -> String;
 
@@ -106,6 +109,9 @@ impl Host for KernelHost {
     fn ipv6_global_addresses(&self, index: u32) -> HostFuture<'_, Vec<Ipv6Addr>> {
         self.nl.ipv6_global_addresses(index).boxed()
     }
+    fn all_ipv6_addresses(&self) -> HostFuture<'_, Vec<Ipv6Addr>> {
+        self.nl.all_ipv6_addresses().boxed()
+    }
     fn routes(&self) -> Vec<(String, IpNet)> {
         super::proc_routes::read()
     }
@@ -115,7 +121,7 @@ impl Host for KernelHost {
     fn check_netns(&self, path: &Path) -> Result<u64, SandboxError> {
         sandbox::check_netns(path)
     }
-    fn port_busy(&self, proto: Proto, ip: Ipv4Addr, port: u16) -> bool {
+    fn port_busy(&self, proto: Proto, ip: IpAddr, port: u16) -> bool {
         crate::hostports::busy(proto, ip, port)
     }
     fn port_owner(&self, proto: Proto, port: u16) -> String {
@@ -211,10 +217,16 @@ pub enum MapWrite {
         target: NatTarget,
     },
     Unpublish(PublishKey),
+    /// An IPv6 published port and the endpoint's IPv6 address and port behind it.
+    Publish6 {
+        key: PublishKey6,
+        target: NatTarget6,
+    },
+    Unpublish6(PublishKey6),
     /// Marks the endpoint of this address as having published ports.
     MarkPublished(Ipv4Addr),
-    /// The host's own addresses, for host-local access.
-    SetLocalAddrs(Vec<Ipv4Addr>),
+    /// The host's own addresses (both families), for host-local access.
+    SetLocalAddrs(Vec<IpAddr>),
 }
 
 /// The control plane's use of the datapath: attachments, map writes, and the reads it
@@ -310,6 +322,8 @@ impl Maps for Datapath {
             MapWrite::SetNoMasquerade { network, cidrs } => self.set_no_masquerade(network, &cidrs),
             MapWrite::Publish { key, target } => self.publish(key, target),
             MapWrite::Unpublish(key) => self.unpublish(key),
+            MapWrite::Publish6 { key, target } => self.publish6(key, target),
+            MapWrite::Unpublish6(key) => self.unpublish6(key),
             MapWrite::MarkPublished(ip) => self.mark_published(ip.octets()),
             MapWrite::SetLocalAddrs(addrs) => self.set_local_addrs(&addrs),
         }

@@ -39,6 +39,7 @@ pub mod validate;
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{Arc, Mutex},
 };
 
@@ -260,16 +261,23 @@ impl Service {
 
     /// Tells the datapath which addresses are this host's: a 0.0.0.0 publish answers on
     /// those only (socket hooks and uplink DNAT). The daemon calls it at start, whenever
-    /// the kernel announces an IPv4 address change (addresses come and go, e.g. with
+    /// the kernel announces an address change (addresses come and go, e.g. with
     /// DHCP), and periodically as a safety net.
     pub async fn refresh_local_addrs(&self) -> Result<()> {
-        let addrs: Vec<_> = self
+        let v4 = self
             .host
             .all_ipv4_addresses()
             .await?
             .into_iter()
-            .filter(|a| !a.is_loopback())
-            .collect();
+            .map(IpAddr::V4);
+        let v6 = self
+            .host
+            .all_ipv6_addresses()
+            .await?
+            .into_iter()
+            .map(IpAddr::V6);
+        // Loopback is the datapath's own (127.0.0.0/8, ::1).
+        let addrs: Vec<IpAddr> = v4.chain(v6).filter(|a| !a.is_loopback()).collect();
         self.datapath().write(MapWrite::SetLocalAddrs(addrs))?;
         Ok(())
     }

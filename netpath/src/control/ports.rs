@@ -1,9 +1,9 @@
 //! Published ports: Docker's `-p` specs leased in the state database and written to the
 //! datapath's publish map, all of one command or none.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netpath_common::nat::{NatTarget, PublishKey};
+use netpath_common::nat::{NatTarget, NatTargetOf, PublishKey, PublishKeyOf};
 
 use super::{MapWrite, Result, Service, ServiceError, db};
 use crate::{
@@ -29,23 +29,31 @@ impl Service {
             let spec: PortSpec = spec
                 .parse()
                 .map_err(|e: PortSpecError| ServiceError::invalid(e.to_string()))?;
-            // (The datapath's view of the host's addresses, which 0.0.0.0 publishes answer
-            // on, is kept current by the daemon as addresses change: see
+            // (The datapath's view of the host's addresses, which publishes on every
+            // address answer on, is kept current by the daemon as addresses change: see
             // `refresh_local_addrs`.)
-            if let HostIp::V4(ip) = spec.host
-                && !ip.is_unspecified()
-                && !ip.is_loopback()
+            let one: Option<IpAddr> = match spec.host {
+                HostIp::V4(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip.into()),
+                HostIp::V6(ip) if !ip.is_unspecified() && !ip.is_loopback() => Some(ip.into()),
+                _ => None,
+            };
+            if let Some(ip) = one
+                && (ip.is_ipv4() || ep.ip6.is_some())
                 && !self.host_has_address(ip).await?
             {
                 return Err(ServiceError::Invalid {
                     what: format!("{ip} is not an address of this host"),
                     hint: Some(
-                        "publish on one of the host's addresses, 127.0.0.1, or all (omit HOSTIP)"
+                        "publish on one of the host's addresses, 127.0.0.1 or [::1], or all \
+                         (omit HOSTIP)"
                             .into(),
                     ),
                 });
             }
-            requests.extend(spec.requests().map_err(|ip| ipv6_refused(&ep, ip))?);
+            requests.extend(
+                spec.requests(ep.ip6.is_some())
+                    .map_err(|ip| ipv6_refused(&ep, ip))?,
+            );
         }
         let lock = self.net_lock(&ep.network);
         let _guard = lock.lock().await;
@@ -72,13 +80,10 @@ impl Service {
         // Map writes under the datapath lock, no await inside; on failure undo them.
         let published = {
             let mut dp = self.datapath();
-            let r = leases.iter().try_for_each(|l| {
-                let (key, target) = (publish_key(l), publish_target(l));
-                dp.write(MapWrite::Publish { key, target })
-            });
+            let r = leases.iter().try_for_each(|l| dp.write(publish_write(l)));
             if r.is_err() {
                 for l in &leases {
-                    let _ = dp.write(MapWrite::Unpublish(publish_key(l)));
+                    let _ = dp.write(unpublish_write(l));
                 }
             }
             r
@@ -153,7 +158,7 @@ impl Service {
         {
             let mut dp = self.datapath();
             for l in &going {
-                dp.write(MapWrite::Unpublish(publish_key(l)))?;
+                dp.write(unpublish_write(l))?;
             }
         }
         db(&self.store, move |s| {
@@ -166,44 +171,72 @@ impl Service {
         db(&self.store, |s| s.list_ports()).await
     }
 
-    async fn host_has_address(&self, ip: Ipv4Addr) -> Result<bool> {
-        Ok(self.host.all_ipv4_addresses().await?.contains(&ip))
+    async fn host_has_address(&self, ip: IpAddr) -> Result<bool> {
+        Ok(match ip {
+            IpAddr::V4(ip) => self.host.all_ipv4_addresses().await?.contains(&ip),
+            IpAddr::V6(ip) => self.host.all_ipv6_addresses().await?.contains(&ip),
+        })
     }
 }
 
-pub(super) fn publish_key(l: &PortLease) -> PublishKey {
-    PublishKey {
-        host_ip: l.host_ip.octets(),
-        port: l.host_port,
-        proto: l.proto.number(),
-        _pad: 0,
+/// The map write that publishes lease `l` (IPv4 or IPv6, by its host address).
+pub(super) fn publish_write(l: &PortLease) -> MapWrite {
+    let (proto, port) = (l.proto.number(), l.host_port);
+    match (l.host_ip, l.guest_ip) {
+        (IpAddr::V6(host), IpAddr::V6(guest)) => MapWrite::Publish6 {
+            key: PublishKeyOf::new(proto, host.octets(), port),
+            target: NatTargetOf::new(guest.octets(), l.guest_port),
+        },
+        _ => MapWrite::Publish {
+            key: publish_key(l),
+            target: NatTarget::new(v4(l.guest_ip).octets(), l.guest_port),
+        },
     }
 }
 
-pub(super) fn publish_target(l: &PortLease) -> NatTarget {
-    NatTarget {
-        addr: l.guest_ip.octets(),
-        port: l.guest_port,
-        flags: 0,
-        _pad: 0,
+/// The map write that stops publishing lease `l`.
+pub(super) fn unpublish_write(l: &PortLease) -> MapWrite {
+    match l.host_ip {
+        IpAddr::V6(host) => MapWrite::Unpublish6(PublishKeyOf::new(
+            l.proto.number(),
+            host.octets(),
+            l.host_port,
+        )),
+        IpAddr::V4(_) => MapWrite::Unpublish(publish_key(l)),
     }
 }
 
-/// Why a spec naming the IPv6 host address `ip` is refused for `ep`: it has no IPv6 (an
-/// IPv4-only network's), or the datapath cannot publish on IPv6 yet.
+/// The IPv4 publish key of lease `l`.
+fn publish_key(l: &PortLease) -> PublishKey {
+    PublishKeyOf::new(l.proto.number(), v4(l.host_ip).octets(), l.host_port)
+}
+
+/// The endpoint's IPv4 address a lease leads to, for marking it published (IPv6 leases'
+/// endpoints have it too: every endpoint has an IPv4 address); `None` for an IPv6 one.
+pub(super) fn published_endpoint(l: &PortLease) -> Option<Ipv4Addr> {
+    match l.guest_ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// An IPv4 lease's address (an IPv6 one, which never reaches here, as 0.0.0.0).
+fn v4(ip: IpAddr) -> Ipv4Addr {
+    match ip {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    }
+}
+
+/// Why a spec naming the IPv6 host address `ip` is refused for `ep`: it has no IPv6
+/// address (an IPv4-only network's).
 fn ipv6_refused(ep: &Endpoint, ip: Ipv6Addr) -> ServiceError {
-    if ep.ip6.is_none() {
-        return ServiceError::Invalid {
-            what: format!(
-                "endpoint {} has no IPv6 address (network {} is IPv4-only): nothing to \
-                 publish on [{ip}]",
-                ep.id, ep.network
-            ),
-            hint: Some("publish on an IPv4 host address, or omit HOSTIP".into()),
-        };
-    }
     ServiceError::Invalid {
-        what: format!("publishing on an IPv6 host address ([{ip}]) is not supported yet"),
-        hint: Some("publish on an IPv4 host address, or omit HOSTIP (IPv4 for now)".into()),
+        what: format!(
+            "endpoint {} has no IPv6 address (network {} is IPv4-only): nothing to \
+             publish on [{ip}]",
+            ep.id, ep.network
+        ),
+        hint: Some("publish on an IPv4 host address, or omit HOSTIP".into()),
     }
 }

@@ -9,7 +9,7 @@
 //! * a device tagged by this instance without a record: deleted;
 //! * a device tagged by another instance, or untagged: left alone.
 
-use super::{MapWrite, Result, Service, ServiceError, db, ports::publish_target};
+use super::{MapWrite, Result, Service, ServiceError, db, ports::published_endpoint};
 use crate::{
     config,
     model::{Endpoint, EndpointState},
@@ -100,8 +100,8 @@ impl Service {
         let leases = self.list_ports().await?;
         {
             let mut dp = self.datapath();
-            for l in &leases {
-                dp.write(MapWrite::MarkPublished(publish_target(l).addr.into()))?;
+            for ip in leases.iter().filter_map(published_endpoint) {
+                dp.write(MapWrite::MarkPublished(ip))?;
             }
         }
         let links = self.host.links().await?;

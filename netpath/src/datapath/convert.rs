@@ -9,7 +9,10 @@ use aya::{
 };
 use netpath_common::{
     maps::{Counter, EndpointCounters, EndpointKey, EndpointValue},
-    nat::{NatAge, NatTarget, PublishKey, SockNatKey, Tuple, Uplink},
+    nat::{
+        NatAge, NatTarget, NatTarget6, PublishKey, PublishKey6, SockNatKey, SockNatKey6, Tuple,
+        Tuple6, Uplink,
+    },
     packet::PacketClass,
 };
 
@@ -80,6 +83,10 @@ pub fn copy_entries(
         PUBLISH_MAP => copy_hash::<PublishKey, NatTarget>(name, old, new, flags),
         SOCK_NAT_MAP => copy_hash::<SockNatKey, NatTarget>(name, old, new, flags),
         LOCAL_ADDRS_MAP => copy_hash::<[u8; 4], u8>(name, old, new, flags),
+        PUBLISH6_MAP => copy_hash::<PublishKey6, NatTarget6>(name, old, new, flags),
+        DNAT_CT6_MAP => copy_hash::<Tuple6, NatTarget6>(name, old, new, flags),
+        SOCK_NAT6_MAP => copy_hash::<SockNatKey6, NatTarget6>(name, old, new, flags),
+        LOCAL_ADDRS6_MAP => copy_hash::<[u8; 16], u8>(name, old, new, flags),
         LAYOUT_MAP => Ok(0),
         MASQ_SRC_MAP => copy_lpm::<[u8; 4], u32>(name, old, new, flags),
         NO_MASQ_MAP => copy_lpm::<[u8; 8], u8>(name, old, new, flags),

@@ -27,6 +27,9 @@ pub enum DatapathError {
     /// nothing was asked of the kernel's verifier.
     #[error("the eBPF object has no program {program}")]
     MissingProgram { program: &'static str },
+    /// The running datapath (an older build's) lacks a map this operation needs.
+    #[error("the running datapath has no map {map}: restart the daemon with this build's datapath")]
+    MissingMap { map: &'static str },
     #[error("eBPF program {program}")]
     Program {
         program: &'static str,

@@ -35,6 +35,24 @@ pub(super) fn netns_cookie() -> io::Result<u64> {
     Ok(cookie)
 }
 
+/// Makes the address set `map` (values unused) hold exactly `want`.
+fn set_exactly<K: aya::Pod + Ord>(
+    map: &mut HashMap<MapData, K, u8>,
+    name: &'static str,
+    want: &[K],
+) -> Result<()> {
+    let want: std::collections::BTreeSet<K> = want.iter().copied().collect();
+    let have: Vec<K> = map.keys().filter_map(|k| k.ok()).collect();
+    for old in have.iter().filter(|a| !want.contains(*a)) {
+        absent_ok(name, map.remove(old))?;
+    }
+    for new in want.iter().filter(|a| !have.contains(*a)) {
+        map.insert(new, 1, 0)
+            .map_err(|source| DatapathError::WriteMap { map: name, source })?;
+    }
+    Ok(())
+}
+
 impl Datapath {
     /// Records this process's network namespace (its netns cookie) as the host
     /// namespace, the only one whose sockets the socket hooks translate.
@@ -57,21 +75,28 @@ impl Datapath {
             })
     }
 
-    /// Makes `NETPATH_LOCAL_ADDRS` (the host addresses a 0.0.0.0 publish answers on for
-    /// host processes) hold exactly `addrs`.
-    pub fn set_local_addrs(&mut self, addrs: &[std::net::Ipv4Addr]) -> Result<()> {
-        let want: std::collections::BTreeSet<[u8; 4]> = addrs.iter().map(|a| a.octets()).collect();
-        let have: Vec<[u8; 4]> = self.local_addrs.keys().filter_map(|k| k.ok()).collect();
-        for old in have.iter().filter(|a| !want.contains(*a)) {
-            absent_ok(LOCAL_ADDRS_MAP, self.local_addrs.remove(old))?;
-        }
-        for new in want.iter().filter(|a| !have.contains(*a)) {
-            self.local_addrs
-                .insert(new, 1, 0)
-                .map_err(|source| DatapathError::WriteMap {
-                    map: LOCAL_ADDRS_MAP,
-                    source,
-                })?;
+    /// Makes `NETPATH_LOCAL_ADDRS` and `NETPATH_LOCAL_ADDRS6` (the host addresses a
+    /// publish on every address answers on for host processes) hold exactly `addrs`, each
+    /// family's in its map (a datapath without the IPv6 map ignores the IPv6 ones).
+    pub fn set_local_addrs(&mut self, addrs: &[std::net::IpAddr]) -> Result<()> {
+        use std::net::IpAddr;
+        let v4: Vec<[u8; 4]> = addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpAddr::V4(a) => Some(a.octets()),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        set_exactly(&mut self.local_addrs, LOCAL_ADDRS_MAP, &v4)?;
+        if let Some(map) = self.local_addrs6.as_mut() {
+            let v6: Vec<[u8; 16]> = addrs
+                .iter()
+                .filter_map(|a| match a {
+                    IpAddr::V6(a) => Some(a.octets()),
+                    IpAddr::V4(_) => None,
+                })
+                .collect();
+            set_exactly(map, LOCAL_ADDRS6_MAP, &v6)?;
         }
         Ok(())
     }
@@ -224,6 +249,43 @@ impl Datapath {
     /// Stops publishing `key`; absent is fine.
     pub fn unpublish(&mut self, key: PublishKey) -> Result<()> {
         absent_ok(PUBLISH_MAP, self.publish.remove(&key))
+    }
+
+    /// Publishes the IPv6 `key` to `endpoint` (the endpoint's IPv6 address and port),
+    /// marking the endpoint first ([`Datapath::mark_published`]). `Err` on a datapath
+    /// whose object has no IPv6 publish map.
+    pub fn publish6(&mut self, key: PublishKey6, endpoint: NatTarget6) -> Result<()> {
+        if self.publish6.is_none() {
+            return Err(DatapathError::MissingMap { map: PUBLISH6_MAP });
+        }
+        // Marked by its IPv4 address, as `publish` marks it (every endpoint has one).
+        let ep = (self.endpoints6.as_ref())
+            .and_then(|m| m.get(&EndpointKey6 { ip: endpoint.addr }, 0).ok());
+        if let Some(ep) = ep {
+            self.mark_published(ep.ip)?;
+        }
+        let map = self
+            .publish6
+            .as_mut()
+            .ok_or(DatapathError::MissingMap { map: PUBLISH6_MAP })?;
+        map.insert(key, endpoint, 0)
+            .map_err(|source| DatapathError::WriteMap {
+                map: PUBLISH6_MAP,
+                source,
+            })
+    }
+
+    /// Stops publishing the IPv6 `key`; absent (or no such map) is fine.
+    pub fn unpublish6(&mut self, key: PublishKey6) -> Result<()> {
+        match self.publish6.as_mut() {
+            Some(map) => absent_ok(PUBLISH6_MAP, map.remove(&key)),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Datapath::dnat_entry`] for an IPv6 connection.
+    pub fn dnat_entry6(&self, reply: &Tuple6) -> Option<NatTarget6> {
+        self.dnat_ct6.as_ref()?.get(reply, 0).ok()
     }
 
     /// Number of published ports.

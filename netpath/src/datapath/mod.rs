@@ -66,10 +66,11 @@ use netpath_common::{
         Forward, Hook, IFACES_MAP, LAYOUT_MAP, STATS_MAP,
     },
     nat::{
-        DNAT_CT_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, MASQ_SRC_MAP, MASQ_SRC6_MAP, NAT_AGE_MAP,
-        NAT_AGE6_MAP, NAT66_SCRATCH_MAP, NO_MASQ_MAP, NO_MASQ6_MAP, NatAge, NatTarget, NatTarget6,
-        PUBLISH_MAP, PublishKey, RNAT_MAP, RNAT6_MAP, SNAT_MAP, SNAT6_MAP, SOCK_NAT_MAP, Tuple,
-        Tuple6, UPLINKS_MAP, UPLINKS6_MAP, Uplink, Uplink6, no_masq_key,
+        DNAT_CT_MAP, DNAT_CT6_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, LOCAL_ADDRS6_MAP, MASQ_SRC_MAP,
+        MASQ_SRC6_MAP, NAT_AGE_MAP, NAT_AGE6_MAP, NAT66_SCRATCH_MAP, NO_MASQ_MAP, NO_MASQ6_MAP,
+        NatAge, NatTarget, NatTarget6, PUBLISH_MAP, PUBLISH6_MAP, PublishKey, PublishKey6,
+        RNAT_MAP, RNAT6_MAP, SNAT_MAP, SNAT6_MAP, SOCK_NAT_MAP, SOCK_NAT6_MAP, Tuple, Tuple6,
+        UPLINKS_MAP, UPLINKS6_MAP, Uplink, Uplink6, no_masq_key,
     },
     packet::PacketClass,
 };
@@ -86,7 +87,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 26] = [
+pub const MAPS: [&str; 30] = [
     LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
@@ -113,6 +114,10 @@ pub const MAPS: [&str; 26] = [
     MASQ_SRC6_MAP,
     NO_MASQ6_MAP,
     NAT66_SCRATCH_MAP,
+    PUBLISH6_MAP,
+    DNAT_CT6_MAP,
+    LOCAL_ADDRS6_MAP,
+    SOCK_NAT6_MAP,
 ];
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
@@ -164,6 +169,11 @@ pub struct Datapath {
     nat_age: HashMap<MapData, Tuple, NatAge>,
     /// `None` on a datapath of an older layout (its object has no NAT66 maps).
     nat66: Option<nat66::Nat66>,
+    /// The IPv6 publish maps; `None` on a datapath whose object has none (it publishes
+    /// on IPv4 only).
+    publish6: Option<HashMap<MapData, PublishKey6, NatTarget6>>,
+    dnat_ct6: Option<HashMap<MapData, Tuple6, NatTarget6>>,
+    local_addrs6: Option<HashMap<MapData, [u8; 16], u8>>,
 }
 
 impl Datapath {
@@ -225,6 +235,9 @@ impl Datapath {
             local_addrs: open_typed(&pins, LOCAL_ADDRS_MAP)?,
             nat_age: open_typed(&pins, NAT_AGE_MAP)?,
             nat66: nat66::Nat66::open(&pins)?,
+            publish6: open_typed_if_pinned(&pins, PUBLISH6_MAP)?,
+            dnat_ct6: open_typed_if_pinned(&pins, DNAT_CT6_MAP)?,
+            local_addrs6: open_typed_if_pinned(&pins, LOCAL_ADDRS6_MAP)?,
             pins,
         })
     }

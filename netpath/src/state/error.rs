@@ -114,6 +114,8 @@ pub enum StateError {
     },
     #[error("no free host port left in {first}-{last}")]
     PortsExhausted { first: u16, last: u16 },
+    #[error("endpoint {endpoint} has no IPv6 address to publish an IPv6 port to")]
+    EndpointWithoutIpv6 { endpoint: String },
     #[error("network \"{network}\" ({subnet}) has no free address left")]
     SubnetExhausted { network: String, subnet: IpNet },
 }

@@ -80,6 +80,10 @@ const IP6_LEASES: TableDefinition<(u16, u128), &str> = TableDefinition::new("ip6
 /// → JSON `PortLease`. Keyed port-first so all leases of one (protocol, port) are one
 /// range, which is what conflict checks scan.
 const PORT_LEASES: TableDefinition<(u8, u16, u32), &[u8]> = TableDefinition::new("port_leases");
+/// [`PORT_LEASES`] for IPv6 host addresses (as u128; 0 = every IPv6 address). A table of
+/// its own: the IPv4 one's keys stay as they were, and a database of an older build
+/// simply gains it.
+const PORT6_LEASES: TableDefinition<(u8, u16, u128), &[u8]> = TableDefinition::new("port6_leases");
 
 /// Length of an endpoint id (lowercase hex digits).
 pub const ENDPOINT_ID_LEN: usize = 12;
@@ -158,6 +162,7 @@ struct Tables<'t> {
     ip_leases: Table<'t, (u16, u32), &'static str>,
     ip6_leases: Table<'t, (u16, u128), &'static str>,
     port_leases: Table<'t, (u8, u16, u32), &'static [u8]>,
+    port6_leases: Table<'t, (u8, u16, u128), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -171,6 +176,7 @@ impl<'t> Tables<'t> {
             ip_leases: txn.open_table(IP_LEASES)?,
             ip6_leases: txn.open_table(IP6_LEASES)?,
             port_leases: txn.open_table(PORT_LEASES)?,
+            port6_leases: txn.open_table(PORT6_LEASES)?,
         })
     }
 }
@@ -273,6 +279,7 @@ impl Store {
             t.ip_leases.retain(|_, _| false)?;
             t.ip6_leases.retain(|_, _| false)?;
             t.port_leases.retain(|_, _| false)?;
+            t.port6_leases.retain(|_, _| false)?;
             Ok(())
         })
     }
@@ -281,18 +288,37 @@ impl Store {
 const NETWORKS_NAME: &str = "network";
 const PORTS_NAME: &str = "port lease";
 
-/// The endpoint holding a lease that conflicts with (`proto`, `host_ip`, `port`).
+/// The endpoint holding a lease that conflicts with (`proto`, `host_ip`, `port`): a
+/// lease of the same family whose address is the same, or either is that family's
+/// every-address.
 fn port_holder(
-    leases: &impl ReadableTable<(u8, u16, u32), &'static [u8]>,
+    t: &Tables<'_>,
     proto: Proto,
-    host_ip: Ipv4Addr,
+    host_ip: IpAddr,
     port: u16,
 ) -> Result<Option<PortLease>> {
+    match host_ip {
+        IpAddr::V4(ip) => holder_in(&t.port_leases, proto, u32::from(ip), port),
+        IpAddr::V6(ip) => holder_in(&t.port6_leases, proto, u128::from(ip), port),
+    }
+}
+
+/// [`port_holder`] in one family's table, whose address keys are `A` (0: every address).
+fn holder_in<A>(
+    leases: &impl ReadableTable<(u8, u16, A), &'static [u8]>,
+    proto: Proto,
+    host_ip: A,
+    port: u16,
+) -> Result<Option<PortLease>>
+where
+    A: redb::Key + lease_key::AddrKey + Copy + PartialEq + std::fmt::Display + 'static,
+    for<'a> A: redb::Value<SelfType<'a> = A>,
+{
     let n = proto.number();
-    for item in leases.range((n, port, 0)..=(n, port, u32::MAX))? {
+    for item in leases.range((n, port, A::MIN)..=(n, port, A::MAX))? {
         let (k, v) = item?;
         let ip = k.value().2;
-        if ip == 0 || host_ip.is_unspecified() || ip == u32::from(host_ip) {
+        if ip == A::MIN || host_ip == A::MIN || ip == host_ip {
             return Ok(Some(decode(
                 PORTS_NAME,
                 &format!("{n}/{ip}:{port}"),
@@ -301,6 +327,22 @@ fn port_holder(
         }
     }
     Ok(None)
+}
+
+/// The address keys of the port lease tables: u32 (IPv4), u128 (IPv6).
+mod lease_key {
+    pub trait AddrKey {
+        const MIN: Self;
+        const MAX: Self;
+    }
+    impl AddrKey for u32 {
+        const MIN: u32 = 0;
+        const MAX: u32 = u32::MAX;
+    }
+    impl AddrKey for u128 {
+        const MIN: u128 = 0;
+        const MAX: u128 = u128::MAX;
+    }
 }
 const ENDPOINTS_NAME: &str = "endpoint";
 
@@ -382,8 +424,10 @@ fn remove_endpoint_rows(
 ) -> Result<()> {
     t.endpoints.remove(endpoint.id.as_str())?;
     let id = endpoint.id.clone();
-    t.port_leases
-        .retain(|_, v| serde_json::from_slice::<PortLease>(v).map_or(true, |l| l.endpoint != id))?;
+    let other =
+        |v: &[u8]| serde_json::from_slice::<PortLease>(v).map_or(true, |l| l.endpoint != id);
+    t.port_leases.retain(|_, v| other(v))?;
+    t.port6_leases.retain(|_, v| other(v))?;
     let id = endpoint.id.as_str();
     if let Some(nid) = network_id {
         remove_if_held(&mut t.ip_leases, (nid, u32::from(endpoint.ip)), id)?;

@@ -3,43 +3,52 @@
 use super::*;
 
 impl Store {
-    /// Leases host ports for endpoint `endpoint_id`, all or none. A port conflicts with
-    /// a lease of the same protocol and port whose address is the same or either is
-    /// 0.0.0.0, and with a host socket bound to it (`host_busy` says, see
-    /// [`crate::hostports::busy`]); a
-    /// [`HostPort::FirstFree`] or [`HostPort::Ephemeral`] request takes the lowest port of
-    /// its range (`ephemeral` for the latter) that conflicts with neither.
+    /// Leases host ports for endpoint `endpoint_id`, all or none: for each request one
+    /// lease per host address it names, all on the same host port. A port conflicts
+    /// with a lease of the same protocol, family and port whose address is the same or
+    /// either is that family's every-address, and with a host socket bound to it
+    /// (`host_busy` says, see [`crate::hostports::busy`]); a [`HostPort::FirstFree`] or
+    /// [`HostPort::Ephemeral`] request takes the lowest port of its range (`ephemeral`
+    /// for the latter) that conflicts with neither on any of its addresses. An IPv6
+    /// lease leads to the endpoint's IPv6 address.
     pub fn lease_ports(
         &self,
         endpoint_id: &str,
         requests: &[PortRequest],
         ephemeral: (u16, u16),
-        host_busy: &(dyn Fn(Proto, Ipv4Addr, u16) -> bool + Sync),
+        host_busy: &(dyn Fn(Proto, IpAddr, u16) -> bool + Sync),
     ) -> Result<Vec<PortLease>> {
         self.write_with(Flush::CrashOnly, |t| {
             let ep = read_endpoint(&t.endpoints, endpoint_id)?;
             let mut out = Vec::new();
             for r in requests {
-                let (proto, host_ip) = (r.proto, r.host_ip);
-                let port = match r.host {
-                    HostPort::Exact(p) => {
+                let proto = r.proto;
+                // The first conflict of port `p` on any of the request's addresses.
+                let conflict = |t: &Tables<'_>, p: u16| -> Result<Option<StateError>> {
+                    for &host_ip in &r.host_ips {
                         let lease = PortLease::lease_id(proto, host_ip, p);
-                        if let Some(holder) = port_holder(&t.port_leases, proto, host_ip, p)? {
-                            return Err(StateError::PortInUse {
+                        if let Some(holder) = port_holder(t, proto, host_ip, p)? {
+                            return Ok(Some(StateError::PortInUse {
                                 lease,
                                 holder: holder.id,
                                 endpoint: holder.endpoint,
-                            });
+                            }));
                         }
                         if host_busy(proto, host_ip, p) {
-                            return Err(StateError::HostPortInUse {
+                            return Ok(Some(StateError::HostPortInUse {
                                 lease,
                                 proto,
                                 port: p,
-                            });
+                            }));
                         }
-                        p
                     }
+                    Ok(None)
+                };
+                let port = match r.host {
+                    HostPort::Exact(p) => match conflict(t, p)? {
+                        Some(e) => return Err(e),
+                        None => p,
+                    },
                     HostPort::FirstFree(_) | HostPort::Ephemeral => {
                         let (first, last) = match r.host {
                             HostPort::FirstFree(range) => (range.first, range.last),
@@ -47,9 +56,7 @@ impl Store {
                         };
                         let mut found = None;
                         for p in first..=last {
-                            if port_holder(&t.port_leases, proto, host_ip, p)?.is_none()
-                                && !host_busy(proto, host_ip, p)
-                            {
+                            if conflict(t, p)?.is_none() {
                                 found = Some(p);
                                 break;
                             }
@@ -57,20 +64,38 @@ impl Store {
                         found.ok_or(StateError::PortsExhausted { first, last })?
                     }
                 };
-                let lease = PortLease {
-                    id: PortLease::lease_id(proto, host_ip, port),
-                    endpoint: ep.id.clone(),
-                    proto,
-                    host_ip,
-                    host_port: port,
-                    guest_ip: ep.ip,
-                    guest_port: r.guest_port,
-                };
-                t.port_leases.insert(
-                    (proto.number(), port, u32::from(host_ip)),
-                    encode(&lease).as_slice(),
-                )?;
-                out.push(lease);
+                for &host_ip in &r.host_ips {
+                    let guest_ip = match host_ip {
+                        IpAddr::V4(_) => IpAddr::V4(ep.ip),
+                        IpAddr::V6(_) => {
+                            IpAddr::V6(ep.ip6.ok_or_else(|| StateError::EndpointWithoutIpv6 {
+                                endpoint: ep.id.clone(),
+                            })?)
+                        }
+                    };
+                    let lease = PortLease {
+                        id: PortLease::lease_id(proto, host_ip, port),
+                        endpoint: ep.id.clone(),
+                        proto,
+                        host_ip,
+                        host_port: port,
+                        guest_ip,
+                        guest_port: r.guest_port,
+                    };
+                    let value = encode(&lease);
+                    let n = proto.number();
+                    match host_ip {
+                        IpAddr::V4(ip) => {
+                            t.port_leases
+                                .insert((n, port, u32::from(ip)), value.as_slice())?;
+                        }
+                        IpAddr::V6(ip) => {
+                            t.port6_leases
+                                .insert((n, port, u128::from(ip)), value.as_slice())?;
+                        }
+                    }
+                    out.push(lease);
+                }
             }
             Ok(out)
         })
@@ -85,7 +110,7 @@ impl Store {
     ) -> Result<Vec<PortLease>> {
         self.write_with(Flush::CrashOnly, |t| {
             let mut gone = Vec::new();
-            t.port_leases.retain(|_, v| {
+            let mut keep = |v: &[u8]| {
                 let Ok(l) = serde_json::from_slice::<PortLease>(v) else {
                     return true;
                 };
@@ -95,15 +120,22 @@ impl Store {
                     gone.push(l);
                 }
                 !hit
-            })?;
+            };
+            t.port_leases.retain(|_, v| keep(v))?;
+            t.port6_leases.retain(|_, v| keep(v))?;
             Ok(gone)
         })
     }
 
-    /// Every port lease, by protocol, port and address.
+    /// Every port lease, by protocol, port and address: the IPv4 ones, then the IPv6
+    /// ones.
     pub fn list_ports(&self) -> Result<Vec<PortLease>> {
         let txn = self.db.begin_read()?;
-        let key = |(proto, port, ip)| format!("{proto}/{ip}:{port}");
-        decode_all(&txn.open_table(PORT_LEASES)?, PORTS_NAME, key)
+        let key = |(proto, port, ip): (u8, u16, u32)| format!("{proto}/{ip}:{port}");
+        let mut all: Vec<PortLease> = decode_all(&txn.open_table(PORT_LEASES)?, PORTS_NAME, key)?;
+        let key6 = |(proto, port, ip): (u8, u16, u128)| format!("{proto}/{ip}:{port}");
+        let v6: Vec<PortLease> = decode_all(&txn.open_table(PORT6_LEASES)?, PORTS_NAME, key6)?;
+        all.extend(v6);
+        Ok(all)
     }
 }

@@ -360,6 +360,46 @@ async fn publish_two_specs() {
     .await;
 }
 
+/// A spec without HOSTIP on a dual-stack endpoint: one lease per family, all or none.
+#[tokio::test]
+async fn publish_on_both_families() {
+    const UNDO: &[&str] = &[
+        "unpublish 6/0.0.0.0:8080",
+        "unpublish6 6/[::]:8080",
+        "unpublish 17/0.0.0.0:53",
+        "unpublish6 17/[::]:53",
+    ];
+    let op: Op = |rig, _, ep| {
+        let req = publish_req(ep, &["8080:80", "53:53/udp"]);
+        async move { rig.svc.publish_ports(req).await.map(drop) }.boxed()
+    };
+    let steps = &[
+        (On::Both, "publish 6/0.0.0.0:8080", UNDO),
+        (On::Both, "publish6 6/[::]:8080", UNDO),
+        (On::Both, "publish 17/0.0.0.0:53", UNDO),
+        (On::Both, "publish6 17/[::]:53", UNDO),
+    ];
+    run(Case {
+        modes: &[Mode::Bridge],
+        // The first publish marked the endpoint as published before a later one failed.
+        residue: |k, step| {
+            if step > 0 {
+                marked_published(k, step);
+            }
+        },
+        ..Case::new("publish 8080:80 and 53:53/udp, dual-stack", op, steps).dual(dual_veth)
+    })
+    .await;
+}
+
+fn dual_veth(rig: &Rig, mode: Mode) -> BoxFuture<'_, String> {
+    async move {
+        dual_network(rig, mode).await;
+        rig.veth("web").await.id
+    }
+    .boxed()
+}
+
 /// A removal failed at step k stops there (nothing follows the failed call), keeps the
 /// record of what it removes, and a retry finishes the job: kernel and records as they
 /// were before `add` made what `remove` removes.

@@ -215,3 +215,112 @@ fn ipv4_only_requests_read_as_before_to_an_older_daemon() {
     let text = serde_json::to_string(&ep).unwrap();
     assert!(!text.contains("ip6"), "{text}");
 }
+
+/// IPv6 port leases: one per family for a request naming both every-addresses, on one
+/// host port; conflicts only within a family; an IPv4-only endpoint gets none.
+#[test]
+fn ipv6_port_leases_beside_the_ipv4_ones() {
+    let (_dir, store) = fresh();
+    create_dual(&store, "d", "10.1.0.0/24", "fd01::/64").unwrap();
+    let a = reserve6(&store, "d", None).unwrap();
+    let b = reserve6(&store, "d", None).unwrap();
+    let none = |_: Proto, _: IpAddr, _: u16| false;
+    let eph = (20000, 20009);
+    let both = store
+        .lease_ports(
+            &a.id,
+            &[super::req(
+                Proto::Tcp,
+                "0.0.0.0,::",
+                HostPort::Exact(8080),
+                80,
+            )],
+            eph,
+            &none,
+        )
+        .unwrap();
+    let ids: Vec<(&str, IpAddr, IpAddr)> = both
+        .iter()
+        .map(|l| (l.id.as_str(), l.host_ip, l.guest_ip))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (
+                "tcp/0.0.0.0:8080",
+                "0.0.0.0".parse().unwrap(),
+                "10.1.0.2".parse().unwrap()
+            ),
+            (
+                "tcp/[::]:8080",
+                "::".parse().unwrap(),
+                "fd01::2".parse().unwrap()
+            ),
+        ]
+    );
+    // [::1]:8080 conflicts with [::]:8080 (A's), and nothing of B's request is leased.
+    let err = store
+        .lease_ports(
+            &b.id,
+            &[
+                super::req(Proto::Tcp, "127.0.0.2", HostPort::Exact(8081), 81),
+                super::req(Proto::Tcp, "::1", HostPort::Exact(8080), 80),
+            ],
+            eph,
+            &none,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, StateError::PortInUse { lease, holder, .. }
+            if lease == "tcp/[::1]:8080" && holder == "tcp/[::]:8080"),
+        "{err:?}"
+    );
+    assert_eq!(store.list_ports().unwrap(), both);
+    // Ephemeral on both families: the lowest port free in both (20000 is taken on IPv6
+    // only, by a host socket; 20001 on IPv4, by a lease).
+    store
+        .lease_ports(
+            &b.id,
+            &[super::req(Proto::Udp, "0.0.0.0", HostPort::Exact(20001), 1)],
+            eph,
+            &none,
+        )
+        .unwrap();
+    let busy6 = |_: Proto, ip: IpAddr, p: u16| ip.is_ipv6() && p == 20000;
+    let got = store
+        .lease_ports(
+            &a.id,
+            &[super::req(
+                Proto::Udp,
+                "0.0.0.0,::",
+                HostPort::Ephemeral,
+                53,
+            )],
+            eph,
+            &busy6,
+        )
+        .unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|l| (l.id.as_str(), l.host_port))
+            .collect::<Vec<_>>(),
+        [("udp/0.0.0.0:20002", 20002), ("udp/[::]:20002", 20002)]
+    );
+    // Released by endpoint: both families' leases go.
+    let gone = store.release_ports(Some(&a.id), None).unwrap();
+    assert_eq!(gone.len(), 4);
+    assert_eq!(store.list_ports().unwrap().len(), 1);
+    // An IPv4-only endpoint has no IPv6 address to lead a lease to.
+    create(&store, "v4", "10.2.0.0/24").unwrap();
+    let c = reserve(&store, "v4", None).unwrap();
+    assert!(matches!(
+        store.lease_ports(
+            &c.id,
+            &[super::req(Proto::Tcp, "::", HostPort::Exact(9000), 80)],
+            eph,
+            &none
+        ),
+        Err(StateError::EndpointWithoutIpv6 { .. })
+    ));
+    assert_eq!(store.list_ports().unwrap().len(), 1);
+}

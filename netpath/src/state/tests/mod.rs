@@ -522,7 +522,7 @@ fn release_frees_the_ip() {
 fn req(proto: Proto, host_ip: &str, host: HostPort, guest_port: u16) -> PortRequest {
     PortRequest {
         proto,
-        host_ip: ip(host_ip),
+        host_ips: host_ip.split(',').map(|a| a.parse().unwrap()).collect(),
         host,
         guest_port,
     }
@@ -534,7 +534,7 @@ fn port_leases_are_all_or_none() {
     create(&store, "n", "10.1.0.0/24").unwrap();
     let a = reserve(&store, "n", None).unwrap();
     let b = reserve(&store, "n", None).unwrap();
-    let none = |_: Proto, _: Ipv4Addr, _: u16| false;
+    let none = |_: Proto, _: IpAddr, _: u16| false;
     let eph = (20000, 20002);
     let taken = store
         .lease_ports(
@@ -572,7 +572,7 @@ fn port_leases_are_all_or_none() {
     }
     assert_eq!(store.list_ports().unwrap(), taken);
     // A host socket on 8082 makes a host range skip it, an exact request fail.
-    let busy = |_: Proto, _: Ipv4Addr, p: u16| p == 8082;
+    let busy = |_: Proto, _: IpAddr, p: u16| p == 8082;
     let range = HostPort::FirstFree(crate::portspec::Ports {
         first: 8080,
         last: 8084,
