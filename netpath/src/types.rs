@@ -170,6 +170,18 @@ pub struct TwoOfOneFamily<T> {
     pub second: T,
 }
 
+/// `values` split by family, each in the order given: (the IPv4 ones, the IPv6 ones).
+pub fn split_families<T: Dual>(values: &[T]) -> (Vec<T::V4>, Vec<T::V6>) {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for v in values {
+        match v.split() {
+            Ok(a) => v4.push(a),
+            Err(a) => v6.push(a),
+        }
+    }
+    (v4, v6)
+}
+
 /// `values` by family: at most one IPv4 and one IPv6, in either order.
 pub fn by_family<T: Dual>(values: &[T]) -> Result<PerFamily<T>, TwoOfOneFamily<T>> {
     let (mut v4, mut v6) = (None, None);

@@ -14,8 +14,8 @@ pub struct PortMapping {
     /// `protocol`: `tcp` (the default) or `udp`, in any case.
     #[serde(default)]
     pub protocol: Option<String>,
-    /// `hostIP`: the host address to publish on; empty or `0.0.0.0` for all of them
-    /// (see [`HostAddress`]).
+    /// `hostIP`: the host address to publish on; empty for all of them (see
+    /// [`HostAddress`]).
     #[serde(default, rename = "hostIP")]
     pub host_ip: Option<String>,
 }
@@ -23,11 +23,11 @@ pub struct PortMapping {
 /// Where a port mapping is published, from its `hostIP`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostAddress {
-    /// Empty or `0.0.0.0`: every host address.
+    /// Empty: every host address of each family the endpoint has.
     Any,
-    /// One IPv4 address of the host.
+    /// An IPv4 address of the host; `0.0.0.0` for all of them.
     V4(Ipv4Addr),
-    /// An IPv6 address (`::` for all of them): see [`PortMapping::ipv6_spec`].
+    /// An IPv6 address of the host; `::` for all of them.
     V6(Ipv6Addr),
 }
 
@@ -37,7 +37,6 @@ impl PortMapping {
         match self.host_ip.as_deref().unwrap_or("") {
             "" => Ok(HostAddress::Any),
             ip => match ip.parse::<IpAddr>() {
-                Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) => Ok(HostAddress::Any),
                 Ok(IpAddr::V4(a)) => Ok(HostAddress::V4(a)),
                 Ok(IpAddr::V6(a)) => Ok(HostAddress::V6(a)),
                 Err(_) => Err(CniError::new(
@@ -51,14 +50,17 @@ impl PortMapping {
         }
     }
 
-    /// The Docker `-p` spec of this mapping; `None` for one that is not published (an
-    /// IPv6 host address, [`PortMapping::ipv6_spec`]).
-    pub fn spec(&self) -> Result<Option<String>> {
-        let proto = self
-            .protocol
+    /// `protocol`, lowercase; `tcp` when absent.
+    fn proto(&self) -> String {
+        self.protocol
             .as_deref()
             .unwrap_or("tcp")
-            .to_ascii_lowercase();
+            .to_ascii_lowercase()
+    }
+
+    /// The Docker `-p` spec of this mapping (an IPv6 host address in brackets).
+    pub fn spec(&self) -> Result<String> {
+        let proto = self.proto();
         if proto != "tcp" && proto != "udp" {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
@@ -80,30 +82,40 @@ impl PortMapping {
         let host = match self.host_address()? {
             HostAddress::Any => String::new(),
             HostAddress::V4(ip) => format!("{ip}:"),
-            HostAddress::V6(ip) => return Ok(self.ipv6_spec(ip, &proto)),
+            HostAddress::V6(ip) => format!("[{ip}]:"),
         };
-        Ok(Some(format!(
+        Ok(format!(
             "{host}{}:{}/{proto}",
             self.host_port, self.container_port
-        )))
+        ))
     }
 
-    /// The one place that decides what a mapping on an IPv6 host address becomes:
-    /// nothing yet. netpath's datapath does not publish on IPv6 (issue 15: NAT66 and
-    /// published ports on IPv6 are still to come), so such a mapping is accepted and
-    /// skipped, and ADD goes on with the others — runtimes send it beside its IPv4 twin
-    /// (`hostIP` `::` next to `0.0.0.0`), which is published. When IPv6 publishing
-    /// lands, this returns Docker's bracketed spec, `[{host}]:{hostPort}:{containerPort}/{proto}`.
-    pub fn ipv6_spec(&self, _host: Ipv6Addr, _proto: &str) -> Option<String> {
-        None
+    /// A mapping on every address of one family (`0.0.0.0`, `::`) whose port an
+    /// every-address mapping of `all` (empty `hostIP`, both families) publishes already:
+    /// a runtime's per-family twin of it.
+    fn covered_by_any(&self, all: &[PortMapping]) -> Result<bool> {
+        let one_family_any = match self.host_address()? {
+            HostAddress::V4(ip) => ip.is_unspecified(),
+            HostAddress::V6(ip) => ip.is_unspecified(),
+            HostAddress::Any => false,
+        };
+        Ok(one_family_any
+            && all.iter().any(|o| {
+                o.host_address().ok() == Some(HostAddress::Any)
+                    && (o.host_port, o.container_port, o.proto())
+                        == (self.host_port, self.container_port, self.proto())
+            }))
     }
 }
 
-/// The specs of `mappings` that are published (see [`PortMapping::spec`]).
+/// The specs of `mappings` (see [`PortMapping::spec`]), each port once.
 pub(super) fn specs(mappings: &[PortMapping]) -> Result<Vec<String>> {
     let mut specs = Vec::new();
     for m in mappings {
-        specs.extend(m.spec()?);
+        let spec = m.spec()?;
+        if !m.covered_by_any(mappings)? {
+            specs.push(spec);
+        }
     }
     Ok(specs)
 }

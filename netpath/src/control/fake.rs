@@ -230,13 +230,11 @@ impl Host for FakeHost {
         });
         ready(Ok(v4.collect()))
     }
-    fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>> {
+    fn all_addresses(&self) -> HostFuture<'_, Vec<IpAddr>> {
         let w = lock(&self.0);
-        let v4 = w.kernel.addrs.iter().filter_map(|a| match a.1 {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        });
-        ready(Ok(v4.collect()))
+        let mut all: Vec<IpAddr> = w.kernel.addrs.iter().map(|a| a.1).collect();
+        all.sort_by_key(IpAddr::is_ipv6);
+        ready(Ok(all))
     }
     fn ipv6_global_addresses(&self, index: u32) -> HostFuture<'_, Vec<Ipv6Addr>> {
         let w = lock(&self.0);
@@ -248,14 +246,6 @@ impl Host for FakeHost {
         ready(Ok(global.collect()))
     }
 
-    fn all_ipv6_addresses(&self) -> HostFuture<'_, Vec<Ipv6Addr>> {
-        let w = lock(&self.0);
-        let v6 = w.kernel.addrs.iter().filter_map(|a| match a.1 {
-            IpAddr::V6(a) => Some(a),
-            IpAddr::V4(_) => None,
-        });
-        ready(Ok(v6.collect()))
-    }
     fn routes(&self) -> Vec<(String, IpNet)> {
         lock(&self.0).host_routes.clone()
     }

@@ -38,13 +38,11 @@ pub trait Host: Send + Sync {
     fn links(&self) -> HostFuture<'_, Vec<Link>>;
     /// The IPv4 addresses (with prefix) of link `index`.
     fn ipv4_addresses(&self, index: u32) -> HostFuture<'_, Vec<(Ipv4Addr, u8)>>;
-    /// Every IPv4 address of the host.
-    fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>>;
+    /// Every address of the host, IPv4 then IPv6.
+    fn all_addresses(&self) -> HostFuture<'_, Vec<IpAddr>>;
     /// The global IPv6 addresses of link `index` usable as a source (not link-local,
     /// tentative or deprecated), in the kernel's order.
     fn ipv6_global_addresses(&self, index: u32) -> HostFuture<'_, Vec<Ipv6Addr>>;
-    /// Every IPv6 address of the host.
-    fn all_ipv6_addresses(&self) -> HostFuture<'_, Vec<Ipv6Addr>>;
     /// IPv4 routes of the host's main table: (device, destination).
     fn routes(&self) -> Vec<(String, IpNet)>;
     /// Turns IPv6 forwarding on, keeping `uplink` taking router advertisements (see
@@ -103,14 +101,26 @@ impl Host for KernelHost {
     fn ipv4_addresses(&self, index: u32) -> HostFuture<'_, Vec<(Ipv4Addr, u8)>> {
         self.nl.ipv4_addresses(index).boxed()
     }
-    fn all_ipv4_addresses(&self) -> HostFuture<'_, Vec<Ipv4Addr>> {
-        self.nl.all_ipv4_addresses().boxed()
+    fn all_addresses(&self) -> HostFuture<'_, Vec<IpAddr>> {
+        async {
+            let v4 = self
+                .nl
+                .all_ipv4_addresses()
+                .await?
+                .into_iter()
+                .map(IpAddr::V4);
+            let v6 = self
+                .nl
+                .all_ipv6_addresses()
+                .await?
+                .into_iter()
+                .map(IpAddr::V6);
+            Ok(v4.chain(v6).collect())
+        }
+        .boxed()
     }
     fn ipv6_global_addresses(&self, index: u32) -> HostFuture<'_, Vec<Ipv6Addr>> {
         self.nl.ipv6_global_addresses(index).boxed()
-    }
-    fn all_ipv6_addresses(&self) -> HostFuture<'_, Vec<Ipv6Addr>> {
-        self.nl.all_ipv6_addresses().boxed()
     }
     fn routes(&self) -> Vec<(String, IpNet)> {
         super::proc_routes::read()

@@ -39,7 +39,6 @@ pub mod validate;
 
 use std::{
     collections::HashMap,
-    net::IpAddr,
     sync::{Arc, Mutex},
 };
 
@@ -264,20 +263,9 @@ impl Service {
     /// the kernel announces an address change (addresses come and go, e.g. with
     /// DHCP), and periodically as a safety net.
     pub async fn refresh_local_addrs(&self) -> Result<()> {
-        let v4 = self
-            .host
-            .all_ipv4_addresses()
-            .await?
-            .into_iter()
-            .map(IpAddr::V4);
-        let v6 = self
-            .host
-            .all_ipv6_addresses()
-            .await?
-            .into_iter()
-            .map(IpAddr::V6);
+        let mut addrs = self.host.all_addresses().await?;
         // Loopback is the datapath's own (127.0.0.0/8, ::1).
-        let addrs: Vec<IpAddr> = v4.chain(v6).filter(|a| !a.is_loopback()).collect();
+        addrs.retain(|a| !a.is_loopback());
         self.datapath().write(MapWrite::SetLocalAddrs(addrs))?;
         Ok(())
     }

@@ -172,10 +172,7 @@ impl Service {
     }
 
     async fn host_has_address(&self, ip: IpAddr) -> Result<bool> {
-        Ok(match ip {
-            IpAddr::V4(ip) => self.host.all_ipv4_addresses().await?.contains(&ip),
-            IpAddr::V6(ip) => self.host.all_ipv6_addresses().await?.contains(&ip),
-        })
+        Ok(self.host.all_addresses().await?.contains(&ip))
     }
 }
 

@@ -79,23 +79,11 @@ impl Datapath {
     /// publish on every address answers on for host processes) hold exactly `addrs`, each
     /// family's in its map (a datapath without the IPv6 map ignores the IPv6 ones).
     pub fn set_local_addrs(&mut self, addrs: &[std::net::IpAddr]) -> Result<()> {
-        use std::net::IpAddr;
-        let v4: Vec<[u8; 4]> = addrs
-            .iter()
-            .filter_map(|a| match a {
-                IpAddr::V4(a) => Some(a.octets()),
-                IpAddr::V6(_) => None,
-            })
-            .collect();
+        let (v4, v6) = crate::types::split_families(addrs);
+        let v4: Vec<[u8; 4]> = v4.iter().map(|a| a.octets()).collect();
         set_exactly(&mut self.local_addrs, LOCAL_ADDRS_MAP, &v4)?;
         if let Some(map) = self.local_addrs6.as_mut() {
-            let v6: Vec<[u8; 16]> = addrs
-                .iter()
-                .filter_map(|a| match a {
-                    IpAddr::V6(a) => Some(a.octets()),
-                    IpAddr::V4(_) => None,
-                })
-                .collect();
+            let v6: Vec<[u8; 16]> = v6.iter().map(|a| a.octets()).collect();
             set_exactly(map, LOCAL_ADDRS6_MAP, &v6)?;
         }
         Ok(())

@@ -100,7 +100,8 @@ fn dual_stack_add_check_del() {
     );
 
     // Requested addresses of both families, in the 0.3.1 format (`version` per entry);
-    // the IPv6 twin of a port mapping is accepted and not published (IPv4 only yet).
+    // an every-address port mapping publishes on both families (its `::` twin is the
+    // same port).
     let ns2 = NetNs::with_ipv6("cd");
     let mut old = c.clone();
     old["cniVersion"] = json!("0.3.1");
@@ -122,7 +123,10 @@ fn dual_stack_add_check_del() {
         "{r2}"
     );
     let leases: Vec<Value> = ports(&d).iter().map(|l| l["id"].clone()).collect();
-    assert_eq!(leases, [json!("tcp/0.0.0.0:18245")]);
+    assert_eq!(
+        leases,
+        [json!("tcp/0.0.0.0:18245"), json!("tcp/[::]:18245")]
+    );
     let addr = ip(&ns2, &["-6", "-o", "addr", "show", "dev", "eth0"]);
     assert!(addr.contains("fd45::50/64"), "{addr}");
     assert_eq!(check("c0ffee62", &ns2, &c), (0, Value::Null));

@@ -246,7 +246,7 @@ fn an_existing_network_is_held_to_its_ipv6_settings() {
 }
 
 #[test]
-fn ipv6_host_addresses_are_accepted_and_not_published_yet() {
+fn host_addresses_of_both_families_are_published() {
     let m = |host: &str| {
         serde_json::from_value::<PortMapping>(
             json!({"hostPort": 8080, "containerPort": 80, "hostIP": host}),
@@ -255,16 +255,34 @@ fn ipv6_host_addresses_are_accepted_and_not_published_yet() {
     };
     for (host, address) in [
         ("", HostAddress::Any),
-        ("0.0.0.0", HostAddress::Any),
+        ("0.0.0.0", HostAddress::V4(Ipv4Addr::UNSPECIFIED)),
         ("192.0.2.7", HostAddress::V4("192.0.2.7".parse().unwrap())),
         ("::", HostAddress::V6(Ipv6Addr::UNSPECIFIED)),
         ("fd00::1", HostAddress::V6("fd00::1".parse().unwrap())),
     ] {
         assert_eq!(m(host).host_address().unwrap(), address, "{host:?}");
     }
-    // The IPv4 twin is published, the IPv6 mapping skipped (PortMapping::ipv6_spec).
+    // Each family's every-address mapping and one address, in brackets for IPv6.
     let mappings = [m("0.0.0.0"), m("::"), m("fd00::1")];
-    assert_eq!(specs(&mappings).unwrap(), ["8080:80/tcp"]);
+    assert_eq!(
+        specs(&mappings).unwrap(),
+        [
+            "0.0.0.0:8080:80/tcp",
+            "[::]:8080:80/tcp",
+            "[fd00::1]:8080:80/tcp"
+        ]
+    );
+    // An empty hostIP publishes on both families: its per-family twins are left out, a
+    // mapping of another port or protocol is not.
+    let udp: PortMapping = serde_json::from_value(
+        json!({"hostPort": 8080, "containerPort": 80, "hostIP": "::", "protocol": "UDP"}),
+    )
+    .unwrap();
+    let mappings = [m(""), m("::"), m("0.0.0.0"), udp];
+    assert_eq!(
+        specs(&mappings).unwrap(),
+        ["8080:80/tcp", "[::]:8080:80/udp"]
+    );
     let e = m("fd00::zz").spec().unwrap_err();
     assert_eq!(e.code, code::INVALID_CONFIG);
     assert!(

@@ -190,20 +190,20 @@ fn port_mappings_become_docker_specs() {
     assert_eq!(
         m(json!({"hostPort": 18080, "containerPort": 80, "protocol": "tcp", "hostIP": ""}))
             .unwrap(),
-        Some("18080:80/tcp".into())
+        "18080:80/tcp"
     );
     assert_eq!(
         m(json!({"hostPort": 53, "containerPort": 5353, "protocol": "UDP", "hostIP": "127.0.0.1"}))
             .unwrap(),
-        Some("127.0.0.1:53:5353/udp".into())
+        "127.0.0.1:53:5353/udp"
     );
     assert_eq!(
         m(json!({"hostPort": 1, "containerPort": 2})).unwrap(),
-        Some("1:2/tcp".into())
+        "1:2/tcp"
     );
     assert_eq!(
         m(json!({"hostPort": 1, "containerPort": 2, "hostIP": "::"})).unwrap(),
-        None
+        "[::]:1:2/tcp"
     );
     assert_eq!(
         m(json!({"hostPort": 1, "containerPort": 2, "protocol": "sctp"}))
@@ -211,7 +211,12 @@ fn port_mappings_become_docker_specs() {
             .code,
         code::INVALID_CONFIG
     );
-    for spec in ["18080:80/tcp", "127.0.0.1:53:5353/udp", "1:2/tcp"] {
+    for spec in [
+        "18080:80/tcp",
+        "127.0.0.1:53:5353/udp",
+        "1:2/tcp",
+        "[::]:1:2/tcp",
+    ] {
         spec.parse::<crate::portspec::PortSpec>().unwrap();
     }
 }
