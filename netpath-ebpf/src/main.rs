@@ -4,6 +4,7 @@
 #![no_main]
 
 mod counters;
+mod family;
 mod frame;
 mod maps;
 mod nat;
@@ -27,6 +28,7 @@ use netpath_common::{
 
 use crate::{
     counters::{count_class, count_drop, count_tx},
+    family::{V4, V6},
     frame::{TcFrame, XdpFrame},
     maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6, NETPATH_IFACES},
     nat::Inbound,
@@ -330,7 +332,7 @@ fn publish_ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdi
     match nat::publish_ingress6(ctx, frame, *c)? {
         Some(ip) => {
             let len = ctx.len() as u64;
-            route::to_endpoint6(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC))
+            route::to_endpoint::<V6>(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC))
         }
         None => Ok(TC_ACT_UNSPEC),
     }
@@ -351,7 +353,9 @@ fn uplink_ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdic
         done => done,
     };
     match inbound? {
-        Inbound::ForEndpoint(ip) => route::to_endpoint(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC)),
+        Inbound::ForEndpoint(ip) => {
+            route::to_endpoint::<V4>(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC))
+        }
         _ => Ok(TC_ACT_UNSPEC),
     }
 }

@@ -16,8 +16,8 @@
 //!
 //! This module holds what they share: where a packet's ports and checksum are ([`Flow`])
 //! and the one rewrite that keeps every checksum right, written once for both address
-//! families ([`family`]). Fragments and everything else go
-//! to the kernel path untouched.
+//! families (`crate::family`; the masquerade's part of a family in [`family`]).
+//! Fragments and everything else go to the kernel path untouched.
 
 mod family;
 mod hairpin;
@@ -36,7 +36,7 @@ use netpath_common::{
     packet::{Classified, Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use self::family::{Family, Ip, V4, V6, csum_addr};
+use self::family::{Family, csum_addr};
 pub use self::{
     family::Scratch,
     hairpin::hairpin,
@@ -46,7 +46,11 @@ pub use self::{
         published_at6,
     },
 };
-use crate::{frame::TcFrame, maps::NETPATH_UPLINKS};
+use crate::{
+    family::{Ip, V4, V6},
+    frame::TcFrame,
+    maps::NETPATH_UPLINKS,
+};
 
 /// Whether `ifindex` is an uplink of a netpath network.
 #[inline(always)]
@@ -221,7 +225,7 @@ fn rewrite<F: Ip>(
 
 /// A rewrite helper's failure, as the drop it causes.
 #[inline(always)]
-fn rewrite_failed(_: i64) -> DropReason {
+pub(crate) fn rewrite_failed(_: i64) -> DropReason {
     DropReason::NatRewriteFailed
 }
 
