@@ -4,7 +4,8 @@
 //! [`V4`] is IPv4, [`V6`] IPv6. What one part needs beyond that sits beside it, as a
 //! trait of its own implemented for both: the masquerade's ICMP types and NAT maps
 //! (`nat::family::Family`), the publish maps and host addresses (`nat::publish`'s
-//! `Publish`), the endpoint map and TTL handling of the shortcuts (`route::Hop`).
+//! `Publish`), the endpoint map and TTL handling of the shortcuts (`route::Hop`), the
+//! socket hooks' reverse map (`sock`).
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_ENFORCE, BPF_F_MARK_MANGLED_0},

@@ -274,7 +274,7 @@ fn uplink_egress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32
     // the host's addresses as its source would be dropped by the kernel as a martian.
     // Only then egress masquerade. (No port left, or a rewrite failed: never send a
     // half-translated packet.)
-    if nat::publish_reply(ctx, frame, c)? {
+    if nat::publish_reply::<V4>(ctx, frame, c)? {
         return Ok(TC_ACT_UNSPEC);
     }
     nat::egress(ctx, frame, c, ifindex, false)?;
@@ -300,7 +300,7 @@ fn uplink_egress6(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32
 /// on the entry's, which NAT66's steps are called from (see [`uplink_egress4`]).
 #[inline(never)]
 fn publish_reply6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> Result<bool, DropReason> {
-    nat::publish_reply6(ctx, frame, *c)
+    nat::publish_reply::<V6>(ctx, frame, *c)
 }
 
 /// tc (tcx) ingress on an uplink: [`uplink_ingress4`], [`uplink_ingress6`].
@@ -329,7 +329,7 @@ fn uplink_ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdic
 /// endpoint. A subprogram: see [`publish_reply6`].
 #[inline(never)]
 fn publish_ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdict {
-    match nat::publish_ingress6(ctx, frame, *c)? {
+    match nat::publish_dnat::<V6>(ctx, frame, *c)? {
         Some(ip) => {
             let len = ctx.len() as u64;
             route::to_endpoint::<V6>(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC))

@@ -37,14 +37,12 @@ use netpath_common::{
 };
 
 use self::family::{Family, csum_addr};
+pub(crate) use self::publish::Publish;
 pub use self::{
     family::Scratch,
     hairpin::hairpin,
     masq::{egress, ingress, ingress6},
-    publish::{
-        publish_ingress, publish_ingress6, publish_reply, publish_reply6, published_at,
-        published_at6,
-    },
+    publish::{publish_dnat, publish_ingress, publish_reply},
 };
 use crate::{
     family::{Ip, V4, V6},
@@ -120,8 +118,9 @@ impl<F: Ip> L4<F> {
 }
 
 /// A packet's connection as it sits in the packet: its L4 layout and its addresses and
-/// ports (for ICMP echo, both "ports" are the identifier).
-struct Flow<F: Ip> {
+/// ports (for ICMP echo, both "ports" are the identifier). Crate-visible only because
+/// `Publish`, which the socket hooks use, names it; its fields stay `nat`'s.
+pub(crate) struct Flow<F: Ip> {
     l4: L4<F>,
     src: F::Addr,
     dst: F::Addr,
