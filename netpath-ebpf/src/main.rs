@@ -4,6 +4,7 @@
 #![no_main]
 
 mod counters;
+mod family;
 mod frame;
 mod maps;
 mod nat;
@@ -27,6 +28,7 @@ use netpath_common::{
 
 use crate::{
     counters::{count_class, count_drop, count_tx},
+    family::{V4, V6},
     frame::{TcFrame, XdpFrame},
     maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6, NETPATH_IFACES},
     nat::Inbound,
@@ -272,7 +274,7 @@ fn uplink_egress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32
     // the host's addresses as its source would be dropped by the kernel as a martian.
     // Only then egress masquerade. (No port left, or a rewrite failed: never send a
     // half-translated packet.)
-    if nat::publish_reply(ctx, frame, c)? {
+    if nat::publish_reply::<V4>(ctx, frame, c)? {
         return Ok(TC_ACT_UNSPEC);
     }
     nat::egress(ctx, frame, c, ifindex, false)?;
@@ -298,7 +300,7 @@ fn uplink_egress6(ctx: &TcContext, frame: &TcFrame, c: &Classified, ifindex: u32
 /// on the entry's, which NAT66's steps are called from (see [`uplink_egress4`]).
 #[inline(never)]
 fn publish_reply6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> Result<bool, DropReason> {
-    nat::publish_reply6(ctx, frame, *c)
+    nat::publish_reply::<V6>(ctx, frame, *c)
 }
 
 /// tc (tcx) ingress on an uplink: [`uplink_ingress4`], [`uplink_ingress6`].
@@ -327,10 +329,10 @@ fn uplink_ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdic
 /// endpoint. A subprogram: see [`publish_reply6`].
 #[inline(never)]
 fn publish_ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdict {
-    match nat::publish_ingress6(ctx, frame, *c)? {
+    match nat::publish_dnat::<V6>(ctx, frame, *c)? {
         Some(ip) => {
             let len = ctx.len() as u64;
-            route::to_endpoint6(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC))
+            route::to_endpoint::<V6>(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC))
         }
         None => Ok(TC_ACT_UNSPEC),
     }
@@ -351,7 +353,9 @@ fn uplink_ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> TcVerdic
         done => done,
     };
     match inbound? {
-        Inbound::ForEndpoint(ip) => route::to_endpoint(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC)),
+        Inbound::ForEndpoint(ip) => {
+            route::to_endpoint::<V4>(ctx, ip, len).unwrap_or(Ok(TC_ACT_UNSPEC))
+        }
         _ => Ok(TC_ACT_UNSPEC),
     }
 }

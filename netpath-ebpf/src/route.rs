@@ -9,11 +9,11 @@
 //!   handed to that uplink with the kernel's neighbour resolution (`bpf_redirect_neigh`),
 //!   where the uplink's egress program then translates it as before ([`to_uplink`]).
 //!
-//! Both shortcuts decrement the TTL (IPv6: the hop limit), as the router they stand in for would. A packet whose
-//! TTL runs out, that is too big for the device it would leave by, or that the FIB would
-//! not forward (a local address, no route, forwarding off) goes to the kernel path
-//! unchanged, which answers with the right ICMP error (a redirect would drop an oversized
-//! packet silently).
+//! Both shortcuts decrement the TTL (IPv6: the hop limit), as the router they stand in
+//! for would ([`Hop`]: what they need of a family). A packet whose TTL runs out, that is
+//! too big for the device it would leave by, or that the FIB would not forward (a local
+//! address, no route, forwarding off) goes to the kernel path unchanged, which answers
+//! with the right ICMP error (a redirect would drop an oversized packet silently).
 
 use aya_ebpf::{
     bindings::{
@@ -36,6 +36,7 @@ use netpath_common::{
 use crate::{
     TC_ACT_REDIRECT, TcVerdict,
     counters::{count_forward, count_rx},
+    family::{Ip, V4, V6},
     maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6},
     nat,
 };
@@ -149,38 +150,6 @@ pub fn redirect(
     Ok(TC_ACT_REDIRECT)
 }
 
-/// Decrements the TTL and patches the header checksum; `false` (nothing written) if the
-/// packet must not be forwarded ([`routed_ttl`]) or the header is unreadable.
-#[inline(always)]
-fn decrement_ttl(ctx: &TcContext) -> bool {
-    let Ok(old) = ctx.load::<[u8; 2]>(IP_TTL) else {
-        return false;
-    };
-    let Some(ttl) = routed_ttl(old[0]) else {
-        return false;
-    };
-    let new = [ttl, old[1]];
-    // The csum helper takes the old and new 16-bit words as they sit in memory.
-    let (o, n) = (u16::from_ne_bytes(old), u16::from_ne_bytes(new));
-    ctx.store(IP_TTL, &new, 0).is_ok()
-        && ctx
-            .l3_csum_replace(IP_CSUM, u64::from(o), u64::from(n), 2)
-            .is_ok()
-}
-
-/// Decrements the IPv6 hop limit (no header checksum to patch); `false` (nothing
-/// written) if the packet must not be forwarded or the header is unreadable.
-#[inline(always)]
-fn decrement_hop_limit(ctx: &TcContext) -> bool {
-    let Ok(old) = ctx.load::<u8>(IP6_HOP_LIMIT) else {
-        return false;
-    };
-    let Some(hops) = routed_ttl(old) else {
-        return false;
-    };
-    ctx.store(IP6_HOP_LIMIT, &hops, 0).is_ok()
-}
-
 /// Whether the packet fits the MTU of device `ifindex` — each segment of a GSO packet,
 /// which the device's transmit path segments.
 #[inline(always)]
@@ -200,25 +169,70 @@ fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
     r == i64::from(BPF_MTU_CHK_RET_SUCCESS)
 }
 
-/// Uplink → endpoint: hands a packet (already translated) for endpoint address `ip`
-/// straight to it. `None`: not an endpoint's address, too big for its device (an uplink
-/// may have the larger MTU), or the TTL ran out — the kernel path takes it.
-#[inline(always)]
-pub fn to_endpoint(ctx: &TcContext, ip: [u8; 4], len: u64) -> Option<TcVerdict> {
-    // SAFETY: copied out at once.
-    let to = unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip }) }.copied()?;
-    if !fits_mtu(ctx, to.ifindex) || !decrement_ttl(ctx) {
-        return None;
-    }
-    deliver(ctx, to, len)
+/// What the shortcuts need of an address family beyond [`Ip`]: its endpoint map and how
+/// a router decrements its TTL.
+pub(crate) trait Hop: Ip {
+    /// The endpoint whose address is `ip`.
+    fn endpoint(ip: Self::Addr) -> Option<EndpointValue>;
+    /// Decrements the TTL (IPv6: the hop limit), patching the header checksum if there
+    /// is one; `false` (nothing written) if the packet must not be forwarded
+    /// ([`routed_ttl`]) or the header is unreadable.
+    fn decrement_ttl(ctx: &TcContext) -> bool;
 }
 
-/// [`to_endpoint`] for an endpoint's IPv6 address (the hop limit decremented).
+impl Hop for V4 {
+    #[inline(always)]
+    fn endpoint(ip: [u8; 4]) -> Option<EndpointValue> {
+        // SAFETY: copied out at once.
+        unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip }) }.copied()
+    }
+
+    #[inline(always)]
+    fn decrement_ttl(ctx: &TcContext) -> bool {
+        let Ok(old) = ctx.load::<[u8; 2]>(IP_TTL) else {
+            return false;
+        };
+        let Some(ttl) = routed_ttl(old[0]) else {
+            return false;
+        };
+        let new = [ttl, old[1]];
+        // The csum helper takes the old and new 16-bit words as they sit in memory.
+        let (o, n) = (u16::from_ne_bytes(old), u16::from_ne_bytes(new));
+        ctx.store(IP_TTL, &new, 0).is_ok()
+            && ctx
+                .l3_csum_replace(IP_CSUM, u64::from(o), u64::from(n), 2)
+                .is_ok()
+    }
+}
+
+impl Hop for V6 {
+    #[inline(always)]
+    fn endpoint(ip: [u8; 16]) -> Option<EndpointValue> {
+        // SAFETY: copied out at once.
+        unsafe { NETPATH_ENDPOINTS6.get(EndpointKey6 { ip }) }.copied()
+    }
+
+    #[inline(always)]
+    fn decrement_ttl(ctx: &TcContext) -> bool {
+        // No header checksum to patch.
+        let Ok(old) = ctx.load::<u8>(IP6_HOP_LIMIT) else {
+            return false;
+        };
+        let Some(hops) = routed_ttl(old) else {
+            return false;
+        };
+        ctx.store(IP6_HOP_LIMIT, &hops, 0).is_ok()
+    }
+}
+
+/// Uplink → endpoint: hands a packet (already translated) for endpoint address `ip` of
+/// family `F` straight to it. `None`: not an endpoint's address, too big for its device
+/// (an uplink may have the larger MTU), or the TTL (hop limit) ran out — the kernel path
+/// takes it.
 #[inline(always)]
-pub fn to_endpoint6(ctx: &TcContext, ip: [u8; 16], len: u64) -> Option<TcVerdict> {
-    // SAFETY: copied out at once.
-    let to = unsafe { NETPATH_ENDPOINTS6.get(EndpointKey6 { ip }) }.copied()?;
-    if !fits_mtu(ctx, to.ifindex) || !decrement_hop_limit(ctx) {
+pub fn to_endpoint<F: Hop>(ctx: &TcContext, ip: F::Addr, len: u64) -> Option<TcVerdict> {
+    let to = F::endpoint(ip)?;
+    if !fits_mtu(ctx, to.ifindex) || !F::decrement_ttl(ctx) {
         return None;
     }
     deliver(ctx, to, len)
@@ -255,9 +269,9 @@ pub fn to_uplink(ctx: &TcContext, ifindex: u32, ipv6: bool, len: u64) -> Option<
         return None;
     }
     let forwardable = if ipv6 {
-        decrement_hop_limit(ctx)
+        V6::decrement_ttl(ctx)
     } else {
-        decrement_ttl(ctx)
+        V4::decrement_ttl(ctx)
     };
     if !forwardable {
         return None;

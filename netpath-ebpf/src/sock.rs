@@ -18,20 +18,19 @@ use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
+    maps::LruHashMap,
     programs::SockAddrContext,
 };
 use netpath_common::{
-    nat::{NatTarget, NatTargetOf, SockNatKey, SockNatKey6},
+    nat::{Address, NatTargetOf, PublishKeyOf, SockNatKey, SockNatKey6},
     packet::{IPPROTO_TCP, IPPROTO_UDP},
     sockaddr::{mapped_of_v4, v4_of_mapped, v6_of_words, words_of_v6},
 };
 
 use crate::{
-    maps::{
-        NETPATH_HOST_NETNS, NETPATH_LOCAL_ADDRS, NETPATH_LOCAL_ADDRS6, NETPATH_SOCK_NAT,
-        NETPATH_SOCK_NAT6,
-    },
-    nat::{published_at, published_at6},
+    family::{V4, V6},
+    maps::{NETPATH_HOST_NETNS, NETPATH_SOCK_NAT, NETPATH_SOCK_NAT6},
+    nat::Publish,
 };
 
 /// Socket hooks must return 1 ("allow"); they never refuse.
@@ -172,89 +171,87 @@ fn to_endpoint(ctx: &SockAddrContext, family: Family) {
     if NETPATH_HOST_NETNS.get(0).copied() != Some(netns) {
         return;
     }
-    // SAFETY (both arms): a helper taking the program's own context.
+    // SAFETY: a helper taking the program's own context (called once a publish matched).
     let cookie = || unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
-    // Without the reverse entry the application would see the endpoint's address;
-    // better than failing the connect, so a full map only costs cosmetics.
-    let (ep, ep_port) = match dst {
+    let ep = match dst {
         Addr::V4(dst) => {
-            let Some(ep) = published_local(proto, dst, port) else {
-                return;
-            };
-            let key = SockNatKey {
-                cookie: cookie(),
-                addr: ep.addr,
-                port: ep.port,
-                _pad: 0,
-            };
-            let _ = NETPATH_SOCK_NAT.insert(key, NatTarget::new(dst, port), 0);
-            (Addr::V4(ep.addr), ep.port)
+            sock_endpoint::<V4>(proto, dst, port, cookie).map(|(a, p)| (Addr::V4(a), p))
         }
         Addr::V6(dst) => {
-            let Some(ep) = published_local6(proto, dst, port) else {
-                return;
-            };
-            let key = SockNatKey6 {
-                cookie: cookie(),
-                addr: ep.addr,
-                port: ep.port,
-                _pad: [0; 6],
-            };
-            let _ = NETPATH_SOCK_NAT6.insert(key, NatTargetOf::new(dst, port), 0);
-            (Addr::V6(ep.addr), ep.port)
+            sock_endpoint::<V6>(proto, dst, port, cookie).map(|(a, p)| (Addr::V6(a), p))
         }
     };
-    set_user_addr(sa, family, ep, ep_port);
-}
-
-/// [`published_local`] for a native IPv6 destination: a publish on exactly `dst`, or a
-/// `[::]` one when `dst` is `::1` or one of `NETPATH_LOCAL_ADDRS6`.
-#[inline(always)]
-fn published_local6(proto: u8, dst: [u8; 16], port: u16) -> Option<NatTargetOf<[u8; 16]>> {
-    if let Some(ep) = published_at6(proto, dst, port) {
-        return Some(ep);
-    }
-    if is_host_addr6(dst) {
-        published_at6(proto, [0; 16], port)
-    } else {
-        None
+    if let Some((ep, ep_port)) = ep {
+        set_user_addr(sa, family, ep, ep_port);
     }
 }
 
-/// The endpoint behind `dst:port` if `dst` is this host's: a publish on exactly that
-/// address (only ever made for the host's own addresses), or a 0.0.0.0 publish when
-/// `dst` is loopback or one of `NETPATH_LOCAL_ADDRS`.
+/// The endpoint behind `dst:port` of family `F` if `dst` is this host's: a publish on
+/// exactly that address (only ever made for the host's own addresses), or an
+/// every-address one (`0.0.0.0`, `[::]`) when `dst` is loopback or one the control plane
+/// listed (`Publish::is_host_addr`). The socket's reverse entry (endpoint → `dst:port`)
+/// is recorded: without it the application would see the endpoint's address; better
+/// than failing the connect, so a full map only costs cosmetics.
 #[inline(always)]
-fn published_local(proto: u8, dst: [u8; 4], port: u16) -> Option<NatTarget> {
-    if let Some(ep) = published_at(proto, dst, port) {
-        return Some(ep);
-    }
-    if is_host_addr(dst) {
-        published_at(proto, [0; 4], port)
-    } else {
-        None
-    }
+fn sock_endpoint<F: SockNat>(
+    proto: u8,
+    dst: F::Addr,
+    port: u16,
+    cookie: impl FnOnce() -> u64,
+) -> Option<(F::Addr, u16)> {
+    let ep = match F::publish_entry(PublishKeyOf::new(proto, dst, port)) {
+        Some(ep) => ep,
+        None if F::is_host_addr(dst) => {
+            F::publish_entry(PublishKeyOf::new(proto, F::Addr::UNSPECIFIED, port))?
+        }
+        None => return None,
+    };
+    let key = F::sock_key(cookie(), ep.addr, ep.port);
+    let _ = F::sock_nat().insert(key, NatTargetOf::new(dst, port), 0);
+    Some((ep.addr, ep.port))
 }
 
-/// Whether `addr` is one of this host's addresses: loopback, or one the control plane
-/// listed in `NETPATH_LOCAL_ADDRS` (the daemon re-reads them whenever the kernel
-/// announces an address change, and every 30 s as a safety net).
-#[inline(always)]
-pub fn is_host_addr(addr: [u8; 4]) -> bool {
-    // SAFETY: presence check only.
-    addr[0] == 127 || unsafe { NETPATH_LOCAL_ADDRS.get(addr) }.is_some()
+/// What the socket hooks need of a family beyond its published ports: the reverse map
+/// of translated sockets.
+trait SockNat: Publish {
+    /// The reverse map's key.
+    type Key: 'static;
+    /// (socket, endpoint address/port) → the published address/port it stands for.
+    fn sock_nat() -> &'static LruHashMap<Self::Key, NatTargetOf<Self::Addr>>;
+    /// The key of socket `cookie`'s entry for endpoint `addr:port`.
+    fn sock_key(cookie: u64, addr: Self::Addr, port: u16) -> Self::Key;
 }
 
-/// [`is_host_addr`] for IPv6: `::1`, or one the control plane listed in
-/// `NETPATH_LOCAL_ADDRS6`.
-#[inline(always)]
-pub fn is_host_addr6(addr: [u8; 16]) -> bool {
-    // SAFETY: presence check only.
-    addr == LOOPBACK6 || unsafe { NETPATH_LOCAL_ADDRS6.get(addr) }.is_some()
+/// Implements [`SockNat`] for each `family: map of key;`.
+macro_rules! sock_nat {
+    ($($family:ident: $map:ident of $key:ident;)+) => {
+        $(
+            impl SockNat for $family {
+                type Key = $key;
+
+                #[inline(always)]
+                fn sock_nat() -> &'static LruHashMap<$key, NatTargetOf<Self::Addr>> {
+                    &$map
+                }
+
+                #[inline(always)]
+                fn sock_key(cookie: u64, addr: Self::Addr, port: u16) -> $key {
+                    $key {
+                        cookie,
+                        addr,
+                        port,
+                        _pad: Default::default(),
+                    }
+                }
+            }
+        )+
+    };
 }
 
-/// `::1`.
-const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+sock_nat! {
+    V4: NETPATH_SOCK_NAT of SockNatKey;
+    V6: NETPATH_SOCK_NAT6 of SockNatKey6;
+}
 
 /// recvmsg / getpeername: an endpoint address this socket reached through a published
 /// port shows as the published address again. An IPv4 endpoint address is keyed as
@@ -269,28 +266,18 @@ fn to_published(ctx: &SockAddrContext, family: Family) {
     // SAFETY: a helper taking the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr as *mut _) };
     let front = match addr {
-        Addr::V4(addr) => {
-            let key = SockNatKey {
-                cookie,
-                addr,
-                port,
-                _pad: 0,
-            };
-            // SAFETY: copied out at once.
-            unsafe { NETPATH_SOCK_NAT.get(key) }.map(|f| (Addr::V4(f.addr), f.port))
-        }
-        Addr::V6(addr) => {
-            let key = SockNatKey6 {
-                cookie,
-                addr,
-                port,
-                _pad: [0; 6],
-            };
-            // SAFETY: copied out at once.
-            unsafe { NETPATH_SOCK_NAT6.get(key) }.map(|f| (Addr::V6(f.addr), f.port))
-        }
+        Addr::V4(addr) => front_of::<V4>(cookie, addr, port).map(|(a, p)| (Addr::V4(a), p)),
+        Addr::V6(addr) => front_of::<V6>(cookie, addr, port).map(|(a, p)| (Addr::V6(a), p)),
     };
     if let Some((addr, port)) = front {
         set_user_addr(sa, family, addr, port);
     }
+}
+
+/// The published address and port socket `cookie` reached endpoint `addr:port` of
+/// family `F` through, if it did.
+#[inline(always)]
+fn front_of<F: SockNat>(cookie: u64, addr: F::Addr, port: u16) -> Option<(F::Addr, u16)> {
+    // SAFETY: copied out at once.
+    unsafe { F::sock_nat().get(F::sock_key(cookie, addr, port)) }.map(|f| (f.addr, f.port))
 }

@@ -16,8 +16,8 @@
 //!
 //! This module holds what they share: where a packet's ports and checksum are ([`Flow`])
 //! and the one rewrite that keeps every checksum right, written once for both address
-//! families ([`family`]). Fragments and everything else go
-//! to the kernel path untouched.
+//! families (`crate::family`; the masquerade's part of a family in [`family`]).
+//! Fragments and everything else go to the kernel path untouched.
 
 mod family;
 mod hairpin;
@@ -36,17 +36,19 @@ use netpath_common::{
     packet::{Classified, Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
-use self::family::{Family, Ip, V4, V6, csum_addr};
+use self::family::{Family, csum_addr};
+pub(crate) use self::publish::Publish;
 pub use self::{
     family::Scratch,
     hairpin::hairpin,
     masq::{egress, ingress, ingress6},
-    publish::{
-        publish_ingress, publish_ingress6, publish_reply, publish_reply6, published_at,
-        published_at6,
-    },
+    publish::{publish_dnat, publish_ingress, publish_reply},
 };
-use crate::{frame::TcFrame, maps::NETPATH_UPLINKS};
+use crate::{
+    family::{Ip, V4, V6},
+    frame::TcFrame,
+    maps::NETPATH_UPLINKS,
+};
 
 /// Whether `ifindex` is an uplink of a netpath network.
 #[inline(always)]
@@ -116,8 +118,9 @@ impl<F: Ip> L4<F> {
 }
 
 /// A packet's connection as it sits in the packet: its L4 layout and its addresses and
-/// ports (for ICMP echo, both "ports" are the identifier).
-struct Flow<F: Ip> {
+/// ports (for ICMP echo, both "ports" are the identifier). Crate-visible only because
+/// `Publish`, which the socket hooks use, names it; its fields stay `nat`'s.
+pub(crate) struct Flow<F: Ip> {
     l4: L4<F>,
     src: F::Addr,
     dst: F::Addr,
@@ -221,7 +224,7 @@ fn rewrite<F: Ip>(
 
 /// A rewrite helper's failure, as the drop it causes.
 #[inline(always)]
-fn rewrite_failed(_: i64) -> DropReason {
+pub(crate) fn rewrite_failed(_: i64) -> DropReason {
     DropReason::NatRewriteFailed
 }
 

@@ -1,14 +1,14 @@
 //! Published ports on the uplink, for either address family ([`Publish`]): a connection
 //! to a published host port is DNATed to its endpoint, keeping the client's address
-//! ([`publish_ingress`], [`publish_ingress6`]); the endpoint's replies leave with the
-//! published address and port as their source ([`publish_reply`], [`publish_reply6`]).
+//! ([`publish_dnat`], for IPv4 through [`publish_ingress`]); the endpoint's replies leave
+//! with the published address and port as their source ([`publish_reply`]).
 //! IPv4 connections routed in to an endpoint's own address are recorded so their replies
 //! leave unmasqueraded.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::LruHashMap, programs::TcContext};
 use netpath_common::{
     maps::{DropReason, EndpointKey},
-    nat::{NAT_FLAG_INBOUND, NatTarget, NatTargetOf, PublishKeyOf, Tuple, TupleOf},
+    nat::{Address, NAT_FLAG_INBOUND, NatTarget, NatTargetOf, PublishKeyOf, Tuple, TupleOf},
     packet::Classified,
 };
 
@@ -16,43 +16,68 @@ use super::{Flow, Inbound, Ip, V4, V6, rewrite};
 use crate::{
     frame::TcFrame,
     maps::{
-        NETPATH_DNAT_CT, NETPATH_DNAT_CT6, NETPATH_ENDPOINTS, NETPATH_PUBLISH, NETPATH_PUBLISH6,
-        NETPATH_SNAT,
+        NETPATH_DNAT_CT, NETPATH_DNAT_CT6, NETPATH_ENDPOINTS, NETPATH_LOCAL_ADDRS,
+        NETPATH_LOCAL_ADDRS6, NETPATH_PUBLISH, NETPATH_PUBLISH6, NETPATH_SNAT,
     },
 };
 
 /// A family's published ports: its publish and connection maps, and which of its
 /// addresses are the host's.
-pub(super) trait Publish: Ip + Sized {
-    /// The family's "every address" (`0.0.0.0`, `::`).
-    const ANY: Self::Addr;
-    /// The publish entry for exactly `key`.
+pub(crate) trait Publish: Ip + Sized {
+    /// The publish entry for exactly `key`; [`Address::UNSPECIFIED`] (`0.0.0.0`, `::`)
+    /// as the key's address is "every address".
     fn publish_entry(key: PublishKeyOf<Self::Addr>) -> Option<NatTargetOf<Self::Addr>>;
     /// Reply tuple (endpoint side) → the front the client connected to.
     fn dnat_ct() -> &'static LruHashMap<TupleOf<Self::Addr>, NatTargetOf<Self::Addr>>;
-    /// Whether `addr` is one of this host's addresses.
-    fn is_host_addr(addr: Self::Addr) -> bool;
+    /// Whether the control plane listed `addr` as one of the host's addresses (the daemon
+    /// re-reads them whenever the kernel announces an address change, and every 30 s as a
+    /// safety net).
+    fn listed_local(addr: Self::Addr) -> bool;
+    /// Whether `addr` is a loopback address (`127.0.0.0/8`, `::1`).
+    fn is_loopback(addr: Self::Addr) -> bool;
     /// A connection no publish claimed, to a destination that is no host address.
     fn not_published(f: &Flow<Self>);
+
+    /// Whether `addr` is one of this host's addresses: loopback, or one the control plane
+    /// listed.
+    #[inline(always)]
+    fn is_host_addr(addr: Self::Addr) -> bool {
+        Self::is_loopback(addr) || Self::listed_local(addr)
+    }
+}
+
+/// The [`Publish`] methods that name a family's maps, from the maps.
+macro_rules! publish_maps {
+    (publish: $publish:ident, dnat_ct: $dnat_ct:ident, local_addrs: $local:ident,) => {
+        #[inline(always)]
+        fn publish_entry(key: PublishKeyOf<Self::Addr>) -> Option<NatTargetOf<Self::Addr>> {
+            // SAFETY: values are copied out at once.
+            unsafe { $publish.get(key) }.copied()
+        }
+
+        #[inline(always)]
+        fn dnat_ct() -> &'static LruHashMap<TupleOf<Self::Addr>, NatTargetOf<Self::Addr>> {
+            &$dnat_ct
+        }
+
+        #[inline(always)]
+        fn listed_local(addr: Self::Addr) -> bool {
+            // SAFETY: presence check only.
+            unsafe { $local.get(addr) }.is_some()
+        }
+    };
 }
 
 impl Publish for V4 {
-    const ANY: [u8; 4] = [0; 4];
-
-    #[inline(always)]
-    fn publish_entry(key: PublishKeyOf<[u8; 4]>) -> Option<NatTarget> {
-        // SAFETY: values are copied out at once.
-        unsafe { NETPATH_PUBLISH.get(key) }.copied()
+    publish_maps! {
+        publish: NETPATH_PUBLISH,
+        dnat_ct: NETPATH_DNAT_CT,
+        local_addrs: NETPATH_LOCAL_ADDRS,
     }
 
     #[inline(always)]
-    fn dnat_ct() -> &'static LruHashMap<Tuple, NatTarget> {
-        &NETPATH_DNAT_CT
-    }
-
-    #[inline(always)]
-    fn is_host_addr(addr: [u8; 4]) -> bool {
-        crate::sock::is_host_addr(addr)
+    fn is_loopback(addr: [u8; 4]) -> bool {
+        addr[0] == 127
     }
 
     #[inline(always)]
@@ -62,22 +87,15 @@ impl Publish for V4 {
 }
 
 impl Publish for V6 {
-    const ANY: [u8; 16] = [0; 16];
-
-    #[inline(always)]
-    fn publish_entry(key: PublishKeyOf<[u8; 16]>) -> Option<NatTargetOf<[u8; 16]>> {
-        // SAFETY: values are copied out at once.
-        unsafe { NETPATH_PUBLISH6.get(key) }.copied()
+    publish_maps! {
+        publish: NETPATH_PUBLISH6,
+        dnat_ct: NETPATH_DNAT_CT6,
+        local_addrs: NETPATH_LOCAL_ADDRS6,
     }
 
     #[inline(always)]
-    fn dnat_ct() -> &'static LruHashMap<TupleOf<[u8; 16]>, NatTargetOf<[u8; 16]>> {
-        &NETPATH_DNAT_CT6
-    }
-
-    #[inline(always)]
-    fn is_host_addr(addr: [u8; 16]) -> bool {
-        crate::sock::is_host_addr6(addr)
+    fn is_loopback(addr: [u8; 16]) -> bool {
+        addr == LOOPBACK6
     }
 
     #[inline(always)]
@@ -86,6 +104,9 @@ impl Publish for V6 {
         // one is not translated on the way in, and its replies are not published ones.
     }
 }
+
+/// `::1`.
+const LOOPBACK6: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 /// The endpoint a packet to `dst:dport` is published to: an entry for that exact host
 /// address first, then one for every address.
@@ -96,20 +117,7 @@ pub(super) fn published<F: Publish>(
     dport: u16,
 ) -> Option<NatTargetOf<F::Addr>> {
     F::publish_entry(PublishKeyOf::new(proto, dst, dport))
-        .or_else(|| F::publish_entry(PublishKeyOf::new(proto, F::ANY, dport)))
-}
-
-/// The IPv4 publish entry for exactly (`proto`, `host_ip`, `port`); 0.0.0.0 is "every
-/// address".
-#[inline(always)]
-pub fn published_at(proto: u8, host_ip: [u8; 4], port: u16) -> Option<NatTarget> {
-    V4::publish_entry(PublishKeyOf::new(proto, host_ip, port))
-}
-
-/// [`published_at`] for IPv6; `::` is "every address".
-#[inline(always)]
-pub fn published_at6(proto: u8, host_ip: [u8; 16], port: u16) -> Option<NatTargetOf<[u8; 16]>> {
-    V6::publish_entry(PublishKeyOf::new(proto, host_ip, port))
+        .or_else(|| F::publish_entry(PublishKeyOf::new(proto, F::Addr::UNSPECIFIED, dport)))
 }
 
 /// Records in the family's DNAT_CT map that the replies `reply` go back as from `front`,
@@ -130,35 +138,25 @@ pub(super) fn remember_front<F: Publish>(
         .map_err(|_| DropReason::NatMapFull)
 }
 
-/// Uplink ingress, after masquerade replies: DNAT a new or ongoing IPv4 connection to a
-/// published port to its endpoint, keeping the client's address.
+/// Uplink ingress, after masquerade replies: [`publish_dnat`] of an IPv4 connection, as
+/// what the ingress translations did.
 #[inline(always)]
 pub fn publish_ingress(
     ctx: &TcContext,
     frame: &TcFrame,
     c: Classified,
 ) -> Result<Inbound, DropReason> {
-    Ok(match publish_in::<V4>(ctx, frame, c)? {
+    Ok(match publish_dnat::<V4>(ctx, frame, c)? {
         Some(ep) => Inbound::ForEndpoint(ep),
         None => Inbound::Untouched,
     })
 }
 
-/// [`publish_ingress`] for IPv6 (DNAT66): the endpoint's IPv6 address the packet now
-/// goes to, if it was for a published port.
+/// Uplink ingress: DNAT of a new or ongoing connection of family `F` (IPv6: DNAT66) to a
+/// published port, keeping the client's address: the endpoint address the packet now
+/// goes to, `None` if it was not for one (untouched).
 #[inline(always)]
-pub fn publish_ingress6(
-    ctx: &TcContext,
-    frame: &TcFrame,
-    c: Classified,
-) -> Result<Option<[u8; 16]>, DropReason> {
-    publish_in::<V6>(ctx, frame, c)
-}
-
-/// DNAT of a connection of family `F` to a published port: the endpoint address the
-/// packet now goes to, `None` if it was not for one (untouched).
-#[inline(always)]
-fn publish_in<F: Publish>(
+pub fn publish_dnat<F: Publish>(
     ctx: &TcContext,
     frame: &TcFrame,
     c: Classified,
@@ -172,7 +170,9 @@ fn publish_in<F: Publish>(
     let ep = match F::publish_entry(key) {
         Some(ep) => ep,
         None if F::is_host_addr(f.dst) => {
-            let Some(ep) = F::publish_entry(PublishKeyOf::new(f.l4.proto, F::ANY, f.dport)) else {
+            let Some(ep) =
+                F::publish_entry(PublishKeyOf::new(f.l4.proto, F::Addr::UNSPECIFIED, f.dport))
+            else {
                 return Ok(None);
             };
             ep
@@ -219,22 +219,10 @@ fn track_inbound(f: &Flow<V4>) {
     let _ = NETPATH_DNAT_CT.insert(reply, front, u64::from(BPF_NOEXIST));
 }
 
-/// Uplink egress: a reply of an IPv4 connection to a published port leaves with the
-/// published address and port as its source. `Ok(true)` if it was one.
+/// Uplink egress: a reply of a connection of family `F` to a published port leaves with
+/// the published address and port as its source. `Ok(true)` if it was one.
 #[inline(always)]
-pub fn publish_reply(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, DropReason> {
-    reply_out::<V4>(ctx, frame, c)
-}
-
-/// [`publish_reply`] for IPv6.
-#[inline(always)]
-pub fn publish_reply6(ctx: &TcContext, frame: &TcFrame, c: Classified) -> Result<bool, DropReason> {
-    reply_out::<V6>(ctx, frame, c)
-}
-
-/// [`publish_reply`] for family `F`.
-#[inline(always)]
-fn reply_out<F: Publish>(
+pub fn publish_reply<F: Publish>(
     ctx: &TcContext,
     frame: &TcFrame,
     c: Classified,
