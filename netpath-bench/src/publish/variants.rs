@@ -1,6 +1,6 @@
 //! The `publish` scenario's three variants, each building its topology and handing it
 //! to [`PublishScenario::measure`]: netpath (dual-stack network, ports published through
-//! the API, IPv6 n/a while the daemon refuses `[::]:` specs), Docker's iptables /
+//! the API, `0.0.0.0:` specs for IPv4 and `[::]:` ones for IPv6, n/a if the daemon refuses them), Docker's iptables /
 //! ip6tables DNAT recipe in a router namespace, and the direct veth pair.
 
 use std::{
@@ -51,10 +51,12 @@ impl PublishScenario {
                 .map_err(|e| anyhow::anyhow!("netpath port publish {id} -p {spec}: {e}"))?;
             Ok(t.elapsed())
         };
-        /// `spec` published over `family` (`[::]:` before it for IPv6).
+        /// `spec` published over `family` alone (`0.0.0.0:`, `[::]:` before it): a spec
+        /// without a host address would publish on both families of the dual-stack
+        /// endpoint, and the IPv6 run's publish would find its port taken.
         fn on(family: Family, spec: String) -> String {
             match family {
-                Family::V4 => spec,
+                Family::V4 => format!("0.0.0.0:{spec}"),
                 Family::V6 => format!("[::]:{spec}"),
             }
         }
