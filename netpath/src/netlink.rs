@@ -465,21 +465,39 @@ impl Netlink {
 
     /// The IPv4 addresses (with prefix lengths) of link `index`, primary first.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
-        Ok(self
-            .ipv4_address_dump(Some(index))
-            .await?
-            .into_iter()
-            .map(|(_, a, p)| (a, p))
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let msgs = self.address_dump(index, false).await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
+                    _ => None,
+                })
+            })
             .collect())
     }
 
-    /// Every IPv4 address in the namespace, on any link (one dump).
-    pub async fn all_ipv4_addresses(&self) -> Result<Vec<Ipv4Addr>> {
-        Ok(self
-            .ipv4_address_dump(None)
-            .await?
-            .into_iter()
-            .map(|(_, a, _)| a)
+    /// Every address in the namespace, of both families, on any link (one dump): each
+    /// IPv4 link's local addresses, IPv6 addresses of any scope (the caller picks).
+    pub async fn all_addresses(&self) -> Result<Vec<IpAddr>> {
+        use rtnetlink::packet_route::{AddressFamily as Af, address::AddressAttribute as A};
+        let msgs = self
+            .dump("list addresses", 0, || {
+                self.handle.address().get().execute()
+            })
+            .await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                m.attributes
+                    .iter()
+                    .find_map(|a| match (m.header.family, a) {
+                        (Af::Inet, A::Local(ip @ IpAddr::V4(_)))
+                        | (Af::Inet6, A::Address(ip @ IpAddr::V6(_))) => Some(*ip),
+                        _ => None,
+                    })
+            })
             .collect())
     }
 
@@ -490,7 +508,7 @@ impl Netlink {
     pub async fn ipv6_global_addresses(&self, index: u32) -> Result<Vec<Ipv6Addr>> {
         use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
         let unusable = AddressFlags::Tentative | AddressFlags::Deprecated | AddressFlags::Dadfailed;
-        let msgs = self.address_dump(Some(index), true).await?;
+        let msgs = self.address_dump(index, true).await?;
         Ok(msgs
             .iter()
             .filter(|m| m.header.scope == AddressScope::Universe)
@@ -510,48 +528,30 @@ impl Netlink {
             .collect())
     }
 
-    /// (link index, address, prefix length) of the IPv4 addresses of link `index`, or
-    /// of all links.
-    async fn ipv4_address_dump(&self, index: Option<u32>) -> Result<Vec<(u32, Ipv4Addr, u8)>> {
-        use rtnetlink::packet_route::address::AddressAttribute;
-        let msgs = self.address_dump(index, false).await?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Local(IpAddr::V4(ip)) => {
-                        Some((m.header.index, *ip, m.header.prefix_len))
-                    }
-                    _ => None,
-                })
-            })
-            .collect())
-    }
-
-    /// The address messages of link `index` (or of all links), IPv6's or IPv4's.
+    /// The address messages of link `index`, IPv6's or IPv4's.
     async fn address_dump(
         &self,
-        index: Option<u32>,
+        index: u32,
         ipv6: bool,
     ) -> Result<Vec<rtnetlink::packet_route::address::AddressMessage>> {
         use rtnetlink::packet_route::AddressFamily as Af;
         let family = if ipv6 { Af::Inet6 } else { Af::Inet };
         let msgs = self
-            .dump("list addresses", index.unwrap_or(0), || {
-                let mut req = self.handle.address().get();
-                if let Some(i) = index {
-                    req = req.set_link_index_filter(i);
-                }
-                req.execute()
+            .dump("list addresses", index, || {
+                self.handle
+                    .address()
+                    .get()
+                    .set_link_index_filter(index)
+                    .execute()
             })
             .await?;
+        // The kernel may ignore the filter (strict checking off): filter here too.
         Ok(msgs
             .into_iter()
-            .filter(|m| m.header.family == family && index.is_none_or(|i| m.header.index == i))
+            .filter(|m| m.header.family == family && m.header.index == index)
             .collect())
     }
 
-    /// Adds `addr/prefix` to link `index`; already present is fine.
     /// Adds `addr/prefix` to link `index`; existing is fine. An IPv6 address skips
     /// duplicate address detection: netpath's addresses are unique by lease, and DAD
     /// would only keep them tentative (unusable) for a second.
@@ -571,26 +571,6 @@ impl Netlink {
                 format!("{addr}/{prefix} on {index}"),
             )),
         }
-    }
-
-    /// Every IPv6 address of the host (any scope; the caller picks).
-    pub async fn all_ipv6_addresses(&self) -> Result<Vec<std::net::Ipv6Addr>> {
-        use rtnetlink::packet_route::{AddressFamily as Af, address::AddressAttribute};
-        let msgs = self
-            .dump("list addresses", 0, || {
-                self.handle.address().get().execute()
-            })
-            .await?;
-        Ok(msgs
-            .iter()
-            .filter(|m| m.header.family == Af::Inet6)
-            .filter_map(|m| {
-                m.attributes.iter().find_map(|a| match a {
-                    AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
-                    _ => None,
-                })
-            })
-            .collect())
     }
 
     /// Deletes link `index`; already gone is fine.

@@ -139,10 +139,9 @@ async fn concurrent_dumps_on_one_connection_do_not_collide() {
             tokio::spawn(async move {
                 for _ in 0..10 {
                     assert_eq!(nl.links().await.expect("link dump").len(), 301);
-                    assert_eq!(
-                        nl.all_ipv4_addresses().await.expect("address dump").len(),
-                        301
-                    ); // and 127.0.0.1
+                    let addresses = nl.all_addresses().await.expect("address dump");
+                    // 300 and 127.0.0.1
+                    assert_eq!(addresses.iter().filter(|a| a.is_ipv4()).count(), 301);
                 }
             })
         })

@@ -102,22 +102,7 @@ impl Host for KernelHost {
         self.nl.ipv4_addresses(index).boxed()
     }
     fn all_addresses(&self) -> HostFuture<'_, Vec<IpAddr>> {
-        async {
-            let v4 = self
-                .nl
-                .all_ipv4_addresses()
-                .await?
-                .into_iter()
-                .map(IpAddr::V4);
-            let v6 = self
-                .nl
-                .all_ipv6_addresses()
-                .await?
-                .into_iter()
-                .map(IpAddr::V6);
-            Ok(v4.chain(v6).collect())
-        }
-        .boxed()
+        self.nl.all_addresses().boxed()
     }
     fn ipv6_global_addresses(&self, index: u32) -> HostFuture<'_, Vec<Ipv6Addr>> {
         self.nl.ipv6_global_addresses(index).boxed()
