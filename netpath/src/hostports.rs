@@ -160,46 +160,49 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn probes_conflict_by_address_and_protocol() {
-        let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    /// The probes of one family: `lo` its loopback address, `any` its wildcard, `other`
+    /// the other family's wildcard.
+    fn probes_conflict_by_address_and_protocol(lo: IpAddr, any: IpAddr, other: IpAddr) {
+        let l = std::net::TcpListener::bind((lo, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
-        // An IPv4 listener holds no IPv6 port.
-        assert!(!busy(Proto::Tcp, Ipv6Addr::UNSPECIFIED.into(), port));
-        assert!(busy(Proto::Tcp, Ipv4Addr::LOCALHOST.into(), port));
+        // A listener of one family holds no port of the other.
+        assert!(!busy(Proto::Tcp, other, port));
+        assert!(busy(Proto::Tcp, lo, port));
         // A wildcard publish overlaps every address.
-        assert!(busy(Proto::Tcp, Ipv4Addr::UNSPECIFIED.into(), port));
+        assert!(busy(Proto::Tcp, any, port));
         // Other protocol: no conflict.
-        assert!(!busy(Proto::Udp, Ipv4Addr::LOCALHOST.into(), port));
+        assert!(!busy(Proto::Udp, lo, port));
         // A connection using the port as its local port is not a listener.
-        let c = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+        let c = std::net::TcpStream::connect((lo, port)).unwrap();
         let (_accepted, _) = l.accept().unwrap();
         drop(l);
-        assert!(!busy(Proto::Tcp, Ipv4Addr::LOCALHOST.into(), port));
+        assert!(!busy(Proto::Tcp, any, port));
         drop(c);
-        let u = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let u = std::net::UdpSocket::bind((lo, 0)).unwrap();
         let uport = u.local_addr().unwrap().port();
-        assert!(busy(Proto::Udp, Ipv4Addr::UNSPECIFIED.into(), uport));
+        assert!(busy(Proto::Udp, any, uport));
         drop(u);
-        assert!(!busy(Proto::Udp, Ipv4Addr::UNSPECIFIED.into(), uport));
+        assert!(!busy(Proto::Udp, any, uport));
     }
 
     #[test]
-    fn ipv6_probes_conflict_with_ipv6_sockets() {
-        let l = std::net::TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
-        let port = l.local_addr().unwrap().port();
-        assert!(busy(Proto::Tcp, Ipv6Addr::LOCALHOST.into(), port));
-        assert!(busy(Proto::Tcp, Ipv6Addr::UNSPECIFIED.into(), port));
-        // [::1] is no IPv4 address.
-        assert!(!busy(Proto::Tcp, Ipv4Addr::LOCALHOST.into(), port));
-        assert!(!busy(Proto::Udp, Ipv6Addr::LOCALHOST.into(), port));
-        drop(l);
-        assert!(!busy(Proto::Tcp, Ipv6Addr::UNSPECIFIED.into(), port));
-        let u = std::net::UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).unwrap();
-        let uport = u.local_addr().unwrap().port();
-        assert!(busy(Proto::Udp, Ipv6Addr::UNSPECIFIED.into(), uport));
-        drop(u);
-        assert!(!busy(Proto::Udp, Ipv6Addr::UNSPECIFIED.into(), uport));
+    fn ipv4_probes_conflict_by_address_and_protocol() {
+        let (lo, any) = (Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED);
+        probes_conflict_by_address_and_protocol(
+            lo.into(),
+            any.into(),
+            Ipv6Addr::UNSPECIFIED.into(),
+        );
+    }
+
+    #[test]
+    fn ipv6_probes_conflict_by_address_and_protocol() {
+        let (lo, any) = (Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
+        probes_conflict_by_address_and_protocol(
+            lo.into(),
+            any.into(),
+            Ipv4Addr::UNSPECIFIED.into(),
+        );
     }
 
     #[test]
