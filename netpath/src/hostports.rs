@@ -162,7 +162,7 @@ mod tests {
 
     /// The probes of one family: `lo` its loopback address, `any` its wildcard, `other`
     /// the other family's wildcard.
-    fn probes_conflict_by_address_and_protocol(lo: IpAddr, any: IpAddr, other: IpAddr) {
+    fn probes_of_one_family(lo: IpAddr, any: IpAddr, other: IpAddr) {
         let l = std::net::TcpListener::bind((lo, 0)).unwrap();
         let port = l.local_addr().unwrap().port();
         // A listener of one family holds no port of the other.
@@ -186,23 +186,12 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_probes_conflict_by_address_and_protocol() {
-        let (lo, any) = (Ipv4Addr::LOCALHOST, Ipv4Addr::UNSPECIFIED);
-        probes_conflict_by_address_and_protocol(
-            lo.into(),
-            any.into(),
-            Ipv6Addr::UNSPECIFIED.into(),
-        );
-    }
-
-    #[test]
-    fn ipv6_probes_conflict_by_address_and_protocol() {
-        let (lo, any) = (Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
-        probes_conflict_by_address_and_protocol(
-            lo.into(),
-            any.into(),
-            Ipv4Addr::UNSPECIFIED.into(),
-        );
+    fn probes_conflict_by_address_and_protocol() {
+        let v4: (IpAddr, IpAddr) = (Ipv4Addr::LOCALHOST.into(), Ipv4Addr::UNSPECIFIED.into());
+        let v6: (IpAddr, IpAddr) = (Ipv6Addr::LOCALHOST.into(), Ipv6Addr::UNSPECIFIED.into());
+        for ((lo, any), (_, other)) in [(v4, v6), (v6, v4)] {
+            probes_of_one_family(lo, any, other);
+        }
     }
 
     #[test]

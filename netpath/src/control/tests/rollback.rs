@@ -335,35 +335,12 @@ async fn add_tap() {
     .await;
 }
 
+/// `8080:80` and `53:53/udp`: a lease a spec on an IPv4-only endpoint, one per family
+/// on a dual-stack one (a spec without HOSTIP); all or none.
 #[tokio::test]
 async fn publish_two_specs() {
     const UNDO: &[&str] = &["unpublish 6/0.0.0.0:8080", "unpublish 17/0.0.0.0:53"];
-    let op: Op = |rig, _, ep| {
-        let req = publish_req(ep, &["8080:80", "53:53/udp"]);
-        async move { rig.svc.publish_ports(req).await.map(drop) }.boxed()
-    };
-    let steps = &[
-        (On::Both, "publish 6/0.0.0.0:8080", UNDO),
-        (On::Both, "publish 17/0.0.0.0:53", UNDO),
-    ];
-    run(Case {
-        modes: &[Mode::Bridge],
-        setup: veth,
-        // The first publish marked the endpoint as published before the second failed.
-        residue: |k, step| {
-            if step > 0 {
-                marked_published(k, step);
-            }
-        },
-        ..Case::new("publish 8080:80 and 53:53/udp", op, steps)
-    })
-    .await;
-}
-
-/// A spec without HOSTIP on a dual-stack endpoint: one lease per family, all or none.
-#[tokio::test]
-async fn publish_on_both_families() {
-    const UNDO: &[&str] = &[
+    const UNDO_DUAL: &[&str] = &[
         "unpublish 6/0.0.0.0:8080",
         "unpublish6 6/[::]:8080",
         "unpublish 17/0.0.0.0:53",
@@ -373,21 +350,33 @@ async fn publish_on_both_families() {
         let req = publish_req(ep, &["8080:80", "53:53/udp"]);
         async move { rig.svc.publish_ports(req).await.map(drop) }.boxed()
     };
-    let steps = &[
+    // The first publish marked the endpoint as published before a later one failed.
+    let residue: fn(&mut Kernel, usize) = |k, step| {
+        if step > 0 {
+            marked_published(k, step);
+        }
+    };
+    let ipv4 = &[
         (On::Both, "publish 6/0.0.0.0:8080", UNDO),
-        (On::Both, "publish6 6/[::]:8080", UNDO),
         (On::Both, "publish 17/0.0.0.0:53", UNDO),
-        (On::Both, "publish6 17/[::]:53", UNDO),
     ];
     run(Case {
         modes: &[Mode::Bridge],
-        // The first publish marked the endpoint as published before a later one failed.
-        residue: |k, step| {
-            if step > 0 {
-                marked_published(k, step);
-            }
-        },
-        ..Case::new("publish 8080:80 and 53:53/udp, dual-stack", op, steps).dual(dual_veth)
+        setup: veth,
+        residue,
+        ..Case::new("publish 8080:80 and 53:53/udp", op, ipv4)
+    })
+    .await;
+    let dual = &[
+        (On::Both, "publish 6/0.0.0.0:8080", UNDO_DUAL),
+        (On::Both, "publish6 6/[::]:8080", UNDO_DUAL),
+        (On::Both, "publish 17/0.0.0.0:53", UNDO_DUAL),
+        (On::Both, "publish6 17/[::]:53", UNDO_DUAL),
+    ];
+    run(Case {
+        modes: &[Mode::Bridge],
+        residue,
+        ..Case::new("publish 8080:80 and 53:53/udp, dual-stack", op, dual).dual(dual_veth)
     })
     .await;
 }

@@ -224,8 +224,6 @@ fn ipv6_port_leases_beside_the_ipv4_ones() {
     create_dual(&store, "d", "10.1.0.0/24", "fd01::/64").unwrap();
     let a = reserve6(&store, "d", None).unwrap();
     let b = reserve6(&store, "d", None).unwrap();
-    let none = |_: Proto, _: IpAddr, _: u16| false;
-    let eph = (20000, 20009);
     let both = store
         .lease_ports(
             &a.id,
@@ -235,8 +233,8 @@ fn ipv6_port_leases_beside_the_ipv4_ones() {
                 HostPort::Exact(8080),
                 80,
             )],
-            eph,
-            &none,
+            super::EPHEMERAL,
+            &super::no_sockets,
         )
         .unwrap();
     let ids: Vec<(&str, IpAddr, IpAddr)> = both
@@ -266,8 +264,8 @@ fn ipv6_port_leases_beside_the_ipv4_ones() {
                 super::req(Proto::Tcp, "127.0.0.2", HostPort::Exact(8081), 81),
                 super::req(Proto::Tcp, "::1", HostPort::Exact(8080), 80),
             ],
-            eph,
-            &none,
+            super::EPHEMERAL,
+            &super::no_sockets,
         )
         .unwrap_err();
     assert!(
@@ -282,8 +280,8 @@ fn ipv6_port_leases_beside_the_ipv4_ones() {
         .lease_ports(
             &b.id,
             &[super::req(Proto::Udp, "0.0.0.0", HostPort::Exact(20001), 1)],
-            eph,
-            &none,
+            super::EPHEMERAL,
+            &super::no_sockets,
         )
         .unwrap();
     let busy6 = |_: Proto, ip: IpAddr, p: u16| ip.is_ipv6() && p == 20000;
@@ -296,7 +294,7 @@ fn ipv6_port_leases_beside_the_ipv4_ones() {
                 HostPort::Ephemeral,
                 53,
             )],
-            eph,
+            super::EPHEMERAL,
             &busy6,
         )
         .unwrap();
@@ -317,8 +315,8 @@ fn ipv6_port_leases_beside_the_ipv4_ones() {
         store.lease_ports(
             &c.id,
             &[super::req(Proto::Tcp, "::", HostPort::Exact(9000), 80)],
-            eph,
-            &none
+            super::EPHEMERAL,
+            &super::no_sockets
         ),
         Err(StateError::EndpointWithoutIpv6 { .. })
     ));

@@ -519,6 +519,14 @@ fn release_frees_the_ip() {
     );
 }
 
+/// The ephemeral port range of the lease tests: three ports, soon exhausted.
+const EPHEMERAL: (u16, u16) = (20000, 20002);
+
+/// A host without sockets of its own: no host port is busy.
+fn no_sockets(_: Proto, _: IpAddr, _: u16) -> bool {
+    false
+}
+
 fn req(proto: Proto, host_ip: &str, host: HostPort, guest_port: u16) -> PortRequest {
     PortRequest {
         proto,
@@ -534,14 +542,12 @@ fn port_leases_are_all_or_none() {
     create(&store, "n", "10.1.0.0/24").unwrap();
     let a = reserve(&store, "n", None).unwrap();
     let b = reserve(&store, "n", None).unwrap();
-    let none = |_: Proto, _: IpAddr, _: u16| false;
-    let eph = (20000, 20002);
     let taken = store
         .lease_ports(
             &a.id,
             &[req(Proto::Tcp, "0.0.0.0", HostPort::Exact(8080), 80)],
-            eph,
-            &none,
+            EPHEMERAL,
+            &no_sockets,
         )
         .unwrap();
     assert_eq!(taken[0].id, "tcp/0.0.0.0:8080");
@@ -554,8 +560,8 @@ fn port_leases_are_all_or_none() {
                 req(Proto::Tcp, "0.0.0.0", HostPort::Exact(8081), 81),
                 req(Proto::Tcp, "127.0.0.1", HostPort::Exact(8080), 80),
             ],
-            eph,
-            &none,
+            EPHEMERAL,
+            &no_sockets,
         )
         .unwrap_err();
     match &err {
@@ -585,7 +591,7 @@ fn port_leases_are_all_or_none() {
                 req(Proto::Tcp, "0.0.0.0", range, 91),
                 req(Proto::Udp, "0.0.0.0", range, 92),
             ],
-            eph,
+            EPHEMERAL,
             &busy,
         )
         .unwrap();
@@ -596,7 +602,7 @@ fn port_leases_are_all_or_none() {
         store.lease_ports(
             &b.id,
             &[req(Proto::Tcp, "0.0.0.0", HostPort::Exact(8082), 1)],
-            eph,
+            EPHEMERAL,
             &busy
         ),
         Err(StateError::HostPortInUse { port: 8082, .. })
@@ -606,8 +612,8 @@ fn port_leases_are_all_or_none() {
         .lease_ports(
             &b.id,
             &[req(Proto::Udp, "0.0.0.0", HostPort::Ephemeral, 53)],
-            eph,
-            &none,
+            EPHEMERAL,
+            &no_sockets,
         )
         .unwrap();
     assert_eq!(e[0].host_port, 20000);
@@ -616,7 +622,7 @@ fn port_leases_are_all_or_none() {
         .map(|i| req(Proto::Udp, "0.0.0.0", HostPort::Ephemeral, 60 + i))
         .collect();
     assert!(matches!(
-        store.lease_ports(&b.id, &many, eph, &none),
+        store.lease_ports(&b.id, &many, EPHEMERAL, &no_sockets),
         Err(StateError::PortsExhausted {
             first: 20000,
             last: 20002
