@@ -214,9 +214,13 @@ pub struct Endpoint {
 pub struct EndpointDetails {
     /// Interface name inside the container (veth) — `None` for TAPs.
     pub ifname: Option<String>,
+    /// The container's network namespace as the request named it (a `/proc/PID/ns/net`
+    /// or `/run/netns/NAME` path) — `None` for TAPs.
     pub netns: Option<PathBuf>,
+    /// A TAP's owner, who may open it without privileges (Firecracker's jailer uid/gid).
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// A TAP's number of queues (a multiqueue TAP when > 1).
     pub queues: Option<u16>,
     /// The CNI container id of the attachment (see [`EndpointCreate::container_id`]).
     /// Records written before this field existed load as `None`.
@@ -233,6 +237,7 @@ pub struct EndpointDetails {
 /// Error body of every failed API request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
+    /// What failed and why, in one sentence.
     pub error: String,
     /// What to do about it, when there is something to do.
     #[serde(skip_serializing_if = "Option::is_none", default)]

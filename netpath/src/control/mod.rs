@@ -65,24 +65,36 @@ pub const EPHEMERAL_PORTS: (u16, u16) = (20000, 29999);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    // Refusals: the request was checked and nothing changed (`hint`: what to do).
+    /// The request is malformed or contradicts itself (HTTP 400).
     #[error("{what}")]
     Invalid { what: String, hint: Option<String> },
+    /// The request clashes with what exists: a name, an address, a port (409).
     #[error("{what}")]
     Conflict { what: String, hint: Option<String> },
+    /// The request names a network or endpoint that does not exist (404).
     #[error("{what}")]
     NotFound { what: String, hint: Option<String> },
+    // Failures of a layer below; a multi-step operation rolled back what it had done.
+    /// The state database: a conflict it found, or a storage failure.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A netlink request (links, addresses, routes, neighbours).
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
+    /// Work inside a container's network namespace.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// Creating or configuring a TAP device.
     #[error(transparent)]
     Tap(#[from] TapError),
+    /// Loading, attaching or writing the eBPF datapath.
     #[error(transparent)]
     Datapath(#[from] DatapathError),
+    /// Reading or setting a sysctl (forwarding, `accept_ra`).
     #[error(transparent)]
     Sysctl(#[from] SysctlError),
+    /// A broken invariant or a task that died: a bug, reported rather than hidden.
     #[error("internal error: {0}")]
     Internal(String),
 }
