@@ -174,55 +174,50 @@ fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
 pub(crate) trait Hop: Ip {
     /// The endpoint whose address is `ip`.
     fn endpoint(ip: Self::Addr) -> Option<EndpointValue>;
+
     /// Decrements the TTL (IPv6: the hop limit), patching the header checksum if there
     /// is one; `false` (nothing written) if the packet must not be forwarded
     /// ([`routed_ttl`]) or the header is unreadable.
-    fn decrement_ttl(ctx: &TcContext) -> bool;
-}
-
-impl Hop for V4 {
-    #[inline(always)]
-    fn endpoint(ip: [u8; 4]) -> Option<EndpointValue> {
-        // SAFETY: copied out at once.
-        unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip }) }.copied()
-    }
-
     #[inline(always)]
     fn decrement_ttl(ctx: &TcContext) -> bool {
-        let Ok(old) = ctx.load::<[u8; 2]>(IP_TTL) else {
+        let at = if Self::IS_V6 { IP6_HOP_LIMIT } else { IP_TTL };
+        let Ok(old) = ctx.load::<u8>(at) else {
             return false;
         };
-        let Some(ttl) = routed_ttl(old[0]) else {
+        let Some(new) = routed_ttl(old) else {
             return false;
         };
-        let new = [ttl, old[1]];
-        // The csum helper takes the old and new 16-bit words as they sit in memory.
-        let (o, n) = (u16::from_ne_bytes(old), u16::from_ne_bytes(new));
-        ctx.store(IP_TTL, &new, 0).is_ok()
-            && ctx
-                .l3_csum_replace(IP_CSUM, u64::from(o), u64::from(n), 2)
+        if ctx.store(at, &new, 0).is_err() {
+            return false;
+        }
+        // IPv6 has no header checksum. IPv4's covers the TTL as the high byte of a
+        // 16-bit word (the protocol is the low one, unchanged, so 0 stands for it); the
+        // helper takes the words as they sit in memory.
+        let word = |ttl: u8| u64::from(u16::from_ne_bytes([ttl, 0]));
+        Self::IS_V6
+            || ctx
+                .l3_csum_replace(IP_CSUM, word(old), word(new), 2)
                 .is_ok()
     }
 }
 
-impl Hop for V6 {
-    #[inline(always)]
-    fn endpoint(ip: [u8; 16]) -> Option<EndpointValue> {
-        // SAFETY: copied out at once.
-        unsafe { NETPATH_ENDPOINTS6.get(EndpointKey6 { ip }) }.copied()
-    }
+/// [`Hop::endpoint`], a lookup in the family's endpoint map `$map` keyed by `$key`.
+macro_rules! endpoint_in {
+    ($map:ident, $key:ident) => {
+        #[inline(always)]
+        fn endpoint(ip: Self::Addr) -> Option<EndpointValue> {
+            // SAFETY: copied out at once.
+            unsafe { $map.get($key { ip }) }.copied()
+        }
+    };
+}
 
-    #[inline(always)]
-    fn decrement_ttl(ctx: &TcContext) -> bool {
-        // No header checksum to patch.
-        let Ok(old) = ctx.load::<u8>(IP6_HOP_LIMIT) else {
-            return false;
-        };
-        let Some(hops) = routed_ttl(old) else {
-            return false;
-        };
-        ctx.store(IP6_HOP_LIMIT, &hops, 0).is_ok()
-    }
+impl Hop for V4 {
+    endpoint_in!(NETPATH_ENDPOINTS, EndpointKey);
+}
+
+impl Hop for V6 {
+    endpoint_in!(NETPATH_ENDPOINTS6, EndpointKey6);
 }
 
 /// Uplink → endpoint: hands a packet (already translated) for endpoint address `ip` of

@@ -42,6 +42,8 @@ pub trait Address: Copy + Eq + core::fmt::Debug + core::hash::Hash + sealed::Sea
     const UNSPECIFIED: Self;
     /// The `i`-th 32-bit word (`i < WORDS`), as a big-endian number; 0 past the end.
     fn word(&self, i: usize) -> u32;
+    /// The address at `offset` of `frame`, if it lies inside.
+    fn load<F: crate::packet::Frame>(frame: &F, offset: usize) -> Option<Self>;
 }
 
 mod sealed {
@@ -63,6 +65,11 @@ where
             Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
             _ => 0,
         }
+    }
+
+    #[inline(always)]
+    fn load<F: crate::packet::Frame>(frame: &F, offset: usize) -> Option<Self> {
+        frame.load::<N>(offset)
     }
 }
 

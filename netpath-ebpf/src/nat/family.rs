@@ -52,23 +52,45 @@ pub struct Scratch<A: Address> {
 /// A NAT table of a family: tuple → target.
 pub(super) type NatMap<A> = LruHashMap<TupleOf<A>, NatTargetOf<A>>;
 
-/// An address family as the masquerade sees it.
+/// An address family as the masquerade sees it; what follows from [`Ip::IS_V6`] alone
+/// is stated here once for both.
 pub(super) trait Family: Ip {
     /// Its ICMP's echo request/reply types.
-    const ECHO_REQUEST: u8;
-    const ECHO_REPLY: u8;
+    const ECHO_REQUEST: u8 = if Self::IS_V6 { 128 } else { 8 };
+    const ECHO_REPLY: u8 = if Self::IS_V6 { 129 } else { 0 };
     /// Port allocation and the rewrite run in BPF subprograms of their own (see
-    /// `masq::allocate`).
-    const SUBPROGRAMS: bool;
+    /// `masq::allocate`): NAT66's, for the verifier's stack limit.
+    const SUBPROGRAMS: bool = Self::IS_V6;
+    /// Where the source address sits in an IP header.
+    const QUOTED_SRC: usize = if Self::IS_V6 { 8 } else { 12 };
 
     /// Runs `f` with this family's [`Scratch`]; `None` if there is none (not expected).
     fn with_scratch<R>(f: impl FnOnce(&mut Scratch<Self::Addr>) -> R) -> Option<R>;
+
     /// The end of the IP datagram (Ethernet padding after it is no one's).
-    fn datagram_end(frame: &TcFrame) -> Option<usize>;
-    /// Whether ICMP type `kind` is an error that quotes the offending packet.
-    fn is_error(kind: u8) -> bool;
-    /// Where the source address sits in an IP header.
-    const QUOTED_SRC: usize;
+    #[inline(always)]
+    fn datagram_end(frame: &TcFrame) -> Option<usize> {
+        if Self::IS_V6 {
+            // The payload length, after the version/class/flow word.
+            let payload = frame.load_be16(ETH_HLEN + 4)?;
+            Some(ETH_HLEN + IPV6_HLEN + usize::from(payload))
+        } else {
+            Some(ETH_HLEN + usize::from(frame.load_be16(IP_TOTAL_LEN)?))
+        }
+    }
+
+    /// Whether ICMP type `kind` is an error that quotes the offending packet:
+    /// destination unreachable, time exceeded, parameter problem (and ICMPv6's packet
+    /// too big).
+    #[inline(always)]
+    fn is_error(kind: u8) -> bool {
+        if Self::IS_V6 {
+            matches!(kind, 1..=4)
+        } else {
+            matches!(kind, 3 | 11 | 12)
+        }
+    }
+
     /// The IP header an ICMP error quotes at `inner` (without options or extension
     /// headers).
     fn quoted(frame: &TcFrame, inner: usize) -> Option<Quoted<Self::Addr>>;
@@ -134,10 +156,6 @@ macro_rules! family_maps {
 }
 
 impl Family for V4 {
-    const ECHO_REQUEST: u8 = 8;
-    const ECHO_REPLY: u8 = 0;
-    const SUBPROGRAMS: bool = false;
-
     #[inline(always)]
     fn with_scratch<R>(f: impl FnOnce(&mut Scratch<[u8; 4]>) -> R) -> Option<R> {
         let t = TupleOf::new(0, [0; 4], 0, [0; 4], 0);
@@ -156,19 +174,6 @@ impl Family for V4 {
         };
         Some(f(&mut s))
     }
-
-    #[inline(always)]
-    fn datagram_end(frame: &TcFrame) -> Option<usize> {
-        Some(ETH_HLEN + usize::from(frame.load_be16(IP_TOTAL_LEN)?))
-    }
-
-    #[inline(always)]
-    fn is_error(kind: u8) -> bool {
-        // Destination unreachable, time exceeded, parameter problem.
-        matches!(kind, 3 | 11 | 12)
-    }
-
-    const QUOTED_SRC: usize = 12;
 
     #[inline(always)]
     fn quoted(frame: &TcFrame, inner: usize) -> Option<Quoted<[u8; 4]>> {
@@ -197,31 +202,12 @@ impl Family for V4 {
 
 /// NAT66.
 impl Family for V6 {
-    const ECHO_REQUEST: u8 = 128;
-    const ECHO_REPLY: u8 = 129;
-    const SUBPROGRAMS: bool = true;
-
     #[inline(always)]
     fn with_scratch<R>(f: impl FnOnce(&mut Scratch<[u8; 16]>) -> R) -> Option<R> {
         let s = NETPATH_NAT66_SCRATCH.get_ptr_mut(0)?;
         // SAFETY: this CPU's slot, used by this run alone (see `Scratch`), valid for it.
         Some(f(unsafe { &mut *s }))
     }
-
-    #[inline(always)]
-    fn datagram_end(frame: &TcFrame) -> Option<usize> {
-        // The payload length, after the version/class/flow word.
-        let payload = frame.load_be16(ETH_HLEN + 4)?;
-        Some(ETH_HLEN + IPV6_HLEN + usize::from(payload))
-    }
-
-    #[inline(always)]
-    fn is_error(kind: u8) -> bool {
-        // Destination unreachable, packet too big, time exceeded, parameter problem.
-        matches!(kind, 1..=4)
-    }
-
-    const QUOTED_SRC: usize = 8;
 
     #[inline(always)]
     fn quoted(frame: &TcFrame, inner: usize) -> Option<Quoted<[u8; 16]>> {
