@@ -9,7 +9,7 @@ use std::{
     path::PathBuf,
 };
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use crate::types::MacAddr;
@@ -73,7 +73,7 @@ pub struct NetworkCreate {
     /// Destinations the network's traffic reaches with the endpoints' own addresses, not
     /// masqueraded (ip-masq-agent's idea: other hosts' pod CIDRs, a routed LAN).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub no_masquerade: Vec<Ipv4Net>,
+    pub no_masquerade: Vec<IpNet>,
 }
 
 /// A network as recorded: the request with every default decided.
@@ -101,7 +101,7 @@ pub struct Network {
     /// Destinations not masqueraded (see [`NetworkCreate::no_masquerade`]). Records
     /// written before this field existed load with none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub no_masquerade: Vec<Ipv4Net>,
+    pub no_masquerade: Vec<IpNet>,
 }
 
 /// A request to add a container endpoint, a veth pair (`POST /v1/endpoints`).

@@ -83,3 +83,53 @@ fn container_ipv6_traffic_leaves_with_the_uplink_ipv6_address() {
         );
     }
 }
+
+/// `--no-masquerade` with an IPv6 CIDR: IPv6 connections to it keep the endpoint's own
+/// address (the far side routes the network's IPv6 subnet back); the datapath's IPv6
+/// exemption trie, not only IPv4's, is written.
+#[test]
+fn exempted_ipv6_destinations_see_the_endpoint_address() {
+    require_root!();
+    const OUTSIDE4: Ipv4Addr = Ipv4Addr::new(100, 64, 67, 1);
+    const UPLINK4: Ipv4Addr = Ipv4Addr::new(100, 64, 67, 2);
+    const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x67, 0, 0, 0, 0, 1);
+    const UPLINK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x67, 0, 0, 0, 0, 2);
+    let outside = NetNs::with_ipv6("x6o");
+    let uplink = OutsideLink::new(&outside, UPLINK4, OUTSIDE4);
+    uplink.add_ipv6(&outside, UPLINK6, OUTSIDE6);
+    let d = Daemon::start();
+    let net = netpath_tests::unique("x6");
+    let subnet6 = "fd5c:67::/64";
+    d.ok(&[
+        "network",
+        "create",
+        &net,
+        "--subnet",
+        "10.226.0.0/24",
+        "--subnet",
+        subnet6,
+        "--uplink",
+        &uplink.name,
+        "--no-masquerade",
+        "2001:db8:67::/64",
+    ]);
+    let shown = d.ok(&["inspect", &net]);
+    assert!(shown.contains("2001:db8:67::/64"), "{shown}");
+    let up6 = UPLINK6.to_string();
+    outside.exec(&["ip", "-6", "route", "add", subnet6, "via", &up6]);
+    let c = NetNs::with_ipv6("x6c");
+    let ep = d.add_endpoint(&net, &c);
+    let ep6: Ipv6Addr = ep["ip6"].as_str().expect("ip6").parse().unwrap();
+    let seen = tcp_and_udp_out(&outside, &c, IpAddr::V6(OUTSIDE6), 7610);
+    assert_eq!(seen.tcp_bytes, 100_000);
+    assert_eq!(
+        seen.tcp.ip(),
+        IpAddr::V6(ep6),
+        "TCP to an exempted prefix NAT66ed"
+    );
+    assert_eq!(
+        seen.udp.ip(),
+        IpAddr::V6(ep6),
+        "UDP to an exempted prefix NAT66ed"
+    );
+}

@@ -3,7 +3,7 @@
 use std::{net::IpAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use netpath::{
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR},
     control::EPHEMERAL_PORTS,
@@ -167,9 +167,10 @@ pub(crate) enum NetworkCmd {
         #[arg(long)]
         mtu: Option<u32>,
         /// A destination the network's traffic reaches with the endpoints' own addresses,
-        /// not masqueraded (other hosts' pod CIDRs, a routed LAN). Repeatable.
+        /// not masqueraded (other hosts' pod CIDRs, a routed LAN): an IPv4 or (on a
+        /// dual-stack network) an IPv6 CIDR. Repeatable.
         #[arg(long, value_name = "CIDR")]
-        no_masquerade: Vec<Ipv4Net>,
+        no_masquerade: Vec<IpNet>,
         /// Print the new network as JSON.
         #[arg(long)]
         json: bool,

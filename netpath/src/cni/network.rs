@@ -31,7 +31,7 @@ pub struct NetworkSettings {
     /// `uplink`: the host interface the network reaches the outside through.
     pub uplink: Option<String>,
     /// `noMasquerade`: destinations reached unmasqueraded (other nodes' pod CIDRs).
-    pub no_masquerade: Option<Vec<Ipv4Net>>,
+    pub no_masquerade: Option<Vec<IpNet>>,
     /// `mtu` of the network's devices.
     pub mtu: Option<u32>,
 }
@@ -163,9 +163,9 @@ impl NetworkSettings {
             Some(cidrs) => {
                 let mut out = Vec::new();
                 for c in cidrs {
-                    out.push(c.parse::<Ipv4Net>().map_err(|_| {
+                    out.push(c.parse::<IpNet>().map_err(|_| {
                         invalid(format!(
-                            "invalid noMasquerade entry {c:?}: expected an IPv4 CIDR such as 10.244.0.0/16"
+                            "invalid noMasquerade entry {c:?}: expected a CIDR such as 10.244.0.0/16 or fd44::/48"
                         ))
                     })?);
                 }
@@ -292,7 +292,7 @@ impl NetworkSettings {
 
 /// A list of CIDRs as the messages show it: `[10.244.0.0/16, 10.245.0.0/16]`.
 #[derive(PartialEq)]
-struct Cidrs<'a>(&'a [Ipv4Net]);
+struct Cidrs<'a>(&'a [IpNet]);
 
 impl Display for Cidrs<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

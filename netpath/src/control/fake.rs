@@ -52,7 +52,7 @@ pub struct Kernel {
     pub uplinks6: BTreeMap<u32, Uplink6>,
     pub masq: BTreeMap<Ipv4Net, u16>,
     pub masq6: BTreeMap<Ipv6Net, u16>,
-    pub no_masq: BTreeMap<u16, Vec<Ipv4Net>>,
+    pub no_masq: BTreeMap<u16, Vec<IpNet>>,
     pub publish: BTreeMap<(u8, [u8; 4], u16), NatTarget>,
     pub publish6: BTreeMap<(u8, [u8; 16], u16), NatTarget6>,
 }

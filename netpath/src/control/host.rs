@@ -204,7 +204,7 @@ pub enum MapWrite {
     /// The destinations network `network` reaches unmasqueraded: exactly `cidrs`.
     SetNoMasquerade {
         network: u16,
-        cidrs: Vec<Ipv4Net>,
+        cidrs: Vec<IpNet>,
     },
     /// A published port and the endpoint address and port behind it.
     Publish {

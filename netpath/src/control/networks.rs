@@ -39,7 +39,7 @@ impl Service {
                 "an IPv6 gateway needs an IPv6 subnet",
             ));
         }
-        validate::no_masquerade(&req.no_masquerade)?;
+        validate::no_masquerade(&req.no_masquerade, req.subnet6.is_some())?;
         let gateway = match req.gateway {
             Some(g) => g,
             None => req

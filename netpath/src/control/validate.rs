@@ -69,8 +69,10 @@ pub fn subnet(subnet: Ipv4Net) -> Result<()> {
     Ok(())
 }
 
-/// `--no-masquerade` destinations, sorted and without repeats.
-pub fn no_masquerade(cidrs: &[Ipv4Net]) -> Result<()> {
+/// `--no-masquerade` destinations, sorted and without repeats, of a network that has
+/// IPv6 (`ipv6`) or not: an IPv6 destination needs an IPv6 subnet, since only its traffic
+/// is masqueraded to IPv6 destinations.
+pub fn no_masquerade(cidrs: &[IpNet], ipv6: bool) -> Result<()> {
     if cidrs.len() > NO_MASQ_PER_NETWORK {
         return Err(ServiceError::invalid(format!(
             "{} --no-masquerade destinations: at most {NO_MASQ_PER_NETWORK} per network",
@@ -81,6 +83,11 @@ pub fn no_masquerade(cidrs: &[Ipv4Net]) -> Result<()> {
         return Err(ServiceError::invalid(format!(
             "invalid --no-masquerade {c}: give the network address (e.g. {})",
             c.trunc()
+        )));
+    }
+    if let Some(c) = cidrs.iter().find(|c| !ipv6 && matches!(c, IpNet::V6(_))) {
+        return Err(ServiceError::invalid(format!(
+            "invalid --no-masquerade {c}: the network has no IPv6 subnet, so nothing of it is masqueraded to IPv6"
         )));
     }
     Ok(())

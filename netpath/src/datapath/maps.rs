@@ -175,35 +175,33 @@ impl Datapath {
     }
 
     /// Sets the destinations network `network_id` reaches unmasqueraded to exactly
-    /// `cidrs` (entries of that network not in `cidrs` go).
-    pub fn set_no_masquerade(&mut self, network_id: u16, cidrs: &[ipnet::Ipv4Net]) -> Result<()> {
-        let key = |c: &ipnet::Ipv4Net| {
-            LpmKey::new(
-                32 + u32::from(c.prefix_len()),
-                no_masq_key(u32::from(network_id), c.network().octets()),
-            )
-        };
-        let stale: Vec<LpmKey<[u8; 8]>> = self
-            .no_masq
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| {
-                k.data()[..4] == u32::from(network_id).to_be_bytes()
-                    && !cidrs
-                        .iter()
-                        .any(|c| key(c).data() == k.data() && key(c).prefix_len() == k.prefix_len())
+    /// `cidrs` (entries of that network not in `cidrs` go), each family in its own trie.
+    /// A datapath without NAT66 (an older layout's) does not masquerade IPv6 at all, so
+    /// its IPv6 exemptions are moot and not written.
+    pub fn set_no_masquerade(&mut self, network_id: u16, cidrs: &[ipnet::IpNet]) -> Result<()> {
+        let network = u32::from(network_id);
+        let (v4, v6) = crate::types::split_families(cidrs);
+        let keys: Vec<_> = v4
+            .iter()
+            .map(|c| {
+                LpmKey::new(
+                    32 + u32::from(c.prefix_len()),
+                    no_masq_key(network, c.network().octets()),
+                )
             })
             .collect();
-        for k in stale {
-            absent_ok(NO_MASQ_MAP, self.no_masq.remove(&k))?;
-        }
-        for c in cidrs {
-            self.no_masq
-                .insert(&key(c), 1, 0)
-                .map_err(|source| DatapathError::WriteMap {
-                    map: NO_MASQ_MAP,
-                    source,
-                })?;
+        sync_no_masq(&mut self.no_masq, NO_MASQ_MAP, network, &keys)?;
+        if let Some(m) = self.nat66.as_mut() {
+            let keys: Vec<_> = v6
+                .iter()
+                .map(|c| {
+                    LpmKey::new(
+                        32 + u32::from(c.prefix_len()),
+                        no_masq_key6(network, c.network().octets()),
+                    )
+                })
+                .collect();
+            sync_no_masq(m.no_masq_mut(), NO_MASQ6_MAP, network, &keys)?;
         }
         Ok(())
     }
@@ -311,4 +309,31 @@ impl Datapath {
     pub fn snat_count(&self) -> usize {
         self.snat.keys().filter(|k| k.is_ok()).count()
     }
+}
+
+/// Makes the exemption trie `map` hold exactly `want` for `network`: keys whose first
+/// four bytes are the network id ([`no_masq_key`]) and not wanted go, the wanted ones are
+/// written.
+fn sync_no_masq<const K: usize>(
+    map: &mut LpmTrie<MapData, [u8; K], u8>,
+    name: &'static str,
+    network: u32,
+    want: &[LpmKey<[u8; K]>],
+) -> Result<()> {
+    let same = |a: &LpmKey<[u8; K]>, b: &LpmKey<[u8; K]>| {
+        a.data() == b.data() && a.prefix_len() == b.prefix_len()
+    };
+    let stale: Vec<LpmKey<[u8; K]>> = map
+        .keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| k.data()[..4] == network.to_be_bytes() && !want.iter().any(|w| same(w, k)))
+        .collect();
+    for k in stale {
+        absent_ok(name, map.remove(&k))?;
+    }
+    for k in want {
+        map.insert(k, 1, 0)
+            .map_err(|source| DatapathError::WriteMap { map: name, source })?;
+    }
+    Ok(())
 }

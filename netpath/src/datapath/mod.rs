@@ -70,7 +70,7 @@ use netpath_common::{
         MASQ_SRC6_MAP, NAT_AGE_MAP, NAT_AGE6_MAP, NAT66_SCRATCH_MAP, NO_MASQ_MAP, NO_MASQ6_MAP,
         NatAge, NatTarget, NatTarget6, PUBLISH_MAP, PUBLISH6_MAP, PublishKey, PublishKey6,
         RNAT_MAP, RNAT6_MAP, SNAT_MAP, SNAT6_MAP, SOCK_NAT_MAP, SOCK_NAT6_MAP, Tuple, Tuple6,
-        UPLINKS_MAP, UPLINKS6_MAP, Uplink, Uplink6, no_masq_key,
+        UPLINKS_MAP, UPLINKS6_MAP, Uplink, Uplink6, no_masq_key, no_masq_key6,
     },
     packet::PacketClass,
 };

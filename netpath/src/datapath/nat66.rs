@@ -13,6 +13,8 @@ pub(super) struct Nat66 {
     rnat: HashMap<MapData, Tuple6, NatTarget6>,
     uplinks: HashMap<MapData, u32, Uplink6>,
     masq_src: LpmTrie<MapData, [u8; 16], u32>,
+    /// IPv6 destinations each network reaches unmasqueraded ([`no_masq_key6`]).
+    no_masq: LpmTrie<MapData, [u8; 20], u8>,
 }
 
 impl Nat66 {
@@ -26,7 +28,12 @@ impl Nat66 {
             rnat: open_typed(pins, RNAT6_MAP)?,
             uplinks: open_typed(pins, UPLINKS6_MAP)?,
             masq_src: open_typed(pins, MASQ_SRC6_MAP)?,
+            no_masq: open_typed(pins, NO_MASQ6_MAP)?,
         }))
+    }
+
+    pub(super) fn no_masq_mut(&mut self) -> &mut LpmTrie<MapData, [u8; 20], u8> {
+        &mut self.no_masq
     }
 }
 

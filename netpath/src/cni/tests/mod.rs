@@ -134,6 +134,15 @@ fn no_masquerade_destinations_parse_sorted_and_checked() {
         ])
     );
     assert_eq!(conf(json!({})).unwrap().network.no_masquerade, None);
+    // Both families, IPv4 first.
+    let c = conf(json!({"noMasquerade": ["fd44::/48", "10.244.0.0/16"]})).unwrap();
+    assert_eq!(
+        c.network.no_masquerade,
+        Some(vec![
+            "10.244.0.0/16".parse().unwrap(),
+            "fd44::/48".parse().unwrap()
+        ])
+    );
     let e = conf(json!({"noMasquerade": ["10.244.0.0"]})).unwrap_err();
     assert_eq!(e.code, code::INVALID_CONFIG);
     assert!(e.msg.contains("invalid noMasquerade entry"), "{}", e.msg);

@@ -93,3 +93,38 @@ async fn an_ipv6_address_that_arrives_later_is_taken_up_by_the_refresh() {
     rig4.svc.refresh_uplinks6().await.expect("refresh");
     assert!(rig4.calls_since(mark).is_empty());
 }
+
+/// `--no-masquerade` destinations of both families go to the datapath in one write, each
+/// family's in its trie; removing the network clears them.
+#[tokio::test]
+async fn exemptions_of_both_families_are_written_and_cleared() {
+    let rig = Rig::new();
+    add_uplink_address(&rig, GLOBAL6);
+    let exempt: Vec<ipnet::IpNet> = ["fd44::/48", "10.244.0.0/16", "fd44::/48"]
+        .iter()
+        .map(|c| c.parse().expect("net"))
+        .collect();
+    let mark = rig.mark();
+    let net = rig
+        .svc
+        .create_network(NetworkCreate {
+            no_masquerade: exempt,
+            ..dual_stack("web")
+        })
+        .await
+        .expect("create");
+    // Sorted, without the repeat, IPv4 first.
+    let want: Vec<ipnet::IpNet> = vec![
+        "10.244.0.0/16".parse().unwrap(),
+        "fd44::/48".parse().unwrap(),
+    ];
+    assert_eq!(net.no_masquerade, want);
+    let calls = rig.calls_since(mark);
+    assert!(
+        calls.contains(&"set_no_masquerade 1 [10.244.0.0/16, fd44::/48]".to_string()),
+        "{calls:?}"
+    );
+    assert_eq!(rig.kernel().no_masq[&1], want);
+    rig.svc.remove_network("web", false).await.expect("remove");
+    assert!(rig.kernel().no_masq.is_empty());
+}

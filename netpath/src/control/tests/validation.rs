@@ -105,6 +105,8 @@ fn rows() -> Vec<Row> {
         ("a /31", Network(web(|n| n.subnet = "10.78.0.0/31".parse().expect("net"))), "invalid subnet 10.78.0.0/31"),
         ("65 --no-masquerade", Network(web(|n| { n.no_masquerade = (0..65).map(|i| format!("10.{i}.0.0/16").parse().expect("net")).collect() })), "65 --no-masquerade destinations: at most 64 per network"),
         ("a host address as --no-masquerade", Network(web(|n| { n.no_masquerade = vec!["10.1.2.3/8".parse().expect("net")] })), "invalid --no-masquerade 10.1.2.3/8: give the network address (e.g. 10.0.0.0/8)"),
+        ("an IPv6 --no-masquerade on an IPv4-only network", Network(web(|n| { n.no_masquerade = vec!["2001:db8:5::/48".parse().expect("net")] })), "invalid --no-masquerade 2001:db8:5::/48: the network has no IPv6 subnet"),
+        ("an IPv6 host address as --no-masquerade", Network(web(|n| { n.subnet6 = Some("fd78::/64".parse().expect("net")); n.no_masquerade = vec!["2001:db8:5::1/48".parse().expect("net")] })), "invalid --no-masquerade 2001:db8:5::1/48: give the network address (e.g. 2001:db8:5::/48)"),
         ("a subnet inside a host route", Network(web(|n| n.subnet = "192.0.2.0/25".parse().expect("net"))), "subnet 192.0.2.0/25 overlaps the host route 192.0.2.0/24 on eth0"),
         ("a subnet holding a host route", Network(web(|n| n.subnet = "192.0.0.0/16".parse().expect("net"))), "overlaps the host route 192.0.2.0/24"),
         ("an IPv6 subnet inside a host route", Network(web(|n| n.subnet6 = Some("2001:db8:1:2::/64".parse().expect("net")))), "subnet 2001:db8:1:2::/64 overlaps the host route 2001:db8:1::/48 on eth0"),
