@@ -35,8 +35,11 @@ pub(super) struct Expected {
     pub(super) rewrites: Vec<Rewrite>,
     /// The Ethernet addresses (dst, src) a fast-path redirect writes.
     pub(super) macs: Option<([u8; 6], [u8; 6])>,
-    /// Forwarded as a router does: TTL one lower (the header checksum follows).
+    /// Forwarded as a router does: TTL (IPv6: hop limit) one lower (the header checksum
+    /// follows).
     pub(super) ttl_dec: bool,
+    /// An IPv6 frame the NAT translates (`nat6`).
+    pub(super) nat6: Option<Expected6>,
 }
 
 impl Expected {
@@ -47,6 +50,7 @@ impl Expected {
             macs: None,
             ttl_dec: false,
             icmp_error: None,
+            nat6: None,
         }
     }
 }
@@ -58,6 +62,7 @@ pub(super) struct Effects {
     pub(super) snat: Option<(Tuple, NatTarget)>,
     pub(super) rnat: Option<(Tuple, NatTarget)>,
     pub(super) dnat_ct: Option<(Tuple, NatTarget)>,
+    pub(super) nat6: Effects6,
 }
 
 #[derive(Default)]
@@ -70,6 +75,8 @@ pub(super) struct Model {
     pub(super) rnat_keys: Vec<Tuple>,
     pub(super) dnat_keys: Vec<Tuple>,
     pub(super) publish: HashMap<PublishKey, NatTarget>,
+    /// NAT66 and DNAT66 state.
+    pub(super) nat6: Nat6,
     pub(super) endpoints: Vec<(EndpointValue, u32)>,
     /// The dual-stack endpoints by IPv6 address, as `NETPATH_ENDPOINTS6` holds them.
     pub(super) endpoints6: Vec<([u8; 16], EndpointValue)>,
@@ -97,6 +104,11 @@ pub(super) fn target_extra(t: &NatTarget) -> [u8; 2] {
     // SAFETY: `NatTarget` is 8 bytes of plain integers without implicit padding.
     let b: [u8; 8] = unsafe { std::mem::transmute(*t) };
     [b[6], b[7]]
+}
+
+/// An IPv6 ethertype: the IPv6 part of the model's.
+pub(super) fn is_ipv6(f: &[u8]) -> bool {
+    f.len() >= 14 && be16(f, 12) == 0x86dd
 }
 
 pub(super) fn in_masq(a: [u8; 4]) -> bool {
@@ -133,6 +145,7 @@ fn toward(f: &[u8], from: &EndpointValue, to: &EndpointValue) -> (Expected, Effe
             macs: (f[..6] != to.mac).then_some((to.mac, to.host_mac)),
             ttl_dec: false,
             icmp_error: None,
+            nat6: None,
         },
         Effects::default(),
     )
@@ -190,7 +203,7 @@ impl Model {
             if from.flags & ENDPOINT_FLAG_IPV6 == 0 {
                 return shot;
             }
-            let V6::Packet { src, dst, l4 } = parse_ip6(f) else {
+            let V6::Packet { src, dst, l4, .. } = parse_ip6(f) else {
                 return shot;
             };
             let owns = |a| {
@@ -237,6 +250,9 @@ impl Model {
     /// Uplink egress: replies of published connections get the published source;
     /// otherwise masquerade (on an uplink, from a masqueraded subnet).
     pub(super) fn uplink_egress(&self, f: &[u8], ifindex: u32) -> (Expected, Effects) {
+        if is_ipv6(f) {
+            return self.uplink_egress6(f, ifindex);
+        }
         let mut fx = Effects::default();
         let Some(ip) = nat_ip(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
@@ -356,6 +372,9 @@ impl Model {
 
     /// A translated reply is done: it is never also taken for a published port.
     pub(super) fn uplink_ingress(&self, f: &[u8]) -> (Expected, Effects) {
+        if is_ipv6(f) {
+            return self.uplink_ingress6(f);
+        }
         let mut fx = Effects::default();
         let Some(ip) = nat_ip(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
@@ -447,6 +466,7 @@ impl Model {
                 macs: (f[..6] != ep.mac).then_some((ep.mac, ep.host_mac)),
                 ttl_dec: true,
                 icmp_error: None,
+                nat6: None,
             },
             _ => Expected {
                 rewrites,
@@ -481,6 +501,7 @@ impl Model {
             macs: (f[..6] != to.mac).then_some((to.mac, to.host_mac)),
             ttl_dec: false,
             icmp_error: None,
+            nat6: None,
         };
         let rw = |addr_at, addr, port_at, port| Rewrite {
             addr_at,
@@ -551,5 +572,6 @@ impl Model {
         {
             self.dnat_keys.push(k);
         }
+        self.nat6.apply(fx.nat6);
     }
 }
