@@ -6,6 +6,8 @@
 //! IPv6 frames; and the IPv6 L4 checksum (its own 16-byte pseudo-header, not
 //! netpath-common's code).
 
+use netpath_common::nat::Tuple6;
+
 use super::*;
 
 /// The one's-complement sum over an IPv6 packet's L4 data to the end of its datagram,
@@ -90,11 +92,15 @@ impl Gen {
             // A later packet of a masqueraded connection.
             let k = self.pick(&m.nat6.rnat_keys);
             let back = m.nat6.rnat[&k];
-            return self.base6_nat(mac, back.addr, back.port, k.src, k.sport, 128);
+            return self.base6_nat(
+                mac,
+                Tuple6::new(0, back.addr, back.port, k.src, k.sport),
+                128,
+            );
         }
         let src = self.masq6_src(m);
         let (sport, dst, dport) = (self.port(), self.pick(&REMOTES6), self.port());
-        self.base6_nat(mac, src, sport, dst, dport, 128)
+        self.base6_nat(mac, Tuple6::new(0, src, sport, dst, dport), 128)
     }
 
     /// An IPv6 frame for the uplink's ingress: a reply of a masqueraded connection (or
@@ -104,7 +110,7 @@ impl Gen {
         let mac = [2, 0, 0, 0, 0, 0x99];
         if !m.nat6.rnat_keys.is_empty() && self.chance(0.45) {
             let k = self.pick(&m.nat6.rnat_keys);
-            return self.base6_nat(mac, k.src, k.sport, k.dst, k.dport, 129);
+            return self.base6_nat(mac, k, 129);
         }
         let src = if self.chance(0.7) {
             self.pick(&REMOTES6)
@@ -117,7 +123,7 @@ impl Gen {
             _ => self.any_addr6(),
         };
         let (sport, dport) = (self.port(), self.pick(&INBOUND_PORTS6));
-        self.base6_nat(mac, src, sport, dst, dport, 129)
+        self.base6_nat(mac, Tuple6::new(0, src, sport, dst, dport), 129)
     }
 
     /// A TCP (SYN/ACK) or UDP header and payload.
@@ -129,19 +135,12 @@ impl Gen {
         }
     }
 
-    /// A valid IPv6 frame of a random kind between `src`:`sport` and `dst`:`dport`:
+    /// A valid IPv6 frame of a random kind from `t`'s source to its destination:
     /// TCP, UDP, ICMPv6 echo (`echo`, identifier `sport` for a request, `dport` for a
     /// reply), an ICMPv6 error quoting the reverse packet, extension headers before the
     /// L4 header, fragments, other protocols; hop limit 1 and near-MTU sizes at times.
-    pub(super) fn base6_nat(
-        &mut self,
-        eth_src: [u8; 6],
-        src: [u8; 16],
-        sport: u16,
-        dst: [u8; 16],
-        dport: u16,
-        echo: u8,
-    ) -> Vec<u8> {
+    pub(super) fn base6_nat(&mut self, eth_src: [u8; 6], t: Tuple6, echo: u8) -> Vec<u8> {
+        let (src, sport, dst, dport) = (t.src, t.sport, t.dst, t.dport);
         let mut payload = self.payload();
         if self.chance(0.02) {
             let n = self.rng.random_range(1400..1480);
@@ -234,62 +233,42 @@ impl Gen {
     /// Mutates an IPv6 frame in place as `mutate` does an IPv4 one, with the IPv6
     /// header's fields; then recomputes the L4 checksum of half of them.
     pub(super) fn mutate6(&mut self, f: &mut Vec<u8>) {
-        for _ in 0..self.rng.random_range(1..=3) {
-            let len = f.len();
-            match self.rng.random_range(0..100) {
-                0..30 => {
-                    let at = if self.chance(0.8) {
-                        self.rng.random_range(0..len.min(110))
-                    } else {
-                        self.rng.random_range(0..len)
-                    };
-                    f[at] ^= 1 << self.rng.random_range(0..8);
-                }
-                30..45 => {
-                    let at = self.rng.random_range(0..len.min(110));
-                    f[at] = self.rng.random();
-                }
-                45..75 if len >= 58 => match self.rng.random_range(0..8) {
-                    0 => f[14] = self.pick(&[0x60, 0x6f, 0x40, 0x00, 0x70]),
-                    1 => {
-                        let t = be16(f, 18) as i32 + self.rng.random_range(-24..24);
-                        f[18..20].copy_from_slice(&(t.clamp(0, 0xffff) as u16).to_be_bytes());
-                    }
-                    2 => f[20] = self.pick(&[TCP, UDP, ICMP6, 0, 44, 60, 59]),
-                    3 => f[21] = self.pick(&[0, 1, 2, 64, 255]),
-                    4 => {
-                        let a = self.any_addr6();
-                        let at = self.pick(&[22usize, 38]);
-                        f[at..at + 16].copy_from_slice(&a);
-                    }
-                    5 => {
-                        let at = 54 + self.rng.random_range(0..4);
-                        let p = self.port();
-                        if at + 2 <= len {
-                            f[at..at + 2].copy_from_slice(&p.to_be_bytes());
-                        }
-                    }
-                    6 => f[54] = self.pick(&[128, 129, 1, 2, 3, 4, 135]),
-                    _ => f[12..14]
-                        .copy_from_slice(&self.pick(&[0x86ddu16, 0x0800, 0x8100]).to_be_bytes()),
-                },
-                75..88 => {
-                    let min = if self.chance(0.05) { 0 } else { 54.min(len) };
-                    let n = self.rng.random_range(min..=len);
-                    f.truncate(n);
-                }
-                _ => {
-                    let n = self.rng.random_range(1..64);
-                    let zero = self.chance(0.5);
-                    f.extend((0..n).map(|_| if zero { 0 } else { self.rng.random::<u8>() }));
+        let v6 = Mutation {
+            head: 110,
+            floor: 54,
+            field_min: 58,
+            field: Gen::field6,
+            fix: fix_checksums6,
+        };
+        self.mutate_with(f, &v6);
+    }
+
+    /// Header fields of IPv6: version, payload length, next header, hop limit,
+    /// addresses, ports, ICMPv6 type, ethertype.
+    fn field6(&mut self, f: &mut [u8]) {
+        let len = f.len();
+        match self.rng.random_range(0..8) {
+            0 => f[14] = self.pick(&[0x60, 0x6f, 0x40, 0x00, 0x70]),
+            1 => {
+                let t = be16(f, 18) as i32 + self.rng.random_range(-24..24);
+                f[18..20].copy_from_slice(&(t.clamp(0, 0xffff) as u16).to_be_bytes());
+            }
+            2 => f[20] = self.pick(&[TCP, UDP, ICMP6, 0, 44, 60, 59]),
+            3 => f[21] = self.pick(&[0, 1, 2, 64, 255]),
+            4 => {
+                let a = self.any_addr6();
+                let at = self.pick(&[22usize, 38]);
+                f[at..at + 16].copy_from_slice(&a);
+            }
+            5 => {
+                let at = 54 + self.rng.random_range(0..4);
+                let p = self.port();
+                if at + 2 <= len {
+                    f[at..at + 2].copy_from_slice(&p.to_be_bytes());
                 }
             }
-            if f.is_empty() {
-                break;
-            }
-        }
-        if self.chance(0.5) {
-            fix_checksums6(f);
+            6 => f[54] = self.pick(&[128, 129, 1, 2, 3, 4, 135]),
+            _ => f[12..14].copy_from_slice(&self.pick(&[0x86ddu16, 0x0800, 0x8100]).to_be_bytes()),
         }
     }
 }

@@ -42,6 +42,7 @@ mod model;
 mod nat6;
 mod netns;
 mod packet;
+mod tables;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -58,9 +59,9 @@ use netpath::datapath::Datapath;
 use netpath_common::{
     maps::{ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, Hook},
     nat::{
-        DNAT_CT_MAP, NAT_AGE_MAP, NAT_ENTRIES, NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatAge, NatTarget,
-        PORT_RETRIES, PortRange, PublishKey, RNAT_MAP, SNAT_MAP, Tuple, Uplink, nat_port,
-        tuple_hash,
+        Address, DNAT_CT_MAP, NAT_AGE_MAP, NAT_ENTRIES, NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatAge,
+        NatTarget, NatTargetOf, PORT_RETRIES, PortRange, PublishKey, PublishKeyOf, RNAT_MAP,
+        SNAT_MAP, Tuple, TupleOf, Uplink, nat_port, tuple_hash,
     },
 };
 use netpath_tests::{NetNs, TempPins, require_root};
@@ -68,6 +69,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use self::{
     check::*, frames::*, gen6::*, ipv6::*, maps::*, model::*, nat6::*, netns::*, packet::*,
+    tables::*,
 };
 
 const DEFAULT_SEED: u64 = 0x6e70_6675_7a7a_0005;
@@ -189,7 +191,7 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
             _pad: 0,
         };
         dp.publish(key, target(ep, ep_port)).unwrap();
-        model.publish.insert(key, target(ep, ep_port));
+        model.v4.publish.insert(key, target(ep, ep_port));
     }
 
     let mut g = Gen {
@@ -224,9 +226,9 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
                 };
                 let f = if g.chance(SHARE6) {
                     g.egress6(&model)
-                } else if !model.dnat_keys.is_empty() && g.chance(0.25) {
+                } else if !model.v4.dnat_keys.is_empty() && g.chance(0.25) {
                     // A reply of a connection to a published port.
-                    let k = g.pick(&model.dnat_keys);
+                    let k = g.pick(&model.v4.dnat_keys);
                     let kind = if k.proto == TCP { 0 } else { 1 };
                     let l4 = if kind == 0 {
                         tcp_header(k.sport, k.dport, 0x12, &g.payload())
@@ -255,9 +257,9 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
             Hook::UplinkIngress => {
                 let f = if g.chance(SHARE6) {
                     g.ingress6(&model)
-                } else if !model.rnat_keys.is_empty() && g.chance(0.45) {
+                } else if !model.v4.rnat_keys.is_empty() && g.chance(0.45) {
                     // A reply of a masqueraded connection.
-                    let k = g.pick(&model.rnat_keys);
+                    let k = g.pick(&model.v4.rnat_keys);
                     g.base([2, 0, 0, 0, 0, 0x99], k.src, k.sport, k.dst, k.dport, 0)
                 } else {
                     let src = if g.chance(0.7) {
@@ -278,8 +280,8 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
             }
             Hook::TcIngress => {
                 let i = g.rng.random_range(0..4);
-                let reply_of = (!model.dnat_keys.is_empty() && g.chance(0.1))
-                    .then(|| g.pick(&model.dnat_keys))
+                let reply_of = (!model.v4.dnat_keys.is_empty() && g.chance(0.1))
+                    .then(|| g.pick(&model.v4.dnat_keys))
                     .and_then(|k| Some((model.endpoint_by_ip(k.src)?.ifindex, k)));
                 if let Some((ifindex, k)) = reply_of {
                     // An endpoint answering a connection to its published port (a

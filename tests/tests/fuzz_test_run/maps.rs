@@ -3,9 +3,7 @@
 use std::hash::Hash;
 
 use aya::Pod;
-use netpath_common::nat::{
-    DNAT_CT6_MAP, NAT_AGE6_MAP, NatTarget6, PublishKey6, RNAT6_MAP, SNAT6_MAP, Tuple6,
-};
+use netpath_common::nat::{DNAT_CT6_MAP, NAT_AGE6_MAP, NatTarget6, RNAT6_MAP, SNAT6_MAP, Tuple6};
 
 use super::*;
 
@@ -20,6 +18,27 @@ pub(super) fn read_map<K: Pod + Eq + Hash, V: Pod>(dp: &Datapath, name: &str) ->
         .iter()
         .map(|r| r.unwrap_or_else(|e| panic!("iterating {name}: {e}")))
         .collect()
+}
+
+/// A family's SNAT, RNAT and DNAT_CT maps (`names`), their sizes printed and checked
+/// against the maps' bound.
+fn read_nat<K: Pod + Eq + Hash, V: Pod>(dp: &Datapath, names: [&str; 3]) -> [HashMap<K, V>; 3] {
+    let maps = names.map(|name| read_map::<K, V>(dp, name));
+    let sizes: Vec<String> = (names.iter().zip(&maps))
+        .map(|(name, m)| format!("{} {name}", m.len()))
+        .collect();
+    println!(
+        "maps: {} entries (max {NAT_ENTRIES} each)",
+        sizes.join(", ")
+    );
+    for (name, m) in names.iter().zip(&maps) {
+        assert!(
+            m.len() <= NAT_ENTRIES as usize,
+            "{name}: {} entries",
+            m.len()
+        );
+    }
+    maps
 }
 
 /// Frames per epoch of NAT state (see the frame loop): ~3 s at this machine's rate.
@@ -45,75 +64,22 @@ pub(super) fn clear_nat_state(dp: &Datapath, model: &mut Model) {
         clear_map::<Tuple6, NatTarget6>(dp, name);
     }
     clear_map::<Tuple6, NatAge>(dp, NAT_AGE6_MAP);
+    model.v4.clear();
     model.nat6.clear();
-    model.snat.clear();
-    model.rnat.clear();
-    model.dnat_ct.clear();
-    model.rnat_keys.clear();
-    model.dnat_keys.clear();
 }
 
 /// The NAT maps' invariants, on the kernel's maps alone.
 pub(super) fn check_maps(dp: &Datapath, model: &Model) {
     check_maps6(dp, model);
-    let snat: HashMap<Tuple, NatTarget> = read_map(dp, SNAT_MAP);
-    let rnat: HashMap<Tuple, NatTarget> = read_map(dp, RNAT_MAP);
-    let dnat_ct: HashMap<Tuple, NatTarget> = read_map(dp, DNAT_CT_MAP);
-    println!(
-        "maps: {} SNAT, {} RNAT, {} DNAT_CT entries (max {NAT_ENTRIES} each)",
-        snat.len(),
-        rnat.len(),
-        dnat_ct.len()
-    );
-    for (name, m) in [("SNAT", &snat), ("RNAT", &rnat), ("DNAT_CT", &dnat_ct)] {
-        assert!(
-            m.len() <= NAT_ENTRIES as usize,
-            "{name}: {} entries",
-            m.len()
-        );
-    }
+    let [snat, rnat, dnat_ct] = read_nat::<Tuple, NatTarget>(dp, [SNAT_MAP, RNAT_MAP, DNAT_CT_MAP]);
     assert!(dp.published_count() <= netpath_common::nat::MAX_PUBLISHED as usize);
-    for (orig, t) in &snat {
-        assert_eq!(
-            target_extra(t),
-            [0; 2],
-            "SNAT {orig:?}: flags/padding {t:?}"
-        );
-        assert_eq!(orig._pad, [0; 3], "SNAT key padding {orig:?}");
-        assert!(matches!(orig.proto, TCP | UDP | ICMP), "SNAT {orig:?}");
-        assert!(
-            in_masq(orig.src),
-            "SNAT of a non-masqueraded source {orig:?}"
-        );
-        assert_eq!(t.addr, UPLINK_ADDR, "SNAT {orig:?} → {t:?}");
-        assert!(
-            (NAT_FIRST..=NAT_LAST).contains(&t.port),
-            "SNAT {orig:?}: port {} outside {NAT_FIRST}-{NAT_LAST}",
-            t.port
-        );
-        if orig.proto == ICMP {
-            assert_eq!(orig.dport, 0, "ICMP SNAT key {orig:?}");
-        }
-        let reply = Tuple::new(orig.proto, orig.dst, orig.dport, t.addr, t.port);
-        assert_eq!(
-            rnat.get(&reply),
-            Some(&target(orig.src, orig.sport)),
-            "SNAT {orig:?} → {t:?} has no matching RNAT {reply:?}"
-        );
-    }
-    for (reply, back) in &rnat {
-        assert_eq!(
-            target_extra(back),
-            [0; 2],
-            "RNAT {reply:?}: flags/padding {back:?}"
-        );
-        let orig = Tuple::new(reply.proto, back.addr, back.port, reply.src, reply.sport);
-        assert_eq!(
-            snat.get(&orig),
-            Some(&target(reply.dst, reply.dport)),
-            "RNAT {reply:?} → {back:?} has no matching SNAT {orig:?}"
-        );
-    }
+    let masq = Masq {
+        family: "",
+        uplink: UPLINK_ADDR,
+        in_masq,
+        icmp: ICMP,
+    };
+    check_masq(&masq, &snat, &rnat);
     let endpoints: HashSet<[u8; 4]> = dp
         .endpoints()
         .expect("endpoints")
@@ -135,23 +101,12 @@ pub(super) fn check_maps(dp: &Datapath, model: &Model) {
             );
             continue;
         }
-        let published = [front.addr, [0; 4]].iter().any(|host_ip| {
-            model.publish.get(&PublishKey {
-                host_ip: *host_ip,
-                port: front.port,
-                proto: reply.proto,
-                _pad: 0,
-            }) == Some(&target(reply.src, reply.sport))
-        });
         assert!(
-            published,
+            published(&model.v4.publish, reply, front),
             "DNAT_CT {reply:?} → {front:?}: no published port leads there"
         );
     }
-    // And the kernel's state is exactly the model's: no entry lost (evicted), none extra.
-    assert_eq!(snat, model.snat, "SNAT map differs from the model");
-    assert_eq!(rnat, model.rnat, "RNAT map differs from the model");
-    assert_eq!(dnat_ct, model.dnat_ct, "DNAT_CT map differs from the model");
+    same_as_model("", [snat, rnat, dnat_ct], &model.v4);
 }
 
 /// The IPv6 NAT maps' invariants, on the kernel's maps alone, as for IPv4: every SNAT6
@@ -159,71 +114,112 @@ pub(super) fn check_maps(dp: &Datapath, model: &Model) {
 /// in its range; every DNAT_CT6 entry from a dual-stack endpoint's address and port that
 /// a published port leads to; then equal to the model's.
 fn check_maps6(dp: &Datapath, model: &Model) {
-    let snat: HashMap<Tuple6, NatTarget6> = read_map(dp, SNAT6_MAP);
-    let rnat: HashMap<Tuple6, NatTarget6> = read_map(dp, RNAT6_MAP);
-    let dnat_ct: HashMap<Tuple6, NatTarget6> = read_map(dp, DNAT_CT6_MAP);
-    println!(
-        "maps: {} SNAT6, {} RNAT6, {} DNAT_CT6 entries",
-        snat.len(),
-        rnat.len(),
-        dnat_ct.len()
-    );
-    let plain = |t: &NatTarget6| (t.flags, t._pad) == (0, 0);
-    for (orig, t) in &snat {
-        assert!(plain(t), "SNAT6 {orig:?}: flags/padding {t:?}");
-        assert_eq!(orig._pad, [0; 3], "SNAT6 key padding {orig:?}");
-        assert!(matches!(orig.proto, TCP | UDP | ICMP6), "SNAT6 {orig:?}");
-        assert!(
-            in_masq6(orig.src),
-            "SNAT6 of a non-masqueraded source {orig:?}"
-        );
-        assert_eq!(t.addr, UPLINK6, "SNAT6 {orig:?} → {t:?}");
-        assert!(
-            (NAT_FIRST..=NAT_LAST).contains(&t.port),
-            "SNAT6 {orig:?}: port {} outside {NAT_FIRST}-{NAT_LAST}",
-            t.port
-        );
-        if orig.proto == ICMP6 {
-            assert_eq!(orig.dport, 0, "ICMPv6 SNAT6 key {orig:?}");
-        }
-        let reply = Tuple6::new(orig.proto, orig.dst, orig.dport, t.addr, t.port);
-        assert_eq!(
-            rnat.get(&reply),
-            Some(&NatTarget6::new(orig.src, orig.sport)),
-            "SNAT6 {orig:?} → {t:?} has no matching RNAT6 {reply:?}"
-        );
-    }
-    for (reply, back) in &rnat {
-        assert!(plain(back), "RNAT6 {reply:?}: flags/padding {back:?}");
-        let orig = Tuple6::new(reply.proto, back.addr, back.port, reply.src, reply.sport);
-        assert_eq!(
-            snat.get(&orig),
-            Some(&NatTarget6::new(reply.dst, reply.dport)),
-            "RNAT6 {reply:?} → {back:?} has no matching SNAT6 {orig:?}"
-        );
-    }
+    let [snat, rnat, dnat_ct] =
+        read_nat::<Tuple6, NatTarget6>(dp, [SNAT6_MAP, RNAT6_MAP, DNAT_CT6_MAP]);
+    let masq = Masq {
+        family: "6",
+        uplink: UPLINK6,
+        in_masq: in_masq6,
+        icmp: ICMP6,
+    };
+    check_masq(&masq, &snat, &rnat);
     for (reply, front) in &dnat_ct {
         assert!(plain(front), "DNAT_CT6 {reply:?}: flags/padding {front:?}");
         assert!(
             model.endpoint_by_ip6(reply.src).is_some(),
             "DNAT_CT6 {reply:?} → {front:?}: not from a dual-stack endpoint"
         );
-        let published = [front.addr, [0; 16]].iter().any(|host| {
-            model
-                .nat6
-                .publish
-                .get(&PublishKey6::new(reply.proto, *host, front.port))
-                == Some(&NatTarget6::new(reply.src, reply.sport))
-        });
         assert!(
-            published,
+            published(&model.nat6.publish, reply, front),
             "DNAT_CT6 {reply:?} → {front:?}: no published port leads there"
         );
     }
-    assert_eq!(snat, model.nat6.snat, "SNAT6 map differs from the model");
-    assert_eq!(rnat, model.nat6.rnat, "RNAT6 map differs from the model");
-    assert_eq!(
-        dnat_ct, model.nat6.dnat_ct,
-        "DNAT_CT6 map differs from the model"
-    );
+    same_as_model("6", [snat, rnat, dnat_ct], &model.nat6);
+}
+
+/// The kernel's state is exactly the model's: no entry lost (evicted), none extra.
+fn same_as_model<A: Address>(
+    family: &str,
+    [snat, rnat, dnat_ct]: [HashMap<TupleOf<A>, NatTargetOf<A>>; 3],
+    model: &Tables<A>,
+) {
+    assert_eq!(snat, model.snat, "SNAT{family} map differs from the model");
+    assert_eq!(rnat, model.rnat, "RNAT{family} map differs from the model");
+    let what = format!("DNAT_CT{family} map differs from the model");
+    assert_eq!(dnat_ct, model.dnat_ct, "{what}");
+}
+
+/// A family's masquerade as the maps must reflect it: the uplink's address, the
+/// masqueraded subnets, its ICMP's protocol; `family` names its maps ("" or "6").
+struct Masq<A> {
+    family: &'static str,
+    uplink: A,
+    in_masq: fn(A) -> bool,
+    icmp: u8,
+}
+
+/// No flags, no padding: a SNAT/RNAT (or IPv6 DNAT_CT) value.
+fn plain<A: Address>(t: &NatTargetOf<A>) -> bool {
+    (t.flags, t._pad) == (0, 0)
+}
+
+/// The masquerade maps' invariants, for either family: every SNAT entry is of a
+/// masqueraded source, to the uplink's address and a port in its range, and paired with
+/// its RNAT entry, and every RNAT entry with its SNAT entry.
+fn check_masq<A: Address>(
+    m: &Masq<A>,
+    snat: &HashMap<TupleOf<A>, NatTargetOf<A>>,
+    rnat: &HashMap<TupleOf<A>, NatTargetOf<A>>,
+) {
+    let f = m.family;
+    for (orig, t) in snat {
+        assert!(plain(t), "SNAT{f} {orig:?}: flags/padding {t:?}");
+        assert_eq!(orig._pad, [0; 3], "SNAT{f} key padding {orig:?}");
+        let proto = orig.proto;
+        assert!(
+            proto == TCP || proto == UDP || proto == m.icmp,
+            "SNAT{f} {orig:?}"
+        );
+        assert!(
+            (m.in_masq)(orig.src),
+            "SNAT{f} of a non-masqueraded source {orig:?}"
+        );
+        assert_eq!(t.addr, m.uplink, "SNAT{f} {orig:?} → {t:?}");
+        assert!(
+            (NAT_FIRST..=NAT_LAST).contains(&t.port),
+            "SNAT{f} {orig:?}: port {} outside {NAT_FIRST}-{NAT_LAST}",
+            t.port
+        );
+        if orig.proto == m.icmp {
+            assert_eq!(orig.dport, 0, "ICMP SNAT{f} key {orig:?}");
+        }
+        let reply = TupleOf::new(orig.proto, orig.dst, orig.dport, t.addr, t.port);
+        assert_eq!(
+            rnat.get(&reply),
+            Some(&NatTargetOf::new(orig.src, orig.sport)),
+            "SNAT{f} {orig:?} → {t:?} has no matching RNAT{f} {reply:?}"
+        );
+    }
+    for (reply, back) in rnat {
+        assert!(plain(back), "RNAT{f} {reply:?}: flags/padding {back:?}");
+        let orig = TupleOf::new(reply.proto, back.addr, back.port, reply.src, reply.sport);
+        assert_eq!(
+            snat.get(&orig),
+            Some(&NatTargetOf::new(reply.dst, reply.dport)),
+            "RNAT{f} {reply:?} → {back:?} has no matching SNAT{f} {orig:?}"
+        );
+    }
+}
+
+/// Whether a published port (on the connection's front address, or on every address)
+/// leads to DNAT_CT entry `reply`'s endpoint address and port.
+fn published<A: Address>(
+    publish: &HashMap<PublishKeyOf<A>, NatTargetOf<A>>,
+    reply: &TupleOf<A>,
+    front: &NatTargetOf<A>,
+) -> bool {
+    [front.addr, A::UNSPECIFIED].iter().any(|host| {
+        publish.get(&PublishKeyOf::new(reply.proto, *host, front.port))
+            == Some(&NatTargetOf::new(reply.src, reply.sport))
+    })
 }

@@ -170,27 +170,19 @@ fn ports6(f: &[u8], ip: &Ip6, icmp_type: u8) -> Option<(usize, usize)> {
     }
 }
 
-/// One address (at `addr_at`, 22 source or 38 destination) and its port rewritten.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Rewrite6 {
-    pub(super) addr_at: usize,
-    pub(super) addr: [u8; 16],
-    pub(super) port_at: usize,
-    pub(super) port: u16,
+/// One IPv6 address (at `addr_at`, 22 source or 38 destination) and its port rewritten.
+pub(super) type Rewrite6 = Rewrite<[u8; 16]>;
+const fn rewrite6(addr_at: usize, addr: [u8; 16], port_at: usize, port: u16) -> Rewrite6 {
+    Rewrite6 {
+        addr_at,
+        addr,
+        port_at,
+        port,
+    }
 }
 
-/// An ICMPv6 error translated back: the outer destination and the quoted source become
-/// `addr`, the quoted source port (identifier) `port`.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct IcmpError6 {
-    /// Offset of the quoted IPv6 header.
-    pub(super) inner: usize,
-    pub(super) sport_at: usize,
-    /// The quoted L4 checksum, when the error quotes it.
-    pub(super) l4c_at: Option<usize>,
-    pub(super) addr: [u8; 16],
-    pub(super) port: u16,
-}
+/// An ICMPv6 error translated back.
+pub(super) type IcmpError6 = IcmpErrorBack<[u8; 16]>;
 
 /// What the model expects of an IPv6 frame the NAT translates (part of `Expected`).
 #[derive(Clone, Copy, Debug)]
@@ -199,67 +191,6 @@ pub(super) struct Expected6 {
     pub(super) ip: Ip6,
     pub(super) rewrite: Option<Rewrite6>,
     pub(super) icmp_error: Option<IcmpError6>,
-}
-
-/// The model's IPv6 NAT state.
-#[derive(Default)]
-pub(super) struct Nat6 {
-    pub(super) snat: HashMap<Tuple6, NatTarget6>,
-    pub(super) rnat: HashMap<Tuple6, NatTarget6>,
-    pub(super) dnat_ct: HashMap<Tuple6, NatTarget6>,
-    /// Reply tuples of masqueraded connections and DNAT_CT6 keys, to craft traffic that
-    /// hits them.
-    pub(super) rnat_keys: Vec<Tuple6>,
-    pub(super) dnat_keys: Vec<Tuple6>,
-    pub(super) publish: HashMap<PublishKey6, NatTarget6>,
-}
-
-/// What one frame does to the IPv6 NAT state.
-#[derive(Default, Debug)]
-pub(super) struct Effects6 {
-    snat: Option<(Tuple6, NatTarget6)>,
-    rnat: Option<(Tuple6, NatTarget6)>,
-    dnat_ct: Option<(Tuple6, NatTarget6)>,
-}
-
-impl Nat6 {
-    pub(super) fn apply(&mut self, fx: Effects6) {
-        if let Some((k, v)) = fx.snat {
-            self.snat.insert(k, v);
-        }
-        if let Some((k, v)) = fx.rnat {
-            self.rnat.insert(k, v);
-            self.rnat_keys.push(k);
-        }
-        if let Some((k, v)) = fx.dnat_ct
-            && self.dnat_ct.insert(k, v).is_none()
-        {
-            self.dnat_keys.push(k);
-        }
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.snat.clear();
-        self.rnat.clear();
-        self.dnat_ct.clear();
-        self.rnat_keys.clear();
-        self.dnat_keys.clear();
-    }
-
-    /// A free NAT port for new connection `orig` (`None`: all retries taken).
-    fn allocate(&self, orig: &Tuple6) -> Option<u16> {
-        let range = PortRange {
-            first: NAT_FIRST,
-            last: NAT_LAST,
-        };
-        let hash = tuple_hash(orig);
-        (0..PORT_RETRIES)
-            .map(|a| nat_port(orig.sport, hash, a, range))
-            .find(|p| {
-                let reply = Tuple6::new(orig.proto, orig.dst, orig.dport, UPLINK6, *p);
-                !self.rnat.contains_key(&reply)
-            })
-    }
 }
 
 /// The expectation of a translated IPv6 frame: `verdict` (with a redirect's MACs and hop
@@ -291,12 +222,7 @@ impl Model {
         let Some(ip) = nat_ip6(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
-        let rw = |addr, port_at, port| Rewrite6 {
-            addr_at: 22,
-            addr,
-            port_at,
-            port,
-        };
+        let rw = |addr, port_at, port| rewrite6(22, addr, port_at, port);
         if ip.proto != ICMP6 {
             let (sp, dp) = (ip.l4, ip.l4 + 2);
             let key = Tuple6::new(ip.proto, ip.src, be16(f, sp), ip.dst, be16(f, dp));
@@ -305,19 +231,21 @@ impl Model {
                 return (translated(Path6::PublishReply, ip, Some(r), None), fx);
             }
         }
-        let Some((sp, dp)) = ports6(f, &ip, 128) else {
+        // Masqueraded: leaving by the uplink from the masqueraded subnet.
+        let masq = ifindex == self.uplink_ifindex && in_masq6(ip.src);
+        let Some((sp, dp)) = ports6(f, &ip, 128).filter(|_| masq) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
-        if ifindex != self.uplink_ifindex || !in_masq6(ip.src) {
-            return (Expected::pass(TC_ACT_UNSPEC), fx);
-        }
-        let sport = be16(f, sp);
-        let dport = if ip.proto == ICMP6 { 0 } else { be16(f, dp) };
+        // The connection; an echo's identifier is its only "port".
+        let (sport, dport) = (
+            be16(f, sp),
+            [be16(f, dp), 0][usize::from(ip.proto == ICMP6)],
+        );
         let orig = Tuple6::new(ip.proto, ip.src, sport, ip.dst, dport);
         let (port, path) = match n.snat.get(&orig) {
             Some(t) => (t.port, Path6::SnatKnown),
             None => {
-                let Some(port) = n.allocate(&orig) else {
+                let Some(port) = n.allocate(&orig, UPLINK6) else {
                     return (Expected::pass(TC_ACT_SHOT), fx);
                 };
                 let reply = Tuple6::new(ip.proto, ip.dst, dport, UPLINK6, port);
@@ -339,12 +267,7 @@ impl Model {
         let Some(ip) = nat_ip6(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
-        let rw = |addr, port_at, port| Rewrite6 {
-            addr_at: 38,
-            addr,
-            port_at,
-            port,
-        };
+        let rw = |addr, port_at, port| rewrite6(38, addr, port_at, port);
         if let Some((sp, dp)) = ports6(f, &ip, 129) {
             let sport = if ip.proto == ICMP6 { 0 } else { be16(f, sp) };
             let key = Tuple6::new(ip.proto, ip.src, sport, ip.dst, be16(f, dp));
@@ -400,25 +323,22 @@ impl Model {
         if l4 + 8 > ip.end || f[inner] >> 4 != 6 {
             return None;
         }
-        let (in_src, in_dst) = (addr6(f, inner + 8), addr6(f, inner + 24));
-        let (sport, dport, sport_at, l4c) = match f[inner + 6] {
-            TCP => (be16(f, l4), be16(f, l4 + 2), l4, l4 + 16),
-            UDP => (be16(f, l4), be16(f, l4 + 2), l4, l4 + 6),
-            ICMP6 if f[l4] == 128 => (be16(f, l4 + 4), 0, l4 + 4, l4 + 2),
-            _ => return None,
-        };
-        let proto = f[inner + 6];
-        let back = self
-            .nat6
-            .rnat
-            .get(&Tuple6::new(proto, in_dst, dport, in_src, sport))?;
-        Some(IcmpError6 {
+        let at = QuoteAt {
             inner,
-            sport_at,
-            l4c_at: (l4c + 2 <= ip.end).then_some(l4c),
-            addr: back.addr,
-            port: back.port,
-        })
+            l4,
+            end: ip.end,
+        };
+        let (proto, addrs) = (f[inner + 6], (addr6(f, inner + 8), addr6(f, inner + 24)));
+        let echo = (ICMP6, 128);
+        self.nat6.error_back(
+            f,
+            &Quote {
+                at,
+                proto,
+                addrs,
+                echo,
+            },
+        )
     }
 }
 
