@@ -20,6 +20,15 @@
 //! entry paired with its RNAT entry and back, NAT ports in the uplink's range, DNAT_CT
 //! entries pointing at registered endpoints through a published port, counts in bounds.
 //!
+//! IPv6 (issue #15): the guard and fast path of endpoint ingress (`ipv6.rs`), and NAT66
+//! and DNAT66 on the uplink (`nat6.rs`, frames from `gen6.rs`): 30% of the uplink
+//! programs' frames (`SHARE6`) are IPv6 — connections from the dual-stack network's
+//! masqueraded subnet, replies of those the fuzzer made, connections to IPv6 published
+//! ports and their replies, ICMPv6 errors quoting translated packets — mutated as the
+//! IPv4 ones are, checked byte for byte and by the sums their checksums cover (its own
+//! 16-byte pseudo-header), the SNAT6/RNAT6/DNAT_CT6 maps against the model's like
+//! IPv4's. Each IPv6 NAT path must be taken by valid frames (`Path6`, tallied).
+//!
 //! Hairpin (an endpoint reaching a port published on a host address, and the replies)
 //! is modelled exactly too: the fuzz runs in a namespace of its own whose routes the
 //! test sets (see `fuzz_namespace`), so which destinations are host addresses — what the

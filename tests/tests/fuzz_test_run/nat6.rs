@@ -329,16 +329,13 @@ impl Model {
             end: ip.end,
         };
         let (proto, addrs) = (f[inner + 6], (addr6(f, inner + 8), addr6(f, inner + 24)));
-        let echo = (ICMP6, 128);
-        self.nat6.error_back(
-            f,
-            &Quote {
-                at,
-                proto,
-                addrs,
-                echo,
-            },
-        )
+        let quote = Quote {
+            at,
+            proto,
+            addrs,
+            echo: (ICMP6, 128),
+        };
+        self.nat6.error_back(f, &quote)
     }
 }
 
