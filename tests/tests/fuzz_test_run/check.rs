@@ -12,6 +12,9 @@ pub(super) fn hex(f: &[u8]) -> String {
 
 /// The expected output frame (checksum fields aside) and the checksum fields' offsets.
 pub(super) fn expected_frame(input: &[u8], e: &Expected) -> Vec<u8> {
+    if let Some(x6) = &e.nat6 {
+        return expected_frame6(input, e, x6);
+    }
     let mut x = input.to_vec();
     if let Some((dst, src)) = e.macs {
         x[..6].copy_from_slice(&dst);
@@ -38,11 +41,18 @@ pub(super) struct Tally {
     pub(super) hairpinned: u64,
     /// IPv6 frames from dual-stack endpoints at tc ingress: dropped, redirected, passed.
     pub(super) ipv6: [u64; 3],
+    /// IPv6 frames translated at the uplink, per `Path6`, and how many of them had valid
+    /// input checksums.
+    pub(super) nat6: [u64; Path6::ALL.len()],
+    pub(super) nat6_valid: [u64; Path6::ALL.len()],
 }
 
 /// Checks the kernel's output against the model's expectation; Err describes the first
 /// violated property.
 pub(super) fn check(input: &[u8], verdict: u32, out: &[u8], e: &Expected) -> Result<(), String> {
+    if let Some(x6) = &e.nat6 {
+        return check6(input, verdict, out, e, x6);
+    }
     if let Some(back) = &e.icmp_error {
         return check_icmp_error(input, verdict, out, back);
     }
@@ -134,6 +144,73 @@ pub(super) fn check_icmp_error(
     let inner_valid = |f: &[u8]| fold_not(sum_be(&f[b.inner..b.inner + 20], 0)) == 0;
     if inner_valid(input) && !inner_valid(out) {
         return Err("quoted IPv4 checksum of a valid input is invalid on output".into());
+    }
+    Ok(())
+}
+
+/// A translated IPv6 frame: the verdict, the bytes outside the checksum fields exactly,
+/// and every checksum updated consistently — the one's-complement sum each covers
+/// (pseudo-header included) is unchanged modulo 0xffff, valid or not — and no UDP
+/// checksum zero.
+pub(super) fn check6(
+    input: &[u8],
+    verdict: u32,
+    out: &[u8],
+    e: &Expected,
+    x: &Expected6,
+) -> Result<(), String> {
+    if verdict != e.verdict {
+        return Err(format!("verdict {verdict:#x}, expected {:#x}", e.verdict));
+    }
+    if out.len() != input.len() {
+        return Err(format!("length {} → {}", input.len(), out.len()));
+    }
+    let want = expected_frame6(input, e, x);
+    let ip = x.ip;
+    let l4c = x.icmp_error.and_then(|b| b.l4c_at);
+    let csums = [Some(ip.csum_at()), l4c];
+    for (i, (o, w)) in out.iter().zip(&want).enumerate() {
+        let csum = csums.iter().flatten().any(|c| (*c..*c + 2).contains(&i));
+        if !csum && o != w {
+            return Err(format!("IPv6 byte {i}: {o:#04x}, expected {w:#04x}"));
+        }
+    }
+    let out_ip = Ip6 {
+        src: addr6(out, 22),
+        dst: addr6(out, 38),
+        ..ip
+    };
+    let (s_in, s_out) = (l4_sum6(input, &ip), l4_sum6(out, &out_ip));
+    if s_in % 0xffff != s_out % 0xffff {
+        return Err(format!(
+            "L4 (proto {}) checksum not updated with the rewrite ({:#06x} → {:#06x})",
+            ip.proto,
+            be16(input, ip.csum_at()),
+            be16(out, ip.csum_at())
+        ));
+    }
+    if ip.proto == UDP && be16(out, ip.csum_at()) == 0 {
+        return Err("IPv6 UDP checksum became zero".into());
+    }
+    if let (Some(b), Some(at)) = (x.icmp_error, l4c) {
+        // The quoted checksum covers the quoted source (pseudo-header) and the quoted L4
+        // bytes (the part of them the error holds; the rest is the same before and after).
+        let quoted = |f: &[u8]| {
+            sum_be(
+                &f[b.inner + 40..ip.end],
+                sum_be(&f[b.inner + 8..b.inner + 24], 0),
+            )
+        };
+        if quoted(input) % 0xffff != quoted(out) % 0xffff {
+            return Err(format!(
+                "quoted L4 checksum not updated ({:#06x} → {:#06x})",
+                be16(input, at),
+                be16(out, at)
+            ));
+        }
+        if input[b.inner + 6] == UDP && be16(out, at) == 0 {
+            return Err("quoted IPv6 UDP checksum became zero".into());
+        }
     }
     Ok(())
 }

@@ -232,70 +232,91 @@ impl Gen {
     }
 
     /// Mutates `f` in place: bit flips, byte sets, header fields, truncation, extension;
-    /// then recomputes the checksums of half of them.
+    /// then recomputes the checksums of half of them. IPv4 (and anything else).
     pub(super) fn mutate(&mut self, f: &mut Vec<u8>) {
+        let v4 = Mutation {
+            head: 74,
+            floor: 34,
+            field_min: 38,
+            field: Gen::field4,
+            fix: |f| fix_checksums(f, false),
+        };
+        self.mutate_with(f, &v4);
+    }
+
+    /// Header fields of IPv4: version/IHL, total length, fragment field, protocol,
+    /// addresses, ports, ICMP type, ethertype.
+    fn field4(&mut self, f: &mut [u8]) {
+        let len = f.len();
+        match self.rng.random_range(0..8) {
+            0 => f[14] = self.pick(&[0x45, 0x46, 0x4f, 0x44, 0x40, 0x55, 0x65]),
+            1 => {
+                let t = be16(f, 16) as i32 + self.rng.random_range(-24..24);
+                f[16..18].copy_from_slice(&(t.clamp(0, 0xffff) as u16).to_be_bytes());
+            }
+            2 => f[20..22].copy_from_slice(
+                &self
+                    .pick(&[0x2000u16, 0x0001, 0x4000, 0x3fff, 0x8000, 0x6000])
+                    .to_be_bytes(),
+            ),
+            3 => f[23] = self.pick(&[TCP, UDP, ICMP, 47, 0, 255]),
+            4 => {
+                let a = self.any_addr();
+                let at = self.pick(&[26usize, 30]);
+                f[at..at + 4].copy_from_slice(&a);
+            }
+            5 => {
+                let ihl = usize::from(f[14] & 0xf) * 4;
+                let at = 14 + ihl.max(20) + self.rng.random_range(0..4);
+                if at + 2 <= len {
+                    let p = self.port();
+                    f[at..at + 2].copy_from_slice(&p.to_be_bytes());
+                }
+            }
+            6 => {
+                let ihl = usize::from(f[14] & 0xf) * 4;
+                if 14 + ihl.max(20) < len {
+                    f[14 + ihl.max(20)] = self.pick(&[0, 8, 3, 11, 5, 13]);
+                }
+            }
+            _ => f[12..14].copy_from_slice(
+                &self
+                    .pick(&[0x0800u16, 0x0806, 0x86dd, 0x8100, 0x0000])
+                    .to_be_bytes(),
+            ),
+        }
+    }
+
+    /// Mutates `f` as `m` says: 1 to 3 times a bit flip or a byte set (mostly in the
+    /// headers), a header field, a truncation (rarely below the IP header) or an
+    /// extension (Ethernet padding or trailing garbage); then half get their checksums
+    /// recomputed, so they reach the rewrites.
+    pub(super) fn mutate_with(&mut self, f: &mut Vec<u8>, m: &Mutation) {
         for _ in 0..self.rng.random_range(1..=3) {
             let len = f.len();
             match self.rng.random_range(0..100) {
-                // Bit flip, mostly in the headers.
                 0..30 => {
                     let at = if self.chance(0.8) {
-                        self.rng.random_range(0..len.min(74))
+                        self.rng.random_range(0..len.min(m.head))
                     } else {
                         self.rng.random_range(0..len)
                     };
                     f[at] ^= 1 << self.rng.random_range(0..8);
                 }
                 30..45 => {
-                    let at = self.rng.random_range(0..len.min(74));
+                    let at = self.rng.random_range(0..len.min(m.head));
                     f[at] = self.rng.random();
                 }
-                // Header fields: version/IHL, total length, fragment field, protocol,
-                // addresses, ports, ICMP type.
-                45..75 if len >= 38 => match self.rng.random_range(0..8) {
-                    0 => f[14] = self.pick(&[0x45, 0x46, 0x4f, 0x44, 0x40, 0x55, 0x65]),
-                    1 => {
-                        let t = be16(f, 16) as i32 + self.rng.random_range(-24..24);
-                        f[16..18].copy_from_slice(&(t.clamp(0, 0xffff) as u16).to_be_bytes());
-                    }
-                    2 => f[20..22].copy_from_slice(
-                        &self
-                            .pick(&[0x2000u16, 0x0001, 0x4000, 0x3fff, 0x8000, 0x6000])
-                            .to_be_bytes(),
-                    ),
-                    3 => f[23] = self.pick(&[TCP, UDP, ICMP, 47, 0, 255]),
-                    4 => {
-                        let a = self.any_addr();
-                        let at = self.pick(&[26usize, 30]);
-                        f[at..at + 4].copy_from_slice(&a);
-                    }
-                    5 => {
-                        let ihl = usize::from(f[14] & 0xf) * 4;
-                        let at = 14 + ihl.max(20) + self.rng.random_range(0..4);
-                        if at + 2 <= len {
-                            let p = self.port();
-                            f[at..at + 2].copy_from_slice(&p.to_be_bytes());
-                        }
-                    }
-                    6 => {
-                        let ihl = usize::from(f[14] & 0xf) * 4;
-                        if 14 + ihl.max(20) < len {
-                            f[14 + ihl.max(20)] = self.pick(&[0, 8, 3, 11, 5, 13]);
-                        }
-                    }
-                    _ => f[12..14].copy_from_slice(
-                        &self
-                            .pick(&[0x0800u16, 0x0806, 0x86dd, 0x8100, 0x0000])
-                            .to_be_bytes(),
-                    ),
-                },
-                // Truncate (rarely below an Ethernet or IPv4 header).
+                45..75 if len >= m.field_min => (m.field)(self, f),
                 75..88 => {
-                    let min = if self.chance(0.05) { 0 } else { 34.min(len) };
+                    let min = if self.chance(0.05) {
+                        0
+                    } else {
+                        m.floor.min(len)
+                    };
                     let n = self.rng.random_range(min..=len);
                     f.truncate(n);
                 }
-                // Extend: Ethernet padding or trailing garbage.
                 _ => {
                     let n = self.rng.random_range(1..64);
                     let zero = self.chance(0.5);
@@ -307,7 +328,18 @@ impl Gen {
             }
         }
         if self.chance(0.5) {
-            fix_checksums(f, false);
+            (m.fix)(f);
         }
     }
+}
+
+/// How `Gen::mutate_with` mutates a family's frames: bit flips and byte sets mostly in
+/// the first `head` bytes, `field` (a header field) on frames of `field_min` bytes or
+/// more, truncation rarely below `floor` bytes, `fix` recomputing checksums.
+pub(super) struct Mutation {
+    pub(super) head: usize,
+    pub(super) floor: usize,
+    pub(super) field_min: usize,
+    pub(super) field: fn(&mut Gen, &mut [u8]),
+    pub(super) fix: fn(&mut [u8]),
 }

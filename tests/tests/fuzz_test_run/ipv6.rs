@@ -40,6 +40,9 @@ pub(super) enum V6 {
         dst: [u8; 16],
         /// The L4 protocol and offset (`None`: a later fragment).
         l4: Option<(u8, usize)>,
+        /// A first fragment (offset 0, more to come): its L4 header is there, but it is
+        /// no whole packet the NAT may translate.
+        fragment: bool,
     },
 }
 
@@ -54,16 +57,25 @@ pub(super) fn parse_ip6(f: &[u8]) -> V6 {
         return V6::Unparsed;
     }
     let (src, dst) = (addr6(f, 22), addr6(f, 38));
-    let (mut next, mut at, mut walked) = (f[20], 54usize, 0);
+    let (mut next, mut at, mut walked, mut fragment) = (f[20], 54usize, 0, false);
     while matches!(next, HOP_BY_HOP | ROUTING | FRAGMENT | AH | DEST_OPTS) {
         if walked == 4 || at + 4 > f.len() {
             return V6::Unparsed;
         }
         let len = match next {
             FRAGMENT if be16(f, at + 2) & 0xfff8 != 0 => {
-                return V6::Packet { src, dst, l4: None };
+                return V6::Packet {
+                    src,
+                    dst,
+                    l4: None,
+                    fragment: true,
+                };
             }
-            FRAGMENT => 8,
+            FRAGMENT => {
+                // An atomic fragment (offset 0, no more to come) is whole.
+                fragment = be16(f, at + 2) & 1 != 0;
+                8
+            }
             AH => (usize::from(f[at + 1]) + 2) * 4,
             _ => (usize::from(f[at + 1]) + 1) * 8,
         };
@@ -86,6 +98,7 @@ pub(super) fn parse_ip6(f: &[u8]) -> V6 {
         src,
         dst,
         l4: Some((next, at)),
+        fragment,
     }
 }
 

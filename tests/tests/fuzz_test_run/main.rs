@@ -20,6 +20,15 @@
 //! entry paired with its RNAT entry and back, NAT ports in the uplink's range, DNAT_CT
 //! entries pointing at registered endpoints through a published port, counts in bounds.
 //!
+//! IPv6 (issue #15): the guard and fast path of endpoint ingress (`ipv6.rs`), and NAT66
+//! and DNAT66 on the uplink (`nat6.rs`, frames from `gen6.rs`): 30% of the uplink
+//! programs' frames (`SHARE6`) are IPv6 — connections from the dual-stack network's
+//! masqueraded subnet, replies of those the fuzzer made, connections to IPv6 published
+//! ports and their replies, ICMPv6 errors quoting translated packets — mutated as the
+//! IPv4 ones are, checked byte for byte and by the sums their checksums cover (its own
+//! 16-byte pseudo-header), the SNAT6/RNAT6/DNAT_CT6 maps against the model's like
+//! IPv4's. Each IPv6 NAT path must be taken by valid frames (`Path6`, tallied).
+//!
 //! Hairpin (an endpoint reaching a port published on a host address, and the replies)
 //! is modelled exactly too: the fuzz runs in a namespace of its own whose routes the
 //! test sets (see `fuzz_namespace`), so which destinations are host addresses — what the
@@ -35,10 +44,14 @@
 
 mod check;
 mod frames;
+mod gen6;
 mod ipv6;
 mod maps;
 mod model;
+mod nat6;
+mod netns;
 mod packet;
+mod tables;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -55,18 +68,23 @@ use netpath::datapath::Datapath;
 use netpath_common::{
     maps::{ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, Hook},
     nat::{
-        DNAT_CT_MAP, NAT_AGE_MAP, NAT_ENTRIES, NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatAge, NatTarget,
-        PORT_RETRIES, PortRange, PublishKey, RNAT_MAP, SNAT_MAP, Tuple, Uplink, nat_port,
-        tuple_hash,
+        Address, DNAT_CT_MAP, NAT_AGE_MAP, NAT_ENTRIES, NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatAge,
+        NatTarget, NatTargetOf, PORT_RETRIES, PortRange, PublishKey, PublishKeyOf, RNAT_MAP,
+        SNAT_MAP, Tuple, TupleOf, Uplink, nat_port, tuple_hash,
     },
 };
 use netpath_tests::{NetNs, TempPins, require_root};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-use self::{check::*, frames::*, ipv6::*, maps::*, model::*, packet::*};
+use self::{
+    check::*, frames::*, gen6::*, ipv6::*, maps::*, model::*, nat6::*, netns::*, packet::*,
+    tables::*,
+};
 
 const DEFAULT_SEED: u64 = 0x6e70_6675_7a7a_0005;
 const DEFAULT_FRAMES: u64 = 1_000_000;
+/// The share of the uplink programs' frames that are IPv6 (NAT66, DNAT66).
+const SHARE6: f64 = 0.3;
 
 const TC_ACT_UNSPEC: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
@@ -93,6 +111,8 @@ fn ip6_of(i: usize) -> [u8; 16] {
     a
 }
 
+const SKB_IFINDEX: usize = 40;
+
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
     let v = v.trim();
@@ -101,64 +121,6 @@ fn env_u64(name: &str) -> Option<u64> {
         None => v.parse(),
     };
     Some(parsed.unwrap_or_else(|e| panic!("{name}={v}: {e}")))
-}
-
-const SKB_IFINDEX: usize = 40;
-
-/// A device of namespace `ns` (a veth pair, both ends up) that exists for its ifindex:
-/// BPF_PROG_TEST_RUN resolves `__sk_buff.ifindex`, and `bpf_fib_lookup` routes, in the
-/// caller's namespace.
-struct Dev {
-    ifindex: u32,
-}
-
-impl Dev {
-    fn new(ns: &NetNs, name: &str) -> Dev {
-        let peer = format!("{name}p");
-        ns.exec(&[
-            "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
-        ]);
-        ns.exec(&["ip", "link", "set", name, "up"]);
-        ns.exec(&["ip", "link", "set", &peer, "up"]);
-        let out = ns.exec(&["ip", "-j", "link", "show", name]);
-        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
-        Dev {
-            ifindex: links[0]["ifindex"].as_u64().expect("ifindex") as u32,
-        }
-    }
-}
-
-/// The namespace the fuzz runs in, so that hairpin (which asks the FIB whether a
-/// destination is a host address) is predictable: the uplink's address on its device, a
-/// default route through another device, forwarding on, and nothing else. Returns the namespace,
-/// its devices (uplink, another device, three endpoints') and its local routes.
-fn fuzz_namespace() -> (NetNs, [Dev; 5], Vec<Route>) {
-    let ns = NetNs::new("fz");
-    ns.exec(&["ip", "link", "set", "lo", "up"]);
-    let devs = ["fzu", "fzo", "fz0", "fz1", "fz2"].map(|n| Dev::new(&ns, n));
-    // The uplink's address alone (/32: no subnet route through the uplink), and the
-    // default route through the other device — as on a host whose uplink is not the
-    // default route's device, so that the fast path routes nothing out by itself.
-    let up = Ipv4Addr::from(UPLINK_ADDR);
-    ns.exec(&["ip", "addr", "add", &format!("{up}/32"), "dev", "fzu"]);
-    ns.exec(&["ip", "addr", "add", "198.18.0.1/24", "dev", "fzo"]);
-    ns.exec(&["ip", "route", "add", "default", "via", "198.18.0.254"]);
-    ns.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    let out = ns.exec(&["ip", "-j", "route", "show", "table", "local"]);
-    let routes: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j route");
-    let local = routes
-        .as_array()
-        .expect("routes")
-        .iter()
-        .filter(|r| matches!(r["type"].as_str(), Some("local" | "broadcast")))
-        .map(|r| {
-            let dst = r["dst"].as_str().expect("dst");
-            let (a, len) = dst.split_once('/').unwrap_or((dst, "32"));
-            let a: Ipv4Addr = a.parse().expect("IPv4 route");
-            (a.octets(), len.parse().expect("prefix"))
-        })
-        .collect();
-    (ns, devs, local)
 }
 
 #[test]
@@ -220,8 +182,9 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
         dp.add_masq_subnet(ipnet::Ipv4Net::new(net.into(), len).unwrap(), id)
             .unwrap();
     }
-    // The host's addresses as the daemon would list them: 0.0.0.0 publishes answer there.
-    dp.set_local_addrs(&[UPLINK_ADDR.into()]).unwrap();
+    // The host's addresses as the daemon would list them (0.0.0.0 and :: publishes answer
+    // there), and NAT66/DNAT66: the uplink's IPv6 address, IPv6 published ports.
+    setup6(&mut dp, &mut model, uplink.ifindex);
     let (ep_a, ep_b, ep_c) = (eps[0].0, eps[1].0, eps[2].0);
     for (proto, host_ip, port, ep, ep_port) in [
         (TCP, [0; 4], 8080, ep_a, 80),
@@ -237,7 +200,7 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
             _pad: 0,
         };
         dp.publish(key, target(ep, ep_port)).unwrap();
-        model.publish.insert(key, target(ep, ep_port));
+        model.v4.publish.insert(key, target(ep, ep_port));
     }
 
     let mut g = Gen {
@@ -270,9 +233,11 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
                 } else {
                     uplink.ifindex
                 };
-                let f = if !model.dnat_keys.is_empty() && g.chance(0.25) {
+                let f = if g.chance(SHARE6) {
+                    g.egress6(&model)
+                } else if !model.v4.dnat_keys.is_empty() && g.chance(0.25) {
                     // A reply of a connection to a published port.
-                    let k = g.pick(&model.dnat_keys);
+                    let k = g.pick(&model.v4.dnat_keys);
                     let kind = if k.proto == TCP { 0 } else { 1 };
                     let l4 = if kind == 0 {
                         tcp_header(k.sport, k.dport, 0x12, &g.payload())
@@ -299,9 +264,11 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
                 (ifindex, f)
             }
             Hook::UplinkIngress => {
-                let f = if !model.rnat_keys.is_empty() && g.chance(0.45) {
+                let f = if g.chance(SHARE6) {
+                    g.ingress6(&model)
+                } else if !model.v4.rnat_keys.is_empty() && g.chance(0.45) {
                     // A reply of a masqueraded connection.
-                    let k = g.pick(&model.rnat_keys);
+                    let k = g.pick(&model.v4.rnat_keys);
                     g.base([2, 0, 0, 0, 0, 0x99], k.src, k.sport, k.dst, k.dport, 0)
                 } else {
                     let src = if g.chance(0.7) {
@@ -322,8 +289,8 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
             }
             Hook::TcIngress => {
                 let i = g.rng.random_range(0..4);
-                let reply_of = (!model.dnat_keys.is_empty() && g.chance(0.1))
-                    .then(|| g.pick(&model.dnat_keys))
+                let reply_of = (!model.v4.dnat_keys.is_empty() && g.chance(0.1))
+                    .then(|| g.pick(&model.v4.dnat_keys))
                     .and_then(|k| Some((model.endpoint_by_ip(k.src)?.ifindex, k)));
                 if let Some((ifindex, k)) = reply_of {
                     // An endpoint answering a connection to its published port (a
@@ -428,8 +395,13 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
                 (0, g.base([2, 0, 0, 0, 0, 3], src, sport, dst, dport, 8))
             }
         };
+        let uplink_hook = matches!(hook, Hook::UplinkEgress | Hook::UplinkIngress);
         if g.chance(0.6) {
-            g.mutate(&mut frame);
+            if uplink_hook && is_ipv6(&frame) {
+                g.mutate6(&mut frame);
+            } else {
+                g.mutate(&mut frame);
+            }
         }
         *per_hook.entry(hook).or_default() += 1;
 
@@ -487,6 +459,13 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
         if let Err(msg) = check(&frame, r.return_value, output, &expected) {
             let want = expected_frame(&frame, &expected);
             fail(seed, n, hook, ifindex, &frame, output, Some(&want), &msg);
+        }
+        if let Some(x6) = &expected.nat6 {
+            let path = Path6::ALL.iter().position(|p| *p == x6.path).unwrap();
+            tally.nat6[path] += 1;
+            if fold_not(l4_sum6(&frame, &x6.ip)) == 0 {
+                tally.nat6_valid[path] += 1;
+            }
         }
         if hook == Hook::TcIngress && !expected.rewrites.is_empty() {
             tally.hairpinned += 1;
@@ -546,7 +525,20 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
         "  IPv6 from dual-stack endpoints: dropped {v6_shot}, redirected {v6_redirected}, \
          passed {v6_passed}"
     );
+    for (i, path) in Path6::ALL.iter().enumerate() {
+        println!(
+            "  IPv6 {}: {} ({} with a valid L4 checksum)",
+            path.name(),
+            tally.nat6[i],
+            tally.nat6_valid[i]
+        );
+    }
     assert!(tally.hairpinned > 0, "no frame was hairpinned");
+    assert!(
+        tally.nat6_valid.iter().all(|n| *n > frames / 5000),
+        "IPv6 NAT paths too rarely reached with valid frames: {:?}",
+        tally.nat6_valid
+    );
     assert!(
         tally.ipv6.iter().all(|n| *n > frames / 1000),
         "IPv6 verdicts too rarely reached: {:?}",

@@ -2,27 +2,28 @@
 
 use super::*;
 
-/// One rewrite the model expects: the address at `addr_at` (IPv4 source or destination)
-/// and the 16-bit port/identifier at `port_at`.
+/// One rewrite the model expects: the address at `addr_at` (the source or destination;
+/// IPv4, or IPv6 for `Rewrite<[u8; 16]>`) and the 16-bit port/identifier at `port_at`.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Rewrite {
+pub(super) struct Rewrite<A = [u8; 4]> {
     pub(super) addr_at: usize,
-    pub(super) addr: [u8; 4],
+    pub(super) addr: A,
     pub(super) port_at: usize,
     pub(super) port: u16,
 }
 
 /// How an ICMP error about a masqueraded packet is translated back: the outer
-/// destination and the quoted source become `addr`/`port`.
-#[derive(Debug)]
-pub(super) struct IcmpErrorBack {
-    /// Offset of the quoted IPv4 header.
+/// destination and the quoted source become `addr`/`port` (IPv4, or ICMPv6 for
+/// `IcmpErrorBack<[u8; 16]>`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct IcmpErrorBack<A = [u8; 4]> {
+    /// Offset of the quoted IP header.
     pub(super) inner: usize,
     /// Offset of the quoted source port (ICMP: identifier).
     pub(super) sport_at: usize,
     /// Offset of the quoted L4 checksum, when the error quotes it.
     pub(super) l4c_at: Option<usize>,
-    pub(super) addr: [u8; 4],
+    pub(super) addr: A,
     pub(super) port: u16,
 }
 
@@ -35,8 +36,11 @@ pub(super) struct Expected {
     pub(super) rewrites: Vec<Rewrite>,
     /// The Ethernet addresses (dst, src) a fast-path redirect writes.
     pub(super) macs: Option<([u8; 6], [u8; 6])>,
-    /// Forwarded as a router does: TTL one lower (the header checksum follows).
+    /// Forwarded as a router does: TTL (IPv6: hop limit) one lower (the header checksum
+    /// follows).
     pub(super) ttl_dec: bool,
+    /// An IPv6 frame the NAT translates (`nat6`).
+    pub(super) nat6: Option<Expected6>,
 }
 
 impl Expected {
@@ -47,6 +51,7 @@ impl Expected {
             macs: None,
             ttl_dec: false,
             icmp_error: None,
+            nat6: None,
         }
     }
 }
@@ -58,18 +63,15 @@ pub(super) struct Effects {
     pub(super) snat: Option<(Tuple, NatTarget)>,
     pub(super) rnat: Option<(Tuple, NatTarget)>,
     pub(super) dnat_ct: Option<(Tuple, NatTarget)>,
+    pub(super) nat6: Changes<[u8; 16]>,
 }
 
 #[derive(Default)]
 pub(super) struct Model {
-    pub(super) snat: HashMap<Tuple, NatTarget>,
-    pub(super) rnat: HashMap<Tuple, NatTarget>,
-    pub(super) dnat_ct: HashMap<Tuple, NatTarget>,
-    /// Reply tuples of masqueraded connections and DNAT_CT keys, to craft traffic that
-    /// hits them.
-    pub(super) rnat_keys: Vec<Tuple>,
-    pub(super) dnat_keys: Vec<Tuple>,
-    pub(super) publish: HashMap<PublishKey, NatTarget>,
+    /// The IPv4 NAT state.
+    pub(super) v4: Tables<[u8; 4]>,
+    /// NAT66 and DNAT66 state (`nat6`).
+    pub(super) nat6: Tables<[u8; 16]>,
     pub(super) endpoints: Vec<(EndpointValue, u32)>,
     /// The dual-stack endpoints by IPv6 address, as `NETPATH_ENDPOINTS6` holds them.
     pub(super) endpoints6: Vec<([u8; 16], EndpointValue)>,
@@ -92,11 +94,9 @@ pub(super) fn target(addr: [u8; 4], port: u16) -> NatTarget {
     t
 }
 
-/// The bytes after `addr` and `port`: flags and padding.
-pub(super) fn target_extra(t: &NatTarget) -> [u8; 2] {
-    // SAFETY: `NatTarget` is 8 bytes of plain integers without implicit padding.
-    let b: [u8; 8] = unsafe { std::mem::transmute(*t) };
-    [b[6], b[7]]
+/// An IPv6 ethertype: the IPv6 part of the model's.
+pub(super) fn is_ipv6(f: &[u8]) -> bool {
+    f.len() >= 14 && be16(f, 12) == 0x86dd
 }
 
 pub(super) fn in_masq(a: [u8; 4]) -> bool {
@@ -133,6 +133,7 @@ fn toward(f: &[u8], from: &EndpointValue, to: &EndpointValue) -> (Expected, Effe
             macs: (f[..6] != to.mac).then_some((to.mac, to.host_mac)),
             ttl_dec: false,
             icmp_error: None,
+            nat6: None,
         },
         Effects::default(),
     )
@@ -190,7 +191,7 @@ impl Model {
             if from.flags & ENDPOINT_FLAG_IPV6 == 0 {
                 return shot;
             }
-            let V6::Packet { src, dst, l4 } = parse_ip6(f) else {
+            let V6::Packet { src, dst, l4, .. } = parse_ip6(f) else {
                 return shot;
             };
             let owns = |a| {
@@ -237,6 +238,9 @@ impl Model {
     /// Uplink egress: replies of published connections get the published source;
     /// otherwise masquerade (on an uplink, from a masqueraded subnet).
     pub(super) fn uplink_egress(&self, f: &[u8], ifindex: u32) -> (Expected, Effects) {
+        if is_ipv6(f) {
+            return self.uplink_egress6(f, ifindex);
+        }
         let mut fx = Effects::default();
         let Some(ip) = nat_ip(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
@@ -244,7 +248,7 @@ impl Model {
         if ip.proto != ICMP {
             let (sp, dp) = (ip.l4(), ip.l4() + 2);
             let key = Tuple::new(ip.proto, ip.src, be16(f, sp), ip.dst, be16(f, dp));
-            if let Some(front) = self.dnat_ct.get(&key) {
+            if let Some(front) = self.v4.dnat_ct.get(&key) {
                 if front.flags & NAT_FLAG_INBOUND != 0 {
                     // A reply of a connection routed in: leaves as it is.
                     return (Expected::pass(TC_ACT_UNSPEC), fx);
@@ -273,26 +277,10 @@ impl Model {
         let sport = be16(f, sp);
         let dport = if ip.proto == ICMP { 0 } else { be16(f, dp) };
         let orig = Tuple::new(ip.proto, ip.src, sport, ip.dst, dport);
-        let t = match self.snat.get(&orig) {
+        let t = match self.v4.snat.get(&orig) {
             Some(t) => *t,
             None => {
-                let range = PortRange {
-                    first: NAT_FIRST,
-                    last: NAT_LAST,
-                };
-                let hash = tuple_hash(&orig);
-                let free = (0..PORT_RETRIES)
-                    .map(|a| nat_port(sport, hash, a, range))
-                    .find(|p| {
-                        !self.rnat.contains_key(&Tuple::new(
-                            ip.proto,
-                            ip.dst,
-                            dport,
-                            UPLINK_ADDR,
-                            *p,
-                        ))
-                    });
-                let Some(port) = free else {
+                let Some(port) = self.v4.allocate(&orig, UPLINK_ADDR) else {
                     return (Expected::pass(TC_ACT_SHOT), fx);
                 };
                 let t = target(UPLINK_ADDR, port);
@@ -334,28 +322,24 @@ impl Model {
         if end < inner + 28 || f[inner] != 0x45 {
             return None;
         }
-        let (proto, in_src, in_dst) = (f[inner + 9], addr(f, inner + 12), addr(f, inner + 16));
-        let l4 = inner + 20;
-        let (sport, dport, sport_at, l4c) = match proto {
-            TCP => (be16(f, l4), be16(f, l4 + 2), l4, l4 + 16),
-            UDP => (be16(f, l4), be16(f, l4 + 2), l4, l4 + 6),
-            ICMP if f[l4] == 8 => (be16(f, l4 + 4), 0, l4 + 4, l4 + 2),
-            _ => return None,
+        let q = Quote {
+            at: QuoteAt {
+                inner,
+                l4: inner + 20,
+                end,
+            },
+            proto: f[inner + 9],
+            addrs: (addr(f, inner + 12), addr(f, inner + 16)),
+            echo: (ICMP, 8),
         };
-        let back = self
-            .rnat
-            .get(&Tuple::new(proto, in_dst, dport, in_src, sport))?;
-        Some(IcmpErrorBack {
-            inner,
-            sport_at,
-            l4c_at: (l4c + 2 <= end).then_some(l4c),
-            addr: back.addr,
-            port: back.port,
-        })
+        self.v4.error_back(f, &q)
     }
 
     /// A translated reply is done: it is never also taken for a published port.
     pub(super) fn uplink_ingress(&self, f: &[u8]) -> (Expected, Effects) {
+        if is_ipv6(f) {
+            return self.uplink_ingress6(f);
+        }
         let mut fx = Effects::default();
         let Some(ip) = nat_ip(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
@@ -374,7 +358,7 @@ impl Model {
         if let Some((sp, dp)) = ports_at(f, &ip, 0) {
             let sport = if ip.proto == ICMP { 0 } else { be16(f, sp) };
             let key = Tuple::new(ip.proto, ip.src, sport, ip.dst, be16(f, dp));
-            if let Some(back) = self.rnat.get(&key) {
+            if let Some(back) = self.v4.rnat.get(&key) {
                 rewrites.push(Rewrite {
                     addr_at: 30,
                     addr: back.addr,
@@ -396,10 +380,11 @@ impl Model {
             // A 0.0.0.0 publish answers on the host's addresses only (loopback and the
             // local addresses the test registered).
             let host_addr = dst[0] == 127 || dst == UPLINK_ADDR;
-            let ep = self
-                .publish
-                .get(&key(dst))
-                .or_else(|| host_addr.then(|| self.publish.get(&key([0; 4]))).flatten());
+            let ep = self.v4.publish.get(&key(dst)).or_else(|| {
+                host_addr
+                    .then(|| self.v4.publish.get(&key([0; 4])))
+                    .flatten()
+            });
             if let Some(ep) = ep {
                 fx.dnat_ct = Some((
                     Tuple::new(ip.proto, ep.addr, ep.port, ip.src, sport),
@@ -418,8 +403,8 @@ impl Model {
             // of a masqueraded connection the endpoint opened.
             let reply = Tuple::new(ip.proto, dst, dport, ip.src, sport);
             if self.endpoint_by_ip(dst).is_some()
-                && !self.snat.contains_key(&reply)
-                && !self.dnat_ct.contains_key(&reply)
+                && !self.v4.snat.contains_key(&reply)
+                && !self.v4.dnat_ct.contains_key(&reply)
             {
                 let mut front = target(dst, dport);
                 front.flags = NAT_FLAG_INBOUND;
@@ -447,6 +432,7 @@ impl Model {
                 macs: (f[..6] != ep.mac).then_some((ep.mac, ep.host_mac)),
                 ttl_dec: true,
                 icmp_error: None,
+                nat6: None,
             },
             _ => Expected {
                 rewrites,
@@ -481,6 +467,7 @@ impl Model {
             macs: (f[..6] != to.mac).then_some((to.mac, to.host_mac)),
             ttl_dec: false,
             icmp_error: None,
+            nat6: None,
         };
         let rw = |addr_at, addr, port_at, port| Rewrite {
             addr_at,
@@ -489,6 +476,7 @@ impl Model {
             port,
         };
         if let Some(front) = self
+            .v4
             .dnat_ct
             .get(&Tuple::new(ip.proto, ip.src, sport, ip.dst, dport))
         {
@@ -514,9 +502,10 @@ impl Model {
             _pad: 0,
         };
         let ep = self
+            .v4
             .publish
             .get(&key(ip.dst))
-            .or_else(|| self.publish.get(&key([0; 4])))?;
+            .or_else(|| self.v4.publish.get(&key([0; 4])))?;
         let to = self.endpoint_by_ip(ep.addr)?;
         if !self.is_local(ip.dst) {
             return None;
@@ -539,17 +528,11 @@ impl Model {
     }
 
     pub(super) fn apply(&mut self, fx: Effects) {
-        if let Some((k, v)) = fx.snat {
-            self.snat.insert(k, v);
-        }
-        if let Some((k, v)) = fx.rnat {
-            self.rnat.insert(k, v);
-            self.rnat_keys.push(k);
-        }
-        if let Some((k, v)) = fx.dnat_ct
-            && self.dnat_ct.insert(k, v).is_none()
-        {
-            self.dnat_keys.push(k);
-        }
+        self.v4.apply(Changes {
+            snat: fx.snat,
+            rnat: fx.rnat,
+            dnat_ct: fx.dnat_ct,
+        });
+        self.nat6.apply(fx.nat6);
     }
 }
