@@ -81,3 +81,65 @@ fn upload(l: &TcpListener) -> (SocketAddr, usize) {
     conn.read_to_end(&mut got).unwrap();
     (peer, got.len())
 }
+
+/// The peers each side saw of connections routed in from the outside.
+pub struct RoutedIn {
+    /// The source of the UDP echo, as the outside client received it.
+    pub udp_reply_from: SocketAddr,
+    /// The TCP and UDP clients' addresses, as the container's servers saw them.
+    pub tcp_peer: SocketAddr,
+    pub udp_peer: SocketAddr,
+}
+
+/// A client in `outside` connects to `endpoint`:`port` (TCP, echoed) and sends a datagram
+/// to `endpoint`:`port + 1` (UDP, echoed) — the endpoint's own address, routed in through
+/// the host — to servers in `container`. The TCP echo must come back (a masqueraded
+/// SYN-ACK would be reset) and the UDP reply must arrive.
+pub fn routed_in(outside: &NetNs, container: &NetNs, endpoint: IpAddr, port: u16) -> RoutedIn {
+    let any: IpAddr = match endpoint {
+        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let (tx, rx) = mpsc::channel();
+    let server = container.spawn(move || {
+        let l = TcpListener::bind((any, port)).unwrap();
+        let u = UdpSocket::bind((any, port + 1)).unwrap();
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        tx.send(()).unwrap();
+        let (mut conn, tcp_peer) = l.accept().unwrap();
+        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf).unwrap();
+        conn.write_all(&buf[..n]).unwrap();
+        let (n, udp_peer) = u.recv_from(&mut buf).unwrap();
+        u.send_to(&buf[..n], udp_peer).unwrap();
+        (tcp_peer, udp_peer)
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+    let udp_reply_from = outside
+        .spawn(move || {
+            let to = SocketAddr::new(endpoint, port);
+            let mut s = TcpStream::connect_timeout(&to, TIMEOUT)
+                .expect("TCP connection routed in (a masqueraded SYN-ACK is reset)");
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            s.write_all(b"ping").unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).expect("TCP echo");
+            assert_eq!(&buf, b"ping");
+            let u = UdpSocket::bind((any, 0)).unwrap();
+            u.set_read_timeout(Some(TIMEOUT)).unwrap();
+            u.send_to(b"hello", (endpoint, port + 1)).unwrap();
+            let mut ubuf = [0u8; 16];
+            let (n, from) = u.recv_from(&mut ubuf).expect("UDP reply");
+            assert_eq!(&ubuf[..n], b"hello");
+            from
+        })
+        .join()
+        .expect("outside client");
+    let (tcp_peer, udp_peer) = server.join().expect("container server");
+    RoutedIn {
+        udp_reply_from,
+        tcp_peer,
+        udp_peer,
+    }
+}

@@ -4,12 +4,16 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     sync::mpsc,
     time::Duration,
 };
 
-use netpath_tests::{Daemon, NetNs, OutsideLink, outside::tcp_and_udp_out, require_root};
+use netpath_tests::{
+    Daemon, NetNs, OutsideLink,
+    outside::{routed_in, tcp_and_udp_out},
+    require_root,
+};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const UPLINK_IP: &str = "198.51.100.2";
@@ -98,51 +102,15 @@ fn connections_routed_in_get_replies_from_the_endpoint_address() {
     let ep = d.add_endpoint(&net, &c);
     let ep_ip: Ipv4Addr = ep["ip"].as_str().unwrap().parse().unwrap();
 
-    // The container serves TCP (echo) and UDP (echo) and reports its peers.
-    let (tx, rx) = mpsc::channel();
-    let server = c.spawn(move || {
-        let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 7300)).unwrap();
-        let u = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 7301)).unwrap();
-        u.set_read_timeout(Some(TIMEOUT)).unwrap();
-        tx.send(()).unwrap();
-        let (mut conn, tcp_peer) = l.accept().unwrap();
-        conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut buf = [0u8; 64];
-        let n = conn.read(&mut buf).unwrap();
-        conn.write_all(&buf[..n]).unwrap();
-        let (n, udp_peer) = u.recv_from(&mut buf).unwrap();
-        u.send_to(&buf[..n], udp_peer).unwrap();
-        (tcp_peer, udp_peer)
-    });
-    rx.recv_timeout(TIMEOUT).unwrap();
-    let (tcp_echo, udp_from) = outside
-        .spawn(move || {
-            let mut s = TcpStream::connect_timeout(&SocketAddr::from((ep_ip, 7300)), TIMEOUT)
-                .expect("TCP connection routed in (a masqueraded SYN-ACK is reset)");
-            s.set_read_timeout(Some(TIMEOUT)).unwrap();
-            s.write_all(b"ping").unwrap();
-            let mut buf = [0u8; 4];
-            s.read_exact(&mut buf).expect("TCP echo");
-            let u = UdpSocket::bind((OUTSIDE, 0)).unwrap();
-            u.set_read_timeout(Some(TIMEOUT)).unwrap();
-            u.send_to(b"hello", (ep_ip, 7301)).unwrap();
-            let mut ubuf = [0u8; 16];
-            let (n, from) = u.recv_from(&mut ubuf).expect("UDP reply");
-            assert_eq!(&ubuf[..n], b"hello");
-            (buf, from)
-        })
-        .join()
-        .expect("outside client");
-    assert_eq!(&tcp_echo, b"ping");
+    let seen = routed_in(&outside, &c, IpAddr::V4(ep_ip), 7300);
     assert_eq!(
-        udp_from,
+        seen.udp_reply_from,
         SocketAddr::from((ep_ip, 7301)),
         "UDP reply masqueraded"
     );
-    let (tcp_peer, udp_peer) = server.join().expect("container server");
     // The endpoint saw the client itself.
-    assert_eq!(tcp_peer.ip(), OUTSIDE);
-    assert_eq!(udp_peer.ip(), OUTSIDE);
+    assert_eq!(seen.tcp_peer.ip(), OUTSIDE);
+    assert_eq!(seen.udp_peer.ip(), OUTSIDE);
     // Its own connections out are still masqueraded.
     let (tx, rx) = mpsc::channel();
     let peer = outside.spawn(move || {

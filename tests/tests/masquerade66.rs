@@ -6,7 +6,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netpath_tests::{Daemon, NetNs, OutsideLink, outside::tcp_and_udp_out, require_root};
+use netpath_tests::{
+    Daemon, NetNs, OutsideLink,
+    outside::{routed_in, tcp_and_udp_out},
+    require_root,
+};
 
 const OUTSIDE4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const UPLINK4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
@@ -132,4 +136,50 @@ fn exempted_ipv6_destinations_see_the_endpoint_address() {
         IpAddr::V6(ep6),
         "UDP to an exempted prefix NAT66ed"
     );
+}
+
+/// A connection from outside to an endpoint's own IPv6 address, routed through the host
+/// (a route to the network's IPv6 subnet via the uplink), gets its replies from that
+/// address — recorded on the way in, not NAT66ed on the way out, or the client resets it
+/// (TCP) or never recognises it (UDP). The endpoint's own connections out stay NAT66ed.
+#[test]
+fn ipv6_connections_routed_in_get_replies_from_the_endpoint_address() {
+    require_root!();
+    const OUTSIDE4: Ipv4Addr = Ipv4Addr::new(100, 64, 68, 1);
+    const UPLINK4: Ipv4Addr = Ipv4Addr::new(100, 64, 68, 2);
+    const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x68, 0, 0, 0, 0, 1);
+    const UPLINK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x68, 0, 0, 0, 0, 2);
+    let outside = NetNs::with_ipv6("r6o");
+    let uplink = OutsideLink::new(&outside, UPLINK4, OUTSIDE4);
+    uplink.add_ipv6(&outside, UPLINK6, OUTSIDE6);
+    let d = Daemon::start();
+    let net = netpath_tests::unique("r6");
+    let subnet6 = "fd5c:68::/64";
+    d.ok(&[
+        "network",
+        "create",
+        &net,
+        "--subnet",
+        "10.225.0.0/24",
+        "--subnet",
+        subnet6,
+        "--uplink",
+        &uplink.name,
+    ]);
+    let up6 = UPLINK6.to_string();
+    outside.exec(&["ip", "-6", "route", "add", subnet6, "via", &up6]);
+    let c = NetNs::with_ipv6("r6c");
+    let ep = d.add_endpoint(&net, &c);
+    let ep6: Ipv6Addr = ep["ip6"].as_str().expect("ip6").parse().unwrap();
+    let seen = routed_in(&outside, &c, IpAddr::V6(ep6), 7620);
+    assert_eq!(
+        seen.udp_reply_from,
+        std::net::SocketAddr::from((ep6, 7621)),
+        "UDP reply NAT66ed"
+    );
+    assert_eq!(seen.tcp_peer.ip(), IpAddr::V6(OUTSIDE6));
+    assert_eq!(seen.udp_peer.ip(), IpAddr::V6(OUTSIDE6));
+    // Its own connections out are still NAT66ed.
+    let out = tcp_and_udp_out(&outside, &c, IpAddr::V6(OUTSIDE6), 7630);
+    assert_eq!(out.tcp.ip(), IpAddr::V6(UPLINK6), "TCP source not NAT66ed");
 }

@@ -11,7 +11,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use netpath::datapath::Datapath;
 use netpath_common::{
     maps::{ENDPOINT_KIND_VETH, EndpointValue, Hook},
-    nat::{NatTarget, NatTarget6, PublishKey, PublishKey6, Tuple6, Uplink},
+    nat::{
+        NAT_FLAG_INBOUND, NatTarget, NatTarget6, PublishKey, PublishKey6, Tuple6, Uplink, Uplink6,
+    },
     packet::{IPPROTO_TCP, IPPROTO_UDP},
 };
 use netpath_tests::{TempPins, TestDev, frames, require_root, tc_test_run};
@@ -228,5 +230,66 @@ fn dnat66_leaves_other_traffic_untouched() {
             frames::SRC_MAC,
             GW_MAC
         )
+    );
+}
+
+/// A connection routed in to the endpoint's own IPv6 address (no publish involved) is
+/// recorded on the uplink's ingress with itself as the front (`NAT_FLAG_INBOUND`), and
+/// its replies leave the uplink untouched although the endpoint's subnet is NAT66ed;
+/// the endpoint's own new connections still are. Nothing is recorded for a destination
+/// that is no endpoint.
+#[test]
+fn a_connection_routed_in_keeps_its_replies_unmasqueraded() {
+    require_root!();
+    let (_p, mut dp, up, _ep) = setup();
+    dp.set_uplink6(
+        up.ifindex,
+        Some(Uplink6 {
+            addr: UPLINK6,
+            first_port: 40000,
+            last_port: 40999,
+        }),
+    )
+    .unwrap();
+    dp.add_masq_subnet6("2001:db8:5:2::/64".parse().unwrap(), 1)
+        .unwrap();
+    let (ingress, egress) = (
+        (Hook::UplinkIngress, up.ifindex),
+        (Hook::UplinkEgress, up.ifindex),
+    );
+    let syn = frames::tcp6(REMOTE6, 50020, EP6, 22, b"in");
+    passes_as(&dp, ingress, &syn, &syn, "routed in: untouched");
+    let ct = dp
+        .dnat_entry6(&Tuple6::new(IPPROTO_TCP, EP6, 22, REMOTE6, 50020))
+        .expect("connection routed in recorded");
+    assert_eq!((ct.addr, ct.port, ct.flags), (EP6, 22, NAT_FLAG_INBOUND));
+    let reply = frames::tcp6(EP6, 22, REMOTE6, 50020, b"ok");
+    passes_as(
+        &dp,
+        egress,
+        &reply,
+        &reply,
+        "reply of a connection routed in",
+    );
+    assert!(
+        dp.snat6_entry(&Tuple6::new(IPPROTO_TCP, EP6, 22, REMOTE6, 50020))
+            .is_none(),
+        "the reply was NAT66ed"
+    );
+    // The endpoint's own connection out is NAT66ed (to the uplink's address).
+    let (v, out) = run_tc(
+        &dp,
+        Hook::UplinkEgress,
+        up.ifindex,
+        &frames::tcp6(EP6, 33000, REMOTE6, 443, b"out"),
+    );
+    assert_eq!(v, TC_ACT_UNSPEC);
+    assert_eq!(&out[22..38], &UPLINK6[..], "source NAT66ed: {out:02x?}");
+    // Routed to an address that is no endpoint: nothing recorded.
+    let by = frames::tcp6(REMOTE6, 50021, OTHER6, 22, b"in");
+    passes_as(&dp, ingress, &by, &by, "routed through");
+    assert!(
+        dp.dnat_entry6(&Tuple6::new(IPPROTO_TCP, OTHER6, 22, REMOTE6, 50021))
+            .is_none()
     );
 }

@@ -2,23 +2,24 @@
 //! to a published host port is DNATed to its endpoint, keeping the client's address
 //! ([`publish_dnat`], for IPv4 through [`publish_ingress`]); the endpoint's replies leave
 //! with the published address and port as their source ([`publish_reply`]).
-//! IPv4 connections routed in to an endpoint's own address are recorded so their replies
+//! Connections routed in to an endpoint's own address are recorded so their replies
 //! leave unmasqueraded.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::LruHashMap, programs::TcContext};
 use netpath_common::{
-    maps::{DropReason, EndpointKey},
-    nat::{Address, NAT_FLAG_INBOUND, NatTarget, NatTargetOf, PublishKeyOf, Tuple, TupleOf},
+    maps::DropReason,
+    nat::{Address, NAT_FLAG_INBOUND, NatTargetOf, PublishKeyOf, TupleOf},
     packet::Classified,
 };
 
-use super::{Flow, Inbound, Ip, V4, V6, rewrite};
+use super::{Flow, Inbound, Ip, V4, V6, family::Family, rewrite};
 use crate::{
     frame::TcFrame,
     maps::{
-        NETPATH_DNAT_CT, NETPATH_DNAT_CT6, NETPATH_ENDPOINTS, NETPATH_LOCAL_ADDRS,
-        NETPATH_LOCAL_ADDRS6, NETPATH_PUBLISH, NETPATH_PUBLISH6, NETPATH_SNAT,
+        NETPATH_DNAT_CT, NETPATH_DNAT_CT6, NETPATH_LOCAL_ADDRS, NETPATH_LOCAL_ADDRS6,
+        NETPATH_PUBLISH, NETPATH_PUBLISH6,
     },
+    route::Hop,
 };
 
 /// A family's published ports: its publish and connection maps, and which of its
@@ -82,7 +83,7 @@ impl Publish for V4 {
 
     #[inline(always)]
     fn not_published(f: &Flow<V4>) {
-        track_inbound(f);
+        track_inbound::<V4>(f);
     }
 }
 
@@ -99,9 +100,8 @@ impl Publish for V6 {
     }
 
     #[inline(always)]
-    fn not_published(_: &Flow<V6>) {
-        // IPv6 endpoints have routable addresses of their own: a connection routed in to
-        // one is not translated on the way in, and its replies are not published ones.
+    fn not_published(f: &Flow<V6>) {
+        track_inbound::<V6>(f);
     }
 }
 
@@ -190,33 +190,30 @@ pub fn publish_dnat<F: Publish>(
     Ok(Some(ep.addr))
 }
 
-/// Uplink ingress, for an IPv4 TCP/UDP packet no translation claimed: a connection routed
-/// in to endpoint `dst`'s own address (a route to its network through this host) is
-/// recorded in NETPATH_DNAT_CT with itself as the front ([`NAT_FLAG_INBOUND`]), so that
+/// Uplink ingress, for a TCP/UDP packet no translation claimed: a connection routed in
+/// to endpoint `dst`'s own address (a route to its network through this host) is recorded
+/// in the family's DNAT_CT map with itself as the front ([`NAT_FLAG_INBOUND`]), so that
 /// [`publish_reply`] lets its replies leave as they are instead of masquerading them —
 /// unless the tuple is that of a masqueraded connection the endpoint opened (a remote's
 /// packet to it is then the reply the kernel path already delivers), and never over an
 /// existing entry (a published connection's state is not replaced by a forged packet).
 #[inline(always)]
-fn track_inbound(f: &Flow<V4>) {
-    // SAFETY: presence checks only.
-    if unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: f.dst }) }.is_none() {
+fn track_inbound<F: Publish + Hop + Family>(f: &Flow<F>) {
+    if F::endpoint(f.dst).is_none() {
         return;
     }
-    let reply = Tuple::new(f.l4.proto, f.dst, f.dport, f.src, f.sport);
+    let reply = TupleOf::new(f.l4.proto, f.dst, f.dport, f.src, f.sport);
     // Recorded already (every later packet of the connection): one lookup and done.
     // SAFETY: presence checks only.
-    if unsafe { NETPATH_DNAT_CT.get(reply) }.is_some()
-        || unsafe { NETPATH_SNAT.get(reply) }.is_some()
-    {
+    if unsafe { F::dnat_ct().get(reply) }.is_some() || unsafe { F::snat().get(reply) }.is_some() {
         return;
     }
-    let front = NatTarget {
+    let front = NatTargetOf {
         flags: NAT_FLAG_INBOUND,
         ..f.destination()
     };
     // A full LRU map evicts its oldest entry; a lost race means another CPU recorded it.
-    let _ = NETPATH_DNAT_CT.insert(reply, front, u64::from(BPF_NOEXIST));
+    let _ = F::dnat_ct().insert(reply, front, u64::from(BPF_NOEXIST));
 }
 
 /// Uplink egress: a reply of a connection of family `F` to a published port leaves with

@@ -227,6 +227,10 @@ impl Model {
             let (sp, dp) = (ip.l4, ip.l4 + 2);
             let key = Tuple6::new(ip.proto, ip.src, be16(f, sp), ip.dst, be16(f, dp));
             if let Some(front) = n.dnat_ct.get(&key) {
+                if front.flags & NAT_FLAG_INBOUND != 0 {
+                    // A reply of a connection routed in: leaves as it is.
+                    return (Expected::pass(TC_ACT_UNSPEC), fx);
+                }
                 let r = rw(front.addr, sp, front.port);
                 return (translated(Path6::PublishReply, ip, Some(r), None), fx);
             }
@@ -292,6 +296,19 @@ impl Model {
             .get(&key(ip.dst))
             .or_else(|| host_addr.then(|| n.publish.get(&key([0; 16]))).flatten())
         else {
+            // A connection routed in to an endpoint's own address is recorded, so its
+            // replies are not masqueraded: not over an existing entry, nor for the tuple
+            // of a masqueraded connection the endpoint opened.
+            let reply = Tuple6::new(ip.proto, ip.dst, dport, ip.src, sport);
+            if !host_addr
+                && self.endpoint_by_ip6(ip.dst).is_some()
+                && !n.snat.contains_key(&reply)
+                && !n.dnat_ct.contains_key(&reply)
+            {
+                let mut front = NatTarget6::new(ip.dst, dport);
+                front.flags = NAT_FLAG_INBOUND;
+                fx.nat6.dnat_ct = Some((reply, front));
+            }
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
         let reply = Tuple6::new(ip.proto, ep.addr, ep.port, ip.src, sport);
