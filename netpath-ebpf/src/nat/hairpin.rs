@@ -151,6 +151,10 @@ fn hairpin_new<F: Family + Publish + Hop>(
 /// in their map, not copied: held in registers, IPv6's addresses went byte by byte to
 /// the stack around every helper call (≈570 bytes, past the 512 of a call chain).
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
+)]
 fn reply<F: Family + Publish + Hop>(
     ctx: &TcContext,
     f: &Flow<F>,
