@@ -62,19 +62,6 @@ fn to(mac: [u8; 6], gw: [u8; 6], mut frame: Vec<u8>) -> Vec<u8> {
     frame
 }
 
-/// A veth pair in `ns` (both ends up); the ifindex of `name`.
-fn veth(ns: &NetNs, name: &str) -> u32 {
-    let peer = format!("{name}p");
-    ns.exec(&[
-        "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
-    ]);
-    ns.exec(&["ip", "link", "set", name, "up"]);
-    ns.exec(&["ip", "link", "set", &peer, "up"]);
-    let out = ns.exec(&["ip", "-j", "link", "show", name]);
-    let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
-    links[0]["ifindex"].as_u64().expect("ifindex") as u32
-}
-
 /// The namespace: the host's address `HOST6` alone on one device, a default route
 /// through another (the FIB helper answers "not forwarded" for a destination without a
 /// route as for a local one, as for IPv4), A's and B's devices, IPv6 forwarding on (the
@@ -83,10 +70,10 @@ fn veth(ns: &NetNs, name: &str) -> u32 {
 fn namespace() -> (NetNs, u32, u32) {
     let ns = NetNs::with_ipv6("h6t");
     ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    veth(&ns, "h6u");
+    ns.veth("h6u");
     let host = format!("{}/128", Ipv6Addr::from(HOST6));
     ns.exec(&["ip", "-6", "addr", "add", &host, "dev", "h6u", "nodad"]);
-    veth(&ns, "h6o");
+    ns.veth("h6o");
     ns.exec(&[
         "ip",
         "-6",
@@ -108,7 +95,7 @@ fn namespace() -> (NetNs, u32, u32) {
         "dev",
         "h6o",
     ]);
-    let (a, b) = (veth(&ns, "h6a"), veth(&ns, "h6b"));
+    let (a, b) = (ns.veth("h6a"), ns.veth("h6b"));
     (ns, a, b)
 }
 
@@ -145,93 +132,92 @@ fn hairpin(a_dev: u32, b_dev: u32) {
         .unwrap();
     let run = |dev, frame: &[u8]| tc_test_run(dp.tc_prog(Hook::TcIngress), dev, frame);
     let tracked = |t: Tuple6| dp.dnat_entry6(&t).map(|ct| (ct.addr, ct.port, ct.flags));
+    let (from_a, from_b) = (|f| from(MAC_A, GW_A, f), |f| from(MAC_B, GW_B, f));
+    let (to_a, to_b) = (|f| to(MAC_A, GW_A, f), |f| to(MAC_B, GW_B, f));
+    let (tcp, udp) = (frames::tcp6, frames::udp6);
 
-    // A → [host]:8080: to [B]:80, A's address kept, straight to B.
-    let syn = from(MAC_A, GW_A, frames::tcp6(A6, 50000, HOST6, 8080, b"hi"));
-    let want = to(MAC_B, GW_B, frames::tcp6(A6, 50000, B6, 80, b"hi"));
-    assert_eq!(run(a_dev, &syn), (TC_ACT_REDIRECT, want), "A → B");
-    assert_eq!(
-        tracked(Tuple6::new(IPPROTO_TCP, B6, 80, A6, 50000)),
-        Some((HOST6, 8080, 0))
-    );
-    // The next packet of the connection: the same, the entry as it was.
-    let ack = from(MAC_A, GW_A, frames::tcp6(A6, 50000, HOST6, 8080, b"more"));
-    let want = to(MAC_B, GW_B, frames::tcp6(A6, 50000, B6, 80, b"more"));
-    assert_eq!(run(a_dev, &ack), (TC_ACT_REDIRECT, want), "A → B again");
-    // B's reply: from the published address and port, straight to A.
-    let reply = from(MAC_B, GW_B, frames::tcp6(B6, 80, A6, 50000, b"ok"));
-    let want = to(MAC_A, GW_A, frames::tcp6(HOST6, 8080, A6, 50000, b"ok"));
-    assert_eq!(run(b_dev, &reply), (TC_ACT_REDIRECT, want), "B → A");
-
-    // B → its own published port: from the host address too, so that its reply comes
-    // back here; the reply returns to B from the published address and port.
-    let syn = from(MAC_B, GW_B, frames::tcp6(B6, 50001, HOST6, 8080, b"me"));
-    let want = to(MAC_B, GW_B, frames::tcp6(HOST6, 50001, B6, 80, b"me"));
-    assert_eq!(run(b_dev, &syn), (TC_ACT_REDIRECT, want), "B → B");
-    assert_eq!(
-        tracked(Tuple6::new(IPPROTO_TCP, B6, 80, HOST6, 50001)),
-        Some((HOST6, 8080, NAT_FLAG_SELF))
-    );
-    let reply = from(MAC_B, GW_B, frames::tcp6(B6, 80, HOST6, 50001, b"me too"));
-    let want = to(MAC_B, GW_B, frames::tcp6(HOST6, 8080, B6, 50001, b"me too"));
-    assert_eq!(
-        run(b_dev, &reply),
-        (TC_ACT_REDIRECT, want),
-        "B's reply to B"
-    );
-
-    // UDP, on a publish for exactly the host address.
-    let q = from(MAC_A, GW_A, frames::udp6(A6, 50002, HOST6, 5353, b"query"));
-    let want = to(MAC_B, GW_B, frames::udp6(A6, 50002, B6, 53, b"query"));
-    assert_eq!(run(a_dev, &q), (TC_ACT_REDIRECT, want), "UDP A → B");
-    let answer = from(MAC_B, GW_B, frames::udp6(B6, 53, A6, 50002, b"answer"));
-    let want = to(MAC_A, GW_A, frames::udp6(HOST6, 5353, A6, 50002, b"answer"));
-    assert_eq!(run(b_dev, &answer), (TC_ACT_REDIRECT, want), "UDP B → A");
-
-    // Untouched: not the host's address (on the published port), an unpublished port,
-    // the UDP port over TCP, a link-local source.
-    for (what, frame, sport) in [
+    // Each sent on the sender's device, and handed straight to the receiver as expected.
+    let hairpinned = [
+        // A → [host]:8080: to [B]:80, A's address kept; the next packet likewise.
         (
-            "not the host's address",
-            frames::tcp6(A6, 50010, FAR6, 8080, b"x"),
-            50010,
+            "A → B",
+            a_dev,
+            from_a(tcp(A6, 50000, HOST6, 8080, b"hi")),
+            to_b(tcp(A6, 50000, B6, 80, b"hi")),
         ),
         (
-            "unpublished port",
-            frames::tcp6(A6, 50011, HOST6, 8081, b"x"),
-            50011,
+            "A → B again",
+            a_dev,
+            from_a(tcp(A6, 50000, HOST6, 8080, b"+")),
+            to_b(tcp(A6, 50000, B6, 80, b"+")),
+        ),
+        // B's reply: from the published address and port.
+        (
+            "B → A",
+            b_dev,
+            from_b(tcp(B6, 80, A6, 50000, b"ok")),
+            to_a(tcp(HOST6, 8080, A6, 50000, b"ok")),
+        ),
+        // B → its own published port: from the host address too, so that its reply
+        // comes back here; the reply returns to B from the published address and port.
+        (
+            "B → B",
+            b_dev,
+            from_b(tcp(B6, 50001, HOST6, 8080, b"me")),
+            to_b(tcp(HOST6, 50001, B6, 80, b"me")),
         ),
         (
-            "TCP to the UDP port",
-            frames::tcp6(A6, 50012, HOST6, 5353, b"x"),
-            50012,
+            "B's reply to B",
+            b_dev,
+            from_b(tcp(B6, 80, HOST6, 50001, b"re")),
+            to_b(tcp(HOST6, 8080, B6, 50001, b"re")),
+        ),
+        // UDP, on a publish for exactly the host address.
+        (
+            "UDP A → B",
+            a_dev,
+            from_a(udp(A6, 50002, HOST6, 5353, b"q")),
+            to_b(udp(A6, 50002, B6, 53, b"q")),
         ),
         (
-            "link-local source",
-            frames::tcp6(link_local(MAC_A), 50013, HOST6, 8080, b"x"),
-            50013,
+            "UDP B → A",
+            b_dev,
+            from_b(udp(B6, 53, A6, 50002, b"a")),
+            to_a(udp(HOST6, 5353, A6, 50002, b"a")),
         ),
+        // A packet of B's (published: its packets are looked up as hairpin replies) to
+        // A's address that is no such reply takes the fast path unchanged.
+        (
+            "B → A direct",
+            b_dev,
+            from_b(tcp(B6, 80, A6, 50015, b"x")),
+            to_a(tcp(B6, 80, A6, 50015, b"x")),
+        ),
+    ];
+    for (what, dev, sent, want) in hairpinned {
+        assert_eq!(run(dev, &sent), (TC_ACT_REDIRECT, want), "{what}");
+    }
+    let tcp_to_b = |client, port| tracked(Tuple6::new(IPPROTO_TCP, B6, 80, client, port));
+    assert_eq!(tcp_to_b(A6, 50000), Some((HOST6, 8080, 0)));
+    assert_eq!(tcp_to_b(HOST6, 50001), Some((HOST6, 8080, NAT_FLAG_SELF)));
+    let udp_to_b = tracked(Tuple6::new(IPPROTO_UDP, B6, 53, A6, 50002));
+    assert_eq!(udp_to_b, Some((HOST6, 5353, 0)));
+
+    // Untouched, nothing tracked: not the host's address (on the published port), an
+    // unpublished port, the UDP port over TCP, a link-local source.
+    let ll = link_local(MAC_A);
+    for (what, src, sport, dst, dport) in [
+        ("not the host's address", A6, 50010, FAR6, 8080),
+        ("unpublished port", A6, 50011, HOST6, 8081),
+        ("TCP to the UDP port", A6, 50012, HOST6, 5353),
+        ("link-local source", ll, 50013, HOST6, 8080),
     ] {
-        let frame = from(MAC_A, GW_A, frame);
+        let frame = from_a(tcp(src, sport, dst, dport, b"x"));
         assert_eq!(run(a_dev, &frame), (TC_ACT_UNSPEC, frame.clone()), "{what}");
-        let src = if what == "link-local source" {
-            link_local(MAC_A)
-        } else {
-            A6
-        };
-        assert_eq!(tracked(Tuple6::new(IPPROTO_TCP, B6, 80, src, sport)), None);
+        assert_eq!(tcp_to_b(src, sport), None, "{what}");
     }
     // Spoofed: dropped by the guard, never translated or tracked.
-    let spoofed = from(MAC_A, GW_A, frames::tcp6(OTHER6, 50014, HOST6, 8080, b"x"));
-    let (v, _) = run(a_dev, &spoofed);
-    assert_eq!(v, TC_ACT_SHOT, "spoofed source");
-    assert_eq!(
-        tracked(Tuple6::new(IPPROTO_TCP, B6, 80, OTHER6, 50014)),
-        None
-    );
-    // A packet of B's (published: its packets are looked up as hairpin replies) to A's
-    // address that is no such reply takes the fast path unchanged, straight to A.
-    let direct = from(MAC_B, GW_B, frames::tcp6(B6, 80, A6, 50015, b"x"));
-    let want = to(MAC_A, GW_A, frames::tcp6(B6, 80, A6, 50015, b"x"));
-    assert_eq!(run(b_dev, &direct), (TC_ACT_REDIRECT, want), "B → A direct");
+    let spoofed = from_a(tcp(OTHER6, 50014, HOST6, 8080, b"x"));
+    assert_eq!(run(a_dev, &spoofed).0, TC_ACT_SHOT, "spoofed source");
+    assert_eq!(tcp_to_b(OTHER6, 50014), None);
 }

@@ -23,7 +23,15 @@ use crate::{
     route::{Hop, is_local},
 };
 
-/// [`hairpin`] of an IPv4 packet.
+/// The forward packet is DNATed to the published endpoint (keeping the client's
+/// address; an endpoint reaching its own published port also gets the host address as
+/// its source, or its reply would never leave it); the reply gets the published address
+/// and port back. Returns the endpoint the rewritten packet must be handed to; the
+/// caller redirects it there (never to the kernel: a packet rewritten to carry a host
+/// address as its source would be dropped there as a martian). `Ok(None)`: not a
+/// hairpin packet, untouched. IPv4's, inlined in its caller; IPv6's runs the same steps
+/// ([`hairpin_reply6`], [`hairpin_local6`], [`hairpin_new6`]) as subprograms of their own
+/// (see `main.rs`).
 #[inline(always)]
 pub fn hairpin4(
     ctx: &TcContext,
@@ -32,55 +40,10 @@ pub fn hairpin4(
     ifindex: u32,
     dst_is_endpoint: bool,
 ) -> Result<Option<&'static EndpointValue>, DropReason> {
-    hairpin::<V4>(ctx, frame, c, ifindex, dst_is_endpoint)
-}
-
-/// [`hairpin_reply`] of an IPv6 packet.
-#[inline(always)]
-pub fn hairpin_reply6(
-    ctx: &TcContext,
-    frame: &TcFrame,
-    c: Classified,
-) -> Result<Reply, DropReason> {
-    hairpin_reply::<V6>(ctx, frame, c)
-}
-
-/// [`hairpin_local`] of an IPv6 packet.
-#[inline(always)]
-pub fn hairpin_local6(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> bool {
-    hairpin_local::<V6>(ctx, frame, c, ifindex)
-}
-
-/// [`hairpin_new`] of an IPv6 packet.
-#[inline(always)]
-pub fn hairpin_new6(
-    ctx: &TcContext,
-    frame: &TcFrame,
-    c: Classified,
-) -> Result<Option<&'static EndpointValue>, DropReason> {
-    hairpin_new::<V6>(ctx, frame, c)
-}
-
-/// The forward packet is DNATed to the published endpoint (keeping the client's
-/// address; an endpoint reaching its own published port also gets the host address as
-/// its source, or its reply would never leave it); the reply gets the published address
-/// and port back. Returns the endpoint the rewritten packet must be handed to; the
-/// caller redirects it there (never to the kernel: a packet rewritten to carry a host
-/// address as its source would be dropped there as a martian). `Ok(None)`: not a
-/// hairpin packet, untouched. (IPv4's, inlined in its caller; IPv6's runs
-/// [`hairpin_reply`] and [`hairpin_new`] as subprograms of their own: see `main.rs`.)
-#[inline(always)]
-fn hairpin<F: Family + Publish + Hop>(
-    ctx: &TcContext,
-    frame: &TcFrame,
-    c: Classified,
-    ifindex: u32,
-    dst_is_endpoint: bool,
-) -> Result<Option<&'static EndpointValue>, DropReason> {
-    let Some(f) = Flow::<F>::ports(frame, c) else {
+    let Some(f) = Flow::<V4>::ports(frame, c) else {
         return Ok(None);
     };
-    F::with_scratch(|s| match reply(ctx, &f, s)? {
+    V4::with_scratch(|s| match reply(ctx, &f, s)? {
         Reply::Tracked(to) => Ok(to),
         // An endpoint's address is never the host's: endpoint ↔ endpoint packets, the
         // fast path's bulk, skip the publish lookups.
@@ -90,7 +53,7 @@ fn hairpin<F: Family + Publish + Hop>(
     .unwrap_or(Ok(None))
 }
 
-/// What [`hairpin_reply`] found.
+/// What [`hairpin_reply6`] found.
 pub enum Reply {
     /// The packet is no reply of a connection to a published port: it may start one.
     Untracked,
@@ -99,49 +62,44 @@ pub enum Reply {
     Tracked(Option<&'static EndpointValue>),
 }
 
-/// [`hairpin`]'s first step on its own: a reply of a hairpinned connection gets the
+/// [`hairpin4`]'s first step on its own, for IPv6: a reply of a hairpinned connection gets the
 /// published address and port back as its source.
 #[inline(always)]
-fn hairpin_reply<F: Family + Publish + Hop>(
+pub fn hairpin_reply6(
     ctx: &TcContext,
     frame: &TcFrame,
     c: Classified,
 ) -> Result<Reply, DropReason> {
-    let Some(f) = Flow::<F>::ports(frame, c) else {
+    let Some(f) = Flow::<V6>::ports(frame, c) else {
         return Ok(Reply::Tracked(None));
     };
-    F::with_scratch(|s| reply(ctx, &f, s)).unwrap_or(Ok(Reply::Tracked(None)))
+    V6::with_scratch(|s| reply(ctx, &f, s)).unwrap_or(Ok(Reply::Tracked(None)))
 }
 
-/// The check of [`hairpin`]'s second step on its own, for a [`Reply::Untracked`] packet
+/// The check of [`hairpin4`]'s second step on its own, for an IPv6 [`Reply::Untracked`] packet
 /// to no endpoint's address: whether it is a connection to a port published on a host
-/// address, to an endpoint. Then [`hairpin_new`] translates it.
+/// address, to an endpoint. Then [`hairpin_new6`] translates it.
 #[inline(always)]
-fn hairpin_local<F: Family + Publish + Hop>(
-    ctx: &TcContext,
-    frame: &TcFrame,
-    c: Classified,
-    ifindex: u32,
-) -> bool {
-    let Some(f) = Flow::<F>::ports(frame, c) else {
+pub fn hairpin_local6(ctx: &TcContext, frame: &TcFrame, c: Classified, ifindex: u32) -> bool {
+    let Some(f) = Flow::<V6>::ports(frame, c) else {
         return false;
     };
-    published::<F>(f.l4.proto, f.dst, f.dport).is_some_and(|ep| F::endpoint(ep.addr).is_some())
-        && is_local::<F>(ctx, ifindex, f.src, f.dst)
+    published::<V6>(f.l4.proto, f.dst, f.dport).is_some_and(|ep| V6::endpoint(ep.addr).is_some())
+        && is_local::<V6>(ctx, ifindex, f.src, f.dst)
 }
 
-/// [`hairpin`]'s second step on its own, for a packet [`hairpin_local`] said is a
+/// [`hairpin4`]'s second step on its own, for an IPv6 packet [`hairpin_local6`] said is a
 /// connection to a port published on a host address: it is DNATed.
 #[inline(always)]
-fn hairpin_new<F: Family + Publish + Hop>(
+pub fn hairpin_new6(
     ctx: &TcContext,
     frame: &TcFrame,
     c: Classified,
 ) -> Result<Option<&'static EndpointValue>, DropReason> {
-    let Some(f) = Flow::<F>::ports(frame, c) else {
+    let Some(f) = Flow::<V6>::ports(frame, c) else {
         return Ok(None);
     };
-    F::with_scratch(|s| new_connection(ctx, &f, s, None)).unwrap_or(Ok(None))
+    V6::with_scratch(|s| new_connection(ctx, &f, s, None)).unwrap_or(Ok(None))
 }
 
 /// A reply of a hairpinned connection?
@@ -190,7 +148,7 @@ fn reply<F: Family + Publish + Hop>(
 
 /// A connection to a port published on a host address? (`ifindex`: the device it
 /// arrived on, for the FIB to say whether its destination is a host address; `None`:
-/// [`hairpin_local`] said so already.)
+/// [`hairpin_local6`] said so already.)
 #[inline(always)]
 fn new_connection<F: Family + Publish + Hop>(
     ctx: &TcContext,
