@@ -132,69 +132,40 @@ fn hairpin(a_dev: u32, b_dev: u32) {
         .unwrap();
     let run = |dev, frame: &[u8]| tc_test_run(dp.tc_prog(Hook::TcIngress), dev, frame);
     let tracked = |t: Tuple6| dp.dnat_entry6(&t).map(|ct| (ct.addr, ct.port, ct.flags));
-    let (from_a, from_b) = (|f| from(MAC_A, GW_A, f), |f| from(MAC_B, GW_B, f));
-    let (to_a, to_b) = (|f| to(MAC_A, GW_A, f), |f| to(MAC_B, GW_B, f));
     let (tcp, udp) = (frames::tcp6, frames::udp6);
+    // (device, MAC, gateway MAC) of the endpoint with address `ip`.
+    let ep = |ip| match ip {
+        A6 => (a_dev, MAC_A, GW_A),
+        _ => (b_dev, MAC_B, GW_B),
+    };
 
-    // Each sent on the sender's device, and handed straight to the receiver as expected.
-    let hairpinned = [
+    // Each sent (source, port, destination, port) on the sender's device, and handed
+    // straight to the endpoint it now goes to as expected (the same payload).
+    type Frame6 = fn([u8; 16], u16, [u8; 16], u16, &[u8]) -> Vec<u8>;
+    type Ends = ([u8; 16], u16, [u8; 16], u16);
+    // One row a packet (the table kept one row a line).
+    #[rustfmt::skip]
+    let hairpinned: [(&str, [u8; 16], Frame6, Ends, Ends); 8] = [
         // A → [host]:8080: to [B]:80, A's address kept; the next packet likewise.
-        (
-            "A → B",
-            a_dev,
-            from_a(tcp(A6, 50000, HOST6, 8080, b"hi")),
-            to_b(tcp(A6, 50000, B6, 80, b"hi")),
-        ),
-        (
-            "A → B again",
-            a_dev,
-            from_a(tcp(A6, 50000, HOST6, 8080, b"+")),
-            to_b(tcp(A6, 50000, B6, 80, b"+")),
-        ),
+        ("A → B", A6, tcp, (A6, 50000, HOST6, 8080), (A6, 50000, B6, 80)),
+        ("A → B again", A6, tcp, (A6, 50000, HOST6, 8080), (A6, 50000, B6, 80)),
         // B's reply: from the published address and port.
-        (
-            "B → A",
-            b_dev,
-            from_b(tcp(B6, 80, A6, 50000, b"ok")),
-            to_a(tcp(HOST6, 8080, A6, 50000, b"ok")),
-        ),
+        ("B → A", B6, tcp, (B6, 80, A6, 50000), (HOST6, 8080, A6, 50000)),
         // B → its own published port: from the host address too, so that its reply
         // comes back here; the reply returns to B from the published address and port.
-        (
-            "B → B",
-            b_dev,
-            from_b(tcp(B6, 50001, HOST6, 8080, b"me")),
-            to_b(tcp(HOST6, 50001, B6, 80, b"me")),
-        ),
-        (
-            "B's reply to B",
-            b_dev,
-            from_b(tcp(B6, 80, HOST6, 50001, b"re")),
-            to_b(tcp(HOST6, 8080, B6, 50001, b"re")),
-        ),
+        ("B → B", B6, tcp, (B6, 50001, HOST6, 8080), (HOST6, 50001, B6, 80)),
+        ("B's reply to B", B6, tcp, (B6, 80, HOST6, 50001), (HOST6, 8080, B6, 50001)),
         // UDP, on a publish for exactly the host address.
-        (
-            "UDP A → B",
-            a_dev,
-            from_a(udp(A6, 50002, HOST6, 5353, b"q")),
-            to_b(udp(A6, 50002, B6, 53, b"q")),
-        ),
-        (
-            "UDP B → A",
-            b_dev,
-            from_b(udp(B6, 53, A6, 50002, b"a")),
-            to_a(udp(HOST6, 5353, A6, 50002, b"a")),
-        ),
+        ("UDP A → B", A6, udp, (A6, 50002, HOST6, 5353), (A6, 50002, B6, 53)),
+        ("UDP B → A", B6, udp, (B6, 53, A6, 50002), (HOST6, 5353, A6, 50002)),
         // A packet of B's (published: its packets are looked up as hairpin replies) to
         // A's address that is no such reply takes the fast path unchanged.
-        (
-            "B → A direct",
-            b_dev,
-            from_b(tcp(B6, 80, A6, 50015, b"x")),
-            to_a(tcp(B6, 80, A6, 50015, b"x")),
-        ),
+        ("B → A direct", B6, tcp, (B6, 80, A6, 50015), (B6, 80, A6, 50015)),
     ];
-    for (what, dev, sent, want) in hairpinned {
+    for (what, sender, l4, (s, sp, d, dp), (ws, wsp, wd, wdp)) in hairpinned {
+        let ((dev, mac, gw), (_, to_mac, to_gw)) = (ep(sender), ep(wd));
+        let sent = from(mac, gw, l4(s, sp, d, dp, what.as_bytes()));
+        let want = to(to_mac, to_gw, l4(ws, wsp, wd, wdp, what.as_bytes()));
         assert_eq!(run(dev, &sent), (TC_ACT_REDIRECT, want), "{what}");
     }
     let tcp_to_b = |client, port| tracked(Tuple6::new(IPPROTO_TCP, B6, 80, client, port));
@@ -212,12 +183,12 @@ fn hairpin(a_dev: u32, b_dev: u32) {
         ("TCP to the UDP port", A6, 50012, HOST6, 5353),
         ("link-local source", ll, 50013, HOST6, 8080),
     ] {
-        let frame = from_a(tcp(src, sport, dst, dport, b"x"));
+        let frame = from(MAC_A, GW_A, tcp(src, sport, dst, dport, b"x"));
         assert_eq!(run(a_dev, &frame), (TC_ACT_UNSPEC, frame.clone()), "{what}");
         assert_eq!(tcp_to_b(src, sport), None, "{what}");
     }
     // Spoofed: dropped by the guard, never translated or tracked.
-    let spoofed = from_a(tcp(OTHER6, 50014, HOST6, 8080, b"x"));
+    let spoofed = from(MAC_A, GW_A, tcp(OTHER6, 50014, HOST6, 8080, b"x"));
     assert_eq!(run(a_dev, &spoofed).0, TC_ACT_SHOT, "spoofed source");
     assert_eq!(tcp_to_b(OTHER6, 50014), None);
 }
