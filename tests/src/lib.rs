@@ -433,6 +433,24 @@ impl Daemon {
         name
     }
 
+    /// [`Self::network_with_uplink`] for a dual-stack network: `subnet` and `subnet6`.
+    pub fn dual_stack_network(
+        &self,
+        prefix: &str,
+        (subnet, subnet6): (&str, &str),
+        uplink: &str,
+    ) -> String {
+        let name = unique(prefix);
+        let subnets = ["--subnet", subnet, "--subnet", subnet6];
+        let args = [
+            &["network", "create", &name][..],
+            &subnets,
+            &["--uplink", uplink],
+        ];
+        self.ok(&args.concat());
+        name
+    }
+
     /// `netpath stats --json`.
     pub fn stats(&self) -> serde_json::Value {
         serde_json::from_str(&self.ok(&["stats", "--json"])).expect("stats --json")

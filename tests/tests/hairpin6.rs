@@ -17,11 +17,13 @@ use netpath_tests::{
     require_root,
 };
 
+/// The port B's publishes take on the host.
+const PUBLISHED: u16 = 18211;
+/// The uplink's two ends: outside's and the host's, over IPv4 and IPv6.
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 19, 211, 1);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 19, 211, 2);
 const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0xfd5d, 1, 0, 0, 0, 0, 0, 1);
 const UPLINK6: Ipv6Addr = Ipv6Addr::new(0xfd5d, 1, 0, 0, 0, 0, 0, 2);
-const PUBLISHED: u16 = 18211;
 
 /// An endpoint of `net` in `ns`: its id, IPv4 and IPv6 addresses.
 fn endpoint(d: &Daemon, net: &str, ns: &NetNs) -> (String, Ipv4Addr, Ipv6Addr) {
@@ -33,26 +35,22 @@ fn endpoint(d: &Daemon, net: &str, ns: &NetNs) -> (String, Ipv4Addr, Ipv6Addr) {
     )
 }
 
+/// A TCP echo from `ns` to `to`: the peer the client's socket sees.
+fn echo(ns: &NetNs, to: SocketAddr) -> SocketAddr {
+    let r = ns.spawn(move || tcp_echo(to)).join().unwrap();
+    r.unwrap_or_else(|e| panic!("{} → {to}: {e}", ns.name())).1
+}
+
 #[test]
 fn hairpin_over_ipv6() {
     require_root!();
     let _forwarding = Ipv6ForwardingRestored::new();
+    let d = Daemon::start();
     let outside = NetNs::with_ipv6("h6o");
     let uplink = OutsideLink::new(&outside, UPLINK, OUTSIDE);
     uplink.add_ipv6(&outside, UPLINK6, OUTSIDE6);
-    let d = Daemon::start();
-    let net = netpath_tests::unique("h6n");
-    d.ok(&[
-        "network",
-        "create",
-        &net,
-        "--subnet",
-        "10.211.0.0/24",
-        "--subnet",
-        "fd5d::/64",
-        "--uplink",
-        &uplink.name,
-    ]);
+    let subnets = ("10.211.0.0/24", "fd5d::/64");
+    let net = d.dual_stack_network("h6n", subnets, &uplink.name);
     let (a_ns, b_ns) = (NetNs::with_ipv6("h6a"), NetNs::with_ipv6("h6b"));
     let (_a, _a_ip, a_ip6) = endpoint(&d, &net, &a_ns);
     let (b, b_ip, b_ip6) = endpoint(&d, &net, &b_ns);
@@ -64,18 +62,12 @@ fn hairpin_over_ipv6() {
 
     // TCP: A, then B itself, through the host's IPv6 address.
     let server = tcp_server(&b_ns, b_ip6, 80, 2);
-    let (_, a_seen) = a_ns
-        .spawn(move || tcp_echo(published))
-        .join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("A → {published}: {e}"));
-    assert_eq!(a_seen, published, "A must see the published address");
-    let (_, b_seen) = b_ns
-        .spawn(move || tcp_echo(published))
-        .join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("B → its own {published}: {e}"));
-    assert_eq!(b_seen, published);
+    assert_eq!(
+        echo(&a_ns, published),
+        published,
+        "A must see the published address"
+    );
+    assert_eq!(echo(&b_ns, published), published, "B reaching itself");
     let peers: Vec<IpAddr> = server.join().unwrap().iter().map(|p| p.ip()).collect();
     assert_eq!(
         peers,
@@ -85,27 +77,21 @@ fn hairpin_over_ipv6() {
 
     // UDP: the reply comes from the published address.
     let udp = udp_server(&b_ns, b_ip6, 53, 1);
-    let client = a_ns.spawn(move || {
-        let u = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
-        (u.local_addr().unwrap().port(), udp_echo(&u, published))
-    });
-    let (port, from) = client.join().unwrap();
-    assert_eq!(
-        from,
-        Ok(published),
-        "the UDP reply must come from the published address"
-    );
-    let udp_peers = udp.join().unwrap();
-    assert_eq!(udp_peers, [SocketAddr::from((a_ip6, port))]);
+    let (port, from) = a_ns
+        .spawn(move || {
+            let u = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
+            let port = u.local_addr().unwrap().port();
+            (port, udp_echo(&u, published).expect("A → UDP"))
+        })
+        .join()
+        .unwrap();
+    let why = "the UDP reply must come from the published address";
+    assert_eq!(from, published, "{why}");
+    assert_eq!(udp.join().unwrap(), [SocketAddr::from((a_ip6, port))]);
 
     // IPv4 hairpin on the same spec.
     let server4 = tcp_server(&b_ns, b_ip, 80, 1);
     let to4 = SocketAddr::from((UPLINK, PUBLISHED));
-    let (_, seen4) = a_ns
-        .spawn(move || tcp_echo(to4))
-        .join()
-        .unwrap()
-        .unwrap_or_else(|e| panic!("A → {to4}: {e}"));
-    assert_eq!(seen4, to4);
+    assert_eq!(echo(&a_ns, to4), to4);
     server4.join().unwrap();
 }
