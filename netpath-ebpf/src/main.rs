@@ -120,8 +120,8 @@ tc_programs! {
 
 /// tc ingress, on every endpoint's host-side device (and the bridge). For a frame from
 /// an endpoint, applies anti-spoofing, the IPv6 guard and isolation, translates hairpin
-/// connections to published ports (IPv4 and IPv6), and hands same-network unicast (IPv4 and IPv6)
-/// straight to the destination endpoint (`bpf_redirect_peer` into a container,
+/// connections to published ports, and hands same-network unicast (each of them IPv4 and
+/// IPv6) straight to the destination endpoint (`bpf_redirect_peer` into a container,
 /// `bpf_redirect` out of a TAP), and packets the FIB routes out of an uplink straight to
 /// it. Everything else goes to the kernel path unchanged. In bridge mode too: this runs
 /// before the bridge, so the bridge never carries what the guard refuses.
@@ -139,10 +139,11 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
         return ingress4(ctx, &frame, &c, from);
     }
     // IPv6: the guard, hairpin, the fast path, as in `ingress4` — but hairpin is called
-    // from here, not from `ingress6`, in steps. Verifier: `ingress6`'s frame (≈390
-    // bytes) leaves no room below it for hairpin (its 16-byte addresses, 40-byte tuples
-    // and FIB parameters) within the 512 bytes of a call chain, nor does this entry's
-    // (≈130) for IPv6 hairpin in one subprogram (≈570). So `ingress6` first only says
+    // from here, not from `ingress6`, in steps. Verifier: a call chain has 512 bytes of
+    // stack (each frame rounded up to 16 under the JIT); this entry's frame takes ≈136,
+    // `ingress6`'s ≈384, which leaves no room below it for hairpin (its 16-byte
+    // addresses, 40-byte tuples and FIB parameters), and hairpin in one subprogram took
+    // ≈570 by itself; split, each step takes at most ≈368. So `ingress6` first only says
     // whether hairpin may apply ([`HAIRPIN6`]); then [`hairpin6_reply`],
     // [`hairpin6_local`] and [`hairpin6_new`] try it, each a subprogram of its own; and
     // for a packet that is no hairpin packet (left untouched) `ingress6` runs again, this
