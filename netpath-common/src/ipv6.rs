@@ -342,21 +342,27 @@ pub fn guard(
 }
 
 /// Host routing shortcut for IPv6, as [`crate::forward::uplink_candidate`] for IPv4:
-/// sent to the gateway's MAC, to a global unicast address (not multicast `ff00::/8`,
-/// link-local `fe80::/10`, unspecified or loopback, which stay on the link or the host).
+/// sent to the gateway's MAC, to a [`routable6`] address.
 #[inline(always)]
 pub fn uplink_candidate6(from: &EndpointValue, eth_dst: [u8; 6], dst: [u8; 16]) -> bool {
+    eth_dst == from.host_mac && routable6(dst)
+}
+
+/// Whether `addr` is an address routing decides about: not multicast `ff00::/8`,
+/// link-local `fe80::/10`, unspecified or loopback, which stay on the link or the host.
+/// (The kernel's FIB lookup answers "not forwarded" for any packet from or to a
+/// multicast, link-local or loopback address, `rt6_need_strict`, whether or not it is
+/// a host address: hairpin asks it about routable addresses only.)
+#[inline(always)]
+pub const fn routable6(addr: [u8; 16]) -> bool {
     let mut unspecified_or_loopback = true;
     let mut i = 0;
     while i < 15 {
-        unspecified_or_loopback &= dst[i] == 0;
+        unspecified_or_loopback &= addr[i] == 0;
         i += 1;
     }
-    unspecified_or_loopback &= dst[15] <= 1;
-    eth_dst == from.host_mac
-        && dst[0] != 0xff
-        && !(dst[0] == 0xfe && dst[1] & 0xc0 == 0x80)
-        && !unspecified_or_loopback
+    unspecified_or_loopback &= addr[15] <= 1;
+    addr[0] != 0xff && !(addr[0] == 0xfe && addr[1] & 0xc0 == 0x80) && !unspecified_or_loopback
 }
 
 /// The hop limit a routed packet leaves with, as [`crate::forward::routed_ttl`].

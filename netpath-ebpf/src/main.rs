@@ -120,13 +120,13 @@ tc_programs! {
 
 /// tc ingress, on every endpoint's host-side device (and the bridge). For a frame from
 /// an endpoint, applies anti-spoofing, the IPv6 guard and isolation, translates hairpin
-/// connections to published ports, and hands same-network unicast (IPv4 and IPv6)
-/// straight to the destination endpoint (`bpf_redirect_peer` into a container,
+/// connections to published ports, and hands same-network unicast (each of them IPv4 and
+/// IPv6) straight to the destination endpoint (`bpf_redirect_peer` into a container,
 /// `bpf_redirect` out of a TAP), and packets the FIB routes out of an uplink straight to
 /// it. Everything else goes to the kernel path unchanged. In bridge mode too: this runs
 /// before the bridge, so the bridge never carries what the guard refuses.
 #[inline(always)]
-fn tc_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, len: u64) -> TcVerdict {
+fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> TcVerdict {
     let ifindex = ifindex(ctx);
     // Not an endpoint's device (e.g. the bridge): nothing to enforce or shortcut.
     // SAFETY: the reference points into map memory that stays valid for this run (RCU);
@@ -135,12 +135,55 @@ fn tc_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, len: u64) -> TcVer
         return Ok(TC_ACT_UNSPEC);
     };
     count_tx(ifindex, len);
-    if c.class.is_ipv6() {
-        ingress6(ctx, &frame, &c, from)
-    } else {
-        ingress4(ctx, &frame, &c, from)
+    if !c.class.is_ipv6() {
+        return ingress4(ctx, &frame, &c, from);
     }
+    // IPv6: the guard, hairpin, the fast path, as in `ingress4` — but hairpin is called
+    // from here, not from `ingress6`, in steps. Verifier: a call chain has 512 bytes of
+    // stack (each frame rounded up to 16 under the JIT); this entry's frame takes ≈136,
+    // `ingress6`'s ≈384, which leaves no room below it for hairpin (its 16-byte
+    // addresses, 40-byte tuples and FIB parameters), and hairpin in one subprogram took
+    // ≈570 by itself; split, each step takes at most ≈368. So `ingress6` first only says
+    // whether hairpin may apply ([`HAIRPIN6`]); then [`hairpin6_reply`],
+    // [`hairpin6_local`] and [`hairpin6_new`] try it, each a subprogram of its own; and
+    // for a packet that is no hairpin packet (left untouched) `ingress6` runs again, this
+    // time to the end. (Packets from unpublished endpoints to other endpoints, the bulk,
+    // run it once.) Each returns its tc action as one value (a drop counted by
+    // [`verdict`] already, as `TC_ACT_SHOT`): no result on this frame, and room for five
+    // arguments. A subprogram that may change the packet invalidates the caller's packet
+    // pointers, so the frame is taken again after each (into the same variable: a
+    // temporary each time grew this frame past what the chain leaves it).
+    let may = ingress6(ctx, &frame, &c, from, true);
+    if may != HAIRPIN6 && may != HAIRPIN6_TO_ENDPOINT {
+        return Ok(may);
+    }
+    frame = TcFrame::new(ctx);
+    let mut action = hairpin6_reply(ctx, &frame, &c, may == HAIRPIN6_TO_ENDPOINT);
+    if action == UNTRACKED {
+        frame = TcFrame::new(ctx);
+        action = match hairpin6_local(ctx, &frame, &c) {
+            true => hairpin6_new(ctx, &frame, &c),
+            false => NOT_HAIRPIN,
+        };
+    }
+    if action == NOT_HAIRPIN {
+        frame = TcFrame::new(ctx);
+        return Ok(ingress6(ctx, &frame, &c, from, false));
+    }
+    Ok(action)
 }
+
+/// [`ingress6`]'s answer when the guard let the packet through and hairpin may apply:
+/// to a destination that is no endpoint, or ([`HAIRPIN6_TO_ENDPOINT`]) to one. Not tc
+/// actions (those are -1 to 8), like the two below; none leaves [`tc_ingress`].
+const HAIRPIN6: i32 = -100;
+const HAIRPIN6_TO_ENDPOINT: i32 = -101;
+/// [`hairpin6_reply`]'s and [`hairpin6_new`]'s answer for a packet that is no hairpin
+/// packet (untouched).
+const NOT_HAIRPIN: i32 = -102;
+/// [`hairpin6_reply`]'s answer for a packet that is no reply of a connection to a
+/// published port (untouched; it may start one).
+const UNTRACKED: i32 = -103;
 
 /// [`tc_ingress`] for everything but IPv6: anti-spoofing (IPv4, ARP), isolation,
 /// hairpin, the fast path.
@@ -178,7 +221,7 @@ fn ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointVal
     // paths.)
     let spoofed = matches!(decision, Verdict::Drop(reason) if reason.is_spoofing());
     if !spoofed && (to.is_none() || published) {
-        let hairpin = nat::hairpin(ctx, frame, c, ifindex, to.is_some())?;
+        let hairpin = nat::hairpin4(ctx, frame, c, ifindex, to.is_some())?;
         if let Some(to) = hairpin {
             let (way, peer) = (Forward::EndpointToEndpoint, to.kind != ENDPOINT_KIND_TAP);
             return redirect(ctx, way, to.ifindex, peer, to.mac, to.host_mac, len);
@@ -187,11 +230,33 @@ fn ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointVal
     act(ctx, decision, route_out, false, ifindex, len)
 }
 
-/// [`tc_ingress`] for IPv6: the guard, then the fast path (no hairpin: published ports
-/// are IPv4's). A subprogram of its own: see [`ingress4`].
+/// [`tc_ingress`] for IPv6: the guard, then the fast path. With `hairpin`, a packet the
+/// guard lets through that hairpin may apply to (by `ingress4`'s rules) stops short of
+/// the fast path: [`HAIRPIN6`] or [`HAIRPIN6_TO_ENDPOINT`], for the caller to try
+/// hairpin first. A subprogram of its own (see [`ingress4`]), whose tc action
+/// [`verdict`] gives (see [`tc_ingress`]).
 #[inline(never)]
-fn ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointValue) -> TcVerdict {
+fn ingress6(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: &Classified,
+    from: &EndpointValue,
+    hairpin: bool,
+) -> i32 {
     let len = ctx.len() as u64;
+    verdict(guard6(ctx, frame, c, from, hairpin, len), len)
+}
+
+/// [`ingress6`]'s logic.
+#[inline(always)]
+fn guard6(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: &Classified,
+    from: &EndpointValue,
+    hairpin: bool,
+    len: u64,
+) -> TcVerdict {
     let Some(eth_src) = frame.load::<6>(ETH_SRC) else {
         return Ok(TC_ACT_UNSPEC);
     };
@@ -216,7 +281,65 @@ fn ingress6(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointVal
             .is_some_and(|e| e.ifindex == from.ifindex)
     };
     let decision = decide(from, eth_src, info, to, owns);
+    // As in `ingress4`: forged packets never reach the NAT, nor packets to another
+    // endpoint from one that never had ports published.
+    let spoofed = matches!(decision, Verdict::Drop(reason) if reason.is_spoofing());
+    let published = from.flags & ENDPOINT_FLAG_PUBLISHED != 0;
+    if hairpin && !spoofed && (to.is_none() || published) {
+        return Ok(if to.is_some() {
+            HAIRPIN6_TO_ENDPOINT
+        } else {
+            HAIRPIN6
+        });
+    }
     act(ctx, decision, route_out, true, from.ifindex, len)
+}
+
+/// The first step of IPv6 hairpin ([`nat::hairpin_reply6`]) for a packet [`ingress6`]
+/// let through: a reply of a hairpinned connection is translated and handed to its
+/// endpoint; otherwise [`NOT_HAIRPIN`] or [`UNTRACKED`], untouched. A subprogram of its
+/// own, called from the entry, whose tc action [`verdict`] gives (see [`tc_ingress`]).
+#[inline(never)]
+fn hairpin6_reply(ctx: &TcContext, frame: &TcFrame, c: &Classified, to_endpoint: bool) -> i32 {
+    let v = match nat::hairpin_reply6(ctx, frame, *c) {
+        Ok(nat::Reply::Tracked(Some(to))) => hairpin_to(ctx, to),
+        Ok(nat::Reply::Tracked(None)) => Ok(NOT_HAIRPIN),
+        // An endpoint's address is never the host's: no new hairpin connection.
+        Ok(nat::Reply::Untracked) if to_endpoint => Ok(NOT_HAIRPIN),
+        Ok(nat::Reply::Untracked) => Ok(UNTRACKED),
+        Err(reason) => Err(reason),
+    };
+    verdict(v, ctx.len() as u64)
+}
+
+/// Whether an [`UNTRACKED`] IPv6 packet to no endpoint is a new connection to a port
+/// published on a host address ([`nat::hairpin_local6`]). A subprogram of its own, as
+/// [`hairpin6_reply`]: with the translation ([`hairpin6_new`]), the FIB lookup's
+/// parameters passed the call chain's 512 bytes.
+#[inline(never)]
+fn hairpin6_local(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> bool {
+    nat::hairpin_local6(ctx, frame, *c, ifindex(ctx))
+}
+
+/// The second step of IPv6 hairpin ([`nat::hairpin_new6`]), for a packet
+/// [`hairpin6_local`] took: the new connection is DNATed and handed to its endpoint;
+/// otherwise [`NOT_HAIRPIN`], untouched. A subprogram of its own, as [`hairpin6_reply`].
+#[inline(never)]
+fn hairpin6_new(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> i32 {
+    let v = match nat::hairpin_new6(ctx, frame, *c) {
+        Ok(Some(to)) => hairpin_to(ctx, to),
+        Ok(None) => Ok(NOT_HAIRPIN),
+        Err(reason) => Err(reason),
+    };
+    verdict(v, ctx.len() as u64)
+}
+
+/// Hands a hairpinned packet straight to endpoint `to`.
+#[inline(always)]
+fn hairpin_to(ctx: &TcContext, to: &EndpointValue) -> TcVerdict {
+    let (way, peer) = (Forward::EndpointToEndpoint, to.kind != ENDPOINT_KIND_TAP);
+    let len = ctx.len() as u64;
+    redirect(ctx, way, to.ifindex, peer, to.mac, to.host_mac, len)
 }
 
 /// Carries out the fast path's `decision` for a packet (IPv6 with `ipv6`) from the

@@ -28,9 +28,10 @@ use aya_ebpf::{
 };
 use netpath_common::{
     forward::{redirect_macs, routed_ttl},
-    ipv6::{IP6_HOP_LIMIT, IP6_SRC},
+    ipv6::{IP6_HOP_LIMIT, IP6_SRC, routable6},
     maps::{DropReason, ENDPOINT_KIND_TAP, EndpointKey, EndpointKey6, EndpointValue, Forward},
     packet::{IP_CSUM, IP_DST, IP_SRC, IP_TTL},
+    sockaddr::words_of_v6,
 };
 
 use crate::{
@@ -100,17 +101,16 @@ fn fib_lookup(ctx: &TcContext, p: &mut FibParams, flags: u32) -> i64 {
     }
 }
 
-/// Whether the kernel would deliver a packet from `src` to `dst`, arriving on
-/// `ifindex`, locally: `dst` is one of this host's addresses (any device's, the
+/// Whether the kernel would deliver a packet of family `F` from `src` to `dst`, arriving
+/// on `ifindex`, locally: `dst` is one of this host's addresses (any device's, the
 /// bridges' gateways included), as routing sees it now.
 #[inline(always)]
-pub fn is_local(ctx: &TcContext, ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> bool {
-    // Multicast and limited broadcast are "not forwarded" too, but never a host's own.
-    if dst[0] >= 224 {
+pub fn is_local<F: Hop>(ctx: &TcContext, ifindex: u32, src: F::Addr, dst: F::Addr) -> bool {
+    if !F::may_be_local(src, dst) {
         return false;
     }
     // Local (and subnet broadcast) routes are "not forwarded"; unicast routes give 0.
-    let mut p = fib_params4(ifindex, src, dst);
+    let mut p = F::fib_params(ifindex, src, dst);
     fib_lookup(ctx, &mut p, 0) == i64::from(BPF_FIB_LKUP_RET_NOT_FWDED)
 }
 
@@ -169,11 +169,18 @@ fn fits_mtu(ctx: &TcContext, ifindex: u32) -> bool {
     r == i64::from(BPF_MTU_CHK_RET_SUCCESS)
 }
 
-/// What the shortcuts need of an address family beyond [`Ip`]: its endpoint map and how
-/// a router decrements its TTL.
+/// What the shortcuts (and hairpin) need of an address family beyond [`Ip`]: its
+/// endpoint map, how a router decrements its TTL, and how the FIB is asked whether an
+/// address is the host's ([`is_local`]).
 pub(crate) trait Hop: Ip {
-    /// The endpoint whose address is `ip`.
-    fn endpoint(ip: Self::Addr) -> Option<EndpointValue>;
+    /// The endpoint whose address is `ip`, in its map (valid for the program's run, RCU;
+    /// a concurrent control-plane update can only replace it with another valid entry).
+    fn endpoint(ip: Self::Addr) -> Option<&'static EndpointValue>;
+    /// FIB lookup parameters for a packet from `src` to `dst` arriving on `ifindex`.
+    fn fib_params(ifindex: u32, src: Self::Addr, dst: Self::Addr) -> FibParams;
+    /// Whether [`is_local`]'s FIB answer means anything for `src` → `dst`: "not
+    /// forwarded" is also the answer for destinations that are never a host's own.
+    fn may_be_local(src: Self::Addr, dst: Self::Addr) -> bool;
 
     /// Decrements the TTL (IPv6: the hop limit), patching the header checksum if there
     /// is one; `false` (nothing written) if the packet must not be forwarded
@@ -205,19 +212,45 @@ pub(crate) trait Hop: Ip {
 macro_rules! endpoint_in {
     ($map:ident, $key:ident) => {
         #[inline(always)]
-        fn endpoint(ip: Self::Addr) -> Option<EndpointValue> {
-            // SAFETY: copied out at once.
-            unsafe { $map.get($key { ip }) }.copied()
+        fn endpoint(ip: Self::Addr) -> Option<&'static EndpointValue> {
+            // SAFETY: see `Hop::endpoint`.
+            unsafe { $map.get($key { ip }) }
         }
     };
 }
 
 impl Hop for V4 {
     endpoint_in!(NETPATH_ENDPOINTS, EndpointKey);
+
+    #[inline(always)]
+    fn fib_params(ifindex: u32, src: [u8; 4], dst: [u8; 4]) -> FibParams {
+        fib_params4(ifindex, src, dst)
+    }
+
+    #[inline(always)]
+    fn may_be_local(_: [u8; 4], dst: [u8; 4]) -> bool {
+        // Multicast and limited broadcast are "not forwarded" too, but never a host's own.
+        dst[0] < 224
+    }
 }
 
 impl Hop for V6 {
     endpoint_in!(NETPATH_ENDPOINTS6, EndpointKey6);
+
+    #[inline(always)]
+    fn fib_params(ifindex: u32, src: [u8; 16], dst: [u8; 16]) -> FibParams {
+        let mut p = fib_params(AF_INET6, ifindex);
+        p.__bindgen_anon_3.ipv6_src = words_of_v6(src);
+        p.__bindgen_anon_4.ipv6_dst = words_of_v6(dst);
+        p
+    }
+
+    #[inline(always)]
+    fn may_be_local(src: [u8; 16], dst: [u8; 16]) -> bool {
+        // The FIB answers "not forwarded" for any packet from or to a multicast,
+        // link-local or loopback address (`rt6_need_strict`), host address or not.
+        routable6(src) && routable6(dst)
+    }
 }
 
 /// Uplink → endpoint: hands a packet (already translated) for endpoint address `ip` of
@@ -226,7 +259,7 @@ impl Hop for V6 {
 /// takes it.
 #[inline(always)]
 pub fn to_endpoint<F: Hop>(ctx: &TcContext, ip: F::Addr, len: u64) -> Option<TcVerdict> {
-    let to = F::endpoint(ip)?;
+    let to = *F::endpoint(ip)?;
     if !fits_mtu(ctx, to.ifindex) || !F::decrement_ttl(ctx) {
         return None;
     }

@@ -120,6 +120,22 @@ impl NetNs {
         run(&full)
     }
 
+    /// Adds a veth pair `name`/`{name}p` inside the namespace, both ends up (gone with
+    /// the namespace); returns the ifindex of `name` (e.g. for BPF_PROG_TEST_RUN, which
+    /// resolves `__sk_buff.ifindex`, and `bpf_fib_lookup` routes, in the caller's
+    /// namespace).
+    pub fn veth(&self, name: &str) -> u32 {
+        let peer = format!("{name}p");
+        self.exec(&[
+            "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
+        ]);
+        self.exec(&["ip", "link", "set", name, "up"]);
+        self.exec(&["ip", "link", "set", &peer, "up"]);
+        let out = self.exec(&["ip", "-j", "link", "show", name]);
+        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+        links[0]["ifindex"].as_u64().expect("ifindex") as u32
+    }
+
     /// Runs `f` on a thread that has entered this namespace (only that thread moves).
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = fs::File::open(self.path()).expect("open netns");
@@ -414,6 +430,24 @@ impl Daemon {
         self.ok(&[
             "network", "create", &name, "--subnet", subnet, "--uplink", uplink,
         ]);
+        name
+    }
+
+    /// [`Self::network_with_uplink`] for a dual-stack network: `subnet` and `subnet6`.
+    pub fn dual_stack_network(
+        &self,
+        prefix: &str,
+        (subnet, subnet6): (&str, &str),
+        uplink: &str,
+    ) -> String {
+        let name = unique(prefix);
+        let subnets = ["--subnet", subnet, "--subnet", subnet6];
+        let args = [
+            &["network", "create", &name][..],
+            &subnets,
+            &["--uplink", uplink],
+        ];
+        self.ok(&args.concat());
         name
     }
 

@@ -306,6 +306,14 @@ fn only_global_unicast_sent_to_the_gateway_may_take_the_uplink_shortcut() {
         loopback,
     ] {
         assert!(!uplink_candidate6(&a, a.host_mac, dst), "{dst:?}");
+        assert!(!routable6(dst), "{dst:?}");
+    }
+    assert!(routable6(global) && routable6(DST));
+    // The edges of fe80::/10 and of the one-word prefixes: fec0:: and 2:: are routable.
+    let mut two = [0u8; 16];
+    two[15] = 2;
+    for addr in [[0xfe, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], two] {
+        assert!(routable6(addr), "{addr:?}");
     }
 }
 

@@ -2,7 +2,8 @@
 //! ICMP types and NAT maps — [`V4`] with the maps IPv4 masquerade has always used, [`V6`]
 //! with its own (`NETPATH_*6`) — and its work space ([`Scratch`]); and the checksum
 //! update for an address change ([`csum_addr`]). `masq` and `icmp` are written once
-//! against [`Family`], `publish` and `hairpin` against [`Ip`].
+//! against [`Family`], `publish` against [`Ip`], `hairpin` against both (it works in
+//! [`Scratch`] too).
 
 use aya_ebpf::{
     maps::{LruHashMap, lpm_trie::Key},
@@ -27,7 +28,9 @@ use crate::{
 };
 
 /// The masquerade's work space for a new or ongoing connection: the tuples and targets
-/// the map helpers take pointers to.
+/// the map helpers take pointers to. Hairpin uses it too (`orig`: the packet's tuple,
+/// `reply`, `back`: the front it was published as, `target`: the endpoint's address and
+/// port), never in the same run as the masquerade.
 ///
 /// Verifier: IPv4's lives on the stack; NAT66's, with 40-byte tuples, in a per-CPU map
 /// (`NETPATH_NAT66_SCRATCH`): on the stack, `uplink_egress6` and the port search past

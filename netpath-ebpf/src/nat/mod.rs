@@ -12,7 +12,7 @@
 //!   connections routed in to an endpoint's own address so their replies are left alone;
 //!   and the same for IPv6 (DNAT66: `NETPATH_PUBLISH6`, `NETPATH_DNAT_CT6`);
 //! - [`hairpin`]: endpoints reaching a published port on a host address, on their own
-//!   device.
+//!   device, over IPv4 and IPv6.
 //!
 //! This module holds what they share: where a packet's ports and checksum are ([`Flow`])
 //! and the one rewrite that keeps every checksum right, written once for both address
@@ -40,7 +40,7 @@ use self::family::{Family, csum_addr};
 pub(crate) use self::publish::Publish;
 pub use self::{
     family::Scratch,
-    hairpin::hairpin,
+    hairpin::{Reply, hairpin_local6, hairpin_new6, hairpin_reply6, hairpin4},
     masq::{egress, ingress, ingress6},
     publish::{publish_dnat, publish_ingress, publish_reply},
 };

@@ -126,11 +126,11 @@ pub(super) fn published<F: Publish>(
 /// also marks the entry recently used, so an ongoing connection's entry is not evicted.
 #[inline(always)]
 pub(super) fn remember_front<F: Publish>(
-    reply: TupleOf<F::Addr>,
-    front: NatTargetOf<F::Addr>,
+    reply: &TupleOf<F::Addr>,
+    front: &NatTargetOf<F::Addr>,
 ) -> Result<(), DropReason> {
-    // SAFETY: copied out at once.
-    if unsafe { F::dnat_ct().get(reply) }.copied() == Some(front) {
+    // SAFETY: compared at once.
+    if unsafe { F::dnat_ct().get(reply) } == Some(front) {
         return Ok(());
     }
     F::dnat_ct()
@@ -185,7 +185,7 @@ pub fn publish_dnat<F: Publish>(
     // Remember how to translate the endpoint's replies back.
     let reply = TupleOf::new(f.l4.proto, ep.addr, ep.port, f.src, f.sport);
     let front = f.destination();
-    remember_front::<F>(reply, front)?;
+    remember_front::<F>(&reply, &front)?;
     rewrite(ctx, &f.l4, F::DST, front, ep)?;
     Ok(Some(ep.addr))
 }

@@ -228,7 +228,8 @@ impl Datapath {
             return Ok(());
         }
         value.flags |= ENDPOINT_FLAG_PUBLISHED;
-        // The IPv6 entry stays as it is: the flag matters to the IPv4 lookups only.
+        // The IPv6 entry stays as it is: the programs (IPv4's and IPv6's) read the flag
+        // from the ifindex entry, the one `upsert_endpoint` writes last.
         self.upsert_endpoint(value, None)
     }
 

@@ -12,16 +12,8 @@ pub(super) struct Dev {
 
 impl Dev {
     pub(super) fn new(ns: &NetNs, name: &str) -> Dev {
-        let peer = format!("{name}p");
-        ns.exec(&[
-            "ip", "link", "add", name, "type", "veth", "peer", "name", &peer,
-        ]);
-        ns.exec(&["ip", "link", "set", name, "up"]);
-        ns.exec(&["ip", "link", "set", &peer, "up"]);
-        let out = ns.exec(&["ip", "-j", "link", "show", name]);
-        let links: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
         Dev {
-            ifindex: links[0]["ifindex"].as_u64().expect("ifindex") as u32,
+            ifindex: ns.veth(name),
         }
     }
 }
