@@ -363,4 +363,4 @@ pub fn uplink_candidate6(from: &EndpointValue, eth_dst: [u8; 6], dst: [u8; 16]) 
 pub use crate::forward::routed_ttl as routed_hop_limit;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
