@@ -426,7 +426,7 @@ mod publish {
 
     use super::*;
 
-    fn key(proto: u8, host_ip: [u8; 4], port: u16) -> PublishKey {
+    pub(super) fn key(proto: u8, host_ip: [u8; 4], port: u16) -> PublishKey {
         PublishKey {
             host_ip,
             port,
@@ -434,7 +434,7 @@ mod publish {
             _pad: 0,
         }
     }
-    fn target(addr: [u8; 4], port: u16) -> NatTarget {
+    pub(super) fn target(addr: [u8; 4], port: u16) -> NatTarget {
         NatTarget {
             addr,
             port,
@@ -520,7 +520,7 @@ mod publish {
 
     /// Registers the veth endpoint `EP` (network 1) on device `ifindex`, its gateway MAC
     /// `02:ee:00:00:00:01`.
-    fn register_ep(dp: &mut Datapath, ifindex: u32) {
+    pub(super) fn register_ep(dp: &mut Datapath, ifindex: u32) {
         dp.upsert_endpoint(
             EndpointValue {
                 ip: EP,

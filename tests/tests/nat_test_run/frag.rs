@@ -7,7 +7,7 @@
 
 use netpath::datapath::Datapath;
 use netpath_common::{
-    frag::{FragKeyOf, FragValueOf},
+    frag::{FRAG_REDIRECTED, FragKeyOf, FragValueOf},
     maps::{DropReason, Hook},
     nat::{Tuple, Tuple6},
     packet::IPPROTO_UDP,
@@ -15,9 +15,11 @@ use netpath_common::{
 use netpath_tests::{TestDev, frames, require_root};
 
 use super::{
-    EP, REMOTE, TC_ACT_SHOT, TC_ACT_UNSPEC, UPLINK,
+    EP, REMOTE, TC_ACT_REDIRECT, TC_ACT_SHOT, TC_ACT_UNSPEC, UPLINK,
     ipv6::{EP6, REMOTE6, UPLINK6, setup6},
-    nat_port, run_tc,
+    nat_port,
+    publish::{key, register_ep, target},
+    run_tc,
 };
 
 /// A payload of `n` bytes that is no one's pattern but its own.
@@ -242,4 +244,49 @@ fn a_fragmented_nat66_send_leaves_translated_whole() {
         dp.frag6_entry(&key),
         Some(FragValueOf::new(UPLINK6, REMOTE6, 0))
     );
+}
+
+/// A fragmented request to a published UDP port: its first fragment is DNATed and handed
+/// straight to the endpoint, and so are its later fragments (destination rewritten,
+/// routed: the endpoint's MAC, TTL one lower); the endpoint's fragmented answer leaves
+/// the uplink with the published address and port as its source.
+#[test]
+fn fragments_to_and_from_a_published_port_are_translated_whole() {
+    require_root!();
+    let (_p, mut dp, up) = setup6(40000, 40999);
+    let ep_dev = TestDev::new("nt");
+    register_ep(&mut dp, ep_dev.ifindex);
+    dp.set_local_addrs(&[UPLINK.into()]).unwrap();
+    dp.publish(key(IPPROTO_UDP, [0; 4], 5300), target(EP, 53))
+        .unwrap();
+    let request = payload(200);
+    let sent = frames::udp4(REMOTE, 50000, UPLINK, 5300, &request, false);
+    let frags = frames::fragments4(&sent, 0x5f05, &CUTS);
+    let dnat = frames::udp4(REMOTE, 50000, EP, 53, &request, false);
+    let routed = |f: Vec<u8>| frames::routed(f, frames::SRC_MAC, [2, 0xee, 0, 0, 0, 1]);
+    let want: Vec<_> = frames::fragments4(&dnat, 0x5f05, &CUTS)
+        .into_iter()
+        .map(routed)
+        .collect();
+    for (i, (f, w)) in frags.iter().zip(&want).enumerate() {
+        let (v, out) = run_tc(&dp, Hook::UplinkIngress, up.ifindex, f);
+        assert_eq!((v, &out), (TC_ACT_REDIRECT, w), "fragment {i}");
+    }
+    let key4 = FragKeyOf::new(REMOTE, UPLINK, 0x5f05, IPPROTO_UDP);
+    assert_eq!(
+        dp.frag_entry(&key4),
+        Some(FragValueOf::new(REMOTE, EP, FRAG_REDIRECTED))
+    );
+    // The answer, fragmented by the endpoint, leaves from the published address.
+    let answer = payload(200);
+    let reply = frames::udp4(EP, 53, REMOTE, 50000, &answer, false);
+    let published = frames::udp4(UPLINK, 5300, REMOTE, 50000, &answer, false);
+    expect_each(
+        &dp,
+        &up,
+        Hook::UplinkEgress,
+        &frames::fragments4(&reply, 0x5f06, &CUTS),
+        &frames::fragments4(&published, 0x5f06, &CUTS),
+    );
+    assert_eq!(unseen(&dp), 0);
 }
