@@ -5,7 +5,9 @@
 //! it itself, as IPv6 routers never do). The reply to the masqueraded flow must reach
 //! the container whole, byte for byte, over both families; the uplink's ingress saw the
 //! fragments, the fragment maps recorded the datagrams translated to the container's
-//! addresses, and no fragment was dropped as unseen.
+//! addresses, and no fragment was dropped as unseen. And the other way: the container
+//! sends 4000 bytes (fragmented by its own stack), which the server gets whole from the
+//! uplink's address.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
@@ -72,6 +74,36 @@ fn ask(outside: &NetNs, container: &NetNs, server: IpAddr, port: u16) -> (Vec<u8
     (got, srv.join().expect("outside server"))
 }
 
+/// The container in `container` sends [`answer`] (fragmented by its own stack) to the
+/// server in `outside` on `server`:`port`: what the server got and from whom.
+fn send(outside: &NetNs, container: &NetNs, server: IpAddr, port: u16) -> (Vec<u8>, SocketAddr) {
+    let (tx, rx) = mpsc::channel();
+    let srv = outside.spawn(move || {
+        let u = UdpSocket::bind((server, port)).unwrap();
+        u.set_read_timeout(Some(TIMEOUT)).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (n, peer) = u
+            .recv_from(&mut buf)
+            .expect("the fragmented send, reassembled outside");
+        buf.truncate(n);
+        (buf, peer)
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+    container
+        .spawn(move || {
+            let any: IpAddr = match server {
+                IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+                IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+            };
+            let u = UdpSocket::bind((any, 0)).unwrap();
+            u.send_to(&answer(), (server, port)).unwrap();
+        })
+        .join()
+        .expect("container sender");
+    srv.join().expect("outside server")
+}
+
 /// The records of the pinned fragment map `name`.
 fn records<A: Address>(d: &Daemon, name: &str) -> Vec<(FragKeyOf<A>, FragValueOf<A>)>
 where
@@ -84,20 +116,43 @@ where
     map.iter().map(|e| e.unwrap()).collect()
 }
 
-/// Packets of `class` the uplink's ingress counted.
-fn ingress_packets(d: &Daemon, class: &str) -> u64 {
+/// `records` hold the answer from `outside` to `uplink`, its later fragments sent on to
+/// `ep`, and the container's send from `ep` to `outside`, leaving from `uplink`.
+fn translated_both_ways<A: Address>(
+    records: &[(FragKeyOf<A>, FragValueOf<A>)],
+    outside: A,
+    uplink: A,
+    ep: A,
+) {
+    let recorded = |key: (A, A), value: (A, A)| {
+        records.iter().any(|(k, v)| {
+            (k.src, k.dst, k.proto) == (key.0, key.1, IPPROTO_UDP) && (v.src, v.dst) == value
+        })
+    };
+    assert!(
+        recorded((outside, uplink), (outside, ep)),
+        "answer: {records:?}"
+    );
+    assert!(
+        recorded((ep, outside), (uplink, outside)),
+        "send: {records:?}"
+    );
+}
+
+/// Packets of `class` the uplink's `hook` counted.
+fn packets(d: &Daemon, hook: &str, class: &str) -> u64 {
     let stats = d.stats();
     stats["classes"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|c| c["hook"] == "uplink_ingress" && c["class"] == class)
+        .filter(|c| c["hook"] == hook && c["class"] == class)
         .map(|c| c["packets"].as_u64().unwrap())
         .sum()
 }
 
 #[test]
-fn a_fragmented_udp_reply_to_a_masqueraded_flow_arrives_whole_over_both_families() {
+fn fragmented_udp_to_and_from_a_masqueraded_container_arrives_whole_over_both_families() {
     require_root!();
     let outside = NetNs::with_ipv6("fgo");
     let uplink = OutsideLink::new(&outside, UPLINK4, OUTSIDE4);
@@ -120,30 +175,34 @@ fn a_fragmented_udp_reply_to_a_masqueraded_flow_arrives_whole_over_both_families
     let ep4: Ipv4Addr = ep["ip"].as_str().expect("ip").parse().unwrap();
     let ep6: Ipv6Addr = ep["ip6"].as_str().expect("ip6").parse().unwrap();
 
-    let (got, peer) = ask(&outside, &c, IpAddr::V4(OUTSIDE4), 7619);
-    assert_eq!(peer.ip(), IpAddr::V4(UPLINK4), "request not masqueraded");
-    assert_eq!(got.len(), ANSWER, "IPv4 answer's length");
-    assert!(got == answer(), "IPv4 answer's bytes");
-    let (got, peer) = ask(&outside, &c, IpAddr::V6(OUTSIDE6), 7620);
-    assert_eq!(peer.ip(), IpAddr::V6(UPLINK6), "request not NAT66ed");
-    assert_eq!(got.len(), ANSWER, "IPv6 answer's length");
-    assert!(got == answer(), "IPv6 answer's bytes");
+    let families = [
+        (IpAddr::V4(OUTSIDE4), IpAddr::V4(UPLINK4), 7619),
+        (IpAddr::V6(OUTSIDE6), IpAddr::V6(UPLINK6), 7621),
+    ];
+    for (server, uplink, port) in families {
+        // The answer, fragmented by the server, reaches the container whole.
+        let (got, peer) = ask(&outside, &c, server, port);
+        assert_eq!(peer.ip(), uplink, "request not masqueraded");
+        assert!(
+            got == answer(),
+            "answer from {server} ({} bytes)",
+            got.len()
+        );
+        // The other way: the container's own fragmented send leaves masqueraded, whole.
+        let (got, peer) = send(&outside, &c, server, port + 1);
+        assert_eq!(peer.ip(), uplink, "fragmented send not masqueraded");
+        assert!(got == answer(), "send to {server} ({} bytes)", got.len());
+    }
 
-    // The datapath's doing: fragments on the uplink's ingress, each datagram recorded
-    // as translated to the container, none dropped as unseen.
-    assert!(ingress_packets(&d, "ipv4_fragment") >= 3);
-    assert!(ingress_packets(&d, "ipv6_fragment") >= 3);
-    let translated4 = records::<[u8; 4]>(&d, FRAG_MAP).into_iter().any(|(k, v)| {
-        (k.src, k.dst, k.proto) == (OUTSIDE4.octets(), UPLINK4.octets(), IPPROTO_UDP)
-            && (v.src, v.dst) == (OUTSIDE4.octets(), ep4.octets())
-    });
-    assert!(translated4, "no IPv4 datagram recorded as translated");
-    let translated6 = records::<[u8; 16]>(&d, FRAG6_MAP)
-        .into_iter()
-        .any(|(k, v)| {
-            (k.src, k.dst, k.proto) == (OUTSIDE6.octets(), UPLINK6.octets(), IPPROTO_UDP)
-                && (v.src, v.dst) == (OUTSIDE6.octets(), ep6.octets())
-        });
-    assert!(translated6, "no IPv6 datagram recorded as translated");
+    // The datapath's doing: fragments on both of the uplink's hooks, each datagram
+    // recorded with the addresses its later fragments got, none dropped as unseen.
+    for hook in ["uplink_ingress", "uplink_egress"] {
+        assert!(packets(&d, hook, "ipv4_fragment") >= 3, "{hook}");
+        assert!(packets(&d, hook, "ipv6_fragment") >= 3, "{hook}");
+    }
+    let frags4 = records::<[u8; 4]>(&d, FRAG_MAP);
+    translated_both_ways(&frags4, OUTSIDE4.octets(), UPLINK4.octets(), ep4.octets());
+    let frags6 = records::<[u8; 16]>(&d, FRAG6_MAP);
+    translated_both_ways(&frags6, OUTSIDE6.octets(), UPLINK6.octets(), ep6.octets());
     assert_eq!(d.drops("fragment_unseen"), 0);
 }
