@@ -369,4 +369,4 @@ pub const fn routable6(addr: [u8; 16]) -> bool {
 pub use crate::forward::routed_ttl as routed_hop_limit;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

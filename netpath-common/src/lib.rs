@@ -5,6 +5,8 @@
 //! * [`packet`]: the pure packet logic (header parsing and classification), written once
 //!   against the [`packet::Frame`] trait so the eBPF programs and host tests run the very
 //!   same code.
+//! * [`frag`]: fragment tracking for the NAT (which fragments are first or later, the
+//!   fragment maps' keys and values, what becomes of a later fragment).
 //! * [`sockaddr`]: v4-mapped IPv6 addresses as the socket-address hooks see them.
 //!
 //! This crate is `no_std` so it links into the eBPF objects; the `user` feature adds the
@@ -148,6 +150,7 @@ unsafe impl Plain for u64 {}
 unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
 
 pub mod forward;
+pub mod frag;
 pub mod ipv6;
 pub mod maps;
 pub mod nat;
@@ -188,8 +191,8 @@ mod tests {
         // `maps::LAYOUT` and record it in `netpath::datapath::layout::CHANGES`).
         assert_eq!(
             (PacketClass::COUNT, DropReason::COUNT, Forward::COUNT),
-            (16, 13, 3)
+            (16, 14, 3)
         );
-        assert_eq!(crate::maps::LAYOUT, 4);
+        assert_eq!(crate::maps::LAYOUT, 5);
     }
 }

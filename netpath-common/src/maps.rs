@@ -88,10 +88,20 @@ pub const LOCAL_ADDRS6_MAP: &str = "NETPATH_LOCAL_ADDRS6";
 /// [`SOCK_NAT_MAP`] for native IPv6 sockets' translations:
 /// [`SockNatKey6`](crate::nat::SockNatKey6) → [`NatTarget6`](crate::nat::NatTarget6).
 pub const SOCK_NAT6_MAP: &str = "NETPATH_SOCK_NAT6";
+/// Fragment tracking ([`crate::frag`]): a datagram's identity as its fragments arrive
+/// ([`FragKey`](crate::frag::FragKey)) → the addresses its later fragments get
+/// ([`FragValue`](crate::frag::FragValue)); and the same for IPv6. New maps, the
+/// programs' own (user space never writes them): an older object has none.
+pub const FRAG_MAP: &str = "NETPATH_FRAG";
+pub const FRAG6_MAP: &str = "NETPATH_FRAG6";
+/// The fragment steps' per-CPU work space ([`FragWork`](crate::frag::FragWork)), never
+/// written by user space.
+pub const FRAG_WORK_MAP: &str = "NETPATH_FRAG_WORK";
+pub const FRAG_WORK6_MAP: &str = "NETPATH_FRAG_WORK6";
 
 /// The layout of this build's maps; bumped when any map's keys, values or meaning change
 /// (and the change recorded in `netpath::datapath::layout::CHANGES`).
-pub const LAYOUT: u32 = 4;
+pub const LAYOUT: u32 = 5;
 
 /// Capacity of the endpoint map (endpoints per host).
 pub const MAX_ENDPOINTS: u32 = 65_536;
@@ -239,6 +249,10 @@ counter_slots! {
         /// An IPv6 packet from an endpoint that the guard cannot check: malformed, cut
         /// short, or an extension-header chain beyond the walk's bound.
         Ipv6Unparsed => "ipv6_unparsed",
+        /// Since layout 5: a later fragment on a path the NAT translates on (to the
+        /// uplink's address, from a masqueraded source) whose first fragment was not
+        /// seen (see `crate::frag`), as Cilium's `DROP_FRAG_NOT_FOUND`.
+        FragmentUnseen => "fragment_unseen",
     }
 }
 

@@ -31,13 +31,13 @@ use crate::{
     family::{V4, V6},
     frame::{TcFrame, XdpFrame},
     maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6, NETPATH_IFACES},
-    nat::Inbound,
+    nat::{Fragment, Inbound, Side},
     route::redirect,
 };
 
 /// tc verdict "no opinion, continue" (`TC_ACT_UNSPEC`; `TCX_NEXT` under tcx): the next
 /// program in the chain, or the kernel's normal path, handles the packet.
-const TC_ACT_UNSPEC: i32 = -1;
+pub(crate) const TC_ACT_UNSPEC: i32 = -1;
 /// tc verdict: drop.
 const TC_ACT_SHOT: i32 = 2;
 /// tc verdict (and `bpf_redirect*` return value): redirect as requested.
@@ -88,7 +88,7 @@ fn run_tc(
 /// The device the packet is on: for ingress the one it arrived on, for egress the one
 /// it leaves by.
 #[inline(always)]
-fn ifindex(ctx: &TcContext) -> u32 {
+pub(crate) fn ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: `ctx.skb.skb` is the program's `__sk_buff` context, valid for the whole
     // run; `ifindex` is a readable context field for tc programs.
     unsafe { (*ctx.skb.skb).ifindex }
@@ -372,15 +372,50 @@ fn act(
     }
 }
 
-/// tc (tcx) egress on an uplink: [`uplink_egress4`], [`uplink_egress6`].
+/// tc (tcx) egress on an uplink: [`uplink_egress4`], [`uplink_egress6`], through
+/// [`fragments`].
 #[inline(always)]
 fn uplink_egress(ctx: &TcContext, frame: TcFrame, c: Classified, _len: u64) -> TcVerdict {
     let ifindex = ifindex(ctx);
-    if c.class.is_ipv6() {
-        uplink_egress6(ctx, &frame, &c, ifindex)
-    } else {
-        uplink_egress4(ctx, &frame, &c, ifindex)
+    fragments(
+        ctx,
+        &frame,
+        c,
+        Side::Egress,
+        ifindex,
+        |ctx, frame, c| match c.class.is_ipv6() {
+            true => uplink_egress6(ctx, frame, c, ifindex),
+            false => uplink_egress4(ctx, frame, c, ifindex),
+        },
+    )
+}
+
+/// Runs the uplink's `path` for a packet on its `side`, fragments through
+/// `nat::fragment` first: a first fragment then takes `path` classed as it would be
+/// whole, and `nat::first_done` records what it got; a later one is done there.
+#[inline(always)]
+fn fragments(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: Classified,
+    side: Side,
+    ifindex: u32,
+    path: impl FnOnce(&TcContext, &TcFrame, &Classified) -> TcVerdict,
+) -> TcVerdict {
+    let mut c = c;
+    let first = match nat::fragment(ctx, frame, c, side, ifindex)? {
+        Fragment::Whole => false,
+        Fragment::First(whole) => {
+            nat::reclassify(&mut c, whole);
+            true
+        }
+        Fragment::Done(action) => return Ok(action),
+    };
+    let action = path(ctx, frame, &c)?;
+    if first {
+        nat::first_done(ctx, c, action);
     }
+    Ok(action)
 }
 
 /// [`uplink_egress`] for IPv4: published ports' replies, then egress masquerade.
@@ -426,14 +461,21 @@ fn publish_reply6(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> Result<bo
     nat::publish_reply::<V6>(ctx, frame, *c)
 }
 
-/// tc (tcx) ingress on an uplink: [`uplink_ingress4`], [`uplink_ingress6`].
+/// tc (tcx) ingress on an uplink: [`uplink_ingress4`], [`uplink_ingress6`], through
+/// [`fragments`].
 #[inline(always)]
 fn uplink_ingress(ctx: &TcContext, frame: TcFrame, c: Classified, _len: u64) -> TcVerdict {
-    if c.class.is_ipv6() {
-        uplink_ingress6(ctx, &frame, &c)
-    } else {
-        uplink_ingress4(ctx, &frame, &c)
-    }
+    fragments(
+        ctx,
+        &frame,
+        c,
+        Side::Ingress,
+        ifindex(ctx),
+        |ctx, frame, c| match c.class.is_ipv6() {
+            true => uplink_ingress6(ctx, frame, c),
+            false => uplink_ingress4(ctx, frame, c),
+        },
+    )
 }
 
 /// [`uplink_ingress`] for IPv6: replies to NAT66 connections (and ICMPv6 errors about

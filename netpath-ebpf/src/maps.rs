@@ -8,6 +8,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use netpath_common::{
+    frag::{FRAG_ENTRIES, FragKey, FragKey6, FragValue, FragValue6, FragWork},
     maps::{
         Counter, DropReason, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, Forward,
         LAYOUT, MAX_ENDPOINTS, STATS_ENTRIES,
@@ -113,4 +114,16 @@ maps! {
     /// Connections to IPv6 published ports, keyed by the endpoint-side tuple of their
     /// replies.
     NETPATH_DNAT_CT6: LruHashMap<Tuple6, NatTarget6>[NAT_ENTRIES];
+
+    // Fragment tracking (`nat::frag`).
+
+    /// A datagram being fragmented through an uplink (its first fragment's source,
+    /// destination, identification and protocol, before translation) → the addresses its
+    /// later fragments get.
+    NETPATH_FRAG: LruHashMap<FragKey, FragValue>[FRAG_ENTRIES];
+    /// `NETPATH_FRAG` for IPv6.
+    NETPATH_FRAG6: LruHashMap<FragKey6, FragValue6>[FRAG_ENTRIES];
+    /// Per-CPU work space of the fragment steps (see `nat::frag`); no state between runs.
+    NETPATH_FRAG_WORK: PerCpuArray<FragWork<[u8; 4]>>[1];
+    NETPATH_FRAG_WORK6: PerCpuArray<FragWork<[u8; 16]>>[1];
 }

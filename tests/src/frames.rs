@@ -345,3 +345,52 @@ pub fn with_hop_limit(mut frame: Vec<u8>, hops: u8) -> Vec<u8> {
     frame[21] = hops;
     frame
 }
+
+/// The pieces of a datagram's L4 part cut at `cuts` (offsets, multiples of 8): each
+/// piece's start and whether more follow.
+fn pieces<'a>(l4: &'a [u8], cuts: &[usize]) -> Vec<(usize, bool, &'a [u8])> {
+    let mut bounds = vec![0];
+    bounds.extend_from_slice(cuts);
+    bounds.push(l4.len());
+    bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (w[0], i + 2 < bounds.len(), &l4[w[0]..w[1]]))
+        .collect()
+}
+
+/// The IPv4 fragments of `frame` (Ethernet + IPv4 without options, as this module builds
+/// them), with identification `id`: its L4 part (header, payload, checksums as they are)
+/// cut at `cuts`, each fragment with its offset and, but the last, more-fragments set.
+pub fn fragments4(frame: &[u8], id: u16, cuts: &[usize]) -> Vec<Vec<u8>> {
+    let (proto, l4) = (frame[23], &frame[34..]);
+    let src: [u8; 4] = frame[26..30].try_into().unwrap();
+    let dst: [u8; 4] = frame[30..34].try_into().unwrap();
+    pieces(l4, cuts)
+        .into_iter()
+        .map(|(start, more, piece)| {
+            let field = (start / 8) as u16 | if more { 0x2000 } else { 0 };
+            let mut f = ipv4_between(proto, src, dst, field, piece);
+            f[18..20].copy_from_slice(&id.to_be_bytes());
+            with_ttl(f, frame[22])
+        })
+        .collect()
+}
+
+/// The IPv6 fragments of `frame` (Ethernet + IPv6 without extension headers), with
+/// identification `id`: a fragment header right after the fixed header, its L4 part cut
+/// at `cuts`.
+pub fn fragments6(frame: &[u8], id: u32, cuts: &[usize]) -> Vec<Vec<u8>> {
+    let (next, l4) = (frame[20], &frame[54..]);
+    let src: [u8; 16] = frame[22..38].try_into().unwrap();
+    let dst: [u8; 16] = frame[38..54].try_into().unwrap();
+    pieces(l4, cuts)
+        .into_iter()
+        .map(|(start, more, piece)| {
+            let [a, b] = ((start as u16) | u16::from(more)).to_be_bytes();
+            let mut header = vec![next, 0, a, b];
+            header.extend_from_slice(&id.to_be_bytes());
+            with_hop_limit(ipv6(44, src, dst, &header, piece), frame[21])
+        })
+        .collect()
+}

@@ -1,9 +1,11 @@
 //! BPF_PROG_TEST_RUN of egress masquerade, byte for byte: SNAT on the uplink's egress,
 //! reverse SNAT of the replies on its ingress, for TCP, UDP (incl. a zero checksum) and
-//! ICMP echo; untouched traffic; port exhaustion; and NAT66, the same for IPv6
-//! ([`ipv6`]). Every expected frame is built from scratch with freshly computed
+//! ICMP echo; untouched traffic; port exhaustion; NAT66, the same for IPv6
+//! ([`ipv6`]); and fragments of both families ([`frag`]). Every expected frame is built from scratch with freshly computed
 //! checksums and compared whole.
 
+#[path = "nat_test_run/frag.rs"]
+mod frag;
 #[path = "nat_test_run/ipv6.rs"]
 mod ipv6;
 
@@ -251,7 +253,9 @@ fn icmp_errors_about_masqueraded_packets_are_translated_back() {
 fn unrelated_traffic_and_fragments_pass_untouched() {
     require_root!();
     let (_p, dp, up) = setup(40000, 40999);
-    let mut fragment = frames::udp4(EP, 53000, REMOTE, 53, &[1; 32], false);
+    // A first fragment from outside the masqueraded subnets (those of masqueraded flows:
+    // `frag`).
+    let mut fragment = frames::udp4([172, 16, 0, 5], 53000, REMOTE, 53, &[1; 32], false);
     fragment[20..22].copy_from_slice(&0x2000u16.to_be_bytes()); // more fragments
     fragment[24..26].copy_from_slice(&[0, 0]);
     let c = netpath_common::packet::checksum(&fragment[14..34]);
@@ -279,6 +283,11 @@ fn unrelated_traffic_and_fragments_pass_untouched() {
         assert_eq!(v, TC_ACT_UNSPEC, "{name}");
         assert_eq!(out, frame, "{name} was modified");
     }
+    assert_eq!(
+        dp.frag_counts(),
+        (0, 0),
+        "no fragment of the NAT's recorded"
+    );
     // Egress on a device that is not an uplink: untouched.
     let other = TestDev::new("nt");
     let frame = frames::tcp4(EP, 51000, REMOTE, 80, b"x");
@@ -417,7 +426,7 @@ mod publish {
 
     use super::*;
 
-    fn key(proto: u8, host_ip: [u8; 4], port: u16) -> PublishKey {
+    pub(super) fn key(proto: u8, host_ip: [u8; 4], port: u16) -> PublishKey {
         PublishKey {
             host_ip,
             port,
@@ -425,7 +434,7 @@ mod publish {
             _pad: 0,
         }
     }
-    fn target(addr: [u8; 4], port: u16) -> NatTarget {
+    pub(super) fn target(addr: [u8; 4], port: u16) -> NatTarget {
         NatTarget {
             addr,
             port,
@@ -511,7 +520,7 @@ mod publish {
 
     /// Registers the veth endpoint `EP` (network 1) on device `ifindex`, its gateway MAC
     /// `02:ee:00:00:00:01`.
-    fn register_ep(dp: &mut Datapath, ifindex: u32) {
+    pub(super) fn register_ep(dp: &mut Datapath, ifindex: u32) {
         dp.upsert_endpoint(
             EndpointValue {
                 ip: EP,

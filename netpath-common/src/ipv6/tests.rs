@@ -16,7 +16,7 @@ const MAC: [u8; 6] = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
 
 /// Ethernet + IPv6 (next header `next`) + `ext` (extension headers, already chained) +
 /// `l4`; the payload length covers `ext` and `l4`.
-fn ipv6_frame(next: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
+pub(crate) fn ipv6_frame(next: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&[2, 0, 0, 0, 0, 2]);
     f.extend_from_slice(&MAC);
@@ -32,12 +32,12 @@ fn ipv6_frame(next: u8, ext: &[u8], l4: &[u8]) -> Vec<u8> {
 }
 
 /// An 8-byte extension header (hop-by-hop, destination options: PadN) leading to `next`.
-fn ext8(next: u8) -> [u8; 8] {
+pub(crate) fn ext8(next: u8) -> [u8; 8] {
     [next, 0, 1, 4, 0, 0, 0, 0]
 }
 
 /// A fragment header leading to `next`, at `offset` (in 8-byte units), M flag `more`.
-fn frag(next: u8, offset: u16, more: bool) -> [u8; 8] {
+pub(crate) fn frag(next: u8, offset: u16, more: bool) -> [u8; 8] {
     let of = (offset << 3) | u16::from(more);
     let [a, b] = of.to_be_bytes();
     [next, 0, a, b, 0, 0, 0, 7]

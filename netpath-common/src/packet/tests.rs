@@ -78,7 +78,7 @@ proptest! {
 }
 
 /// Builds Ethernet + IPv4 (+ options) + L4 payload with a valid header checksum.
-fn ipv4_frame(proto: u8, options: &[u8], l4: &[u8], frag: u16) -> Vec<u8> {
+pub(crate) fn ipv4_frame(proto: u8, options: &[u8], l4: &[u8], frag: u16) -> Vec<u8> {
     let ihl = 20 + options.len();
     let total = ihl + l4.len();
     let mut f = Vec::new();

@@ -12,14 +12,19 @@
 //!   connections routed in to an endpoint's own address so their replies are left alone;
 //!   and the same for IPv6 (DNAT66: `NETPATH_PUBLISH6`, `NETPATH_DNAT_CT6`);
 //! - [`hairpin`]: endpoints reaching a published port on a host address, on their own
-//!   device, over IPv4 and IPv6.
+//!   device, over IPv4 and IPv6;
+//! - [`frag`]: fragments of those connections through the uplinks, both families: a first
+//!   fragment takes the translation of a whole packet and records what it got
+//!   (`NETPATH_FRAG`, `NETPATH_FRAG6`), its later fragments the same addresses; a later
+//!   fragment whose first was not seen is dropped where the NAT would have translated it.
 //!
 //! This module holds what they share: where a packet's ports and checksum are ([`Flow`])
 //! and the one rewrite that keeps every checksum right, written once for both address
 //! families (`crate::family`; the masquerade's part of a family in [`family`]).
-//! Fragments and everything else go to the kernel path untouched.
+//! Everything else goes to the kernel path untouched.
 
 mod family;
+mod frag;
 mod hairpin;
 mod icmp;
 mod masq;
@@ -37,12 +42,15 @@ use netpath_common::{
 };
 
 use self::family::{Family, csum_addr};
-pub(crate) use self::publish::Publish;
 pub use self::{
     family::Scratch,
     hairpin::{Reply, hairpin_local6, hairpin_new6, hairpin_reply6, hairpin4},
     masq::{egress, ingress, ingress6},
     publish::{publish_dnat, publish_ingress, publish_reply},
+};
+pub(crate) use self::{
+    frag::{Fragment, Side, first_done, fragment, reclassify},
+    publish::Publish,
 };
 use crate::{
     family::{Ip, V4, V6},

@@ -33,10 +33,13 @@ use super::{convert, *};
 ///   moves every hook's block but the first ([`convert`] moves the counters along);
 ///   `NETPATH_DROPS`: four reasons of the IPv6 guard. (And a new map,
 ///   `NETPATH_ENDPOINTS6`, which a start creates.)
-pub const CHANGES: [(u32, &[&str]); 3] = [
+/// - 5: `NETPATH_DROPS`: `fragment_unseen` (one more slot). (And the fragment maps
+///   `NETPATH_FRAG`/`NETPATH_FRAG6`, which a start creates.)
+pub const CHANGES: [(u32, &[&str]); 4] = [
     (2, &[DROPS_MAP]),
     (3, &[DROPS_MAP]),
     (4, &[STATS_MAP, DROPS_MAP]),
+    (5, &[DROPS_MAP]),
 ];
 const _: () = assert!(
     CHANGES[CHANGES.len() - 1].0 == LAYOUT,
@@ -328,7 +331,8 @@ mod tests {
         assert_eq!(version_in(SNAT_MAP, 4), 1, "not changed by layouts 2 to 4");
         assert_eq!(version_of(ENDPOINTS_MAP), 1);
         assert_eq!(version_of(STATS_MAP), 2);
-        assert_eq!(version_of(DROPS_MAP), 4);
+        assert_eq!(version_in(DROPS_MAP, 4), 4);
+        assert_eq!(version_of(DROPS_MAP), 5);
         // Every map a change names is one of the loader's.
         for (_, maps) in CHANGES {
             assert!(maps.iter().all(|m| MAPS.contains(m)), "{maps:?}");

@@ -30,6 +30,7 @@ mod attach;
 mod convert;
 mod counters;
 mod error;
+mod frag;
 pub mod layout;
 mod maps;
 mod nat66;
@@ -63,7 +64,8 @@ use netpath_common::{
     maps::{
         Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, ENDPOINTS6_MAP,
         EP_STATS_MAP, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, FORWARDS_MAP,
-        Forward, Hook, IFACES_MAP, LAYOUT_MAP, STATS_MAP,
+        FRAG_MAP, FRAG_WORK_MAP, FRAG_WORK6_MAP, FRAG6_MAP, Forward, Hook, IFACES_MAP, LAYOUT_MAP,
+        STATS_MAP,
     },
     nat::{
         DNAT_CT_MAP, DNAT_CT6_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, LOCAL_ADDRS6_MAP, MASQ_SRC_MAP,
@@ -87,7 +89,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 30] = [
+pub const MAPS: [&str; 34] = [
     LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
@@ -118,6 +120,10 @@ pub const MAPS: [&str; 30] = [
     DNAT_CT6_MAP,
     LOCAL_ADDRS6_MAP,
     SOCK_NAT6_MAP,
+    FRAG_MAP,
+    FRAG6_MAP,
+    FRAG_WORK_MAP,
+    FRAG_WORK6_MAP,
 ];
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;

@@ -24,8 +24,12 @@ pub(super) fn expected_frame(input: &[u8], e: &Expected) -> Vec<u8> {
         x[rw.addr_at..rw.addr_at + 4].copy_from_slice(&rw.addr);
         x[rw.port_at..rw.port_at + 2].copy_from_slice(&rw.port.to_be_bytes());
     }
+    for (at, a) in &e.addr_only {
+        x[*at..*at + a.len()].copy_from_slice(a);
+    }
     if e.ttl_dec {
-        x[22] -= 1;
+        // The TTL, or an IPv6 later fragment's hop limit (`frag`).
+        x[if is_ipv6(input) { 21 } else { 22 }] -= 1;
     }
     x
 }
@@ -53,6 +57,9 @@ pub(super) fn check(input: &[u8], verdict: u32, out: &[u8], e: &Expected) -> Res
     if let Some(x6) = &e.nat6 {
         return check6(input, verdict, out, e, x6);
     }
+    if !e.addr_only.is_empty() && verdict == e.verdict && verdict != TC_ACT_SHOT {
+        return check_addr_only(input, out, e);
+    }
     if let Some(back) = &e.icmp_error {
         return check_icmp_error(input, verdict, out, back);
     }
@@ -71,7 +78,7 @@ pub(super) fn check(input: &[u8], verdict: u32, out: &[u8], e: &Expected) -> Res
         }
         return Ok(());
     }
-    let ip = nat_ip(input).expect("rewrites only for NAT-eligible frames");
+    let ip = uplink_ip(input).expect("rewrites only for NAT-eligible frames");
     let l4c = l4_csum_at(&ip);
     for (i, (o, w)) in out.iter().zip(&want).enumerate() {
         let csum = (24..26).contains(&i) || (l4c..l4c + 2).contains(&i);
@@ -79,7 +86,7 @@ pub(super) fn check(input: &[u8], verdict: u32, out: &[u8], e: &Expected) -> Res
             return Err(format!("byte {i}: {o:#04x}, expected {w:#04x}"));
         }
     }
-    let out_ip = nat_ip(out).ok_or("output is no longer a NAT-eligible IPv4 packet")?;
+    let out_ip = uplink_ip(out).ok_or("output is no longer a NAT-eligible IPv4 packet")?;
     let in_udp_csum = be16(input, l4c);
     if ip.proto == UDP {
         let o = be16(out, l4c);
@@ -122,7 +129,7 @@ pub(super) fn check_icmp_error(
     if out.len() != input.len() {
         return Err(format!("length {} → {}", input.len(), out.len()));
     }
-    let ip = nat_ip(input).expect("ICMP errors are NAT-eligible");
+    let ip = uplink_ip(input).expect("ICMP errors are NAT-eligible");
     let mut want = input.to_vec();
     want[30..34].copy_from_slice(&b.addr);
     want[b.inner + 12..b.inner + 16].copy_from_slice(&b.addr);
@@ -134,7 +141,7 @@ pub(super) fn check_icmp_error(
             return Err(format!("ICMP error byte {i}: {o:#04x}, expected {w:#04x}"));
         }
     }
-    let out_ip = nat_ip(out).ok_or("output is no longer a valid IPv4 ICMP packet")?;
+    let out_ip = uplink_ip(out).ok_or("output is no longer a valid IPv4 ICMP packet")?;
     if ip_header_valid(input, &ip) && !ip_header_valid(out, &out_ip) {
         return Err("outer IPv4 checksum of a valid input is invalid on output".into());
     }

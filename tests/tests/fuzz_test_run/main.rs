@@ -5,7 +5,8 @@
 //! up as the daemon would (endpoints, an uplink, masquerade subnets, published ports).
 //!
 //! Frames start as valid crafted frames (TCP SYN/ACK, UDP with and without checksum,
-//! ICMP echo request/reply, ICMP errors quoting TCP/UDP, IPv4 fragments, IP options,
+//! ICMP echo request/reply, ICMP errors quoting TCP/UDP, fragments (tracked through the
+//! uplink's NAT in both families: [`frag`]), IP options,
 //! VLAN tags, ARP, IPv6, garbage) addressed so that they hit the NAT tables (replies
 //! to connections the fuzzer made earlier, connections to published ports, …), then
 //! get bits flipped, bytes set, header fields changed, are truncated or extended, and
@@ -43,6 +44,7 @@
 //! input, output and expected frames as hex.
 
 mod check;
+mod frag;
 mod frames;
 mod gen6;
 mod ipv6;
@@ -66,7 +68,11 @@ use aya::{
 };
 use netpath::datapath::Datapath;
 use netpath_common::{
-    maps::{ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, Hook},
+    frag::{FRAG_REDIRECTED, FragKeyOf, FragValueOf},
+    maps::{
+        ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue, FRAG_MAP,
+        FRAG6_MAP, Hook,
+    },
     nat::{
         Address, DNAT_CT_MAP, NAT_AGE_MAP, NAT_ENTRIES, NAT_FLAG_INBOUND, NAT_FLAG_SELF, NatAge,
         NatTarget, NatTargetOf, PORT_RETRIES, PortRange, PublishKey, PublishKeyOf, RNAT_MAP,
@@ -77,8 +83,8 @@ use netpath_tests::{NetNs, TempPins, require_root};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use self::{
-    check::*, frames::*, gen6::*, ipv6::*, maps::*, model::*, nat6::*, netns::*, packet::*,
-    tables::*,
+    check::*, frag::*, frames::*, gen6::*, ipv6::*, maps::*, model::*, nat6::*, netns::*,
+    packet::*, tables::*,
 };
 
 const DEFAULT_SEED: u64 = 0x6e70_6675_7a7a_0005;
@@ -453,8 +459,8 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
         let (expected, fx) = match hook {
             Hook::Xdp => model.xdp(),
             Hook::TcIngress => model.tc_ingress(&frame, ifindex),
-            Hook::UplinkEgress => model.uplink_egress(&frame, ifindex),
-            Hook::UplinkIngress => model.uplink_ingress(&frame),
+            Hook::UplinkEgress => model.uplink_egress_frags(&frame, ifindex),
+            Hook::UplinkIngress => model.uplink_ingress_frags(&frame, ifindex),
         };
         if let Err(msg) = check(&frame, r.return_value, output, &expected) {
             let want = expected_frame(&frame, &expected);
@@ -486,7 +492,7 @@ fn fuzz(seed: u64, frames: u64, devs: [Dev; 5], local: Vec<Route>) {
             TC_ACT_REDIRECT if hook == Hook::TcIngress => tally.redirected += 1,
             _ if !expected.rewrites.is_empty() => {
                 tally.rewritten += 1;
-                if let Some(ip) = nat_ip(&frame)
+                if let Some(ip) = uplink_ip(&frame)
                     && ip_header_valid(&frame, &ip)
                     && l4_valid(&frame, &ip)
                 {

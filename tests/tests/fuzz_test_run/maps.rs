@@ -66,11 +66,14 @@ pub(super) fn clear_nat_state(dp: &Datapath, model: &mut Model) {
     clear_map::<Tuple6, NatAge>(dp, NAT_AGE6_MAP);
     model.v4.clear();
     model.nat6.clear();
+    clear_frags(dp, model);
 }
 
 /// The NAT maps' invariants, on the kernel's maps alone.
 pub(super) fn check_maps(dp: &Datapath, model: &Model) {
     check_maps6(dp, model);
+    // The fragment records are exactly the model's.
+    check_frags(dp, model);
     let [snat, rnat, dnat_ct] = read_nat::<Tuple, NatTarget>(dp, [SNAT_MAP, RNAT_MAP, DNAT_CT_MAP]);
     assert!(dp.published_count() <= netpath_common::nat::MAX_PUBLISHED as usize);
     let masq = Masq {

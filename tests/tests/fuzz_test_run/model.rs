@@ -41,6 +41,9 @@ pub(super) struct Expected {
     pub(super) ttl_dec: bool,
     /// An IPv6 frame the NAT translates (`nat6`).
     pub(super) nat6: Option<Expected6>,
+    /// A later fragment's address rewrites (offset, new address): no port, no L4
+    /// checksum (`frag`).
+    pub(super) addr_only: Vec<(usize, Vec<u8>)>,
 }
 
 impl Expected {
@@ -52,6 +55,7 @@ impl Expected {
             ttl_dec: false,
             icmp_error: None,
             nat6: None,
+            addr_only: Vec::new(),
         }
     }
 }
@@ -64,6 +68,9 @@ pub(super) struct Effects {
     pub(super) rnat: Option<(Tuple, NatTarget)>,
     pub(super) dnat_ct: Option<(Tuple, NatTarget)>,
     pub(super) nat6: Changes<[u8; 16]>,
+    /// A first fragment's record (`frag`), by family.
+    pub(super) frag: Recorded<[u8; 4]>,
+    pub(super) frag6: Recorded<[u8; 16]>,
 }
 
 #[derive(Default)]
@@ -72,6 +79,9 @@ pub(super) struct Model {
     pub(super) v4: Tables<[u8; 4]>,
     /// NAT66 and DNAT66 state (`nat6`).
     pub(super) nat6: Tables<[u8; 16]>,
+    /// The datagrams whose first fragments went through the uplink (`frag`), by family.
+    pub(super) frags: HashMap<FragKey<[u8; 4]>, FragRecord<[u8; 4]>>,
+    pub(super) frags6: HashMap<FragKey<[u8; 16]>, FragRecord<[u8; 16]>>,
     pub(super) endpoints: Vec<(EndpointValue, u32)>,
     /// The dual-stack endpoints by IPv6 address, as `NETPATH_ENDPOINTS6` holds them.
     pub(super) endpoints6: Vec<([u8; 16], EndpointValue)>,
@@ -134,6 +144,7 @@ fn toward(f: &[u8], from: &EndpointValue, to: &EndpointValue) -> (Expected, Effe
             ttl_dec: false,
             icmp_error: None,
             nat6: None,
+            addr_only: Vec::new(),
         },
         Effects::default(),
     )
@@ -242,7 +253,7 @@ impl Model {
             return self.uplink_egress6(f, ifindex);
         }
         let mut fx = Effects::default();
-        let Some(ip) = nat_ip(f) else {
+        let Some(ip) = uplink_ip(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
         if ip.proto != ICMP {
@@ -341,7 +352,7 @@ impl Model {
             return self.uplink_ingress6(f);
         }
         let mut fx = Effects::default();
-        let Some(ip) = nat_ip(f) else {
+        let Some(ip) = uplink_ip(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
         if let Some(back) = self.icmp_error_back(f, &ip) {
@@ -433,6 +444,7 @@ impl Model {
                 ttl_dec: true,
                 icmp_error: None,
                 nat6: None,
+                addr_only: Vec::new(),
             },
             _ => Expected {
                 rewrites,
@@ -468,6 +480,7 @@ impl Model {
             ttl_dec: false,
             icmp_error: None,
             nat6: None,
+            addr_only: Vec::new(),
         };
         let rw = |addr_at, addr, port_at, port| Rewrite {
             addr_at,
@@ -534,5 +547,11 @@ impl Model {
             dnat_ct: fx.dnat_ct,
         });
         self.nat6.apply(fx.nat6);
+        if let Some((k, v)) = fx.frag {
+            self.frags.insert(k, v);
+        }
+        if let Some((k, v)) = fx.frag6 {
+            self.frags6.insert(k, v);
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! published port is DNATed (client kept) and handed to its endpoint. An independent
 //! statement of `netpath-ebpf/src/nat` for IPv6; it never reads the kernel's maps.
 //!
-//! Fragments (`nat_ip6`) are never translated here, and no IPv6 hairpin is modelled.
+//! Whole packets only here (`nat_ip6`; a tracked first fragment is classed as whole by
+//! `frag::uplink_ip6`, later fragments are `frag`'s), and no IPv6 hairpin is modelled.
 
 use netpath_common::nat::{NatTarget6, PublishKey6, Tuple6, Uplink6};
 
@@ -219,7 +220,7 @@ impl Model {
     /// uplink's IPv6 address and a NAT port (identifier).
     pub(super) fn uplink_egress6(&self, f: &[u8], ifindex: u32) -> (Expected, Effects) {
         let (n, mut fx) = (&self.nat6, Effects::default());
-        let Some(ip) = nat_ip6(f) else {
+        let Some(ip) = uplink_ip6(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
         let rw = |addr, port_at, port| rewrite6(22, addr, port_at, port);
@@ -268,7 +269,7 @@ impl Model {
     /// is DNATed to its endpoint, keeping the client, and handed to it.
     pub(super) fn uplink_ingress6(&self, f: &[u8]) -> (Expected, Effects) {
         let (n, mut fx) = (&self.nat6, Effects::default());
-        let Some(ip) = nat_ip6(f) else {
+        let Some(ip) = uplink_ip6(f) else {
             return (Expected::pass(TC_ACT_UNSPEC), fx);
         };
         let rw = |addr, port_at, port| rewrite6(38, addr, port_at, port);

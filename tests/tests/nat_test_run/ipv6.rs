@@ -17,10 +17,10 @@ use super::{TC_ACT_UNSPEC, run_tc, setup};
 const ICMPV6: u8 = frames::IPPROTO_ICMPV6;
 /// The endpoints (fd5a:6::/64, the network's IPv6 subnet), the uplink's global address
 /// and the remote side (documentation addresses).
-const EP6: [u8; 16] = ip6(0xfd5a_0006, 2);
+pub(super) const EP6: [u8; 16] = ip6(0xfd5a_0006, 2);
 const EP6B: [u8; 16] = ip6(0xfd5a_0006, 3);
-const UPLINK6: [u8; 16] = ip6(0x2001_0db8, 0x0002);
-const REMOTE6: [u8; 16] = ip6(0x2001_0db8, 0x0001);
+pub(super) const UPLINK6: [u8; 16] = ip6(0x2001_0db8, 0x0002);
+pub(super) const REMOTE6: [u8; 16] = ip6(0x2001_0db8, 0x0001);
 const ROUTER6: [u8; 16] = ip6(0x2001_0db8, 0x00fe);
 
 /// `prefix`::`host` (the first 32 bits, then the last 16).
@@ -34,7 +34,7 @@ const fn ip6(prefix: u32, host: u16) -> [u8; 16] {
 
 /// The IPv4 setup, plus the uplink's IPv6 address over the same ports and the network's
 /// IPv6 subnet as masqueraded.
-fn setup6(first_port: u16, last_port: u16) -> (TempPins, Datapath, TestDev) {
+pub(super) fn setup6(first_port: u16, last_port: u16) -> (TempPins, Datapath, TestDev) {
     let (pins, mut dp, up) = setup(first_port, last_port);
     let uplink = Uplink6 {
         addr: UPLINK6,
@@ -230,17 +230,20 @@ fn traffic_not_nat66s_is_untouched() {
         frames::tcp6(ip6(0xfd5b_0006, 2), 51000, REMOTE6, 80, b"x"),
         "other source",
     );
-    // A fragment (first, more to come): the kernel path's.
-    let udp = frames::udp6(EP6, 52000, REMOTE6, 53, b"frag")[54..].to_vec();
+    // A fragment (first, more to come) from elsewhere: the kernel path's, unrecorded
+    // (fragments of NAT66's own flows: `super::frag`).
+    let other = ip6(0xfd5b_0006, 2);
+    let udp = frames::udp6(other, 52000, REMOTE6, 53, b"frag")[54..].to_vec();
     let frag_hdr = [IPPROTO_UDP, 0, 0, 1, 0, 0, 0, 7];
     untouched(
-        frames::ipv6(44, EP6, REMOTE6, &frag_hdr, &udp),
+        frames::ipv6(44, other, REMOTE6, &frag_hdr, &udp),
         "first fragment",
     );
     assert!(
-        dp.snat6_entry(&Tuple6::new(IPPROTO_UDP, EP6, 52000, REMOTE6, 53))
+        dp.snat6_entry(&Tuple6::new(IPPROTO_UDP, other, 52000, REMOTE6, 53))
             .is_none()
     );
+    assert_eq!(dp.frag_counts(), (0, 0));
     // Replies nobody asked for come in untouched.
     let stray = frames::tcp6(REMOTE6, 80, UPLINK6, 40001, b"x");
     assert_eq!(ingress(&dp, &up, &stray), stray);
