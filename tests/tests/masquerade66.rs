@@ -88,98 +88,96 @@ fn container_ipv6_traffic_leaves_with_the_uplink_ipv6_address() {
     }
 }
 
+/// A container of a dual-stack network whose uplink leads to an outside namespace that
+/// routes the network's IPv6 subnet back through it (the multi-host recipe).
+struct RoutedBack {
+    outside: NetNs,
+    _uplink: OutsideLink,
+    d: Daemon,
+    net: String,
+    c: NetNs,
+    /// The container's IPv6 address.
+    ep6: Ipv6Addr,
+    /// The outside's and the uplink's IPv6 addresses: `2001:db8:<n>::1` and `::2`.
+    outside6: Ipv6Addr,
+    uplink6: Ipv6Addr,
+}
+
+/// [`RoutedBack`] number `n` (its addresses: `100.64.<n>.0/24` and `2001:db8:<n>::/64` on
+/// the uplink, `10.<158 + n>.0.0/24` and `fd5c:<n>::/64` for the network), the network created
+/// with `extra` options.
+fn routed_back(tag: &str, n: u8, extra: &[&str]) -> RoutedBack {
+    let outside = NetNs::with_ipv6(&format!("{tag}o"));
+    // `n`'s digits as the third group, as `2001:db8:<n>::` reads.
+    let group = u16::from_str_radix(&n.to_string(), 16).unwrap();
+    let v6 = |host| Ipv6Addr::new(0x2001, 0xdb8, group, 0, 0, 0, 0, host);
+    let (outside6, uplink6) = (v6(1), v6(2));
+    let uplink = OutsideLink::new(
+        &outside,
+        Ipv4Addr::new(100, 64, n, 2),
+        Ipv4Addr::new(100, 64, n, 1),
+    );
+    uplink.add_ipv6(&outside, uplink6, outside6);
+    let d = Daemon::start();
+    let net = netpath_tests::unique(tag);
+    let (subnet, subnet6) = (format!("10.{}.0.0/24", 158 + n), format!("fd5c:{n}::/64"));
+    let create = [
+        &[
+            "network", "create", &net, "--subnet", &subnet, "--subnet", &subnet6,
+        ][..],
+        &["--uplink", &uplink.name],
+        extra,
+    ];
+    d.ok(&create.concat());
+    let via = uplink6.to_string();
+    outside.exec(&["ip", "-6", "route", "add", &subnet6, "via", &via]);
+    let c = NetNs::with_ipv6(&format!("{tag}c"));
+    let ep = d.add_endpoint(&net, &c);
+    let ep6 = ep["ip6"].as_str().expect("ip6").parse().unwrap();
+    RoutedBack {
+        outside,
+        _uplink: uplink,
+        d,
+        net,
+        c,
+        ep6,
+        outside6,
+        uplink6,
+    }
+}
+
 /// `--no-masquerade` with an IPv6 CIDR: IPv6 connections to it keep the endpoint's own
-/// address (the far side routes the network's IPv6 subnet back); the datapath's IPv6
-/// exemption trie, not only IPv4's, is written.
+/// address; the datapath's IPv6 exemption trie, not only IPv4's, is written.
 #[test]
 fn exempted_ipv6_destinations_see_the_endpoint_address() {
     require_root!();
-    const OUTSIDE4: Ipv4Addr = Ipv4Addr::new(100, 64, 67, 1);
-    const UPLINK4: Ipv4Addr = Ipv4Addr::new(100, 64, 67, 2);
-    const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x67, 0, 0, 0, 0, 1);
-    const UPLINK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x67, 0, 0, 0, 0, 2);
-    let outside = NetNs::with_ipv6("x6o");
-    let uplink = OutsideLink::new(&outside, UPLINK4, OUTSIDE4);
-    uplink.add_ipv6(&outside, UPLINK6, OUTSIDE6);
-    let d = Daemon::start();
-    let net = netpath_tests::unique("x6");
-    let subnet6 = "fd5c:67::/64";
-    d.ok(&[
-        "network",
-        "create",
-        &net,
-        "--subnet",
-        "10.226.0.0/24",
-        "--subnet",
-        subnet6,
-        "--uplink",
-        &uplink.name,
-        "--no-masquerade",
-        "2001:db8:67::/64",
-    ]);
-    let shown = d.ok(&["inspect", &net]);
+    let r = routed_back("x6", 67, &["--no-masquerade", "2001:db8:67::/64"]);
+    let shown = r.d.ok(&["inspect", &r.net]);
     assert!(shown.contains("2001:db8:67::/64"), "{shown}");
-    let up6 = UPLINK6.to_string();
-    outside.exec(&["ip", "-6", "route", "add", subnet6, "via", &up6]);
-    let c = NetNs::with_ipv6("x6c");
-    let ep = d.add_endpoint(&net, &c);
-    let ep6: Ipv6Addr = ep["ip6"].as_str().expect("ip6").parse().unwrap();
-    let seen = tcp_and_udp_out(&outside, &c, IpAddr::V6(OUTSIDE6), 7610);
+    let seen = tcp_and_udp_out(&r.outside, &r.c, IpAddr::V6(r.outside6), 7610);
     assert_eq!(seen.tcp_bytes, 100_000);
-    assert_eq!(
-        seen.tcp.ip(),
-        IpAddr::V6(ep6),
-        "TCP to an exempted prefix NAT66ed"
-    );
-    assert_eq!(
-        seen.udp.ip(),
-        IpAddr::V6(ep6),
-        "UDP to an exempted prefix NAT66ed"
-    );
+    let own = IpAddr::V6(r.ep6);
+    assert_eq!(seen.tcp.ip(), own, "TCP to an exempted prefix NAT66ed");
+    assert_eq!(seen.udp.ip(), own, "UDP to an exempted prefix NAT66ed");
 }
 
-/// A connection from outside to an endpoint's own IPv6 address, routed through the host
-/// (a route to the network's IPv6 subnet via the uplink), gets its replies from that
-/// address — recorded on the way in, not NAT66ed on the way out, or the client resets it
-/// (TCP) or never recognises it (UDP). The endpoint's own connections out stay NAT66ed.
+/// A connection from outside to an endpoint's own IPv6 address, routed through the host,
+/// gets its replies from that address — recorded on the way in, not NAT66ed on the way
+/// out, or the client resets it (TCP) or never recognises it (UDP). The endpoint's own
+/// connections out stay NAT66ed.
 #[test]
 fn ipv6_connections_routed_in_get_replies_from_the_endpoint_address() {
     require_root!();
-    const OUTSIDE4: Ipv4Addr = Ipv4Addr::new(100, 64, 68, 1);
-    const UPLINK4: Ipv4Addr = Ipv4Addr::new(100, 64, 68, 2);
-    const OUTSIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x68, 0, 0, 0, 0, 1);
-    const UPLINK6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x68, 0, 0, 0, 0, 2);
-    let outside = NetNs::with_ipv6("r6o");
-    let uplink = OutsideLink::new(&outside, UPLINK4, OUTSIDE4);
-    uplink.add_ipv6(&outside, UPLINK6, OUTSIDE6);
-    let d = Daemon::start();
-    let net = netpath_tests::unique("r6");
-    let subnet6 = "fd5c:68::/64";
-    d.ok(&[
-        "network",
-        "create",
-        &net,
-        "--subnet",
-        "10.225.0.0/24",
-        "--subnet",
-        subnet6,
-        "--uplink",
-        &uplink.name,
-    ]);
-    let up6 = UPLINK6.to_string();
-    outside.exec(&["ip", "-6", "route", "add", subnet6, "via", &up6]);
-    let c = NetNs::with_ipv6("r6c");
-    let ep = d.add_endpoint(&net, &c);
-    let ep6: Ipv6Addr = ep["ip6"].as_str().expect("ip6").parse().unwrap();
-    let seen = routed_in(&outside, &c, IpAddr::V6(ep6), 7620);
+    let r = routed_back("r6", 68, &[]);
+    let seen = routed_in(&r.outside, &r.c, IpAddr::V6(r.ep6), 7620);
+    let echo_from = std::net::SocketAddr::from((r.ep6, 7621));
+    assert_eq!(seen.udp_reply_from, echo_from, "UDP reply NAT66ed");
+    assert_eq!(seen.tcp_peer.ip(), IpAddr::V6(r.outside6));
+    assert_eq!(seen.udp_peer.ip(), IpAddr::V6(r.outside6));
+    let out = tcp_and_udp_out(&r.outside, &r.c, IpAddr::V6(r.outside6), 7630);
     assert_eq!(
-        seen.udp_reply_from,
-        std::net::SocketAddr::from((ep6, 7621)),
-        "UDP reply NAT66ed"
+        out.tcp.ip(),
+        IpAddr::V6(r.uplink6),
+        "TCP source not NAT66ed"
     );
-    assert_eq!(seen.tcp_peer.ip(), IpAddr::V6(OUTSIDE6));
-    assert_eq!(seen.udp_peer.ip(), IpAddr::V6(OUTSIDE6));
-    // Its own connections out are still NAT66ed.
-    let out = tcp_and_udp_out(&outside, &c, IpAddr::V6(OUTSIDE6), 7630);
-    assert_eq!(out.tcp.ip(), IpAddr::V6(UPLINK6), "TCP source not NAT66ed");
 }

@@ -181,27 +181,15 @@ impl Datapath {
     pub fn set_no_masquerade(&mut self, network_id: u16, cidrs: &[ipnet::IpNet]) -> Result<()> {
         let network = u32::from(network_id);
         let (v4, v6) = crate::types::split_families(cidrs);
-        let keys: Vec<_> = v4
+        let v4 = v4
             .iter()
-            .map(|c| {
-                LpmKey::new(
-                    32 + u32::from(c.prefix_len()),
-                    no_masq_key(network, c.network().octets()),
-                )
-            })
-            .collect();
-        sync_no_masq(&mut self.no_masq, NO_MASQ_MAP, network, &keys)?;
+            .map(|c| (c.prefix_len(), no_masq_key(network, c.network().octets())));
+        sync_no_masq(&mut self.no_masq, NO_MASQ_MAP, network, v4)?;
         if let Some(m) = self.nat66.as_mut() {
-            let keys: Vec<_> = v6
+            let v6 = v6
                 .iter()
-                .map(|c| {
-                    LpmKey::new(
-                        32 + u32::from(c.prefix_len()),
-                        no_masq_key6(network, c.network().octets()),
-                    )
-                })
-                .collect();
-            sync_no_masq(m.no_masq_mut(), NO_MASQ6_MAP, network, &keys)?;
+                .map(|c| (c.prefix_len(), no_masq_key6(network, c.network().octets())));
+            sync_no_masq(m.no_masq_mut(), NO_MASQ6_MAP, network, v6)?;
         }
         Ok(())
     }
@@ -312,15 +300,19 @@ impl Datapath {
     }
 }
 
-/// Makes the exemption trie `map` hold exactly `want` for `network`: keys whose first
-/// four bytes are the network id ([`no_masq_key`]) and not wanted go, the wanted ones are
-/// written.
+/// Makes the exemption trie `map` hold exactly `want` for `network` (a destination's
+/// prefix length, its key data): keys whose first four bytes are the network id
+/// ([`no_masq_key`]) and not wanted go, the wanted ones are written (prefix length: the
+/// id's 32 bits and the destination's).
 fn sync_no_masq<const K: usize>(
     map: &mut LpmTrie<MapData, [u8; K], u8>,
     name: &'static str,
     network: u32,
-    want: &[LpmKey<[u8; K]>],
+    want: impl Iterator<Item = (u8, [u8; K])>,
 ) -> Result<()> {
+    let want: Vec<LpmKey<[u8; K]>> = want
+        .map(|(prefix, data)| LpmKey::new(32 + u32::from(prefix), data))
+        .collect();
     let same = |a: &LpmKey<[u8; K]>, b: &LpmKey<[u8; K]>| {
         a.data() == b.data() && a.prefix_len() == b.prefix_len()
     };
@@ -332,7 +324,7 @@ fn sync_no_masq<const K: usize>(
     for k in stale {
         absent_ok(name, map.remove(&k))?;
     }
-    for k in want {
+    for k in &want {
         map.insert(k, 1, 0)
             .map_err(|source| DatapathError::WriteMap { map: name, source })?;
     }
