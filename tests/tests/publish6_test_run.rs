@@ -277,12 +277,8 @@ fn a_connection_routed_in_keeps_its_replies_unmasqueraded() {
         "the reply was NAT66ed"
     );
     // The endpoint's own connection out is NAT66ed (to the uplink's address).
-    let (v, out) = run_tc(
-        &dp,
-        Hook::UplinkEgress,
-        up.ifindex,
-        &frames::tcp6(EP6, 33000, REMOTE6, 443, b"out"),
-    );
+    let own = frames::tcp6(EP6, 33000, REMOTE6, 443, b"out");
+    let (v, out) = run_tc(&dp, egress.0, egress.1, &own);
     assert_eq!(v, TC_ACT_UNSPEC);
     assert_eq!(&out[22..38], &UPLINK6[..], "source NAT66ed: {out:02x?}");
     // Routed to an address that is no endpoint: nothing recorded.
