@@ -97,6 +97,8 @@ pub struct DaemonOptions {
     pub default_network: bool,
     /// Host ports handed out when a `-p` spec gives none (inclusive).
     pub ephemeral_ports: (u16, u16),
+    /// Where to serve the Docker plugin ([`crate::docker`]); `None`: not at all.
+    pub docker_plugin_socket: Option<PathBuf>,
 }
 
 /// What the daemon set up, as printed at start (and as JSON for tools).
@@ -253,6 +255,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     // state directory or this socket) is refused before anything in the kernel changes.
     let _lock = lock_state_dir(&opts.paths.state_dir)?;
     let listener = api::bind(&opts.paths.socket).await?;
+    let plugin_listener = match &opts.docker_plugin_socket {
+        Some(socket) => Some((socket.clone(), api::bind(socket).await?)),
+        None => None,
+    };
     let shutdown = shutdown_signal()?;
     // Requests that arrive meanwhile wait in the socket's backlog until we serve.
     let (report, svc) = match setup(&opts).await {
@@ -260,6 +266,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         Err(e) => {
             drop(listener);
             let _ = std::fs::remove_file(&opts.paths.socket);
+            if let Some((socket, _)) = plugin_listener {
+                let _ = std::fs::remove_file(socket);
+            }
             return Err(e);
         }
     };
@@ -289,6 +298,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         println!("  layout    {m}");
     }
     println!("  api       {}", opts.paths.socket.display());
+    if let Some((socket, _)) = &plugin_listener {
+        println!("  docker    {} (plugin netpath)", socket.display());
+    }
     println!("  state     {}", opts.paths.state_dir.display());
     println!(
         "Ctrl-C stops the daemon and leaves the datapath running; `netpath reset` removes it."
@@ -297,7 +309,26 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     // interfaces) within a few seconds.
     let refresher = tokio::spawn(keep_local_addrs_current(svc.clone()));
     let sweeper = tokio::spawn(sweep_unfinished(svc.clone()));
-    api::serve_listener(svc, listener, &opts.paths.socket, shutdown).await?;
+    // The Docker plugin stops with the API (after it has stopped taking requests).
+    let (stop_plugin, plugin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let plugin = plugin_listener.map(|(socket, l)| {
+        let svc = svc.clone();
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = plugin_stopped.await;
+            };
+            crate::docker::serve_listener(svc, l, &socket, stopped).await
+        })
+    });
+    let served = api::serve_listener(svc, listener, &opts.paths.socket, shutdown).await;
+    let _ = stop_plugin.send(());
+    if let Some(task) = plugin {
+        match task.await {
+            Ok(r) => r?,
+            Err(e) => eprintln!("netpath daemon: the Docker plugin's task failed: {e}"),
+        }
+    }
+    served?;
     refresher.abort();
     sweeper.abort();
     println!("netpath daemon: stopping; network and datapath stay in place");

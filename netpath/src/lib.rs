@@ -25,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
+pub mod docker;
 pub mod ebpf;
 pub mod error;
 pub mod hostports;

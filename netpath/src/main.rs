@@ -97,12 +97,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             reload,
             no_default_network,
             ephemeral_ports,
+            docker_plugin_socket,
+            no_docker_plugin,
         } => {
             daemon::run(DaemonOptions {
                 paths,
                 reload,
                 default_network: !no_default_network,
                 ephemeral_ports,
+                docker_plugin_socket: (!no_docker_plugin).then_some(docker_plugin_socket),
             })
             .await?;
             Ok(())

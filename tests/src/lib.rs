@@ -608,8 +608,12 @@ pub fn spawn_daemon_with(
     env: &[(&str, &std::ffi::OsStr)],
 ) -> (std::process::Child, Vec<String>) {
     use std::io::BufRead;
+    // Tests run concurrently: none takes dockerd's plugin socket unless it asks for one.
+    let no_plugin =
+        (!args.iter().any(|a| a == "--docker-plugin-socket")).then_some("--no-docker-plugin");
     let mut child = Command::new(netpath_bin())
         .arg("daemon")
+        .args(no_plugin)
         .args(args)
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())

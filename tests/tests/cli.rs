@@ -364,6 +364,7 @@ fn a_second_daemon_on_a_served_socket_changes_nothing() {
     ]);
     let out = std::process::Command::new(netpath_tests::netpath_bin())
         .arg("daemon")
+        .arg("--no-docker-plugin")
         .args(&args)
         .output()
         .unwrap();

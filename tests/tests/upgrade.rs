@@ -317,6 +317,7 @@ fn a_map_that_cannot_be_migrated_is_refused_unless_reload() {
     let out = Command::new(netpath_tests::netpath_bin())
         .arg("daemon")
         .arg("--no-default-network")
+        .arg("--no-docker-plugin")
         .args(d.paths.args())
         .output()
         .unwrap();

@@ -89,6 +89,13 @@ pub(crate) enum Command {
         /// masquerade and host sockets use.
         #[arg(long, value_name = "FIRST-LAST", default_value = "20000-29999", value_parser = port_range)]
         ephemeral_ports: (u16, u16),
+        /// Serve the Docker plugin `netpath` (libnetwork remote network and IPAM
+        /// driver) on this unix socket, where dockerd looks for it.
+        #[arg(long, value_name = "PATH", default_value = netpath::docker::DEFAULT_SOCKET)]
+        docker_plugin_socket: PathBuf,
+        /// Do not serve the Docker plugin.
+        #[arg(long, conflicts_with = "docker_plugin_socket")]
+        no_docker_plugin: bool,
     },
     /// Create, remove and list networks.
     #[command(subcommand)]

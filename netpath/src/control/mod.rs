@@ -26,7 +26,7 @@
 
 pub mod endpoints;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod host;
 pub mod networks;
 pub mod ports;

@@ -1,0 +1,387 @@
+//! What each NetworkDriver call does to netpath: Docker's network id becomes a netpath
+//! network `d-<first 10 hex digits>` (derived, so the mapping needs no record and
+//! survives a restart); an endpoint is remembered from CreateEndpoint (its addresses,
+//! from Docker's IPAM) until DeleteEndpoint. Every refusal is a message and changes
+//! nothing.
+//!
+//! Not done yet (issue #16): Join must create the veth with its container end left in
+//! the host namespace, which [`Backend`] has no operation for; Join refuses with a
+//! message saying so, and ProgramExternalConnectivity (which needs the joined endpoint)
+//! refuses any port mapping. Endpoints are kept in memory only.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::{Arc, Mutex},
+};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde_json::{Map, Value, json};
+
+use super::wire::{self, PortBinding};
+use crate::{
+    api::{ApiError, Backend},
+    model::{MacAddr, Mode, NetworkCreate},
+    portspec::PortSpec,
+};
+
+/// A refusal, sent to dockerd in the reply's `Err` (or `Error`).
+pub type Refusal = String;
+
+/// Hex digits of the Docker network id kept in the netpath name (`d-` + 10 = 12, the
+/// longest network name).
+const ID_DIGITS: usize = 10;
+
+/// The netpath network of a Docker network id.
+pub fn network_name(network_id: &str) -> Result<String, Refusal> {
+    if network_id.len() < ID_DIGITS || !network_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "NetworkID {network_id:?} is not a Docker network id (at least {ID_DIGITS} hex digits)"
+        ));
+    }
+    Ok(format!(
+        "d-{}",
+        network_id[..ID_DIGITS].to_ascii_lowercase()
+    ))
+}
+
+/// An endpoint between CreateEndpoint and DeleteEndpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerEndpoint {
+    /// The netpath network.
+    pub network: String,
+    pub ip: Ipv4Addr,
+    pub ip6: Option<Ipv6Addr>,
+    pub mac: Option<MacAddr>,
+    /// The `-p` of the container, as netpath port specs.
+    pub ports: Vec<String>,
+}
+
+/// The NetworkDriver over a netpath [`Backend`].
+pub struct Driver<B> {
+    pub(super) backend: Arc<B>,
+    endpoints: Mutex<HashMap<String, DockerEndpoint>>,
+}
+
+fn said(e: ApiError) -> Refusal {
+    match e.body.hint {
+        Some(hint) => format!("{} ({hint})", e.body.error),
+        None => e.body.error,
+    }
+}
+
+/// The address of a CIDR string (`"10.88.0.1/16"`); a bare address is accepted too.
+fn cidr_addr(what: &str, s: &str) -> Result<IpAddr, Refusal> {
+    let addr = s.split_once('/').map_or(s, |(a, _)| a);
+    addr.parse()
+        .map_err(|_| format!("{what} {s:?} is not an address"))
+}
+
+/// The `-o` options netpath knows: mode, uplink, mtu.
+struct Generic {
+    mode: Mode,
+    uplink: Option<String>,
+    mtu: Option<u32>,
+}
+
+fn generic(options: &Map<String, Value>) -> Result<Generic, Refusal> {
+    let mut g = Generic {
+        mode: Mode::Bridge,
+        uplink: None,
+        mtu: None,
+    };
+    let Some(opts) = options.get(wire::GENERIC) else {
+        return Ok(g);
+    };
+    let opts = opts
+        .as_object()
+        .ok_or_else(|| format!("option {} is not an object", wire::GENERIC))?;
+    for (key, value) in opts {
+        let value = value
+            .as_str()
+            .ok_or_else(|| format!("option -o {key} is not a string"))?;
+        match key.as_str() {
+            "mode" => {
+                g.mode = match value {
+                    "bridge" => Mode::Bridge,
+                    "routed" => Mode::Routed,
+                    _ => return Err(format!("-o mode={value}: the mode is bridge or routed")),
+                }
+            }
+            "uplink" => g.uplink = Some(value.to_owned()),
+            "mtu" => {
+                g.mtu = Some(
+                    value
+                        .parse()
+                        .map_err(|_| format!("-o mtu={value}: not a number"))?,
+                )
+            }
+            _ => {
+                return Err(format!(
+                    "unknown option -o {key} (netpath knows mode, uplink, mtu)"
+                ));
+            }
+        }
+    }
+    Ok(g)
+}
+
+/// The netpath port spec of one Docker port binding.
+pub fn port_spec(b: &PortBinding) -> Result<String, Refusal> {
+    let proto = match b.proto {
+        6 => "tcp",
+        17 => "udp",
+        p => {
+            return Err(format!(
+                "port {}: protocol {p} is not supported (tcp and udp are)",
+                b.port
+            ));
+        }
+    };
+    if b.host_port_end > b.host_port && b.host_port != 0 {
+        return Err(format!(
+            "port {}: a host port range {}-{} for one container port is not supported",
+            b.port, b.host_port, b.host_port_end
+        ));
+    }
+    let host = match b.host_ip.as_str() {
+        "" => String::new(),
+        ip => match cidr_addr("HostIP", ip)? {
+            IpAddr::V4(a) => format!("{a}:"),
+            IpAddr::V6(a) => format!("[{a}]:"),
+        },
+    };
+    let spec = match (host.is_empty(), b.host_port) {
+        (true, 0) => format!("{}/{proto}", b.port),
+        (false, 0) => format!("{host}:{}/{proto}", b.port),
+        (_, hp) => format!("{host}{hp}:{}/{proto}", b.port),
+    };
+    spec.parse::<PortSpec>().map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// The port specs of `com.docker.network.portmap` in `options` (none if absent).
+pub fn port_specs(options: Option<&Map<String, Value>>) -> Result<Vec<String>, Refusal> {
+    let Some(map) = options.and_then(|o| o.get(wire::PORTMAP)) else {
+        return Ok(Vec::new());
+    };
+    let bindings: Vec<PortBinding> = serde_json::from_value(map.clone())
+        .map_err(|e| format!("option {}: {e}", wire::PORTMAP))?;
+    bindings.iter().map(port_spec).collect()
+}
+
+impl<B: Backend> Driver<B> {
+    pub fn new(backend: Arc<B>) -> Self {
+        Driver {
+            backend,
+            endpoints: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<String, DockerEndpoint>> {
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoints remembered, by Docker endpoint id.
+    pub fn remembered(&self) -> HashMap<String, DockerEndpoint> {
+        self.endpoints().clone()
+    }
+
+    /// The endpoint `endpoint_id` of network `network_id`, or why not.
+    fn endpoint(&self, network_id: &str, endpoint_id: &str) -> Result<DockerEndpoint, Refusal> {
+        let network = network_name(network_id)?;
+        match self.endpoints().get(endpoint_id) {
+            Some(ep) if ep.network == network => Ok(ep.clone()),
+            _ => Err(format!(
+                "no endpoint {endpoint_id:?} on network {network_id} (netpath network {network})"
+            )),
+        }
+    }
+
+    pub async fn create_network(&self, req: wire::CreateNetwork) -> Result<Value, Refusal> {
+        let name = network_name(&req.network_id)?;
+        let options = req.options.unwrap_or_default();
+        let g = generic(&options)?;
+        if options.get(wire::INTERNAL).and_then(Value::as_bool) == Some(true) {
+            return Err("netpath has no --internal networks yet".into());
+        }
+        let v4 = req.ipv4_data.unwrap_or_default();
+        let [pool] = v4.as_slice() else {
+            return Err(format!(
+                "netpath needs exactly one IPv4 pool (--subnet), got {}",
+                v4.len()
+            ));
+        };
+        let subnet: Ipv4Net = pool
+            .pool
+            .parse()
+            .map_err(|_| format!("IPv4 pool {:?} is not an IPv4 CIDR", pool.pool))?;
+        let gateway = match pool.gateway.as_deref() {
+            None | Some("") => None,
+            Some(gw) => match cidr_addr("IPv4 gateway", gw)? {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => return Err(format!("IPv4 gateway {gw:?} is IPv6")),
+            },
+        };
+        let v6 = req.ipv6_data.unwrap_or_default();
+        let (subnet6, gateway6) = match v6.as_slice() {
+            [] => (None, None),
+            [pool6] => {
+                let net: Ipv6Net = pool6
+                    .pool
+                    .parse()
+                    .map_err(|_| format!("IPv6 pool {:?} is not an IPv6 CIDR", pool6.pool))?;
+                let gw = match pool6.gateway.as_deref() {
+                    None | Some("") => None,
+                    Some(gw) => match cidr_addr("IPv6 gateway", gw)? {
+                        IpAddr::V6(a) => Some(a),
+                        IpAddr::V4(_) => return Err(format!("IPv6 gateway {gw:?} is IPv4")),
+                    },
+                };
+                (Some(net), gw)
+            }
+            more => {
+                return Err(format!(
+                    "netpath takes at most one IPv6 pool, got {}",
+                    more.len()
+                ));
+            }
+        };
+        let create = NetworkCreate {
+            name,
+            subnet,
+            mode: g.mode,
+            gateway,
+            subnet6,
+            gateway6,
+            uplink: g.uplink,
+            mtu: g.mtu,
+            no_masquerade: Vec::new(),
+        };
+        self.backend.create_network(create).await.map_err(said)?;
+        Ok(json!({}))
+    }
+
+    pub async fn delete_network(&self, req: wire::NetworkRef) -> Result<Value, Refusal> {
+        let name = network_name(&req.network_id)?;
+        let mut used: Vec<String> = (self.endpoints().iter())
+            .filter(|(_, ep)| ep.network == name)
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !used.is_empty() {
+            used.sort();
+            return Err(format!(
+                "network {} still has endpoints {}",
+                req.network_id,
+                used.join(", ")
+            ));
+        }
+        self.backend
+            .remove_network(&name, false)
+            .await
+            .map_err(said)?;
+        Ok(json!({}))
+    }
+
+    pub async fn create_endpoint(&self, req: wire::CreateEndpoint) -> Result<Value, Refusal> {
+        let name = network_name(&req.network_id)?;
+        if req.endpoint_id.is_empty() {
+            return Err("EndpointID is empty".into());
+        }
+        let net = self.backend.get_network(&name).await.map_err(said)?;
+        let iface = req.interface.unwrap_or_default();
+        if iface.address.is_empty() {
+            return Err("the endpoint has no IPv4 address (Interface.Address)".into());
+        }
+        let ip = match cidr_addr("Interface.Address", &iface.address)? {
+            IpAddr::V4(a) if net.subnet.contains(&a) => a,
+            a => {
+                return Err(format!(
+                    "address {a} is outside network {}'s subnet {}",
+                    req.network_id, net.subnet
+                ));
+            }
+        };
+        let ip6 = match iface.address_ipv6.as_str() {
+            "" => None,
+            s => match (cidr_addr("Interface.AddressIPv6", s)?, net.subnet6) {
+                (IpAddr::V6(a), Some(net6)) if net6.contains(&a) => Some(a),
+                (a, _) => {
+                    return Err(format!(
+                        "IPv6 address {a} is outside network {}'s IPv6 subnet",
+                        req.network_id
+                    ));
+                }
+            },
+        };
+        let mac = match iface.mac_address.as_str() {
+            "" => None,
+            s => Some(
+                s.parse::<MacAddr>()
+                    .map_err(|e| format!("Interface.MacAddress: {e}"))?,
+            ),
+        };
+        let ports = port_specs(req.options.as_ref())?;
+        let mut eps = self.endpoints();
+        if eps.contains_key(&req.endpoint_id) {
+            return Err(format!("endpoint {} already exists", req.endpoint_id));
+        }
+        if let Some((other, _)) = eps.iter().find(|(_, ep)| ep.network == name && ep.ip == ip) {
+            return Err(format!("address {ip} is already used by endpoint {other}"));
+        }
+        eps.insert(
+            req.endpoint_id,
+            DockerEndpoint {
+                network: name,
+                ip,
+                ip6,
+                mac,
+                ports,
+            },
+        );
+        Ok(json!({}))
+    }
+
+    pub async fn endpoint_oper_info(&self, req: wire::EndpointRef) -> Result<Value, Refusal> {
+        self.endpoint(&req.network_id, &req.endpoint_id)?;
+        Ok(json!({"Value": {}}))
+    }
+
+    pub async fn delete_endpoint(&self, req: wire::EndpointRef) -> Result<Value, Refusal> {
+        self.endpoint(&req.network_id, &req.endpoint_id)?;
+        self.endpoints().remove(&req.endpoint_id);
+        Ok(json!({}))
+    }
+
+    pub async fn join(&self, req: wire::Join) -> Result<Value, Refusal> {
+        self.endpoint(&req.network_id, &req.endpoint_id)?;
+        port_specs(req.options.as_ref())?;
+        Err(
+            "Join: netpath cannot create the endpoint's veth in the host namespace yet \
+             (not implemented, issue #16)"
+                .into(),
+        )
+    }
+
+    pub async fn leave(&self, req: wire::EndpointRef) -> Result<Value, Refusal> {
+        self.endpoint(&req.network_id, &req.endpoint_id)?;
+        Ok(json!({}))
+    }
+
+    pub async fn program_external(&self, req: wire::ProgramExternal) -> Result<Value, Refusal> {
+        self.endpoint(&req.network_id, &req.endpoint_id)?;
+        let specs = port_specs(req.options.as_ref())?;
+        if !specs.is_empty() {
+            return Err(format!(
+                "cannot publish {}: the endpoint was never joined (Join is not implemented yet)",
+                specs.join(", ")
+            ));
+        }
+        Ok(json!({}))
+    }
+
+    pub async fn revoke_external(&self, req: wire::EndpointRef) -> Result<Value, Refusal> {
+        self.endpoint(&req.network_id, &req.endpoint_id)?;
+        Ok(json!({}))
+    }
+}

@@ -1,0 +1,148 @@
+//! The IpamDriver (`docker network create --ipam-driver netpath`): pools are the
+//! `--subnet` given (netpath picks none itself), addresses are handed out lowest first
+//! (the gateway first of all). Pool ids are `netpath/<cidr>`, so they are derived from
+//! the pool. Kept in memory (a restart forgets the leases: not done yet, issue #16).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+    sync::Mutex,
+};
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+
+use super::{driver::Refusal, wire};
+
+/// The address spaces netpath answers to `GetDefaultAddressSpaces`.
+pub const LOCAL_SPACE: &str = "netpath-local";
+pub const GLOBAL_SPACE: &str = "netpath-global";
+
+#[derive(Default)]
+pub struct Ipam {
+    pools: Mutex<BTreeMap<String, Pool>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool {
+    pub net: IpNet,
+    pub used: BTreeSet<IpAddr>,
+}
+
+fn pool_id(net: &IpNet) -> String {
+    format!("netpath/{net}")
+}
+
+impl Ipam {
+    fn pools(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Pool>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every pool with its leases, by pool id.
+    pub fn snapshot(&self) -> BTreeMap<String, Pool> {
+        self.pools().clone()
+    }
+
+    pub fn capabilities() -> Value {
+        json!({"RequiresMACAddress": false, "RequiresRequestReplay": false})
+    }
+
+    pub fn default_spaces() -> Value {
+        json!({"LocalDefaultAddressSpace": LOCAL_SPACE, "GlobalDefaultAddressSpace": GLOBAL_SPACE})
+    }
+
+    pub fn request_pool(&self, req: wire::RequestPool) -> Result<Value, Refusal> {
+        if req.pool.is_empty() {
+            return Err("netpath IPAM needs the pool: give --subnet".into());
+        }
+        if !req.sub_pool.is_empty() {
+            return Err(format!(
+                "--ip-range {} is not supported by netpath IPAM",
+                req.sub_pool
+            ));
+        }
+        let net: IpNet = req
+            .pool
+            .parse()
+            .map_err(|_| format!("pool {:?} is not a CIDR", req.pool))?;
+        if net.trunc() != net {
+            return Err(format!(
+                "pool {net} has host bits set (did you mean {})",
+                net.trunc()
+            ));
+        }
+        if req.v6 != matches!(net, IpNet::V6(_)) {
+            return Err(format!(
+                "pool {net} is not of the family V6={} asks for",
+                req.v6
+            ));
+        }
+        let mut pools = self.pools();
+        if let Some((id, _)) = pools
+            .iter()
+            .find(|(_, p)| p.net.contains(&net.network()) || net.contains(&p.net.network()))
+        {
+            return Err(format!("pool {net} overlaps pool {id}"));
+        }
+        let id = pool_id(&net);
+        pools.insert(
+            id.clone(),
+            Pool {
+                net,
+                used: BTreeSet::new(),
+            },
+        );
+        Ok(json!({"PoolID": id, "Pool": net.to_string(), "Data": {}}))
+    }
+
+    pub fn release_pool(&self, req: wire::ReleasePool) -> Result<Value, Refusal> {
+        self.pools()
+            .remove(&req.pool_id)
+            .ok_or_else(|| format!("no pool {:?}", req.pool_id))?;
+        Ok(json!({}))
+    }
+
+    pub fn request_address(&self, req: wire::RequestAddress) -> Result<Value, Refusal> {
+        let mut pools = self.pools();
+        let pool = pools
+            .get_mut(&req.pool_id)
+            .ok_or_else(|| format!("no pool {:?}", req.pool_id))?;
+        let addr = if req.address.is_empty() {
+            pool.net
+                .hosts()
+                .find(|a| *a != pool.net.network() && !pool.used.contains(a))
+                .ok_or_else(|| format!("pool {} has no free address", pool.net))?
+        } else {
+            let a: IpAddr = req
+                .address
+                .parse()
+                .map_err(|_| format!("address {:?} is not an address", req.address))?;
+            if !pool.net.contains(&a) || a == pool.net.network() {
+                return Err(format!("address {a} is not a host of pool {}", pool.net));
+            }
+            if pool.used.contains(&a) {
+                return Err(format!("address {a} is already in use"));
+            }
+            a
+        };
+        pool.used.insert(addr);
+        Ok(json!({"Address": format!("{addr}/{}", pool.net.prefix_len()), "Data": {}}))
+    }
+
+    pub fn release_address(&self, req: wire::ReleaseAddress) -> Result<Value, Refusal> {
+        let mut pools = self.pools();
+        let pool = pools
+            .get_mut(&req.pool_id)
+            .ok_or_else(|| format!("no pool {:?}", req.pool_id))?;
+        let a: IpAddr = req
+            .address
+            .split_once('/')
+            .map_or(req.address.as_str(), |(a, _)| a)
+            .parse()
+            .map_err(|_| format!("address {:?} is not an address", req.address))?;
+        if !pool.used.remove(&a) {
+            return Err(format!("address {a} is not leased from pool {}", pool.net));
+        }
+        Ok(json!({}))
+    }
+}
