@@ -317,10 +317,10 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
             let stopped = async {
                 let _ = plugin_stopped.await;
             };
-            crate::docker::serve_listener(svc, l, &socket, stopped).await
+            api::serve_app(crate::docker::app(svc), l, &socket, stopped).await
         })
     });
-    let served = api::serve_listener(svc, listener, &opts.paths.socket, shutdown).await;
+    let served = api::serve_app(api::router(svc), listener, &opts.paths.socket, shutdown).await;
     let _ = stop_plugin.send(());
     if let Some(task) = plugin {
         match task.await {

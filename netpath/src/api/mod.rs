@@ -249,13 +249,16 @@ pub async fn serve_backend<B: Backend>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SocketError> {
     let listener = bind(socket).await?;
-    serve_listener(backend, listener, socket, shutdown).await
+    serve_app(router(backend), listener, socket, shutdown).await
 }
 
-/// [`serve_backend`] on a listener already bound with [`bind`] (so a caller can bind,
-/// announce readiness, then serve).
-pub async fn serve_listener<B: Backend>(
-    backend: Arc<B>,
+/// Serves `app` (the API's [`router`], or the Docker plugin's) on `listener`, bound to
+/// `socket` with [`bind`] (so a caller can bind, announce readiness, then serve), until
+/// `shutdown`; then
+/// removes the socket if it is still the one bound: a successor may have replaced it
+/// already. The API and the Docker plugin both serve this way.
+pub async fn serve_app(
+    app: axum::Router,
     listener: tokio::net::UnixListener,
     socket: &Path,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -263,15 +266,13 @@ pub async fn serve_listener<B: Backend>(
     let bound = std::fs::symlink_metadata(socket)
         .map(|m| (m.dev(), m.ino()))
         .ok();
-    let served = axum::serve(listener, router(backend))
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| SocketError::Serve {
             path: socket.to_owned(),
             source,
         });
-    // Remove the socket only if it is still the one we bound (a successor may have
-    // replaced it already).
     if let Ok(m) = std::fs::symlink_metadata(socket)
         && bound == Some((m.dev(), m.ino()))
     {

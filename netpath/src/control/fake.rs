@@ -33,6 +33,28 @@ use crate::{
     tap::{TapError, TapOp, TapSpec},
 };
 
+/// A [`Service`](super::Service) over a fresh fake [`World`] and a state database in a
+/// temporary directory (dropped with the returned guard).
+pub fn service() -> (super::Service, Arc<Mutex<World>>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = crate::config::Paths {
+        state_dir: dir.path().join("state"),
+        socket: dir.path().join("api.sock"),
+        bpffs: dir.path().join("bpf"),
+    };
+    std::fs::create_dir_all(&paths.state_dir).expect("state dir");
+    let store = crate::state::Store::open(&paths.state_dir.join("state.redb")).expect("store");
+    let world = World::new();
+    let svc = super::Service::new(
+        paths,
+        Arc::new(store),
+        Arc::new(FakeHost(world.clone())),
+        Box::new(FakeMaps(world.clone())),
+        super::EPHEMERAL_PORTS,
+    );
+    (svc, world, dir)
+}
+
 /// The kernel side the control plane can see and change: compared whole before and
 /// after an operation that failed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
     sync::{Arc, Mutex},
 };
 
@@ -71,10 +72,25 @@ fn said(e: ApiError) -> Refusal {
 }
 
 /// The address of a CIDR string (`"10.88.0.1/16"`); a bare address is accepted too.
-fn cidr_addr(what: &str, s: &str) -> Result<IpAddr, Refusal> {
+fn cidr_addr<A: FromStr>(what: &str, s: &str) -> Result<A, Refusal> {
     let addr = s.split_once('/').map_or(s, |(a, _)| a);
     addr.parse()
         .map_err(|_| format!("{what} {s:?} is not an address"))
+}
+
+/// One family's pool of `CreateNetwork`: its subnet `N`, and its gateway `A` if Docker
+/// chose one (a CIDR string with the pool's prefix length).
+fn family_pool<N: FromStr, A: FromStr>(
+    family: &str,
+    pool: &wire::IpamData,
+) -> Result<(N, Option<A>), Refusal> {
+    let subnet = (pool.pool.parse())
+        .map_err(|_| format!("{family} pool {:?} is not an {family} CIDR", pool.pool))?;
+    let gateway = match pool.gateway.as_deref() {
+        None | Some("") => None,
+        Some(gw) => Some(cidr_addr(&format!("{family} gateway"), gw)?),
+    };
+    Ok((subnet, gateway))
 }
 
 /// The `-o` options netpath knows: mode, uplink, mtu.
@@ -212,32 +228,12 @@ impl<B: Backend> Driver<B> {
                 v4.len()
             ));
         };
-        let subnet: Ipv4Net = pool
-            .pool
-            .parse()
-            .map_err(|_| format!("IPv4 pool {:?} is not an IPv4 CIDR", pool.pool))?;
-        let gateway = match pool.gateway.as_deref() {
-            None | Some("") => None,
-            Some(gw) => match cidr_addr("IPv4 gateway", gw)? {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => return Err(format!("IPv4 gateway {gw:?} is IPv6")),
-            },
-        };
+        let (subnet, gateway) = family_pool::<Ipv4Net, Ipv4Addr>("IPv4", pool)?;
         let v6 = req.ipv6_data.unwrap_or_default();
         let (subnet6, gateway6) = match v6.as_slice() {
             [] => (None, None),
             [pool6] => {
-                let net: Ipv6Net = pool6
-                    .pool
-                    .parse()
-                    .map_err(|_| format!("IPv6 pool {:?} is not an IPv6 CIDR", pool6.pool))?;
-                let gw = match pool6.gateway.as_deref() {
-                    None | Some("") => None,
-                    Some(gw) => match cidr_addr("IPv6 gateway", gw)? {
-                        IpAddr::V6(a) => Some(a),
-                        IpAddr::V4(_) => return Err(format!("IPv6 gateway {gw:?} is IPv4")),
-                    },
-                };
+                let (net, gw) = family_pool::<Ipv6Net, Ipv6Addr>("IPv6", pool6)?;
                 (Some(net), gw)
             }
             more => {

@@ -27,7 +27,7 @@ pub mod ipam;
 mod tests;
 pub mod wire;
 
-use std::{future::Future, os::unix::fs::MetadataExt, path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -44,7 +44,7 @@ use self::{
     driver::{Driver, Refusal},
     ipam::Ipam,
 };
-use crate::api::{Backend, SocketError};
+use crate::api::Backend;
 
 /// Longest time a call may take before it is answered with a refusal.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -171,30 +171,8 @@ pub fn router<B: Backend>(plugin: Arc<Plugin<B>>, timeout: Duration) -> Router {
         .with_state(Shared { plugin, timeout })
 }
 
-/// Serves the plugin for `backend` on `listener` (bound to `socket` with [`crate::api::bind`]:
-/// a stale socket is replaced, a live one refused) until `shutdown`, then removes the
-/// socket if it is still the one bound.
-pub async fn serve_listener<B: Backend>(
-    backend: Arc<B>,
-    listener: tokio::net::UnixListener,
-    socket: &Path,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), SocketError> {
-    let bound = std::fs::symlink_metadata(socket)
-        .map(|m| (m.dev(), m.ino()))
-        .ok();
-    let app = router(Arc::new(Plugin::new(backend)), CALL_TIMEOUT);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| SocketError::Serve {
-            path: socket.to_owned(),
-            source,
-        });
-    if let Ok(m) = std::fs::symlink_metadata(socket)
-        && bound == Some((m.dev(), m.ino()))
-    {
-        let _ = std::fs::remove_file(socket);
-    }
-    served
+/// The plugin for `backend`, ready for [`crate::api::serve_app`] on a socket bound with
+/// [`crate::api::bind`] (a stale socket is replaced, a live one refused).
+pub fn app<B: Backend>(backend: Arc<B>) -> Router {
+    router(Arc::new(Plugin::new(backend)), CALL_TIMEOUT)
 }

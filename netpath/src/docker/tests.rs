@@ -19,15 +19,13 @@ use tower::ServiceExt;
 use super::{driver::port_spec, wire::PortBinding, *};
 use crate::{
     api::ApiError,
-    config::Paths,
     control::{
         Service,
-        fake::{FakeHost, FakeMaps, UPLINK, World},
+        fake::{UPLINK, World},
     },
     model::{
         Endpoint, EndpointCreate, Mode, Network, NetworkCreate, PortLease, StatsReport, TapCreate,
     },
-    state::Store,
 };
 
 const NET_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -54,22 +52,8 @@ struct Everything {
 
 impl Rig {
     fn new() -> Rig {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let paths = Paths {
-            state_dir: dir.path().join("state"),
-            socket: dir.path().join("api.sock"),
-            bpffs: dir.path().join("bpf"),
-        };
-        std::fs::create_dir_all(&paths.state_dir).expect("state dir");
-        let store = Arc::new(Store::open(&paths.state_dir.join("state.redb")).expect("store"));
-        let world = World::new();
-        let svc = Arc::new(Service::new(
-            paths,
-            store,
-            Arc::new(FakeHost(world.clone())),
-            Box::new(FakeMaps(world.clone())),
-            crate::control::EPHEMERAL_PORTS,
-        ));
+        let (svc, world, dir) = crate::control::fake::service();
+        let svc = Arc::new(svc);
         Rig {
             plugin: Arc::new(Plugin::new(svc.clone())),
             svc,
@@ -89,6 +73,13 @@ impl Rig {
             (StatusCode::OK, want),
             "{path} {body}"
         );
+    }
+
+    /// Calls that must each succeed with exactly the reply given, in order.
+    async fn oks<const N: usize>(&self, calls: [(&str, Value, Value); N]) {
+        for (path, body, want) in calls {
+            self.ok(path, body, want).await;
+        }
     }
 
     /// A call that must be refused with exactly `key: msg` and change nothing.
@@ -125,6 +116,12 @@ impl Rig {
             json!({}),
         )
         .await;
+    }
+
+    async fn delete_network(&self) {
+        let body = json!({ "NetworkID": NET_ID });
+        self.ok("/NetworkDriver.DeleteNetwork", body, json!({}))
+            .await;
     }
 
     async fn endpoint(&self) {
@@ -244,12 +241,7 @@ async fn create_network_makes_the_netpath_network() {
         "network \"d-0123456789\" already exists (choose another name, or remove the existing network first)",
     )
     .await;
-    rig.ok(
-        "/NetworkDriver.DeleteNetwork",
-        json!({ "NetworkID": NET_ID }),
-        json!({}),
-    )
-    .await;
+    rig.delete_network().await;
     assert!(rig.svc.list_networks().await.expect("list").is_empty());
     rig.refused(
         "/NetworkDriver.DeleteNetwork",
@@ -517,12 +509,7 @@ async fn endpoint_calls_valid_and_refused() {
         &missing,
     )
     .await;
-    rig.ok(
-        "/NetworkDriver.DeleteNetwork",
-        json!({ "NetworkID": NET_ID }),
-        json!({}),
-    )
-    .await;
+    rig.delete_network().await;
 }
 
 #[tokio::test]
@@ -553,17 +540,15 @@ async fn ipam_pools_and_addresses() {
     }
     rig.refused(rp, r#"{"Pool": 1}"#, "Error",
         "IpamDriver.RequestPool: malformed request: invalid type: integer `1`, expected a string at line 1 column 10").await;
-    rig.ok(
-        rp,
-        json!({"AddressSpace": "netpath-local", "Pool": "10.207.0.0/24", "SubPool": "", "Options": {}, "V6": false}),
-        json!({"PoolID": "netpath/10.207.0.0/24", "Pool": "10.207.0.0/24", "Data": {}}),
-    )
-    .await;
-    rig.ok(
-        rp,
-        json!({"Pool": "fd51::/64", "V6": true}),
-        json!({"PoolID": "netpath/fd51::/64", "Pool": "fd51::/64", "Data": {}}),
-    )
+    let pool = "netpath/10.207.0.0/24";
+    let (rel, rpool) = ("/IpamDriver.ReleaseAddress", "/IpamDriver.ReleasePool");
+    let addr = |a: &str| json!({"Address": a, "Data": {}});
+    rig.oks([
+        (rp, json!({"AddressSpace": "netpath-local", "Pool": "10.207.0.0/24", "SubPool": "", "Options": {}, "V6": false}),
+            json!({"PoolID": pool, "Pool": "10.207.0.0/24", "Data": {}})),
+        (rp, json!({"Pool": "fd51::/64", "V6": true}),
+            json!({"PoolID": "netpath/fd51::/64", "Pool": "fd51::/64", "Data": {}})),
+    ])
     .await;
     rig.refused(
         rp,
@@ -572,26 +557,13 @@ async fn ipam_pools_and_addresses() {
         "pool 10.207.0.0/16 overlaps pool netpath/10.207.0.0/24",
     )
     .await;
-    let pool = "netpath/10.207.0.0/24";
-    rig.ok(ra, json!({"PoolID": pool, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
-        json!({"Address": "10.207.0.1/24", "Data": {}})).await;
-    rig.ok(
-        ra,
-        json!({"PoolID": pool, "Address": ""}),
-        json!({"Address": "10.207.0.2/24", "Data": {}}),
-    )
-    .await;
-    rig.ok(
-        ra,
-        json!({"PoolID": pool, "Address": "10.207.0.9"}),
-        json!({"Address": "10.207.0.9/24", "Data": {}}),
-    )
-    .await;
-    rig.ok(
-        ra,
-        json!({"PoolID": "netpath/fd51::/64", "Address": ""}),
-        json!({"Address": "fd51::1/64", "Data": {}}),
-    )
+    rig.oks([
+        (ra, json!({"PoolID": pool, "Address": "", "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
+            addr("10.207.0.1/24")),
+        (ra, json!({"PoolID": pool, "Address": ""}), addr("10.207.0.2/24")),
+        (ra, json!({"PoolID": pool, "Address": "10.207.0.9"}), addr("10.207.0.9/24")),
+        (ra, json!({"PoolID": "netpath/fd51::/64", "Address": ""}), addr("fd51::1/64")),
+    ])
     .await;
     for (body, msg) in [
         (
@@ -617,12 +589,11 @@ async fn ipam_pools_and_addresses() {
     ] {
         rig.refused(ra, &body.to_string(), "Error", msg).await;
     }
-    let rel = "/IpamDriver.ReleaseAddress";
-    rig.ok(
+    rig.oks([(
         rel,
         json!({"PoolID": pool, "Address": "10.207.0.2/24"}),
         json!({}),
-    )
+    )])
     .await;
     rig.refused(
         rel,
@@ -631,21 +602,18 @@ async fn ipam_pools_and_addresses() {
         "address 10.207.0.2 is not leased from pool 10.207.0.0/24",
     )
     .await;
-    // The freed address is handed out again, lowest first.
-    rig.ok(
-        ra,
-        json!({"PoolID": pool, "Address": ""}),
-        json!({"Address": "10.207.0.2/24", "Data": {}}),
-    )
-    .await;
-    rig.ok(
-        "/IpamDriver.ReleasePool",
-        json!({"PoolID": pool}),
-        json!({}),
-    )
+    // The freed address is handed out again, lowest first; then the pool goes.
+    rig.oks([
+        (
+            ra,
+            json!({"PoolID": pool, "Address": ""}),
+            addr("10.207.0.2/24"),
+        ),
+        (rpool, json!({"PoolID": pool}), json!({})),
+    ])
     .await;
     rig.refused(
-        "/IpamDriver.ReleasePool",
+        rpool,
         &json!({"PoolID": pool}).to_string(),
         "Error",
         "no pool \"netpath/10.207.0.0/24\"",

@@ -18,14 +18,10 @@ use std::{
 
 use super::{
     Service, ServiceError,
-    fake::{FakeHost, FakeMaps, Kernel, NETNS, World},
+    fake::{Kernel, NETNS, World},
 };
-use crate::{
-    config::Paths,
-    model::{
-        Endpoint, EndpointCreate, Mode, Network, NetworkCreate, PortLease, PortPublish, TapCreate,
-    },
-    state::Store,
+use crate::model::{
+    Endpoint, EndpointCreate, Mode, Network, NetworkCreate, PortLease, PortPublish, TapCreate,
 };
 
 /// A service over a fresh fake world and a state database in a temporary directory.
@@ -45,22 +41,7 @@ pub struct Records {
 
 impl Rig {
     pub fn new() -> Rig {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let paths = Paths {
-            state_dir: dir.path().join("state"),
-            socket: dir.path().join("api.sock"),
-            bpffs: dir.path().join("bpf"),
-        };
-        std::fs::create_dir_all(&paths.state_dir).expect("state dir");
-        let store = Arc::new(Store::open(&paths.state_dir.join("state.redb")).expect("store"));
-        let world = World::new();
-        let svc = Service::new(
-            paths,
-            store,
-            Arc::new(FakeHost(world.clone())),
-            Box::new(FakeMaps(world.clone())),
-            super::EPHEMERAL_PORTS,
-        );
+        let (svc, world, dir) = super::fake::service();
         Rig {
             svc,
             world,
