@@ -188,6 +188,7 @@ impl FootprintScenario {
                     ifname: None,
                     mac: None,
                     container_id: None,
+                    peer: None,
                 }))
                 .map_err(|e| anyhow::anyhow!("netpath: add endpoint {i}: {e}"))?;
             first.get_or_insert(ep.id);

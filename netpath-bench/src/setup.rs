@@ -171,6 +171,7 @@ impl SetupScenario {
                 ifname: None,
                 mac: None,
                 container_id: None,
+                peer: None,
             };
             let start = Instant::now();
             let r = ctx.block_on(client.add_endpoint(&req));

@@ -516,6 +516,7 @@ pub fn netpath_endpoint(ctx: &Ctx, network: &NetpathNetwork, ns: &Ns) -> Result<
         ifname: None,
         mac: None,
         container_id: None,
+        peer: None,
     }))
     .map_err(|e| anyhow::anyhow!("netpath: add endpoint in {}: {e}", ns.name()))
 }

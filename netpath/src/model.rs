@@ -124,8 +124,15 @@ pub struct EndpointCreate {
     /// `aa:bb:cc:dd:ee:ff`; default: random, locally administered.
     pub mac: Option<MacAddr>,
     /// The container this endpoint is a CNI attachment of (`CNI_CONTAINERID`); with
-    /// `ifname` it names the attachment for CNI DEL, CHECK, GC and a repeated ADD.
+    /// `ifname` it names the attachment for CNI DEL, CHECK, GC and a repeated ADD. For
+    /// an engine's attachment (Docker's), the engine's id of it.
     pub container_id: Option<String>,
+    /// Leave the container end in the host's namespace under this name, down and
+    /// unconfigured, instead of in a namespace: for an engine that moves it into the
+    /// container and configures it itself (Docker's libnetwork, at Join, when the
+    /// container's namespace does not exist yet). Excludes `netns`, `pid` and `ifname`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 /// A request to add a microVM endpoint, a TAP device (`POST /v1/taps`).
@@ -232,6 +239,10 @@ pub struct EndpointDetails {
     /// namespace may live on. Records written before this field existed load as `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns_inode: Option<u64>,
+    /// The name the container end was left under in the host's namespace, for an
+    /// engine to move (see [`EndpointCreate::peer`]); `None` for every other endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
 }
 
 /// Error body of every failed API request.

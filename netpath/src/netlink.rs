@@ -259,27 +259,29 @@ impl Netlink {
         Ok((h, p))
     }
 
-    /// Creates a veth pair in one request: the host end `host` here (up, `mtu`, a port
-    /// of `master` if given), the other end directly inside the network namespace of
-    /// `netns` with its final name, MAC and MTU. Creating the peer in place avoids
-    /// moving it, and a move waits for an RCU grace period (`synchronize_net`), which
-    /// measured ~20-35 ms here. Returns the host end.
+    /// Creates a veth pair in one request: the host end `host` here (down, `mtu`, a
+    /// port of `master` if given), the other end directly inside the network namespace
+    /// of `netns` (here if `None`) with its final name, MAC and MTU. Creating the peer in
+    /// place avoids moving it, and a move waits for an RCU grace period
+    /// (`synchronize_net`), which measured ~20-35 ms here. Returns the host end.
     pub async fn create_veth_into(
         &self,
         host: &str,
         master: Option<u32>,
         mtu: u32,
-        netns: &File,
+        netns: Option<&File>,
         peer_name: &str,
         peer_mac: [u8; 6],
     ) -> Result<Link> {
         use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(peer_name.to_owned())
             .address(peer_mac.to_vec())
-            .mtu(mtu)
-            .setns_by_fd(netns.as_raw_fd())
-            .build();
+            .mtu(mtu);
+        if let Some(ns) = netns {
+            peer = peer.setns_by_fd(ns.as_raw_fd());
+        }
+        let peer = peer.build();
         // Created down: the caller finishes the host end (alias, no IPv6 link-local) and
         // brings it up in one request (see `no_ipv6_link_local`).
         let mut b = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)

@@ -1,6 +1,6 @@
 //! The kernel side of one container endpoint: checking its network namespace, creating
-//! a veth pair whose inner end is born in that namespace, and configuring that end
-//! there (address, default route, a static gateway neighbour). Only devices and kernel
+//! a veth pair whose inner end is born in that namespace (or left in the host's, for an
+//! engine to move), and configuring that end there (address, default route, a static gateway neighbour). Only devices and kernel
 //! state here; the order of the steps and their undo are `control::endpoints`'.
 
 use std::{
@@ -23,10 +23,8 @@ pub struct VethPlan<'a> {
     pub host_ifname: &'a str,
     /// ifalias tag of the host end.
     pub alias: &'a str,
-    /// The container's network namespace file.
-    pub netns: &'a Path,
-    /// Name of the container end (e.g. eth0).
-    pub ifname: &'a str,
+    /// Where the container end goes.
+    pub inner: Inner<'a>,
     pub mac: [u8; 6],
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
@@ -42,6 +40,17 @@ pub struct VethPlan<'a> {
     pub routed: bool,
     /// A dual-stack endpoint's IPv6 side.
     pub v6: Option<Ipv6Side>,
+}
+
+/// Where the container end of a veth pair is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inner<'a> {
+    /// Born in the container's network namespace `netns` as `ifname` (e.g. eth0), and
+    /// configured there.
+    Namespace { netns: &'a Path, ifname: &'a str },
+    /// Left in the host's namespace as `name`, down and unconfigured: an engine moves
+    /// it into the container and configures it itself (libnetwork, after Join).
+    Host { name: &'a str },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +73,8 @@ pub enum SandboxError {
     HostNetns { path: String },
     #[error("network namespace {path} already has an interface named {ifname}")]
     IfnameExists { path: String, ifname: String },
+    #[error("the host already has an interface named {ifname}")]
+    HostIfnameExists { ifname: String },
     #[error(
         "IPv6 is disabled on {ifname} in network namespace {path}, and the network is dual-stack: enable it there (sysctl net.ipv6.conf.default.disable_ipv6=0 before the interface is made), or use an IPv4-only network"
     )]
@@ -113,33 +124,44 @@ pub fn check_netns(path: &Path) -> Result<u64, SandboxError> {
     Ok(theirs.ino())
 }
 
-/// Creates the veth pair of `plan`, its inner end born in the plan's namespace with
-/// its final name, MAC and MTU; returns the host end (down, untagged). The caller
-/// configures both ends (see `control::endpoints`).
+/// Creates the veth pair of `plan`, its inner end born where the plan says (in the
+/// container's namespace with its final name, or in the host's) with its MAC and MTU;
+/// returns the host end (down, untagged). The caller configures both ends (see
+/// `control::endpoints`).
 pub async fn create_veth(host: &Netlink, plan: &VethPlan<'_>) -> Result<Link, SandboxError> {
-    let netns = File::open(plan.netns).map_err(|source| SandboxError::Netns {
-        path: plan.netns.display().to_string(),
-        source,
-    })?;
+    let (netns, peer_name) = match plan.inner {
+        Inner::Namespace { netns, ifname } => {
+            let file = File::open(netns).map_err(|source| SandboxError::Netns {
+                path: netns.display().to_string(),
+                source,
+            })?;
+            (Some(file), ifname)
+        }
+        Inner::Host { name } => (None, name),
+    };
     host.create_veth_into(
         plan.host_ifname,
         plan.bridge,
         plan.mtu,
-        &netns,
-        plan.ifname,
+        netns.as_ref(),
+        peer_name,
         plan.mac,
     )
     .await
     .map_err(|e| {
         // The host end's name is the endpoint's own (`np-<id>`): a name taken is the
         // container end's.
-        if e.source.raw_os_error() == Some(libc::EEXIST) {
-            SandboxError::IfnameExists {
-                path: plan.netns.display().to_string(),
-                ifname: plan.ifname.to_owned(),
-            }
-        } else {
-            SandboxError::from(e)
+        if e.source.raw_os_error() != Some(libc::EEXIST) {
+            return SandboxError::from(e);
+        }
+        match plan.inner {
+            Inner::Namespace { netns, ifname } => SandboxError::IfnameExists {
+                path: netns.display().to_string(),
+                ifname: ifname.to_owned(),
+            },
+            Inner::Host { name } => SandboxError::HostIfnameExists {
+                ifname: name.to_owned(),
+            },
         }
     })
 }

@@ -72,6 +72,7 @@ async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
                 ifname: None,
                 mac: None,
                 container_id: None,
+                peer: None,
             })
             .await
             .expect("endpoint"),

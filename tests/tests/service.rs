@@ -49,6 +49,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
             ifname: None,
             mac: None,
             container_id: None,
+            peer: None,
         };
         tasks.push(tokio::spawn(async move { svc.add_endpoint(req).await }));
     }

@@ -78,7 +78,9 @@ pub(super) fn status_of(e: &ServiceError) -> StatusCode {
             | SandboxError::HostNetns { .. }
             | SandboxError::Ipv6Disabled { .. },
         ) => StatusCode::BAD_REQUEST,
-        ServiceError::Sandbox(SandboxError::IfnameExists { .. }) => StatusCode::CONFLICT,
+        ServiceError::Sandbox(
+            SandboxError::IfnameExists { .. } | SandboxError::HostIfnameExists { .. },
+        ) => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -1,5 +1,5 @@
 //! Container endpoints: a veth pair whose inner end is born in the container's network
-//! namespace; registering any endpoint (veth or TAP) in the datapath; removing one.
+//! namespace (or left in the host's, for an engine to move); registering any endpoint (veth or TAP) in the datapath; removing one.
 
 use netpath_common::maps::{
     ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue,
@@ -12,7 +12,7 @@ use crate::{
         Endpoint, EndpointCreate, EndpointDetails, EndpointKind, EndpointState, Mode, Network,
     },
     netlink::{Link, LinkConfig},
-    sandbox::{Ipv6Side, NamespaceSide, SandboxError, VethPlan},
+    sandbox::{Inner, Ipv6Side, NamespaceSide, SandboxError, VethPlan},
     state::NewEndpoint,
     types::MacAddr,
 };
@@ -29,23 +29,33 @@ impl Service {
     }
 
     pub async fn add_endpoint(&self, req: EndpointCreate) -> Result<Endpoint> {
-        let netns = validate::netns(req.netns.as_ref(), req.pid)?;
-        let netns_inode = self.host.check_netns(&netns)?;
+        let place = self.placement(&req).await?;
         if let Some(c) = &req.container_id {
             validate::container_id(c)?;
         }
-        let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
-        validate::ifname("interface name", &ifname)?;
         let mac = req.mac.unwrap_or_else(MacAddr::random_local);
+        let details = match &place {
+            Placement::Namespace {
+                netns,
+                inode,
+                ifname,
+            } => EndpointDetails {
+                ifname: Some(ifname.clone()),
+                netns: Some(netns.clone()),
+                netns_inode: Some(*inode),
+                ..EndpointDetails::default()
+            },
+            Placement::Host { peer } => EndpointDetails {
+                peer: Some(peer.clone()),
+                ..EndpointDetails::default()
+            },
+        };
         let (_guard, network, ep) = self
             .reserve(&req.network, req.mac, |id, network| NewEndpoint {
                 ip6: req.ip6,
                 details: EndpointDetails {
-                    ifname: Some(ifname.clone()),
-                    netns: Some(netns.clone()),
                     container_id: req.container_id.clone(),
-                    netns_inode: Some(netns_inode),
-                    ..EndpointDetails::default()
+                    ..details
                 },
                 ..NewEndpoint::new(
                     id.clone(),
@@ -61,8 +71,10 @@ impl Service {
         let plan = VethPlan {
             host_ifname: &ep.host_ifname,
             alias: &config::link_alias(&self.instance, "veth", &ep.id),
-            netns: &netns,
-            ifname: &ifname,
+            inner: match &place {
+                Placement::Namespace { netns, ifname, .. } => Inner::Namespace { netns, ifname },
+                Placement::Host { peer } => Inner::Host { name: peer },
+            },
             mac: mac.octets(),
             ip: ep.ip,
             prefix_len: ep.prefix_len,
@@ -78,6 +90,36 @@ impl Service {
             return Err(e);
         }
         db(&self.store, move |s| s.mark_ready(&id)).await
+    }
+
+    /// Where a request puts the container end, checked before anything changes: in a
+    /// namespace (that exists, and is not the host's) under a valid name, or in the
+    /// host's under a name no interface has.
+    async fn placement(&self, req: &EndpointCreate) -> Result<Placement> {
+        let Some(peer) = &req.peer else {
+            let netns = validate::netns(req.netns.as_ref(), req.pid)?;
+            let inode = self.host.check_netns(&netns)?;
+            let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
+            validate::ifname("interface name", &ifname)?;
+            return Ok(Placement::Namespace {
+                netns,
+                inode,
+                ifname,
+            });
+        };
+        if req.netns.is_some() || req.pid.is_some() || req.ifname.is_some() {
+            return Err(ServiceError::invalid(
+                "peer leaves the container end in the host's namespace: give no netns, pid or ifname with it",
+            ));
+        }
+        validate::peer_name(peer)?;
+        if self.host.link_by_name(peer).await?.is_some() {
+            return Err(ServiceError::Conflict {
+                what: format!("the host already has an interface named {peer}"),
+                hint: Some("choose another peer name".into()),
+            });
+        }
+        Ok(Placement::Host { peer: peer.clone() })
     }
 
     /// The first steps of every add: takes network `name`'s lock (held until the
@@ -178,16 +220,22 @@ impl Service {
                 self.host.add_host_route(v6.ip.into(), h.index).await?;
             }
         }
-        let inside = tokio::spawn(self.host.configure_namespace(NamespaceSide {
-            netns: plan.netns.to_owned(),
-            ifname: plan.ifname.to_owned(),
-            ip: plan.ip,
-            prefix_len: plan.prefix_len,
-            gateway: plan.gateway,
-            gateway_mac: plan.gateway_mac.or(h.mac).unwrap_or_default(),
-            routed: plan.routed,
-            v6: plan.v6,
-        }));
+        // An end left in the host's namespace is the engine's to configure.
+        let inside = match plan.inner {
+            Inner::Namespace { netns, ifname } => {
+                Some(tokio::spawn(self.host.configure_namespace(NamespaceSide {
+                    netns: netns.to_owned(),
+                    ifname: ifname.to_owned(),
+                    ip: plan.ip,
+                    prefix_len: plan.prefix_len,
+                    gateway: plan.gateway,
+                    gateway_mac: plan.gateway_mac.or(h.mac).unwrap_or_default(),
+                    routed: plan.routed,
+                    v6: plan.v6,
+                })))
+            }
+            Inner::Host { .. } => None,
+        };
         // `during` blocks (BPF syscalls); on a multi-threaded runtime let the worker go
         // meanwhile so the namespace side proceeds in parallel.
         let multi = tokio::runtime::Handle::current().runtime_flavor()
@@ -198,9 +246,10 @@ impl Service {
             during(h)
         };
         // Waited for even when `during` failed: the caller deletes the link next.
-        let inside_result = inside
-            .await
-            .map_err(|e| SandboxError::Task(e.to_string()))?;
+        let inside_result = match inside {
+            Some(task) => task.await.map_err(|e| SandboxError::Task(e.to_string()))?,
+            None => Ok(()),
+        };
         during_result?;
         Ok(inside_result?)
     }
@@ -276,6 +325,18 @@ impl Service {
         let id = ep.id.clone();
         db(&self.store, move |s| s.release_endpoint(&id)).await
     }
+}
+
+/// Where an add puts the container end of its veth pair (see [`Inner`]).
+enum Placement {
+    Namespace {
+        netns: std::path::PathBuf,
+        inode: u64,
+        ifname: String,
+    },
+    Host {
+        peer: String,
+    },
 }
 
 pub(super) fn kind_role(kind: EndpointKind) -> &'static str {

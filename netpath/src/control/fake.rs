@@ -28,7 +28,7 @@ use crate::{
     model::{Endpoint, StatsReport},
     netlink::{Link, LinkConfig, NetlinkError},
     portspec::Proto,
-    sandbox::{NamespaceSide, SandboxError, VethPlan},
+    sandbox::{Inner, NamespaceSide, SandboxError, VethPlan},
     sysctl::SysctlError,
     tap::{TapError, TapOp, TapSpec},
 };
@@ -166,7 +166,7 @@ impl World {
     }
 
     /// A new device's ifindex and MAC.
-    fn new_link(&mut self, name: &str, master: Option<u32>) -> Link {
+    pub fn new_link(&mut self, name: &str, master: Option<u32>) -> Link {
         let index = self.next_index;
         self.next_index += 1;
         let link = Link {
@@ -313,10 +313,15 @@ impl Host for FakeHost {
         }))
     }
     fn create_veth<'a>(&'a self, plan: &'a VethPlan<'a>) -> HostFuture<'a, Link, SandboxError> {
-        let call = format!("create_veth {}:{}", plan.netns.display(), plan.ifname);
+        // A container end left in the host's namespace is recorded with the netns "host".
+        let (netns, ifname) = match plan.inner {
+            Inner::Namespace { netns, ifname } => (netns, ifname),
+            Inner::Host { name } => (Path::new("host"), name),
+        };
+        let call = format!("create_veth {}:{ifname}", netns.display());
         let r = self.change(call, |w| {
             let link = w.new_link(plan.host_ifname, plan.bridge);
-            let peer = (plan.netns.to_owned(), plan.ifname.to_owned(), false);
+            let peer = (netns.to_owned(), ifname.to_owned(), false);
             w.kernel.peers.insert(link.index, peer);
             link
         });

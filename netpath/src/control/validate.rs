@@ -18,6 +18,19 @@ pub fn ifname(what: &str, name: &str) -> Result<()> {
         .map_err(|reason| ServiceError::invalid(format!("invalid {what} {name:?}: {reason}")))
 }
 
+/// The name a container end is left under in the host's namespace: a valid interface
+/// name outside netpath's own (`np-…`), which a later endpoint's host end could take.
+pub fn peer_name(name: &str) -> Result<()> {
+    ifname("peer name", name)?;
+    if name.starts_with(crate::config::LINK_PREFIX) {
+        return Err(ServiceError::invalid(format!(
+            "invalid peer name {name:?}: names starting with {:?} are netpath's own",
+            crate::config::LINK_PREFIX
+        )));
+    }
+    Ok(())
+}
+
 /// A CNI container id: "must start with an alphanumeric character, optionally followed
 /// by any combination of one or more alphanumeric characters, underscore, dot or hyphen"
 /// (CNI spec, `CNI_CONTAINERID`); at most 255 of them here.

@@ -4,10 +4,13 @@
 //! from Docker's IPAM) until DeleteEndpoint. Every refusal is a message and changes
 //! nothing.
 //!
-//! Not done yet (issue #16): Join must create the veth with its container end left in
-//! the host namespace, which [`Backend`] has no operation for; Join refuses with a
-//! message saying so, and ProgramExternalConnectivity (which needs the joined endpoint)
-//! refuses any port mapping. Endpoints are kept in memory only.
+//! Join makes the netpath endpoint: a veth pair whose container end is left in the
+//! host's namespace (libnetwork moves it into the container, renames it `eth<N>` and
+//! gives it its addresses and routes: the container's namespace does not exist yet
+//! when Join runs). The netpath endpoint records Docker's endpoint id as its
+//! `container_id`, so Leave finds it after a daemon restart too. ProgramExternal-
+//! Connectivity publishes the container's `-p` ports on it; Leave removes it, ports and
+//! all. Endpoints between CreateEndpoint and Join are kept in memory only.
 
 use std::{
     collections::HashMap,
@@ -16,13 +19,14 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use axum::http::StatusCode;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde_json::{Map, Value, json};
 
 use super::wire::{self, PortBinding};
 use crate::{
     api::{ApiError, Backend},
-    model::{MacAddr, Mode, NetworkCreate},
+    model::{Endpoint, EndpointCreate, MacAddr, Mode, Network, NetworkCreate, PortPublish},
     portspec::PortSpec,
 };
 
@@ -53,9 +57,42 @@ pub struct DockerEndpoint {
     pub network: String,
     pub ip: Ipv4Addr,
     pub ip6: Option<Ipv6Addr>,
-    pub mac: Option<MacAddr>,
-    /// The `-p` of the container, as netpath port specs.
-    pub ports: Vec<String>,
+    /// Docker's `--mac-address`, or one netpath chose (and told Docker).
+    pub mac: MacAddr,
+}
+
+/// The name the container end of an endpoint's veth is left under in the host's
+/// namespace, for libnetwork to move: `npd` and 12 digits of Docker's endpoint id.
+pub fn peer_name(endpoint_id: &str) -> String {
+    let digits: String = endpoint_id.chars().take(12).collect();
+    format!("npd{digits}")
+}
+
+/// What a container on a network whose endpoints sit behind their own point-to-point
+/// link (routed mode) needs besides its default route: Docker gives the container its
+/// address with the pool's prefix, whose on-link route would make it look for its
+/// neighbours on the link, where nothing answers. The pool's two halves via the
+/// gateway are longer prefixes, so they win; the gateway itself stays on-link (the
+/// host end holds it).
+fn routed_halves(net: &Network) -> Vec<Value> {
+    let via = |halves: Vec<IpNet>, gw: IpAddr| -> Vec<Value> {
+        (halves.into_iter())
+            .map(|h| json!({"Destination": h.to_string(), "RouteType": 0, "NextHop": gw.to_string()}))
+            .collect()
+    };
+    if net.mode != Mode::Routed {
+        return Vec::new();
+    }
+    let mut routes = via(halves(net.subnet.into()), net.gateway.into());
+    if let (Some(s6), Some(g6)) = (net.subnet6, net.gateway6) {
+        routes.extend(via(halves(s6.into()), g6.into()));
+    }
+    routes
+}
+
+/// The two halves of `net` (none for a single address).
+fn halves(net: IpNet) -> Vec<IpNet> {
+    (net.subnets(net.prefix_len() + 1).ok().into_iter().flatten()).collect()
 }
 
 /// The NetworkDriver over a netpath [`Backend`].
@@ -310,14 +347,14 @@ impl<B: Backend> Driver<B> {
                 }
             },
         };
-        let mac = match iface.mac_address.as_str() {
+        let asked_mac = match iface.mac_address.as_str() {
             "" => None,
             s => Some(
                 s.parse::<MacAddr>()
                     .map_err(|e| format!("Interface.MacAddress: {e}"))?,
             ),
         };
-        let ports = port_specs(req.options.as_ref())?;
+        port_specs(req.options.as_ref())?;
         let mut eps = self.endpoints();
         if eps.contains_key(&req.endpoint_id) {
             return Err(format!("endpoint {} already exists", req.endpoint_id));
@@ -325,6 +362,7 @@ impl<B: Backend> Driver<B> {
         if let Some((other, _)) = eps.iter().find(|(_, ep)| ep.network == name && ep.ip == ip) {
             return Err(format!("address {ip} is already used by endpoint {other}"));
         }
+        let mac = asked_mac.unwrap_or_else(MacAddr::random_local);
         eps.insert(
             req.endpoint_id,
             DockerEndpoint {
@@ -332,10 +370,14 @@ impl<B: Backend> Driver<B> {
                 ip,
                 ip6,
                 mac,
-                ports,
             },
         );
-        Ok(json!({}))
+        // libnetwork takes a field the request left empty, and gives the MAC to the
+        // interface it moves into the container.
+        Ok(match asked_mac {
+            Some(_) => json!({}),
+            None => json!({"Interface": {"MacAddress": mac.to_string()}}),
+        })
     }
 
     pub async fn endpoint_oper_info(&self, req: wire::EndpointRef) -> Result<Value, Refusal> {
@@ -350,34 +392,87 @@ impl<B: Backend> Driver<B> {
     }
 
     pub async fn join(&self, req: wire::Join) -> Result<Value, Refusal> {
-        self.endpoint(&req.network_id, &req.endpoint_id)?;
+        let ep = self.endpoint(&req.network_id, &req.endpoint_id)?;
         port_specs(req.options.as_ref())?;
-        Err(
-            "Join: netpath cannot create the endpoint's veth in the host namespace yet \
-             (not implemented, issue #16)"
-                .into(),
-        )
+        if let Some(made) = self.joined(&ep.network, &req.endpoint_id).await? {
+            return Err(format!(
+                "endpoint {} is already joined (netpath endpoint {})",
+                req.endpoint_id, made.id
+            ));
+        }
+        let net = self.backend.get_network(&ep.network).await.map_err(said)?;
+        let peer = peer_name(&req.endpoint_id);
+        self.backend
+            .add_endpoint(EndpointCreate {
+                network: ep.network.clone(),
+                ip: Some(ep.ip),
+                ip6: ep.ip6,
+                mac: Some(ep.mac),
+                container_id: Some(req.endpoint_id.clone()),
+                peer: Some(peer.clone()),
+                ..EndpointCreate::default()
+            })
+            .await
+            .map_err(said)?;
+        let gateway6 = match (ep.ip6, net.gateway6) {
+            (Some(_), Some(g)) => g.to_string(),
+            _ => String::new(),
+        };
+        Ok(json!({
+            "InterfaceName": {"SrcName": peer, "DstPrefix": "eth"},
+            "Gateway": net.gateway.to_string(),
+            "GatewayIPv6": gateway6,
+            "StaticRoutes": routed_halves(&net),
+        }))
+    }
+
+    /// The netpath endpoint Join made for Docker endpoint `endpoint_id`, if any.
+    async fn joined(&self, network: &str, endpoint_id: &str) -> Result<Option<Endpoint>, Refusal> {
+        let all = (self.backend.list_endpoints(Some(network)).await).map_err(said)?;
+        Ok(all
+            .into_iter()
+            .find(|e| e.details.container_id.as_deref() == Some(endpoint_id)))
+    }
+
+    /// The joined netpath endpoint of a call about Docker endpoint `endpoint_id`.
+    async fn joined_for(&self, network_id: &str, endpoint_id: &str) -> Result<Endpoint, Refusal> {
+        let network = network_name(network_id)?;
+        self.joined(&network, endpoint_id).await?.ok_or_else(|| {
+            format!("endpoint {endpoint_id} on network {network_id} is not joined")
+        })
     }
 
     pub async fn leave(&self, req: wire::EndpointRef) -> Result<Value, Refusal> {
-        self.endpoint(&req.network_id, &req.endpoint_id)?;
-        Ok(json!({}))
+        // Found in the records, not in memory: a Leave after a daemon restart works.
+        let made = self.joined_for(&req.network_id, &req.endpoint_id).await?;
+        match self.backend.remove_endpoint(&made.id).await {
+            // Removed meanwhile (its container's namespace went, and reconcile with it).
+            Ok(_) => Ok(json!({})),
+            Err(e) if e.status == StatusCode::NOT_FOUND => Ok(json!({})),
+            Err(e) => Err(said(e)),
+        }
     }
 
     pub async fn program_external(&self, req: wire::ProgramExternal) -> Result<Value, Refusal> {
-        self.endpoint(&req.network_id, &req.endpoint_id)?;
         let specs = port_specs(req.options.as_ref())?;
+        let made = self.joined_for(&req.network_id, &req.endpoint_id).await?;
         if !specs.is_empty() {
-            return Err(format!(
-                "cannot publish {}: the endpoint was never joined (Join is not implemented yet)",
-                specs.join(", ")
-            ));
+            let publish = PortPublish {
+                endpoint: made.id,
+                spec: None,
+                specs,
+            };
+            self.backend.publish_ports(publish).await.map_err(said)?;
         }
         Ok(json!({}))
     }
 
     pub async fn revoke_external(&self, req: wire::EndpointRef) -> Result<Value, Refusal> {
-        self.endpoint(&req.network_id, &req.endpoint_id)?;
+        let made = self.joined_for(&req.network_id, &req.endpoint_id).await?;
+        let leases = self.backend.list_ports().await.map_err(said)?;
+        if leases.iter().any(|l| l.endpoint == made.id) {
+            (self.backend.unpublish_ports(Some(&made.id), None).await).map_err(said)?;
+        }
         Ok(json!({}))
     }
 }

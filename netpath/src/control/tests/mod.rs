@@ -126,6 +126,7 @@ pub fn veth_req(network: &str) -> EndpointCreate {
         ip6: None,
         mac: None,
         container_id: None,
+        peer: None,
     }
 }
 

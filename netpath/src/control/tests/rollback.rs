@@ -308,6 +308,36 @@ async fn add_endpoint() {
 }
 
 #[tokio::test]
+async fn add_endpoint_left_in_the_host_namespace() {
+    // Docker's Join: the container end stays on the host, and nothing is configured
+    // inside (libnetwork does that after moving it).
+    const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint $ep"];
+    let op: Op = |rig, _, net| {
+        async move {
+            let req = EndpointCreate {
+                netns: None,
+                peer: Some("npdtest".into()),
+                ..veth_req(net)
+            };
+            rig.svc.add_endpoint(req).await.map(drop)
+        }
+        .boxed()
+    };
+    let steps: &[Step] = &[
+        (On::Both, "create_veth host:npdtest", &["remove_endpoint $ep"]),
+        (On::Both, "configure $dev alias,up", UNDO),
+        (On::Routed, "add_address $dev 10.77.0.1/32", UNDO),
+        (On::Routed, "add_route 10.77.0.2/32 dev $dev", UNDO),
+        (On::RoutedDual, "add_address $dev fd77::1/128", UNDO),
+        (On::RoutedDual, "add_route fd77::2/128 dev $dev", UNDO),
+        (On::Both, "attach_tc_endpoint $dev", UNDO),
+        (On::Both, "upsert_endpoint $ep", UNDO),
+    ];
+    run(Case::new("add endpoint, peer on the host", op, steps)).await;
+    run(Case::new("add endpoint, peer on the host", op, steps).dual(dual_network)).await;
+}
+
+#[tokio::test]
 async fn add_tap() {
     // An unfinished TAP is deleted even before it carries the tag: the record says
     // this creation made it.

@@ -131,6 +131,12 @@ fn rows() -> Vec<Row> {
         ("a container id with a slash", Endpoint(veth(|e| e.container_id = Some("a/b".into()))), "invalid container id \"a/b\""),
         ("an interface name too long", Endpoint(veth(|e| e.ifname = Some("0123456789abcdef".into()))), "invalid interface name \"0123456789abcdef\""),
         ("a network that does not exist", Endpoint(veth(|e| e.network = "nope".into())), "network \"nope\" does not exist"),
+        // A container end left in the host's namespace (Docker's Join).
+        ("a peer with a namespace", Endpoint(veth(|e| e.peer = Some("npdx".into()))), "peer leaves the container end in the host's namespace: give no netns, pid or ifname with it"),
+        ("a peer with an interface name", Endpoint(veth(|e| { e.netns = None; e.ifname = Some("eth0".into()); e.peer = Some("npdx".into()) })), "give no netns, pid or ifname"),
+        ("a peer name too long", Endpoint(veth(|e| { e.netns = None; e.peer = Some("0123456789abcdef".into()) })), "invalid peer name \"0123456789abcdef\""),
+        ("a peer name of netpath's own", Endpoint(veth(|e| { e.netns = None; e.peer = Some("np-web".into()) })), "invalid peer name \"np-web\": names starting with \"np-\" are netpath's own"),
+        ("a peer name the host has", Endpoint(veth(|e| { e.netns = None; e.peer = Some(super::super::fake::UPLINK.into()) })), "the host already has an interface named eth0"),
         ("a MAC another endpoint has", Endpoint(veth(|e| e.mac = Some(MAC.parse().expect("mac")))), "MAC 02:aa:bb:cc:dd:01 is already used by endpoint"),
         ("an address outside the subnet", Endpoint(veth(|e| e.ip = Some("10.99.0.2".parse().expect("ip")))), "10.99.0.2 cannot be leased"),
         ("the gateway's address", Endpoint(veth(|e| e.ip = Some(GW))), "10.77.0.1 cannot be leased"),

@@ -3,6 +3,8 @@
 //! reply JSON, and on every refusal the state database, the fake kernel and its call
 //! log unchanged.
 
+mod join;
+
 use std::{
     future::pending,
     sync::{Arc, Mutex},
@@ -31,6 +33,9 @@ use crate::{
 const NET_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const NET_NAME: &str = "d-0123456789";
 const EP_ID: &str = "ep0123456789abcdef";
+/// The MAC `Rig::endpoint` asks for, and the name its container end is left under.
+const MAC: &str = "02:42:0a:cf:00:02";
+const PEER: &str = "npdep0123456789";
 
 struct Rig {
     svc: Arc<Service>,
@@ -128,7 +133,7 @@ impl Rig {
         self.ok(
             "/NetworkDriver.CreateEndpoint",
             json!({"NetworkID": NET_ID, "EndpointID": EP_ID,
-                   "Interface": {"Address": "10.207.0.2/24", "AddressIPv6": "", "MacAddress": ""},
+                   "Interface": {"Address": "10.207.0.2/24", "AddressIPv6": "", "MacAddress": MAC},
                    "Options": {"com.docker.network.portmap": [], "com.docker.network.endpoint.exposedports": []}}),
             json!({}),
         )
@@ -342,16 +347,17 @@ async fn endpoint_calls_valid_and_refused() {
     rig.network().await;
     let missing =
         format!("no endpoint \"{EP_ID}\" on network {NET_ID} (netpath network {NET_NAME})");
-    for path in [
-        "/NetworkDriver.EndpointOperInfo",
-        "/NetworkDriver.DeleteEndpoint",
-        "/NetworkDriver.Join",
-        "/NetworkDriver.Leave",
-        "/NetworkDriver.ProgramExternalConnectivity",
-        "/NetworkDriver.RevokeExternalConnectivity",
+    let not_joined = format!("endpoint {EP_ID} on network {NET_ID} is not joined");
+    for (path, msg) in [
+        ("/NetworkDriver.EndpointOperInfo", &missing),
+        ("/NetworkDriver.DeleteEndpoint", &missing),
+        ("/NetworkDriver.Join", &missing),
+        ("/NetworkDriver.Leave", &not_joined),
+        ("/NetworkDriver.ProgramExternalConnectivity", &not_joined),
+        ("/NetworkDriver.RevokeExternalConnectivity", &not_joined),
     ] {
         let (path, body) = no_ep(path).await;
-        rig.refused(path, &body, "Err", &missing).await;
+        rig.refused(path, &body, "Err", msg).await;
         rig.refused(
             path,
             r#"{"NetworkID": "0123456789abcdef"}"#,
@@ -415,8 +421,7 @@ async fn endpoint_calls_valid_and_refused() {
             network: NET_NAME.into(),
             ip: "10.207.0.2".parse().unwrap(),
             ip6: None,
-            mac: None,
-            ports: vec![],
+            mac: MAC.parse().unwrap(),
         }
     );
     // A repeated create, and another endpoint on the same address.
@@ -457,46 +462,12 @@ async fn endpoint_calls_valid_and_refused() {
         ),
     )
     .await;
-    let mut join = ep.clone();
-    join["SandboxKey"] = json!("/var/run/docker/netns/0123456789ab");
-    join["Options"] =
-        json!({"com.docker.network.portmap": [], "com.docker.network.endpoint.exposedports": []});
+    // Not joined yet: nothing to publish on, nothing to leave.
     rig.refused(
-        "/NetworkDriver.Join",
-        &join.to_string(),
+        "/NetworkDriver.Leave",
+        &ep.to_string(),
         "Err",
-        "Join: netpath cannot create the endpoint's veth in the host namespace yet (not implemented, issue #16)",
-    )
-    .await;
-    let mut program = ep.clone();
-    program["Options"] = json!({"com.docker.network.portmap":
-        [{"Proto": 6, "IP": "", "Port": 80, "HostIP": "", "HostPort": 18081, "HostPortEnd": 18081}]});
-    rig.refused(
-        "/NetworkDriver.ProgramExternalConnectivity",
-        &program.to_string(),
-        "Err",
-        "cannot publish 18081:80/tcp: the endpoint was never joined (Join is not implemented yet)",
-    )
-    .await;
-    program["Options"] = json!({"com.docker.network.portmap": []});
-    rig.ok(
-        "/NetworkDriver.ProgramExternalConnectivity",
-        program,
-        json!({}),
-    )
-    .await;
-    rig.ok(
-        "/NetworkDriver.RevokeExternalConnectivity",
-        ep.clone(),
-        json!({}),
-    )
-    .await;
-    rig.ok("/NetworkDriver.Leave", ep.clone(), json!({})).await;
-    rig.refused(
-        "/NetworkDriver.DeleteNetwork",
-        &json!({ "NetworkID": NET_ID }).to_string(),
-        "Err",
-        &format!("network {NET_ID} still has endpoints {EP_ID}"),
+        &not_joined,
     )
     .await;
     rig.ok("/NetworkDriver.DeleteEndpoint", ep.clone(), json!({}))
