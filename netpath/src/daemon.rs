@@ -299,7 +299,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     }
     println!("  api       {}", opts.paths.socket.display());
     if let Some((socket, _)) = &plugin_listener {
-        println!("  docker    {} (plugin netpath)", socket.display());
+        // dockerd names a plugin after its socket file.
+        let name = socket.file_stem().unwrap_or_default().to_string_lossy();
+        println!("  docker    {} (plugin {name})", socket.display());
     }
     println!("  state     {}", opts.paths.state_dir.display());
     println!(

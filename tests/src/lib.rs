@@ -7,6 +7,7 @@
 
 pub mod consistency;
 pub mod echo;
+pub mod engine;
 pub mod frames;
 pub mod guard6;
 pub mod outside;
@@ -342,6 +343,8 @@ fn packets(stats: &serde_json::Value, section: &str, key: &str, name: &str) -> u
 /// and reset on drop.
 pub struct Daemon {
     pub paths: DaemonPaths,
+    /// Daemon options beyond the private paths (`--docker-plugin-socket …`, say).
+    extra: Vec<String>,
     child: Option<std::process::Child>,
 }
 
@@ -353,8 +356,14 @@ impl Daemon {
 
     /// [`Daemon::start`] with environment variables `env` (see [`Daemon::restart_with`]).
     pub fn start_with(env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+        Daemon::start_args(&[], env)
+    }
+
+    /// [`Daemon::start_with`], the daemon also given `extra` options (on every restart).
+    pub fn start_args(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
         let mut d = Daemon {
             paths: DaemonPaths::new(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         d.restart_with(env);
@@ -372,6 +381,7 @@ impl Daemon {
         assert!(self.child.is_none(), "daemon already running");
         let mut args = vec!["--no-default-network".to_owned()];
         args.extend(self.paths.args());
+        args.extend(self.extra.iter().cloned());
         let (child, lines) = spawn_daemon_with(&args, env);
         self.child = Some(child);
         lines

@@ -18,7 +18,8 @@ use std::{
 };
 
 use netpath_tests::{
-    Daemon, Ipv6ForwardingRestored, NetNs, OutsideLink, cni_bin, require_root, run, unique,
+    Daemon, Ipv6ForwardingRestored, NetNs, OutsideLink, cni_bin, engine::busybox_rootfs,
+    require_root, run, unique,
 };
 use serde_json::{Value, json};
 
@@ -59,7 +60,7 @@ impl Podman {
             ),
         )
         .unwrap();
-        busybox_rootfs(&p.rootfs());
+        busybox_rootfs(&p.rootfs(), MARKER);
         p
     }
 
@@ -130,31 +131,6 @@ impl Drop for Podman {
         let _ = self.output(&["rm", "--all", "--force", "--time", "0"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A busybox tree at `dir`: /bin/busybox with relative applet links, and /www.
-fn busybox_rootfs(dir: &Path) {
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy("/bin/busybox", bin.join("busybox"))
-        .expect("copy /bin/busybox (busybox-static; `cargo xtask setup` installs it)");
-    run(&[
-        &bin.join("busybox").display().to_string(),
-        "--install",
-        "-s",
-        &bin.display().to_string(),
-    ]);
-    for entry in std::fs::read_dir(&bin).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_symlink() {
-            std::fs::remove_file(&path).unwrap();
-            std::os::unix::fs::symlink("busybox", &path).unwrap();
-        }
-    }
-    for d in ["etc", "proc", "sys", "dev", "tmp", "www"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    std::fs::write(dir.join("www/index.html"), format!("{MARKER}\n")).unwrap();
 }
 
 fn bpf_map_len(bpffs: &Path, map: &str) -> usize {

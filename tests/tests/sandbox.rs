@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use netpath::{
     netlink::{LinkConfig, Netlink},
-    sandbox::{NamespaceSide, VethPlan, configure_inside, create_veth},
+    sandbox::{Inner, NamespaceSide, VethPlan, configure_inside, create_veth},
 };
 use netpath_tests::{NetNs, require_root, run, unique};
 
@@ -40,8 +40,10 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
     let plan = VethPlan {
         host_ifname: &host,
         alias: "netpath:test:veth:x",
-        netns: &ns.path(),
-        ifname: "eth0",
+        inner: Inner::Namespace {
+            netns: &ns.path(),
+            ifname: "eth0",
+        },
         mac,
         ip: Ipv4Addr::new(10, 202, 0, 2),
         prefix_len: 24,
@@ -107,6 +109,52 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
 /// (the daemon's address refresh beside API requests) must take turns, not get EBUSY.
 /// Multi-part dumps (hundreds of links and addresses) keep each dump open long enough
 /// for the others to collide.
+/// Docker's Join: the container end stays in the host's namespace, down, with the MAC
+/// and MTU asked for, for libnetwork to move; deleting the host end takes it along.
+#[tokio::test(flavor = "current_thread")]
+async fn a_container_end_left_in_the_host_namespace() {
+    require_root!();
+    let nl = Netlink::connect().unwrap();
+    let (host, peer) = (unique("np-"), unique("npd"));
+    let mac = [0x02, 0, 0, 0xaa, 0xbb, 0xcd];
+    let plan = VethPlan {
+        host_ifname: &host,
+        alias: "netpath:test:veth:y",
+        inner: Inner::Host { name: &peer },
+        mac,
+        ip: Ipv4Addr::new(10, 202, 1, 2),
+        prefix_len: 24,
+        gateway: Ipv4Addr::new(10, 202, 1, 1),
+        gateway_mac: None,
+        mtu: 1400,
+        bridge: None,
+        routed: true,
+        v6: None,
+    };
+    let link = create_veth(&nl, &plan).await.expect("create the pair");
+    let seen = nl.link_by_name(&peer).await.unwrap();
+    let _ = nl.delete_link(link.index).await;
+    let seen = seen.expect("the container end is in the host's namespace");
+    assert_eq!(seen.mac, Some(mac));
+    let shown = run(&["ip", "-j", "link", "show"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        !shown.contains(&peer),
+        "the container end outlived its host end"
+    );
+    // A name the host has is refused, naming it.
+    let taken = VethPlan {
+        inner: Inner::Host { name: "lo" },
+        ..plan
+    };
+    let err = create_veth(&nl, &taken).await.expect_err("lo is taken");
+    assert_eq!(
+        err.to_string(),
+        "the host already has an interface named lo"
+    );
+    assert!(nl.link_by_name(&host).await.unwrap().is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_dumps_on_one_connection_do_not_collide() {
     require_root!();

@@ -46,6 +46,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "podman",
     "runc",
     "busybox-static",
+    // The Docker test runs a private dockerd (Docker 20.10) with netpath as its network
+    // and IPAM driver; containerd runs its containers (and `ctr run --cni` in the
+    // containerd test).
+    "docker.io",
+    "containerd",
     // The bench removes the empty `nat` tables the CNI `portmap` plugin leaves behind
     // (iptables-nft cannot delete a table; `nft` can).
     "nftables",

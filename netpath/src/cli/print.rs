@@ -111,11 +111,13 @@ fn or_dash(cell: &Option<String>) -> String {
     cell.clone().unwrap_or_else(|| "-".into())
 }
 
-/// Where an endpoint is: its interface and namespace, or a TAP's owner and queues.
+/// Where an endpoint is: its interface and namespace, the name an engine moved it from
+/// (Docker), or a TAP's owner and queues.
 fn place(e: &Endpoint) -> String {
     let e = &e.details;
-    match (&e.netns, &e.ifname) {
-        (Some(ns), Some(ifn)) => format!("{ifn} in {}", ns.display()),
+    match (&e.netns, &e.ifname, &e.peer) {
+        (Some(ns), Some(ifn), _) => format!("{ifn} in {}", ns.display()),
+        (_, _, Some(peer)) => format!("{peer}, moved in by its engine"),
         _ => format!(
             "uid {} gid {} queues {}",
             e.uid.map_or("-".into(), |v| v.to_string()),

@@ -71,21 +71,23 @@ pub fn peer_name(endpoint_id: &str) -> String {
 /// What a container on a network whose endpoints sit behind their own point-to-point
 /// link (routed mode) needs besides its default route: Docker gives the container its
 /// address with the pool's prefix, whose on-link route would make it look for its
-/// neighbours on the link, where nothing answers. The pool's two halves via the
-/// gateway are longer prefixes, so they win; the gateway itself stays on-link (the
-/// host end holds it).
+/// neighbours on the link, where nothing answers. The gateway (which the host end
+/// holds) gets a link route of its own (`RouteType` 1, set up with the interface), and
+/// the pool's two halves go via it: longer prefixes than the pool's, so they win.
 fn routed_halves(net: &Network) -> Vec<Value> {
-    let via = |halves: Vec<IpNet>, gw: IpAddr| -> Vec<Value> {
-        (halves.into_iter())
-            .map(|h| json!({"Destination": h.to_string(), "RouteType": 0, "NextHop": gw.to_string()}))
-            .collect()
+    let via = |subnet: IpNet, gw: IpAddr| -> Vec<Value> {
+        let link = json!({"Destination": IpNet::from(gw).to_string(), "RouteType": 1});
+        let halves = (halves(subnet).into_iter()).map(
+            |h| json!({"Destination": h.to_string(), "RouteType": 0, "NextHop": gw.to_string()}),
+        );
+        std::iter::once(link).chain(halves).collect()
     };
     if net.mode != Mode::Routed {
         return Vec::new();
     }
-    let mut routes = via(halves(net.subnet.into()), net.gateway.into());
+    let mut routes = via(net.subnet.into(), net.gateway.into());
     if let (Some(s6), Some(g6)) = (net.subnet6, net.gateway6) {
-        routes.extend(via(halves(s6.into()), g6.into()));
+        routes.extend(via(s6.into(), g6.into()));
     }
     routes
 }
@@ -437,9 +439,9 @@ impl<B: Backend> Driver<B> {
     /// The joined netpath endpoint of a call about Docker endpoint `endpoint_id`.
     async fn joined_for(&self, network_id: &str, endpoint_id: &str) -> Result<Endpoint, Refusal> {
         let network = network_name(network_id)?;
-        self.joined(&network, endpoint_id).await?.ok_or_else(|| {
-            format!("endpoint {endpoint_id} on network {network_id} is not joined")
-        })
+        self.joined(&network, endpoint_id)
+            .await?
+            .ok_or_else(|| format!("endpoint {endpoint_id} on network {network_id} is not joined"))
     }
 
     pub async fn leave(&self, req: wire::EndpointRef) -> Result<Value, Refusal> {

@@ -324,7 +324,11 @@ async fn add_endpoint_left_in_the_host_namespace() {
         .boxed()
     };
     let steps: &[Step] = &[
-        (On::Both, "create_veth host:npdtest", &["remove_endpoint $ep"]),
+        (
+            On::Both,
+            "create_veth host:npdtest",
+            &["remove_endpoint $ep"],
+        ),
         (On::Both, "configure $dev alias,up", UNDO),
         (On::Routed, "add_address $dev 10.77.0.1/32", UNDO),
         (On::Routed, "add_route 10.77.0.2/32 dev $dev", UNDO),

@@ -117,19 +117,29 @@ async fn join_makes_the_endpoint_publish_and_leave_remove_it() {
         assert!(w.kernel.peers.is_empty() && w.kernel.endpoints.is_empty());
     }
     let not_joined = format!("endpoint {EP_ID} on network {NET_ID} is not joined");
-    rig.refused("/NetworkDriver.Leave", &ep().to_string(), "Err", &not_joined)
-        .await;
+    rig.refused(
+        "/NetworkDriver.Leave",
+        &ep().to_string(),
+        "Err",
+        &not_joined,
+    )
+    .await;
     // Joined again after a Leave (docker restart): a new netpath endpoint, same address.
-    rig.ok("/NetworkDriver.Join", join_req(), json!({"InterfaceName": {"SrcName": PEER, "DstPrefix": "eth"},
-        "Gateway": "10.207.0.1", "GatewayIPv6": "", "StaticRoutes": []}))
-        .await;
+    rig.ok(
+        "/NetworkDriver.Join",
+        join_req(),
+        json!({"InterfaceName": {"SrcName": PEER, "DstPrefix": "eth"},
+        "Gateway": "10.207.0.1", "GatewayIPv6": "", "StaticRoutes": []}),
+    )
+    .await;
     assert_eq!(made(&rig).await.len(), 1);
 }
 
 #[tokio::test]
 async fn a_routed_dual_stack_join_routes_the_pool_through_the_gateway() {
     let rig = Rig::new();
-    let mut create = create_net(json!({"com.docker.network.generic": {"mode": "routed", "uplink": UPLINK}}));
+    let mut create =
+        create_net(json!({"com.docker.network.generic": {"mode": "routed", "uplink": UPLINK}}));
     create["IPv6Data"] =
         json!([{"AddressSpace": "LocalDefault", "Pool": "fd51::/64", "Gateway": "fd51::1/64"}]);
     rig.ok("/NetworkDriver.CreateNetwork", create, json!({}))
@@ -147,8 +157,10 @@ async fn a_routed_dual_stack_join_routes_the_pool_through_the_gateway() {
         "Gateway": "10.207.0.1",
         "GatewayIPv6": "fd51::1",
         "StaticRoutes": [
+            json!({"Destination": "10.207.0.1/32", "RouteType": 1}),
             hop("10.207.0.0/25", "10.207.0.1"),
             hop("10.207.0.128/25", "10.207.0.1"),
+            json!({"Destination": "fd51::1/128", "RouteType": 1}),
             hop("fd51::/65", "fd51::1"),
             hop("fd51::8000:0:0:0/65", "fd51::1"),
         ],
@@ -158,10 +170,17 @@ async fn a_routed_dual_stack_join_routes_the_pool_through_the_gateway() {
     assert_eq!(e.ip6, Some("fd51::2".parse().unwrap()));
     // Routed: the gateways on the host end, a host route to each address.
     let w = rig.world.lock().unwrap();
-    let host_end = w.kernel.links.values().find(|l| l.name == e.host_ifname).unwrap();
+    let host_end = w
+        .kernel
+        .links
+        .values()
+        .find(|l| l.name == e.host_ifname)
+        .unwrap();
     for (addr, len) in [("10.207.0.1", 32), ("fd51::1", 128)] {
         assert!(
-            w.kernel.addrs.contains(&(host_end.index, addr.parse().unwrap(), len)),
+            w.kernel
+                .addrs
+                .contains(&(host_end.index, addr.parse().unwrap(), len)),
             "{:?}",
             w.kernel.addrs
         );
@@ -184,10 +203,17 @@ async fn a_join_that_cannot_be_made_changes_nothing() {
     .await;
     assert!(made(&rig).await.is_empty());
     // The veth's creation fails in the kernel: rolled back, the record released.
-    rig.world.lock().unwrap().kernel.links.retain(|_, l| l.name != PEER);
+    rig.world
+        .lock()
+        .unwrap()
+        .kernel
+        .links
+        .retain(|_, l| l.name != PEER);
     let at = rig.world.lock().unwrap().calls.len();
     rig.world.lock().unwrap().fail_at = Some(at);
-    let (_, body) = rig.call("/NetworkDriver.Join", &join_req().to_string()).await;
+    let (_, body) = rig
+        .call("/NetworkDriver.Join", &join_req().to_string())
+        .await;
     assert!(body["Err"].is_string(), "{body}");
     assert!(made(&rig).await.is_empty());
     assert!(rig.world.lock().unwrap().kernel.peers.is_empty());

@@ -463,13 +463,8 @@ async fn endpoint_calls_valid_and_refused() {
     )
     .await;
     // Not joined yet: nothing to publish on, nothing to leave.
-    rig.refused(
-        "/NetworkDriver.Leave",
-        &ep.to_string(),
-        "Err",
-        &not_joined,
-    )
-    .await;
+    rig.refused("/NetworkDriver.Leave", &ep.to_string(), "Err", &not_joined)
+        .await;
     rig.ok("/NetworkDriver.DeleteEndpoint", ep.clone(), json!({}))
         .await;
     assert!(rig.plugin.driver.remembered().is_empty());

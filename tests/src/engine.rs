@@ -1,0 +1,255 @@
+//! Container engines the suite drives for real: a busybox root filesystem for their
+//! containers, and a private Docker daemon (Debian's docker.io, 20.10) with netpath as a
+//! plugin.
+//!
+//! [`Dockerd`] keeps everything of its own under a temp dir (`--data-root`,
+//! `--exec-root`, its API socket, the containerd it starts), makes no `docker0`
+//! (`--bridge=none`), and keeps Docker's default `iptables: true`. On drop it removes its
+//! containers, stops, and takes away what it added to the host's firewall: its
+//! `DOCKER*` chains, the `FORWARD` jump, and the `nat`/`filter` tables if they were not
+//! there before (an empty nat table would turn conntrack on for every later flow).
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+    time::{Duration, Instant},
+};
+
+use crate::{run, unique};
+
+/// Debian's client, which speaks 20.10's API (the machine may have a newer one first in
+/// PATH).
+pub const DOCKER: &str = "/usr/bin/docker";
+const DOCKERD: &str = "/usr/sbin/dockerd";
+/// The image every container of [`Dockerd`] runs: the busybox tree of [`busybox_rootfs`].
+pub const IMAGE: &str = "netpath-busybox:1";
+/// Bound on one `docker` command.
+const DOCKER_TIMEOUT: &str = "120";
+
+/// A busybox tree at `dir`: /bin/busybox with relative applet links, and `/www/index.html`
+/// holding `marker` (for `httpd -h /www`).
+pub fn busybox_rootfs(dir: &Path, marker: &str) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("copy /bin/busybox (busybox-static; `cargo xtask setup` installs it)");
+    run(&[
+        &bin.join("busybox").display().to_string(),
+        "--install",
+        "-s",
+        &bin.display().to_string(),
+    ]);
+    for entry in std::fs::read_dir(&bin).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_symlink() {
+            std::fs::remove_file(&path).unwrap();
+            std::os::unix::fs::symlink("busybox", &path).unwrap();
+        }
+    }
+    for d in ["etc", "proc", "sys", "dev", "tmp", "www"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("www/index.html"), format!("{marker}\n")).unwrap();
+}
+
+/// The chains Docker 20.10 adds to the `filter` table, in the order they can go.
+const DOCKER_CHAINS: &[&str] = &[
+    "DOCKER-USER",
+    "DOCKER-ISOLATION-STAGE-1",
+    "DOCKER-ISOLATION-STAGE-2",
+    "DOCKER",
+];
+
+/// A private dockerd, with [`IMAGE`] imported; stopped and cleaned up on drop.
+pub struct Dockerd {
+    dir: PathBuf,
+    child: Option<Child>,
+    /// The nftables tables (`table ip nat`, …) that existed before it started.
+    tables_before: Vec<String>,
+    forward_policy: String,
+}
+
+fn nft_tables() -> Vec<String> {
+    let out = run(&["nft", "list", "tables"]);
+    (String::from_utf8_lossy(&out.stdout).lines())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The policy of iptables' `FORWARD` chain (`ACCEPT`, `DROP`).
+pub fn forward_policy() -> String {
+    let out = run(&["iptables", "-S", "FORWARD"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    (text.lines())
+        .find_map(|l| l.strip_prefix("-P FORWARD "))
+        .unwrap_or("ACCEPT")
+        .to_owned()
+}
+
+impl Dockerd {
+    /// Starts dockerd and waits (bounded) until it answers; imports [`IMAGE`] with
+    /// `marker` in its `/www/index.html`.
+    pub fn start(marker: &str) -> Dockerd {
+        assert!(
+            Path::new(DOCKERD).exists(),
+            "{DOCKERD} is missing: `cargo xtask setup` installs Debian's docker.io"
+        );
+        let dir = std::env::temp_dir().join(format!("netpath-dockerd-{}", unique("k")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (tables_before, forward_policy) = (nft_tables(), forward_policy());
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new(DOCKERD)
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .args(["--bridge=none", "--log-level=info"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let d = Dockerd {
+            dir,
+            child: Some(child),
+            tables_before,
+            forward_policy,
+        };
+        let start = Instant::now();
+        while !d.output(&["version"]).status.success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "dockerd did not answer within 60 s: {}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let rootfs = d.dir.join("rootfs");
+        busybox_rootfs(&rootfs, marker);
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(&rootfs)
+            .args(["-c", "."])
+            .output()
+            .expect("tar the rootfs");
+        let mut import = d.command(&["import", "-", IMAGE]);
+        import.stdin(std::process::Stdio::piped());
+        let mut child = import
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("docker import");
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+        assert!(child.wait().unwrap().success(), "docker import failed");
+        d
+    }
+
+    /// What dockerd has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// `docker ARGS` against this dockerd, bounded in time.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.args([DOCKER_TIMEOUT, DOCKER, "-H"])
+            .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
+            .args(args);
+        c
+    }
+
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run docker")
+    }
+
+    /// Runs docker; panics with its output unless it succeeds; returns stdout, trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Runs docker, which must fail; returns its stderr.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(!out.status.success(), "docker {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The pid of dockerd itself.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Removes Docker's filter chains and their jump, restores `FORWARD`'s policy, and
+    /// deletes the tables Docker created.
+    fn clean_firewall(&self) {
+        let iptables = |args: &[&str]| Command::new("iptables").args(args).output();
+        while iptables(&["-D", "FORWARD", "-j", "DOCKER-USER"]).is_ok_and(|o| o.status.success()) {}
+        for table in ["filter", "nat"] {
+            for chain in DOCKER_CHAINS {
+                let _ = iptables(&["-t", table, "-F", chain]);
+            }
+            for chain in DOCKER_CHAINS {
+                let _ = iptables(&["-t", table, "-X", chain]);
+            }
+        }
+        let _ = iptables(&["-P", "FORWARD", &self.forward_policy]);
+        for table in nft_tables() {
+            if !self.tables_before.contains(&table) {
+                let _ = Command::new("nft")
+                    .args(["delete"])
+                    .args(table.split_whitespace())
+                    .output();
+            }
+        }
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ids = self.output(&["ps", "-aq"]);
+        let ids = String::from_utf8_lossy(&ids.stdout).to_string();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids);
+            let _ = self.output(&args);
+        }
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(30) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // The containerd it started (and its shims) go with it; should one linger, it
+        // is found by the private directory on its command line.
+        let _ = Command::new("pkill")
+            .args(["-9", "-f"])
+            .arg(self.dir.display().to_string())
+            .output();
+        self.clean_firewall();
+        // Mounts it may have left (overlay layers, netns bind mounts) before the tree.
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(self.dir.join("root"))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

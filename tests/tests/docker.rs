@@ -1,0 +1,286 @@
+//! Real Docker (Debian's docker.io 20.10, a private dockerd with its default
+//! `iptables: true` and the `FORWARD` policy at DROP) with netpath as its network and
+//! IPAM driver, served by a netpath daemon on a plugin socket of the test's own name:
+//!
+//! * `docker network create -d PLUGIN --ipam-driver PLUGIN --ipv6 …` makes a dual-stack
+//!   netpath network; a bad `-o` is refused with netpath's message and makes nothing;
+//! * `docker run` gets a netpath endpoint (its veth's container end moved in by
+//!   libnetwork): containers reach each other over both families on the fast path,
+//!   reach a server outside through netpath's masquerade, and serve `-p 18191:80` to the
+//!   outside, to the host (`127.0.0.1`) and to each other through the host's address
+//!   (hairpin) — with no docker-proxy and no DNAT rule of Docker's;
+//! * a routed network (`-o mode=routed`) carries both families between its containers;
+//! * `docker rm` and `docker network rm` leave no netpath endpoint, lease, device or
+//!   network.
+
+use std::{
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
+
+use netpath_tests::{
+    Daemon, NetNs, OutsideLink,
+    engine::{Dockerd, IMAGE},
+    host_links, require_root, run, unique,
+};
+use serde_json::Value;
+
+const SUBNET: &str = "10.251.0.0/24";
+const SUBNET6: &str = "fd71::/64";
+const ROUTED: &str = "10.252.0.0/24";
+const ROUTED6: &str = "fd72::/64";
+const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 251, 1);
+const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 18, 251, 2);
+const OUT_PORT: u16 = 9251;
+const HOST_PORT: u16 = 18191;
+const MARKER: &str = "served-by-busybox-httpd-in-docker-through-netpath";
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP GET of `/` over `stream`; returns the whole answer.
+fn get(mut stream: TcpStream) -> String {
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+fn get_from(to: SocketAddr) -> String {
+    get(TcpStream::connect_timeout(&to, TIMEOUT).unwrap_or_else(|e| panic!("connect {to}: {e}")))
+}
+
+/// `GET /` from inside container `name` to `host`:`port` (busybox nc).
+fn get_in(docker: &Dockerd, name: &str, host: &str, port: u16) -> String {
+    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port}");
+    docker.ok(&["exec", name, "sh", "-c", &script])
+}
+
+/// `docker inspect` of container `name`'s addresses: (IPv4, IPv6).
+fn addresses(docker: &Dockerd, name: &str) -> (String, String) {
+    let f = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{.GlobalIPv6Address}}{{end}}";
+    let out = docker.ok(&["inspect", "-f", f, name]);
+    let mut it = out.split_whitespace().map(str::to_owned);
+    (it.next().unwrap_or_default(), it.next().unwrap_or_default())
+}
+
+/// The netpath endpoints of network `net`.
+fn endpoints(np: &Daemon, net: &str) -> Vec<Value> {
+    let all: Value = serde_json::from_str(&np.ok(&["ls", "--json"])).unwrap();
+    (all["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter())
+    .filter(|e| e["network"] == net)
+    .collect()
+}
+
+/// The peer address of the one TCP connection a server on `OUTSIDE:OUT_PORT` in
+/// `outside` accepts within the timeout, while `client` runs.
+fn seen_outside(outside: &NetNs, client: impl FnOnce()) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = outside.spawn(move || {
+        let l = TcpListener::bind((OUTSIDE, OUT_PORT)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        let start = Instant::now();
+        loop {
+            match l.accept() {
+                Ok((_, peer)) => return peer,
+                Err(_) if start.elapsed() < TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("no connection outside: {e}"),
+            }
+        }
+    });
+    rx.recv_timeout(TIMEOUT).unwrap();
+    client();
+    server.join().unwrap()
+}
+
+#[test]
+fn docker_runs_containers_on_netpath() {
+    require_root!();
+    let plugin = unique("npdk");
+    let socket = format!("/run/docker/plugins/{plugin}.sock");
+    let outside = NetNs::new("dkout");
+    let up = OutsideLink::new(&outside, UPLINK, OUTSIDE);
+    let np = Daemon::start_args(&["--docker-plugin-socket", &socket], &[]);
+    let docker = Dockerd::start(MARKER);
+    // What Docker does when it has to turn forwarding on; netpath carries nothing through
+    // netfilter's FORWARD. (The Dockerd guard restores the policy it found.)
+    run(&["iptables", "-P", "FORWARD", "DROP"]);
+
+    // A refused create makes nothing.
+    let err = docker.refused(&[
+        "network", "create", "-d", &plugin, "--subnet", SUBNET, "-o", "mode=nat", "bad",
+    ]);
+    assert!(
+        err.contains("-o mode=nat: the mode is bridge or routed"),
+        "{err}"
+    );
+    let nets: Value = serde_json::from_str(&np.ok(&["network", "ls", "--json"])).unwrap();
+    assert_eq!(nets.as_array().map(Vec::len), Some(0), "{nets}");
+
+    let uplink = format!("uplink={}", up.name);
+    let id = docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--ipam-driver",
+        &plugin,
+        "--ipv6",
+        "--subnet",
+        SUBNET,
+        "--subnet",
+        SUBNET6,
+        "-o",
+        &uplink,
+        "web",
+    ]);
+    let web = format!("d-{}", &id[..10]);
+    let nets: Value = serde_json::from_str(&np.ok(&["network", "ls", "--json"])).unwrap();
+    let net = (nets
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == web.as_str()))
+    .unwrap_or_else(|| panic!("no netpath network {web}: {nets}"));
+    assert_eq!(
+        (net["subnet"].as_str(), net["subnet6"].as_str()),
+        (Some(SUBNET), Some(SUBNET6))
+    );
+
+    let publish = format!("{HOST_PORT}:80");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "web",
+        "-p",
+        &publish,
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cli",
+        "--network",
+        "web",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let (srv4, srv6) = addresses(&docker, "srv");
+    let eps = endpoints(&np, &web);
+    assert_eq!(eps.len(), 2, "{eps:?}");
+    let srv_ep = (eps.iter().find(|e| e["ip"] == srv4.as_str()))
+        .unwrap_or_else(|| panic!("no netpath endpoint at {srv4}: {eps:?}"));
+    assert_eq!(srv_ep["ip6"], srv6.as_str(), "{srv_ep}");
+    assert!(
+        srv_ep["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("npd")),
+        "{srv_ep}"
+    );
+
+    // Container to container, both families, past the bridge.
+    let before = np.forwarded("endpoint_to_endpoint");
+    assert!(get_in(&docker, "cli", &srv4, 80).contains(MARKER));
+    assert!(get_in(&docker, "cli", &srv6, 80).contains(MARKER));
+    docker.ok(&["exec", "cli", "ping", "-c", "1", "-W", "3", &srv6]);
+    let forwarded = np.forwarded("endpoint_to_endpoint") - before;
+    assert!(forwarded >= 10, "{forwarded} packets on the fast path");
+
+    // Out through the masquerade: the server sees the uplink's address.
+    let peer = seen_outside(&outside, || {
+        let to = format!("echo out | nc -w 5 {OUTSIDE} {OUT_PORT}");
+        docker.ok(&["exec", "cli", "sh", "-c", &to]);
+    });
+    assert_eq!(peer.ip(), UPLINK, "masqueraded source");
+
+    // `-p`: from outside (the client's address kept), from the host, and hairpin.
+    let from_outside = outside.spawn(|| get_from(SocketAddr::from((UPLINK, HOST_PORT))));
+    assert!(from_outside.join().unwrap().contains(MARKER));
+    assert!(get_from(SocketAddr::from((Ipv4Addr::LOCALHOST, HOST_PORT))).contains(MARKER));
+    assert!(get_in(&docker, "cli", &UPLINK.to_string(), HOST_PORT).contains(MARKER));
+    let ports: Value = serde_json::from_str(&np.ok(&["port", "ls", "--json"])).unwrap();
+    let ours = ports.as_array().unwrap().iter();
+    let ours: Vec<_> = ours.filter(|l| l["endpoint"] == srv_ep["id"]).collect();
+    assert!(!ours.is_empty(), "{ports}");
+    // Docker published nothing itself.
+    let proxies = std::process::Command::new("pgrep")
+        .args(["-f", &format!("docker-proxy.*{HOST_PORT}")])
+        .output()
+        .unwrap();
+    assert_eq!(proxies.status.code(), Some(1), "a docker-proxy runs");
+    let nat = String::from_utf8(run(&["iptables-save", "-t", "nat"]).stdout).unwrap();
+    assert!(!nat.contains(&HOST_PORT.to_string()), "{nat}");
+
+    // A routed network carries both families between its containers.
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--ipv6",
+        "--subnet",
+        ROUTED,
+        "--subnet",
+        ROUTED6,
+        "-o",
+        "mode=routed",
+        "-o",
+        &uplink,
+        "routed",
+    ]);
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r1",
+        "--network",
+        "routed",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let (r4, r6) = addresses(&docker, "r1");
+    let script = format!("ping -c 1 -W 3 {r4} && ping -c 1 -W 3 {r6}");
+    docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "routed",
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ]);
+
+    // Nothing stays.
+    docker.ok(&["rm", "-f", "srv", "cli", "r1"]);
+    let ls: Value = serde_json::from_str(&np.ok(&["ls", "--json"])).unwrap();
+    assert_eq!(ls["endpoints"].as_array().map(Vec::len), Some(0), "{ls}");
+    let ports: Value = serde_json::from_str(&np.ok(&["port", "ls", "--json"])).unwrap();
+    assert_eq!(ports.as_array().map(Vec::len), Some(0), "{ports}");
+    let left: Vec<_> = (host_links().into_iter())
+        .filter(|l| l.starts_with("npd"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    docker.ok(&["network", "rm", "web", "routed"]);
+    let nets: Value = serde_json::from_str(&np.ok(&["network", "ls", "--json"])).unwrap();
+    assert_eq!(nets.as_array().map(Vec::len), Some(0), "{nets}");
+}
