@@ -52,6 +52,9 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
+    /// The Docker plugin's saved memory cannot be read.
+    #[error("the Docker plugin: {0}")]
+    DockerPlugin(String),
     #[error("cannot install the SIGINT/SIGTERM handlers")]
     Signals(#[source] io::Error),
     #[error(transparent)]
@@ -313,15 +316,19 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     let sweeper = tokio::spawn(sweep_unfinished(svc.clone()));
     // The Docker plugin stops with the API (after it has stopped taking requests).
     let (stop_plugin, plugin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let plugin = plugin_listener.map(|(socket, l)| {
-        let svc = svc.clone();
-        tokio::spawn(async move {
-            let stopped = async {
-                let _ = plugin_stopped.await;
-            };
-            api::serve_app(crate::docker::app(svc), l, &socket, stopped).await
-        })
-    });
+    let plugin = match plugin_listener {
+        Some((socket, l)) => {
+            let plugin = crate::docker::Plugin::open(svc.clone(), &opts.paths.state_dir)
+                .map_err(DaemonError::DockerPlugin)?;
+            Some(tokio::spawn(async move {
+                let stopped = async {
+                    let _ = plugin_stopped.await;
+                };
+                api::serve_app(crate::docker::app(plugin), l, &socket, stopped).await
+            }))
+        }
+        None => None,
+    };
     let served = api::serve_app(api::router(svc), listener, &opts.paths.socket, shutdown).await;
     let _ = stop_plugin.send(());
     if let Some(task) = plugin {

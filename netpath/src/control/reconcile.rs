@@ -4,7 +4,8 @@
 //!
 //! The rules, each a unit-test case:
 //! * a record still `Creating` belongs to no live operation: rolled back;
-//! * a record whose host-side device is gone (its namespace died): released;
+//! * a record whose host-side device is gone (its namespace died): released (by the
+//!   periodic sweep too);
 //! * a network whose devices are gone: plumbed again;
 //! * a device tagged by this instance without a record: deleted;
 //! * a device tagged by another instance, or untagged: left alone.
@@ -17,31 +18,45 @@ use crate::{
 
 impl Service {
     /// Rolls back endpoint records left `Creating` by an operation that cannot finish
-    /// any more (a handler that panicked, say): the daemon runs this periodically, so
-    /// such a record never waits for a restart. An operation in progress holds its
-    /// network's lock from the record's creation until it is `Ready` or gone, so a record
-    /// still `Creating` once that lock is taken belongs to no live operation. Returns a
-    /// one-line summary per record rolled back.
+    /// any more (a handler that panicked, say), and releases endpoints whose host-side
+    /// device is gone (a container's namespace died, and its veth pair with it, while no
+    /// engine said so: a `docker rm -f` while netpath was down, a crashed engine). The
+    /// daemon runs this periodically, so neither waits for a restart. An operation in
+    /// progress holds its network's lock from the record's creation until it is `Ready`
+    /// or gone, so a record still `Creating` once that lock is taken belongs to no live
+    /// operation. Returns a one-line summary per record released.
     pub async fn sweep_unfinished(&self) -> Result<Vec<String>> {
         let mut actions = Vec::new();
         let candidates = self.list_endpoints(None).await?;
-        for ep in candidates
-            .into_iter()
-            .filter(|e| e.state == EndpointState::Creating)
-        {
+        // One dump for all: the devices of `Ready` endpoints.
+        let live: std::collections::HashSet<String> =
+            if candidates.iter().any(|e| e.state == EndpointState::Ready) {
+                (self.host.links().await?.into_iter().map(|l| l.name)).collect()
+            } else {
+                Default::default()
+            };
+        for ep in candidates {
+            let gone = ep.state == EndpointState::Ready && !live.contains(&ep.host_ifname);
+            if ep.state != EndpointState::Creating && !gone {
+                continue;
+            }
             let lock = self.net_lock(&ep.network);
             let _guard = lock.lock().await;
-            match self.get_endpoint(&ep.id).await {
-                Ok(now) if now.state == EndpointState::Creating => {
-                    self.roll_back(&now).await?;
-                    actions.push(format!(
-                        "released endpoint {} ({}): creation never finished",
-                        now.id, now.ip
-                    ));
+            // Re-read under the lock: finished, removed or re-made meanwhile.
+            let Ok(now) = self.get_endpoint(&ep.id).await else {
+                continue;
+            };
+            let why = match now.state {
+                EndpointState::Creating => "creation never finished",
+                EndpointState::Ready
+                    if self.host.link_by_name(&now.host_ifname).await?.is_none() =>
+                {
+                    "its device is gone"
                 }
-                // Finished or removed meanwhile.
-                _ => {}
-            }
+                EndpointState::Ready => continue,
+            };
+            self.roll_back(&now).await?;
+            actions.push(format!("released endpoint {} ({}): {why}", now.id, now.ip));
         }
         Ok(actions)
     }

@@ -10,20 +10,25 @@
 //! when Join runs). The netpath endpoint records Docker's endpoint id as its
 //! `container_id`, so Leave finds it after a daemon restart too. ProgramExternal-
 //! Connectivity publishes the container's `-p` ports on it; Leave removes it, ports and
-//! all. Endpoints between CreateEndpoint and Join are kept in memory only.
+//! all. The endpoints between CreateEndpoint and DeleteEndpoint are saved in the
+//! daemon's state directory ([`Saved`]).
 
 use std::{
-    collections::HashMap,
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     str::FromStr,
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use axum::http::StatusCode;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::wire::{self, PortBinding};
+use super::{
+    saved::Saved,
+    wire::{self, PortBinding},
+};
 use crate::{
     api::{ApiError, Backend},
     model::{Endpoint, EndpointCreate, MacAddr, Mode, Network, NetworkCreate, PortPublish},
@@ -51,7 +56,7 @@ pub fn network_name(network_id: &str) -> Result<String, Refusal> {
 }
 
 /// An endpoint between CreateEndpoint and DeleteEndpoint.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DockerEndpoint {
     /// The netpath network.
     pub network: String,
@@ -97,10 +102,13 @@ fn halves(net: IpNet) -> Vec<IpNet> {
     (net.subnets(net.prefix_len() + 1).ok().into_iter().flatten()).collect()
 }
 
+/// The endpoints, by Docker endpoint id.
+pub type Endpoints = BTreeMap<String, DockerEndpoint>;
+
 /// The NetworkDriver over a netpath [`Backend`].
 pub struct Driver<B> {
     pub(super) backend: Arc<B>,
-    endpoints: Mutex<HashMap<String, DockerEndpoint>>,
+    endpoints: Saved<Endpoints>,
 }
 
 fn said(e: ApiError) -> Refusal {
@@ -226,26 +234,19 @@ pub fn port_specs(options: Option<&Map<String, Value>>) -> Result<Vec<String>, R
 }
 
 impl<B: Backend> Driver<B> {
-    pub fn new(backend: Arc<B>) -> Self {
-        Driver {
-            backend,
-            endpoints: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn endpoints(&self) -> std::sync::MutexGuard<'_, HashMap<String, DockerEndpoint>> {
-        self.endpoints.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn new(backend: Arc<B>, endpoints: Saved<Endpoints>) -> Self {
+        Driver { backend, endpoints }
     }
 
     /// The endpoints remembered, by Docker endpoint id.
-    pub fn remembered(&self) -> HashMap<String, DockerEndpoint> {
-        self.endpoints().clone()
+    pub fn remembered(&self) -> Endpoints {
+        self.endpoints.get()
     }
 
     /// The endpoint `endpoint_id` of network `network_id`, or why not.
     fn endpoint(&self, network_id: &str, endpoint_id: &str) -> Result<DockerEndpoint, Refusal> {
         let network = network_name(network_id)?;
-        match self.endpoints().get(endpoint_id) {
+        match self.endpoints.get().get(endpoint_id) {
             Some(ep) if ep.network == network => Ok(ep.clone()),
             _ => Err(format!(
                 "no endpoint {endpoint_id:?} on network {network_id} (netpath network {network})"
@@ -299,7 +300,7 @@ impl<B: Backend> Driver<B> {
 
     pub async fn delete_network(&self, req: wire::NetworkRef) -> Result<Value, Refusal> {
         let name = network_name(&req.network_id)?;
-        let mut used: Vec<String> = (self.endpoints().iter())
+        let mut used: Vec<String> = (self.endpoints.get().iter())
             .filter(|(_, ep)| ep.network == name)
             .map(|(id, _)| id.clone())
             .collect();
@@ -357,23 +358,23 @@ impl<B: Backend> Driver<B> {
             ),
         };
         port_specs(req.options.as_ref())?;
-        let mut eps = self.endpoints();
-        if eps.contains_key(&req.endpoint_id) {
-            return Err(format!("endpoint {} already exists", req.endpoint_id));
-        }
-        if let Some((other, _)) = eps.iter().find(|(_, ep)| ep.network == name && ep.ip == ip) {
-            return Err(format!("address {ip} is already used by endpoint {other}"));
-        }
         let mac = asked_mac.unwrap_or_else(MacAddr::random_local);
-        eps.insert(
-            req.endpoint_id,
-            DockerEndpoint {
+        self.endpoints.update(|eps| {
+            if eps.contains_key(&req.endpoint_id) {
+                return Err(format!("endpoint {} already exists", req.endpoint_id));
+            }
+            if let Some((other, _)) = eps.iter().find(|(_, ep)| ep.network == name && ep.ip == ip) {
+                return Err(format!("address {ip} is already used by endpoint {other}"));
+            }
+            let ep = DockerEndpoint {
                 network: name,
                 ip,
                 ip6,
                 mac,
-            },
-        );
+            };
+            eps.insert(req.endpoint_id, ep);
+            Ok(())
+        })?;
         // libnetwork takes a field the request left empty, and gives the MAC to the
         // interface it moves into the container.
         Ok(match asked_mac {
@@ -389,7 +390,8 @@ impl<B: Backend> Driver<B> {
 
     pub async fn delete_endpoint(&self, req: wire::EndpointRef) -> Result<Value, Refusal> {
         self.endpoint(&req.network_id, &req.endpoint_id)?;
-        self.endpoints().remove(&req.endpoint_id);
+        self.endpoints
+            .update(|eps| Ok(eps.remove(&req.endpoint_id)))?;
         Ok(json!({}))
     }
 

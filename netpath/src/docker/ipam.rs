@@ -1,29 +1,32 @@
 //! The IpamDriver (`docker network create --ipam-driver netpath`): pools are the
 //! `--subnet` given (netpath picks none itself), addresses are handed out lowest first
 //! (the gateway first of all). Pool ids are `netpath/<cidr>`, so they are derived from
-//! the pool. Kept in memory (a restart forgets the leases: not done yet, issue #16).
+//! the pool. Saved in the daemon's state directory ([`Saved`]), so a restart forgets
+//! nothing.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    sync::Mutex,
 };
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{driver::Refusal, wire};
+use super::{driver::Refusal, saved::Saved, wire};
 
 /// The address spaces netpath answers to `GetDefaultAddressSpaces`.
 pub const LOCAL_SPACE: &str = "netpath-local";
 pub const GLOBAL_SPACE: &str = "netpath-global";
 
-#[derive(Default)]
+/// The pools, by pool id.
+pub type Pools = BTreeMap<String, Pool>;
+
 pub struct Ipam {
-    pools: Mutex<BTreeMap<String, Pool>>,
+    pools: Saved<Pools>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
     pub net: IpNet,
     pub used: BTreeSet<IpAddr>,
@@ -34,13 +37,13 @@ fn pool_id(net: &IpNet) -> String {
 }
 
 impl Ipam {
-    fn pools(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Pool>> {
-        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn new(pools: Saved<Pools>) -> Ipam {
+        Ipam { pools }
     }
 
     /// Every pool with its leases, by pool id.
-    pub fn snapshot(&self) -> BTreeMap<String, Pool> {
-        self.pools().clone()
+    pub fn snapshot(&self) -> Pools {
+        self.pools.get()
     }
 
     pub fn capabilities() -> Value {
@@ -77,33 +80,37 @@ impl Ipam {
                 req.v6
             ));
         }
-        let mut pools = self.pools();
-        if let Some((id, _)) = pools
-            .iter()
-            .find(|(_, p)| p.net.contains(&net.network()) || net.contains(&p.net.network()))
-        {
-            return Err(format!("pool {net} overlaps pool {id}"));
-        }
-        let id = pool_id(&net);
-        pools.insert(
-            id.clone(),
-            Pool {
+        self.pools.update(|pools| {
+            if let Some((id, _)) = pools
+                .iter()
+                .find(|(_, p)| p.net.contains(&net.network()) || net.contains(&p.net.network()))
+            {
+                return Err(format!("pool {net} overlaps pool {id}"));
+            }
+            let id = pool_id(&net);
+            let pool = Pool {
                 net,
                 used: BTreeSet::new(),
-            },
-        );
-        Ok(json!({"PoolID": id, "Pool": net.to_string(), "Data": {}}))
+            };
+            pools.insert(id.clone(), pool);
+            Ok(json!({"PoolID": id, "Pool": net.to_string(), "Data": {}}))
+        })
     }
 
     pub fn release_pool(&self, req: wire::ReleasePool) -> Result<Value, Refusal> {
-        self.pools()
-            .remove(&req.pool_id)
-            .ok_or_else(|| format!("no pool {:?}", req.pool_id))?;
-        Ok(json!({}))
+        self.pools.update(|pools| {
+            pools
+                .remove(&req.pool_id)
+                .ok_or_else(|| format!("no pool {:?}", req.pool_id))?;
+            Ok(json!({}))
+        })
     }
 
     pub fn request_address(&self, req: wire::RequestAddress) -> Result<Value, Refusal> {
-        let mut pools = self.pools();
+        self.pools.update(|pools| Self::lease(pools, req))
+    }
+
+    fn lease(pools: &mut Pools, req: wire::RequestAddress) -> Result<Value, Refusal> {
         let pool = pools
             .get_mut(&req.pool_id)
             .ok_or_else(|| format!("no pool {:?}", req.pool_id))?;
@@ -130,7 +137,10 @@ impl Ipam {
     }
 
     pub fn release_address(&self, req: wire::ReleaseAddress) -> Result<Value, Refusal> {
-        let mut pools = self.pools();
+        self.pools.update(|pools| Self::release(pools, req))
+    }
+
+    fn release(pools: &mut Pools, req: wire::ReleaseAddress) -> Result<Value, Refusal> {
         let pool = pools
             .get_mut(&req.pool_id)
             .ok_or_else(|| format!("no pool {:?}", req.pool_id))?;

@@ -17,12 +17,14 @@
 //! | [`wire`] | the JSON of each call, field names as libnetwork's |
 //! | [`driver`] | the NetworkDriver calls mapped to netpath networks and endpoints |
 //! | [`ipam`] | the IpamDriver calls: pools and addresses |
+//! | [`saved`] | the plugin's memory, saved in the state directory |
 //!
 //! Facts and sources: `shared/research/docker-plugin.md`; moby/libnetwork
 //! `drivers/remote/api/api.go`, `ipams/remote/api/api.go`, `docs/remote.md`, `docs/ipam.md`.
 
 pub mod driver;
 pub mod ipam;
+pub mod saved;
 #[cfg(test)]
 mod tests;
 pub mod wire;
@@ -43,6 +45,7 @@ use serde_json::{Value, json};
 use self::{
     driver::{Driver, Refusal},
     ipam::Ipam,
+    saved::Saved,
 };
 use crate::api::Backend;
 
@@ -59,11 +62,24 @@ pub struct Plugin<B> {
 }
 
 impl<B: Backend> Plugin<B> {
+    /// A plugin that keeps its memory in memory only (tests).
     pub fn new(backend: Arc<B>) -> Self {
         Plugin {
-            driver: Driver::new(backend),
-            ipam: Ipam::default(),
+            driver: Driver::new(backend, Saved::memory()),
+            ipam: Ipam::new(Saved::memory()),
         }
+    }
+
+    /// A plugin whose memory is saved in `state_dir` (`docker-endpoints.json`,
+    /// `docker-ipam.json`), loaded from there first.
+    pub fn open(backend: Arc<B>, state_dir: &std::path::Path) -> Result<Self, String> {
+        Ok(Plugin {
+            driver: Driver::new(
+                backend,
+                Saved::load(&state_dir.join("docker-endpoints.json"))?,
+            ),
+            ipam: Ipam::new(Saved::load(&state_dir.join("docker-ipam.json"))?),
+        })
     }
 }
 
@@ -171,8 +187,8 @@ pub fn router<B: Backend>(plugin: Arc<Plugin<B>>, timeout: Duration) -> Router {
         .with_state(Shared { plugin, timeout })
 }
 
-/// The plugin for `backend`, ready for [`crate::api::serve_app`] on a socket bound with
+/// The routes of `plugin`, ready for [`crate::api::serve_app`] on a socket bound with
 /// [`crate::api::bind`] (a stale socket is replaced, a live one refused).
-pub fn app<B: Backend>(backend: Arc<B>) -> Router {
-    router(Arc::new(Plugin::new(backend)), CALL_TIMEOUT)
+pub fn app<B: Backend>(plugin: Plugin<B>) -> Router {
+    router(Arc::new(plugin), CALL_TIMEOUT)
 }

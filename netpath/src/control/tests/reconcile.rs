@@ -255,6 +255,52 @@ async fn the_sweep_rolls_back_creating_records_only() {
 }
 
 #[tokio::test]
+async fn the_sweep_releases_an_endpoint_whose_device_vanished() {
+    let rig = Rig::new();
+    rig.network("web", Mode::Bridge).await;
+    let gone = rig.veth("web").await;
+    let stays = rig.veth("web").await;
+    rig.svc
+        .publish_ports(crate::model::PortPublish {
+            endpoint: gone.id.clone(),
+            spec: Some("18300:80".into()),
+            specs: vec![],
+        })
+        .await
+        .expect("publish");
+    // Its namespace died with no engine to say so: the kernel took the pair.
+    let index = (rig.world().kernel.links.values())
+        .find(|l| l.name == gone.host_ifname)
+        .expect("veth")
+        .index;
+    rig.world().delete(index);
+    let m = rig.mark();
+    let actions = rig.svc.sweep_unfinished().await.expect("sweep");
+    assert_eq!(
+        actions,
+        [format!(
+            "released endpoint {} ({}): its device is gone",
+            gone.id, gone.ip
+        )]
+    );
+    assert_eq!(
+        rig.calls_since(m),
+        [
+            "unpublish 6/0.0.0.0:18300".to_owned(),
+            format!("remove_endpoint {}", gone.ip)
+        ]
+    );
+    let records = rig.records().await;
+    assert_eq!(
+        records.endpoints.iter().map(|e| &e.id).collect::<Vec<_>>(),
+        [&stays.id]
+    );
+    assert!(records.ports.is_empty(), "{:?}", records.ports);
+    // A second sweep finds nothing to do.
+    assert!(rig.svc.sweep_unfinished().await.expect("sweep").is_empty());
+}
+
+#[tokio::test]
 async fn a_tap_name_taken_meanwhile_leaves_that_device_alone() {
     let rig = Rig::new();
     rig.network("web", Mode::Routed).await;

@@ -237,3 +237,78 @@ async fn create_endpoint_without_a_mac_gets_one_and_tells_docker() {
     // Locally administered, unicast.
     assert_eq!(mac.octets()[0] & 0b11, 0b10, "{mac}");
 }
+
+#[tokio::test]
+async fn a_restarted_plugin_remembers_pools_endpoints_and_joins() {
+    let rig = Rig::new();
+    let dir = tempfile::tempdir().unwrap();
+    let first = Plugin::open(rig.svc.clone(), dir.path()).expect("open");
+    let app = || {
+        router(
+            Arc::new(Plugin::open(rig.svc.clone(), dir.path()).unwrap()),
+            CALL_TIMEOUT,
+        )
+    };
+    let (_, pool) = call(
+        router(Arc::new(first), CALL_TIMEOUT),
+        "/IpamDriver.RequestPool",
+        r#"{"Pool": "10.207.0.0/24"}"#,
+    )
+    .await;
+    assert_eq!(pool["PoolID"], "netpath/10.207.0.0/24");
+    // Each call below runs on a plugin opened afresh from the files: a restart each time.
+    let gw = r#"{"PoolID": "netpath/10.207.0.0/24", "Address": ""}"#;
+    assert_eq!(
+        call(app(), "/IpamDriver.RequestAddress", gw).await.1["Address"],
+        "10.207.0.1/24"
+    );
+    assert_eq!(
+        call(app(), "/IpamDriver.RequestAddress", gw).await.1["Address"],
+        "10.207.0.2/24"
+    );
+    let net = create_net(json!({"com.docker.network.generic": {"uplink": UPLINK}}));
+    assert_eq!(
+        call(app(), "/NetworkDriver.CreateNetwork", &net.to_string())
+            .await
+            .1,
+        json!({})
+    );
+    let ce = json!({"NetworkID": NET_ID, "EndpointID": EP_ID,
+        "Interface": {"Address": "10.207.0.2/24", "MacAddress": MAC}});
+    assert_eq!(
+        call(app(), "/NetworkDriver.CreateEndpoint", &ce.to_string())
+            .await
+            .1,
+        json!({})
+    );
+    let joined = call(app(), "/NetworkDriver.Join", &join_req().to_string())
+        .await
+        .1;
+    assert_eq!(joined["InterfaceName"]["SrcName"], PEER, "{joined}");
+    assert_eq!(
+        call(app(), "/NetworkDriver.Leave", &ep().to_string())
+            .await
+            .1,
+        json!({})
+    );
+    assert_eq!(
+        call(app(), "/NetworkDriver.DeleteEndpoint", &ep().to_string())
+            .await
+            .1,
+        json!({})
+    );
+    let release = r#"{"PoolID": "netpath/10.207.0.0/24", "Address": "10.207.0.2/24"}"#;
+    assert_eq!(
+        call(app(), "/IpamDriver.ReleaseAddress", release).await.1,
+        json!({})
+    );
+    let last = Plugin::open(rig.svc.clone(), dir.path()).unwrap();
+    assert!(last.driver.remembered().is_empty());
+    let pools = last.ipam.snapshot();
+    let used: Vec<_> = pools["netpath/10.207.0.0/24"]
+        .used
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(used, ["10.207.0.1"]);
+}
