@@ -26,8 +26,8 @@ pub const IMAGE: &str = "netpath-busybox:1";
 /// Bound on one `docker` command.
 const DOCKER_TIMEOUT: &str = "120";
 
-/// A busybox tree at `dir`: /bin/busybox with relative applet links, and `/www/index.html`
-/// holding `marker` (for `httpd -h /www`).
+/// A busybox tree at `dir`: /bin/busybox with relative applet links, `/www/index.html`
+/// holding `marker` and a CGI script `/www/cgi-bin/peer` (for `httpd -h /www`).
 pub fn busybox_rootfs(dir: &Path, marker: &str) {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -50,6 +50,13 @@ pub fn busybox_rootfs(dir: &Path, marker: &str) {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     std::fs::write(dir.join("www/index.html"), format!("{marker}\n")).unwrap();
+    // `GET /cgi-bin/peer` answers with the client's address as the server saw it.
+    let cgi = dir.join("www/cgi-bin");
+    std::fs::create_dir_all(&cgi).unwrap();
+    let peer = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"peer=$REMOTE_ADDR\"\n";
+    std::fs::write(cgi.join("peer"), peer).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(cgi.join("peer"), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// The chains Docker 20.10 adds to the `filter` table, in the order they can go.
@@ -97,36 +104,13 @@ impl Dockerd {
         let dir = std::env::temp_dir().join(format!("netpath-dockerd-{}", unique("k")));
         std::fs::create_dir_all(&dir).unwrap();
         let (tables_before, forward_policy) = (nft_tables(), forward_policy());
-        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
-        let child = Command::new(DOCKERD)
-            .arg("--data-root")
-            .arg(dir.join("root"))
-            .arg("--exec-root")
-            .arg(dir.join("exec"))
-            .arg("--pidfile")
-            .arg(dir.join("dockerd.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", dir.join("docker.sock").display()))
-            .args(["--bridge=none", "--log-level=info"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start dockerd");
-        let d = Dockerd {
+        let mut d = Dockerd {
             dir,
-            child: Some(child),
+            child: None,
             tables_before,
             forward_policy,
         };
-        let start = Instant::now();
-        while !d.output(&["version"]).status.success() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "dockerd did not answer within 60 s: {}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        d.spawn();
         let rootfs = d.dir.join("rootfs");
         busybox_rootfs(&rootfs, marker);
         let tar = Command::new("tar")
@@ -145,6 +129,62 @@ impl Dockerd {
         child.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
         assert!(child.wait().unwrap().success(), "docker import failed");
         d
+    }
+
+    /// Stops dockerd (as its service would: SIGTERM, containers stopped) and starts it
+    /// again on the same directories; waits until it answers.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts the dockerd process and waits (bounded) until it answers.
+    fn spawn(&mut self) {
+        let dir = &self.dir;
+        let log = (std::fs::OpenOptions::new().create(true).append(true))
+            .open(dir.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new(DOCKERD)
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .args(["--bridge=none", "--log-level=info"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        self.child = Some(child);
+        let start = Instant::now();
+        while !self.output(&["version"]).status.success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "dockerd did not answer within 60 s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERMs dockerd and waits (bounded) for it.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(30) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     /// What dockerd has logged so far.
@@ -185,11 +225,6 @@ impl Dockerd {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
-    /// The pid of dockerd itself.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
     /// Removes Docker's filter chains and their jump, restores `FORWARD`'s policy, and
     /// deletes the tables Docker created.
     fn clean_firewall(&self) {
@@ -225,19 +260,7 @@ impl Drop for Dockerd {
             args.extend(ids);
             let _ = self.output(&args);
         }
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let start = Instant::now();
-            while child.try_wait().ok().flatten().is_none() {
-                if start.elapsed() > Duration::from_secs(30) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+        self.stop();
         // The containerd it started (and its shims) go with it; should one linger, it
         // is found by the private directory on its command line.
         let _ = Command::new("pkill")

@@ -658,6 +658,14 @@ pub fn spawn_daemon_with(
     }
 }
 
+/// The number of entries of the datapath map `map` pinned under `bpffs` (bpftool).
+pub fn pinned_map_len(bpffs: &Path, map: &str) -> usize {
+    let path = bpffs.join("maps").join(map).display().to_string();
+    let out = run(&["bpftool", "-j", "map", "dump", "pinned", &path]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().map_or(0, Vec::len)
+}
+
 /// Runs `netpath reset` for `paths` when dropped — for tests that drive a
 /// `control::Service` in process. Runs on a thread of its own, since drop may happen on
 /// a runtime thread.

@@ -19,7 +19,7 @@ use std::{
 
 use netpath_tests::{
     Daemon, Ipv6ForwardingRestored, NetNs, OutsideLink, cni_bin, engine::busybox_rootfs,
-    require_root, run, unique,
+    pinned_map_len, require_root, run, unique,
 };
 use serde_json::{Value, json};
 
@@ -131,19 +131,6 @@ impl Drop for Podman {
         let _ = self.output(&["rm", "--all", "--force", "--time", "0"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn bpf_map_len(bpffs: &Path, map: &str) -> usize {
-    let out = run(&[
-        "bpftool",
-        "-j",
-        "map",
-        "dump",
-        "pinned",
-        &bpffs.join("maps").join(map).display().to_string(),
-    ]);
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array().map_or(0, Vec::len)
 }
 
 /// The IPv4 and the IPv6 address (with prefix) in `ip -o addr` output.
@@ -302,8 +289,8 @@ fn podman_containers_on_a_netpath_network() {
     let leases: Value = serde_json::from_str(&d.ok(&["port", "ls", "--json"])).unwrap();
     assert_eq!(leases[0]["id"], "tcp/0.0.0.0:18080", "{leases}");
     let bpffs = d.paths.bpffs.clone();
-    assert_eq!(bpf_map_len(&bpffs, "NETPATH_ENDPOINTS"), 1);
-    assert!(bpf_map_len(&bpffs, "NETPATH_PUBLISH") >= 1);
+    assert_eq!(pinned_map_len(&bpffs, "NETPATH_ENDPOINTS"), 1);
+    assert!(pinned_map_len(&bpffs, "NETPATH_PUBLISH") >= 1);
     let body = outside
         .spawn(|| {
             let deadline = Instant::now() + Duration::from_secs(15);
@@ -341,8 +328,8 @@ fn podman_containers_on_a_netpath_network() {
         !Path::new("/sys/class/net").join(&host_if).exists(),
         "podman rm left {host_if}"
     );
-    assert_eq!(bpf_map_len(&bpffs, "NETPATH_ENDPOINTS"), 0);
-    assert_eq!(bpf_map_len(&bpffs, "NETPATH_PUBLISH"), 0);
+    assert_eq!(pinned_map_len(&bpffs, "NETPATH_ENDPOINTS"), 0);
+    assert_eq!(pinned_map_len(&bpffs, "NETPATH_PUBLISH"), 0);
 
     // 4. 20 containers started in parallel (and running together) get distinct
     //    addresses of both families; removing them in parallel leaves nothing.
@@ -400,7 +387,7 @@ fn podman_containers_on_a_netpath_network() {
     eprintln!("20 parallel podman rm took {:?}", started.elapsed());
     let eps = wait_no_endpoints(&d);
     assert!(eps.is_empty(), "podman rm left endpoints: {eps:?}");
-    assert_eq!(bpf_map_len(&bpffs, "NETPATH_ENDPOINTS"), 0);
+    assert_eq!(pinned_map_len(&bpffs, "NETPATH_ENDPOINTS"), 0);
     let leftover: Vec<String> = d
         .tagged_links()
         .into_iter()

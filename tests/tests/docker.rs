@@ -22,7 +22,7 @@ use std::{
 use netpath_tests::{
     Daemon, NetNs, OutsideLink,
     engine::{Dockerd, IMAGE},
-    host_links, require_root, run, unique,
+    host_links, pinned_map_len, require_root, run, unique,
 };
 use serde_json::Value;
 
@@ -37,17 +37,18 @@ const HOST_PORT: u16 = 18191;
 const MARKER: &str = "served-by-busybox-httpd-in-docker-through-netpath";
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An HTTP GET of `/` over `stream`; returns the whole answer.
-fn get(mut stream: TcpStream) -> String {
+/// An HTTP GET of `path` over `stream`; returns the whole answer.
+fn get(mut stream: TcpStream, path: &str) -> String {
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer
 }
 
-fn get_from(to: SocketAddr) -> String {
-    get(TcpStream::connect_timeout(&to, TIMEOUT).unwrap_or_else(|e| panic!("connect {to}: {e}")))
+fn get_from(to: SocketAddr, path: &str) -> String {
+    let stream = TcpStream::connect_timeout(&to, TIMEOUT);
+    get(stream.unwrap_or_else(|e| panic!("connect {to}: {e}")), path)
 }
 
 /// `GET /` from inside container `name` to `host`:`port` (busybox nc).
@@ -212,9 +213,9 @@ fn docker_runs_containers_on_netpath() {
     assert_eq!(peer.ip(), UPLINK, "masqueraded source");
 
     // `-p`: from outside (the client's address kept), from the host, and hairpin.
-    let from_outside = outside.spawn(|| get_from(SocketAddr::from((UPLINK, HOST_PORT))));
+    let from_outside = outside.spawn(|| get_from(SocketAddr::from((UPLINK, HOST_PORT)), "/"));
     assert!(from_outside.join().unwrap().contains(MARKER));
-    assert!(get_from(SocketAddr::from((Ipv4Addr::LOCALHOST, HOST_PORT))).contains(MARKER));
+    assert!(get_from(SocketAddr::from((Ipv4Addr::LOCALHOST, HOST_PORT)), "/").contains(MARKER));
     assert!(get_in(&docker, "cli", &UPLINK.to_string(), HOST_PORT).contains(MARKER));
     let ports: Value = serde_json::from_str(&np.ok(&["port", "ls", "--json"])).unwrap();
     let ours = ports.as_array().unwrap().iter();
@@ -228,6 +229,68 @@ fn docker_runs_containers_on_netpath() {
     assert_eq!(proxies.status.code(), Some(1), "a docker-proxy runs");
     let nat = String::from_utf8(run(&["iptables-save", "-t", "nat"]).stdout).unwrap();
     assert!(!nat.contains(&HOST_PORT.to_string()), "{nat}");
+
+    // From outside, the server sees the client's own address.
+    let peer = outside.spawn(|| get_from(SocketAddr::from((UPLINK, HOST_PORT)), "/cgi-bin/peer"));
+    let peer = peer.join().unwrap();
+    // (httpd listens on [::], so an IPv4 client shows as ::ffff:a.b.c.d.)
+    assert!(peer.contains(&format!("peer=[::ffff:{OUTSIDE}]")), "{peer}");
+    // Inside, the address and gateway are netpath's.
+    let cli = (endpoints(&np, &web).into_iter())
+        .find(|e| e["id"] != srv_ep["id"])
+        .unwrap();
+    let (cli4, cli6) = (cli["ip"].as_str().unwrap(), cli["ip6"].as_str().unwrap());
+    let shown = docker.ok(&["exec", "cli", "ip", "-o", "addr", "show", "eth0"]);
+    assert!(
+        shown.contains(&format!("{cli4}/24")) && shown.contains(&format!("{cli6}/64")),
+        "{shown}"
+    );
+    let gateway = net["gateway"].as_str().unwrap();
+    let routes = docker.ok(&["exec", "cli", "ip", "route"]);
+    assert!(
+        routes.contains(&format!("default via {gateway} dev eth0")),
+        "{routes}"
+    );
+
+    // netpath restarts while the containers talk: not one ping is lost, and what Docker
+    // made is still there.
+    let mut np = np;
+    let ping = docker
+        .command(&[
+            "exec", "cli", "ping", "-c", "30", "-i", "0.2", "-W", "1", &srv4,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    np.stop();
+    std::thread::sleep(Duration::from_secs(1));
+    np.restart();
+    let ping = String::from_utf8(ping.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        ping.contains("30 packets transmitted, 30 packets received"),
+        "{ping}"
+    );
+    assert!(get_from(SocketAddr::from((Ipv4Addr::LOCALHOST, HOST_PORT)), "/").contains(MARKER));
+
+    // 20 containers started at once get 20 distinct addresses.
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..20)
+            .map(|_| {
+                s.spawn(|| docker.ok(&["run", "-d", "--network", "web", IMAGE, "sleep", "600"]))
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let mut seen: Vec<String> = ids.iter().map(|id| addresses(&docker, id).0).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 20, "{seen:?}");
+    assert_eq!(endpoints(&np, &web).len(), 22);
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    docker.ok(&rm);
+    assert_eq!(endpoints(&np, &web).len(), 2);
 
     // A routed network carries both families between its containers.
     docker.ok(&[
@@ -270,8 +333,69 @@ fn docker_runs_containers_on_netpath() {
         &script,
     ]);
 
+    let routed_net = format!(
+        "d-{}",
+        &docker.ok(&["network", "inspect", "-f", "{{.Id}}", "routed"])[..10]
+    );
+
+    // `docker rm -f` while netpath is down: Docker gives up on the plugin (after its
+    // retries) and moves the container end back to the host as it tears the container
+    // down; netpath's sweep (every 5 s) finds it there twice and releases the endpoint.
+    np.stop();
+    docker.ok(&["rm", "-f", "r1"]);
+    np.restart();
+    let start = Instant::now();
+    while !endpoints(&np, &routed_net).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "r1's endpoint stays"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // dockerd restarts: a `--restart always` container comes back on netpath.
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        "--restart",
+        "always",
+        "--network",
+        "web",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let mut docker = docker;
+    docker.restart();
+    let start = Instant::now();
+    while docker.ok(&["inspect", "-f", "{{.State.Running}}", "keep"]) != "true" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "keep did not come back"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (keep4, _) = addresses(&docker, "keep");
+    let eps = endpoints(&np, &web);
+    assert!(
+        eps.iter().any(|e| e["ip"] == keep4.as_str()),
+        "{keep4}: {eps:?}"
+    );
+    docker.ok(&["exec", "keep", "ping", "-c", "1", "-W", "3", gateway]);
+    // r1's namespace is gone now: the sweep (every 5 s) released its endpoint.
+    let start = Instant::now();
+    while !endpoints(&np, &routed_net).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "r1's endpoint stays"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
     // Nothing stays.
-    docker.ok(&["rm", "-f", "srv", "cli", "r1"]);
+    docker.ok(&["rm", "-f", "srv", "cli", "keep"]);
     let ls: Value = serde_json::from_str(&np.ok(&["ls", "--json"])).unwrap();
     assert_eq!(ls["endpoints"].as_array().map(Vec::len), Some(0), "{ls}");
     let ports: Value = serde_json::from_str(&np.ok(&["port", "ls", "--json"])).unwrap();
@@ -280,6 +404,9 @@ fn docker_runs_containers_on_netpath() {
         .filter(|l| l.starts_with("npd"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+    for map in ["NETPATH_ENDPOINTS", "NETPATH_ENDPOINTS6", "NETPATH_PUBLISH"] {
+        assert_eq!(pinned_map_len(&np.paths.bpffs, map), 0, "{map}");
+    }
     docker.ok(&["network", "rm", "web", "routed"]);
     let nets: Value = serde_json::from_str(&np.ok(&["network", "ls", "--json"])).unwrap();
     assert_eq!(nets.as_array().map(Vec::len), Some(0), "{nets}");

@@ -157,6 +157,9 @@ pub struct Service {
     net_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Host ports handed out when a `-p` spec gives none.
     ephemeral_ports: (u16, u16),
+    /// Endpoints whose container end the last sweep found back in the host's namespace
+    /// (see [`Service::sweep_unfinished`]).
+    stranded: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Runs a blocking state-database call off the async workers.
@@ -237,6 +240,7 @@ impl Service {
             maps: Mutex::new(maps),
             net_locks: Mutex::new(HashMap::new()),
             ephemeral_ports,
+            stranded: Mutex::default(),
         }
     }
 

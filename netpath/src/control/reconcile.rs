@@ -20,8 +20,12 @@ impl Service {
     /// Rolls back endpoint records left `Creating` by an operation that cannot finish
     /// any more (a handler that panicked, say), and releases endpoints whose host-side
     /// device is gone (a container's namespace died, and its veth pair with it, while no
-    /// engine said so: a `docker rm -f` while netpath was down, a crashed engine). The
-    /// daemon runs this periodically, so neither waits for a restart. An operation in
+    /// engine said so: a crashed engine), or whose container end is back in the host's
+    /// namespace at two sweeps in a row (libnetwork moves it out when it tears a
+    /// container down, and did so without a Leave: a `docker rm -f` while netpath was
+    /// down; the one legitimate stay there, from Join until the container starts, lasts
+    /// well under a sweep period). The daemon runs this periodically, so none of these
+    /// waits for a restart. An operation in
     /// progress holds its network's lock from the record's creation until it is `Ready`
     /// or gone, so a record still `Creating` once that lock is taken belongs to no live
     /// operation. Returns a one-line summary per record released.
@@ -35,9 +39,16 @@ impl Service {
             } else {
                 Default::default()
             };
+        let stranded_before = std::mem::take(&mut *self.stranded());
         for ep in candidates {
-            let gone = ep.state == EndpointState::Ready && !live.contains(&ep.host_ifname);
-            if ep.state != EndpointState::Creating && !gone {
+            let ready = ep.state == EndpointState::Ready;
+            let gone = ready && !live.contains(&ep.host_ifname);
+            let back = ready && ep.details.peer.as_ref().is_some_and(|p| live.contains(p));
+            if back && !stranded_before.contains(&ep.id) {
+                self.stranded().insert(ep.id.clone());
+                continue;
+            }
+            if ep.state != EndpointState::Creating && !gone && !back {
                 continue;
             }
             let lock = self.net_lock(&ep.network);
@@ -53,12 +64,17 @@ impl Service {
                 {
                     "its device is gone"
                 }
+                EndpointState::Ready if back => "its container end came back to the host",
                 EndpointState::Ready => continue,
             };
             self.roll_back(&now).await?;
             actions.push(format!("released endpoint {} ({}): {why}", now.id, now.ip));
         }
         Ok(actions)
+    }
+
+    fn stranded(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.stranded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Removes an endpoint's devices and map entries, then its record and leases.

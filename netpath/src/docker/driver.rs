@@ -298,24 +298,20 @@ impl<B: Backend> Driver<B> {
         Ok(json!({}))
     }
 
+    /// Docker deletes a network only once it has no endpoint left, by its own records:
+    /// what netpath still holds on it (an endpoint whose Leave or DeleteEndpoint never
+    /// came, while netpath was down) is stale, and goes with the network.
     pub async fn delete_network(&self, req: wire::NetworkRef) -> Result<Value, Refusal> {
         let name = network_name(&req.network_id)?;
-        let mut used: Vec<String> = (self.endpoints.get().iter())
-            .filter(|(_, ep)| ep.network == name)
-            .map(|(id, _)| id.clone())
-            .collect();
-        if !used.is_empty() {
-            used.sort();
-            return Err(format!(
-                "network {} still has endpoints {}",
-                req.network_id,
-                used.join(", ")
-            ));
-        }
+        self.backend.get_network(&name).await.map_err(said)?;
         self.backend
-            .remove_network(&name, false)
+            .remove_network(&name, true)
             .await
             .map_err(said)?;
+        self.endpoints.update(|eps| {
+            eps.retain(|_, ep| ep.network != name);
+            Ok(())
+        })?;
         Ok(json!({}))
     }
 

@@ -324,3 +324,38 @@ async fn a_tap_name_taken_meanwhile_leaves_that_device_alone() {
     assert!(rig.world().kernel.links.values().any(|l| l.name == "vm0"));
     assert_eq!(rig.records().await, records);
 }
+
+#[tokio::test]
+async fn the_sweep_releases_an_endpoint_whose_container_end_came_back() {
+    let rig = Rig::new();
+    rig.network("web", Mode::Bridge).await;
+    let req = crate::model::EndpointCreate {
+        netns: None,
+        peer: Some("npdback".into()),
+        ..super::veth_req("web")
+    };
+    let ep = rig.svc.add_endpoint(req).await.expect("add");
+    // Until the engine moves it, the container end is on the host: one sweep leaves it.
+    rig.world().new_link("npdback", None);
+    assert!(rig.svc.sweep_unfinished().await.expect("sweep").is_empty());
+    // Moved into the container meanwhile: the next sweep forgets it.
+    let index = (rig.world().kernel.links.values())
+        .find(|l| l.name == "npdback")
+        .unwrap()
+        .index;
+    rig.world().delete(index);
+    assert!(rig.svc.sweep_unfinished().await.expect("sweep").is_empty());
+    rig.world().new_link("npdback", None);
+    assert!(rig.svc.sweep_unfinished().await.expect("sweep").is_empty());
+    assert_eq!(rig.records().await.endpoints.len(), 1);
+    // Back on the host at two sweeps in a row: released.
+    let actions = rig.svc.sweep_unfinished().await.expect("sweep");
+    assert_eq!(
+        actions,
+        [format!(
+            "released endpoint {} ({}): its container end came back to the host",
+            ep.id, ep.ip
+        )]
+    );
+    assert!(rig.records().await.endpoints.is_empty());
+}

@@ -312,3 +312,24 @@ async fn a_restarted_plugin_remembers_pools_endpoints_and_joins() {
         .collect();
     assert_eq!(used, ["10.207.0.1"]);
 }
+
+#[tokio::test]
+async fn delete_network_takes_what_docker_never_left_with_it() {
+    let rig = Rig::new();
+    rig.network().await;
+    rig.endpoint().await;
+    rig.ok(
+        "/NetworkDriver.Join",
+        join_req(),
+        json!({"InterfaceName": {"SrcName": PEER, "DstPrefix": "eth"},
+        "Gateway": "10.207.0.1", "GatewayIPv6": "", "StaticRoutes": []}),
+    )
+    .await;
+    // No Leave, no DeleteEndpoint (netpath was down then); Docker deletes the network.
+    rig.delete_network().await;
+    assert!(rig.svc.list_networks().await.unwrap().is_empty());
+    assert!(made(&rig).await.is_empty());
+    assert!(rig.plugin.driver.remembered().is_empty());
+    let w = rig.world.lock().unwrap();
+    assert!(w.kernel.peers.is_empty() && w.kernel.endpoints.is_empty());
+}
