@@ -276,3 +276,127 @@ impl Drop for Dockerd {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A private containerd (Debian's 1.6, no CRI) for `ctr run --cni`, and what `ctr`'s CNI
+/// needs on the host: `ctr` reads only the first file of `/etc/cni/net.d` and finds the
+/// plugin in `/opt/cni/bin`, so the test's network configuration goes there first
+/// (`00-netpath-…`) and `netpath-cni` is linked there unless it is already installed;
+/// both are removed on drop, with every task and container, containerd and its tree.
+pub struct Containerd {
+    dir: PathBuf,
+    child: Option<Child>,
+    conflist: PathBuf,
+    linked: Option<PathBuf>,
+}
+
+impl Containerd {
+    /// Starts containerd with `conflist` as the host's first CNI configuration, and
+    /// waits (bounded) until it answers.
+    pub fn start(conflist: &serde_json::Value) -> Containerd {
+        let dir = std::env::temp_dir().join(format!("netpath-containerd-{}", unique("c")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n",
+            dir.display()
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        std::fs::create_dir_all("/etc/cni/net.d").unwrap();
+        let conf = Path::new("/etc/cni/net.d").join(format!("00-netpath-{}.conflist", unique("t")));
+        std::fs::write(&conf, serde_json::to_string_pretty(conflist).unwrap()).unwrap();
+        std::fs::create_dir_all("/opt/cni/bin").unwrap();
+        let plugin = Path::new("/opt/cni/bin/netpath-cni");
+        let linked = (!plugin.exists()).then(|| {
+            std::os::unix::fs::symlink(crate::cni_bin(), plugin).unwrap();
+            plugin.to_owned()
+        });
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        let c = Containerd {
+            dir,
+            child: Some(child),
+            conflist: conf,
+            linked,
+        };
+        let start = Instant::now();
+        while !c.output(&["version"]).status.success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "containerd did not answer within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    /// `ctr ARGS` against this containerd, bounded in time.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.args([DOCKER_TIMEOUT, "ctr", "--address"])
+            .arg(self.dir.join("containerd.sock"))
+            .args(args);
+        c
+    }
+
+    pub fn output(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run ctr")
+    }
+
+    /// Runs ctr; panics with its output unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A busybox root filesystem of its own for `ctr run --rootfs`.
+    pub fn rootfs(&self) -> PathBuf {
+        let rootfs = self.dir.join("rootfs");
+        if !rootfs.exists() {
+            busybox_rootfs(&rootfs, "ctr");
+        }
+        rootfs
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let tasks = self.output(&["task", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&tasks.stdout).split_whitespace() {
+            let _ = self.output(&["task", "kill", "-s", "KILL", id]);
+            let _ = self.output(&["task", "rm", "-f", id]);
+        }
+        let containers = self.output(&["container", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&containers.stdout).split_whitespace() {
+            let _ = self.output(&["container", "rm", id]);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("pkill")
+            .args(["-9", "-f"])
+            .arg(self.dir.display().to_string())
+            .output();
+        let _ = std::fs::remove_file(&self.conflist);
+        if let Some(link) = &self.linked {
+            let _ = std::fs::remove_file(link);
+        }
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(self.dir.join("root"))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
