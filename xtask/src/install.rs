@@ -65,6 +65,9 @@ fn unit(bin_dir: &Path) -> String {
 Description=netpath: eBPF/XDP + tc host datapath for containers and microVMs
 After=network-online.target
 Wants=network-online.target
+# dockerd finds the network plugin on /run/docker/plugins/netpath.sock at its start
+# (and waits for it ~15 s per call otherwise); containers on netpath networks need it.
+Before=docker.service containerd.service
 
 [Service]
 Type=simple
@@ -367,6 +370,10 @@ mod tests {
         let text = fs::read_to_string(&unit_file).unwrap();
         assert!(
             text.contains("ExecStart=/usr/local/bin/netpath daemon"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nBefore=docker.service containerd.service\n"),
             "{text}"
         );
         assert_eq!(
