@@ -201,12 +201,6 @@ pub fn port_spec(b: &PortBinding) -> Result<String, Refusal> {
             ));
         }
     };
-    if b.host_port_end > b.host_port && b.host_port != 0 {
-        return Err(format!(
-            "port {}: a host port range {}-{} for one container port is not supported",
-            b.port, b.host_port, b.host_port_end
-        ));
-    }
     let host = match b.host_ip.as_str() {
         "" => String::new(),
         ip => match cidr_addr("HostIP", ip)? {
@@ -214,10 +208,12 @@ pub fn port_spec(b: &PortBinding) -> Result<String, Refusal> {
             IpAddr::V6(a) => format!("[{a}]:"),
         },
     };
-    let spec = match (host.is_empty(), b.host_port) {
-        (true, 0) => format!("{}/{proto}", b.port),
-        (false, 0) => format!("{host}:{}/{proto}", b.port),
-        (_, hp) => format!("{host}{hp}:{}/{proto}", b.port),
+    // `-p 8000-8010:80` arrives as one binding with the range: the first free port of it.
+    let spec = match (host.is_empty(), b.host_port, b.host_port_end) {
+        (true, 0, _) => format!("{}/{proto}", b.port),
+        (false, 0, _) => format!("{host}:{}/{proto}", b.port),
+        (_, hp, end) if end > hp => format!("{host}{hp}-{end}:{}/{proto}", b.port),
+        (_, hp, _) => format!("{host}{hp}:{}/{proto}", b.port),
     };
     spec.parse::<PortSpec>().map_err(|e| e.to_string())?;
     Ok(spec)

@@ -614,7 +614,12 @@ fn port_bindings_become_netpath_specs() {
     );
     assert_eq!(
         port_spec(&b(6, "", 8000, 8010)),
-        Err("port 80: a host port range 8000-8010 for one container port is not supported".into())
+        Ok("8000-8010:80/tcp".into())
+    );
+    assert_eq!(
+        port_spec(&b(6, "", 8010, 8000)),
+        Ok("8010:80/tcp".into()),
+        "an end before the start is no range"
     );
     assert_eq!(
         port_spec(&b(6, "x", 1, 1)),
