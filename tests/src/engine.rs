@@ -23,8 +23,8 @@ pub const DOCKER: &str = "/usr/bin/docker";
 const DOCKERD: &str = "/usr/sbin/dockerd";
 /// The image every container of [`Dockerd`] runs: the busybox tree of [`busybox_rootfs`].
 pub const IMAGE: &str = "netpath-busybox:1";
-/// Bound on one `docker` command.
-const DOCKER_TIMEOUT: &str = "120";
+/// Bound on one client command.
+const CLIENT_TIMEOUT: &str = "120";
 
 /// A busybox tree at `dir`: /bin/busybox with relative applet links, `/www/index.html`
 /// holding `marker` and a CGI script `/www/cgi-bin/peer` (for `httpd -h /www`).
@@ -59,6 +59,50 @@ pub fn busybox_rootfs(dir: &Path, marker: &str) {
     std::fs::set_permissions(cgi.join("peer"), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// An engine's command-line client (`docker`, `ctr`) bound to one private daemon; every
+/// command bounded in time.
+pub struct Client {
+    program: &'static str,
+    /// The options naming the daemon (`-H unix://…`, `--address …`).
+    daemon: Vec<String>,
+}
+
+impl Client {
+    /// `PROGRAM ARGS` against the daemon.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.args([CLIENT_TIMEOUT, self.program])
+            .args(&self.daemon)
+            .args(args);
+        c
+    }
+
+    pub fn output(&self, args: &[&str]) -> Output {
+        (self.command(args).output()).unwrap_or_else(|e| panic!("run {}: {e}", self.program))
+    }
+
+    /// Runs the client; panics with its output unless it succeeds; returns stdout, trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed ({}): {}{}",
+            self.program,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Runs the client, which must fail; returns its stderr.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(!out.status.success(), "{} {args:?} succeeded", self.program);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
 /// The chains Docker 20.10 adds to the `filter` table, in the order they can go.
 const DOCKER_CHAINS: &[&str] = &[
     "DOCKER-USER",
@@ -70,6 +114,7 @@ const DOCKER_CHAINS: &[&str] = &[
 /// A private dockerd, with [`IMAGE`] imported; stopped and cleaned up on drop.
 pub struct Dockerd {
     dir: PathBuf,
+    client: Client,
     child: Option<Child>,
     /// The nftables tables (`table ip nat`, …) that existed before it started.
     tables_before: Vec<String>,
@@ -104,8 +149,16 @@ impl Dockerd {
         let dir = std::env::temp_dir().join(format!("netpath-dockerd-{}", unique("k")));
         std::fs::create_dir_all(&dir).unwrap();
         let (tables_before, forward_policy) = (nft_tables(), forward_policy());
+        let client = Client {
+            program: DOCKER,
+            daemon: vec![
+                "-H".into(),
+                format!("unix://{}", dir.join("docker.sock").display()),
+            ],
+        };
         let mut d = Dockerd {
             dir,
+            client,
             child: None,
             tables_before,
             forward_policy,
@@ -192,39 +245,6 @@ impl Dockerd {
         std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
     }
 
-    /// `docker ARGS` against this dockerd, bounded in time.
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("timeout");
-        c.args([DOCKER_TIMEOUT, DOCKER, "-H"])
-            .arg(format!("unix://{}", self.dir.join("docker.sock").display()))
-            .args(args);
-        c
-    }
-
-    pub fn output(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run docker")
-    }
-
-    /// Runs docker; panics with its output unless it succeeds; returns stdout, trimmed.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "docker {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    /// Runs docker, which must fail; returns its stderr.
-    pub fn refused(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(!out.status.success(), "docker {args:?} succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
     /// Removes Docker's filter chains and their jump, restores `FORWARD`'s policy, and
     /// deletes the tables Docker created.
     fn clean_firewall(&self) {
@@ -247,6 +267,21 @@ impl Dockerd {
                     .output();
             }
         }
+    }
+}
+
+/// `docker.ok(…)` and the rest of [`Client`].
+impl std::ops::Deref for Dockerd {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::Deref for Containerd {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -284,6 +319,7 @@ impl Drop for Dockerd {
 /// both are removed on drop, with every task and container, containerd and its tree.
 pub struct Containerd {
     dir: PathBuf,
+    client: Client,
     child: Option<Child>,
     conflist: PathBuf,
     linked: Option<PathBuf>,
@@ -317,8 +353,16 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("start containerd");
+        let client = Client {
+            program: "ctr",
+            daemon: vec![
+                "--address".into(),
+                dir.join("containerd.sock").display().to_string(),
+            ],
+        };
         let c = Containerd {
             dir,
+            client,
             child: Some(child),
             conflist: conf,
             linked,
@@ -332,32 +376,6 @@ impl Containerd {
             std::thread::sleep(Duration::from_millis(100));
         }
         c
-    }
-
-    /// `ctr ARGS` against this containerd, bounded in time.
-    pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("timeout");
-        c.args([DOCKER_TIMEOUT, "ctr", "--address"])
-            .arg(self.dir.join("containerd.sock"))
-            .args(args);
-        c
-    }
-
-    pub fn output(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run ctr")
-    }
-
-    /// Runs ctr; panics with its output unless it succeeds; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
     }
 
     /// A busybox root filesystem of its own for `ctr run --rootfs`.

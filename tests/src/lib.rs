@@ -658,6 +658,16 @@ pub fn spawn_daemon_with(
     }
 }
 
+/// Waits (polling, at most `within`) until `done` holds; panics naming `what` if it
+/// never does.
+pub fn wait_until(within: std::time::Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "{what} (waited {within:?})");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The number of entries of the datapath map `map` pinned under `bpffs` (bpftool).
 pub fn pinned_map_len(bpffs: &Path, map: &str) -> usize {
     let path = bpffs.join("maps").join(map).display().to_string();

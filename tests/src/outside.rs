@@ -143,3 +143,30 @@ pub fn routed_in(outside: &NetNs, container: &NetNs, endpoint: IpAddr, port: u16
         udp_peer,
     }
 }
+
+/// The peer of the first TCP connection a server on `at` in `outside` accepts while
+/// `client` runs (within `within`); panics if none comes.
+pub fn first_peer(
+    outside: &NetNs,
+    at: SocketAddr,
+    within: Duration,
+    client: impl FnOnce(),
+) -> SocketAddr {
+    let (tx, rx) = mpsc::channel();
+    let server = outside.spawn(move || {
+        let l = TcpListener::bind(at).unwrap();
+        l.set_nonblocking(true).unwrap();
+        tx.send(()).unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            match l.accept() {
+                Ok((_, peer)) => return peer,
+                Err(_) if start.elapsed() < within => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("no connection to {at} within {within:?}: {e}"),
+            }
+        }
+    });
+    rx.recv_timeout(within).unwrap();
+    client();
+    server.join().unwrap()
+}

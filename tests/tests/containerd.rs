@@ -6,11 +6,13 @@
 //! namespace, and the veth pair with it, is gone. Nothing is left either way.
 
 use std::{
-    net::{Ipv4Addr, TcpListener},
-    time::{Duration, Instant},
+    net::{Ipv4Addr, SocketAddr},
+    time::Duration,
 };
 
-use netpath_tests::{Daemon, NetNs, OutsideLink, engine::Containerd, require_root};
+use netpath_tests::{
+    Daemon, NetNs, OutsideLink, engine::Containerd, outside::first_peer, require_root, wait_until,
+};
 use serde_json::{Value, json};
 
 const SUBNET: &str = "10.253.0.0/24";
@@ -40,29 +42,15 @@ fn ctr_run_cni_gets_a_netpath_address_and_leaves_nothing() {
     let rootfs = rootfs.to_str().unwrap();
 
     // Foreground: the task's address, a connection out through the masquerade.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let server = outside.spawn(move || {
-        let l = TcpListener::bind((OUTSIDE, PORT)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        tx.send(()).unwrap();
-        let start = Instant::now();
-        loop {
-            match l.accept() {
-                Ok((_, peer)) => return Some(peer),
-                Err(_) if start.elapsed() < Duration::from_secs(30) => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(_) => return None,
-            }
-        }
-    });
-    rx.recv().unwrap();
     let script = format!("ip -o -4 addr show eth0; echo out | nc -w 5 {OUTSIDE} {PORT}");
-    let shown = ctr.ok(&[
-        "run", "--rm", "--cni", "--rootfs", rootfs, "fg", "/bin/sh", "-c", &script,
-    ]);
+    let mut shown = String::new();
+    let at = SocketAddr::from((OUTSIDE, PORT));
+    let peer = first_peer(&outside, at, Duration::from_secs(30), || {
+        shown = ctr.ok(&[
+            "run", "--rm", "--cni", "--rootfs", rootfs, "fg", "/bin/sh", "-c", &script,
+        ]);
+    });
     assert!(shown.contains("inet 10.253.0."), "{shown}");
-    let peer = server.join().unwrap().expect("the task's connection");
     assert_eq!(peer.ip(), UPLINK, "masqueraded source");
     // DEL (with no namespace) came as the task ended.
     assert_eq!(endpoint_count(&np), 0);
@@ -80,20 +68,11 @@ fn ctr_run_cni_gets_a_netpath_address_and_leaves_nothing() {
     ]);
     assert_eq!(endpoint_count(&np), 1);
     ctr.ok(&["task", "kill", "-s", "KILL", "bg"]);
-    let start = Instant::now();
-    while ctr.output(&["task", "rm", "bg"]).status.code() != Some(0) {
-        assert!(start.elapsed() < Duration::from_secs(10), "task bg stays");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let removed = || ctr.output(&["task", "rm", "bg"]).status.success();
+    wait_until(Duration::from_secs(10), "task bg stays", removed);
     ctr.ok(&["container", "rm", "bg"]);
-    let start = Instant::now();
-    while endpoint_count(&np) != 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the endpoint stays"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let released = || endpoint_count(&np) == 0;
+    wait_until(Duration::from_secs(15), "the endpoint stays", released);
     let ports: Value = serde_json::from_str(&np.ok(&["port", "ls", "--json"])).unwrap();
     assert_eq!(ports.as_array().map(Vec::len), Some(0), "{ports}");
 }

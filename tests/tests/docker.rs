@@ -15,14 +15,16 @@
 
 use std::{
     io::{Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    time::{Duration, Instant},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    time::Duration,
 };
 
 use netpath_tests::{
     Daemon, NetNs, OutsideLink,
     engine::{Dockerd, IMAGE},
-    host_links, pinned_map_len, require_root, run, unique,
+    host_links,
+    outside::first_peer,
+    pinned_map_len, require_root, run, unique, wait_until,
 };
 use serde_json::Value;
 
@@ -75,30 +77,6 @@ fn endpoints(np: &Daemon, net: &str) -> Vec<Value> {
         .into_iter())
     .filter(|e| e["network"] == net)
     .collect()
-}
-
-/// The peer address of the one TCP connection a server on `OUTSIDE:OUT_PORT` in
-/// `outside` accepts within the timeout, while `client` runs.
-fn seen_outside(outside: &NetNs, client: impl FnOnce()) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let server = outside.spawn(move || {
-        let l = TcpListener::bind((OUTSIDE, OUT_PORT)).unwrap();
-        l.set_nonblocking(true).unwrap();
-        tx.send(()).unwrap();
-        let start = Instant::now();
-        loop {
-            match l.accept() {
-                Ok((_, peer)) => return peer,
-                Err(_) if start.elapsed() < TIMEOUT => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("no connection outside: {e}"),
-            }
-        }
-    });
-    rx.recv_timeout(TIMEOUT).unwrap();
-    client();
-    server.join().unwrap()
 }
 
 #[test]
@@ -206,7 +184,8 @@ fn docker_runs_containers_on_netpath() {
     assert!(forwarded >= 10, "{forwarded} packets on the fast path");
 
     // Out through the masquerade: the server sees the uplink's address.
-    let peer = seen_outside(&outside, || {
+    let at = SocketAddr::from((OUTSIDE, OUT_PORT));
+    let peer = first_peer(&outside, at, TIMEOUT, || {
         let to = format!("echo out | nc -w 5 {OUTSIDE} {OUT_PORT}");
         docker.ok(&["exec", "cli", "sh", "-c", &to]);
     });
@@ -340,18 +319,13 @@ fn docker_runs_containers_on_netpath() {
 
     // `docker rm -f` while netpath is down: Docker gives up on the plugin (after its
     // retries) and moves the container end back to the host as it tears the container
-    // down; netpath's sweep (every 5 s) finds it there twice and releases the endpoint.
+    // down; netpath's sweep (every 5 s) releases the endpoint once it has found it there
+    // six times in a row.
     np.stop();
     docker.ok(&["rm", "-f", "r1"]);
     np.restart();
-    let start = Instant::now();
-    while !endpoints(&np, &routed_net).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "r1's endpoint stays"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let released = || endpoints(&np, &routed_net).is_empty();
+    wait_until(Duration::from_secs(45), "r1's endpoint stays", released);
 
     // dockerd restarts: a `--restart always` container comes back on netpath.
     docker.ok(&[
@@ -369,14 +343,8 @@ fn docker_runs_containers_on_netpath() {
     ]);
     let mut docker = docker;
     docker.restart();
-    let start = Instant::now();
-    while docker.ok(&["inspect", "-f", "{{.State.Running}}", "keep"]) != "true" {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "keep did not come back"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let running = || docker.ok(&["inspect", "-f", "{{.State.Running}}", "keep"]) == "true";
+    wait_until(Duration::from_secs(30), "keep did not come back", running);
     let (keep4, _) = addresses(&docker, "keep");
     let eps = endpoints(&np, &web);
     assert!(
@@ -384,16 +352,6 @@ fn docker_runs_containers_on_netpath() {
         "{keep4}: {eps:?}"
     );
     docker.ok(&["exec", "keep", "ping", "-c", "1", "-W", "3", gateway]);
-    // r1's namespace is gone now: the sweep (every 5 s) released its endpoint.
-    let start = Instant::now();
-    while !endpoints(&np, &routed_net).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "r1's endpoint stays"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-
     // Nothing stays.
     docker.ok(&["rm", "-f", "srv", "cli", "keep"]);
     let ls: Value = serde_json::from_str(&np.ok(&["ls", "--json"])).unwrap();

@@ -157,9 +157,9 @@ pub struct Service {
     net_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Host ports handed out when a `-p` spec gives none.
     ephemeral_ports: (u16, u16),
-    /// Endpoints whose container end the last sweep found back in the host's namespace
-    /// (see [`Service::sweep_unfinished`]).
-    stranded: Mutex<std::collections::HashSet<String>>,
+    /// Endpoints whose container end the last sweeps found in the host's namespace, with
+    /// how many sweeps in a row did (see [`Service::sweep_unfinished`]).
+    stranded: Mutex<HashMap<String, u32>>,
 }
 
 /// Runs a blocking state-database call off the async workers.

@@ -16,16 +16,20 @@ use crate::{
     model::{Endpoint, EndpointState},
 };
 
+/// How many sweeps in a row must find an endpoint's container end in the host's
+/// namespace before it is taken for abandoned: 6 × the daemon's 5 s, half a minute.
+pub const STRANDED_SWEEPS: u32 = 6;
+
 impl Service {
     /// Rolls back endpoint records left `Creating` by an operation that cannot finish
     /// any more (a handler that panicked, say), and releases endpoints whose host-side
     /// device is gone (a container's namespace died, and its veth pair with it, while no
-    /// engine said so: a crashed engine), or whose container end is back in the host's
-    /// namespace at two sweeps in a row (libnetwork moves it out when it tears a
-    /// container down, and did so without a Leave: a `docker rm -f` while netpath was
-    /// down; the one legitimate stay there, from Join until the container starts, lasts
-    /// well under a sweep period). The daemon runs this periodically, so none of these
-    /// waits for a restart. An operation in
+    /// engine said so: a crashed engine), or whose container end is in the host's
+    /// namespace at [`STRANDED_SWEEPS`] sweeps in a row (libnetwork moves it out when it
+    /// tears a container down, and did so without a Leave: a `docker rm -f` while
+    /// netpath was down; the one legitimate stay there, from Join until the container
+    /// starts, lasts seconds even with many containers starting at once). The daemon
+    /// runs this every few seconds, so none of these waits for a restart. An operation in
     /// progress holds its network's lock from the record's creation until it is `Ready`
     /// or gone, so a record still `Creating` once that lock is taken belongs to no live
     /// operation. Returns a one-line summary per record released.
@@ -39,13 +43,16 @@ impl Service {
             } else {
                 Default::default()
             };
-        let stranded_before = std::mem::take(&mut *self.stranded());
+        // Counted again from what this sweep finds: a count that breaks starts over.
+        let before = std::mem::take(&mut *self.stranded());
         for ep in candidates {
             let ready = ep.state == EndpointState::Ready;
             let gone = ready && !live.contains(&ep.host_ifname);
-            let back = ready && ep.details.peer.as_ref().is_some_and(|p| live.contains(p));
-            if back && !stranded_before.contains(&ep.id) {
-                self.stranded().insert(ep.id.clone());
+            let on_host = ready && ep.details.peer.as_ref().is_some_and(|p| live.contains(p));
+            let sweeps = before.get(&ep.id).copied().unwrap_or(0) + u32::from(on_host);
+            let back = sweeps >= STRANDED_SWEEPS;
+            if on_host && !back {
+                self.stranded().insert(ep.id.clone(), sweeps);
                 continue;
             }
             if ep.state != EndpointState::Creating && !gone && !back {
@@ -73,7 +80,7 @@ impl Service {
         Ok(actions)
     }
 
-    fn stranded(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    fn stranded(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
         self.stranded.lock().unwrap_or_else(|p| p.into_inner())
     }
 

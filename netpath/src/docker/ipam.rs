@@ -32,6 +32,11 @@ pub struct Pool {
     pub used: BTreeSet<IpAddr>,
 }
 
+/// The pool `id`, or why not.
+fn pool<'a>(pools: &'a mut Pools, id: &str) -> Result<&'a mut Pool, Refusal> {
+    pools.get_mut(id).ok_or_else(|| format!("no pool {id:?}"))
+}
+
 fn pool_id(net: &IpNet) -> String {
     format!("netpath/{net}")
 }
@@ -111,9 +116,7 @@ impl Ipam {
     }
 
     fn lease(pools: &mut Pools, req: wire::RequestAddress) -> Result<Value, Refusal> {
-        let pool = pools
-            .get_mut(&req.pool_id)
-            .ok_or_else(|| format!("no pool {:?}", req.pool_id))?;
+        let pool = pool(pools, &req.pool_id)?;
         let addr = if req.address.is_empty() {
             pool.net
                 .hosts()
@@ -141,9 +144,7 @@ impl Ipam {
     }
 
     fn release(pools: &mut Pools, req: wire::ReleaseAddress) -> Result<Value, Refusal> {
-        let pool = pools
-            .get_mut(&req.pool_id)
-            .ok_or_else(|| format!("no pool {:?}", req.pool_id))?;
+        let pool = pool(pools, &req.pool_id)?;
         let a: IpAddr = req
             .address
             .split_once('/')

@@ -270,48 +270,53 @@ async fn create_network() {
     .await;
 }
 
-#[tokio::test]
-async fn add_endpoint() {
-    const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint $ep"];
-    let op: Op =
-        |rig, _, net| async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed();
-    let steps: &[Step] = &[
+const UNDO_VETH: &[&str] = &["delete_link $dev", "remove_endpoint $ep"];
+
+/// The steps of a veth endpoint's add: the pair made by `create`, and, unless the
+/// container end stays on the host, its configuration inside by `inside`.
+fn veth_steps(create: &'static str, inside: Option<&'static str>) -> Vec<Step> {
+    let mut steps: Vec<Step> = vec![
         // Nothing made; the record's map entry is removed (absent is fine).
-        (
-            On::Both,
-            "create_veth /run/netns/fake:eth0",
-            &["remove_endpoint $ep"],
-        ),
-        (On::Both, "configure $dev alias,up", UNDO),
+        (On::Both, create, &["remove_endpoint $ep"]),
+        (On::Both, "configure $dev alias,up", UNDO_VETH),
         // Routed: the gateways on the host end, a host route to each address.
-        (On::Routed, "add_address $dev 10.77.0.1/32", UNDO),
-        (On::Routed, "add_route 10.77.0.2/32 dev $dev", UNDO),
-        (On::RoutedDual, "add_address $dev fd77::1/128", UNDO),
-        (On::RoutedDual, "add_route fd77::2/128 dev $dev", UNDO),
+        (On::Routed, "add_address $dev 10.77.0.1/32", UNDO_VETH),
+        (On::Routed, "add_route 10.77.0.2/32 dev $dev", UNDO_VETH),
+        (On::RoutedDual, "add_address $dev fd77::1/128", UNDO_VETH),
+        (On::RoutedDual, "add_route fd77::2/128 dev $dev", UNDO_VETH),
+    ];
+    if let Some(inside) = inside {
         // The datapath is registered while the namespace side is configured, so it
         // still happens, and is undone with the rest.
-        (
-            On::Both,
-            "configure_namespace /run/netns/fake:eth0",
-            &[
-                "attach_tc_endpoint $dev",
-                "upsert_endpoint $ep",
-                "delete_link $dev",
-                "remove_endpoint $ep",
-            ],
-        ),
-        (On::Both, "attach_tc_endpoint $dev", UNDO),
-        (On::Both, "upsert_endpoint $ep", UNDO),
-    ];
-    run(Case::new("add endpoint", op, steps)).await;
-    run(Case::new("add endpoint", op, steps).dual(dual_network)).await;
+        let after: &[&str] = &[
+            "attach_tc_endpoint $dev",
+            "upsert_endpoint $ep",
+            "delete_link $dev",
+            "remove_endpoint $ep",
+        ];
+        steps.push((On::Both, inside, after));
+    }
+    steps.push((On::Both, "attach_tc_endpoint $dev", UNDO_VETH));
+    steps.push((On::Both, "upsert_endpoint $ep", UNDO_VETH));
+    steps
+}
+
+#[tokio::test]
+async fn add_endpoint() {
+    let op: Op =
+        |rig, _, net| async move { rig.svc.add_endpoint(veth_req(net)).await.map(drop) }.boxed();
+    let steps = veth_steps(
+        "create_veth /run/netns/fake:eth0",
+        Some("configure_namespace /run/netns/fake:eth0"),
+    );
+    run(Case::new("add endpoint", op, &steps)).await;
+    run(Case::new("add endpoint", op, &steps).dual(dual_network)).await;
 }
 
 #[tokio::test]
 async fn add_endpoint_left_in_the_host_namespace() {
     // Docker's Join: the container end stays on the host, and nothing is configured
     // inside (libnetwork does that after moving it).
-    const UNDO: &[&str] = &["delete_link $dev", "remove_endpoint $ep"];
     let op: Op = |rig, _, net| {
         async move {
             let req = EndpointCreate {
@@ -323,22 +328,10 @@ async fn add_endpoint_left_in_the_host_namespace() {
         }
         .boxed()
     };
-    let steps: &[Step] = &[
-        (
-            On::Both,
-            "create_veth host:npdtest",
-            &["remove_endpoint $ep"],
-        ),
-        (On::Both, "configure $dev alias,up", UNDO),
-        (On::Routed, "add_address $dev 10.77.0.1/32", UNDO),
-        (On::Routed, "add_route 10.77.0.2/32 dev $dev", UNDO),
-        (On::RoutedDual, "add_address $dev fd77::1/128", UNDO),
-        (On::RoutedDual, "add_route fd77::2/128 dev $dev", UNDO),
-        (On::Both, "attach_tc_endpoint $dev", UNDO),
-        (On::Both, "upsert_endpoint $ep", UNDO),
-    ];
-    run(Case::new("add endpoint, peer on the host", op, steps)).await;
-    run(Case::new("add endpoint, peer on the host", op, steps).dual(dual_network)).await;
+    let steps = veth_steps("create_veth host:npdtest", None);
+    let name = "add endpoint, peer on the host";
+    run(Case::new(name, op, &steps)).await;
+    run(Case::new(name, op, &steps).dual(dual_network)).await;
 }
 
 #[tokio::test]

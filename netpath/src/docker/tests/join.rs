@@ -19,6 +19,16 @@ fn join_req() -> Value {
     join
 }
 
+/// Join's reply on the IPv4-only bridge network of `Rig::network`.
+fn bridge_join_reply() -> Value {
+    json!({
+        "InterfaceName": {"SrcName": PEER, "DstPrefix": "eth"},
+        "Gateway": "10.207.0.1",
+        "GatewayIPv6": "",
+        "StaticRoutes": [],
+    })
+}
+
 fn program_req(portmap: Value) -> Value {
     let mut program = ep();
     program["Options"] = json!({ "com.docker.network.portmap": portmap });
@@ -33,18 +43,19 @@ async fn made(rig: &Rig) -> Vec<(Option<String>, Option<String>, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn join_makes_the_endpoint_publish_and_leave_remove_it() {
+/// A rig with `Rig::network`'s network and `Rig::endpoint`'s endpoint joined.
+async fn joined() -> Rig {
     let rig = Rig::new();
     rig.network().await;
     rig.endpoint().await;
-    let reply = json!({
-        "InterfaceName": {"SrcName": PEER, "DstPrefix": "eth"},
-        "Gateway": "10.207.0.1",
-        "GatewayIPv6": "",
-        "StaticRoutes": [],
-    });
-    rig.ok("/NetworkDriver.Join", join_req(), reply).await;
+    rig.ok("/NetworkDriver.Join", join_req(), bridge_join_reply())
+        .await;
+    rig
+}
+
+#[tokio::test]
+async fn join_makes_the_endpoint_publish_and_leave_remove_it() {
+    let rig = joined().await;
     assert_eq!(
         made(&rig).await,
         [(Some(EP_ID.into()), Some(PEER.into()), "10.207.0.2".into())]
@@ -125,13 +136,8 @@ async fn join_makes_the_endpoint_publish_and_leave_remove_it() {
     )
     .await;
     // Joined again after a Leave (docker restart): a new netpath endpoint, same address.
-    rig.ok(
-        "/NetworkDriver.Join",
-        join_req(),
-        json!({"InterfaceName": {"SrcName": PEER, "DstPrefix": "eth"},
-        "Gateway": "10.207.0.1", "GatewayIPv6": "", "StaticRoutes": []}),
-    )
-    .await;
+    rig.ok("/NetworkDriver.Join", join_req(), bridge_join_reply())
+        .await;
     assert_eq!(made(&rig).await.len(), 1);
 }
 
@@ -315,16 +321,7 @@ async fn a_restarted_plugin_remembers_pools_endpoints_and_joins() {
 
 #[tokio::test]
 async fn delete_network_takes_what_docker_never_left_with_it() {
-    let rig = Rig::new();
-    rig.network().await;
-    rig.endpoint().await;
-    rig.ok(
-        "/NetworkDriver.Join",
-        join_req(),
-        json!({"InterfaceName": {"SrcName": PEER, "DstPrefix": "eth"},
-        "Gateway": "10.207.0.1", "GatewayIPv6": "", "StaticRoutes": []}),
-    )
-    .await;
+    let rig = joined().await;
     // No Leave, no DeleteEndpoint (netpath was down then); Docker deletes the network.
     rig.delete_network().await;
     assert!(rig.svc.list_networks().await.unwrap().is_empty());
