@@ -33,6 +33,7 @@
 
 mod error;
 mod extract;
+pub mod metrics;
 mod routes;
 #[cfg(test)]
 mod stack_tests;

@@ -7,6 +7,7 @@ use super::*;
 pub fn router<B: Backend>(backend: Arc<B>) -> Router {
     let routes = backend_routes::<B>()
         .route("/v1/version", get(version))
+        .route("/metrics", get(metrics::<B>))
         // Must come after the routes: it is installed on each of them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -49,6 +50,20 @@ pub(super) async fn version() -> Json<Version> {
         version: env!("CARGO_PKG_VERSION").into(),
         commit: env!("NETPATH_COMMIT").into(),
     })
+}
+
+/// `GET /metrics` ([`super::metrics`]): everything read at this moment.
+pub(super) async fn metrics<B: Backend>(State(b): Shared<B>) -> Result<Response, ApiError> {
+    let (stats, networks) = (b.stats().await?, b.list_networks().await?);
+    let endpoints = b.list_endpoints(None).await?;
+    // A backend without ports (a stand-in) has none to count.
+    let ports = b.list_ports().await.unwrap_or_default();
+    let text = super::metrics::render(&stats, &networks, &endpoints, &ports);
+    let content_type = [(
+        axum::http::header::CONTENT_TYPE,
+        super::metrics::CONTENT_TYPE,
+    )];
+    Ok((content_type, text).into_response())
 }
 
 /// The query of `DELETE /v1/networks/{name}`.
@@ -145,7 +160,7 @@ backend_api! {
 }
 
 pub(super) const ROUTES_HINT: &str = "the API is under /v1: version, networks[/{name}], \
-     endpoints[/{id}], taps, stats";
+     endpoints[/{id}], taps, stats, ports; and /metrics";
 
 pub(super) async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
