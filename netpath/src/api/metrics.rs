@@ -182,6 +182,13 @@ mod tests {
     use super::*;
     use crate::model::{EndpointTraffic, ReasonCount, WayCount};
 
+    fn has_line(text: &str, line: &str) {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in\n{text}"
+        );
+    }
+
     #[test]
     fn counters_and_records_become_metrics() {
         let stats = StatsReport {
@@ -221,10 +228,7 @@ mod tests {
             "netpath_networks 0",
             "# EOF",
         ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "no line {line:?} in\n{text}"
-            );
+            has_line(&text, line);
         }
         assert!(text.contains("netpath_build_info{version=\""), "{text}");
     }
@@ -268,10 +272,7 @@ mod tests {
             "netpath_published_ports{network=\"web\"} 1",
             "netpath_networks 1",
         ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "no line {line:?} in\n{text}"
-            );
+            has_line(&text, line);
         }
     }
 }
