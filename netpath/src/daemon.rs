@@ -52,6 +52,16 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "--metrics-addr {0} is not a loopback address: anyone who reaches it reads the metrics (pass --metrics-public to allow it, or use 127.0.0.1)"
+    )]
+    MetricsNotLoopback(std::net::SocketAddr),
+    #[error("cannot listen on --metrics-addr {addr}")]
+    MetricsBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
     /// The Docker plugin's saved memory cannot be read.
     #[error("the Docker plugin: {0}")]
     DockerPlugin(String),
@@ -102,6 +112,10 @@ pub struct DaemonOptions {
     pub ephemeral_ports: (u16, u16),
     /// Where to serve the Docker plugin ([`crate::docker`]); `None`: not at all.
     pub docker_plugin_socket: Option<PathBuf>,
+    /// Where to serve `GET /metrics` over TCP too; `None`: only on the API socket.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Whether `metrics_addr` may be other than a loopback address.
+    pub metrics_public: bool,
 }
 
 /// What the daemon set up, as printed at start (and as JSON for tools).
@@ -256,7 +270,20 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // The lock and the socket first: a start that must be refused (another daemon on this
     // state directory or this socket) is refused before anything in the kernel changes.
+    if let Some(addr) = opts.metrics_addr
+        && !addr.ip().is_loopback()
+        && !opts.metrics_public
+    {
+        return Err(DaemonError::MetricsNotLoopback(addr));
+    }
     let _lock = lock_state_dir(&opts.paths.state_dir)?;
+    let metrics_listener = match opts.metrics_addr {
+        Some(addr) => Some(
+            (tokio::net::TcpListener::bind(addr).await)
+                .map_err(|source| DaemonError::MetricsBind { addr, source })?,
+        ),
+        None => None,
+    };
     let listener = api::bind(&opts.paths.socket).await?;
     let plugin_listener = match &opts.docker_plugin_socket {
         Some(socket) => Some((socket.clone(), api::bind(socket).await?)),
@@ -307,10 +334,20 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         let name = socket.file_stem().unwrap_or_default().to_string_lossy();
         println!("  docker    {} (plugin {name})", socket.display());
     }
+    if let Some(l) = &metrics_listener
+        && let Ok(addr) = l.local_addr()
+    {
+        println!("  metrics   http://{addr}/metrics");
+    }
     println!("  state     {}", opts.paths.state_dir.display());
     println!(
         "Ctrl-C stops the daemon and leaves the datapath running; `netpath reset` removes it."
     );
+    // Stops with the daemon's runtime (nothing to finish: each scrape only reads).
+    let metrics = metrics_listener.map(|l| {
+        let app = api::metrics_router(svc.clone());
+        tokio::spawn(async move { axum::serve(l, app).await })
+    });
     // The host's addresses, for 0.0.0.0 publishes, follow address changes (DHCP, new
     // interfaces) within a few seconds.
     let refresher = tokio::spawn(keep_local_addrs_current(svc.clone()));
@@ -341,6 +378,9 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     served?;
     refresher.abort();
     sweeper.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     println!("netpath daemon: stopping; network and datapath stay in place");
     Ok(())
 }

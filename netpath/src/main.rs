@@ -99,6 +99,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ephemeral_ports,
             docker_plugin_socket,
             no_docker_plugin,
+            metrics_addr,
+            metrics_public,
         } => {
             daemon::run(DaemonOptions {
                 paths,
@@ -106,6 +108,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 default_network: !no_default_network,
                 ephemeral_ports,
                 docker_plugin_socket: (!no_docker_plugin).then_some(docker_plugin_socket),
+                metrics_addr,
+                metrics_public,
             })
             .await?;
             Ok(())

@@ -345,6 +345,8 @@ pub struct Daemon {
     pub paths: DaemonPaths,
     /// Daemon options beyond the private paths (`--docker-plugin-socket …`, say).
     extra: Vec<String>,
+    /// What the daemon printed as it came up, the last time it started.
+    pub started: Vec<String>,
     child: Option<std::process::Child>,
 }
 
@@ -364,6 +366,7 @@ impl Daemon {
         let mut d = Daemon {
             paths: DaemonPaths::new(),
             extra: extra.iter().map(|a| a.to_string()).collect(),
+            started: Vec::new(),
             child: None,
         };
         d.restart_with(env);
@@ -384,6 +387,7 @@ impl Daemon {
         args.extend(self.extra.iter().cloned());
         let (child, lines) = spawn_daemon_with(&args, env);
         self.child = Some(child);
+        self.started = lines.clone();
         lines
     }
 

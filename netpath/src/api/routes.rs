@@ -21,6 +21,15 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .layer(middleware::from_fn(detach_mutations))
 }
 
+/// Only `GET /metrics` over `backend`: what `netpath daemon --metrics-addr` serves over
+/// TCP, where no other route may be reached.
+pub fn metrics_router<B: Backend>(backend: Arc<B>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics::<B>))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "only /metrics here\n") })
+        .with_state(backend)
+}
+
 /// Runs every request that may change state (all but GET and HEAD) on a task of its own,
 /// so it completes — or rolls back — whatever its client does. hyper drops a request's
 /// future when its connection closes; dropped in the middle of an operation (between

@@ -96,6 +96,15 @@ pub(crate) enum Command {
         /// Do not serve the Docker plugin.
         #[arg(long, conflicts_with = "docker_plugin_socket")]
         no_docker_plugin: bool,
+        /// Also serve `GET /metrics` (and nothing else) over TCP on this address, for a
+        /// Prometheus that cannot reach the API socket: e.g. 127.0.0.1:9464. Off unless
+        /// given; a non-loopback address needs --metrics-public.
+        #[arg(long, value_name = "ADDR:PORT")]
+        metrics_addr: Option<std::net::SocketAddr>,
+        /// Allow a --metrics-addr that is not a loopback address (whoever reaches it
+        /// reads the metrics: endpoint ids, networks, traffic).
+        #[arg(long, requires = "metrics_addr")]
+        metrics_public: bool,
     },
     /// Create, remove and list networks.
     #[command(subcommand)]
