@@ -43,9 +43,9 @@ const RUN_BUDGET: Duration = Duration::from_secs(300);
 /// Containers whose gateway reachability is checked (first, middle, last).
 const PING_CHECKS: usize = 3;
 /// Connection-rate client workers, server threads, warm-up connections.
-const WORKERS: usize = 4;
-const SERVER_THREADS: usize = 2;
-const WARMUP_CONNS: usize = 200;
+pub(crate) const WORKERS: usize = 4;
+pub(crate) const SERVER_THREADS: usize = 2;
+pub(crate) const WARMUP_CONNS: usize = 200;
 
 /// This run's host ports: netpath's, bridge + portmap's, the warm-up container's (one
 /// per variant, so that one variant's leftovers could never serve the other's traffic).
@@ -80,7 +80,7 @@ impl CniScenario {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
