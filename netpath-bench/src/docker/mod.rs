@@ -5,23 +5,29 @@
 //! port (from another namespace through the uplink, and from the host to 127.0.0.1, which
 //! docker-proxy carries for the bridge driver), and the memory kept per published port.
 
+mod net;
+
 use std::{
     fs,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
 use ipnet::Ipv4Net;
-use netpath_tests::engine::{Dockerd, IMAGE};
+use netpath_tests::engine::Dockerd;
 
+use self::net::{
+    DockerNet, PROBE_CONNECT, PROBE_PAUSE, READY_TIMEOUT, docker_ok, docker_proxies,
+    publish_entries,
+};
 use super::{
     Better, Ctx, Metric, Opts, RunResult, Scenario, Unit, Variant, cleanup,
     cni::{SERVER_THREADS, WARMUP_CONNS, WORKERS, ms},
     connrate::{self, ConnStats},
     ctx::host,
-    footprint::{bpftool_json, rss_kib},
+    footprint::rss_kib,
     plot, proc,
     report::ScenarioResult,
     router::HostUplink,
@@ -38,23 +44,12 @@ const MEMORY_PORTS: u16 = 20;
 /// range (20000–29999).
 const HOST_PORTS_FROM: u16 = 17000;
 const HOST_PORT_SLOTS: u32 = 23;
-/// Bound on one `docker` command.
-const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
-/// A started container must answer within this.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// Bound on one probe's connect, and the pause between probes.
-const PROBE_CONNECT: Duration = Duration::from_millis(100);
-const PROBE_PAUSE: Duration = Duration::from_millis(2);
 /// One run must have started its containers within this.
 const RUN_BUDGET: Duration = Duration::from_secs(300);
 /// Timed containers are removed (untimed) this many at a time.
 const RM_BATCH: usize = 10;
 /// Time for docker-proxy processes and the daemon to settle after a container started.
 const SETTLE: Duration = Duration::from_secs(1);
-/// The maps that hold netpath's published ports.
-const PUBLISH_MAPS: [&str; 2] = ["NETPATH_PUBLISH", "NETPATH_PUBLISH6"];
-/// busybox httpd in the foreground on [`GUEST_PORT`].
-const HTTPD: [&str; 6] = ["httpd", "-f", "-p", "80", "-h", "/www"];
 const SLEEP: [&str; 2] = ["sleep", "3600"];
 
 /// This run's host ports for a variant: the connection-rate port, then the
@@ -74,141 +69,6 @@ fn subnet(pid: u32, netpath: bool) -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::new(10, second, (pid % 250) as u8, 0), 24).expect("valid")
 }
 
-/// `docker ARGS` against `docker`, bounded; returns stdout, trimmed.
-fn docker_ok(docker: &Dockerd, args: &[&str]) -> Result<String> {
-    let out = proc::run_ok(&mut docker.command(args), None, DOCKER_TIMEOUT)?;
-    Ok(out.trim().to_owned())
-}
-
-/// A Docker network of one run and the containers made on it (named `<network>-<role>`);
-/// whatever is left is removed on drop, containers first.
-struct DockerNet<'d> {
-    docker: &'d Dockerd,
-    name: String,
-    containers: Vec<String>,
-    removed: bool,
-}
-
-impl<'d> DockerNet<'d> {
-    /// `docker network create -d DRIVER --subnet SUBNET OPTS… NAME`.
-    fn create(
-        docker: &'d Dockerd,
-        name: String,
-        driver: &str,
-        subnet: Ipv4Net,
-        opts: &[String],
-    ) -> Result<DockerNet<'d>> {
-        let subnet = subnet.to_string();
-        let mut args = vec!["network", "create", "-d", driver, "--subnet", &subnet];
-        args.extend(opts.iter().map(String::as_str));
-        args.push(&name);
-        docker_ok(docker, &args)?;
-        Ok(DockerNet {
-            docker,
-            name,
-            containers: Vec::new(),
-            removed: false,
-        })
-    }
-
-    /// `docker run -d --name <network>-ROLE --network NET --ip IP FLAGS… IMAGE CMD…`;
-    /// returns the container's name.
-    fn run(&mut self, role: &str, ip: Ipv4Addr, flags: &[String], cmd: &[&str]) -> Result<String> {
-        let name = format!("{}-{role}", self.name);
-        // Removed on drop even if `docker run` fails half-way.
-        self.containers.push(name.clone());
-        let ip = ip.to_string();
-        let mut args = vec!["run", "-d", "--name", &name, "--network", &self.name];
-        args.extend(["--ip", &ip]);
-        args.extend(flags.iter().map(String::as_str));
-        args.push(IMAGE);
-        args.extend(cmd);
-        docker_ok(self.docker, &args)?;
-        Ok(name)
-    }
-
-    /// Runs an httpd container at `ip` and waits (bounded) until it accepts a TCP
-    /// connection from the host; returns the time from `docker run` on.
-    fn run_until_ready(&mut self, role: &str, ip: Ipv4Addr) -> Result<Duration> {
-        let start = Instant::now();
-        self.run(role, ip, &[], &HTTPD)?;
-        let to = SocketAddr::from(SocketAddrV4::new(ip, GUEST_PORT));
-        loop {
-            if TcpStream::connect_timeout(&to, PROBE_CONNECT).is_ok() {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() > READY_TIMEOUT {
-                bail!(
-                    "container {role} ({ip}) did not accept a connection on port {GUEST_PORT} \
-                     within {} s of `docker run`",
-                    READY_TIMEOUT.as_secs()
-                );
-            }
-            std::thread::sleep(PROBE_PAUSE);
-        }
-    }
-
-    /// `docker rm -f` of every container made so far.
-    fn rm_all(&mut self) -> Result<()> {
-        if self.containers.is_empty() {
-            return Ok(());
-        }
-        let mut args = vec!["rm", "-f"];
-        args.extend(self.containers.iter().map(String::as_str));
-        docker_ok(self.docker, &args)?;
-        self.containers.clear();
-        Ok(())
-    }
-
-    /// Removes the containers, then the network.
-    fn remove(&mut self) -> Result<()> {
-        self.rm_all()?;
-        docker_ok(self.docker, &["network", "rm", &self.name])?;
-        self.removed = true;
-        Ok(())
-    }
-}
-
-impl Drop for DockerNet<'_> {
-    fn drop(&mut self) {
-        if !self.removed {
-            let _ = self.remove();
-        }
-    }
-}
-
-/// The docker-proxy processes forwarding to an address `to` accepts: (pid, VmRSS in KiB).
-fn docker_proxies(to: impl Fn(Ipv4Addr) -> bool) -> Vec<(u32, f64)> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let forwards = |cmdline: &[u8]| {
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let proxy = args.first().is_some_and(|a| a.ends_with(b"docker-proxy"));
-        let ip = (args.iter().position(|a| *a == b"-container-ip"))
-            .and_then(|i| std::str::from_utf8(args.get(i + 1)?).ok()?.parse().ok());
-        proxy && ip.is_some_and(&to)
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| forwards(&c)))
-        .filter_map(|pid| Some((pid, rss_kib(pid).ok()?)))
-        .collect()
-}
-
-/// Entries in netpath's publish maps (`bpftool map dump pinned`).
-fn publish_entries(bpffs: &Path) -> Result<usize> {
-    let mut n = 0;
-    for map in PUBLISH_MAPS {
-        let path = bpffs.join("maps").join(map);
-        if path.exists() {
-            let dump = bpftool_json(&["-j", "map", "dump", "pinned", &path.to_string_lossy()])?;
-            n += dump.as_array().map_or(0, Vec::len);
-        }
-    }
-    Ok(n)
-}
-
 pub struct DockerScenario {
     /// Containers started (and timed) per run.
     n: usize,
@@ -216,8 +76,10 @@ pub struct DockerScenario {
     /// Connections measured per path and run, and their time bound.
     conns: usize,
     conn_budget: Duration,
-    /// The private dockerd, started by the first run, stopped by `finish`.
+    /// The private dockerd, started by the first run, stopped by `finish`, and its
+    /// processes.
     dockerd: Option<Dockerd>,
+    dockerd_pids: Vec<u32>,
     /// The plugin's name (its socket is `/run/docker/plugins/<name>.sock`).
     plugin: Option<String>,
     /// Whether `br_netfilter` was loaded before dockerd first started.
@@ -239,6 +101,7 @@ impl DockerScenario {
             conns,
             conn_budget: Duration::from_secs(budget),
             dockerd: None,
+            dockerd_pids: Vec::new(),
             plugin: None,
             br_netfilter_before: None,
         }
@@ -263,9 +126,12 @@ impl DockerScenario {
             ctx.detail("starting a private dockerd");
             self.br_netfilter_before
                 .get_or_insert_with(|| Path::new(BR_NETFILTER).exists());
+            net::alone(&[])?;
             // Panics (a FAILED run) if dockerd does not come up; cleans up after itself.
             self.dockerd = Some(Dockerd::start("netpath-bench"));
+            self.dockerd_pids = net::dockerds();
         }
+        net::alone(&self.dockerd_pids)?;
         let docker = self.dockerd.as_ref().expect("just started");
         ctx.detail("building the topology");
         let outside = Ns::create(ctx, "o")?;
