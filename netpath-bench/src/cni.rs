@@ -845,26 +845,19 @@ impl Scenario for CniScenario {
     }
 
     fn plots(&self, result: &ScenarioResult, dir: &Path) -> Result<Vec<(String, String)>> {
-        let series = plot::millis_series(result, "add_ms");
-        if series.is_empty() {
-            return Ok(Vec::new());
-        }
-        let file = "cni-add-latency-cdf.svg".to_owned();
-        plot::cdf(
-            &dir.join(&file),
-            &format!(
+        plot::LatencyCdf {
+            key: "add_ms",
+            file: "cni-add-latency-cdf.svg",
+            title: format!(
                 "CNI ADD per container, plugin execs included: latency CDF (N = {} per run, \
                  all rounds)",
                 self.n
             ),
-            "ADD latency per container (ms, log scale)",
-            "fraction of containers",
-            &series,
-        )?;
-        Ok(vec![(
-            file,
-            "ADD latency per container, per variant (CDF; further left is faster)".into(),
-        )])
+            x_desc: "ADD latency per container (ms, log scale)",
+            y_desc: "fraction of containers",
+            caption: "ADD latency per container, per variant (CDF; further left is faster)",
+        }
+        .draw(result, dir)
     }
 }
 

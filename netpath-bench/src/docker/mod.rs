@@ -132,6 +132,13 @@ impl DockerScenario {
             self.dockerd_pids = net::dockerds();
         }
         net::alone(&self.dockerd_pids)?;
+        let restarted = !net::chains_present();
+        if restarted && let Some(d) = self.dockerd.as_mut() {
+            // It makes its chains again as it starts.
+            ctx.detail("restarting dockerd: its iptables chains were removed");
+            d.restart();
+            self.dockerd_pids = net::dockerds();
+        }
         let docker = self.dockerd.as_ref().expect("just started");
         ctx.detail("building the topology");
         let outside = Ns::create(ctx, "o")?;
@@ -164,8 +171,15 @@ impl DockerScenario {
         drop(net);
         let left = self.leftovers(ctx, docker, subnet, netpath);
         drop((uplink, outside));
-        let r = r?;
+        let mut r = r?;
         removed?;
+        if restarted {
+            r.notes.push(
+                "dockerd was restarted before this run: its iptables chains had been removed \
+                 (by another dockerd stopping)"
+                    .into(),
+            );
+        }
         let left = left?;
         if !left.is_empty() {
             bail!(
@@ -521,25 +535,19 @@ impl Scenario for DockerScenario {
     }
 
     fn plots(&self, result: &ScenarioResult, dir: &Path) -> Result<Vec<(String, String)>> {
-        let series = plot::millis_series(result, "ready_ms");
-        if series.is_empty() {
-            return Ok(Vec::new());
-        }
-        let file = "docker-ready-latency-cdf.svg".to_owned();
-        plot::cdf(
-            &dir.join(&file),
-            &format!(
+        plot::LatencyCdf {
+            key: "ready_ms",
+            file: "docker-ready-latency-cdf.svg",
+            title: format!(
                 "docker run -d to network-ready: latency CDF (N = {} per run, all rounds)",
                 self.n
             ),
-            "docker run to first TCP connect (ms, log scale)",
-            "fraction of containers",
-            &series,
-        )?;
-        Ok(vec![(
-            file,
-            "Container start to network-ready, per variant (CDF; further left is faster)".into(),
-        )])
+            x_desc: "docker run to first TCP connect (ms, log scale)",
+            y_desc: "fraction of containers",
+            caption: "Container start to network-ready, per variant (CDF; further left is \
+                      faster)",
+        }
+        .draw(result, dir)
     }
 }
 

@@ -207,3 +207,15 @@ pub fn alone(ours: &[u32]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether Docker's `nat` chain `DOCKER` is there (another private dockerd stopping
+/// removes it).
+pub fn chains_present() -> bool {
+    let mut c = std::process::Command::new("iptables");
+    proc::run_bounded(
+        c.args(["-t", "nat", "-S", "DOCKER"]),
+        None,
+        proc::CMD_TIMEOUT,
+    )
+    .is_ok_and(|o| o.status.success())
+}
