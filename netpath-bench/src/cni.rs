@@ -43,9 +43,9 @@ const RUN_BUDGET: Duration = Duration::from_secs(300);
 /// Containers whose gateway reachability is checked (first, middle, last).
 const PING_CHECKS: usize = 3;
 /// Connection-rate client workers, server threads, warm-up connections.
-const WORKERS: usize = 4;
-const SERVER_THREADS: usize = 2;
-const WARMUP_CONNS: usize = 200;
+pub(crate) const WORKERS: usize = 4;
+pub(crate) const SERVER_THREADS: usize = 2;
+pub(crate) const WARMUP_CONNS: usize = 200;
 
 /// This run's host ports: netpath's, bridge + portmap's, the warm-up container's (one
 /// per variant, so that one variant's leftovers could never serve the other's traffic).
@@ -80,7 +80,7 @@ impl CniScenario {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -845,26 +845,19 @@ impl Scenario for CniScenario {
     }
 
     fn plots(&self, result: &ScenarioResult, dir: &Path) -> Result<Vec<(String, String)>> {
-        let series = plot::millis_series(result, "add_ms");
-        if series.is_empty() {
-            return Ok(Vec::new());
-        }
-        let file = "cni-add-latency-cdf.svg".to_owned();
-        plot::cdf(
-            &dir.join(&file),
-            &format!(
+        plot::LatencyCdf {
+            key: "add_ms",
+            file: "cni-add-latency-cdf.svg",
+            title: format!(
                 "CNI ADD per container, plugin execs included: latency CDF (N = {} per run, \
                  all rounds)",
                 self.n
             ),
-            "ADD latency per container (ms, log scale)",
-            "fraction of containers",
-            &series,
-        )?;
-        Ok(vec![(
-            file,
-            "ADD latency per container, per variant (CDF; further left is faster)".into(),
-        )])
+            x_desc: "ADD latency per container (ms, log scale)",
+            y_desc: "fraction of containers",
+            caption: "ADD latency per container, per variant (CDF; further left is faster)",
+        }
+        .draw(result, dir)
     }
 }
 

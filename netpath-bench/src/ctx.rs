@@ -294,14 +294,36 @@ impl Ctx {
     /// bpffs; no default network). It lives until [`Ctx::stop_daemon`] or the end.
     pub fn daemon(&mut self) -> Result<&mut BenchDaemon> {
         if self.daemon.is_none() {
-            let d = BenchDaemon::start(
-                &self.opts.netpath_bin,
-                &self.tmp.join("daemon"),
-                &self.bpffs,
-            )?;
-            self.daemon = Some(d);
+            self.start_daemon(None)?;
         }
         Ok(self.daemon.as_mut().expect("just started"))
+    }
+
+    /// The bench's daemon serving the Docker plugin on `socket` too: one running without
+    /// it (or on another socket) is stopped (and reset) first. Later [`Ctx::daemon`] calls
+    /// get this one until it is stopped.
+    pub fn daemon_with_plugin(&mut self, socket: &Path) -> Result<&mut BenchDaemon> {
+        let other = |d: &BenchDaemon| d.plugin_socket.as_deref() != Some(socket);
+        if self.daemon.as_ref().is_some_and(other)
+            && let Some(p) = self.stop_daemon().first()
+        {
+            bail!("stopping the daemon to start one with the Docker plugin: {p}");
+        }
+        if self.daemon.is_none() {
+            self.start_daemon(Some(socket))?;
+        }
+        Ok(self.daemon.as_mut().expect("just started"))
+    }
+
+    fn start_daemon(&mut self, plugin_socket: Option<&Path>) -> Result<()> {
+        let d = BenchDaemon::start(
+            &self.opts.netpath_bin,
+            &self.tmp.join("daemon"),
+            &self.bpffs,
+            plugin_socket,
+        )?;
+        self.daemon = Some(d);
+        Ok(())
     }
 
     /// An API client of the bench's daemon (starting it if needed).

@@ -1,5 +1,6 @@
 //! The bench's `netpath daemon`: private state dir, socket and bpffs, no default
-//! network; stopped and reset (`netpath reset` on its paths) when the bench is done.
+//! network, no Docker plugin unless asked for one (the `docker` scenario); stopped and
+//! reset (`netpath reset` on its paths) when the bench is done.
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -17,6 +18,8 @@ use super::proc;
 
 pub struct BenchDaemon {
     pub paths: Paths,
+    /// Where it serves the Docker plugin, if it does.
+    pub plugin_socket: Option<PathBuf>,
     bin: PathBuf,
     child: Option<Child>,
     log: PathBuf,
@@ -47,15 +50,26 @@ impl BenchDaemon {
         ]
     }
 
-    /// Starts the daemon and waits (bounded) until it says it is serving.
-    pub fn start(bin: &Path, dir: &Path, bpffs: &Path) -> Result<BenchDaemon> {
+    /// Starts the daemon (serving the Docker plugin on `plugin_socket` if given) and waits
+    /// (bounded) until it says it is serving.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        bpffs: &Path,
+        plugin_socket: Option<&Path>,
+    ) -> Result<BenchDaemon> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let paths = Self::paths_for(dir, bpffs);
         let log = dir.join("daemon.log");
         let stderr = std::fs::File::create(&log)?;
+        let plugin: Vec<&std::ffi::OsStr> = match plugin_socket {
+            Some(s) => vec!["--docker-plugin-socket".as_ref(), s.as_os_str()],
+            None => vec!["--no-docker-plugin".as_ref()],
+        };
         let mut child = Command::new(bin)
             .arg("daemon")
             .arg("--no-default-network")
+            .args(plugin)
             .args(Self::path_args(&paths))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -75,6 +89,7 @@ impl BenchDaemon {
         });
         let mut d = BenchDaemon {
             paths,
+            plugin_socket: plugin_socket.map(Path::to_owned),
             bin: bin.to_owned(),
             child: Some(child),
             log,

@@ -43,7 +43,7 @@ impl FootprintScenario {
 }
 
 /// VmRSS of `pid` in KiB.
-fn rss_kib(pid: u32) -> Result<f64> {
+pub(crate) fn rss_kib(pid: u32) -> Result<f64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status"))?;
     status
@@ -75,7 +75,7 @@ fn fd_maps(pid: u32) -> BTreeMap<u64, u64> {
     out
 }
 
-fn bpftool_json(args: &[&str]) -> Result<serde_json::Value> {
+pub(crate) fn bpftool_json(args: &[&str]) -> Result<serde_json::Value> {
     let out = proc::run_ok(
         Command::new("bpftool").args(args),
         None,

@@ -15,6 +15,7 @@ pub mod cni;
 pub mod connrate;
 pub mod ctx;
 pub mod daemon;
+pub mod docker;
 pub mod endpoint;
 pub mod family;
 pub mod floor;
@@ -338,5 +339,7 @@ pub fn all_scenarios(opts: &Opts) -> Vec<Box<dyn Scenario>> {
         Box::new(cni::CniScenario::new(opts)),
         Box::new(footprint::FootprintScenario::new(opts)),
         Box::new(soak::SoakScenario::new(opts)),
+        // Last: dockerd's bridge driver changes host settings the others measure under.
+        Box::new(docker::DockerScenario::new(opts)),
     ]
 }

@@ -250,6 +250,35 @@ fn unit_symbol(unit: Unit) -> &'static str {
     }
 }
 
+/// A scenario's latency CDF plot: what [`millis_series`] finds under `key`, drawn into
+/// `dir/file` with [`cdf`].
+pub struct LatencyCdf<'a> {
+    pub key: &'a str,
+    pub file: &'a str,
+    pub title: String,
+    pub x_desc: &'a str,
+    pub y_desc: &'a str,
+    pub caption: &'a str,
+}
+
+impl LatencyCdf<'_> {
+    /// Draws it; returns the (file name, caption) pair for [`super::Scenario::plots`], or
+    /// nothing when no variant has samples (all FAILED).
+    pub fn draw(
+        &self,
+        result: &super::report::ScenarioResult,
+        dir: &Path,
+    ) -> Result<Vec<(String, String)>> {
+        let series = millis_series(result, self.key);
+        if series.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = dir.join(self.file);
+        cdf(&path, &self.title, self.x_desc, self.y_desc, &series)?;
+        Ok(vec![(self.file.to_owned(), self.caption.to_owned())])
+    }
+}
+
 /// One CDF series per variant from the samples each round recorded under `key`, all
 /// rounds pooled, labelled with the variant and its median in milliseconds. Variants
 /// without samples (FAILED) are left out.

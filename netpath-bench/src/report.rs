@@ -144,6 +144,10 @@ impl Header {
                 },
             ),
             ("iproute2".to_owned(), version_of("ip", &["-V"], None)),
+            (
+                "Docker".to_owned(),
+                version_of(netpath_tests::engine::DOCKER, &["--version"], None),
+            ),
         ]);
         let load_at_start = std::fs::read_to_string("/proc/loadavg")
             .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))

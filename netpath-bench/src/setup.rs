@@ -515,26 +515,19 @@ impl Scenario for SetupScenario {
     }
 
     fn plots(&self, result: &ScenarioResult, dir: &Path) -> Result<Vec<(String, String)>> {
-        let series = plot::millis_series(result, "latency_ms");
-        if series.is_empty() {
-            return Ok(Vec::new());
-        }
-        let file = "setup-latency-cdf.svg".to_owned();
-        plot::cdf(
-            &dir.join(&file),
-            &format!(
+        plot::LatencyCdf {
+            key: "latency_ms",
+            file: "setup-latency-cdf.svg",
+            title: format!(
                 "Adding one container endpoint: latency CDF (N = {} per run, all rounds)",
                 self.n
             ),
-            "latency per endpoint (ms, log scale)",
-            "fraction of endpoints",
-            &series,
-        )?;
-        Ok(vec![(
-            file,
-            "Latency distribution of one endpoint add, per variant (CDF; further left is faster)"
-                .into(),
-        )])
+            x_desc: "latency per endpoint (ms, log scale)",
+            y_desc: "fraction of endpoints",
+            caption: "Latency distribution of one endpoint add, per variant (CDF; further left \
+                      is faster)",
+        }
+        .draw(result, dir)
     }
 }
 
