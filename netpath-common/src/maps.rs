@@ -101,7 +101,7 @@ pub const FRAG_WORK6_MAP: &str = "NETPATH_FRAG_WORK6";
 
 /// The layout of this build's maps; bumped when any map's keys, values or meaning change
 /// (and the change recorded in `netpath::datapath::layout::CHANGES`).
-pub const LAYOUT: u32 = 5;
+pub const LAYOUT: u32 = 6;
 
 /// Capacity of the endpoint map (endpoints per host).
 pub const MAX_ENDPOINTS: u32 = 65_536;
@@ -315,6 +315,16 @@ pub const fn stat_index(hook: Hook, class: PacketClass) -> u32 {
     hook as u32 * PacketClass::COUNT + class as u32
 }
 
+/// Number of slots in the drops map: one per (hook, drop reason). (Before layout 6, one
+/// per reason.)
+pub const DROP_ENTRIES: u32 = Hook::ALL.len() as u32 * DropReason::COUNT;
+
+/// Index into the drops map for a drop for `reason` at `hook`.
+#[inline(always)]
+pub const fn drop_index(hook: Hook, reason: DropReason) -> u32 {
+    hook as u32 * DropReason::COUNT + reason as u32
+}
+
 per_cpu_counters! {
     /// One per-CPU counter slot: packets and bytes (whole frame length).
     pub struct Counter: 16 bytes {
@@ -325,19 +335,31 @@ per_cpu_counters! {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::vec;
+
     use super::*;
 
-    #[test]
-    fn stat_indices_are_dense_and_unique() {
-        let mut seen = [false; STATS_ENTRIES as usize];
-        for hook in Hook::ALL {
-            for class in PacketClass::ALL {
-                let i = stat_index(hook, class) as usize;
-                assert!(!seen[i], "duplicate index {i}");
-                seen[i] = true;
-            }
+    /// Every slot of an array of `len` is hit exactly once by `indices`.
+    fn dense_and_unique(len: u32, indices: impl Iterator<Item = u32>) {
+        let mut seen = vec![false; len as usize];
+        for i in indices.map(|i| i as usize) {
+            assert!(!seen[i], "duplicate index {i}");
+            seen[i] = true;
         }
         assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn stat_and_drop_indices_are_dense_and_unique() {
+        let stats = Hook::ALL
+            .iter()
+            .flat_map(|h| PacketClass::ALL.iter().map(|c| stat_index(*h, *c)));
+        dense_and_unique(STATS_ENTRIES, stats);
+        let drops = Hook::ALL
+            .iter()
+            .flat_map(|h| DropReason::ALL.iter().map(|r| drop_index(*h, *r)));
+        dense_and_unique(DROP_ENTRIES, drops);
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! The programs' counters: packets by (hook, class), forwards by way, drops by reason,
-//! and each endpoint's traffic. All per-CPU: a program owns its CPU's slot while it runs
-//! (no preemption inside a BPF program), so a plain read-modify-write cannot race.
+//! The programs' counters: packets by (hook, class), forwards by way, drops by (hook,
+//! reason), and each endpoint's traffic. All per-CPU: a program owns its CPU's slot while
+//! it runs (no preemption inside a BPF program), so a plain read-modify-write cannot race.
 
 use aya_ebpf::maps::PerCpuArray;
 use netpath_common::{
-    maps::{Counter, DropReason, EndpointCounters, Forward, Hook, stat_index},
+    maps::{Counter, DropReason, EndpointCounters, Forward, Hook, drop_index, stat_index},
     packet::PacketClass,
 };
 
@@ -27,9 +27,10 @@ pub fn count_class(hook: Hook, class: PacketClass, bytes: u64) {
     count(&NETPATH_STATS, stat_index(hook, class), bytes);
 }
 
+/// A packet dropped at `hook` for `reason`.
 #[inline(always)]
-pub fn count_drop(reason: DropReason, bytes: u64) {
-    count(&NETPATH_DROPS, reason as u32, bytes);
+pub fn count_drop(hook: Hook, reason: DropReason, bytes: u64) {
+    count(&NETPATH_DROPS, drop_index(hook, reason), bytes);
 }
 
 #[inline(always)]

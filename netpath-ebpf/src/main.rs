@@ -57,13 +57,13 @@ pub fn netpath_xdp(ctx: XdpContext) -> u32 {
 /// decision passes through [`verdict`], the one place drops are counted.
 pub(crate) type TcVerdict = Result<i32, DropReason>;
 
-/// The action for `v`, counting a drop of `len` bytes under its reason.
+/// The action for `v`, counting a drop of `len` bytes under `hook` and its reason.
 #[inline(always)]
-fn verdict(v: TcVerdict, len: u64) -> i32 {
+fn verdict(hook: Hook, v: TcVerdict, len: u64) -> i32 {
     match v {
         Ok(action) => action,
         Err(reason) => {
-            count_drop(reason, len);
+            count_drop(hook, reason, len);
             TC_ACT_SHOT
         }
     }
@@ -82,7 +82,7 @@ fn run_tc(
     let frame = TcFrame::new(ctx);
     let c = classify(&frame);
     count_class(hook, c.class, len);
-    verdict(program(ctx, frame, c, len), len)
+    verdict(hook, program(ctx, frame, c, len), len)
 }
 
 /// The device the packet is on: for ingress the one it arrived on, for egress the one
@@ -244,7 +244,11 @@ fn ingress6(
     hairpin: bool,
 ) -> i32 {
     let len = ctx.len() as u64;
-    verdict(guard6(ctx, frame, c, from, hairpin, len), len)
+    verdict(
+        Hook::TcIngress,
+        guard6(ctx, frame, c, from, hairpin, len),
+        len,
+    )
 }
 
 /// [`ingress6`]'s logic.
@@ -309,7 +313,7 @@ fn hairpin6_reply(ctx: &TcContext, frame: &TcFrame, c: &Classified, to_endpoint:
         Ok(nat::Reply::Untracked) => Ok(UNTRACKED),
         Err(reason) => Err(reason),
     };
-    verdict(v, ctx.len() as u64)
+    verdict(Hook::TcIngress, v, ctx.len() as u64)
 }
 
 /// Whether an [`UNTRACKED`] IPv6 packet to no endpoint is a new connection to a port
@@ -331,7 +335,7 @@ fn hairpin6_new(ctx: &TcContext, frame: &TcFrame, c: &Classified) -> i32 {
         Ok(None) => Ok(NOT_HAIRPIN),
         Err(reason) => Err(reason),
     };
-    verdict(v, ctx.len() as u64)
+    verdict(Hook::TcIngress, v, ctx.len() as u64)
 }
 
 /// Hands a hairpinned packet straight to endpoint `to`.

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use netpath_common::{
     frag::{FRAG_ENTRIES, FragKey, FragKey6, FragValue, FragValue6, FragWork},
     maps::{
-        Counter, DropReason, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, Forward,
+        Counter, DROP_ENTRIES, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, Forward,
         LAYOUT, MAX_ENDPOINTS, STATS_ENTRIES,
     },
     nat::{
@@ -49,8 +49,8 @@ maps! {
     /// Host-side ifindex → the endpoint's traffic counters. Entries are created by the
     /// control plane; the programs only update existing ones.
     NETPATH_EP_STATS: PerCpuHashMap<u32, EndpointCounters>[MAX_ENDPOINTS];
-    /// Drops by reason.
-    NETPATH_DROPS: PerCpuArray<Counter>[DropReason::COUNT];
+    /// Drops by (hook, reason): `netpath_common::maps::drop_index`.
+    NETPATH_DROPS: PerCpuArray<Counter>[DROP_ENTRIES];
     /// The fast path's forwards by [`Forward`].
     NETPATH_FORWARDS: PerCpuArray<Counter>[Forward::COUNT];
     /// Packets by (hook, class): `netpath_common::maps::stat_index`.

@@ -303,7 +303,7 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         }
     };
 
-    api::metrics::mark_start();
+    crate::telemetry::mark_start();
     println!("netpath daemon (pid {}) is up", std::process::id());
     if let Some(n) = &report.network {
         println!(

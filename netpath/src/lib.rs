@@ -39,4 +39,5 @@ pub mod state;
 pub mod stats;
 pub mod sysctl;
 pub mod tap;
+pub mod telemetry;
 pub mod types;

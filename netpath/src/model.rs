@@ -310,8 +310,44 @@ pub struct StatsReport {
     pub endpoints: Vec<EndpointTraffic>,
     /// The fast path's forwards past the kernel's path, per way.
     pub forwards: Vec<WayCount>,
-    /// Drops per reason.
+    /// Drops per reason (summed over hooks).
     pub drops: Vec<ReasonCount>,
+    /// Drops per hook and reason, every slot (zeros too). Absent from a daemon older than
+    /// layout 6.
+    #[serde(default)]
+    pub drops_by_hook: Vec<HookDropCount>,
+    /// How full each table of the datapath is (its arrays left out).
+    #[serde(default)]
+    pub maps: Vec<MapFill>,
+    /// Each program's runs and run time, as the kernel counts them while its BPF
+    /// statistics are on (`sysctl kernel.bpf_stats_enabled=1`); zeros otherwise.
+    #[serde(default)]
+    pub programs: Vec<ProgramCost>,
+}
+
+/// How full one table of the datapath is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapFill {
+    pub map: String,
+    pub entries: u64,
+    pub capacity: u32,
+}
+
+/// One program's runs and the time spent in them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramCost {
+    pub program: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// The drops for one reason at one hook.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookDropCount {
+    pub hook: String,
+    pub reason: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod frames;
 pub mod guard6;
 pub mod outside;
+pub mod prom;
 pub mod raw;
 pub mod vm;
 
@@ -554,10 +555,13 @@ impl Daemon {
     }
 
     /// Runs a CLI command that must fail: non-zero exit, one line on stderr containing
-    /// `expect`, and neither `netpath ls --json` nor the host's links changed. (Tests that
-    /// use it must not create links concurrently: run them one at a time.)
+    /// `expect`, `netpath ls --json` unchanged, no host link created and none of this
+    /// daemon's links removed. Links of other instances may vanish meanwhile (the kernel
+    /// removes a veth asynchronously when an earlier test's namespace goes), so only this
+    /// daemon's tagged links are compared for removal. (Tests that use it must not create
+    /// links concurrently: run them one at a time.)
     pub fn refused(&self, args: &[&str], expect: &str) {
-        let (ls, links) = (self.ls(), host_links());
+        let (ls, links, ours) = (self.ls(), host_links(), self.tagged_links());
         let out = self.cli(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -576,7 +580,16 @@ impl Daemon {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert_eq!(self.ls(), ls, "{args:?} changed the state");
-        assert_eq!(host_links(), links, "{args:?} changed the host's links");
+        let created: Vec<String> = host_links()
+            .into_iter()
+            .filter(|l| !links.contains(l))
+            .collect();
+        assert!(created.is_empty(), "{args:?} created links {created:?}");
+        assert_eq!(
+            self.tagged_links(),
+            ours,
+            "{args:?} removed this daemon's links"
+        );
     }
 
     /// `endpoint add NETWORK --netns NS --json`, parsed.

@@ -22,7 +22,7 @@ use netpath::{
     datapath::layout,
     ebpf::{PROGRAMS, sock_hooks},
 };
-use netpath_common::maps::{DROPS_MAP, DropReason, LAYOUT, LAYOUT_MAP, STATS_MAP};
+use netpath_common::maps::{DROP_ENTRIES, DROPS_MAP, DropReason, LAYOUT, LAYOUT_MAP, STATS_MAP};
 use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -216,7 +216,7 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
 
     // The new layout is pinned, the old map gone, the programs this build's.
     let new_drops = MapInfo::from_pin(d.paths.bpffs.join("maps").join(DROPS_MAP)).unwrap();
-    assert_eq!(new_drops.max_entries(), DropReason::COUNT);
+    assert_eq!(new_drops.max_entries(), DROP_ENTRIES);
     assert!(
         !d.paths
             .bpffs
@@ -224,8 +224,9 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
             .join(format!("{DROPS_MAP}.old"))
             .exists()
     );
-    // DROPS changed in layouts 2, 3, 4 and 5; STATS in 4, its slots moved along.
-    assert_eq!(layout::version_of(DROPS_MAP), 5);
+    // DROPS changed in layouts 2, 3, 4, 5 and 6 (its slots moved along, into blocks per
+    // hook); STATS in 4, its slots moved along.
+    assert_eq!(layout::version_of(DROPS_MAP), 6);
     let stats_moved = format!("migrated {STATS_MAP} from layout 1 to 2");
     assert!(lines.iter().any(|l| l.contains(&stats_moved)), "{lines:?}");
     let after = class_packets(&d, "uplink_egress", "ipv4_tcp");
@@ -310,7 +311,7 @@ fn a_map_that_cannot_be_migrated_is_refused_unless_reload() {
         "value",
         "8",
         "entries",
-        &DropReason::COUNT.to_string(),
+        &DROP_ENTRIES.to_string(),
         "name",
         "NETPATH_DROPS",
     ]);
@@ -325,7 +326,7 @@ fn a_map_that_cannot_be_migrated_is_refused_unless_reload() {
     assert!(!out.status.success(), "the daemon started: {err}");
     let refused = format!(
         "the pinned map NETPATH_DROPS has layout {LAYOUT} (type 6, key 4 B, value 8 B, {} entries)",
-        DropReason::COUNT
+        DROP_ENTRIES
     );
     assert!(err.contains(&refused) && err.contains("--reload"), "{err}");
     assert!(pin.exists(), "the refused map was touched");

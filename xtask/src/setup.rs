@@ -54,6 +54,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // The bench removes the empty `nat` tables the CNI `portmap` plugin leaves behind
     // (iptables-nft cannot delete a table; `nft` can).
     "nftables",
+    // The metrics test lints the exposition with `promtool check metrics` and has a
+    // private Prometheus server scrape the daemon.
+    "prometheus",
 ];
 
 /// Components the workspace's pinned stable (rust-toolchain.toml) needs.

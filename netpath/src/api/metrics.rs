@@ -1,77 +1,105 @@
-//! `GET /metrics`: the datapath's counters and the control plane's records as
-//! Prometheus metrics, read at scrape time and encoded by prometheus-client in the
-//! OpenMetrics text format (which Prometheus negotiates; counters end in `_total`).
+//! `GET /metrics`: the datapath's counters and tables, the control plane's records and
+//! the daemon's own metrics ([`crate::telemetry`]) in the Prometheus text format 0.0.4,
+//! the datapath's read from its maps at scrape time.
 //!
 //! | metric | labels |
 //! |---|---|
 //! | `netpath_forwarded_packets_total`, `netpath_forwarded_bytes_total` | `way` |
-//! | `netpath_dropped_packets_total`, `netpath_dropped_bytes_total` | `reason` |
+//! | `netpath_dropped_packets_total`, `netpath_dropped_bytes_total` | `hook`, `reason` |
 //! | `netpath_seen_packets_total`, `netpath_seen_bytes_total` | `hook`, `class` |
 //! | `netpath_endpoint_packets_total`, `netpath_endpoint_bytes_total` | `endpoint`, `network`, `kind`, `direction` (`tx`: sent by the endpoint, `rx`: delivered to it) |
+//! | `netpath_masquerade_port_claim_failures_total` | (drops for `nat_ports_exhausted`) |
+//! | `netpath_map_entries`, `netpath_map_capacity`, `netpath_map_pressure` | `map` (every table; pressure = entries ÷ capacity) |
+//! | `netpath_nat_entries` | `kind` (`masquerade`, `publish`, `host_local`, `fragment`), `family` |
+//! | `netpath_program_runs_total`, `netpath_program_run_time_seconds_total` | `program` (while `kernel.bpf_stats_enabled` is 1) |
 //! | `netpath_endpoints` | `network`, `kind` |
 //! | `netpath_published_ports` | `network` |
 //! | `netpath_networks` | |
-//! | `netpath_build_info` | `version`, `commit` |
+//! | `netpath_build_info` | `version`, `commit` (always 1) |
 //! | `netpath_start_time_seconds` | (the daemon's start, Unix time) |
+//! | `netpath_api_requests_total` | `route`, `method`, `status` |
+//! | `netpath_api_request_duration_seconds` | `route`, `method` (a histogram) |
+//! | `netpath_reconcile_actions_total` | `action` |
 
-use std::{
-    collections::BTreeMap,
-    sync::OnceLock,
-    time::{SystemTime, UNIX_EPOCH},
+use std::{collections::BTreeMap, time::UNIX_EPOCH};
+
+use netpath_common::{
+    maps::{DropReason, FRAG_MAP, FRAG6_MAP},
+    nat::{DNAT_CT_MAP, DNAT_CT6_MAP, SNAT_MAP, SNAT6_MAP, SOCK_NAT_MAP, SOCK_NAT6_MAP},
+};
+use prometheus::{
+    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder, core::Collector,
 };
 
-use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
-    registry::{Registry, Unit},
+use crate::{
+    model::{Endpoint, EndpointKind, Network, PortLease, StatsReport},
+    telemetry,
 };
-
-use crate::model::{Endpoint, EndpointKind, Network, PortLease, StatsReport};
 
 /// The `Content-Type` of the answer.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-static STARTED: OnceLock<SystemTime> = OnceLock::new();
+/// The tables that hold translated connections, by what translates them.
+const NAT_TABLES: [(&str, &str, &str); 8] = [
+    (SNAT_MAP, "masquerade", "ipv4"),
+    (SNAT6_MAP, "masquerade", "ipv6"),
+    (DNAT_CT_MAP, "publish", "ipv4"),
+    (DNAT_CT6_MAP, "publish", "ipv6"),
+    (SOCK_NAT_MAP, "host_local", "ipv4"),
+    (SOCK_NAT6_MAP, "host_local", "ipv6"),
+    (FRAG_MAP, "fragment", "ipv4"),
+    (FRAG6_MAP, "fragment", "ipv6"),
+];
 
-/// Records the daemon's start (`netpath_start_time_seconds`); the first call counts.
-pub fn mark_start() {
-    STARTED.get_or_init(SystemTime::now);
-}
+/// One scrape's metrics, registered as they are made.
+struct Scrape(Registry);
 
-type Labels = Vec<(&'static str, String)>;
-
-/// A family of counters of one kind of thing, registered under `name` (and its unit).
-fn counters(
-    reg: &mut Registry,
-    name: &str,
-    help: &str,
-    unit: Option<Unit>,
-) -> Family<Labels, Counter> {
-    let family = Family::<Labels, Counter>::default();
-    match unit {
-        Some(unit) => reg.register_with_unit(name, help, unit, family.clone()),
-        None => reg.register(name, help, family.clone()),
+impl Scrape {
+    fn add<M: Collector + Clone + 'static>(&self, metric: M) -> M {
+        // Each name is registered once per scrape, with constant valid options.
+        self.0
+            .register(Box::new(metric.clone()))
+            .expect("a metric registered once");
+        metric
     }
-    family
-}
 
-/// Packets and bytes of one counter table: `name_packets_total`, `name_bytes_total`.
-fn packets_and_bytes(
-    reg: &mut Registry,
-    name: &str,
-    what: &str,
-    rows: impl Iterator<Item = (Labels, u64, u64)>,
-) {
-    let packets = counters(
-        reg,
-        &format!("{name}_packets"),
-        &format!("Packets {what}"),
-        None,
-    );
-    let bytes = counters(reg, name, &format!("Bytes {what}"), Some(Unit::Bytes));
-    for (labels, p, b) in rows {
-        packets.get_or_create(&labels).inc_by(p);
-        bytes.get_or_create(&labels).inc_by(b);
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels).expect("valid options"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.add(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid options"))
+    }
+
+    fn gauge(&self, name: &str, help: &str, value: i64) {
+        let g = self.add(IntGauge::new(name, help).expect("valid options"));
+        g.set(value);
+    }
+
+    /// `netpath_<name>_packets_total` and `netpath_<name>_bytes_total` of one counter
+    /// table, `rows` giving each row's label values, packets and bytes.
+    fn packets_and_bytes<'a>(
+        &self,
+        name: &str,
+        what: &str,
+        labels: &[&str],
+        rows: impl Iterator<Item = (Vec<&'a str>, u64, u64)>,
+    ) {
+        let packets = self.counters(
+            &format!("netpath_{name}_packets_total"),
+            &format!("Packets {what}"),
+            labels,
+        );
+        let bytes = self.counters(
+            &format!("netpath_{name}_bytes_total"),
+            &format!("Bytes {what}"),
+            labels,
+        );
+        for (values, p, b) in rows {
+            packets.with_label_values(&values).inc_by(p);
+            bytes.with_label_values(&values).inc_by(b);
+        }
     }
 }
 
@@ -82,12 +110,6 @@ fn kind(k: EndpointKind) -> &'static str {
     }
 }
 
-fn gauge(reg: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
-    let family = Family::<Labels, Gauge>::default();
-    reg.register(name, help, family.clone());
-    family
-}
-
 /// The exposition of one scrape.
 pub fn render(
     stats: &StatsReport,
@@ -95,92 +117,183 @@ pub fn render(
     endpoints: &[Endpoint],
     ports: &[PortLease],
 ) -> String {
-    let mut reg = Registry::with_prefix("netpath");
-    let rows = stats.forwards.iter();
-    let rows = rows.map(|w| (vec![("way", w.way.clone())], w.packets, w.bytes));
-    packets_and_bytes(
-        &mut reg,
-        "forwarded",
-        "the fast path forwarded past the kernel's path",
-        rows,
+    let scrape = Scrape(Registry::new());
+    datapath_counters(&scrape, stats, endpoints);
+    tables(&scrape, stats);
+    records(&scrape, networks, endpoints, ports);
+    scrape.gauge("netpath_networks", "Networks", networks.len() as i64);
+    let build = scrape.gauges(
+        "netpath_build_info",
+        "The daemon's build (always 1)",
+        &["version", "commit"],
     );
-    let rows = stats.drops.iter();
-    let rows = rows.map(|d| (vec![("reason", d.reason.clone())], d.packets, d.bytes));
-    packets_and_bytes(&mut reg, "dropped", "the datapath dropped", rows);
-    let rows = stats.classes.iter().map(|c| {
-        let labels = vec![("hook", c.hook.clone()), ("class", c.class.clone())];
-        (labels, c.packets, c.bytes)
-    });
-    packets_and_bytes(&mut reg, "seen", "the datapath's programs saw", rows);
-    let by_id: BTreeMap<&str, &Endpoint> = endpoints.iter().map(|e| (e.id.as_str(), e)).collect();
-    let rows = stats.endpoints.iter().flat_map(|t| {
-        let known = t.id.as_deref().and_then(|id| by_id.get(id));
-        let labels = |direction: &str| {
-            vec![
-                ("endpoint", t.id.clone().unwrap_or_default()),
-                ("network", t.network.clone().unwrap_or_default()),
-                ("kind", known.map_or("", |e| kind(e.kind)).to_owned()),
-                ("direction", direction.to_owned()),
-            ]
-        };
-        [
-            (labels("tx"), t.tx_packets, t.tx_bytes),
-            (labels("rx"), t.rx_packets, t.rx_bytes),
-        ]
-    });
-    packets_and_bytes(&mut reg, "endpoint", "of an endpoint", rows);
-
-    let eps = gauge(&mut reg, "endpoints", "Endpoints per network and kind");
-    for e in endpoints {
-        let labels = vec![
-            ("network", e.network.clone()),
-            ("kind", kind(e.kind).to_owned()),
-        ];
-        eps.get_or_create(&labels).inc();
-    }
-    let published = gauge(&mut reg, "published_ports", "Published ports per network");
-    for n in networks {
-        // Every network shows, with 0 when it publishes nothing.
-        published
-            .get_or_create(&vec![("network", n.name.clone())])
-            .set(0);
-    }
-    for p in ports {
-        if let Some(e) = by_id.get(p.endpoint.as_str()) {
-            published
-                .get_or_create(&vec![("network", e.network.clone())])
-                .inc();
-        }
-    }
-    let count: Gauge = Gauge::default();
-    count.set(networks.len() as i64);
-    reg.register("networks", "Networks", count);
-    let build = Info::new(vec![
-        ("version", env!("CARGO_PKG_VERSION").to_owned()),
-        ("commit", env!("NETPATH_COMMIT").to_owned()),
-    ]);
-    reg.register("build", "The daemon's build", build);
-    if let Some(start) = STARTED.get() {
+    build
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("NETPATH_COMMIT")])
+        .set(1);
+    if let Some(start) = telemetry::started() {
         let secs = start.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let started: Gauge = Gauge::default();
-        started.set(secs as i64);
-        reg.register_with_unit(
-            "start_time",
-            "When the daemon started",
-            Unit::Seconds,
-            started,
+        scrape.gauge(
+            "netpath_start_time_seconds",
+            "When the daemon started, in seconds since the Unix epoch",
+            secs as i64,
         );
     }
-    let mut text = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut text, &reg);
-    text
+    let mut families = scrape.0.gather();
+    families.extend(telemetry::gather());
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut text = Vec::new();
+    // Encoding into a Vec cannot fail, and the text format writes UTF-8.
+    let _ = TextEncoder::new().encode(&families, &mut text);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+/// The programs' packet counters.
+fn datapath_counters(scrape: &Scrape, stats: &StatsReport, endpoints: &[Endpoint]) {
+    let rows = stats.forwards.iter();
+    let rows = rows.map(|w| (vec![w.way.as_str()], w.packets, w.bytes));
+    scrape.packets_and_bytes(
+        "forwarded",
+        "the fast path forwarded past the kernel's path",
+        &["way"],
+        rows,
+    );
+    let rows = stats.drops_by_hook.iter();
+    let rows = rows.map(|d| (vec![d.hook.as_str(), d.reason.as_str()], d.packets, d.bytes));
+    scrape.packets_and_bytes("dropped", "the datapath dropped", &["hook", "reason"], rows);
+    let exhausted = DropReason::NatPortsExhausted.name();
+    let failures = (stats.drops.iter())
+        .filter(|d| d.reason == exhausted)
+        .map(|d| d.packets)
+        .sum();
+    let claims = scrape.add(
+        IntCounter::new(
+            "netpath_masquerade_port_claim_failures_total",
+            "Packets of new masqueraded connections that found no free port (and were dropped)",
+        )
+        .expect("valid options"),
+    );
+    claims.inc_by(failures);
+    let rows = stats.classes.iter();
+    let rows = rows.map(|c| (vec![c.hook.as_str(), c.class.as_str()], c.packets, c.bytes));
+    scrape.packets_and_bytes(
+        "seen",
+        "the datapath's programs saw",
+        &["hook", "class"],
+        rows,
+    );
+    let by_id: BTreeMap<&str, &Endpoint> = endpoints.iter().map(|e| (e.id.as_str(), e)).collect();
+    let rows = stats.endpoints.iter().flat_map(|t| {
+        let id = t.id.as_deref().unwrap_or_default();
+        let network = t.network.as_deref().unwrap_or_default();
+        let kind = by_id.get(id).map_or("", |e| kind(e.kind));
+        [
+            (vec![id, network, kind, "tx"], t.tx_packets, t.tx_bytes),
+            (vec![id, network, kind, "rx"], t.rx_packets, t.rx_bytes),
+        ]
+    });
+    scrape.packets_and_bytes(
+        "endpoint",
+        "of an endpoint",
+        &["endpoint", "network", "kind", "direction"],
+        rows,
+    );
+    let runs = scrape.counters(
+        "netpath_program_runs_total",
+        "Runs of a datapath program (counted while kernel.bpf_stats_enabled is 1)",
+        &["program"],
+    );
+    let time = scrape.add(
+        prometheus::CounterVec::new(
+            Opts::new(
+                "netpath_program_run_time_seconds_total",
+                "Time spent in a datapath program (counted while kernel.bpf_stats_enabled is 1)",
+            ),
+            &["program"],
+        )
+        .expect("valid options"),
+    );
+    for p in &stats.programs {
+        runs.with_label_values(&[&p.program]).inc_by(p.run_count);
+        time.with_label_values(&[&p.program])
+            .inc_by(p.run_time_ns as f64 / 1e9);
+    }
+}
+
+/// How full the datapath's tables are, and the translated connections among them.
+fn tables(scrape: &Scrape, stats: &StatsReport) {
+    let entries = scrape.gauges(
+        "netpath_map_entries",
+        "Entries of a datapath table",
+        &["map"],
+    );
+    let capacity = scrape.gauges(
+        "netpath_map_capacity",
+        "Entries a datapath table can hold",
+        &["map"],
+    );
+    let pressure = scrape.add(
+        GaugeVec::new(
+            Opts::new(
+                "netpath_map_pressure",
+                "How full a datapath table is: entries / capacity (an LRU at 1 evicts its oldest)",
+            ),
+            &["map"],
+        )
+        .expect("valid options"),
+    );
+    let nat = scrape.gauges(
+        "netpath_nat_entries",
+        "Translated connections (and fragment trackers) held, by what translates them",
+        &["kind", "family"],
+    );
+    for m in &stats.maps {
+        entries.with_label_values(&[&m.map]).set(m.entries as i64);
+        capacity
+            .with_label_values(&[&m.map])
+            .set(i64::from(m.capacity));
+        let ratio = m.entries as f64 / f64::from(m.capacity.max(1));
+        pressure.with_label_values(&[&m.map]).set(ratio);
+        if let Some((_, kind, family)) = NAT_TABLES.iter().find(|(t, ..)| *t == m.map) {
+            nat.with_label_values(&[kind, family]).set(m.entries as i64);
+        }
+    }
+}
+
+/// Endpoints and published ports, from the records.
+fn records(scrape: &Scrape, networks: &[Network], endpoints: &[Endpoint], ports: &[PortLease]) {
+    let eps = scrape.gauges(
+        "netpath_endpoints",
+        "Endpoints per network and kind",
+        &["network", "kind"],
+    );
+    for e in endpoints {
+        eps.with_label_values(&[&e.network, kind(e.kind)]).inc();
+    }
+    let published = scrape.gauges(
+        "netpath_published_ports",
+        "Published ports per network",
+        &["network"],
+    );
+    for n in networks {
+        // Every network shows, with 0 when it publishes nothing.
+        published.with_label_values(&[&n.name]).set(0);
+    }
+    let network_of: BTreeMap<&str, &str> = (endpoints.iter())
+        .map(|e| (e.id.as_str(), e.network.as_str()))
+        .collect();
+    for p in ports {
+        if let Some(network) = network_of.get(p.endpoint.as_str()) {
+            published.with_label_values(&[network]).inc();
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EndpointTraffic, ReasonCount, WayCount};
+    use crate::model::{
+        EndpointTraffic, HookDropCount, MapFill, ProgramCost, ReasonCount, WayCount,
+    };
 
     fn has_line(text: &str, line: &str) {
         assert!(
@@ -198,7 +311,13 @@ mod tests {
                 bytes: 700,
             }],
             drops: vec![ReasonCount {
-                reason: "spoofed_ip".into(),
+                reason: "nat_ports_exhausted".into(),
+                packets: 3,
+                bytes: 180,
+            }],
+            drops_by_hook: vec![HookDropCount {
+                hook: "uplink_egress".into(),
+                reason: "nat_ports_exhausted".into(),
                 packets: 3,
                 bytes: 180,
             }],
@@ -212,30 +331,57 @@ mod tests {
                 rx_packets: 4,
                 rx_bytes: 400,
             }],
+            maps: vec![MapFill {
+                map: SNAT_MAP.into(),
+                entries: 65_536,
+                capacity: 262_144,
+            }],
+            programs: vec![ProgramCost {
+                program: "netpath_tc_ingress".into(),
+                run_count: 1000,
+                run_time_ns: 250_000,
+            }],
             ..StatsReport::default()
         };
         let text = render(&stats, &[], &[], &[]);
         for line in [
-            "# TYPE netpath_forwarded_packets counter",
+            "# TYPE netpath_forwarded_packets_total counter",
             "netpath_forwarded_packets_total{way=\"endpoint_to_endpoint\"} 7",
-            "# TYPE netpath_forwarded_bytes counter",
-            "# UNIT netpath_forwarded_bytes bytes",
+            "# HELP netpath_forwarded_bytes_total Bytes the fast path forwarded past the kernel's path",
             "netpath_forwarded_bytes_total{way=\"endpoint_to_endpoint\"} 700",
-            "netpath_dropped_packets_total{reason=\"spoofed_ip\"} 3",
-            "netpath_dropped_bytes_total{reason=\"spoofed_ip\"} 180",
-            "netpath_endpoint_packets_total{endpoint=\"0123456789ab\",network=\"web\",kind=\"\",direction=\"tx\"} 5",
-            "netpath_endpoint_bytes_total{endpoint=\"0123456789ab\",network=\"web\",kind=\"\",direction=\"rx\"} 400",
+            "netpath_dropped_packets_total{hook=\"uplink_egress\",reason=\"nat_ports_exhausted\"} 3",
+            "netpath_dropped_bytes_total{hook=\"uplink_egress\",reason=\"nat_ports_exhausted\"} 180",
+            "netpath_masquerade_port_claim_failures_total 3",
+            "netpath_endpoint_packets_total{direction=\"tx\",endpoint=\"0123456789ab\",kind=\"\",network=\"web\"} 5",
+            "netpath_endpoint_bytes_total{direction=\"rx\",endpoint=\"0123456789ab\",kind=\"\",network=\"web\"} 400",
+            "netpath_map_entries{map=\"NETPATH_SNAT\"} 65536",
+            "netpath_map_capacity{map=\"NETPATH_SNAT\"} 262144",
+            "netpath_map_pressure{map=\"NETPATH_SNAT\"} 0.25",
+            "netpath_nat_entries{family=\"ipv4\",kind=\"masquerade\"} 65536",
+            "netpath_program_runs_total{program=\"netpath_tc_ingress\"} 1000",
+            "netpath_program_run_time_seconds_total{program=\"netpath_tc_ingress\"} 0.00025",
+            "# TYPE netpath_networks gauge",
             "netpath_networks 0",
-            "# EOF",
         ] {
             has_line(&text, line);
         }
-        assert!(text.contains("netpath_build_info{version=\""), "{text}");
+        assert!(text.contains("netpath_build_info{commit=\""), "{text}");
+        // Families come sorted by name, each with its HELP and TYPE.
+        let names: Vec<&str> = (text.lines())
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(helps, names.len(), "{text}");
     }
 
-    /// Over the real service on the recording fakes, through the API's router.
+    /// Over the real service on the recording fakes, through the API's router: the
+    /// records, and the requests the router itself counted.
     #[tokio::test]
-    async fn the_route_counts_the_records() {
+    async fn the_route_counts_the_records_and_the_requests() {
         use axum::{body::Body, http::Request};
         use http_body_util::BodyExt;
         use tower::ServiceExt;
@@ -257,22 +403,47 @@ mod tests {
         };
         let ep = svc.add_endpoint(ep).await.unwrap();
         let publish = crate::model::PortPublish {
-            endpoint: ep.id,
+            endpoint: ep.id.clone(),
             spec: Some("18400:80".into()),
             specs: vec![],
         };
         svc.publish_ports(publish).await.unwrap();
-        let req = Request::get("/metrics").body(Body::empty()).unwrap();
-        let res = crate::api::router(svc).oneshot(req).await.unwrap();
+        let get = |uri: String| {
+            let app = crate::api::router(svc.clone());
+            async move {
+                let req = Request::get(uri).body(Body::empty()).unwrap();
+                app.oneshot(req).await.unwrap()
+            }
+        };
+        // The process's counters are shared by every test: compare before and after.
+        let route = "netpath_api_requests_total{method=\"GET\",route=\"/v1/endpoints/{id}\",status=\"200\"}";
+        let count = |text: &str| {
+            (text.lines())
+                .find_map(|l| l.strip_prefix(route))
+                .map_or(0, |v| v.trim().parse::<u64>().unwrap())
+        };
+        let text = |res: axum::response::Response| async {
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            String::from_utf8(body.to_vec()).unwrap()
+        };
+        let before = count(&text(get("/metrics".into()).await).await);
+        for _ in 0..3 {
+            assert_eq!(get(format!("/v1/endpoints/{}", ep.id)).await.status(), 200);
+        }
+        let res = get("/metrics".into()).await;
         assert_eq!(res.headers()["content-type"], CONTENT_TYPE);
-        let body = res.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8(body.to_vec()).unwrap();
+        let text = text(res).await;
         for line in [
-            "netpath_endpoints{network=\"web\",kind=\"veth\"} 1",
+            "netpath_endpoints{kind=\"veth\",network=\"web\"} 1",
             "netpath_published_ports{network=\"web\"} 1",
             "netpath_networks 1",
         ] {
             has_line(&text, line);
         }
+        assert!(count(&text) >= before + 3, "{before} then\n{text}");
+        assert!(
+            text.contains("netpath_api_request_duration_seconds_bucket{method=\"GET\",route=\"/v1/endpoints/{id}\",le=\"0.0005\"}"),
+            "{text}"
+        );
     }
 }

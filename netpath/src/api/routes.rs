@@ -12,6 +12,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(observe))
         .with_state(backend);
     // Outside the routes: axum adds the `Allow` header of a 405 after the route's
     // layers have run, so the hint is added around the whole router.
@@ -27,7 +28,22 @@ pub fn metrics_router<B: Backend>(backend: Arc<B>) -> Router {
     Router::new()
         .route("/metrics", get(metrics::<B>))
         .fallback(|| async { (StatusCode::NOT_FOUND, "only /metrics here\n") })
+        .layer(middleware::from_fn(observe))
         .with_state(backend)
+}
+
+/// Counts every request under its route's pattern (`/v1/endpoints/{id}`; `unmatched`
+/// for a path no route has), method and status, with its latency
+/// ([`crate::telemetry::api_request`]).
+pub(super) async fn observe(req: Request, next: middleware::Next) -> Response {
+    let route = req.extensions().get::<axum::extract::MatchedPath>();
+    let route = route.map_or("unmatched", |m| m.as_str()).to_owned();
+    let method = req.method().clone();
+    let start = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16();
+    crate::telemetry::api_request(&route, method.as_str(), status, start.elapsed());
+    response
 }
 
 /// Runs every request that may change state (all but GET and HEAD) on a task of its own,

@@ -192,6 +192,8 @@ pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()>
     if !all {
         r.classes.retain(|c| c.packets > 0);
         r.drops.retain(|d| d.packets > 0);
+        r.drops_by_hook.retain(|d| d.packets > 0);
+        r.programs.retain(|p| p.run_count > 0);
     }
     if as_json {
         return json(&r);
@@ -236,8 +238,29 @@ pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()>
     );
     section(
         "drops",
-        table(["REASON", "PACKETS", "BYTES"], &r.drops, |d| {
-            [d.reason.clone(), n(d.packets), n(d.bytes)]
+        table(
+            ["HOOK", "REASON", "PACKETS", "BYTES"],
+            &r.drops_by_hook,
+            |d| [d.hook.clone(), d.reason.clone(), n(d.packets), n(d.bytes)],
+        ),
+    );
+    section(
+        "tables",
+        table(["MAP", "ENTRIES", "CAPACITY", "FULL"], &r.maps, |m| {
+            let full = m.entries as f64 * 100.0 / f64::from(m.capacity.max(1));
+            [
+                m.map.clone(),
+                n(m.entries),
+                n(u64::from(m.capacity)),
+                format!("{full:.1}%"),
+            ]
+        }),
+    );
+    section(
+        "program cost (while sysctl kernel.bpf_stats_enabled=1)",
+        table(["PROGRAM", "RUNS", "NS/RUN"], &r.programs, |p| {
+            let per_run = p.run_time_ns.checked_div(p.run_count).unwrap_or(0);
+            [p.program.clone(), n(p.run_count), n(per_run)]
         }),
     );
     Ok(())

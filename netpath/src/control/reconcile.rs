@@ -14,7 +14,15 @@ use super::{MapWrite, Result, Service, ServiceError, db, ports::published_endpoi
 use crate::{
     config,
     model::{Endpoint, EndpointState},
+    telemetry::{self, ReconcileAction as Action},
 };
+
+/// Records a reconcile action: its summary `line` for the caller to print, and `n` of
+/// its kind in the daemon's metrics.
+fn act(actions: &mut Vec<String>, kind: Action, n: u64, line: String) {
+    telemetry::reconciled(kind, n);
+    actions.push(line);
+}
 
 /// How many sweeps in a row must find an endpoint's container end in the host's
 /// namespace before it is taken for abandoned: 6 × the daemon's 5 s, half a minute.
@@ -75,7 +83,8 @@ impl Service {
                 EndpointState::Ready => continue,
             };
             self.roll_back(&now).await?;
-            actions.push(format!("released endpoint {} ({}): {why}", now.id, now.ip));
+            let line = format!("released endpoint {} ({}): {why}", now.id, now.ip);
+            act(&mut actions, Action::ReleasedEndpoint, 1, line);
         }
         Ok(actions)
     }
@@ -101,7 +110,8 @@ impl Service {
             if let Some(bridge) = &n.bridge
                 && self.host.link_by_name(bridge).await?.is_none()
             {
-                actions.push(format!("recreated the bridge of network {}", n.name));
+                let line = format!("recreated the bridge of network {}", n.name);
+                act(&mut actions, Action::RecreatedBridge, 1, line);
             }
             self.plumb_network(n).await?;
         }
@@ -119,7 +129,8 @@ impl Service {
                     "its device is gone"
                 };
                 self.roll_back(&ep).await?;
-                actions.push(format!("released endpoint {} ({}): {why}", ep.id, ep.ip));
+                let line = format!("released endpoint {} ({}): {why}", ep.id, ep.ip);
+                act(&mut actions, Action::ReleasedEndpoint, 1, line);
                 continue;
             };
             let network = networks
@@ -145,9 +156,8 @@ impl Service {
         let links = self.host.links().await?;
         let swept = self.datapath().sweep_link_pins(&links)?;
         if swept > 0 {
-            actions.push(format!(
-                "removed {swept} attachment pin(s) of deleted devices"
-            ));
+            let line = format!("removed {swept} attachment pin(s) of deleted devices");
+            act(&mut actions, Action::RemovedPin, swept as u64, line);
         }
         let our_tag = format!("{}{}:", config::ALIAS_PREFIX, self.instance);
         for link in links {
@@ -158,7 +168,8 @@ impl Service {
             if tagged && !known.contains(&link.name) {
                 self.datapath().forget_links(&link.name, link.index)?;
                 self.host.delete_link(link.index).await?;
-                actions.push(format!("removed orphan device {}", link.name));
+                let line = format!("removed orphan device {}", link.name);
+                act(&mut actions, Action::RemovedOrphan, 1, line);
             }
         }
         Ok(actions)

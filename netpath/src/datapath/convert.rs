@@ -8,7 +8,7 @@ use aya::{
     maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
 use netpath_common::{
-    maps::{Counter, EndpointCounters, EndpointKey, EndpointValue},
+    maps::{Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Hook},
     nat::{
         NatAge, NatTarget, NatTarget6, PublishKey, PublishKey6, SockNatKey, SockNatKey6, Tuple,
         Tuple6, Uplink,
@@ -32,6 +32,17 @@ fn stats_slot(version: u32, i: u32) -> u32 {
     }
 }
 
+/// Where slot `i` of a drops array of `version` goes in this build's: before version 6
+/// the array had one slot per reason and no hook; those counts go to the `tc_ingress`
+/// block (every hook but the uplinks' is a tc ingress one).
+fn drops_slot(version: u32, i: u32) -> u32 {
+    if version < 6 {
+        Hook::TcIngress as u32 * DropReason::COUNT + i
+    } else {
+        i
+    }
+}
+
 /// Copies every entry of `old` (map `name` at version `from`) into `new` with update
 /// flags `flags`, by the key and value types of the map, converting what changed.
 /// Counter arrays are copied slot by slot (the new array may be longer: new slots start
@@ -50,12 +61,10 @@ pub fn copy_entries(
         STATS_MAP | DROPS_MAP | FORWARDS_MAP => {
             let old = PerCpuArray::<_, Counter>::try_from(old).map_err(e)?;
             let mut new = PerCpuArray::<_, Counter>::try_from(new).map_err(e)?;
-            let slot = |i| {
-                if name == STATS_MAP {
-                    stats_slot(from, i)
-                } else {
-                    i
-                }
+            let slot = |i| match name {
+                STATS_MAP => stats_slot(from, i),
+                DROPS_MAP => drops_slot(from, i),
+                _ => i,
             };
             let mut n = 0;
             let len = new.len();
@@ -152,5 +161,19 @@ mod tests {
         assert_eq!(stats_slot(1, 2 * 11 + 1), 2 * PacketClass::COUNT + 1);
         assert_eq!(stats_slot(1, 3 * 11 + 10), 3 * PacketClass::COUNT + 10);
         assert_eq!(stats_slot(2, 40), 40, "this build's own version: unchanged");
+    }
+
+    #[test]
+    fn drops_without_a_hook_go_to_tc_ingress() {
+        let spoofed = DropReason::SpoofedIp as u32;
+        let at = |hook| netpath_common::maps::drop_index(hook, DropReason::SpoofedIp);
+        assert_eq!(drops_slot(1, spoofed), at(Hook::TcIngress));
+        assert_eq!(drops_slot(5, spoofed), at(Hook::TcIngress));
+        let own = at(Hook::UplinkEgress);
+        assert_eq!(
+            drops_slot(6, own),
+            own,
+            "this build's own version: unchanged"
+        );
     }
 }

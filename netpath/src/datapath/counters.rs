@@ -22,9 +22,10 @@ pub struct EndpointStat {
     pub rx_bytes: u64,
 }
 
-/// Drops of one reason, summed over CPUs.
+/// Drops for one reason at one hook, summed over CPUs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DropStat {
+    pub hook: &'static str,
     pub reason: &'static str,
     pub packets: u64,
     pub bytes: u64,
@@ -87,26 +88,43 @@ impl Datapath {
             })
     }
 
-    /// Drops by reason, summed over CPUs: the reasons the pinned counter array has slots
-    /// for (one pinned by an older build has fewer, until it is migrated).
+    /// Drops by hook and reason, summed over CPUs: the slots the pinned counter array has
+    /// (one pinned by an older build has fewer, until it is migrated).
     pub fn drops(&self) -> Result<Vec<DropStat>> {
-        DropReason::ALL
-            .iter()
-            .filter(|r| (**r as u32) < self.drops.len())
-            .map(|r| {
-                let c = self.drop_counter(*r)?;
-                Ok(DropStat {
-                    reason: r.name(),
+        let mut out = Vec::new();
+        for hook in Hook::ALL {
+            for reason in DropReason::ALL {
+                let Some(c) = self.drop_counter_at(hook, reason)? else {
+                    continue;
+                };
+                out.push(DropStat {
+                    hook: hook.name(),
+                    reason: reason.name(),
                     packets: c.packets,
                     bytes: c.bytes,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(out)
     }
 
-    /// One drop reason's counter, summed over CPUs.
+    /// One drop reason's counter, summed over CPUs and hooks.
     pub fn drop_counter(&self, reason: DropReason) -> Result<Counter> {
-        counter_sum(&self.drops, DROPS_MAP, reason as u32)
+        let mut sum = Counter::default();
+        for hook in Hook::ALL {
+            let c = self.drop_counter_at(hook, reason)?.unwrap_or_default();
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+        }
+        Ok(sum)
+    }
+
+    /// One (hook, reason) slot, summed over CPUs; `None` if the pinned array has none.
+    fn drop_counter_at(&self, hook: Hook, reason: DropReason) -> Result<Option<Counter>> {
+        let slot = drop_index(hook, reason);
+        (slot < self.drops.len())
+            .then(|| counter_sum(&self.drops, DROPS_MAP, slot))
+            .transpose()
     }
 
     /// The fast path's forwards, each way, summed over CPUs.

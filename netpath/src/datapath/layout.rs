@@ -35,11 +35,14 @@ use super::{convert, *};
 ///   `NETPATH_ENDPOINTS6`, which a start creates.)
 /// - 5: `NETPATH_DROPS`: `fragment_unseen` (one more slot). (And the fragment maps
 ///   `NETPATH_FRAG`/`NETPATH_FRAG6`, which a start creates.)
-pub const CHANGES: [(u32, &[&str]); 4] = [
+/// - 6: `NETPATH_DROPS`: a block of reasons per hook (`drop_index`); the counts from
+///   before, which had no hook, move to the `tc_ingress` block ([`convert`]).
+pub const CHANGES: [(u32, &[&str]); 5] = [
     (2, &[DROPS_MAP]),
     (3, &[DROPS_MAP]),
     (4, &[STATS_MAP, DROPS_MAP]),
     (5, &[DROPS_MAP]),
+    (6, &[DROPS_MAP]),
 ];
 const _: () = assert!(
     CHANGES[CHANGES.len() - 1].0 == LAYOUT,
@@ -332,7 +335,7 @@ mod tests {
         assert_eq!(version_of(ENDPOINTS_MAP), 1);
         assert_eq!(version_of(STATS_MAP), 2);
         assert_eq!(version_in(DROPS_MAP, 4), 4);
-        assert_eq!(version_of(DROPS_MAP), 5);
+        assert_eq!(version_of(DROPS_MAP), 6);
         // Every map a change names is one of the loader's.
         for (_, maps) in CHANGES {
             assert!(maps.iter().all(|m| MAPS.contains(m)), "{maps:?}");

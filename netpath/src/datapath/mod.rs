@@ -30,6 +30,7 @@ mod attach;
 mod convert;
 mod counters;
 mod error;
+mod fill;
 mod frag;
 pub mod layout;
 mod maps;
@@ -65,7 +66,7 @@ use netpath_common::{
         Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, ENDPOINTS6_MAP,
         EP_STATS_MAP, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, FORWARDS_MAP,
         FRAG_MAP, FRAG_WORK_MAP, FRAG_WORK6_MAP, FRAG6_MAP, Forward, Hook, IFACES_MAP, LAYOUT_MAP,
-        STATS_MAP,
+        STATS_MAP, drop_index,
     },
     nat::{
         DNAT_CT_MAP, DNAT_CT6_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP, LOCAL_ADDRS6_MAP, MASQ_SRC_MAP,
@@ -81,6 +82,7 @@ use self::pins::*;
 pub use self::{
     counters::{ClassStat, DropStat, EndpointStat, ForwardStat},
     error::DatapathError,
+    fill::{MapFill, ProgramCost},
     pins::{Pins, remove_pins},
 };
 use crate::ebpf::{
