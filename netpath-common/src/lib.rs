@@ -193,6 +193,6 @@ mod tests {
             (PacketClass::COUNT, DropReason::COUNT, Forward::COUNT),
             (16, 14, 3)
         );
-        assert_eq!(crate::maps::LAYOUT, 6);
+        assert_eq!(crate::maps::LAYOUT, 7);
     }
 }

@@ -101,7 +101,7 @@ pub const FRAG_WORK6_MAP: &str = "NETPATH_FRAG_WORK6";
 
 /// The layout of this build's maps; bumped when any map's keys, values or meaning change
 /// (and the change recorded in `netpath::datapath::layout::CHANGES`).
-pub const LAYOUT: u32 = 6;
+pub const LAYOUT: u32 = 7;
 
 /// Capacity of the endpoint map (endpoints per host).
 pub const MAX_ENDPOINTS: u32 = 65_536;

@@ -14,8 +14,9 @@ use netpath_common::{
         LAYOUT, MAX_ENDPOINTS, STATS_ENTRIES,
     },
     nat::{
-        MAX_LOCAL_ADDRS, MAX_NO_MASQ, MAX_PUBLISHED, NAT_ENTRIES, NatAge, NatTarget, NatTarget6,
-        PublishKey, PublishKey6, SockNatKey, SockNatKey6, Tuple, Tuple6, Uplink, Uplink6,
+        CtFront, CtFront6, MAX_LOCAL_ADDRS, MAX_NO_MASQ, MAX_PUBLISHED, NAT_ENTRIES, NatAge,
+        NatTarget, NatTarget6, PublishKey, PublishKey6, SockNatKey, SockNatKey6, Tuple, Tuple6,
+        Uplink, Uplink6,
     },
 };
 
@@ -89,8 +90,9 @@ maps! {
     NETPATH_NO_MASQ: LpmTrie<[u8; 8], u8>[MAX_NO_MASQ];
     /// Published ports: (protocol, host address or 0.0.0.0, port) → endpoint address/port.
     NETPATH_PUBLISH: HashMap<PublishKey, NatTarget>[MAX_PUBLISHED];
-    /// Connections to published ports, keyed by the endpoint-side tuple of their replies.
-    NETPATH_DNAT_CT: LruHashMap<Tuple, NatTarget>[NAT_ENTRIES];
+    /// Connections to published ports, keyed by the endpoint-side tuple of their replies:
+    /// the front their replies leave with, and their clock and state.
+    NETPATH_DNAT_CT: LruHashMap<Tuple, CtFront>[NAT_ENTRIES];
 
     // NAT66: the masquerade maps for IPv6 (configuration, its work space, its state).
 
@@ -113,7 +115,7 @@ maps! {
     NETPATH_PUBLISH6: HashMap<PublishKey6, NatTarget6>[MAX_PUBLISHED];
     /// Connections to IPv6 published ports, keyed by the endpoint-side tuple of their
     /// replies.
-    NETPATH_DNAT_CT6: LruHashMap<Tuple6, NatTarget6>[NAT_ENTRIES];
+    NETPATH_DNAT_CT6: LruHashMap<Tuple6, CtFront6>[NAT_ENTRIES];
 
     // Fragment tracking (`nat::frag`).
 

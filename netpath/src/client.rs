@@ -22,8 +22,8 @@ use crate::{
     api::Version,
     error::{self, UserError},
     model::{
-        ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, PortLease, PortPublish,
-        StatsReport, TapCreate,
+        ApiErrorBody, Endpoint, EndpointCreate, Flow, FlowFilter, Network, NetworkCreate,
+        PortLease, PortPublish, StatsReport, TapCreate,
     },
 };
 
@@ -338,6 +338,27 @@ impl Client {
     /// `GET /v1/stats`: every counter of the datapath.
     pub async fn stats(&self) -> Result<StatsReport, ClientError> {
         self.get("/v1/stats").await
+    }
+
+    /// `GET /v1/flows`: the translated connections `filter` selects.
+    pub async fn flows(&self, filter: &FlowFilter) -> Result<Vec<Flow>, ClientError> {
+        // The enums' names as serde writes them (`tcp`, `masq`).
+        let name = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        let mut query = Vec::new();
+        if let Some(id) = &filter.endpoint {
+            query.push(format!("endpoint={}", encode(id)));
+        }
+        if let Some(p) = filter.proto {
+            query.push(format!("proto={}", name(serde_json::json!(p))));
+        }
+        if let Some(k) = filter.kind {
+            query.push(format!("kind={}", name(serde_json::json!(k))));
+        }
+        let path = match query.is_empty() {
+            true => "/v1/flows".to_owned(),
+            false => format!("/v1/flows?{}", query.join("&")),
+        };
+        self.get(&path).await
     }
 }
 

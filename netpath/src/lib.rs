@@ -28,6 +28,7 @@ pub mod datapath;
 pub mod docker;
 pub mod ebpf;
 pub mod error;
+pub mod flows;
 pub mod hostports;
 pub mod model;
 pub mod netlink;

@@ -12,8 +12,8 @@ use netpath::{
     daemon::{self, DaemonOptions},
     error::{UserError, one_line},
     model::{
-        Endpoint, EndpointCreate, EndpointKind, Mode, Network, NetworkCreate, PortPublish,
-        TapCreate,
+        Endpoint, EndpointCreate, EndpointKind, FlowFilter, FlowKind, FlowProto, Mode, Network,
+        NetworkCreate, PortPublish, TapCreate,
     },
     preflight, reset,
 };
@@ -335,6 +335,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(e) => return Err(UserError::from(e).into()),
             };
             print::stats(report, all, json)
+        }
+        Command::Flows {
+            endpoint,
+            proto,
+            kind,
+            json,
+        } => {
+            let filter = FlowFilter {
+                endpoint,
+                proto: proto.map(|p| match p {
+                    ProtoArg::Tcp => FlowProto::Tcp,
+                    ProtoArg::Udp => FlowProto::Udp,
+                    ProtoArg::Icmp => FlowProto::Icmp,
+                }),
+                kind: kind.map(|k| match k {
+                    KindArg::Masq => FlowKind::Masq,
+                    KindArg::Publish => FlowKind::Publish,
+                    KindArg::Hairpin => FlowKind::Hairpin,
+                }),
+            };
+            let flows = client.flows(&filter).await.map_err(UserError::from)?;
+            print::flows(&flows, json)
         }
         Command::Completions { shell } => {
             clap_complete::generate(

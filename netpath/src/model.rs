@@ -385,3 +385,70 @@ pub struct ReasonCount {
     pub packets: u64,
     pub bytes: u64,
 }
+
+/// What translates a connection `netpath flows` lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowKind {
+    /// An endpoint's connection out through an uplink, its source masqueraded.
+    Masq,
+    /// A connection from outside to a published port.
+    Publish,
+    /// A connection from an endpoint to a published port on a host address.
+    Hairpin,
+}
+
+/// A transport protocol, as `netpath flows --proto` selects it (`icmp`: ICMP and ICMPv6
+/// echo).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowProto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// Which connections `GET /v1/flows` lists: all of them, or those of one endpoint (an id
+/// or a unique prefix), protocol or kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<FlowProto>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<FlowKind>,
+}
+
+/// A connection the datapath translates (`GET /v1/flows`, `netpath flows`), as
+/// `conntrack -L` shows one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    pub kind: FlowKind,
+    pub proto: FlowProto,
+    /// The endpoint it belongs to: the source of a masqueraded connection, the target
+    /// of a published one (`None` if no record has its address).
+    pub endpoint: Option<String>,
+    pub network: Option<String>,
+    /// `outbound`: the endpoint opened it; `inbound`: it came to the endpoint.
+    pub direction: String,
+    /// As the opening side sent it.
+    pub original: FlowTuple,
+    /// As it travels after translation.
+    pub translated: FlowTuple,
+    /// `new` (only the opening side has spoken), `established` (answered), `closing`
+    /// (TCP FIN or RST seen).
+    pub state: String,
+    /// Since its first packet, since its last, and until it times out (whole seconds).
+    pub age_secs: u64,
+    pub idle_secs: u64,
+    pub expires_in_secs: u64,
+}
+
+/// A connection's source and destination (ICMP echo: its identifier as the port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowTuple {
+    pub src: std::net::SocketAddr,
+    pub dst: std::net::SocketAddr,
+}

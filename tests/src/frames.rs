@@ -248,12 +248,29 @@ fn pseudo_sum(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> u16 {
 
 /// TCP (ACK|PSH) `src:sport` → `dst:dport` with `payload`, all checksums valid.
 pub fn tcp4(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    tcp4_flags(src, sport, dst, dport, TCP_ACK | TCP_PSH, payload)
+}
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_PSH: u8 = 0x08;
+pub const TCP_ACK: u8 = 0x10;
+
+/// [`tcp4`] with TCP flags `flags`.
+pub fn tcp4_flags(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut t = Vec::new();
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());
     t.extend_from_slice(&7u32.to_be_bytes());
     t.extend_from_slice(&9u32.to_be_bytes());
-    t.extend_from_slice(&[0x50, 0x18, 0x20, 0x00, 0, 0, 0, 0]);
+    t.extend_from_slice(&[0x50, flags, 0x20, 0x00, 0, 0, 0, 0]);
     t.extend_from_slice(payload);
     let c = pseudo_sum(IPPROTO_TCP, src, dst, &t);
     t[16..18].copy_from_slice(&c.to_be_bytes());

@@ -175,7 +175,27 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        // Deleting the namespace deletes its veth ends (and so their peers).
+        // Deleting the namespace would delete its veth ends (and so their peers in the
+        // host) too, but asynchronously, in the kernel's namespace cleanup, a moment
+        // later: a later check of the host's links would see them vanish. Deleting
+        // each link first is synchronous (both ends of a veth go at once).
+        let links = Command::new("ip")
+            .args(["-n", &self.name, "-j", "link", "show"])
+            .output();
+        let links: Vec<String> = links
+            .ok()
+            .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_owned))
+            .filter(|name| name != "lo")
+            .collect();
+        for link in links {
+            let _ = Command::new("ip")
+                .args(["-n", &self.name, "link", "del", &link])
+                .output();
+        }
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .output();

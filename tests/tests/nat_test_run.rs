@@ -341,7 +341,7 @@ fn exhausted_ports_drop_instead_of_colliding() {
 /// connection that needs it; an answered connection that is merely idle keeps it.
 #[test]
 fn ports_of_dead_connections_are_taken_back() {
-    use netpath_common::nat::{CT_CLOSING, CT_ESTABLISHED, NatAge, nat_clock};
+    use netpath_common::nat::{CT_CLOSING, CT_ESTABLISHED, NatAge};
     require_root!();
     let (_p, mut dp, up) = setup(40000, 40000);
     let egress = |dp: &Datapath, sport: u16| {
@@ -368,28 +368,15 @@ fn ports_of_dead_connections_are_taken_back() {
         &frames::tcp4(REMOTE, 80, UPLINK, 40000, b"y"),
     );
     assert_eq!(dp.nat_age(&reply).unwrap().state, CT_ESTABLISHED);
-    // CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we pass.
-    assert_eq!(
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
-        0
-    );
-    let now = nat_clock(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+    let now = netpath::datapath::nat_now();
     assert!(
-        now.wrapping_sub(age.seen) <= 1,
-        "seen {} vs now {now}",
-        age.seen
+        now.wrapping_sub(age.seen) <= 1 && age.created == age.seen,
+        "seen {}, created {} vs now {now}",
+        age.seen,
+        age.created
     );
     // Idle for an hour but answered: the port stays taken.
-    let aged = |seen, state| NatAge {
-        seen,
-        state,
-        _pad: [0; 3],
-    };
+    let aged = |seen, state| NatAge::new(seen, state);
     dp.set_nat_age(&reply, aged(now.wrapping_sub(3600), CT_ESTABLISHED))
         .unwrap();
     assert_eq!(
@@ -516,6 +503,80 @@ mod publish {
             ))
             .is_none()
         );
+    }
+
+    /// A published connection's entry keeps its clock and TCP progress — the client's
+    /// SYN makes it new, the endpoint's SYN-ACK established, a FIN closing — and the
+    /// datapath lists it (and a masqueraded one) as a translated connection.
+    #[test]
+    fn tracked_connections_keep_their_state_and_clock() {
+        use frames::{TCP_ACK, TCP_FIN, TCP_SYN, tcp4_flags};
+        use netpath::datapath::{Translation, nat_now};
+        use netpath_common::nat::{CT_CLOSING, CT_ESTABLISHED, CT_NEW};
+        require_root!();
+        let (_p, mut dp, up) = setup(40000, 40999);
+        let ep_dev = TestDev::new("nc");
+        register_ep(&mut dp, ep_dev.ifindex);
+        dp.set_local_addrs(&[UPLINK.into()]).unwrap();
+        dp.publish(key(IPPROTO_TCP, [0; 4], 8080), target(EP, 80))
+            .unwrap();
+        let reply = Tuple::new(IPPROTO_TCP, EP, 80, REMOTE, 50100);
+        let state = |dp: &Datapath| dp.dnat_entry(&reply).map(|ct| ct.state);
+        let ingress = |dp: &Datapath, flags| {
+            let f = tcp4_flags(REMOTE, 50100, UPLINK, 8080, flags, b"");
+            run_tc(dp, Hook::UplinkIngress, up.ifindex, &f).0
+        };
+        let before = nat_now();
+        assert_eq!(ingress(&dp, TCP_SYN), TC_ACT_REDIRECT, "SYN DNATed");
+        let ct = dp.dnat_entry(&reply).expect("connection tracked");
+        let after = nat_now();
+        assert_eq!(ct.state, CT_NEW);
+        assert!(
+            (before..=after).contains(&ct.created) && ct.seen == ct.created,
+            "created {} seen {} not in {before}..={after}",
+            ct.created,
+            ct.seen
+        );
+        // The endpoint's SYN-ACK leaves the uplink as from the published port: answered.
+        let syn_ack = tcp4_flags(EP, 80, REMOTE, 50100, TCP_SYN | TCP_ACK, b"");
+        let (v, out) = run_tc(&dp, Hook::UplinkEgress, up.ifindex, &syn_ack);
+        assert_eq!(
+            (v, out),
+            (
+                TC_ACT_UNSPEC,
+                tcp4_flags(UPLINK, 8080, REMOTE, 50100, TCP_SYN | TCP_ACK, b"")
+            )
+        );
+        assert_eq!(state(&dp), Some(CT_ESTABLISHED));
+        // The client's data keeps it so; its FIN makes it closing.
+        ingress(&dp, TCP_ACK);
+        assert_eq!(state(&dp), Some(CT_ESTABLISHED));
+        ingress(&dp, TCP_FIN | TCP_ACK);
+        assert_eq!(state(&dp), Some(CT_CLOSING));
+        assert_eq!(dp.dnat_entry(&reply).unwrap().created, ct.created);
+
+        // A masqueraded connection of the endpoint, and both as the datapath lists them.
+        let out = frames::tcp4(EP, 33333, REMOTE, 443, b"m");
+        assert_eq!(
+            run_tc(&dp, Hook::UplinkEgress, up.ifindex, &out).0,
+            TC_ACT_UNSPEC
+        );
+        let tracked = dp.tracked().unwrap();
+        let sa = |ip: [u8; 4], port| std::net::SocketAddr::from((ip, port));
+        let published = (tracked.iter())
+            .find(|t| t.translation == Translation::Publish)
+            .expect("the published connection listed");
+        assert_eq!(published.original, (sa(REMOTE, 50100), sa(UPLINK, 8080)));
+        assert_eq!(published.translated, (sa(REMOTE, 50100), sa(EP, 80)));
+        assert_eq!(published.state, CT_CLOSING);
+        let masq = (tracked.iter())
+            .find(|t| t.translation == Translation::Masquerade)
+            .expect("the masqueraded connection listed");
+        assert_eq!(masq.original, (sa(EP, 33333), sa(REMOTE, 443)));
+        assert_eq!(masq.translated.1, sa(REMOTE, 443));
+        assert_eq!(masq.translated.0.ip(), std::net::IpAddr::from(UPLINK));
+        assert_eq!((masq.state, masq.created), (CT_NEW, masq.seen));
+        assert_eq!(tracked.len(), 2, "{tracked:?}");
     }
 
     /// Registers the veth endpoint `EP` (network 1) on device `ifindex`, its gateway MAC

@@ -3,7 +3,8 @@
 //! forwards an iperf3 stream and an idle TCP connection from a container to the outside,
 //! both masqueraded; its daemon is killed, and this build's daemon starts on the same
 //! pins. It migrates `NETPATH_DROPS` (more drop reasons) and `NETPATH_STATS` (IPv6
-//! classes, each hook's block of slots moved) with their counters, reloads the programs
+//! classes, each hook's block of slots moved) with their counters and widens the
+//! connections' clocks in `NETPATH_NAT_AGE` (a creation time, layout 7), reloads the programs
 //! and switches every attachment over, attaching the socket hooks the old object lacks
 //! (the optional ones, `Program::optional`): no one-second interval of the stream carries nothing, and
 //! the idle connection still answers.
@@ -22,7 +23,10 @@ use netpath::{
     datapath::layout,
     ebpf::{PROGRAMS, sock_hooks},
 };
-use netpath_common::maps::{DROP_ENTRIES, DROPS_MAP, DropReason, LAYOUT, LAYOUT_MAP, STATS_MAP};
+use netpath_common::{
+    maps::{DROP_ENTRIES, DROPS_MAP, DropReason, LAYOUT, LAYOUT_MAP, STATS_MAP},
+    nat::NAT_AGE_MAP,
+};
 use netpath_tests::{Daemon, NetNs, OutsideLink, require_root};
 
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
@@ -207,12 +211,25 @@ fn a_datapath_pinned_with_the_previous_layout_is_migrated_under_traffic() {
         start.elapsed().as_secs_f64(),
         lines.join("\n")
     );
-    let from_1 = format!("migrated NETPATH_DROPS from layout 1 to {LAYOUT}");
+    let from_1 = format!(
+        "migrated NETPATH_DROPS from layout 1 to {}",
+        layout::version_of(DROPS_MAP)
+    );
     let migrated = lines
         .iter()
         .find(|l| l.contains(&from_1))
         .unwrap_or_else(|| panic!("no migration reported: {lines:?}"));
     assert!(migrated.contains("entries carried over"), "{migrated}");
+    // Layout 7 widened the masquerade clocks (and the published connections' entries):
+    // the running connections' clocks were carried over, each with a creation time.
+    let ages = format!("migrated {NAT_AGE_MAP} from layout 1 to 2 (");
+    let ages = (lines.iter().find_map(|l| l.split_once(&ages)))
+        .and_then(|(_, n)| n.split_whitespace().next()?.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no {NAT_AGE_MAP} migration: {lines:?}"));
+    assert!(
+        ages >= 2,
+        "{ages} masquerade clocks carried over (two connections run)"
+    );
 
     // The new layout is pinned, the old map gone, the programs this build's.
     let new_drops = MapInfo::from_pin(d.paths.bpffs.join("maps").join(DROPS_MAP)).unwrap();
@@ -324,8 +341,10 @@ fn a_map_that_cannot_be_migrated_is_refused_unless_reload() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the daemon started: {err}");
+    // The map's version in this build's layout.
+    let version = layout::version_of(DROPS_MAP);
     let refused = format!(
-        "the pinned map NETPATH_DROPS has layout {LAYOUT} (type 6, key 4 B, value 8 B, {} entries)",
+        "the pinned map NETPATH_DROPS has layout {version} (type 6, key 4 B, value 8 B, {} entries)",
         DROP_ENTRIES
     );
     assert!(err.contains(&refused) && err.contains("--reload"), "{err}");

@@ -202,13 +202,74 @@ pub const fn no_masq_key6(network_id: u32, dst: [u8; 16]) -> [u8; 20] {
 pub const NAT_ENTRIES: u32 = 262_144;
 
 map_type! {
-    /// Value of `NETPATH_NAT_AGE`.
-    pub struct NatAge: 8 bytes {
+    /// Value of `NETPATH_NAT_AGE`: a masqueraded connection's clock and progress.
+    pub struct NatAge: 12 bytes {
         /// Last packet, in [`nat_clock`] units (≈ 1.07 s), wrapping.
         pub seen: u32,
+        /// First packet, in the same units (an entry migrated from layout 6 or older,
+        /// which had no such field: its `seen` then).
+        pub created: u32,
         /// `CT_*`.
         pub state: u8,
         pub _pad: [u8; 3],
+    }
+}
+
+impl NatAge {
+    /// A connection first seen at `now`, in `state`.
+    pub const fn new(now: u32, state: u8) -> Self {
+        NatAge {
+            seen: now,
+            created: now,
+            state,
+            _pad: [0; 3],
+        }
+    }
+}
+
+map_type_per_family! {
+    /// Value of `NETPATH_DNAT_CT` (and `6`): the front of a connection to a published
+    /// port — the address and port its replies leave with, its `NAT_FLAG_*` — and its
+    /// clock and progress as [`NatAge`] keeps a masqueraded one's.
+    pub struct CtFrontOf<A: Address> for ([u8; 4] => 16, [u8; 16] => 28) {
+        pub addr: A,
+        pub port: u16,
+        pub flags: u8,
+        /// `CT_*`.
+        pub state: u8,
+        /// Last packet, in [`nat_clock`] units.
+        pub seen: u32,
+        /// First packet, in [`nat_clock`] units.
+        pub created: u32,
+    }
+}
+
+/// An IPv4 connection-tracking front.
+pub type CtFront = CtFrontOf<[u8; 4]>;
+/// An IPv6 connection-tracking front.
+pub type CtFront6 = CtFrontOf<[u8; 16]>;
+
+impl<A: Address> CtFrontOf<A> {
+    /// Front `front` of a connection first seen at `now`, in `state`.
+    pub const fn new(front: NatTargetOf<A>, state: u8, now: u32) -> Self {
+        CtFrontOf {
+            addr: front.addr,
+            port: front.port,
+            flags: front.flags,
+            state,
+            seen: now,
+            created: now,
+        }
+    }
+
+    /// The front alone.
+    pub const fn front(&self) -> NatTargetOf<A> {
+        NatTargetOf {
+            addr: self.addr,
+            port: self.port,
+            flags: self.flags,
+            _pad: 0,
+        }
     }
 }
 
@@ -261,7 +322,20 @@ pub const fn ct_timeout(proto: u8, state: u8) -> u32 {
 /// Whether a connection last seen as `age` may give its port away at `now`.
 #[inline(always)]
 pub const fn ct_stale(proto: u8, age: NatAge, now: u32) -> bool {
-    now.wrapping_sub(age.seen) > ct_timeout(proto, age.state)
+    ct_left(proto, age.state, age.seen, now).is_none()
+}
+
+/// How long (in [`nat_clock`] units) a connection of `proto` in `state`, last seen at
+/// `seen`, has left before it times out at `now`; `None` once it has.
+#[inline(always)]
+pub const fn ct_left(proto: u8, state: u8, seen: u32, now: u32) -> Option<u32> {
+    let idle = now.wrapping_sub(seen);
+    let timeout = ct_timeout(proto, state);
+    if idle > timeout {
+        None
+    } else {
+        Some(timeout - idle)
+    }
 }
 
 map_type_per_family! {

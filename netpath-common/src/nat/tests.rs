@@ -48,11 +48,7 @@ fn connection_states_and_staleness() {
     assert_eq!(ct_next(CT_NEW, IPPROTO_UDP, 0, true), CT_ESTABLISHED);
     // UDP "flags" are never looked at.
     assert_eq!(ct_next(CT_NEW, IPPROTO_UDP, 0x01, false), CT_NEW);
-    let age = |seen, state| NatAge {
-        seen,
-        state,
-        _pad: [0; 3],
-    };
+    let age = |seen, state| NatAge::new(seen, state);
     // An answered TCP connection idle for an hour keeps its port; closed, it lets go.
     assert!(!ct_stale(IPPROTO_TCP, age(100, CT_ESTABLISHED), 100 + 3600));
     assert!(ct_stale(IPPROTO_TCP, age(100, CT_CLOSING), 100 + 121));
@@ -66,6 +62,25 @@ fn connection_states_and_staleness() {
     ));
     assert!(ct_stale(IPPROTO_UDP, age(u32::MAX - 5, CT_NEW), 40));
     assert_eq!(nat_clock(3 << 30), 3);
+    // What is left: the whole timeout at first, none once it passed.
+    assert_eq!(ct_left(IPPROTO_UDP, CT_NEW, 100, 100), Some(30));
+    assert_eq!(ct_left(IPPROTO_UDP, CT_NEW, 100, 130), Some(0));
+    assert_eq!(ct_left(IPPROTO_UDP, CT_NEW, 100, 131), None);
+    assert_eq!(
+        ct_left(IPPROTO_TCP, CT_ESTABLISHED, u32::MAX, 9),
+        Some(86_390)
+    );
+}
+
+#[test]
+fn a_front_keeps_its_target_and_starts_its_clock() {
+    let front = NatTargetOf {
+        flags: NAT_FLAG_SELF,
+        ..NatTargetOf::new([192, 0, 2, 1], 8080)
+    };
+    let ct = CtFront::new(front, CT_NEW, 77);
+    assert_eq!(ct.front(), front);
+    assert_eq!((ct.state, ct.seen, ct.created), (CT_NEW, 77, 77));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use netpath_common::{
 use super::{
     Flow,
     family::{Family, Scratch},
-    publish::{Publish, published, remember_front},
+    publish::{Publish, published, remember_front, tracked_front},
     rewrite,
 };
 use crate::{
@@ -43,12 +43,12 @@ pub fn hairpin4(
     let Some(f) = Flow::<V4>::ports(frame, c) else {
         return Ok(None);
     };
-    V4::with_scratch(|s| match reply(ctx, &f, s)? {
+    V4::with_scratch(|s| match reply(ctx, frame, &f, s)? {
         Reply::Tracked(to) => Ok(to),
         // An endpoint's address is never the host's: endpoint ↔ endpoint packets, the
         // fast path's bulk, skip the publish lookups.
         Reply::Untracked if dst_is_endpoint => Ok(None),
-        Reply::Untracked => new_connection(ctx, &f, s, Some(ifindex)),
+        Reply::Untracked => new_connection(ctx, frame, &f, s, Some(ifindex)),
     })
     .unwrap_or(Ok(None))
 }
@@ -73,7 +73,7 @@ pub fn hairpin_reply6(
     let Some(f) = Flow::<V6>::ports(frame, c) else {
         return Ok(Reply::Tracked(None));
     };
-    V6::with_scratch(|s| reply(ctx, &f, s)).unwrap_or(Ok(Reply::Tracked(None)))
+    V6::with_scratch(|s| reply(ctx, frame, &f, s)).unwrap_or(Ok(Reply::Tracked(None)))
 }
 
 /// The check of [`hairpin4`]'s second step on its own, for an IPv6 [`Reply::Untracked`] packet
@@ -99,7 +99,7 @@ pub fn hairpin_new6(
     let Some(f) = Flow::<V6>::ports(frame, c) else {
         return Ok(None);
     };
-    V6::with_scratch(|s| new_connection(ctx, &f, s, None)).unwrap_or(Ok(None))
+    V6::with_scratch(|s| new_connection(ctx, frame, &f, s, None)).unwrap_or(Ok(None))
 }
 
 /// A reply of a hairpinned connection?
@@ -109,19 +109,15 @@ pub fn hairpin_new6(
 /// in their map, not copied: held in registers, IPv6's addresses went byte by byte to
 /// the stack around every helper call (≈570 bytes, past the 512 of a call chain).
 #[inline(always)]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "by reference, the map helpers get pointers into the scratch space, not copies on the stack"
-)]
 fn reply<F: Family + Publish + Hop>(
     ctx: &TcContext,
+    frame: &TcFrame,
     f: &Flow<F>,
     s: &mut Scratch<F::Addr>,
 ) -> Result<Reply, DropReason> {
     {
         s.orig = TupleOf::new(f.l4.proto, f.src, f.sport, f.dst, f.dport);
-        // SAFETY: copied out at once.
-        let Some(front) = unsafe { F::dnat_ct().get(&s.orig) }.copied() else {
+        let Some(front) = tracked_front::<F>(&s.orig, f.tcp_flags(frame), true) else {
             return Ok(Reply::Untracked);
         };
         s.back = front;
@@ -152,6 +148,7 @@ fn reply<F: Family + Publish + Hop>(
 #[inline(always)]
 fn new_connection<F: Family + Publish + Hop>(
     ctx: &TcContext,
+    frame: &TcFrame,
     f: &Flow<F>,
     s: &mut Scratch<F::Addr>,
     ifindex: Option<u32>,
@@ -183,7 +180,7 @@ fn new_connection<F: Family + Publish + Hop>(
             flags: if to_self { NAT_FLAG_SELF } else { 0 },
             ..NatTargetOf::new(s.orig.dst, s.orig.dport)
         };
-        remember_front::<F>(&s.reply, &s.back)?;
+        remember_front::<F>(&s.reply, &s.back, f.tcp_flags(frame))?;
         let destination = NatTargetOf::new(s.orig.dst, s.orig.dport);
         rewrite(ctx, &f.l4, F::DST, destination, s.target)?;
         if to_self {

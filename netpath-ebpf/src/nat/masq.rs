@@ -19,7 +19,7 @@ use netpath_common::{
     packet::Classified,
 };
 
-use super::{Family, Flow, Inbound, V4, V6, family::Scratch, icmp, now, rewrite};
+use super::{Family, Flow, Inbound, V4, V6, advance, family::Scratch, icmp, now, rewrite};
 use crate::frame::TcFrame;
 
 /// tc egress on an uplink: masquerade connections from netpath networks, IPv6 ones
@@ -285,23 +285,20 @@ fn reply<F: Family>(
 fn touch<F: Family>(reply: &TupleOf<F::Addr>, tcp_flags: u8, from_remote: bool, now: u32) {
     match F::ages().get_ptr_mut(reply) {
         Some(age) => {
-            // SAFETY: a pointer into the map value, valid for this run; concurrent
-            // writers only ever store a newer time or a later state, and a torn update
-            // of these two fields is harmless (one more or one fewer packet's worth).
+            // SAFETY: fields of the map value, valid for this run (`advance`'s contract).
             unsafe {
-                let state = ct_next((*age).state, reply.proto, tcp_flags, from_remote);
-                if (*age).seen != now || (*age).state != state {
-                    (*age).seen = now;
-                    (*age).state = state;
-                }
+                advance(
+                    &raw mut (*age).seen,
+                    &raw mut (*age).state,
+                    reply.proto,
+                    tcp_flags,
+                    from_remote,
+                    now,
+                )
             }
         }
         None => {
-            let age = NatAge {
-                seen: now,
-                state: ct_next(CT_NEW, reply.proto, tcp_flags, from_remote),
-                _pad: [0; 3],
-            };
+            let age = NatAge::new(now, ct_next(CT_NEW, reply.proto, tcp_flags, from_remote));
             // A full LRU map evicts its oldest entry; failure only loses this record.
             let _ = F::ages().insert(reply, age, 0);
         }
@@ -324,11 +321,7 @@ fn claim<F: Family>(s: &mut Scratch<F::Addr>, now: u32) -> bool {
     // SAFETY: copied out at once.
     let Some(age) = (unsafe { F::ages().get(reply) }).copied() else {
         // Taken, age unknown (e.g. from before an upgrade): start its clock now.
-        let age = NatAge {
-            seen: now,
-            state: CT_NEW,
-            _pad: [0; 3],
-        };
+        let age = NatAge::new(now, CT_NEW);
         let _ = F::ages().insert(reply, age, u64::from(BPF_NOEXIST));
         return false;
     };

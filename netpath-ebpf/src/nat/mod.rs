@@ -37,7 +37,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     maps::DropReason,
-    nat::{NatTargetOf, nat_clock},
+    nat::{NatTargetOf, ct_next, nat_clock},
     packet::{Classified, Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -234,6 +234,35 @@ fn rewrite<F: Ip>(
 #[inline(always)]
 pub(crate) fn rewrite_failed(_: i64) -> DropReason {
     DropReason::NatRewriteFailed
+}
+
+/// Brings a connection's clock and state — `seen` and `state`, fields of its map value —
+/// up to date with a packet of protocol `proto` carrying `tcp_flags` at `now`, sent by the
+/// side that answers (`answer`) or by the one that opened it. Writes only what changed, so
+/// most packets of a busy connection only read.
+///
+/// # Safety
+///
+/// `seen` and `state` point into a map value, valid for this run. Concurrent writers
+/// only ever store a newer time or a later state, and a torn update of the two fields is
+/// harmless (one packet's worth of age).
+#[inline(always)]
+unsafe fn advance(
+    seen: *mut u32,
+    state: *mut u8,
+    proto: u8,
+    tcp_flags: u8,
+    answer: bool,
+    now: u32,
+) {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let next = ct_next(*state, proto, tcp_flags, answer);
+        if *seen != now || *state != next {
+            *seen = now;
+            *state = next;
+        }
+    }
 }
 
 /// The NAT clock (see `netpath_common::nat::nat_clock`).

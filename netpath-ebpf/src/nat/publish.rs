@@ -8,11 +8,13 @@
 use aya_ebpf::{bindings::BPF_NOEXIST, maps::LruHashMap, programs::TcContext};
 use netpath_common::{
     maps::DropReason,
-    nat::{Address, NAT_FLAG_INBOUND, NatTargetOf, PublishKeyOf, TupleOf},
+    nat::{
+        Address, CT_NEW, CtFrontOf, NAT_FLAG_INBOUND, NatTargetOf, PublishKeyOf, TupleOf, ct_next,
+    },
     packet::Classified,
 };
 
-use super::{Flow, Inbound, Ip, V4, V6, family::Family, rewrite};
+use super::{Flow, Inbound, Ip, V4, V6, advance, family::Family, now, rewrite};
 use crate::{
     frame::TcFrame,
     maps::{
@@ -28,8 +30,9 @@ pub(crate) trait Publish: Ip + Sized {
     /// The publish entry for exactly `key`; [`Address::UNSPECIFIED`] (`0.0.0.0`, `::`)
     /// as the key's address is "every address".
     fn publish_entry(key: PublishKeyOf<Self::Addr>) -> Option<NatTargetOf<Self::Addr>>;
-    /// Reply tuple (endpoint side) → the front the client connected to.
-    fn dnat_ct() -> &'static LruHashMap<TupleOf<Self::Addr>, NatTargetOf<Self::Addr>>;
+    /// Reply tuple (endpoint side) → the front the client connected to, and the
+    /// connection's clock and state.
+    fn dnat_ct() -> &'static LruHashMap<TupleOf<Self::Addr>, CtFrontOf<Self::Addr>>;
     /// Whether the control plane listed `addr` as one of the host's addresses (the daemon
     /// re-reads them whenever the kernel announces an address change, and every 30 s as a
     /// safety net).
@@ -57,7 +60,7 @@ macro_rules! publish_maps {
         }
 
         #[inline(always)]
-        fn dnat_ct() -> &'static LruHashMap<TupleOf<Self::Addr>, NatTargetOf<Self::Addr>> {
+        fn dnat_ct() -> &'static LruHashMap<TupleOf<Self::Addr>, CtFrontOf<Self::Addr>> {
             &$dnat_ct
         }
 
@@ -121,21 +124,50 @@ pub(super) fn published<F: Publish>(
 }
 
 /// Records in the family's DNAT_CT map that the replies `reply` go back as from `front`,
-/// unless that is recorded already. Every packet of a connection passes here, and an LRU
-/// map update (a bucket lock, a node off the LRU list) costs several lookups; the lookup
-/// also marks the entry recently used, so an ongoing connection's entry is not evicted.
+/// and a packet of the connection from its client carrying `tcp_flags` (its clock and
+/// state); a new entry only if none with that front is there. Every packet of a
+/// connection passes here, and an LRU map update (a bucket lock, a node off the LRU list)
+/// costs several lookups, so an existing entry is updated in place; the lookup also marks
+/// it recently used, so an ongoing connection's entry is not evicted.
 #[inline(always)]
 pub(super) fn remember_front<F: Publish>(
     reply: &TupleOf<F::Addr>,
     front: &NatTargetOf<F::Addr>,
+    tcp_flags: u8,
 ) -> Result<(), DropReason> {
-    // SAFETY: compared at once.
-    if unsafe { F::dnat_ct().get(reply) } == Some(front) {
-        return Ok(());
+    let now = now();
+    if let Some(ct) = F::dnat_ct().get_ptr_mut(reply) {
+        // SAFETY: a pointer into the map value, valid for this run (`advance`'s contract).
+        unsafe {
+            if (*ct).front() == *front {
+                let (seen, state) = (&raw mut (*ct).seen, &raw mut (*ct).state);
+                advance(seen, state, reply.proto, tcp_flags, false, now);
+                return Ok(());
+            }
+        }
     }
+    let ct = CtFrontOf::new(*front, ct_next(CT_NEW, reply.proto, tcp_flags, false), now);
     F::dnat_ct()
-        .insert(reply, front, 0)
+        .insert(reply, ct, 0)
         .map_err(|_| DropReason::NatMapFull)
+}
+
+/// The front recorded for a connection whose replies look like `reply`, if it is
+/// tracked, with this packet (carrying `tcp_flags`; sent by the endpoint, the side that
+/// answers, if `answer`) counted on its clock and state.
+#[inline(always)]
+pub(super) fn tracked_front<F: Publish>(
+    reply: &TupleOf<F::Addr>,
+    tcp_flags: u8,
+    answer: bool,
+) -> Option<NatTargetOf<F::Addr>> {
+    let ct = F::dnat_ct().get_ptr_mut(reply)?;
+    // SAFETY: a pointer into the map value, valid for this run (`advance`'s contract).
+    unsafe {
+        let (seen, state) = (&raw mut (*ct).seen, &raw mut (*ct).state);
+        advance(seen, state, reply.proto, tcp_flags, answer, now());
+        Some((*ct).front())
+    }
 }
 
 /// Uplink ingress, after masquerade replies: [`publish_dnat`] of an IPv4 connection, as
@@ -185,7 +217,7 @@ pub fn publish_dnat<F: Publish>(
     // Remember how to translate the endpoint's replies back.
     let reply = TupleOf::new(f.l4.proto, ep.addr, ep.port, f.src, f.sport);
     let front = f.destination();
-    remember_front::<F>(&reply, &front)?;
+    remember_front::<F>(&reply, &front, f.tcp_flags(frame))?;
     rewrite(ctx, &f.l4, F::DST, front, ep)?;
     Ok(Some(ep.addr))
 }
@@ -212,8 +244,9 @@ fn track_inbound<F: Publish + Hop + Family>(f: &Flow<F>) {
         flags: NAT_FLAG_INBOUND,
         ..f.destination()
     };
+    let ct = CtFrontOf::new(front, CT_NEW, now());
     // A full LRU map evicts its oldest entry; a lost race means another CPU recorded it.
-    let _ = F::dnat_ct().insert(reply, front, u64::from(BPF_NOEXIST));
+    let _ = F::dnat_ct().insert(reply, ct, u64::from(BPF_NOEXIST));
 }
 
 /// Uplink egress: a reply of a connection of family `F` to a published port leaves with
@@ -228,8 +261,7 @@ pub fn publish_reply<F: Publish>(
         return Ok(false);
     };
     let tuple = TupleOf::new(f.l4.proto, f.src, f.sport, f.dst, f.dport);
-    // SAFETY: copied out at once.
-    let Some(front) = (unsafe { F::dnat_ct().get(tuple) }).copied() else {
+    let Some(front) = tracked_front::<F>(&tuple, f.tcp_flags(frame), true) else {
         return Ok(false);
     };
     if front.flags & NAT_FLAG_INBOUND != 0 {

@@ -14,6 +14,7 @@
 //! | GET | `/v1/endpoints/{id}` | | 200 `Endpoint` |
 //! | DELETE | `/v1/endpoints/{id}` | | 200 `Endpoint` (the removed one) |
 //! | GET | `/v1/stats` | | 200 `StatsReport` (every counter; endpoints by id) |
+//! | GET | `/v1/flows[?endpoint=ID&proto=tcp\|udp\|icmp&kind=masq\|publish\|hairpin]` | | 200 `[Flow]` (translated connections) |
 //! | GET | `/v1/ports` | | 200 `[PortLease]` |
 //! | POST | `/v1/ports` | `PortPublish` | 201 `[PortLease]` (all of its specs, or an error and none) |
 //! | DELETE | `/v1/ports?endpoint=ID&lease=LEASE` | | 200 `[PortLease]` (the removed ones; either or both) |
@@ -65,8 +66,8 @@ pub use self::{error::*, extract::*, routes::*};
 use crate::{
     control::{Service, ServiceError},
     model::{
-        ApiErrorBody, Endpoint, EndpointCreate, Network, NetworkCreate, PortLease, PortPublish,
-        StatsReport, TapCreate,
+        ApiErrorBody, Endpoint, EndpointCreate, Flow, FlowFilter, Network, NetworkCreate,
+        PortLease, PortPublish, StatsReport, TapCreate,
     },
     sandbox::SandboxError,
     state::StateError,
@@ -111,6 +112,12 @@ pub trait Backend: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Endpoint>, ApiError>> + Send;
     fn get_endpoint(&self, id: &str) -> impl Future<Output = Result<Endpoint, ApiError>> + Send;
     fn stats(&self) -> impl Future<Output = Result<StatsReport, ApiError>> + Send;
+    fn flows(
+        &self,
+        _filter: FlowFilter,
+    ) -> impl Future<Output = Result<Vec<Flow>, ApiError>> + Send {
+        async { Err(not_supported()) }
+    }
     fn publish_ports(
         &self,
         _req: PortPublish,
@@ -163,6 +170,9 @@ impl Backend for Service {
     }
     async fn stats(&self) -> Result<StatsReport, ApiError> {
         Ok(Service::stats(self).await?)
+    }
+    async fn flows(&self, filter: FlowFilter) -> Result<Vec<Flow>, ApiError> {
+        Ok(Service::flows(self, filter).await?)
     }
     async fn publish_ports(&self, req: PortPublish) -> Result<Vec<PortLease>, ApiError> {
         Ok(Service::publish_ports(self, req).await?)

@@ -173,6 +173,10 @@ backend_api! {
     post "/v1/taps" => add_tap(JsonBody(req): JsonBody<TapCreate>)
         -> CREATED Endpoint = add_tap(req);
     get "/v1/stats" => stats() -> OK StatsReport = stats();
+    /// Any of `endpoint`, `proto` (`tcp`, `udp`, `icmp`), `kind` (`masq`, `publish`,
+    /// `hairpin`).
+    get "/v1/flows" => flows(QueryParams(q): QueryParams<FlowFilter>)
+        -> OK Vec<Flow> = flows(q);
     get "/v1/ports" => list_ports() -> OK Vec<PortLease> = list_ports();
     post "/v1/ports" => publish_ports(JsonBody(req): JsonBody<PortPublish>)
         -> CREATED Vec<PortLease> = publish_ports(req);
@@ -185,7 +189,7 @@ backend_api! {
 }
 
 pub(super) const ROUTES_HINT: &str = "the API is under /v1: version, networks[/{name}], \
-     endpoints[/{id}], taps, stats, ports; and /metrics";
+     endpoints[/{id}], taps, stats, flows, ports; and /metrics";
 
 pub(super) async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(

@@ -146,6 +146,25 @@ pub(crate) enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// List the connections the datapath translates, as `conntrack -L` does: masqueraded
+    /// ones (an endpoint's, out through an uplink), published ones (from outside to a
+    /// published port) and hairpin ones (from an endpoint to a published port), with
+    /// their tuples before and after translation, state, age, idle time and time left.
+    /// Connections past their timeout are not shown.
+    Flows {
+        /// Only this endpoint's (an id or a unique prefix).
+        #[arg(long, value_name = "ID")]
+        endpoint: Option<String>,
+        /// Only this protocol's (`icmp`: ICMP and ICMPv6 echo).
+        #[arg(long, value_enum)]
+        proto: Option<ProtoArg>,
+        /// Only this kind.
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script: `netpath completions bash >
     /// /etc/bash_completion.d/netpath` (zsh: into a directory of $fpath as `_netpath`;
     /// fish: ~/.config/fish/completions/netpath.fish).
@@ -215,6 +234,22 @@ pub(crate) enum NetworkCmd {
 pub(crate) enum ModeArg {
     Bridge,
     Routed,
+}
+
+/// `netpath flows --proto`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ProtoArg {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+/// `netpath flows --kind`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum KindArg {
+    Masq,
+    Publish,
+    Hairpin,
 }
 
 /// `netpath endpoint ...`.

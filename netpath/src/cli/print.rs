@@ -4,7 +4,8 @@
 use std::fmt;
 
 use netpath::model::{
-    Endpoint, EndpointKind, EndpointState, Mode, Network, PortLease, StatsReport,
+    Endpoint, EndpointKind, EndpointState, Flow, FlowKind, FlowProto, Mode, Network, PortLease,
+    StatsReport,
 };
 use serde::Serialize;
 
@@ -266,6 +267,56 @@ pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `netpath flows`: one row per connection, as `conntrack -L` shows them.
+pub fn flows(flows: &[Flow], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(&flows);
+    }
+    print!("{}", flows_table(flows));
+    Ok(())
+}
+
+fn flows_table(flows: &[Flow]) -> String {
+    let headers = [
+        "KIND",
+        "PROTO",
+        "ENDPOINT",
+        "ORIGINAL",
+        "TRANSLATED",
+        "STATE",
+        "AGE",
+        "IDLE",
+        "EXPIRES",
+    ];
+    table(headers, flows, |f| {
+        let kind = match f.kind {
+            FlowKind::Masq => "masq",
+            FlowKind::Publish => "publish",
+            FlowKind::Hairpin => "hairpin",
+        };
+        let proto = match f.proto {
+            FlowProto::Tcp => "tcp",
+            FlowProto::Udp => "udp",
+            FlowProto::Icmp => "icmp",
+        };
+        let id = f
+            .endpoint
+            .as_deref()
+            .map_or("-", |id| &id[..id.len().min(12)]);
+        [
+            kind.to_owned(),
+            proto.to_owned(),
+            id.to_owned(),
+            format!("{} -> {}", f.original.src, f.original.dst),
+            format!("{} -> {}", f.translated.src, f.translated.dst),
+            f.state.clone(),
+            format!("{}s", f.age_secs),
+            format!("{}s", f.idle_secs),
+            format!("{}s", f.expires_in_secs),
+        ]
+    })
+}
+
 /// One part of `netpath stats`: its title, then `text` indented under it.
 fn section(title: &str, text: String) {
     println!("{title}");
@@ -286,5 +337,46 @@ mod tests {
             |r| r.map(String::from),
         );
         assert_eq!(t, "ID   NAME          LAST\n1    a-long-name   x\n22   b\n");
+    }
+
+    #[test]
+    fn a_flow_row_shows_both_tuples_and_its_times() {
+        let flow = Flow {
+            kind: FlowKind::Masq,
+            proto: FlowProto::Tcp,
+            endpoint: Some("0123456789abcdef".to_owned()),
+            network: Some("web".to_owned()),
+            direction: "outbound".to_owned(),
+            original: netpath::model::FlowTuple {
+                src: "10.50.0.2:41000".parse().unwrap(),
+                dst: "198.51.100.1:80".parse().unwrap(),
+            },
+            translated: netpath::model::FlowTuple {
+                src: "198.51.100.2:40001".parse().unwrap(),
+                dst: "198.51.100.1:80".parse().unwrap(),
+            },
+            state: "established".to_owned(),
+            age_secs: 12,
+            idle_secs: 1,
+            expires_in_secs: 86399,
+        };
+        let t = flows_table(&[flow]);
+        let row = t.lines().nth(1).unwrap();
+        assert_eq!(
+            row.split("   ")
+                .filter(|c| !c.is_empty())
+                .collect::<Vec<_>>(),
+            [
+                "masq",
+                "tcp",
+                "0123456789ab",
+                "10.50.0.2:41000 -> 198.51.100.1:80",
+                "198.51.100.2:40001 -> 198.51.100.1:80",
+                "established",
+                "12s",
+                "1s",
+                "86399s"
+            ]
+        );
     }
 }

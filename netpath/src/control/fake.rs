@@ -604,4 +604,7 @@ impl Maps for FakeMaps {
     fn drop_packets(&self, _reason: DropReason) -> Result<u64, DatapathError> {
         Ok(0)
     }
+    fn tracked(&self) -> Result<Vec<crate::datapath::Tracked>, DatapathError> {
+        Ok(Vec::new())
+    }
 }

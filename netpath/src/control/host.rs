@@ -254,6 +254,8 @@ pub trait Maps: Send {
     fn report(&self, records: &[Endpoint]) -> Result<StatsReport, DatapathError>;
     fn endpoint_stats(&self) -> Result<Vec<EndpointStat>, DatapathError>;
     fn drop_packets(&self, reason: netpath_common::maps::DropReason) -> Result<u64, DatapathError>;
+    /// Every connection the datapath translates.
+    fn tracked(&self) -> Result<Vec<crate::datapath::Tracked>, DatapathError>;
 }
 
 impl Maps for Datapath {
@@ -331,5 +333,8 @@ impl Maps for Datapath {
     }
     fn drop_packets(&self, reason: netpath_common::maps::DropReason) -> Result<u64, DatapathError> {
         Ok(Datapath::drop_counter(self, reason)?.packets)
+    }
+    fn tracked(&self) -> Result<Vec<crate::datapath::Tracked>, DatapathError> {
+        Datapath::tracked(self)
     }
 }

@@ -46,7 +46,7 @@ pub use self::host::{Host, KernelHost, MapWrite, Maps};
 use crate::{
     config::{self, ConfigError, IFNAME_MAX, Paths},
     datapath::{Datapath, DatapathError, EndpointStat, Origin},
-    model::StatsReport,
+    model::{Flow, FlowFilter, StatsReport},
     netlink::NetlinkError,
     sandbox::SandboxError,
     state::{StateError, Store},
@@ -290,6 +290,18 @@ impl Service {
     pub async fn stats(&self) -> Result<StatsReport> {
         let records = self.list_endpoints(None).await?;
         Ok(self.datapath().report(&records)?)
+    }
+
+    /// The translated connections `filter` selects (its `endpoint` an id or a unique
+    /// prefix), endpoints under their ids.
+    pub async fn flows(&self, mut filter: FlowFilter) -> Result<Vec<Flow>> {
+        let records = self.list_endpoints(None).await?;
+        if let Some(id) = &filter.endpoint {
+            filter.endpoint = Some(self.get_endpoint(id).await?.id);
+        }
+        let tracked = self.datapath().tracked()?;
+        let now = crate::datapath::nat_now();
+        Ok(crate::flows::list(&tracked, &records, &filter, now))
     }
 
     /// Per-endpoint traffic counters.

@@ -10,8 +10,8 @@ use aya::{
 use netpath_common::{
     maps::{Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Hook},
     nat::{
-        NatAge, NatTarget, NatTarget6, PublishKey, PublishKey6, SockNatKey, SockNatKey6, Tuple,
-        Tuple6, Uplink,
+        CT_ESTABLISHED, CtFront, CtFront6, CtFrontOf, NatAge, NatTarget, NatTarget6, NatTargetOf,
+        PublishKey, PublishKey6, SockNatKey, SockNatKey6, Tuple, Tuple6, Uplink,
     },
     packet::PacketClass,
 };
@@ -41,6 +41,42 @@ fn drops_slot(version: u32, i: u32) -> u32 {
     } else {
         i
     }
+}
+
+/// `NETPATH_NAT_AGE`'s value before layout 7 (version 1): no creation time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct NatAgeV1 {
+    seen: u32,
+    state: u8,
+    _pad: [u8; 3],
+}
+
+// SAFETY: `repr(C)`, integer fields only, no implicit padding (4 + 1 + 3 bytes).
+unsafe impl Pod for NatAgeV1 {}
+
+/// Maps whose values [`copy_entries`] widens from pinned version `from`: the
+/// connection-tracking maps before layout 7 (their version 1).
+pub fn reshapes(name: &str, from: u32) -> bool {
+    matches!(
+        name,
+        NAT_AGE_MAP | NAT_AGE6_MAP | DNAT_CT_MAP | DNAT_CT6_MAP
+    ) && from == 1
+}
+
+/// A masquerade age from before layout 7: created when last seen, for all it knows.
+fn widen_age(v: NatAgeV1) -> NatAge {
+    NatAge {
+        created: v.seen,
+        ..NatAge::new(v.seen, v.state)
+    }
+}
+
+/// A published connection's front from before layout 7, which kept no clock: seen and
+/// created `now`, and taken as answered (the longer timeout: a live connection is not
+/// listed as expired for want of a record).
+fn widen_front<A: netpath_common::nat::Address>(front: NatTargetOf<A>, now: u32) -> CtFrontOf<A> {
+    CtFrontOf::new(front, CT_ESTABLISHED, now)
 }
 
 /// Copies every entry of `old` (map `name` at version `from`) into `new` with update
@@ -86,14 +122,33 @@ pub fn copy_entries(
             let mut new = PerCpuHashMap::<_, u32, EndpointCounters>::try_from(new).map_err(e)?;
             copy_all(name, old.iter(), |k, v| new.insert(k, v, flags).is_ok())
         }
-        SNAT_MAP | RNAT_MAP | DNAT_CT_MAP => copy_hash::<Tuple, NatTarget>(name, old, new, flags),
+        SNAT_MAP | RNAT_MAP => copy_hash::<Tuple, NatTarget>(name, old, new, flags),
+        DNAT_CT_MAP if reshapes(name, from) => {
+            let now = nat_now();
+            let widen = |v: NatTarget| widen_front(v, now);
+            copy_hash_with(name, old, new, flags, |k: Tuple| k, widen)
+        }
+        DNAT_CT_MAP => copy_hash::<Tuple, CtFront>(name, old, new, flags),
+        NAT_AGE_MAP if reshapes(name, from) => {
+            copy_hash_with(name, old, new, flags, |k: Tuple| k, widen_age)
+        }
         NAT_AGE_MAP => copy_hash::<Tuple, NatAge>(name, old, new, flags),
+        SNAT6_MAP | RNAT6_MAP => copy_hash::<Tuple6, NatTarget6>(name, old, new, flags),
+        NAT_AGE6_MAP if reshapes(name, from) => {
+            copy_hash_with(name, old, new, flags, |k: Tuple6| k, widen_age)
+        }
+        NAT_AGE6_MAP => copy_hash::<Tuple6, NatAge>(name, old, new, flags),
         UPLINKS_MAP => copy_hash::<u32, Uplink>(name, old, new, flags),
         PUBLISH_MAP => copy_hash::<PublishKey, NatTarget>(name, old, new, flags),
         SOCK_NAT_MAP => copy_hash::<SockNatKey, NatTarget>(name, old, new, flags),
         LOCAL_ADDRS_MAP => copy_hash::<[u8; 4], u8>(name, old, new, flags),
         PUBLISH6_MAP => copy_hash::<PublishKey6, NatTarget6>(name, old, new, flags),
-        DNAT_CT6_MAP => copy_hash::<Tuple6, NatTarget6>(name, old, new, flags),
+        DNAT_CT6_MAP if reshapes(name, from) => {
+            let now = nat_now();
+            let widen = |v: NatTarget6| widen_front(v, now);
+            copy_hash_with(name, old, new, flags, |k: Tuple6| k, widen)
+        }
+        DNAT_CT6_MAP => copy_hash::<Tuple6, CtFront6>(name, old, new, flags),
         SOCK_NAT6_MAP => copy_hash::<SockNatKey6, NatTarget6>(name, old, new, flags),
         LOCAL_ADDRS6_MAP => copy_hash::<[u8; 16], u8>(name, old, new, flags),
         LAYOUT_MAP => Ok(0),
@@ -175,5 +230,29 @@ mod tests {
             own,
             "this build's own version: unchanged"
         );
+    }
+
+    #[test]
+    fn layout_7_widens_connection_records_and_keeps_their_translation() {
+        use netpath_common::nat::{CT_CLOSING, NAT_FLAG_SELF};
+        let old = NatAgeV1 {
+            seen: 500,
+            state: CT_CLOSING,
+            _pad: [0; 3],
+        };
+        assert_eq!(std::mem::size_of::<NatAgeV1>(), 8, "layout 6's value");
+        let age = widen_age(old);
+        assert_eq!((age.seen, age.created, age.state), (500, 500, CT_CLOSING));
+        let front = NatTarget {
+            flags: NAT_FLAG_SELF,
+            ..NatTarget::new([198, 51, 100, 2], 8080)
+        };
+        let ct = widen_front(front, 77);
+        assert_eq!(ct.front(), front);
+        assert_eq!((ct.state, ct.seen, ct.created), (CT_ESTABLISHED, 77, 77));
+        for name in [NAT_AGE_MAP, NAT_AGE6_MAP, DNAT_CT_MAP, DNAT_CT6_MAP] {
+            assert!(reshapes(name, 1) && !reshapes(name, 2), "{name}");
+        }
+        assert!(!reshapes(SNAT_MAP, 1));
     }
 }

@@ -50,6 +50,25 @@ pub(super) fn counter_sum(
         .map_err(|source| DatapathError::ReadMap { map: name, source })
 }
 
+/// The rows of a counter array with a slot per hook and `S` (a drop reason, a packet
+/// class): `read` gives each slot's sum (`None` for a slot the pinned array lacks, which
+/// is left out), `row` makes it a row.
+fn per_hook<S: Copy, T>(
+    slots: &[S],
+    read: impl Fn(Hook, S) -> Result<Option<Counter>>,
+    row: impl Fn(Hook, S, Counter) -> T,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for hook in Hook::ALL {
+        for &slot in slots {
+            if let Some(c) = read(hook, slot)? {
+                out.push(row(hook, slot, c));
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl Datapath {
     /// Every endpoint's counters.
     pub fn endpoint_stats(&self) -> Result<Vec<EndpointStat>> {
@@ -91,21 +110,16 @@ impl Datapath {
     /// Drops by hook and reason, summed over CPUs: the slots the pinned counter array has
     /// (one pinned by an older build has fewer, until it is migrated).
     pub fn drops(&self) -> Result<Vec<DropStat>> {
-        let mut out = Vec::new();
-        for hook in Hook::ALL {
-            for reason in DropReason::ALL {
-                let Some(c) = self.drop_counter_at(hook, reason)? else {
-                    continue;
-                };
-                out.push(DropStat {
-                    hook: hook.name(),
-                    reason: reason.name(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                });
-            }
-        }
-        Ok(out)
+        per_hook(
+            &DropReason::ALL,
+            |hook, reason| self.drop_counter_at(hook, reason),
+            |hook, reason, c| DropStat {
+                hook: hook.name(),
+                reason: reason.name(),
+                packets: c.packets,
+                bytes: c.bytes,
+            },
+        )
     }
 
     /// One drop reason's counter, summed over CPUs and hooks.
@@ -157,21 +171,16 @@ impl Datapath {
     /// Per-(hook, class) packet and byte totals, summed over CPUs. (A datapath of an
     /// older layout, with fewer classes, shows those it has.)
     pub fn stats(&self) -> Result<Vec<ClassStat>> {
-        let mut out = Vec::new();
-        for hook in Hook::ALL {
-            for class in PacketClass::ALL {
-                let Some(c) = self.counter_if_any(hook, class)? else {
-                    continue;
-                };
-                out.push(ClassStat {
-                    hook: hook.name(),
-                    class: class.name(),
-                    packets: c.packets,
-                    bytes: c.bytes,
-                });
-            }
-        }
-        Ok(out)
+        per_hook(
+            &PacketClass::ALL,
+            |hook, class| self.counter_if_any(hook, class),
+            |hook, class, c| ClassStat {
+                hook: hook.name(),
+                class: class.name(),
+                packets: c.packets,
+                bytes: c.bytes,
+            },
+        )
     }
 
     /// One stats slot, summed over CPUs.

@@ -15,8 +15,9 @@
 //! entries are copied across — once before the programs are switched over, and once more
 //! after ([`finish`]), with `BPF_NOEXIST`, for the entries the old programs made
 //! meanwhile. Established connections keep their translations. A map whose keys or
-//! values changed size cannot be copied: the daemon refuses to start unless `--reload`
-//! is given, which drops such maps' entries.
+//! values changed size cannot be copied unless [`convert`] has a rule that widens them
+//! ([`convert::reshapes`]): otherwise the daemon refuses to start unless `--reload` is
+//! given, which drops such maps' entries.
 
 use std::{fmt, fs, path::Path};
 
@@ -37,12 +38,17 @@ use super::{convert, *};
 ///   `NETPATH_FRAG`/`NETPATH_FRAG6`, which a start creates.)
 /// - 6: `NETPATH_DROPS`: a block of reasons per hook (`drop_index`); the counts from
 ///   before, which had no hook, move to the `tc_ingress` block ([`convert`]).
-pub const CHANGES: [(u32, &[&str]); 5] = [
+/// - 7: `NETPATH_NAT_AGE`/`6`: a creation time (12-byte values); `NETPATH_DNAT_CT`/`6`:
+///   a clock and a state beside the front (`CtFront`, 16 and 28 bytes), so that
+///   published connections show their age and expire in `netpath flows`. Their values
+///   grew: [`convert`] widens them.
+pub const CHANGES: [(u32, &[&str]); 6] = [
     (2, &[DROPS_MAP]),
     (3, &[DROPS_MAP]),
     (4, &[STATS_MAP, DROPS_MAP]),
     (5, &[DROPS_MAP]),
     (6, &[DROPS_MAP]),
+    (7, &[NAT_AGE_MAP, NAT_AGE6_MAP, DNAT_CT_MAP, DNAT_CT6_MAP]),
 ];
 const _: () = assert!(
     CHANGES[CHANGES.len() - 1].0 == LAYOUT,
@@ -114,10 +120,13 @@ pub struct Stale {
 
 impl Stale {
     /// Whether the entries can be carried over: keys and values kept their size (a new
-    /// version may change what they mean or where they sit, which [`convert`] handles).
+    /// version may change what they mean or where they sit, which [`convert`] handles),
+    /// or [`convert`] turns the pinned version's values into this build's.
     pub fn migratable(&self) -> bool {
         let (a, b) = (self.pinned.shape, self.wanted.shape);
-        a.map_type == b.map_type && a.key_size == b.key_size && a.value_size == b.value_size
+        a.map_type == b.map_type
+            && a.key_size == b.key_size
+            && (a.value_size == b.value_size || convert::reshapes(self.name, self.pinned.version))
     }
 }
 
@@ -336,25 +345,49 @@ mod tests {
         assert_eq!(version_of(STATS_MAP), 2);
         assert_eq!(version_in(DROPS_MAP, 4), 4);
         assert_eq!(version_of(DROPS_MAP), 6);
+        assert_eq!(version_in(DNAT_CT_MAP, 6), 1);
+        assert_eq!(version_of(DNAT_CT_MAP), 2);
+        assert_eq!(version_of(NAT_AGE6_MAP), 2);
         // Every map a change names is one of the loader's.
         for (_, maps) in CHANGES {
             assert!(maps.iter().all(|m| MAPS.contains(m)), "{maps:?}");
         }
     }
 
-    #[test]
-    fn only_maps_whose_keys_and_values_kept_their_size_migrate() {
-        let stale = |pinned: Shape, wanted: Shape| Stale {
-            name: DROPS_MAP,
+    fn stale_map(name: &'static str, from: u32, pinned: Shape, wanted: Shape) -> Stale {
+        Stale {
+            name,
             pinned: Layout {
-                version: 1,
+                version: from,
                 shape: pinned,
             },
             wanted: Layout {
-                version: 2,
+                version: version_of(name),
                 shape: wanted,
             },
-        };
+        }
+    }
+
+    #[test]
+    fn values_that_grew_migrate_only_where_a_rule_widens_them() {
+        // Layout 7 widened the connection-tracking values; the converter knows the old
+        // ones. Any other growth, or a map already at this version, is refused.
+        for name in [DNAT_CT_MAP, DNAT_CT6_MAP, NAT_AGE_MAP, NAT_AGE6_MAP] {
+            assert!(
+                stale_map(name, 1, shape(8, 8), shape(16, 8)).migratable(),
+                "{name}"
+            );
+            assert!(
+                !stale_map(name, 2, shape(8, 8), shape(16, 8)).migratable(),
+                "{name}"
+            );
+        }
+        assert!(!stale_map(SNAT_MAP, 1, shape(8, 8), shape(16, 8)).migratable());
+    }
+
+    #[test]
+    fn only_maps_whose_keys_and_values_kept_their_size_migrate() {
+        let stale = |pinned: Shape, wanted: Shape| stale_map(DROPS_MAP, 1, pinned, wanted);
         assert!(stale(shape(16, 6), shape(16, 8)).migratable(), "more slots");
         assert!(
             stale(shape(16, 8), shape(16, 8)).migratable(),

@@ -259,7 +259,7 @@ impl Datapath {
     }
 
     /// [`Datapath::dnat_entry`] for an IPv6 connection.
-    pub fn dnat_entry6(&self, reply: &Tuple6) -> Option<NatTarget6> {
+    pub fn dnat_entry6(&self, reply: &Tuple6) -> Option<CtFront6> {
         self.dnat_ct6.as_ref()?.get(reply, 0).ok()
     }
 
@@ -269,9 +269,9 @@ impl Datapath {
     }
 
     /// The front (host address and port) a reply with endpoint-side tuple `reply`
-    /// is translated to, if that connection is tracked.
-    pub fn dnat_entry(&self, reply: &Tuple) -> Option<NatTarget> {
-        self.dnat_ct.get(reply, 0).ok()
+    /// is translated to, and the connection's clock and state, if it is tracked.
+    pub fn dnat_entry(&self, reply: &Tuple) -> Option<CtFront> {
+        self.dnat_ct.as_ref()?.get(reply, 0).ok()
     }
 
     /// The masquerade mapping of connection `orig`, if one exists.
@@ -279,22 +279,26 @@ impl Datapath {
         self.snat.get(orig, 0).ok()
     }
 
-    /// Number of masqueraded connections tracked.
     /// The activity record of the masqueraded connection whose replies look like `reply`.
     pub fn nat_age(&self, reply: &Tuple) -> Option<NatAge> {
-        self.nat_age.get(reply, 0).ok()
+        self.nat_age.as_ref()?.get(reply, 0).ok()
     }
 
     /// Overwrites a connection's activity record (tests: age a connection).
     pub fn set_nat_age(&mut self, reply: &Tuple, age: NatAge) -> Result<()> {
-        self.nat_age
-            .insert(reply, age, 0)
+        let Some(map) = self.nat_age.as_mut() else {
+            return Err(DatapathError::Layout {
+                detail: format!("{NAT_AGE_MAP} is of an older layout"),
+            });
+        };
+        map.insert(reply, age, 0)
             .map_err(|source| DatapathError::WriteMap {
                 map: NAT_AGE_MAP,
                 source,
             })
     }
 
+    /// Number of masqueraded connections tracked.
     pub fn snat_count(&self) -> usize {
         self.snat.keys().filter(|k| k.is_ok()).count()
     }

@@ -3,7 +3,10 @@
 use std::hash::Hash;
 
 use aya::Pod;
-use netpath_common::nat::{DNAT_CT6_MAP, NAT_AGE6_MAP, NatTarget6, RNAT6_MAP, SNAT6_MAP, Tuple6};
+use netpath_common::nat::{
+    CT_CLOSING, CtFront, CtFront6, CtFrontOf, DNAT_CT6_MAP, NAT_AGE6_MAP, NatTarget6, RNAT6_MAP,
+    SNAT6_MAP, Tuple6,
+};
 
 use super::*;
 
@@ -21,9 +24,25 @@ pub(super) fn read_map<K: Pod + Eq + Hash, V: Pod>(dp: &Datapath, name: &str) ->
 }
 
 /// A family's SNAT, RNAT and DNAT_CT maps (`names`), their sizes printed and checked
-/// against the maps' bound.
-fn read_nat<K: Pod + Eq + Hash, V: Pod>(dp: &Datapath, names: [&str; 3]) -> [HashMap<K, V>; 3] {
-    let maps = names.map(|name| read_map::<K, V>(dp, name));
+/// against the maps' bound; DNAT_CT's values as their fronts (each entry's state
+/// checked to be one there is).
+fn read_nat<A: Address>(dp: &Datapath, names: [&str; 3]) -> [HashMap<TupleOf<A>, NatTargetOf<A>>; 3]
+where
+    TupleOf<A>: Pod,
+    NatTargetOf<A>: Pod,
+    CtFrontOf<A>: Pod,
+{
+    let [snat, rnat, dnat_ct] = names;
+    let cts = read_map::<TupleOf<A>, CtFrontOf<A>>(dp, dnat_ct);
+    for (reply, ct) in &cts {
+        assert!(
+            ct.state <= CT_CLOSING,
+            "{dnat_ct} {reply:?}: state {}",
+            ct.state
+        );
+    }
+    let fronts = cts.into_iter().map(|(k, ct)| (k, ct.front())).collect();
+    let maps = [read_map(dp, snat), read_map(dp, rnat), fronts];
     let sizes: Vec<String> = (names.iter().zip(&maps))
         .map(|(name, m)| format!("{} {name}", m.len()))
         .collect();
@@ -56,13 +75,15 @@ fn clear_map<K: Pod, V: Pod>(dp: &Datapath, name: &str) {
 /// Empties the kernel's connection maps (SNAT, RNAT, DNAT_CT, NAT_AGE and their IPv6
 /// ones) and the model's.
 pub(super) fn clear_nat_state(dp: &Datapath, model: &mut Model) {
-    for name in [SNAT_MAP, RNAT_MAP, DNAT_CT_MAP] {
+    for name in [SNAT_MAP, RNAT_MAP] {
         clear_map::<Tuple, NatTarget>(dp, name);
     }
+    clear_map::<Tuple, CtFront>(dp, DNAT_CT_MAP);
     clear_map::<Tuple, NatAge>(dp, NAT_AGE_MAP);
-    for name in [SNAT6_MAP, RNAT6_MAP, DNAT_CT6_MAP] {
+    for name in [SNAT6_MAP, RNAT6_MAP] {
         clear_map::<Tuple6, NatTarget6>(dp, name);
     }
+    clear_map::<Tuple6, CtFront6>(dp, DNAT_CT6_MAP);
     clear_map::<Tuple6, NatAge>(dp, NAT_AGE6_MAP);
     model.v4.clear();
     model.nat6.clear();
@@ -74,7 +95,7 @@ pub(super) fn check_maps(dp: &Datapath, model: &Model) {
     check_maps6(dp, model);
     // The fragment records are exactly the model's.
     check_frags(dp, model);
-    let [snat, rnat, dnat_ct] = read_nat::<Tuple, NatTarget>(dp, [SNAT_MAP, RNAT_MAP, DNAT_CT_MAP]);
+    let [snat, rnat, dnat_ct] = read_nat::<[u8; 4]>(dp, [SNAT_MAP, RNAT_MAP, DNAT_CT_MAP]);
     assert!(dp.published_count() <= netpath_common::nat::MAX_PUBLISHED as usize);
     let masq = Masq {
         family: "",
@@ -117,8 +138,7 @@ pub(super) fn check_maps(dp: &Datapath, model: &Model) {
 /// in its range; every DNAT_CT6 entry from a dual-stack endpoint's address and port that
 /// a published port leads to; then equal to the model's.
 fn check_maps6(dp: &Datapath, model: &Model) {
-    let [snat, rnat, dnat_ct] =
-        read_nat::<Tuple6, NatTarget6>(dp, [SNAT6_MAP, RNAT6_MAP, DNAT_CT6_MAP]);
+    let [snat, rnat, dnat_ct] = read_nat::<[u8; 16]>(dp, [SNAT6_MAP, RNAT6_MAP, DNAT_CT6_MAP]);
     let masq = Masq {
         family: "6",
         uplink: UPLINK6,
