@@ -149,6 +149,7 @@ unsafe impl Plain for u64 {}
 // element is a value.
 unsafe impl<T: Plain, const N: usize> Plain for [T; N] {}
 
+pub mod events;
 pub mod forward;
 pub mod frag;
 pub mod ipv6;

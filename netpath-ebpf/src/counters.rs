@@ -27,10 +27,12 @@ pub fn count_class(hook: Hook, class: PacketClass, bytes: u64) {
     count(&NETPATH_STATS, stat_index(hook, class), bytes);
 }
 
-/// A packet dropped at `hook` for `reason`.
+/// A packet dropped at `hook` for `reason` (also remembered for the drop's event).
 #[inline(always)]
 pub fn count_drop(hook: Hook, reason: DropReason, bytes: u64) {
-    count(&NETPATH_DROPS, drop_index(hook, reason), bytes);
+    let at = drop_index(hook, reason);
+    count(&NETPATH_DROPS, at, bytes);
+    crate::events::remember_drop(at);
 }
 
 #[inline(always)]

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod counters;
+mod events;
 mod family;
 mod frame;
 mod maps;
@@ -39,7 +40,7 @@ use crate::{
 /// program in the chain, or the kernel's normal path, handles the packet.
 pub(crate) const TC_ACT_UNSPEC: i32 = -1;
 /// tc verdict: drop.
-const TC_ACT_SHOT: i32 = 2;
+pub(crate) const TC_ACT_SHOT: i32 = 2;
 /// tc verdict (and `bpf_redirect*` return value): redirect as requested.
 pub(crate) const TC_ACT_REDIRECT: i32 = 7;
 
@@ -82,7 +83,9 @@ fn run_tc(
     let frame = TcFrame::new(ctx);
     let c = classify(&frame);
     count_class(hook, c.class, len);
-    verdict(hook, program(ctx, frame, c, len), len)
+    let action = verdict(hook, program(ctx, frame, c, len), len);
+    events::report(ctx, hook, action, len);
+    action
 }
 
 /// The device the packet is on: for ingress the one it arrived on, for egress the one

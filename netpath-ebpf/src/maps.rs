@@ -5,9 +5,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use netpath_common::{
+    events::{EVENTS_BYTES, MonitorConfig},
     frag::{FRAG_ENTRIES, FragKey, FragKey6, FragValue, FragValue6, FragWork},
     maps::{
         Counter, DROP_ENTRIES, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, Forward,
@@ -128,4 +129,18 @@ maps! {
     /// Per-CPU work space of the fragment steps (see `nat::frag`); no state between runs.
     NETPATH_FRAG_WORK: PerCpuArray<FragWork<[u8; 4]>>[1];
     NETPATH_FRAG_WORK6: PerCpuArray<FragWork<[u8; 16]>>[1];
+
+    // Events (`events`).
+
+    /// Slot 0: what to report, set by the daemon while someone watches.
+    NETPATH_MONITOR: Array<MonitorConfig>[1];
+    /// Slot 0: events the ring could not take, on this CPU.
+    NETPATH_EVENTS_LOST: PerCpuArray<u64>[1];
+    /// Slot 0: this CPU's last drop (`netpath_common::events::last_drop`).
+    NETPATH_LAST_DROP: PerCpuArray<u32>[1];
 }
+
+/// The events themselves (`netpath_common::events::Event`), for the daemon to read. A
+/// ring buffer is sized in bytes, not entries.
+#[map]
+pub static NETPATH_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);

@@ -22,8 +22,8 @@ use crate::{
     api::Version,
     error::{self, UserError},
     model::{
-        ApiErrorBody, Endpoint, EndpointCreate, Flow, FlowFilter, Network, NetworkCreate,
-        PortLease, PortPublish, StatsReport, TapCreate,
+        ApiErrorBody, Endpoint, EndpointCreate, EventFilter, Flow, FlowFilter, MonitorEvent,
+        Network, NetworkCreate, PortLease, PortPublish, StatsReport, TapCreate,
     },
 };
 
@@ -170,20 +170,88 @@ impl Client {
                 source,
             })
         } else {
-            match serde_json::from_slice::<ApiErrorBody>(&bytes) {
-                Ok(body) => Err(ClientError::Api {
-                    status: status.as_u16(),
-                    body,
-                }),
-                Err(_) => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let text: String = text.chars().take(200).collect();
-                    Err(self.protocol(format!(
-                        "{method} {path} answered {status} without an API error body: {text:?}"
-                    )))
+            Err(self.refusal(&method, path, status, &bytes))
+        }
+    }
+
+    /// The error of an answer with `status` (not a success) and body `bytes`.
+    fn refusal(
+        &self,
+        method: &Method,
+        path: &str,
+        status: StatusCode,
+        bytes: &[u8],
+    ) -> ClientError {
+        match serde_json::from_slice::<ApiErrorBody>(bytes) {
+            Ok(body) => ClientError::Api {
+                status: status.as_u16(),
+                body,
+            },
+            Err(_) => {
+                let text = String::from_utf8_lossy(bytes);
+                let text: String = text.chars().take(200).collect();
+                self.protocol(format!(
+                    "{method} {path} answered {status} without an API error body: {text:?}"
+                ))
+            }
+        }
+    }
+
+    /// `GET /v1/events` with `filter`: hands each event to `on_event` as it arrives, until
+    /// it returns `false` or the daemon ends the stream. No timeout: events come when
+    /// they happen.
+    pub async fn events(
+        &self,
+        filter: &EventFilter,
+        mut on_event: impl FnMut(MonitorEvent) -> bool,
+    ) -> Result<(), ClientError> {
+        let name = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+        let mut query = Vec::new();
+        if let Some(k) = filter.kind {
+            query.push(format!("type={}", name(serde_json::json!(k))));
+        }
+        if let Some(id) = &filter.endpoint {
+            query.push(format!("endpoint={}", encode(id)));
+        }
+        if let Some(n) = filter.trace_every {
+            query.push(format!("trace_every={n}"));
+        }
+        let path = match query.is_empty() {
+            true => "/v1/events".to_owned(),
+            false => format!("/v1/events?{}", query.join("&")),
+        };
+        let (response, _sender) = self.send(Method::GET, &path, None).await?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| self.protocol(e))?
+                .to_bytes();
+            return Err(self.refusal(&Method::GET, &path, status, &bytes));
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| self.protocol(e))?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                let event =
+                    serde_json::from_slice(&line).map_err(|source| ClientError::Decode {
+                        method: Method::GET,
+                        path: path.clone(),
+                        source,
+                    })?;
+                if !on_event(event) {
+                    return Ok(());
                 }
             }
         }
+        Ok(())
     }
 
     async fn exchange(
@@ -192,6 +260,25 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let (response, _sender) = self.send(method, path, body).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Connects, sends the request, and returns the answer as it starts (its body still
+    /// to read), with the connection's sender: kept while the body is read.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, Sender), ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| match source.raw_os_error() {
@@ -225,14 +312,7 @@ impl Client {
             .send_request(request)
             .await
             .map_err(|e| self.protocol(e))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.protocol(e))?
-            .to_bytes();
-        Ok((status, bytes))
+        Ok((response, sender))
     }
 
     fn protocol(&self, e: impl Into<BoxError>) -> ClientError {
@@ -361,6 +441,9 @@ impl Client {
         self.get(&path).await
     }
 }
+
+/// The sending half of a connection to the daemon.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// Percent-encodes `s` for a path segment or query value (RFC 3986 unreserved kept).
 fn encode(s: &str) -> String {

@@ -31,6 +31,7 @@ pub mod error;
 pub mod flows;
 pub mod hostports;
 pub mod model;
+pub mod monitor;
 pub mod netlink;
 pub mod portspec;
 pub mod preflight;

@@ -12,8 +12,8 @@ use netpath::{
     daemon::{self, DaemonOptions},
     error::{UserError, one_line},
     model::{
-        Endpoint, EndpointCreate, EndpointKind, FlowFilter, FlowKind, FlowProto, Mode, Network,
-        NetworkCreate, PortPublish, TapCreate,
+        Endpoint, EndpointCreate, EndpointKind, EventFilter, EventType, FlowFilter, FlowKind,
+        FlowProto, Mode, MonitorEvent, Network, NetworkCreate, PortPublish, TapCreate,
     },
     preflight, reset,
 };
@@ -357,6 +357,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let flows = client.flows(&filter).await.map_err(UserError::from)?;
             print::flows(&flows, json)
+        }
+        Command::Monitor {
+            kind,
+            endpoint,
+            trace_every,
+            count,
+            json,
+        } => {
+            let filter = EventFilter {
+                kind: kind.map(|k| match k {
+                    EventTypeArg::Drop => EventType::Drop,
+                    EventTypeArg::Trace => EventType::Trace,
+                }),
+                endpoint,
+                trace_every,
+            };
+            let mut seen = 0;
+            let mut out = std::io::stdout().lock();
+            let stream = client.events(&filter, |event| {
+                let is_packet = !matches!(event, MonitorEvent::Lost { .. });
+                let line = match json {
+                    true => serde_json::to_string(&event).unwrap_or_default(),
+                    false => print::event_line(&event),
+                };
+                // A closed stdout (`| head`) ends the stream.
+                if std::io::Write::write_all(&mut out, format!("{line}\n").as_bytes()).is_err()
+                    || std::io::Write::flush(&mut out).is_err()
+                {
+                    return false;
+                }
+                seen += u64::from(is_packet);
+                count.is_none_or(|n| seen < n)
+            });
+            tokio::select! {
+                r = stream => r.map_err(UserError::from)?,
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok(())
         }
         Command::Completions { shell } => {
             clap_complete::generate(

@@ -452,3 +452,58 @@ pub struct FlowTuple {
     pub src: std::net::SocketAddr,
     pub dst: std::net::SocketAddr,
 }
+
+/// Which events `GET /v1/events` streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    /// Every dropped packet.
+    Drop,
+    /// Forwarded packets, sampled (`trace_every`).
+    Trace,
+}
+
+/// The query of `GET /v1/events`: drops, traces or both (no `type`); of one endpoint
+/// (an id or a unique prefix); forwards traced one in `trace_every` (default 1 when
+/// traces are asked for).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventFilter {
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<EventType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_every: Option<u32>,
+}
+
+/// One line of `GET /v1/events` (JSON lines).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum MonitorEvent {
+    Drop(PacketEvent),
+    Trace(PacketEvent),
+    /// Events this stream did not get since its last `lost` line: the ring was full
+    /// (`ring`), or this reader fell behind (`behind`).
+    Lost {
+        ring: u64,
+        behind: u64,
+    },
+}
+
+/// A packet a program dropped or forwarded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PacketEvent {
+    pub time_unix_ns: u64,
+    pub hook: String,
+    /// Why it was dropped (drops only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub endpoint: Option<String>,
+    pub ifindex: u32,
+    pub proto: String,
+    /// `ip:port` (TCP, UDP), `ip` (other IP), `-` (not IP).
+    pub src: String,
+    pub dst: String,
+    pub len: u32,
+}

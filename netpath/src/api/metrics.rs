@@ -20,6 +20,7 @@
 //! | `netpath_api_requests_total` | `route`, `method`, `status` |
 //! | `netpath_api_request_duration_seconds` | `route`, `method` (a histogram) |
 //! | `netpath_reconcile_actions_total` | `action` |
+//! | `netpath_monitor_events_lost_total` | (events the ring could not take) |
 
 use std::{collections::BTreeMap, time::UNIX_EPOCH};
 
@@ -116,9 +117,18 @@ pub fn render(
     networks: &[Network],
     endpoints: &[Endpoint],
     ports: &[PortLease],
+    events_lost: u64,
 ) -> String {
     let scrape = Scrape(Registry::new());
     datapath_counters(&scrape, stats, endpoints);
+    let lost = scrape.add(
+        IntCounter::new(
+            "netpath_monitor_events_lost_total",
+            "Events the datapath's ring could not take (nobody read them in time)",
+        )
+        .expect("valid options"),
+    );
+    lost.inc_by(events_lost);
     tables(&scrape, stats);
     records(&scrape, networks, endpoints, ports);
     scrape.gauge("netpath_networks", "Networks", networks.len() as i64);
@@ -343,7 +353,7 @@ mod tests {
             }],
             ..StatsReport::default()
         };
-        let text = render(&stats, &[], &[], &[]);
+        let text = render(&stats, &[], &[], &[], 0);
         for line in [
             "# TYPE netpath_forwarded_packets_total counter",
             "netpath_forwarded_packets_total{way=\"endpoint_to_endpoint\"} 7",

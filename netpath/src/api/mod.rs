@@ -14,6 +14,7 @@
 //! | GET | `/v1/endpoints/{id}` | | 200 `Endpoint` |
 //! | DELETE | `/v1/endpoints/{id}` | | 200 `Endpoint` (the removed one) |
 //! | GET | `/v1/stats` | | 200 `StatsReport` (every counter; endpoints by id) |
+//! | GET | `/v1/events[?type=drop\|trace&endpoint=ID&trace_every=N]` | | 200 JSON lines of `MonitorEvent`, as they happen |
 //! | GET | `/v1/flows[?endpoint=ID&proto=tcp\|udp\|icmp&kind=masq\|publish\|hairpin]` | | 200 `[Flow]` (translated connections) |
 //! | GET | `/v1/ports` | | 200 `[PortLease]` |
 //! | POST | `/v1/ports` | `PortPublish` | 201 `[PortLease]` (all of its specs, or an error and none) |
@@ -33,6 +34,7 @@
 //! daemon uses [`Service`].
 
 mod error;
+mod events;
 mod extract;
 pub mod metrics;
 mod routes;
@@ -66,8 +68,8 @@ pub use self::{error::*, extract::*, routes::*};
 use crate::{
     control::{Service, ServiceError},
     model::{
-        ApiErrorBody, Endpoint, EndpointCreate, Flow, FlowFilter, Network, NetworkCreate,
-        PortLease, PortPublish, StatsReport, TapCreate,
+        ApiErrorBody, Endpoint, EndpointCreate, EventFilter, Flow, FlowFilter, Network,
+        NetworkCreate, PortLease, PortPublish, StatsReport, TapCreate,
     },
     sandbox::SandboxError,
     state::StateError,
@@ -117,6 +119,15 @@ pub trait Backend: Send + Sync + 'static {
         _filter: FlowFilter,
     ) -> impl Future<Output = Result<Vec<Flow>, ApiError>> + Send {
         async { Err(not_supported()) }
+    }
+    /// Starts watching the datapath's events as `filter` asks; the ring's lost count at
+    /// the start.
+    fn watch(&self, _filter: &EventFilter) -> Result<(crate::monitor::Watch, u64), ApiError> {
+        Err(not_supported())
+    }
+    /// Events the datapath's ring could not take so far.
+    fn events_lost(&self) -> u64 {
+        0
     }
     fn publish_ports(
         &self,
@@ -173,6 +184,12 @@ impl Backend for Service {
     }
     async fn flows(&self, filter: FlowFilter) -> Result<Vec<Flow>, ApiError> {
         Ok(Service::flows(self, filter).await?)
+    }
+    fn watch(&self, filter: &EventFilter) -> Result<(crate::monitor::Watch, u64), ApiError> {
+        Ok(Service::watch(self, filter)?)
+    }
+    fn events_lost(&self) -> u64 {
+        Service::events_lost(self)
     }
     async fn publish_ports(&self, req: PortPublish) -> Result<Vec<PortLease>, ApiError> {
         Ok(Service::publish_ports(self, req).await?)

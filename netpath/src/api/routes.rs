@@ -8,6 +8,7 @@ pub fn router<B: Backend>(backend: Arc<B>) -> Router {
     let routes = backend_routes::<B>()
         .route("/v1/version", get(version))
         .route("/metrics", get(metrics::<B>))
+        .route("/v1/events", get(super::events::events::<B>))
         // Must come after the routes: it is installed on each of them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
@@ -83,7 +84,7 @@ pub(super) async fn metrics<B: Backend>(State(b): Shared<B>) -> Result<Response,
     let endpoints = b.list_endpoints(None).await?;
     // A backend without ports (a stand-in) has none to count.
     let ports = b.list_ports().await.unwrap_or_default();
-    let text = super::metrics::render(&stats, &networks, &endpoints, &ports);
+    let text = super::metrics::render(&stats, &networks, &endpoints, &ports, b.events_lost());
     let content_type = [(
         axum::http::header::CONTENT_TYPE,
         super::metrics::CONTENT_TYPE,
@@ -189,7 +190,7 @@ backend_api! {
 }
 
 pub(super) const ROUTES_HINT: &str = "the API is under /v1: version, networks[/{name}], \
-     endpoints[/{id}], taps, stats, flows, ports; and /metrics";
+     endpoints[/{id}], taps, stats, flows, events, ports; and /metrics";
 
 pub(super) async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(

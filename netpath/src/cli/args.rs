@@ -165,6 +165,28 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stream the datapath's events as they happen, a line each: every drop (reason,
+    /// hook, endpoint, addresses) and, with `--type trace` or `--trace-every N`,
+    /// forwarded packets (one in N). `lost` lines count events that did not make it
+    /// (the datapath's ring was full, or this reader fell behind): the datapath never
+    /// waits for a reader. Runs until Ctrl-C, or `--count` events.
+    Monitor {
+        /// Only drops, or only traced forwards.
+        #[arg(long = "type", value_enum)]
+        kind: Option<EventTypeArg>,
+        /// Only this endpoint's (an id or a unique prefix).
+        #[arg(long, value_name = "ID")]
+        endpoint: Option<String>,
+        /// Trace one forwarded packet in N (default with `--type trace`: each).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        trace_every: Option<u32>,
+        /// Stop after N events (`lost` lines do not count).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Print each event as a JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script: `netpath completions bash >
     /// /etc/bash_completion.d/netpath` (zsh: into a directory of $fpath as `_netpath`;
     /// fish: ~/.config/fish/completions/netpath.fish).
@@ -242,6 +264,13 @@ pub(crate) enum ProtoArg {
     Tcp,
     Udp,
     Icmp,
+}
+
+/// `netpath monitor --type`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum EventTypeArg {
+    Drop,
+    Trace,
 }
 
 /// `netpath flows --kind`.

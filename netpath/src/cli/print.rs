@@ -4,8 +4,8 @@
 use std::fmt;
 
 use netpath::model::{
-    Endpoint, EndpointKind, EndpointState, Flow, FlowKind, FlowProto, Mode, Network, PortLease,
-    StatsReport,
+    Endpoint, EndpointKind, EndpointState, Flow, FlowKind, FlowProto, Mode, MonitorEvent, Network,
+    PortLease, StatsReport,
 };
 use serde::Serialize;
 
@@ -317,6 +317,33 @@ fn flows_table(flows: &[Flow]) -> String {
     })
 }
 
+/// One event of `netpath monitor` as a line: its time (UTC, to the microsecond), what,
+/// where, which endpoint, the packet.
+pub fn event_line(event: &MonitorEvent) -> String {
+    let (what, p) = match event {
+        MonitorEvent::Drop(p) => ("drop", p),
+        MonitorEvent::Trace(p) => ("trace", p),
+        MonitorEvent::Lost { ring, behind } => {
+            return format!(
+                "lost  {} events (the datapath's ring was full: {ring}; this reader fell behind: {behind})",
+                ring + behind
+            );
+        }
+    };
+    let secs = p.time_unix_ns / 1_000_000_000;
+    let micros = (p.time_unix_ns % 1_000_000_000) / 1000;
+    let (h, m, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let id = p
+        .endpoint
+        .as_deref()
+        .map_or("-", |id| &id[..id.len().min(12)]);
+    let why = p.reason.as_deref().unwrap_or("redirect");
+    format!(
+        "{h:02}:{m:02}:{s:02}.{micros:06}  {what:<5}  {:<14}  {why:<22}  {id:<12}  {:<6}  {} -> {}  {} B",
+        p.hook, p.proto, p.src, p.dst, p.len
+    )
+}
+
 /// One part of `netpath stats`: its title, then `text` indented under it.
 fn section(title: &str, text: String) {
     println!("{title}");
@@ -337,6 +364,42 @@ mod tests {
             |r| r.map(String::from),
         );
         assert_eq!(t, "ID   NAME          LAST\n1    a-long-name   x\n22   b\n");
+    }
+
+    #[test]
+    fn an_event_line_has_its_time_reason_endpoint_and_packet() {
+        let drop = MonitorEvent::Drop(netpath::model::PacketEvent {
+            // 2026-12-04 01:02:03.000456 UTC.
+            time_unix_ns: 1_796_346_123_000_456_789,
+            hook: "tc_ingress".into(),
+            reason: Some("spoofed_ip".into()),
+            endpoint: Some("0123456789abcdef".into()),
+            ifindex: 7,
+            proto: "udp".into(),
+            src: "10.50.0.250:5000".into(),
+            dst: "10.50.0.3:7100".into(),
+            len: 142,
+        });
+        let line = event_line(&drop);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            words,
+            [
+                "01:02:03.000456",
+                "drop",
+                "tc_ingress",
+                "spoofed_ip",
+                "0123456789ab",
+                "udp",
+                "10.50.0.250:5000",
+                "->",
+                "10.50.0.3:7100",
+                "142",
+                "B"
+            ]
+        );
+        let lost = event_line(&MonitorEvent::Lost { ring: 3, behind: 4 });
+        assert!(lost.starts_with("lost  7 events"), "{lost}");
     }
 
     #[test]
@@ -364,6 +427,7 @@ mod tests {
         let row = t.lines().nth(1).unwrap();
         assert_eq!(
             row.split("   ")
+                .map(str::trim)
                 .filter(|c| !c.is_empty())
                 .collect::<Vec<_>>(),
             [

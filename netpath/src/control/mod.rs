@@ -46,7 +46,7 @@ pub use self::host::{Host, KernelHost, MapWrite, Maps};
 use crate::{
     config::{self, ConfigError, IFNAME_MAX, Paths},
     datapath::{Datapath, DatapathError, EndpointStat, Origin},
-    model::{Flow, FlowFilter, StatsReport},
+    model::{EventFilter, EventType, Flow, FlowFilter, StatsReport},
     netlink::NetlinkError,
     sandbox::SandboxError,
     state::{StateError, Store},
@@ -160,6 +160,9 @@ pub struct Service {
     /// Endpoints whose container end the last sweeps found in the host's namespace, with
     /// how many sweeps in a row did (see [`Service::sweep_unfinished`]).
     stranded: Mutex<HashMap<String, u32>>,
+    /// The datapath's live events (`None`: a datapath without an event ring, or a
+    /// service over fakes).
+    hub: Option<Arc<crate::monitor::Hub>>,
 }
 
 /// Runs a blocking state-database call off the async workers.
@@ -208,18 +211,25 @@ impl Service {
         sysctl::enable_forwarding().map_err(ServiceError::from)?;
         let store = Store::open(&paths.state_dir.join("state.redb")).map_err(ServiceError::from)?;
         let mut datapath = Datapath::open(&paths.bpffs, reload).map_err(ServiceError::from)?;
+        let hub = match datapath.events().map_err(ServiceError::from)? {
+            Some((control, ring)) => {
+                Some(crate::monitor::Hub::start(control, ring).map_err(ServiceError::from)?)
+            }
+            None => None,
+        };
         let cgroup = crate::config::cgroup2_root()?;
         datapath
             .attach_host_local(&cgroup)
             .map_err(ServiceError::from)?;
         let host = KernelHost::connect().map_err(ServiceError::from)?;
-        let service = Service::new(
+        let mut service = Service::new(
             paths,
             Arc::new(store),
             Arc::new(host),
             Box::new(datapath),
             ephemeral_ports,
         );
+        service.hub = hub;
         service.refresh_local_addrs().await?;
         Ok(service)
     }
@@ -241,6 +251,7 @@ impl Service {
             net_locks: Mutex::new(HashMap::new()),
             ephemeral_ports,
             stranded: Mutex::default(),
+            hub: None,
         }
     }
 
@@ -302,6 +313,37 @@ impl Service {
         let tracked = self.datapath().tracked()?;
         let now = crate::datapath::nat_now();
         Ok(crate::flows::list(&tracked, &records, &filter, now))
+    }
+
+    /// Starts watching the datapath's events as `filter` asks: drops (`type=drop`),
+    /// traces (`type=trace`: one forward in `trace_every`, default 1), or drops and, if
+    /// `trace_every` is given, traces (no `type`).
+    pub fn watch(&self, filter: &EventFilter) -> Result<(crate::monitor::Watch, u64)> {
+        let Some(hub) = &self.hub else {
+            return Err(ServiceError::Invalid {
+                what: "this datapath reports no events (it was loaded by an older netpath)".into(),
+                hint: Some("restart the daemon with --reload to load this build's datapath".into()),
+            });
+        };
+        let trace_every = match filter.kind {
+            Some(EventType::Drop) => 0,
+            Some(EventType::Trace) => filter.trace_every.unwrap_or(1),
+            None => filter.trace_every.unwrap_or(0),
+        };
+        let drops = filter.kind != Some(EventType::Trace);
+        if filter.kind == Some(EventType::Trace) && trace_every == 0 {
+            return Err(ServiceError::Invalid {
+                what: "trace_every 0 traces nothing".into(),
+                hint: Some("give 1 (every forward) or more (one in N)".into()),
+            });
+        }
+        let wants = crate::monitor::Wants { drops, trace_every };
+        Ok((hub.watch(wants)?, hub.lost()))
+    }
+
+    /// Events the datapath's ring could not take so far (0 without one).
+    pub fn events_lost(&self) -> u64 {
+        self.hub.as_ref().map_or(0, |h| h.lost())
     }
 
     /// Per-endpoint traffic counters.

@@ -114,6 +114,9 @@ pub fn copy_entries(
             // Rewritten by the daemon at every start (`attach_host_local`).
             Ok(0)
         }
+        // What to report is set again by whoever watches; the ring, its lost count and
+        // the last drop are the moment's, nothing to carry.
+        MONITOR_MAP | EVENTS_MAP | EVENTS_LOST_MAP | LAST_DROP_MAP => Ok(0),
         ENDPOINTS_MAP => copy_hash::<EndpointKey, EndpointValue>(name, old, new, flags),
         ENDPOINTS6_MAP => copy_hash::<EndpointKey6, EndpointValue>(name, old, new, flags),
         IFACES_MAP => copy_hash::<u32, EndpointValue>(name, old, new, flags),

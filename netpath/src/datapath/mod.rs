@@ -30,6 +30,7 @@ mod attach;
 mod convert;
 mod counters;
 mod error;
+mod events;
 mod fill;
 mod flows;
 mod frag;
@@ -63,6 +64,7 @@ use aya::{
 };
 use aya_obj::programs::XdpAttachType;
 use netpath_common::{
+    events::{EVENTS_LOST_MAP, EVENTS_MAP, LAST_DROP_MAP, MONITOR_MAP},
     maps::{
         Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, ENDPOINTS6_MAP,
         EP_STATS_MAP, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, FORWARDS_MAP,
@@ -84,6 +86,7 @@ use self::pins::*;
 pub use self::{
     counters::{ClassStat, DropStat, EndpointStat, ForwardStat},
     error::DatapathError,
+    events::{EventControl, EventRing, decode as decode_event},
     fill::{MapFill, ProgramCost},
     flows::{Tracked, Translation, nat_now},
     pins::{Pins, remove_pins},
@@ -94,7 +97,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 34] = [
+pub const MAPS: [&str; 38] = [
     LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
@@ -129,6 +132,10 @@ pub const MAPS: [&str; 34] = [
     FRAG6_MAP,
     FRAG_WORK_MAP,
     FRAG_WORK6_MAP,
+    MONITOR_MAP,
+    EVENTS_LOST_MAP,
+    LAST_DROP_MAP,
+    EVENTS_MAP,
 ];
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
