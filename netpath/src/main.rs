@@ -396,6 +396,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Top {
+            interval,
+            iterations,
+            plain,
+        } => {
+            if !(0.1..=3600.0).contains(&interval) {
+                anyhow::bail!("--interval {interval} is out of range — give 0.1 to 3600 seconds");
+            }
+            let every = std::time::Duration::from_secs_f64(interval);
+            cli::top::run(&client, every, iterations, plain).await
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

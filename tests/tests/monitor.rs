@@ -2,7 +2,7 @@
 //! one drop event (reason, hook, endpoint, addresses and ports); a flood traced one in
 //! one, read by a monitor that does not keep up, yields events and a lost count while the
 //! fast path forwards every datagram; once the monitors are gone, the datapath reports
-//! nothing again.
+//! nothing again. `netpath top --plain` shows the drops per second and the endpoint.
 
 use std::{
     io::{BufRead, BufReader},
@@ -154,6 +154,40 @@ fn spoofed_frames_show_as_drops_and_a_traced_flood_loses_events_not_packets() {
     wait_until(Duration::from_secs(10), "drops no longer reported", || {
         config(&d).drops == 0
     });
+
+    // `netpath top --plain` while forged datagrams go on: the drops per second by reason
+    // and the endpoint's rate.
+    let sending = ns_a.spawn(move || {
+        let u = UdpSocket::bind((FORGED.parse::<Ipv4Addr>().unwrap(), 6100)).unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(2500) {
+            u.send_to(b"forged", (b_addr, PORT)).unwrap();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let top = d.ok(&["top", "--plain", "--iterations", "1", "--interval", "1"]);
+    sending.join().unwrap();
+    let section = |title: &str| -> Vec<String> {
+        (top.split("\n")
+            .skip_while(|l| !l.starts_with(title))
+            .skip(2))
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.trim().to_owned())
+        .collect()
+    };
+    let drops = section("drops per second");
+    let rate: f64 = (drops.iter().find_map(|l| l.strip_prefix("spoofed_ip")))
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no spoofed_ip rate in\n{top}"));
+    assert!(
+        (20.0..=150.0).contains(&rate),
+        "{rate} drops/s of ~100 sent\n{top}"
+    );
+    let endpoints = section("endpoints");
+    assert!(
+        endpoints.iter().any(|l| l.starts_with(&a_id[..12])),
+        "{a_id} not in\n{top}"
+    );
 
     // A flood traced one in one, to a monitor nobody reads for now.
     let (_trace, out) = Monitor::start(&d, &["--type", "trace", "--trace-every", "1"]);

@@ -187,6 +187,22 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The datapath at a glance, refreshed every second: each endpoint's packet and bit
+    /// rates both ways, drops per second by reason, the most recently active translated
+    /// connections, the fullest tables, each program's cost per packet (while sysctl
+    /// kernel.bpf_stats_enabled=1). No colours. `q` quits. Without a terminal (or with
+    /// `--plain`) it prints text frames instead.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(long, default_value = "1", value_name = "SECS")]
+        interval: f64,
+        /// Stop after N refreshes.
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
+        /// Print text frames, one per refresh, instead of a full-screen view.
+        #[arg(long)]
+        plain: bool,
+    },
     /// Print a shell completion script: `netpath completions bash >
     /// /etc/bash_completion.d/netpath` (zsh: into a directory of $fpath as `_netpath`;
     /// fish: ~/.config/fish/completions/netpath.fish).

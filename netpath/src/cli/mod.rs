@@ -8,3 +8,4 @@ pub mod family;
 pub mod ops;
 pub mod print;
 pub mod select;
+pub mod top;
