@@ -219,6 +219,8 @@ impl FootprintScenario {
         let per_ep = (r.values["rss_endpoints_mib"] - r.values["rss_idle_mib"]) * 1024.0
             / self.endpoints as f64;
         r.set("rss_per_endpoint_kib", per_ep);
+        // Last: its answers grow the daemon's heap, which the samples above must not see.
+        super::observe::measure(ctx, &mut r, subnet)?;
 
         ctx.detail("removing the network");
         network.remove()?;
@@ -247,7 +249,12 @@ impl Scenario for FootprintScenario {
              one, then samples three times: idle (no network), after adding {n} container \
              endpoints one by one (API) to one bridge network with an uplink, and after \
              publishing {p} TCP ports on one of them (`-p \
-             {PORTS_FIRST}-{last}:{PORTS_FIRST}-{last}`, one call){quick}. Resident memory: `VmRSS` \
+             {PORTS_FIRST}-{last}:{PORTS_FIRST}-{last}`, one call){quick}. Then observing is \
+             timed (`observe`): the median of 5 `GET /metrics` (and the RSS growth over \
+             them), then with \
+             100,000 masqueraded connections written into the pinned NAT tables the median \
+             of 5 scrapes and of 5 `GET /v1/flows` (each answer read whole), and the RSS \
+             growth over them. Resident memory: `VmRSS` \
              of /proc/PID/status. BPF map memory: the `memlock` of every map the daemon \
              holds open (/proc/PID/fdinfo), pinned under its bpffs directory, or used by its \
              pinned programs (`bpftool -j -f map|prog show`), each map counted once; most \
@@ -294,6 +301,40 @@ impl Scenario for FootprintScenario {
                 "rss_per_endpoint_kib",
                 "daemon RSS per endpoint ((at N − idle) / N)".into(),
                 Unit::KiB,
+            ),
+            m(
+                "scrape_endpoints_ms",
+                format!("GET /metrics, {n} endpoints (target < 100 ms)"),
+                Unit::Millis,
+            ),
+            m(
+                "scrape_nat_ms",
+                format!(
+                    "GET /metrics, {n} endpoints + {} connections (target < 100 ms)",
+                    super::observe::NAT_ENTRIES
+                ),
+                Unit::Millis,
+            ),
+            m(
+                "flows_nat_ms",
+                format!(
+                    "GET /v1/flows, {} connections (target < 1 s)",
+                    super::observe::NAT_ENTRIES
+                ),
+                Unit::Millis,
+            ),
+            m(
+                "rss_scrape_growth_mib",
+                format!("daemon RSS growth over 5 scrapes at {n} endpoints (target < 8 MiB)"),
+                Unit::MiB,
+            ),
+            m(
+                "rss_flows_growth_mib",
+                format!(
+                    "daemon RSS growth over the scrapes and listings of {} connections",
+                    super::observe::NAT_ENTRIES
+                ),
+                Unit::MiB,
             ),
             m("maps_idle_mib", "BPF map memory, idle".into(), Unit::MiB),
             m(

@@ -21,6 +21,7 @@ pub mod family;
 pub mod floor;
 pub mod footprint;
 pub mod masq;
+pub mod observe;
 pub mod pingpong;
 pub mod plot;
 pub mod proc;

@@ -128,6 +128,9 @@ pub fn bench(ws: Workspace, args: &BenchArgs) -> Result<()> {
                 "netpath-cni",
                 "-p",
                 "netpath-bench",
+                // `--bin` selects across every `-p`: the bench's own must be named too.
+                "--bin",
+                "netpath-bench",
             ]))
         },
     )?;
