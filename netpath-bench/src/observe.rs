@@ -28,8 +28,9 @@ pub const NAT_ENTRIES: usize = 100_000;
 /// Scrapes (and flow listings) per figure: the median is kept.
 const REPEAT: usize = 5;
 
-/// `GET path` on the API socket: how long until the whole answer was read, and its size.
-fn timed_get(socket: &Path, path: &str) -> Result<(Duration, usize)> {
+/// `GET path` on the API socket: how long until the whole answer was read, and the
+/// answer.
+fn timed_get(socket: &Path, path: &str) -> Result<(Duration, Vec<u8>)> {
     let start = Instant::now();
     let mut s = UnixStream::connect(socket).with_context(|| format!("{}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -41,7 +42,7 @@ fn timed_get(socket: &Path, path: &str) -> Result<(Duration, usize)> {
         let head = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
         bail!("GET {path}: {head}");
     }
-    Ok((took, answer.len()))
+    Ok((took, answer))
 }
 
 /// The median time of `REPEAT` requests of `path`, in milliseconds, and the answer's size.
@@ -49,9 +50,9 @@ fn median_ms(socket: &Path, path: &str) -> Result<(f64, usize)> {
     let mut times = Vec::new();
     let mut size = 0;
     for _ in 0..REPEAT {
-        let (t, n) = timed_get(socket, path)?;
+        let (t, answer) = timed_get(socket, path)?;
         times.push(t.as_secs_f64() * 1e3);
-        size = n;
+        size = answer.len();
     }
     times.sort_by(f64::total_cmp);
     Ok((times[REPEAT / 2], size))
@@ -103,6 +104,13 @@ pub fn measure(ctx: &mut Ctx, r: &mut RunResult, subnet: ipnet::Ipv4Net) -> Resu
             .context("writing NETPATH_NAT_AGE")?;
     }
     let result = (|| -> Result<()> {
+        // The scrape counts them exactly (batched lookups, not one call per key).
+        let (_, text) = timed_get(&socket, "/metrics")?;
+        let want =
+            format!("netpath_nat_entries{{family=\"ipv4\",kind=\"masquerade\"}} {NAT_ENTRIES}");
+        if !String::from_utf8_lossy(&text).lines().any(|l| l == want) {
+            bail!("/metrics does not count the {NAT_ENTRIES} connections written: no {want:?}");
+        }
         ctx.detail("timing /metrics and /v1/flows at 100,000 connections");
         let (scrape, _) = median_ms(&socket, "/metrics")?;
         r.set("scrape_nat_ms", scrape);
