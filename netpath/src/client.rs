@@ -205,21 +205,7 @@ impl Client {
         filter: &EventFilter,
         mut on_event: impl FnMut(MonitorEvent) -> bool,
     ) -> Result<(), ClientError> {
-        let name = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
-        let mut query = Vec::new();
-        if let Some(k) = filter.kind {
-            query.push(format!("type={}", name(serde_json::json!(k))));
-        }
-        if let Some(id) = &filter.endpoint {
-            query.push(format!("endpoint={}", encode(id)));
-        }
-        if let Some(n) = filter.trace_every {
-            query.push(format!("trace_every={n}"));
-        }
-        let path = match query.is_empty() {
-            true => "/v1/events".to_owned(),
-            false => format!("/v1/events?{}", query.join("&")),
-        };
+        let path = with_query("/v1/events", filter);
         let (response, _sender) = self.send(Method::GET, &path, None).await?;
         let status = response.status();
         let mut body = response.into_body();
@@ -423,22 +409,27 @@ impl Client {
     /// `GET /v1/flows`: the translated connections `filter` selects.
     pub async fn flows(&self, filter: &FlowFilter) -> Result<Vec<Flow>, ClientError> {
         // The enums' names as serde writes them (`tcp`, `masq`).
-        let name = |v: serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
-        let mut query = Vec::new();
-        if let Some(id) = &filter.endpoint {
-            query.push(format!("endpoint={}", encode(id)));
-        }
-        if let Some(p) = filter.proto {
-            query.push(format!("proto={}", name(serde_json::json!(p))));
-        }
-        if let Some(k) = filter.kind {
-            query.push(format!("kind={}", name(serde_json::json!(k))));
-        }
-        let path = match query.is_empty() {
-            true => "/v1/flows".to_owned(),
-            false => format!("/v1/flows?{}", query.join("&")),
-        };
-        self.get(&path).await
+        self.get(&with_query("/v1/flows", filter)).await
+    }
+}
+
+/// `base` with the fields of `query` as its query string: a request struct serde writes
+/// as an object of strings and numbers (the API's names for enums), its `None` fields
+/// left out.
+fn with_query(base: &str, query: &impl Serialize) -> String {
+    let fields = match serde_json::to_value(query) {
+        Ok(serde_json::Value::Object(fields)) => fields,
+        _ => serde_json::Map::new(),
+    };
+    let pairs: Vec<String> = (fields.iter())
+        .map(|(k, v)| {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            format!("{k}={}", encode(&v))
+        })
+        .collect();
+    match pairs.is_empty() {
+        true => base.to_owned(),
+        false => format!("{base}?{}", pairs.join("&")),
     }
 }
 

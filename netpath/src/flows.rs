@@ -111,24 +111,7 @@ mod tests {
     use netpath_common::nat::CT_NEW;
 
     use super::*;
-    use crate::model::{EndpointDetails, EndpointKind, EndpointState};
-
-    fn endpoint(id: &str, ip: &str) -> Endpoint {
-        Endpoint {
-            id: id.to_owned(),
-            network: "web".to_owned(),
-            kind: EndpointKind::Veth,
-            state: EndpointState::Ready,
-            ip: ip.parse().unwrap(),
-            ip6: None,
-            gateway6: None,
-            prefix_len: 24,
-            mac: "02:00:00:00:00:01".parse().unwrap(),
-            gateway: "10.50.0.1".parse().unwrap(),
-            host_ifname: format!("np-{id}"),
-            details: EndpointDetails::default(),
-        }
-    }
+    use crate::model::test_endpoint as endpoint;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -507,3 +507,23 @@ pub struct PacketEvent {
     pub dst: String,
     pub len: u32,
 }
+
+/// A ready veth endpoint `id` of network `web` with address `ip` and host-side device
+/// `np-<id>`: the record the unit tests of listings and events name things after.
+#[cfg(test)]
+pub(crate) fn test_endpoint(id: &str, ip: &str) -> Endpoint {
+    Endpoint {
+        id: id.to_owned(),
+        network: "web".to_owned(),
+        kind: EndpointKind::Veth,
+        state: EndpointState::Ready,
+        ip: ip.parse().unwrap(),
+        ip6: None,
+        gateway6: None,
+        prefix_len: 24,
+        mac: "02:00:00:00:00:01".parse().unwrap(),
+        gateway: "10.50.0.1".parse().unwrap(),
+        host_ifname: format!("np-{id}"),
+        details: EndpointDetails::default(),
+    }
+}

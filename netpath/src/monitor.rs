@@ -270,24 +270,7 @@ mod tests {
     use netpath_common::events::EVENT_TRACE;
 
     use super::*;
-    use crate::model::{EndpointDetails, EndpointKind, EndpointState};
-
-    fn record(id: &str, ip: &str, ifname: &str) -> Endpoint {
-        Endpoint {
-            id: id.to_owned(),
-            network: "web".to_owned(),
-            kind: EndpointKind::Veth,
-            state: EndpointState::Ready,
-            ip: ip.parse().unwrap(),
-            ip6: None,
-            gateway6: None,
-            prefix_len: 24,
-            mac: "02:00:00:00:00:01".parse().unwrap(),
-            gateway: "10.50.0.1".parse().unwrap(),
-            host_ifname: ifname.to_owned(),
-            details: EndpointDetails::default(),
-        }
-    }
+    use crate::model::test_endpoint;
 
     fn event(kind: u8, code: u8, ifindex: u32) -> Event {
         let mut src = [0; 16];
@@ -335,8 +318,8 @@ mod tests {
     fn a_drop_is_named_after_the_device_it_happened_on() {
         let names = Names::new(
             vec![
-                record("aaa", "10.50.0.2", "np-aaa"),
-                record("bbb", "10.50.0.3", "np-bbb"),
+                test_endpoint("aaa", "10.50.0.2"),
+                test_endpoint("bbb", "10.50.0.3"),
             ],
             |ifname| (ifname == "np-aaa").then_some(7),
         );

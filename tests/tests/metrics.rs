@@ -27,6 +27,16 @@ const SPOOFED: u64 = 3;
 const FORGED: &str = "10.199.200.250";
 const UDP_PORT: u16 = 7100;
 
+/// A daemon with `--metrics-addr 127.0.0.1:0`, and the `host:port` it says it took.
+fn with_metrics_addr() -> (Daemon, String) {
+    let d = Daemon::start_args(&["--metrics-addr", "127.0.0.1:0"], &[]);
+    let url = (d.started.iter())
+        .find_map(|l| l.trim().strip_prefix("metrics   http://"))
+        .unwrap_or_else(|| panic!("no metrics line in {:?}", d.started));
+    let addr = url.trim_end_matches("/metrics").to_owned();
+    (d, addr)
+}
+
 /// A scrape of `/metrics` on the daemon's API socket.
 fn scrape(d: &Daemon) -> (String, Vec<Sample>) {
     let (status, text) = raw_http(&d.paths.socket, "GET", "/metrics", None, b"");
@@ -65,11 +75,7 @@ fn send(ns: &NetNs, from: Ipv4Addr, to: SocketAddr, count: u64) {
 #[test]
 fn known_traffic_shows_in_the_metrics_and_in_prometheus() {
     require_root!();
-    let d = Daemon::start_args(&["--metrics-addr", "127.0.0.1:0"], &[]);
-    let url = (d.started.iter())
-        .find_map(|l| l.trim().strip_prefix("metrics   http://"))
-        .unwrap_or_else(|| panic!("no metrics line in {:?}", d.started));
-    let addr = url.trim_end_matches("/metrics").to_owned();
+    let (d, addr) = with_metrics_addr();
     let net = netpath_tests::unique("mt");
     d.ok(&["network", "create", &net, "--subnet", "10.199.200.0/24"]);
     let (ns_a, ns_b) = (NetNs::new("mta"), NetNs::new("mtb"));
@@ -200,11 +206,7 @@ fn known_traffic_shows_in_the_metrics_and_in_prometheus() {
 #[test]
 fn metrics_over_tcp_serve_nothing_else() {
     require_root!();
-    let d = Daemon::start_args(&["--metrics-addr", "127.0.0.1:0"], &[]);
-    let url = (d.started.iter())
-        .find_map(|l| l.trim().strip_prefix("metrics   http://"))
-        .unwrap_or_else(|| panic!("no metrics line in {:?}", d.started));
-    let addr = url.trim_end_matches("/metrics").to_owned();
+    let (d, addr) = with_metrics_addr();
     let net = netpath_tests::unique("mt");
     d.ok(&["network", "create", &net, "--subnet", "10.199.201.0/24"]);
     let (status, head, body) = http_get(&addr, "/metrics").unwrap();
