@@ -46,6 +46,7 @@ pub enum EndpointState {
 }
 
 /// A request to create a network (`POST /v1/networks`, `netpath network create`).
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkCreate {
@@ -61,10 +62,8 @@ pub struct NetworkCreate {
     /// The IPv6 subnet of a dual-stack network (`fd50::/64`): its network address, a
     /// prefix of /64 to /120. (The IPv6 fields are left out of an IPv4-only request, so
     /// that it reads as before to a daemon that predates them.)
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub subnet6: Option<Ipv6Net>,
     /// Default: the first address of `subnet6` (`fd50::1`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<Ipv6Addr>,
     /// Default: the interface of the host's default route.
     pub uplink: Option<String>,
@@ -105,6 +104,7 @@ pub struct Network {
 }
 
 /// A request to add a container endpoint, a veth pair (`POST /v1/endpoints`).
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointCreate {
@@ -117,7 +117,6 @@ pub struct EndpointCreate {
     /// The address to lease; default: the lowest free one.
     pub ip: Option<Ipv4Addr>,
     /// The IPv6 address to lease in a dual-stack network; default: the lowest free one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
     /// Interface name inside the namespace (default `eth0`).
     pub ifname: Option<String>,
@@ -131,11 +130,11 @@ pub struct EndpointCreate {
     /// unconfigured, instead of in a namespace: for an engine that moves it into the
     /// container and configures it itself (Docker's libnetwork, at Join, when the
     /// container's namespace does not exist yet). Excludes `netns`, `pid` and `ifname`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<String>,
 }
 
 /// A request to add a microVM endpoint, a TAP device (`POST /v1/taps`).
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TapCreate {
@@ -146,7 +145,6 @@ pub struct TapCreate {
     /// The guest's address to lease; default: the lowest free one.
     pub ip: Option<Ipv4Addr>,
     /// The guest's IPv6 address in a dual-stack network; default: the lowest free one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
     /// Guest MAC; default: random, locally administered.
     pub mac: Option<MacAddr>,
@@ -186,6 +184,7 @@ macro_rules! joining {
 joining!(EndpointCreate, TapCreate);
 
 /// An endpoint as recorded: a container's veth pair or a microVM's TAP.
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// 12 lowercase hex digits.
@@ -198,10 +197,8 @@ pub struct Endpoint {
     pub ip: Ipv4Addr,
     /// Its leased IPv6 address, in a dual-stack network (a /128 behind the gateway for a
     /// TAP or a routed container, an address of the subnet behind a bridge).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip6: Option<Ipv6Addr>,
     /// The network's IPv6 gateway, the endpoint's IPv6 default route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<Ipv6Addr>,
     /// Prefix length the endpoint sees (the subnet's for veths, 32 for TAPs).
     pub prefix_len: u8,
@@ -246,23 +243,23 @@ pub struct EndpointDetails {
 }
 
 /// Error body of every failed API request.
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
     /// What failed and why, in one sentence.
     pub error: String,
     /// What to do about it, when there is something to do.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub hint: Option<String>,
 }
 
 /// A request to publish ports of an endpoint, Docker's `-p` syntax: every spec of
 /// `specs` (and `spec`, the one-spec form) is published, or none is.
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortPublish {
     /// Endpoint id, or a prefix of one that matches only it.
     pub endpoint: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub specs: Vec<String>,
@@ -303,6 +300,7 @@ impl PortLease {
 /// Everything `netpath stats` shows, as `GET /v1/stats` serves it: the datapath's
 /// counters, with each endpoint's traffic under its id.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StatsReport {
     /// Packets per hook and packet class.
     pub classes: Vec<ClassCount>,
@@ -314,14 +312,11 @@ pub struct StatsReport {
     pub drops: Vec<ReasonCount>,
     /// Drops per hook and reason, every slot (zeros too). Absent from a daemon older than
     /// layout 6.
-    #[serde(default)]
     pub drops_by_hook: Vec<HookDropCount>,
     /// How full each table of the datapath is (its arrays left out).
-    #[serde(default)]
     pub maps: Vec<MapFill>,
     /// Each program's runs and run time, as the kernel counts them while its BPF
     /// statistics are on (`sysctl kernel.bpf_stats_enabled=1`); zeros otherwise.
-    #[serde(default)]
     pub programs: Vec<ProgramCost>,
 }
 
@@ -341,23 +336,40 @@ pub struct ProgramCost {
     pub run_time_ns: u64,
 }
 
+/// Packets and bytes: every counter of the datapath (serialized inline in its row).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Count {
+    fn add_assign(&mut self, other: Count) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
 /// The drops for one reason at one hook.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HookDropCount {
     pub hook: String,
     pub reason: String,
-    pub packets: u64,
-    pub bytes: u64,
+    #[serde(flatten)]
+    pub count: Count,
 }
 
+/// The packets of one class at one hook.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClassCount {
     pub hook: String,
     pub class: String,
-    pub packets: u64,
-    pub bytes: u64,
+    #[serde(flatten)]
+    pub count: Count,
 }
 
+/// One endpoint's traffic: tx = sent by the endpoint, rx = delivered to it by the fast
+/// path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointTraffic {
     /// The endpoint's id; `None` for a map entry no record explains (or when the state
@@ -372,18 +384,38 @@ pub struct EndpointTraffic {
     pub rx_bytes: u64,
 }
 
+impl EndpointTraffic {
+    /// What the endpoint sent.
+    pub fn tx(&self) -> Count {
+        Count {
+            packets: self.tx_packets,
+            bytes: self.tx_bytes,
+        }
+    }
+
+    /// What the fast path delivered to it.
+    pub fn rx(&self) -> Count {
+        Count {
+            packets: self.rx_packets,
+            bytes: self.rx_bytes,
+        }
+    }
+}
+
+/// The fast path's forwards one way.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WayCount {
     pub way: String,
-    pub packets: u64,
-    pub bytes: u64,
+    #[serde(flatten)]
+    pub count: Count,
 }
 
+/// The drops for one reason, over every hook.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReasonCount {
     pub reason: String,
-    pub packets: u64,
-    pub bytes: u64,
+    #[serde(flatten)]
+    pub count: Count,
 }
 
 /// What translates a connection `netpath flows` lists.
@@ -410,14 +442,12 @@ pub enum FlowProto {
 
 /// Which connections `GET /v1/flows` lists: all of them, or those of one endpoint (an id
 /// or a unique prefix), protocol or kind.
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowFilter {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proto: Option<FlowProto>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<FlowKind>,
 }
 
@@ -466,14 +496,13 @@ pub enum EventType {
 /// The query of `GET /v1/events`: drops, traces or both (no `type`); of one endpoint
 /// (an id or a unique prefix); forwards traced one in `trace_every` (default 1 when
 /// traces are asked for).
+#[serde_with::skip_serializing_none]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventFilter {
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "type")]
     pub kind: Option<EventType>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_every: Option<u32>,
 }
 

@@ -875,11 +875,10 @@ mod host_routing {
             let c = dp.endpoint_counters(ep_if).expect("endpoint counters");
             assert_eq!((c.tx_packets, c.rx_packets), (6, 1), "{c:?}");
             // And as the fast path's forwards, each way once.
-            let ways: Vec<(&str, u64)> = dp
-                .forwards()
-                .unwrap()
+            let forwards = dp.forwards().unwrap();
+            let ways: Vec<(&str, u64)> = forwards
                 .iter()
-                .map(|f| (f.way, f.packets))
+                .map(|f| (f.way.as_str(), f.count.packets))
                 .collect();
             assert_eq!(
                 ways,

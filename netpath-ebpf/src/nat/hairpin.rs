@@ -116,7 +116,7 @@ fn reply<F: Family + Publish + Hop>(
     s: &mut Scratch<F::Addr>,
 ) -> Result<Reply, DropReason> {
     {
-        s.orig = TupleOf::new(f.l4.proto, f.src, f.sport, f.dst, f.dport);
+        s.orig = f.tuple();
         let Some(front) = tracked_front::<F>(&s.orig, f.tcp_flags(frame), true) else {
             return Ok(Reply::Untracked);
         };
@@ -154,7 +154,7 @@ fn new_connection<F: Family + Publish + Hop>(
     ifindex: Option<u32>,
 ) -> Result<Option<&'static EndpointValue>, DropReason> {
     {
-        s.orig = TupleOf::new(f.l4.proto, f.src, f.sport, f.dst, f.dport);
+        s.orig = f.tuple();
         let Some(ep) = published::<F>(s.orig.proto, s.orig.dst, s.orig.dport) else {
             return Ok(None);
         };

@@ -37,7 +37,7 @@ use aya_ebpf::{
 };
 use netpath_common::{
     maps::DropReason,
-    nat::{NatTargetOf, ct_next, nat_clock},
+    nat::{NatTargetOf, TupleOf, ct_next, nat_clock},
     packet::{Classified, Frame, IPPROTO_TCP, IPPROTO_UDP},
 };
 
@@ -152,6 +152,12 @@ impl<F: Ip> Flow<F> {
             sport,
             dport,
         })
+    }
+
+    /// The packet's tuple, as it carries it.
+    #[inline(always)]
+    fn tuple(&self) -> TupleOf<F::Addr> {
+        TupleOf::new(self.l4.proto, self.src, self.sport, self.dst, self.dport)
     }
 
     /// The destination port as the NAT keys the connection: ICMP echo's identifier is

@@ -260,7 +260,7 @@ pub fn publish_reply<F: Publish>(
     let Some(f) = Flow::<F>::ports(frame, c) else {
         return Ok(false);
     };
-    let tuple = TupleOf::new(f.l4.proto, f.src, f.sport, f.dst, f.dport);
+    let tuple = f.tuple();
     let Some(front) = tracked_front::<F>(&tuple, f.tcp_flags(frame), true) else {
         return Ok(false);
     };

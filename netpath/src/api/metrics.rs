@@ -34,7 +34,7 @@ use prometheus::{
 };
 
 use crate::{
-    model::{Endpoint, EndpointKind, Network, PortLease, StatsReport},
+    model::{Count, Endpoint, EndpointKind, Network, PortLease, StatsReport},
     telemetry,
 };
 
@@ -85,7 +85,7 @@ impl Scrape {
         name: &str,
         what: &str,
         labels: &[&str],
-        rows: impl Iterator<Item = (Vec<&'a str>, u64, u64)>,
+        rows: impl Iterator<Item = (Vec<&'a str>, Count)>,
     ) {
         let packets = self.counters(
             &format!("netpath_{name}_packets_total"),
@@ -97,9 +97,9 @@ impl Scrape {
             &format!("Bytes {what}"),
             labels,
         );
-        for (values, p, b) in rows {
-            packets.with_label_values(&values).inc_by(p);
-            bytes.with_label_values(&values).inc_by(b);
+        for (values, c) in rows {
+            packets.with_label_values(&values).inc_by(c.packets);
+            bytes.with_label_values(&values).inc_by(c.bytes);
         }
     }
 }
@@ -160,7 +160,7 @@ pub fn render(
 /// The programs' packet counters.
 fn datapath_counters(scrape: &Scrape, stats: &StatsReport, endpoints: &[Endpoint]) {
     let rows = stats.forwards.iter();
-    let rows = rows.map(|w| (vec![w.way.as_str()], w.packets, w.bytes));
+    let rows = rows.map(|w| (vec![w.way.as_str()], w.count));
     scrape.packets_and_bytes(
         "forwarded",
         "the fast path forwarded past the kernel's path",
@@ -168,12 +168,12 @@ fn datapath_counters(scrape: &Scrape, stats: &StatsReport, endpoints: &[Endpoint
         rows,
     );
     let rows = stats.drops_by_hook.iter();
-    let rows = rows.map(|d| (vec![d.hook.as_str(), d.reason.as_str()], d.packets, d.bytes));
+    let rows = rows.map(|d| (vec![d.hook.as_str(), d.reason.as_str()], d.count));
     scrape.packets_and_bytes("dropped", "the datapath dropped", &["hook", "reason"], rows);
     let exhausted = DropReason::NatPortsExhausted.name();
     let failures = (stats.drops.iter())
         .filter(|d| d.reason == exhausted)
-        .map(|d| d.packets)
+        .map(|d| d.count.packets)
         .sum();
     let claims = scrape.add(
         IntCounter::new(
@@ -184,7 +184,7 @@ fn datapath_counters(scrape: &Scrape, stats: &StatsReport, endpoints: &[Endpoint
     );
     claims.inc_by(failures);
     let rows = stats.classes.iter();
-    let rows = rows.map(|c| (vec![c.hook.as_str(), c.class.as_str()], c.packets, c.bytes));
+    let rows = rows.map(|c| (vec![c.hook.as_str(), c.class.as_str()], c.count));
     scrape.packets_and_bytes(
         "seen",
         "the datapath's programs saw",
@@ -197,8 +197,8 @@ fn datapath_counters(scrape: &Scrape, stats: &StatsReport, endpoints: &[Endpoint
         let network = t.network.as_deref().unwrap_or_default();
         let kind = by_id.get(id).map_or("", |e| kind(e.kind));
         [
-            (vec![id, network, kind, "tx"], t.tx_packets, t.tx_bytes),
-            (vec![id, network, kind, "rx"], t.rx_packets, t.rx_bytes),
+            (vec![id, network, kind, "tx"], t.tx()),
+            (vec![id, network, kind, "rx"], t.rx()),
         ]
     });
     scrape.packets_and_bytes(
@@ -317,19 +317,25 @@ mod tests {
         let stats = StatsReport {
             forwards: vec![WayCount {
                 way: "endpoint_to_endpoint".into(),
-                packets: 7,
-                bytes: 700,
+                count: Count {
+                    packets: 7,
+                    bytes: 700,
+                },
             }],
             drops: vec![ReasonCount {
                 reason: "nat_ports_exhausted".into(),
-                packets: 3,
-                bytes: 180,
+                count: Count {
+                    packets: 3,
+                    bytes: 180,
+                },
             }],
             drops_by_hook: vec![HookDropCount {
                 hook: "uplink_egress".into(),
                 reason: "nat_ports_exhausted".into(),
-                packets: 3,
-                bytes: 180,
+                count: Count {
+                    packets: 3,
+                    bytes: 180,
+                },
             }],
             endpoints: vec![EndpointTraffic {
                 id: Some("0123456789ab".into()),

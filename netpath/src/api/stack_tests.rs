@@ -89,8 +89,10 @@ impl Backend for Fake {
             classes: vec![crate::model::ClassCount {
                 hook: "xdp".into(),
                 class: "ipv4".into(),
-                packets: 3,
-                bytes: 180,
+                count: crate::model::Count {
+                    packets: 3,
+                    bytes: 180,
+                },
             }],
             ..Default::default()
         })
@@ -226,7 +228,10 @@ async fn typed_client_round_trips() {
     assert_eq!(*d.fake.last_filter.lock().unwrap(), Some(None));
     let stats = c.stats().await.unwrap();
     assert_eq!(
-        (stats.classes[0].hook.as_str(), stats.classes[0].packets),
+        (
+            stats.classes[0].hook.as_str(),
+            stats.classes[0].count.packets
+        ),
         ("xdp", 3)
     );
     let e = c.get_endpoint("0123456789ab").await.unwrap_err();

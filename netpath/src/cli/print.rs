@@ -191,9 +191,9 @@ pub fn ports(leases: &[PortLease]) {
 /// `netpath stats`: zero rows left out unless `all`.
 pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()> {
     if !all {
-        r.classes.retain(|c| c.packets > 0);
-        r.drops.retain(|d| d.packets > 0);
-        r.drops_by_hook.retain(|d| d.packets > 0);
+        r.classes.retain(|c| c.count.packets > 0);
+        r.drops.retain(|d| d.count.packets > 0);
+        r.drops_by_hook.retain(|d| d.count.packets > 0);
         r.programs.retain(|p| p.run_count > 0);
     }
     if as_json {
@@ -203,7 +203,12 @@ pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()>
     section(
         "packets by hook and class",
         table(["HOOK", "CLASS", "PACKETS", "BYTES"], &r.classes, |c| {
-            [c.hook.clone(), c.class.clone(), n(c.packets), n(c.bytes)]
+            [
+                c.hook.clone(),
+                c.class.clone(),
+                n(c.count.packets),
+                n(c.count.bytes),
+            ]
         }),
     );
     let headers = [
@@ -234,7 +239,7 @@ pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()>
     section(
         "fast-path forwards (past the kernel's path)",
         table(["WAY", "PACKETS", "BYTES"], &r.forwards, |f| {
-            [f.way.clone(), n(f.packets), n(f.bytes)]
+            [f.way.clone(), n(f.count.packets), n(f.count.bytes)]
         }),
     );
     section(
@@ -242,7 +247,14 @@ pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()>
         table(
             ["HOOK", "REASON", "PACKETS", "BYTES"],
             &r.drops_by_hook,
-            |d| [d.hook.clone(), d.reason.clone(), n(d.packets), n(d.bytes)],
+            |d| {
+                [
+                    d.hook.clone(),
+                    d.reason.clone(),
+                    n(d.count.packets),
+                    n(d.count.bytes),
+                ]
+            },
         ),
     );
     section(

@@ -81,7 +81,10 @@ pub fn view(prev: &StatsReport, now: &StatsReport, mut flows: Vec<Flow>, secs: f
             let old = prev.drops.iter().find(|p| p.reason == d.reason);
             (
                 d.reason.clone(),
-                per_sec(d.packets, old.map_or(d.packets, |o| o.packets)),
+                per_sec(
+                    d.count.packets,
+                    old.map_or(d.count.packets, |o| o.count.packets),
+                ),
             )
         })
         .filter(|(_, rate)| *rate > 0.0)
@@ -320,7 +323,7 @@ fn draw(f: &mut ratatui::Frame, v: &View) {
 
 #[cfg(test)]
 mod tests {
-    use netpath::model::{EndpointTraffic, MapFill, ProgramCost, ReasonCount};
+    use netpath::model::{Count, EndpointTraffic, MapFill, ProgramCost, ReasonCount};
 
     use super::*;
 
@@ -337,6 +340,21 @@ mod tests {
         }
     }
 
+    fn spoofed(packets: u64) -> ReasonCount {
+        ReasonCount {
+            reason: "spoofed_ip".into(),
+            count: Count { packets, bytes: 0 },
+        }
+    }
+
+    fn tc_ingress(run_count: u64, run_time_ns: u64) -> ProgramCost {
+        ProgramCost {
+            program: "netpath_tc_ingress".into(),
+            run_count,
+            run_time_ns,
+        }
+    }
+
     #[test]
     fn rates_come_from_two_snapshots_busiest_first() {
         let prev = StatsReport {
@@ -344,16 +362,8 @@ mod tests {
                 traffic("a", "10.0.0.2", 0, 0),
                 traffic("b", "10.0.0.3", 0, 0),
             ],
-            drops: vec![ReasonCount {
-                reason: "spoofed_ip".into(),
-                packets: 10,
-                bytes: 0,
-            }],
-            programs: vec![ProgramCost {
-                program: "netpath_tc_ingress".into(),
-                run_count: 100,
-                run_time_ns: 10_000,
-            }],
+            drops: vec![spoofed(10)],
+            programs: vec![tc_ingress(100, 10_000)],
             ..StatsReport::default()
         };
         let now = StatsReport {
@@ -361,11 +371,7 @@ mod tests {
                 traffic("a", "10.0.0.2", 20, 10),
                 traffic("b", "10.0.0.3", 200, 0),
             ],
-            drops: vec![ReasonCount {
-                reason: "spoofed_ip".into(),
-                packets: 14,
-                bytes: 0,
-            }],
+            drops: vec![spoofed(14)],
             maps: vec![
                 MapFill {
                     map: "NETPATH_SNAT".into(),
@@ -378,11 +384,7 @@ mod tests {
                     capacity: 100,
                 },
             ],
-            programs: vec![ProgramCost {
-                program: "netpath_tc_ingress".into(),
-                run_count: 300,
-                run_time_ns: 50_000,
-            }],
+            programs: vec![tc_ingress(300, 50_000)],
             ..StatsReport::default()
         };
         let v = view(&prev, &now, Vec::new(), 2.0);

@@ -7,17 +7,14 @@ use crate::types::PerFamily;
 /// The `runtimeConfig` of a network configuration: the capabilities the runtime
 /// fills in for the container.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct RuntimeConfig {
     /// `portMappings`: the ports to publish for the container.
-    #[serde(default)]
     pub port_mappings: Vec<PortMapping>,
     /// `ips`: the requested addresses (a prefix length is ignored); [`NetConf::parse`]
     /// appends those of `args.cni.ips`.
-    #[serde(default)]
     pub ips: Vec<String>,
     /// `mac`: the MAC requested for the container's interface.
-    #[serde(default)]
     pub mac: Option<String>,
 }
 

@@ -91,7 +91,7 @@ pub fn copy_entries(
     flags: u64,
     only_new: bool,
 ) -> Result<usize> {
-    let e = move |source| DatapathError::ReadMap { map: name, source };
+    let e = DatapathError::reading(name);
     match name {
         STATS_MAP | DROPS_MAP | FORWARDS_MAP if only_new => Ok(0),
         STATS_MAP | DROPS_MAP | FORWARDS_MAP => {
@@ -179,7 +179,7 @@ fn copy_hash_with<K: Pod, V: Pod, K2: Pod, V2: Pod>(
     key: impl Fn(K) -> K2,
     value: impl Fn(V) -> V2,
 ) -> Result<usize> {
-    let e = move |source| DatapathError::ReadMap { map: name, source };
+    let e = DatapathError::reading(name);
     let old = HashMap::<_, K, V>::try_from(old).map_err(e)?;
     let mut new = HashMap::<_, K2, V2>::try_from(new).map_err(e)?;
     copy_all(name, old.iter(), |k, v| {
@@ -188,7 +188,7 @@ fn copy_hash_with<K: Pod, V: Pod, K2: Pod, V2: Pod>(
 }
 
 fn copy_lpm<K: Pod, V: Pod>(name: &'static str, old: Map, new: Map, flags: u64) -> Result<usize> {
-    let e = move |source| DatapathError::ReadMap { map: name, source };
+    let e = DatapathError::reading(name);
     let old = LpmTrie::<_, K, V>::try_from(old).map_err(e)?;
     let mut new = LpmTrie::<_, K, V>::try_from(new).map_err(e)?;
     copy_all(name, old.iter(), |k, v| new.insert(&k, v, flags).is_ok())
@@ -202,7 +202,7 @@ fn copy_all<K, V>(
 ) -> Result<usize> {
     let mut n = 0;
     for item in entries {
-        let (k, v) = item.map_err(|source| DatapathError::ReadMap { map: name, source })?;
+        let (k, v) = item.map_err(DatapathError::reading(name))?;
         n += usize::from(insert(k, v));
     }
     Ok(n)

@@ -1,14 +1,15 @@
 //! Reading the datapath's counters, summed over CPUs.
 
 use super::*;
+use crate::model::{ClassCount, Count, HookDropCount, WayCount};
 
-/// Totals of one stats slot, summed over CPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ClassStat {
-    pub hook: &'static str,
-    pub class: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
+impl From<Counter> for Count {
+    fn from(c: Counter) -> Self {
+        Count {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
+    }
 }
 
 /// One endpoint's counters, summed over CPUs.
@@ -22,23 +23,6 @@ pub struct EndpointStat {
     pub rx_bytes: u64,
 }
 
-/// Drops for one reason at one hook, summed over CPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct DropStat {
-    pub hook: &'static str,
-    pub reason: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
-/// The fast path's forwards one way ([`Forward`]), summed over CPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ForwardStat {
-    pub way: &'static str,
-    pub packets: u64,
-    pub bytes: u64,
-}
-
 /// Slot `slot` of a per-CPU counter array, summed over CPUs.
 pub(super) fn counter_sum(
     map: &PerCpuArray<MapData, Counter>,
@@ -47,7 +31,7 @@ pub(super) fn counter_sum(
 ) -> Result<Counter> {
     map.get(&slot, 0)
         .map(|v| Counter::sum(v.iter()))
-        .map_err(|source| DatapathError::ReadMap { map: name, source })
+        .map_err(DatapathError::reading(name))
 }
 
 /// The rows of a counter array with a slot per hook and `S` (a drop reason, a packet
@@ -74,10 +58,7 @@ impl Datapath {
     pub fn endpoint_stats(&self) -> Result<Vec<EndpointStat>> {
         let mut out = Vec::new();
         for entry in self.endpoints.iter() {
-            let (_, v) = entry.map_err(|source| DatapathError::ReadMap {
-                map: ENDPOINTS_MAP,
-                source,
-            })?;
+            let (_, v) = entry.map_err(DatapathError::reading(ENDPOINTS_MAP))?;
             let c = self
                 .ep_stats
                 .get(&v.ifindex, 0)
@@ -101,23 +82,19 @@ impl Datapath {
         self.ep_stats
             .get(&ifindex, 0)
             .map(|vals| EndpointCounters::sum(vals.iter()))
-            .map_err(|source| DatapathError::ReadMap {
-                map: EP_STATS_MAP,
-                source,
-            })
+            .map_err(DatapathError::reading(EP_STATS_MAP))
     }
 
     /// Drops by hook and reason, summed over CPUs: the slots the pinned counter array has
     /// (one pinned by an older build has fewer, until it is migrated).
-    pub fn drops(&self) -> Result<Vec<DropStat>> {
+    pub fn drops(&self) -> Result<Vec<HookDropCount>> {
         per_hook(
             &DropReason::ALL,
             |hook, reason| self.drop_counter_at(hook, reason),
-            |hook, reason, c| DropStat {
-                hook: hook.name(),
-                reason: reason.name(),
-                packets: c.packets,
-                bytes: c.bytes,
+            |hook, reason, c| HookDropCount {
+                hook: hook.name().into(),
+                reason: reason.name().into(),
+                count: c.into(),
             },
         )
     }
@@ -142,15 +119,14 @@ impl Datapath {
     }
 
     /// The fast path's forwards, each way, summed over CPUs.
-    pub fn forwards(&self) -> Result<Vec<ForwardStat>> {
+    pub fn forwards(&self) -> Result<Vec<WayCount>> {
         Forward::ALL
             .iter()
             .map(|w| {
                 let c = counter_sum(&self.forwards, FORWARDS_MAP, *w as u32)?;
-                Ok(ForwardStat {
-                    way: w.name(),
-                    packets: c.packets,
-                    bytes: c.bytes,
+                Ok(WayCount {
+                    way: w.name().into(),
+                    count: c.into(),
                 })
             })
             .collect()
@@ -162,23 +138,19 @@ impl Datapath {
             .iter()
             .map(|r| r.map(|(k, v)| (std::net::Ipv4Addr::from(k.ip), v)))
             .collect::<Result<_, _>>()
-            .map_err(|source| DatapathError::ReadMap {
-                map: ENDPOINTS_MAP,
-                source,
-            })
+            .map_err(DatapathError::reading(ENDPOINTS_MAP))
     }
 
     /// Per-(hook, class) packet and byte totals, summed over CPUs. (A datapath of an
     /// older layout, with fewer classes, shows those it has.)
-    pub fn stats(&self) -> Result<Vec<ClassStat>> {
+    pub fn stats(&self) -> Result<Vec<ClassCount>> {
         per_hook(
             &PacketClass::ALL,
             |hook, class| self.counter_if_any(hook, class),
-            |hook, class, c| ClassStat {
-                hook: hook.name(),
-                class: class.name(),
-                packets: c.packets,
-                bytes: c.bytes,
+            |hook, class, c| ClassCount {
+                hook: hook.name().into(),
+                class: class.name().into(),
+                count: c.into(),
             },
         )
     }
@@ -200,10 +172,7 @@ impl Datapath {
         let values = self
             .stats
             .get(&index, 0)
-            .map_err(|source| DatapathError::ReadMap {
-                map: STATS_MAP,
-                source,
-            })?;
+            .map_err(DatapathError::reading(STATS_MAP))?;
         Ok(Some(Counter::sum(values.iter())))
     }
 }

@@ -117,3 +117,15 @@ pub enum DatapathError {
         source: io::Error,
     },
 }
+
+impl DatapathError {
+    /// For `map_err`: a failed read of map `map`.
+    pub fn reading(map: &'static str) -> impl Fn(MapError) -> DatapathError + Copy {
+        move |source| DatapathError::ReadMap { map, source }
+    }
+
+    /// For `map_err`: a failed write (insert, delete) of map `map`.
+    pub fn writing(map: &'static str) -> impl Fn(MapError) -> DatapathError + Copy {
+        move |source| DatapathError::WriteMap { map, source }
+    }
+}

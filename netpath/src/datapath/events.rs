@@ -23,10 +23,7 @@ impl EventControl {
     pub fn set(&mut self, cfg: MonitorConfig) -> Result<()> {
         self.monitor
             .set(0, cfg, 0)
-            .map_err(|source| DatapathError::WriteMap {
-                map: MONITOR_MAP,
-                source,
-            })
+            .map_err(DatapathError::writing(MONITOR_MAP))
     }
 
     /// Events the ring could not take so far, all CPUs.
@@ -34,10 +31,7 @@ impl EventControl {
         let per_cpu = self
             .lost
             .get(&0, 0)
-            .map_err(|source| DatapathError::ReadMap {
-                map: EVENTS_LOST_MAP,
-                source,
-            })?;
+            .map_err(DatapathError::reading(EVENTS_LOST_MAP))?;
         Ok(per_cpu.iter().sum())
     }
 }

@@ -9,23 +9,7 @@ use aya::{
 };
 
 use super::*;
-
-/// One table's fill: the entries it holds against the entries it can hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct MapFill {
-    pub map: &'static str,
-    pub entries: u64,
-    pub capacity: u32,
-}
-
-/// One program's cost as the kernel counts it: runs and time spent in them, both 0
-/// while the kernel's BPF statistics are off (`sysctl kernel.bpf_stats_enabled`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ProgramCost {
-    pub program: &'static str,
-    pub run_count: u64,
-    pub run_time_ns: u64,
-}
+use crate::model::{MapFill, ProgramCost};
 
 /// Map types whose entries come and go (hash tables, LRUs, tries). An array always has
 /// all its entries, so its fill says nothing.
@@ -83,7 +67,7 @@ impl Datapath {
                     .map_err(|e| read("bpf_map_get_next_key", e))?,
             };
             out.push(MapFill {
-                map,
+                map: map.into(),
                 entries,
                 capacity: info.max_entries(),
             });
@@ -105,7 +89,7 @@ impl Datapath {
                 source,
             })?;
             out.push(ProgramCost {
-                program: p.name,
+                program: p.name.into(),
                 run_count: info.run_count(),
                 run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
             });

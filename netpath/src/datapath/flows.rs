@@ -143,11 +143,6 @@ impl Datapath {
     }
 }
 
-/// A failed read of map `map`.
-fn read_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
-    move |source| DatapathError::ReadMap { map, source }
-}
-
 /// The masqueraded connections of one family (none if its maps are not pinned).
 fn masquerade_walk<A: MapAddr>(
     pins: &Pins,
@@ -167,7 +162,7 @@ where
     };
     let clocks: Option<HashMap<MapData, TupleOf<A>, NatAge>> = open_typed_if_shaped(pins, ages)?;
     for entry in map.iter() {
-        let (orig, to) = entry.map_err(read_err(snat))?;
+        let (orig, to) = entry.map_err(DatapathError::reading(snat))?;
         let reply = masquerade_reply(&orig, &to);
         let age = clocks.as_ref().and_then(|m| m.get(&reply, 0).ok());
         out.push(masqueraded(orig, to, age, now));
@@ -187,7 +182,7 @@ where
         return Ok(());
     };
     for entry in map.iter() {
-        let (reply, ct) = entry.map_err(read_err(name))?;
+        let (reply, ct) = entry.map_err(DatapathError::reading(name))?;
         out.extend(published(reply, ct));
     }
     Ok(())
@@ -208,6 +203,15 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    /// A new connection's front `addr:port` with `flags`.
+    fn new_front(flags: u8, addr: [u8; 4], port: u16) -> CtFront {
+        let front = NatTargetOf {
+            flags,
+            ..NatTarget::new(addr, port)
+        };
+        CtFrontOf::new(front, CT_NEW, 1)
     }
 
     #[test]
@@ -255,11 +259,7 @@ mod tests {
         // It sent from EP:45000 to UPLINK:8080; the programs rewrote its source to
         // UPLINK:45000, so the reply tuple is EP:80 → UPLINK:45000.
         let reply = TupleOf::new(IPPROTO_TCP, EP, 80, UPLINK, 45000);
-        let front = NatTargetOf {
-            flags: NAT_FLAG_SELF,
-            ..NatTarget::new(UPLINK, 8080)
-        };
-        let t = published(reply, CtFrontOf::new(front, CT_NEW, 1)).unwrap();
+        let t = published(reply, new_front(NAT_FLAG_SELF, UPLINK, 8080)).unwrap();
         assert_eq!(
             t.original,
             (sa("10.200.0.2:45000"), sa("198.51.100.2:8080"))
@@ -273,11 +273,8 @@ mod tests {
     #[test]
     fn connections_routed_in_are_no_translation() {
         let reply = TupleOf::new(IPPROTO_TCP, EP, 22, REMOTE, 50000);
-        let front = NatTargetOf {
-            flags: NAT_FLAG_INBOUND,
-            ..NatTarget::new(EP, 22)
-        };
-        assert_eq!(published(reply, CtFrontOf::new(front, CT_NEW, 1)), None);
+        let front = new_front(NAT_FLAG_INBOUND, EP, 22);
+        assert_eq!(published(reply, front), None);
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn set_exactly<K: aya::Pod + Ord>(
     }
     for new in want.iter().filter(|a| !have.contains(*a)) {
         map.insert(new, 1, 0)
-            .map_err(|source| DatapathError::WriteMap { map: name, source })?;
+            .map_err(DatapathError::writing(name))?;
     }
     Ok(())
 }
@@ -69,10 +69,7 @@ impl Datapath {
             })?;
         array
             .set(0, cookie, 0)
-            .map_err(|source| DatapathError::WriteMap {
-                map: HOST_NETNS_MAP,
-                source,
-            })
+            .map_err(DatapathError::writing(HOST_NETNS_MAP))
     }
 
     /// Makes `NETPATH_LOCAL_ADDRS` and `NETPATH_LOCAL_ADDRS6` (the host addresses a
@@ -101,7 +98,6 @@ impl Datapath {
         mut value: EndpointValue,
         ip6: Option<Ipv6Addr>,
     ) -> Result<()> {
-        let write = |map: &'static str| move |source| DatapathError::WriteMap { map, source };
         if let Ok(old) = self.endpoints.get(&EndpointKey { ip: value.ip }, 0)
             && old.ifindex == value.ifindex
         {
@@ -113,18 +109,18 @@ impl Datapath {
                 .map_err(DatapathError::Cpus)?;
             self.ep_stats
                 .insert(value.ifindex, zero, 0)
-                .map_err(write(EP_STATS_MAP))?;
+                .map_err(DatapathError::writing(EP_STATS_MAP))?;
         }
         self.endpoints
             .insert(EndpointKey { ip: value.ip }, value, 0)
-            .map_err(write(ENDPOINTS_MAP))?;
+            .map_err(DatapathError::writing(ENDPOINTS_MAP))?;
         if let (Some(ip6), Some(map)) = (ip6, self.endpoints6.as_mut()) {
             map.insert(EndpointKey6 { ip: ip6.octets() }, value, 0)
-                .map_err(write(ENDPOINTS6_MAP))?;
+                .map_err(DatapathError::writing(ENDPOINTS6_MAP))?;
         }
         self.ifaces
             .insert(value.ifindex, value, 0)
-            .map_err(write(IFACES_MAP))
+            .map_err(DatapathError::writing(IFACES_MAP))
     }
 
     /// Unregisters the endpoint with addresses `ip` (and `ip6`) from every map; absent
@@ -146,10 +142,7 @@ impl Datapath {
     pub fn set_uplink(&mut self, ifindex: u32, uplink: Uplink) -> Result<()> {
         self.uplinks
             .insert(ifindex, uplink, 0)
-            .map_err(|source| DatapathError::WriteMap {
-                map: UPLINKS_MAP,
-                source,
-            })
+            .map_err(DatapathError::writing(UPLINKS_MAP))
     }
 
     /// Stops masquerading on `ifindex`; absent is fine.
@@ -162,10 +155,7 @@ impl Datapath {
         let key = LpmKey::new(u32::from(subnet.prefix_len()), subnet.network().octets());
         self.masq_src
             .insert(&key, u32::from(network_id), 0)
-            .map_err(|source| DatapathError::WriteMap {
-                map: MASQ_SRC_MAP,
-                source,
-            })
+            .map_err(DatapathError::writing(MASQ_SRC_MAP))
     }
 
     /// Stops masquerading `subnet`; absent is fine.
@@ -200,10 +190,7 @@ impl Datapath {
         self.mark_published(endpoint.addr)?;
         self.publish
             .insert(key, endpoint, 0)
-            .map_err(|source| DatapathError::WriteMap {
-                map: PUBLISH_MAP,
-                source,
-            })
+            .map_err(DatapathError::writing(PUBLISH_MAP))
     }
 
     /// Sets [`ENDPOINT_FLAG_PUBLISHED`] on the endpoint with address `ip` (by address,
@@ -244,10 +231,7 @@ impl Datapath {
             .as_mut()
             .ok_or(DatapathError::MissingMap { map: PUBLISH6_MAP })?;
         map.insert(key, endpoint, 0)
-            .map_err(|source| DatapathError::WriteMap {
-                map: PUBLISH6_MAP,
-                source,
-            })
+            .map_err(DatapathError::writing(PUBLISH6_MAP))
     }
 
     /// Stops publishing the IPv6 `key`; absent (or no such map) is fine.
@@ -292,10 +276,7 @@ impl Datapath {
             });
         };
         map.insert(reply, age, 0)
-            .map_err(|source| DatapathError::WriteMap {
-                map: NAT_AGE_MAP,
-                source,
-            })
+            .map_err(DatapathError::writing(NAT_AGE_MAP))
     }
 
     /// Number of masqueraded connections tracked.
@@ -329,8 +310,7 @@ fn sync_no_masq<const K: usize>(
         absent_ok(name, map.remove(&k))?;
     }
     for k in &want {
-        map.insert(k, 1, 0)
-            .map_err(|source| DatapathError::WriteMap { map: name, source })?;
+        map.insert(k, 1, 0).map_err(DatapathError::writing(name))?;
     }
     Ok(())
 }

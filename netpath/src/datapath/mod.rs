@@ -84,10 +84,9 @@ use netpath_common::{
 
 use self::pins::*;
 pub use self::{
-    counters::{ClassStat, DropStat, EndpointStat, ForwardStat},
+    counters::EndpointStat,
     error::DatapathError,
     events::{EventControl, EventRing, decode as decode_event},
-    fill::{MapFill, ProgramCost},
     flows::{Tracked, Translation, nat_now},
     pins::{Pins, remove_pins},
 };

@@ -37,11 +37,6 @@ impl Nat66 {
     }
 }
 
-/// A failed write to map `map`.
-fn write_err(map: &'static str) -> impl FnOnce(MapError) -> DatapathError {
-    move |source| DatapathError::WriteMap { map, source }
-}
-
 impl Datapath {
     /// Sets (or, with `None`, removes) the IPv6 address NAT66 gives connections leaving
     /// uplink `ifindex`.
@@ -53,7 +48,7 @@ impl Datapath {
             Some(u) => m
                 .uplinks
                 .insert(ifindex, u, 0)
-                .map_err(write_err(UPLINKS6_MAP)),
+                .map_err(DatapathError::writing(UPLINKS6_MAP)),
             None => absent_ok(UPLINKS6_MAP, m.uplinks.remove(&ifindex)),
         }
     }
@@ -65,7 +60,7 @@ impl Datapath {
         };
         m.masq_src
             .insert(&lpm6(subnet), u32::from(network_id), 0)
-            .map_err(write_err(MASQ_SRC6_MAP))
+            .map_err(DatapathError::writing(MASQ_SRC6_MAP))
     }
 
     /// Stops masquerading IPv6 subnet `subnet`; absent is fine.

@@ -11,34 +11,33 @@ use serde_json::{Map, Value};
 
 /// `NetworkDriver.CreateNetwork`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct CreateNetwork {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
     /// `com.docker.network.generic` (the `-o k=v`), `…enable_ipv6`, `…internal`.
-    #[serde(rename = "Options", default)]
     pub options: Option<Map<String, Value>>,
-    #[serde(rename = "IPv4Data", default)]
+    #[serde(rename = "IPv4Data")]
     pub ipv4_data: Option<Vec<IpamData>>,
-    #[serde(rename = "IPv6Data", default)]
+    #[serde(rename = "IPv6Data")]
     pub ipv6_data: Option<Vec<IpamData>>,
 }
 
 /// One pool of a network (`driverapi/ipamdata.go`): `Gateway` and the aux addresses are
 /// CIDR strings with the pool's prefix length.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct IpamData {
-    #[serde(rename = "AddressSpace", default)]
+    #[serde(default)]
     pub address_space: String,
-    #[serde(rename = "Pool")]
     pub pool: String,
-    #[serde(rename = "Gateway", default)]
     pub gateway: Option<String>,
-    #[serde(rename = "AuxAddresses", default)]
     pub aux_addresses: Option<BTreeMap<String, String>>,
 }
 
 /// `DeleteNetwork`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct NetworkRef {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
@@ -46,6 +45,7 @@ pub struct NetworkRef {
 
 /// `EndpointOperInfo`, `DeleteEndpoint`, `Leave`, `RevokeExternalConnectivity`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct EndpointRef {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
@@ -55,87 +55,87 @@ pub struct EndpointRef {
 
 /// `CreateEndpoint`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct CreateEndpoint {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
-    #[serde(rename = "Interface", default)]
     pub interface: Option<EndpointInterface>,
-    #[serde(rename = "Options", default)]
     pub options: Option<Map<String, Value>>,
 }
 
 /// The addresses IPAM gave the endpoint (CIDR strings; `""` when none).
 #[derive(Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
 pub struct EndpointInterface {
-    #[serde(rename = "Address", default)]
+    #[serde(default)]
     pub address: String,
     #[serde(rename = "AddressIPv6", default)]
     pub address_ipv6: String,
-    #[serde(rename = "MacAddress", default)]
+    #[serde(default)]
     pub mac_address: String,
 }
 
 /// `Join`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct Join {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
-    #[serde(rename = "SandboxKey", default)]
+    #[serde(default)]
     pub sandbox_key: String,
-    #[serde(rename = "Options", default)]
     pub options: Option<Map<String, Value>>,
 }
 
 /// `ProgramExternalConnectivity`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ProgramExternal {
     #[serde(rename = "NetworkID")]
     pub network_id: String,
     #[serde(rename = "EndpointID")]
     pub endpoint_id: String,
-    #[serde(rename = "Options", default)]
     pub options: Option<Map<String, Value>>,
 }
 
 /// One `-p` of `com.docker.network.portmap` (`types.PortBinding`): `Proto` 6 tcp, 17
 /// udp, 132 sctp; a nil IP is `""`; `HostPort` 0 asks for any port.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
 pub struct PortBinding {
-    #[serde(rename = "Proto")]
     pub proto: u8,
     #[serde(rename = "IP", default)]
     pub ip: String,
-    #[serde(rename = "Port")]
     pub port: u16,
     #[serde(rename = "HostIP", default)]
     pub host_ip: String,
-    #[serde(rename = "HostPort", default)]
+    #[serde(default)]
     pub host_port: u16,
-    #[serde(rename = "HostPortEnd", default)]
+    #[serde(default)]
     pub host_port_end: u16,
 }
 
 /// `IpamDriver.RequestPool`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct RequestPool {
-    #[serde(rename = "AddressSpace", default)]
+    #[serde(default)]
     pub address_space: String,
-    #[serde(rename = "Pool", default)]
+    #[serde(default)]
     pub pool: String,
-    #[serde(rename = "SubPool", default)]
+    #[serde(default)]
     pub sub_pool: String,
-    #[serde(rename = "Options", default)]
     pub options: Option<BTreeMap<String, String>>,
-    #[serde(rename = "V6", default)]
+    #[serde(default)]
     pub v6: bool,
 }
 
 /// `IpamDriver.ReleasePool`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ReleasePool {
     #[serde(rename = "PoolID")]
     pub pool_id: String,
@@ -143,21 +143,21 @@ pub struct ReleasePool {
 
 /// `IpamDriver.RequestAddress`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct RequestAddress {
     #[serde(rename = "PoolID")]
     pub pool_id: String,
-    #[serde(rename = "Address", default)]
+    #[serde(default)]
     pub address: String,
-    #[serde(rename = "Options", default)]
     pub options: Option<BTreeMap<String, String>>,
 }
 
 /// `IpamDriver.ReleaseAddress`.
 #[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct ReleaseAddress {
     #[serde(rename = "PoolID")]
     pub pool_id: String,
-    #[serde(rename = "Address")]
     pub address: String,
 }
 
