@@ -221,6 +221,17 @@ pub struct Ctx {
     /// Header line of the progress bar (scenario · variant · round).
     stage: String,
     daemon: Option<BenchDaemon>,
+    /// Which netpath the daemon runs (and [`Ctx::daemon`] starts).
+    build: Build,
+}
+
+/// Which netpath binary the bench's daemon runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// The build under test (`--netpath-bin`).
+    Current,
+    /// The earlier commit's (`--baseline-bin`).
+    Baseline,
 }
 
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -252,6 +263,18 @@ impl Ctx {
             .then(|| tmp.join("netpath-cni"))
             .filter(|to| fs::copy(&cni_src, to).is_ok());
         opts.netpath_bin = frozen;
+        if let Some(baseline) = &opts.baseline_bin {
+            let to = tmp.join("netpath-baseline");
+            if let Err(e) = fs::copy(baseline, &to) {
+                let _ = fs::remove_dir_all(&tmp);
+                bail!(
+                    "cannot copy {} to {}: {e}",
+                    baseline.display(),
+                    to.display()
+                );
+            }
+            opts.baseline_bin = Some(to);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -279,6 +302,7 @@ impl Ctx {
             iptables_before: None,
             stage: String::new(),
             daemon: None,
+            build: Build::Current,
         })
     }
 
@@ -315,13 +339,28 @@ impl Ctx {
         Ok(self.daemon.as_mut().expect("just started"))
     }
 
+    /// Makes the daemon run `build` from now on: a daemon of the other build is stopped
+    /// (and reset, by its own binary) first. Fails for [`Build::Baseline`] without a
+    /// `--baseline-bin`.
+    pub fn use_build(&mut self, build: Build) -> Result<()> {
+        if build == Build::Baseline && self.opts.baseline_bin.is_none() {
+            bail!("no --baseline-bin given");
+        }
+        if build != self.build {
+            if let Some(p) = self.stop_daemon().first() {
+                bail!("stopping the daemon to switch builds: {p}");
+            }
+            self.build = build;
+        }
+        Ok(())
+    }
+
     fn start_daemon(&mut self, plugin_socket: Option<&Path>) -> Result<()> {
-        let d = BenchDaemon::start(
-            &self.opts.netpath_bin,
-            &self.tmp.join("daemon"),
-            &self.bpffs,
-            plugin_socket,
-        )?;
+        let bin = match (self.build, &self.opts.baseline_bin) {
+            (Build::Baseline, Some(b)) => b.clone(),
+            _ => self.opts.netpath_bin.clone(),
+        };
+        let d = BenchDaemon::start(&bin, &self.tmp.join("daemon"), &self.bpffs, plugin_socket)?;
         self.daemon = Some(d);
         Ok(())
     }

@@ -13,6 +13,7 @@
 pub mod cleanup;
 pub mod cni;
 pub mod connrate;
+pub mod cost;
 pub mod ctx;
 pub mod daemon;
 pub mod docker;
@@ -54,6 +55,9 @@ pub struct Opts {
     pub out: PathBuf,
     /// The `netpath` binary to benchmark.
     pub netpath_bin: PathBuf,
+    /// A `netpath` binary of an earlier commit, for the scenarios that measure this build
+    /// against it in the same run (`cost`).
+    pub baseline_bin: Option<PathBuf>,
 }
 
 impl Opts {
@@ -335,6 +339,7 @@ pub fn all_scenarios(opts: &Opts) -> Vec<Box<dyn Scenario>> {
     vec![
         Box::new(setup::SetupScenario::new(opts)),
         Box::new(endpoint::EndpointScenario::new(opts)),
+        Box::new(cost::CostScenario::new(opts)),
         Box::new(publish::PublishScenario::new(opts)),
         Box::new(masq::MasqScenario::new(opts)),
         Box::new(cni::CniScenario::new(opts)),

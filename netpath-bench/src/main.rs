@@ -29,6 +29,10 @@ struct Cli {
     /// The netpath binary to benchmark (default: target/release/netpath).
     #[arg(long, value_name = "PATH")]
     netpath_bin: Option<PathBuf>,
+    /// A netpath binary of an earlier commit (`cargo xtask bench --baseline REV` builds
+    /// one): the `cost` scenario measures this build's programs against its programs.
+    #[arg(long, value_name = "PATH")]
+    baseline_bin: Option<PathBuf>,
     /// List the scenarios and exit.
     #[arg(long)]
     list: bool,
@@ -55,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         netpath_bin: cli
             .netpath_bin
             .unwrap_or_else(|| workspace.join("target/release/netpath")),
+        baseline_bin: cli.baseline_bin,
     };
     if cli.list {
         for s in all_scenarios(&opts) {

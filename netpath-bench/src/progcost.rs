@@ -15,9 +15,9 @@ use std::{
     process::Command,
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use aya::{
-    programs::{SchedClassifier, TcAttachType, loaded_programs},
+    programs::{SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, loaded_programs},
     sys::{Stats, enable_stats},
 };
 
@@ -61,6 +61,63 @@ pub fn attached(devs: &[String]) -> Result<BTreeSet<u32>> {
         }
     }
     Ok(ids)
+}
+
+/// The tc program that sees what leaves the endpoint behind host device `dev` (the one
+/// attached to the device's ingress), as a handle for BPF_PROG_TEST_RUN.
+pub fn ingress_program(dev: &str) -> Result<SchedClassifier> {
+    let out = proc::run_ok(
+        Command::new("tc").args(["filter", "show", "dev", dev, "ingress"]),
+        None,
+        proc::CMD_TIMEOUT,
+    )
+    .with_context(|| format!("tc filter show dev {dev} ingress"))?;
+    let mut ids = filter_ids(&out);
+    if let Ok((_, progs)) = SchedClassifier::query_tcx(dev, TcAttachType::Ingress) {
+        ids.extend(progs.iter().map(|p| p.id()));
+    }
+    let Some(&id) = ids.first() else {
+        bail!("no tc program on the ingress of {dev}");
+    };
+    let info = loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .with_context(|| format!("program {id} on {dev} is not loaded"))?;
+    SchedClassifier::from_program_info(info, format!("prog {id}").into())
+        .with_context(|| format!("cannot open program {id} of {dev}"))
+}
+
+/// Offset of `ifindex` in `struct __sk_buff` (uapi/linux/bpf.h).
+const SKB_IFINDEX: usize = 40;
+
+/// BPF_PROG_TEST_RUN of `prog` with `frame` as if it arrived on device `ifindex`,
+/// `repeat` times: (the verdict, the kernel's mean ns per run).
+pub fn test_run(
+    prog: &SchedClassifier,
+    ifindex: u32,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(u32, f64)> {
+    let mut ctx = [0u8; 48];
+    ctx[SKB_IFINDEX..SKB_IFINDEX + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .context("BPF_PROG_TEST_RUN")?;
+    // The kernel reports the mean over the repeats.
+    Ok((r.return_value, r.duration.as_nanos() as f64))
+}
+
+/// Instructions of loaded program `prog` after the kernel's rewrites (its xlated size).
+pub fn xlated_insns(prog: &SchedClassifier) -> Result<u32> {
+    let info = prog.info().context("BPF_OBJ_GET_INFO_BY_FD")?;
+    info.size_translated()
+        .map(|bytes| bytes / 8)
+        .context("the kernel reports no xlated size")
 }
 
 /// Run count and run time (ns) of each loaded program in `ids`, by id.

@@ -461,6 +461,11 @@ pub fn linux_bridge(ctx: &mut Ctx) -> Result<Pair> {
 /// netpath: a dual-stack network of the bench's daemon with one container endpoint (via
 /// the API) in each namespace.
 pub fn netpath_pair(ctx: &mut Ctx) -> Result<Pair> {
+    Ok(netpath_pair_endpoints(ctx)?.0)
+}
+
+/// [`netpath_pair`], with the two endpoints as the daemon describes them.
+pub fn netpath_pair_endpoints(ctx: &mut Ctx) -> Result<(Pair, [Endpoint; 2])> {
     let (a, b) = two_namespaces(ctx)?;
     let subnet6 = ctx.subnets.v6_64(super::ctx::V6_ENDPOINT);
     let network =
@@ -469,9 +474,10 @@ pub fn netpath_pair(ctx: &mut Ctx) -> Result<Pair> {
         netpath_endpoint(ctx, &network, &a)?,
         netpath_endpoint(ctx, &network, &b)?,
     );
-    Ok(Pair::new(vec![Box::new(network)], a, b, ea.ip, eb.ip)
+    let pair = Pair::new(vec![Box::new(network)], a, b, ea.ip, eb.ip)
         .with_v6(ea.ip6, eb.ip6)
-        .with_prog_devs(vec![ea.host_ifname, eb.host_ifname]))
+        .with_prog_devs(vec![ea.host_ifname.clone(), eb.host_ifname.clone()]);
+    Ok((pair, [ea, eb]))
 }
 
 /// Pings `to` (either family) from namespace `ns`: up to 3 echo requests 0.2 s apart,

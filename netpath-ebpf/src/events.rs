@@ -1,14 +1,16 @@
 //! Reporting events (`netpath_common::events`): at the end of every tc program run, a
 //! drop — or a forward the sampling picks — becomes an `Event` in the ring, when the
 //! daemon has asked for them (someone runs `netpath monitor`). Nothing waits for the
-//! ring: a full one loses the event, counted per CPU.
+//! ring: a full one loses the event, counted per CPU. Nor does it wake the reader for
+//! every event: only once the ring holds [`WAKEUP_BYTES`] (the daemon polls meanwhile).
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated::{bpf_get_prandom_u32, bpf_ktime_get_ns},
     programs::TcContext,
 };
 use netpath_common::{
-    events::{EVENT_DROP, EVENT_TRACE, Event, drop_of, last_drop},
+    events::{EVENT_DROP, EVENT_TRACE, Event, WAKEUP_BYTES, drop_of, last_drop},
     ipv6::IPPROTO_ICMPV6,
     maps::{DropReason, Hook},
     packet::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
@@ -125,7 +127,13 @@ fn emit(ctx: &TcContext, kind: u8, hook: u8, code: u8, len: u64) {
             _ => {}
         }
     }
-    if NETPATH_EVENTS.output::<Event>(&e, 0).is_err()
+    // Past the mark, wake the reader; below it, let its poll find the event.
+    let flags = if NETPATH_EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        u64::from(BPF_RB_NO_WAKEUP)
+    };
+    if NETPATH_EVENTS.output::<Event>(&e, flags).is_err()
         && let Some(lost) = NETPATH_EVENTS_LOST.get_ptr_mut(0)
     {
         // SAFETY: this CPU's slot, no concurrent writer while this program runs.

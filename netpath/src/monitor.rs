@@ -11,10 +11,11 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use netpath_common::{
-    events::{EVENT_DROP, Event, MonitorConfig},
+    events::{EVENT_DROP, Event, MonitorConfig, POLL_MS},
     ipv6::IPPROTO_ICMPV6,
     maps::{DropReason, Hook},
     packet::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
@@ -148,21 +149,36 @@ async fn read_ring(
     tx: broadcast::Sender<Event>,
 ) {
     loop {
-        let mut ready = match fd.readable_mut().await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("netpath daemon: the event ring failed: {e}; no more live events");
-                return;
-            }
+        // The programs wake this task only once the ring fills up (`WAKEUP_BYTES`): it
+        // also drains the ring every `POLL_MS` while someone watches (every second
+        // otherwise, which is also how soon it notices a new watcher).
+        let poll = match tx.receiver_count() {
+            0 => Duration::from_secs(1),
+            _ => Duration::from_millis(POLL_MS),
         };
-        let ring = ready.get_inner_mut();
-        while let Some(item) = ring.next() {
-            if let Some(e) = decode_event(&item) {
-                // No watcher: nobody to tell.
-                let _ = tx.send(e);
-            }
+        tokio::select! {
+            ready = fd.readable_mut() => match ready {
+                Ok(mut ready) => {
+                    drain(ready.get_inner_mut(), &tx);
+                    ready.clear_ready();
+                }
+                Err(e) => {
+                    eprintln!("netpath daemon: the event ring failed: {e}; no more live events");
+                    return;
+                }
+            },
+            () = tokio::time::sleep(poll) => drain(fd.get_mut(), &tx),
         }
-        ready.clear_ready();
+    }
+}
+
+/// Hands every event in `ring` to the watchers.
+fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, tx: &broadcast::Sender<Event>) {
+    while let Some(item) = ring.next() {
+        if let Some(e) = decode_event(&item) {
+            // No watcher: nobody to tell.
+            let _ = tx.send(e);
+        }
     }
 }
 

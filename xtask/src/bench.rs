@@ -34,11 +34,16 @@ pub struct BenchArgs {
     /// target/bench/latest).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Also build netpath at git revision REV (in a worktree under
+    /// target/baseline/) and measure this build against it in the same run (the `cost`
+    /// scenario's `previous` variant), e.g. `--baseline HEAD~1`.
+    #[arg(long, value_name = "REV")]
+    pub baseline: Option<String>,
 }
 
 impl BenchArgs {
     /// The arguments for `netpath-bench`, with `out` resolved.
-    fn to_args(&self, out: &Path, netpath: &Path) -> Vec<OsString> {
+    fn to_args(&self, out: &Path, netpath: &Path, baseline: Option<&Path>) -> Vec<OsString> {
         let mut args = Vec::new();
         if self.quick {
             args.push("--quick".into());
@@ -55,6 +60,10 @@ impl BenchArgs {
         args.push(out.into());
         args.push("--netpath-bin".into());
         args.push(netpath.into());
+        if let Some(b) = baseline {
+            args.push("--baseline-bin".into());
+            args.push(b.into());
+        }
         args
     }
 }
@@ -141,17 +150,66 @@ pub fn bench(ws: Workspace, args: &BenchArgs) -> Result<()> {
             bail!("the build succeeded but {} is missing", bin.display());
         }
     }
+    let baseline = match &args.baseline {
+        Some(rev) => Some(step(
+            "baseline",
+            &format!("netpath at {rev} (release, in a git worktree)"),
+            || build_baseline(&ctx, rev),
+        )?),
+        None => None,
+    };
     let out = match &args.out {
         Some(dir) => ctx.ws.invoked_from.join(dir),
         None => default_out(&ctx.ws.target_dir)?,
     };
     let mut run = ctx.ws.command(&bench);
     ctx.env.apply(&mut run);
-    run.args(args.to_args(&out, &netpath));
+    run.args(args.to_args(&out, &netpath, baseline.as_deref()));
     println!("==> bench: {}", cmd::display(&run));
     // exec: Ctrl-C reaches netpath-bench alone, which then removes what it created.
     let err = Command::exec(&mut run);
     Err(err).with_context(|| format!("cannot exec {}", bench.display()))
+}
+
+/// Builds `netpath` at git revision `rev` in a worktree
+/// (`<target>/baseline/src-<commit>`, kept for the next run; its own target directory,
+/// shared between revisions) and returns the binary.
+fn build_baseline(ctx: &Ctx, rev: &str) -> Result<PathBuf> {
+    let commit = cmd::stdout_of(ctx.ws.command("git").args([
+        "rev-parse",
+        "--short=12",
+        "--verify",
+        &format!("{rev}^{{commit}}"),
+    ]))
+    .with_context(|| format!("{rev:?} names no commit of this repository"))?;
+    let commit = commit.trim();
+    let base = ctx.ws.target_dir.join("baseline");
+    let src = base.join(format!("src-{commit}"));
+    if !src.join("Cargo.toml").is_file() {
+        // A worktree git no longer knows (its directory removed by hand) would block
+        // the `add`.
+        cmd::run(ctx.ws.command("git").args(["worktree", "prune"]))?;
+        cmd::run(
+            ctx.ws
+                .command("git")
+                .args(["worktree", "add", "--detach"])
+                .arg(&src)
+                .arg(commit),
+        )?;
+    }
+    let target = base.join("target");
+    let mut c = ctx.ws.command("cargo");
+    ctx.env.apply(&mut c);
+    c.current_dir(&src).env("CARGO_TARGET_DIR", &target);
+    cmd::run(c.args(["build", "--release", "-p", "netpath", "--bin", "netpath"]))?;
+    let bin = target.join("release/netpath");
+    if !bin.is_file() {
+        bail!(
+            "the build of {commit} succeeded but {} is missing",
+            bin.display()
+        );
+    }
+    Ok(bin)
 }
 
 #[cfg(test)]
@@ -173,9 +231,10 @@ mod tests {
             rounds: Some(5),
             scenarios: vec!["setup".into(), "endpoint".into()],
             out: None,
+            baseline: None,
         };
         assert_eq!(
-            a.to_args(Path::new("/o"), Path::new("/n")),
+            a.to_args(Path::new("/o"), Path::new("/n"), None),
             [
                 "--quick",
                 "--rounds",
@@ -189,5 +248,7 @@ mod tests {
                 "/n"
             ]
         );
+        let with = a.to_args(Path::new("/o"), Path::new("/n"), Some(Path::new("/b")));
+        assert_eq!(with[with.len() - 2..], ["--baseline-bin", "/b"]);
     }
 }
