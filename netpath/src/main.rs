@@ -60,6 +60,9 @@ fn main() -> ExitCode {
         // that one request (Rust's runtime ignores SIGPIPE), not the end of the process.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
+    if matches!(cli.command, Command::Daemon { .. }) {
+        daemon::tune_allocator();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -80,10 +80,16 @@ pub(super) async fn version() -> Json<Version> {
 
 /// `GET /metrics` ([`super::metrics`]): everything read at this moment.
 pub(super) async fn metrics<B: Backend>(State(b): Shared<B>) -> Result<Response, ApiError> {
-    let (stats, networks) = (b.stats().await?, b.list_networks().await?);
-    let endpoints = b.list_endpoints(None).await?;
+    // Side by side: the datapath's counters and the records' reads.
+    let (stats, networks, endpoints, ports) = tokio::join!(
+        b.stats(),
+        b.list_networks(),
+        b.list_endpoints(None),
+        b.list_ports()
+    );
+    let (stats, networks, endpoints) = (stats?, networks?, endpoints?);
     // A backend without ports (a stand-in) has none to count.
-    let ports = b.list_ports().await.unwrap_or_default();
+    let ports = ports.unwrap_or_default();
     let text = super::metrics::render(&stats, &networks, &endpoints, &ports, b.events_lost());
     let content_type = [(
         axum::http::header::CONTENT_TYPE,

@@ -25,54 +25,82 @@ fn holds_entries(t: MapType) -> bool {
 }
 
 impl Datapath {
-    /// The fill of every pinned table of [`MAPS`] (arrays left out).
+    /// The fill of every pinned table of [`MAPS`] (arrays left out), in that order.
+    /// The tables are counted side by side on a few threads: the kernel's batched walk
+    /// costs ~0.4 µs per entry (a full NAT table, 100,000 connections, ~37 ms), and a
+    /// connection has an entry in two of them.
     pub fn map_fill(&self) -> Result<Vec<MapFill>> {
-        let mut out = Vec::new();
-        for map in MAPS {
-            let path = self.pins.map(map);
-            if !path.exists() {
-                continue;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let mut found: Vec<(usize, MapFill)> = std::thread::scope(|s| {
+            let walk = || -> Result<Vec<(usize, MapFill)>> {
+                let mut mine = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(map) = MAPS.get(i) else {
+                        return Ok(mine);
+                    };
+                    if let Some(fill) = self.fill_of(map)? {
+                        mine.push((i, fill));
+                    }
+                }
+            };
+            let handles: Vec<_> = (0..workers).map(|_| s.spawn(walk)).collect();
+            let mut all = Vec::new();
+            for h in handles {
+                // A worker's panic is this thread's.
+                all.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
             }
-            let open = |source| DatapathError::OpenMap {
-                path: path.clone(),
-                source,
-            };
-            let info = MapInfo::from_pin(&path).map_err(open)?;
-            if !info.map_type().is_ok_and(holds_entries) {
-                continue;
-            }
-            let fd = info.fd().map_err(open)?;
-            let read = |call, source| DatapathError::ReadMap {
-                map,
-                source: MapError::SyscallError(aya::sys::SyscallError {
-                    call,
-                    io_error: source,
-                }),
-            };
-            let (key, value, capacity) = (info.key_size(), info.value_size(), info.max_entries());
-            // Per-CPU values are as many as the CPUs: those tables (a slot per endpoint)
-            // are walked key by key.
-            let per_cpu = matches!(
-                info.map_type(),
-                Ok(MapType::PerCpuHash | MapType::LruPerCpuHash)
-            );
-            let batched = match per_cpu {
-                true => None,
-                false => count_batched(fd.as_fd(), key, value, capacity)
-                    .map_err(|e| read("bpf_map_lookup_batch", e))?,
-            };
-            let entries = match batched {
-                Some(n) => n,
-                None => count_keys(fd.as_fd(), key, capacity)
-                    .map_err(|e| read("bpf_map_get_next_key", e))?,
-            };
-            out.push(MapFill {
-                map: map.into(),
-                entries,
-                capacity: info.max_entries(),
-            });
+            Ok::<_, DatapathError>(all)
+        })?;
+        found.sort_by_key(|(i, _)| *i);
+        Ok(found.into_iter().map(|(_, fill)| fill).collect())
+    }
+
+    /// The fill of table `map`; `None` if it is not pinned or is an array.
+    fn fill_of(&self, map: &'static str) -> Result<Option<MapFill>> {
+        let path = self.pins.map(map);
+        if !path.exists() {
+            return Ok(None);
         }
-        Ok(out)
+        let open = |source| DatapathError::OpenMap {
+            path: path.clone(),
+            source,
+        };
+        let info = MapInfo::from_pin(&path).map_err(open)?;
+        if !info.map_type().is_ok_and(holds_entries) {
+            return Ok(None);
+        }
+        let fd = info.fd().map_err(open)?;
+        let read = |call, source| DatapathError::ReadMap {
+            map,
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call,
+                io_error: source,
+            }),
+        };
+        let (key, value, capacity) = (info.key_size(), info.value_size(), info.max_entries());
+        // Per-CPU values are as many as the CPUs: those tables (a slot per endpoint) are
+        // walked key by key.
+        let per_cpu = matches!(
+            info.map_type(),
+            Ok(MapType::PerCpuHash | MapType::LruPerCpuHash)
+        );
+        let batched = match per_cpu {
+            true => None,
+            false => count_batched(fd.as_fd(), key, value, capacity)
+                .map_err(|e| read("bpf_map_lookup_batch", e))?,
+        };
+        let entries = match batched {
+            Some(n) => n,
+            None => count_keys(fd.as_fd(), key, capacity)
+                .map_err(|e| read("bpf_map_get_next_key", e))?,
+        };
+        Ok(Some(MapFill {
+            map: map.into(),
+            entries,
+            capacity,
+        }))
     }
 
     /// Runs and run time of every pinned program.
