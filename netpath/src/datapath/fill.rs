@@ -88,7 +88,7 @@ impl Datapath {
         );
         let batched = match per_cpu {
             true => None,
-            false => count_batched(fd.as_fd(), key, value, capacity)
+            false => batch::walk(fd.as_fd(), key, value, capacity, |_, _| ())
                 .map_err(|e| read("bpf_map_lookup_batch", e))?,
         };
         let entries = match batched {
@@ -180,82 +180,4 @@ fn count_keys(fd: BorrowedFd<'_>, key_size: u32, capacity: u32) -> std::io::Resu
         std::mem::swap(&mut key, &mut next);
     }
     Ok(n)
-}
-
-/// The attribute of `BPF_MAP_LOOKUP_BATCH` (`union bpf_attr`'s batch member).
-#[repr(C)]
-struct BatchAttr {
-    in_batch: u64,
-    out_batch: u64,
-    keys: u64,
-    values: u64,
-    count: u32,
-    map_fd: u32,
-    elem_flags: u64,
-    flags: u64,
-}
-
-/// `BPF_MAP_LOOKUP_BATCH`.
-const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-/// Entries read per batch call.
-const BATCH: u32 = 4096;
-
-/// Counts the entries of map `fd` (keys `key_size`, values `value_size` bytes, not per
-/// CPU) with `BPF_MAP_LOOKUP_BATCH`, `BATCH` entries a call: a hash table of 100,000
-/// entries in 25 calls where [`count_keys`] makes 100,000. `None` if the map type has no
-/// batch lookup (an LPM trie), for the caller to walk it key by key.
-fn count_batched(
-    fd: BorrowedFd<'_>,
-    key_size: u32,
-    value_size: u32,
-    capacity: u32,
-) -> std::io::Result<Option<u64>> {
-    let mut keys = vec![0u8; (key_size * BATCH) as usize];
-    let mut values = vec![0u8; (value_size * BATCH) as usize];
-    // The position of the walk, as the kernel hands it back (a bucket number for hash
-    // tables: 4 bytes; room for 8).
-    let (mut at, mut next) = ([0u8; 8], [0u8; 8]);
-    let (mut n, mut first): (u64, bool) = (0, true);
-    loop {
-        let mut attr = BatchAttr {
-            // None: from the start.
-            in_batch: if first { 0 } else { at.as_ptr() as u64 },
-            out_batch: next.as_mut_ptr() as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: BATCH,
-            map_fd: fd.as_raw_fd() as u32,
-            elem_flags: 0,
-            flags: 0,
-        };
-        // SAFETY: `attr` is a valid `bpf_attr` prefix for this command, its size passed
-        // along; the buffers hold `BATCH` keys and values and the positions 8 bytes, all
-        // outliving the call, which writes them and `attr.count`.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>(),
-            )
-        };
-        let got = u64::from(attr.count);
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.raw_os_error() {
-                // The end: the last entries came with it.
-                Some(libc::ENOENT) => Ok(Some(n + got)),
-                // No batch lookup for this type (`ENOTSUPP` is the kernel's 524).
-                Some(libc::EINVAL | libc::EOPNOTSUPP | 524) if first => Ok(None),
-                _ => Err(e),
-            };
-        }
-        n += got;
-        at = next;
-        first = false;
-        // A table that keeps changing cannot make the count run away.
-        if n >= u64::from(capacity) {
-            return Ok(Some(u64::from(capacity)));
-        }
-    }
 }

@@ -27,6 +27,7 @@
 //! | `error` | [`DatapathError`] |
 
 mod attach;
+mod batch;
 mod convert;
 mod counters;
 mod error;
