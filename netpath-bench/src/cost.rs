@@ -233,7 +233,7 @@ impl Scenario for CostScenario {
     fn variants(&self) -> Vec<Variant> {
         vec![
             Variant {
-                key: "previous",
+                key: Variant::EARLIER,
                 label: "earlier build",
                 how: "the netpath of an earlier commit (`--baseline REV`), nobody watching.".into(),
             },
@@ -257,7 +257,7 @@ impl Scenario for CostScenario {
 
     fn reference(&self) -> &'static str {
         if self.has_baseline {
-            "previous"
+            Variant::EARLIER
         } else {
             "netpath"
         }
@@ -278,8 +278,8 @@ impl Scenario for CostScenario {
         );
         if self.has_baseline {
             // No regression beyond the noise of the steadier measure.
-            pp = pp.target_vs("netpath", 1.1, "previous");
-            tr = tr.target_vs("netpath", 1.1, "previous");
+            pp = pp.target_vs("netpath", 1.1, Variant::EARLIER);
+            tr = tr.target_vs("netpath", 1.1, Variant::EARLIER);
         }
         // Both families, without the IPv6 ÷ IPv4 comparison: each build is measured
         // against the other build, not one family against the other.
@@ -306,14 +306,14 @@ impl Scenario for CostScenario {
 
     fn run(&mut self, ctx: &mut Ctx, variant: &str, _round: usize) -> Result<RunResult> {
         let build = match variant {
-            "previous" if !self.has_baseline => {
+            Variant::EARLIER if !self.has_baseline => {
                 let mut r = RunResult::default();
                 for m in self.metrics() {
                     r.unavailable(&m.key, "no --baseline given");
                 }
                 return Ok(r);
             }
-            "previous" => Build::Baseline,
+            Variant::EARLIER => Build::Baseline,
             "netpath" | "traced" => Build::Current,
             other => bail!("unknown variant {other}"),
         };

@@ -355,6 +355,20 @@ impl Ctx {
         Ok(())
     }
 
+    /// Runs `f` with the daemon of `build`, and goes back to this build's daemon after
+    /// (the next run expects it), whatever `f` returned.
+    pub fn with_build<T>(
+        &mut self,
+        build: Build,
+        f: impl FnOnce(&mut Ctx) -> Result<T>,
+    ) -> Result<T> {
+        self.use_build(build)?;
+        let r = f(self);
+        let back = self.use_build(Build::Current);
+        let r = r?;
+        back.map(|()| r)
+    }
+
     fn start_daemon(&mut self, plugin_socket: Option<&Path>) -> Result<()> {
         let bin = match (self.build, &self.opts.baseline_bin) {
             (Build::Baseline, Some(b)) => b.clone(),

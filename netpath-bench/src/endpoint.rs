@@ -13,7 +13,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use super::{
-    Better, Ctx, Family, Metric, Opts, RunResult, Scenario, Unit, Variant, floor, pingpong, plot,
+    Better, Build, Ctx, Family, Metric, Opts, RunResult, Scenario, Unit, Variant, floor, pingpong,
+    plot,
     proc::{self, Bg},
     progcost,
     report::ScenarioResult,
@@ -28,12 +29,15 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct EndpointScenario {
     secs: u64,
+    /// A `--baseline-bin` was given: the earlier build is measured too.
+    has_baseline: bool,
 }
 
 impl EndpointScenario {
     pub fn new(opts: &Opts) -> Self {
         EndpointScenario {
             secs: if opts.quick { 3 } else { 8 },
+            has_baseline: opts.baseline_bin.is_some(),
         }
     }
 
@@ -420,7 +424,7 @@ impl Scenario for EndpointScenario {
     }
 
     fn variants(&self) -> Vec<Variant> {
-        vec![
+        let mut variants = vec![
             Variant {
                 key: "direct",
                 label: "direct veth",
@@ -453,7 +457,11 @@ impl Scenario for EndpointScenario {
                       through the API) in each namespace; traffic between the two endpoints."
                     .into(),
             },
-        ]
+        ];
+        if self.has_baseline {
+            variants.push(Variant::earlier_build());
+        }
+        variants
     }
 
     fn reference(&self) -> &'static str {
@@ -522,6 +530,15 @@ impl Scenario for EndpointScenario {
             "direct" => topo::direct_veth(ctx)?,
             "bridge" => topo::linux_bridge(ctx)?,
             "netpath" => topo::netpath_pair(ctx)?,
+            Variant::EARLIER => {
+                return ctx.with_build(Build::Baseline, |ctx| {
+                    let pair = topo::netpath_pair(ctx)?;
+                    let r = self.measure(ctx, &pair);
+                    ctx.detail("removing the topology");
+                    drop(pair);
+                    r
+                });
+            }
             "floor" => floor::redirect_peer_wire(ctx)?,
             other => bail!("unknown variant {other}"),
         };

@@ -40,7 +40,10 @@ use std::{borrow::Cow, collections::BTreeMap, path::PathBuf};
 
 use serde::Serialize;
 
-pub use self::{ctx::Ctx, runner::run};
+pub use self::{
+    ctx::{Build, Ctx},
+    runner::run,
+};
 
 /// What `netpath-bench` was asked to do.
 #[derive(Clone, Debug)]
@@ -76,6 +79,24 @@ pub struct Variant {
     pub label: &'static str,
     /// How this variant is set up, one sentence for the report.
     pub how: String,
+}
+
+impl Variant {
+    /// The key of [`Variant::earlier_build`].
+    pub const EARLIER: &'static str = "previous";
+
+    /// netpath as variant `netpath` sets it up, but with the daemon of an earlier
+    /// commit (`cargo xtask bench --baseline REV`): the before of a before/after.
+    pub fn earlier_build() -> Variant {
+        Variant {
+            key: Variant::EARLIER,
+            label: "netpath, earlier build",
+            how: "the `netpath` variant with the daemon of an earlier commit (`cargo xtask \
+                  bench --baseline REV` builds it in a git worktree); the daemon is stopped \
+                  and reset between builds."
+                .into(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -35,8 +35,9 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Also build netpath at git revision REV (in a worktree under
-    /// target/baseline/) and measure this build against it in the same run (the `cost`
-    /// scenario's `previous` variant), e.g. `--baseline HEAD~1`.
+    /// target/baseline/) and measure this build against it in the same run (variant
+    /// `previous` of the `cost`, `endpoint` and `publish` scenarios), e.g.
+    /// `--baseline HEAD~1`.
     #[arg(long, value_name = "REV")]
     pub baseline: Option<String>,
 }

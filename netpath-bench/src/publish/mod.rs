@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, bail};
 mod variants;
 
 use super::{
-    Better, Ctx, Family, Metric, Opts, RunResult, Scenario, Unit, Variant,
+    Better, Build, Ctx, Family, Metric, Opts, RunResult, Scenario, Unit, Variant,
     connrate::{self, ConnStats},
     endpoint::iperf_via,
     plot,
@@ -63,6 +63,8 @@ pub struct PublishScenario {
     publishes: usize,
     /// The levels of other published ports measured.
     levels: &'static [usize],
+    /// A `--baseline-bin` was given: the earlier build is measured too.
+    has_baseline: bool,
 }
 
 impl PublishScenario {
@@ -74,6 +76,7 @@ impl PublishScenario {
                 secs: 3,
                 publishes: 10,
                 levels: &LEVELS,
+                has_baseline: opts.baseline_bin.is_some(),
             }
         } else {
             PublishScenario {
@@ -84,6 +87,7 @@ impl PublishScenario {
                 secs: 5,
                 publishes: 30,
                 levels: &LEVELS,
+                has_baseline: opts.baseline_bin.is_some(),
             }
         }
     }
@@ -335,7 +339,7 @@ impl Scenario for PublishScenario {
     }
 
     fn variants(&self) -> Vec<Variant> {
-        vec![
+        let mut variants = vec![
             Variant {
                 key: "netpath",
                 label: "netpath",
@@ -371,7 +375,11 @@ impl Scenario for PublishScenario {
                       level 0 only)."
                     .into(),
             },
-        ]
+        ];
+        if self.has_baseline {
+            variants.push(Variant::earlier_build());
+        }
+        variants
     }
 
     fn reference(&self) -> &'static str {
@@ -442,6 +450,7 @@ impl Scenario for PublishScenario {
     fn run(&mut self, ctx: &mut Ctx, variant: &str, _round: usize) -> Result<RunResult> {
         match variant {
             "netpath" => self.run_netpath(ctx),
+            Variant::EARLIER => ctx.with_build(Build::Baseline, |ctx| self.run_netpath(ctx)),
             "iptables" => self.run_iptables(ctx),
             "direct" => self.run_direct(ctx),
             other => bail!("unknown variant {other}"),
@@ -449,7 +458,7 @@ impl Scenario for PublishScenario {
     }
 
     fn plots(&self, result: &ScenarioResult, dir: &Path) -> Result<Vec<(String, String)>> {
-        let series: Vec<(String, Vec<(f64, f64)>)> = ["netpath", "iptables"]
+        let series: Vec<(String, Vec<(f64, f64)>)> = ["netpath", Variant::EARLIER, "iptables"]
             .iter()
             .filter_map(|k| result.variant(k))
             .flat_map(|v| Family::BOTH.map(|f| (v, f)))

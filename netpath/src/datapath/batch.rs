@@ -3,48 +3,77 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use aya::{Pod, maps::MapInfo};
+use aya::{
+    Pod,
+    maps::{MapFd, MapInfo},
+};
 
 use super::*;
+
+/// A pinned table opened for reading: what the kernel says of it, and a descriptor.
+pub(super) struct Table {
+    pub name: &'static str,
+    pub info: MapInfo,
+    pub fd: MapFd,
+}
+
+impl Table {
+    /// Opens pinned table `name`; `None` if it is not pinned (an older build's
+    /// datapath, or a table of a family not in use).
+    pub(super) fn open(pins: &Pins, name: &'static str) -> Result<Option<Table>> {
+        let path = pins.map(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let open = |source| DatapathError::OpenMap {
+            path: path.clone(),
+            source,
+        };
+        let info = MapInfo::from_pin(&path).map_err(open)?;
+        let fd = info.fd().map_err(open)?;
+        Ok(Some(Table { name, info, fd }))
+    }
+
+    /// A read of this table that failed in syscall command `call`.
+    pub(super) fn read_error(&self, call: &'static str, io_error: std::io::Error) -> DatapathError {
+        DatapathError::ReadMap {
+            map: self.name,
+            source: MapError::SyscallError(aya::sys::SyscallError { call, io_error }),
+        }
+    }
+}
 
 /// Every entry of pinned table `name` (keys `K`, values `V`, not per CPU), read in
 /// batches; `None` if it is not pinned.
 pub(super) fn dump<K: Pod, V: Pod>(pins: &Pins, name: &'static str) -> Result<Option<Vec<(K, V)>>> {
-    let path = pins.map(name);
-    if !path.exists() {
+    let Some(table) = Table::open(pins, name)? else {
         return Ok(None);
-    }
-    let open = |source| DatapathError::OpenMap {
-        path: path.clone(),
-        source,
     };
-    let info = MapInfo::from_pin(&path).map_err(open)?;
-    let (key, value) = (info.key_size(), info.value_size());
+    let (key, value) = (table.info.key_size(), table.info.value_size());
     if key as usize != std::mem::size_of::<K>() || value as usize != std::mem::size_of::<V>() {
         return Err(DatapathError::Layout {
             detail: format!("{name} holds {key}-byte keys and {value}-byte values"),
         });
     }
-    let fd = info.fd().map_err(open)?;
     let mut out = Vec::new();
-    let walked = walk(fd.as_fd(), key, value, info.max_entries(), |k, v| {
-        // SAFETY: `K` and `V` are `Pod` (any bytes are a value) of exactly these sizes
-        // (checked above); the reads are unaligned-safe.
-        let entry = unsafe {
-            (
-                std::ptr::read_unaligned(k.as_ptr().cast::<K>()),
-                std::ptr::read_unaligned(v.as_ptr().cast::<V>()),
-            )
-        };
-        out.push(entry);
-    });
-    let read = |io_error| DatapathError::ReadMap {
-        map: name,
-        source: MapError::SyscallError(aya::sys::SyscallError {
-            call: "bpf_map_lookup_batch",
-            io_error,
-        }),
-    };
+    let walked = walk(
+        table.fd.as_fd(),
+        key,
+        value,
+        table.info.max_entries(),
+        |k, v| {
+            // SAFETY: `K` and `V` are `Pod` (any bytes are a value) of exactly these sizes
+            // (checked above); the reads are unaligned-safe.
+            let entry = unsafe {
+                (
+                    std::ptr::read_unaligned(k.as_ptr().cast::<K>()),
+                    std::ptr::read_unaligned(v.as_ptr().cast::<V>()),
+                )
+            };
+            out.push(entry);
+        },
+    );
+    let read = |e| table.read_error("bpf_map_lookup_batch", e);
     match walked.map_err(read)? {
         Some(_) => Ok(Some(out)),
         None => Err(read(std::io::Error::from_raw_os_error(libc::EINVAL))),

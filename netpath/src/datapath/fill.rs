@@ -3,10 +3,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
-use aya::{
-    maps::{MapInfo, MapType},
-    programs::ProgramInfo,
-};
+use aya::{maps::MapType, programs::ProgramInfo};
 
 use super::*;
 use crate::model::{MapFill, ProgramCost};
@@ -59,26 +56,13 @@ impl Datapath {
 
     /// The fill of table `map`; `None` if it is not pinned or is an array.
     fn fill_of(&self, map: &'static str) -> Result<Option<MapFill>> {
-        let path = self.pins.map(map);
-        if !path.exists() {
+        let Some(table) = batch::Table::open(&self.pins, map)? else {
             return Ok(None);
-        }
-        let open = |source| DatapathError::OpenMap {
-            path: path.clone(),
-            source,
         };
-        let info = MapInfo::from_pin(&path).map_err(open)?;
+        let info = &table.info;
         if !info.map_type().is_ok_and(holds_entries) {
             return Ok(None);
         }
-        let fd = info.fd().map_err(open)?;
-        let read = |call, source| DatapathError::ReadMap {
-            map,
-            source: MapError::SyscallError(aya::sys::SyscallError {
-                call,
-                io_error: source,
-            }),
-        };
         let (key, value, capacity) = (info.key_size(), info.value_size(), info.max_entries());
         // Per-CPU values are as many as the CPUs: those tables (a slot per endpoint) are
         // walked key by key.
@@ -88,13 +72,13 @@ impl Datapath {
         );
         let batched = match per_cpu {
             true => None,
-            false => batch::walk(fd.as_fd(), key, value, capacity, |_, _| ())
-                .map_err(|e| read("bpf_map_lookup_batch", e))?,
+            false => batch::walk(table.fd.as_fd(), key, value, capacity, |_, _| ())
+                .map_err(|e| table.read_error("bpf_map_lookup_batch", e))?,
         };
         let entries = match batched {
             Some(n) => n,
-            None => count_keys(fd.as_fd(), key, capacity)
-                .map_err(|e| read("bpf_map_get_next_key", e))?,
+            None => count_keys(table.fd.as_fd(), key, capacity)
+                .map_err(|e| table.read_error("bpf_map_get_next_key", e))?,
         };
         Ok(Some(MapFill {
             map: map.into(),
