@@ -152,7 +152,7 @@ fn endpoint_frame(a: ([u8; 6], IpAddr), b: ([u8; 6], IpAddr)) -> Result<Vec<u8>>
 /// An endpoint's MAC and address of `family`.
 fn mac_and_addr(e: &Endpoint, family: Family) -> Result<([u8; 6], IpAddr)> {
     let ip = match family {
-        Family::V4 => IpAddr::V4(e.ip),
+        Family::V4 => IpAddr::V4(e.ip.context("an endpoint has no IPv4 address")?),
         Family::V6 => IpAddr::V6(e.ip6.context("an endpoint has no IPv6 address")?),
     };
     Ok((e.mac.0, ip))

@@ -286,7 +286,7 @@ impl NetpathNetwork {
         let net = ctx
             .block_on(client.create_network(&NetworkCreate {
                 name: name.clone(),
-                subnet,
+                subnet: Some(subnet),
                 mode: Mode::Bridge,
                 gateway: None,
                 subnet6,
@@ -298,7 +298,9 @@ impl NetpathNetwork {
             .map_err(|e| anyhow::anyhow!("netpath: create network {name}: {e}"))?;
         Ok(NetpathNetwork {
             name,
-            gateway: net.gateway,
+            gateway: net
+                .gateway
+                .context("a network with an IPv4 subnet has an IPv4 gateway")?,
             client,
             rt: ctx.rt.clone(),
         })
@@ -474,7 +476,8 @@ pub fn netpath_pair_endpoints(ctx: &mut Ctx) -> Result<(Pair, [Endpoint; 2])> {
         netpath_endpoint(ctx, &network, &a)?,
         netpath_endpoint(ctx, &network, &b)?,
     );
-    let pair = Pair::new(vec![Box::new(network)], a, b, ea.ip, eb.ip)
+    let v4 = |e: &Endpoint| e.ip.context("an endpoint has no IPv4 address");
+    let pair = Pair::new(vec![Box::new(network)], a, b, v4(&ea)?, v4(&eb)?)
         .with_v6(ea.ip6, eb.ip6)
         .with_prog_devs(vec![ea.host_ifname.clone(), eb.host_ifname.clone()]);
     Ok((pair, [ea, eb]))

@@ -4,7 +4,9 @@
 
 use crate::{
     ipv6::{self, Ipv6Kind},
-    maps::{DropReason, ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, EndpointValue},
+    maps::{
+        DropReason, ENDPOINT_FLAG_IPV6, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_KIND_TAP, EndpointValue,
+    },
 };
 
 /// What to do with a frame from an endpoint.
@@ -79,8 +81,9 @@ pub fn decide(
     match info {
         FrameInfo::Arp { sha, spa } => {
             // The sender is the endpoint, or 0.0.0.0 for an ARP probe (RFC 5227: an
-            // address not yet claimed), always with the endpoint's own MAC.
-            if sha != from.mac || (spa != [0; 4] && spa != from.ip) {
+            // address not yet claimed), always with the endpoint's own MAC; an endpoint
+            // without IPv4 has no address to announce or probe for.
+            if sha != from.mac || (spa != [0; 4] && spa != from.ip) || !has_ipv4(from) {
                 return Verdict::Drop(DropReason::SpoofedArp);
             }
             Verdict::Pass
@@ -97,12 +100,18 @@ pub fn decide(
         },
         FrameInfo::Other => Verdict::Pass,
         FrameInfo::Ipv4 { src, dst: _ } => {
-            if src != from.ip {
+            if src != from.ip || !has_ipv4(from) {
                 return Verdict::Drop(DropReason::SpoofedIp);
             }
             toward(from, to)
         }
     }
+}
+
+/// Whether endpoint `from` has an IPv4 address (see [`ENDPOINT_FLAG_NO_IPV4`]).
+#[inline(always)]
+fn has_ipv4(from: &EndpointValue) -> bool {
+    from.flags & ENDPOINT_FLAG_NO_IPV4 == 0
 }
 
 /// A packet from `from` with a sound source, to the endpoint `to` (if its destination is
@@ -298,6 +307,42 @@ mod tests {
             ..a
         };
         assert_eq!(decide_from(&dual, ipv6_from(&dual), None), Verdict::Pass);
+    }
+
+    #[test]
+    fn an_ipv6_only_endpoint_sends_no_ipv4_or_arp_but_its_ipv6_is_redirected() {
+        let v6_only = |e: EndpointValue| EndpointValue {
+            ip: [0; 4],
+            flags: ENDPOINT_FLAG_IPV6 | ENDPOINT_FLAG_NO_IPV4,
+            ..e
+        };
+        let a = v6_only(ep(2, 10, 1, ENDPOINT_KIND_VETH));
+        let b = v6_only(ep(3, 11, 1, ENDPOINT_KIND_VETH));
+        use DropReason::*;
+        // Its map entry's 0.0.0.0 is no address of its own: not as a source, nor as a
+        // probe's sender.
+        for (info, reason) in [
+            (ipv4([0; 4], [255; 4]), SpoofedIp),
+            (ipv4([10, 0, 0, 2], [10, 0, 0, 3]), SpoofedIp),
+            (arp(a.mac, [0; 4]), SpoofedArp),
+            (arp(a.mac, [10, 0, 0, 2]), SpoofedArp),
+        ] {
+            assert_eq!(
+                decide_from(&a, info, None),
+                Verdict::Drop(reason),
+                "{info:?}"
+            );
+        }
+        assert_eq!(
+            decide_from(&a, ipv6_from(&a), Some(&b)),
+            Verdict::Redirect {
+                ifindex: 11,
+                peer: true,
+                dst_mac: b.mac,
+                src_mac: b.host_mac,
+            }
+        );
+        assert_eq!(decide_from(&a, FrameInfo::Other, None), Verdict::Pass);
     }
 
     #[test]

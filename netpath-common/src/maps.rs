@@ -140,10 +140,17 @@ pub const ENDPOINT_FLAG_PUBLISHED: u8 = 1;
 /// neighbours (CVE-2020-10749's class).
 pub const ENDPOINT_FLAG_IPV6: u8 = 2;
 
+/// The endpoint has no IPv4 address (its network is IPv6-only): its IPv4 frames are
+/// dropped as `spoofed_ip` and its ARP as `spoofed_arp` (no IPv4 source, 0.0.0.0
+/// included, is its own), and it is in no IPv4 map but the interface map, where its
+/// `ip` is 0.0.0.0.
+pub const ENDPOINT_FLAG_NO_IPV4: u8 = 4;
+
 map_type! {
     /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
     pub struct EndpointValue: 24 bytes {
-        /// The endpoint's IPv4 address (network order).
+        /// The endpoint's IPv4 address (network order); 0.0.0.0 with
+        /// [`ENDPOINT_FLAG_NO_IPV4`].
         pub ip: [u8; 4],
         /// ifindex of the host-side device (veth host end, or the TAP).
         pub ifindex: u32,

@@ -223,7 +223,7 @@ pub async fn setup(opts: &DaemonOptions) -> Result<(SetupReport, Arc<Service>), 
             Err(e) if e.is_not_found() => svc
                 .create_network(NetworkCreate {
                     name: DEFAULT_NETWORK.into(),
-                    subnet: DEFAULT_SUBNET,
+                    subnet: Some(DEFAULT_SUBNET),
                     mode: Mode::Bridge,
                     gateway: Some(DEFAULT_GATEWAY),
                     subnet6: None,
@@ -323,11 +323,22 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     crate::telemetry::mark_start();
     println!("netpath daemon (pid {}) is up", std::process::id());
     if let Some(n) = &report.network {
+        let shown = |net: Option<String>, gw: Option<String>| {
+            net.zip(gw).map(|(net, gw)| format!(" {net} gateway {gw}"))
+        };
         println!(
-            "  network   {} {} gateway {} on bridge {}",
+            "  network   {}{}{} on bridge {}",
             n.name,
-            n.subnet,
-            n.gateway,
+            shown(
+                n.subnet.map(|s| s.to_string()),
+                n.gateway.map(|g| g.to_string())
+            )
+            .unwrap_or_default(),
+            shown(
+                n.subnet6.map(|s| s.to_string()),
+                n.gateway6.map(|g| g.to_string())
+            )
+            .unwrap_or_default(),
             n.bridge.as_deref().unwrap_or("-")
         );
     }

@@ -40,7 +40,7 @@ pub fn list(tracked: &[Tracked], records: &[Endpoint], filter: &FlowFilter, now:
 /// The record with address `ip`, either family.
 fn record_of(records: &[Endpoint], ip: IpAddr) -> Option<&Endpoint> {
     records.iter().find(|r| match ip {
-        IpAddr::V4(v4) => r.ip == v4,
+        IpAddr::V4(v4) => r.ip == Some(v4),
         IpAddr::V6(v6) => r.ip6 == Some(v6),
     })
 }

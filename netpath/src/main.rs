@@ -129,11 +129,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 json,
             } => {
                 let (subnet, subnet6) = family::by_family("subnet", &subnet)?;
-                let Some(subnet) = subnet else {
-                    anyhow::bail!(
-                        "give an IPv4 --subnet too: IPv6-only networks are not supported yet"
-                    );
-                };
                 let (gateway, gateway6) = family::by_family("gateway", &gateway)?;
                 let n = api!(client.create_network(&NetworkCreate {
                     name,
@@ -191,7 +186,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             EndpointCmd::Rm(Ids { ids }) => {
                 remove_endpoints(&client, &ids, None, |e| {
-                    format!("removed endpoint {} ({})", e.id, e.ip)
+                    format!("removed endpoint {} ({})", e.id, e.primary_ip())
                 })
                 .await
             }
@@ -227,7 +222,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             TapCmd::Rm(Ids { ids }) => {
                 remove_endpoints(&client, &ids, Some(EndpointKind::Tap), |e| {
-                    format!("removed tap {} {} ({})", e.id, e.host_ifname, e.ip)
+                    format!(
+                        "removed tap {} {} ({})",
+                        e.id,
+                        e.host_ifname,
+                        e.primary_ip()
+                    )
                 })
                 .await
             }

@@ -52,14 +52,15 @@ pub enum EndpointState {
 pub struct NetworkCreate {
     /// 1 to 12 characters from a-z, 0-9, '-' and '_'; the bridge is `np-NAME`.
     pub name: String,
-    /// The endpoints' addresses, given as its network address (`10.50.0.0/24`).
-    pub subnet: Ipv4Net,
+    /// The endpoints' IPv4 addresses, given as its network address (`10.50.0.0/24`);
+    /// `None` for an IPv6-only network (which then needs `subnet6`).
+    pub subnet: Option<Ipv4Net>,
     /// Bridge (default) or routed.
     #[serde(default)]
     pub mode: Mode,
     /// Default: the first host address of the subnet.
     pub gateway: Option<Ipv4Addr>,
-    /// The IPv6 subnet of a dual-stack network (`fd50::/64`): its network address, a
+    /// The IPv6 subnet of a dual-stack or IPv6-only network (`fd50::/64`): its network address, a
     /// prefix of /64 to /120. (The IPv6 fields are left out of an IPv4-only request, so
     /// that it reads as before to a daemon that predates them.)
     pub subnet6: Option<Ipv6Net>,
@@ -81,11 +82,14 @@ pub struct Network {
     /// Small id, unique among live networks; it is the datapath's network id.
     pub id: u16,
     pub name: String,
-    pub subnet: Ipv4Net,
-    /// The host's address on the network: the endpoints' default route.
-    pub gateway: Ipv4Addr,
-    /// The IPv6 subnet and gateway of a dual-stack network. Records written before
-    /// IPv6 load as IPv4-only.
+    /// The IPv4 subnet and gateway (the host's address on the network: the endpoints'
+    /// default route); `None` in an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 subnet and gateway of a dual-stack or IPv6-only network. Records
+    /// written before IPv6 load as IPv4-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet6: Option<Ipv6Net>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,23 +197,37 @@ pub struct Endpoint {
     pub kind: EndpointKind,
     /// `Creating` until its devices exist (a crash leaves it for reconcile to undo).
     pub state: EndpointState,
-    /// Its leased address.
-    pub ip: Ipv4Addr,
+    /// Its leased IPv4 address; `None` in an IPv6-only network.
+    pub ip: Option<Ipv4Addr>,
     /// Its leased IPv6 address, in a dual-stack network (a /128 behind the gateway for a
     /// TAP or a routed container, an address of the subnet behind a bridge).
     pub ip6: Option<Ipv6Addr>,
     /// The network's IPv6 gateway, the endpoint's IPv6 default route.
     pub gateway6: Option<Ipv6Addr>,
-    /// Prefix length the endpoint sees (the subnet's for veths, 32 for TAPs).
+    /// IPv4 prefix length the endpoint sees (the subnet's for bridged veths, 32 for
+    /// routed ones and TAPs; 32, unused, in an IPv6-only network).
     pub prefix_len: u8,
     /// The endpoint's own MAC (container interface or guest NIC).
     pub mac: MacAddr,
-    pub gateway: Ipv4Addr,
+    /// The network's IPv4 gateway (with `ip`).
+    pub gateway: Option<Ipv4Addr>,
     /// Host-side device: veth host end or the TAP.
     pub host_ifname: String,
     /// What only some kinds have (serialized inline).
     #[serde(flatten)]
     pub details: EndpointDetails,
+}
+
+impl Endpoint {
+    /// The address to name it by: its IPv4 address, or the IPv6 one in an IPv6-only
+    /// network (every endpoint has one of them).
+    pub fn primary_ip(&self) -> IpAddr {
+        match (self.ip, self.ip6) {
+            (Some(ip), _) => ip.into(),
+            (None, Some(ip6)) => ip6.into(),
+            (None, None) => Ipv4Addr::UNSPECIFIED.into(),
+        }
+    }
 }
 
 /// The fields of an [`Endpoint`] that only some kinds have: a veth's namespace side and
@@ -376,7 +394,9 @@ pub struct EndpointTraffic {
     /// database could not be read).
     pub id: Option<String>,
     pub network: Option<String>,
-    pub ip: Ipv4Addr,
+    /// Its IPv4 address; `None` for an endpoint of an IPv6-only network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     pub ifindex: u32,
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -546,12 +566,12 @@ pub(crate) fn test_endpoint(id: &str, ip: &str) -> Endpoint {
         network: "web".to_owned(),
         kind: EndpointKind::Veth,
         state: EndpointState::Ready,
-        ip: ip.parse().unwrap(),
+        ip: Some(ip.parse().unwrap()),
         ip6: None,
         gateway6: None,
         prefix_len: 24,
         mac: "02:00:00:00:00:01".parse().unwrap(),
-        gateway: "10.50.0.1".parse().unwrap(),
+        gateway: Some("10.50.0.1".parse().unwrap()),
         host_ifname: format!("np-{id}"),
         details: EndpointDetails::default(),
     }

@@ -210,7 +210,7 @@ impl Names {
             return Some(&self.records[*i]);
         }
         let has = |r: &Endpoint, ip: IpAddr| match ip {
-            IpAddr::V4(v4) => r.ip == v4,
+            IpAddr::V4(v4) => r.ip == Some(v4),
             IpAddr::V6(v6) => r.ip6 == Some(v6),
         };
         (self.records.iter()).find(|r| [src, dst].into_iter().flatten().any(|ip| has(r, ip)))

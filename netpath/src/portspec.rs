@@ -238,18 +238,24 @@ pub struct PortRequest {
 
 impl PortSpec {
     /// The leases this spec asks for, one request per guest port, for an endpoint with
-    /// an IPv6 address (`dual_stack`) or without. No HOSTIP publishes on every address
-    /// of each family the endpoint has (Docker's behaviour). `Err`: the spec names an
-    /// IPv6 host address but the endpoint has no IPv6 address.
-    pub fn requests(&self, dual_stack: bool) -> Result<Vec<PortRequest>, Ipv6Addr> {
+    /// an IPv4 address (`v4`) and an IPv6 address (`v6`), or one of them. No HOSTIP
+    /// publishes on every address of each family the endpoint has (Docker's behaviour).
+    /// `Err`: the spec names a host address of a family the endpoint has no address of.
+    pub fn requests(&self, v4: bool, v6: bool) -> Result<Vec<PortRequest>, IpAddr> {
+        let any: [(bool, IpAddr); 2] = [
+            (v4, Ipv4Addr::UNSPECIFIED.into()),
+            (v6, Ipv6Addr::UNSPECIFIED.into()),
+        ];
         let host_ips: Vec<IpAddr> = match self.host {
-            HostIp::Any if dual_stack => {
-                vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
-            }
-            HostIp::Any => vec![Ipv4Addr::UNSPECIFIED.into()],
-            HostIp::V4(ip) => vec![ip.into()],
-            HostIp::V6(ip) if dual_stack => vec![ip.into()],
-            HostIp::V6(ip) => return Err(ip),
+            HostIp::Any => any
+                .into_iter()
+                .filter(|(has, _)| *has)
+                .map(|(_, ip)| ip)
+                .collect(),
+            HostIp::V4(ip) if v4 => vec![ip.into()],
+            HostIp::V6(ip) if v6 => vec![ip.into()],
+            HostIp::V4(ip) => return Err(ip.into()),
+            HostIp::V6(ip) => return Err(ip.into()),
         };
         let guest = self.guest_ports.first..=self.guest_ports.last;
         Ok(guest
@@ -334,7 +340,9 @@ mod tests {
     fn specs_expand_to_requests() {
         let any4: IpAddr = Ipv4Addr::UNSPECIFIED.into();
         let any6: IpAddr = Ipv6Addr::UNSPECIFIED.into();
-        let r = p("127.0.0.1:8080-8081:80-81/udp").requests(true).unwrap();
+        let r = p("127.0.0.1:8080-8081:80-81/udp")
+            .requests(true, true)
+            .unwrap();
         assert_eq!(
             r.iter()
                 .map(|r| (r.proto, r.host_ips.clone(), r.host, r.guest_port))
@@ -354,7 +362,7 @@ mod tests {
                 )
             ]
         );
-        let r = p("8000-8010:80").requests(false).unwrap();
+        let r = p("8000-8010:80").requests(true, false).unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(
             r[0].host,
@@ -364,7 +372,7 @@ mod tests {
             })
         );
         assert_eq!(r[0].host_ips, [any4]);
-        let r = p("80-82").requests(false).unwrap();
+        let r = p("80-82").requests(true, false).unwrap();
         assert!(r.iter().all(|r| r.host == HostPort::Ephemeral));
         assert_eq!(
             r.iter().map(|r| r.guest_port).collect::<Vec<_>>(),
@@ -372,27 +380,45 @@ mod tests {
         );
         // A one-port host range for one guest port is exact.
         assert_eq!(
-            p("8080-8080:80").requests(false).unwrap()[0].host,
+            p("8080-8080:80").requests(true, false).unwrap()[0].host,
             HostPort::Exact(8080)
         );
         // 0.0.0.0: every IPv4 address, whatever the endpoint has.
         assert_eq!(
-            p("0.0.0.0:80:80").requests(true).unwrap()[0].host_ips,
+            p("0.0.0.0:80:80").requests(true, true).unwrap()[0].host_ips,
             [any4]
         );
         // No HOSTIP: every address of each family the endpoint has.
-        assert_eq!(p("8080:80").requests(false).unwrap()[0].host_ips, [any4]);
         assert_eq!(
-            p("8080:80").requests(true).unwrap()[0].host_ips,
+            p("8080:80").requests(true, false).unwrap()[0].host_ips,
+            [any4]
+        );
+        assert_eq!(
+            p("8080:80").requests(true, true).unwrap()[0].host_ips,
             [any4, any6]
         );
         // An IPv6 HOSTIP: that one, on a dual-stack endpoint only.
-        assert_eq!(p("[::]:80:80").requests(true).unwrap()[0].host_ips, [any6]);
         assert_eq!(
-            p("[::1]:80:80").requests(true).unwrap()[0].host_ips,
+            p("[::]:80:80").requests(true, true).unwrap()[0].host_ips,
+            [any6]
+        );
+        assert_eq!(
+            p("[::1]:80:80").requests(true, true).unwrap()[0].host_ips,
             [IpAddr::from(Ipv6Addr::LOCALHOST)]
         );
-        assert_eq!(p("[::1]:80:80").requests(false), Err(Ipv6Addr::LOCALHOST));
+        assert_eq!(
+            p("[::1]:80:80").requests(true, false),
+            Err(Ipv6Addr::LOCALHOST.into())
+        );
+        // An IPv6-only endpoint: every family it has, and no IPv4 address.
+        assert_eq!(
+            p("8080:80").requests(false, true).unwrap()[0].host_ips,
+            [any6]
+        );
+        assert_eq!(
+            p("127.0.0.1:80:80").requests(false, true),
+            Err(Ipv4Addr::LOCALHOST.into())
+        );
     }
 
     #[test]
@@ -438,7 +464,7 @@ mod tests {
                 if let Some(h) = spec.host_ports {
                     proptest::prop_assert!(h.len() == spec.guest_ports.len() || spec.guest_ports.len() == 1);
                 }
-                if let Ok(requests) = spec.requests(true) {
+                if let Ok(requests) = spec.requests(true, true) {
                     proptest::prop_assert_eq!(requests.len() as u32, spec.guest_ports.len());
                 }
             }

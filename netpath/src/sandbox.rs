@@ -26,19 +26,18 @@ pub struct VethPlan<'a> {
     /// Where the container end goes.
     pub inner: Inner<'a>,
     pub mac: [u8; 6],
-    pub ip: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
+    /// The endpoint's IPv4 side; `None` in an IPv6-only network.
+    pub v4: Option<Ipv4Side>,
     /// MAC of the gateway the sandbox talks to (bridge mode: the bridge's MAC);
     /// `None`: the host end's own MAC (routed mode).
     pub gateway_mac: Option<[u8; 6]>,
     pub mtu: u32,
     /// Bridge to make the host end a port of (bridge mode).
     pub bridge: Option<u32>,
-    /// Routed mode: put the gateway as a /32 on the host end and route `ip`/32 to it
-    /// (and the same with /128s for IPv6).
+    /// Routed mode: put the gateway as a /32 on the host end and route the endpoint's
+    /// address/32 to it (and the same with /128s for IPv6).
     pub routed: bool,
-    /// A dual-stack endpoint's IPv6 side.
+    /// The endpoint's IPv6 side (a dual-stack or IPv6-only network's).
     pub v6: Option<Ipv6Side>,
 }
 
@@ -171,24 +170,24 @@ pub async fn create_veth(host: &Netlink, plan: &VethPlan<'_>) -> Result<Link, Sa
 pub struct NamespaceSide {
     pub netns: PathBuf,
     pub ifname: String,
-    pub ip: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
+    pub v4: Option<Ipv4Side>,
     /// The gateway's MAC, of either family: the bridge's, or the host end's (routed).
     pub gateway_mac: [u8; 6],
     pub routed: bool,
-    /// A dual-stack endpoint's IPv6 side.
     pub v6: Option<Ipv6Side>,
 }
 
-/// The IPv6 address of a container, its prefix (the subnet's behind a bridge, 128 when
-/// routed) and its gateway.
+/// One family's address of an endpoint, its prefix (the subnet's behind a bridge; 32 or
+/// 128, the whole address, when routed or on a TAP) and its gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv6Side {
-    pub ip: Ipv6Addr,
+pub struct Side<A> {
+    pub ip: A,
     pub prefix_len: u8,
-    pub gateway: Ipv6Addr,
+    pub gateway: A,
 }
+
+pub type Ipv4Side = Side<Ipv4Addr>;
+pub type Ipv6Side = Side<Ipv6Addr>;
 
 /// Configures the container end of a veth pair inside its namespace: loopback up,
 /// address, default route via the gateway, and a static gateway neighbour.
@@ -212,30 +211,32 @@ pub async fn configure_inside(c: NamespaceSide) -> Result<(), SandboxError> {
         no_ipv6_link_local: true,
         ..Default::default()
     };
-    let gateway_route = async {
-        if c.routed {
-            // No on-link subnet: reach the gateway through a /32 link route first.
-            let gw = Ipv4Net::from(c.gateway);
-            inside.add_route(gw.into(), None, Some(link.index)).await
-        } else {
-            Ok(())
-        }
-    };
+    let (index, mac, routed) = (link.index, c.gateway_mac, c.routed);
     futures::try_join!(
         // The kernel gives every namespace's loopback ifindex 1.
         inside.set_up(LOOPBACK_IFINDEX),
         // Before the link goes up (see `no_ipv6_link_local`).
-        inside.configure(link.index, &no_ipv6),
-        inside.add_address(link.index, c.ip.into(), c.prefix_len),
-        inside.set_up(link.index),
-        gateway_route,
+        inside.configure(index, &no_ipv6),
+        if_v4(c.v4, |v4| inside.add_address(
+            index,
+            v4.ip.into(),
+            v4.prefix_len
+        )),
+        inside.set_up(index),
+        // Routed: no on-link subnet, so the gateway through a /32 link route first.
+        if_v4(c.v4.filter(|_| routed), |v4| {
+            inside.add_route(Ipv4Net::from(v4.gateway).into(), None, Some(index))
+        }),
         // Static gateway neighbor: the sandbox never ARPs for its gateway.
-        inside.add_permanent_neighbor(link.index, c.gateway.into(), c.gateway_mac),
-        inside.add_route(
-            IpNet::V4(Ipv4Net::default()),
-            Some(c.gateway.into()),
-            Some(link.index)
-        ),
+        if_v4(c.v4, |v4| inside.add_permanent_neighbor(
+            index,
+            v4.gateway.into(),
+            mac
+        )),
+        if_v4(c.v4, |v4| {
+            let default = IpNet::V4(Ipv4Net::default());
+            inside.add_route(default, Some(v4.gateway.into()), Some(index))
+        }),
     )?;
     if let Some(v6) = c.v6 {
         // The same for IPv6, the gateway always through a link route (it is on-link
@@ -261,6 +262,21 @@ pub async fn configure_inside(c: NamespaceSide) -> Result<(), SandboxError> {
         )?;
     }
     Ok(())
+}
+
+/// `step` of IPv4 side `v4`, none without one (an IPv6-only network). The step's request
+/// is made, and so sent, when this is first polled: in `try_join!`'s argument order.
+async fn if_v4<F>(
+    v4: Option<Ipv4Side>,
+    step: impl FnOnce(Ipv4Side) -> F,
+) -> Result<(), NetlinkError>
+where
+    F: std::future::Future<Output = Result<(), NetlinkError>>,
+{
+    match v4 {
+        Some(v4) => step(v4).await,
+        None => Ok(()),
+    }
 }
 
 /// A netlink step of the namespace side, as a [`SandboxError`].

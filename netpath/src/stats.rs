@@ -42,9 +42,15 @@ fn by_reason(drops: &[HookDropCount]) -> Vec<ReasonCount> {
 }
 
 /// An endpoint's counters under the id and network of its record in `records` (the
-/// one with its address), if there is one.
+/// one with its IPv4 address; for an endpoint without, the one whose host-side device it
+/// is), if there is one.
 fn traffic(e: EndpointStat, records: &[Endpoint]) -> EndpointTraffic {
-    let record = records.iter().find(|r| r.ip == e.ip);
+    let record = match e.ip {
+        Some(ip) => records.iter().find(|r| r.ip == Some(ip)),
+        None => records.iter().find(|r| {
+            r.ip.is_none() && nix::net::if_::if_nametoindex(r.host_ifname.as_str()) == Ok(e.ifindex)
+        }),
+    };
     EndpointTraffic {
         id: record.map(|r| r.id.clone()),
         network: record.map(|r| r.network.clone()),

@@ -76,7 +76,7 @@ pub fn check(snap: &Snapshot, tag: &str, namespaces: &[PathBuf]) -> Result<(), S
             return Err(format!("record not ready: {e:?}"));
         }
         if !ips.insert(e.ip) {
-            return Err(format!("IP {} leased twice", e.ip));
+            return Err(format!("IP {:?} leased twice", e.ip));
         }
     }
     let mut want: BTreeSet<String> = snap

@@ -503,15 +503,16 @@ impl Daemon {
         packets(&all, "drops", "reason", reason)
     }
 
-    /// Packets the datapath handed to each endpoint (`netpath stats --json`), by address.
+    /// Packets the datapath handed to each endpoint with an IPv4 address (`netpath stats
+    /// --json`), by address.
     pub fn endpoint_rx(&self) -> std::collections::HashMap<Ipv4Addr, u64> {
         self.stats()["endpoints"]
             .as_array()
             .expect("endpoints")
             .iter()
-            .map(|e| {
-                let ip = e["ip"].as_str().expect("ip").parse().expect("ip");
-                (ip, e["rx_packets"].as_u64().expect("rx_packets"))
+            .filter_map(|e| {
+                let ip = e["ip"].as_str()?.parse().expect("ip");
+                Some((ip, e["rx_packets"].as_u64().expect("rx_packets")))
             })
             .collect()
     }

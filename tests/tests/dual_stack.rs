@@ -3,9 +3,17 @@
 //! route via the IPv6 gateway and a permanent neighbour entry for it, and reaches its
 //! gateway and the other containers over IPv6 (routed: through the host, whose IPv6
 //! forwarding the daemon turns on, and this test turns back). An IPv4-only network's
-//! containers get no IPv6 address at all.
+//! containers get no IPv6 address at all, and an IPv6-only network's no IPv4: what IPv4
+//! and ARP they send is dropped and counted.
 
-use netpath_tests::{Daemon, Ipv6ForwardingRestored, NetNs, require_root, unique};
+use std::time::Duration;
+
+use netpath_tests::{
+    Daemon, Ipv6ForwardingRestored, NetNs, frames,
+    guard6::ep_mac,
+    raw::{Capture, send_raw},
+    require_root, unique,
+};
 use serde_json::Value;
 
 /// `ip` inside `ns`, its output as text.
@@ -123,4 +131,84 @@ fn dual_stack_containers_get_ipv6_and_reach_their_gateway_and_each_other() {
         ],
         "has no IPv6 subnet",
     );
+}
+
+#[test]
+fn ipv6_only_containers_have_no_ipv4_reach_each_other_and_send_no_ipv4() {
+    require_root!();
+    let _forwarding = Ipv6ForwardingRestored::new();
+    let d = Daemon::start();
+    let name = unique("v6o");
+    d.ok(&["network", "create", &name, "--subnet", "fd7e::/64"]);
+    let ls = d.ok(&["network", "ls"]);
+    assert!(
+        ls.contains(" fd7e::/64 ") && ls.contains(" fd7e::1 "),
+        "{ls}"
+    );
+    let (a, b) = (NetNs::with_ipv6("v6oa"), NetNs::with_ipv6("v6ob"));
+    let (ea, eb) = (add(&d, &name, &a, &[]), add(&d, &name, &b, &[]));
+    for (ns, ep) in [(&a, &ea), (&b, &eb)] {
+        assert!(
+            ep.get("ip").is_none() && ep.get("gateway").is_none(),
+            "{ep}"
+        );
+        assert_eq!(ep["gateway6"], "fd7e::1", "{ep}");
+        let v4 = ip(ns, &["-4", "-o", "addr", "show", "dev", "eth0"]);
+        assert!(v4.trim().is_empty(), "IPv4 on an IPv6-only container: {v4}");
+        let routes = ip(ns, &["-4", "route"]);
+        assert!(routes.trim().is_empty(), "IPv4 routes: {routes}");
+        // Bounded: one echo, two seconds (exec asserts success).
+        ns.exec(&["ping", "-6", "-c", "1", "-W", "2", "fd7e::1"]);
+    }
+    assert_eq!(ea["ip6"], "fd7e::2", "{ea}");
+    // Container to container through the fast path: 3 echoes and 3 replies at least.
+    let before = d.forwarded("endpoint_to_endpoint");
+    let to = eb["ip6"].as_str().unwrap();
+    a.exec(&["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", to]);
+    let forwarded = d.forwarded("endpoint_to_endpoint") - before;
+    assert!(forwarded >= 6, "{forwarded} forwards for 6 echo packets");
+    // IPv4 and ARP from a: a DHCP-like broadcast from 0.0.0.0, a unicast to b's MAC,
+    // and an ARP probe — none reaches b, each is counted.
+    let (a_mac, b_mac) = (ep_mac(&ea), ep_mac(&eb));
+    let framed = |mut f: Vec<u8>, dst: [u8; 6]| {
+        f[..6].copy_from_slice(&dst);
+        f[6..12].copy_from_slice(&a_mac);
+        f
+    };
+    let dhcp = framed(
+        frames::udp4([0; 4], 68, [255; 4], 67, b"discover", false),
+        [0xff; 6],
+    );
+    let unicast = framed(
+        frames::udp4([10, 9, 0, 2], 7000, [10, 9, 0, 3], 7001, b"x", false),
+        b_mac,
+    );
+    let mut probe = framed(frames::arp_request(), [0xff; 6]);
+    // Sender: a's MAC, 0.0.0.0 (RFC 5227's probe).
+    probe[22..28].copy_from_slice(&a_mac);
+    probe[28..32].copy_from_slice(&[0; 4]);
+    let (ip0, arp0) = (d.drops("spoofed_ip"), d.drops("spoofed_arp"));
+    let at_b = Capture::start_in(&b, "eth0", Duration::from_millis(700));
+    a.enter(|| {
+        for _ in 0..3 {
+            for f in [&dhcp, &unicast, &probe] {
+                send_raw("eth0", f);
+            }
+        }
+    });
+    let ipv4_from_a = (at_b.join().unwrap().iter())
+        .filter(|f| f[6..12] == a_mac && matches!([f[12], f[13]], [0x08, 0x00] | [0x08, 0x06]))
+        .count();
+    assert_eq!(
+        ipv4_from_a, 0,
+        "IPv4 or ARP from an IPv6-only container reached its neighbour"
+    );
+    assert_eq!(d.drops("spoofed_ip") - ip0, 6);
+    assert_eq!(d.drops("spoofed_arp") - arp0, 3);
+    // Its listing and removal.
+    let ls = d.ok(&["ls"]);
+    assert!(ls.contains("fd7e::2") && !ls.contains("10.9."), "{ls}");
+    let id = ea["id"].as_str().unwrap();
+    let removed = d.ok(&["endpoint", "rm", id]);
+    assert!(removed.contains("(fd7e::2)"), "{removed}");
 }

@@ -48,7 +48,7 @@ async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
     let name = unique("fp");
     svc.create_network(NetworkCreate {
         name: name.clone(),
-        subnet: subnet.parse().unwrap(),
+        subnet: Some(subnet.parse().unwrap()),
         mode,
         gateway: None,
         subnet6: None,
@@ -80,6 +80,11 @@ async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
     }
     let eps: [Endpoint; 2] = eps.try_into().unwrap();
     (t, svc, ns, eps)
+}
+
+/// An endpoint's IPv4 address (these networks are IPv4-only).
+fn v4(ep: &Endpoint) -> Ipv4Addr {
+    ep.ip.expect("an IPv4 address")
 }
 
 fn tcp_and_udp(ns: &[NetNs; 2], b_ip: Ipv4Addr, bytes: usize, datagrams: usize) {
@@ -128,11 +133,11 @@ async fn container_to_container_tcp_and_udp_take_the_fast_path() {
     ] {
         let (_t, svc, ns, eps) = two_endpoints(mode, subnet).await;
         // Warm up neighbors (ARP goes through the kernel path).
-        ns[0].exec(&["ping", "-c", "1", "-W", "2", &eps[1].ip.to_string()]);
+        ns[0].exec(&["ping", "-c", "1", "-W", "2", &v4(&eps[1]).to_string()]);
         let b_host_tx = host_tx_packets(&eps[1].host_ifname);
         let a_host_tx = host_tx_packets(&eps[0].host_ifname);
         let before = svc.endpoint_stats().await.unwrap();
-        tcp_and_udp(&ns, eps[1].ip, 4 << 20, 100);
+        tcp_and_udp(&ns, v4(&eps[1]), 4 << 20, 100);
         let after = svc.endpoint_stats().await.unwrap();
         let find = |v: &[netpath::datapath::EndpointStat], ip| {
             v.iter().find(|e| e.ip == ip).cloned().unwrap()
@@ -200,7 +205,7 @@ fn udp_frame(
 async fn spoofed_frames_from_a_container_never_arrive() {
     require_root!();
     let (_t, svc, ns, eps) = two_endpoints(Mode::Bridge, "10.224.0.0/24").await;
-    let b_ip = eps[1].ip;
+    let b_ip = v4(&eps[1]);
     let (a_mac, b_mac) = (eps[0].mac.octets(), eps[1].mac.octets());
     let (tx, rx) = mpsc::channel();
     let server = ns[1].spawn(move || {
@@ -218,7 +223,7 @@ async fn spoofed_frames_from_a_container_never_arrive() {
     rx.recv_timeout(TIMEOUT).unwrap();
     let drops = |r| svc_drop(&svc, r);
     let (ip0, mac0) = (drops(DropReason::SpoofedIp), drops(DropReason::SpoofedMac));
-    let a_ip = eps[0].ip;
+    let a_ip = v4(&eps[0]);
     ns[0]
         .spawn(move || {
             // Control: a well-formed frame arrives (proves the method works).

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use netpath::{
     netlink::{LinkConfig, Netlink},
-    sandbox::{Inner, NamespaceSide, VethPlan, configure_inside, create_veth},
+    sandbox::{Inner, Ipv4Side, NamespaceSide, VethPlan, configure_inside, create_veth},
 };
 use netpath_tests::{NetNs, require_root, run, unique};
 
@@ -45,9 +45,11 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
             ifname: "eth0",
         },
         mac,
-        ip: Ipv4Addr::new(10, 202, 0, 2),
-        prefix_len: 24,
-        gateway: gw,
+        v4: Some(Ipv4Side {
+            ip: Ipv4Addr::new(10, 202, 0, 2),
+            prefix_len: 24,
+            gateway: gw,
+        }),
         gateway_mac: br.mac,
         mtu: 1500,
         bridge: Some(br.index),
@@ -67,9 +69,7 @@ async fn veth_endpoint_in_bridge_mode_reaches_its_gateway() {
     configure_inside(NamespaceSide {
         netns: ns.path(),
         ifname: "eth0".into(),
-        ip: plan.ip,
-        prefix_len: 24,
-        gateway: gw,
+        v4: plan.v4,
         gateway_mac: br.mac.expect("bridge MAC"),
         routed: false,
         v6: None,
@@ -122,9 +122,11 @@ async fn a_container_end_left_in_the_host_namespace() {
         alias: "netpath:test:veth:y",
         inner: Inner::Host { name: &peer },
         mac,
-        ip: Ipv4Addr::new(10, 202, 1, 2),
-        prefix_len: 24,
-        gateway: Ipv4Addr::new(10, 202, 1, 1),
+        v4: Some(Ipv4Side {
+            ip: Ipv4Addr::new(10, 202, 1, 2),
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(10, 202, 1, 1),
+        }),
         gateway_mac: None,
         mtu: 1400,
         bridge: None,

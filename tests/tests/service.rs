@@ -23,7 +23,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
     let net = svc
         .create_network(NetworkCreate {
             name: name.clone(),
-            subnet: "10.203.0.0/16".parse().unwrap(),
+            subnet: Some("10.203.0.0/16".parse().unwrap()),
             mode: Mode::Bridge,
             gateway: None,
             subnet6: None,
@@ -34,7 +34,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
         })
         .await
         .expect("create network");
-    assert_eq!(net.gateway, Ipv4Addr::new(10, 203, 0, 1));
+    assert_eq!(net.gateway, Some(Ipv4Addr::new(10, 203, 0, 1)));
 
     let namespaces: Vec<NetNs> = (0..64).map(|_| NetNs::new("ep")).collect();
     let mut tasks = Vec::new();
@@ -57,12 +57,15 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
     for t in tasks {
         eps.push(t.await.unwrap().expect("add endpoint"));
     }
-    let ips: HashSet<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
+    let ips: HashSet<Ipv4Addr> = eps.iter().map(|e| e.ip.expect("IPv4")).collect();
     assert_eq!(ips.len(), 64, "IPs are not distinct");
     for (ns, ep) in namespaces.iter().zip(&eps) {
         let addr = String::from_utf8(ns.exec(&["ip", "-o", "addr", "show", "dev", "eth0"]).stdout)
             .unwrap();
-        assert!(addr.contains(&format!("{}/16", ep.ip)), "{addr}");
+        assert!(
+            addr.contains(&format!("{}/16", ep.ip.expect("IPv4"))),
+            "{addr}"
+        );
         let routes = String::from_utf8(ns.exec(&["ip", "route"]).stdout).unwrap();
         assert!(
             routes.contains("default via 10.203.0.1 dev eth0"),
@@ -121,7 +124,7 @@ async fn sixteen_taps_with_owner_and_host_routes() {
     let name = unique("r");
     svc.create_network(NetworkCreate {
         name: name.clone(),
-        subnet: "10.204.0.0/24".parse().unwrap(),
+        subnet: Some("10.204.0.0/24".parse().unwrap()),
         mode: Mode::Routed,
         gateway: None,
         subnet6: None,
@@ -151,7 +154,7 @@ async fn sixteen_taps_with_owner_and_host_routes() {
     for t in tasks {
         eps.push(t.await.unwrap().expect("add tap"));
     }
-    let ips: HashSet<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
+    let ips: HashSet<Ipv4Addr> = eps.iter().map(|e| e.ip.expect("IPv4")).collect();
     assert_eq!(ips.len(), 16);
     let routes = String::from_utf8(run(&["ip", "-4", "route", "show"]).stdout).unwrap();
     for ep in &eps {
@@ -165,8 +168,8 @@ async fn sixteen_taps_with_owner_and_host_routes() {
         assert_eq!(sys("owner"), ep.details.uid.unwrap().to_string());
         assert_eq!(sys("group"), ep.details.gid.unwrap().to_string());
         assert!(
-            routes.contains(&format!("{} dev {}", ep.ip, ep.host_ifname)),
-            "no /32 route for {} in {routes}",
+            routes.contains(&format!("{} dev {}", ep.ip.expect("IPv4"), ep.host_ifname)),
+            "no /32 route for {:?} in {routes}",
             ep.ip
         );
     }

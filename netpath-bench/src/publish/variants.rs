@@ -64,7 +64,7 @@ impl PublishScenario {
         for (family, ep_ip, host_ip) in [
             (
                 Family::V4,
-                Some(IpAddr::from(ep.ip)),
+                ep.ip.map(IpAddr::from),
                 Some(IpAddr::from(uplink.host_ip)),
             ),
             (

@@ -420,7 +420,7 @@ mod tests {
             endpoints: vec![EndpointTraffic {
                 id: Some("0123456789ab".into()),
                 network: Some("web".into()),
-                ip: "10.1.0.2".parse().unwrap(),
+                ip: Some("10.1.0.2".parse().unwrap()),
                 ifindex: 9,
                 tx_packets: 5,
                 tx_bytes: 500,
@@ -503,7 +503,7 @@ mod tests {
         let svc = std::sync::Arc::new(svc);
         let net = crate::model::NetworkCreate {
             name: "web".into(),
-            subnet: "10.77.0.0/24".parse().unwrap(),
+            subnet: Some("10.77.0.0/24".parse().unwrap()),
             uplink: Some(UPLINK.into()),
             ..Default::default()
         };

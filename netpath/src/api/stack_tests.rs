@@ -37,7 +37,7 @@ impl Backend for Fake {
             id: nets.len() as u16 + 1,
             name: req.name,
             subnet: req.subnet,
-            gateway: Ipv4Addr::new(10, 1, 0, 1),
+            gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
             subnet6: None,
             gateway6: None,
             mode: req.mode,
@@ -186,7 +186,7 @@ async fn raw(
 fn create(name: &str) -> NetworkCreate {
     NetworkCreate {
         name: name.into(),
-        subnet: "10.1.0.0/24".parse().unwrap(),
+        subnet: Some("10.1.0.0/24".parse().unwrap()),
         mode: Mode::Routed,
         gateway: None,
         subnet6: None,

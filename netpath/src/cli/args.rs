@@ -31,6 +31,7 @@ pub(crate) const VERSION: &str =
 ///   sudo netpath daemon &
 ///   netpath network create web --subnet 10.50.0.0/24
 ///   netpath network create dual --subnet 10.51.0.0/24 --subnet fd51::/64
+///   netpath network create v6 --subnet fd52::/64
 ///   netpath endpoint add web --netns /run/netns/c1
 ///   netpath tap add web --name fc-tap0 --uid 1000 --gid 1000
 ///   netpath port publish 3f2a -p 8080:80 -p 127.0.0.1::53/udp
@@ -224,7 +225,8 @@ pub(crate) enum NetworkCmd {
         /// The network's name (as endpoints and `--filter network=` name it).
         name: String,
         /// The endpoints' subnet, e.g. 10.50.0.0/24; again with an IPv6 subnet
-        /// (fd50::/64) for a dual-stack network. An IPv4 subnet is required.
+        /// (fd50::/64) for a dual-stack network, or an IPv6 subnet alone for an
+        /// IPv6-only one. At most one per family.
         #[arg(long, required = true, value_name = "CIDR")]
         subnet: Vec<IpNet>,
         /// bridge: endpoints are ports of a Linux bridge; routed: a /32 route each.

@@ -100,10 +100,13 @@ pub fn networks(networks: &[Network]) {
 }
 
 /// A dual-stack cell: the IPv4 value, then the IPv6 one if there is one.
-fn both(v4: impl fmt::Display, v6: Option<impl fmt::Display>) -> String {
-    match v6 {
-        Some(v6) => format!("{v4},{v6}"),
-        None => v4.to_string(),
+/// A cell of both families' values: `v4,v6`, or the one there is (`-` for none).
+fn both(v4: Option<impl fmt::Display>, v6: Option<impl fmt::Display>) -> String {
+    match (v4, v6) {
+        (Some(v4), Some(v6)) => format!("{v4},{v6}"),
+        (Some(v4), None) => v4.to_string(),
+        (None, Some(v6)) => v6.to_string(),
+        (None, None) => "-".into(),
     }
 }
 
@@ -139,7 +142,7 @@ pub fn endpoints(eps: &[Endpoint]) {
             e.network.clone(),
             kind_name(e.kind).into(),
             state_name(e.state).into(),
-            both(format_args!("{}/{}", e.ip, e.prefix_len), e.ip6),
+            both(e.ip.map(|ip| format!("{ip}/{}", e.prefix_len)), e.ip6),
             e.mac.to_string(),
             both(e.gateway, e.gateway6),
             e.host_ifname.clone(),
@@ -153,18 +156,18 @@ pub fn endpoint(e: &Endpoint, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(e);
     }
-    let mut rows: Vec<(&str, String)> = vec![
-        ("id", e.id.clone()),
-        ("state", state_name(e.state).into()),
-        ("ip", format!("{}/{}", e.ip, e.prefix_len)),
-        ("mac", e.mac.to_string()),
-        ("gateway", e.gateway.to_string()),
-        ("host if", e.host_ifname.clone()),
-    ];
-    if let (Some(ip6), Some(gw6)) = (e.ip6, e.gateway6) {
-        rows.insert(3, ("ip6", ip6.to_string()));
-        rows.insert(6, ("gateway6", gw6.to_string()));
+    let mut rows: Vec<(&str, String)> =
+        vec![("id", e.id.clone()), ("state", state_name(e.state).into())];
+    if let (Some(ip), Some(gw)) = (e.ip, e.gateway) {
+        rows.push(("ip", format!("{ip}/{}", e.prefix_len)));
+        rows.push(("gateway", gw.to_string()));
     }
+    if let (Some(ip6), Some(gw6)) = (e.ip6, e.gateway6) {
+        rows.push(("ip6", ip6.to_string()));
+        rows.push(("gateway6", gw6.to_string()));
+    }
+    rows.push(("mac", e.mac.to_string()));
+    rows.push(("host if", e.host_ifname.clone()));
     if let Some(ifn) = &e.details.ifname {
         rows.push(("ifname", ifn.clone()));
     }
@@ -227,7 +230,7 @@ pub fn stats(mut r: StatsReport, all: bool, as_json: bool) -> anyhow::Result<()>
             [
                 or_dash(&e.id),
                 or_dash(&e.network),
-                e.ip.to_string(),
+                e.ip.map_or_else(|| "-".into(), |ip| ip.to_string()),
                 n(e.tx_packets),
                 n(e.tx_bytes),
                 n(e.rx_packets),

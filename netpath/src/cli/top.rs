@@ -63,10 +63,14 @@ pub fn view(prev: &StatsReport, now: &StatsReport, mut flows: Vec<Flow>, secs: f
     let per_sec = |new: u64, old: u64| new.saturating_sub(old) as f64 / secs.max(1e-3);
     let mut endpoints: Vec<EndpointRate> = (now.endpoints.iter())
         .map(|e| {
-            let before = prev.endpoints.iter().find(|p| p.ip == e.ip);
+            let before = prev
+                .endpoints
+                .iter()
+                .find(|p| (p.ip, p.ifindex) == (e.ip, e.ifindex));
             let old = |f: fn(&netpath::model::EndpointTraffic) -> u64| before.map_or(f(e), f);
             EndpointRate {
-                id: e.id.clone().unwrap_or_else(|| e.ip.to_string()),
+                id: (e.id.clone())
+                    .unwrap_or_else(|| e.ip.map_or(e.ifindex.to_string(), |ip| ip.to_string())),
                 network: e.network.clone().unwrap_or_default(),
                 rx_pps: per_sec(e.rx_packets, old(|t| t.rx_packets)),
                 tx_pps: per_sec(e.tx_packets, old(|t| t.tx_packets)),
@@ -331,7 +335,7 @@ mod tests {
         EndpointTraffic {
             id: Some(id.into()),
             network: Some("web".into()),
-            ip: ip.parse().unwrap(),
+            ip: Some(ip.parse().unwrap()),
             ifindex: 1,
             tx_packets: tx,
             tx_bytes: tx * 100,

@@ -16,10 +16,11 @@ use crate::types::{Dual, PerFamily, TwoOfOneFamily};
 /// with them on first use, and an existing network must have each one that is given.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NetworkSettings {
-    /// The network's IPv4 CIDR (`subnet`, or the IPv4 entry of `subnets`): needed to
-    /// create it.
+    /// The network's IPv4 CIDR (`subnet`, or the IPv4 entry of `subnets`); this or
+    /// `subnet6` is needed to create it.
     pub subnet: Option<Ipv4Net>,
-    /// The IPv6 entry of `subnets`: the network is dual-stack.
+    /// The IPv6 entry of `subnets`: the network is dual-stack (IPv6-only without
+    /// `subnet`).
     pub subnet6: Option<Ipv6Net>,
     /// The IPv4 gateway (`gateway`, or the IPv4 entry of `gateways`; netpath picks one
     /// when absent).
@@ -130,11 +131,6 @@ impl NetworkSettings {
     /// The network settings of a configuration's members.
     pub(super) fn parse(obj: &Object) -> Result<NetworkSettings> {
         let (subnet, subnet6) = SUBNETS.parse::<IpNet>(obj)?;
-        if let (None, Some(v6)) = (subnet, subnet6) {
-            return Err(invalid(format!(
-                "\"subnets\" has no IPv4 CIDR: IPv6-only networks are not supported yet (list an IPv4 CIDR beside {v6})"
-            )));
-        }
         let (gateway, gateway6) = GATEWAYS.parse::<IpAddr>(obj)?;
         let mode = match string(obj, "mode")?.as_deref() {
             None => None,
@@ -186,12 +182,15 @@ impl NetworkSettings {
         })
     }
 
-    /// The request that creates network `name` with these settings; `None` without an
-    /// IPv4 subnet.
+    /// The request that creates network `name` with these settings; `None` without a
+    /// subnet (of either family).
     pub(super) fn create(&self, name: &str) -> Option<NetworkCreate> {
+        if self.subnet.is_none() && self.subnet6.is_none() {
+            return None;
+        }
         Some(NetworkCreate {
             name: name.to_owned(),
-            subnet: self.subnet?,
+            subnet: self.subnet,
             mode: self.mode.unwrap_or_default(),
             gateway: self.gateway,
             subnet6: self.subnet6,
@@ -205,10 +204,12 @@ impl NetworkSettings {
     /// How `network`'s subnets differ from the ones given, if they do: (what the
     /// network has, what the configuration says).
     pub(super) fn subnet_mismatch(&self, network: &Network) -> Option<(String, String)> {
-        if let Some(s) = self.subnet
-            && s != network.subnet
-        {
-            return Some((format!("with subnet {}", network.subnet), s.to_string()));
+        match (self.subnet, network.subnet) {
+            (Some(s), Some(has)) if s != has => {
+                return Some((format!("with subnet {has}"), s.to_string()));
+            }
+            (Some(s), None) => return Some(("without an IPv4 subnet".into(), s.to_string())),
+            _ => {}
         }
         match (self.subnet6, network.subnet6) {
             (Some(s), Some(has)) if s != has => {
@@ -260,10 +261,7 @@ impl NetworkSettings {
             })
         }
         let settings = [
-            (
-                "gateway",
-                given_differs(self.gateway, Some(network.gateway)),
-            ),
+            ("gateway", given_differs(self.gateway, network.gateway)),
             (
                 "IPv6 gateway",
                 given_differs(self.gateway6, network.gateway6),

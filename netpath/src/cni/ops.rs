@@ -106,7 +106,7 @@ pub(super) async fn add(client: &Client, env: &Env, conf: &NetConf) -> Result<Va
         }
         // The same ADD again is answered with what exists; an ADD asking for another
         // address or MAC is not the same request.
-        attached_as_requested(env, "address", ip, Some(ep.ip))?;
+        attached_as_requested(env, "address", ip, ep.ip)?;
         attached_as_requested(env, "IPv6 address", ip6, ep.ip6)?;
         attached_as_requested(env, "MAC", mac, Some(ep.mac))?;
         let has_ports = client

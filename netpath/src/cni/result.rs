@@ -34,20 +34,20 @@ impl Assigned {
     }
 }
 
-/// The addresses of endpoint `ep` of `network`: its IPv4 one, then its IPv6 one when the
-/// network is dual-stack.
+/// The addresses of endpoint `ep` of `network`: its IPv4 one, then its IPv6 one, each
+/// if the network has that family.
 pub fn assigned(network: &Network, ep: &Endpoint) -> Vec<Assigned> {
-    let v4 = Assigned {
-        ip: ep.ip.into(),
-        prefix_len: ep.prefix_len,
-        gateway: ep.gateway.into(),
-    };
+    let v4 = crate::control::endpoints::ipv4_side(ep).map(|s| Assigned {
+        ip: s.ip.into(),
+        prefix_len: s.prefix_len,
+        gateway: s.gateway.into(),
+    });
     let v6 = crate::control::endpoints::ipv6_side(network, ep).map(|s| Assigned {
         ip: s.ip.into(),
         prefix_len: s.prefix_len,
         gateway: s.gateway.into(),
     });
-    std::iter::once(v4).chain(v6).collect()
+    v4.into_iter().chain(v6).collect()
 }
 
 /// The host side's MAC, read from sysfs (the plugin runs in the host's namespace).

@@ -2,7 +2,7 @@
 //! namespace (or left in the host's, for an engine to move); registering any endpoint (veth or TAP) in the datapath; removing one.
 
 use netpath_common::maps::{
-    ENDPOINT_FLAG_IPV6, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue,
+    ENDPOINT_FLAG_IPV6, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointValue,
 };
 
 use super::{MapWrite, Result, Service, ServiceError, db, read, validate};
@@ -12,7 +12,7 @@ use crate::{
         Endpoint, EndpointCreate, EndpointDetails, EndpointKind, EndpointState, Mode, Network,
     },
     netlink::{Link, LinkConfig},
-    sandbox::{Inner, Ipv6Side, NamespaceSide, SandboxError, VethPlan},
+    sandbox::{Inner, Ipv4Side, Ipv6Side, NamespaceSide, SandboxError, VethPlan},
     state::NewEndpoint,
     types::MacAddr,
 };
@@ -76,9 +76,7 @@ impl Service {
                 Placement::Host { peer } => Inner::Host { name: peer },
             },
             mac: mac.octets(),
-            ip: ep.ip,
-            prefix_len: ep.prefix_len,
-            gateway: network.gateway,
+            v4: ipv4_side(&ep),
             gateway_mac: None,
             mtu: network.mtu,
             bridge: None,
@@ -209,10 +207,12 @@ impl Service {
         };
         self.host.configure(h.index, &host_side).await?;
         if plan.routed {
-            self.host
-                .add_address(h.index, plan.gateway.into(), 32)
-                .await?;
-            self.host.add_host_route(plan.ip.into(), h.index).await?;
+            if let Some(v4) = plan.v4 {
+                self.host
+                    .add_address(h.index, v4.gateway.into(), 32)
+                    .await?;
+                self.host.add_host_route(v4.ip.into(), h.index).await?;
+            }
             if let Some(v6) = plan.v6 {
                 self.host
                     .add_address(h.index, v6.gateway.into(), 128)
@@ -226,9 +226,7 @@ impl Service {
                 Some(tokio::spawn(self.host.configure_namespace(NamespaceSide {
                     netns: netns.to_owned(),
                     ifname: ifname.to_owned(),
-                    ip: plan.ip,
-                    prefix_len: plan.prefix_len,
-                    gateway: plan.gateway,
+                    v4: plan.v4,
                     gateway_mac: plan.gateway_mac.or(h.mac).unwrap_or_default(),
                     routed: plan.routed,
                     v6: plan.v6,
@@ -266,7 +264,7 @@ impl Service {
         let mut dp = self.datapath();
         dp.attach_tc_endpoint(&ep.host_ifname, ifindex)?;
         let value = EndpointValue {
-            ip: ep.ip.octets(),
+            ip: ep.ip.map_or([0; 4], |ip| ip.octets()),
             ifindex,
             mac: ep.mac.octets(),
             host_mac,
@@ -275,11 +273,12 @@ impl Service {
                 EndpointKind::Veth => ENDPOINT_KIND_VETH,
                 EndpointKind::Tap => ENDPOINT_KIND_TAP,
             },
-            // Without it, the endpoint's IPv6 frames are dropped (an IPv4-only network's).
-            flags: if ep.ip6.is_some() {
-                ENDPOINT_FLAG_IPV6
-            } else {
-                0
+            // Without IPv6 the endpoint's IPv6 frames are dropped (an IPv4-only
+            // network's), without IPv4 its IPv4 and ARP (an IPv6-only network's).
+            flags: match (ep.ip, ep.ip6) {
+                (Some(_), Some(_)) => ENDPOINT_FLAG_IPV6,
+                (Some(_), None) => 0,
+                (None, _) => ENDPOINT_FLAG_IPV6 | ENDPOINT_FLAG_NO_IPV4,
             },
         };
         dp.write(MapWrite::UpsertEndpoint { value, ip6: ep.ip6 })?;
@@ -353,7 +352,16 @@ pub(super) fn gateway_mac(bridge: Option<&Link>, link: &Link) -> [u8; 6] {
     bridge.and_then(|b| b.mac).or(link.mac).unwrap_or_default()
 }
 
-/// A dual-stack endpoint's IPv6 address, prefix and gateway: the subnet's prefix behind
+/// An endpoint's IPv4 address, prefix and gateway, if it has IPv4.
+pub fn ipv4_side(ep: &Endpoint) -> Option<Ipv4Side> {
+    Some(Ipv4Side {
+        ip: ep.ip?,
+        prefix_len: ep.prefix_len,
+        gateway: ep.gateway?,
+    })
+}
+
+/// An endpoint's IPv6 address, prefix and gateway: the subnet's prefix behind
 /// a bridge (the endpoints share the link), a /128 behind its gateway when routed.
 pub fn ipv6_side(network: &Network, ep: &Endpoint) -> Option<Ipv6Side> {
     let (ip, gateway, subnet) = (ep.ip6?, ep.gateway6?, network.subnet6?);

@@ -18,7 +18,7 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netpath_common::{
-    maps::{DropReason, ENDPOINT_FLAG_PUBLISHED, EndpointValue, Hook},
+    maps::{DropReason, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_FLAG_PUBLISHED, EndpointValue, Hook},
     nat::{NatTarget, NatTarget6, PublishKey, PublishKey6, Uplink, Uplink6},
 };
 
@@ -69,7 +69,10 @@ pub struct Kernel {
     pub pins: BTreeSet<(&'static str, u32)>,
     /// Endpoint tc filters (unpinned; they die with their device): ifindex.
     pub filters: BTreeSet<u32>,
-    pub endpoints: BTreeMap<Ipv4Addr, EndpointValue>,
+    /// By the endpoint's IPv4 address, or its IPv6 one if it has none.
+    pub endpoints: BTreeMap<IpAddr, EndpointValue>,
+    /// A dual-stack endpoint's IPv6 address → its key in `endpoints`.
+    pub endpoints6: BTreeMap<Ipv6Addr, IpAddr>,
     pub uplinks: BTreeMap<u32, Uplink>,
     pub uplinks6: BTreeMap<u32, Uplink6>,
     pub masq: BTreeMap<Ipv4Net, u16>,
@@ -80,9 +83,14 @@ pub struct Kernel {
 }
 
 impl Kernel {
-    /// As the real datapath: the endpoint at `ip`, if any, gets the published flag.
-    fn mark(&mut self, ip: [u8; 4]) {
-        if let Some(v) = self.endpoints.get_mut(&Ipv4Addr::from(ip)) {
+    /// As the real datapath: the endpoint at `ip` (either family), if any, gets the
+    /// published flag.
+    fn mark(&mut self, ip: IpAddr) {
+        let key = match ip {
+            IpAddr::V6(v6) => self.endpoints6.get(&v6).copied().unwrap_or(ip),
+            IpAddr::V4(_) => ip,
+        };
+        if let Some(v) = self.endpoints.get_mut(&key) {
             v.flags |= ENDPOINT_FLAG_PUBLISHED;
         }
     }
@@ -438,8 +446,14 @@ fn key_name(key: &PublishKey) -> String {
 }
 
 /// ` SUBNET6` for a network's IPv6 subnet, nothing without one.
-fn with6(subnet6: &Option<Ipv6Net>) -> String {
-    subnet6.map(|s| format!(" {s}")).unwrap_or_default()
+/// A call's IPv4 and IPv6 values: `v4`, `v4 v6`, or `- v6` (an IPv6-only network's).
+fn both(v4: Option<impl std::fmt::Display>, v6: Option<impl std::fmt::Display>) -> String {
+    match (v4, v6) {
+        (Some(v4), Some(v6)) => format!("{v4} {v6}"),
+        (Some(v4), None) => v4.to_string(),
+        (None, Some(v6)) => format!("- {v6}"),
+        (None, None) => "-".into(),
+    }
 }
 
 fn key_name6(key: &PublishKey6) -> String {
@@ -454,15 +468,11 @@ fn key_name6(key: &PublishKey6) -> String {
 /// How a map write is recorded: the operation and what it names.
 fn call_line(write: &MapWrite) -> String {
     match write {
-        MapWrite::UpsertEndpoint { value, ip6: None } => {
-            format!("upsert_endpoint {}", Ipv4Addr::from(value.ip))
+        MapWrite::UpsertEndpoint { value, ip6 } => {
+            let ip = (value.flags & ENDPOINT_FLAG_NO_IPV4 == 0).then(|| Ipv4Addr::from(value.ip));
+            format!("upsert_endpoint {}", both(ip, *ip6))
         }
-        MapWrite::UpsertEndpoint {
-            value,
-            ip6: Some(ip6),
-        } => format!("upsert_endpoint {} {ip6}", Ipv4Addr::from(value.ip)),
-        MapWrite::RemoveEndpoint { ip, ip6: None } => format!("remove_endpoint {ip}"),
-        MapWrite::RemoveEndpoint { ip, ip6: Some(ip6) } => format!("remove_endpoint {ip} {ip6}"),
+        MapWrite::RemoveEndpoint { ip, ip6 } => format!("remove_endpoint {}", both(*ip, *ip6)),
         MapWrite::RemoveUplink(ifindex) => format!("remove_uplink {ifindex}"),
         MapWrite::SetUplink {
             ifindex,
@@ -472,9 +482,9 @@ fn call_line(write: &MapWrite) -> String {
         MapWrite::SetUplink { ifindex, .. } => format!("set_uplink {ifindex}"),
         MapWrite::AddMasqSubnet {
             subnet, subnet6, ..
-        } => format!("add_masq_subnet {subnet}{}", with6(subnet6)),
+        } => format!("add_masq_subnet {}", both(*subnet, *subnet6)),
         MapWrite::RemoveMasqSubnet { subnet, subnet6 } => {
-            format!("remove_masq_subnet {subnet}{}", with6(subnet6))
+            format!("remove_masq_subnet {}", both(*subnet, *subnet6))
         }
         MapWrite::SetNoMasquerade { network, cidrs } => {
             format!("set_no_masquerade {network} {cidrs:?}")
@@ -534,11 +544,24 @@ impl Maps for FakeMaps {
     }
     fn write(&mut self, write: MapWrite) -> Result<(), DatapathError> {
         self.change(call_line(&write), |k| match write {
-            MapWrite::UpsertEndpoint { value, .. } => {
-                k.endpoints.insert(value.ip.into(), value);
+            MapWrite::UpsertEndpoint { value, ip6 } => {
+                let key = match ip6 {
+                    Some(ip6) if value.flags & ENDPOINT_FLAG_NO_IPV4 != 0 => IpAddr::V6(ip6),
+                    _ => IpAddr::V4(value.ip.into()),
+                };
+                if let Some(ip6) = ip6 {
+                    k.endpoints6.insert(ip6, key);
+                }
+                k.endpoints.insert(key, value);
             }
-            MapWrite::RemoveEndpoint { ip, .. } => {
-                k.endpoints.remove(&ip);
+            MapWrite::RemoveEndpoint { ip, ip6 } => {
+                if let Some(ip6) = ip6 {
+                    k.endpoints6.remove(&ip6);
+                }
+                let key = ip.map(IpAddr::V4).or(ip6.map(IpAddr::V6));
+                if let Some(key) = key {
+                    k.endpoints.remove(&key);
+                }
             }
             MapWrite::SetUplink {
                 ifindex,
@@ -560,13 +583,17 @@ impl Maps for FakeMaps {
                 subnet6,
                 network,
             } => {
-                k.masq.insert(subnet, network);
+                if let Some(s) = subnet {
+                    k.masq.insert(s, network);
+                }
                 if let Some(s) = subnet6 {
                     k.masq6.insert(s, network);
                 }
             }
             MapWrite::RemoveMasqSubnet { subnet, subnet6 } => {
-                k.masq.remove(&subnet);
+                if let Some(s) = subnet {
+                    k.masq.remove(&s);
+                }
                 if let Some(s) = subnet6 {
                     k.masq6.remove(&s);
                 }
@@ -578,20 +605,21 @@ impl Maps for FakeMaps {
                 k.no_masq.insert(network, cidrs);
             }
             MapWrite::Publish { key, target } => {
-                k.mark(target.addr);
+                k.mark(IpAddr::V4(target.addr.into()));
                 k.publish.insert((key.proto, key.host_ip, key.port), target);
             }
             MapWrite::Unpublish(key) => {
                 k.publish.remove(&(key.proto, key.host_ip, key.port));
             }
             MapWrite::Publish6 { key, target } => {
+                k.mark(IpAddr::V6(target.addr.into()));
                 k.publish6
                     .insert((key.proto, key.host_ip, key.port), target);
             }
             MapWrite::Unpublish6(key) => {
                 k.publish6.remove(&(key.proto, key.host_ip, key.port));
             }
-            MapWrite::MarkPublished(ip) => k.mark(ip.octets()),
+            MapWrite::MarkPublished(ip) => k.mark(ip),
             MapWrite::SetLocalAddrs(_) => {}
         })
     }

@@ -178,7 +178,7 @@ pub enum MapWrite {
     },
     /// The endpoint of these addresses and its device's entries; absent is fine.
     RemoveEndpoint {
-        ip: Ipv4Addr,
+        ip: Option<Ipv4Addr>,
         ip6: Option<Ipv6Addr>,
     },
     /// An uplink's masquerade address and port range, and its NAT66 address (its first
@@ -193,12 +193,12 @@ pub enum MapWrite {
     /// Masquerade what network `network`'s subnet (and its IPv6 subnet, if it is
     /// dual-stack) sends out of an uplink.
     AddMasqSubnet {
-        subnet: Ipv4Net,
+        subnet: Option<Ipv4Net>,
         subnet6: Option<Ipv6Net>,
         network: u16,
     },
     RemoveMasqSubnet {
-        subnet: Ipv4Net,
+        subnet: Option<Ipv4Net>,
         subnet6: Option<Ipv6Net>,
     },
     /// The destinations network `network` reaches unmasqueraded: exactly `cidrs`.
@@ -218,8 +218,8 @@ pub enum MapWrite {
         target: NatTarget6,
     },
     Unpublish6(PublishKey6),
-    /// Marks the endpoint of this address as having published ports.
-    MarkPublished(Ipv4Addr),
+    /// Marks the endpoint of this address (either family) as having published ports.
+    MarkPublished(IpAddr),
     /// The host's own addresses (both families), for host-local access.
     SetLocalAddrs(Vec<IpAddr>),
 }
@@ -307,21 +307,23 @@ impl Maps for Datapath {
                 subnet6,
                 network,
             } => {
-                self.add_masq_subnet(subnet, network)?;
+                if let Some(s) = subnet {
+                    self.add_masq_subnet(s, network)?;
+                }
                 subnet6.map_or(Ok(()), |s| self.add_masq_subnet6(s, network))
             }
             MapWrite::RemoveMasqSubnet { subnet, subnet6 } => {
                 if let Some(s) = subnet6 {
                     self.remove_masq_subnet6(s)?;
                 }
-                self.remove_masq_subnet(subnet)
+                subnet.map_or(Ok(()), |s| self.remove_masq_subnet(s))
             }
             MapWrite::SetNoMasquerade { network, cidrs } => self.set_no_masquerade(network, &cidrs),
             MapWrite::Publish { key, target } => self.publish(key, target),
             MapWrite::Unpublish(key) => self.unpublish(key),
             MapWrite::Publish6 { key, target } => self.publish6(key, target),
             MapWrite::Unpublish6(key) => self.unpublish6(key),
-            MapWrite::MarkPublished(ip) => self.mark_published(ip.octets()),
+            MapWrite::MarkPublished(ip) => self.mark_published(ip),
             MapWrite::SetLocalAddrs(addrs) => self.set_local_addrs(&addrs),
         }
     }

@@ -30,7 +30,24 @@ impl Service {
         validate::network_name(&req.name)?;
         let mtu = req.mtu.unwrap_or(super::DEFAULT_MTU);
         validate::mtu(mtu)?;
-        validate::subnet(req.subnet)?;
+        match req.subnet {
+            Some(subnet) => validate::subnet(subnet)?,
+            None if req.subnet6.is_none() => {
+                return Err(ServiceError::Invalid {
+                    what: "a network needs a subnet".into(),
+                    hint: Some(
+                        "give an IPv4 subnet, an IPv6 subnet or both (--subnet 10.50.0.0/24 --subnet fd50::/64)"
+                            .into(),
+                    ),
+                });
+            }
+            None if req.gateway.is_some() => {
+                return Err(ServiceError::invalid(
+                    "an IPv4 gateway needs an IPv4 subnet",
+                ));
+            }
+            None => {}
+        }
         if let Some(subnet6) = req.subnet6 {
             validate::subnet6(subnet6)?;
         }
@@ -39,15 +56,15 @@ impl Service {
                 "an IPv6 gateway needs an IPv6 subnet",
             ));
         }
-        validate::no_masquerade(&req.no_masquerade, req.subnet6.is_some())?;
-        let gateway = match req.gateway {
-            Some(g) => g,
-            None => req
-                .subnet
-                .hosts()
-                .next()
-                .expect("a /30 or larger has hosts"),
-        };
+        validate::no_masquerade(
+            &req.no_masquerade,
+            req.subnet.is_some(),
+            req.subnet6.is_some(),
+        )?;
+        let gateway = req.subnet.map(|subnet| {
+            req.gateway
+                .unwrap_or_else(|| subnet.hosts().next().expect("a /30 or larger has hosts"))
+        });
         let routes = self.host.routes();
         let ours: Vec<String> = self
             .list_networks()
@@ -55,7 +72,9 @@ impl Service {
             .iter()
             .filter_map(|n| n.bridge.clone())
             .collect();
-        let subnets = std::iter::once(IpNet::V4(req.subnet)).chain(req.subnet6.map(IpNet::V6));
+        let subnets = (req.subnet.map(IpNet::V4))
+            .into_iter()
+            .chain(req.subnet6.map(IpNet::V6));
         for subnet in subnets {
             if let Some((dev, dst)) = validate::overlapping_route(&routes, &ours, subnet) {
                 return Err(ServiceError::Invalid {
@@ -164,13 +183,11 @@ impl Service {
         };
         let alias = config::link_alias(&self.instance, "bridge", &network.name);
         let link = self.host.ensure_bridge(bridge, &alias, network.mtu).await?;
-        self.host
-            .add_address(
-                link.index,
-                network.gateway.into(),
-                network.subnet.prefix_len(),
-            )
-            .await?;
+        if let Some((subnet, gateway)) = network.subnet.zip(network.gateway) {
+            self.host
+                .add_address(link.index, gateway.into(), subnet.prefix_len())
+                .await?;
+        }
         if let Some((subnet6, gateway6)) = network.subnet6.zip(network.gateway6) {
             let prefix = subnet6.prefix_len();
             self.host

@@ -1,7 +1,7 @@
 //! Published ports: Docker's `-p` specs leased in the state database and written to the
 //! datapath's publish map, all of one command or none.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr};
 
 use netpath_common::nat::{NatTarget, NatTargetOf, PublishKey, PublishKeyOf};
 
@@ -38,7 +38,11 @@ impl Service {
                 _ => None,
             };
             if let Some(ip) = one
-                && (ip.is_ipv4() || ep.ip6.is_some())
+                && (if ip.is_ipv4() {
+                    ep.ip.is_some()
+                } else {
+                    ep.ip6.is_some()
+                })
                 && !self.host_has_address(ip).await?
             {
                 return Err(ServiceError::Invalid {
@@ -51,8 +55,8 @@ impl Service {
                 });
             }
             requests.extend(
-                spec.requests(ep.ip6.is_some())
-                    .map_err(|ip| ipv6_refused(&ep, ip))?,
+                spec.requests(ep.ip.is_some(), ep.ip6.is_some())
+                    .map_err(|ip| family_refused(&ep, ip))?,
             );
         }
         let lock = self.net_lock(&ep.network);
@@ -208,13 +212,9 @@ fn publish_key(l: &PortLease) -> PublishKey {
     PublishKeyOf::new(l.proto.number(), v4(l.host_ip).octets(), l.host_port)
 }
 
-/// The endpoint's IPv4 address a lease leads to, for marking it published (IPv6 leases'
-/// endpoints have it too: every endpoint has an IPv4 address); `None` for an IPv6 one.
-pub(super) fn published_endpoint(l: &PortLease) -> Option<Ipv4Addr> {
-    match l.guest_ip {
-        IpAddr::V4(ip) => Some(ip),
-        IpAddr::V6(_) => None,
-    }
+/// The endpoint address a lease leads to, for marking the endpoint published.
+pub(super) fn published_endpoint(l: &PortLease) -> IpAddr {
+    l.guest_ip
 }
 
 /// An IPv4 lease's address (an IPv6 one, which never reaches here, as 0.0.0.0).
@@ -225,15 +225,23 @@ fn v4(ip: IpAddr) -> Ipv4Addr {
     }
 }
 
-/// Why a spec naming the IPv6 host address `ip` is refused for `ep`: it has no IPv6
-/// address (an IPv4-only network's).
-fn ipv6_refused(ep: &Endpoint, ip: Ipv6Addr) -> ServiceError {
+/// Why a spec naming host address `ip` is refused for `ep`: it has no address of that
+/// family (an IPv4-only or IPv6-only network's).
+fn family_refused(ep: &Endpoint, ip: IpAddr) -> ServiceError {
+    let (family, only, other) = match ip {
+        IpAddr::V4(_) => ("IPv4", "IPv6", "an IPv6 host address ([::], [::1])"),
+        IpAddr::V6(_) => ("IPv6", "IPv4", "an IPv4 host address"),
+    };
+    let shown = match ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
+    };
     ServiceError::Invalid {
         what: format!(
-            "endpoint {} has no IPv6 address (network {} is IPv4-only): nothing to \
-             publish on [{ip}]",
+            "endpoint {} has no {family} address (network {} is {only}-only): nothing to \
+             publish on {shown}",
             ep.id, ep.network
         ),
-        hint: Some("publish on an IPv4 host address, or omit HOSTIP".into()),
+        hint: Some(format!("publish on {other}, or omit HOSTIP")),
     }
 }

@@ -83,7 +83,7 @@ impl Service {
                 EndpointState::Ready => continue,
             };
             self.roll_back(&now).await?;
-            let line = format!("released endpoint {} ({}): {why}", now.id, now.ip);
+            let line = format!("released endpoint {} ({}): {why}", now.id, now.primary_ip());
             act(&mut actions, Action::ReleasedEndpoint, 1, line);
         }
         Ok(actions)
@@ -129,7 +129,7 @@ impl Service {
                     "its device is gone"
                 };
                 self.roll_back(&ep).await?;
-                let line = format!("released endpoint {} ({}): {why}", ep.id, ep.ip);
+                let line = format!("released endpoint {} ({}): {why}", ep.id, ep.primary_ip());
                 act(&mut actions, Action::ReleasedEndpoint, 1, line);
                 continue;
             };
@@ -149,7 +149,7 @@ impl Service {
         let leases = self.list_ports().await?;
         {
             let mut dp = self.datapath();
-            for ip in leases.iter().filter_map(published_endpoint) {
+            for ip in leases.iter().map(published_endpoint) {
                 dp.write(MapWrite::MarkPublished(ip))?;
             }
         }

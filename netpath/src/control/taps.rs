@@ -89,9 +89,11 @@ impl Service {
         let v6 = super::endpoints::ipv6_side(network, ep);
         if network.mode == Mode::Routed {
             // The host side of a point-to-point link answers as the gateway.
-            self.host
-                .add_address(link.index, network.gateway.into(), 32)
-                .await?;
+            if let Some(gateway) = network.gateway {
+                self.host
+                    .add_address(link.index, gateway.into(), 32)
+                    .await?;
+            }
             if let Some(v6) = v6 {
                 // With it the kernel answers the guest's neighbour solicitations for the
                 // gateway on the TAP (from the /128, the TAP's MAC, router flag), even
@@ -103,7 +105,7 @@ impl Service {
             }
         }
         // The guest is a point-to-point /32 (/128) behind its TAP, with a known MAC.
-        let addrs = [Some(IpAddr::V4(ep.ip)), v6.map(|v6| IpAddr::V6(v6.ip))];
+        let addrs = [ep.ip.map(IpAddr::V4), v6.map(|v6| IpAddr::V6(v6.ip))];
         for ip in addrs.into_iter().flatten() {
             self.host.add_host_route(ip, link.index).await?;
             self.host

@@ -83,9 +83,9 @@ pub fn subnet(subnet: Ipv4Net) -> Result<()> {
 }
 
 /// `--no-masquerade` destinations, sorted and without repeats, of a network that has
-/// IPv6 (`ipv6`) or not: an IPv6 destination needs an IPv6 subnet, since only its traffic
-/// is masqueraded to IPv6 destinations.
-pub fn no_masquerade(cidrs: &[IpNet], ipv6: bool) -> Result<()> {
+/// IPv4 (`ipv4`) and IPv6 (`ipv6`) or not: a destination of a family needs a subnet of
+/// that family, since only its traffic is masqueraded to destinations of the family.
+pub fn no_masquerade(cidrs: &[IpNet], ipv4: bool, ipv6: bool) -> Result<()> {
     if cidrs.len() > NO_MASQ_PER_NETWORK {
         return Err(ServiceError::invalid(format!(
             "{} --no-masquerade destinations: at most {NO_MASQ_PER_NETWORK} per network",
@@ -101,6 +101,11 @@ pub fn no_masquerade(cidrs: &[IpNet], ipv6: bool) -> Result<()> {
     if let Some(c) = cidrs.iter().find(|c| !ipv6 && matches!(c, IpNet::V6(_))) {
         return Err(ServiceError::invalid(format!(
             "invalid --no-masquerade {c}: the network has no IPv6 subnet, so nothing of it is masqueraded to IPv6"
+        )));
+    }
+    if let Some(c) = cidrs.iter().find(|c| !ipv4 && matches!(c, IpNet::V4(_))) {
+        return Err(ServiceError::invalid(format!(
+            "invalid --no-masquerade {c}: the network has no IPv4 subnet, so nothing of it is masqueraded to IPv4"
         )));
     }
     Ok(())

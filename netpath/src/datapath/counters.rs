@@ -15,7 +15,8 @@ impl From<Counter> for Count {
 /// One endpoint's counters, summed over CPUs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct EndpointStat {
-    pub ip: std::net::Ipv4Addr,
+    /// `None` for an endpoint without IPv4 (see [`ENDPOINT_FLAG_NO_IPV4`]).
+    pub ip: Option<std::net::Ipv4Addr>,
     pub ifindex: u32,
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -57,15 +58,16 @@ impl Datapath {
     /// Every endpoint's counters.
     pub fn endpoint_stats(&self) -> Result<Vec<EndpointStat>> {
         let mut out = Vec::new();
-        for entry in self.endpoints.iter() {
-            let (_, v) = entry.map_err(DatapathError::reading(ENDPOINTS_MAP))?;
+        // The interface map has every endpoint, IPv6-only ones included.
+        for entry in self.ifaces.iter() {
+            let (_, v) = entry.map_err(DatapathError::reading(IFACES_MAP))?;
             let c = self
                 .ep_stats
                 .get(&v.ifindex, 0)
                 .map(|vals| EndpointCounters::sum(vals.iter()))
                 .unwrap_or_default();
             out.push(EndpointStat {
-                ip: std::net::Ipv4Addr::from(v.ip),
+                ip: (v.flags & ENDPOINT_FLAG_NO_IPV4 == 0).then(|| v.ip.into()),
                 ifindex: v.ifindex,
                 tx_packets: c.tx_packets,
                 tx_bytes: c.tx_bytes,
@@ -73,7 +75,7 @@ impl Datapath {
                 rx_bytes: c.rx_bytes,
             });
         }
-        out.sort_by_key(|e| e.ip);
+        out.sort_by_key(|e| (e.ip, e.ifindex));
         Ok(out)
     }
 

@@ -1,7 +1,7 @@
 //! Writes to the datapath's maps: endpoints, uplinks, masquerade, published ports, the
 //! host's addresses; and point reads of NAT state.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
 
@@ -86,8 +86,8 @@ impl Datapath {
         Ok(())
     }
 
-    /// Registers (or updates) an endpoint: by address (destination lookups; by its IPv6
-    /// address too, if it has one), by host-side ifindex (source checks), and a zeroed
+    /// Registers (or updates) an endpoint: by address (destination lookups: by its IPv4
+    /// address unless it has none, by its IPv6 address if it has one), by host-side ifindex (source checks), and a zeroed
     /// counter entry if it has none.
     /// The ifindex entry goes in last, so the fast path never enforces for an endpoint
     /// it cannot also reach.
@@ -98,8 +98,8 @@ impl Datapath {
         mut value: EndpointValue,
         ip6: Option<Ipv6Addr>,
     ) -> Result<()> {
-        if let Ok(old) = self.endpoints.get(&EndpointKey { ip: value.ip }, 0)
-            && old.ifindex == value.ifindex
+        if let Ok(old) = self.ifaces.get(&value.ifindex, 0)
+            && old.ip == value.ip
         {
             value.flags |= old.flags;
         }
@@ -111,9 +111,11 @@ impl Datapath {
                 .insert(value.ifindex, zero, 0)
                 .map_err(DatapathError::writing(EP_STATS_MAP))?;
         }
-        self.endpoints
-            .insert(EndpointKey { ip: value.ip }, value, 0)
-            .map_err(DatapathError::writing(ENDPOINTS_MAP))?;
+        if value.flags & ENDPOINT_FLAG_NO_IPV4 == 0 {
+            self.endpoints
+                .insert(EndpointKey { ip: value.ip }, value, 0)
+                .map_err(DatapathError::writing(ENDPOINTS_MAP))?;
+        }
         if let (Some(ip6), Some(map)) = (ip6, self.endpoints6.as_mut()) {
             map.insert(EndpointKey6 { ip: ip6.octets() }, value, 0)
                 .map_err(DatapathError::writing(ENDPOINTS6_MAP))?;
@@ -123,19 +125,35 @@ impl Datapath {
             .map_err(DatapathError::writing(IFACES_MAP))
     }
 
-    /// Unregisters the endpoint with addresses `ip` (and `ip6`) from every map; absent
-    /// is fine.
-    pub fn remove_endpoint(&mut self, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> Result<()> {
-        let key = EndpointKey { ip: ip.octets() };
+    /// Unregisters the endpoint with addresses `ip` and `ip6` (at least one of them)
+    /// from every map; absent is fine.
+    pub fn remove_endpoint(&mut self, ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> Result<()> {
+        let ifindex = self.endpoint_by(ip, ip6).map(|v| v.ifindex);
         if let (Some(ip6), Some(map)) = (ip6, self.endpoints6.as_mut()) {
             let key6 = EndpointKey6 { ip: ip6.octets() };
             absent_ok(ENDPOINTS6_MAP, map.remove(&key6))?;
         }
-        if let Ok(v) = self.endpoints.get(&key, 0) {
-            absent_ok(IFACES_MAP, self.ifaces.remove(&v.ifindex))?;
-            absent_ok(EP_STATS_MAP, self.ep_stats.remove(&v.ifindex))?;
+        if let Some(ifindex) = ifindex {
+            absent_ok(IFACES_MAP, self.ifaces.remove(&ifindex))?;
+            absent_ok(EP_STATS_MAP, self.ep_stats.remove(&ifindex))?;
         }
-        absent_ok(ENDPOINTS_MAP, self.endpoints.remove(&key))
+        match ip {
+            Some(ip) => absent_ok(
+                ENDPOINTS_MAP,
+                self.endpoints.remove(&EndpointKey { ip: ip.octets() }),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// The entry of the endpoint with IPv4 address `ip`, else of the one with IPv6
+    /// address `ip6`.
+    fn endpoint_by(&self, ip: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> Option<EndpointValue> {
+        let v4 = ip.and_then(|ip| self.endpoints.get(&EndpointKey { ip: ip.octets() }, 0).ok());
+        v4.or_else(|| {
+            let map = self.endpoints6.as_ref()?;
+            map.get(&EndpointKey6 { ip: ip6?.octets() }, 0).ok()
+        })
     }
 
     /// Makes `ifindex` an uplink whose masqueraded connections take `uplink.addr`.
@@ -187,24 +205,28 @@ impl Datapath {
     /// Publishes `key` (protocol, host address or 0.0.0.0, host port) to `endpoint`,
     /// marking the endpoint first ([`Datapath::mark_published`]).
     pub fn publish(&mut self, key: PublishKey, endpoint: NatTarget) -> Result<()> {
-        self.mark_published(endpoint.addr)?;
+        self.mark_published(IpAddr::V4(endpoint.addr.into()))?;
         self.publish
             .insert(key, endpoint, 0)
             .map_err(DatapathError::writing(PUBLISH_MAP))
     }
 
-    /// Sets [`ENDPOINT_FLAG_PUBLISHED`] on the endpoint with address `ip` (by address,
-    /// then by ifindex: the one the program reads); no endpoint there is fine.
-    pub fn mark_published(&mut self, ip: [u8; 4]) -> Result<()> {
-        let Ok(mut value) = self.endpoints.get(&EndpointKey { ip }, 0) else {
+    /// Sets [`ENDPOINT_FLAG_PUBLISHED`] on the endpoint with address `ip` (either
+    /// family), on its ifindex entry (the one the programs read; its address entries
+    /// keep their flags) and its IPv4 entry; no endpoint there is fine.
+    pub fn mark_published(&mut self, ip: IpAddr) -> Result<()> {
+        let found = match ip {
+            IpAddr::V4(v4) => self.endpoint_by(Some(v4), None),
+            IpAddr::V6(v6) => self.endpoint_by(None, Some(v6)),
+        };
+        // The ifindex entry's flags, not the address entry's.
+        let Some(mut value) = found.and_then(|v| self.ifaces.get(&v.ifindex, 0).ok()) else {
             return Ok(());
         };
         if value.flags & ENDPOINT_FLAG_PUBLISHED != 0 {
             return Ok(());
         }
         value.flags |= ENDPOINT_FLAG_PUBLISHED;
-        // The IPv6 entry stays as it is: the programs (IPv4's and IPv6's) read the flag
-        // from the ifindex entry, the one `upsert_endpoint` writes last.
         self.upsert_endpoint(value, None)
     }
 
@@ -220,12 +242,7 @@ impl Datapath {
         if self.publish6.is_none() {
             return Err(DatapathError::MissingMap { map: PUBLISH6_MAP });
         }
-        // Marked by its IPv4 address, as `publish` marks it (every endpoint has one).
-        let ep = (self.endpoints6.as_ref())
-            .and_then(|m| m.get(&EndpointKey6 { ip: endpoint.addr }, 0).ok());
-        if let Some(ep) = ep {
-            self.mark_published(ep.ip)?;
-        }
+        self.mark_published(IpAddr::V6(endpoint.addr.into()))?;
         let map = self
             .publish6
             .as_mut()

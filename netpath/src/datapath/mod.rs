@@ -67,10 +67,10 @@ use aya_obj::programs::XdpAttachType;
 use netpath_common::{
     events::{EVENTS_LOST_MAP, EVENTS_MAP, LAST_DROP_MAP, MONITOR_MAP},
     maps::{
-        Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, ENDPOINTS6_MAP,
-        EP_STATS_MAP, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, FORWARDS_MAP,
-        FRAG_MAP, FRAG_WORK_MAP, FRAG_WORK6_MAP, FRAG6_MAP, Forward, Hook, IFACES_MAP, LAYOUT_MAP,
-        STATS_MAP, drop_index,
+        Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_FLAG_PUBLISHED,
+        ENDPOINTS_MAP, ENDPOINTS6_MAP, EP_STATS_MAP, EndpointCounters, EndpointKey, EndpointKey6,
+        EndpointValue, FORWARDS_MAP, FRAG_MAP, FRAG_WORK_MAP, FRAG_WORK6_MAP, FRAG6_MAP, Forward,
+        Hook, IFACES_MAP, LAYOUT_MAP, STATS_MAP, drop_index,
     },
     nat::{
         CtFront, CtFront6, DNAT_CT_MAP, DNAT_CT6_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP,

@@ -90,7 +90,10 @@ fn routed_halves(net: &Network) -> Vec<Value> {
     if net.mode != Mode::Routed {
         return Vec::new();
     }
-    let mut routes = via(net.subnet.into(), net.gateway.into());
+    let mut routes = Vec::new();
+    if let (Some(s), Some(g)) = (net.subnet, net.gateway) {
+        routes.extend(via(s.into(), g.into()));
+    }
     if let (Some(s6), Some(g6)) = (net.subnet6, net.gateway6) {
         routes.extend(via(s6.into(), g6.into()));
     }
@@ -281,7 +284,7 @@ impl<B: Backend> Driver<B> {
         };
         let create = NetworkCreate {
             name,
-            subnet,
+            subnet: Some(subnet),
             mode: g.mode,
             gateway,
             subnet6,
@@ -321,12 +324,19 @@ impl<B: Backend> Driver<B> {
         if iface.address.is_empty() {
             return Err("the endpoint has no IPv4 address (Interface.Address)".into());
         }
+        let Some(subnet) = net.subnet else {
+            return Err(format!(
+                "network {} has no IPv4 subnet (it is IPv6-only), and Docker gives every \
+                 endpoint an IPv4 address",
+                req.network_id
+            ));
+        };
         let ip = match cidr_addr("Interface.Address", &iface.address)? {
-            IpAddr::V4(a) if net.subnet.contains(&a) => a,
+            IpAddr::V4(a) if subnet.contains(&a) => a,
             a => {
                 return Err(format!(
-                    "address {a} is outside network {}'s subnet {}",
-                    req.network_id, net.subnet
+                    "address {a} is outside network {}'s subnet {subnet}",
+                    req.network_id
                 ));
             }
         };
@@ -416,7 +426,7 @@ impl<B: Backend> Driver<B> {
         };
         Ok(json!({
             "InterfaceName": {"SrcName": peer, "DstPrefix": "eth"},
-            "Gateway": net.gateway.to_string(),
+            "Gateway": net.gateway.map(|g| g.to_string()).unwrap_or_default(),
             "GatewayIPv6": gateway6,
             "StaticRoutes": routed_halves(&net),
         }))

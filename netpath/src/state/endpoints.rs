@@ -38,35 +38,28 @@ impl Store {
                     endpoint,
                 });
             }
-            let subnet = IpNet::V4(network.subnet);
-            let ip = match new.ip {
-                Some(ip) => {
-                    check_lease(&network, subnet, network.gateway.into(), ip.into(), |key| {
-                        t.ip_leases.get(key.to_v4(network.id)).map(lease_owner)
-                    })?;
-                    ip
-                }
-                None => lowest_free_ip(&t.ip_leases, &network)?
-                    .ok_or_else(|| exhausted(&network, subnet))?,
-            };
-            let ip6 = match (network.subnet6.zip(network.gateway6), new.ip6) {
-                (None, None) => None,
-                (None, Some(ip)) => {
-                    let network = network.name;
-                    return Err(StateError::NoIpv6 { network, ip });
-                }
-                (Some((subnet6, gateway6)), Some(ip)) => {
-                    let subnet = IpNet::V6(subnet6);
-                    check_lease(&network, subnet, gateway6.into(), ip.into(), |key| {
-                        t.ip6_leases.get(key.to_v6(network.id)).map(lease_owner)
-                    })?;
-                    Some(ip)
-                }
-                (Some((subnet6, gateway6)), None) => Some(
-                    lowest_free_ip6(&t.ip6_leases, network.id, subnet6, gateway6)?
-                        .ok_or_else(|| exhausted(&network, IpNet::V6(subnet6)))?,
-                ),
-            };
+            let ip = lease_in(
+                &network,
+                network.subnet.zip(network.gateway),
+                new.ip,
+                |ip| StateError::NoIpv4 {
+                    network: network.name.clone(),
+                    ip,
+                },
+                |key| t.ip_leases.get(key.to_v4(network.id)).map(lease_owner),
+                |subnet, gateway| lowest_free_ip(&t.ip_leases, network.id, subnet, gateway),
+            )?;
+            let ip6 = lease_in(
+                &network,
+                network.subnet6.zip(network.gateway6),
+                new.ip6,
+                |ip| StateError::NoIpv6 {
+                    network: network.name.clone(),
+                    ip,
+                },
+                |key| t.ip6_leases.get(key.to_v6(network.id)).map(lease_owner),
+                |subnet, gateway| lowest_free_ip6(&t.ip6_leases, network.id, subnet, gateway),
+            )?;
             let endpoint = Endpoint {
                 id: new.id,
                 network: network.name,
@@ -77,19 +70,21 @@ impl Store {
                 gateway6: ip6.and(network.gateway6),
                 // A bridged container shares the subnet's link; a routed container
                 // and a microVM are point-to-point /32s behind their gateway.
-                prefix_len: match (new.kind, network.mode) {
-                    (EndpointKind::Veth, Mode::Bridge) => network.subnet.prefix_len(),
+                prefix_len: match (new.kind, network.mode, network.subnet) {
+                    (EndpointKind::Veth, Mode::Bridge, Some(subnet)) => subnet.prefix_len(),
                     _ => 32,
                 },
                 mac: new.mac,
-                gateway: network.gateway,
+                gateway: ip.and(network.gateway),
                 host_ifname: new.host_ifname,
                 details: new.details,
             };
             t.endpoints
                 .insert(endpoint.id.as_str(), encode(&endpoint).as_slice())?;
-            t.ip_leases
-                .insert((network.id, u32::from(ip)), endpoint.id.as_str())?;
+            if let Some(ip) = ip {
+                t.ip_leases
+                    .insert((network.id, u32::from(ip)), endpoint.id.as_str())?;
+            }
             if let Some(ip6) = ip6 {
                 t.ip6_leases
                     .insert((network.id, u128::from(ip6)), endpoint.id.as_str())?;
@@ -234,6 +229,32 @@ fn check_lease(
         });
     }
     Ok(())
+}
+
+/// The address of one family a new endpoint gets in `network`, whose subnet and gateway
+/// of that family are `family` (`None`: it has none): the one `asked` for, if usable
+/// and not held (`holder`), else the lowest free one (`lowest`); `None` for a family the
+/// network lacks, and `no_family` if an address of it was asked for anyway.
+fn lease_in<A: Copy + Into<IpAddr>, N: Copy + Into<IpNet>>(
+    network: &Network,
+    family: Option<(N, A)>,
+    asked: Option<A>,
+    no_family: impl FnOnce(A) -> StateError,
+    holder: impl FnOnce(LeaseKey) -> std::result::Result<Option<String>, redb::StorageError>,
+    lowest: impl FnOnce(N, A) -> Result<Option<A>>,
+) -> Result<Option<A>> {
+    match (family, asked) {
+        (None, None) => Ok(None),
+        (None, Some(ip)) => Err(no_family(ip)),
+        (Some((subnet, gateway)), Some(ip)) => {
+            check_lease(network, subnet.into(), gateway.into(), ip.into(), holder)?;
+            Ok(Some(ip))
+        }
+        (Some((subnet, gateway)), None) => match lowest(subnet, gateway)? {
+            Some(ip) => Ok(Some(ip)),
+            None => Err(exhausted(network, subnet.into())),
+        },
+    }
 }
 
 fn exhausted(network: &Network, subnet: IpNet) -> StateError {

@@ -98,6 +98,8 @@ pub enum StateError {
     },
     #[error("network \"{network}\" has no IPv6 subnet: it cannot lease {ip}")]
     NoIpv6 { network: String, ip: Ipv6Addr },
+    #[error("network \"{network}\" has no IPv4 subnet (it is IPv6-only): it cannot lease {ip}")]
+    NoIpv4 { network: String, ip: Ipv4Addr },
     #[error("port {lease} is taken: endpoint {endpoint} has {holder} published")]
     PortInUse {
         /// The lease asked for.
@@ -114,8 +116,11 @@ pub enum StateError {
     },
     #[error("no free host port left in {first}-{last}")]
     PortsExhausted { first: u16, last: u16 },
-    #[error("endpoint {endpoint} has no IPv6 address to publish an IPv6 port to")]
-    EndpointWithoutIpv6 { endpoint: String },
+    #[error("endpoint {endpoint} has no {family} address to publish an {family} port to")]
+    EndpointWithoutFamily {
+        endpoint: String,
+        family: &'static str,
+    },
     #[error("network \"{network}\" ({subnet}) has no free address left")]
     SubnetExhausted { network: String, subnet: IpNet },
 }
@@ -148,6 +153,9 @@ impl StateError {
             }
             StateError::NoIpv6 { .. } => {
                 "omit the IPv6 address, or use a network created with an IPv6 --subnet".into()
+            }
+            StateError::NoIpv4 { .. } => {
+                "omit the IPv4 address, or use a network created with an IPv4 --subnet".into()
             }
             StateError::InvalidIp { .. } => {
                 "pick a host address of the subnet other than the gateway, or omit it".into()

@@ -51,7 +51,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ipnet::{IpNet, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use redb::{
     Database, Durability, ReadableTable, StorageBackend, Table, TableDefinition, WriteTransaction,
     backends::FileBackend,
@@ -430,7 +430,9 @@ fn remove_endpoint_rows(
     t.port6_leases.retain(|_, v| other(v))?;
     let id = endpoint.id.as_str();
     if let Some(nid) = network_id {
-        remove_if_held(&mut t.ip_leases, (nid, u32::from(endpoint.ip)), id)?;
+        if let Some(ip) = endpoint.ip {
+            remove_if_held(&mut t.ip_leases, (nid, u32::from(ip)), id)?;
+        }
         if let Some(ip6) = endpoint.ip6 {
             remove_if_held(&mut t.ip6_leases, (nid, u128::from(ip6)), id)?;
         }
@@ -532,24 +534,25 @@ impl StorageBackend for CrashDurableFile {
     }
 }
 
-/// The lowest host address of `network` that is neither the gateway nor leased: one
-/// ordered range scan over the network's leases, stopping at the first gap.
+/// The lowest host address of subnet `subnet` (gateway `gateway`) of network
+/// `network_id` that is neither the gateway nor leased: one ordered range scan over the
+/// network's leases, stopping at the first gap.
 fn lowest_free_ip(
     leases: &impl ReadableTable<(u16, u32), &'static str>,
-    network: &Network,
+    network_id: u16,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
 ) -> Result<Option<Ipv4Addr>> {
-    let (first, last) = (network.subnet.network(), network.subnet.broadcast());
+    let (first, last) = (subnet.network(), subnet.broadcast());
     let (first, last) = (u32::from(first) + 1, u32::from(last) - 1);
-    let leased = leases.range((network.id, first)..=(network.id, last))?;
+    let leased = leases.range((network_id, first)..=(network_id, last))?;
     let leased = leased.map(|item| Ok(u128::from(item?.0.value().1)));
-    let gateway = u32::from(network.gateway).into();
-    let free = lowest_free(leased, first.into(), last.into(), gateway)?;
+    let free = lowest_free(leased, first.into(), last.into(), u32::from(gateway).into())?;
     // In range of `first..=last`, which are u32s.
     Ok(free.map(|ip| Ipv4Addr::from(ip as u32)))
 }
 
-/// [`lowest_free_ip`] for the IPv6 subnet `subnet` (with gateway `gateway`) of network
-/// `network_id`.
+/// [`lowest_free_ip`] for an IPv6 subnet.
 fn lowest_free_ip6(
     leases: &impl ReadableTable<(u16, u128), &'static str>,
     network_id: u16,

@@ -6,7 +6,9 @@ impl Store {
     /// Records a network, every default decided by the caller, under the smallest free
     /// id ≥ 1 (whatever `network.id` says); returns it as recorded.
     pub fn create_network(&self, mut network: Network) -> Result<Network> {
-        check_subnet(network.subnet.into(), 30, network.gateway.into())?;
+        if let Some((subnet, gateway)) = network.subnet.zip(network.gateway) {
+            check_subnet(subnet.into(), 30, gateway.into())?;
+        }
         let v6 = network.subnet6.map(|s| {
             let gateway6 = network
                 .gateway6
@@ -29,14 +31,14 @@ impl Store {
                 });
             }
             let ours = [
-                Some(IpNet::from(network.subnet)),
+                network.subnet.map(IpNet::from),
                 network.subnet6.map(IpNet::from),
             ];
             for item in t.networks.iter()? {
                 let (k, v) = item?;
                 let other: Network = decode(NETWORKS_NAME, k.value(), v.value())?;
                 let theirs = [
-                    Some(IpNet::from(other.subnet)),
+                    other.subnet.map(IpNet::from),
                     other.subnet6.map(IpNet::from),
                 ];
                 let clash = ours.iter().flatten().find_map(|subnet| {

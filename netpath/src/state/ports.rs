@@ -65,13 +65,13 @@ impl Store {
                     }
                 };
                 for &host_ip in &r.host_ips {
+                    let without = |family| StateError::EndpointWithoutFamily {
+                        endpoint: ep.id.clone(),
+                        family,
+                    };
                     let guest_ip = match host_ip {
-                        IpAddr::V4(_) => IpAddr::V4(ep.ip),
-                        IpAddr::V6(_) => {
-                            IpAddr::V6(ep.ip6.ok_or_else(|| StateError::EndpointWithoutIpv6 {
-                                endpoint: ep.id.clone(),
-                            })?)
-                        }
+                        IpAddr::V4(_) => IpAddr::V4(ep.ip.ok_or_else(|| without("IPv4"))?),
+                        IpAddr::V6(_) => IpAddr::V6(ep.ip6.ok_or_else(|| without("IPv6"))?),
                     };
                     let lease = PortLease {
                         id: PortLease::lease_id(proto, host_ip, port),

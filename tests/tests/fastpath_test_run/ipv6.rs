@@ -252,3 +252,79 @@ fn fragments_and_extension_headers_within_the_bound_take_the_fast_path() {
     let forged = frames::ipv6(44, s.c.2, s.t.2, &[UDP, 0, 0, 0x18, 0, 0, 0, 9], &[4; 16]);
     refused(&s, "forged later fragment", &forged, DropReason::SpoofedIp);
 }
+
+#[test]
+fn an_ipv6_only_endpoint_is_redirected_by_ipv6_and_sends_no_ipv4_or_arp() {
+    require_root!();
+    let mut s = setup();
+    // Network 1's IPv6-only endpoint: 0.0.0.0 in its entry, known by its IPv6 address.
+    let dev = TestDev::new("ft");
+    let mac = [0x02, 0, 0, 0, 0, 0x0f];
+    let v6only = EndpointValue {
+        ip: [0; 4],
+        flags: ENDPOINT_FLAG_IPV6 | ENDPOINT_FLAG_NO_IPV4,
+        ..endpoint([0; 4], true, &dev, mac, 1, ENDPOINT_KIND_VETH)
+    };
+    let own6 = ip6(0, 9);
+    s.dp.upsert_endpoint(v6only, Some(own6.into()))
+        .expect("register");
+    let from_it = |mut f: Vec<u8>| {
+        f[6..12].copy_from_slice(&mac);
+        f
+    };
+    // IPv6 to c: redirected, every byte kept (bridged: to c's MAC).
+    let mut to_c = from_it(frames::udp6(own6, 5000, s.c.2, 53, b"six"));
+    to_c[..6].copy_from_slice(&s.c.1.mac);
+    let c_rx = counters(&s.dp, s.c.0.ifindex).rx_packets;
+    assert_eq!(
+        run_tc(&s.dp, dev.ifindex, &to_c),
+        (TC_ACT_REDIRECT, to_c.clone())
+    );
+    assert_eq!(counters(&s.dp, s.c.0.ifindex).rx_packets, c_rx + 1);
+    // IPv4 from 0.0.0.0 (what its entry holds), IPv4 to a, an ARP probe: dropped,
+    // each under its reason, nothing delivered.
+    let mut probe = from_it(arp_probe());
+    probe[22..28].copy_from_slice(&mac);
+    for (name, frame, reason) in [
+        (
+            "a DHCP-like broadcast",
+            from_it(frames::udp4([0; 4], 68, [255; 4], 67, b"d", false)),
+            DropReason::SpoofedIp,
+        ),
+        (
+            "IPv4 from 0.0.0.0 to a",
+            from_it(frames::udp4([0; 4], 1, frames::SRC_IP, 2, b"a", false)),
+            DropReason::SpoofedIp,
+        ),
+        ("an ARP probe", probe, DropReason::SpoofedArp),
+    ] {
+        let before = s.dp.drop_counter(reason).unwrap().packets;
+        let a_rx = counters(&s.dp, s.a.0.ifindex).rx_packets;
+        assert_eq!(run_tc(&s.dp, dev.ifindex, &frame).0, TC_ACT_SHOT, "{name}");
+        assert_eq!(
+            s.dp.drop_counter(reason).unwrap().packets,
+            before + 1,
+            "{name}"
+        );
+        assert_eq!(counters(&s.dp, s.a.0.ifindex).rx_packets, a_rx, "{name}");
+    }
+    // Not in the IPv4 map: 0.0.0.0 is nobody's destination; its counters are listed.
+    let to_zero = with_dst(frames::udp(b"z"), [0; 4]);
+    assert_eq!(run_tc(&s.dp, s.a.0.ifindex, &to_zero).0, TC_ACT_UNSPEC);
+    let stats = s.dp.endpoint_stats().expect("stats");
+    let mine = stats
+        .iter()
+        .find(|e| e.ifindex == dev.ifindex)
+        .expect("listed");
+    assert_eq!((mine.ip, mine.tx_packets), (None, 4));
+    // Removed by its IPv6 address alone: its frames are nobody's now.
+    s.dp.remove_endpoint(None, Some(own6.into()))
+        .expect("remove");
+    assert_eq!(run_tc(&s.dp, dev.ifindex, &to_c).0, TC_ACT_UNSPEC);
+    assert!(
+        s.dp.endpoint_stats()
+            .unwrap()
+            .iter()
+            .all(|e| e.ifindex != dev.ifindex)
+    );
+}

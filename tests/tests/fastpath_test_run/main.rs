@@ -8,8 +8,8 @@ mod ipv6;
 use netpath::datapath::Datapath;
 use netpath_common::{
     maps::{
-        DropReason, ENDPOINT_FLAG_IPV6, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP,
-        ENDPOINT_KIND_VETH, EndpointCounters, EndpointValue,
+        DropReason, ENDPOINT_FLAG_IPV6, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_FLAG_PUBLISHED,
+        ENDPOINT_KIND_TAP, ENDPOINT_KIND_VETH, EndpointCounters, EndpointValue,
     },
     nat::{NatTarget, PublishKey},
 };
@@ -288,7 +288,7 @@ fn spoofing_and_isolation_drop_with_the_right_reason() {
 fn removing_an_endpoint_removes_its_fast_path() {
     require_root!();
     let mut s = setup();
-    s.dp.remove_endpoint(std::net::Ipv4Addr::from(s.b.1.ip), None)
+    s.dp.remove_endpoint(Some(std::net::Ipv4Addr::from(s.b.1.ip)), None)
         .unwrap();
     let (verdict, out) = run_tc(&s.dp, s.a.0.ifindex, &frames::udp(b"r"));
     assert_eq!(
@@ -301,7 +301,7 @@ fn removing_an_endpoint_removes_its_fast_path() {
         "counters entry left"
     );
     // Removing twice is fine.
-    s.dp.remove_endpoint(std::net::Ipv4Addr::from(s.b.1.ip), None)
+    s.dp.remove_endpoint(Some(std::net::Ipv4Addr::from(s.b.1.ip)), None)
         .unwrap();
 }
 

@@ -25,7 +25,12 @@ fn subnets_and_gateways_take_one_value_per_family() {
     let req = n.create("web").unwrap();
     assert_eq!(
         (req.subnet, req.subnet6, req.gateway, req.gateway6),
-        (v4net("10.88.0.0/24"), n.subnet6, n.gateway, n.gateway6)
+        (
+            Some(v4net("10.88.0.0/24")),
+            n.subnet6,
+            n.gateway,
+            n.gateway6
+        )
     );
     // One family in `subnets`, and `subnet` as before: IPv4-only.
     for c in [
@@ -40,6 +45,10 @@ fn subnets_and_gateways_take_one_value_per_family() {
         );
         assert_eq!(n.create("web").unwrap().subnet6, None, "{c}");
     }
+    // The IPv6 family alone: an IPv6-only network.
+    let n = conf(json!({"subnets": ["fd88::/64"]})).unwrap().network;
+    let req = n.create("web").unwrap();
+    assert_eq!((req.subnet, req.subnet6), (None, Some(v6net("fd88::/64"))));
     // An IPv6 gateway beside an IPv4 `subnet` (to hold an existing network to it).
     let n = conf(json!({"subnet": "10.88.0.0/24", "gateways": ["fd88::1"]}))
         .unwrap()
@@ -64,10 +73,6 @@ fn per_family_settings_are_refused_with_what_is_wrong() {
         (
             json!({"subnets": ["fd88::/64", "10.88.0.0/24", "fd89::/64"]}),
             "\"subnets\" has two IPv6 CIDRs (fd88::/64, fd89::/64)",
-        ),
-        (
-            json!({"subnets": ["fd88::/64"]}),
-            "\"subnets\" has no IPv4 CIDR: IPv6-only networks are not supported yet",
         ),
         (
             json!({"subnets": ["10.88.0.0/24", "fd88::"]}),
@@ -202,6 +207,25 @@ fn a_dual_stack_result_has_both_families_in_every_version() {
         Path::new("/x"),
     );
     assert_eq!(r["ips"].as_array().unwrap().len(), 1, "{r}");
+}
+
+#[test]
+fn an_ipv6_only_result_has_the_ipv6_family_alone() {
+    let mut net = network(Mode::Bridge, Some("fd88::/64"));
+    let mut ep = endpoint(&net, Some("fd88::2"));
+    (net.subnet, net.gateway) = (None, None);
+    (ep.ip, ep.gateway) = (None, None);
+    let r = result(&conf(json!({})).unwrap(), &net, &ep, Path::new("/x"));
+    assert_eq!(
+        r["ips"],
+        json!([{"address": "fd88::2/64", "gateway": "fd88::1", "interface": 1}]),
+        "{r}"
+    );
+    assert_eq!(
+        r["routes"],
+        json!([{"dst": "::/0", "gw": "fd88::1"}]),
+        "{r}"
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! * [`reconcile`]: the rules of `control::reconcile`;
 //! * [`validation`]: every refused request field, with nothing changed.
 
+mod ipv6_only;
 mod nat66;
 mod reconcile;
 mod rollback;
@@ -105,7 +106,7 @@ impl Rig {
 pub fn net_req(name: &str, mode: Mode) -> NetworkCreate {
     NetworkCreate {
         name: name.into(),
-        subnet: "10.77.0.0/24".parse().expect("subnet"),
+        subnet: Some("10.77.0.0/24".parse().expect("subnet")),
         mode,
         gateway: None,
         subnet6: None,

@@ -122,7 +122,7 @@ async fn an_unfinished_record_is_rolled_back_with_its_untagged_device() {
     );
     let said = format!(
         "released endpoint 00000000beef ({}): creation never finished",
-        ep.ip
+        ep.primary_ip()
     );
     reconcile_restores(&rig, before, &[said], &expected).await;
 }
@@ -214,7 +214,7 @@ async fn a_missing_bridge_is_made_again_and_pins_of_dead_devices_swept() {
     assert!(k.pins.contains(&("ingress", 12)) && !k.pins.contains(&("ingress", 10)));
     assert!(k.addrs.contains(&(12, GW.into(), 24)));
     assert_eq!(
-        k.endpoints[&ep.ip].host_mac,
+        k.endpoints[&ep.primary_ip()].host_mac,
         [2, 0, 0, 0, 0, 12],
         "the new bridge's MAC"
     );
@@ -222,7 +222,7 @@ async fn a_missing_bridge_is_made_again_and_pins_of_dead_devices_swept() {
 
 /// The line a sweep or reconcile says of releasing `ep`.
 fn released(ep: &crate::model::Endpoint, why: &str) -> String {
-    format!("released endpoint {} ({}): {why}", ep.id, ep.ip)
+    format!("released endpoint {} ({}): {why}", ep.id, ep.primary_ip())
 }
 
 #[tokio::test]
@@ -244,7 +244,7 @@ async fn the_sweep_rolls_back_creating_records_only() {
     assert_eq!(actions, [released(&stuck, "creation never finished")]);
     assert_eq!(
         rig.calls_since(m),
-        [format!("remove_endpoint {}", stuck.ip)]
+        [format!("remove_endpoint {}", stuck.primary_ip())]
     );
     let left = rig.records().await.endpoints;
     assert_eq!(
@@ -280,7 +280,7 @@ async fn the_sweep_releases_an_endpoint_whose_device_vanished() {
         rig.calls_since(m),
         [
             "unpublish 6/0.0.0.0:18300".to_owned(),
-            format!("remove_endpoint {}", gone.ip)
+            format!("remove_endpoint {}", gone.primary_ip())
         ]
     );
     let records = rig.records().await;

@@ -59,7 +59,7 @@ type Row = (&'static str, Req, &'static str);
 
 fn web(f: impl FnOnce(&mut NetworkCreate)) -> NetworkCreate {
     let mut req = net_req("other", Mode::Bridge);
-    req.subnet = "10.78.0.0/24".parse().expect("subnet");
+    req.subnet = Some("10.78.0.0/24".parse().expect("subnet"));
     f(&mut req);
     req
 }
@@ -101,16 +101,16 @@ fn rows() -> Vec<Row> {
         ("an empty name", Network(web(|n| n.name = String::new())), "invalid network name \"\""),
         ("MTU 67", Network(web(|n| n.mtu = Some(67))), "invalid MTU 67: use 68 to 65535"),
         ("MTU 65536", Network(web(|n| n.mtu = Some(65536))), "invalid MTU 65536"),
-        ("a host address as subnet", Network(web(|n| n.subnet = "10.78.0.5/24".parse().expect("net"))), "invalid subnet 10.78.0.5/24: give the network address with a prefix of /30 or shorter (e.g. 10.78.0.0/24)"),
-        ("a /31", Network(web(|n| n.subnet = "10.78.0.0/31".parse().expect("net"))), "invalid subnet 10.78.0.0/31"),
+        ("a host address as subnet", Network(web(|n| n.subnet = Some("10.78.0.5/24".parse().expect("net")))), "invalid subnet 10.78.0.5/24: give the network address with a prefix of /30 or shorter (e.g. 10.78.0.0/24)"),
+        ("a /31", Network(web(|n| n.subnet = Some("10.78.0.0/31".parse().expect("net")))), "invalid subnet 10.78.0.0/31"),
         ("65 --no-masquerade", Network(web(|n| { n.no_masquerade = (0..65).map(|i| format!("10.{i}.0.0/16").parse().expect("net")).collect() })), "65 --no-masquerade destinations: at most 64 per network"),
         ("a host address as --no-masquerade", Network(web(|n| { n.no_masquerade = vec!["10.1.2.3/8".parse().expect("net")] })), "invalid --no-masquerade 10.1.2.3/8: give the network address (e.g. 10.0.0.0/8)"),
         ("an IPv6 --no-masquerade on an IPv4-only network", Network(web(|n| { n.no_masquerade = vec!["2001:db8:5::/48".parse().expect("net")] })), "invalid --no-masquerade 2001:db8:5::/48: the network has no IPv6 subnet"),
         ("an IPv6 host address as --no-masquerade", Network(web(|n| { n.subnet6 = Some("fd78::/64".parse().expect("net")); n.no_masquerade = vec!["2001:db8:5::1/48".parse().expect("net")] })), "invalid --no-masquerade 2001:db8:5::1/48: give the network address (e.g. 2001:db8:5::/48)"),
-        ("a subnet inside a host route", Network(web(|n| n.subnet = "192.0.2.0/25".parse().expect("net"))), "subnet 192.0.2.0/25 overlaps the host route 192.0.2.0/24 on eth0"),
-        ("a subnet holding a host route", Network(web(|n| n.subnet = "192.0.0.0/16".parse().expect("net"))), "overlaps the host route 192.0.2.0/24"),
+        ("a subnet inside a host route", Network(web(|n| n.subnet = Some("192.0.2.0/25".parse().expect("net")))), "subnet 192.0.2.0/25 overlaps the host route 192.0.2.0/24 on eth0"),
+        ("a subnet holding a host route", Network(web(|n| n.subnet = Some("192.0.0.0/16".parse().expect("net")))), "overlaps the host route 192.0.2.0/24"),
         ("an IPv6 subnet inside a host route", Network(web(|n| n.subnet6 = Some("2001:db8:1:2::/64".parse().expect("net")))), "subnet 2001:db8:1:2::/64 overlaps the host route 2001:db8:1::/48 on eth0"),
-        ("a subnet of another network", Network(web(|n| n.subnet = "10.77.0.0/16".parse().expect("net"))), "overlaps"),
+        ("a subnet of another network", Network(web(|n| n.subnet = Some("10.77.0.0/16".parse().expect("net")))), "overlaps"),
         ("a name taken", Network(web(|n| n.name = "web".into())), "network \"web\" already exists"),
         ("a gateway outside the subnet", Network(web(|n| n.gateway = Some("10.99.0.1".parse().expect("ip")))), "10.99.0.1"),
         ("an uplink that does not exist", Network(web(|n| n.uplink = Some("nope0".into()))), "uplink interface nope0 does not exist"),
@@ -120,6 +120,9 @@ fn rows() -> Vec<Row> {
         ("a bridge name taken by another device", Network(web(|n| n.name = "db".into())), "interface np-db already exists on this host"),
         ("an IPv6 subnet of /48", Network(web(|n| n.subnet6 = Some(net6("fd78::/48")))), "invalid subnet fd78::/48: give the network address with a prefix of /64 to /120 (e.g. fd78::/64)"),
         ("an IPv6 subnet with host bits", Network(web(|n| n.subnet6 = Some(net6("fd78::1/64")))), "invalid subnet fd78::1/64"),
+        ("no subnet at all", Network(web(|n| n.subnet = None)), "a network needs a subnet"),
+        ("an IPv4 gateway without an IPv4 subnet", Network(web(|n| { n.subnet = None; n.subnet6 = Some(net6("fd78::/64")); n.gateway = Some("10.78.0.1".parse().expect("ip")) })), "an IPv4 gateway needs an IPv4 subnet"),
+        ("an IPv4 --no-masquerade on an IPv6-only network", Network(web(|n| { n.subnet = None; n.subnet6 = Some(net6("fd78::/64")); n.no_masquerade = vec!["10.5.0.0/16".parse().expect("net")] })), "invalid --no-masquerade 10.5.0.0/16: the network has no IPv4 subnet"),
         ("an IPv6 gateway without an IPv6 subnet", Network(web(|n| n.gateway6 = Some(v6("fd78::1")))), "an IPv6 gateway needs an IPv6 subnet"),
         ("an IPv6 gateway outside the IPv6 subnet", Network(web(|n| { n.subnet6 = Some(net6("fd78::/64")); n.gateway6 = Some(v6("fd77::1")) })), "gateway fd77::1 cannot be used in subnet fd78::/64: it is outside the subnet"),
         ("an IPv6 subnet inside another network's", Network(web(|n| n.subnet6 = Some(net6("fd79::/80")))), "subnet fd79::/80 overlaps network \"dual\" (fd79::/64)"),
@@ -186,7 +189,7 @@ async fn refused_requests_change_nothing() {
     req.mac = Some(MAC.parse::<MacAddr>().expect("mac"));
     let ep = rig.svc.add_endpoint(req).await.expect("endpoint");
     let mut dual = net_req("dual", Mode::Bridge);
-    dual.subnet = "10.79.0.0/24".parse().expect("subnet");
+    dual.subnet = Some("10.79.0.0/24".parse().expect("subnet"));
     dual.subnet6 = Some(net6("fd79::/64"));
     rig.svc
         .create_network(dual)

@@ -39,7 +39,10 @@ fn program_req(portmap: Value) -> Value {
 async fn made(rig: &Rig) -> Vec<(Option<String>, Option<String>, String)> {
     let all = rig.svc.list_endpoints(None).await.expect("endpoints");
     (all.into_iter())
-        .map(|e| (e.details.container_id, e.details.peer, e.ip.to_string()))
+        .map(|e| {
+            let ip = e.primary_ip().to_string();
+            (e.details.container_id, e.details.peer, ip)
+        })
         .collect()
 }
 

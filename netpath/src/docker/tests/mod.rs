@@ -222,16 +222,16 @@ async fn create_network_makes_the_netpath_network() {
     let net = rig.svc.get_network(NET_NAME).await.expect("network made");
     assert_eq!(
         (
-            net.subnet.to_string(),
-            net.gateway.to_string(),
+            net.subnet.map(|s| s.to_string()),
+            net.gateway.map(|g| g.to_string()),
             net.mode,
             net.uplink.as_deref(),
             net.mtu,
             net.subnet6
         ),
         (
-            "10.207.0.0/24".into(),
-            "10.207.0.1".into(),
+            Some("10.207.0.0/24".into()),
+            Some("10.207.0.1".into()),
             Mode::Routed,
             Some(UPLINK),
             1400,

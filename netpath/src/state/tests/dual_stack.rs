@@ -47,8 +47,8 @@ fn endpoints_get_the_lowest_free_address_of_each_family() {
     );
     let a = reserve6(&store, "d", None).unwrap();
     let b = reserve6(&store, "d", None).unwrap();
-    assert_eq!((a.ip, a.ip6), (ip("10.1.0.2"), Some(ip6("fd01::2"))));
-    assert_eq!((b.ip, b.ip6), (ip("10.1.0.3"), Some(ip6("fd01::3"))));
+    assert_eq!((a.ip, a.ip6), (Some(ip("10.1.0.2")), Some(ip6("fd01::2"))));
+    assert_eq!((b.ip, b.ip6), (Some(ip("10.1.0.3")), Some(ip6("fd01::3"))));
     assert_eq!(a.gateway6, Some(ip6("fd01::1")));
     // A released IPv6 lease is the next one given; a requested one is kept.
     store.release_endpoint(&a.id).unwrap();
@@ -192,7 +192,7 @@ fn the_free_address_search_skips_the_gateway_and_stops_at_the_first_gap() {
 fn ipv4_only_requests_read_as_before_to_an_older_daemon() {
     let req = NetworkCreate {
         name: "web".into(),
-        subnet: net("10.88.0.0/16"),
+        subnet: Some(net("10.88.0.0/16")),
         ..Default::default()
     };
     let text = serde_json::to_string(&req).unwrap();
@@ -318,7 +318,46 @@ fn ipv6_port_leases_beside_the_ipv4_ones() {
             super::EPHEMERAL,
             &super::no_sockets
         ),
-        Err(StateError::EndpointWithoutIpv6 { .. })
+        Err(StateError::EndpointWithoutFamily { family: "IPv6", .. })
     ));
     assert_eq!(store.list_ports().unwrap().len(), 1);
+}
+
+#[test]
+fn an_ipv6_only_network_leases_no_ipv4_and_overlaps_only_by_its_ipv6_subnet() {
+    let (_dir, store) = fresh();
+    let mut six = bridge_network("six", net("10.1.0.0/24"), ip("10.1.0.1"), None);
+    (six.subnet, six.gateway) = (None, None);
+    (six.subnet6, six.gateway6) = (Some(net6("fd0a::/64")), Some(ip6("fd0a::1")));
+    store.create_network(six.clone()).unwrap();
+    // Any IPv4 subnet goes beside it, even one an IPv6-only network's fixture had.
+    create(&store, "four", "10.1.0.0/24").unwrap();
+    let a = reserve6(&store, "six", None).unwrap();
+    let b = reserve6(&store, "six", None).unwrap();
+    assert_eq!((a.ip, a.gateway, a.ip6), (None, None, Some(ip6("fd0a::2"))));
+    assert_eq!(b.ip6, Some(ip6("fd0a::3")));
+    // The IPv4 network's addresses are untouched by them.
+    assert_eq!(
+        reserve(&store, "four", None).unwrap().ip,
+        Some(ip("10.1.0.2"))
+    );
+    // No IPv4 address can be asked for.
+    assert!(matches!(
+        reserve(&store, "six", Some(ip("10.1.0.9"))),
+        Err(StateError::NoIpv4 { .. })
+    ));
+    // Released, its IPv6 lease is the next one given.
+    store.release_endpoint(&a.id).unwrap();
+    assert_eq!(
+        reserve6(&store, "six", None).unwrap().ip6,
+        Some(ip6("fd0a::2"))
+    );
+    // Another network on an overlapping IPv6 subnet is refused.
+    let mut clash = six;
+    clash.name = "clash".into();
+    clash.subnet6 = Some(net6("fd0a::/80"));
+    assert!(matches!(
+        store.create_network(clash),
+        Err(StateError::SubnetOverlap { .. })
+    ));
 }

@@ -52,6 +52,11 @@ impl Drop for TempDir {
     }
 }
 
+/// An endpoint's IPv4 address (every endpoint here has one).
+fn v4(ep: &Endpoint) -> Ipv4Addr {
+    ep.ip.expect("an IPv4 address")
+}
+
 fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
 }
@@ -80,8 +85,8 @@ fn bridge_network(
     Network {
         id: 0,
         name: name.into(),
-        subnet,
-        gateway,
+        subnet: Some(subnet),
+        gateway: Some(gateway),
         subnet6: v6.map(|(s, _)| s),
         gateway6: v6.map(|(_, g)| g),
         mode: Mode::Bridge,
@@ -168,7 +173,7 @@ fn concurrent_reservations_never_share_an_ip() {
     let usable = 256 - 3;
     assert_eq!(eps.len(), usable);
     assert_eq!(exhausted, 8 * 50 - usable);
-    let ips: HashSet<Ipv4Addr> = eps.iter().map(|e| e.ip).collect();
+    let ips: HashSet<Ipv4Addr> = eps.iter().map(v4).collect();
     assert_eq!(ips.len(), usable, "an IP was handed out twice");
     for a in [ip("10.9.0.0"), ip("10.9.0.1"), ip("10.9.0.255")] {
         assert!(!ips.contains(&a));
@@ -206,7 +211,7 @@ fn state_persists_across_reopen() {
     assert_eq!(store.list_endpoints(None).unwrap(), expected);
     assert_eq!(store.list_endpoints(Some("a")).unwrap(), expected);
     // Leases survived: the next address follows the two taken ones.
-    assert_eq!(reserve(&store, "a", None).unwrap().ip, ip("10.1.0.4"));
+    assert_eq!(reserve(&store, "a", None).unwrap().ip, Some(ip("10.1.0.4")));
 }
 
 #[test]
@@ -335,10 +340,10 @@ fn invalid_and_taken_ips_are_refused() {
         "10.1.0.0 cannot be leased in network \"n\" (10.1.0.0/24): it is the network address"
     );
     let first = reserve(&store, "n", Some(ip("10.1.0.77"))).unwrap();
-    assert_eq!(first.ip, ip("10.1.0.77"));
+    assert_eq!(first.ip, Some(ip("10.1.0.77")));
     assert_eq!(first.state, EndpointState::Creating);
     assert_eq!(first.prefix_len, 24);
-    assert_eq!(first.gateway, ip("10.1.0.1"));
+    assert_eq!(first.gateway, Some(ip("10.1.0.1")));
     let err = reserve(&store, "n", Some(ip("10.1.0.77"))).unwrap_err();
     assert!(
         matches!(&err, StateError::IpInUse { ip: a, endpoint, .. } if *a == ip("10.1.0.77") && *endpoint == first.id)
@@ -403,7 +408,7 @@ fn tap_gets_a_host_route_prefix() {
     };
     let ep = store.reserve_endpoint(e).unwrap();
     assert_eq!(ep.prefix_len, 32);
-    assert_eq!(ep.ip, ip("10.1.0.2"));
+    assert_eq!(ep.ip, Some(ip("10.1.0.2")));
     assert_eq!(ep.details.queues, Some(4));
     assert_eq!(store.get_endpoint(&ep.id).unwrap(), ep);
 }
@@ -425,7 +430,7 @@ fn slash_29_has_five_usable_addresses() {
         ),
     ] {
         let got: Vec<Ipv4Addr> = (0..5)
-            .map(|_| reserve(&store, name, None).unwrap().ip)
+            .map(|_| v4(&reserve(&store, name, None).unwrap()))
             .collect();
         let expected: Vec<Ipv4Addr> = expected.iter().map(|a| ip(a)).collect();
         assert_eq!(got, expected);
@@ -481,7 +486,7 @@ fn remove_network_with_and_without_force() {
     assert_eq!(again.id, a.id);
     let mut e = new_ep(&store, "a2", None);
     e.host_ifname = expected[0].host_ifname.clone();
-    assert_eq!(store.reserve_endpoint(e).unwrap().ip, ip("10.1.0.2"));
+    assert_eq!(store.reserve_endpoint(e).unwrap().ip, Some(ip("10.1.0.2")));
 
     // An empty network goes without force.
     store.release_endpoint(&other.id).unwrap();
@@ -497,7 +502,7 @@ fn release_frees_the_ip() {
     let eps: Vec<Endpoint> = (0..3)
         .map(|_| reserve(&store, "n", None).unwrap())
         .collect();
-    assert_eq!(eps[1].ip, ip("10.1.0.3"));
+    assert_eq!(eps[1].ip, Some(ip("10.1.0.3")));
     let released = store.release_endpoint(&eps[1].id).unwrap();
     assert_eq!(released, eps[1]);
     assert!(matches!(
@@ -509,13 +514,13 @@ fn release_frees_the_ip() {
         Err(StateError::EndpointNotFound { .. })
     ));
     let next = reserve(&store, "n", None).unwrap();
-    assert_eq!(next.ip, ip("10.1.0.3"));
-    assert_eq!(reserve(&store, "n", None).unwrap().ip, ip("10.1.0.5"));
+    assert_eq!(next.ip, Some(ip("10.1.0.3")));
+    assert_eq!(reserve(&store, "n", None).unwrap().ip, Some(ip("10.1.0.5")));
     // A released requested address can be requested again.
     store.release_endpoint(&eps[0].id).unwrap();
     assert_eq!(
         reserve(&store, "n", Some(ip("10.1.0.2"))).unwrap().ip,
-        ip("10.1.0.2")
+        Some(ip("10.1.0.2"))
     );
 }
 
@@ -673,7 +678,7 @@ fn clear_wipes_everything_but_keeps_working() {
     assert!(all_leases(&store).is_empty());
     let n = create(&store, "n", "10.1.0.0/24").unwrap();
     assert_eq!(n.id, 1);
-    assert_eq!(reserve(&store, "n", None).unwrap().ip, ip("10.1.0.2"));
+    assert_eq!(reserve(&store, "n", None).unwrap().ip, Some(ip("10.1.0.2")));
     drop(store);
     let store = Store::open(&dir.db()).unwrap();
     assert_eq!(store.list_networks().unwrap(), vec![n]);
@@ -724,11 +729,11 @@ fn free_ip_search_scales_to_a_busy_slash_16() {
     let start = Instant::now();
     assert_eq!(
         reserve(&store, "big", None).unwrap().ip,
-        Ipv4Addr::from(gap)
+        Some(Ipv4Addr::from(gap))
     );
     assert_eq!(
         reserve(&store, "big", None).unwrap().ip,
-        Ipv4Addr::from(base + 20_000)
+        Some(Ipv4Addr::from(base + 20_000))
     );
     // Generous bound: a per-address lookup loop is far slower, a scan is milliseconds.
     assert!(start.elapsed().as_secs() < 5, "took {:?}", start.elapsed());
@@ -757,16 +762,17 @@ fn randomized_against_model() {
     for step in 0..600 {
         let n = rng.random_range(0..2usize);
         let network = &nets[n];
-        let lo = u32::from(network.subnet.network());
-        let hi = u32::from(network.subnet.broadcast());
-        let usable = |a: u32| a > lo && a < hi && a != u32::from(network.gateway);
+        let subnet = network.subnet.expect("an IPv4 network");
+        let (lo, hi) = (u32::from(subnet.network()), u32::from(subnet.broadcast()));
+        let gateway = network.gateway.expect("an IPv4 network");
+        let usable = |a: u32| a > lo && a < hi && a != u32::from(gateway);
         match rng.random_range(0..10) {
             0..=3 => {
                 let expected = (lo + 1..hi).find(|a| usable(*a) && !leases[n].contains_key(a));
                 match reserve(&store, &network.name, None) {
                     Ok(ep) => {
-                        assert_eq!(Some(u32::from(ep.ip)), expected, "step {step}");
-                        leases[n].insert(u32::from(ep.ip), ep.id.clone());
+                        assert_eq!(Some(u32::from(v4(&ep))), expected, "step {step}");
+                        leases[n].insert(u32::from(v4(&ep)), ep.id.clone());
                         endpoints.insert(ep.id.clone(), ep);
                     }
                     Err(StateError::SubnetExhausted { .. }) => {
@@ -780,7 +786,7 @@ fn randomized_against_model() {
                 match reserve(&store, &network.name, Some(Ipv4Addr::from(a))) {
                     Ok(ep) => {
                         assert!(usable(a) && !leases[n].contains_key(&a), "step {step}");
-                        assert_eq!(u32::from(ep.ip), a);
+                        assert_eq!(u32::from(v4(&ep)), a);
                         leases[n].insert(a, ep.id.clone());
                         endpoints.insert(ep.id.clone(), ep);
                     }
@@ -803,7 +809,7 @@ fn randomized_against_model() {
                 let id = endpoints.keys().nth(i).unwrap().clone();
                 let model = endpoints.remove(&id).unwrap();
                 let m = nets.iter().position(|x| x.name == model.network).unwrap();
-                assert_eq!(leases[m].remove(&u32::from(model.ip)), Some(id.clone()));
+                assert_eq!(leases[m].remove(&u32::from(v4(&model))), Some(id.clone()));
                 assert_eq!(store.release_endpoint(&id).unwrap(), model, "step {step}");
             }
             8 => {
