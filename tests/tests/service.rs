@@ -182,3 +182,83 @@ async fn sixteen_taps_with_owner_and_host_routes() {
         );
     }
 }
+
+/// A bridge-mode network holds 1,023 endpoints — a Linux bridge's port numbers are
+/// 1 to 1,023 — and refuses the next one clearly, before any device is made (the
+/// kernel's own refusal would be "Exchange full" halfway through the add). The kernel
+/// agrees: one more port on that bridge fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bridge_refuses_another_endpoint_clearly_and_changes_nothing() {
+    require_root!();
+    let d = DaemonPaths::new();
+    let _t = ResetOnDrop(d.to_paths());
+    let svc = Arc::new(
+        Service::open(d.to_paths(), false, netpath::control::EPHEMERAL_PORTS)
+            .await
+            .expect("open service"),
+    );
+    let name = unique("bf");
+    let net = svc
+        .create_network(NetworkCreate {
+            name: name.clone(),
+            subnet: Some("10.232.0.0/21".parse().unwrap()),
+            mode: Mode::Bridge,
+            ..NetworkCreate::default()
+        })
+        .await
+        .expect("create network");
+    // Container ends left in the host's namespace (as Docker's are before Join): no
+    // namespace per endpoint. 16 adds at a time.
+    let req = |peer: String| EndpointCreate {
+        network: name.clone(),
+        peer: Some(peer),
+        ..EndpointCreate::default()
+    };
+    let mut added = 0;
+    while added < netpath::state::BRIDGE_MAX_PORTS {
+        let batch = (netpath::state::BRIDGE_MAX_PORTS - added).min(16);
+        let tasks: Vec<_> = (0..batch)
+            .map(|_| {
+                let (svc, req) = (svc.clone(), req(unique("bp")));
+                tokio::spawn(async move { svc.add_endpoint(req).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().expect("add endpoint");
+        }
+        added += batch;
+    }
+    let links = || std::fs::read_dir("/sys/class/net").unwrap().count();
+    let (links_before, records_before) = (links(), svc.list_endpoints(None).await.unwrap());
+    assert_eq!(records_before.len(), 1023);
+    let peer = unique("bp");
+    let err = svc.add_endpoint(req(peer.clone())).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "network \"{name}\" has 1023 endpoints, as many as a Linux bridge takes ports"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.hint().is_some_and(|h| h.contains("--mode routed")),
+        "{err:?}"
+    );
+    assert_eq!(links(), links_before, "a device was made or removed");
+    assert!(!std::path::Path::new("/sys/class/net").join(&peer).exists());
+    assert_eq!(svc.list_endpoints(None).await.unwrap(), records_before);
+    // The kernel's limit is the same: a 1,024th port on the bridge is refused.
+    let bridge = net.bridge.clone().expect("a bridge");
+    let (x, y) = (unique("bx"), unique("by"));
+    run(&["ip", "link", "add", &x, "type", "veth", "peer", "name", &y]);
+    let out = std::process::Command::new("ip")
+        .args(["link", "set", &x, "master", &bridge])
+        .output()
+        .unwrap();
+    run(&["ip", "link", "del", &x]);
+    assert!(!out.status.success(), "the bridge took a 1,024th port");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("Exchange full"), "{said}");
+    svc.remove_network(&name, true)
+        .await
+        .expect("remove network");
+}

@@ -55,6 +55,7 @@ pub(super) fn status_of(e: &ServiceError) -> StatusCode {
             | StateError::NetworkInUse { .. }
             | StateError::IpInUse { .. }
             | StateError::SubnetExhausted { .. }
+            | StateError::BridgeFull { .. }
             | StateError::EndpointExists { .. }
             | StateError::HostIfnameInUse { .. }
             | StateError::NetworkIdsExhausted
@@ -65,6 +66,9 @@ pub(super) fn status_of(e: &ServiceError) -> StatusCode {
             | StateError::InvalidGateway { .. }
             | StateError::InvalidIp { .. }
             | StateError::InvalidEndpointId { .. }
+            | StateError::NoIpv4 { .. }
+            | StateError::NoIpv6 { .. }
+            | StateError::EndpointWithoutFamily { .. }
             | StateError::AmbiguousEndpointId { .. } => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         },

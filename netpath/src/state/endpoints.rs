@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// Endpoints a bridge-mode network holds: the ports a Linux bridge takes, 1,024 port
+/// numbers of which 0 is reserved (`BR_MAX_PORTS` and `find_portno` in the kernel's
+/// `net/bridge/br_if.c`; one more fails with `EXFULL`). Routed networks have no such
+/// limit.
+pub const BRIDGE_MAX_PORTS: usize = 1023;
+
 impl Store {
     /// A fresh endpoint id: 12 random lowercase hex digits, unused by any endpoint.
     /// [`Store::reserve_endpoint`] still rejects a duplicate, should another caller
@@ -25,6 +31,12 @@ impl Store {
         }
         self.write_with(Flush::CrashOnly, |t| {
             let network = read_network(&t.networks, &new.network)?;
+            if network.mode == Mode::Bridge && bridge_ports(t, network.id)? >= BRIDGE_MAX_PORTS {
+                return Err(StateError::BridgeFull {
+                    network: network.name,
+                    max: BRIDGE_MAX_PORTS,
+                });
+            }
             if t.endpoints.get(new.id.as_str())?.is_some() {
                 return Err(StateError::EndpointExists { id: new.id });
             }
@@ -229,6 +241,15 @@ fn check_lease(
         });
     }
     Ok(())
+}
+
+/// The endpoints of network `id`, each a port of its bridge in bridge mode: its leases of
+/// whichever family it has more of (every endpoint has one of each family its network
+/// has). A range scan of at most [`BRIDGE_MAX_PORTS`] entries.
+fn bridge_ports(t: &Tables<'_>, id: u16) -> Result<usize> {
+    let v4 = t.ip_leases.range((id, 0)..=(id, u32::MAX))?.count();
+    let v6 = t.ip6_leases.range((id, 0)..=(id, u128::MAX))?.count();
+    Ok(v4.max(v6))
 }
 
 /// The address of one family a new endpoint gets in `network`, whose subnet and gateway

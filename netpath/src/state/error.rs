@@ -123,6 +123,10 @@ pub enum StateError {
     },
     #[error("network \"{network}\" ({subnet}) has no free address left")]
     SubnetExhausted { network: String, subnet: IpNet },
+    #[error(
+        "network \"{network}\" has {max} endpoints, as many as a Linux bridge takes ports: no room for another"
+    )]
+    BridgeFull { network: String, max: usize },
 }
 
 impl StateError {
@@ -162,6 +166,9 @@ impl StateError {
             }
             StateError::SubnetExhausted { .. } => {
                 "remove unused endpoints, or use a network with a larger subnet".into()
+            }
+            StateError::BridgeFull { .. } => {
+                "put more endpoints in a routed network (`network create --mode routed`), which has no bridge and no such limit, or remove unused endpoints".into()
             }
             _ => return None,
         })

@@ -95,7 +95,10 @@ mod ports;
 #[cfg(test)]
 mod tests;
 
-pub use self::error::{InvalidIpReason, StateError};
+pub use self::{
+    endpoints::BRIDGE_MAX_PORTS,
+    error::{InvalidIpReason, StateError},
+};
 
 type Result<T, E = StateError> = std::result::Result<T, E>;
 

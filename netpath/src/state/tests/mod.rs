@@ -849,3 +849,33 @@ fn randomized_against_model() {
         endpoints.values().cloned().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_bridge_network_holds_as_many_endpoints_as_a_bridge_takes_ports() {
+    let (_dir, store) = fresh();
+    create(&store, "br", "10.20.0.0/16").unwrap();
+    let mut routed = bridge_network("rt", net("10.21.0.0/16"), ip("10.21.0.1"), None);
+    routed.mode = Mode::Routed;
+    store.create_network(routed).unwrap();
+    for i in 0..BRIDGE_MAX_PORTS {
+        reserve(&store, "br", None).unwrap_or_else(|e| panic!("endpoint {i}: {e}"));
+    }
+    let before = store.list_endpoints(Some("br")).unwrap();
+    match reserve(&store, "br", None) {
+        Err(StateError::BridgeFull { network, max }) => {
+            assert_eq!((network.as_str(), max), ("br", 1023));
+        }
+        other => panic!("the 1,024th endpoint: {other:?}"),
+    }
+    assert_eq!(
+        store.list_endpoints(Some("br")).unwrap(),
+        before,
+        "nothing changed"
+    );
+    // A released port is free again; a routed network goes past the bridge's limit.
+    store.release_endpoint(&before[0].id).unwrap();
+    reserve(&store, "br", None).unwrap();
+    for _ in 0..=BRIDGE_MAX_PORTS {
+        reserve(&store, "rt", None).unwrap();
+    }
+}
