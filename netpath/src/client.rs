@@ -84,8 +84,10 @@ impl ClientError {
         match self {
             ClientError::DaemonDown { .. } => Some(DAEMON_DOWN_HINT.into()),
             ClientError::Api { body, .. } => body.hint.clone(),
-            ClientError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
-                Some("the API socket is only open to root and its group: run with sudo".into())
+            ClientError::Io { source, socket }
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                Some(refused_hint(socket_group(socket).as_deref()))
             }
             ClientError::Timeout { .. } => {
                 Some("the daemon may be stuck: check its output, or restart it".into())
@@ -101,6 +103,28 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// What to do when the socket refused this user: it is open to root and to the members
+/// of its group (`group`, `root` or unknown: root alone).
+fn refused_hint(group: Option<&str>) -> String {
+    match group {
+        Some(g) if g != "root" => format!(
+            "the API socket is open to root and the members of group {g} only: run with sudo, \
+             or join the group (`sudo usermod -aG {g} $USER`, then log in again)"
+        ),
+        _ => "the API socket is open to root only: run with sudo (or start the daemon with \
+              --socket-group GROUP to open it to a group)"
+            .into(),
+    }
+}
+
+/// The name of the group that owns `socket`, if it can be told.
+fn socket_group(socket: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let gid = std::fs::metadata(socket).ok()?.gid();
+    let group = nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid)).ok()??;
+    Some(group.name)
 }
 
 /// The error as the CLI shows it: the message with its causes, and the hint for
@@ -454,6 +478,22 @@ mod tests {
     use axum::{Json, Router, http::StatusCode, routing::get};
 
     use super::*;
+
+    #[test]
+    fn a_refused_client_is_told_the_socket_group_to_join() {
+        let h = refused_hint(Some("netpath"));
+        assert!(
+            h.contains("members of group netpath") && h.contains("usermod -aG netpath"),
+            "{h}"
+        );
+        for group in [None, Some("root")] {
+            let h = refused_hint(group);
+            assert!(
+                h.contains("root only") && h.contains("--socket-group"),
+                "{h}"
+            );
+        }
+    }
 
     /// A socket path in a fresh temp dir (removed, with whatever is in it, on drop).
     struct TempSocket {

@@ -116,6 +116,9 @@ pub struct DaemonOptions {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Whether `metrics_addr` may be other than a loopback address.
     pub metrics_public: bool,
+    /// The group that may use the API socket besides root (`--socket-group`); `None`:
+    /// [`api::SocketGroup::resolve`]'s default.
+    pub socket_group: Option<String>,
 }
 
 /// What the daemon set up, as printed at start (and as JSON for tools).
@@ -301,9 +304,11 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
         ),
         None => None,
     };
-    let listener = api::bind(&opts.paths.socket).await?;
+    let group = api::SocketGroup::resolve(opts.socket_group.as_deref(), api::SocketGroup::lookup)?;
+    let listener = api::bind(&opts.paths.socket, group.as_ref()).await?;
+    // dockerd runs as root: the plugin's socket is root's alone.
     let plugin_listener = match &opts.docker_plugin_socket {
-        Some(socket) => Some((socket.clone(), api::bind(socket).await?)),
+        Some(socket) => Some((socket.clone(), api::bind(socket, None).await?)),
         None => None,
     };
     let shutdown = shutdown_signal()?;
@@ -356,7 +361,14 @@ pub async fn run(opts: DaemonOptions) -> Result<(), DaemonError> {
     for m in &report.migrated {
         println!("  layout    {m}");
     }
-    println!("  api       {}", opts.paths.socket.display());
+    match &group {
+        Some(g) => println!(
+            "  api       {} (root and group {})",
+            opts.paths.socket.display(),
+            g.name
+        ),
+        None => println!("  api       {} (root only)", opts.paths.socket.display()),
+    }
     if let Some((socket, _)) = &plugin_listener {
         // dockerd names a plugin after its socket file.
         let name = socket.file_stem().unwrap_or_default().to_string_lossy();

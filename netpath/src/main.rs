@@ -104,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             no_docker_plugin,
             metrics_addr,
             metrics_public,
+            socket_group,
         } => {
             daemon::run(DaemonOptions {
                 paths,
@@ -113,6 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 docker_plugin_socket: (!no_docker_plugin).then_some(docker_plugin_socket),
                 metrics_addr,
                 metrics_public,
+                socket_group,
             })
             .await?;
             Ok(())

@@ -38,18 +38,13 @@ mod events;
 mod extract;
 pub mod metrics;
 mod routes;
+mod socket;
 #[cfg(test)]
 mod stack_tests;
 #[cfg(test)]
 mod tests;
 
-use std::{
-    future::Future,
-    io,
-    os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{future::Future, path::Path, sync::Arc};
 
 use axum::{
     Json, Router,
@@ -64,7 +59,12 @@ use axum::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-pub use self::{error::*, extract::*, routes::*};
+pub use self::{
+    error::*,
+    extract::*,
+    routes::*,
+    socket::{SocketError, SocketGroup, bind, serve_app},
+};
 use crate::{
     control::{Service, ServiceError},
     model::{
@@ -206,60 +206,6 @@ impl Backend for Service {
     }
 }
 
-/// Why the API socket could not be set up or served.
-#[derive(Debug, thiserror::Error)]
-pub enum SocketError {
-    #[error("cannot create the socket directory {}", dir.display())]
-    CreateDir {
-        dir: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{} exists and is not a socket; remove it or pass another --socket", path.display())]
-    NotASocket { path: PathBuf },
-    #[error(
-        "another daemon is listening on {} — stop it first, or pass another --socket",
-        path.display()
-    )]
-    InUse { path: PathBuf },
-    #[error("cannot remove the stale socket {}", path.display())]
-    RemoveStale {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot check whether {} is in use", path.display())]
-    Probe {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot inspect {}", path.display())]
-    Inspect {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot bind the API socket {}", path.display())]
-    Bind {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot set the permissions of {}", path.display())]
-    Permissions {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("serving the API on {}", path.display())]
-    Serve {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
 /// Serves the API for `service` on the unix socket `socket` until `shutdown`
 /// completes, then lets in-flight requests finish and removes the socket.
 pub async fn serve(
@@ -276,93 +222,6 @@ pub async fn serve_backend<B: Backend>(
     socket: &Path,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), SocketError> {
-    let listener = bind(socket).await?;
+    let listener = bind(socket, None).await?;
     serve_app(router(backend), listener, socket, shutdown).await
-}
-
-/// Serves `app` (the API's [`router`], or the Docker plugin's) on `listener`, bound to
-/// `socket` with [`bind`] (so a caller can bind, announce readiness, then serve), until
-/// `shutdown`; then
-/// removes the socket if it is still the one bound: a successor may have replaced it
-/// already. The API and the Docker plugin both serve this way.
-pub async fn serve_app(
-    app: axum::Router,
-    listener: tokio::net::UnixListener,
-    socket: &Path,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), SocketError> {
-    let bound = std::fs::symlink_metadata(socket)
-        .map(|m| (m.dev(), m.ino()))
-        .ok();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| SocketError::Serve {
-            path: socket.to_owned(),
-            source,
-        });
-    if let Ok(m) = std::fs::symlink_metadata(socket)
-        && bound == Some((m.dev(), m.ino()))
-    {
-        let _ = std::fs::remove_file(socket);
-    }
-    served
-}
-
-/// Binds the API socket: creates its directory, replaces a stale socket file (one
-/// nothing answers on), refuses if another daemon answers, and restricts it to its
-/// owner and group (0660).
-pub async fn bind(socket: &Path) -> Result<tokio::net::UnixListener, SocketError> {
-    let path = || socket.to_owned();
-    if let Some(dir) = socket.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| SocketError::CreateDir {
-            dir: dir.to_owned(),
-            source,
-        })?;
-    }
-    match std::fs::symlink_metadata(socket) {
-        Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(SocketError::NotASocket { path: path() });
-        }
-        Ok(_) => match tokio::net::UnixStream::connect(socket).await {
-            Ok(_) => return Err(SocketError::InUse { path: path() }),
-            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                // A stale socket from a daemon that died: nothing answers on it.
-                match std::fs::remove_file(socket) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(SocketError::RemoveStale {
-                            path: path(),
-                            source,
-                        });
-                    }
-                }
-            }
-            Err(source) => {
-                return Err(SocketError::Probe {
-                    path: path(),
-                    source,
-                });
-            }
-        },
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(SocketError::Inspect {
-                path: path(),
-                source,
-            });
-        }
-    }
-    let listener = tokio::net::UnixListener::bind(socket).map_err(|source| SocketError::Bind {
-        path: path(),
-        source,
-    })?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660)).map_err(|source| {
-        SocketError::Permissions {
-            path: path(),
-            source,
-        }
-    })?;
-    Ok(listener)
 }

@@ -1,6 +1,8 @@
 //! The whole stack (socket, router, extractors, client) over an in-memory backend.
 
-use std::{net::Ipv4Addr, path::PathBuf, sync::Mutex, time::Duration};
+use std::{
+    io, net::Ipv4Addr, os::unix::fs::PermissionsExt, path::PathBuf, sync::Mutex, time::Duration,
+};
 
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -118,7 +120,7 @@ fn temp_dir() -> tempfile::TempDir {
 async fn start(socket: &Path) -> Result<Daemon, SocketError> {
     let fake = Arc::new(Fake::default());
     let (tx, rx) = oneshot::channel();
-    let listener = bind(socket).await?;
+    let listener = bind(socket, None).await?;
     let app = router(fake.clone());
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -320,7 +322,7 @@ async fn socket_lifecycle() {
 
     // Something that is not a socket is left alone.
     std::fs::write(&socket, b"").unwrap();
-    let e = bind(&socket).await.unwrap_err();
+    let e = bind(&socket, None).await.unwrap_err();
     assert!(e.to_string().contains("is not a socket"), "{e}");
     std::fs::remove_file(&socket).unwrap();
 
@@ -330,7 +332,7 @@ async fn socket_lifecycle() {
     Client::new(&socket).version().await.unwrap();
 
     // A live one is not.
-    let e = bind(&socket).await.unwrap_err();
+    let e = bind(&socket, None).await.unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(

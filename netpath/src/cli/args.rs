@@ -106,6 +106,11 @@ pub(crate) enum Command {
         /// reads the metrics: endpoint ids, networks, traffic).
         #[arg(long, requires = "metrics_addr")]
         metrics_public: bool,
+        /// The group whose members may use the API socket without sudo (it is 0660,
+        /// owned by root and this group). Default: `netpath` if this host has that group
+        /// (`sudo groupadd --system netpath`), else root only.
+        #[arg(long, value_name = "GROUP")]
+        socket_group: Option<String>,
     },
     /// Create, remove and list networks.
     #[command(subcommand)]
