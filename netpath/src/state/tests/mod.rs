@@ -710,7 +710,10 @@ fn unsupported_schema_is_refused() {
 #[test]
 fn free_ip_search_scales_to_a_busy_slash_16() {
     let (_dir, store) = fresh();
-    let n = create(&store, "big", "10.200.0.0/16").unwrap();
+    // Routed: a bridge network holds no more than a bridge's ports.
+    let mut big = bridge_network("big", net("10.200.0.0/16"), ip("10.200.0.1"), None);
+    big.mode = Mode::Routed;
+    let n = store.create_network(big).unwrap();
     // 20000 leases (10.200.0.2 …) written directly in one transaction, with a gap.
     let base = u32::from(ip("10.200.0.2"));
     let gap = base + 15_000;
