@@ -583,12 +583,8 @@ impl Maps for FakeMaps {
                 subnet6,
                 network,
             } => {
-                if let Some(s) = subnet {
-                    k.masq.insert(s, network);
-                }
-                if let Some(s) = subnet6 {
-                    k.masq6.insert(s, network);
-                }
+                k.masq.extend(subnet.map(|s| (s, network)));
+                k.masq6.extend(subnet6.map(|s| (s, network)));
             }
             MapWrite::RemoveMasqSubnet { subnet, subnet6 } => {
                 if let Some(s) = subnet {
