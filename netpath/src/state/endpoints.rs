@@ -178,7 +178,8 @@ impl Store {
             None => out = decode_all(&endpoints, ENDPOINTS_NAME, str::to_owned)?,
             Some(name) => {
                 let network = read_network(&txn.open_table(NETWORKS)?, name)?;
-                let ids = leased_endpoint_ids(&txn.open_table(IP_LEASES)?, network.id)?;
+                let (v4, v6) = (txn.open_table(IP_LEASES)?, txn.open_table(IP6_LEASES)?);
+                let ids = leased_endpoint_ids(&v4, &v6, network.id)?;
                 for id in ids {
                     if let Some(ep) = find_endpoint(&endpoints, &id)? {
                         out.push(ep);

@@ -405,17 +405,22 @@ fn read_endpoint(
     find_endpoint(table, id)?.ok_or_else(|| StateError::EndpointNotFound { id: id.to_owned() })
 }
 
-/// The ids of the endpoints holding a lease in network `network_id`, by address.
+/// The ids of the endpoints holding a lease (of either family) in network `network_id`,
+/// sorted.
 fn leased_endpoint_ids(
     leases: &impl ReadableTable<(u16, u32), &'static str>,
+    leases6: &impl ReadableTable<(u16, u128), &'static str>,
     network_id: u16,
 ) -> Result<Vec<String>> {
-    let mut ids = Vec::new();
+    let mut ids = std::collections::BTreeSet::new();
     for item in leases.range((network_id, 0)..=(network_id, u32::MAX))? {
-        let (_, v) = item?;
-        ids.push(v.value().to_owned());
+        ids.insert(item?.1.value().to_owned());
     }
-    Ok(ids)
+    // An IPv6-only network's endpoints have IPv6 leases alone.
+    for item in leases6.range((network_id, 0)..=(network_id, u128::MAX))? {
+        ids.insert(item?.1.value().to_owned());
+    }
+    Ok(ids.into_iter().collect())
 }
 
 /// Deletes every row that belongs to `endpoint`. `network_id`: its network's id, when

@@ -67,7 +67,7 @@ impl Store {
     pub fn remove_network(&self, name: &str, force: bool) -> Result<(Network, Vec<Endpoint>)> {
         self.write(|t| {
             let network = read_network(&t.networks, name)?;
-            let ids = leased_endpoint_ids(&t.ip_leases, network.id)?;
+            let ids = leased_endpoint_ids(&t.ip_leases, &t.ip6_leases, network.id)?;
             if !ids.is_empty() && !force {
                 return Err(StateError::NetworkInUse {
                     name: name.to_owned(),
@@ -84,6 +84,8 @@ impl Store {
             // Nothing should be left; make sure no lease outlives its network.
             t.ip_leases
                 .retain_in((network.id, 0)..=(network.id, u32::MAX), |_, _| false)?;
+            t.ip6_leases
+                .retain_in((network.id, 0)..=(network.id, u128::MAX), |_, _| false)?;
             t.networks.remove(name)?;
             t.network_ids.remove(network.id)?;
             removed.sort_by(|a, b| a.id.cmp(&b.id));

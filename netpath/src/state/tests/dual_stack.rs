@@ -352,6 +352,19 @@ fn an_ipv6_only_network_leases_no_ipv4_and_overlaps_only_by_its_ipv6_subnet() {
         reserve6(&store, "six", None).unwrap().ip6,
         Some(ip6("fd0a::2"))
     );
+    // Its endpoints hold it: a removal is refused unless forced, which takes them too.
+    assert!(matches!(
+        store.remove_network("six", false),
+        Err(StateError::NetworkInUse { endpoints: 2, .. })
+    ));
+    assert_eq!(store.list_endpoints(Some("six")).unwrap().len(), 2);
+    let (_, removed) = store.remove_network("six", true).unwrap();
+    assert_eq!(removed.len(), 2);
+    store.create_network(six.clone()).unwrap();
+    assert_eq!(
+        reserve6(&store, "six", None).unwrap().ip6,
+        Some(ip6("fd0a::2"))
+    );
     // Another network on an overlapping IPv6 subnet is refused.
     let mut clash = six;
     clash.name = "clash".into();
