@@ -59,7 +59,16 @@ impl Store {
                     ip,
                 },
                 |key| t.ip_leases.get(key.to_v4(network.id)).map(lease_owner),
-                |subnet, gateway| lowest_free_ip(&t.ip_leases, network.id, subnet, gateway),
+                |subnet, gateway| {
+                    let key = (network.id, false);
+                    let from = self.free_from_of(key);
+                    let ip = lowest_free_ip(&t.ip_leases, network.id, subnet, gateway, from)?;
+                    // Everything below it is taken (it is, in this transaction, too).
+                    if let Some(ip) = ip {
+                        self.set_free_from(key, u32::from(ip).into());
+                    }
+                    Ok(ip)
+                },
             )?;
             let ip6 = lease_in(
                 &network,
@@ -70,7 +79,15 @@ impl Store {
                     ip,
                 },
                 |key| t.ip6_leases.get(key.to_v6(network.id)).map(lease_owner),
-                |subnet, gateway| lowest_free_ip6(&t.ip6_leases, network.id, subnet, gateway),
+                |subnet, gateway| {
+                    let key = (network.id, true);
+                    let from = self.free_from_of(key);
+                    let ip = lowest_free_ip6(&t.ip6_leases, network.id, subnet, gateway, from)?;
+                    if let Some(ip) = ip {
+                        self.set_free_from(key, ip.into());
+                    }
+                    Ok(ip)
+                },
             )?;
             let endpoint = Endpoint {
                 id: new.id,
@@ -130,6 +147,14 @@ impl Store {
                 .transpose()?
                 .map(|n| n.id);
             remove_endpoint_rows(t, &endpoint, network_id)?;
+            if let Some(id) = network_id {
+                if let Some(ip) = endpoint.ip {
+                    self.freed((id, false), u32::from(ip).into());
+                }
+                if let Some(ip6) = endpoint.ip6 {
+                    self.freed((id, true), ip6.into());
+                }
+            }
             Ok(endpoint)
         })
     }

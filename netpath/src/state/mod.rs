@@ -147,6 +147,13 @@ impl NewEndpoint {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Where the search for a network's lowest free address may start, by (network id,
+    /// IPv6): every address of its subnet below it is leased (or the gateway). In memory
+    /// only — a fresh store searches from the subnet's start once — lowered when an
+    /// address is freed and forgotten when networks go, so it never skips a free
+    /// address. Without it every add scanned every lease before the first gap: O(N) an
+    /// add, 13 ms at 10,000 routed TAPs.
+    free_from: std::sync::Mutex<std::collections::HashMap<(u16, bool), u128>>,
 }
 
 impl fmt::Debug for Store {
@@ -206,6 +213,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_owned(),
+            free_from: Default::default(),
         };
         store.init()?;
         Ok(store)
@@ -274,6 +282,7 @@ impl Store {
 
     /// Removes every network, endpoint and lease (the schema version stays).
     pub fn clear(&self) -> Result<()> {
+        self.forget_free_from();
         self.write(|t| {
             t.networks.retain(|_, _| false)?;
             t.network_ids.retain(|_, _| false)?;
@@ -542,17 +551,56 @@ impl StorageBackend for CrashDurableFile {
     }
 }
 
+impl Store {
+    /// [`Store::free_from`]'s start for (network, family), if known.
+    fn free_from_of(&self, key: (u16, bool)) -> Option<u128> {
+        self.free_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .copied()
+    }
+
+    /// Records that every address of (network, family) below `ip` is taken.
+    fn set_free_from(&self, key: (u16, bool), ip: u128) {
+        self.free_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, ip);
+    }
+
+    /// Address `ip` of (network, family) is free again: the search starts there at the
+    /// latest.
+    fn freed(&self, key: (u16, bool), ip: u128) {
+        let mut hints = self.free_from.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hints.get_mut(&key) {
+            *h = (*h).min(ip);
+        }
+    }
+
+    /// Forgets every start (networks went, and their ids may be reused).
+    fn forget_free_from(&self) {
+        self.free_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}
+
 /// The lowest host address of subnet `subnet` (gateway `gateway`) of network
-/// `network_id` that is neither the gateway nor leased: one ordered range scan over the
+/// `network_id` that is neither the gateway nor leased, searching from `from` (every
+/// address below it taken; see [`Store::free_from`]): one ordered range scan over the
 /// network's leases, stopping at the first gap.
 fn lowest_free_ip(
     leases: &impl ReadableTable<(u16, u32), &'static str>,
     network_id: u16,
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
+    from: Option<u128>,
 ) -> Result<Option<Ipv4Addr>> {
     let (first, last) = (subnet.network(), subnet.broadcast());
     let (first, last) = (u32::from(first) + 1, u32::from(last) - 1);
+    let first = from.map_or(first, |f| (f.min(u128::from(last)) as u32).max(first));
     let leased = leases.range((network_id, first)..=(network_id, last))?;
     let leased = leased.map(|item| Ok(u128::from(item?.0.value().1)));
     let free = lowest_free(leased, first.into(), last.into(), u32::from(gateway).into())?;
@@ -566,9 +614,11 @@ fn lowest_free_ip6(
     network_id: u16,
     subnet: Ipv6Net,
     gateway: Ipv6Addr,
+    from: Option<u128>,
 ) -> Result<Option<Ipv6Addr>> {
     let first = u128::from(subnet.network()) + 1;
     let last = u128::from(subnet.broadcast());
+    let first = from.map_or(first, |f| f.clamp(first, last));
     let leased = leases.range((network_id, first)..=(network_id, last))?;
     let leased = leased.map(|item| Ok(item?.0.value().1));
     Ok(lowest_free(leased, first, last, gateway.into())?.map(Ipv6Addr::from))

@@ -6,6 +6,7 @@ impl Store {
     /// Records a network, every default decided by the caller, under the smallest free
     /// id ≥ 1 (whatever `network.id` says); returns it as recorded.
     pub fn create_network(&self, mut network: Network) -> Result<Network> {
+        self.forget_free_from();
         if let Some((subnet, gateway)) = network.subnet.zip(network.gateway) {
             check_subnet(subnet.into(), 30, gateway.into())?;
         }
@@ -65,6 +66,8 @@ impl Store {
     /// `force`, in which case its endpoints and their leases go too and are returned (the
     /// caller then deletes their devices).
     pub fn remove_network(&self, name: &str, force: bool) -> Result<(Network, Vec<Endpoint>)> {
+        // Its id may be reused: the next network of that id searches from its start.
+        self.forget_free_from();
         self.write(|t| {
             let network = read_network(&t.networks, name)?;
             let ids = leased_endpoint_ids(&t.ip_leases, &t.ip6_leases, network.id)?;

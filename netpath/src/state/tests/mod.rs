@@ -882,3 +882,31 @@ fn a_bridge_network_holds_as_many_endpoints_as_a_bridge_takes_ports() {
         reserve(&store, "rt", None).unwrap();
     }
 }
+
+#[test]
+fn the_free_address_search_never_skips_a_freed_address_or_a_reused_network_id() {
+    let (_dir, store) = fresh();
+    create(&store, "a", "10.30.0.0/24").unwrap();
+    let eps: Vec<Endpoint> = (0..5)
+        .map(|_| reserve(&store, "a", None).unwrap())
+        .collect();
+    assert_eq!(v4(&eps[4]), ip("10.30.0.6"));
+    // Freed below where the search had got to: given again, then the next one up.
+    store.release_endpoint(&eps[1].id).unwrap();
+    assert_eq!(
+        reserve(&store, "a", None).unwrap().ip,
+        Some(ip("10.30.0.3"))
+    );
+    assert_eq!(
+        reserve(&store, "a", None).unwrap().ip,
+        Some(ip("10.30.0.7"))
+    );
+    // A new network that gets the removed one's id starts from its subnet's start.
+    store.remove_network("a", true).unwrap();
+    let b = create(&store, "b", "10.30.0.0/24").unwrap();
+    assert_eq!(b.id, 1);
+    assert_eq!(
+        reserve(&store, "b", None).unwrap().ip,
+        Some(ip("10.30.0.2"))
+    );
+}
