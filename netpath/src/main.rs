@@ -322,7 +322,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     } else {
                         ": "
                     },
-                    report.links_removed.join(", "),
+                    print::some_names(&report.links_removed, 8),
                     report.pins_removed,
                     if report.state_removed {
                         "removed"

@@ -110,6 +110,20 @@ fn both(v4: Option<impl fmt::Display>, v6: Option<impl fmt::Display>) -> String 
     }
 }
 
+/// `names` joined by commas, at most `most` of them: a reset of 10,000 TAPs says so in
+/// one short line (`--json` lists them all).
+pub fn some_names(names: &[String], most: usize) -> String {
+    match names.len().checked_sub(most) {
+        Some(more) if more > 0 => {
+            format!(
+                "{}, … and {more} more (--json lists them all)",
+                names[..most].join(", ")
+            )
+        }
+        _ => names.join(", "),
+    }
+}
+
 /// An optional cell: its text, or `-`.
 fn or_dash(cell: &Option<String>) -> String {
     cell.clone().unwrap_or_else(|| "-".into())
@@ -369,6 +383,17 @@ fn section(title: &str, text: String) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_name_lists_are_cut_with_a_count() {
+        let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        assert_eq!(some_names(&names[..2], 8), "t0, t1");
+        assert_eq!(some_names(&names[..8], 8), "t0, t1, t2, t3, t4, t5, t6, t7");
+        assert_eq!(
+            some_names(&names, 8),
+            "t0, t1, t2, t3, t4, t5, t6, t7, … and 2 more (--json lists them all)"
+        );
+    }
+
     use super::*;
 
     #[test]
