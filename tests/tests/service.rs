@@ -9,16 +9,20 @@ use netpath::{
 };
 use netpath_tests::{DaemonPaths, NetNs, ResetOnDrop, require_root, run, unique};
 
+/// A service in process on private paths, and what resets them when the test ends.
+async fn open_service() -> (DaemonPaths, ResetOnDrop, Arc<Service>) {
+    let d = DaemonPaths::new();
+    let reset = ResetOnDrop(d.to_paths());
+    let svc = Service::open(d.to_paths(), false, netpath::control::EPHEMERAL_PORTS)
+        .await
+        .expect("open service");
+    (d, reset, Arc::new(svc))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_parallel_endpoints_reach_their_gateway() {
     require_root!();
-    let d = DaemonPaths::new();
-    let _t = ResetOnDrop(d.to_paths());
-    let svc = Arc::new(
-        Service::open(d.to_paths(), false, netpath::control::EPHEMERAL_PORTS)
-            .await
-            .expect("open service"),
-    );
+    let (_d, _t, svc) = open_service().await;
     let name = unique("n");
     let net = svc
         .create_network(NetworkCreate {
@@ -114,13 +118,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixteen_taps_with_owner_and_host_routes() {
     require_root!();
-    let d = DaemonPaths::new();
-    let _t = ResetOnDrop(d.to_paths());
-    let svc = Arc::new(
-        Service::open(d.to_paths(), false, netpath::control::EPHEMERAL_PORTS)
-            .await
-            .expect("open service"),
-    );
+    let (_d, _t, svc) = open_service().await;
     let name = unique("r");
     svc.create_network(NetworkCreate {
         name: name.clone(),
@@ -190,13 +188,7 @@ async fn sixteen_taps_with_owner_and_host_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_bridge_refuses_another_endpoint_clearly_and_changes_nothing() {
     require_root!();
-    let d = DaemonPaths::new();
-    let _t = ResetOnDrop(d.to_paths());
-    let svc = Arc::new(
-        Service::open(d.to_paths(), false, netpath::control::EPHEMERAL_PORTS)
-            .await
-            .expect("open service"),
-    );
+    let (d, _t, svc) = open_service().await;
     let name = unique("bf");
     let net = svc
         .create_network(NetworkCreate {
@@ -228,7 +220,19 @@ async fn a_full_bridge_refuses_another_endpoint_clearly_and_changes_nothing() {
         }
         added += batch;
     }
-    let links = || std::fs::read_dir("/sys/class/net").unwrap().count();
+    // This service's links (other tests make and remove theirs meanwhile).
+    let tag = format!("netpath:{}:", d.to_paths().instance());
+    let links = || {
+        let out = run(&["ip", "-j", "-d", "link", "show"]);
+        let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ours = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["ifalias"].as_str().is_some_and(|a| a.starts_with(&tag)));
+        ours.map(|l| l["ifname"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
     let (links_before, records_before) = (links(), svc.list_endpoints(None).await.unwrap());
     assert_eq!(records_before.len(), 1023);
     let peer = unique("bp");
@@ -243,7 +247,11 @@ async fn a_full_bridge_refuses_another_endpoint_clearly_and_changes_nothing() {
         err.hint().is_some_and(|h| h.contains("--mode routed")),
         "{err:?}"
     );
-    assert_eq!(links(), links_before, "a device was made or removed");
+    assert_eq!(
+        links(),
+        links_before,
+        "a device of this service was made or removed"
+    );
     assert!(!std::path::Path::new("/sys/class/net").join(&peer).exists());
     assert_eq!(svc.list_endpoints(None).await.unwrap(), records_before);
     // The kernel's limit is the same: a 1,024th port on the bridge is refused.

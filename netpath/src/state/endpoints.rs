@@ -60,14 +60,9 @@ impl Store {
                 },
                 |key| t.ip_leases.get(key.to_v4(network.id)).map(lease_owner),
                 |subnet, gateway| {
-                    let key = (network.id, false);
-                    let from = self.free_from_of(key);
-                    let ip = lowest_free_ip(&t.ip_leases, network.id, subnet, gateway, from)?;
-                    // Everything below it is taken (it is, in this transaction, too).
-                    if let Some(ip) = ip {
-                        self.set_free_from(key, u32::from(ip).into());
-                    }
-                    Ok(ip)
+                    self.lowest_from((network.id, false), |from| {
+                        lowest_free_ip(&t.ip_leases, network.id, subnet, gateway, from)
+                    })
                 },
             )?;
             let ip6 = lease_in(
@@ -80,13 +75,9 @@ impl Store {
                 },
                 |key| t.ip6_leases.get(key.to_v6(network.id)).map(lease_owner),
                 |subnet, gateway| {
-                    let key = (network.id, true);
-                    let from = self.free_from_of(key);
-                    let ip = lowest_free_ip6(&t.ip6_leases, network.id, subnet, gateway, from)?;
-                    if let Some(ip) = ip {
-                        self.set_free_from(key, ip.into());
-                    }
-                    Ok(ip)
+                    self.lowest_from((network.id, true), |from| {
+                        lowest_free_ip6(&t.ip6_leases, network.id, subnet, gateway, from)
+                    })
                 },
             )?;
             let endpoint = Endpoint {
@@ -148,11 +139,9 @@ impl Store {
                 .map(|n| n.id);
             remove_endpoint_rows(t, &endpoint, network_id)?;
             if let Some(id) = network_id {
-                if let Some(ip) = endpoint.ip {
-                    self.freed((id, false), u32::from(ip).into());
-                }
-                if let Some(ip6) = endpoint.ip6 {
-                    self.freed((id, true), ip6.into());
+                let addrs = [endpoint.ip.map(IpAddr::V4), endpoint.ip6.map(IpAddr::V6)];
+                for ip in addrs.into_iter().flatten() {
+                    self.freed(id, ip);
                 }
             }
             Ok(endpoint)

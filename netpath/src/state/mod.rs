@@ -552,29 +552,28 @@ impl StorageBackend for CrashDurableFile {
 }
 
 impl Store {
-    /// [`Store::free_from`]'s start for (network, family), if known.
-    fn free_from_of(&self, key: (u16, bool)) -> Option<u128> {
-        self.free_from
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .copied()
-    }
-
-    /// Records that every address of (network, family) below `ip` is taken.
-    fn set_free_from(&self, key: (u16, bool), ip: u128) {
-        self.free_from
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, ip);
-    }
-
-    /// Address `ip` of (network, family) is free again: the search starts there at the
-    /// latest.
-    fn freed(&self, key: (u16, bool), ip: u128) {
+    /// The lowest free address of (network, family) as `search` finds it from
+    /// [`Store::free_from`]'s start, which then moves up to it: everything below it is
+    /// taken (and it is being leased, in this transaction).
+    fn lowest_from<A: Copy + Into<IpAddr>>(
+        &self,
+        key: (u16, bool),
+        search: impl FnOnce(Option<u128>) -> Result<Option<A>>,
+    ) -> Result<Option<A>> {
         let mut hints = self.free_from.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = hints.get_mut(&key) {
-            *h = (*h).min(ip);
+        let found = search(hints.get(&key).copied())?;
+        if let Some(ip) = found {
+            hints.insert(key, ip_number(ip.into()));
+        }
+        Ok(found)
+    }
+
+    /// Address `ip` of network `id` is free again: its family's search starts there at
+    /// the latest.
+    fn freed(&self, id: u16, ip: IpAddr) {
+        let mut hints = self.free_from.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hints.get_mut(&(id, ip.is_ipv6())) {
+            *h = (*h).min(ip_number(ip));
         }
     }
 
@@ -584,6 +583,14 @@ impl Store {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+    }
+}
+
+/// An address as the number the searches count in.
+fn ip_number(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4).into(),
+        IpAddr::V6(v6) => v6.into(),
     }
 }
 
