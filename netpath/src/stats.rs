@@ -13,11 +13,12 @@ pub fn report(dp: &Datapath, records: &[Endpoint]) -> Result<StatsReport, Datapa
     let drops_by_hook = dp.drops()?;
     Ok(StatsReport {
         classes: dp.stats()?,
-        endpoints: dp
-            .endpoint_stats()?
-            .into_iter()
-            .map(|e| traffic(e, records))
-            .collect(),
+        endpoints: {
+            let index = Records::new(records);
+            (dp.endpoint_stats()?.into_iter())
+                .map(|e| traffic(e, &index))
+                .collect()
+        },
         forwards: dp.forwards()?,
         drops: by_reason(&drops_by_hook),
         drops_by_hook,
@@ -41,15 +42,34 @@ fn by_reason(drops: &[HookDropCount]) -> Vec<ReasonCount> {
     out
 }
 
-/// An endpoint's counters under the id and network of its record in `records` (the
-/// one with its IPv4 address; for an endpoint without, the one whose host-side device it
-/// is), if there is one.
-fn traffic(e: EndpointStat, records: &[Endpoint]) -> EndpointTraffic {
+/// The records, by what the datapath's counters name an endpoint by: its IPv4 address,
+/// or for one without (an IPv6-only network's) its host-side device's ifindex, looked
+/// up once per record.
+struct Records<'a> {
+    by_ip: std::collections::HashMap<std::net::Ipv4Addr, &'a Endpoint>,
+    by_ifindex: std::collections::HashMap<u32, &'a Endpoint>,
+}
+
+impl<'a> Records<'a> {
+    fn new(records: &'a [Endpoint]) -> Records<'a> {
+        let by_ip = (records.iter()).filter_map(|r| Some((r.ip?, r))).collect();
+        let by_ifindex = (records.iter().filter(|r| r.ip.is_none()))
+            .filter_map(|r| {
+                Some((
+                    nix::net::if_::if_nametoindex(r.host_ifname.as_str()).ok()?,
+                    r,
+                ))
+            })
+            .collect();
+        Records { by_ip, by_ifindex }
+    }
+}
+
+/// An endpoint's counters under the id and network of its record, if there is one.
+fn traffic(e: EndpointStat, records: &Records<'_>) -> EndpointTraffic {
     let record = match e.ip {
-        Some(ip) => records.iter().find(|r| r.ip == Some(ip)),
-        None => records.iter().find(|r| {
-            r.ip.is_none() && nix::net::if_::if_nametoindex(r.host_ifname.as_str()) == Ok(e.ifindex)
-        }),
+        Some(ip) => records.by_ip.get(&ip),
+        None => records.by_ifindex.get(&e.ifindex),
     };
     EndpointTraffic {
         id: record.map(|r| r.id.clone()),
@@ -67,6 +87,38 @@ fn traffic(e: EndpointStat, records: &[Endpoint]) -> EndpointTraffic {
 mod tests {
     use super::*;
     use crate::model::Count;
+
+    #[test]
+    fn counters_are_named_by_ipv4_address_or_for_an_ipv6_only_endpoint_by_device() {
+        let four = crate::model::test_endpoint("aaaaaaaaaaaa", "10.50.0.2");
+        // IPv6-only, its host side the loopback device (ifindex 1 in every namespace).
+        let six = Endpoint {
+            ip: None,
+            gateway: None,
+            ip6: Some("fd50::2".parse().unwrap()),
+            host_ifname: "lo".into(),
+            ..crate::model::test_endpoint("bbbbbbbbbbbb", "10.50.0.3")
+        };
+        let records = [four, six];
+        let index = Records::new(&records);
+        let stat = |ip: Option<&str>, ifindex| EndpointStat {
+            ip: ip.map(|a| a.parse().unwrap()),
+            ifindex,
+            tx_packets: 1,
+            tx_bytes: 60,
+            rx_packets: 0,
+            rx_bytes: 0,
+        };
+        let id = |e| traffic(e, &index).id;
+        assert_eq!(
+            id(stat(Some("10.50.0.2"), 7)).as_deref(),
+            Some("aaaaaaaaaaaa")
+        );
+        assert_eq!(id(stat(None, 1)).as_deref(), Some("bbbbbbbbbbbb"));
+        // An entry no record explains stays nameless.
+        assert_eq!(id(stat(Some("10.50.0.9"), 8)), None);
+        assert_eq!(id(stat(None, 999_999)), None);
+    }
 
     #[test]
     fn drops_by_reason_add_up_every_hook() {
