@@ -294,6 +294,7 @@ impl NetpathNetwork {
                 uplink: uplink.map(str::to_owned),
                 mtu: None,
                 no_masquerade: Vec::new(),
+                policy: Default::default(),
             }))
             .map_err(|e| anyhow::anyhow!("netpath: create network {name}: {e}"))?;
         Ok(NetpathNetwork {

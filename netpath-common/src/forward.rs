@@ -5,7 +5,8 @@
 use crate::{
     ipv6::{self, Ipv6Kind},
     maps::{
-        DropReason, ENDPOINT_FLAG_IPV6, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_KIND_TAP, EndpointValue,
+        DropReason, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_IPV6, ENDPOINT_FLAG_ISOLATED,
+        ENDPOINT_FLAG_NO_IPV4, ENDPOINT_KIND_TAP, EndpointValue,
     },
 };
 
@@ -66,7 +67,10 @@ pub enum FrameInfo {
 /// host-side device of endpoint `from`, given the endpoint owning its destination IP
 /// (`to`, looked up by the caller in the map of the packet's family) and, for IPv6,
 /// which global addresses are `from`'s (`owns6`, the caller's lookup; see
-/// [`ipv6::guard`]).
+/// [`ipv6::guard`]). Network policy ([`crate::policy`]) applies to a packet with a sound
+/// source: `inside` says whether its destination, no endpoint's, is within an internal
+/// network ([`crate::policy::inside4`], [`crate::policy::inside6`]; read only for an
+/// internal network's endpoint, so the caller need not look it up for another).
 #[inline(always)]
 pub fn decide(
     from: &EndpointValue,
@@ -74,6 +78,7 @@ pub fn decide(
     info: FrameInfo,
     to: Option<&EndpointValue>,
     owns6: impl Fn([u8; 16]) -> bool,
+    inside: bool,
 ) -> Verdict {
     if eth_src != from.mac {
         return Verdict::Drop(DropReason::SpoofedMac);
@@ -96,14 +101,14 @@ pub fn decide(
         FrameInfo::Ipv6Unparsed => Verdict::Drop(DropReason::Ipv6Unparsed),
         FrameInfo::Ipv6 { src, kind } => match ipv6::guard(from, src, kind, owns6) {
             Some(reason) => Verdict::Drop(reason),
-            None => toward(from, to),
+            None => toward(from, to, inside),
         },
         FrameInfo::Other => Verdict::Pass,
         FrameInfo::Ipv4 { src, dst: _ } => {
             if src != from.ip || !has_ipv4(from) {
                 return Verdict::Drop(DropReason::SpoofedIp);
             }
-            toward(from, to)
+            toward(from, to, inside)
         }
     }
 }
@@ -115,10 +120,15 @@ fn has_ipv4(from: &EndpointValue) -> bool {
 }
 
 /// A packet from `from` with a sound source, to the endpoint `to` (if its destination is
-/// one): redirected within the network, refused across networks.
+/// one): redirected within the network unless the network is isolated, refused across
+/// networks; to no endpoint, refused from an internal network unless `inside` (see
+/// [`decide`]).
 #[inline(always)]
-fn toward(from: &EndpointValue, to: Option<&EndpointValue>) -> Verdict {
+fn toward(from: &EndpointValue, to: Option<&EndpointValue>, inside: bool) -> Verdict {
     let Some(to) = to else {
+        if from.flags & ENDPOINT_FLAG_INTERNAL != 0 && !inside {
+            return Verdict::Drop(DropReason::Internal);
+        }
         return Verdict::Pass;
     };
     if to.network_id != from.network_id {
@@ -126,6 +136,9 @@ fn toward(from: &EndpointValue, to: Option<&EndpointValue>) -> Verdict {
     }
     if to.ifindex == from.ifindex {
         return Verdict::Pass;
+    }
+    if from.flags & ENDPOINT_FLAG_ISOLATED != 0 {
+        return Verdict::Drop(DropReason::Isolated);
     }
     Verdict::Redirect {
         ifindex: to.ifindex,
@@ -201,7 +214,7 @@ mod tests {
 
     /// `decide` for a frame from `a` with its own MAC.
     fn decide_from(a: &EndpointValue, info: FrameInfo, to: Option<&EndpointValue>) -> Verdict {
-        decide(a, a.mac, info, to, owns(a))
+        decide(a, a.mac, info, to, owns(a), true)
     }
 
     /// A plain IPv6 packet from `a`'s own address (to whichever endpoint the caller
@@ -283,7 +296,7 @@ mod tests {
             // Its MAC is checked first, as for every frame.
             (b.mac, ipv6_from(&a), None, SpoofedMac),
         ] {
-            let v = decide(&a, eth_src, info, to, owns(&a));
+            let v = decide(&a, eth_src, info, to, owns(&a), true);
             assert_eq!(v, Verdict::Drop(reason), "{eth_src:?} {info:?}");
         }
     }
@@ -390,6 +403,76 @@ mod tests {
     }
 
     #[test]
+    fn an_isolated_network_refuses_endpoint_to_endpoint_in_both_families() {
+        let iso = |e: EndpointValue| EndpointValue {
+            flags: ENDPOINT_FLAG_IPV6 | ENDPOINT_FLAG_ISOLATED,
+            ..e
+        };
+        let a = iso(ep(2, 10, 1, ENDPOINT_KIND_VETH));
+        let b = iso(ep(3, 11, 1, ENDPOINT_KIND_VETH));
+        let t = iso(ep(4, 12, 1, ENDPOINT_KIND_TAP));
+        let other = iso(ep(5, 13, 2, ENDPOINT_KIND_VETH));
+        use DropReason::*;
+        for (info, to, reason) in [
+            (ipv4(a.ip, b.ip), Some(&b), Isolated),
+            (ipv4(a.ip, t.ip), Some(&t), Isolated),
+            (ipv6_from(&a), Some(&b), Isolated),
+            // Across networks the other network's rule comes first; forgeries stay
+            // forgeries.
+            (ipv4(a.ip, other.ip), Some(&other), OtherNetwork),
+            (ipv4(b.ip, b.ip), Some(&b), SpoofedIp),
+        ] {
+            assert_eq!(decide_from(&a, info, to), Verdict::Drop(reason), "{info:?}");
+        }
+        // To itself, to the host, to the world, ARP: as without the policy.
+        for (info, to) in [
+            (ipv4(a.ip, a.ip), Some(&a)),
+            (ipv4(a.ip, [198, 51, 100, 1]), None),
+            (ipv6_from(&a), None),
+            (arp(a.mac, a.ip), None),
+        ] {
+            assert_eq!(decide_from(&a, info, to), Verdict::Pass, "{info:?}");
+        }
+        // Isolation is the network's: one without it redirects as before.
+        let open = EndpointValue { flags: 0, ..a };
+        assert!(matches!(from_to(&open, &b), Verdict::Redirect { .. }));
+    }
+
+    #[test]
+    fn an_internal_network_reaches_its_endpoints_and_what_inside_allows() {
+        let int = |e: EndpointValue| EndpointValue {
+            flags: ENDPOINT_FLAG_IPV6 | ENDPOINT_FLAG_INTERNAL,
+            ..e
+        };
+        let a = int(ep(2, 10, 1, ENDPOINT_KIND_VETH));
+        let b = int(ep(3, 11, 1, ENDPOINT_KIND_VETH));
+        let out = ipv4(a.ip, [198, 51, 100, 1]);
+        let d = |info, to, inside: bool| decide(&a, a.mac, info, to, owns(&a), inside);
+        assert_eq!(d(out, None, false), Verdict::Drop(DropReason::Internal));
+        assert_eq!(
+            d(ipv6_from(&a), None, false),
+            Verdict::Drop(DropReason::Internal)
+        );
+        assert_eq!(d(out, None, true), Verdict::Pass);
+        // Its own network's endpoints are inside whatever `inside` says.
+        assert!(matches!(
+            d(ipv4(a.ip, b.ip), Some(&b), false),
+            Verdict::Redirect { .. }
+        ));
+        // `inside` means nothing to the endpoint of a network that is not internal.
+        let open = EndpointValue { flags: 0, ..a };
+        let v = decide(&open, a.mac, out, None, owns(&a), false);
+        assert_eq!(v, Verdict::Pass);
+        // A forgery is a forgery first, and an internal drop is never translated.
+        assert_eq!(
+            d(ipv4(b.ip, [198, 51, 100, 1]), None, false),
+            Verdict::Drop(DropReason::SpoofedIp)
+        );
+        assert!(DropReason::Internal.bars_translation());
+        assert!(!DropReason::Isolated.bars_translation());
+    }
+
+    #[test]
     fn only_routed_unicast_to_the_gateway_may_take_the_uplink_shortcut() {
         let a = ep(2, 10, 1, ENDPOINT_KIND_VETH);
         let remote = [198, 51, 100, 7];
@@ -426,7 +509,7 @@ mod tests {
             let a = ep(2, 10, 1, ENDPOINT_KIND_VETH);
             let mut b = ep(3, 11, net, kind);
             b.ip = [10, 0, 0, 3];
-            let v = decide(&a, mac, FrameInfo::Ipv4 { src, dst: b.ip }, Some(&b), |_| false);
+            let v = decide(&a, mac, FrameInfo::Ipv4 { src, dst: b.ip }, Some(&b), |_| false, true);
             if let Verdict::Redirect { ifindex, .. } = v {
                 prop_assert_eq!(net, 1);
                 prop_assert_eq!(src, a.ip);

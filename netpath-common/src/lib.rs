@@ -156,6 +156,7 @@ pub mod ipv6;
 pub mod maps;
 pub mod nat;
 pub mod packet;
+pub mod policy;
 pub mod sockaddr;
 
 #[cfg(test)]
@@ -173,7 +174,7 @@ mod tests {
             for (i, v) in all.iter().enumerate() {
                 assert_eq!((*v).into(), i as u32);
             }
-            let mut names: [&str; 16] = [""; 16];
+            let mut names: [&str; 32] = [""; 32];
             for (i, v) in all.iter().enumerate() {
                 names[i] = name(*v);
                 assert!(!names[..i].contains(&names[i]), "{} twice", names[i]);
@@ -192,8 +193,8 @@ mod tests {
         // `maps::LAYOUT` and record it in `netpath::datapath::layout::CHANGES`).
         assert_eq!(
             (PacketClass::COUNT, DropReason::COUNT, Forward::COUNT),
-            (16, 14, 3)
+            (16, 16, 3)
         );
-        assert_eq!(crate::maps::LAYOUT, 7);
+        assert_eq!(crate::maps::LAYOUT, 8);
     }
 }

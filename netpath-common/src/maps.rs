@@ -88,6 +88,10 @@ pub const LOCAL_ADDRS6_MAP: &str = "NETPATH_LOCAL_ADDRS6";
 /// [`SOCK_NAT_MAP`] for native IPv6 sockets' translations:
 /// [`SockNatKey6`](crate::nat::SockNatKey6) → [`NatTarget6`](crate::nat::NatTarget6).
 pub const SOCK_NAT6_MAP: &str = "NETPATH_SOCK_NAT6";
+/// Network policy ([`crate::policy`]): network id → [`NetworkValue`], for each network
+/// whose policy needs more than its endpoints' flags say (an internal network: its
+/// gateways). New in layout 8 (an older object has none: a start creates it).
+pub const NETWORKS_MAP: &str = "NETPATH_NETWORKS";
 /// Fragment tracking ([`crate::frag`]): a datagram's identity as its fragments arrive
 /// ([`FragKey`](crate::frag::FragKey)) → the addresses its later fragments get
 /// ([`FragValue`](crate::frag::FragValue)); and the same for IPv6. New maps, the
@@ -101,10 +105,13 @@ pub const FRAG_WORK6_MAP: &str = "NETPATH_FRAG_WORK6";
 
 /// The layout of this build's maps; bumped when any map's keys, values or meaning change
 /// (and the change recorded in `netpath::datapath::layout::CHANGES`).
-pub const LAYOUT: u32 = 7;
+pub const LAYOUT: u32 = 8;
 
 /// Capacity of the endpoint map (endpoints per host).
 pub const MAX_ENDPOINTS: u32 = 65_536;
+
+/// Capacity of the network policy map ([`NETWORKS_MAP`]).
+pub const MAX_NETWORKS: u32 = 4096;
 
 map_type! {
     /// Key of the endpoint map: the endpoint's IPv4 address in network byte order.
@@ -145,6 +152,19 @@ pub const ENDPOINT_FLAG_IPV6: u8 = 2;
 /// included, is its own), and it is in no IPv4 map but the interface map, where its
 /// `ip` is 0.0.0.0.
 pub const ENDPOINT_FLAG_NO_IPV4: u8 = 4;
+
+/// The endpoint's network is isolated (`--isolate`, Docker's `icc=false`): its endpoints
+/// do not reach each other directly (`isolated`); a neighbour's published port through a
+/// host address still answers (hairpin). See [`crate::policy`].
+pub const ENDPOINT_FLAG_ISOLATED: u8 = 8;
+
+/// The endpoint's network is internal (`--internal`): nothing it sends leaves the network
+/// (`internal_network`): only its network's endpoints, its gateway ([`NetworkValue`]) and
+/// link-scope addresses answer. See [`crate::policy`].
+pub const ENDPOINT_FLAG_INTERNAL: u8 = 16;
+
+/// The flags a network's policy sets on each of its endpoints.
+pub const POLICY_FLAGS: u8 = ENDPOINT_FLAG_ISOLATED | ENDPOINT_FLAG_INTERNAL;
 
 map_type! {
     /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
@@ -194,6 +214,15 @@ macro_rules! per_cpu_counters {
             }
         }
     };
+}
+
+map_type! {
+    /// What the datapath knows about a network with a policy ([`NETWORKS_MAP`]): its
+    /// gateways (the host's addresses on it; zero where it has none of that family).
+    pub struct NetworkValue: 20 bytes {
+        pub gateway: [u8; 4],
+        pub gateway6: [u8; 16],
+    }
 }
 
 per_cpu_counters! {
@@ -260,6 +289,12 @@ counter_slots! {
         /// uplink's address, from a masqueraded source) whose first fragment was not
         /// seen (see `crate::frag`), as Cilium's `DROP_FRAG_NOT_FOUND`.
         FragmentUnseen => "fragment_unseen",
+        // Since layout 8: network policy (`crate::policy`).
+        /// To another endpoint of an isolated network ([`ENDPOINT_FLAG_ISOLATED`]).
+        Isolated => "isolated",
+        /// From an internal network's endpoint to anything outside its network
+        /// ([`ENDPOINT_FLAG_INTERNAL`]).
+        Internal => "internal_network",
     }
 }
 
@@ -278,6 +313,12 @@ impl DropReason {
                 | DropReason::Ipv6Unparsed
                 | DropReason::Ipv6NotEnabled
         )
+    }
+
+    /// A packet dropped for this reason never reaches the NAT (no hairpin translation
+    /// may rescue it): a forgery, or one that would leave an internal network.
+    pub const fn bars_translation(self) -> bool {
+        self.is_spoofing() || matches!(self, DropReason::Internal)
     }
 }
 

@@ -21,17 +21,18 @@ use netpath_common::{
     forward::{FrameInfo, Verdict, decide, uplink_candidate},
     ipv6::{IP6_DST, ipv6_info, uplink_candidate6},
     maps::{
-        DropReason, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP, EndpointKey, EndpointKey6,
-        EndpointValue, Forward, Hook,
+        DropReason, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_PUBLISHED, ENDPOINT_KIND_TAP,
+        EndpointKey, EndpointKey6, EndpointValue, Forward, Hook,
     },
     packet::{Classified, ETH_DST, ETH_SRC, Frame, classify, frame_info},
+    policy,
 };
 
 use crate::{
     counters::{count_class, count_drop, count_tx},
     family::{V4, V6},
     frame::{TcFrame, XdpFrame},
-    maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6, NETPATH_IFACES},
+    maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6, NETPATH_IFACES, NETPATH_NETWORKS},
     nat::{Fragment, Inbound, Side},
     route::redirect,
 };
@@ -156,7 +157,13 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
     // arguments. A subprogram that may change the packet invalidates the caller's packet
     // pointers, so the frame is taken again after each (into the same variable: a
     // temporary each time grew this frame past what the chain leaves it).
-    let may = ingress6(ctx, &frame, &c, from, true);
+    // An internal network's policy needs its gateway, looked up here: in `ingress6` the
+    // lookup passed the call chain's 512 bytes.
+    let inside = match from.flags & ENDPOINT_FLAG_INTERNAL != 0 {
+        true => INSIDE6 * u8::from(inside6(&frame, from)),
+        false => 0,
+    };
+    let may = ingress6(ctx, &frame, &c, from, HAIRPIN_FIRST | inside);
     if may != HAIRPIN6 && may != HAIRPIN6_TO_ENDPOINT {
         return Ok(may);
     }
@@ -171,7 +178,7 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
     }
     if action == NOT_HAIRPIN {
         frame = TcFrame::new(ctx);
-        return Ok(ingress6(ctx, &frame, &c, from, false));
+        return Ok(ingress6(ctx, &frame, &c, from, inside));
     }
     Ok(action)
 }
@@ -187,6 +194,23 @@ const NOT_HAIRPIN: i32 = -102;
 /// [`hairpin6_reply`]'s answer for a packet that is no reply of a connection to a
 /// published port (untouched; it may start one).
 const UNTRACKED: i32 = -103;
+
+/// [`ingress6`]'s `pass` bits: hairpin may apply (the first pass), and the destination
+/// is within the sender's internal network ([`inside6`]).
+const HAIRPIN_FIRST: u8 = 1;
+const INSIDE6: u8 = 2;
+
+/// Whether an IPv6 packet from an internal network's endpoint `from` goes to an address
+/// within its network (`policy::inside6`; endpoints aside, which the caller knows). A
+/// subprogram of its own, called from the entry (see [`tc_ingress`]).
+#[inline(never)]
+fn inside6(frame: &TcFrame, from: &EndpointValue) -> bool {
+    let Some(dst) = frame.load::<16>(IP6_DST) else {
+        return false;
+    };
+    // SAFETY: read at once, as in `ingress4`.
+    policy::inside6(dst, unsafe { NETPATH_NETWORKS.get(network(from)) })
+}
 
 /// [`tc_ingress`] for everything but IPv6: anti-spoofing (IPv4, ARP), isolation,
 /// hairpin, the fast path.
@@ -207,23 +231,34 @@ fn ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointVal
     };
     let eth_dst = frame.load::<6>(ETH_DST).unwrap_or([0; 6]);
     let info = frame_info(frame, c);
-    let (to, route_out) = match info {
+    let (to, route_out, dst) = match info {
         FrameInfo::Ipv4 { dst, .. } => {
             // SAFETY: copied out at once; a concurrent control-plane update can at worst
             // give an old or new value, both valid endpoints.
             let to = unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: dst }) }.copied();
-            (to, to.is_none() && uplink_candidate(from, eth_dst, dst))
+            (
+                to,
+                to.is_none() && uplink_candidate(from, eth_dst, dst),
+                dst,
+            )
         }
-        _ => (None, false),
+        _ => (None, false, [0; 4]),
     };
-    let decision = decide(from, eth_src, info, to.as_ref(), |_| false);
-    // Forged packets never reach the NAT; nor do packets to another endpoint from one
-    // that never had ports published (they cannot be replies of hairpinned connections,
-    // and only packets to a host address can start one). (Verifier: `info` is not used
-    // past `decide`; keeping it alive made LLVM copy a register that is unset on some
-    // paths.)
-    let spoofed = matches!(decision, Verdict::Drop(reason) if reason.is_spoofing());
-    if !spoofed && (to.is_none() || published) {
+    // Looked up for an internal network's endpoint only. (Verifier: as a closure `decide`
+    // calls, LLVM left a register unset on the path that skips the lookup.)
+    let internal = from.flags & ENDPOINT_FLAG_INTERNAL != 0;
+    // SAFETY: read at once (an internal network's gateway, for its policy).
+    let inside = internal
+        && to.is_none()
+        && policy::inside4(dst, unsafe { NETPATH_NETWORKS.get(network(from)) });
+    let decision = decide(from, eth_src, info, to.as_ref(), |_| false, inside);
+    // Forged packets never reach the NAT, nor those leaving an internal network (whose
+    // endpoints reach no published port either); nor do packets to another endpoint from
+    // one that never had ports published (they cannot be replies of hairpinned
+    // connections, and only packets to a host address can start one). (Verifier: `info`
+    // is not used past `decide`; keeping it alive made LLVM copy a register that is unset
+    // on some paths.)
+    if translatable(from, decision) && (to.is_none() || published) {
         let hairpin = nat::hairpin4(ctx, frame, c, ifindex, to.is_some())?;
         if let Some(to) = hairpin {
             let (way, peer) = (Forward::EndpointToEndpoint, to.kind != ENDPOINT_KIND_TAP);
@@ -233,10 +268,26 @@ fn ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointVal
     act(ctx, decision, route_out, false, ifindex, len)
 }
 
-/// [`tc_ingress`] for IPv6: the guard, then the fast path. With `hairpin`, a packet the
-/// guard lets through that hairpin may apply to (by `ingress4`'s rules) stops short of
-/// the fast path: [`HAIRPIN6`] or [`HAIRPIN6_TO_ENDPOINT`], for the caller to try
-/// hairpin first. A subprogram of its own (see [`ingress4`]), whose tc action
+/// The key of endpoint `from`'s network in `NETPATH_NETWORKS`.
+#[inline(always)]
+fn network(from: &EndpointValue) -> u32 {
+    from.network_id as u32
+}
+
+/// Whether a packet from `from` that the fast path decided `decision` on may still be
+/// translated (hairpin): not a forgery, not leaving an internal network, and not from an
+/// internal network's endpoint at all (a port published on a host address is outside
+/// it, the gateway's included).
+#[inline(always)]
+fn translatable(from: &EndpointValue, decision: Verdict) -> bool {
+    let barred = matches!(decision, Verdict::Drop(reason) if reason.bars_translation());
+    !barred && from.flags & ENDPOINT_FLAG_INTERNAL == 0
+}
+
+/// [`tc_ingress`] for IPv6: the guard, then the fast path. With [`HAIRPIN_FIRST`] in
+/// `pass`, a packet the guard lets through that hairpin may apply to (by `ingress4`'s
+/// rules) stops short of the fast path: [`HAIRPIN6`] or [`HAIRPIN6_TO_ENDPOINT`], for the
+/// caller to try hairpin first. [`INSIDE6`]: see [`inside6`]. A subprogram of its own (see [`ingress4`]), whose tc action
 /// [`verdict`] gives (see [`tc_ingress`]).
 #[inline(never)]
 fn ingress6(
@@ -244,14 +295,10 @@ fn ingress6(
     frame: &TcFrame,
     c: &Classified,
     from: &EndpointValue,
-    hairpin: bool,
+    pass: u8,
 ) -> i32 {
     let len = ctx.len() as u64;
-    verdict(
-        Hook::TcIngress,
-        guard6(ctx, frame, c, from, hairpin, len),
-        len,
-    )
+    verdict(Hook::TcIngress, guard6(ctx, frame, c, from, pass, len), len)
 }
 
 /// [`ingress6`]'s logic.
@@ -261,7 +308,7 @@ fn guard6(
     frame: &TcFrame,
     c: &Classified,
     from: &EndpointValue,
-    hairpin: bool,
+    pass: u8,
     len: u64,
 ) -> TcVerdict {
     let Some(eth_src) = frame.load::<6>(ETH_SRC) else {
@@ -287,12 +334,12 @@ fn guard6(
         unsafe { NETPATH_ENDPOINTS6.get(EndpointKey6 { ip }) }
             .is_some_and(|e| e.ifindex == from.ifindex)
     };
-    let decision = decide(from, eth_src, info, to, owns);
-    // As in `ingress4`: forged packets never reach the NAT, nor packets to another
-    // endpoint from one that never had ports published.
-    let spoofed = matches!(decision, Verdict::Drop(reason) if reason.is_spoofing());
+    let decision = decide(from, eth_src, info, to, owns, pass & INSIDE6 != 0);
+    // As in `ingress4`: forged packets never reach the NAT, nor those of an internal
+    // network, nor packets to another endpoint from one that never had ports published.
     let published = from.flags & ENDPOINT_FLAG_PUBLISHED != 0;
-    if hairpin && !spoofed && (to.is_none() || published) {
+    let hairpin = pass & HAIRPIN_FIRST != 0;
+    if hairpin && translatable(from, decision) && (to.is_none() || published) {
         return Ok(if to.is_some() {
             HAIRPIN6_TO_ENDPOINT
         } else {

@@ -12,7 +12,7 @@ use netpath_common::{
     frag::{FRAG_ENTRIES, FragKey, FragKey6, FragValue, FragValue6, FragWork},
     maps::{
         Counter, DROP_ENTRIES, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, Forward,
-        LAYOUT, MAX_ENDPOINTS, STATS_ENTRIES,
+        LAYOUT, MAX_ENDPOINTS, MAX_NETWORKS, NetworkValue, STATS_ENTRIES,
     },
     nat::{
         CtFront, CtFront6, MAX_LOCAL_ADDRS, MAX_NO_MASQ, MAX_PUBLISHED, NAT_ENTRIES, NatAge,
@@ -51,6 +51,8 @@ maps! {
     /// Host-side ifindex → the endpoint's traffic counters. Entries are created by the
     /// control plane; the programs only update existing ones.
     NETPATH_EP_STATS: PerCpuHashMap<u32, EndpointCounters>[MAX_ENDPOINTS];
+    /// Network id → its gateways, for each internal network (`netpath_common::policy`).
+    NETPATH_NETWORKS: HashMap<u32, NetworkValue>[MAX_NETWORKS];
     /// Drops by (hook, reason): `netpath_common::maps::drop_index`.
     NETPATH_DROPS: PerCpuArray<Counter>[DROP_ENTRIES];
     /// The fast path's forwards by [`Forward`].

@@ -23,7 +23,7 @@ use crate::{
     error::{self, UserError},
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, EventFilter, Flow, FlowFilter, MonitorEvent,
-        Network, NetworkCreate, PortLease, PortPublish, StatsReport, TapCreate,
+        Network, NetworkCreate, NetworkUpdate, PortLease, PortPublish, StatsReport, TapCreate,
     },
 };
 
@@ -350,6 +350,15 @@ impl Client {
 
     pub async fn create_network(&self, req: &NetworkCreate) -> Result<Network, ClientError> {
         self.request(Method::POST, "/v1/networks", Some(req)).await
+    }
+
+    pub async fn update_network(
+        &self,
+        name: &str,
+        update: &NetworkUpdate,
+    ) -> Result<Network, ClientError> {
+        let path = format!("/v1/networks/{}", encode(name));
+        self.request(Method::PATCH, &path, Some(update)).await
     }
 
     pub async fn remove_network(&self, name: &str, force: bool) -> Result<Network, ClientError> {

@@ -234,6 +234,7 @@ pub async fn setup(opts: &DaemonOptions) -> Result<(SetupReport, Arc<Service>), 
                     uplink: None,
                     mtu: None,
                     no_masquerade: Vec::new(),
+                    policy: Default::default(),
                 })
                 .await
                 .map_err(|source| DaemonError::DefaultNetwork { source })?,

@@ -13,7 +13,8 @@ use netpath::{
     error::{UserError, one_line},
     model::{
         Endpoint, EndpointCreate, EndpointKind, EventFilter, EventType, FlowFilter, FlowKind,
-        FlowProto, Mode, MonitorEvent, Network, NetworkCreate, PortPublish, TapCreate,
+        FlowProto, Mode, MonitorEvent, Network, NetworkCreate, NetworkPolicy, NetworkUpdate,
+        PortPublish, TapCreate,
     },
     preflight, reset,
 };
@@ -128,6 +129,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 uplink,
                 mtu,
                 no_masquerade,
+                isolate,
+                internal,
                 json,
             } => {
                 let (subnet, subnet6) = family::by_family("subnet", &subnet)?;
@@ -145,7 +148,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     uplink,
                     mtu,
                     no_masquerade,
+                    policy: NetworkPolicy { isolate, internal },
                 }));
+                if json {
+                    print::json(&n)
+                } else {
+                    print::networks(&[n]);
+                    Ok(())
+                }
+            }
+            NetworkCmd::Update {
+                name,
+                isolate,
+                internal,
+                json,
+            } => {
+                if isolate.is_none() && internal.is_none() {
+                    anyhow::bail!(
+                        "nothing to change: give --isolate[=BOOL] and/or --internal[=BOOL] (see `netpath network update --help`)"
+                    );
+                }
+                let update = NetworkUpdate { isolate, internal };
+                let n = api!(client.update_network(&name, &update));
                 if json {
                     print::json(&n)
                 } else {

@@ -74,6 +74,66 @@ pub struct NetworkCreate {
     /// masqueraded (ip-masq-agent's idea: other hosts' pod CIDRs, a routed LAN).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub no_masquerade: Vec<IpNet>,
+    /// What the network's endpoints may reach (default: everything).
+    #[serde(default, skip_serializing_if = "NetworkPolicy::is_open")]
+    pub policy: NetworkPolicy,
+}
+
+/// What a network's endpoints may reach, enforced by the endpoint program on each
+/// endpoint's own device (see `netpath_common::policy`). Set at creation, changed with
+/// `PATCH /v1/networks/NAME` ([`NetworkUpdate`]) on running endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkPolicy {
+    /// Endpoints do not reach each other directly (Docker's `icc=false`); a neighbour's
+    /// published port through a host address still answers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolate: bool,
+    /// Nothing leaves the network (Docker's `--internal`): endpoints reach each other and
+    /// their gateway only; no masquerade, no published ports.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+}
+
+impl NetworkPolicy {
+    /// No rule: what a network without a policy (and every record from before policies)
+    /// has.
+    pub fn is_open(&self) -> bool {
+        *self == NetworkPolicy::default()
+    }
+
+    /// The rules as words, for `ls` and messages ("isolate, internal"; "-" for none).
+    pub fn describe(&self) -> String {
+        let rules: Vec<&str> = [(self.isolate, "isolate"), (self.internal, "internal")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        if rules.is_empty() {
+            "-".into()
+        } else {
+            rules.join(",")
+        }
+    }
+}
+
+/// A change of a network's policy (`PATCH /v1/networks/NAME`, `netpath network update`):
+/// each rule given is set, the others stay.
+#[serde_with::skip_serializing_none]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkUpdate {
+    pub isolate: Option<bool>,
+    pub internal: Option<bool>,
+}
+
+impl NetworkUpdate {
+    /// `policy` with this update's rules applied.
+    pub fn apply(&self, policy: NetworkPolicy) -> NetworkPolicy {
+        NetworkPolicy {
+            isolate: self.isolate.unwrap_or(policy.isolate),
+            internal: self.internal.unwrap_or(policy.internal),
+        }
+    }
 }
 
 /// A network as recorded: the request with every default decided.
@@ -105,6 +165,9 @@ pub struct Network {
     /// written before this field existed load with none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub no_masquerade: Vec<IpNet>,
+    /// What its endpoints may reach. Records written before policies load open.
+    #[serde(default, skip_serializing_if = "NetworkPolicy::is_open")]
+    pub policy: NetworkPolicy,
 }
 
 /// A request to add a container endpoint, a veth pair (`POST /v1/endpoints`).

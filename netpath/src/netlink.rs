@@ -15,7 +15,8 @@ use futures::TryStreamExt;
 use ipnet::IpNet;
 use nix::sched::{CloneFlags, setns};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
     packet_route::{
         address::{AddressAttribute, AddressFlags, AddressHeaderFlags},
         link::{LinkAttribute, LinkFlags, LinkMessage},
@@ -463,6 +464,18 @@ impl Netlink {
             .execute()
             .await
             .map_err(Self::err("set up", index))
+    }
+
+    /// Sets or clears the `isolated` flag of bridge port `index` (`ip link set dev X type
+    /// bridge_slave isolated on`): an isolated port's frames reach no other isolated
+    /// port of its bridge, only the bridge itself (the host) and ports that are not.
+    pub async fn set_port_isolated(&self, index: u32, isolated: bool) -> Result<()> {
+        self.handle
+            .link()
+            .set_port(LinkBridgePort::new(index).isolated(isolated).build())
+            .execute()
+            .await
+            .map_err(Self::err("set bridge port isolation", index))
     }
 
     /// The IPv4 addresses (with prefix lengths) of link `index`, primary first.

@@ -56,6 +56,7 @@ async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
         uplink: None,
         mtu: None,
         no_masquerade: Vec::new(),
+        policy: Default::default(),
     })
     .await
     .expect("network");

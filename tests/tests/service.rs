@@ -35,6 +35,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
             uplink: None,
             mtu: None,
             no_masquerade: Vec::new(),
+            policy: Default::default(),
         })
         .await
         .expect("create network");
@@ -130,6 +131,7 @@ async fn sixteen_taps_with_owner_and_host_routes() {
         uplink: None,
         mtu: None,
         no_masquerade: Vec::new(),
+        policy: Default::default(),
     })
     .await
     .expect("create routed network");

@@ -7,6 +7,7 @@
 //! | GET | `/v1/networks` | | 200 `[Network]` |
 //! | POST | `/v1/networks` | `NetworkCreate` | 201 `Network` |
 //! | GET | `/v1/networks/{name}` | | 200 `Network` |
+//! | PATCH | `/v1/networks/{name}` | `NetworkUpdate` | 200 `Network` (its policy changed on its running endpoints) |
 //! | DELETE | `/v1/networks/{name}?force=true\|false` | | 200 `Network` (the removed one) |
 //! | GET | `/v1/endpoints[?network=NAME]` | | 200 `[Endpoint]` |
 //! | POST | `/v1/endpoints` | `EndpointCreate` | 201 `Endpoint` |
@@ -55,7 +56,7 @@ use axum::{
     http::{HeaderMap, Method, StatusCode, Uri, header, request::Parts},
     middleware,
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{delete, get, patch, post},
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -69,7 +70,7 @@ use crate::{
     control::{Service, ServiceError},
     model::{
         ApiErrorBody, Endpoint, EndpointCreate, EventFilter, Flow, FlowFilter, Network,
-        NetworkCreate, PortLease, PortPublish, StatsReport, TapCreate,
+        NetworkCreate, NetworkUpdate, PortLease, PortPublish, StatsReport, TapCreate,
     },
     sandbox::SandboxError,
     state::StateError,
@@ -101,6 +102,14 @@ pub trait Backend: Send + Sync + 'static {
         force: bool,
     ) -> impl Future<Output = Result<Network, ApiError>> + Send;
     fn list_networks(&self) -> impl Future<Output = Result<Vec<Network>, ApiError>> + Send;
+    /// Changes a network's policy (`PATCH /v1/networks/{name}`).
+    fn update_network(
+        &self,
+        _name: &str,
+        _update: NetworkUpdate,
+    ) -> impl Future<Output = Result<Network, ApiError>> + Send {
+        async { Err(not_supported()) }
+    }
     fn get_network(&self, name: &str) -> impl Future<Output = Result<Network, ApiError>> + Send;
     fn add_endpoint(
         &self,
@@ -163,6 +172,9 @@ impl Backend for Service {
     }
     async fn get_network(&self, name: &str) -> Result<Network, ApiError> {
         Ok(Service::get_network(self, name).await?)
+    }
+    async fn update_network(&self, name: &str, update: NetworkUpdate) -> Result<Network, ApiError> {
+        Ok(Service::update_network(self, name, update).await?)
     }
     async fn add_endpoint(&self, req: EndpointCreate) -> Result<Endpoint, ApiError> {
         Ok(Service::add_endpoint(self, req).await?)

@@ -165,6 +165,11 @@ backend_api! {
         -> CREATED Network = create_network(req);
     get "/v1/networks/{name}" => get_network(PathParam(name): PathParam)
         -> OK Network = get_network(&name);
+    /// A [`NetworkUpdate`]: the policy rules to change.
+    patch "/v1/networks/{name}" => update_network(
+        PathParam(name): PathParam,
+        JsonBody(update): JsonBody<NetworkUpdate>
+    ) -> OK Network = update_network(&name, update);
     delete "/v1/networks/{name}" => remove_network(
         PathParam(name): PathParam,
         QueryParams(q): QueryParams<RemoveNetworkQuery>

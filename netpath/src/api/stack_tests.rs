@@ -47,6 +47,7 @@ impl Backend for Fake {
             mtu: req.mtu.unwrap_or(1500),
             bridge: None,
             no_masquerade: req.no_masquerade,
+            policy: req.policy,
         };
         nets.push(n.clone());
         Ok(n)
@@ -196,6 +197,7 @@ fn create(name: &str) -> NetworkCreate {
         uplink: None,
         mtu: Some(9000),
         no_masquerade: Vec::new(),
+        policy: Default::default(),
     }
 }
 

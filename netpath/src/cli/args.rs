@@ -251,7 +251,31 @@ pub(crate) enum NetworkCmd {
         /// dual-stack network) an IPv6 CIDR. Repeatable.
         #[arg(long, value_name = "CIDR")]
         no_masquerade: Vec<IpNet>,
+        /// Policy: the endpoints do not reach each other directly (Docker's icc=false);
+        /// a neighbour's published port through a host address still answers.
+        #[arg(long)]
+        isolate: bool,
+        /// Policy: nothing leaves the network (Docker's --internal). Endpoints reach each
+        /// other and their gateway only: no masquerade, no published ports.
+        #[arg(long)]
+        internal: bool,
         /// Print the new network as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a network's policy on its running endpoints, e.g.
+    /// `netpath network update web --isolate` or `--internal=false`. Rules not given stay.
+    Update {
+        /// The network's name.
+        name: String,
+        /// Endpoints do not reach each other directly (true when given alone).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        isolate: Option<bool>,
+        /// Nothing leaves the network (true when given alone); refused while its
+        /// endpoints have published ports.
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        internal: Option<bool>,
+        /// Print the network as JSON.
         #[arg(long)]
         json: bool,
     },

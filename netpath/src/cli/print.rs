@@ -83,7 +83,7 @@ pub fn kind_name(kind: EndpointKind) -> &'static str {
 /// `network ls`: a row a network.
 pub fn networks(networks: &[Network]) {
     let headers = [
-        "NAME", "ID", "SUBNET", "GATEWAY", "MODE", "BRIDGE", "UPLINK", "MTU",
+        "NAME", "ID", "SUBNET", "GATEWAY", "MODE", "BRIDGE", "UPLINK", "MTU", "POLICY",
     ];
     print_table(headers, networks, |n| {
         [
@@ -95,6 +95,7 @@ pub fn networks(networks: &[Network]) {
             or_dash(&n.bridge),
             or_dash(&n.uplink),
             n.mtu.to_string(),
+            n.policy.describe(),
         ]
     });
 }

@@ -198,6 +198,7 @@ impl NetworkSettings {
             uplink: self.uplink.clone(),
             mtu: self.mtu,
             no_masquerade: self.no_masquerade.clone().unwrap_or_default(),
+            policy: Default::default(),
         })
     }
 

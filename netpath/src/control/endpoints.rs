@@ -181,10 +181,14 @@ impl Service {
             ..plan
         };
         let host_end = self.host.create_veth(&plan).await?;
-        let configured = self.configure_veth(&plan, &host_end, |link| {
-            let gateway = gateway_mac(bridge.as_ref(), link);
-            self.register(network, ep, link.index, gateway)
-        });
+        let configured = async {
+            self.isolate_port(network, host_end.index).await?;
+            let during = |link: &Link| {
+                let gateway = gateway_mac(bridge.as_ref(), link);
+                self.register(network, ep, link.index, gateway)
+            };
+            self.configure_veth(&plan, &host_end, during).await
+        };
         if let Err(e) = configured.await {
             let _ = self.host.delete_link(host_end.index).await;
             return Err(e);
@@ -275,11 +279,12 @@ impl Service {
             },
             // Without IPv6 the endpoint's IPv6 frames are dropped (an IPv4-only
             // network's), without IPv4 its IPv4 and ARP (an IPv6-only network's).
-            flags: match (ep.ip, ep.ip6) {
-                (Some(_), Some(_)) => ENDPOINT_FLAG_IPV6,
-                (Some(_), None) => 0,
-                (None, _) => ENDPOINT_FLAG_IPV6 | ENDPOINT_FLAG_NO_IPV4,
-            },
+            flags: super::policy::policy_flags(network.policy)
+                | match (ep.ip, ep.ip6) {
+                    (Some(_), Some(_)) => ENDPOINT_FLAG_IPV6,
+                    (Some(_), None) => 0,
+                    (None, _) => ENDPOINT_FLAG_IPV6 | ENDPOINT_FLAG_NO_IPV4,
+                },
         };
         dp.write(MapWrite::UpsertEndpoint { value, ip6: ep.ip6 })?;
         Ok(())

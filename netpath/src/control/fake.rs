@@ -18,7 +18,10 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netpath_common::{
-    maps::{DropReason, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_FLAG_PUBLISHED, EndpointValue, Hook},
+    maps::{
+        DropReason, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_FLAG_PUBLISHED, EndpointValue, Hook,
+        NetworkValue, POLICY_FLAGS,
+    },
     nat::{NatTarget, NatTarget6, PublishKey, PublishKey6, Uplink, Uplink6},
 };
 
@@ -80,6 +83,10 @@ pub struct Kernel {
     pub no_masq: BTreeMap<u16, Vec<IpNet>>,
     pub publish: BTreeMap<(u8, [u8; 4], u16), NatTarget>,
     pub publish6: BTreeMap<(u8, [u8; 16], u16), NatTarget6>,
+    /// Bridge ports with the `isolated` flag: ifindex.
+    pub isolated_ports: BTreeSet<u32>,
+    /// Network policy entries: network id → its gateways.
+    pub networks: BTreeMap<u16, NetworkValue>,
 }
 
 impl Kernel {
@@ -202,6 +209,7 @@ impl World {
         self.kernel.neighbours.retain(|n| n.0 != index);
         self.kernel.filters.remove(&index);
         self.kernel.peers.remove(&index);
+        self.kernel.isolated_ports.remove(&index);
         for l in self.kernel.links.values_mut() {
             if l.master == Some(index) {
                 l.master = None;
@@ -413,6 +421,16 @@ impl Host for FakeHost {
     fn set_up(&self, index: u32) -> HostFuture<'_, ()> {
         ready(self.change(format!("set_up {index}"), |_| ()))
     }
+    fn set_port_isolated(&self, index: u32, isolated: bool) -> HostFuture<'_, ()> {
+        let call = format!("set_port_isolated {index} {isolated}");
+        ready(self.change(call, |w| {
+            let ports = &mut w.kernel.isolated_ports;
+            match isolated {
+                true => ports.insert(index),
+                false => ports.remove(&index),
+            };
+        }))
+    }
     fn delete_link(&self, index: u32) -> HostFuture<'_, ()> {
         ready(self.change(format!("delete_link {index}"), |w| w.delete(index)))
     }
@@ -495,6 +513,15 @@ fn call_line(write: &MapWrite) -> String {
         MapWrite::Unpublish6(key) => format!("unpublish6 {}", key_name6(key)),
         MapWrite::MarkPublished(ip) => format!("mark_published {ip}"),
         MapWrite::SetLocalAddrs(_) => "set_local_addrs".into(),
+        MapWrite::SetNetwork { network, value } => {
+            format!(
+                "set_network {network} {}",
+                if value.is_some() { "some" } else { "none" }
+            )
+        }
+        MapWrite::SetEndpointPolicy { ip, ip6, flags } => {
+            format!("set_endpoint_policy {} {flags}", both(*ip, *ip6))
+        }
     }
 }
 
@@ -552,6 +579,12 @@ impl Maps for FakeMaps {
                 if let Some(ip6) = ip6 {
                     k.endpoints6.insert(ip6, key);
                 }
+                // As the real datapath: the published flag stays, the others are new.
+                let kept = k.endpoints.get(&key).map_or(0, |old| old.flags);
+                let value = EndpointValue {
+                    flags: value.flags | (kept & ENDPOINT_FLAG_PUBLISHED),
+                    ..value
+                };
                 k.endpoints.insert(key, value);
             }
             MapWrite::RemoveEndpoint { ip, ip6 } => {
@@ -617,6 +650,16 @@ impl Maps for FakeMaps {
             }
             MapWrite::MarkPublished(ip) => k.mark(ip),
             MapWrite::SetLocalAddrs(_) => {}
+            MapWrite::SetNetwork { network, value } => match value {
+                Some(v) => drop(k.networks.insert(network, v)),
+                None => drop(k.networks.remove(&network)),
+            },
+            MapWrite::SetEndpointPolicy { ip, ip6, flags } => {
+                let key = ip.map(IpAddr::V4).or(ip6.map(IpAddr::V6));
+                if let Some(v) = key.and_then(|key| k.endpoints.get_mut(&key)) {
+                    v.flags = (v.flags & !POLICY_FLAGS) | (flags & POLICY_FLAGS);
+                }
+            }
         })
     }
     fn report(&self, _records: &[Endpoint]) -> Result<StatsReport, DatapathError> {

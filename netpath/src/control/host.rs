@@ -13,7 +13,7 @@ use std::{
 use futures::{FutureExt, future::BoxFuture};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netpath_common::{
-    maps::{EndpointValue, Hook},
+    maps::{EndpointValue, Hook, NetworkValue},
     nat::{NatTarget, NatTarget6, PublishKey, PublishKey6, Uplink, Uplink6},
 };
 
@@ -74,6 +74,8 @@ pub trait Host: Send + Sync {
     fn add_host_route(&self, ip: IpAddr, dev: u32) -> HostFuture<'_, ()>;
     fn add_permanent_neighbor(&self, index: u32, ip: IpAddr, mac: [u8; 6]) -> HostFuture<'_, ()>;
     fn set_up(&self, index: u32) -> HostFuture<'_, ()>;
+    /// Sets or clears bridge port `index`'s `isolated` flag (an isolated network's ports).
+    fn set_port_isolated(&self, index: u32, isolated: bool) -> HostFuture<'_, ()>;
     /// Deletes link `index` (a veth's peer, addresses, routes and neighbours go with it).
     fn delete_link(&self, index: u32) -> HostFuture<'_, ()>;
 }
@@ -161,6 +163,9 @@ impl Host for KernelHost {
     fn set_up(&self, index: u32) -> HostFuture<'_, ()> {
         self.nl.set_up(index).boxed()
     }
+    fn set_port_isolated(&self, index: u32, isolated: bool) -> HostFuture<'_, ()> {
+        self.nl.set_port_isolated(index, isolated).boxed()
+    }
     fn delete_link(&self, index: u32) -> HostFuture<'_, ()> {
         self.nl.delete_link(index).boxed()
     }
@@ -222,6 +227,19 @@ pub enum MapWrite {
     MarkPublished(IpAddr),
     /// The host's own addresses (both families), for host-local access.
     SetLocalAddrs(Vec<IpAddr>),
+    /// Network `network`'s policy entry (an internal network's gateways), or none.
+    SetNetwork {
+        network: u16,
+        value: Option<NetworkValue>,
+    },
+    /// The policy flags (`ENDPOINT_FLAG_ISOLATED`, `ENDPOINT_FLAG_INTERNAL`) of the
+    /// endpoint of these addresses, on each of its entries; its other flags stay. No
+    /// such endpoint is fine.
+    SetEndpointPolicy {
+        ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
+        flags: u8,
+    },
 }
 
 /// The control plane's use of the datapath: attachments, map writes, and the reads it
@@ -325,6 +343,10 @@ impl Maps for Datapath {
             MapWrite::Unpublish6(key) => self.unpublish6(key),
             MapWrite::MarkPublished(ip) => self.mark_published(ip),
             MapWrite::SetLocalAddrs(addrs) => self.set_local_addrs(&addrs),
+            MapWrite::SetNetwork { network, value } => self.set_network(network, value),
+            MapWrite::SetEndpointPolicy { ip, ip6, flags } => {
+                self.set_endpoint_policy(ip, ip6, flags)
+            }
         }
     }
     fn report(&self, records: &[Endpoint]) -> Result<StatsReport, DatapathError> {

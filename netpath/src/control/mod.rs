@@ -18,6 +18,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`networks`] | create, plumb (bridge, masquerade) and remove networks |
+//! | [`policy`] | network policy (isolate, internal), set on running endpoints |
 //! | [`endpoints`] | container endpoints (veth pairs) and the datapath registration |
 //! | [`taps`] | microVM TAP endpoints |
 //! | [`ports`] | published ports |
@@ -29,6 +30,7 @@ pub mod endpoints;
 pub(crate) mod fake;
 pub mod host;
 pub mod networks;
+pub mod policy;
 pub mod ports;
 mod proc_routes;
 pub mod reconcile;

@@ -122,6 +122,7 @@ impl Service {
             mtu,
             bridge,
             no_masquerade: req.no_masquerade,
+            policy: req.policy,
         };
         let network = db(&self.store, move |s| s.create_network(network)).await?;
         if let Err(e) = self.plumb_network(&network).await {
@@ -168,7 +169,16 @@ impl Service {
     /// Creates a network's devices (bridge mode: the bridge with the gateway address,
     /// and the tc program on its ingress) and its masquerade. Idempotent.
     pub(super) async fn plumb_network(&self, network: &Network) -> Result<Option<Attachment>> {
-        self.plumb_masquerade(network).await?;
+        // An internal network's traffic leaves by no uplink; its endpoints reach its
+        // gateways, which its policy entry names. (Only an internal network has one: the
+        // endpoints of any other never read it.)
+        match super::policy::network_value(network) {
+            None => self.plumb_masquerade(network).await?,
+            value => self.datapath().write(MapWrite::SetNetwork {
+                network: network.id,
+                value,
+            })?,
+        }
         if network.subnet6.is_some() {
             // Said on the daemon's log, as its other host-wide changes.
             for line in self
@@ -207,7 +217,7 @@ impl Service {
     /// first, and for NAT66 its first global IPv6 address if it has one), and the
     /// network's subnets as masqueraded. Without an uplink, or an uplink without an
     /// IPv4 address, there is nothing to do.
-    async fn plumb_masquerade(&self, network: &Network) -> Result<()> {
+    pub(super) async fn plumb_masquerade(&self, network: &Network) -> Result<()> {
         let Some(name) = &network.uplink else {
             return Ok(());
         };
@@ -235,7 +245,7 @@ impl Service {
 
     /// Undoes [`Self::plumb_masquerade`]; the uplink keeps its programs while another
     /// network still uses it.
-    async fn unplumb_masquerade(&self, network: &Network) -> Result<()> {
+    pub(super) async fn unplumb_masquerade(&self, network: &Network) -> Result<()> {
         {
             let mut dp = self.datapath();
             dp.write(MapWrite::RemoveMasqSubnet {
@@ -331,6 +341,13 @@ impl Service {
     /// Undoes [`Self::plumb_network`]. Idempotent.
     async fn unplumb_network(&self, network: &Network) -> Result<()> {
         self.unplumb_masquerade(network).await?;
+        if network.policy.internal {
+            let write = MapWrite::SetNetwork {
+                network: network.id,
+                value: None,
+            };
+            self.datapath().write(write)?;
+        }
         if let Some(bridge) = &network.bridge
             && let Some(link) = self.host.link_by_name(bridge).await?
         {

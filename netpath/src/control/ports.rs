@@ -61,6 +61,20 @@ impl Service {
         }
         let lock = self.net_lock(&ep.network);
         let _guard = lock.lock().await;
+        // Under the lock: a policy change waits for it.
+        let network = self.get_network(&ep.network).await?;
+        if network.policy.internal {
+            return Err(ServiceError::Conflict {
+                what: format!(
+                    "network {} is internal: its endpoints publish no ports",
+                    network.name
+                ),
+                hint: Some(format!(
+                    "`netpath network update {} --internal=false` first, or publish from another network",
+                    network.name
+                )),
+            });
+        }
         let (id, ephemeral, host) = (ep.id.clone(), self.ephemeral_ports, self.host.clone());
         let leases = db(&self.store, move |s| {
             s.lease_ports(&id, &requests, ephemeral, &|proto, ip, port| {

@@ -86,6 +86,7 @@ impl Service {
             ..Default::default()
         };
         self.host.configure(link.index, &cfg).await?;
+        self.isolate_port(network, link.index).await?;
         let v6 = super::endpoints::ipv6_side(network, ep);
         if network.mode == Mode::Routed {
             // The host side of a point-to-point link answers as the gateway.

@@ -8,7 +8,7 @@ use aya::{
     maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
 use netpath_common::{
-    maps::{Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Hook},
+    maps::{Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Hook, NetworkValue},
     nat::{
         CT_ESTABLISHED, CtFront, CtFront6, CtFrontOf, NatAge, NatTarget, NatTarget6, NatTargetOf,
         PublishKey, PublishKey6, SockNatKey, SockNatKey6, Tuple, Tuple6, Uplink,
@@ -32,14 +32,19 @@ fn stats_slot(version: u32, i: u32) -> u32 {
     }
 }
 
+/// The drop reasons per hook in `NETPATH_DROPS` version 6 (layouts 6 and 7), before the
+/// policy reasons were appended (each hook's block of slots grew from 14 to 16).
+const DROPS_V6_REASONS: u32 = 14;
+
 /// Where slot `i` of a drops array of `version` goes in this build's: before version 6
 /// the array had one slot per reason and no hook; those counts go to the `tc_ingress`
-/// block (every hook but the uplinks' is a tc ingress one).
+/// block (every hook but the uplinks' is a tc ingress one). From version 6 on, the same
+/// (hook, reason): reasons keep their numbers, new ones come after them in each block.
 fn drops_slot(version: u32, i: u32) -> u32 {
-    if version < 6 {
-        Hook::TcIngress as u32 * DropReason::COUNT + i
-    } else {
-        i
+    match version {
+        ..6 => Hook::TcIngress as u32 * DropReason::COUNT + i,
+        6 => (i / DROPS_V6_REASONS) * DropReason::COUNT + i % DROPS_V6_REASONS,
+        _ => i,
     }
 }
 
@@ -120,6 +125,7 @@ pub fn copy_entries(
         ENDPOINTS_MAP => copy_hash::<EndpointKey, EndpointValue>(name, old, new, flags),
         ENDPOINTS6_MAP => copy_hash::<EndpointKey6, EndpointValue>(name, old, new, flags),
         IFACES_MAP => copy_hash::<u32, EndpointValue>(name, old, new, flags),
+        NETWORKS_MAP => copy_hash::<u32, NetworkValue>(name, old, new, flags),
         EP_STATS_MAP => {
             let old = PerCpuHashMap::<_, u32, EndpointCounters>::try_from(old).map_err(e)?;
             let mut new = PerCpuHashMap::<_, u32, EndpointCounters>::try_from(new).map_err(e)?;
@@ -229,10 +235,30 @@ mod tests {
         assert_eq!(drops_slot(5, spoofed), at(Hook::TcIngress));
         let own = at(Hook::UplinkEgress);
         assert_eq!(
-            drops_slot(6, own),
+            drops_slot(7, own),
             own,
             "this build's own version: unchanged"
         );
+    }
+
+    #[test]
+    fn layout_8_moves_each_hooks_drops_to_its_wider_block() {
+        use netpath_common::maps::drop_index;
+        // Version 6 (layouts 6 and 7): blocks of 14 reasons.
+        for hook in Hook::ALL {
+            for reason in [DropReason::SpoofedIp, DropReason::FragmentUnseen] {
+                let old = hook as u32 * 14 + reason as u32;
+                assert_eq!(
+                    drops_slot(6, old),
+                    drop_index(hook, reason),
+                    "{hook:?} {reason:?}"
+                );
+            }
+        }
+        // The new reasons' slots start at zero: no old slot lands on them.
+        let targets: Vec<u32> = (0..4 * 14).map(|i| drops_slot(6, i)).collect();
+        assert!(!targets.contains(&drop_index(Hook::TcIngress, DropReason::Isolated)));
+        assert!(!targets.contains(&drop_index(Hook::Xdp, DropReason::Internal)));
     }
 
     #[test]

@@ -42,13 +42,17 @@ use super::{convert, *};
 ///   a clock and a state beside the front (`CtFront`, 16 and 28 bytes), so that
 ///   published connections show their age and expire in `netpath flows`. Their values
 ///   grew: [`convert`] widens them.
-pub const CHANGES: [(u32, &[&str]); 6] = [
+/// - 8: `NETPATH_DROPS`: `isolated` and `internal_network` (two more slots per hook's
+///   block, which moves every block but the first: [`convert`] moves the counters). (And
+///   the network policy map `NETPATH_NETWORKS`, which a start creates.)
+pub const CHANGES: [(u32, &[&str]); 7] = [
     (2, &[DROPS_MAP]),
     (3, &[DROPS_MAP]),
     (4, &[STATS_MAP, DROPS_MAP]),
     (5, &[DROPS_MAP]),
     (6, &[DROPS_MAP]),
     (7, &[NAT_AGE_MAP, NAT_AGE6_MAP, DNAT_CT_MAP, DNAT_CT6_MAP]),
+    (8, &[DROPS_MAP]),
 ];
 const _: () = assert!(
     CHANGES[CHANGES.len() - 1].0 == LAYOUT,
@@ -344,7 +348,8 @@ mod tests {
         assert_eq!(version_of(ENDPOINTS_MAP), 1);
         assert_eq!(version_of(STATS_MAP), 2);
         assert_eq!(version_in(DROPS_MAP, 4), 4);
-        assert_eq!(version_of(DROPS_MAP), 6);
+        assert_eq!(version_in(DROPS_MAP, 7), 6);
+        assert_eq!(version_of(DROPS_MAP), 7);
         assert_eq!(version_in(DNAT_CT_MAP, 6), 1);
         assert_eq!(version_of(DNAT_CT_MAP), 2);
         assert_eq!(version_of(NAT_AGE6_MAP), 2);

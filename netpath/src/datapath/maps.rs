@@ -91,7 +91,8 @@ impl Datapath {
     /// counter entry if it has none.
     /// The ifindex entry goes in last, so the fast path never enforces for an endpoint
     /// it cannot also reach.
-    /// Flags already set on the endpoint's entry are kept. (A datapath of an older
+    /// [`ENDPOINT_FLAG_PUBLISHED`], if the endpoint's entry has it, is kept; the other
+    /// flags are `value`'s (a policy change rewrites them). (A datapath of an older
     /// layout has no IPv6 endpoint map: there `ip6` has no fast path.)
     pub fn upsert_endpoint(
         &mut self,
@@ -101,7 +102,7 @@ impl Datapath {
         if let Ok(old) = self.ifaces.get(&value.ifindex, 0)
             && old.ip == value.ip
         {
-            value.flags |= old.flags;
+            value.flags |= old.flags & ENDPOINT_FLAG_PUBLISHED;
         }
         if self.ep_stats.get(&value.ifindex, 0).is_err() {
             let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Cpus(e))?;
@@ -202,6 +203,24 @@ impl Datapath {
         Ok(())
     }
 
+    /// Network `network_id`'s policy entry ([`NETWORKS_MAP`]): `value`, or none. A
+    /// datapath of a layout before 8 has no such map, and refuses a policy.
+    pub fn set_network(&mut self, network_id: u16, value: Option<NetworkValue>) -> Result<()> {
+        let key = u32::from(network_id);
+        match (self.networks.as_mut(), value) {
+            (Some(map), Some(v)) => map
+                .insert(key, v, 0)
+                .map_err(DatapathError::writing(NETWORKS_MAP)),
+            (Some(map), None) => absent_ok(NETWORKS_MAP, map.remove(&key)),
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(DatapathError::Layout {
+                detail: format!(
+                    "the pinned datapath has no {NETWORKS_MAP} map (network policy): restart the daemon with this build to migrate it"
+                ),
+            }),
+        }
+    }
+
     /// Publishes `key` (protocol, host address or 0.0.0.0, host port) to `endpoint`,
     /// marking the endpoint first ([`Datapath::mark_published`]).
     pub fn publish(&mut self, key: PublishKey, endpoint: NatTarget) -> Result<()> {
@@ -228,6 +247,23 @@ impl Datapath {
         }
         value.flags |= ENDPOINT_FLAG_PUBLISHED;
         self.upsert_endpoint(value, None)
+    }
+
+    /// Sets the policy flags ([`POLICY_FLAGS`]) of the endpoint with address `ip` or
+    /// `ip6` to `flags`, on each of its entries (the programs read the ifindex entry's);
+    /// its other flags stay. No endpoint there is fine.
+    pub fn set_endpoint_policy(
+        &mut self,
+        ip: Option<Ipv4Addr>,
+        ip6: Option<Ipv6Addr>,
+        flags: u8,
+    ) -> Result<()> {
+        let found = self.endpoint_by(ip, ip6);
+        let Some(mut value) = found.and_then(|v| self.ifaces.get(&v.ifindex, 0).ok()) else {
+            return Ok(());
+        };
+        value.flags = (value.flags & !POLICY_FLAGS) | (flags & POLICY_FLAGS);
+        self.upsert_endpoint(value, ip6)
     }
 
     /// Stops publishing `key`; absent is fine.

@@ -70,7 +70,8 @@ use netpath_common::{
         Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_FLAG_PUBLISHED,
         ENDPOINTS_MAP, ENDPOINTS6_MAP, EP_STATS_MAP, EndpointCounters, EndpointKey, EndpointKey6,
         EndpointValue, FORWARDS_MAP, FRAG_MAP, FRAG_WORK_MAP, FRAG_WORK6_MAP, FRAG6_MAP, Forward,
-        Hook, IFACES_MAP, LAYOUT_MAP, STATS_MAP, drop_index,
+        Hook, IFACES_MAP, LAYOUT_MAP, NETWORKS_MAP, NetworkValue, POLICY_FLAGS, STATS_MAP,
+        drop_index,
     },
     nat::{
         CtFront, CtFront6, DNAT_CT_MAP, DNAT_CT6_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP,
@@ -97,7 +98,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 38] = [
+pub const MAPS: [&str; 39] = [
     LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
@@ -111,6 +112,7 @@ pub const MAPS: [&str; 38] = [
     ENDPOINTS6_MAP,
     IFACES_MAP,
     EP_STATS_MAP,
+    NETWORKS_MAP,
     DROPS_MAP,
     SNAT_MAP,
     RNAT_MAP,
@@ -175,6 +177,8 @@ pub struct Datapath {
     endpoints6: Option<HashMap<MapData, EndpointKey6, EndpointValue>>,
     ifaces: HashMap<MapData, u32, EndpointValue>,
     ep_stats: PerCpuHashMap<MapData, u32, EndpointCounters>,
+    /// `None` on a datapath of a layout before 8 (no network policy).
+    networks: Option<HashMap<MapData, u32, NetworkValue>>,
     drops: PerCpuArray<MapData, Counter>,
     forwards: PerCpuArray<MapData, Counter>,
     snat: HashMap<MapData, Tuple, NatTarget>,
@@ -244,6 +248,7 @@ impl Datapath {
             endpoints6: open_typed_if_pinned(&pins, ENDPOINTS6_MAP)?,
             ifaces: open_typed(&pins, IFACES_MAP)?,
             ep_stats: open_typed(&pins, EP_STATS_MAP)?,
+            networks: open_typed_if_pinned(&pins, NETWORKS_MAP)?,
             drops: open_typed(&pins, DROPS_MAP)?,
             forwards: open_typed(&pins, FORWARDS_MAP)?,
             snat: open_typed(&pins, SNAT_MAP)?,

@@ -31,7 +31,9 @@ use super::{
 };
 use crate::{
     api::{ApiError, Backend},
-    model::{Endpoint, EndpointCreate, MacAddr, Mode, Network, NetworkCreate, PortPublish},
+    model::{
+        Endpoint, EndpointCreate, MacAddr, Mode, Network, NetworkCreate, NetworkPolicy, PortPublish,
+    },
     portspec::PortSpec,
 };
 
@@ -148,6 +150,8 @@ struct Generic {
     mode: Mode,
     uplink: Option<String>,
     mtu: Option<u32>,
+    /// `-o isolate=true` (or Docker's `-o com.docker.network.bridge.enable_icc=false`).
+    isolate: bool,
 }
 
 fn generic(options: &Map<String, Value>) -> Result<Generic, Refusal> {
@@ -155,6 +159,7 @@ fn generic(options: &Map<String, Value>) -> Result<Generic, Refusal> {
         mode: Mode::Bridge,
         uplink: None,
         mtu: None,
+        isolate: false,
     };
     let Some(opts) = options.get(wire::GENERIC) else {
         return Ok(g);
@@ -175,6 +180,15 @@ fn generic(options: &Map<String, Value>) -> Result<Generic, Refusal> {
                 }
             }
             "uplink" => g.uplink = Some(value.to_owned()),
+            // Docker's bridge driver says `com.docker.network.bridge.enable_icc=false`.
+            "isolate" | "com.docker.network.bridge.enable_icc" => {
+                let on = match value {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(format!("-o {key}={value}: give true or false")),
+                };
+                g.isolate = if key == "isolate" { on } else { !on };
+            }
             "mtu" => {
                 g.mtu = Some(
                     value
@@ -184,7 +198,7 @@ fn generic(options: &Map<String, Value>) -> Result<Generic, Refusal> {
             }
             _ => {
                 return Err(format!(
-                    "unknown option -o {key} (netpath knows mode, uplink, mtu)"
+                    "unknown option -o {key} (netpath knows mode, uplink, mtu, isolate)"
                 ));
             }
         }
@@ -257,9 +271,8 @@ impl<B: Backend> Driver<B> {
         let name = network_name(&req.network_id)?;
         let options = req.options.unwrap_or_default();
         let g = generic(&options)?;
-        if options.get(wire::INTERNAL).and_then(Value::as_bool) == Some(true) {
-            return Err("netpath has no --internal networks yet".into());
-        }
+        // `docker network create --internal`.
+        let internal = options.get(wire::INTERNAL).and_then(Value::as_bool) == Some(true);
         let v4 = req.ipv4_data.unwrap_or_default();
         let [pool] = v4.as_slice() else {
             return Err(format!(
@@ -292,6 +305,10 @@ impl<B: Backend> Driver<B> {
             uplink: g.uplink,
             mtu: g.mtu,
             no_masquerade: Vec::new(),
+            policy: NetworkPolicy {
+                isolate: g.isolate,
+                internal,
+            },
         };
         self.backend.create_network(create).await.map_err(said)?;
         Ok(json!({}))

@@ -60,7 +60,8 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     model::{
-        Endpoint, EndpointDetails, EndpointKind, EndpointState, MacAddr, Mode, Network, PortLease,
+        Endpoint, EndpointDetails, EndpointKind, EndpointState, MacAddr, Mode, Network,
+        NetworkPolicy, PortLease,
     },
     portspec::{HostPort, PortRequest, Proto},
 };

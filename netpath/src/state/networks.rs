@@ -1,4 +1,5 @@
-//! Network records: create (smallest free id, subnet and gateway checks), remove, read.
+//! Network records: create (smallest free id, subnet and gateway checks), policy
+//! changes, remove, read.
 
 use super::*;
 
@@ -93,6 +94,19 @@ impl Store {
             t.network_ids.remove(network.id)?;
             removed.sort_by(|a, b| a.id.cmp(&b.id));
             Ok((network, removed))
+        })
+    }
+
+    /// Records network `name`'s new policy; returns the network as recorded.
+    pub fn set_network_policy(&self, name: &str, policy: NetworkPolicy) -> Result<Network> {
+        self.write(|t| {
+            let network = Network {
+                policy,
+                ..read_network(&t.networks, name)?
+            };
+            t.networks
+                .insert(network.name.as_str(), encode(&network).as_slice())?;
+            Ok(network)
         })
     }
 

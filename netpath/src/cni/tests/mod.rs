@@ -246,6 +246,7 @@ pub(super) fn network(mode: Mode, subnet6: Option<&str>) -> Network {
         mtu: 1500,
         bridge: (mode == Mode::Bridge).then(|| "np-web".into()),
         no_masquerade: Vec::new(),
+        policy: Default::default(),
     }
 }
 

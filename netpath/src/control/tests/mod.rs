@@ -114,6 +114,7 @@ pub fn net_req(name: &str, mode: Mode) -> NetworkCreate {
         uplink: Some(super::fake::UPLINK.into()),
         mtu: None,
         no_masquerade: Vec::new(),
+        policy: Default::default(),
     }
 }
 

@@ -248,6 +248,33 @@ async fn create_network_makes_the_netpath_network() {
     .await;
     rig.delete_network().await;
     assert!(rig.svc.list_networks().await.expect("list").is_empty());
+    // `--internal`, and isolation as Docker's bridge driver asks for it or as netpath's
+    // `-o isolate=true`: the network's policy.
+    for (options, isolate, internal) in [
+        (json!({"com.docker.network.internal": true}), false, true),
+        (
+            json!({"com.docker.network.generic": {"com.docker.network.bridge.enable_icc": "false"}}),
+            true,
+            false,
+        ),
+        (
+            json!({"com.docker.network.generic": {"isolate": "true"}}),
+            true,
+            false,
+        ),
+        (
+            json!({"com.docker.network.generic": {"isolate": "false"}}),
+            false,
+            false,
+        ),
+    ] {
+        let call = "/NetworkDriver.CreateNetwork";
+        rig.ok(call, create_net(options.clone()), json!({})).await;
+        let net = rig.svc.get_network(NET_NAME).await.expect("network made");
+        let want = crate::model::NetworkPolicy { isolate, internal };
+        assert_eq!(net.policy, want, "{options}");
+        rig.delete_network().await;
+    }
     rig.refused(
         "/NetworkDriver.DeleteNetwork",
         &json!({ "NetworkID": NET_ID }).to_string(),
@@ -300,7 +327,7 @@ async fn malformed_create_network_is_refused_and_changes_nothing() {
         ),
         (
             create_net(json!({"com.docker.network.generic": {"vlan": "3"}})).to_string(),
-            "unknown option -o vlan (netpath knows mode, uplink, mtu)",
+            "unknown option -o vlan (netpath knows mode, uplink, mtu, isolate)",
         ),
         (
             create_net(json!({"com.docker.network.generic": {"mode": "nat"}})).to_string(),
@@ -315,8 +342,8 @@ async fn malformed_create_network_is_refused_and_changes_nothing() {
             "option -o mtu is not a string",
         ),
         (
-            create_net(json!({"com.docker.network.internal": true})).to_string(),
-            "netpath has no --internal networks yet",
+            create_net(json!({"com.docker.network.generic": {"isolate": "yes"}})).to_string(),
+            "-o isolate=yes: give true or false",
         ),
     ] {
         rig.refused(c, &body, "Err", msg).await;

@@ -94,6 +94,7 @@ fn bridge_network(
         mtu: 1500,
         bridge: Some(format!("np-{name}")),
         no_masquerade: Vec::new(),
+        policy: Default::default(),
     }
 }
 
