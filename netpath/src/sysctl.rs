@@ -9,6 +9,12 @@
 //!   so a host that learns its IPv6 default route by SLAAC would lose it: the network's
 //!   uplink gets `accept_ra = 2` (accept them even when forwarding) first, as Docker's
 //!   documentation advises.
+//! * On the bridge of an isolated network: `proxy_arp = 1`, `proxy_arp_pvlan = 1` and
+//!   the neighbour table's `proxy_delay = 0` ([`set_private_vlan`]). Its ports are
+//!   isolated, so an endpoint's ARP request reaches no other endpoint; the host answers
+//!   it with the bridge's MAC instead (RFC 3069's private VLAN), so what an endpoint
+//!   sends to a neighbour comes to the endpoint program, which refuses it — or, for the
+//!   replies of a connection to a published port (hairpin), translates and delivers it.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +36,37 @@ pub enum SysctlError {
         #[source]
         source: std::io::Error,
     },
+    #[error("setting proxy ARP on bridge {bridge} ({})", path.display())]
+    PrivateVlan {
+        bridge: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Turns the private-VLAN proxy ARP of `bridge` on or off (see the module docs).
+pub fn set_private_vlan(bridge: &str, on: bool) -> Result<(), SysctlError> {
+    set_private_vlan_in(Path::new(PROC_SYS), bridge, on)
+}
+
+/// [`set_private_vlan`] under the sysctl tree `root`.
+fn set_private_vlan_in(root: &Path, bridge: &str, on: bool) -> Result<(), SysctlError> {
+    let (flag, delay) = if on { ("1", "0") } else { ("0", "80") };
+    for (key, value) in [
+        (format!("net/ipv4/conf/{bridge}/proxy_arp"), flag),
+        (format!("net/ipv4/conf/{bridge}/proxy_arp_pvlan"), flag),
+        // In jiffies: the kernel's default, 80 (0.8 s at HZ=100), back when off.
+        (format!("net/ipv4/neigh/{bridge}/proxy_delay"), delay),
+    ] {
+        let path = root.join(key);
+        std::fs::write(&path, value).map_err(|source| SysctlError::PrivateVlan {
+            bridge: bridge.to_owned(),
+            path,
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Turns on IPv4 forwarding (idempotent).
@@ -127,6 +164,24 @@ mod tests {
             );
             assert_eq!(changed.len(), lines, "{ra} {fwd}: {changed:?}");
         }
+    }
+
+    #[test]
+    fn a_private_vlan_turns_proxy_arp_on_without_delay_and_back_off() {
+        let keys = [
+            "net/ipv4/conf/np-web/proxy_arp",
+            "net/ipv4/conf/np-web/proxy_arp_pvlan",
+            "net/ipv4/neigh/np-web/proxy_delay",
+        ];
+        let dir = tree(&[(keys[0], "0"), (keys[1], "0"), (keys[2], "80")]);
+        set_private_vlan_in(dir.path(), "np-web", true).unwrap();
+        let values: Vec<String> = keys.iter().map(|k| value(&dir, k)).collect();
+        assert_eq!(values, ["1", "1", "0"]);
+        set_private_vlan_in(dir.path(), "np-web", false).unwrap();
+        let values: Vec<String> = keys.iter().map(|k| value(&dir, k)).collect();
+        assert_eq!(values, ["0", "0", "80"]);
+        let err = set_private_vlan_in(dir.path(), "np-gone", true).unwrap_err();
+        assert!(err.to_string().contains("np-gone/proxy_arp"), "{err}");
     }
 
     #[test]

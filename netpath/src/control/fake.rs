@@ -85,6 +85,8 @@ pub struct Kernel {
     pub publish6: BTreeMap<(u8, [u8; 16], u16), NatTarget6>,
     /// Bridge ports with the `isolated` flag: ifindex.
     pub isolated_ports: BTreeSet<u32>,
+    /// Bridges with private-VLAN proxy ARP, by name (a sysctl: it goes with the bridge).
+    pub private_vlans: BTreeSet<String>,
     /// Network policy entries: network id → its gateways.
     pub networks: BTreeMap<u16, NetworkValue>,
 }
@@ -203,7 +205,9 @@ impl World {
     /// What deleting a device does in the kernel: its addresses, routes, neighbours,
     /// tc filters and veth peer go with it; its bridge ports lose their master.
     pub fn delete(&mut self, index: u32) {
-        self.kernel.links.remove(&index);
+        if let Some(link) = self.kernel.links.remove(&index) {
+            self.kernel.private_vlans.remove(&link.name);
+        }
         self.kernel.addrs.retain(|a| a.0 != index);
         self.kernel.routes.retain(|r| r.2 != Some(index));
         self.kernel.neighbours.retain(|n| n.0 != index);
@@ -297,6 +301,22 @@ impl Host for FakeHost {
                 source: io::Error::from_raw_os_error(libc::EIO),
             })?;
         Ok(Vec::new())
+    }
+    fn set_private_vlan(&self, bridge: &str, on: bool) -> Result<(), SysctlError> {
+        let mut w = lock(&self.0);
+        let err = |call: String| SysctlError::PrivateVlan {
+            bridge: call,
+            path: "/proc/sys/net/ipv4/conf".into(),
+            source: io::Error::from_raw_os_error(libc::EIO),
+        };
+        w.step(format!("set_private_vlan {bridge} {on}"))
+            .map_err(err)?;
+        let bridges = &mut w.kernel.private_vlans;
+        match on {
+            true => bridges.insert(bridge.to_owned()),
+            false => bridges.remove(bridge),
+        };
+        Ok(())
     }
     fn check_netns(&self, path: &Path) -> Result<u64, SandboxError> {
         lock(&self.0)

@@ -48,6 +48,9 @@ pub trait Host: Send + Sync {
     /// Turns IPv6 forwarding on, keeping `uplink` taking router advertisements (see
     /// `sysctl`); a line per change.
     fn enable_ipv6_forwarding(&self, uplink: Option<&str>) -> Result<Vec<String>, SysctlError>;
+    /// Turns the private-VLAN proxy ARP of bridge `bridge` on or off (an isolated
+    /// network's; see `sysctl::set_private_vlan`).
+    fn set_private_vlan(&self, bridge: &str, on: bool) -> Result<(), SysctlError>;
     /// Checks that `path` is a network namespace other than the host's; its identity.
     fn check_netns(&self, path: &Path) -> Result<u64, SandboxError>;
     /// Whether a host socket holds `proto` port `port` at `ip` (or its family's
@@ -114,6 +117,9 @@ impl Host for KernelHost {
     }
     fn enable_ipv6_forwarding(&self, uplink: Option<&str>) -> Result<Vec<String>, SysctlError> {
         crate::sysctl::enable_ipv6_forwarding(uplink)
+    }
+    fn set_private_vlan(&self, bridge: &str, on: bool) -> Result<(), SysctlError> {
+        crate::sysctl::set_private_vlan(bridge, on)
     }
     fn check_netns(&self, path: &Path) -> Result<u64, SandboxError> {
         sandbox::check_netns(path)

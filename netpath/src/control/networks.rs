@@ -193,6 +193,9 @@ impl Service {
         };
         let alias = config::link_alias(&self.instance, "bridge", &network.name);
         let link = self.host.ensure_bridge(bridge, &alias, network.mtu).await?;
+        if network.policy.isolate {
+            self.host.set_private_vlan(bridge, true)?;
+        }
         if let Some((subnet, gateway)) = network.subnet.zip(network.gateway) {
             self.host
                 .add_address(link.index, gateway.into(), subnet.prefix_len())

@@ -1,8 +1,11 @@
 //! Network policy ([`NetworkPolicy`]): what a network's endpoints may reach, set at
 //! creation and changed on running endpoints. The datapath enforces it
 //! (`netpath_common::policy`) from flags on each endpoint's entries and, for an internal
-//! network, its gateways in the network policy map; in bridge mode the bridge's ports of
-//! an isolated network carry the kernel's `isolated` flag too.
+//! network, its gateways in the network policy map. In bridge mode the bridge's ports of
+//! an isolated network carry the kernel's `isolated` flag too, and the bridge answers
+//! its endpoints' ARP requests for each other (`sysctl::set_private_vlan`), so that what
+//! they send each other reaches the endpoint program (which refuses it, or translates a
+//! hairpinned connection's replies) rather than nowhere.
 
 use netpath_common::maps::{ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_ISOLATED, NetworkValue};
 
@@ -114,7 +117,10 @@ impl Service {
                 })?;
             }
         }
-        if to.bridge.is_some() && now.isolate != was.isolate {
+        if let Some(bridge) = &to.bridge
+            && now.isolate != was.isolate
+        {
+            self.host.set_private_vlan(bridge, now.isolate)?;
             for ep in endpoints {
                 if let Some(link) = self.host.link_by_name(&ep.host_ifname).await? {
                     self.host.set_port_isolated(link.index, now.isolate).await?;

@@ -1,9 +1,10 @@
 //! BPF_PROG_TEST_RUN of the endpoint fast path: known destination → redirect with the
 //! right MACs and target; unknown → pass; spoofed IP/MAC/ARP and other network → drop
 //! with the right reason; ARP, broadcast, IPv6 → pass untouched. IPv6's fast path and
-//! guard: [`ipv6`].
+//! guard: [`ipv6`]. Network policy (isolate, internal): [`policy`].
 
 mod ipv6;
+mod policy;
 
 use netpath::datapath::Datapath;
 use netpath_common::{

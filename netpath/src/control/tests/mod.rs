@@ -7,6 +7,7 @@
 
 mod ipv6_only;
 mod nat66;
+mod policy;
 mod reconcile;
 mod rollback;
 mod validation;

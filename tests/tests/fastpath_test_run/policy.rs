@@ -1,0 +1,185 @@
+//! Network policy through the endpoint program, byte by byte: an isolated network's
+//! endpoints reach each other in neither family, an internal network's reach their
+//! network, their gateway and link scope only — each refusal counted under its own
+//! reason, nothing delivered — and a policy turned off (as `network update` does on
+//! running endpoints) gives the fast path back.
+
+use netpath_common::maps::{
+    DropReason, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_ISOLATED, EndpointValue, NetworkValue,
+};
+use netpath_tests::{frames, require_root};
+
+use super::*;
+
+/// Sets network policy `flags` on the endpoints `eps` (value, IPv6 address) of `s`, as
+/// the control plane does.
+fn set_policy(s: &mut Setup, flags: u8, eps: &[(EndpointValue, [u8; 16])]) {
+    for (e, ip6) in eps {
+        let ip6 = (*ip6 != [0; 16]).then(|| std::net::Ipv6Addr::from(*ip6));
+        s.dp.set_endpoint_policy(Some(e.ip.into()), ip6, flags)
+            .expect("set policy");
+    }
+}
+
+/// Every drop counter's packets, by reason.
+fn drops(s: &Setup) -> Vec<u64> {
+    DropReason::ALL
+        .iter()
+        .map(|r| s.dp.drop_counter(*r).expect("drop counter").packets)
+        .collect()
+}
+
+/// Runs `frame` from a; checks the verdict and that exactly `reason` (if any) counted
+/// one drop, and that `to` (if any) received nothing unless the verdict is a redirect.
+fn from_a(s: &Setup, name: &str, frame: &[u8], want: u32, reason: Option<DropReason>) {
+    let before = drops(s);
+    let (verdict, _) = run_tc(&s.dp, s.a.0.ifindex, frame);
+    assert_eq!(verdict, want, "{name}");
+    let after = drops(s);
+    for (i, r) in DropReason::ALL.iter().enumerate() {
+        let counted = u64::from(reason == Some(*r));
+        assert_eq!(after[i], before[i] + counted, "{name}: drop counter {r:?}");
+    }
+}
+
+/// a's IPv6 UDP to `dst`.
+fn udp6_to(dst: [u8; 16]) -> Vec<u8> {
+    frames::udp6(frames::SRC_IP6, 5000, dst, 53, b"policy")
+}
+
+#[test]
+fn an_isolated_networks_endpoints_do_not_reach_each_other_in_either_family() {
+    require_root!();
+    let mut s = setup();
+    let all = [&s.a, &s.b, &s.c, &s.t].map(|(_, e, ip6)| (*e, *ip6));
+    set_policy(&mut s, ENDPOINT_FLAG_ISOLATED, &all);
+    let b_rx = counters(&s.dp, s.b.0.ifindex).rx_packets;
+    let iso = Some(DropReason::Isolated);
+    for (name, frame) in [
+        ("tcp to b", frames::tcp(b"x")),
+        ("udp to b", frames::udp(&[1; 20])),
+        ("icmp to b", frames::icmp_echo(&[2; 8])),
+        ("udp to the tap", with_dst(frames::udp(&[3; 8]), s.t.1.ip)),
+        ("ipv6 to c", udp6_to(s.c.2)),
+    ] {
+        from_a(&s, name, &frame, TC_ACT_SHOT, iso);
+    }
+    assert_eq!(
+        counters(&s.dp, s.b.0.ifindex).rx_packets,
+        b_rx,
+        "b got nothing"
+    );
+    // What is not another endpoint of the network is as before: the kernel's path, the
+    // other network's refusal, forgeries.
+    let out = with_dst(frames::udp(&[4; 8]), [198, 51, 100, 1]);
+    from_a(&s, "to the world", &out, TC_ACT_UNSPEC, None);
+    let other = with_dst(frames::udp(b"o"), s.other.1.ip);
+    from_a(
+        &s,
+        "other network",
+        &other,
+        TC_ACT_SHOT,
+        Some(DropReason::OtherNetwork),
+    );
+    let mut spoofed = frames::udp(b"i");
+    spoofed[26..30].copy_from_slice(&[10, 200, 0, 99]);
+    from_a(
+        &s,
+        "spoofed",
+        &spoofed,
+        TC_ACT_SHOT,
+        Some(DropReason::SpoofedIp),
+    );
+    // Turned off on the running endpoints: the fast path is back.
+    set_policy(&mut s, 0, &all);
+    from_a(
+        &s,
+        "udp to b, open",
+        &frames::udp(&[1; 20]),
+        TC_ACT_REDIRECT,
+        None,
+    );
+    from_a(
+        &s,
+        "ipv6 to c, open",
+        &udp6_to(s.c.2),
+        TC_ACT_REDIRECT,
+        None,
+    );
+}
+
+#[test]
+fn an_internal_networks_endpoints_reach_their_network_gateway_and_link_scope_only() {
+    require_root!();
+    let mut s = setup();
+    let ac = [&s.a, &s.c].map(|(_, e, ip6)| (*e, *ip6));
+    set_policy(&mut s, ENDPOINT_FLAG_INTERNAL, &ac);
+    let gateway = [10, 200, 0, 1];
+    let mut gateway6 = frames::SRC_IP6;
+    gateway6[15] = 1;
+    let net = NetworkValue { gateway, gateway6 };
+    s.dp.set_network(1, Some(net)).expect("network entry");
+    let internal = Some(DropReason::Internal);
+    let v4 = |dst| with_dst(frames::udp(&[5; 8]), dst);
+    let mut link_local = [0u8; 16];
+    link_local[..2].copy_from_slice(&[0xfe, 0x80]);
+    link_local[15] = 1;
+    let mut public6 = [0u8; 16];
+    public6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    public6[15] = 1;
+    for (name, frame, want, reason) in [
+        ("to b", frames::udp(&[1; 8]), TC_ACT_REDIRECT, None),
+        ("ipv6 to c", udp6_to(s.c.2), TC_ACT_REDIRECT, None),
+        ("to the gateway", v4(gateway), TC_ACT_UNSPEC, None),
+        ("broadcast", v4([255; 4]), TC_ACT_UNSPEC, None),
+        (
+            "to the ipv6 gateway",
+            udp6_to(gateway6),
+            TC_ACT_UNSPEC,
+            None,
+        ),
+        ("to link-local", udp6_to(link_local), TC_ACT_UNSPEC, None),
+        ("to the world", v4([198, 51, 100, 1]), TC_ACT_SHOT, internal),
+        (
+            "to another host address",
+            v4([10, 200, 9, 9]),
+            TC_ACT_SHOT,
+            internal,
+        ),
+        ("ipv6 to the world", udp6_to(public6), TC_ACT_SHOT, internal),
+        (
+            "other network",
+            v4(s.other.1.ip),
+            TC_ACT_SHOT,
+            Some(DropReason::OtherNetwork),
+        ),
+    ] {
+        from_a(&s, name, &frame, want, reason);
+    }
+    // Without its entry no gateway is known: nothing outside the network's endpoints.
+    s.dp.set_network(1, None).expect("no entry");
+    from_a(&s, "gateway, no entry", &v4(gateway), TC_ACT_SHOT, internal);
+    from_a(
+        &s,
+        "ipv6 gateway, no entry",
+        &udp6_to(gateway6),
+        TC_ACT_SHOT,
+        internal,
+    );
+    // Not internal any more: the world is the kernel's path again.
+    set_policy(&mut s, 0, &ac);
+    from_a(
+        &s,
+        "to the world, open",
+        &v4([198, 51, 100, 1]),
+        TC_ACT_UNSPEC,
+        None,
+    );
+    from_a(
+        &s,
+        "ipv6 to the world, open",
+        &udp6_to(public6),
+        TC_ACT_UNSPEC,
+        None,
+    );
+}
