@@ -295,6 +295,7 @@ impl NetpathNetwork {
                 mtu: None,
                 no_masquerade: Vec::new(),
                 policy: Default::default(),
+                profile: None,
             }))
             .map_err(|e| anyhow::anyhow!("netpath: create network {name}: {e}"))?;
         Ok(NetpathNetwork {

@@ -5,9 +5,10 @@
 use crate::{
     ipv6::{self, Ipv6Kind},
     maps::{
-        DropReason, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_IPV6, ENDPOINT_FLAG_ISOLATED,
-        ENDPOINT_FLAG_NO_IPV4, ENDPOINT_KIND_TAP, EndpointValue,
+        DropReason, ENDPOINT_FLAG_EGRESS, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_IPV6,
+        ENDPOINT_FLAG_ISOLATED, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_KIND_TAP, EndpointValue,
     },
+    policy::Dest,
 };
 
 /// What to do with a frame from an endpoint.
@@ -68,9 +69,9 @@ pub enum FrameInfo {
 /// (`to`, looked up by the caller in the map of the packet's family) and, for IPv6,
 /// which global addresses are `from`'s (`owns6`, the caller's lookup; see
 /// [`ipv6::guard`]). Network policy ([`crate::policy`]) applies to a packet with a sound
-/// source: `inside` says whether its destination, no endpoint's, is within an internal
-/// network ([`crate::policy::inside4`], [`crate::policy::inside6`]; read only for an
-/// internal network's endpoint, so the caller need not look it up for another).
+/// source: `dest` is what the policy needs to know of a destination that is no endpoint's
+/// (each part read only where `from`'s flags ask, so the caller need not look up what
+/// they do not).
 #[inline(always)]
 pub fn decide(
     from: &EndpointValue,
@@ -78,7 +79,7 @@ pub fn decide(
     info: FrameInfo,
     to: Option<&EndpointValue>,
     owns6: impl Fn([u8; 16]) -> bool,
-    inside: bool,
+    dest: Dest,
 ) -> Verdict {
     if eth_src != from.mac {
         return Verdict::Drop(DropReason::SpoofedMac);
@@ -101,14 +102,14 @@ pub fn decide(
         FrameInfo::Ipv6Unparsed => Verdict::Drop(DropReason::Ipv6Unparsed),
         FrameInfo::Ipv6 { src, kind } => match ipv6::guard(from, src, kind, owns6) {
             Some(reason) => Verdict::Drop(reason),
-            None => toward(from, to, inside),
+            None => toward(from, to, dest),
         },
         FrameInfo::Other => Verdict::Pass,
         FrameInfo::Ipv4 { src, dst: _ } => {
             if src != from.ip || !has_ipv4(from) {
                 return Verdict::Drop(DropReason::SpoofedIp);
             }
-            toward(from, to, inside)
+            toward(from, to, dest)
         }
     }
 }
@@ -121,13 +122,16 @@ fn has_ipv4(from: &EndpointValue) -> bool {
 
 /// A packet from `from` with a sound source, to the endpoint `to` (if its destination is
 /// one): redirected within the network unless the network is isolated, refused across
-/// networks; to no endpoint, refused from an internal network unless `inside` (see
-/// [`decide`]).
+/// networks; to no endpoint, refused from an internal network unless inside it, and where
+/// the network's egress rules deny it (see [`decide`]).
 #[inline(always)]
-fn toward(from: &EndpointValue, to: Option<&EndpointValue>, inside: bool) -> Verdict {
+fn toward(from: &EndpointValue, to: Option<&EndpointValue>, dest: Dest) -> Verdict {
     let Some(to) = to else {
-        if from.flags & ENDPOINT_FLAG_INTERNAL != 0 && !inside {
+        if from.flags & ENDPOINT_FLAG_INTERNAL != 0 && !dest.inside {
             return Verdict::Drop(DropReason::Internal);
+        }
+        if from.flags & ENDPOINT_FLAG_EGRESS != 0 && dest.egress_denied {
+            return Verdict::Drop(DropReason::EgressDenied);
         }
         return Verdict::Pass;
     };
@@ -174,6 +178,19 @@ mod tests {
     use super::*;
     use crate::maps::ENDPOINT_KIND_VETH;
 
+    /// A destination inside (an internal network) and not denied: what no policy checks.
+    const OPEN: Dest = Dest {
+        inside: true,
+        egress_denied: false,
+    };
+
+    fn dest(inside: bool, egress_denied: bool) -> Dest {
+        Dest {
+            inside,
+            egress_denied,
+        }
+    }
+
     fn ipv4(src: [u8; 4], dst: [u8; 4]) -> FrameInfo {
         FrameInfo::Ipv4 { src, dst }
     }
@@ -214,7 +231,7 @@ mod tests {
 
     /// `decide` for a frame from `a` with its own MAC.
     fn decide_from(a: &EndpointValue, info: FrameInfo, to: Option<&EndpointValue>) -> Verdict {
-        decide(a, a.mac, info, to, owns(a), true)
+        decide(a, a.mac, info, to, owns(a), OPEN)
     }
 
     /// A plain IPv6 packet from `a`'s own address (to whichever endpoint the caller
@@ -296,7 +313,7 @@ mod tests {
             // Its MAC is checked first, as for every frame.
             (b.mac, ipv6_from(&a), None, SpoofedMac),
         ] {
-            let v = decide(&a, eth_src, info, to, owns(&a), true);
+            let v = decide(&a, eth_src, info, to, owns(&a), OPEN);
             assert_eq!(v, Verdict::Drop(reason), "{eth_src:?} {info:?}");
         }
     }
@@ -447,7 +464,7 @@ mod tests {
         let a = int(ep(2, 10, 1, ENDPOINT_KIND_VETH));
         let b = int(ep(3, 11, 1, ENDPOINT_KIND_VETH));
         let out = ipv4(a.ip, [198, 51, 100, 1]);
-        let d = |info, to, inside: bool| decide(&a, a.mac, info, to, owns(&a), inside);
+        let d = |info, to, inside: bool| decide(&a, a.mac, info, to, owns(&a), dest(inside, false));
         assert_eq!(d(out, None, false), Verdict::Drop(DropReason::Internal));
         assert_eq!(
             d(ipv6_from(&a), None, false),
@@ -461,7 +478,7 @@ mod tests {
         ));
         // `inside` means nothing to the endpoint of a network that is not internal.
         let open = EndpointValue { flags: 0, ..a };
-        let v = decide(&open, a.mac, out, None, owns(&a), false);
+        let v = decide(&open, a.mac, out, None, owns(&a), dest(false, true));
         assert_eq!(v, Verdict::Pass);
         // A forgery is a forgery first, and an internal drop is never translated.
         assert_eq!(
@@ -470,6 +487,49 @@ mod tests {
         );
         assert!(DropReason::Internal.bars_translation());
         assert!(!DropReason::Isolated.bars_translation());
+    }
+
+    #[test]
+    fn egress_rules_refuse_what_they_deny_and_nothing_else() {
+        let with = |e: EndpointValue, flags| EndpointValue { flags, ..e };
+        let a = with(
+            ep(2, 10, 1, ENDPOINT_KIND_VETH),
+            ENDPOINT_FLAG_IPV6 | ENDPOINT_FLAG_EGRESS,
+        );
+        let b = with(
+            ep(3, 11, 1, ENDPOINT_KIND_VETH),
+            ENDPOINT_FLAG_IPV6 | ENDPOINT_FLAG_EGRESS,
+        );
+        let out = ipv4(a.ip, [10, 9, 9, 9]);
+        let d = |e: &EndpointValue, info, to, denied| {
+            decide(e, e.mac, info, to, owns(e), dest(true, denied))
+        };
+        assert_eq!(
+            d(&a, out, None, true),
+            Verdict::Drop(DropReason::EgressDenied)
+        );
+        assert_eq!(
+            d(&a, ipv6_from(&a), None, true),
+            Verdict::Drop(DropReason::EgressDenied)
+        );
+        assert_eq!(d(&a, out, None, false), Verdict::Pass);
+        // The network's own endpoints are no egress, whatever a rule says of their subnet.
+        assert!(matches!(
+            d(&a, ipv4(a.ip, b.ip), Some(&b), true),
+            Verdict::Redirect { .. }
+        ));
+        // Without the flag no rule is read; forgeries stay forgeries; internal comes first.
+        let open = with(a, ENDPOINT_FLAG_IPV6);
+        assert_eq!(d(&open, out, None, true), Verdict::Pass);
+        let spoofed = ipv4(b.ip, [10, 9, 9, 9]);
+        assert_eq!(
+            d(&a, spoofed, None, true),
+            Verdict::Drop(DropReason::SpoofedIp)
+        );
+        let both = with(a, ENDPOINT_FLAG_EGRESS | ENDPOINT_FLAG_INTERNAL);
+        let v = decide(&both, a.mac, out, None, owns(&a), dest(false, true));
+        assert_eq!(v, Verdict::Drop(DropReason::Internal));
+        assert!(DropReason::EgressDenied.bars_translation());
     }
 
     #[test]
@@ -509,7 +569,7 @@ mod tests {
             let a = ep(2, 10, 1, ENDPOINT_KIND_VETH);
             let mut b = ep(3, 11, net, kind);
             b.ip = [10, 0, 0, 3];
-            let v = decide(&a, mac, FrameInfo::Ipv4 { src, dst: b.ip }, Some(&b), |_| false, true);
+            let v = decide(&a, mac, FrameInfo::Ipv4 { src, dst: b.ip }, Some(&b), |_| false, OPEN);
             if let Verdict::Redirect { ifindex, .. } = v {
                 prop_assert_eq!(net, 1);
                 prop_assert_eq!(src, a.ip);

@@ -92,6 +92,11 @@ pub const SOCK_NAT6_MAP: &str = "NETPATH_SOCK_NAT6";
 /// whose policy needs more than its endpoints' flags say (an internal network: its
 /// gateways). New in layout 8 (an older object has none: a start creates it).
 pub const NETWORKS_MAP: &str = "NETPATH_NETWORKS";
+/// Egress rules ([`crate::policy`]): an LPM trie over (network id, IPv4 destination),
+/// keyed as the no-masquerade trie ([`egress_key`](crate::policy::egress_key)) → [`EGRESS_DENY`](crate::policy::EGRESS_DENY)
+/// or [`EGRESS_ALLOW`](crate::policy::EGRESS_ALLOW); and the same for IPv6. New in layout 8.
+pub const EGRESS_MAP: &str = "NETPATH_EGRESS";
+pub const EGRESS6_MAP: &str = "NETPATH_EGRESS6";
 /// Fragment tracking ([`crate::frag`]): a datagram's identity as its fragments arrive
 /// ([`FragKey`](crate::frag::FragKey)) → the addresses its later fragments get
 /// ([`FragValue`](crate::frag::FragValue)); and the same for IPv6. New maps, the
@@ -112,6 +117,9 @@ pub const MAX_ENDPOINTS: u32 = 65_536;
 
 /// Capacity of the network policy map ([`NETWORKS_MAP`]).
 pub const MAX_NETWORKS: u32 = 4096;
+
+/// Capacity of each egress trie ([`EGRESS_MAP`], [`EGRESS6_MAP`]): rules of every network.
+pub const MAX_EGRESS: u32 = 16_384;
 
 map_type! {
     /// Key of the endpoint map: the endpoint's IPv4 address in network byte order.
@@ -163,8 +171,14 @@ pub const ENDPOINT_FLAG_ISOLATED: u8 = 8;
 /// link-scope addresses answer. See [`crate::policy`].
 pub const ENDPOINT_FLAG_INTERNAL: u8 = 16;
 
+/// The endpoint's network has egress rules (`--egress-deny`, `--egress-allow`): a
+/// packet to no endpoint and no host address is looked up in the egress trie of its
+/// family ([`EGRESS_MAP`], [`EGRESS6_MAP`]), and dropped (`egress_denied`) where the
+/// longest matching rule denies it. See [`crate::policy`].
+pub const ENDPOINT_FLAG_EGRESS: u8 = 32;
+
 /// The flags a network's policy sets on each of its endpoints.
-pub const POLICY_FLAGS: u8 = ENDPOINT_FLAG_ISOLATED | ENDPOINT_FLAG_INTERNAL;
+pub const POLICY_FLAGS: u8 = ENDPOINT_FLAG_ISOLATED | ENDPOINT_FLAG_INTERNAL | ENDPOINT_FLAG_EGRESS;
 
 map_type! {
     /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
@@ -295,6 +309,8 @@ counter_slots! {
         /// From an internal network's endpoint to anything outside its network
         /// ([`ENDPOINT_FLAG_INTERNAL`]).
         Internal => "internal_network",
+        /// To a destination the network's egress rules deny ([`ENDPOINT_FLAG_EGRESS`]).
+        EgressDenied => "egress_denied",
     }
 }
 
@@ -316,9 +332,11 @@ impl DropReason {
     }
 
     /// A packet dropped for this reason never reaches the NAT (no hairpin translation
-    /// may rescue it): a forgery, or one that would leave an internal network.
+    /// may rescue it): a forgery, or one that would leave an internal network or go
+    /// where egress rules deny. (A host address, where hairpin starts, is never subject
+    /// to egress rules.)
     pub const fn bars_translation(self) -> bool {
-        self.is_spoofing() || matches!(self, DropReason::Internal)
+        self.is_spoofing() || matches!(self, DropReason::Internal | DropReason::EgressDenied)
     }
 }
 

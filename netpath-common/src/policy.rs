@@ -13,11 +13,55 @@
 //!   the network, its gateway, or a link-scope address ([`inside4`], [`inside6`]) is
 //!   dropped (`internal_network`), and never translated (no hairpin, masquerade or
 //!   published port): Docker's `--internal`.
+//! - **Egress rules** ([`ENDPOINT_FLAG_EGRESS`]): a packet to no endpoint and no host
+//!   address (what the host serves is host access's business, hairpin included) is
+//!   looked up by (network, destination) in an LPM trie; the longest matching rule
+//!   decides ([`egress_denied`]), and with none matching it goes.
+//!
+//! The caller works out what needs a lookup ([`Dest`]) only for an endpoint whose flags
+//! ask for it, so a network without policy pays nothing.
 //!
 //! [`ENDPOINT_FLAG_ISOLATED`]: crate::maps::ENDPOINT_FLAG_ISOLATED
 //! [`ENDPOINT_FLAG_INTERNAL`]: crate::maps::ENDPOINT_FLAG_INTERNAL
+//! [`ENDPOINT_FLAG_EGRESS`]: crate::maps::ENDPOINT_FLAG_EGRESS
 
 use crate::maps::NetworkValue;
+
+/// What the policy needs to know of a destination that is no endpoint's, looked up by the
+/// caller where the sender's flags ask (see [`crate::forward::decide`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dest {
+    /// Within the sender's internal network ([`inside4`], [`inside6`]).
+    pub inside: bool,
+    /// Refused by the sender's network's egress rules ([`egress_denied`]).
+    pub egress_denied: bool,
+}
+
+/// An egress rule's value in the egress tries: the destination is refused.
+pub const EGRESS_DENY: u8 = 1;
+/// An egress rule's value: the destination is reached (an exception carved out of a
+/// shorter deny, say `--egress-deny private --egress-allow 10.1.2.0/24`).
+pub const EGRESS_ALLOW: u8 = 2;
+
+/// The egress tries' key of (network, IPv4 destination): the no-masquerade trie's layout
+/// ([`crate::nat::no_masq_key`]); its prefix length is 32 + the rule's.
+#[inline(always)]
+pub const fn egress_key(network_id: u32, dst: [u8; 4]) -> [u8; 8] {
+    crate::nat::no_masq_key(network_id, dst)
+}
+
+/// [`egress_key`] for IPv6.
+#[inline(always)]
+pub const fn egress_key6(network_id: u32, dst: [u8; 16]) -> [u8; 20] {
+    crate::nat::no_masq_key6(network_id, dst)
+}
+
+/// Whether the longest egress rule matching a destination (`rule`, the trie's value;
+/// none: no rule matches) refuses it.
+#[inline(always)]
+pub fn egress_denied(rule: Option<u8>) -> bool {
+    rule == Some(EGRESS_DENY)
+}
 
 /// Whether an internal network's endpoint may send to IPv4 `dst`, which is no endpoint's
 /// address: its gateway (`net`, the network's entry; none: no gateway is known, so none
@@ -49,6 +93,17 @@ mod tests {
         gateway: [10, 9, 0, 1],
         gateway6: [0xfd, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
     };
+
+    #[test]
+    fn only_a_deny_rule_denies() {
+        assert!(egress_denied(Some(EGRESS_DENY)));
+        assert!(!egress_denied(Some(EGRESS_ALLOW)));
+        assert!(!egress_denied(None));
+        // The key puts the network first: a rule of network 2 never matches network 3's
+        // destinations (its first 32 bits differ).
+        assert_eq!(egress_key(2, [10, 0, 0, 1]), [0, 0, 0, 2, 10, 0, 0, 1]);
+        assert_eq!(egress_key6(3, [0xfd; 16])[..5], [0, 0, 0, 3, 0xfd]);
+    }
 
     #[test]
     fn an_internal_endpoint_reaches_its_gateway_and_link_scope_only() {

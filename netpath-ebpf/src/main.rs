@@ -9,6 +9,7 @@ mod family;
 mod frame;
 mod maps;
 mod nat;
+mod policy;
 mod route;
 mod sock;
 
@@ -25,14 +26,13 @@ use netpath_common::{
         EndpointKey, EndpointKey6, EndpointValue, Forward, Hook,
     },
     packet::{Classified, ETH_DST, ETH_SRC, Frame, classify, frame_info},
-    policy,
 };
 
 use crate::{
     counters::{count_class, count_drop, count_tx},
     family::{V4, V6},
     frame::{TcFrame, XdpFrame},
-    maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6, NETPATH_IFACES, NETPATH_NETWORKS},
+    maps::{NETPATH_ENDPOINTS, NETPATH_ENDPOINTS6, NETPATH_IFACES},
     nat::{Fragment, Inbound, Side},
     route::redirect,
 };
@@ -139,9 +139,12 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
         return Ok(TC_ACT_UNSPEC);
     };
     count_tx(ifindex, len);
+    // Network policy's lookups, made here (see `policy`).
     if !c.class.is_ipv6() {
-        return ingress4(ctx, &frame, &c, from);
+        let pass = policy::pass(&frame, from, false);
+        return Ok(ingress4(ctx, &frame, &c, from, pass));
     }
+    let pass = policy::pass(&frame, from, true);
     // IPv6: the guard, hairpin, the fast path, as in `ingress4` — but hairpin is called
     // from here, not from `ingress6`, in steps. Verifier: a call chain has 512 bytes of
     // stack (each frame rounded up to 16 under the JIT); this entry's frame takes ≈136,
@@ -157,13 +160,11 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
     // arguments. A subprogram that may change the packet invalidates the caller's packet
     // pointers, so the frame is taken again after each (into the same variable: a
     // temporary each time grew this frame past what the chain leaves it).
-    // An internal network's policy needs its gateway, looked up here: in `ingress6` the
-    // lookup passed the call chain's 512 bytes.
-    let inside = match from.flags & ENDPOINT_FLAG_INTERNAL != 0 {
-        true => INSIDE6 * u8::from(inside6(&frame, from)),
-        false => 0,
-    };
-    let may = ingress6(ctx, &frame, &c, from, HAIRPIN_FIRST | inside);
+    // The second pass below needs no policy bit: a packet the policy refuses is dropped
+    // in the first (a refusal bars hairpin), so one that gets there was not refused.
+    // (Kept across the hairpin steps, the bit grew this frame past what the chain leaves
+    // it.)
+    let may = ingress6(ctx, &frame, &c, from, HAIRPIN_FIRST | pass);
     if may != HAIRPIN6 && may != HAIRPIN6_TO_ENDPOINT {
         return Ok(may);
     }
@@ -178,7 +179,7 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
     }
     if action == NOT_HAIRPIN {
         frame = TcFrame::new(ctx);
-        return Ok(ingress6(ctx, &frame, &c, from, inside));
+        return Ok(ingress6(ctx, &frame, &c, from, 0));
     }
     Ok(action)
 }
@@ -195,22 +196,9 @@ const NOT_HAIRPIN: i32 = -102;
 /// published port (untouched; it may start one).
 const UNTRACKED: i32 = -103;
 
-/// [`ingress6`]'s `pass` bits: hairpin may apply (the first pass), and the destination
-/// is within the sender's internal network ([`inside6`]).
+/// [`ingress6`]'s `pass` bits: hairpin may apply (the first pass); and whether the
+/// policy refuses the destination (`policy::REFUSED`).
 const HAIRPIN_FIRST: u8 = 1;
-const INSIDE6: u8 = 2;
-
-/// Whether an IPv6 packet from an internal network's endpoint `from` goes to an address
-/// within its network (`policy::inside6`; endpoints aside, which the caller knows). A
-/// subprogram of its own, called from the entry (see [`tc_ingress`]).
-#[inline(never)]
-fn inside6(frame: &TcFrame, from: &EndpointValue) -> bool {
-    let Some(dst) = frame.load::<16>(IP6_DST) else {
-        return false;
-    };
-    // SAFETY: read at once, as in `ingress4`.
-    policy::inside6(dst, unsafe { NETPATH_NETWORKS.get(network(from)) })
-}
 
 /// [`tc_ingress`] for everything but IPv6: anti-spoofing (IPv4, ARP), isolation,
 /// hairpin, the fast path.
@@ -220,10 +208,30 @@ fn inside6(frame: &TcFrame, from: &EndpointValue) -> bool {
 /// an IPv4 path's packet pointer and an IPv6 address word in one stack slot and compared
 /// them as one value ("math between pkt pointer and register"), and the one frame grew
 /// past what the verifier handles ("verifier bug: stack slot 43"; 512 bytes at most for
-/// a call chain). At most five arguments, the result's hidden pointer one of them: the
-/// length is read again here.
+/// a call chain). At most five arguments: the length is read again here, and the
+/// verdict is returned as its tc action (as [`ingress6`]'s), not through a hidden
+/// pointer. `pass`: whether the policy refuses the destination (`policy::REFUSED`).
 #[inline(never)]
-fn ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointValue) -> TcVerdict {
+fn ingress4(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: &Classified,
+    from: &EndpointValue,
+    pass: u8,
+) -> i32 {
+    let len = ctx.len() as u64;
+    verdict(Hook::TcIngress, path4(ctx, frame, c, from, pass), len)
+}
+
+/// [`ingress4`]'s logic.
+#[inline(always)]
+fn path4(
+    ctx: &TcContext,
+    frame: &TcFrame,
+    c: &Classified,
+    from: &EndpointValue,
+    pass: u8,
+) -> TcVerdict {
     let (len, c, ifindex) = (ctx.len() as u64, *c, from.ifindex);
     let published = from.flags & ENDPOINT_FLAG_PUBLISHED != 0;
     let Some(eth_src) = frame.load::<6>(ETH_SRC) else {
@@ -231,27 +239,23 @@ fn ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointVal
     };
     let eth_dst = frame.load::<6>(ETH_DST).unwrap_or([0; 6]);
     let info = frame_info(frame, c);
-    let (to, route_out, dst) = match info {
+    let (to, route_out) = match info {
         FrameInfo::Ipv4 { dst, .. } => {
             // SAFETY: copied out at once; a concurrent control-plane update can at worst
             // give an old or new value, both valid endpoints.
             let to = unsafe { NETPATH_ENDPOINTS.get(EndpointKey { ip: dst }) }.copied();
-            (
-                to,
-                to.is_none() && uplink_candidate(from, eth_dst, dst),
-                dst,
-            )
+            (to, to.is_none() && uplink_candidate(from, eth_dst, dst))
         }
-        _ => (None, false, [0; 4]),
+        _ => (None, false),
     };
-    // Looked up for an internal network's endpoint only. (Verifier: as a closure `decide`
-    // calls, LLVM left a register unset on the path that skips the lookup.)
-    let internal = from.flags & ENDPOINT_FLAG_INTERNAL != 0;
-    // SAFETY: read at once (an internal network's gateway, for its policy).
-    let inside = internal
-        && to.is_none()
-        && policy::inside4(dst, unsafe { NETPATH_NETWORKS.get(network(from)) });
-    let decision = decide(from, eth_src, info, to.as_ref(), |_| false, inside);
+    let decision = decide(
+        from,
+        eth_src,
+        info,
+        to.as_ref(),
+        |_| false,
+        policy::dest(pass),
+    );
     // Forged packets never reach the NAT, nor those leaving an internal network (whose
     // endpoints reach no published port either); nor do packets to another endpoint from
     // one that never had ports published (they cannot be replies of hairpinned
@@ -268,12 +272,6 @@ fn ingress4(ctx: &TcContext, frame: &TcFrame, c: &Classified, from: &EndpointVal
     act(ctx, decision, route_out, false, ifindex, len)
 }
 
-/// The key of endpoint `from`'s network in `NETPATH_NETWORKS`.
-#[inline(always)]
-fn network(from: &EndpointValue) -> u32 {
-    from.network_id as u32
-}
-
 /// Whether a packet from `from` that the fast path decided `decision` on may still be
 /// translated (hairpin): not a forgery, not leaving an internal network, and not from an
 /// internal network's endpoint at all (a port published on a host address is outside
@@ -287,7 +285,7 @@ fn translatable(from: &EndpointValue, decision: Verdict) -> bool {
 /// [`tc_ingress`] for IPv6: the guard, then the fast path. With [`HAIRPIN_FIRST`] in
 /// `pass`, a packet the guard lets through that hairpin may apply to (by `ingress4`'s
 /// rules) stops short of the fast path: [`HAIRPIN6`] or [`HAIRPIN6_TO_ENDPOINT`], for the
-/// caller to try hairpin first. [`INSIDE6`]: see [`inside6`]. A subprogram of its own (see [`ingress4`]), whose tc action
+/// caller to try hairpin first. The other bits: see `policy::dest6`. A subprogram of its own (see [`ingress4`]), whose tc action
 /// [`verdict`] gives (see [`tc_ingress`]).
 #[inline(never)]
 fn ingress6(
@@ -334,7 +332,7 @@ fn guard6(
         unsafe { NETPATH_ENDPOINTS6.get(EndpointKey6 { ip }) }
             .is_some_and(|e| e.ifindex == from.ifindex)
     };
-    let decision = decide(from, eth_src, info, to, owns, pass & INSIDE6 != 0);
+    let decision = decide(from, eth_src, info, to, owns, policy::dest(pass));
     // As in `ingress4`: forged packets never reach the NAT, nor those of an internal
     // network, nor packets to another endpoint from one that never had ports published.
     let published = from.flags & ENDPOINT_FLAG_PUBLISHED != 0;

@@ -12,7 +12,7 @@ use netpath_common::{
     frag::{FRAG_ENTRIES, FragKey, FragKey6, FragValue, FragValue6, FragWork},
     maps::{
         Counter, DROP_ENTRIES, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, Forward,
-        LAYOUT, MAX_ENDPOINTS, MAX_NETWORKS, NetworkValue, STATS_ENTRIES,
+        LAYOUT, MAX_EGRESS, MAX_ENDPOINTS, MAX_NETWORKS, NetworkValue, STATS_ENTRIES,
     },
     nat::{
         CtFront, CtFront6, MAX_LOCAL_ADDRS, MAX_NO_MASQ, MAX_PUBLISHED, NAT_ENTRIES, NatAge,
@@ -53,6 +53,11 @@ maps! {
     NETPATH_EP_STATS: PerCpuHashMap<u32, EndpointCounters>[MAX_ENDPOINTS];
     /// Network id → its gateways, for each internal network (`netpath_common::policy`).
     NETPATH_NETWORKS: HashMap<u32, NetworkValue>[MAX_NETWORKS];
+    /// Egress rules: (network id, IPv4 destination) → deny or allow
+    /// (`netpath_common::policy::egress_key`).
+    NETPATH_EGRESS: LpmTrie<[u8; 8], u8>[MAX_EGRESS];
+    /// Egress rules for IPv6 destinations (`egress_key6`).
+    NETPATH_EGRESS6: LpmTrie<[u8; 20], u8>[MAX_EGRESS];
     /// Drops by (hook, reason): `netpath_common::maps::drop_index`.
     NETPATH_DROPS: PerCpuArray<Counter>[DROP_ENTRIES];
     /// The fast path's forwards by [`Forward`].

@@ -235,6 +235,7 @@ pub async fn setup(opts: &DaemonOptions) -> Result<(SetupReport, Arc<Service>), 
                     mtu: None,
                     no_masquerade: Vec::new(),
                     policy: Default::default(),
+                    profile: None,
                 })
                 .await
                 .map_err(|source| DaemonError::DefaultNetwork { source })?,

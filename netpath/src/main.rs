@@ -131,6 +131,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 no_masquerade,
                 isolate,
                 internal,
+                egress_deny,
+                egress_allow,
+                profile,
                 json,
             } => {
                 let (subnet, subnet6) = family::by_family("subnet", &subnet)?;
@@ -148,7 +151,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     uplink,
                     mtu,
                     no_masquerade,
-                    policy: NetworkPolicy { isolate, internal },
+                    policy: NetworkPolicy {
+                        isolate,
+                        internal,
+                        egress_deny,
+                        egress_allow,
+                    },
+                    profile: profile.map(Into::into),
                 }));
                 if json {
                     print::json(&n)
@@ -161,14 +170,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 name,
                 isolate,
                 internal,
+                egress_deny,
+                egress_allow,
+                clear_egress,
+                profile,
                 json,
             } => {
-                if isolate.is_none() && internal.is_none() {
+                fn list<T>(v: Vec<T>, clear: bool) -> Option<Vec<T>> {
+                    (clear || !v.is_empty()).then_some(v)
+                }
+                let update = NetworkUpdate {
+                    isolate,
+                    internal,
+                    egress_deny: list(egress_deny, clear_egress),
+                    egress_allow: list(egress_allow, clear_egress),
+                    profile: profile.map(Into::into),
+                };
+                if update == NetworkUpdate::default() {
                     anyhow::bail!(
-                        "nothing to change: give --isolate[=BOOL] and/or --internal[=BOOL] (see `netpath network update --help`)"
+                        "nothing to change: give a rule (--isolate[=BOOL], --internal[=BOOL], --egress-deny, --egress-allow, --clear-egress, --profile; see `netpath network update --help`)"
                     );
                 }
-                let update = NetworkUpdate { isolate, internal };
                 let n = api!(client.update_network(&name, &update));
                 if json {
                     print::json(&n)

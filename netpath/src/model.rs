@@ -12,7 +12,7 @@ use std::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-pub use crate::types::MacAddr;
+pub use crate::types::{Destination, MacAddr};
 
 /// How a network connects its endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -77,12 +77,38 @@ pub struct NetworkCreate {
     /// What the network's endpoints may reach (default: everything).
     #[serde(default, skip_serializing_if = "NetworkPolicy::is_open")]
     pub policy: NetworkPolicy,
+    /// A preset added to `policy` ([`Profile`]).
+    pub profile: Option<Profile>,
+}
+
+/// A preset of network policy (`--profile`), added to the rules a request gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// For microVM tenants nobody vetted: isolated, and no private destination
+    /// (`--isolate --egress-deny private`).
+    Untrusted,
+}
+
+impl Profile {
+    /// `policy` with this preset's rules added.
+    pub fn apply(self, mut policy: NetworkPolicy) -> NetworkPolicy {
+        match self {
+            Profile::Untrusted => {
+                policy.isolate = true;
+                if !policy.egress_deny.contains(&Destination::Private) {
+                    policy.egress_deny.push(Destination::Private);
+                }
+            }
+        }
+        policy
+    }
 }
 
 /// What a network's endpoints may reach, enforced by the endpoint program on each
 /// endpoint's own device (see `netpath_common::policy`). Set at creation, changed with
 /// `PATCH /v1/networks/NAME` ([`NetworkUpdate`]) on running endpoints.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkPolicy {
     /// Endpoints do not reach each other directly (Docker's `icc=false`); a neighbour's
@@ -93,6 +119,15 @@ pub struct NetworkPolicy {
     /// their gateway only; no masquerade, no published ports.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub internal: bool,
+    /// Destinations outside the network its endpoints may not reach: CIDRs, or
+    /// `private` (RFC 1918, 100.64/10, 169.254/16, fc00::/7, fe80::/10 and the host's
+    /// own subnets). The longest matching rule of the two lists decides; none matching,
+    /// the packet goes. The host's own addresses are not egress (host access is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_deny: Vec<Destination>,
+    /// Exceptions to `egress_deny` (a longer prefix inside a denied one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_allow: Vec<IpNet>,
 }
 
 impl NetworkPolicy {
@@ -104,9 +139,20 @@ impl NetworkPolicy {
 
     /// The rules as words, for `ls` and messages ("isolate, internal"; "-" for none).
     pub fn describe(&self) -> String {
-        let rules: Vec<&str> = [(self.isolate, "isolate"), (self.internal, "internal")]
+        let list = |what: &str, items: Vec<String>| {
+            (!items.is_empty()).then(|| format!("{what}={}", items.join("+")))
+        };
+        let rules: Vec<String> = [(self.isolate, "isolate"), (self.internal, "internal")]
             .into_iter()
-            .filter_map(|(on, name)| on.then_some(name))
+            .filter_map(|(on, name)| on.then(|| name.to_owned()))
+            .chain(list(
+                "egress-deny",
+                self.egress_deny.iter().map(|d| d.to_string()).collect(),
+            ))
+            .chain(list(
+                "egress-allow",
+                self.egress_allow.iter().map(|c| c.to_string()).collect(),
+            ))
             .collect();
         if rules.is_empty() {
             "-".into()
@@ -119,19 +165,31 @@ impl NetworkPolicy {
 /// A change of a network's policy (`PATCH /v1/networks/NAME`, `netpath network update`):
 /// each rule given is set, the others stay.
 #[serde_with::skip_serializing_none]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkUpdate {
     pub isolate: Option<bool>,
     pub internal: Option<bool>,
+    /// The whole new list (`[]`: none).
+    pub egress_deny: Option<Vec<Destination>>,
+    pub egress_allow: Option<Vec<IpNet>>,
+    /// A preset added after the rules above.
+    pub profile: Option<Profile>,
 }
 
 impl NetworkUpdate {
     /// `policy` with this update's rules applied.
-    pub fn apply(&self, policy: NetworkPolicy) -> NetworkPolicy {
-        NetworkPolicy {
+    pub fn apply(&self, policy: &NetworkPolicy) -> NetworkPolicy {
+        let policy = NetworkPolicy {
             isolate: self.isolate.unwrap_or(policy.isolate),
             internal: self.internal.unwrap_or(policy.internal),
+            egress_deny: (self.egress_deny.clone()).unwrap_or_else(|| policy.egress_deny.clone()),
+            egress_allow: (self.egress_allow.clone())
+                .unwrap_or_else(|| policy.egress_allow.clone()),
+        };
+        match self.profile {
+            Some(p) => p.apply(policy),
+            None => policy,
         }
     }
 }

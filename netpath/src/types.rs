@@ -123,6 +123,50 @@ impl<'de> Deserialize<'de> for MacAddr {
     }
 }
 
+/// An egress rule's destination: a CIDR of either family, or `private`, the preset of
+/// addresses an untrusted guest has no business reaching (see
+/// `control::policy::PRIVATE`). Written as such (as JSON too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Destination {
+    Private,
+    Cidr(ipnet::IpNet),
+}
+
+impl FromStr for Destination {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "private" {
+            return Ok(Destination::Private);
+        }
+        s.parse().map(Destination::Cidr).map_err(|_| {
+            format!("invalid destination {s:?}: give a CIDR (10.0.0.0/8, fd00::/8) or `private`")
+        })
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Private => f.write_str("private"),
+            Destination::Cidr(c) => c.fmt(f),
+        }
+    }
+}
+
+impl Serialize for Destination {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Destination {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
 /// A value of either address family (`IpNet`, `IpAddr`).
 pub trait Dual: Copy + fmt::Display {
     type V4;

@@ -10,6 +10,8 @@
 //!   outside, to the host (`127.0.0.1`) and to each other through the host's address
 //!   (hairpin) — with no docker-proxy and no DNAT rule of Docker's;
 //! * a routed network (`-o mode=routed`) carries both families between its containers;
+//! * an internal network (`--internal`) is a netpath internal network: its containers
+//!   reach each other, and nothing outside (the drop counted as `internal_network`);
 //! * `docker rm` and `docker network rm` leave no netpath endpoint, lease, device or
 //!   network.
 
@@ -32,6 +34,7 @@ const SUBNET: &str = "10.251.0.0/24";
 const SUBNET6: &str = "fd71::/64";
 const ROUTED: &str = "10.252.0.0/24";
 const ROUTED6: &str = "fd72::/64";
+const INTERNAL: &str = "10.214.0.0/24";
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 251, 1);
 const UPLINK: Ipv4Addr = Ipv4Addr::new(198, 18, 251, 2);
 const OUT_PORT: u16 = 9251;
@@ -333,6 +336,72 @@ fn docker_runs_containers_on_netpath() {
         "d-{}",
         &docker.ok(&["network", "inspect", "-f", "{{.Id}}", "routed"])[..10]
     );
+
+    // `--internal`: a netpath internal network. Its containers reach each other; a
+    // server outside, listening, sees no connection from them.
+    docker.ok(&[
+        "network",
+        "create",
+        "-d",
+        &plugin,
+        "--internal",
+        "--subnet",
+        INTERNAL,
+        "-o",
+        &uplink,
+        "closed",
+    ]);
+    let nets: Value = serde_json::from_str(&np.ok(&["network", "ls", "--json"])).unwrap();
+    let closed = (nets.as_array().unwrap().iter())
+        .find(|n| n["subnet"] == INTERNAL)
+        .unwrap_or_else(|| panic!("no netpath network on {INTERNAL}: {nets}"));
+    assert_eq!(closed["policy"]["internal"], true, "{closed}");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "i1",
+        "--network",
+        "closed",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let (i4, _) = addresses(&docker, "i1");
+    let refused_before = np.drops("internal_network");
+    let listening = outside.spawn(|| {
+        let l = std::net::TcpListener::bind((OUTSIDE, OUT_PORT + 1)).unwrap();
+        l.set_nonblocking(true).unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(8);
+        while std::time::Instant::now() < end {
+            if l.accept().is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    });
+    let out_port = OUT_PORT + 1;
+    let script = format!("ping -c 1 -W 3 {i4} && ! (echo out | nc -w 3 {OUTSIDE} {out_port})");
+    docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "closed",
+        IMAGE,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        !listening.join().unwrap(),
+        "an internal container reached outside"
+    );
+    let refused = np.drops("internal_network") - refused_before;
+    assert!(refused >= 1, "internal_network drops: {refused}");
+    our_links.extend(links_of(&np));
+    docker.ok(&["rm", "-f", "i1"]);
+    docker.ok(&["network", "rm", "closed"]);
 
     // `docker rm -f` while netpath is down: Docker gives up on the plugin (after its
     // retries) and moves the container end back to the host as it tears the container

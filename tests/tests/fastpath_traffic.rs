@@ -57,6 +57,7 @@ async fn two_endpoints(mode: Mode, subnet: &str) -> Fixture {
         mtu: None,
         no_masquerade: Vec::new(),
         policy: Default::default(),
+        profile: None,
     })
     .await
     .expect("network");

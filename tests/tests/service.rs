@@ -36,6 +36,7 @@ async fn sixty_four_parallel_endpoints_reach_their_gateway() {
             mtu: None,
             no_masquerade: Vec::new(),
             policy: Default::default(),
+            profile: None,
         })
         .await
         .expect("create network");
@@ -132,6 +133,7 @@ async fn sixteen_taps_with_owner_and_host_routes() {
         mtu: None,
         no_masquerade: Vec::new(),
         policy: Default::default(),
+        profile: None,
     })
     .await
     .expect("create routed network");

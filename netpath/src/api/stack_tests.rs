@@ -198,6 +198,7 @@ fn create(name: &str) -> NetworkCreate {
         mtu: Some(9000),
         no_masquerade: Vec::new(),
         policy: Default::default(),
+        profile: None,
     }
 }
 

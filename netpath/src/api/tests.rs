@@ -90,6 +90,28 @@ fn bad_bodies_are_refused_with_their_status_and_reason() {
             StatusCode::BAD_REQUEST,
             Starts("invalid request body: "),
         ),
+        // Policy: an unknown profile, a malformed egress destination, an unknown rule.
+        (
+            network,
+            json,
+            br#"{"name":"a","subnet":"10.1.0.0/24","profile":"paranoid"}"#,
+            StatusCode::BAD_REQUEST,
+            Has("unknown variant `paranoid`, expected `untrusted`"),
+        ),
+        (
+            network,
+            json,
+            br#"{"name":"a","subnet":"10.1.0.0/24","policy":{"egress_deny":["10.0.0.0/33"]}}"#,
+            StatusCode::BAD_REQUEST,
+            Has("invalid destination \"10.0.0.0/33\": give a CIDR"),
+        ),
+        (
+            rejection::<NetworkUpdate>,
+            json,
+            br#"{"isolate":true,"egress":["private"]}"#,
+            StatusCode::BAD_REQUEST,
+            Has("unknown field `egress`"),
+        ),
         // No body, or not JSON.
         (network, json, b" \n", StatusCode::BAD_REQUEST, Has("empty")),
         (

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use netpath::{
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR},
     control::EPHEMERAL_PORTS,
-    model::{Joining, MacAddr},
+    model::{Destination, Joining, MacAddr},
 };
 
 use super::{
@@ -259,6 +259,18 @@ pub(crate) enum NetworkCmd {
         /// other and their gateway only: no masquerade, no published ports.
         #[arg(long)]
         internal: bool,
+        /// Policy: a destination outside the network its endpoints may not reach: a
+        /// CIDR, or `private` (RFC 1918, 100.64/10, 169.254/16, fc00::/7, fe80::/10 and
+        /// the host's own subnets). Repeatable; the longest matching rule wins.
+        #[arg(long, value_name = "CIDR|private")]
+        egress_deny: Vec<Destination>,
+        /// Policy: an exception to --egress-deny (a longer prefix). Repeatable.
+        #[arg(long, value_name = "CIDR")]
+        egress_allow: Vec<IpNet>,
+        /// A preset added to the rules given: `untrusted` (microVM tenants) is --isolate
+        /// --egress-deny private.
+        #[arg(long, value_enum)]
+        profile: Option<ProfileArg>,
         /// Print the new network as JSON.
         #[arg(long)]
         json: bool,
@@ -275,6 +287,19 @@ pub(crate) enum NetworkCmd {
         /// endpoints have published ports.
         #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
         internal: Option<bool>,
+        /// The new list of denied destinations (CIDR or `private`), replacing the old
+        /// one. Repeatable.
+        #[arg(long, value_name = "CIDR|private")]
+        egress_deny: Vec<Destination>,
+        /// The new list of exceptions, replacing the old one. Repeatable.
+        #[arg(long, value_name = "CIDR")]
+        egress_allow: Vec<IpNet>,
+        /// Remove every egress rule (with neither list given).
+        #[arg(long, conflicts_with_all = ["egress_deny", "egress_allow"])]
+        clear_egress: bool,
+        /// A preset added to the rules: `untrusted` is --isolate --egress-deny private.
+        #[arg(long, value_enum)]
+        profile: Option<ProfileArg>,
         /// Print the network as JSON.
         #[arg(long)]
         json: bool,
@@ -303,6 +328,20 @@ pub(crate) enum NetworkCmd {
 pub(crate) enum ModeArg {
     Bridge,
     Routed,
+}
+
+/// `--profile` ([`Profile`](netpath::model::Profile) in the API).
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum ProfileArg {
+    Untrusted,
+}
+
+impl From<ProfileArg> for netpath::model::Profile {
+    fn from(p: ProfileArg) -> Self {
+        match p {
+            ProfileArg::Untrusted => netpath::model::Profile::Untrusted,
+        }
+    }
 }
 
 /// `netpath flows --proto`.

@@ -199,6 +199,7 @@ impl NetworkSettings {
             mtu: self.mtu,
             no_masquerade: self.no_masquerade.clone().unwrap_or_default(),
             policy: Default::default(),
+            profile: None,
         })
     }
 

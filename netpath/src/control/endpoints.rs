@@ -279,7 +279,7 @@ impl Service {
             },
             // Without IPv6 the endpoint's IPv6 frames are dropped (an IPv4-only
             // network's), without IPv4 its IPv4 and ARP (an IPv6-only network's).
-            flags: super::policy::policy_flags(network.policy)
+            flags: super::policy::policy_flags(&network.policy)
                 | match (ep.ip, ep.ip6) {
                     (Some(_), Some(_)) => ENDPOINT_FLAG_IPV6,
                     (Some(_), None) => 0,

@@ -89,6 +89,8 @@ pub struct Kernel {
     pub private_vlans: BTreeSet<String>,
     /// Network policy entries: network id → its gateways.
     pub networks: BTreeMap<u16, NetworkValue>,
+    /// Egress rules: network id → (CIDR, deny or allow), as written.
+    pub egress: BTreeMap<u16, Vec<(IpNet, u8)>>,
 }
 
 impl Kernel {
@@ -533,6 +535,7 @@ fn call_line(write: &MapWrite) -> String {
         MapWrite::Unpublish6(key) => format!("unpublish6 {}", key_name6(key)),
         MapWrite::MarkPublished(ip) => format!("mark_published {ip}"),
         MapWrite::SetLocalAddrs(_) => "set_local_addrs".into(),
+        MapWrite::SetEgress { network, rules } => format!("set_egress {network} {rules:?}"),
         MapWrite::SetNetwork { network, value } => {
             format!(
                 "set_network {network} {}",
@@ -670,6 +673,12 @@ impl Maps for FakeMaps {
             }
             MapWrite::MarkPublished(ip) => k.mark(ip),
             MapWrite::SetLocalAddrs(_) => {}
+            MapWrite::SetEgress { network, rules } if rules.is_empty() => {
+                k.egress.remove(&network);
+            }
+            MapWrite::SetEgress { network, rules } => {
+                k.egress.insert(network, rules);
+            }
             MapWrite::SetNetwork { network, value } => match value {
                 Some(v) => drop(k.networks.insert(network, v)),
                 None => drop(k.networks.remove(&network)),

@@ -233,6 +233,12 @@ pub enum MapWrite {
     MarkPublished(IpAddr),
     /// The host's own addresses (both families), for host-local access.
     SetLocalAddrs(Vec<IpAddr>),
+    /// Network `network`'s egress rules: exactly `rules` (CIDR, `policy::EGRESS_DENY` or
+    /// `EGRESS_ALLOW`).
+    SetEgress {
+        network: u16,
+        rules: Vec<(IpNet, u8)>,
+    },
     /// Network `network`'s policy entry (an internal network's gateways), or none.
     SetNetwork {
         network: u16,
@@ -350,6 +356,7 @@ impl Maps for Datapath {
             MapWrite::MarkPublished(ip) => self.mark_published(ip),
             MapWrite::SetLocalAddrs(addrs) => self.set_local_addrs(&addrs),
             MapWrite::SetNetwork { network, value } => self.set_network(network, value),
+            MapWrite::SetEgress { network, rules } => self.set_egress(network, &rules),
             MapWrite::SetEndpointPolicy { ip, ip6, flags } => {
                 self.set_endpoint_policy(ip, ip6, flags)
             }

@@ -61,6 +61,11 @@ impl Service {
             req.subnet.is_some(),
             req.subnet6.is_some(),
         )?;
+        let policy = match req.profile {
+            Some(p) => p.apply(req.policy.clone()),
+            None => req.policy.clone(),
+        };
+        validate::policy(&policy, (req.subnet.is_some(), req.subnet6.is_some()))?;
         let gateway = req.subnet.map(|subnet| {
             req.gateway
                 .unwrap_or_else(|| subnet.hosts().next().expect("a /30 or larger has hosts"))
@@ -122,7 +127,7 @@ impl Service {
             mtu,
             bridge,
             no_masquerade: req.no_masquerade,
-            policy: req.policy,
+            policy,
         };
         let network = db(&self.store, move |s| s.create_network(network)).await?;
         if let Err(e) = self.plumb_network(&network).await {
@@ -178,6 +183,10 @@ impl Service {
                 network: network.id,
                 value,
             })?,
+        }
+        if !network.policy.egress_deny.is_empty() {
+            let write = self.egress_write(network);
+            self.datapath().write(write)?;
         }
         if network.subnet6.is_some() {
             // Said on the daemon's log, as its other host-wide changes.
@@ -348,6 +357,14 @@ impl Service {
             let write = MapWrite::SetNetwork {
                 network: network.id,
                 value: None,
+            };
+            self.datapath().write(write)?;
+        }
+        if !network.policy.egress_deny.is_empty() {
+            let rules = Vec::new();
+            let write = MapWrite::SetEgress {
+                network: network.id,
+                rules,
             };
             self.datapath().write(write)?;
         }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{NETWORK_NAME_MAX, Result, ServiceError};
+use crate::model::{Destination, NetworkPolicy};
 
 /// Most `--no-masquerade` destinations one network may have.
 pub const NO_MASQ_PER_NETWORK: usize = 64;
@@ -168,6 +169,57 @@ pub fn owner_ids(uid: Option<u32>, gid: Option<u32>) -> Result<()> {
                 u32::MAX - 1
             )));
         }
+    }
+    Ok(())
+}
+
+/// A network's policy (see `control::policy`), for a network with IPv4 (`ipv4`) and/or
+/// IPv6 (`ipv6`): egress CIDRs are network addresses of a family the network has, a
+/// prefix is not both denied and allowed, and there are at most
+/// [`EGRESS_RULES_MAX`](super::policy::EGRESS_RULES_MAX) rules.
+pub fn policy(policy: &NetworkPolicy, (ipv4, ipv6): (bool, bool)) -> Result<()> {
+    let denied = policy.egress_deny.iter().filter_map(|d| match d {
+        Destination::Cidr(c) => Some(("--egress-deny", *c)),
+        Destination::Private => None,
+    });
+    let allowed = policy.egress_allow.iter().map(|c| ("--egress-allow", *c));
+    let all: Vec<(&str, IpNet)> = denied.chain(allowed).collect();
+    let count = policy.egress_deny.len() + policy.egress_allow.len();
+    if count > super::policy::EGRESS_RULES_MAX {
+        return Err(ServiceError::invalid(format!(
+            "{count} egress rules: at most {} per network",
+            super::policy::EGRESS_RULES_MAX
+        )));
+    }
+    for (flag, c) in &all {
+        if c.network() != c.addr() {
+            return Err(ServiceError::invalid(format!(
+                "invalid {flag} {c}: give the network address (e.g. {})",
+                c.trunc()
+            )));
+        }
+        let (has, family) = match c {
+            IpNet::V4(_) => (ipv4, "IPv4"),
+            IpNet::V6(_) => (ipv6, "IPv6"),
+        };
+        if !has {
+            return Err(ServiceError::invalid(format!(
+                "invalid {flag} {c}: the network has no {family} subnet, so its endpoints send nothing to {family} destinations"
+            )));
+        }
+    }
+    if let Some(c) = policy
+        .egress_allow
+        .iter()
+        .find(|c| policy.egress_deny.contains(&Destination::Cidr(**c)))
+    {
+        return Err(ServiceError::Invalid {
+            what: format!("{c} is both denied and allowed"),
+            hint: Some(
+                "give a prefix in one list only: an allow inside a denied prefix must be longer than it"
+                    .into(),
+            ),
+        });
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ fn stats_slot(version: u32, i: u32) -> u32 {
 }
 
 /// The drop reasons per hook in `NETPATH_DROPS` version 6 (layouts 6 and 7), before the
-/// policy reasons were appended (each hook's block of slots grew from 14 to 16).
+/// policy reasons were appended (each hook's block of slots grew from 14 to 17).
 const DROPS_V6_REASONS: u32 = 14;
 
 /// Where slot `i` of a drops array of `version` goes in this build's: before version 6
@@ -162,7 +162,8 @@ pub fn copy_entries(
         LOCAL_ADDRS6_MAP => copy_hash::<[u8; 16], u8>(name, old, new, flags),
         LAYOUT_MAP => Ok(0),
         MASQ_SRC_MAP => copy_lpm::<[u8; 4], u32>(name, old, new, flags),
-        NO_MASQ_MAP => copy_lpm::<[u8; 8], u8>(name, old, new, flags),
+        NO_MASQ_MAP | EGRESS_MAP => copy_lpm::<[u8; 8], u8>(name, old, new, flags),
+        EGRESS6_MAP => copy_lpm::<[u8; 20], u8>(name, old, new, flags),
         _ => Err(DatapathError::Layout {
             detail: format!("no rule carries map {name} across layouts"),
         }),

@@ -42,9 +42,10 @@ use super::{convert, *};
 ///   a clock and a state beside the front (`CtFront`, 16 and 28 bytes), so that
 ///   published connections show their age and expire in `netpath flows`. Their values
 ///   grew: [`convert`] widens them.
-/// - 8: `NETPATH_DROPS`: `isolated` and `internal_network` (two more slots per hook's
-///   block, which moves every block but the first: [`convert`] moves the counters). (And
-///   the network policy map `NETPATH_NETWORKS`, which a start creates.)
+/// - 8: `NETPATH_DROPS`: `isolated`, `internal_network` and `egress_denied` (three more
+///   slots per hook's block, which moves every block but the first: [`convert`] moves
+///   the counters). (And the network policy maps `NETPATH_NETWORKS`, `NETPATH_EGRESS`
+///   and `NETPATH_EGRESS6`, which a start creates.)
 pub const CHANGES: [(u32, &[&str]); 7] = [
     (2, &[DROPS_MAP]),
     (3, &[DROPS_MAP]),

@@ -190,15 +190,23 @@ impl Datapath {
     pub fn set_no_masquerade(&mut self, network_id: u16, cidrs: &[ipnet::IpNet]) -> Result<()> {
         let network = u32::from(network_id);
         let (v4, v6) = crate::types::split_families(cidrs);
-        let v4 = v4
-            .iter()
-            .map(|c| (c.prefix_len(), no_masq_key(network, c.network().octets())));
-        sync_no_masq(&mut self.no_masq, NO_MASQ_MAP, network, v4)?;
+        let v4 = v4.iter().map(|c| {
+            (
+                c.prefix_len(),
+                no_masq_key(network, c.network().octets()),
+                1,
+            )
+        });
+        sync_network_trie(&mut self.no_masq, NO_MASQ_MAP, network, v4)?;
         if let Some(m) = self.nat66.as_mut() {
-            let v6 = v6
-                .iter()
-                .map(|c| (c.prefix_len(), no_masq_key6(network, c.network().octets())));
-            sync_no_masq(m.no_masq_mut(), NO_MASQ6_MAP, network, v6)?;
+            let v6 = v6.iter().map(|c| {
+                (
+                    c.prefix_len(),
+                    no_masq_key6(network, c.network().octets()),
+                    1,
+                )
+            });
+            sync_network_trie(m.no_masq_mut(), NO_MASQ6_MAP, network, v6)?;
         }
         Ok(())
     }
@@ -219,6 +227,41 @@ impl Datapath {
                 ),
             }),
         }
+    }
+
+    /// Network `network_id`'s egress rules: exactly `rules` (a CIDR of either family and
+    /// `policy::EGRESS_DENY` or `EGRESS_ALLOW`), each family in its trie. A datapath of a
+    /// layout before 8 has none, and refuses rules.
+    pub fn set_egress(&mut self, network_id: u16, rules: &[(ipnet::IpNet, u8)]) -> Result<()> {
+        let network = u32::from(network_id);
+        let Some((v4, v6)) = self.egress.as_mut() else {
+            if rules.is_empty() {
+                return Ok(());
+            }
+            return Err(DatapathError::Layout {
+                detail: format!(
+                    "the pinned datapath has no {EGRESS_MAP} map (egress rules): restart the daemon with this build to migrate it"
+                ),
+            });
+        };
+        let rules4 = rules.iter().filter_map(|(c, rule)| match c {
+            ipnet::IpNet::V4(c) => Some((
+                c.prefix_len(),
+                egress_key(network, c.network().octets()),
+                *rule,
+            )),
+            ipnet::IpNet::V6(_) => None,
+        });
+        sync_network_trie(v4, EGRESS_MAP, network, rules4)?;
+        let rules6 = rules.iter().filter_map(|(c, rule)| match c {
+            ipnet::IpNet::V6(c) => Some((
+                c.prefix_len(),
+                egress_key6(network, c.network().octets()),
+                *rule,
+            )),
+            ipnet::IpNet::V4(_) => None,
+        });
+        sync_network_trie(v6, EGRESS6_MAP, network, rules6)
     }
 
     /// Publishes `key` (protocol, host address or 0.0.0.0, host port) to `endpoint`,
@@ -339,17 +382,17 @@ impl Datapath {
 }
 
 /// Makes the exemption trie `map` hold exactly `want` for `network` (a destination's
-/// prefix length, its key data): keys whose first four bytes are the network id
-/// ([`no_masq_key`]) and not wanted go, the wanted ones are written (prefix length: the
-/// id's 32 bits and the destination's).
-fn sync_no_masq<const K: usize>(
+/// prefix length, its key data, its value): keys whose first four bytes are the network
+/// id ([`no_masq_key`], `policy::egress_key`) and not wanted go, the wanted ones are
+/// written (prefix length: the id's 32 bits and the destination's).
+fn sync_network_trie<const K: usize>(
     map: &mut LpmTrie<MapData, [u8; K], u8>,
     name: &'static str,
     network: u32,
-    want: impl Iterator<Item = (u8, [u8; K])>,
+    want: impl Iterator<Item = (u8, [u8; K], u8)>,
 ) -> Result<()> {
-    let want: Vec<LpmKey<[u8; K]>> = want
-        .map(|(prefix, data)| LpmKey::new(32 + u32::from(prefix), data))
+    let want: Vec<(LpmKey<[u8; K]>, u8)> = want
+        .map(|(prefix, data, value)| (LpmKey::new(32 + u32::from(prefix), data), value))
         .collect();
     let same = |a: &LpmKey<[u8; K]>, b: &LpmKey<[u8; K]>| {
         a.data() == b.data() && a.prefix_len() == b.prefix_len()
@@ -357,13 +400,14 @@ fn sync_no_masq<const K: usize>(
     let stale: Vec<LpmKey<[u8; K]>> = map
         .keys()
         .filter_map(|k| k.ok())
-        .filter(|k| k.data()[..4] == network.to_be_bytes() && !want.iter().any(|w| same(w, k)))
+        .filter(|k| k.data()[..4] == network.to_be_bytes() && !want.iter().any(|(w, _)| same(w, k)))
         .collect();
     for k in stale {
         absent_ok(name, map.remove(&k))?;
     }
-    for k in &want {
-        map.insert(k, 1, 0).map_err(DatapathError::writing(name))?;
+    for (k, value) in &want {
+        map.insert(k, value, 0)
+            .map_err(DatapathError::writing(name))?;
     }
     Ok(())
 }

@@ -67,11 +67,11 @@ use aya_obj::programs::XdpAttachType;
 use netpath_common::{
     events::{EVENTS_LOST_MAP, EVENTS_MAP, LAST_DROP_MAP, MONITOR_MAP},
     maps::{
-        Counter, DROPS_MAP, DropReason, ENDPOINT_FLAG_NO_IPV4, ENDPOINT_FLAG_PUBLISHED,
-        ENDPOINTS_MAP, ENDPOINTS6_MAP, EP_STATS_MAP, EndpointCounters, EndpointKey, EndpointKey6,
-        EndpointValue, FORWARDS_MAP, FRAG_MAP, FRAG_WORK_MAP, FRAG_WORK6_MAP, FRAG6_MAP, Forward,
-        Hook, IFACES_MAP, LAYOUT_MAP, NETWORKS_MAP, NetworkValue, POLICY_FLAGS, STATS_MAP,
-        drop_index,
+        Counter, DROPS_MAP, DropReason, EGRESS_MAP, EGRESS6_MAP, ENDPOINT_FLAG_NO_IPV4,
+        ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, ENDPOINTS6_MAP, EP_STATS_MAP, EndpointCounters,
+        EndpointKey, EndpointKey6, EndpointValue, FORWARDS_MAP, FRAG_MAP, FRAG_WORK_MAP,
+        FRAG_WORK6_MAP, FRAG6_MAP, Forward, Hook, IFACES_MAP, LAYOUT_MAP, NETWORKS_MAP,
+        NetworkValue, POLICY_FLAGS, STATS_MAP, drop_index,
     },
     nat::{
         CtFront, CtFront6, DNAT_CT_MAP, DNAT_CT6_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP,
@@ -82,6 +82,7 @@ use netpath_common::{
         no_masq_key, no_masq_key6,
     },
     packet::PacketClass,
+    policy::{egress_key, egress_key6},
 };
 
 use self::pins::*;
@@ -98,7 +99,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 39] = [
+pub const MAPS: [&str; 41] = [
     LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
@@ -113,6 +114,8 @@ pub const MAPS: [&str; 39] = [
     IFACES_MAP,
     EP_STATS_MAP,
     NETWORKS_MAP,
+    EGRESS_MAP,
+    EGRESS6_MAP,
     DROPS_MAP,
     SNAT_MAP,
     RNAT_MAP,
@@ -179,6 +182,11 @@ pub struct Datapath {
     ep_stats: PerCpuHashMap<MapData, u32, EndpointCounters>,
     /// `None` on a datapath of a layout before 8 (no network policy).
     networks: Option<HashMap<MapData, u32, NetworkValue>>,
+    /// The egress rules' tries (keys: `policy::egress_key`), as `networks`.
+    egress: Option<(
+        LpmTrie<MapData, [u8; 8], u8>,
+        LpmTrie<MapData, [u8; 20], u8>,
+    )>,
     drops: PerCpuArray<MapData, Counter>,
     forwards: PerCpuArray<MapData, Counter>,
     snat: HashMap<MapData, Tuple, NatTarget>,
@@ -249,6 +257,8 @@ impl Datapath {
             ifaces: open_typed(&pins, IFACES_MAP)?,
             ep_stats: open_typed(&pins, EP_STATS_MAP)?,
             networks: open_typed_if_pinned(&pins, NETWORKS_MAP)?,
+            egress: open_typed_if_pinned(&pins, EGRESS_MAP)?
+                .zip(open_typed_if_pinned(&pins, EGRESS6_MAP)?),
             drops: open_typed(&pins, DROPS_MAP)?,
             forwards: open_typed(&pins, FORWARDS_MAP)?,
             snat: open_typed(&pins, SNAT_MAP)?,

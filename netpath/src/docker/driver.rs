@@ -308,7 +308,9 @@ impl<B: Backend> Driver<B> {
             policy: NetworkPolicy {
                 isolate: g.isolate,
                 internal,
+                ..Default::default()
             },
+            profile: None,
         };
         self.backend.create_network(create).await.map_err(said)?;
         Ok(json!({}))

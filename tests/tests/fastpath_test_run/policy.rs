@@ -1,11 +1,16 @@
 //! Network policy through the endpoint program, byte by byte: an isolated network's
 //! endpoints reach each other in neither family, an internal network's reach their
-//! network, their gateway and link scope only — each refusal counted under its own
+//! network, their gateway and link scope only, egress rules refuse what their longest
+//! match denies — each refusal counted under its own
 //! reason, nothing delivered — and a policy turned off (as `network update` does on
 //! running endpoints) gives the fast path back.
 
-use netpath_common::maps::{
-    DropReason, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_ISOLATED, EndpointValue, NetworkValue,
+use netpath_common::{
+    maps::{
+        DropReason, ENDPOINT_FLAG_EGRESS, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_ISOLATED,
+        EndpointValue, NetworkValue,
+    },
+    policy::{EGRESS_ALLOW, EGRESS_DENY},
 };
 use netpath_tests::{frames, require_root};
 
@@ -179,6 +184,68 @@ fn an_internal_networks_endpoints_reach_their_network_gateway_and_link_scope_onl
         &s,
         "ipv6 to the world, open",
         &udp6_to(public6),
+        TC_ACT_UNSPEC,
+        None,
+    );
+}
+
+#[test]
+fn egress_rules_refuse_what_the_longest_match_denies_but_no_host_address() {
+    require_root!();
+    let mut s = setup();
+    let ac = [&s.a, &s.c].map(|(_, e, ip6)| (*e, *ip6));
+    set_policy(&mut s, ENDPOINT_FLAG_EGRESS, &ac);
+    let net = |c: &str| c.parse::<ipnet::IpNet>().unwrap();
+    let rules = [
+        (net("198.51.100.0/24"), EGRESS_DENY),
+        (net("198.51.100.7/32"), EGRESS_ALLOW),
+        (net("2001:db8::/32"), EGRESS_DENY),
+    ];
+    s.dp.set_egress(1, &rules).expect("egress rules");
+    // A host address inside a denied prefix: host access's business, not egress's.
+    let host = [198, 51, 100, 9];
+    s.dp.set_local_addrs(&[std::net::IpAddr::from(host)])
+        .expect("host addresses");
+    let denied = Some(DropReason::EgressDenied);
+    let v4 = |dst| with_dst(frames::udp(&[6; 8]), dst);
+    let mut public6 = [0u8; 16];
+    public6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    public6[15] = 1;
+    let mut other6 = public6;
+    other6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb9]);
+    for (name, frame, want, reason) in [
+        ("denied", v4([198, 51, 100, 1]), TC_ACT_SHOT, denied),
+        (
+            "the allowed hole",
+            v4([198, 51, 100, 7]),
+            TC_ACT_UNSPEC,
+            None,
+        ),
+        ("no rule", v4([203, 0, 113, 1]), TC_ACT_UNSPEC, None),
+        ("a host address", v4(host), TC_ACT_UNSPEC, None),
+        ("to b", frames::udp(&[1; 8]), TC_ACT_REDIRECT, None),
+        ("ipv6 denied", udp6_to(public6), TC_ACT_SHOT, denied),
+        ("ipv6, no rule", udp6_to(other6), TC_ACT_UNSPEC, None),
+        ("ipv6 to c", udp6_to(s.c.2), TC_ACT_REDIRECT, None),
+    ] {
+        from_a(&s, name, &frame, want, reason);
+    }
+    // Another network's rules are not a's: network 2 denies everything, a is unmoved.
+    s.dp.set_egress(2, &[(net("0.0.0.0/0"), EGRESS_DENY)])
+        .expect("network 2's rules");
+    from_a(
+        &s,
+        "no rule of its own",
+        &v4([203, 0, 113, 1]),
+        TC_ACT_UNSPEC,
+        None,
+    );
+    // Rules removed: nothing denied.
+    s.dp.set_egress(1, &[]).expect("no rules");
+    from_a(
+        &s,
+        "rules gone",
+        &v4([198, 51, 100, 1]),
         TC_ACT_UNSPEC,
         None,
     );

@@ -116,6 +116,7 @@ pub fn net_req(name: &str, mode: Mode) -> NetworkCreate {
         mtu: None,
         no_masquerade: Vec::new(),
         policy: Default::default(),
+        profile: None,
     }
 }
 

@@ -14,10 +14,14 @@ use crate::model::{NetworkPolicy, NetworkUpdate};
 const ISOLATE: NetworkPolicy = NetworkPolicy {
     isolate: true,
     internal: false,
+    egress_deny: Vec::new(),
+    egress_allow: Vec::new(),
 };
 const INTERNAL: NetworkPolicy = NetworkPolicy {
     isolate: false,
     internal: true,
+    egress_deny: Vec::new(),
+    egress_allow: Vec::new(),
 };
 
 fn with_policy(name: &str, mode: Mode, policy: NetworkPolicy) -> NetworkCreate {
@@ -111,7 +115,11 @@ async fn update_changes_each_rule_on_running_endpoints_and_back() {
         let net = rig.svc.create_network(req).await.expect("create");
         let (a, b) = (rig.veth("web").await, rig.tap("web", "tap-upd0").await);
         let open = rig.kernel();
-        let update = |isolate, internal| NetworkUpdate { isolate, internal };
+        let update = |isolate, internal| NetworkUpdate {
+            isolate,
+            internal,
+            ..Default::default()
+        };
         // Isolate.
         let n = rig
             .svc
@@ -134,6 +142,7 @@ async fn update_changes_each_rule_on_running_endpoints_and_back() {
         let both = NetworkPolicy {
             isolate: true,
             internal: true,
+            ..Default::default()
         };
         assert_eq!(n.expect("internal").policy, both);
         let k = rig.kernel();
@@ -180,8 +189,8 @@ async fn a_network_with_published_ports_is_not_made_internal() {
     let before = (rig.kernel(), rig.records().await);
     let m = rig.mark();
     let update = NetworkUpdate {
-        isolate: None,
         internal: Some(true),
+        ..Default::default()
     };
     let err = rig
         .svc
@@ -210,19 +219,86 @@ async fn an_update_failed_at_any_step_puts_the_old_policy_back() {
     let update = NetworkUpdate {
         isolate: Some(false),
         internal: Some(true),
+        ..Default::default()
     };
     let rig = setup().await;
     let m = rig.mark();
-    rig.svc.update_network("web", update).await.expect("update");
+    rig.svc
+        .update_network("web", update.clone())
+        .await
+        .expect("update");
     let steps = rig.calls_since(m);
     assert!(steps.len() >= 6, "{steps:?}");
     for (k, call) in steps.iter().enumerate() {
         let rig = setup().await;
         let before = (rig.kernel(), rig.records().await);
         rig.fail_at(rig.mark() + k);
-        let err = rig.svc.update_network("web", update).await;
+        let err = rig.svc.update_network("web", update.clone()).await;
         assert!(err.is_err(), "failing {call} (step {k}) fails the update");
         assert_eq!(rig.kernel(), before.0, "kernel after {call} failed");
         assert_eq!(rig.records().await, before.1, "records after {call} failed");
     }
+}
+
+#[tokio::test]
+async fn egress_rules_are_written_expanded_and_replaced_by_an_update() {
+    use netpath_common::policy::{EGRESS_ALLOW, EGRESS_DENY};
+    let rig = Rig::new();
+    let req = NetworkCreate {
+        profile: Some(crate::model::Profile::Untrusted),
+        policy: NetworkPolicy {
+            egress_allow: vec!["10.9.0.0/16".parse().unwrap()],
+            ..Default::default()
+        },
+        ..with_policy("web", Mode::Routed, NetworkPolicy::default())
+    };
+    let net = rig.svc.create_network(req).await.expect("create");
+    // The profile: isolated, `private` denied; the allow kept.
+    assert!(net.policy.isolate);
+    assert_eq!(net.policy.egress_deny, [crate::model::Destination::Private]);
+    let a = rig.veth("web").await;
+    let k = rig.kernel();
+    let flags = ENDPOINT_FLAG_ISOLATED | netpath_common::maps::ENDPOINT_FLAG_EGRESS;
+    assert_eq!(policy_flags(&k, a.ip), flags);
+    let rules = k.egress.get(&net.id).expect("its rules");
+    let rule = |c: &str| {
+        let c: ipnet::IpNet = c.parse().unwrap();
+        rules.iter().find(|(r, _)| *r == c).map(|(_, v)| *v)
+    };
+    assert_eq!(rule("10.0.0.0/8"), Some(EGRESS_DENY));
+    assert_eq!(rule("fc00::/7"), Some(EGRESS_DENY), "dual-stack: IPv6 too");
+    // The fake host's own subnets (its routes that are no default and no single host).
+    assert_eq!(rule("192.0.2.0/24"), Some(EGRESS_DENY));
+    assert_eq!(rule("2001:db8:1::/48"), Some(EGRESS_DENY));
+    assert_eq!(rule("10.9.0.0/16"), Some(EGRESS_ALLOW));
+    // An update replaces the lists; an empty deny list drops the flag and the rules.
+    let update = NetworkUpdate {
+        egress_deny: Some(vec!["203.0.113.0/24".parse().unwrap()]),
+        egress_allow: Some(Vec::new()),
+        ..Default::default()
+    };
+    rig.svc.update_network("web", update).await.expect("update");
+    let k = rig.kernel();
+    let want = vec![("203.0.113.0/24".parse().unwrap(), EGRESS_DENY)];
+    assert_eq!(k.egress.get(&net.id), Some(&want));
+    let clear = NetworkUpdate {
+        egress_deny: Some(Vec::new()),
+        ..Default::default()
+    };
+    rig.svc.update_network("web", clear).await.expect("clear");
+    let k = rig.kernel();
+    assert!(k.egress.is_empty(), "{:?}", k.egress);
+    assert_eq!(policy_flags(&k, a.ip), ENDPOINT_FLAG_ISOLATED);
+    // Removing a network with rules removes them.
+    let update = NetworkUpdate {
+        egress_deny: Some(vec!["private".parse().unwrap()]),
+        ..Default::default()
+    };
+    rig.svc
+        .update_network("web", update)
+        .await
+        .expect("deny again");
+    assert!(!rig.kernel().egress.is_empty());
+    rig.svc.remove_network("web", true).await.expect("remove");
+    assert!(rig.kernel().egress.is_empty());
 }

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use super::*;
-use crate::{netlink::Link, types::MacAddr};
+use crate::{model::NetworkUpdate, netlink::Link, types::MacAddr};
 
 /// The endpoint every row may refer to.
 const MAC: &str = "02:aa:bb:cc:dd:01";
@@ -28,6 +28,8 @@ enum Req {
     Unpublish(Option<&'static str>, Option<&'static str>),
     /// (name, force).
     RemoveNetwork(&'static str, bool),
+    /// A policy change of network `name`.
+    Update(&'static str, NetworkUpdate),
     RemoveEndpoint(&'static str),
 }
 use Req::*;
@@ -49,6 +51,7 @@ impl Req {
             }
             Unpublish(id, lease) => svc.unpublish_ports(id, lease).await.map(drop),
             RemoveNetwork(name, force) => svc.remove_network(name, force).await.map(drop),
+            Update(name, update) => svc.update_network(name, update).await.map(drop),
             RemoveEndpoint(id) => svc.remove_endpoint(id).await.map(drop),
         }
     }
@@ -62,6 +65,30 @@ fn web(f: impl FnOnce(&mut NetworkCreate)) -> NetworkCreate {
     req.subnet = Some("10.78.0.0/24".parse().expect("subnet"));
     f(&mut req);
     req
+}
+
+/// `web` with egress rules: denied, allowed (CIDRs or `private`).
+fn egress(deny: &[&str], allow: &[&str]) -> NetworkCreate {
+    web(|n| {
+        n.policy.egress_deny = deny
+            .iter()
+            .map(|d| d.parse().expect("destination"))
+            .collect();
+        n.policy.egress_allow = allow.iter().map(|c| c.parse().expect("CIDR")).collect();
+    })
+}
+
+/// A change of `web`'s egress rules.
+fn egress_update(deny: &[&str], allow: &[&str]) -> NetworkUpdate {
+    NetworkUpdate {
+        egress_deny: Some(
+            deny.iter()
+                .map(|d| d.parse().expect("destination"))
+                .collect(),
+        ),
+        egress_allow: Some(allow.iter().map(|c| c.parse().expect("CIDR")).collect()),
+        ..Default::default()
+    }
 }
 
 fn veth(f: impl FnOnce(&mut EndpointCreate)) -> EndpointCreate {
@@ -126,6 +153,16 @@ fn rows() -> Vec<Row> {
         ("an IPv6 gateway without an IPv6 subnet", Network(web(|n| n.gateway6 = Some(v6("fd78::1")))), "an IPv6 gateway needs an IPv6 subnet"),
         ("an IPv6 gateway outside the IPv6 subnet", Network(web(|n| { n.subnet6 = Some(net6("fd78::/64")); n.gateway6 = Some(v6("fd77::1")) })), "gateway fd77::1 cannot be used in subnet fd78::/64: it is outside the subnet"),
         ("an IPv6 subnet inside another network's", Network(web(|n| n.subnet6 = Some(net6("fd79::/80")))), "subnet fd79::/80 overlaps network \"dual\" (fd79::/64)"),
+        // Network policy, at creation and in an update.
+        ("a host address as --egress-deny", Network(egress(&["10.1.2.3/8"], &[])), "invalid --egress-deny 10.1.2.3/8: give the network address (e.g. 10.0.0.0/8)"),
+        ("a host address as --egress-allow", Network(egress(&["private"], &["10.1.2.3/24"])), "invalid --egress-allow 10.1.2.3/24: give the network address"),
+        ("an IPv6 --egress-deny on an IPv4-only network", Network(egress(&["2001:db8:7::/48"], &[])), "invalid --egress-deny 2001:db8:7::/48: the network has no IPv6 subnet"),
+        ("a prefix both denied and allowed", Network(egress(&["10.5.0.0/16"], &["10.5.0.0/16"])), "10.5.0.0/16 is both denied and allowed"),
+        ("257 egress rules", Network(web(|n| n.policy.egress_deny = (0..257).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().expect("net")).collect())), "257 egress rules: at most 256 per network"),
+        ("an update denying and allowing one prefix", Update("web", egress_update(&["198.51.100.0/24"], &["198.51.100.0/24"])), "198.51.100.0/24 is both denied and allowed"),
+        ("an update with an IPv6 rule on an IPv4-only network", Update("web", egress_update(&["fd00::/8"], &[])), "the network has no IPv6 subnet"),
+        ("an update of a network that does not exist", Update("nope", NetworkUpdate { isolate: Some(true), ..Default::default() }), "network \"nope\" does not exist"),
+        ("making a network with published ports internal", Update("web", NetworkUpdate { internal: Some(true), ..Default::default() }), "network web has published ports, which an internal network cannot have"),
         // Container endpoints.
         ("both a namespace and a pid", Endpoint(veth(|e| e.pid = Some(1))), "give exactly one of netns (a namespace path) or pid"),
         ("neither a namespace nor a pid", Endpoint(veth(|e| e.netns = None)), "give exactly one of netns"),

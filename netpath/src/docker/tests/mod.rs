@@ -271,7 +271,11 @@ async fn create_network_makes_the_netpath_network() {
         let call = "/NetworkDriver.CreateNetwork";
         rig.ok(call, create_net(options.clone()), json!({})).await;
         let net = rig.svc.get_network(NET_NAME).await.expect("network made");
-        let want = crate::model::NetworkPolicy { isolate, internal };
+        let want = crate::model::NetworkPolicy {
+            isolate,
+            internal,
+            ..Default::default()
+        };
         assert_eq!(net.policy, want, "{options}");
         rig.delete_network().await;
     }
