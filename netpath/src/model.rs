@@ -144,7 +144,8 @@ impl NetworkPolicy {
         };
         let rules: Vec<String> = [(self.isolate, "isolate"), (self.internal, "internal")]
             .into_iter()
-            .filter_map(|(on, name)| on.then(|| name.to_owned()))
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| name.to_owned())
             .chain(list(
                 "egress-deny",
                 self.egress_deny.iter().map(|d| d.to_string()).collect(),

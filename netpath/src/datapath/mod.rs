@@ -145,6 +145,12 @@ pub const MAPS: [&str; 41] = [
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
 
+/// The egress rules' tries: IPv4's and IPv6's.
+type EgressTries = (
+    LpmTrie<MapData, [u8; 8], u8>,
+    LpmTrie<MapData, [u8; 20], u8>,
+);
+
 /// How [`Datapath::open`] obtained the datapath.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -183,10 +189,7 @@ pub struct Datapath {
     /// `None` on a datapath of a layout before 8 (no network policy).
     networks: Option<HashMap<MapData, u32, NetworkValue>>,
     /// The egress rules' tries (keys: `policy::egress_key`), as `networks`.
-    egress: Option<(
-        LpmTrie<MapData, [u8; 8], u8>,
-        LpmTrie<MapData, [u8; 20], u8>,
-    )>,
+    egress: Option<EgressTries>,
     drops: PerCpuArray<MapData, Counter>,
     forwards: PerCpuArray<MapData, Counter>,
     snat: HashMap<MapData, Tuple, NatTarget>,
