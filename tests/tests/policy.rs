@@ -6,7 +6,10 @@
 //! - an internal network's endpoints reach each other and a listener on their gateway,
 //!   but neither a server behind the uplink (IPv4, IPv6) nor a listener on the host's
 //!   uplink address (`internal_network` rises); its endpoints publish nothing; after
-//!   `network update --internal=false` the same server answers, masqueraded.
+//!   `network update --internal=false` the same server answers, masqueraded;
+//! - `--profile untrusted` (`--isolate --egress-deny private`): a server on a private
+//!   address behind the uplink sees nothing (`egress_denied` rises), one on a public
+//!   address answers, the gateway too; `network update --clear-egress` opens the way.
 
 use std::{
     io::{Read, Write},
@@ -147,6 +150,19 @@ impl Responder {
 impl Drop for Responder {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Host routes a test added, deleted on drop.
+struct HostRoutes(Vec<String>);
+
+impl Drop for HostRoutes {
+    fn drop(&mut self) {
+        for dst in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["route", "del", dst])
+                .status();
+        }
     }
 }
 
@@ -302,6 +318,70 @@ fn isolation_and_internal_networks_with_real_traffic_and_updates() {
         v4 => Some(v4),
     };
     assert_eq!(mapped, Some(IpAddr::V4(UPLINK4)), "masqueraded again");
+
+    // `--profile untrusted` (isolated, `--egress-deny private`): a server on a private
+    // address behind the uplink sees nothing, one on a public address answers; the
+    // gateway (a host address) is not egress. An update lifting the deny list opens it.
+    let private = Ipv4Addr::new(10, 209, 0, 1);
+    let public = Ipv4Addr::new(203, 0, 113, 236);
+    for ip in [private, public] {
+        let on = format!("{ip}/32");
+        outside.exec(&["ip", "addr", "add", &on, "dev", "lo"]);
+        netpath_tests::run(&["ip", "route", "replace", &on, "via", &OUTSIDE4.to_string()]);
+    }
+    let _routes = HostRoutes(vec![format!("{private}/32"), format!("{public}/32")]);
+    let unt = netpath_tests::unique("pu");
+    let args = [
+        &[
+            "network",
+            "create",
+            &unt,
+            "--subnet",
+            "10.208.0.0/24",
+            "--subnet",
+            "fd5e:38::/64",
+        ][..],
+        &[
+            "--uplink",
+            &up,
+            "--profile",
+            "untrusted",
+            "--mode",
+            "routed",
+        ],
+    ];
+    let out = d.ok(&args.concat());
+    assert!(out.contains("egress-deny=private"), "{out}");
+    let (u, _, _, _, _) = endpoint(&d, &unt, "pv");
+    let server = Responder::new(&outside, 7236);
+    let refused_before = d.drops("egress_denied");
+    assert!(
+        !tcp_reaches(&u, SocketAddr::from((private, 7236))),
+        "private reached"
+    );
+    assert!(!pings(&u, private.into()), "private pinged");
+    let to_public = SocketAddr::from((public, 7236));
+    u.spawn(move || tcp_echo(to_public))
+        .join()
+        .unwrap()
+        .expect("untrusted → a public address");
+    let gateway = host_listener(Ipv4Addr::new(10, 208, 0, 1).into(), 0);
+    assert!(tcp_reaches(&u, gateway), "untrusted → its gateway");
+    let refused = d.drops("egress_denied") - refused_before;
+    assert!(refused >= 2, "egress_denied drops counted: {refused}");
+    d.ok(&["network", "update", &unt, "--clear-egress"]);
+    let to_private = SocketAddr::from((private, 7236));
+    u.spawn(move || tcp_echo(to_private))
+        .join()
+        .unwrap()
+        .expect("no egress rule: the private server answers");
+    let peers = server.finish();
+    assert_eq!(
+        peers.len(),
+        2,
+        "the outside saw the public and the last connection"
+    );
+
     let ls = d.ok(&["network", "ls", "--json"]);
     let nets: serde_json::Value = serde_json::from_str(&ls).expect("ls --json");
     let policy = |name: &str| {
