@@ -193,7 +193,7 @@ mod tests {
         // `maps::LAYOUT` and record it in `netpath::datapath::layout::CHANGES`).
         assert_eq!(
             (PacketClass::COUNT, DropReason::COUNT, Forward::COUNT),
-            (16, 17, 3)
+            (16, 18, 3)
         );
         assert_eq!(crate::maps::LAYOUT, 8);
     }

@@ -97,6 +97,9 @@ pub const NETWORKS_MAP: &str = "NETPATH_NETWORKS";
 /// or [`EGRESS_ALLOW`](crate::policy::EGRESS_ALLOW); and the same for IPv6. New in layout 8.
 pub const EGRESS_MAP: &str = "NETPATH_EGRESS";
 pub const EGRESS6_MAP: &str = "NETPATH_EGRESS6";
+/// Host access ([`crate::policy`]): the host ports a network with restricted host access
+/// may still reach, [`HostAccessKey`] → 1. New in layout 8.
+pub const HOST_ACCESS_MAP: &str = "NETPATH_HOST_ACCESS";
 /// Fragment tracking ([`crate::frag`]): a datagram's identity as its fragments arrive
 /// ([`FragKey`](crate::frag::FragKey)) → the addresses its later fragments get
 /// ([`FragValue`](crate::frag::FragValue)); and the same for IPv6. New maps, the
@@ -120,6 +123,22 @@ pub const MAX_NETWORKS: u32 = 4096;
 
 /// Capacity of each egress trie ([`EGRESS_MAP`], [`EGRESS6_MAP`]): rules of every network.
 pub const MAX_EGRESS: u32 = 16_384;
+
+/// Capacity of the host access map ([`HOST_ACCESS_MAP`]): allowed ports of every network.
+pub const MAX_HOST_ACCESS: u32 = 16_384;
+
+map_type! {
+    /// Key of the host access map: a port a network's endpoints may reach on the host.
+    #[derive(Hash, PartialOrd, Ord)]
+    pub struct HostAccessKey: 8 bytes {
+        pub network: u32,
+        /// The port, in host byte order.
+        pub port: u16,
+        /// IPPROTO_TCP or IPPROTO_UDP.
+        pub proto: u8,
+        pub _pad: u8,
+    }
+}
 
 map_type! {
     /// Key of the endpoint map: the endpoint's IPv4 address in network byte order.
@@ -177,8 +196,15 @@ pub const ENDPOINT_FLAG_INTERNAL: u8 = 16;
 /// longest matching rule denies it. See [`crate::policy`].
 pub const ENDPOINT_FLAG_EGRESS: u8 = 32;
 
+/// The endpoint's network restricts host access (`--host-access none|PORT,…`): a new
+/// connection to one of the host's own addresses is refused (`host_access_denied`)
+/// unless its port is one the network allows ([`HOST_ACCESS_MAP`]) or published (hairpin
+/// comes first). See [`crate::policy`].
+pub const ENDPOINT_FLAG_HOST: u8 = 64;
+
 /// The flags a network's policy sets on each of its endpoints.
-pub const POLICY_FLAGS: u8 = ENDPOINT_FLAG_ISOLATED | ENDPOINT_FLAG_INTERNAL | ENDPOINT_FLAG_EGRESS;
+pub const POLICY_FLAGS: u8 =
+    ENDPOINT_FLAG_ISOLATED | ENDPOINT_FLAG_INTERNAL | ENDPOINT_FLAG_EGRESS | ENDPOINT_FLAG_HOST;
 
 map_type! {
     /// What the datapath knows about a local endpoint (a container veth or a microVM TAP).
@@ -311,6 +337,9 @@ counter_slots! {
         Internal => "internal_network",
         /// To a destination the network's egress rules deny ([`ENDPOINT_FLAG_EGRESS`]).
         EgressDenied => "egress_denied",
+        /// A new connection to a host address on a port the network's host access does
+        /// not allow ([`ENDPOINT_FLAG_HOST`]).
+        HostDenied => "host_access_denied",
     }
 }
 

@@ -56,6 +56,27 @@ pub const fn egress_key6(network_id: u32, dst: [u8; 16]) -> [u8; 20] {
     crate::nat::no_masq_key6(network_id, dst)
 }
 
+/// Whether a packet to one of the host's own addresses opens something new there, which
+/// restricted host access refuses unless its port is allowed (or published): a TCP SYN
+/// without ACK (`tcp_flags`), any UDP datagram, an ICMP or ICMPv6 echo request (`icmp`:
+/// its type), anything of another protocol. What it lets through cannot open a
+/// connection — TCP's other segments (replies of the host's own connections), ICMP
+/// errors, and neighbour discovery (ICMPv6 133 to 137), without which IPv6 to the
+/// gateway fails. (No connection tracking for host traffic: a UDP reply to the host's
+/// own request is refused too.)
+#[inline(always)]
+pub fn opens_on_host(proto: u8, tcp_flags: u8, icmp: u8) -> bool {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    match proto {
+        crate::packet::IPPROTO_TCP => tcp_flags & (SYN | ACK) == SYN,
+        crate::packet::IPPROTO_UDP => true,
+        crate::packet::IPPROTO_ICMP => icmp == 8,
+        crate::ipv6::IPPROTO_ICMPV6 => icmp == 128,
+        _ => true,
+    }
+}
+
 /// Whether the longest egress rule matching a destination (`rule`, the trie's value;
 /// none: no rule matches) refuses it.
 #[inline(always)]
@@ -93,6 +114,33 @@ mod tests {
         gateway: [10, 9, 0, 1],
         gateway6: [0xfd, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
     };
+
+    #[test]
+    fn only_what_opens_something_on_the_host_is_checked() {
+        use crate::packet::{IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP};
+        let icmp6 = crate::ipv6::IPPROTO_ICMPV6;
+        for (proto, flags, icmp, opens) in [
+            (IPPROTO_TCP, 0x02, 0, true),
+            (IPPROTO_TCP, 0x12, 0, false),
+            (IPPROTO_TCP, 0x10, 0, false),
+            (IPPROTO_TCP, 0x04, 0, false),
+            (IPPROTO_UDP, 0, 0, true),
+            (IPPROTO_ICMP, 0, 8, true),
+            (IPPROTO_ICMP, 0, 0, false),
+            (IPPROTO_ICMP, 0, 3, false),
+            (icmp6, 0, 128, true),
+            (icmp6, 0, 135, false),
+            (icmp6, 0, 136, false),
+            (icmp6, 0, 1, false),
+            (47, 0, 0, true),
+        ] {
+            assert_eq!(
+                opens_on_host(proto, flags, icmp),
+                opens,
+                "{proto} {flags:#x} {icmp}"
+            );
+        }
+    }
 
     #[test]
     fn only_a_deny_rule_denies() {

@@ -141,10 +141,13 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
     count_tx(ifindex, len);
     // Network policy's lookups, made here (see `policy`).
     if !c.class.is_ipv6() {
-        let pass = policy::pass(&frame, from, false);
+        let pass = policy::pass(&frame, &c, from);
         return Ok(ingress4(ctx, &frame, &c, from, pass));
     }
-    let pass = policy::pass(&frame, from, true);
+    // The host access bit waits in the skb's control buffer for the end of hairpin's
+    // steps (see below): kept in this frame, it grew it past what the chain leaves it.
+    let pass = policy::pass(&frame, &c, from);
+    set_cb0(ctx, u32::from(pass & policy::HOST_REFUSED));
     // IPv6: the guard, hairpin, the fast path, as in `ingress4` — but hairpin is called
     // from here, not from `ingress6`, in steps. Verifier: a call chain has 512 bytes of
     // stack (each frame rounded up to 16 under the JIT); this entry's frame takes ≈136,
@@ -164,7 +167,7 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
     // in the first (a refusal bars hairpin), so one that gets there was not refused.
     // (Kept across the hairpin steps, the bit grew this frame past what the chain leaves
     // it.)
-    let may = ingress6(ctx, &frame, &c, from, HAIRPIN_FIRST | pass);
+    let may = ingress6(ctx, &frame, &c, from, HAIRPIN_FIRST | (pass & policy::REFUSED));
     if may != HAIRPIN6 && may != HAIRPIN6_TO_ENDPOINT {
         return Ok(may);
     }
@@ -178,10 +181,29 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
         };
     }
     if action == NOT_HAIRPIN {
+        // Hairpin declined it: a new connection host access refuses ends here.
+        if cb0(ctx) & u32::from(policy::HOST_REFUSED) != 0 {
+            return Err(DropReason::HostDenied);
+        }
         frame = TcFrame::new(ctx);
         return Ok(ingress6(ctx, &frame, &c, from, 0));
     }
     Ok(action)
+}
+
+/// Sets `cb[0]` of the packet's skb (scratch space a tc program may use; written before
+/// it is read, as earlier layers, GRO among them, leave theirs there).
+#[inline(always)]
+fn set_cb0(ctx: &TcContext, value: u32) {
+    // SAFETY: `ctx.skb.skb` is the program's `__sk_buff`; `cb` is writable in tc programs.
+    unsafe { (*ctx.skb.skb).cb[0] = value }
+}
+
+/// `cb[0]` of the packet's skb, as [`set_cb0`] left it.
+#[inline(always)]
+fn cb0(ctx: &TcContext) -> u32 {
+    // SAFETY: as in `set_cb0`; readable in tc programs.
+    unsafe { (*ctx.skb.skb).cb[0] }
 }
 
 /// [`ingress6`]'s answer when the guard let the packet through and hairpin may apply:
@@ -267,6 +289,10 @@ fn path4(
         if let Some(to) = hairpin {
             let (way, peer) = (Forward::EndpointToEndpoint, to.kind != ENDPOINT_KIND_TAP);
             return redirect(ctx, way, to.ifindex, peer, to.mac, to.host_mac, len);
+        }
+        // Hairpin declined it: a new connection host access refuses ends here.
+        if pass & policy::HOST_REFUSED != 0 {
+            return Err(DropReason::HostDenied);
         }
     }
     act(ctx, decision, route_out, false, ifindex, len)

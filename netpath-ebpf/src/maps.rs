@@ -12,7 +12,8 @@ use netpath_common::{
     frag::{FRAG_ENTRIES, FragKey, FragKey6, FragValue, FragValue6, FragWork},
     maps::{
         Counter, DROP_ENTRIES, EndpointCounters, EndpointKey, EndpointKey6, EndpointValue, Forward,
-        LAYOUT, MAX_EGRESS, MAX_ENDPOINTS, MAX_NETWORKS, NetworkValue, STATS_ENTRIES,
+        HostAccessKey, LAYOUT, MAX_EGRESS, MAX_ENDPOINTS, MAX_HOST_ACCESS, MAX_NETWORKS,
+        NetworkValue, STATS_ENTRIES,
     },
     nat::{
         CtFront, CtFront6, MAX_LOCAL_ADDRS, MAX_NO_MASQ, MAX_PUBLISHED, NAT_ENTRIES, NatAge,
@@ -58,6 +59,8 @@ maps! {
     NETPATH_EGRESS: LpmTrie<[u8; 8], u8>[MAX_EGRESS];
     /// Egress rules for IPv6 destinations (`egress_key6`).
     NETPATH_EGRESS6: LpmTrie<[u8; 20], u8>[MAX_EGRESS];
+    /// The host ports a network with restricted host access may reach (value unused).
+    NETPATH_HOST_ACCESS: HashMap<HostAccessKey, u8>[MAX_HOST_ACCESS];
     /// Drops by (hook, reason): `netpath_common::maps::drop_index`.
     NETPATH_DROPS: PerCpuArray<Counter>[DROP_ENTRIES];
     /// The fast path's forwards by [`Forward`].

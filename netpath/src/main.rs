@@ -133,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 internal,
                 egress_deny,
                 egress_allow,
+                host_access,
                 profile,
                 json,
             } => {
@@ -156,6 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         internal,
                         egress_deny,
                         egress_allow,
+                        host_access: host_access.unwrap_or_default(),
                     },
                     profile: profile.map(Into::into),
                 }));
@@ -173,6 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 egress_deny,
                 egress_allow,
                 clear_egress,
+                host_access,
                 profile,
                 json,
             } => {
@@ -184,11 +187,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     internal,
                     egress_deny: list(egress_deny, clear_egress),
                     egress_allow: list(egress_allow, clear_egress),
+                    host_access,
                     profile: profile.map(Into::into),
                 };
                 if update == NetworkUpdate::default() {
                     anyhow::bail!(
-                        "nothing to change: give a rule (--isolate[=BOOL], --internal[=BOOL], --egress-deny, --egress-allow, --clear-egress, --profile; see `netpath network update --help`)"
+                        "nothing to change: give a rule (--isolate[=BOOL], --internal[=BOOL], --egress-deny, --egress-allow, --clear-egress, --host-access, --profile; see `netpath network update --help`)"
                     );
                 }
                 let n = api!(client.update_network(&name, &update));

@@ -85,8 +85,9 @@ pub struct NetworkCreate {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// For microVM tenants nobody vetted: isolated, and no private destination
-    /// (`--isolate --egress-deny private`).
+    /// For microVM tenants nobody vetted: isolated, no private destination, nothing of
+    /// the host's but published ports (`--isolate --egress-deny private --host-access
+    /// none`).
     Untrusted,
 }
 
@@ -98,6 +99,9 @@ impl Profile {
                 policy.isolate = true;
                 if !policy.egress_deny.contains(&Destination::Private) {
                     policy.egress_deny.push(Destination::Private);
+                }
+                if policy.host_access.is_all() {
+                    policy.host_access = HostAccess::None;
                 }
             }
         }
@@ -128,6 +132,107 @@ pub struct NetworkPolicy {
     /// Exceptions to `egress_deny` (a longer prefix inside a denied one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress_allow: Vec<IpNet>,
+    /// What the endpoints may open on the host's own addresses (published ports are
+    /// always reachable).
+    #[serde(default, skip_serializing_if = "HostAccess::is_all")]
+    pub host_access: HostAccess,
+}
+
+/// What a network's endpoints may open on the host's own addresses (its gateway, its
+/// uplink's, any other): `all`, `none`, or ports (`53/udp,53/tcp`, `22`: TCP by default).
+/// A port published on a host address is always reachable; TCP segments that open
+/// nothing, ICMP errors and neighbour discovery always pass. Written as such (JSON
+/// too).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HostAccess {
+    #[default]
+    All,
+    None,
+    /// (IP protocol, port), sorted, each once.
+    Ports(Vec<(crate::portspec::Proto, u16)>),
+}
+
+impl HostAccess {
+    pub fn is_all(&self) -> bool {
+        *self == HostAccess::All
+    }
+
+    /// The (IP protocol number, port) pairs it allows; none for `all` and `none`.
+    pub fn ports(&self) -> Vec<(u8, u16)> {
+        match self {
+            HostAccess::Ports(p) => p
+                .iter()
+                .map(|(proto, port)| (proto.number(), *port))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl std::str::FromStr for HostAccess {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use crate::portspec::Proto;
+        match s {
+            "all" => return Ok(HostAccess::All),
+            "none" => return Ok(HostAccess::None),
+            _ => {}
+        }
+        let mut ports = Vec::new();
+        for item in s.split(',') {
+            let (port, proto) = match item.split_once('/') {
+                Some((port, "tcp")) => (port, Proto::Tcp),
+                Some((port, "udp")) => (port, Proto::Udp),
+                Some((_, other)) => {
+                    return Err(format!(
+                        "invalid host access {item:?}: the protocol is tcp or udp, not {other:?}"
+                    ));
+                }
+                None => (item, Proto::Tcp),
+            };
+            match port.parse::<u16>() {
+                Ok(p) if p > 0 => ports.push((proto, p)),
+                _ => {
+                    return Err(format!(
+                        "invalid host access {s:?}: give all, none, or ports such as 53/udp,53/tcp,22"
+                    ));
+                }
+            }
+        }
+        ports.sort_by_key(|(proto, port)| (proto.number(), *port));
+        ports.dedup();
+        Ok(HostAccess::Ports(ports))
+    }
+}
+
+impl std::fmt::Display for HostAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostAccess::All => f.write_str("all"),
+            HostAccess::None => f.write_str("none"),
+            HostAccess::Ports(ports) => {
+                let items: Vec<String> = ports
+                    .iter()
+                    .map(|(proto, port)| format!("{port}/{proto}"))
+                    .collect();
+                f.write_str(&items.join(","))
+            }
+        }
+    }
+}
+
+impl Serialize for HostAccess {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HostAccess {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl NetworkPolicy {
@@ -154,6 +259,12 @@ impl NetworkPolicy {
                 "egress-allow",
                 self.egress_allow.iter().map(|c| c.to_string()).collect(),
             ))
+            .chain((!self.host_access.is_all()).then(|| {
+                format!(
+                    "host-access={}",
+                    self.host_access.to_string().replace(',', "+")
+                )
+            }))
             .collect();
         if rules.is_empty() {
             "-".into()
@@ -174,6 +285,7 @@ pub struct NetworkUpdate {
     /// The whole new list (`[]`: none).
     pub egress_deny: Option<Vec<Destination>>,
     pub egress_allow: Option<Vec<IpNet>>,
+    pub host_access: Option<HostAccess>,
     /// A preset added after the rules above.
     pub profile: Option<Profile>,
 }
@@ -187,6 +299,7 @@ impl NetworkUpdate {
             egress_deny: (self.egress_deny.clone()).unwrap_or_else(|| policy.egress_deny.clone()),
             egress_allow: (self.egress_allow.clone())
                 .unwrap_or_else(|| policy.egress_allow.clone()),
+            host_access: (self.host_access.clone()).unwrap_or_else(|| policy.host_access.clone()),
         };
         match self.profile {
             Some(p) => p.apply(policy),

@@ -106,6 +106,20 @@ fn bad_bodies_are_refused_with_their_status_and_reason() {
             Has("invalid destination \"10.0.0.0/33\": give a CIDR"),
         ),
         (
+            network,
+            json,
+            br#"{"name":"a","subnet":"10.1.0.0/24","policy":{"host_access":"53/sctp"}}"#,
+            StatusCode::BAD_REQUEST,
+            Has("invalid host access \"53/sctp\": the protocol is tcp or udp"),
+        ),
+        (
+            network,
+            json,
+            br#"{"name":"a","subnet":"10.1.0.0/24","policy":{"host_access":"0"}}"#,
+            StatusCode::BAD_REQUEST,
+            Has("give all, none, or ports such as 53/udp,53/tcp,22"),
+        ),
+        (
             rejection::<NetworkUpdate>,
             json,
             br#"{"isolate":true,"egress":["private"]}"#,

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use netpath::{
     config::{DEFAULT_BPFFS_DIR, DEFAULT_SOCKET, DEFAULT_STATE_DIR},
     control::EPHEMERAL_PORTS,
-    model::{Destination, Joining, MacAddr},
+    model::{Destination, HostAccess, Joining, MacAddr},
 };
 
 use super::{
@@ -267,8 +267,12 @@ pub(crate) enum NetworkCmd {
         /// Policy: an exception to --egress-deny (a longer prefix). Repeatable.
         #[arg(long, value_name = "CIDR")]
         egress_allow: Vec<IpNet>,
+        /// Policy: what the endpoints may open on the host's own addresses: all (the
+        /// default), none, or ports (53/udp,53/tcp,22). Published ports always answer.
+        #[arg(long, value_name = "all|none|PORT[/PROTO],...")]
+        host_access: Option<HostAccess>,
         /// A preset added to the rules given: `untrusted` (microVM tenants) is --isolate
-        /// --egress-deny private.
+        /// --egress-deny private --host-access none.
         #[arg(long, value_enum)]
         profile: Option<ProfileArg>,
         /// Print the new network as JSON.
@@ -297,7 +301,12 @@ pub(crate) enum NetworkCmd {
         /// Remove every egress rule (with neither list given).
         #[arg(long, conflicts_with_all = ["egress_deny", "egress_allow"])]
         clear_egress: bool,
-        /// A preset added to the rules: `untrusted` is --isolate --egress-deny private.
+        /// What the endpoints may open on the host's own addresses: all, none, or ports
+        /// (53/udp,53/tcp,22).
+        #[arg(long, value_name = "all|none|PORT[/PROTO],...")]
+        host_access: Option<HostAccess>,
+        /// A preset added to the rules: `untrusted` is --isolate --egress-deny private
+        /// --host-access none.
         #[arg(long, value_enum)]
         profile: Option<ProfileArg>,
         /// Print the network as JSON.

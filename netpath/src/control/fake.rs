@@ -91,6 +91,8 @@ pub struct Kernel {
     pub networks: BTreeMap<u16, NetworkValue>,
     /// Egress rules: network id → (CIDR, deny or allow), as written.
     pub egress: BTreeMap<u16, Vec<(IpNet, u8)>>,
+    /// Host access: network id → the ports it may still reach.
+    pub host_access: BTreeMap<u16, Vec<(u8, u16)>>,
 }
 
 impl Kernel {
@@ -536,6 +538,9 @@ fn call_line(write: &MapWrite) -> String {
         MapWrite::MarkPublished(ip) => format!("mark_published {ip}"),
         MapWrite::SetLocalAddrs(_) => "set_local_addrs".into(),
         MapWrite::SetEgress { network, rules } => format!("set_egress {network} {rules:?}"),
+        MapWrite::SetHostAccess { network, ports } => {
+            format!("set_host_access {network} {ports:?}")
+        }
         MapWrite::SetNetwork { network, value } => {
             format!(
                 "set_network {network} {}",
@@ -673,6 +678,12 @@ impl Maps for FakeMaps {
             }
             MapWrite::MarkPublished(ip) => k.mark(ip),
             MapWrite::SetLocalAddrs(_) => {}
+            MapWrite::SetHostAccess { network, ports } if ports.is_empty() => {
+                k.host_access.remove(&network);
+            }
+            MapWrite::SetHostAccess { network, ports } => {
+                k.host_access.insert(network, ports);
+            }
             MapWrite::SetEgress { network, rules } if rules.is_empty() => {
                 k.egress.remove(&network);
             }

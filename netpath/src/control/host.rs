@@ -239,6 +239,12 @@ pub enum MapWrite {
         network: u16,
         rules: Vec<(IpNet, u8)>,
     },
+    /// The host ports network `network` may reach under restricted host access: exactly
+    /// `ports` (IP protocol, port).
+    SetHostAccess {
+        network: u16,
+        ports: Vec<(u8, u16)>,
+    },
     /// Network `network`'s policy entry (an internal network's gateways), or none.
     SetNetwork {
         network: u16,
@@ -357,6 +363,7 @@ impl Maps for Datapath {
             MapWrite::SetLocalAddrs(addrs) => self.set_local_addrs(&addrs),
             MapWrite::SetNetwork { network, value } => self.set_network(network, value),
             MapWrite::SetEgress { network, rules } => self.set_egress(network, &rules),
+            MapWrite::SetHostAccess { network, ports } => self.set_host_access(network, &ports),
             MapWrite::SetEndpointPolicy { ip, ip6, flags } => {
                 self.set_endpoint_policy(ip, ip6, flags)
             }

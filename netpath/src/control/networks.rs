@@ -188,6 +188,10 @@ impl Service {
             let write = self.egress_write(network);
             self.datapath().write(write)?;
         }
+        if !network.policy.host_access.is_all() {
+            let write = super::policy::host_access_write(network);
+            self.datapath().write(write)?;
+        }
         if network.subnet6.is_some() {
             // Said on the daemon's log, as its other host-wide changes.
             for line in self
@@ -357,6 +361,14 @@ impl Service {
             let write = MapWrite::SetNetwork {
                 network: network.id,
                 value: None,
+            };
+            self.datapath().write(write)?;
+        }
+        if !network.policy.host_access.is_all() {
+            let ports = Vec::new();
+            let write = MapWrite::SetHostAccess {
+                network: network.id,
+                ports,
             };
             self.datapath().write(write)?;
         }

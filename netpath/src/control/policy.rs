@@ -10,7 +10,10 @@
 
 use ipnet::IpNet;
 use netpath_common::{
-    maps::{ENDPOINT_FLAG_EGRESS, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_ISOLATED, NetworkValue},
+    maps::{
+        ENDPOINT_FLAG_EGRESS, ENDPOINT_FLAG_HOST, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_ISOLATED,
+        NetworkValue,
+    },
     policy::{EGRESS_ALLOW, EGRESS_DENY},
 };
 
@@ -45,6 +48,9 @@ pub fn policy_flags(policy: &NetworkPolicy) -> u8 {
     // Allow rules alone refuse nothing: no lookup.
     if !policy.egress_deny.is_empty() {
         flags |= ENDPOINT_FLAG_EGRESS;
+    }
+    if !policy.host_access.is_all() {
+        flags |= ENDPOINT_FLAG_HOST;
     }
     flags
 }
@@ -85,6 +91,15 @@ pub fn egress_rules(
     }
     let family = |c: &IpNet| if c.addr().is_ipv4() { ipv4 } else { ipv6 };
     rules.into_iter().filter(|(c, _)| family(c)).collect()
+}
+
+/// The host access write of `network`: the ports it may reach (none when unrestricted:
+/// its entries go).
+pub fn host_access_write(network: &Network) -> MapWrite {
+    MapWrite::SetHostAccess {
+        network: network.id,
+        ports: network.policy.host_access.ports(),
+    }
 }
 
 /// The host's own subnets, for `private`: its routes to destinations that are neither a
@@ -190,6 +205,9 @@ impl Service {
             })?;
             if (&now.egress_deny, &now.egress_allow) != (&was.egress_deny, &was.egress_allow) {
                 dp.write(self.egress_write(to))?;
+            }
+            if now.host_access != was.host_access {
+                dp.write(host_access_write(to))?;
             }
             for ep in endpoints {
                 dp.write(MapWrite::SetEndpointPolicy {

@@ -11,6 +11,9 @@ use crate::model::{Destination, NetworkPolicy};
 /// Most `--no-masquerade` destinations one network may have.
 pub const NO_MASQ_PER_NETWORK: usize = 64;
 
+/// Most ports a network's host access may allow.
+pub const HOST_ACCESS_PORTS_MAX: usize = 64;
+
 /// Most queues a TAP may have (the kernel's `MAX_TAP_QUEUES`).
 pub const TAP_QUEUES_MAX: u16 = 256;
 
@@ -207,6 +210,14 @@ pub fn policy(policy: &NetworkPolicy, (ipv4, ipv6): (bool, bool)) -> Result<()> 
                 "invalid {flag} {c}: the network has no {family} subnet, so its endpoints send nothing to {family} destinations"
             )));
         }
+    }
+    if let crate::model::HostAccess::Ports(ports) = &policy.host_access
+        && ports.len() > HOST_ACCESS_PORTS_MAX
+    {
+        return Err(ServiceError::invalid(format!(
+            "{} host access ports: at most {HOST_ACCESS_PORTS_MAX} per network",
+            ports.len()
+        )));
     }
     if let Some(c) = policy
         .egress_allow

@@ -8,7 +8,10 @@ use aya::{
     maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
 use netpath_common::{
-    maps::{Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Hook, NetworkValue},
+    maps::{
+        Counter, DropReason, EndpointCounters, EndpointKey, EndpointValue, Hook, HostAccessKey,
+        NetworkValue,
+    },
     nat::{
         CT_ESTABLISHED, CtFront, CtFront6, CtFrontOf, NatAge, NatTarget, NatTarget6, NatTargetOf,
         PublishKey, PublishKey6, SockNatKey, SockNatKey6, Tuple, Tuple6, Uplink,
@@ -126,6 +129,7 @@ pub fn copy_entries(
         ENDPOINTS6_MAP => copy_hash::<EndpointKey6, EndpointValue>(name, old, new, flags),
         IFACES_MAP => copy_hash::<u32, EndpointValue>(name, old, new, flags),
         NETWORKS_MAP => copy_hash::<u32, NetworkValue>(name, old, new, flags),
+        HOST_ACCESS_MAP => copy_hash::<HostAccessKey, u8>(name, old, new, flags),
         EP_STATS_MAP => {
             let old = PerCpuHashMap::<_, u32, EndpointCounters>::try_from(old).map_err(e)?;
             let mut new = PerCpuHashMap::<_, u32, EndpointCounters>::try_from(new).map_err(e)?;

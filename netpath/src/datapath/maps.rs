@@ -264,6 +264,41 @@ impl Datapath {
         sync_network_trie(v6, EGRESS6_MAP, network, rules6)
     }
 
+    /// The host ports network `network_id`'s endpoints may reach under restricted host
+    /// access: exactly `ports` (IP protocol, port). A datapath of a layout before 8 has no
+    /// such map, and refuses ports.
+    pub fn set_host_access(&mut self, network_id: u16, ports: &[(u8, u16)]) -> Result<()> {
+        let network = u32::from(network_id);
+        let Some(map) = self.host_access.as_mut() else {
+            if ports.is_empty() {
+                return Ok(());
+            }
+            return Err(DatapathError::Layout {
+                detail: format!(
+                    "the pinned datapath has no {HOST_ACCESS_MAP} map (host access): restart the daemon with this build to migrate it"
+                ),
+            });
+        };
+        let key = |&(proto, port): &(u8, u16)| HostAccessKey {
+            network,
+            port,
+            proto,
+            _pad: 0,
+        };
+        let want: Vec<HostAccessKey> = ports.iter().map(key).collect();
+        let stale: Vec<HostAccessKey> = (map.keys().filter_map(|k| k.ok()))
+            .filter(|k| k.network == network && !want.contains(k))
+            .collect();
+        for k in stale {
+            absent_ok(HOST_ACCESS_MAP, map.remove(&k))?;
+        }
+        for k in want {
+            map.insert(k, 1, 0)
+                .map_err(DatapathError::writing(HOST_ACCESS_MAP))?;
+        }
+        Ok(())
+    }
+
     /// Publishes `key` (protocol, host address or 0.0.0.0, host port) to `endpoint`,
     /// marking the endpoint first ([`Datapath::mark_published`]).
     pub fn publish(&mut self, key: PublishKey, endpoint: NatTarget) -> Result<()> {

@@ -70,8 +70,8 @@ use netpath_common::{
         Counter, DROPS_MAP, DropReason, EGRESS_MAP, EGRESS6_MAP, ENDPOINT_FLAG_NO_IPV4,
         ENDPOINT_FLAG_PUBLISHED, ENDPOINTS_MAP, ENDPOINTS6_MAP, EP_STATS_MAP, EndpointCounters,
         EndpointKey, EndpointKey6, EndpointValue, FORWARDS_MAP, FRAG_MAP, FRAG_WORK_MAP,
-        FRAG_WORK6_MAP, FRAG6_MAP, Forward, Hook, IFACES_MAP, LAYOUT_MAP, NETWORKS_MAP,
-        NetworkValue, POLICY_FLAGS, STATS_MAP, drop_index,
+        FRAG_WORK6_MAP, FRAG6_MAP, Forward, HOST_ACCESS_MAP, Hook, HostAccessKey, IFACES_MAP,
+        LAYOUT_MAP, NETWORKS_MAP, NetworkValue, POLICY_FLAGS, STATS_MAP, drop_index,
     },
     nat::{
         CtFront, CtFront6, DNAT_CT_MAP, DNAT_CT6_MAP, HOST_NETNS_MAP, LOCAL_ADDRS_MAP,
@@ -99,7 +99,7 @@ use crate::ebpf::{
 };
 
 /// Every map in the object; all are pinned.
-pub const MAPS: [&str; 41] = [
+pub const MAPS: [&str; 42] = [
     LAYOUT_MAP,
     FORWARDS_MAP,
     NAT_AGE_MAP,
@@ -116,6 +116,7 @@ pub const MAPS: [&str; 41] = [
     NETWORKS_MAP,
     EGRESS_MAP,
     EGRESS6_MAP,
+    HOST_ACCESS_MAP,
     DROPS_MAP,
     SNAT_MAP,
     RNAT_MAP,
@@ -190,6 +191,8 @@ pub struct Datapath {
     networks: Option<HashMap<MapData, u32, NetworkValue>>,
     /// The egress rules' tries (keys: `policy::egress_key`), as `networks`.
     egress: Option<EgressTries>,
+    /// The ports of restricted host access, as `networks`.
+    host_access: Option<HashMap<MapData, HostAccessKey, u8>>,
     drops: PerCpuArray<MapData, Counter>,
     forwards: PerCpuArray<MapData, Counter>,
     snat: HashMap<MapData, Tuple, NatTarget>,
@@ -262,6 +265,7 @@ impl Datapath {
             networks: open_typed_if_pinned(&pins, NETWORKS_MAP)?,
             egress: open_typed_if_pinned(&pins, EGRESS_MAP)?
                 .zip(open_typed_if_pinned(&pins, EGRESS6_MAP)?),
+            host_access: open_typed_if_pinned(&pins, HOST_ACCESS_MAP)?,
             drops: open_typed(&pins, DROPS_MAP)?,
             forwards: open_typed(&pins, FORWARDS_MAP)?,
             snat: open_typed(&pins, SNAT_MAP)?,

@@ -7,8 +7,8 @@
 
 use netpath_common::{
     maps::{
-        DropReason, ENDPOINT_FLAG_EGRESS, ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_ISOLATED,
-        EndpointValue, NetworkValue,
+        DropReason, ENDPOINT_FLAG_EGRESS, ENDPOINT_FLAG_HOST, ENDPOINT_FLAG_INTERNAL,
+        ENDPOINT_FLAG_ISOLATED, EndpointValue, NetworkValue,
     },
     policy::{EGRESS_ALLOW, EGRESS_DENY},
 };
@@ -249,4 +249,68 @@ fn egress_rules_refuse_what_the_longest_match_denies_but_no_host_address() {
         TC_ACT_UNSPEC,
         None,
     );
+}
+
+#[test]
+fn restricted_host_access_refuses_what_opens_something_on_a_host_address() {
+    require_root!();
+    let mut s = setup();
+    let ac = [&s.a, &s.c].map(|(_, e, ip6)| (*e, *ip6));
+    set_policy(&mut s, ENDPOINT_FLAG_HOST, &ac);
+    let host = [198, 51, 100, 9];
+    let mut host6 = frames::SRC_IP6;
+    host6[15] = 0x99;
+    let addrs = [std::net::IpAddr::from(host), std::net::IpAddr::from(host6)];
+    s.dp.set_local_addrs(&addrs).expect("host addresses");
+    // DNS over UDP allowed, nothing else.
+    s.dp.set_host_access(1, &[(17, 53)]).expect("host ports");
+    let src = frames::SRC_IP;
+    let refused = Some(DropReason::HostDenied);
+    let syn = |port| frames::tcp4_flags(src, 40000, host, port, frames::TCP_SYN, b"");
+    let ack = frames::tcp4_flags(src, 40000, host, 22, frames::TCP_ACK, b"");
+    let udp = |port| frames::udp4(src, 40000, host, port, b"q", false);
+    let ns6 = frames::icmp6(frames::SRC_IP6, host6, 135, &[0; 20]);
+    for (name, frame, want, reason) in [
+        ("dns", udp(53), TC_ACT_UNSPEC, None),
+        ("udp 54", udp(54), TC_ACT_SHOT, refused),
+        ("ssh syn", syn(22), TC_ACT_SHOT, refused),
+        (
+            "tcp 53 syn (only udp is allowed)",
+            syn(53),
+            TC_ACT_SHOT,
+            refused,
+        ),
+        ("a segment opening nothing", ack, TC_ACT_UNSPEC, None),
+        (
+            "ping",
+            frames::icmp4(src, host, 8, 7, b"p"),
+            TC_ACT_SHOT,
+            refused,
+        ),
+        (
+            "an ICMP error",
+            frames::icmp4(src, host, 3, 0, b"e"),
+            TC_ACT_UNSPEC,
+            None,
+        ),
+        (
+            "not a host address",
+            frames::udp4(src, 40000, [203, 0, 113, 1], 54, b"q", false),
+            TC_ACT_UNSPEC,
+            None,
+        ),
+        ("ipv6 udp 54", udp6_to_port(host6, 54), TC_ACT_SHOT, refused),
+        ("ipv6 dns", udp6_to_port(host6, 53), TC_ACT_UNSPEC, None),
+        ("neighbour solicitation", ns6, TC_ACT_UNSPEC, None),
+    ] {
+        from_a(&s, name, &frame, want, reason);
+    }
+    // Unrestricted again: the flags go, and what was refused passes.
+    set_policy(&mut s, 0, &ac);
+    from_a(&s, "ssh syn, unrestricted", &syn(22), TC_ACT_UNSPEC, None);
+}
+
+/// a's IPv6 UDP to `dst`:`port`.
+fn udp6_to_port(dst: [u8; 16], port: u16) -> Vec<u8> {
+    frames::udp6(frames::SRC_IP6, 5000, dst, port, b"host")
 }

@@ -9,19 +9,21 @@ use std::net::IpAddr;
 use netpath_common::maps::{ENDPOINT_FLAG_INTERNAL, ENDPOINT_FLAG_ISOLATED, POLICY_FLAGS};
 
 use super::*;
-use crate::model::{NetworkPolicy, NetworkUpdate};
+use crate::model::{HostAccess, NetworkPolicy, NetworkUpdate};
 
 const ISOLATE: NetworkPolicy = NetworkPolicy {
     isolate: true,
     internal: false,
     egress_deny: Vec::new(),
     egress_allow: Vec::new(),
+    host_access: HostAccess::All,
 };
 const INTERNAL: NetworkPolicy = NetworkPolicy {
     isolate: false,
     internal: true,
     egress_deny: Vec::new(),
     egress_allow: Vec::new(),
+    host_access: HostAccess::All,
 };
 
 fn with_policy(name: &str, mode: Mode, policy: NetworkPolicy) -> NetworkCreate {
@@ -253,13 +255,17 @@ async fn egress_rules_are_written_expanded_and_replaced_by_an_update() {
         ..with_policy("web", Mode::Routed, NetworkPolicy::default())
     };
     let net = rig.svc.create_network(req).await.expect("create");
-    // The profile: isolated, `private` denied; the allow kept.
+    // The profile: isolated, `private` denied, no host access; the allow kept.
     assert!(net.policy.isolate);
+    assert_eq!(net.policy.host_access, HostAccess::None);
     assert_eq!(net.policy.egress_deny, [crate::model::Destination::Private]);
     let a = rig.veth("web").await;
     let k = rig.kernel();
-    let flags = ENDPOINT_FLAG_ISOLATED | netpath_common::maps::ENDPOINT_FLAG_EGRESS;
+    let host = netpath_common::maps::ENDPOINT_FLAG_HOST;
+    let flags = ENDPOINT_FLAG_ISOLATED | netpath_common::maps::ENDPOINT_FLAG_EGRESS | host;
     assert_eq!(policy_flags(&k, a.ip), flags);
+    // Host access none: the flag, and no port written (an empty list).
+    assert_eq!(k.host_access.get(&net.id), None);
     let rules = k.egress.get(&net.id).expect("its rules");
     let rule = |c: &str| {
         let c: ipnet::IpNet = c.parse().unwrap();
@@ -288,6 +294,24 @@ async fn egress_rules_are_written_expanded_and_replaced_by_an_update() {
     rig.svc.update_network("web", clear).await.expect("clear");
     let k = rig.kernel();
     assert!(k.egress.is_empty(), "{:?}", k.egress);
+    assert_eq!(policy_flags(&k, a.ip), ENDPOINT_FLAG_ISOLATED | host);
+    // Host access: DNS on the host, then everything again.
+    let dns = NetworkUpdate {
+        host_access: Some("53/udp,53/tcp,53/udp".parse().unwrap()),
+        ..Default::default()
+    };
+    rig.svc.update_network("web", dns).await.expect("dns");
+    assert_eq!(
+        rig.kernel().host_access.get(&net.id),
+        Some(&vec![(6, 53), (17, 53)])
+    );
+    let all = NetworkUpdate {
+        host_access: Some(HostAccess::All),
+        ..Default::default()
+    };
+    rig.svc.update_network("web", all).await.expect("all");
+    let k = rig.kernel();
+    assert!(k.host_access.is_empty());
     assert_eq!(policy_flags(&k, a.ip), ENDPOINT_FLAG_ISOLATED);
     // Removing a network with rules removes them.
     let update = NetworkUpdate {

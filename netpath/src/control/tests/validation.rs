@@ -159,6 +159,7 @@ fn rows() -> Vec<Row> {
         ("an IPv6 --egress-deny on an IPv4-only network", Network(egress(&["2001:db8:7::/48"], &[])), "invalid --egress-deny 2001:db8:7::/48: the network has no IPv6 subnet"),
         ("a prefix both denied and allowed", Network(egress(&["10.5.0.0/16"], &["10.5.0.0/16"])), "10.5.0.0/16 is both denied and allowed"),
         ("257 egress rules", Network(web(|n| n.policy.egress_deny = (0..257).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().expect("net")).collect())), "257 egress rules: at most 256 per network"),
+        ("65 host access ports", Network(web(|n| n.policy.host_access = (1..=65).map(|p| p.to_string()).collect::<Vec<_>>().join(",").parse().expect("ports"))), "65 host access ports: at most 64 per network"),
         ("an update denying and allowing one prefix", Update("web", egress_update(&["198.51.100.0/24"], &["198.51.100.0/24"])), "198.51.100.0/24 is both denied and allowed"),
         ("an update with an IPv6 rule on an IPv4-only network", Update("web", egress_update(&["fd00::/8"], &[])), "the network has no IPv6 subnet"),
         ("an update of a network that does not exist", Update("nope", NetworkUpdate { isolate: Some(true), ..Default::default() }), "network \"nope\" does not exist"),
