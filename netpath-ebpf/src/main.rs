@@ -167,7 +167,13 @@ fn tc_ingress(ctx: &TcContext, mut frame: TcFrame, c: Classified, len: u64) -> T
     // in the first (a refusal bars hairpin), so one that gets there was not refused.
     // (Kept across the hairpin steps, the bit grew this frame past what the chain leaves
     // it.)
-    let may = ingress6(ctx, &frame, &c, from, HAIRPIN_FIRST | (pass & policy::REFUSED));
+    let may = ingress6(
+        ctx,
+        &frame,
+        &c,
+        from,
+        HAIRPIN_FIRST | (pass & policy::REFUSED),
+    );
     if may != HAIRPIN6 && may != HAIRPIN6_TO_ENDPOINT {
         return Ok(may);
     }

@@ -365,10 +365,33 @@ fn isolation_and_internal_networks_with_real_traffic_and_updates() {
         .join()
         .unwrap()
         .expect("untrusted → a public address");
-    let gateway = host_listener(Ipv4Addr::new(10, 208, 0, 1).into(), 0);
-    assert!(tcp_reaches(&u, gateway), "untrusted → its gateway");
     let refused = d.drops("egress_denied") - refused_before;
     assert!(refused >= 2, "egress_denied drops counted: {refused}");
+    // Host access none: listeners on its gateway and on the uplink address see nothing,
+    // a port published on the uplink address (B's, of another network) answers.
+    let gateway = host_listener(Ipv4Addr::new(10, 208, 0, 1).into(), 0);
+    let refused_before = d.drops("host_access_denied");
+    assert!(
+        !tcp_reaches(&u, gateway),
+        "untrusted → a listener on its gateway"
+    );
+    assert!(
+        !tcp_reaches(&u, uplink_listener),
+        "untrusted → the uplink address"
+    );
+    assert!(!pings(&u, IpAddr::V4(UPLINK4)), "untrusted pinged the host");
+    let refused = d.drops("host_access_denied") - refused_before;
+    assert!(refused >= 3, "host_access_denied drops counted: {refused}");
+    let b_again = Responder::new(&b, 80);
+    u.spawn(move || tcp_echo(published))
+        .join()
+        .unwrap()
+        .expect("untrusted → a published port on the uplink address");
+    drop(b_again);
+    // The gateway's port allowed: it answers; the uplink's other listener still not.
+    let allow = format!("{}/tcp,53/udp", gateway.port());
+    d.ok(&["network", "update", &unt, "--host-access", &allow]);
+    assert!(tcp_reaches(&u, gateway), "an allowed port of the gateway");
     d.ok(&["network", "update", &unt, "--clear-egress"]);
     let to_private = SocketAddr::from((private, 7236));
     u.spawn(move || tcp_echo(to_private))
