@@ -317,7 +317,8 @@ fn translatable(from: &EndpointValue, decision: Verdict) -> bool {
 /// [`tc_ingress`] for IPv6: the guard, then the fast path. With [`HAIRPIN_FIRST`] in
 /// `pass`, a packet the guard lets through that hairpin may apply to (by `ingress4`'s
 /// rules) stops short of the fast path: [`HAIRPIN6`] or [`HAIRPIN6_TO_ENDPOINT`], for the
-/// caller to try hairpin first. The other bits: see `policy::dest6`. A subprogram of its own (see [`ingress4`]), whose tc action
+/// caller to try hairpin first. [`policy::REFUSED`]: the policy refuses the destination. A
+/// subprogram of its own (see [`ingress4`]), whose tc action
 /// [`verdict`] gives (see [`tc_ingress`]).
 #[inline(never)]
 fn ingress6(
