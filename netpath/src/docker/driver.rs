@@ -32,7 +32,8 @@ use super::{
 use crate::{
     api::{ApiError, Backend},
     model::{
-        Endpoint, EndpointCreate, MacAddr, Mode, Network, NetworkCreate, NetworkPolicy, PortPublish,
+        Endpoint, EndpointCreate, MacAddr, Mode, Network, NetworkCreate, NetworkPolicy,
+        PortPublish, Profile,
     },
     portspec::PortSpec,
 };
@@ -145,13 +146,27 @@ fn family_pool<N: FromStr, A: FromStr>(
     Ok((subnet, gateway))
 }
 
-/// The `-o` options netpath knows: mode, uplink, mtu.
+/// The `-o` options netpath knows: mode, uplink, mtu, and network policy.
 struct Generic {
     mode: Mode,
     uplink: Option<String>,
     mtu: Option<u32>,
-    /// `-o isolate=true` (or Docker's `-o com.docker.network.bridge.enable_icc=false`).
-    isolate: bool,
+    /// `-o isolate=true` (or Docker's `-o com.docker.network.bridge.enable_icc=false`),
+    /// `-o egress-deny=CIDR|private[,…]`, `-o egress-allow=CIDR[,…]`,
+    /// `-o host-access=all|none|PORT[/PROTO],…` (as `netpath network create`'s).
+    policy: NetworkPolicy,
+    /// `-o profile=untrusted`.
+    profile: Option<Profile>,
+}
+
+/// A comma-separated `-o key=a,b` list, each item parsed.
+fn items<T: std::str::FromStr>(key: &str, value: &str) -> Result<Vec<T>, Refusal>
+where
+    T::Err: std::fmt::Display,
+{
+    (value.split(',').map(str::trim).filter(|s| !s.is_empty()))
+        .map(|item| item.parse().map_err(|e| format!("-o {key}={value}: {e}")))
+        .collect()
 }
 
 fn generic(options: &Map<String, Value>) -> Result<Generic, Refusal> {
@@ -159,7 +174,8 @@ fn generic(options: &Map<String, Value>) -> Result<Generic, Refusal> {
         mode: Mode::Bridge,
         uplink: None,
         mtu: None,
-        isolate: false,
+        policy: NetworkPolicy::default(),
+        profile: None,
     };
     let Some(opts) = options.get(wire::GENERIC) else {
         return Ok(g);
@@ -187,7 +203,20 @@ fn generic(options: &Map<String, Value>) -> Result<Generic, Refusal> {
                     "false" => false,
                     _ => return Err(format!("-o {key}={value}: give true or false")),
                 };
-                g.isolate = if key == "isolate" { on } else { !on };
+                g.policy.isolate = if key == "isolate" { on } else { !on };
+            }
+            "egress-deny" => g.policy.egress_deny = items(key, value)?,
+            "egress-allow" => g.policy.egress_allow = items(key, value)?,
+            "host-access" => {
+                g.policy.host_access = value
+                    .parse()
+                    .map_err(|e| format!("-o {key}={value}: {e}"))?;
+            }
+            "profile" => {
+                g.profile = match value {
+                    "untrusted" => Some(Profile::Untrusted),
+                    _ => return Err(format!("-o profile={value}: the profile is untrusted")),
+                }
             }
             "mtu" => {
                 g.mtu = Some(
@@ -198,7 +227,7 @@ fn generic(options: &Map<String, Value>) -> Result<Generic, Refusal> {
             }
             _ => {
                 return Err(format!(
-                    "unknown option -o {key} (netpath knows mode, uplink, mtu, isolate)"
+                    "unknown option -o {key} (netpath knows mode, uplink, mtu, isolate, egress-deny, egress-allow, host-access, profile)"
                 ));
             }
         }
@@ -306,11 +335,10 @@ impl<B: Backend> Driver<B> {
             mtu: g.mtu,
             no_masquerade: Vec::new(),
             policy: NetworkPolicy {
-                isolate: g.isolate,
                 internal,
-                ..Default::default()
+                ..g.policy
             },
-            profile: None,
+            profile: g.profile,
         };
         self.backend.create_network(create).await.map_err(said)?;
         Ok(json!({}))

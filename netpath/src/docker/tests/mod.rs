@@ -279,6 +279,31 @@ async fn create_network_makes_the_netpath_network() {
         assert_eq!(net.policy, want, "{options}");
         rig.delete_network().await;
     }
+    // Egress rules, host access and the profile, as `-o`.
+    let generic = json!({"com.docker.network.generic": {
+        "profile": "untrusted", "egress-allow": "10.9.0.0/16",
+        "host-access": "53/udp,53/tcp", "egress-deny": "203.0.113.0/24"}});
+    rig.ok(
+        "/NetworkDriver.CreateNetwork",
+        create_net(generic),
+        json!({}),
+    )
+    .await;
+    let net = rig.svc.get_network(NET_NAME).await.expect("network made");
+    let policy = &net.policy;
+    assert!(policy.isolate, "{policy:?}");
+    let deny: Vec<String> = policy.egress_deny.iter().map(|d| d.to_string()).collect();
+    assert_eq!(deny, ["203.0.113.0/24", "private"]);
+    assert_eq!(
+        policy.egress_allow,
+        ["10.9.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert_eq!(
+        policy.host_access.to_string(),
+        "53/tcp,53/udp",
+        "given wins the profile's none"
+    );
+    rig.delete_network().await;
     rig.refused(
         "/NetworkDriver.DeleteNetwork",
         &json!({ "NetworkID": NET_ID }).to_string(),
@@ -331,7 +356,7 @@ async fn malformed_create_network_is_refused_and_changes_nothing() {
         ),
         (
             create_net(json!({"com.docker.network.generic": {"vlan": "3"}})).to_string(),
-            "unknown option -o vlan (netpath knows mode, uplink, mtu, isolate)",
+            "unknown option -o vlan (netpath knows mode, uplink, mtu, isolate, egress-deny, egress-allow, host-access, profile)",
         ),
         (
             create_net(json!({"com.docker.network.generic": {"mode": "nat"}})).to_string(),
@@ -348,6 +373,18 @@ async fn malformed_create_network_is_refused_and_changes_nothing() {
         (
             create_net(json!({"com.docker.network.generic": {"isolate": "yes"}})).to_string(),
             "-o isolate=yes: give true or false",
+        ),
+        (
+            create_net(json!({"com.docker.network.generic": {"egress-deny": "private,10.0.0.0/33"}})).to_string(),
+            "-o egress-deny=private,10.0.0.0/33: invalid destination \"10.0.0.0/33\": give a CIDR (10.0.0.0/8, fd00::/8) or `private`",
+        ),
+        (
+            create_net(json!({"com.docker.network.generic": {"profile": "lax"}})).to_string(),
+            "-o profile=lax: the profile is untrusted",
+        ),
+        (
+            create_net(json!({"com.docker.network.generic": {"egress-deny": "10.5.0.0/16", "egress-allow": "10.5.0.0/16"}})).to_string(),
+            "10.5.0.0/16 is both denied and allowed (give a prefix in one list only: an allow inside a denied prefix must be longer than it)",
         ),
     ] {
         rig.refused(c, &body, "Err", msg).await;
