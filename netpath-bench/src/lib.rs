@@ -25,6 +25,7 @@ pub mod masq;
 pub mod observe;
 pub mod pingpong;
 pub mod plot;
+pub mod policy;
 pub mod proc;
 pub mod progcost;
 pub mod publish;
@@ -361,6 +362,7 @@ pub fn all_scenarios(opts: &Opts) -> Vec<Box<dyn Scenario>> {
         Box::new(setup::SetupScenario::new(opts)),
         Box::new(endpoint::EndpointScenario::new(opts)),
         Box::new(cost::CostScenario::new(opts)),
+        Box::new(policy::PolicyScenario::new(opts)),
         Box::new(publish::PublishScenario::new(opts)),
         Box::new(masq::MasqScenario::new(opts)),
         Box::new(cni::CniScenario::new(opts)),

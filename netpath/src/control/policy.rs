@@ -21,7 +21,7 @@ use super::{MapWrite, Result, Service, ServiceError, db, read};
 use crate::model::{Destination, Endpoint, Network, NetworkPolicy, NetworkUpdate};
 
 /// Most egress rules a network may have (both lists, `private` as one).
-pub const EGRESS_RULES_MAX: usize = 256;
+pub const EGRESS_RULES_MAX: usize = 1024;
 
 /// What `private` stands for, besides the host's own subnets: RFC 1918, shared address
 /// space (100.64/10, carrier-grade NAT), link-local (169.254/16: cloud metadata

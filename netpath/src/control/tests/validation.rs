@@ -158,7 +158,7 @@ fn rows() -> Vec<Row> {
         ("a host address as --egress-allow", Network(egress(&["private"], &["10.1.2.3/24"])), "invalid --egress-allow 10.1.2.3/24: give the network address"),
         ("an IPv6 --egress-deny on an IPv4-only network", Network(egress(&["2001:db8:7::/48"], &[])), "invalid --egress-deny 2001:db8:7::/48: the network has no IPv6 subnet"),
         ("a prefix both denied and allowed", Network(egress(&["10.5.0.0/16"], &["10.5.0.0/16"])), "10.5.0.0/16 is both denied and allowed"),
-        ("257 egress rules", Network(web(|n| n.policy.egress_deny = (0..257).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().expect("net")).collect())), "257 egress rules: at most 256 per network"),
+        ("1,025 egress rules", Network(web(|n| n.policy.egress_deny = (0..1025).map(|i| format!("10.{}.{}.0/24", i / 256, i % 256).parse().expect("net")).collect())), "1025 egress rules: at most 1024 per network"),
         ("65 host access ports", Network(web(|n| n.policy.host_access = (1..=65).map(|p| p.to_string()).collect::<Vec<_>>().join(",").parse().expect("ports"))), "65 host access ports: at most 64 per network"),
         ("an update denying and allowing one prefix", Update("web", egress_update(&["198.51.100.0/24"], &["198.51.100.0/24"])), "198.51.100.0/24 is both denied and allowed"),
         ("an update with an IPv6 rule on an IPv4-only network", Update("web", egress_update(&["fd00::/8"], &[])), "the network has no IPv6 subnet"),
