@@ -1,6 +1,6 @@
 //! The netpath network a configuration names: its settings (`subnet` or `subnets`,
-//! `gateway` or `gateways`, `mode`, `uplink`, `mtu`, `noMasquerade`), the request that
-//! creates it, and how an existing network is held to them.
+//! `gateway` or `gateways`, `mode`, `uplink`, `mtu`, `noMasquerade`, `policy`,
+//! `profile`), the request that creates it, and how an existing network is held to them.
 
 use std::{fmt::Display, str::FromStr};
 
@@ -10,7 +10,10 @@ use super::{
     conf::{Object, decoded, invalid, member, string},
     *,
 };
-use crate::types::{Dual, PerFamily, TwoOfOneFamily};
+use crate::{
+    model::{NetworkPolicy, Profile},
+    types::{Dual, PerFamily, TwoOfOneFamily},
+};
 
 /// The settings of the netpath network a configuration names: ADD creates the network
 /// with them on first use, and an existing network must have each one that is given.
@@ -35,6 +38,12 @@ pub struct NetworkSettings {
     pub no_masquerade: Option<Vec<IpNet>>,
     /// `mtu` of the network's devices.
     pub mtu: Option<u32>,
+    /// `policy`: the network's policy, as the API writes it (`{"isolate": true,
+    /// "egress_deny": ["private"], "host_access": "53/udp"}`); and `profile`
+    /// (`"untrusted"`), added to it. Either given, the network's policy must be the
+    /// two's sum.
+    pub policy: Option<NetworkPolicy>,
+    pub profile: Option<Profile>,
 }
 
 /// A setting given once per address family: `single` is the IPv4 value alone (the
@@ -179,6 +188,8 @@ impl NetworkSettings {
             uplink,
             no_masquerade,
             mtu,
+            policy: decoded(obj, "policy")?,
+            profile: decoded(obj, "profile")?,
         })
     }
 
@@ -198,8 +209,8 @@ impl NetworkSettings {
             uplink: self.uplink.clone(),
             mtu: self.mtu,
             no_masquerade: self.no_masquerade.clone().unwrap_or_default(),
-            policy: Default::default(),
-            profile: None,
+            policy: self.policy.clone().unwrap_or_default(),
+            profile: self.profile,
         })
     }
 
@@ -284,6 +295,17 @@ impl NetworkSettings {
         for (what, differ) in settings {
             if let Some((has, says)) = differ {
                 return Err(differs(what, has, says));
+            }
+        }
+        if self.policy.is_some() || self.profile.is_some() {
+            let given = self.policy.clone().unwrap_or_default();
+            let says = self.profile.map_or(given.clone(), |p| p.apply(given));
+            if says != network.policy {
+                return Err(differs(
+                    "policy",
+                    network.policy.describe(),
+                    says.describe(),
+                ));
             }
         }
         Ok(())

@@ -151,6 +151,38 @@ fn no_masquerade_destinations_parse_sorted_and_checked() {
 }
 
 #[test]
+fn a_policy_and_a_profile_parse_into_the_create_request_and_hold_an_existing_network() {
+    let c = conf(json!({"subnet": "10.88.0.0/24", "profile": "untrusted",
+        "policy": {"egress_allow": ["10.88.0.0/16"], "host_access": "53/udp"}}))
+    .unwrap();
+    let req = c.network.create("n").expect("a request");
+    assert_eq!(req.profile, Some(crate::model::Profile::Untrusted));
+    assert_eq!(req.policy.host_access.to_string(), "53/udp");
+    for (bad, code) in [
+        (json!({"profile": "lax"}), code::DECODE),
+        (json!({"policy": {"isolated": true}}), code::DECODE),
+        (
+            json!({"policy": {"egress_deny": ["10.0.0.0/33"]}}),
+            code::DECODE,
+        ),
+    ] {
+        assert_eq!(conf(bad.clone()).unwrap_err().code, code, "{bad}");
+    }
+    // An existing network is held to the sum of the two.
+    let mut network = network(Mode::Bridge, None);
+    let e = c.network.held_to(&network).unwrap_err();
+    assert!(e.msg.contains("with policy -"), "{}", e.msg);
+    network.policy = crate::model::Profile::Untrusted.apply(req.policy.clone());
+    c.network.held_to(&network).expect("the same policy");
+    // Neither given: whatever the network's policy.
+    conf(json!({"subnet": "10.88.0.0/24"}))
+        .unwrap()
+        .network
+        .held_to(&network)
+        .unwrap();
+}
+
+#[test]
 fn requested_addresses() {
     let e = |a: &str| {
         env(&[
