@@ -419,10 +419,13 @@ fn bpf_linker(ws: &Workspace, nightly: &str) -> Result<PathBuf> {
             // Another xtask finished the same build first; keep its copy.
             remove_dir_if_exists(&staging)?;
         }
-        Err(err) => {
-            return Err(err).with_context(|| {
+        Err(_) => {
+            // A linker that no longer runs is in the way (its libLLVM moved, say: the
+            // check above failed for it): the new build replaces it.
+            remove_dir_if_exists(&root)?;
+            fs::rename(&staging, &root).with_context(|| {
                 format!("cannot move {} to {}", staging.display(), root.display())
-            });
+            })?;
         }
     }
     let version = linker_version(&bin)
