@@ -59,44 +59,32 @@ fn refusal(frame: &TcFrame, c: &Classified, from: &EndpointValue) -> u8 {
     let egress = from.flags & ENDPOINT_FLAG_EGRESS != 0;
     // SAFETY (every lookup): read at once; a concurrent control-plane update can only
     // replace an entry with another valid one.
+    let host = from.flags & ENDPOINT_FLAG_HOST != 0;
     let (inside, local, denied) = if c.class.is_ipv6() {
         let Some(dst) = frame.load::<16>(IP6_DST) else {
             return 0;
         };
         let inside = internal && policy::inside6(dst, unsafe { NETPATH_NETWORKS.get(net) });
-        // A host address is host access's business (hairpin to a published port too).
-        let local = unsafe { NETPATH_LOCAL_ADDRS6.get(dst) }.is_some();
-        let rule = || {
-            NETPATH_EGRESS6
-                .get(Key::new(160, egress_key6(net, dst)))
-                .copied()
-        };
-        (
-            inside,
-            local,
-            egress && !local && policy::egress_denied(rule()),
-        )
+        let key = Key::new(160, egress_key6(net, dst));
+        let denied = egress && policy::egress_denied(NETPATH_EGRESS6.get(key).copied());
+        // A host address is host access's business (hairpin to a published port too):
+        // looked up only where a rule denied the destination, or for host access.
+        let local = (denied || host) && unsafe { NETPATH_LOCAL_ADDRS6.get(dst) }.is_some();
+        (inside, local, denied && !local)
     } else {
         let Some(dst) = frame.load::<4>(IP_DST) else {
             return 0;
         };
         let inside = internal && policy::inside4(dst, unsafe { NETPATH_NETWORKS.get(net) });
-        let local = unsafe { NETPATH_LOCAL_ADDRS.get(dst) }.is_some();
-        let rule = || {
-            NETPATH_EGRESS
-                .get(Key::new(64, egress_key(net, dst)))
-                .copied()
-        };
-        (
-            inside,
-            local,
-            egress && !local && policy::egress_denied(rule()),
-        )
+        let key = Key::new(64, egress_key(net, dst));
+        let denied = egress && policy::egress_denied(NETPATH_EGRESS.get(key).copied());
+        let local = (denied || host) && unsafe { NETPATH_LOCAL_ADDRS.get(dst) }.is_some();
+        (inside, local, denied && !local)
     };
     if (internal && !inside) || denied {
         return REFUSED;
     }
-    if local && from.flags & ENDPOINT_FLAG_HOST != 0 && !host_allowed(frame, c, net) {
+    if local && host && !host_allowed(frame, c, net) {
         return HOST_REFUSED;
     }
     0
