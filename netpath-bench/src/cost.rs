@@ -122,7 +122,7 @@ impl CostScenario {
 }
 
 /// The ifindex of host device `dev`.
-fn ifindex_of(dev: &str) -> Result<u32> {
+pub(crate) fn ifindex_of(dev: &str) -> Result<u32> {
     let path = format!("/sys/class/net/{dev}/ifindex");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
     text.trim()
