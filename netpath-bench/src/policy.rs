@@ -134,10 +134,7 @@ impl Scenario for PolicyScenario {
             proc::run_ok(&mut cmd, None, proc::CMD_TIMEOUT).context("netpath network update")?;
         }
         let prog = progcost::ingress_program(&eps[0].host_ifname)?;
-        let ifindex =
-            std::fs::read_to_string(format!("/sys/class/net/{}/ifindex", eps[0].host_ifname))?
-                .trim()
-                .parse()?;
+        let ifindex = super::cost::ifindex_of(&eps[0].host_ifname)?;
         let mut r = RunResult::default();
         for family in Family::BOTH {
             let frame = match (family, eps[0].ip, eps[0].ip6) {
